@@ -1,0 +1,219 @@
+import { StpmdError } from "../errors.js";
+import type { InspectionResult } from "../pipeline/result.js";
+
+/**
+ * The MQTT API of the daemon: every topic it publishes and the payload type on it, in one place so that the
+ * publisher, the tests and any consumer written in TypeScript agree on field names.
+ *
+ * | Topic                         | Payload                | QoS          | Retained |
+ * |-------------------------------|------------------------|--------------|----------|
+ * | `<prefix>/status`             | {@link StatusPayload}  | 1            | yes      |
+ * | `<prefix>/<camera>/result`    | {@link ResultPayload}  | configurable | no       |
+ * | `<prefix>/<camera>/defect`    | {@link DefectPayload}  | 1 or 2       | no       |
+ * | `<prefix>/<camera>/snapshot`  | JPEG bytes             | 1            | yes      |
+ */
+
+export const DEFAULT_TOPIC_PREFIX = "stpmd";
+
+export type Qos = 0 | 1 | 2;
+
+export type DaemonState = "online" | "offline" | "stopped";
+export type CameraState = "streaming" | "restarting" | "stalled" | "idle";
+
+/** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */
+export interface StatusPayload {
+  state: DaemonState;
+  model_version: string | null;
+  fps: number;
+  dropped_frames: number;
+  cameras: { [cameraId: string]: { state: CameraState; fps: number } };
+  outbox: { queued: number; overflowed: number };
+  uptime_s: number;
+  /** ISO 8601 time the status was published. */
+  ts: string;
+}
+
+/** The last will on `<prefix>/status`: all the broker can say once the connection is gone. */
+export interface StatusWillPayload {
+  state: "offline";
+}
+
+/** `<prefix>/<camera>/result`: one compact line per inspected frame (a telemetry stream, never queued). */
+export interface ResultPayload {
+  seq: number;
+  /** ISO 8601 capture time (same format as the defect event, so consumers can join the two). */
+  capture_ts: string;
+  score: number;
+  threshold: number;
+  defective: boolean;
+  /** Number of regions above threshold. */
+  regions: number;
+  /** Capture to end of inference, milliseconds. */
+  latency_ms: number;
+}
+
+export interface DefectRegionPayload {
+  bbox: [x: number, y: number, width: number, height: number];
+  area: number;
+  peak: number;
+}
+
+/** Where the defect's snapshot went: its own retained topic, inline base64 in this payload, or nowhere. */
+export type SnapshotDelivery = "topic" | "inline" | "none";
+
+/** `<prefix>/<camera>/defect`: one event per defective frame, delivered through the durable outbox. */
+export interface DefectPayload {
+  /** `<camera>-<capture_ts in ms>-<seq>`: stable across redeliveries, so consumers can drop QoS 1 duplicates. */
+  event_id: string;
+  camera: string;
+  seq: number;
+  capture_ts: string;
+  inferred_ts: string;
+  score: number;
+  threshold: number;
+  regions: DefectRegionPayload[];
+  model_version: string;
+  frame_size: [width: number, height: number];
+  snapshot: SnapshotDelivery;
+  /** Present only when `snapshot` is `"inline"`. */
+  snapshot_jpeg_base64?: string;
+}
+
+/** The typed topic → payload map (keyed by topic kind; {@link Topics} turns a kind into the topic string). */
+export interface TopicPayloads {
+  status: StatusPayload | StatusWillPayload;
+  result: ResultPayload;
+  defect: DefectPayload;
+  /** Raw JPEG bytes. */
+  snapshot: Buffer;
+}
+
+export type TopicKind = keyof TopicPayloads;
+export type CameraTopicKind = Exclude<TopicKind, "status">;
+
+/** MQTT caps a topic name at 65,535 bytes of UTF-8 (the length prefix is 16 bits). */
+const MAX_TOPIC_BYTES = 65_535;
+
+/**
+ * Throws unless `segment` can be one topic level: non-empty, and free of the wildcards `+` and `#`, the level
+ * separator `/` and NUL. A camera id with a wildcard would make the broker refuse the publish (or, worse, turn a
+ * subscriber's filter ambiguous), so it is refused here with the id named instead.
+ */
+export function assertTopicSegment(segment: string, what: string): void {
+  if (segment.length === 0) {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${what} must not be empty: it is used as an MQTT topic level`);
+  }
+  const bad = /[+#/\u0000]/u.exec(segment);
+  if (bad !== null) {
+    throw new StpmdError(
+      "ERR_CONFIG_INVALID",
+      `${what} ${JSON.stringify(segment)} contains ${JSON.stringify(bad[0])}, which is not allowed in an MQTT ` +
+        "topic level (no '+', '#', '/' or NUL)",
+    );
+  }
+}
+
+/** Throws unless `prefix` is one or more valid topic levels joined by `/` and does not start with `$`. */
+export function assertTopicPrefix(prefix: string): void {
+  if (prefix.startsWith("$")) {
+    throw new StpmdError(
+      "ERR_CONFIG_INVALID",
+      `MQTT topic prefix ${JSON.stringify(prefix)} starts with '$', which brokers reserve for their own topics`,
+    );
+  }
+  for (const level of prefix.split("/")) {
+    assertTopicSegment(level, `each level of the MQTT topic prefix ${JSON.stringify(prefix)}, here`);
+  }
+}
+
+/** Builds (and validates) the topic strings under one prefix. */
+export class Topics {
+  readonly prefix: string;
+
+  constructor(prefix: string = DEFAULT_TOPIC_PREFIX) {
+    assertTopicPrefix(prefix);
+    this.prefix = prefix;
+  }
+
+  status(): string {
+    return `${this.prefix}/status`;
+  }
+
+  /** `<prefix>/<camera>/<kind>`; throws an `ERR_CONFIG_INVALID` StpmdError for a camera id that is not a level. */
+  camera(cameraId: string, kind: CameraTopicKind): string {
+    assertTopicSegment(cameraId, "camera id");
+    const topic = `${this.prefix}/${cameraId}/${kind}`;
+    if (Buffer.byteLength(topic, "utf8") > MAX_TOPIC_BYTES) {
+      throw new StpmdError("ERR_CONFIG_INVALID", `MQTT topic for camera id ${JSON.stringify(cameraId)} is too long`);
+    }
+    return topic;
+  }
+}
+
+/** Serialises a payload for its topic: JSON for the structured topics, the bytes themselves for snapshots. */
+export function encodePayload<K extends TopicKind>(kind: K, payload: TopicPayloads[K]): Buffer {
+  if (kind === "snapshot") return payload as Buffer;
+  return Buffer.from(JSON.stringify(payload), "utf8");
+}
+
+export function statusWill(): StatusWillPayload {
+  return { state: "offline" };
+}
+
+function isoTime(epochMs: number): string {
+  return new Date(epochMs).toISOString();
+}
+
+export function buildResultPayload(result: InspectionResult): ResultPayload {
+  const { frame } = result;
+  return {
+    seq: frame.seq,
+    capture_ts: isoTime(frame.captureTs),
+    score: result.score,
+    threshold: result.threshold,
+    defective: result.defective,
+    regions: result.regions.length,
+    latency_ms: result.inferredTs - frame.captureTs,
+  };
+}
+
+export function defectEventId(result: InspectionResult): string {
+  const { frame } = result;
+  return `${frame.cameraId}-${frame.captureTs}-${frame.seq}`;
+}
+
+/**
+ * The defect event for a result. `snapshot` says how the picture travels; pass the JPEG only for `"inline"`
+ * (for `"topic"` the bytes go out as a separate message right after this one).
+ */
+export function buildDefectPayload(
+  result: InspectionResult,
+  snapshot: SnapshotDelivery,
+  inlineJpeg?: Buffer,
+): DefectPayload {
+  const { frame } = result;
+  const payload: DefectPayload = {
+    event_id: defectEventId(result),
+    camera: frame.cameraId,
+    seq: frame.seq,
+    capture_ts: isoTime(frame.captureTs),
+    inferred_ts: isoTime(result.inferredTs),
+    score: result.score,
+    threshold: result.threshold,
+    regions: result.regions.map((region) => ({
+      bbox: [region.bbox[0], region.bbox[1], region.bbox[2], region.bbox[3]],
+      area: region.area,
+      peak: region.peak,
+    })),
+    model_version: result.modelVersion,
+    frame_size: [frame.width, frame.height],
+    snapshot,
+  };
+  if (snapshot === "inline") {
+    if (inlineJpeg === undefined) {
+      throw new Error("buildDefectPayload: snapshot 'inline' needs the JPEG bytes");
+    }
+    payload.snapshot_jpeg_base64 = inlineJpeg.toString("base64");
+  }
+  return payload;
+}
