@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "ImageNet weights (download them on a machine with internet, e.g. with curl -O, and copy the .pth\n"
             "file here; this script never downloads anything):\n"
-            f"{weights_help}\n\n"
+            f"{weights_help}\n"
+            "(torchvision's IMAGENET1K_V1 files, the ones STPM-style papers use; the V2 files load as well.)\n\n"
             "Needs PyTorch and torchvision, e.g. Debian's python3-torch and python3-torchvision\n"
             "(run it with /usr/bin/python3 then).\n\n"
             "Examples:\n"

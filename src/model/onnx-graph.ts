@@ -28,7 +28,7 @@ export interface GraphNode {
 export interface ValueInfo {
   name: string;
   dims: (number | string)[];
-  elemType?: "float32" | "int64";
+  elemType?: "float32" | "int64" | "uint8";
 }
 
 export interface Graph {
@@ -57,6 +57,7 @@ export function tensorSize(dims: number[]): number {
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const INT64 = onnx.TensorProto.DataType.INT64;
+const UINT8 = onnx.TensorProto.DataType.UINT8;
 
 function toNumber(v: number | { toNumber(): number } | null | undefined): number {
   if (v === null || v === undefined) return 0;
@@ -135,7 +136,7 @@ function encodeValueInfo(v: ValueInfo): Onnx.IValueInfoProto {
     name: v.name,
     type: {
       tensorType: {
-        elemType: v.elemType === "int64" ? INT64 : FLOAT,
+        elemType: v.elemType === "int64" ? INT64 : v.elemType === "uint8" ? UINT8 : FLOAT,
         shape: { dim: v.dims.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) },
       },
     },

@@ -6,15 +6,35 @@ export interface SessionOptions {
   /** Execution providers in order of preference, e.g. ["tensorrt", "cuda", "cpu"]. */
   providers?: ort.InferenceSession.ExecutionProviderConfig[];
   intraOpThreads?: number;
+  /** Told when a preferred provider could not be used and the next one is tried. */
+  onFallback?: (provider: string, reason: string) => void;
 }
 
+function providerName(p: ort.InferenceSession.ExecutionProviderConfig): string {
+  return typeof p === "string" ? p : p.name;
+}
+
+/**
+ * Creates a session on the first execution provider that works. onnxruntime-node's prebuilt Linux packages carry
+ * only the CPU provider (CUDA/TensorRT need the GPU build, e.g. on JetPack), so a config written for a GPU box still
+ * runs — more slowly, and saying so — anywhere else.
+ */
 export async function createSession(model: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(model, {
-    executionProviders: opts.providers ?? ["cpu"],
-    graphOptimizationLevel: (process.env.STPMD_ORT_OPT as "all" | undefined) ?? "all",
-    logSeverityLevel: 3,
-    ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
-  });
+  const providers = opts.providers?.length ? [...opts.providers] : ["cpu"];
+  for (;;) {
+    try {
+      return await ort.InferenceSession.create(model, {
+        executionProviders: providers,
+        graphOptimizationLevel: (process.env.STPMD_ORT_OPT as "all" | undefined) ?? "all",
+        logSeverityLevel: 3,
+        ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
+      });
+    } catch (err) {
+      if (providers.length <= 1) throw err;
+      const dropped = providers.shift()!;
+      opts.onFallback?.(providerName(dropped), err instanceof Error ? err.message : String(err));
+    }
+  }
 }
 
 export function floatInput(data: Float32Array, dims: readonly number[]): ort.Tensor {

@@ -188,7 +188,12 @@ export class Outbox {
     if (entries.length > options.maxMessages || outbox.storedBytes > options.maxBytes) {
       // Keep them all (they are unsent events); new ones are refused until the queue drains below the bounds.
       logger.warn(
-        { queued: entries.length, bytes: outbox.storedBytes, maxMessages: options.maxMessages, maxBytes: options.maxBytes },
+        {
+          queued: entries.length,
+          bytes: outbox.storedBytes,
+          maxMessages: options.maxMessages,
+          maxBytes: options.maxBytes,
+        },
         "outbox: existing messages exceed the configured bounds",
       );
     }
@@ -220,7 +225,9 @@ export class Outbox {
     const queuedMessages = this.index.length + this.reservedMessages;
     const queuedBytes = this.storedBytes + this.reservedBytes;
     if (queuedMessages + 1 > this.maxMessages) {
-      return Promise.resolve(this.refuse(message, `it holds ${queuedMessages} of ${this.maxMessages} messages`));
+      return Promise.resolve(
+        this.refuse(message, `it holds ${queuedMessages} of ${this.maxMessages} messages`),
+      );
     }
     if (queuedBytes + record.length > this.maxBytes) {
       return Promise.resolve(
@@ -263,7 +270,9 @@ export class Outbox {
   async ack(seq: number): Promise<void> {
     const entry = this.index[0];
     if (entry === undefined || entry.seq !== seq) {
-      throw new Error(`outbox ack(${seq}) out of order: the head is ${entry === undefined ? "empty" : entry.seq}`);
+      throw new Error(
+        `outbox ack(${seq}) out of order: the head is ${entry === undefined ? "empty" : entry.seq}`,
+      );
     }
     this.index.shift();
     this.storedBytes -= entry.bytes;
@@ -353,7 +362,10 @@ async function quarantine(dir: string, name: string, logger: Logger, reason: str
   try {
     await mkdir(quarantineDir, { recursive: true });
     await rename(path.join(dir, name), target);
-    logger.warn({ file: path.join(dir, name), movedTo: target, reason }, "outbox: quarantined a bad message file");
+    logger.warn(
+      { file: path.join(dir, name), movedTo: target, reason },
+      "outbox: quarantined a bad message file",
+    );
   } catch (err) {
     logger.warn(
       { file: path.join(dir, name), reason, err: errorMessage(err) },

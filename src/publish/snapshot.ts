@@ -108,10 +108,16 @@ function checkInputs(frame: Frame, map: Float32Array, threshold: number, opts: S
     throw new StpmdError("ERR_OPTION_INVALID", `${where}: snapshot threshold must be > 0, got ${threshold}`);
   }
   if (!Number.isInteger(opts.quality) || opts.quality < 1 || opts.quality > 100) {
-    throw new StpmdError("ERR_OPTION_INVALID", `snapshot quality must be an integer 1–100, got ${opts.quality}`);
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `snapshot quality must be an integer 1–100, got ${opts.quality}`,
+    );
   }
   if (opts.maxSide !== undefined && (!Number.isInteger(opts.maxSide) || opts.maxSide < 1)) {
-    throw new StpmdError("ERR_OPTION_INVALID", `snapshot maxSide must be a positive integer, got ${opts.maxSide}`);
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `snapshot maxSide must be a positive integer, got ${opts.maxSide}`,
+    );
   }
 }
 
@@ -156,7 +162,15 @@ function drawBoxOutline(
   fillRect(rgb, width, height, right - thickness + 1, top, right, bottom);
 }
 
-function fillRect(rgb: Buffer, width: number, height: number, x0: number, y0: number, x1: number, y1: number): void {
+function fillRect(
+  rgb: Buffer,
+  width: number,
+  height: number,
+  x0: number,
+  y0: number,
+  x1: number,
+  y1: number,
+): void {
   const xStart = Math.max(0, x0);
   const xEnd = Math.min(width - 1, x1);
   const yStart = Math.max(0, y0);

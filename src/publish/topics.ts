@@ -95,34 +95,39 @@ export type CameraTopicKind = Exclude<TopicKind, "status">;
 const MAX_TOPIC_BYTES = 65_535;
 
 /**
- * Throws unless `segment` can be one topic level: non-empty, and free of the wildcards `+` and `#`, the level
- * separator `/` and NUL. A camera id with a wildcard would make the broker refuse the publish (or, worse, turn a
- * subscriber's filter ambiguous), so it is refused here with the id named instead.
+ * Why `segment` cannot be one topic level, or undefined if it can: it must be non-empty and free of the wildcards
+ * `+` and `#`, the level separator `/` and NUL. A camera id with a wildcard would make the broker refuse the
+ * publish (or turn a subscriber's filter ambiguous), so it is refused here with the id named instead.
  */
+function topicLevelProblem(segment: string): string | undefined {
+  if (segment.length === 0) return "is empty, but it is used as an MQTT topic level";
+  const bad = ["+", "#", "/", "\0"].find((character) => segment.includes(character));
+  if (bad === undefined) return undefined;
+  return `contains ${JSON.stringify(bad)}, which is not allowed in an MQTT topic level (no '+', '#', '/' or NUL)`;
+}
+
+/** Throws an `ERR_CONFIG_INVALID` StpmdError naming `what` unless `segment` can be one topic level. */
 export function assertTopicSegment(segment: string, what: string): void {
-  if (segment.length === 0) {
-    throw new StpmdError("ERR_CONFIG_INVALID", `${what} must not be empty: it is used as an MQTT topic level`);
-  }
-  const bad = /[+#/\u0000]/u.exec(segment);
-  if (bad !== null) {
-    throw new StpmdError(
-      "ERR_CONFIG_INVALID",
-      `${what} ${JSON.stringify(segment)} contains ${JSON.stringify(bad[0])}, which is not allowed in an MQTT ` +
-        "topic level (no '+', '#', '/' or NUL)",
-    );
+  const problem = topicLevelProblem(segment);
+  if (problem !== undefined) {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${what} ${JSON.stringify(segment)} ${problem}`);
   }
 }
 
 /** Throws unless `prefix` is one or more valid topic levels joined by `/` and does not start with `$`. */
 export function assertTopicPrefix(prefix: string): void {
+  const where = `MQTT topic prefix ${JSON.stringify(prefix)}`;
   if (prefix.startsWith("$")) {
     throw new StpmdError(
       "ERR_CONFIG_INVALID",
-      `MQTT topic prefix ${JSON.stringify(prefix)} starts with '$', which brokers reserve for their own topics`,
+      `${where} starts with '$', which brokers reserve for their own topics`,
     );
   }
   for (const level of prefix.split("/")) {
-    assertTopicSegment(level, `each level of the MQTT topic prefix ${JSON.stringify(prefix)}, here`);
+    const problem = topicLevelProblem(level);
+    if (problem !== undefined) {
+      throw new StpmdError("ERR_CONFIG_INVALID", `${where}: level ${JSON.stringify(level)} ${problem}`);
+    }
   }
 }
 
@@ -144,7 +149,10 @@ export class Topics {
     assertTopicSegment(cameraId, "camera id");
     const topic = `${this.prefix}/${cameraId}/${kind}`;
     if (Buffer.byteLength(topic, "utf8") > MAX_TOPIC_BYTES) {
-      throw new StpmdError("ERR_CONFIG_INVALID", `MQTT topic for camera id ${JSON.stringify(cameraId)} is too long`);
+      throw new StpmdError(
+        "ERR_CONFIG_INVALID",
+        `MQTT topic for camera id ${JSON.stringify(cameraId)} is too long`,
+      );
     }
     return topic;
   }

@@ -1,0 +1,112 @@
+import { StpmdError } from "../errors.js";
+
+/** Name of the appsink we append; the camera looks it up with `findChild`. */
+export const SINK_NAME = "stpmd_sink";
+
+/**
+ * Turns a user's GStreamer source description into a full pipeline that ends in our appsink, delivering packed RGB
+ * at the model's input size.
+ *
+ * Conversion and scaling happen inside GStreamer (`videoconvert ! videoscale ! caps`), in its streaming thread and
+ * in C, so Node only copies finished frames. Both elements pass buffers through untouched when the source already
+ * delivers RGB at the right size.
+ *
+ * The source is used as written. Examples:
+ * - `v4l2src device=/dev/video0`
+ * - `rtspsrc location=rtsp://cam/stream ! rtph264depay ! h264parse ! avdec_h264`
+ * - `multifilesrc location=/data/%03d.png index=0 loop=true ! pngdec` (replay; runs as fast as it can decode,
+ *   since our appsink does not sync to the clock. For replay at a camera's pace, give the files a rate and sync
+ *   in the source: `multifilesrc … caps="image/png,framerate=5/1" ! pngdec ! identity sync=true`.)
+ * - `videotestsrc is-live=true`
+ * - Jetson: `nvarguscamerasrc ! nvvidconv`. nvarguscamerasrc produces NVMM (GPU) buffers that videoconvert cannot
+ *   read, so Jetson users put `nvvidconv` (hardware conversion/scaling) at the end of their source, optionally with
+ *   caps such as `nvvidconv ! video/x-raw,width=256,height=256`. We keep it as is; our videoconvert/videoscale then
+ *   only finish the job (or pass through).
+ *
+ * @param where config path of the camera used in error messages, e.g. `cameras[1] (id "line2")`.
+ * @throws StpmdError ERR_CONFIG_INVALID when the source is empty, already contains an appsink or our sink name, or
+ *   starts/ends with a dangling `!`; or when width/height are not positive integers.
+ */
+export function buildPipelineDescription(
+  source: string,
+  width: number,
+  height: number,
+  where = "camera",
+): string {
+  const trimmed = validateSource(source, where);
+  validateDimension(width, `${where}.width`);
+  validateDimension(height, `${where}.height`);
+  return (
+    `${trimmed} ! videoconvert ! videoscale ! video/x-raw,format=RGB,width=${width},height=${height}` +
+    ` ! appsink name=${SINK_NAME} max-buffers=2 drop=true sync=false emit-signals=false`
+  );
+  // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.
+  // sync=false: deliver as soon as a frame exists; live sources pace themselves.
+}
+
+function validateSource(source: string, where: string): string {
+  const key = `${where}.source`;
+  if (typeof source !== "string" || source.trim() === "") {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${key}: must be a non-empty GStreamer source description`);
+  }
+  const trimmed = source.trim();
+  if (/\bappsink\b/i.test(trimmed)) {
+    throw new StpmdError(
+      "ERR_CONFIG_INVALID",
+      `${key}: must describe only the source (stpmd appends conversion, scaling and its own appsink); ` +
+        `remove the appsink from "${trimmed}"`,
+    );
+  }
+  if (trimmed.includes(SINK_NAME)) {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${key}: must not use the reserved element name "${SINK_NAME}"`);
+  }
+  if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
+    throw new StpmdError(
+      "ERR_CONFIG_INVALID",
+      `${key}: must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`,
+    );
+  }
+  return trimmed;
+}
+
+function validateDimension(value: number, key: string): void {
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${key}: must be a positive integer (got ${String(value)})`);
+  }
+}
+
+/**
+ * Bytes between the starts of two rows of a GStreamer RGB frame: GStreamer aligns every row of packed RGB to 4
+ * bytes, so widths where `width * 3` is not a multiple of 4 carry 1–3 padding bytes per row.
+ */
+export function gstreamerRgbStride(width: number): number {
+  return Math.ceil((width * 3) / 4) * 4;
+}
+
+/**
+ * Packed RGB (`width * height * 3` bytes, no row padding) from a frame as the appsink delivers it.
+ * Without padding this is a view of `data` (the addon already hands us a private copy); otherwise rows are copied.
+ *
+ * @throws RangeError when `data` is too short for the frame, which means the caps are not what we asked for.
+ */
+export function packRgbRows(data: Uint8Array, width: number, height: number): Uint8Array {
+  const rowBytes = width * 3;
+  const packedBytes = rowBytes * height;
+  if (data.byteLength === packedBytes) {
+    return new Uint8Array(data.buffer, data.byteOffset, packedBytes);
+  }
+  const stride = gstreamerRgbStride(width);
+  // The last row may or may not carry its padding, so only require the bytes that are read.
+  const needed = height === 0 ? 0 : stride * (height - 1) + rowBytes;
+  if (data.byteLength < needed) {
+    throw new RangeError(
+      `RGB frame of ${width}×${height} needs ${needed} bytes with a row stride of ${stride}, got ${data.byteLength}`,
+    );
+  }
+  const packed = new Uint8Array(packedBytes);
+  for (let row = 0; row < height; row++) {
+    const start = row * stride;
+    packed.set(data.subarray(start, start + rowBytes), row * rowBytes);
+  }
+  return packed;
+}

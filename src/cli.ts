@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+import { writeFile } from "node:fs/promises";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { formatConfigSummary, loadConfig } from "./config.js";
+import { errorMessage, isStpmdError } from "./errors.js";
+import { evaluate } from "./eval/evaluate.js";
+import { createLogger } from "./log.js";
+import { RETRAIN_DEFAULTS, retrain } from "./train/retrain.js";
+
+function intOption(name: string, min: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+    return n;
+  };
+}
+
+function numberOption(name: string, min: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number ≥ ${min}`);
+    return n;
+  };
+}
+
+const program = new Command()
+  .name("stpmd")
+  .description(
+    "Always-on STPM visual inspection: GStreamer cameras → ONNX Runtime teacher–student anomaly maps → MQTT defect events.",
+  )
+  .showHelpAfterError("(run with --help for usage)");
+
+program
+  .command("retrain")
+  .description(
+    "Distil a new student from normal (defect-free) images and write a model bundle (teacher + student ONNX + manifest). " +
+      "20% of the images are held out (seeded) to pick the best epoch and set the threshold.",
+  )
+  .requiredOption("--frames <dir>", "folder of normal images (png, jpg, tif, webp); unreadable files are skipped and counted")
+  .requiredOption("--teacher <file.onnx>", "ImageNet-pretrained pyramid teacher ONNX (one N×3×H×W input, three feature outputs)")
+  .requiredOption("--out <dir>", "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact")
+  .option("--epochs <n>", "training epochs", intOption("--epochs", 1), RETRAIN_DEFAULTS.epochs)
+  .option("--batch-size <n>", "images per SGD step", intOption("--batch-size", 2), RETRAIN_DEFAULTS.batchSize)
+  .option("--lr <x>", "SGD learning rate", numberOption("--lr", 0), RETRAIN_DEFAULTS.lr)
+  .option("--momentum <x>", "SGD momentum", numberOption("--momentum", 0), RETRAIN_DEFAULTS.momentum)
+  .option("--weight-decay <x>", "SGD L2 weight decay", numberOption("--weight-decay", 0), RETRAIN_DEFAULTS.weightDecay)
+  .option("--image-size <n>", "square input size, a multiple of 16", intOption("--image-size", 32), RETRAIN_DEFAULTS.imageSize)
+  .option("--seed <n>", "seed for initialisation, split and batch order", intOption("--seed", 0), RETRAIN_DEFAULTS.seed)
+  .option("--val-fraction <x>", "share of images held out for validation", numberOption("--val-fraction", 0), RETRAIN_DEFAULTS.valFraction)
+  .option(
+    "--threshold-sigma <x>",
+    "threshold = mean + k·std of validation image scores",
+    numberOption("--threshold-sigma", 0),
+    RETRAIN_DEFAULTS.thresholdSigma,
+  )
+  .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")
+  .action(async (o) => {
+    const logger = createLogger();
+    const s = await retrain({
+      framesDir: o.frames,
+      teacherFile: o.teacher,
+      outDir: o.out,
+      epochs: o.epochs,
+      batchSize: o.batchSize,
+      lr: o.lr,
+      momentum: o.momentum,
+      weightDecay: o.weightDecay,
+      imageSize: o.imageSize,
+      seed: o.seed,
+      valFraction: o.valFraction,
+      thresholdSigma: o.thresholdSigma,
+      logger,
+      progress: o.progress,
+    });
+    console.log(
+      `retrain done: bundle ${o.out} (model ${s.manifest.model_version}), ${s.trainImages} train / ${s.valImages} val images, ` +
+        `${s.skippedFiles.length} skipped, best epoch ${s.bestEpoch}/${o.epochs}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
+        `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
+    );
+  });
+
+program
+  .command("eval")
+  .description("Evaluate a bundle on an MVTec AD test split: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image F1-max.")
+  .requiredOption("--model <dir>", "model bundle directory")
+  .requiredOption("--data <dir>", "MVTec AD category folder (with test/ and ground_truth/)")
+  .option("--json <file>", "also write the report as JSON to this file ('-' for stdout)")
+  .action(async (o) => {
+    const logger = createLogger();
+    const r = await evaluate(o.model, o.data, logger);
+    const json = `${JSON.stringify(r, null, 2)}\n`;
+    if (o.json === "-") process.stdout.write(json);
+    else if (o.json) await writeFile(o.json, json);
+    if (o.json !== "-") {
+      console.log(
+        `eval: image AUROC ${r.image_auroc.toFixed(4)}, pixel AUROC ${r.pixel_auroc.toFixed(4)}, AUPRO ${r.aupro.toFixed(4)}, ` +
+          `image F1-max ${r.image_f1_max.toFixed(4)} on ${r.num_images} images (${r.num_good} good, ${r.num_defective} defective) in ${r.seconds.toFixed(1)} s`,
+      );
+    }
+  });
+
+program
+  .command("check-config")
+  .description("Validate a daemon config file and print a summary; lists every problem with its key and line.")
+  .argument("<file>", "YAML or JSON config file")
+  .action((file: string) => {
+    console.log(formatConfigSummary(loadConfig(file)));
+  });
+
+program.addOption(new Option("--debug", "print stack traces for unexpected errors").hideHelp());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // user errors: one line, no stack; anything else: one line plus how to see the stack
+  if (isStpmdError(err)) {
+    process.stderr.write(`stpmd: ${err.message} [${err.code}]\n`);
+  } else {
+    process.stderr.write(`stpmd: unexpected error: ${errorMessage(err)}\n`);
+    if (process.env.STPMD_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+  }
+  process.exitCode = 1;
+}

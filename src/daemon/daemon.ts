@@ -1,0 +1,293 @@
+import { type FSWatcher, watch } from "node:fs";
+import path from "node:path";
+import { Camera } from "../capture/camera.js";
+import type { Frame } from "../capture/frame.js";
+import type { ExecutionProviderConfig, StpmdConfig } from "../config.js";
+import { errorMessage } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { ort } from "../model/ort.js";
+import { FrameQueue } from "../pipeline/frame-queue.js";
+import { Inspector } from "../pipeline/inspector.js";
+import type { InspectionResult } from "../pipeline/result.js";
+import { Publisher } from "../publish/publisher.js";
+import type { CameraState } from "../publish/topics.js";
+import { Collector } from "../train/collector.js";
+import { SystemdNotifier } from "./systemd.js";
+
+/** Frames per second over a sliding window of completion times. */
+class RateMeter {
+  private readonly stamps: number[] = [];
+  constructor(private readonly windowMs = 5000) {}
+  add(n = 1, now = Date.now()): void {
+    for (let i = 0; i < n; i++) this.stamps.push(now);
+    this.trim(now);
+  }
+  rate(now = Date.now()): number {
+    this.trim(now);
+    return this.stamps.length / (this.windowMs / 1000);
+  }
+  private trim(now: number): void {
+    while (this.stamps.length > 0 && this.stamps[0]! < now - this.windowMs) this.stamps.shift();
+  }
+}
+
+function ortProviders(list: ExecutionProviderConfig[]): ort.InferenceSession.ExecutionProviderConfig[] {
+  return list.map((p) => {
+    switch (p.name) {
+      case "tensorrt":
+        return { name: "tensorrt", deviceId: p.device_id };
+      case "cuda":
+        return { name: "cuda", deviceId: p.device_id };
+      default:
+        return "cpu";
+    }
+  });
+}
+
+export interface DaemonHooks {
+  /** Every inspection result, after publishing (tests and the demo watch the stream here). */
+  onResult?: (r: InspectionResult) => void;
+}
+
+/**
+ * The inspection daemon: cameras → bounded frame queue → batched inference → MQTT, with collection beside it.
+ * Each stage owns one thing and buffers flow one way; a broker outage or one failing camera never stops the
+ * others (the publisher queues defect events on disk, cameras restart themselves).
+ */
+export class Daemon {
+  private readonly queue: FrameQueue;
+  private readonly inspector: Inspector;
+  private readonly publisher: Publisher;
+  private readonly notifier: SystemdNotifier;
+  private cameras: Camera[] = [];
+  private collector: Collector | undefined;
+  private loop: Promise<void> | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private watcher: FSWatcher | undefined;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private readonly inspected = new RateMeter();
+  private readonly perCamera = new Map<string, RateMeter>();
+  private lastInspectedTs = 0;
+  private readySent = false;
+  private stopping = false;
+  inspectedFrames = 0;
+  inferenceErrors = 0;
+
+  constructor(
+    private readonly config: StpmdConfig,
+    private readonly logger: Logger,
+    private readonly hooks: DaemonHooks = {},
+  ) {
+    this.queue = new FrameQueue(config.inference.queue_size);
+    this.inspector = new Inspector(
+      config.model.bundle,
+      {
+        providers: ortProviders(config.inference.providers),
+        intraOpThreads: config.inference.intra_op_threads,
+        onFallback: (provider, reason) =>
+          logger.warn({ provider, reason: reason.split("\n")[0] }, "execution provider unavailable; trying the next one"),
+      },
+      logger.child({ stage: "inference" }),
+    );
+    const m = config.mqtt;
+    this.publisher = new Publisher(
+      {
+        url: m.url,
+        clientId: m.client_id,
+        ...(m.username !== undefined ? { username: m.username } : {}),
+        ...(m.password !== undefined ? { password: m.password } : {}),
+        ...(m.tls
+          ? {
+              tls: {
+                ...(m.tls.ca ? { ca: m.tls.ca } : {}),
+                ...(m.tls.cert ? { cert: m.tls.cert } : {}),
+                ...(m.tls.key ? { key: m.tls.key } : {}),
+                rejectUnauthorized: m.tls.reject_unauthorized,
+              },
+            }
+          : {}),
+        prefix: m.prefix,
+        resultQos: m.result_qos,
+        eventQos: m.event_qos,
+        snapshot: m.snapshot,
+        snapshotQuality: m.snapshot_quality,
+        outbox: { dir: m.outbox.dir, maxMessages: m.outbox.max_messages, maxBytes: m.outbox.max_bytes },
+        reconnectPeriodMs: m.reconnect_period_ms,
+      },
+      logger.child({ stage: "publish" }),
+    );
+    this.notifier = new SystemdNotifier(logger);
+  }
+
+  get modelVersion(): string | undefined {
+    return this.inspector.manifest?.model_version;
+  }
+
+  get droppedFrames(): number {
+    return this.queue.droppedTotal();
+  }
+
+  publisherStats(): ReturnType<Publisher["stats"]> {
+    return this.publisher.stats();
+  }
+
+  /** Loads the model (fatal if it fails: there is nothing to serve), then starts publishing and capture. */
+  async start(): Promise<void> {
+    const manifest = await this.inspector.load();
+    this.logger.info({ model_version: manifest.model_version, bundle: this.config.model.bundle }, "model loaded");
+    this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
+    await this.publisher.start();
+    this.startCameras();
+    this.loop = this.runLoop();
+    this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
+    if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
+      this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
+    }
+    if (this.config.model.watch) this.watchBundle();
+  }
+
+  private startCameras(): void {
+    const [width, height] = this.inspector.inputSize!;
+    this.cameras = this.config.cameras
+      .filter((c) => c.enabled)
+      .map((c) => {
+        const cam = new Camera({
+          id: c.id,
+          source: c.source,
+          width,
+          height,
+          stallTimeoutMs: c.stall_timeout_s * 1000,
+          trigger: c.trigger,
+          restartBackoff: { initialMs: c.restart_backoff.initial_ms, maxMs: c.restart_backoff.max_ms, factor: c.restart_backoff.factor },
+          logger: this.logger.child({ camera: c.id }),
+        });
+        cam.on("frame", (f: Frame) => this.queue.push(f));
+        this.perCamera.set(c.id, this.perCamera.get(c.id) ?? new RateMeter());
+        cam.start();
+        return cam;
+      });
+  }
+
+  private async runLoop(): Promise<void> {
+    const { max_batch, max_wait_ms } = this.config.inference;
+    for (;;) {
+      const batch = await this.queue.takeBatch(max_batch, max_wait_ms);
+      if (batch.length === 0) return; // closed and drained
+      let results: InspectionResult[];
+      try {
+        results = await this.inspector.inspect(batch);
+      } catch (err) {
+        // one bad batch must not end the loop; the frames are counted as lost and named in the log
+        this.inferenceErrors += 1;
+        this.logger.error(
+          { err: errorMessage(err), frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
+          "inference failed for a batch; continuing",
+        );
+        continue;
+      }
+      const now = Date.now();
+      this.lastInspectedTs = now;
+      this.inspectedFrames += results.length;
+      this.inspected.add(results.length, now);
+      for (const r of results) {
+        this.perCamera.get(r.frame.cameraId)?.add(1, now);
+        this.publisher.publishResult(r);
+        this.collector?.consider(r, this.inspector.manifest?.validation_scores ?? []);
+        this.hooks.onResult?.(r);
+      }
+      if (!this.readySent) {
+        this.readySent = true;
+        this.notifier.ready(`inspecting, model ${this.modelVersion}`);
+        this.logger.info("first frame inspected; ready");
+      }
+    }
+  }
+
+  private cameraStates(): Record<string, { state: CameraState; fps: number }> {
+    const out: Record<string, { state: CameraState; fps: number }> = {};
+    for (const cam of this.cameras) {
+      const s = cam.stats();
+      const state: CameraState =
+        s.state === "streaming" || s.state === "restarting" || s.state === "stalled" || s.state === "idle" ? s.state : "restarting";
+      out[cam.id] = { state, fps: Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2)) };
+    }
+    return out;
+  }
+
+  private publishStatus(): void {
+    const fps = Number(this.inspected.rate().toFixed(2));
+    this.publisher.publishStatus({
+      model_version: this.modelVersion ?? null,
+      fps,
+      dropped_frames: this.queue.droppedTotal(),
+      cameras: this.cameraStates(),
+    });
+    this.notifier.status(`${fps} fps, ${this.queue.droppedTotal()} dropped, model ${this.modelVersion}`);
+  }
+
+  /**
+   * WATCHDOG=1 only while frames actually flow: the inference loop finished a batch within the watchdog interval
+   * and nothing waits in the queue longer than that. A hung pipeline therefore stops the pings and systemd
+   * restarts the daemon. Cameras that are all hardware-triggered may be legitimately silent, so silence alone
+   * does not count as hung for them.
+   */
+  private maybePingWatchdog(): void {
+    const now = Date.now();
+    const limit = this.notifier.watchdogMs;
+    const oldest = this.queue.oldestCaptureTs();
+    const queueStuck = oldest !== undefined && now - oldest > limit;
+    const allTriggered = this.config.cameras.every((c) => !c.enabled || c.trigger === "hardware");
+    const flowing = now - this.lastInspectedTs < limit || (allTriggered && oldest === undefined);
+    if (flowing && !queueStuck) this.notifier.watchdog();
+  }
+
+  /** SIGHUP or a bundle change: swap in the new model, keeping the old one if the new one fails to load. */
+  async reload(reason: string): Promise<void> {
+    const before = this.inspector.inputSize;
+    const swapped = await this.inspector.reloadIfChanged(reason);
+    if (!swapped) return;
+    const after = this.inspector.inputSize;
+    if (before && after && (before[0] !== after[0] || before[1] !== after[1])) {
+      // the capture caps carry the model size; restart cameras so GStreamer scales to the new one
+      for (const cam of this.cameras) cam.stop();
+      this.startCameras();
+    }
+    this.publishStatus();
+  }
+
+  private watchBundle(): void {
+    const bundle = path.resolve(this.config.model.bundle);
+    const parent = path.dirname(bundle);
+    const name = path.basename(bundle);
+    try {
+      // watch the parent: retrain replaces the bundle directory by rename, which a watch on the directory misses
+      this.watcher = watch(parent, (_event, file) => {
+        if (file !== null && !String(file).startsWith(name)) return;
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => {
+          this.reload("bundle changed on disk").catch(() => undefined);
+        }, this.config.model.watch_debounce_ms);
+      });
+      this.watcher.on("error", (err) => this.logger.warn({ err: errorMessage(err) }, "bundle watch failed; use SIGHUP to reload"));
+    } catch (err) {
+      this.logger.warn({ dir: parent, err: errorMessage(err) }, "cannot watch the bundle folder; use SIGHUP to reload");
+    }
+  }
+
+  /** SIGTERM: stop capture, inspect what is already queued, flush MQTT, stop. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.notifier.stopping();
+    for (const t of this.timers) clearInterval(t);
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    this.watcher?.close();
+    for (const cam of this.cameras) cam.stop();
+    this.queue.close();
+    await this.loop;
+    this.publishStatus();
+    await this.publisher.stop();
+    await this.inspector.close();
+    this.logger.info({ inspected: this.inspectedFrames, dropped: this.queue.droppedTotal() }, "stopped");
+  }
+}

@@ -1,0 +1,119 @@
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import sharp from "sharp";
+import { StpmdError, errorMessage } from "../errors.js";
+
+export const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]);
+
+/** A decoded image at model size: packed 8-bit RGB, row-major (H × W × 3). */
+export interface RgbImage {
+  file: string;
+  width: number;
+  height: number;
+  rgb: Uint8Array;
+  /** Size of the image on disk before resizing (masks must match it). */
+  originalSize: [width: number, height: number];
+}
+
+/** Image files directly inside `dir`, sorted by name. Missing or empty folders are user errors. */
+export async function listImages(dir: string, what = "image folder"): Promise<string[]> {
+  let entries: string[];
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw new StpmdError("ERR_INPUT_MISSING", `${dir}: ${what} is not a directory`);
+    entries = await readdir(dir);
+  } catch (err) {
+    if (err instanceof StpmdError) throw err;
+    throw new StpmdError("ERR_INPUT_MISSING", `${dir}: ${what} cannot be read (${errorMessage(err)})`);
+  }
+  const files = entries
+    .filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase()))
+    .sort()
+    .map((f) => path.join(dir, f));
+  if (files.length === 0) {
+    throw new StpmdError(
+      "ERR_INPUT_EMPTY",
+      `${dir}: ${what} holds no images (looked for ${[...IMAGE_EXTENSIONS].join(", ")})`,
+    );
+  }
+  return files;
+}
+
+/**
+ * Decodes any image sharp reads — grayscale, RGBA, palette, 16-bit — into 8-bit sRGB and resizes it to
+ * width × height with a bilinear, antialiased filter (as torchvision's Resize on PIL images does).
+ */
+export async function loadRgb(file: string, width: number, height: number): Promise<RgbImage> {
+  try {
+    const img = sharp(file, { failOn: "error" });
+    const meta = await img.metadata();
+    const { data, info } = await img
+      .toColourspace("srgb")
+      .removeAlpha()
+      .resize(width, height, { fit: "fill", kernel: "linear" })
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
+    return {
+      file,
+      width,
+      height,
+      rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      originalSize: [meta.width ?? 0, meta.height ?? 0],
+    };
+  } catch (err) {
+    throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable image (${errorMessage(err)})`);
+  }
+}
+
+/** Loads a ground-truth mask (non-zero = defect), checks it matches its image's size, resizes nearest-neighbour. */
+export async function loadMask(
+  file: string,
+  imageSize: [number, number],
+  width: number,
+  height: number,
+): Promise<Uint8Array> {
+  let data: Buffer;
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
+  try {
+    const img = sharp(file, { failOn: "error" });
+    meta = await img.metadata();
+    data = await img
+      .toColourspace("b-w")
+      .extractChannel(0)
+      .resize(width, height, { fit: "fill", kernel: "nearest" })
+      .raw({ depth: "uchar" })
+      .toBuffer();
+  } catch (err) {
+    throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable mask image (${errorMessage(err)})`);
+  }
+  if (meta.width !== imageSize[0] || meta.height !== imageSize[1]) {
+    throw new StpmdError(
+      "ERR_MASK_SIZE",
+      `${file}: mask is ${meta.width}×${meta.height} but its image is ${imageSize[0]}×${imageSize[1]}`,
+    );
+  }
+  const mask = new Uint8Array(width * height);
+  for (let i = 0; i < mask.length; i++) mask[i] = data[i]! > 127 ? 1 : 0;
+  return mask;
+}
+
+/** Packs HWC uint8 RGB into normalised NCHW float32 at `offset` images into `out`. */
+export function rgbToChw(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  mean: readonly number[],
+  std: readonly number[],
+  out: Float32Array,
+  offset = 0,
+): void {
+  const hw = width * height;
+  const base = offset * 3 * hw;
+  for (let c = 0; c < 3; c++) {
+    const scale = 1 / (255 * std[c]!);
+    const shift = mean[c]! / std[c]!;
+    const dst = base + c * hw;
+    for (let p = 0; p < hw; p++) out[dst + p] = rgb[p * 3 + c]! * scale - shift;
+  }
+}

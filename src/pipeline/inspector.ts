@@ -1,0 +1,128 @@
+import sharp from "sharp";
+import type { Frame } from "../capture/frame.js";
+import { errorMessage } from "../errors.js";
+import type { Logger } from "../log.js";
+import { type Manifest, loadBundle } from "../model/bundle.js";
+import type { SessionOptions } from "../model/ort.js";
+import { findRegions } from "./regions.js";
+import type { InspectionResult } from "./result.js";
+import { Scorer } from "./scorer.js";
+
+interface LoadedModel {
+  manifest: Manifest;
+  scorer: Scorer;
+}
+
+/**
+ * Owns the current model and turns batches of frames into inspection results. Loading a new bundle builds the
+ * new session completely before swapping it in, so a bundle that fails to load leaves the running model serving.
+ */
+export class Inspector {
+  private model: LoadedModel | undefined;
+  private loading: Promise<Manifest> | undefined;
+  private resizeWarned = false;
+
+  constructor(
+    private readonly bundleDir: string,
+    private readonly sessionOptions: SessionOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  get manifest(): Manifest | undefined {
+    return this.model?.manifest;
+  }
+
+  get inputSize(): [width: number, height: number] | undefined {
+    const m = this.model?.manifest;
+    return m ? [m.input.width, m.input.height] : undefined;
+  }
+
+  /**
+   * Loads (or reloads) the bundle. Throws if it fails; the previous model, if any, stays in service. Concurrent
+   * calls share one load.
+   */
+  async load(): Promise<Manifest> {
+    if (this.loading) return this.loading;
+    this.loading = (async () => {
+      const bundle = await loadBundle(this.bundleDir);
+      const { height, width, mean, std } = bundle.manifest.input;
+      const scorer = await Scorer.create(bundle.teacher, bundle.student, { height, width, mean, std }, this.sessionOptions);
+      const old = this.model;
+      this.model = { manifest: bundle.manifest, scorer };
+      if (old) {
+        // release after the swap; a batch still running on it finishes first (ORT keeps the session alive)
+        old.scorer.release().catch((err) => this.logger.warn({ err: errorMessage(err) }, "releasing old model"));
+      }
+      return bundle.manifest;
+    })();
+    try {
+      return await this.loading;
+    } finally {
+      this.loading = undefined;
+    }
+  }
+
+  /** Reloads if the bundle on disk carries a different model_version; keeps the old model on failure. */
+  async reloadIfChanged(reason: string): Promise<boolean> {
+    const before = this.model?.manifest.model_version;
+    try {
+      const m = await this.load();
+      if (m.model_version !== before) {
+        this.logger.info({ reason, from: before, to: m.model_version }, "model swapped");
+        return true;
+      }
+      return false;
+    } catch (err) {
+      this.logger.error({ reason, bundle: this.bundleDir, err: errorMessage(err) }, "model reload failed; keeping the running model");
+      return false;
+    }
+  }
+
+  async inspect(frames: Frame[]): Promise<InspectionResult[]> {
+    const model = this.model;
+    if (!model) throw new Error("no model loaded");
+    const { width, height } = model.manifest.input;
+    const hw = width * height;
+    const packed = new Uint8Array(frames.length * hw * 3);
+    for (let i = 0; i < frames.length; i++) packed.set(await this.atModelSize(frames[i]!, width, height), i * hw * 3);
+    const { maps, scores } = await model.scorer.score(packed, frames.length);
+    const inferredTs = Date.now();
+    const threshold = model.manifest.threshold;
+    return frames.map((frame, i) => {
+      const map = maps.slice(i * hw, (i + 1) * hw);
+      const score = scores[i]!;
+      const defective = score > threshold;
+      const atSize: Frame =
+        frame.width === width && frame.height === height ? frame : { ...frame, width, height, rgb: packed.slice(i * hw * 3, (i + 1) * hw * 3) };
+      return {
+        frame: atSize,
+        score,
+        threshold,
+        defective,
+        regions: defective ? findRegions(map, width, height, threshold) : [],
+        map,
+        modelVersion: model.manifest.model_version,
+        inferredTs,
+      };
+    });
+  }
+
+  /** Cameras deliver at the model size; after a swap to a model of another size, frames are resized here. */
+  private async atModelSize(frame: Frame, width: number, height: number): Promise<Uint8Array> {
+    if (frame.width === width && frame.height === height) return frame.rgb;
+    if (!this.resizeWarned) {
+      this.resizeWarned = true;
+      this.logger.warn({ camera: frame.cameraId, frame: [frame.width, frame.height], model: [width, height] }, "frame size differs from the model's; resizing in software");
+    }
+    const buf = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
+      .resize(width, height, { fit: "fill", kernel: "linear" })
+      .raw()
+      .toBuffer();
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  async close(): Promise<void> {
+    await this.model?.scorer.release();
+    this.model = undefined;
+  }
+}

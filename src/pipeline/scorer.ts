@@ -1,0 +1,133 @@
+import { type Graph, GraphBuilder, type GraphNode, type Tensor, floatTensor } from "../model/onnx-graph.js";
+import { createSession, ort, type SessionOptions } from "../model/ort.js";
+import { encodeModel } from "../model/onnx-graph.js";
+import { NORM_EPS } from "../train/training-graph.js";
+
+/**
+ * STPM scoring as one ONNX graph: uint8 RGB frames in, anomaly maps and image scores out. Preprocessing,
+ * teacher, student, per-level L2 normalisation, ½‖t̂ − ŝ‖², bilinear upsampling, the product over levels and the
+ * maximum all run inside ONNX Runtime, so feature maps never travel back to JavaScript.
+ *
+ * Input:   frames uint8 [N, H, W, 3] (packed RGB, as sharp and GStreamer deliver it)
+ * Outputs: anomaly_map float32 [N, H, W], score float32 [N]
+ */
+export interface ScoringGraphOptions {
+  height: number;
+  width: number;
+  mean: number[];
+  std: number[];
+}
+
+function prefixGraph(g: Graph, prefix: string, inputName: string, b: GraphBuilder): string[] {
+  const rename = (name: string): string => (name === g.inputs[0]!.name ? inputName : `${prefix}${name}`);
+  for (const [name, t] of g.initializers) b.initializers.set(`${prefix}${name}`, t);
+  for (const n of g.nodes) {
+    const node: GraphNode = {
+      op: n.op,
+      inputs: n.inputs.map((i) => (i === "" ? "" : rename(i))),
+      outputs: n.outputs.map(rename),
+      attrs: n.attrs,
+    };
+    b.nodes.push(node);
+  }
+  return g.outputs.map((o) => rename(o.name));
+}
+
+export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringGraphOptions): Graph {
+  const b = new GraphBuilder("score/");
+  const { height: H, width: W } = opts;
+  // uint8 NHWC → normalised float NCHW: x·(1/(255·std)) − mean/std, per channel
+  const scale: Tensor = floatTensor([1, 3, 1, 1], opts.std.map((s) => 1 / (255 * s)));
+  const shift: Tensor = floatTensor([1, 3, 1, 1], opts.mean.map((m, i) => m / opts.std[i]!));
+  const nchw = b.op("Transpose", [b.op("Cast", ["frames"], { to: 1 })], { perm: [0, 3, 1, 2] });
+  const x = b.op("Sub", [b.op("Mul", [nchw, b.constant(scale)]), b.constant(shift)], {}, "x");
+  const tOuts = prefixGraph(teacher, "teacher/", x, b);
+  const sOuts = prefixGraph(student, "student/", x, b);
+  const eps = b.scalar(NORM_EPS);
+  const normalise = (f: string): string => {
+    const sq = b.op("ReduceSum", [b.op("Mul", [f, f]), b.ints([1])], { keepdims: 1 });
+    return b.op("Div", [f, b.op("Max", [b.op("Sqrt", [sq]), eps])]);
+  };
+  const sizes = b.ints([0, 1, H, W]);
+  const levelMaps = tOuts.map((t, i) => {
+    const d = b.op("Sub", [normalise(t), normalise(sOuts[i]!)]);
+    const dist = b.op("Mul", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }), b.scalar(0.5)]);
+    // sizes needs the batch: take it from the distance map's own shape
+    const batch = b.op("Slice", [b.op("Shape", [dist]), b.ints([0]), b.ints([2])]);
+    const target = b.op("Concat", [batch, b.op("Slice", [sizes, b.ints([2]), b.ints([4])])], { axis: 0 });
+    // bilinear, align_corners=False (half_pixel), as F.interpolate in the authors' code
+    return b.op("Resize", [dist, "", "", target], {
+      mode: "linear",
+      coordinate_transformation_mode: "half_pixel",
+    });
+  });
+  let product = levelMaps[0]!;
+  for (const m of levelMaps.slice(1)) product = b.op("Mul", [product, m]);
+  b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: ["anomaly_map"], attrs: {} });
+  b.nodes.push({ op: "ReduceMax", inputs: ["anomaly_map"], outputs: ["score"], attrs: { axes: [1, 2], keepdims: 0 } });
+  return {
+    nodes: b.nodes,
+    initializers: b.initializers,
+    inputs: [{ name: "frames", dims: ["N", H, W, 3], elemType: "uint8" }],
+    outputs: [
+      { name: "anomaly_map", dims: ["N", H, W] },
+      { name: "score", dims: ["N"] },
+    ],
+    metadata: {},
+    opset: 17,
+  };
+}
+
+export interface ScoredBatch {
+  /** N × H × W anomaly maps, one after another. */
+  maps: Float32Array;
+  scores: Float32Array;
+}
+
+/** A loaded scoring session. One instance per model; cheap to call from one place at a time. */
+export class Scorer {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly height: number,
+    readonly width: number,
+  ) {}
+
+  static async create(
+    teacher: Graph,
+    student: Graph,
+    opts: ScoringGraphOptions,
+    sessionOpts: SessionOptions = {},
+  ): Promise<Scorer> {
+    const session = await createSession(encodeModel(buildScoringGraph(teacher, student, opts)), sessionOpts);
+    return new Scorer(session, opts.height, opts.width);
+  }
+
+  /** Scores `count` frames packed back to back in `frames` (count × H × W × 3 bytes). */
+  async score(frames: Uint8Array, count: number): Promise<ScoredBatch> {
+    const input = new ort.Tensor("uint8", frames, [count, this.height, this.width, 3]);
+    const out = await this.session.run({ frames: input });
+    return { maps: out.anomaly_map!.data as Float32Array, scores: out.score!.data as Float32Array };
+  }
+
+  /** Scores a list of packed RGB images in batches of `batchSize`, returning per-image maps and scores. */
+  async scoreAll(images: Uint8Array[], batchSize = 8): Promise<{ maps: Float32Array[]; scores: number[] }> {
+    const hw = this.height * this.width;
+    const maps: Float32Array[] = [];
+    const scores: number[] = [];
+    for (let start = 0; start < images.length; start += batchSize) {
+      const chunk = images.slice(start, start + batchSize);
+      const packed = new Uint8Array(chunk.length * hw * 3);
+      chunk.forEach((img, i) => packed.set(img, i * hw * 3));
+      const r = await this.score(packed, chunk.length);
+      for (let i = 0; i < chunk.length; i++) {
+        maps.push(r.maps.slice(i * hw, (i + 1) * hw));
+        scores.push(r.scores[i]!);
+      }
+    }
+    return { maps, scores };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

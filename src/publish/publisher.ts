@@ -1,0 +1,607 @@
+import { readFile } from "node:fs/promises";
+import { connect, type IClientOptions, type MqttClient } from "mqtt";
+import { errorMessage, StpmdError } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { InspectionResult } from "../pipeline/result.js";
+import { Outbox, type OutboxMessage } from "./outbox.js";
+import { renderSnapshot } from "./snapshot.js";
+import {
+  buildDefectPayload,
+  buildResultPayload,
+  defectEventId,
+  encodePayload,
+  type Qos,
+  type SnapshotDelivery,
+  type StatusPayload,
+  statusWill,
+  Topics,
+} from "./topics.js";
+
+/** TLS material for `mqtts://` brokers: file paths (PEM), read once at {@link Publisher.start}. */
+export interface PublisherTlsConfig {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+}
+
+export type SnapshotMode = SnapshotDelivery;
+
+export interface PublisherConfig {
+  /** `mqtt://host:1883`, `mqtts://host:8883`, `ws://…`. */
+  url: string;
+  clientId: string;
+  username?: string;
+  password?: string;
+  tls?: PublisherTlsConfig;
+  /** Topic prefix, one or more levels (`stpmd` by default in the config schema). */
+  prefix: string;
+  /**
+   * QoS of `<camera>/result`. Default {@link DEFAULT_RESULT_QOS} = 0: results are a high-rate telemetry stream
+   * where the next frame supersedes the last, so acknowledging each one would only add broker round trips.
+   */
+  resultQos: Qos;
+  /** QoS of defect events (their snapshots always go at QoS 1). */
+  eventQos: 1 | 2;
+  snapshot: SnapshotMode;
+  /** JPEG quality of snapshots, 1–100. */
+  snapshotQuality: number;
+  outbox: { dir: string; maxMessages: number; maxBytes: number };
+  reconnectPeriodMs: number;
+  /** Snapshots rendered at once; a defect beyond this is published without a picture (default 2). */
+  maxConcurrentSnapshots?: number;
+  /** How long {@link Publisher.stop} may take to publish `stopped` and flush the outbox (default 3000 ms). */
+  stopTimeoutMs?: number;
+}
+
+export const DEFAULT_RESULT_QOS: Qos = 0;
+const DEFAULT_MAX_CONCURRENT_SNAPSHOTS = 2;
+const DEFAULT_STOP_TIMEOUT_MS = 3000;
+/** Snapshots always travel at QoS 1: a retained picture is worth one acknowledgement, not QoS 2's four packets. */
+const SNAPSHOT_QOS: Qos = 1;
+/**
+ * Defects waiting for their snapshot or their disk write. Beyond this the disk cannot keep up, and holding more
+ * frames in memory would only move the failure to an out-of-memory kill; the new event is refused and counted.
+ */
+const MAX_PENDING_DEFECTS = 64;
+/**
+ * Bytes the socket may have buffered before results are dropped: on a slow link, results written faster than
+ * they drain would otherwise queue without bound inside the socket.
+ */
+const MAX_RESULT_BACKLOG_BYTES = 1 << 20;
+/** Poll interval while stop() waits for the outbox to drain. */
+const STOP_POLL_MS = 20;
+
+/** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
+export type StatusReport = Pick<StatusPayload, "model_version" | "fps" | "dropped_frames" | "cameras">;
+
+export interface PublisherStats {
+  connected: boolean;
+  resultsPublished: number;
+  resultsDropped: number;
+  /** Defect events written to the outbox. */
+  eventsQueued: number;
+  /** Defect events acknowledged by the broker. */
+  eventsDelivered: number;
+  /** Defect events refused (outbox full or unwritable, or too many pending). */
+  eventsOverflowed: number;
+  snapshotsDelivered: number;
+  /** Defects published without a snapshot because rendering was saturated or failed. */
+  snapshotsSkipped: number;
+  outboxQueued: number;
+  outboxOverflowed: number;
+}
+
+type Counters = Omit<PublisherStats, "connected" | "outboxQueued" | "outboxOverflowed">;
+
+type Lifecycle = "new" | "running" | "stopping" | "stopped";
+
+/**
+ * Publishes inspection results and defect events to MQTT.
+ *
+ * - Results go straight to the client when connected and are dropped (and counted) otherwise.
+ * - Defect events and their snapshots are first written to the durable {@link Outbox}, then a single drain loop
+ *   sends the head, waits for the broker's acknowledgement, acks the outbox and moves on. One message in flight
+ *   at a time keeps delivery strictly ordered and the code simple; defects are rare enough that one round trip
+ *   each is plenty. While disconnected the loop waits for `connect`.
+ * - `<prefix>/status` is retained: the last will says `offline`, and `online` is republished on every connect
+ *   (a broker restarted without persistence has forgotten it); `stopped` on a clean {@link stop}.
+ *
+ * Nothing on the result path blocks or throws: capture and inference must never stall on the broker.
+ */
+export class Publisher {
+  private readonly config: PublisherConfig;
+  private readonly logger: Logger;
+  private readonly rootLogger: Logger;
+  /** The broker URL with any password masked, for logs. */
+  private readonly safeUrl: string;
+  private readonly topics: Topics;
+  private readonly maxConcurrentSnapshots: number;
+  private readonly stopTimeoutMs: number;
+  private lifecycle: Lifecycle = "new";
+  private client: MqttClient | undefined;
+  private outbox: Outbox | undefined;
+  private readonly drainAbort = new AbortController();
+  private drainTask: Promise<void> = Promise.resolve();
+  private stopTask: Promise<void> | undefined;
+  private enqueueChain: Promise<void> = Promise.resolve();
+  private pendingDefects = 0;
+  private snapshotsRendering = 0;
+  private lastReport: StatusReport = { model_version: null, fps: 0, dropped_frames: 0, cameras: {} };
+  private lastConnectionError: string | undefined;
+  private readonly invalidCameras = new Set<string>();
+  private readonly counters: Counters = {
+    resultsPublished: 0,
+    resultsDropped: 0,
+    eventsQueued: 0,
+    eventsDelivered: 0,
+    eventsOverflowed: 0,
+    snapshotsDelivered: 0,
+    snapshotsSkipped: 0,
+  };
+
+  /** Throws an `ERR_CONFIG_INVALID` StpmdError for a bad prefix or out-of-range numbers; connects nothing yet. */
+  constructor(config: PublisherConfig, logger: Logger) {
+    this.config = config;
+    this.rootLogger = logger;
+    this.safeUrl = redactUrl(config.url);
+    this.logger = logger.child({ component: "publisher" });
+    this.topics = new Topics(config.prefix);
+    this.maxConcurrentSnapshots = config.maxConcurrentSnapshots ?? DEFAULT_MAX_CONCURRENT_SNAPSHOTS;
+    this.stopTimeoutMs = config.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    checkConfig(config);
+  }
+
+  /**
+   * Opens the outbox (resuming what an earlier run left), reads TLS files and starts connecting. Resolves without
+   * waiting for the broker: the daemon must run, and queue defects, while the broker is down.
+   */
+  async start(): Promise<void> {
+    if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
+    const tls = await readTlsFiles(this.config.tls);
+    this.outbox = await Outbox.open({ ...this.config.outbox, logger: this.rootLogger });
+    const options: IClientOptions = {
+      clientId: this.config.clientId,
+      username: this.config.username,
+      password: this.config.password,
+      clean: true,
+      reconnectPeriod: this.config.reconnectPeriodMs,
+      // Results are dropped and counted while offline rather than piling up in mqtt.js's memory queue.
+      queueQoSZero: false,
+      will: {
+        topic: this.topics.status(),
+        payload: encodePayload("status", statusWill()),
+        qos: 1,
+        retain: true,
+      },
+      ...tls,
+    };
+    let client: MqttClient;
+    try {
+      client = connect(this.config.url, options);
+    } catch (err) {
+      await this.outbox.close();
+      throw new StpmdError("ERR_CONFIG_INVALID", `MQTT url ${this.safeUrl}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    this.lifecycle = "running";
+    this.client = client;
+    client.on("connect", () => this.onConnect());
+    client.on("close", () => this.onClose());
+    client.on("error", (err) => this.onConnectionError(err));
+    this.drainTask = this.drainLoop(client, this.outbox, this.drainAbort.signal);
+  }
+
+  get isConnected(): boolean {
+    return this.client?.connected === true;
+  }
+
+  /** The underlying client, for diagnostics and tests. Publish through the Publisher, never through this. */
+  get mqttClient(): MqttClient | undefined {
+    return this.client;
+  }
+
+  stats(): PublisherStats {
+    return {
+      connected: this.isConnected,
+      ...this.counters,
+      outboxQueued: this.outbox?.size ?? 0,
+      outboxOverflowed: this.outbox?.overflowed ?? 0,
+    };
+  }
+
+  /**
+   * Publishes the compact result and, for a defective frame, queues the defect event (and its snapshot). Never
+   * throws and never waits: snapshot rendering and disk writes run in the background, reading `result.frame.rgb`
+   * and `result.map` later, so the caller must not reuse those buffers for another frame.
+   */
+  publishResult(result: InspectionResult): void {
+    try {
+      if (this.lifecycle !== "running") {
+        this.counters.resultsDropped += 1;
+        return;
+      }
+      this.sendResult(result);
+      if (result.defective) this.submitDefect(result);
+    } catch (err) {
+      this.counters.resultsDropped += 1;
+      this.logRefusedResult(result.frame?.cameraId, err);
+    }
+  }
+
+  /** Publishes `online` with `report` now if connected; the report is also what every later reconnect sends. */
+  publishStatus(report: StatusReport): void {
+    this.lastReport = report;
+    if (this.lifecycle === "running" && this.isConnected) {
+      this.sendStatus("online").catch(() => undefined); // sendStatus logs its own failures
+    }
+  }
+
+  /**
+   * Publishes `stopped`, lets pending defects reach the disk and flushes the outbox for up to `stopTimeoutMs`,
+   * then disconnects cleanly (so the broker does not fire the last will). Undelivered events stay on disk for the
+   * next start. Never throws.
+   */
+  stop(): Promise<void> {
+    if (this.stopTask === undefined) {
+      if (this.lifecycle === "running") {
+        this.stopTask = this.shutDown();
+      } else {
+        this.lifecycle = "stopped";
+        this.stopTask = Promise.resolve();
+      }
+    }
+    return this.stopTask;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.lifecycle = "stopping";
+    const deadline = Date.now() + this.stopTimeoutMs;
+    const client = this.client!;
+    const outbox = this.outbox!;
+    try {
+      await beforeDeadline(this.enqueueChain, deadline);
+      if (client.connected) await beforeDeadline(this.sendStatus("stopped"), deadline);
+      while (outbox.size > 0 && client.connected && Date.now() < deadline) await sleep(STOP_POLL_MS);
+      if (outbox.size > 0) {
+        this.logger.warn(
+          { queued: outbox.size },
+          "publisher stopping with undelivered messages; kept on disk",
+        );
+      }
+      this.drainAbort.abort();
+      await this.drainTask;
+      await this.disconnect(client, deadline);
+      await outbox.close();
+    } catch (err) {
+      this.logger.error({ err: errorMessage(err) }, "publisher stop failed");
+    } finally {
+      this.lifecycle = "stopped";
+    }
+  }
+
+  private sendResult(result: InspectionResult): void {
+    const topic = this.topics.camera(result.frame.cameraId, "result");
+    const client = this.client!;
+    const backlog = client.stream?.writableLength ?? 0;
+    if (!client.connected || backlog > MAX_RESULT_BACKLOG_BYTES) {
+      this.counters.resultsDropped += 1;
+      return;
+    }
+    const payload = encodePayload("result", buildResultPayload(result));
+    client.publish(topic, payload, { qos: this.config.resultQos, retain: false }, (err) => {
+      if (err) this.counters.resultsDropped += 1;
+      else this.counters.resultsPublished += 1;
+    });
+  }
+
+  private submitDefect(result: InspectionResult): void {
+    const eventId = defectEventId(result);
+    const cameraId = result.frame.cameraId;
+    const topics = {
+      defect: this.topics.camera(cameraId, "defect"),
+      snapshot: this.topics.camera(cameraId, "snapshot"),
+    };
+    if (this.pendingDefects >= MAX_PENDING_DEFECTS) {
+      this.counters.eventsOverflowed += 1;
+      this.logger.error(
+        { eventId, pending: this.pendingDefects },
+        "defect event refused: too many pending writes",
+      );
+      return;
+    }
+    this.pendingDefects += 1;
+    // Rendering starts now (bounded), but events are written in submission order by chaining on the previous
+    // write, so a quick render cannot overtake a slow one.
+    const snapshot = this.startSnapshot(result, eventId);
+    this.enqueueChain = this.enqueueChain
+      .then(async () => this.enqueueDefect(result, eventId, topics, await snapshot))
+      .catch((err: unknown) => {
+        this.logger.error({ eventId, err: errorMessage(err) }, "could not queue defect event");
+      })
+      .finally(() => {
+        this.pendingDefects -= 1;
+      });
+  }
+
+  private startSnapshot(result: InspectionResult, eventId: string): Promise<Buffer | undefined> {
+    if (this.config.snapshot === "none") return Promise.resolve(undefined);
+    if (this.snapshotsRendering >= this.maxConcurrentSnapshots) {
+      this.countSkippedSnapshot(eventId, "snapshot renderer busy");
+      return Promise.resolve(undefined);
+    }
+    this.snapshotsRendering += 1;
+    return renderSnapshot(result.frame, result.map, result.threshold, {
+      quality: this.config.snapshotQuality,
+      regions: result.regions,
+    })
+      .catch((err: unknown) => {
+        this.countSkippedSnapshot(eventId, `snapshot rendering failed: ${errorMessage(err)}`);
+        return undefined;
+      })
+      .finally(() => {
+        this.snapshotsRendering -= 1;
+      });
+  }
+
+  private countSkippedSnapshot(eventId: string, reason: string): void {
+    this.counters.snapshotsSkipped += 1;
+    const skipped = this.counters.snapshotsSkipped;
+    // Under sustained overload this would fire for every defect; the first and every 100th are enough.
+    const level = skipped === 1 || skipped % 100 === 0 ? "warn" : "debug";
+    this.logger[level]({ eventId, skipped }, `defect published without snapshot: ${reason}`);
+  }
+
+  private async enqueueDefect(
+    result: InspectionResult,
+    eventId: string,
+    topics: { defect: string; snapshot: string },
+    jpeg: Buffer | undefined,
+  ): Promise<void> {
+    const outbox = this.outbox!;
+    const delivery: SnapshotDelivery = jpeg === undefined ? "none" : this.config.snapshot;
+    const event = buildDefectPayload(result, delivery, delivery === "inline" ? jpeg : undefined);
+    const outcome = await outbox.enqueue({
+      topic: topics.defect,
+      payload: encodePayload("defect", event),
+      qos: this.config.eventQos,
+      retain: false,
+      eventId,
+      kind: "defect",
+    });
+    if (outcome !== "queued") {
+      this.counters.eventsOverflowed += 1;
+      return; // the outbox logged it; a snapshot without its event would be meaningless
+    }
+    this.counters.eventsQueued += 1;
+    if (delivery === "topic" && jpeg !== undefined) {
+      await outbox.enqueue({
+        topic: topics.snapshot,
+        payload: encodePayload("snapshot", jpeg),
+        qos: SNAPSHOT_QOS,
+        retain: true,
+        eventId,
+        kind: "snapshot",
+      });
+    }
+  }
+
+  private async drainLoop(client: MqttClient, outbox: Outbox, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        const head = await outbox.peek();
+        if (head === undefined) {
+          await outbox.waitForMessage(signal);
+          continue;
+        }
+        if (!client.connected) {
+          await nextConnect(client, signal);
+          continue;
+        }
+        // mqtt.js keeps an unacknowledged QoS 1/2 publish across a reconnect and resends it, calling back once
+        // the new connection acknowledges it, so waiting here survives broker restarts without a duplicate send.
+        await abortable(publishAcknowledged(client, head), signal);
+        await outbox.ack(head.seq);
+        this.countDelivered(head);
+      } catch (err) {
+        if (signal.aborted) break;
+        this.logger.warn({ err: errorMessage(err) }, "outbox drain: publish failed; retrying");
+        await sleep(this.config.reconnectPeriodMs, signal);
+      }
+    }
+  }
+
+  private countDelivered(message: OutboxMessage): void {
+    if (message.kind === "defect") this.counters.eventsDelivered += 1;
+    else if (message.kind === "snapshot") this.counters.snapshotsDelivered += 1;
+    this.logger.debug({ eventId: message.eventId, topic: message.topic }, "outbox message delivered");
+  }
+
+  private onConnect(): void {
+    this.logger.info({ url: this.safeUrl, clientId: this.config.clientId }, "connected to MQTT broker");
+    this.lastConnectionError = undefined;
+    if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
+  }
+
+  private onClose(): void {
+    if (this.lifecycle === "running" && this.lastConnectionError === undefined) {
+      this.logger.warn({ url: this.safeUrl }, "MQTT connection closed; reconnecting");
+    }
+  }
+
+  /** Broker errors are logged, never thrown; a repeat of the same error while reconnecting is only debug. */
+  private onConnectionError(err: Error): void {
+    const message = errorMessage(err);
+    const level = message === this.lastConnectionError ? "debug" : "warn";
+    this.lastConnectionError = message;
+    this.logger[level]({ url: this.safeUrl, err: message }, "MQTT connection error");
+  }
+
+  private sendStatus(state: "online" | "stopped"): Promise<void> {
+    const client = this.client!;
+    const status: StatusPayload = {
+      state,
+      ...this.lastReport,
+      outbox: { queued: this.outbox?.size ?? 0, overflowed: this.outbox?.overflowed ?? 0 },
+      uptime_s: Math.floor(process.uptime()),
+      ts: new Date().toISOString(),
+    };
+    const message: OutboxMessage = {
+      topic: this.topics.status(),
+      payload: encodePayload("status", status),
+      qos: 1,
+      retain: true,
+    };
+    return publishAcknowledged(client, message).catch((err: unknown) => {
+      this.logger.warn({ state, err: errorMessage(err) }, "could not publish status");
+    });
+  }
+
+  private async disconnect(client: MqttClient, deadline: number): Promise<void> {
+    // A clean DISCONNECT tells the broker not to publish the last will, so `stopped` stays retained.
+    const ended = new Promise<void>((resolve) => client.end(!client.connected, {}, () => resolve()));
+    if (!(await beforeDeadline(ended, Math.max(deadline, Date.now() + 200)))) {
+      client.end(true);
+    }
+  }
+
+  private logRefusedResult(cameraId: string | undefined, err: unknown): void {
+    const key = cameraId ?? "";
+    if (this.invalidCameras.has(key)) return;
+    this.invalidCameras.add(key);
+    this.logger.error({ cameraId, err: errorMessage(err) }, "result not published");
+  }
+}
+
+/** The broker URL without a password, for log lines and error messages. */
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === "") return url;
+    parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
+function checkConfig(config: PublisherConfig): void {
+  const problems: string[] = [];
+  const { outbox } = config;
+  if (
+    !Number.isInteger(config.snapshotQuality) ||
+    config.snapshotQuality < 1 ||
+    config.snapshotQuality > 100
+  ) {
+    problems.push(`snapshotQuality must be an integer 1–100, got ${config.snapshotQuality}`);
+  }
+  if (!(outbox.maxMessages >= 1)) problems.push(`outbox.maxMessages must be >= 1, got ${outbox.maxMessages}`);
+  if (!(outbox.maxBytes >= 1)) problems.push(`outbox.maxBytes must be >= 1, got ${outbox.maxBytes}`);
+  if (!(config.reconnectPeriodMs > 0)) {
+    problems.push(
+      `reconnectPeriodMs must be > 0 (the publisher must keep reconnecting), got ${config.reconnectPeriodMs}`,
+    );
+  }
+  if (config.maxConcurrentSnapshots !== undefined && !(config.maxConcurrentSnapshots >= 1)) {
+    problems.push(`maxConcurrentSnapshots must be >= 1, got ${config.maxConcurrentSnapshots}`);
+  }
+  if (problems.length > 0) {
+    throw new StpmdError("ERR_CONFIG_INVALID", `MQTT publisher config: ${problems.join("; ")}`);
+  }
+}
+
+async function readTlsFiles(tls: PublisherTlsConfig | undefined): Promise<Partial<IClientOptions>> {
+  if (tls === undefined) return {};
+  const read = async (key: "ca" | "cert" | "key"): Promise<Buffer | undefined> => {
+    const file = tls[key];
+    if (file === undefined) return undefined;
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new StpmdError("ERR_INPUT_MISSING", `MQTT tls.${key} file ${file}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  };
+  const options: Partial<IClientOptions> = {};
+  const [ca, cert, key] = await Promise.all([read("ca"), read("cert"), read("key")]);
+  if (ca !== undefined) options.ca = ca;
+  if (cert !== undefined) options.cert = cert;
+  if (key !== undefined) options.key = key;
+  if (tls.rejectUnauthorized !== undefined) options.rejectUnauthorized = tls.rejectUnauthorized;
+  return options;
+}
+
+/** Resolves once the broker acknowledged `message` (for QoS 0: once it was written to the socket). */
+function publishAcknowledged(client: MqttClient, message: OutboxMessage): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.publish(message.topic, message.payload, { qos: message.qos, retain: message.retain }, (err) => {
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+/**
+ * Resolves on the client's next `connect` or when `signal` aborts. Unlike `events.once`, connection errors while
+ * waiting do not reject: they are the normal state of a broker that is down, and are logged elsewhere.
+ */
+function nextConnect(client: MqttClient, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      client.removeListener("connect", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    client.once("connect", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** True if `promise` settled before `deadline` (epoch ms); a rejection counts as settled. */
+async function beforeDeadline(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+  });
+  const settled = promise.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,348 @@
+import { performance } from "node:perf_hooks";
+import cliProgress from "cli-progress";
+import { StpmdError, errorMessage, isStpmdError } from "../errors.js";
+import { listImages, loadRgb, type RgbImage, rgbToChw } from "../data/images.js";
+import type { Logger } from "../log.js";
+import { type Manifest, scoreStats, writeBundle } from "../model/bundle.js";
+import { encodeModel, type Graph } from "../model/onnx-graph.js";
+import { createSession, floatInput, ort } from "../model/ort.js";
+import { loadTeacher, type Teacher } from "../model/teacher.js";
+import { Scorer } from "../pipeline/scorer.js";
+import { l2NormalizeChannels } from "./normalize.js";
+import { Random } from "./random.js";
+import { cloneStudent, foldedStudentGraph, initStudent, Sgd, type StudentState, updateRunningStats } from "./student.js";
+import { buildTrainingGraph, type StudentLayout, studentLayout } from "./training-graph.js";
+
+export interface RetrainOptions {
+  framesDir: string;
+  teacherFile: string;
+  outDir: string;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  imageSize: number;
+  seed: number;
+  /** Fraction of the normal images held out for model selection and the threshold. */
+  valFraction: number;
+  /** threshold = mean + thresholdSigma · std of the validation image scores. */
+  thresholdSigma: number;
+  logger: Logger;
+  /** Draw a progress bar on stderr (only when it is a terminal). */
+  progress: boolean;
+}
+
+export const RETRAIN_DEFAULTS = {
+  epochs: 100,
+  batchSize: 32,
+  lr: 0.4,
+  momentum: 0.9,
+  weightDecay: 1e-4,
+  imageSize: 256,
+  seed: 0,
+  valFraction: 0.2,
+  thresholdSigma: 3,
+} as const;
+
+export interface RetrainSummary {
+  manifest: Manifest;
+  trainImages: number;
+  valImages: number;
+  skippedFiles: { file: string; reason: string }[];
+  bestEpoch: number;
+  bestValScore: number;
+  wallTimeS: number;
+  secondsPerEpoch: number;
+}
+
+/** Decodes every image, skipping (and reporting) the ones that fail, four at a time. */
+export async function loadImages(
+  files: string[],
+  size: number,
+  logger: Logger,
+): Promise<{ images: RgbImage[]; skipped: { file: string; reason: string }[] }> {
+  const images: (RgbImage | undefined)[] = new Array(files.length);
+  const skipped: { file: string; reason: string }[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < files.length) {
+      const i = next++;
+      try {
+        images[i] = await loadRgb(files[i]!, size, size);
+      } catch (err) {
+        const reason = errorMessage(err);
+        logger.warn({ file: files[i] }, `skipping image: ${reason}`);
+        skipped.push({ file: files[i]!, reason });
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  return { images: images.filter((x): x is RgbImage => x !== undefined), skipped };
+}
+
+/** Seeded split: the same files and seed always give the same held-out set. */
+export function splitTrainVal<T>(items: T[], valFraction: number, seed: number): { train: T[]; val: T[] } {
+  const order = new Random(seed ^ 0x5f3759df).shuffle(items.map((_, i) => i));
+  const nVal = Math.max(1, Math.round(items.length * valFraction));
+  const valSet = new Set(order.slice(0, nVal));
+  return {
+    train: items.filter((_, i) => !valSet.has(i)),
+    val: items.filter((_, i) => valSet.has(i)),
+  };
+}
+
+interface FeatureCache {
+  /** Per level: numImages × C × h × w, L2-normalised over C. */
+  levels: Float32Array[];
+  perImage: number[];
+  dims: number[][];
+}
+
+async function cacheTeacherFeatures(
+  teacher: Teacher,
+  inputs: Float32Array,
+  count: number,
+  size: number,
+): Promise<FeatureCache> {
+  const session = await createSession(teacher.bytes);
+  const chw = 3 * size * size;
+  const levels: Float32Array[] = [];
+  const perImage: number[] = [];
+  const dims: number[][] = [];
+  const batch = 8;
+  for (let start = 0; start < count; start += batch) {
+    const n = Math.min(batch, count - start);
+    const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, size, size]);
+    const out = await session.run({ [teacher.graph.inputs[0]!.name]: x });
+    teacher.graph.outputs.forEach((o, level) => {
+      const t = out[o.name]!;
+      const [, c, h, w] = t.dims as number[];
+      const per = c! * h! * w!;
+      if (start === 0) {
+        levels.push(new Float32Array(count * per));
+        perImage.push(per);
+        dims.push([c!, h!, w!]);
+      }
+      const data = l2NormalizeChannels((t.data as Float32Array).slice(), n, c!, h! * w!);
+      levels[level]!.set(data, start * per);
+    });
+  }
+  await session.release();
+  return { levels, perImage, dims };
+}
+
+function feedsFor(
+  layout: StudentLayout,
+  state: StudentState,
+  x: Float32Array,
+  feats: Float32Array[],
+  cache: FeatureCache,
+  n: number,
+  size: number,
+): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {
+    x: floatInput(x, [n, 3, size, size]),
+    inv_batch: floatInput(new Float32Array([1 / n]), []),
+  };
+  feats.forEach((f, level) => {
+    feeds[`teacher_${level}`] = floatInput(f, [n, ...cache.dims[level]!]);
+  });
+  layout.convs.forEach((c, k) => {
+    feeds[`w_${k}`] = floatInput(state.weights[k]!, c.weightDims);
+    feeds[`gamma_${k}`] = floatInput(state.gammas[k]!, [1, c.channels, 1, 1]);
+    feeds[`beta_${k}`] = floatInput(state.betas[k]!, [1, c.channels, 1, 1]);
+  });
+  return feeds;
+}
+
+/** Distils a student from normal images and writes a verified model bundle. */
+export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
+  const started = performance.now();
+  const { logger, imageSize: size } = opts;
+  if (size % 16 !== 0 || size < 32) {
+    throw new StpmdError("ERR_OPTION_INVALID", `--image-size ${size}: must be a multiple of 16 and at least 32`);
+  }
+  const teacher = await loadTeacher(opts.teacherFile);
+  if (teacher.normalisation.source === "imagenet-default") {
+    logger.warn({ teacher: opts.teacherFile }, "teacher metadata names no input_mean/input_std; using ImageNet's");
+  }
+  const layout = studentLayout(teacher.graph, size, size);
+  const files = await listImages(opts.framesDir, "frames folder");
+  const { images, skipped } = await loadImages(files, size, logger);
+  if (images.length < 2) {
+    throw new StpmdError(
+      "ERR_INPUT_EMPTY",
+      `${opts.framesDir}: ${images.length} readable image(s); retrain needs at least 2 (one to train, one to validate)`,
+    );
+  }
+  const { train, val } = splitTrainVal(images, opts.valFraction, opts.seed);
+  logger.info(
+    { train: train.length, val: val.length, skipped: skipped.length, convs: layout.convs.length },
+    "images loaded",
+  );
+
+  const chw = 3 * size * size;
+  const { mean, std } = teacher.normalisation;
+  const trainInputs = new Float32Array(train.length * chw);
+  train.forEach((img, i) => rgbToChw(img.rgb, size, size, mean, std, trainInputs, i));
+  const cache = await cacheTeacherFeatures(teacher, trainInputs, train.length, size);
+  logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
+
+  const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)));
+  const rng = new Random(opts.seed);
+  const state = initStudent(layout, rng);
+  const sgd = new Sgd([...state.weights, ...state.gammas, ...state.betas], {
+    lr: opts.lr,
+    momentum: opts.momentum,
+    weightDecay: opts.weightDecay,
+  });
+  const valRgb = val.map((v) => v.rgb);
+  let best = { epoch: 0, score: Number.POSITIVE_INFINITY, state: cloneStudent(state), scores: [] as number[] };
+  const batchSize = Math.min(opts.batchSize, train.length);
+  const bar =
+    opts.progress && process.stderr.isTTY
+      ? new cliProgress.SingleBar(
+          { format: "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}", stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  const batchesPerEpoch = Math.ceil(train.length / batchSize);
+  bar?.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
+  const trainStarted = performance.now();
+  const history: { epoch: number; loss: number; val_mean_score: number }[] = [];
+
+  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+    const order = rng.shuffle(train.map((_, i) => i));
+    let lossSum = 0;
+    let batches = 0;
+    for (let start = 0; start < order.length; start += batchSize) {
+      const idx = order.slice(start, start + batchSize);
+      // a single-image batch has no batch statistics to normalise with (PyTorch raises on it too)
+      if (idx.length < 2) continue;
+      const n = idx.length;
+      const x = new Float32Array(n * chw);
+      idx.forEach((src, j) => x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw));
+      const feats = cache.levels.map((lvl, l) => {
+        const per = cache.perImage[l]!;
+        const out = new Float32Array(n * per);
+        idx.forEach((src, j) => out.set(lvl.subarray(src * per, (src + 1) * per), j * per));
+        return out;
+      });
+      const out = await session.run(feedsFor(layout, state, x, feats, cache, n, size));
+      const loss = (out.loss!.data as Float32Array)[0]!;
+      if (!Number.isFinite(loss)) {
+        throw new StpmdError(
+          "ERR_TRAINING_DIVERGED",
+          `training diverged at epoch ${epoch} (loss ${loss}); try a lower --lr than ${opts.lr}`,
+        );
+      }
+      const grad = (name: string): Float32Array => out[name]!.data as Float32Array;
+      sgd.step([
+        ...layout.convs.map((_, k) => grad(`grad_w_${k}`)),
+        ...layout.convs.map((_, k) => grad(`grad_gamma_${k}`)),
+        ...layout.convs.map((_, k) => grad(`grad_beta_${k}`)),
+      ]);
+      const perChannel = layout.convs.map((c) => {
+        const [, , h, w] = layout.shapes.get(c.node.outputs[0]!)!;
+        return n * h! * w!;
+      });
+      updateRunningStats(
+        state,
+        layout.convs.map((_, k) => grad(`batch_mean_${k}`)),
+        layout.convs.map((_, k) => grad(`batch_var_${k}`)),
+        perChannel,
+      );
+      lossSum += loss;
+      batches += 1;
+      bar?.increment(1, { epoch, loss: loss.toFixed(4) });
+    }
+    const scores = await validationScores(teacher, layout, state, valRgb, size);
+    const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
+    const meanLoss = lossSum / Math.max(1, batches);
+    history.push({ epoch, loss: meanLoss, val_mean_score: meanScore });
+    if (meanScore < best.score) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
+    const line = { epoch, epochs: opts.epochs, loss: meanLoss, val_mean_score: meanScore, best_epoch: best.epoch };
+    if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
+    logger.info(line, `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)}`);
+  }
+  bar?.stop();
+  const trainSeconds = (performance.now() - trainStarted) / 1000;
+
+  const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
+  const sortedScores = [...best.scores].sort((a, b) => a - b);
+  const stats = scoreStats(sortedScores);
+  const threshold = stats.mean + opts.thresholdSigma * stats.std;
+  const studentBytes = encodeModel(studentGraph, "stpm-student");
+  const createdAt = new Date();
+  const wallTimeS = (performance.now() - started) / 1000;
+  const manifest = await writeBundle(opts.outDir, teacher.bytes, studentBytes, {
+    model_version: `${createdAt.toISOString().replace(/[-:]/g, "").slice(0, 15)}Z`,
+    created_at: createdAt.toISOString(),
+    input: {
+      name: "frames",
+      height: size,
+      width: size,
+      mean,
+      std,
+      normalisation_source: teacher.normalisation.source,
+    },
+    outputs: teacher.graph.outputs.map((o) => o.name),
+    teacher_source_path: opts.teacherFile,
+    threshold,
+    threshold_rule: `mean + ${opts.thresholdSigma}·std of validation image scores`,
+    validation_scores: sortedScores,
+    score_stats: stats,
+    training: {
+      frames_dir: opts.framesDir,
+      epochs: opts.epochs,
+      best_epoch: best.epoch,
+      batch_size: batchSize,
+      lr: opts.lr,
+      momentum: opts.momentum,
+      weight_decay: opts.weightDecay,
+      seed: opts.seed,
+      val_fraction: opts.valFraction,
+      train_images: train.length,
+      val_images: val.length,
+      skipped_files: skipped,
+      wall_time_s: Number(wallTimeS.toFixed(1)),
+      seconds_per_epoch: Number((trainSeconds / opts.epochs).toFixed(2)),
+      engine: `onnxruntime-node ${ort.env.versions.common} (CPU, hand-built backward graph)`,
+      history,
+    },
+  });
+  return {
+    manifest,
+    trainImages: train.length,
+    valImages: val.length,
+    skippedFiles: skipped,
+    bestEpoch: best.epoch,
+    bestValScore: best.score,
+    wallTimeS,
+    secondsPerEpoch: trainSeconds / opts.epochs,
+  };
+}
+
+async function validationScores(
+  teacher: Teacher,
+  layout: StudentLayout,
+  state: StudentState,
+  images: Uint8Array[],
+  size: number,
+): Promise<number[]> {
+  const student: Graph = foldedStudentGraph(teacher.graph, layout, state);
+  const scorer = await Scorer.create(teacher.graph, student, {
+    height: size,
+    width: size,
+    mean: teacher.normalisation.mean,
+    std: teacher.normalisation.std,
+  });
+  try {
+    return (await scorer.scoreAll(images, 8)).scores;
+  } finally {
+    await scorer.release();
+  }
+}
+
+export { isStpmdError };
