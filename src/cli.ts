@@ -2,6 +2,8 @@
 import { writeFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { formatConfigSummary, loadConfig } from "./config.js";
+import { Daemon } from "./daemon/daemon.js";
+import { runDemo } from "./demo/demo.js";
 import { errorMessage, isStpmdError } from "./errors.js";
 import { evaluate } from "./eval/evaluate.js";
 import { createLogger } from "./log.js";
@@ -10,7 +12,8 @@ import { RETRAIN_DEFAULTS, retrain } from "./train/retrain.js";
 function intOption(name: string, min: number): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
     return n;
   };
 }
@@ -36,17 +39,46 @@ program
     "Distil a new student from normal (defect-free) images and write a model bundle (teacher + student ONNX + manifest). " +
       "20% of the images are held out (seeded) to pick the best epoch and set the threshold.",
   )
-  .requiredOption("--frames <dir>", "folder of normal images (png, jpg, tif, webp); unreadable files are skipped and counted")
-  .requiredOption("--teacher <file.onnx>", "ImageNet-pretrained pyramid teacher ONNX (one N×3×H×W input, three feature outputs)")
-  .requiredOption("--out <dir>", "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact")
+  .requiredOption(
+    "--frames <dir>",
+    "folder of normal images (png, jpg, tif, webp); unreadable files are skipped and counted",
+  )
+  .requiredOption(
+    "--teacher <file.onnx>",
+    "ImageNet-pretrained pyramid teacher ONNX (one N×3×H×W input, three feature outputs)",
+  )
+  .requiredOption(
+    "--out <dir>",
+    "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact",
+  )
   .option("--epochs <n>", "training epochs", intOption("--epochs", 1), RETRAIN_DEFAULTS.epochs)
   .option("--batch-size <n>", "images per SGD step", intOption("--batch-size", 2), RETRAIN_DEFAULTS.batchSize)
   .option("--lr <x>", "SGD learning rate", numberOption("--lr", 0), RETRAIN_DEFAULTS.lr)
   .option("--momentum <x>", "SGD momentum", numberOption("--momentum", 0), RETRAIN_DEFAULTS.momentum)
-  .option("--weight-decay <x>", "SGD L2 weight decay", numberOption("--weight-decay", 0), RETRAIN_DEFAULTS.weightDecay)
-  .option("--image-size <n>", "square input size, a multiple of 16", intOption("--image-size", 32), RETRAIN_DEFAULTS.imageSize)
-  .option("--seed <n>", "seed for initialisation, split and batch order", intOption("--seed", 0), RETRAIN_DEFAULTS.seed)
-  .option("--val-fraction <x>", "share of images held out for validation", numberOption("--val-fraction", 0), RETRAIN_DEFAULTS.valFraction)
+  .option(
+    "--weight-decay <x>",
+    "SGD L2 weight decay",
+    numberOption("--weight-decay", 0),
+    RETRAIN_DEFAULTS.weightDecay,
+  )
+  .option(
+    "--image-size <n>",
+    "square input size, a multiple of 16",
+    intOption("--image-size", 32),
+    RETRAIN_DEFAULTS.imageSize,
+  )
+  .option(
+    "--seed <n>",
+    "seed for initialisation, split and batch order",
+    intOption("--seed", 0),
+    RETRAIN_DEFAULTS.seed,
+  )
+  .option(
+    "--val-fraction <x>",
+    "share of images held out for validation",
+    numberOption("--val-fraction", 0),
+    RETRAIN_DEFAULTS.valFraction,
+  )
   .option(
     "--threshold-sigma <x>",
     "threshold = mean + k·std of validation image scores",
@@ -81,7 +113,9 @@ program
 
 program
   .command("eval")
-  .description("Evaluate a bundle on an MVTec AD test split: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image F1-max.")
+  .description(
+    "Evaluate a bundle on an MVTec AD test split: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image F1-max.",
+  )
   .requiredOption("--model <dir>", "model bundle directory")
   .requiredOption("--data <dir>", "MVTec AD category folder (with test/ and ground_truth/)")
   .option("--json <file>", "also write the report as JSON to this file ('-' for stdout)")
@@ -101,10 +135,74 @@ program
 
 program
   .command("check-config")
-  .description("Validate a daemon config file and print a summary; lists every problem with its key and line.")
+  .description(
+    "Validate a daemon config file and print a summary; lists every problem with its key and line.",
+  )
   .argument("<file>", "YAML or JSON config file")
   .action((file: string) => {
     console.log(formatConfigSummary(loadConfig(file)));
+  });
+
+program
+  .command("run")
+  .description(
+    "Run the inspection daemon: cameras → batched inference → MQTT. SIGTERM drains and exits 0; SIGHUP reloads the model.",
+  )
+  .requiredOption("-c, --config <file>", "YAML or JSON config file (see config/example.yaml)")
+  .action(async (o) => {
+    const config = loadConfig(o.config);
+    const logger = createLogger(config.log.level);
+    const daemon = new Daemon(config, logger);
+    await daemon.start();
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string): void => {
+        logger.info({ signal }, "stopping");
+        daemon.stop().then(resolve, (err) => {
+          logger.error({ err: errorMessage(err) }, "error while stopping");
+          process.exitCode = 1;
+          resolve();
+        });
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.on("SIGHUP", () => {
+        daemon.reload("SIGHUP").catch(() => undefined);
+      });
+    });
+    process.exit();
+  });
+
+program
+  .command("demo")
+  .description(
+    "See it work in minutes: generates parts (some defective), retrains a student, starts mosquitto on loopback, " +
+      "replays the parts as a GStreamer camera through the daemon and prints the MQTT events received.",
+  )
+  .option(
+    "--teacher <file.onnx>",
+    "teacher ONNX (default: $STPMD_TEACHER; without one a random teacher is used)",
+  )
+  .option(
+    "--work-dir <dir>",
+    "where to put generated frames, the bundle and the outbox (default: a new temp dir)",
+  )
+  .option("--train-frames <n>", "normal parts to train on", intOption("--train-frames", 4), 40)
+  .option("--replay-frames <n>", "parts replayed through the camera", intOption("--replay-frames", 3), 12)
+  .option("--epochs <n>", "retrain epochs", intOption("--epochs", 1), 15)
+  .option("--image-size <n>", "model input size", intOption("--image-size", 32), 128)
+  .action(async (o) => {
+    const logger = createLogger("warn");
+    await runDemo({
+      teacher: o.teacher ?? process.env.STPMD_TEACHER,
+      workDir: o.workDir,
+      trainFrames: o.trainFrames,
+      replayFrames: o.replayFrames,
+      epochs: o.epochs,
+      imageSize: o.imageSize,
+      logger,
+      print: (line) => console.log(line),
+    });
+    process.exit();
   });
 
 program.addOption(new Option("--debug", "print stack traces for unexpected errors").hideHelp());

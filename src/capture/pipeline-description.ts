@@ -58,7 +58,10 @@ function validateSource(source: string, where: string): string {
     );
   }
   if (trimmed.includes(SINK_NAME)) {
-    throw new StpmdError("ERR_CONFIG_INVALID", `${key}: must not use the reserved element name "${SINK_NAME}"`);
+    throw new StpmdError(
+      "ERR_CONFIG_INVALID",
+      `${key}: must not use the reserved element name "${SINK_NAME}"`,
+    );
   }
   if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
     throw new StpmdError(

@@ -85,7 +85,10 @@ export class Daemon {
         providers: ortProviders(config.inference.providers),
         intraOpThreads: config.inference.intra_op_threads,
         onFallback: (provider, reason) =>
-          logger.warn({ provider, reason: reason.split("\n")[0] }, "execution provider unavailable; trying the next one"),
+          logger.warn(
+            { provider, reason: reason.split("\n")[0] },
+            "execution provider unavailable; trying the next one",
+          ),
       },
       logger.child({ stage: "inference" }),
     );
@@ -134,7 +137,10 @@ export class Daemon {
   /** Loads the model (fatal if it fails: there is nothing to serve), then starts publishing and capture. */
   async start(): Promise<void> {
     const manifest = await this.inspector.load();
-    this.logger.info({ model_version: manifest.model_version, bundle: this.config.model.bundle }, "model loaded");
+    this.logger.info(
+      { model_version: manifest.model_version, bundle: this.config.model.bundle },
+      "model loaded",
+    );
     this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
     await this.publisher.start();
     this.startCameras();
@@ -158,7 +164,11 @@ export class Daemon {
           height,
           stallTimeoutMs: c.stall_timeout_s * 1000,
           trigger: c.trigger,
-          restartBackoff: { initialMs: c.restart_backoff.initial_ms, maxMs: c.restart_backoff.max_ms, factor: c.restart_backoff.factor },
+          restartBackoff: {
+            initialMs: c.restart_backoff.initial_ms,
+            maxMs: c.restart_backoff.max_ms,
+            factor: c.restart_backoff.factor,
+          },
           logger: this.logger.child({ camera: c.id }),
         });
         cam.on("frame", (f: Frame) => this.queue.push(f));
@@ -208,7 +218,9 @@ export class Daemon {
     for (const cam of this.cameras) {
       const s = cam.stats();
       const state: CameraState =
-        s.state === "streaming" || s.state === "restarting" || s.state === "stalled" || s.state === "idle" ? s.state : "restarting";
+        s.state === "streaming" || s.state === "restarting" || s.state === "stalled" || s.state === "idle"
+          ? s.state
+          : "restarting";
       out[cam.id] = { state, fps: Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2)) };
     }
     return out;
@@ -268,9 +280,14 @@ export class Daemon {
           this.reload("bundle changed on disk").catch(() => undefined);
         }, this.config.model.watch_debounce_ms);
       });
-      this.watcher.on("error", (err) => this.logger.warn({ err: errorMessage(err) }, "bundle watch failed; use SIGHUP to reload"));
+      this.watcher.on("error", (err) =>
+        this.logger.warn({ err: errorMessage(err) }, "bundle watch failed; use SIGHUP to reload"),
+      );
     } catch (err) {
-      this.logger.warn({ dir: parent, err: errorMessage(err) }, "cannot watch the bundle folder; use SIGHUP to reload");
+      this.logger.warn(
+        { dir: parent, err: errorMessage(err) },
+        "cannot watch the bundle folder; use SIGHUP to reload",
+      );
     }
   }
 

@@ -49,6 +49,9 @@ export class SystemdNotifier {
   }
 
   private warn(what: string, err: unknown): void {
-    this.logger.warn({ err: typeof err === "string" ? err : errorMessage(err) }, `systemd notification ${what} failed`);
+    this.logger.warn(
+      { err: typeof err === "string" ? err : errorMessage(err) },
+      `systemd notification ${what} failed`,
+    );
   }
 }

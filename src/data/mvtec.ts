@@ -17,16 +17,23 @@ export interface TestSample {
  * `ground_truth/<defect>/<name>_mask.png`. `dir` may be the category root or its `test` folder.
  */
 export async function listMvtecTest(dir: string): Promise<TestSample[]> {
-  const root = path.basename(path.resolve(dir)) === "test" ? path.dirname(path.resolve(dir)) : path.resolve(dir);
+  const root =
+    path.basename(path.resolve(dir)) === "test" ? path.dirname(path.resolve(dir)) : path.resolve(dir);
   const testDir = path.join(root, "test");
   const isDir = await stat(testDir).then(
     (s) => s.isDirectory(),
     () => false,
   );
   if (!isDir) {
-    throw new StpmdError("ERR_INPUT_MISSING", `${dir}: no test/ folder (expected MVTec AD layout: test/<good|defect>/, ground_truth/<defect>/)`);
+    throw new StpmdError(
+      "ERR_INPUT_MISSING",
+      `${dir}: no test/ folder (expected MVTec AD layout: test/<good|defect>/, ground_truth/<defect>/)`,
+    );
   }
-  const kinds = (await readdir(testDir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const kinds = (await readdir(testDir, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
   const samples: TestSample[] = [];
   for (const kind of kinds) {
     for (const file of await listImages(path.join(testDir, kind), `test/${kind} folder`)) {
@@ -40,7 +47,8 @@ export async function listMvtecTest(dir: string): Promise<TestSample[]> {
         () => true,
         () => false,
       );
-      if (!exists) throw new StpmdError("ERR_INPUT_MISSING", `${file}: its ground-truth mask ${maskFile} is missing`);
+      if (!exists)
+        throw new StpmdError("ERR_INPUT_MISSING", `${file}: its ground-truth mask ${maskFile} is missing`);
       samples.push({ file, kind, label: 1, maskFile });
     }
   }

@@ -24,7 +24,11 @@ export function synthesizePart(size: number, seed: number, defect: SyntheticPart
     angle: rng.next() * Math.PI,
     length: radius * (0.4 + 0.3 * rng.next()),
   };
-  const blob = { x: cx + (rng.next() - 0.5) * radius, y: cy + (rng.next() - 0.5) * radius, r: size * (0.035 + 0.02 * rng.next()) };
+  const blob = {
+    x: cx + (rng.next() - 0.5) * radius,
+    y: cy + (rng.next() - 0.5) * radius,
+    r: size * (0.035 + 0.02 * rng.next()),
+  };
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
       const dx = x - cx;

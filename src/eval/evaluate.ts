@@ -16,7 +16,13 @@ export interface EvalReport {
   num_good: number;
   num_defective: number;
   /** Confusion counts at the bundle's own threshold. */
-  at_threshold: { threshold: number; true_positive: number; false_positive: number; true_negative: number; false_negative: number };
+  at_threshold: {
+    threshold: number;
+    true_positive: number;
+    false_positive: number;
+    true_negative: number;
+    false_negative: number;
+  };
   model_version: string;
   data: string;
   image_size: number;
@@ -40,7 +46,9 @@ export async function evaluate(modelDir: string, dataDir: string, logger: Logger
     const images = await Promise.all(chunk.map((s) => loadRgb(s.file, width, height)));
     const chunkMasks = await Promise.all(
       chunk.map((s, i) =>
-        s.maskFile ? loadMask(s.maskFile, images[i]!.originalSize, width, height) : Promise.resolve(new Uint8Array(width * height)),
+        s.maskFile
+          ? loadMask(s.maskFile, images[i]!.originalSize, width, height)
+          : Promise.resolve(new Uint8Array(width * height)),
       ),
     );
     const r = await scorer.scoreAll(

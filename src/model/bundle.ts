@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { StpmdError, errorMessage } from "../errors.js";
+import { errorMessage, StpmdError } from "../errors.js";
 import { decodeModel, type Graph } from "./onnx-graph.js";
 import { sha256 } from "./teacher.js";
 
@@ -25,7 +25,14 @@ export interface Manifest {
   /** Unique per retrain: creation time plus the student's hash prefix. */
   model_version: string;
   created_at: string;
-  input: { name: string; height: number; width: number; mean: number[]; std: number[]; normalisation_source: string };
+  input: {
+    name: string;
+    height: number;
+    width: number;
+    mean: number[];
+    std: number[];
+    normalisation_source: string;
+  };
   outputs: string[];
   teacher: { file: string; sha256: string; source_path: string };
   student: { file: string; sha256: string };
@@ -131,12 +138,17 @@ function bundleError(dir: string, problem: string): StpmdError {
 function checkManifest(dir: string, m: unknown): Manifest {
   if (typeof m !== "object" || m === null) throw bundleError(dir, `${MANIFEST_FILE} is not a JSON object`);
   const obj = m as Record<string, unknown>;
-  if (obj.format !== BUNDLE_FORMAT) throw bundleError(dir, `${MANIFEST_FILE}: format is not "${BUNDLE_FORMAT}"`);
+  if (obj.format !== BUNDLE_FORMAT)
+    throw bundleError(dir, `${MANIFEST_FILE}: format is not "${BUNDLE_FORMAT}"`);
   if (obj.format_version !== BUNDLE_FORMAT_VERSION) {
-    throw bundleError(dir, `${MANIFEST_FILE}: format_version ${String(obj.format_version)} is not supported (expected ${BUNDLE_FORMAT_VERSION})`);
+    throw bundleError(
+      dir,
+      `${MANIFEST_FILE}: format_version ${String(obj.format_version)} is not supported (expected ${BUNDLE_FORMAT_VERSION})`,
+    );
   }
   const need = (key: string, type: string): void => {
-    if (typeof obj[key] !== type) throw bundleError(dir, `${MANIFEST_FILE}: "${key}" is missing or not a ${type}`);
+    if (typeof obj[key] !== type)
+      throw bundleError(dir, `${MANIFEST_FILE}: "${key}" is missing or not a ${type}`);
   };
   need("model_version", "string");
   need("threshold", "number");
@@ -145,7 +157,8 @@ function checkManifest(dir: string, m: unknown): Manifest {
   need("student", "object");
   need("score_stats", "object");
   if (!Number.isFinite(obj.threshold)) throw bundleError(dir, `${MANIFEST_FILE}: threshold is not finite`);
-  if (!Array.isArray(obj.validation_scores)) throw bundleError(dir, `${MANIFEST_FILE}: "validation_scores" is missing`);
+  if (!Array.isArray(obj.validation_scores))
+    throw bundleError(dir, `${MANIFEST_FILE}: "validation_scores" is missing`);
   const input = obj.input as Record<string, unknown>;
   for (const k of ["height", "width"]) {
     if (typeof input[k] !== "number" || (input[k] as number) % 16 !== 0) {
@@ -155,7 +168,11 @@ function checkManifest(dir: string, m: unknown): Manifest {
   return m as Manifest;
 }
 
-async function readVerified(dir: string, entry: { file: string; sha256: string }, role: string): Promise<Graph> {
+async function readVerified(
+  dir: string,
+  entry: { file: string; sha256: string },
+  role: string,
+): Promise<Graph> {
   const file = path.join(dir, entry.file);
   let bytes: Uint8Array;
   try {
@@ -165,7 +182,10 @@ async function readVerified(dir: string, entry: { file: string; sha256: string }
   }
   const digest = sha256(bytes);
   if (digest !== entry.sha256) {
-    throw bundleError(dir, `${role} ONNX ${entry.file} is corrupt: sha256 ${digest.slice(0, 12)}… does not match the manifest's ${entry.sha256.slice(0, 12)}…`);
+    throw bundleError(
+      dir,
+      `${role} ONNX ${entry.file} is corrupt: sha256 ${digest.slice(0, 12)}… does not match the manifest's ${entry.sha256.slice(0, 12)}…`,
+    );
   }
   try {
     return decodeModel(bytes);
@@ -194,10 +214,16 @@ export async function loadBundle(dir: string): Promise<Bundle> {
   const ops = (g: Graph): string => g.nodes.map((n) => n.op).join(",");
   const outs = (g: Graph): string => g.outputs.map((o) => o.name).join(",");
   if (ops(teacher) !== ops(student) || outs(teacher) !== outs(student)) {
-    throw new StpmdError("ERR_BUNDLE_MISMATCH", `${dir}: student.onnx does not have the teacher's architecture`);
+    throw new StpmdError(
+      "ERR_BUNDLE_MISMATCH",
+      `${dir}: student.onnx does not have the teacher's architecture`,
+    );
   }
   if (outs(teacher) !== manifest.outputs.join(",")) {
-    throw new StpmdError("ERR_BUNDLE_MISMATCH", `${dir}: manifest outputs [${manifest.outputs}] differ from the teacher's [${outs(teacher)}]`);
+    throw new StpmdError(
+      "ERR_BUNDLE_MISMATCH",
+      `${dir}: manifest outputs [${manifest.outputs}] differ from the teacher's [${outs(teacher)}]`,
+    );
   }
   return { dir, manifest, teacher, student };
 }

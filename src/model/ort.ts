@@ -19,7 +19,10 @@ function providerName(p: ort.InferenceSession.ExecutionProviderConfig): string {
  * only the CPU provider (CUDA/TensorRT need the GPU build, e.g. on JetPack), so a config written for a GPU box still
  * runs — more slowly, and saying so — anywhere else.
  */
-export async function createSession(model: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+export async function createSession(
+  model: Uint8Array,
+  opts: SessionOptions = {},
+): Promise<ort.InferenceSession> {
   const providers = opts.providers?.length ? [...opts.providers] : ["cpu"];
   for (;;) {
     try {

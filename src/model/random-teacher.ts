@@ -1,5 +1,5 @@
-import { floatTensor, type Graph, GraphBuilder } from "./onnx-graph.js";
 import { Random } from "../train/random.js";
+import { floatTensor, type Graph, GraphBuilder } from "./onnx-graph.js";
 
 /**
  * A small randomly initialised pyramid network (strides 4, 8, 16) built from every op a teacher may contain.
@@ -9,7 +9,15 @@ import { Random } from "../train/random.js";
 export function randomTeacher(seed = 1, width = 8): Graph {
   const rng = new Random(seed);
   const b = new GraphBuilder("t_");
-  const conv = (x: string, cin: number, cout: number, k: number, stride: number, pads: number[], group = 1): string => {
+  const conv = (
+    x: string,
+    cin: number,
+    cout: number,
+    k: number,
+    stride: number,
+    pads: number[],
+    group = 1,
+  ): string => {
     const fanIn = (cin / group) * k * k;
     const w = floatTensor([cout, cin / group, k, k]);
     for (let i = 0; i < w.data.length; i++) (w.data as Float32Array)[i] = rng.normal() * Math.sqrt(2 / fanIn);

@@ -24,7 +24,8 @@ export function convGeometry(node: GraphNode, weightDims: number[]): ConvGeometr
   const strides = intsAttr(node, "strides", [1, 1]) as [number, number];
   const pads = intsAttr(node, "pads", [0, 0, 0, 0]) as [number, number, number, number];
   const dil = intsAttr(node, "dilations", [1, 1]);
-  if (dil.some((d) => d !== 1)) throw new Error(`Conv ${node.outputs[0]}: dilated convolutions are not supported`);
+  if (dil.some((d) => d !== 1))
+    throw new Error(`Conv ${node.outputs[0]}: dilated convolutions are not supported`);
   if (node.attrs.auto_pad && node.attrs.auto_pad !== "NOTSET") {
     throw new Error(`Conv ${node.outputs[0]}: auto_pad is not supported; export with explicit pads`);
   }
@@ -32,7 +33,14 @@ export function convGeometry(node: GraphNode, weightDims: number[]): ConvGeometr
   return { kernel, strides, pads, group };
 }
 
-function pooledSize(size: number, k: number, s: number, padBegin: number, padEnd: number, ceil: boolean): number {
+function pooledSize(
+  size: number,
+  k: number,
+  s: number,
+  padBegin: number,
+  padEnd: number,
+  ceil: boolean,
+): number {
   const span = size + padBegin + padEnd - k;
   return (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
 }
@@ -51,7 +59,8 @@ export function inferShapes(graph: Graph, inputDims: number[]): ShapeMap {
   for (const [name, t] of graph.initializers) shapes.set(name, t.dims);
   for (const node of graph.nodes) {
     const x = shapes.get(node.inputs[0]!);
-    if (!x) throw new Error(`${node.op} node producing ${node.outputs[0]} reads unknown tensor ${node.inputs[0]}`);
+    if (!x)
+      throw new Error(`${node.op} node producing ${node.outputs[0]} reads unknown tensor ${node.inputs[0]}`);
     shapes.set(node.outputs[0]!, nodeOutputShape(graph, node, x, shapes));
   }
   return shapes;
@@ -67,7 +76,9 @@ function nodeOutputShape(graph: Graph, node: GraphNode, x: number[], shapes: Sha
       const g = convGeometry(node, w);
       if (x[1]! !== w[1]! * g.group) throw new Error(`Conv ${node.outputs[0]}: channel mismatch`);
       if (g.group !== 1 && !(g.group === x[1] && w[0] === x[1])) {
-        throw new Error(`Conv ${node.outputs[0]}: only plain (group 1) and depthwise convolutions are supported`);
+        throw new Error(
+          `Conv ${node.outputs[0]}: only plain (group 1) and depthwise convolutions are supported`,
+        );
       }
       return [
         x[0]!,
@@ -97,7 +108,8 @@ function nodeOutputShape(graph: Graph, node: GraphNode, x: number[], shapes: Sha
     }
     case "Add": {
       const y = shapes.get(node.inputs[1]!);
-      if (!y || y.join() !== x.join()) throw new Error(`Add ${node.outputs[0]}: operands must have equal shapes`);
+      if (!y || y.join() !== x.join())
+        throw new Error(`Add ${node.outputs[0]}: operands must have equal shapes`);
       return x;
     }
     case "Relu":

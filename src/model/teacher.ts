@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { StpmdError, errorMessage } from "../errors.js";
+import { errorMessage, StpmdError } from "../errors.js";
 import { decodeModel, type Graph } from "./onnx-graph.js";
 import { inferShapes } from "./shapes.js";
 
@@ -46,7 +46,10 @@ export function normalisationOf(graph: Graph): Normalisation {
  */
 export function validateTeacherGraph(graph: Graph, file: string, probeSize = 256): void {
   if (graph.inputs.length !== 1) {
-    throw new StpmdError("ERR_TEACHER_INVALID", `${file}: a teacher needs exactly one input, found ${graph.inputs.length}`);
+    throw new StpmdError(
+      "ERR_TEACHER_INVALID",
+      `${file}: a teacher needs exactly one input, found ${graph.inputs.length}`,
+    );
   }
   const input = graph.inputs[0]!;
   if (input.dims.length !== 4 || (typeof input.dims[1] === "number" && input.dims[1] !== 3)) {
@@ -69,7 +72,7 @@ export function validateTeacherGraph(graph: Graph, file: string, probeSize = 256
   }
   for (const out of graph.outputs) {
     const dims = shapes.get(out.name);
-    if (!dims || dims.length !== 4) {
+    if (dims?.length !== 4) {
       throw new StpmdError("ERR_TEACHER_INVALID", `${file}: output ${out.name} is not a 4-D feature map`);
     }
   }

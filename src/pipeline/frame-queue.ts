@@ -13,7 +13,8 @@ export class FrameQueue {
   private closed = false;
 
   constructor(readonly capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`queue capacity must be ≥ 1, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new RangeError(`queue capacity must be ≥ 1, got ${capacity}`);
   }
 
   push(frame: Frame): void {

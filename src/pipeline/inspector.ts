@@ -2,7 +2,7 @@ import sharp from "sharp";
 import type { Frame } from "../capture/frame.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
-import { type Manifest, loadBundle } from "../model/bundle.js";
+import { loadBundle, type Manifest } from "../model/bundle.js";
 import type { SessionOptions } from "../model/ort.js";
 import { findRegions } from "./regions.js";
 import type { InspectionResult } from "./result.js";
@@ -46,12 +46,19 @@ export class Inspector {
     this.loading = (async () => {
       const bundle = await loadBundle(this.bundleDir);
       const { height, width, mean, std } = bundle.manifest.input;
-      const scorer = await Scorer.create(bundle.teacher, bundle.student, { height, width, mean, std }, this.sessionOptions);
+      const scorer = await Scorer.create(
+        bundle.teacher,
+        bundle.student,
+        { height, width, mean, std },
+        this.sessionOptions,
+      );
       const old = this.model;
       this.model = { manifest: bundle.manifest, scorer };
       if (old) {
         // release after the swap; a batch still running on it finishes first (ORT keeps the session alive)
-        old.scorer.release().catch((err) => this.logger.warn({ err: errorMessage(err) }, "releasing old model"));
+        old.scorer
+          .release()
+          .catch((err) => this.logger.warn({ err: errorMessage(err) }, "releasing old model"));
       }
       return bundle.manifest;
     })();
@@ -73,7 +80,10 @@ export class Inspector {
       }
       return false;
     } catch (err) {
-      this.logger.error({ reason, bundle: this.bundleDir, err: errorMessage(err) }, "model reload failed; keeping the running model");
+      this.logger.error(
+        { reason, bundle: this.bundleDir, err: errorMessage(err) },
+        "model reload failed; keeping the running model",
+      );
       return false;
     }
   }
@@ -84,7 +94,8 @@ export class Inspector {
     const { width, height } = model.manifest.input;
     const hw = width * height;
     const packed = new Uint8Array(frames.length * hw * 3);
-    for (let i = 0; i < frames.length; i++) packed.set(await this.atModelSize(frames[i]!, width, height), i * hw * 3);
+    for (let i = 0; i < frames.length; i++)
+      packed.set(await this.atModelSize(frames[i]!, width, height), i * hw * 3);
     const { maps, scores } = await model.scorer.score(packed, frames.length);
     const inferredTs = Date.now();
     const threshold = model.manifest.threshold;
@@ -93,7 +104,9 @@ export class Inspector {
       const score = scores[i]!;
       const defective = score > threshold;
       const atSize: Frame =
-        frame.width === width && frame.height === height ? frame : { ...frame, width, height, rgb: packed.slice(i * hw * 3, (i + 1) * hw * 3) };
+        frame.width === width && frame.height === height
+          ? frame
+          : { ...frame, width, height, rgb: packed.slice(i * hw * 3, (i + 1) * hw * 3) };
       return {
         frame: atSize,
         score,
@@ -112,7 +125,10 @@ export class Inspector {
     if (frame.width === width && frame.height === height) return frame.rgb;
     if (!this.resizeWarned) {
       this.resizeWarned = true;
-      this.logger.warn({ camera: frame.cameraId, frame: [frame.width, frame.height], model: [width, height] }, "frame size differs from the model's; resizing in software");
+      this.logger.warn(
+        { camera: frame.cameraId, frame: [frame.width, frame.height], model: [width, height] },
+        "frame size differs from the model's; resizing in software",
+      );
     }
     const buf = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
       .resize(width, height, { fit: "fill", kernel: "linear" })

@@ -1,6 +1,12 @@
-import { type Graph, GraphBuilder, type GraphNode, type Tensor, floatTensor } from "../model/onnx-graph.js";
+import {
+  encodeModel,
+  floatTensor,
+  type Graph,
+  GraphBuilder,
+  type GraphNode,
+  type Tensor,
+} from "../model/onnx-graph.js";
 import { createSession, ort, type SessionOptions } from "../model/ort.js";
-import { encodeModel } from "../model/onnx-graph.js";
 import { NORM_EPS } from "../train/training-graph.js";
 
 /**
@@ -37,8 +43,14 @@ export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringG
   const b = new GraphBuilder("score/");
   const { height: H, width: W } = opts;
   // uint8 NHWC → normalised float NCHW: x·(1/(255·std)) − mean/std, per channel
-  const scale: Tensor = floatTensor([1, 3, 1, 1], opts.std.map((s) => 1 / (255 * s)));
-  const shift: Tensor = floatTensor([1, 3, 1, 1], opts.mean.map((m, i) => m / opts.std[i]!));
+  const scale: Tensor = floatTensor(
+    [1, 3, 1, 1],
+    opts.std.map((s) => 1 / (255 * s)),
+  );
+  const shift: Tensor = floatTensor(
+    [1, 3, 1, 1],
+    opts.mean.map((m, i) => m / opts.std[i]!),
+  );
   const nchw = b.op("Transpose", [b.op("Cast", ["frames"], { to: 1 })], { perm: [0, 3, 1, 2] });
   const x = b.op("Sub", [b.op("Mul", [nchw, b.constant(scale)]), b.constant(shift)], {}, "x");
   const tOuts = prefixGraph(teacher, "teacher/", x, b);
@@ -51,7 +63,10 @@ export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringG
   const sizes = b.ints([0, 1, H, W]);
   const levelMaps = tOuts.map((t, i) => {
     const d = b.op("Sub", [normalise(t), normalise(sOuts[i]!)]);
-    const dist = b.op("Mul", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }), b.scalar(0.5)]);
+    const dist = b.op("Mul", [
+      b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }),
+      b.scalar(0.5),
+    ]);
     // sizes needs the batch: take it from the distance map's own shape
     const batch = b.op("Slice", [b.op("Shape", [dist]), b.ints([0]), b.ints([2])]);
     const target = b.op("Concat", [batch, b.op("Slice", [sizes, b.ints([2]), b.ints([4])])], { axis: 0 });
@@ -64,7 +79,12 @@ export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringG
   let product = levelMaps[0]!;
   for (const m of levelMaps.slice(1)) product = b.op("Mul", [product, m]);
   b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: ["anomaly_map"], attrs: {} });
-  b.nodes.push({ op: "ReduceMax", inputs: ["anomaly_map"], outputs: ["score"], attrs: { axes: [1, 2], keepdims: 0 } });
+  b.nodes.push({
+    op: "ReduceMax",
+    inputs: ["anomaly_map"],
+    outputs: ["score"],
+    attrs: { axes: [1, 2], keepdims: 0 },
+  });
   return {
     nodes: b.nodes,
     initializers: b.initializers,
@@ -117,7 +137,9 @@ export class Scorer {
     for (let start = 0; start < images.length; start += batchSize) {
       const chunk = images.slice(start, start + batchSize);
       const packed = new Uint8Array(chunk.length * hw * 3);
-      chunk.forEach((img, i) => packed.set(img, i * hw * 3));
+      chunk.forEach((img, i) => {
+        packed.set(img, i * hw * 3);
+      });
       const r = await this.score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {
         maps.push(r.maps.slice(i * hw, (i + 1) * hw));

@@ -43,7 +43,10 @@ export class Collector {
 
   /** Score below which a frame counts as normal with margin, for the given model's validation scores. */
   static marginScore(validationScores: readonly number[], q: number): number {
-    return quantile([...validationScores].sort((a, b) => a - b), q);
+    return quantile(
+      [...validationScores].sort((a, b) => a - b),
+      q,
+    );
   }
 
   consider(result: InspectionResult, validationScores: readonly number[]): void {
@@ -55,14 +58,20 @@ export class Collector {
     if (now - (this.lastSaved.get(cam) ?? 0) < cfg.min_interval_s * 1000) return;
     if ((this.countByCamera.get(cam) ?? 0) >= cfg.max_frames_per_camera) return;
     if (this.bytes >= cfg.max_bytes) {
-      if (!this.full) this.logger.warn({ dir: cfg.dir, max_bytes: cfg.max_bytes }, "collection folder is full; not saving more frames");
+      if (!this.full)
+        this.logger.warn(
+          { dir: cfg.dir, max_bytes: cfg.max_bytes },
+          "collection folder is full; not saving more frames",
+        );
       this.full = true;
       return;
     }
     this.lastSaved.set(cam, now);
     this.writing += 1;
     this.save(result)
-      .catch((err) => this.logger.error({ camera: cam, err: errorMessage(err) }, "saving collected frame failed"))
+      .catch((err) =>
+        this.logger.error({ camera: cam, err: errorMessage(err) }, "saving collected frame failed"),
+      )
       .finally(() => {
         this.writing -= 1;
       });

@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import cliProgress from "cli-progress";
-import { StpmdError, errorMessage, isStpmdError } from "../errors.js";
 import { listImages, loadRgb, type RgbImage, rgbToChw } from "../data/images.js";
+import { errorMessage, isStpmdError, StpmdError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { type Manifest, scoreStats, writeBundle } from "../model/bundle.js";
 import { encodeModel, type Graph } from "../model/onnx-graph.js";
@@ -10,7 +10,14 @@ import { loadTeacher, type Teacher } from "../model/teacher.js";
 import { Scorer } from "../pipeline/scorer.js";
 import { l2NormalizeChannels } from "./normalize.js";
 import { Random } from "./random.js";
-import { cloneStudent, foldedStudentGraph, initStudent, Sgd, type StudentState, updateRunningStats } from "./student.js";
+import {
+  cloneStudent,
+  foldedStudentGraph,
+  initStudent,
+  Sgd,
+  type StudentState,
+  updateRunningStats,
+} from "./student.js";
 import { buildTrainingGraph, type StudentLayout, studentLayout } from "./training-graph.js";
 
 export interface RetrainOptions {
@@ -161,11 +168,17 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const started = performance.now();
   const { logger, imageSize: size } = opts;
   if (size % 16 !== 0 || size < 32) {
-    throw new StpmdError("ERR_OPTION_INVALID", `--image-size ${size}: must be a multiple of 16 and at least 32`);
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `--image-size ${size}: must be a multiple of 16 and at least 32`,
+    );
   }
   const teacher = await loadTeacher(opts.teacherFile);
   if (teacher.normalisation.source === "imagenet-default") {
-    logger.warn({ teacher: opts.teacherFile }, "teacher metadata names no input_mean/input_std; using ImageNet's");
+    logger.warn(
+      { teacher: opts.teacherFile },
+      "teacher metadata names no input_mean/input_std; using ImageNet's",
+    );
   }
   const layout = studentLayout(teacher.graph, size, size);
   const files = await listImages(opts.framesDir, "frames folder");
@@ -185,7 +198,9 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const chw = 3 * size * size;
   const { mean, std } = teacher.normalisation;
   const trainInputs = new Float32Array(train.length * chw);
-  train.forEach((img, i) => rgbToChw(img.rgb, size, size, mean, std, trainInputs, i));
+  train.forEach((img, i) => {
+    rgbToChw(img.rgb, size, size, mean, std, trainInputs, i);
+  });
   const cache = await cacheTeacherFeatures(teacher, trainInputs, train.length, size);
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
@@ -198,12 +213,21 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     weightDecay: opts.weightDecay,
   });
   const valRgb = val.map((v) => v.rgb);
-  let best = { epoch: 0, score: Number.POSITIVE_INFINITY, state: cloneStudent(state), scores: [] as number[] };
+  let best = {
+    epoch: 0,
+    score: Number.POSITIVE_INFINITY,
+    state: cloneStudent(state),
+    scores: [] as number[],
+  };
   const batchSize = Math.min(opts.batchSize, train.length);
   const bar =
     opts.progress && process.stderr.isTTY
       ? new cliProgress.SingleBar(
-          { format: "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}", stream: process.stderr },
+          {
+            format:
+              "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}",
+            stream: process.stderr,
+          },
           cliProgress.Presets.shades_classic,
         )
       : undefined;
@@ -222,11 +246,15 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       if (idx.length < 2) continue;
       const n = idx.length;
       const x = new Float32Array(n * chw);
-      idx.forEach((src, j) => x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw));
+      idx.forEach((src, j) => {
+        x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
+      });
       const feats = cache.levels.map((lvl, l) => {
         const per = cache.perImage[l]!;
         const out = new Float32Array(n * per);
-        idx.forEach((src, j) => out.set(lvl.subarray(src * per, (src + 1) * per), j * per));
+        idx.forEach((src, j) => {
+          out.set(lvl.subarray(src * per, (src + 1) * per), j * per);
+        });
         return out;
       });
       const out = await session.run(feedsFor(layout, state, x, feats, cache, n, size));
@@ -262,9 +290,18 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     const meanLoss = lossSum / Math.max(1, batches);
     history.push({ epoch, loss: meanLoss, val_mean_score: meanScore });
     if (meanScore < best.score) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
-    const line = { epoch, epochs: opts.epochs, loss: meanLoss, val_mean_score: meanScore, best_epoch: best.epoch };
+    const line = {
+      epoch,
+      epochs: opts.epochs,
+      loss: meanLoss,
+      val_mean_score: meanScore,
+      best_epoch: best.epoch,
+    };
     if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
-    logger.info(line, `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)}`);
+    logger.info(
+      line,
+      `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)}`,
+    );
   }
   bar?.stop();
   const trainSeconds = (performance.now() - trainStarted) / 1000;

@@ -1,4 +1,4 @@
-import { floatTensor, type Graph, type Tensor } from "../model/onnx-graph.js";
+import { floatTensor, type Graph, GraphBuilder, type GraphNode, type Tensor } from "../model/onnx-graph.js";
 import type { Random } from "./random.js";
 import { BN_EPS, type StudentLayout } from "./training-graph.js";
 
@@ -109,6 +109,44 @@ export function foldedStudentGraph(teacher: Graph, layout: StudentLayout, state:
     if (used.has(name) && !initializers.has(name)) initializers.set(name, t);
   }
   return { ...teacher, nodes, initializers, metadata: { ...teacher.metadata, role: "stpm-student" } };
+}
+
+/**
+ * The student as the training engine evaluates it: unfolded convolutions followed by BatchNorm with running
+ * statistics, written as separate ONNX ops. It exists to check {@link foldedStudentGraph} against.
+ */
+export function runningStatsStudentGraph(teacher: Graph, layout: StudentLayout, state: StudentState): Graph {
+  const b = new GraphBuilder("bn/");
+  const convs = new Map(layout.convs.map((c, k) => [c.node, k]));
+  const rename = new Map<string, string>();
+  const nodes: GraphNode[] = [];
+  for (const n of teacher.nodes) {
+    const inputs = n.inputs.map((i) => rename.get(i) ?? i);
+    const k = convs.get(n);
+    if (k === undefined) {
+      nodes.push({ ...n, inputs });
+      continue;
+    }
+    const c = layout.convs[k]!.channels;
+    const w = b.constant(floatTensor(layout.convs[k]!.weightDims, state.weights[k]!), "w");
+    const raw = b.fresh("conv");
+    nodes.push({ ...n, inputs: [inputs[0]!, w], outputs: [raw] });
+    const stat = (arr: Float32Array): string => b.constant(floatTensor([1, c, 1, 1], arr));
+    const centred = b.op("Sub", [raw, stat(state.runningMeans[k]!)]);
+    const denom = b.op("Sqrt", [b.op("Add", [stat(state.runningVars[k]!), b.scalar(BN_EPS)])]);
+    const normed = b.op("Div", [centred, denom]);
+    const out = b.op("Add", [b.op("Mul", [normed, stat(state.gammas[k]!)]), stat(state.betas[k]!)]);
+    rename.set(n.outputs[0]!, out);
+    nodes.push(...b.nodes.splice(0));
+  }
+  // graph outputs must keep their names: alias the renamed tensors back
+  for (const o of teacher.outputs) {
+    const r = rename.get(o.name);
+    if (r) nodes.push({ op: "Identity", inputs: [r], outputs: [o.name], attrs: {} });
+  }
+  const initializers = new Map(teacher.initializers);
+  for (const [name, t] of b.initializers) initializers.set(name, t);
+  return { ...teacher, nodes, initializers };
 }
 
 export interface SgdOptions {

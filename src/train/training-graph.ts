@@ -1,5 +1,12 @@
 import { type Graph, GraphBuilder, type GraphNode, type ValueInfo } from "../model/onnx-graph.js";
-import { type ConvGeometry, clipBounds, convGeometry, inferShapes, padAmounts, type ShapeMap } from "../model/shapes.js";
+import {
+  type ConvGeometry,
+  clipBounds,
+  convGeometry,
+  inferShapes,
+  padAmounts,
+  type ShapeMap,
+} from "../model/shapes.js";
 
 /**
  * The student's training step as one ONNX graph, run by ONNX Runtime: forward pass with BatchNorm in training mode,
@@ -90,8 +97,16 @@ export function buildTrainingGraph(teacher: Graph, layout: StudentLayout): Graph
         const raw = b.op("Conv", [xs[0]!, `w_${k.index}`], convAttrs(k.geometry), "conv");
         const mean = b.op("ReduceMean", [raw], { axes: [0, 2, 3], keepdims: 1 }, "bn_mean");
         const centred = b.op("Sub", [raw, mean]);
-        const variance = b.op("ReduceMean", [b.op("Mul", [centred, centred])], { axes: [0, 2, 3], keepdims: 1 });
-        const invstd = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [variance, b.scalar(BN_EPS)])])], {}, "invstd");
+        const variance = b.op("ReduceMean", [b.op("Mul", [centred, centred])], {
+          axes: [0, 2, 3],
+          keepdims: 1,
+        });
+        const invstd = b.op(
+          "Reciprocal",
+          [b.op("Sqrt", [b.op("Add", [variance, b.scalar(BN_EPS)])])],
+          {},
+          "invstd",
+        );
         const xhat = b.op("Mul", [centred, invstd], {}, "xhat");
         rec.output = b.op("Add", [b.op("Mul", [xhat, `gamma_${k.index}`]), `beta_${k.index}`], {}, "bn");
         b.nodes.push({ op: "Identity", inputs: [mean], outputs: [`batch_mean_${k.index}`], attrs: {} });
@@ -144,12 +159,20 @@ export function buildTrainingGraph(teacher: Graph, layout: StudentLayout): Graph
     const tName = `teacher_${level}`;
     inputs.push({ name: tName, dims: ["N", C!, h!, w!] });
     const s = studentName(out.name);
-    const norm = b.op("Max", [b.op("Sqrt", [reduceSum(b, b.op("Mul", [s, s]), [1], true)]), b.scalar(NORM_EPS)]);
+    const norm = b.op("Max", [
+      b.op("Sqrt", [reduceSum(b, b.op("Mul", [s, s]), [1], true)]),
+      b.scalar(NORM_EPS),
+    ]);
     const sHat = b.op("Div", [s, norm], {}, "s_hat");
     const diff = b.op("Sub", [sHat, tName], {}, "diff");
     // mean over batch and positions of ½‖ŝ−t̂‖²: scale = 1/(N·h·w), N fed in as inv_batch
     const scale = b.op("Mul", ["inv_batch", b.scalar(1 / (h! * w!))]);
-    levelLosses.push(b.op("Mul", [reduceSum(b, b.op("Mul", [diff, diff]), [0, 1, 2, 3], false), b.op("Mul", [scale, b.scalar(0.5)])]));
+    levelLosses.push(
+      b.op("Mul", [
+        reduceSum(b, b.op("Mul", [diff, diff]), [0, 1, 2, 3], false),
+        b.op("Mul", [scale, b.scalar(0.5)]),
+      ]),
+    );
     const gHat = b.op("Mul", [diff, scale]);
     const dot = reduceSum(b, b.op("Mul", [gHat, sHat]), [1], true);
     addGrad(s, b.op("Div", [b.op("Sub", [gHat, b.op("Mul", [sHat, dot])]), norm], {}, "g_feat"));
@@ -253,15 +276,30 @@ function emitConvBackward(
   const i = k.index;
   const gamma = `gamma_${i}`;
   // BatchNorm (training mode) backward
-  b.nodes.push({ op: "ReduceSum", inputs: [gy, b.ints([0, 2, 3])], outputs: [`grad_beta_${i}`], attrs: { keepdims: 1 } });
+  b.nodes.push({
+    op: "ReduceSum",
+    inputs: [gy, b.ints([0, 2, 3])],
+    outputs: [`grad_beta_${i}`],
+    attrs: { keepdims: 1 },
+  });
   const gyXhat = b.op("Mul", [gy, xhat]);
-  b.nodes.push({ op: "ReduceSum", inputs: [gyXhat, b.ints([0, 2, 3])], outputs: [`grad_gamma_${i}`], attrs: { keepdims: 1 } });
+  b.nodes.push({
+    op: "ReduceSum",
+    inputs: [gyXhat, b.ints([0, 2, 3])],
+    outputs: [`grad_gamma_${i}`],
+    attrs: { keepdims: 1 },
+  });
   outputs.push({ name: `grad_beta_${i}`, dims: [1, k.channels, 1, 1] });
   outputs.push({ name: `grad_gamma_${i}`, dims: [1, k.channels, 1, 1] });
   const gXhat = b.op("Mul", [gy, gamma]);
   const meanG = b.op("ReduceMean", [gXhat], { axes: [0, 2, 3], keepdims: 1 });
   const meanGX = b.op("ReduceMean", [b.op("Mul", [gXhat, xhat])], { axes: [0, 2, 3], keepdims: 1 });
-  const gRaw = b.op("Mul", [b.op("Sub", [b.op("Sub", [gXhat, meanG]), b.op("Mul", [xhat, meanGX])]), invstd], {}, "g_conv");
+  const gRaw = b.op(
+    "Mul",
+    [b.op("Sub", [b.op("Sub", [gXhat, meanG]), b.op("Mul", [xhat, meanGX])]), invstd],
+    {},
+    "g_conv",
+  );
 
   const x = rec.inputs[0]!;
   const xShape = shapeOf(rec.node.inputs[0]!);
@@ -274,7 +312,8 @@ function emitConvBackward(
   // weight gradient
   const out = `grad_w_${i}`;
   outputs.push({ name: out, dims: k.weightDims });
-  const pointwise = kh === 1 && kw === 1 && sh === 1 && sw === 1 && g.pads.every((p) => p === 0) && g.group === 1;
+  const pointwise =
+    kh === 1 && kw === 1 && sh === 1 && sw === 1 && g.pads.every((p) => p === 0) && g.group === 1;
   if (pointwise) {
     // dW[o,i] = Σ_{n,p} gy[n,o,p]·x[n,i,p]: one GEMM over channel-major views
     const gT = b.op("Reshape", [b.op("Transpose", [gRaw], { perm: [1, 0, 2, 3] }), b.ints([k.channels, -1])]);
@@ -298,8 +337,16 @@ function emitConvBackward(
       corr = b.op("Conv", [xT, gT], { dilations: [sh, sw], strides: [1, 1], pads: [0, 0, 0, 0], group: 1 });
       corr = b.op("Transpose", [corr], { perm: [1, 0, 2, 3] });
     } else {
-      const xT = b.op("Reshape", [b.op("Transpose", [padded], { perm: [1, 0, 2, 3] }), b.ints([1, -1, hp, wp])]);
-      corr = b.op("Conv", [xT, gT], { dilations: [sh, sw], strides: [1, 1], pads: [0, 0, 0, 0], group: g.group });
+      const xT = b.op("Reshape", [
+        b.op("Transpose", [padded], { perm: [1, 0, 2, 3] }),
+        b.ints([1, -1, hp, wp]),
+      ]);
+      corr = b.op("Conv", [xT, gT], {
+        dilations: [sh, sw],
+        strides: [1, 1],
+        pads: [0, 0, 0, 0],
+        group: g.group,
+      });
     }
     if (extentH !== kh || extentW !== kw) {
       corr = b.op("Slice", [corr, b.ints([0, 0]), b.ints([kh, kw]), b.ints([2, 3])]);
@@ -319,9 +366,18 @@ function emitConvBackward(
     }
     if (g.group > 1 && kh - 1 - pt >= 0 && kw - 1 - pl >= 0 && kh - 1 - pb >= 0 && kw - 1 - pr >= 0) {
       // depthwise: correlate with the spatially flipped kernel, padding k−1−p on each side
-      const flipped = b.op("Slice", [`w_${i}`, b.ints([-1, -1]), b.ints([-kh - 1, -kw - 1]), b.ints([2, 3]), b.ints([-1, -1])]);
+      const flipped = b.op("Slice", [
+        `w_${i}`,
+        b.ints([-1, -1]),
+        b.ints([-kh - 1, -kw - 1]),
+        b.ints([2, 3]),
+        b.ints([-1, -1]),
+      ]);
       const pads = [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr];
-      addGrad(x, b.op("Conv", [gRaw, flipped], { strides: [1, 1], pads, group: g.group, kernel_shape: [kh, kw] }));
+      addGrad(
+        x,
+        b.op("Conv", [gRaw, flipped], { strides: [1, 1], pads, group: g.group, kernel_shape: [kh, kw] }),
+      );
       return;
     }
   }

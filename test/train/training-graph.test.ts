@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { encodeModel } from "../../src/model/onnx-graph.js";
-import { createSession, floatInput, ort } from "../../src/model/ort.js";
+import { createSession, floatInput, type ort } from "../../src/model/ort.js";
 import { randomTeacher } from "../../src/model/random-teacher.js";
 import { l2NormalizeChannels } from "../../src/train/normalize.js";
 import { Random } from "../../src/train/random.js";
@@ -68,7 +68,9 @@ test("training graph gradients match central finite differences for every parame
       let gnorm = 0;
       for (let i = 0; i < p.length; i++) gnorm += grad[i]! * grad[i]!;
       gnorm = Math.sqrt(gnorm);
-      const dir = new Float32Array(p.length).map((_, i) => grad[i]! / gnorm + (0.3 * rng.normal()) / Math.sqrt(p.length));
+      const dir = new Float32Array(p.length).map(
+        (_, i) => grad[i]! / gnorm + (0.3 * rng.normal()) / Math.sqrt(p.length),
+      );
       let analytic = 0;
       for (let i = 0; i < p.length; i++) analytic += grad[i]! * dir[i]!;
       const eps = 1e-3;
@@ -83,7 +85,10 @@ test("training graph gradients match central finite differences for every parame
       errors.push(err);
       // ReLU/Clip kinks and max-pool switches make finite differences of a float32 loss noisy, so single probes
       // get a loose bound and the median a tight one; a wrong gradient is off by far more than either
-      assert.ok(err < 0.08, `${kind}_${k}: analytic ${analytic} vs numeric ${numeric} (rel err ${err.toFixed(4)})`);
+      assert.ok(
+        err < 0.08,
+        `${kind}_${k}: analytic ${analytic} vs numeric ${numeric} (rel err ${err.toFixed(4)})`,
+      );
     }
   }
   errors.sort((a, b) => a - b);

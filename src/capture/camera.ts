@@ -1,0 +1,507 @@
+import { EventEmitter } from "node:events";
+import { createRequire } from "node:module";
+import type gst from "gstreamer-superficial";
+import { errorMessage, StpmdError } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { Frame } from "./frame.js";
+import { buildPipelineDescription, packRgbRows, SINK_NAME } from "./pipeline-description.js";
+
+// The addon's package.json "main" has no file extension; Node's ESM loader resolves it to the raw .node file and
+// refuses to load it, while CommonJS require loads the addon as intended.
+const gstreamer = createRequire(import.meta.url)("gstreamer-superficial") as typeof gst;
+
+/**
+ * - starting: a pipeline was built and set to PLAYING; no frame yet.
+ * - streaming: frames are arriving.
+ * - restarting: the pipeline failed (error, end of stream, unparsable description) and a restart is scheduled.
+ * - stalled: free-run camera delivered nothing for stallTimeoutMs; it is torn down and restarted.
+ * - idle: hardware-triggered camera delivered nothing for stallTimeoutMs (waiting for parts; not a fault).
+ * - stopped: stop() was called.
+ */
+export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";
+
+/** free_run: the camera streams continuously. hardware: it exposes only when a part triggers it. */
+export type TriggerMode = "free_run" | "hardware";
+
+export interface RestartBackoff {
+  /** Delay before the first restart after a failure. */
+  initialMs: number;
+  /** Upper bound of the delay. */
+  maxMs: number;
+  /** Each consecutive failure multiplies the delay by this (≥ 1). */
+  factor: number;
+  /** A run that streamed at least this long resets the delay to initialMs (default 30 000). */
+  resetAfterMs?: number;
+}
+
+export interface CameraOptions {
+  id: string;
+  /** The user's GStreamer source description (see buildPipelineDescription). */
+  source: string;
+  /** Output frame size (the model's input size). */
+  width: number;
+  height: number;
+  /** 0 disables stall/idle detection. */
+  stallTimeoutMs: number;
+  trigger: TriggerMode;
+  restartBackoff: RestartBackoff;
+  logger: Logger;
+  /** Config path used in validation errors, e.g. `cameras[1] (id "line2")`. Defaults to `camera "<id>"`. */
+  configPath?: string;
+}
+
+export type CameraWarningKind =
+  | "pipeline_invalid"
+  | "pipeline_error"
+  | "end_of_stream"
+  | "no_sample"
+  | "stalled"
+  | "bad_frame"
+  | "thread_pool";
+
+/** A recoverable problem. Emitted as `warning` (never `error`, whose missing listener would kill the process). */
+export interface CameraWarning {
+  cameraId: string;
+  kind: CameraWarningKind;
+  message: string;
+}
+
+export interface CameraStats {
+  frames: number;
+  /** Restarts scheduled after any failure (error, end of stream, stall, unparsable pipeline). */
+  restarts: number;
+  /** Free-run stalls detected. */
+  stalls: number;
+  /** Pipelines that could not even be built (parse errors, missing elements). */
+  startFailures: number;
+  /** captureTs of the last frame, or null before the first. */
+  lastFrameTs: number | null;
+  /** Frames per second over the last few seconds (0 when nothing arrived recently). */
+  fps: number;
+  state: CameraState;
+}
+
+export type CameraEvents = {
+  frame: [frame: Frame];
+  state: [state: CameraState];
+  warning: [warning: CameraWarning];
+};
+
+const DEFAULT_RESET_AFTER_MS = 30_000;
+const FPS_WINDOW_MS = 5_000;
+/**
+ * After the appsink reports "no more samples" we wait this long for the bus to say why (EOS or an error text)
+ * before restarting with a generic reason. When a pipeline fails to reach PLAYING at all, the addon stops polling
+ * the bus after its first message, so the reason may never come.
+ */
+const NO_SAMPLE_GRACE_MS = 250;
+/**
+ * Threads of libuv's pool that one camera keeps busy: the addon's bus poll blocks a pool thread for as long as the
+ * pipeline plays, and each appsink pull blocks one until a frame arrives.
+ */
+export const THREAD_POOL_THREADS_PER_CAMERA = 2;
+/** Pool threads left for everything else (fs, dns, zlib, native addons' async work). */
+const THREAD_POOL_RESERVE = 4;
+/** Below this many free pool threads we warn (libuv's default of 4 is fine for one camera, not for two). */
+const THREAD_POOL_MIN_FREE = 2;
+
+/**
+ * The UV_THREADPOOL_SIZE a process running `cameraCount` cameras needs so that file I/O, DNS and other addons'
+ * async work are not starved by the cameras' blocking GStreamer calls. Set it in the environment before the
+ * process starts (or before its first thread-pool use).
+ */
+export function recommendedThreadPoolSize(cameraCount: number): number {
+  return THREAD_POOL_RESERVE + THREAD_POOL_THREADS_PER_CAMERA * cameraCount;
+}
+
+function currentThreadPoolSize(): number {
+  const configured = Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? "", 10);
+  return Number.isInteger(configured) && configured > 0 ? configured : 4; // libuv's default
+}
+
+/** Cameras currently started in this process, for the thread-pool warning. */
+let startedCameras = 0;
+
+/** One pipeline instance: built, played, and torn down once. A restart builds a new one. */
+interface Run {
+  pipeline: gst.Pipeline;
+  pull: (callback: gst.PullCallback) => void;
+  ended: boolean;
+  /** Time of the run's first frame; a run that streamed long enough resets the backoff. */
+  streamingSince: number | null;
+  silenceTimer: NodeJS.Timeout | null;
+  noSampleTimer: NodeJS.Timeout | null;
+  warnedBadFrame: boolean;
+}
+
+/**
+ * A GStreamer camera that emits packed RGB frames and keeps itself alive: pipeline errors, end of stream,
+ * unparsable descriptions and (free-run) stalls tear the pipeline down and rebuild it after an exponential backoff,
+ * without ever throwing, so one broken camera never disturbs the others.
+ *
+ * Each restart builds a fresh pipeline instead of replaying the old one: gst_parse_launch links dynamic pads
+ * (rtspsrc, decodebin) only once, so a replayed rtsp pipeline fails with "not-linked". The addon never frees
+ * pipelines, so each restart leaks roughly 100 kB; the backoff's maxMs bounds the rate.
+ */
+export class Camera extends EventEmitter<CameraEvents> {
+  readonly id: string;
+  readonly width: number;
+  readonly height: number;
+  private readonly description: string;
+  private readonly options: CameraOptions;
+  private readonly log: Logger;
+
+  private running = false;
+  private currentState: CameraState = "stopped";
+  private run: Run | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private nextDelayMs: number;
+
+  private nextSeq = 0;
+  private frames = 0;
+  private restarts = 0;
+  private stalls = 0;
+  private startFailures = 0;
+  private lastFrameTs: number | null = null;
+  /** captureTs of frames within the last FPS_WINDOW_MS, oldest first. */
+  private readonly recentFrameTimes: number[] = [];
+
+  /** @throws StpmdError ERR_CONFIG_INVALID for an unusable source, size, stall timeout or backoff. */
+  constructor(options: CameraOptions) {
+    super();
+    const where = options.configPath ?? `camera "${options.id}"`;
+    this.description = buildPipelineDescription(options.source, options.width, options.height, where);
+    validateTiming(options, where);
+    this.id = options.id;
+    this.width = options.width;
+    this.height = options.height;
+    this.options = options;
+    this.log = options.logger.child({ camera: options.id });
+    this.nextDelayMs = options.restartBackoff.initialMs;
+  }
+
+  /** The full pipeline description this camera launches. */
+  get pipelineDescription(): string {
+    return this.description;
+  }
+
+  get state(): CameraState {
+    return this.currentState;
+  }
+
+  /** Builds and plays the pipeline. Never throws for pipeline problems: they are logged and retried. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    startedCameras++;
+    this.checkThreadPool();
+    this.launch();
+  }
+
+  /**
+   * Stops the pipeline and all timers. Idempotent. Emits a final `state` "stopped" synchronously; nothing is emitted
+   * after stop() returns (late callbacks from GStreamer are recognised by their run and dropped).
+   */
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    startedCameras--;
+    if (this.restartTimer !== null) {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+    }
+    if (this.run !== null) this.endRun(this.run);
+    this.setState("stopped");
+  }
+
+  stats(): CameraStats {
+    const now = Date.now();
+    this.pruneFrameTimes(now);
+    const times = this.recentFrameTimes;
+    // (n − 1) intervals over the time from the oldest frame to *now*, so the rate decays when frames stop coming.
+    const span = times.length >= 2 ? now - times[0]! : 0;
+    const fps = span > 0 ? ((times.length - 1) * 1000) / span : 0;
+    return {
+      frames: this.frames,
+      restarts: this.restarts,
+      stalls: this.stalls,
+      startFailures: this.startFailures,
+      lastFrameTs: this.lastFrameTs,
+      fps,
+      state: this.currentState,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Pipeline lifecycle
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private launch(): void {
+    this.setState("starting");
+    let pipeline: gst.Pipeline;
+    try {
+      pipeline = new gstreamer.Pipeline(this.description);
+    } catch (err) {
+      // A description GStreamer cannot build (typo, missing plugin) stays broken until someone fixes the config or
+      // installs the plugin, but the daemon must keep serving the other cameras, so retry with backoff like any
+      // other failure (the backoff keeps this cheap).
+      this.startFailures++;
+      this.warn(
+        "pipeline_invalid",
+        `GStreamer could not build the pipeline "${this.description}": ${errorMessage(err)}`,
+      );
+      this.scheduleRestart("restarting", null);
+      return;
+    }
+    const sink = pipeline.findChild(SINK_NAME);
+    if (typeof sink?.pull !== "function") {
+      // Cannot happen with our own description (validation rejects a second sink name), but never pull from nothing.
+      this.startFailures++;
+      this.warn("pipeline_invalid", `pipeline has no appsink named "${SINK_NAME}"`);
+      this.scheduleRestart("restarting", null);
+      return;
+    }
+    // Keep the messages posted while stopping on the bus: the addon's bus poll blocks in gst_bus_timed_pop until a
+    // message comes and only then notices the pipeline is stopped. With auto-flush a poll that starts after the
+    // flush would block a thread-pool thread forever.
+    pipeline["auto-flush-bus"] = false;
+
+    const run: Run = {
+      pipeline,
+      // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
+      pull: sink.pull.bind(sink),
+      ended: false,
+      streamingSince: null,
+      silenceTimer: null,
+      noSampleTimer: null,
+      warnedBadFrame: false,
+    };
+    this.run = run;
+    pipeline.pollBus((message) => this.onBusMessage(run, message));
+    pipeline.play();
+    run.pull((buf, caps) => this.onSample(run, buf, caps));
+    this.armSilenceTimer(run);
+  }
+
+  /** Tears a run down: stops its pipeline and timers; its late callbacks are ignored from now on. */
+  private endRun(run: Run): void {
+    run.ended = true;
+    if (run.silenceTimer !== null) clearTimeout(run.silenceTimer);
+    if (run.noSampleTimer !== null) clearTimeout(run.noSampleTimer);
+    run.silenceTimer = null;
+    run.noSampleTimer = null;
+    // Synchronous: GStreamer is in NULL when this returns, so pending pulls come back with null.
+    run.pipeline.stop();
+    if (this.run === run) this.run = null;
+  }
+
+  /** Ends a failed run, reports why, and schedules a restart. At most once per run. */
+  private failRun(
+    run: Run,
+    kind: CameraWarningKind,
+    message: string,
+    waitState: "restarting" | "stalled",
+  ): void {
+    if (run.ended || run !== this.run) return;
+    this.endRun(run);
+    this.warn(kind, message);
+    this.scheduleRestart(waitState, run);
+  }
+
+  private scheduleRestart(waitState: "restarting" | "stalled", failedRun: Run | null): void {
+    const backoff = this.options.restartBackoff;
+    const resetAfterMs = backoff.resetAfterMs ?? DEFAULT_RESET_AFTER_MS;
+    if (failedRun?.streamingSince != null && Date.now() - failedRun.streamingSince >= resetAfterMs) {
+      this.nextDelayMs = backoff.initialMs;
+    }
+    const delayMs = this.nextDelayMs;
+    this.nextDelayMs = Math.min(delayMs * backoff.factor, backoff.maxMs);
+    this.restarts++;
+    this.setState(waitState);
+    if (waitState === "stalled") this.setState("restarting");
+    this.log.info({ delayMs, restarts: this.restarts }, "camera restart scheduled");
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.running) this.launch();
+    }, delayMs);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // GStreamer callbacks
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private onBusMessage(run: Run, message: gst.BusMessage): void {
+    if (run.ended || run !== this.run) return;
+    switch (message.type) {
+      case "error": {
+        const origin = message.name ?? message._src_element_name ?? "pipeline";
+        const detail = typeof message.debug === "string" ? ` (${message.debug})` : "";
+        this.failRun(
+          run,
+          "pipeline_error",
+          `GStreamer error from ${origin}: ${message.message}${detail}`,
+          "restarting",
+        );
+        break;
+      }
+      case "eos":
+        this.failRun(run, "end_of_stream", "source ended (end of stream)", "restarting");
+        break;
+      case "warning":
+        this.log.warn({ gstreamer: message.debug ?? message._src_element_name }, "GStreamer warning");
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onSample(run: Run, buf: Buffer | null, caps: gst.SampleCaps): void {
+    if (run.ended || run !== this.run) return;
+    if (buf === null) {
+      // End of stream, or the pipeline never got going. The bus usually says which within a millisecond or two.
+      run.noSampleTimer ??= setTimeout(() => {
+        run.noSampleTimer = null;
+        this.failRun(
+          run,
+          "no_sample",
+          "no more frames and no reason from GStreamer: the source probably failed to open (e.g. a missing " +
+            "device); run with GST_DEBUG=2 to see GStreamer's own error",
+          "restarting",
+        );
+      }, NO_SAMPLE_GRACE_MS);
+      return;
+    }
+    const captureTs = Date.now();
+    // Ask for the next sample before handing this one out, so a throwing listener cannot stop the camera.
+    run.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
+
+    const rgb = this.toPackedRgb(run, buf, caps);
+    if (rgb === null) return;
+    this.recordFrame(run, captureTs);
+    const frame: Frame = {
+      cameraId: this.id,
+      seq: this.nextSeq++,
+      captureTs,
+      width: this.width,
+      height: this.height,
+      rgb,
+    };
+    this.emit("frame", frame);
+  }
+
+  private toPackedRgb(run: Run, buf: Buffer, caps: gst.SampleCaps): Uint8Array | null {
+    try {
+      if (caps.width !== undefined && (caps.width !== this.width || caps.height !== this.height)) {
+        throw new RangeError(`caps say ${caps.width}×${caps.height}, expected ${this.width}×${this.height}`);
+      }
+      return packRgbRows(buf, this.width, this.height);
+    } catch (err) {
+      if (!run.warnedBadFrame) {
+        run.warnedBadFrame = true; // once per run: a bad frame usually means all of them are
+        this.warn("bad_frame", `dropping frames of unexpected layout: ${errorMessage(err)}`);
+      }
+      return null;
+    }
+  }
+
+  private recordFrame(run: Run, captureTs: number): void {
+    this.frames++;
+    this.lastFrameTs = captureTs;
+    this.recentFrameTimes.push(captureTs);
+    this.pruneFrameTimes(captureTs);
+    run.streamingSince ??= captureTs;
+    if (run.silenceTimer !== null) run.silenceTimer.refresh();
+    else this.armSilenceTimer(run);
+    if (this.currentState !== "streaming") this.setState("streaming");
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Silence: stall (free run) or idle (hardware trigger)
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private armSilenceTimer(run: Run): void {
+    const timeoutMs = this.options.stallTimeoutMs;
+    if (timeoutMs <= 0 || run.ended) return;
+    run.silenceTimer = setTimeout(() => {
+      run.silenceTimer = null;
+      this.onSilence(run);
+    }, timeoutMs);
+  }
+
+  private onSilence(run: Run): void {
+    if (run.ended || run !== this.run) return;
+    if (this.options.trigger === "hardware") {
+      // An externally triggered camera is legitimately quiet between parts, so silence is never a reason to
+      // restart it: report "idle" and go back to "streaming" on the next frame. A trigger that hangs is a line
+      // problem (sensor, PLC, wiring), not something rebuilding the pipeline could fix. Real faults still surface
+      // as bus errors or end of stream and are restarted as usual.
+      this.setState("idle");
+      return;
+    }
+    this.stalls++;
+    this.failRun(
+      run,
+      "stalled",
+      `no frame for ${this.options.stallTimeoutMs} ms while playing; restarting the source`,
+      "stalled",
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Helpers
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private setState(state: CameraState): void {
+    if (state === this.currentState) return;
+    this.currentState = state;
+    this.log.debug({ state }, "camera state");
+    this.emit("state", state);
+  }
+
+  private warn(kind: CameraWarningKind, message: string): void {
+    this.log.warn({ kind }, message);
+    this.emit("warning", { cameraId: this.id, kind, message });
+  }
+
+  private pruneFrameTimes(now: number): void {
+    const times = this.recentFrameTimes;
+    let drop = 0;
+    while (drop < times.length && times[drop]! < now - FPS_WINDOW_MS) drop++;
+    if (drop > 0) times.splice(0, drop);
+  }
+
+  private checkThreadPool(): void {
+    const needed = recommendedThreadPoolSize(startedCameras);
+    const size = currentThreadPoolSize();
+    if (size - THREAD_POOL_THREADS_PER_CAMERA * startedCameras < THREAD_POOL_MIN_FREE) {
+      this.warn(
+        "thread_pool",
+        `${startedCameras} camera(s) keep up to ${THREAD_POOL_THREADS_PER_CAMERA * startedCameras} of libuv's ` +
+          `${size} pool threads blocked in GStreamer; set UV_THREADPOOL_SIZE=${needed} or more before starting ` +
+          "the process, or file I/O and inference may starve",
+      );
+    }
+  }
+}
+
+function validateTiming(options: CameraOptions, where: string): void {
+  const { stallTimeoutMs, restartBackoff: backoff } = options;
+  const fail = (key: string, rule: string, value: unknown): never => {
+    throw new StpmdError("ERR_CONFIG_INVALID", `${where}.${key}: ${rule} (got ${String(value)})`);
+  };
+  if (!Number.isFinite(stallTimeoutMs) || stallTimeoutMs < 0) {
+    fail("stallTimeoutMs", "must be a number >= 0 (0 disables the stall check)", stallTimeoutMs);
+  }
+  if (options.trigger !== "free_run" && options.trigger !== "hardware") {
+    fail("trigger", 'must be "free_run" or "hardware"', options.trigger);
+  }
+  if (!Number.isFinite(backoff.initialMs) || backoff.initialMs <= 0) {
+    fail("restartBackoff.initialMs", "must be a number > 0", backoff.initialMs);
+  }
+  if (!Number.isFinite(backoff.maxMs) || backoff.maxMs < backoff.initialMs) {
+    fail("restartBackoff.maxMs", `must be a number >= initialMs (${backoff.initialMs})`, backoff.maxMs);
+  }
+  if (!Number.isFinite(backoff.factor) || backoff.factor < 1) {
+    fail("restartBackoff.factor", "must be a number >= 1", backoff.factor);
+  }
+}

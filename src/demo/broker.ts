@@ -1,0 +1,157 @@
+// A real Mosquitto broker on a loopback port, started for `stpmd demo` and for tests.
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+export const MOSQUITTO_BIN = "/usr/sbin/mosquitto";
+const START_TIMEOUT_MS = 5000;
+const STOP_TIMEOUT_MS = 3000;
+const PROBE_INTERVAL_MS = 20;
+/** How many free ports to try when another process grabs the probed port before mosquitto binds it. */
+const PORT_ATTEMPTS = 5;
+
+/**
+ * A real Debian mosquitto on a free loopback port, anonymous, without persistence (so a restart forgets
+ * retained messages and sessions, like a broker whose disk state was lost).
+ */
+export class MosquittoBroker {
+  readonly port: number;
+  private readonly dir: string;
+  private process: ChildProcess | undefined;
+  private log = "";
+
+  private constructor(port: number, dir: string) {
+    this.port = port;
+    this.dir = dir;
+  }
+
+  /** Starts a broker and resolves once it accepts TCP connections. */
+  static async start(): Promise<MosquittoBroker> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "stpmd-mosquitto-"));
+    let lastError: unknown;
+    for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
+      const broker = new MosquittoBroker(await freeLoopbackPort(), dir);
+      try {
+        await broker.launch();
+        return broker;
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+    throw lastError;
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.process !== undefined;
+  }
+
+  /** What mosquitto wrote to stderr/stdout, for assertion messages. */
+  get output(): string {
+    return this.log;
+  }
+
+  /** Stops the broker (SIGTERM, then SIGKILL after a few seconds). Connected clients see their socket close. */
+  async stop(): Promise<void> {
+    const child = this.process;
+    if (child === undefined) return;
+    this.process = undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    try {
+      await exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops (if running) and starts a fresh broker on the same port: no retained messages, no sessions. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch();
+  }
+
+  /** Stops the broker and deletes its temp directory. */
+  async close(): Promise<void> {
+    await this.stop();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async launch(): Promise<void> {
+    const configFile = path.join(this.dir, "mosquitto.conf");
+    const config = [
+      `listener ${this.port} 127.0.0.1`,
+      "allow_anonymous true",
+      "persistence false",
+      // We run as root in CI containers; without this mosquitto would switch to the `mosquitto` user.
+      `user ${os.userInfo().username}`,
+      "log_dest stderr",
+      "log_type error",
+      "log_type warning",
+      "log_type notice",
+      "",
+    ].join("\n");
+    await writeFile(configFile, config);
+    const child = spawn(MOSQUITTO_BIN, ["-c", configFile], { stdio: ["ignore", "pipe", "pipe"] });
+    const collect = (chunk: Buffer): void => {
+      this.log += chunk.toString("utf8");
+    };
+    child.stdout.on("data", collect);
+    child.stderr.on("data", collect);
+    this.process = child;
+    try {
+      await waitUntilListening(this.port, child);
+    } catch (err) {
+      this.process = undefined;
+      child.kill("SIGKILL");
+      throw new Error(`mosquitto did not start on port ${this.port}: ${(err as Error).message}\n${this.log}`);
+    }
+    child.once("exit", () => {
+      if (this.process === child) this.process = undefined;
+    });
+  }
+}
+
+/** A port the kernel just handed out on 127.0.0.1 (free at the time of the call). */
+export async function freeLoopbackPort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : 0;
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
+async function waitUntilListening(port: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`exited with ${child.exitCode ?? child.signalCode}`);
+    }
+    if (await accepts(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
+  }
+  throw new Error(`no listener after ${START_TIMEOUT_MS} ms`);
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}

@@ -1,0 +1,517 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import sharp from "sharp";
+import {
+  Camera,
+  type CameraOptions,
+  type CameraState,
+  type CameraWarning,
+} from "../../src/capture/camera.js";
+import type { Frame } from "../../src/capture/frame.js";
+import { isStpmdError } from "../../src/errors.js";
+import { createLogger } from "../../src/log.js";
+
+const thisFile = fileURLToPath(import.meta.url);
+/** dist/test/capture/camera.test.js → the repository root. */
+const repoRoot = path.resolve(path.dirname(thisFile), "../../..");
+const sharedDir = process.env.STPMD_SHARED ?? path.resolve(repoRoot, "../shared");
+
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "stpmd-camera-test-"));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+
+const logger = createLogger("silent");
+
+function makeCamera(options: Partial<CameraOptions> & Pick<CameraOptions, "source">): Camera {
+  return new Camera({
+    id: "cam",
+    width: 64,
+    height: 48,
+    stallTimeoutMs: 0,
+    trigger: "free_run",
+    restartBackoff: { initialMs: 30, maxMs: 30, factor: 1 },
+    logger,
+    ...options,
+  });
+}
+
+/** Everything a camera emits, with the wall-clock time of each state change. */
+class Recorder {
+  readonly frames: Frame[] = [];
+  readonly states: Array<{ state: CameraState; at: number }> = [];
+  readonly warnings: CameraWarning[] = [];
+  constructor(camera: Camera) {
+    camera.on("frame", (frame) => this.frames.push(frame));
+    camera.on("state", (state) => this.states.push({ state, at: Date.now() }));
+    camera.on("warning", (warning) => this.warnings.push(warning));
+  }
+  stateNames(): CameraState[] {
+    return this.states.map((s) => s.state);
+  }
+  /** Warnings about the camera's source, without the process-wide thread-pool advice. */
+  sourceWarnings(): CameraWarning[] {
+    return this.warnings.filter((w) => w.kind !== "thread_pool");
+  }
+  /** Milliseconds from each "restarting" to the following "starting": the backoff delays actually waited. */
+  restartDelays(): number[] {
+    const delays: number[] = [];
+    this.states.forEach((s, i) => {
+      const next = this.states[i + 1];
+      if (s.state === "restarting" && next?.state === "starting") delays.push(next.at - s.at);
+    });
+    return delays;
+  }
+}
+
+async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function pixel(frame: Frame, x: number, y: number): [number, number, number] {
+  const i = (y * frame.width + x) * 3;
+  return [frame.rgb[i]!, frame.rgb[i + 1]!, frame.rgb[i + 2]!];
+}
+
+function assertNear(actual: readonly number[], expected: readonly number[], tolerance: number, what: string) {
+  const ok = actual.every((v, i) => Math.abs(v - expected[i]!) <= tolerance);
+  assert.ok(ok, `${what}: expected ≈ [${expected}] (±${tolerance}), got [${actual}]`);
+}
+
+function assertConsecutiveSeq(frames: readonly Frame[]): void {
+  assert.deepEqual(
+    frames.map((f) => f.seq),
+    frames.map((_, i) => i),
+  );
+}
+
+/** A live test source at `fps` frames per second; solid `argb` colour when given. */
+function liveTestSource(fps: string, extra = ""): string {
+  return `videotestsrc is-live=true ${extra} ! video/x-raw,framerate=${fps}`;
+}
+
+describe("Camera: frames", () => {
+  test("a live 30 fps test source gives 64×48 RGB frames with increasing seq and plausible timestamps", async () => {
+    const camera = makeCamera({ id: "line1", source: liveTestSource("30/1") });
+    const rec = new Recorder(camera);
+    const t0 = Date.now();
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 15, 3000, "15 frames");
+      const t1 = Date.now();
+      const stats = camera.stats();
+      const frames = rec.frames.slice(0, 15);
+      for (const frame of frames) {
+        assert.equal(frame.cameraId, "line1");
+        assert.equal(frame.width, 64);
+        assert.equal(frame.height, 48);
+        assert.equal(frame.rgb.length, 64 * 48 * 3);
+        assert.ok(
+          frame.captureTs >= t0 && frame.captureTs <= t1,
+          `captureTs ${frame.captureTs} in [${t0}, ${t1}]`,
+        );
+      }
+      assertConsecutiveSeq(frames);
+      for (let i = 1; i < frames.length; i++) assert.ok(frames[i]!.captureTs >= frames[i - 1]!.captureTs);
+      // Frames 2..14 (after start-up): 12 intervals of 1/30 s.
+      const meanInterval = (frames[14]!.captureTs - frames[2]!.captureTs) / 12;
+      assert.ok(meanInterval > 20 && meanInterval < 60, `mean frame interval ${meanInterval} ms at 30 fps`);
+      assert.ok(stats.fps > 18 && stats.fps < 40, `fps ${stats.fps}`);
+      assert.ok(stats.frames >= 15);
+      assert.equal(stats.state, "streaming");
+      assert.equal(stats.lastFrameTs, rec.frames.at(-1)?.captureTs ?? null);
+      assert.deepEqual(rec.stateNames(), ["starting", "streaming"]);
+      assert.deepEqual(rec.sourceWarnings(), []);
+    } finally {
+      camera.stop();
+    }
+    assert.equal(camera.state, "stopped");
+    assert.equal(rec.stateNames().at(-1), "stopped");
+  });
+
+  test("a solid-colour source comes out in R, G, B channel order", async () => {
+    // foreground-color is ARGB: R = 0x20, G = 0xc0, B = 0x40.
+    const camera = makeCamera({
+      source: liveTestSource("30/1", "pattern=solid-color foreground-color=0xff20c040"),
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 2, 3000, "2 frames");
+    } finally {
+      camera.stop();
+    }
+    const frame = rec.frames[1]!;
+    for (const [x, y] of [
+      [0, 0],
+      [63, 0],
+      [31, 24],
+      [0, 47],
+      [63, 47],
+    ] as const) {
+      assertNear(pixel(frame, x, y), [0x20, 0xc0, 0x40], 2, `pixel (${x}, ${y})`);
+    }
+  });
+
+  test("odd widths (250 px: 750 bytes per row, padded to 752 by GStreamer) come out packed", async () => {
+    const camera = makeCamera({
+      width: 250,
+      height: 10,
+      source: liveTestSource("30/1", "pattern=solid-color foreground-color=0xff20c040"),
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 2, 3000, "2 frames");
+    } finally {
+      camera.stop();
+    }
+    const frame = rec.frames[1]!;
+    assert.equal(frame.rgb.length, 250 * 10 * 3);
+    // Any leftover padding would shift later rows and put padding bytes (or the wrong channel) into pixels.
+    for (let y = 0; y < 10; y++) {
+      for (let x = 0; x < 250; x++)
+        assertNear(pixel(frame, x, y), [0x20, 0xc0, 0x40], 2, `pixel (${x}, ${y})`);
+    }
+    assert.deepEqual(rec.sourceWarnings(), []);
+  });
+
+  test("a multifilesrc replay camera delivers the PNG files in order, scaled", async () => {
+    const dir = path.join(tmpRoot, "replay");
+    fs.mkdirSync(dir);
+    // File 0: left half red, right half blue. File 1: solid green. 40×30, scaled by GStreamer to 16×8.
+    const width = 40;
+    const height = 30;
+    const split = Buffer.alloc(width * height * 3);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++)
+        split.set(x < width / 2 ? [255, 0, 0] : [0, 0, 255], (y * width + x) * 3);
+    }
+    await sharp(split, { raw: { width, height, channels: 3 } })
+      .png()
+      .toFile(path.join(dir, "000.png"));
+    await sharp({ create: { width, height, channels: 3, background: { r: 0, g: 255, b: 0 } } })
+      .png()
+      .toFile(path.join(dir, "001.png"));
+
+    // loop=false: the two files, then end of stream, then a restart replays them, with seq continuing.
+    const camera = makeCamera({
+      width: 16,
+      height: 8,
+      source: `multifilesrc location=${dir}/%03d.png index=0 loop=false ! pngdec`,
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 4, 3000, "4 frames");
+    } finally {
+      camera.stop();
+    }
+    const frames = rec.frames.slice(0, 4);
+    assertConsecutiveSeq(frames);
+    for (const frame of [frames[0]!, frames[2]!]) {
+      assertNear(pixel(frame, 2, 4), [255, 0, 0], 30, `file 0 (seq ${frame.seq}) left`);
+      assertNear(pixel(frame, 13, 4), [0, 0, 255], 30, `file 0 (seq ${frame.seq}) right`);
+    }
+    for (const frame of [frames[1]!, frames[3]!]) {
+      assertNear(pixel(frame, 2, 4), [0, 255, 0], 30, `file 1 (seq ${frame.seq}) left`);
+      assertNear(pixel(frame, 13, 4), [0, 255, 0], 30, `file 1 (seq ${frame.seq}) right`);
+    }
+    assert.ok(camera.stats().restarts >= 1, "the replay restarted after its end of stream");
+    assert.ok(rec.sourceWarnings().some((w) => w.kind === "end_of_stream"));
+  });
+
+  test("a replay camera over the shared MVTec bottle images delivers 256×256 frames", async (t) => {
+    const dir = path.join(sharedDir, "data/mvtec_ad/bottle/test/broken_large");
+    const first = path.join(dir, "000.png");
+    if (!fs.existsSync(first)) {
+      t.skip(`shared data not found at ${dir}`);
+      return;
+    }
+    const camera = makeCamera({
+      width: 256,
+      height: 256,
+      source: `multifilesrc location=${dir}/%03d.png index=0 stop-index=2 loop=false ! pngdec`,
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 2, 5000, "2 frames");
+    } finally {
+      camera.stop();
+    }
+    const frame = rec.frames[0]!;
+    assert.equal(frame.rgb.length, 256 * 256 * 3);
+    // The first frame is 000.png, scaled 900 → 256 by GStreamer; sharp's resize is an independent reference
+    // (different filter, so only roughly equal).
+    const reference = await sharp(first).resize(256, 256, { fit: "fill" }).removeAlpha().raw().toBuffer();
+    let absDiff = 0;
+    for (let i = 0; i < reference.length; i++) absDiff += Math.abs(reference[i]! - frame.rgb[i]!);
+    const meanAbsDiff = absDiff / reference.length;
+    assert.ok(meanAbsDiff < 8, `mean absolute difference to sharp's resize: ${meanAbsDiff.toFixed(2)}`);
+  });
+});
+
+describe("Camera: restarts", () => {
+  test("a source that ends is restarted with growing, capped backoff and seq keeps increasing", async () => {
+    const camera = makeCamera({
+      source: liveTestSource("100/1", "num-buffers=3"),
+      restartBackoff: { initialMs: 40, maxMs: 160, factor: 2 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.restartDelays().length >= 4, 5000, "4 restarts");
+    } finally {
+      camera.stop();
+    }
+    const delays = rec.restartDelays().slice(0, 4);
+    const expected = [40, 80, 160, 160];
+    delays.forEach((delay, i) => {
+      assert.ok(
+        delay >= expected[i]! - 2 && delay < expected[i]! + 120,
+        `delay ${i}: ${delay} ms, expected ≈ ${expected[i]}`,
+      );
+    });
+    assertConsecutiveSeq(rec.frames);
+    assert.ok(rec.frames.length >= 8, `frames from several runs (got ${rec.frames.length})`);
+    const stats = camera.stats();
+    assert.ok(stats.restarts >= 4);
+    assert.equal(stats.startFailures, 0);
+    assert.equal(stats.stalls, 0);
+    const failures = rec.sourceWarnings();
+    assert.ok(
+      failures.length >= 4 && failures.every((w) => w.kind === "end_of_stream"),
+      JSON.stringify(failures),
+    );
+  });
+
+  test("a run that streamed long enough resets the backoff to its initial delay", async () => {
+    // Each run streams 30 frames at 100 fps (~300 ms) > resetAfterMs, so every delay is the initial 40 ms; without
+    // the reset they would be 40, 160, 640.
+    const camera = makeCamera({
+      source: liveTestSource("100/1", "num-buffers=30"),
+      restartBackoff: { initialMs: 40, maxMs: 1000, factor: 4, resetAfterMs: 200 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.restartDelays().length >= 3, 5000, "3 restarts");
+    } finally {
+      camera.stop();
+    }
+    for (const delay of rec.restartDelays()) assert.ok(delay >= 38 && delay < 150, `delay ${delay} ms`);
+  });
+
+  test("an unknown element is retried without throwing and does not disturb a healthy camera", async () => {
+    const broken = makeCamera({
+      id: "broken",
+      source: "nosuchelement",
+      restartBackoff: { initialMs: 20, maxMs: 80, factor: 2 },
+    });
+    const healthy = makeCamera({ id: "healthy", width: 32, height: 24, source: liveTestSource("30/1") });
+    const brokenRec = new Recorder(broken);
+    const healthyRec = new Recorder(healthy);
+    healthy.start();
+    broken.start();
+    try {
+      await waitFor(() => healthyRec.frames.length >= 1, 3000, "the healthy camera's first frame");
+      const windowStart = Date.now();
+      await sleep(1200);
+      const inWindow = healthyRec.frames.filter((f) => f.captureTs >= windowStart);
+      assert.ok(
+        inWindow.length >= 20,
+        `healthy camera delivered ${inWindow.length} frames in 1.2 s at 30 fps`,
+      );
+      const gaps = inWindow.slice(1).map((f, i) => f.captureTs - inWindow[i]!.captureTs);
+      assert.ok(Math.max(...gaps) < 250, `largest gap between healthy frames: ${Math.max(...gaps)} ms`);
+    } finally {
+      broken.stop();
+      healthy.stop();
+    }
+    const stats = broken.stats();
+    // 20 + 40 + 80 + 80 + … ms: well over 5 attempts in 1.2 s.
+    assert.ok(stats.startFailures >= 5, `start failures: ${stats.startFailures}`);
+    assert.equal(stats.restarts, stats.startFailures);
+    assert.equal(stats.frames, 0);
+    assert.ok(brokenRec.stateNames().includes("restarting"));
+    const failures = brokenRec.sourceWarnings();
+    assert.equal(failures.length, stats.startFailures);
+    assert.ok(failures.every((w) => w.kind === "pipeline_invalid" && w.message.includes('"nosuchelement"')));
+    assert.deepEqual(healthyRec.sourceWarnings(), []);
+    assertConsecutiveSeq(healthyRec.frames);
+  });
+
+  test("a source that fails to open is restarted and GStreamer's error text is reported", async () => {
+    const missing = path.join(tmpRoot, "missing.png");
+    const camera = makeCamera({
+      source: `filesrc location=${missing} ! pngdec`,
+      restartBackoff: { initialMs: 20, maxMs: 40, factor: 2 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => camera.stats().restarts >= 3, 3000, "3 restarts");
+    } finally {
+      camera.stop();
+    }
+    const failures = rec.sourceWarnings();
+    assert.ok(failures.length >= 3);
+    for (const warning of failures) {
+      assert.equal(warning.kind, "pipeline_error");
+      assert.match(warning.message, /GstFileSrc/);
+      assert.ok(warning.message.includes(missing), warning.message);
+    }
+    assert.equal(camera.stats().startFailures, 0, "the description itself is fine");
+    assert.equal(rec.frames.length, 0);
+  });
+
+  test("a V4L2 device that does not exist is restarted even though GStreamer gives no reason", async (t) => {
+    // v4l2src fails while the pipeline is still in NULL, and the addon stops polling the bus at the first message it
+    // sees in NULL, so the error text never arrives: the appsink's empty pull is what reports it.
+    const camera = makeCamera({
+      source: "v4l2src device=/dev/stpmd-no-such-camera",
+      restartBackoff: { initialMs: 20, maxMs: 20, factor: 1 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => camera.stats().restarts >= 2, 3000, "2 restarts");
+    } finally {
+      camera.stop();
+    }
+    if (rec.sourceWarnings().some((w) => w.kind === "pipeline_invalid")) {
+      t.skip("GStreamer's v4l2src (gst-plugins-good video4linux2) is not installed");
+      return;
+    }
+    assert.ok(rec.sourceWarnings().every((w) => w.kind === "no_sample" || w.kind === "pipeline_error"));
+    assert.equal(rec.frames.length, 0);
+  });
+
+  test("survives many restart cycles without a native crash or starving libuv's thread pool", async () => {
+    const camera = makeCamera({
+      width: 16,
+      height: 12,
+      source: liveTestSource("200/1", "num-buffers=2"),
+      restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => camera.stats().restarts >= 40, 10_000, "40 restarts");
+    } finally {
+      camera.stop();
+    }
+    assertConsecutiveSeq(rec.frames);
+    assert.ok(rec.frames.length >= 40);
+    // A bus poll or pull left blocked on a dead pipeline would hold a pool thread forever; with 4 threads, file
+    // reads would then hang.
+    const reads = Promise.all(Array.from({ length: 8 }, () => fs.promises.readFile(thisFile)));
+    const timeout = sleep(2000).then(() => "timeout");
+    assert.notEqual(await Promise.race([reads, timeout]), "timeout", "fs reads completed");
+
+    const emittedAfterStop: string[] = [];
+    camera.on("frame", () => emittedAfterStop.push("frame"));
+    camera.on("state", (s) => emittedAfterStop.push(s));
+    camera.on("warning", (w) => emittedAfterStop.push(w.kind));
+    camera.stop(); // idempotent: no second "stopped"
+    await sleep(200);
+    assert.deepEqual(emittedAfterStop, []);
+  });
+});
+
+describe("Camera: silence", () => {
+  // One frame at start, the next only after 30 s: a source that goes quiet without end of stream or error.
+  const quietSource = liveTestSource("1/30");
+
+  test("free-run: a camera that goes quiet is reported stalled and restarted", async () => {
+    const camera = makeCamera({ source: quietSource, stallTimeoutMs: 150 });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => camera.stats().stalls >= 3, 5000, "3 stalls");
+    } finally {
+      camera.stop();
+    }
+    const names = rec.stateNames();
+    assert.deepEqual(names.slice(0, 5), ["starting", "streaming", "stalled", "restarting", "starting"]);
+    assert.ok(rec.frames.length >= 3, "each restarted run delivered its first frame again");
+    assertConsecutiveSeq(rec.frames);
+    const stats = camera.stats();
+    assert.ok(stats.restarts >= 3);
+    assert.ok(rec.sourceWarnings().every((w) => w.kind === "stalled"));
+  });
+
+  test("hardware trigger: silence is reported as idle and never restarts the camera", async () => {
+    const camera = makeCamera({ source: quietSource, stallTimeoutMs: 150, trigger: "hardware" });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await sleep(800);
+      assert.equal(camera.state, "idle");
+    } finally {
+      camera.stop();
+    }
+    assert.deepEqual(rec.stateNames(), ["starting", "streaming", "idle", "stopped"]);
+    const stats = camera.stats();
+    assert.equal(stats.restarts, 0);
+    assert.equal(stats.stalls, 0);
+    assert.equal(rec.frames.length, 1);
+    assert.deepEqual(rec.sourceWarnings(), []);
+  });
+
+  test("hardware trigger: the next frame after idle brings the camera back to streaming", async () => {
+    // A frame every 250 ms and a 100 ms timeout: idle between "parts", streaming on each one.
+    const camera = makeCamera({ source: liveTestSource("4/1"), stallTimeoutMs: 100, trigger: "hardware" });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => rec.frames.length >= 4, 3000, "4 frames");
+    } finally {
+      camera.stop();
+    }
+    const names = rec.stateNames();
+    assert.deepEqual(names.slice(0, 6), ["starting", "streaming", "idle", "streaming", "idle", "streaming"]);
+    assert.equal(camera.stats().restarts, 0);
+    assertConsecutiveSeq(rec.frames);
+  });
+});
+
+describe("Camera: configuration", () => {
+  test("an invalid source or backoff is a config error naming the key", () => {
+    assert.throws(
+      () => makeCamera({ source: "videotestsrc ! appsink", configPath: "cameras[0]" }),
+      (err: unknown) =>
+        isStpmdError(err) && err.code === "ERR_CONFIG_INVALID" && /^cameras\[0\]\.source: /.test(err.message),
+    );
+    assert.throws(
+      () => makeCamera({ source: "videotestsrc", restartBackoff: { initialMs: 100, maxMs: 50, factor: 2 } }),
+      (err: unknown) =>
+        isStpmdError(err) &&
+        err.message.startsWith('camera "cam".restartBackoff.maxMs: must be a number >= initialMs'),
+    );
+    assert.throws(
+      () => makeCamera({ source: "videotestsrc", stallTimeoutMs: -1 }),
+      (err: unknown) => isStpmdError(err) && err.message.startsWith('camera "cam".stallTimeoutMs: '),
+    );
+  });
+
+  test("start and stop are idempotent", async () => {
+    const camera = makeCamera({ source: liveTestSource("30/1") });
+    const rec = new Recorder(camera);
+    camera.start();
+    camera.start();
+    await waitFor(() => rec.frames.length >= 1, 3000, "a frame");
+    camera.stop();
+    camera.stop();
+    assert.deepEqual(rec.stateNames(), ["starting", "streaming", "stopped"]);
+  });
+});

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  buildPipelineDescription,
+  gstreamerRgbStride,
+  packRgbRows,
+  SINK_NAME,
+} from "../../src/capture/pipeline-description.js";
+import { isStpmdError } from "../../src/errors.js";
+
+const TAIL =
+  " ! videoconvert ! videoscale ! video/x-raw,format=RGB,width=256,height=192" +
+  " ! appsink name=stpmd_sink max-buffers=2 drop=true sync=false emit-signals=false";
+
+describe("buildPipelineDescription", () => {
+  test("appends conversion, scaling, RGB caps at the requested size and our appsink", () => {
+    assert.equal(
+      buildPipelineDescription("v4l2src device=/dev/video0", 256, 192),
+      "v4l2src device=/dev/video0" + TAIL,
+    );
+    assert.equal(SINK_NAME, "stpmd_sink");
+  });
+
+  test("trims surrounding whitespace and passes multi-stage sources through unchanged", () => {
+    const rtsp = "rtspsrc location=rtsp://10.0.0.5/stream ! rtph264depay ! h264parse ! avdec_h264";
+    assert.equal(buildPipelineDescription(`  ${rtsp}\n`, 256, 192), rtsp + TAIL);
+  });
+
+  test("keeps a Jetson nvvidconv stage the user put in the source", () => {
+    const jetson = "nvarguscamerasrc ! nvvidconv ! video/x-raw,width=256,height=192";
+    const description = buildPipelineDescription(jetson, 256, 192);
+    assert.ok(description.startsWith(`${jetson} ! videoconvert`));
+  });
+
+  const invalidSources: Array<[string, RegExp]> = [
+    ["", /must be a non-empty/],
+    ["   \t", /must be a non-empty/],
+    ["videotestsrc ! appsink", /remove the appsink/],
+    ["videotestsrc ! AppSink name=x", /remove the appsink/],
+    ["videotestsrc ! identity name=stpmd_sink", /reserved element name "stpmd_sink"/],
+    ["videotestsrc !", /must not start or end with "!"/],
+    ["! videotestsrc", /must not start or end with "!"/],
+  ];
+  for (const [source, expected] of invalidSources) {
+    test(`rejects source ${JSON.stringify(source)} naming the config key`, () => {
+      assert.throws(
+        () => buildPipelineDescription(source, 64, 48, 'cameras[2] (id "line3")'),
+        (err: unknown) =>
+          isStpmdError(err) &&
+          err.code === "ERR_CONFIG_INVALID" &&
+          err.message.startsWith('cameras[2] (id "line3").source: ') &&
+          expected.test(err.message),
+      );
+    });
+  }
+
+  test("does not mistake element names that merely contain 'appsink'-like text for an appsink", () => {
+    assert.doesNotThrow(() =>
+      buildPipelineDescription("filesrc location=/data/appsinks/x.png ! pngdec", 8, 8),
+    );
+  });
+
+  for (const [width, height, key] of [
+    [0, 48, "width"],
+    [64, -1, "height"],
+    [64.5, 48, "width"],
+    [64, Number.NaN, "height"],
+  ] as const) {
+    test(`rejects ${key} in ${width}×${height}`, () => {
+      assert.throws(
+        () => buildPipelineDescription("videotestsrc", width, height, "cameras[0]"),
+        (err: unknown) =>
+          isStpmdError(err) &&
+          err.code === "ERR_CONFIG_INVALID" &&
+          err.message.startsWith(`cameras[0].${key}: `),
+      );
+    });
+  }
+});
+
+describe("packRgbRows", () => {
+  test("GStreamer's RGB stride rounds each row up to 4 bytes", () => {
+    assert.equal(gstreamerRgbStride(64), 192); // 192 is already aligned
+    assert.equal(gstreamerRgbStride(250), 752); // 750 → 752
+    assert.equal(gstreamerRgbStride(1), 4); // 3 → 4
+    assert.equal(gstreamerRgbStride(3), 12); // 9 → 12
+  });
+
+  test("returns the same bytes, without copying, when rows are not padded", () => {
+    const data = Buffer.from(Array.from({ length: 4 * 2 * 3 }, (_, i) => i));
+    const packed = packRgbRows(data, 4, 2);
+    assert.deepEqual(Array.from(packed), Array.from(data));
+    assert.equal(packed.buffer, data.buffer);
+  });
+
+  test("drops the padding of odd-width rows (250 px: 750 data + 2 padding bytes per row)", () => {
+    const width = 250;
+    const height = 3;
+    const stride = 752;
+    const padded = new Uint8Array(stride * height).fill(0xee); // 0xee marks padding
+    for (let row = 0; row < height; row++) {
+      for (let i = 0; i < width * 3; i++) padded[row * stride + i] = (row * 7 + i) % 200;
+    }
+    const packed = packRgbRows(padded, width, height);
+    assert.equal(packed.length, width * height * 3);
+    for (let row = 0; row < height; row++) {
+      for (let i = 0; i < width * 3; i++) {
+        assert.equal(packed[row * width * 3 + i], (row * 7 + i) % 200, `row ${row} byte ${i}`);
+      }
+    }
+    assert.ok(!packed.includes(0xee), "no padding byte leaked into the packed frame");
+  });
+
+  test("accepts a padded frame whose last row carries no padding", () => {
+    // width 1 → stride 4: row 0 = 3 bytes + 1 padding byte, row 1 = 3 bytes and nothing after it.
+    const data = Uint8Array.from([10, 11, 12, 0xee, 20, 21, 22]);
+    assert.deepEqual(Array.from(packRgbRows(data, 1, 2)), [10, 11, 12, 20, 21, 22]);
+  });
+
+  test("rejects a frame too short for its size", () => {
+    assert.throws(() => packRgbRows(new Uint8Array(100), 250, 10), RangeError);
+  });
+});
