@@ -155,7 +155,11 @@ program
     const daemon = new Daemon(config, logger);
     await daemon.start();
     await new Promise<void>((resolve) => {
+      let stopping = false;
       const stop = (signal: string): void => {
+        // a terminal's Ctrl-C can arrive twice (from the tty and from the re-exec launcher): act once
+        if (stopping) return;
+        stopping = true;
         logger.info({ signal }, "stopping");
         daemon.stop().then(resolve, (err) => {
           logger.error({ err: errorMessage(err) }, "error while stopping");
@@ -163,8 +167,8 @@ program
           resolve();
         });
       };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGINT", () => stop("SIGINT"));
       process.on("SIGHUP", () => {
         daemon.reload("SIGHUP").catch(() => undefined);
       });

@@ -176,7 +176,9 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.width = options.width;
     this.height = options.height;
     this.options = options;
-    this.log = options.logger.child({ camera: options.id });
+    // Tag log lines with the camera id unless the caller's logger already does (pino would repeat the key).
+    const bound = options.logger.bindings().camera === options.id;
+    this.log = bound ? options.logger : options.logger.child({ camera: options.id });
     this.nextDelayMs = options.restartBackoff.initialMs;
   }
 
@@ -238,6 +240,7 @@ export class Camera extends EventEmitter<CameraEvents> {
 
   private launch(): void {
     this.setState("starting");
+    if (!this.running) return; // a state listener stopped us
     let pipeline: gst.Pipeline;
     try {
       pipeline = new gstreamer.Pipeline(this.description);
@@ -309,6 +312,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   }
 
   private scheduleRestart(waitState: "restarting" | "stalled", failedRun: Run | null): void {
+    if (!this.running) return; // a warning listener stopped us
     const backoff = this.options.restartBackoff;
     const resetAfterMs = backoff.resetAfterMs ?? DEFAULT_RESET_AFTER_MS;
     if (failedRun?.streamingSince != null && Date.now() - failedRun.streamingSince >= resetAfterMs) {
@@ -319,6 +323,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.restarts++;
     this.setState(waitState);
     if (waitState === "stalled") this.setState("restarting");
+    if (!this.running) return; // a state listener stopped us
     this.log.info({ delayMs, restarts: this.restarts }, "camera restart scheduled");
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
@@ -378,6 +383,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     const rgb = this.toPackedRgb(run, buf, caps);
     if (rgb === null) return;
     this.recordFrame(run, captureTs);
+    if (run.ended) return; // a state listener stopped or restarted us
     const frame: Frame = {
       cameraId: this.id,
       seq: this.nextSeq++,
@@ -452,13 +458,15 @@ export class Camera extends EventEmitter<CameraEvents> {
   // ---------------------------------------------------------------------------------------------------------------
 
   private setState(state: CameraState): void {
-    if (state === this.currentState) return;
+    // After stop() only the final "stopped" may be announced.
+    if (state === this.currentState || (!this.running && state !== "stopped")) return;
     this.currentState = state;
     this.log.debug({ state }, "camera state");
     this.emit("state", state);
   }
 
   private warn(kind: CameraWarningKind, message: string): void {
+    if (!this.running) return;
     this.log.warn({ kind }, message);
     this.emit("warning", { cameraId: this.id, kind, message });
   }

@@ -138,7 +138,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     cameras: [
       {
         id: "demo_line",
-        source: `multifilesrc location=${replayDir}/%03d.png index=0 caps=image/png,framerate=8/1 ! pngdec`,
+        source: `multifilesrc location=${replayDir}/%03d.png index=0 caps=image/png,framerate=8/1 ! pngdec ! identity sync=true`,
         trigger: "free_run",
         stall_timeout_s: 10,
         restart_backoff: { initial_ms: 500, max_ms: 5000, factor: 2 },

@@ -27,7 +27,7 @@ export function synthesizePart(size: number, seed: number, defect: SyntheticPart
   const blob = {
     x: cx + (rng.next() - 0.5) * radius,
     y: cy + (rng.next() - 0.5) * radius,
-    r: size * (0.035 + 0.02 * rng.next()),
+    r: size * (0.05 + 0.02 * rng.next()),
   };
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
@@ -48,7 +48,7 @@ export function synthesizePart(size: number, seed: number, defect: SyntheticPart
         const uy = Math.sin(scratch.angle);
         const along = (x - scratch.x0) * ux + (y - scratch.y0) * uy;
         const across = Math.abs(-(x - scratch.x0) * uy + (y - scratch.y0) * ux);
-        if (along > 0 && along < scratch.length && across < size * 0.012) v *= 0.25;
+        if (along > 0 && along < scratch.length && across < size * 0.02) v *= 0.25;
       } else if (defect === "blob") {
         const d = Math.hypot(x - blob.x, y - blob.y);
         if (d < blob.r) {

@@ -1,0 +1,844 @@
+/**
+ * End-to-end inference speed: decoded 900×900 uint8 RGB camera frames → 256×256 → anomaly maps, image scores and
+ * regions, at batch 1, 8 and 32, for stpmd (fp32 and int8), a bare ONNX Runtime floor (teacher + student feature
+ * passes only, on pre-normalised float input) and PyTorch eager (NCHW and channels_last), on two backbones.
+ *
+ *   node dist/benchmarks/inference.js [--quick] [--backbones mobilenet_v2,resnet18]
+ *
+ * Every contender runs in its own child process (for its peak RSS) on the same frames: the first bottle test
+ * PNGs, decoded once up front. Writes benchmarks/results/inference.json and .md (inference-quick.* with --quick).
+ */
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import sharp from "sharp";
+import { listImages, rgbToChw } from "../src/data/images.js";
+import { loadBundle } from "../src/model/bundle.js";
+import {
+  decodeModel,
+  encodeModel,
+  type Graph,
+  type GraphNode,
+  int64Tensor,
+  type Tensor,
+} from "../src/model/onnx-graph.js";
+import { createSession, ort } from "../src/model/ort.js";
+import { calibrate, calibrationInputs, executedOpCounts, quantizeGraph } from "../src/model/quantize.js";
+import { normalisationOf } from "../src/model/teacher.js";
+import { findRegions } from "../src/pipeline/regions.js";
+import { buildScoringGraph, Scorer } from "../src/pipeline/scorer.js";
+import { Random } from "../src/train/random.js";
+import {
+  convFlops,
+  convTensors,
+  fmt,
+  machineInfo,
+  machineState,
+  median,
+  peakRssMib,
+  runJsonChild,
+  writeSafetensors,
+} from "./common.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/benchmarks
+const REPO = path.resolve(HERE, "../..");
+const SHARED = process.env.STPMD_SHARED ?? path.resolve(REPO, "../shared");
+const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
+const MNV2_ONNX = path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
+const BOTTLE_BUNDLE = process.env.STPMD_BENCH_BUNDLE ?? path.join(REPO, "out/models/bottle");
+const VENV_PYTHON = path.join(REPO, "benchmarks/.venv/bin/python");
+const RESULTS = path.join(REPO, "benchmarks/results");
+const SIZE = 256;
+const CAMERA = 900;
+
+type Backbone = "mobilenet_v2" | "resnet18";
+
+/** What a child process measures; passed as JSON on its command line. */
+interface ChildSpec {
+  kind: "stpmd" | "floor" | "matmul" | "experiments" | "preprocess";
+  label: string;
+  teacher?: string;
+  student?: string;
+  mean?: number[];
+  std?: number[];
+  threshold?: number;
+  frames: string[];
+  batches: number[];
+  runs: number;
+  warmup: number;
+  resize?: "sequential" | "parallel";
+}
+
+interface BatchResult {
+  batch: number;
+  runs_ms: number[];
+  median_ms: number;
+  ms_per_frame: number;
+  frames_per_s: number;
+  stages_ms?: Record<string, number>;
+}
+
+interface ChildResult {
+  label: string;
+  engine?: string;
+  results: BatchResult[];
+  peak_rss_mib: number;
+  rss_after_frames_mib?: number;
+  check_score0?: number;
+  [key: string]: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child side
+// ---------------------------------------------------------------------------------------------------------------
+
+async function decodeFrames(files: string[]): Promise<Uint8Array[]> {
+  return Promise.all(
+    files.map(async (f) => {
+      const { data, info } = await sharp(f).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      if (info.width !== CAMERA || info.height !== CAMERA || info.channels !== 3) {
+        throw new Error(
+          `${f}: expected ${CAMERA}×${CAMERA} RGB, got ${info.width}×${info.height}×${info.channels}`,
+        );
+      }
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    }),
+  );
+}
+
+async function resizeOne(frame: Uint8Array): Promise<Buffer> {
+  return sharp(frame, { raw: { width: CAMERA, height: CAMERA, channels: 3 } })
+    .resize(SIZE, SIZE, { fit: "fill", kernel: "linear" })
+    .raw()
+    .toBuffer();
+}
+
+/** Resizes `count` frames into `out` (reused between runs), one sharp call per frame. */
+async function resizeInto(
+  frames: Uint8Array[],
+  count: number,
+  out: Uint8Array,
+  mode: "sequential" | "parallel",
+): Promise<void> {
+  const per = SIZE * SIZE * 3;
+  if (mode === "parallel") {
+    const bufs = await Promise.all(frames.slice(0, count).map(resizeOne));
+    bufs.forEach((b, i) => {
+      out.set(b, i * per);
+    });
+    return;
+  }
+  for (let i = 0; i < count; i++) out.set(await resizeOne(frames[i]!), i * per);
+}
+
+/** Times `fn` (which returns named stage times) warmup + runs times per batch size. */
+async function timeBatches(
+  spec: ChildSpec,
+  fn: (batch: number) => Promise<Record<string, number>>,
+): Promise<BatchResult[]> {
+  const results: BatchResult[] = [];
+  for (const batch of spec.batches) {
+    const times: number[] = [];
+    const stages: Record<string, number[]> = {};
+    for (let i = 0; i < spec.warmup + spec.runs; i++) {
+      const t0 = performance.now();
+      const st = await fn(batch);
+      const dt = performance.now() - t0;
+      if (i < spec.warmup) continue;
+      times.push(dt);
+      for (const [k, v] of Object.entries(st)) {
+        stages[k] = [...(stages[k] ?? []), v];
+      }
+    }
+    const med = median(times);
+    results.push({
+      batch,
+      runs_ms: times.map((t) => Number(t.toFixed(3))),
+      median_ms: med,
+      ms_per_frame: med / batch,
+      frames_per_s: (1000 * batch) / med,
+      ...(Object.keys(stages).length
+        ? { stages_ms: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, median(v)])) }
+        : {}),
+    });
+  }
+  return results;
+}
+
+async function readGraph(file: string): Promise<Graph> {
+  return decodeModel(new Uint8Array(await readFile(file)));
+}
+
+/** stpmd's own path: sharp resize into a reused buffer, the fused Scorer, findRegions per frame. */
+async function childStpmd(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
+  const teacher = await readGraph(spec.teacher!);
+  const student = await readGraph(spec.student!);
+  const scorer = await Scorer.create(teacher, student, {
+    height: SIZE,
+    width: SIZE,
+    mean: spec.mean!,
+    std: spec.std!,
+  });
+  const maxBatch = Math.max(...spec.batches);
+  const packed = new Uint8Array(maxBatch * SIZE * SIZE * 3);
+  const hw = SIZE * SIZE;
+  let regionCount = 0;
+  let score0 = Number.NaN;
+  const results = await timeBatches(spec, async (batch) => {
+    const t0 = performance.now();
+    await resizeInto(frames, batch, packed, spec.resize ?? "sequential");
+    const t1 = performance.now();
+    const { maps, scores } = await scorer.score(packed.subarray(0, batch * hw * 3), batch);
+    const t2 = performance.now();
+    regionCount = 0;
+    for (let i = 0; i < batch; i++) {
+      regionCount += findRegions(maps.subarray(i * hw, (i + 1) * hw), SIZE, SIZE, spec.threshold!).length;
+    }
+    score0 = scores[0]!;
+    return { resize: t1 - t0, score: t2 - t1, regions: performance.now() - t2 };
+  });
+  await scorer.release();
+  return {
+    engine: `onnxruntime-node ${ort.env.versions.common} (fused scoring graph)`,
+    results,
+    regions_last_run: regionCount,
+    check_score0: score0,
+  };
+}
+
+/** Teacher and student prefixed into one graph with only the six feature outputs. */
+function featureGraph(teacher: Graph, student: Graph): Graph {
+  const nodes: GraphNode[] = [];
+  const initializers = new Map<string, Tensor>();
+  const outputs: Graph["outputs"] = [];
+  for (const [prefix, g] of [
+    ["t/", teacher],
+    ["s/", student],
+  ] as const) {
+    const rename = (n: string): string => (n === "" ? "" : n === g.inputs[0]!.name ? "x" : `${prefix}${n}`);
+    for (const [k, v] of g.initializers) initializers.set(`${prefix}${k}`, v);
+    for (const n of g.nodes)
+      nodes.push({ ...n, inputs: n.inputs.map(rename), outputs: n.outputs.map(rename) });
+    for (const o of g.outputs) outputs.push({ ...o, name: rename(o.name) });
+  }
+  return {
+    nodes,
+    initializers,
+    inputs: [{ name: "x", dims: ["N", 3, SIZE, SIZE] }],
+    outputs,
+    metadata: {},
+    opset: Math.max(teacher.opset, student.opset),
+  };
+}
+
+/** The floor: ONNX Runtime running only the two networks on already normalised float input. */
+async function childFloor(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
+  const session = await createSession(
+    encodeModel(featureGraph(await readGraph(spec.teacher!), await readGraph(spec.student!))),
+  );
+  const maxBatch = Math.max(...spec.batches);
+  const packed = new Uint8Array(maxBatch * SIZE * SIZE * 3);
+  await resizeInto(frames, maxBatch, packed, "sequential");
+  const x = new Float32Array(maxBatch * 3 * SIZE * SIZE);
+  for (let i = 0; i < maxBatch; i++) {
+    rgbToChw(
+      packed.subarray(i * SIZE * SIZE * 3, (i + 1) * SIZE * SIZE * 3),
+      SIZE,
+      SIZE,
+      spec.mean!,
+      spec.std!,
+      x,
+      i,
+    );
+  }
+  const results = await timeBatches(spec, async (batch) => {
+    await session.run({
+      x: new ort.Tensor("float32", x.subarray(0, batch * 3 * SIZE * SIZE), [batch, 3, SIZE, SIZE]),
+    });
+    return {};
+  });
+  await session.release();
+  return { engine: `onnxruntime-node ${ort.env.versions.common} (features only)`, results };
+}
+
+/** Peak compute: one 2048² fp32 MatMul and one 2048² uint8×int8 MatMulInteger, in ONNX Runtime. */
+async function childMatmul(spec: ChildSpec): Promise<Partial<ChildResult>> {
+  const n = 2048;
+  const rng = new Random(7);
+  const bF = new Float32Array(n * n).map(() => rng.normal());
+  const bInt = new Float32Array(n * n).map(() => Math.round(rng.next() * 254 - 127));
+  const graph: Graph = {
+    nodes: [
+      { op: "MatMul", inputs: ["a", "b"], outputs: ["y"], attrs: {} },
+      { op: "Cast", inputs: ["b8_stored"], outputs: ["b8"], attrs: { to: 3 } },
+      { op: "MatMulInteger", inputs: ["a8", "b8"], outputs: ["y32"], attrs: {} },
+      // the IR declares no int32 outputs: hand back one element as float (ORT still computes the whole product)
+      { op: "Slice", inputs: ["y32", "zeros", "ones"], outputs: ["y32_corner"], attrs: {} },
+      { op: "Cast", inputs: ["y32_corner"], outputs: ["y8"], attrs: { to: 1 } },
+    ],
+    initializers: new Map([
+      ["b", { dims: [n, n], data: bF }],
+      ["b8_stored", { dims: [n, n], data: bInt }],
+      ["zeros", int64Tensor([0, 0])],
+      ["ones", int64Tensor([1, 1])],
+    ]),
+    inputs: [
+      { name: "a", dims: [n, n] },
+      { name: "a8", dims: [n, n], elemType: "uint8" },
+    ],
+    outputs: [{ name: "y", dims: [n, n] }],
+    metadata: {},
+    opset: 17,
+  };
+  // two graphs so each op is timed alone
+  const fp32 = await createSession(
+    encodeModel({ ...graph, nodes: [graph.nodes[0]!], inputs: [graph.inputs[0]!] }),
+  );
+  const int8 = await createSession(
+    encodeModel({
+      ...graph,
+      nodes: graph.nodes.slice(1),
+      inputs: [graph.inputs[1]!],
+      outputs: [{ name: "y8", dims: [1, 1] }],
+    }),
+  );
+  const a = new ort.Tensor(
+    "float32",
+    new Float32Array(n * n).map(() => rng.normal()),
+    [n, n],
+  );
+  const a8 = new ort.Tensor(
+    "uint8",
+    new Uint8Array(n * n).map(() => Math.floor(rng.next() * 256)),
+    [n, n],
+  );
+  const time = async (fn: () => Promise<unknown>): Promise<number> => {
+    const ts: number[] = [];
+    for (let i = 0; i < spec.warmup + spec.runs; i++) {
+      const t0 = performance.now();
+      await fn();
+      if (i >= spec.warmup) ts.push(performance.now() - t0);
+    }
+    return median(ts);
+  };
+  const msF = await time(() => fp32.run({ a }));
+  const msI = await time(() => int8.run({ a8 }));
+  const ops = 2 * n ** 3;
+  return {
+    engine: `onnxruntime-node ${ort.env.versions.common}`,
+    results: [],
+    fp32_matmul_ms: msF,
+    fp32_peak_gflops: ops / msF / 1e6,
+    int8_matmul_ms: msI,
+    int8_peak_gops: ops / msI / 1e6,
+  };
+}
+
+/** Sharp resize 900→256: one call per frame awaited in turn, or all frames of a batch at once. */
+async function childPreprocess(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
+  const packed = new Uint8Array(Math.max(...spec.batches) * SIZE * SIZE * 3);
+  const out: Record<string, BatchResult[]> = {};
+  for (const mode of ["sequential", "parallel"] as const) {
+    out[mode] = await timeBatches(spec, async (batch) => {
+      await resizeInto(frames, batch, packed, mode);
+      return {};
+    });
+  }
+  return { results: [], sharp_concurrency: sharp.concurrency(), modes: out };
+}
+
+/** Session-option variants of the fused fp32 scoring graph, score() only, same frames. */
+async function childExperiments(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
+  const teacher = await readGraph(spec.teacher!);
+  const student = await readGraph(spec.student!);
+  const model = encodeModel(
+    buildScoringGraph(teacher, student, { height: SIZE, width: SIZE, mean: spec.mean!, std: spec.std! }),
+  );
+  const maxBatch = Math.max(...spec.batches);
+  const packed = new Uint8Array(maxBatch * SIZE * SIZE * 3);
+  await resizeInto(frames, maxBatch, packed, "sequential");
+  const base: ort.InferenceSession.SessionOptions = {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 3,
+  };
+  const variants: [string, ort.InferenceSession.SessionOptions][] = [
+    ["baseline (as createSession: level all, default threads)", base],
+    ["graphOptimizationLevel extended", { ...base, graphOptimizationLevel: "extended" }],
+    ["graphOptimizationLevel basic", { ...base, graphOptimizationLevel: "basic" }],
+    ["intraOpNumThreads 1", { ...base, intraOpNumThreads: 1 }],
+    ["intraOpNumThreads 2", { ...base, intraOpNumThreads: 2 }],
+    ["executionMode parallel, interOp 2", { ...base, executionMode: "parallel", interOpNumThreads: 2 }],
+    ["enableCpuMemArena false", { ...base, enableCpuMemArena: false }],
+    ["enableMemPattern false", { ...base, enableMemPattern: false }],
+    [
+      "no spinning (session.intra_op.allow_spinning 0)",
+      { ...base, extra: { session: { intra_op: { allow_spinning: "0" } } } },
+    ],
+    ["denormals as zero", { ...base, extra: { session: { set_denormal_as_zero: "1" } } }],
+  ];
+  const out: Record<string, unknown> = {};
+  for (const [name, opts] of variants) {
+    const session = await ort.InferenceSession.create(model, opts);
+    out[name] = await timeBatches(spec, async (batch) => {
+      await session.run({
+        frames: new ort.Tensor("uint8", packed.subarray(0, batch * SIZE * SIZE * 3), [batch, SIZE, SIZE, 3]),
+      });
+      return {};
+    });
+    await session.release();
+  }
+  // pre-allocated output tensors, reused between runs (ORT writes into them instead of allocating)
+  const session = await ort.InferenceSession.create(model, base);
+  const fetchesFor = new Map<number, Record<string, ort.Tensor>>();
+  try {
+    out["pre-allocated outputs"] = await timeBatches(spec, async (batch) => {
+      let fetches = fetchesFor.get(batch);
+      if (!fetches) {
+        fetches = {
+          anomaly_map: new ort.Tensor("float32", new Float32Array(batch * SIZE * SIZE), [batch, SIZE, SIZE]),
+          score: new ort.Tensor("float32", new Float32Array(batch), [batch]),
+        };
+        fetchesFor.set(batch, fetches);
+      }
+      await session.run(
+        {
+          frames: new ort.Tensor("uint8", packed.subarray(0, batch * SIZE * SIZE * 3), [
+            batch,
+            SIZE,
+            SIZE,
+            3,
+          ]),
+        },
+        fetches,
+      );
+      return {};
+    });
+  } catch (err) {
+    out["pre-allocated outputs"] = { error: err instanceof Error ? err.message : String(err) };
+  }
+  await session.release();
+  return { results: [], variants: out };
+}
+
+async function childMain(spec: ChildSpec): Promise<void> {
+  const frames = spec.kind === "matmul" ? [] : await decodeFrames(spec.frames);
+  const rssFrames = peakRssMib();
+  let r: Partial<ChildResult>;
+  if (spec.kind === "stpmd") r = await childStpmd(spec, frames);
+  else if (spec.kind === "floor") r = await childFloor(spec, frames);
+  else if (spec.kind === "matmul") r = await childMatmul(spec);
+  else if (spec.kind === "preprocess") r = await childPreprocess(spec, frames);
+  else r = await childExperiments(spec, frames);
+  const result = { label: spec.label, ...r, peak_rss_mib: peakRssMib(), rss_after_frames_mib: rssFrames };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parent side: prepare models, run the children, write the tables
+// ---------------------------------------------------------------------------------------------------------------
+
+interface PreparedBackbone {
+  backbone: Backbone;
+  teacherSource: string;
+  studentSource: string;
+  files: { fp32: [string, string]; int8: [string, string] };
+  convWeights: [string, string];
+  mean: number[];
+  std: number[];
+  threshold: number;
+  thresholdSource: string;
+  convFlopsPerFrame: number;
+  int8ExecutedOps: Record<string, number>;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A stand-in for a trained student: the teacher's weights with 10 % multiplicative noise (same magnitudes). */
+function perturbedStudent(teacher: Graph, seed: number): Graph {
+  const rng = new Random(seed);
+  const initializers = new Map(teacher.initializers);
+  for (const n of teacher.nodes) {
+    if (n.op !== "Conv") continue;
+    for (const name of n.inputs.slice(1)) {
+      const t = teacher.initializers.get(name);
+      if (!t || !(t.data instanceof Float32Array)) continue;
+      initializers.set(name, { dims: t.dims, data: t.data.map((v) => v * (1 + 0.1 * rng.normal())) });
+    }
+  }
+  return { ...teacher, initializers };
+}
+
+async function prepare(
+  backbone: Backbone,
+  work: string,
+  log: (s: string) => void,
+): Promise<PreparedBackbone> {
+  let teacher: Graph;
+  let student: Graph;
+  let teacherSource: string;
+  let studentSource: string;
+  let threshold = Number.NaN;
+  let thresholdSource = "";
+  if (backbone === "mobilenet_v2") {
+    teacherSource = MNV2_ONNX;
+    if (await exists(path.join(BOTTLE_BUNDLE, "manifest.json"))) {
+      const bundle = await loadBundle(BOTTLE_BUNDLE);
+      teacher = bundle.teacher;
+      student = bundle.student;
+      threshold = bundle.manifest.threshold;
+      thresholdSource = `bundle ${BOTTLE_BUNDLE} (${bundle.manifest.model_version})`;
+      studentSource = `trained bottle student (${bundle.manifest.model_version})`;
+    } else {
+      teacher = decodeModel(new Uint8Array(await readFile(MNV2_ONNX)));
+      student = perturbedStudent(teacher, 1);
+      studentSource = "teacher weights with 10% noise (no trained bundle found)";
+    }
+  } else {
+    const file = path.join(work, "resnet18_random.onnx");
+    log("exporting a random ResNet-18 pyramid teacher");
+    await runExport(file);
+    teacher = decodeModel(new Uint8Array(await readFile(file)));
+    student = perturbedStudent(teacher, 2);
+    teacherSource = "tools/export_teacher.py --arch resnet18 --random";
+    studentSource = "teacher weights with 10% noise";
+  }
+  const { mean, std } = normalisationOf(teacher);
+  const write = async (name: string, g: Graph): Promise<string> => {
+    const f = path.join(work, `${backbone}_${name}.onnx`);
+    await writeFile(f, encodeModel(g));
+    return f;
+  };
+  log(`${backbone}: calibrating int8 on 16 bottle train/good images`);
+  const calib = await calibrationInputs(
+    await listImages(path.join(BOTTLE, "train/good")),
+    16,
+    SIZE,
+    mean,
+    std,
+  );
+  const qTeacher = quantizeGraph(teacher, await calibrate(teacher, calib.inputs, 16, SIZE));
+  const qStudent = quantizeGraph(student, await calibrate(student, calib.inputs, 16, SIZE));
+  const convWeights: [string, string] = [
+    path.join(work, `${backbone}_teacher.safetensors`),
+    path.join(work, `${backbone}_student.safetensors`),
+  ];
+  await writeSafetensors(convWeights[0], convTensors(teacher));
+  await writeSafetensors(convWeights[1], convTensors(student));
+  if (!Number.isFinite(threshold)) {
+    // no bundle: the median image score of the benchmark frames, so about half the frames have regions
+    const scorer = await Scorer.create(teacher, student, { height: SIZE, width: SIZE, mean, std });
+    const frames = await decodeFrames((await benchFrames()).slice(0, 8));
+    const packed = new Uint8Array(frames.length * SIZE * SIZE * 3);
+    await resizeInto(frames, frames.length, packed, "sequential");
+    const { scores } = await scorer.score(packed, frames.length);
+    await scorer.release();
+    threshold = median([...scores]);
+    thresholdSource = "median image score of the first 8 benchmark frames (fp32)";
+  }
+  return {
+    backbone,
+    teacherSource,
+    studentSource,
+    files: {
+      fp32: [await write("teacher_fp32", teacher), await write("student_fp32", student)],
+      int8: [await write("teacher_int8", qTeacher), await write("student_int8", qStudent)],
+    },
+    convWeights,
+    mean,
+    std,
+    threshold,
+    thresholdSource,
+    convFlopsPerFrame: convFlops(teacher, SIZE) + convFlops(student, SIZE),
+    int8ExecutedOps: await executedOpCounts(encodeModel(qTeacher)),
+  };
+}
+
+async function runExport(out: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    execFile(
+      "/usr/bin/python3",
+      [path.join(REPO, "tools/export_teacher.py"), "--arch", "resnet18", "--random", "--out", out],
+      (err) => (err ? reject(err) : resolve()),
+    );
+  });
+}
+
+async function benchFrames(): Promise<string[]> {
+  // defective and good test images alternately, so batches mix both as a line would
+  const kinds = ["good", "broken_large", "broken_small", "contamination"];
+  const lists = await Promise.all(kinds.map((k) => listImages(path.join(BOTTLE, "test", k))));
+  const out: string[] = [];
+  for (let i = 0; out.length < 32; i++) for (const l of lists) if (l[i] && out.length < 32) out.push(l[i]!);
+  return out;
+}
+
+function childArgs(spec: ChildSpec): string[] {
+  return [fileURLToPath(import.meta.url), "--child", JSON.stringify(spec)];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      child: { type: "string" },
+      backbones: { type: "string", default: "mobilenet_v2,resnet18" },
+      "skip-torch": { type: "boolean", default: false },
+    },
+  });
+  if (values.child) {
+    await childMain(JSON.parse(values.child) as ChildSpec);
+    return;
+  }
+  const quick = values.quick;
+  const log = (s: string): void => {
+    process.stderr.write(`[bench] ${s}\n`);
+  };
+  const batches = quick ? [1, 8] : [1, 8, 32];
+  const runs = quick ? 2 : 5;
+  const warmup = quick ? 1 : 2;
+  const frames = await benchFrames();
+  const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-"));
+  const stateBefore = await machineState();
+  log(`machine: ${stateBefore.uptime}`);
+  const common = { frames, batches, runs, warmup };
+
+  const matmul = (await runJsonChild(
+    process.execPath,
+    childArgs({ kind: "matmul", label: "peak", ...common }),
+  )) as ChildResult;
+  log(
+    `peak fp32 MatMul ${fmt(matmul.fp32_peak_gflops as number)} GFLOP/s, int8 ${fmt(matmul.int8_peak_gops as number)} GOP/s`,
+  );
+  const preprocess = (await runJsonChild(
+    process.execPath,
+    childArgs({ kind: "preprocess", label: "sharp resize 900→256", ...common }),
+  )) as ChildResult;
+  const resizeMode = fasterResize(preprocess);
+  log(`resize: ${resizeMode} is faster`);
+
+  const backbones: Record<string, unknown>[] = [];
+  for (const backbone of values.backbones.split(",") as Backbone[]) {
+    const p = await prepare(backbone, work, log);
+    const contenders: ChildResult[] = [];
+    const node = async (spec: Omit<ChildSpec, keyof typeof common>): Promise<void> => {
+      log(`${backbone}: ${spec.label}`);
+      contenders.push(
+        (await runJsonChild(process.execPath, childArgs({ ...spec, ...common }))) as ChildResult,
+      );
+    };
+    const base = { mean: p.mean, std: p.std, threshold: p.threshold, resize: resizeMode };
+    await node({
+      kind: "stpmd",
+      label: "stpmd fp32",
+      teacher: p.files.fp32[0],
+      student: p.files.fp32[1],
+      ...base,
+    });
+    await node({
+      kind: "stpmd",
+      label: "stpmd int8",
+      teacher: p.files.int8[0],
+      student: p.files.int8[1],
+      ...base,
+    });
+    await node({
+      kind: "floor",
+      label: "ORT floor fp32",
+      teacher: p.files.fp32[0],
+      student: p.files.fp32[1],
+      ...base,
+    });
+    await node({
+      kind: "floor",
+      label: "ORT floor int8",
+      teacher: p.files.int8[0],
+      student: p.files.int8[1],
+      ...base,
+    });
+    if (!values["skip-torch"]) {
+      for (const layout of ["nchw", "channels_last"]) {
+        log(`${backbone}: torch ${layout}`);
+        const r = (await runJsonChild(VENV_PYTHON, [
+          path.join(REPO, "benchmarks/torch_infer.py"),
+          "--arch",
+          backbone,
+          "--teacher-convs",
+          p.convWeights[0],
+          "--student-convs",
+          p.convWeights[1],
+          "--layout",
+          layout,
+          "--batches",
+          batches.join(","),
+          "--runs",
+          String(runs),
+          "--warmup",
+          String(warmup),
+          "--threads",
+          "2",
+          "--frames",
+          ...frames,
+        ])) as ChildResult;
+        contenders.push({ ...r, label: `PyTorch eager ${layout}` });
+      }
+    }
+    let experiments: ChildResult | undefined;
+    if (backbone === "mobilenet_v2") {
+      log(`${backbone}: session-option experiments`);
+      experiments = (await runJsonChild(
+        process.execPath,
+        childArgs({
+          kind: "experiments",
+          label: "session options, fused fp32 graph, score() only",
+          teacher: p.files.fp32[0],
+          student: p.files.fp32[1],
+          ...base,
+          ...common,
+          batches: [1, 8],
+        }),
+      )) as ChildResult;
+    }
+    backbones.push({ ...p, contenders, experiments });
+  }
+  const stateAfter = await machineState();
+  const report = {
+    benchmark: "stpmd end-to-end inference",
+    quick,
+    input: `${frames.length} bottle test PNGs (${CAMERA}×${CAMERA}), decoded once; model input ${SIZE}×${SIZE}`,
+    method: `median of ${runs} runs after ${warmup} warm-up runs per batch size; each contender in its own process`,
+    machine: machineInfo(),
+    load_before: stateBefore,
+    load_after: stateAfter,
+    onnxruntime: ort.env.versions.common,
+    peak: matmul,
+    preprocess,
+    resize_mode: resizeMode,
+    backbones,
+  };
+  await mkdir(RESULTS, { recursive: true });
+  const stem = quick ? "inference-quick" : "inference";
+  await writeFile(path.join(RESULTS, `${stem}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(path.join(RESULTS, `${stem}.md`), markdown(report));
+  log(`wrote ${path.join(RESULTS, `${stem}.json`)} and .md`);
+}
+
+function fasterResize(pre: ChildResult): "sequential" | "parallel" {
+  const modes = pre.modes as Record<string, BatchResult[]>;
+  const total = (m: string): number => modes[m]!.reduce((a, r) => a + r.ms_per_frame, 0);
+  return total("parallel") < total("sequential") ? "parallel" : "sequential";
+}
+
+function markdown(report: Record<string, unknown>): string {
+  const peak = report.peak as Record<string, number>;
+  const lines: string[] = [
+    "# stpmd inference benchmark",
+    "",
+    `${report.input}. ${report.method}. ONNX Runtime ${report.onnxruntime}.`,
+    "",
+    `Machine: ${JSON.stringify(report.machine)}`,
+    "",
+    `Load before: \`${(report.load_before as Record<string, unknown>).uptime}\` (retrain processes running: ${(report.load_before as Record<string, unknown>).retrain_processes_running}); ` +
+      `after: \`${(report.load_after as Record<string, unknown>).uptime}\`.`,
+    "",
+    `Peak (ORT, 2048² MatMul): fp32 ${fmt(peak.fp32_peak_gflops)} GFLOP/s, uint8×int8 MatMulInteger ${fmt(peak.int8_peak_gops)} GOP/s.`,
+    "",
+  ];
+  const pre = report.preprocess as Record<string, unknown>;
+  const modes = pre.modes as Record<string, BatchResult[]>;
+  lines.push(
+    "Resize 900→256 with sharp (ms per frame): " +
+      Object.entries(modes)
+        .map(([m, rs]) => `${m} ${rs.map((r) => `b${r.batch} ${fmt(r.ms_per_frame, 2)}`).join(", ")}`)
+        .join("; ") +
+      ` → stpmd contenders use **${report.resize_mode}**.`,
+    "",
+  );
+  for (const b of report.backbones as Record<string, unknown>[]) {
+    const contenders = b.contenders as ChildResult[];
+    const batches = contenders[0]!.results.map((r) => r.batch);
+    const fps = (c: ChildResult, batch: number): number =>
+      c.results.find((r) => r.batch === batch)?.frames_per_s ?? Number.NaN;
+    const torch = contenders.filter((c) => c.label.startsWith("PyTorch"));
+    const floor = contenders.find((c) => c.label === "ORT floor fp32");
+    const bestTorch = (batch: number): number => Math.max(...torch.map((c) => fps(c, batch)));
+    const flops = b.convFlopsPerFrame as number;
+    lines.push(
+      `## ${b.backbone}`,
+      "",
+      `Teacher: ${b.teacherSource}; student: ${b.studentSource}. Conv FLOPs teacher+student: ${fmt(flops / 1e9, 2)} GFLOP/frame. ` +
+        `Region threshold: ${fmt(b.threshold as number, 4)} (${b.thresholdSource}). int8 teacher as ORT runs it: \`${JSON.stringify(b.int8ExecutedOps)}\`.`,
+      "",
+      `| contender | b1 latency ms | ${batches.map((n) => `b${n} frames/s`).join(" | ")} | peak RSS MiB | % of peak (best batch) | ${batches
+        .map((n) => `b${n} vs PyTorch best`)
+        .join(" | ")} | ${batches.map((n) => `b${n} vs ORT floor`).join(" | ")} |`,
+      `|---|---:|${batches.map(() => "---:").join("|")}|---:|---:|${batches.map(() => "---:").join("|")}|${batches.map(() => "---:").join("|")}|`,
+    );
+    for (const c of contenders) {
+      const b1 = c.results.find((r) => r.batch === 1);
+      const bestFps = Math.max(...batches.map((n) => fps(c, n)));
+      const isInt8 = c.label.includes("int8");
+      const peakRate = isInt8 ? peak.int8_peak_gops : peak.fp32_peak_gflops;
+      const fraction = ((flops * bestFps) / 1e9 / peakRate) * 100;
+      lines.push(
+        `| ${c.label} | ${fmt(b1?.median_ms, 1)} | ${batches.map((n) => fmt(fps(c, n), 1)).join(" | ")} | ${fmt(c.peak_rss_mib, 0)} | ${fmt(fraction, 1)}%${isInt8 ? " (of int8)" : ""} | ${batches
+          .map((n) => (torch.length ? `${fmt(fps(c, n) / bestTorch(n), 2)}×` : "–"))
+          .join(
+            " | ",
+          )} | ${batches.map((n) => (floor ? `${fmt(fps(c, n) / fps(floor, n), 2)}×` : "–")).join(" | ")} |`,
+      );
+    }
+    lines.push("", "stpmd stage medians (ms per batch):", "");
+    lines.push("| contender | batch | resize | score (ORT) | regions |", "|---|---:|---:|---:|---:|");
+    for (const c of contenders.filter((x) => x.label.startsWith("stpmd"))) {
+      for (const r of c.results) {
+        const s = r.stages_ms ?? {};
+        lines.push(
+          `| ${c.label} | ${r.batch} | ${fmt(s.resize, 1)} | ${fmt(s.score, 1)} | ${fmt(s.regions, 2)} |`,
+        );
+      }
+    }
+    const check = contenders
+      .filter((c) => c.check_score0 !== undefined)
+      .map((c) => `${c.label} ${fmt(c.check_score0, 5)}`)
+      .join(", ");
+    lines.push(
+      "",
+      `Score of frame 0 (sanity check that the contenders compute the same thing): ${check}.`,
+      "",
+    );
+    const exp = b.experiments as ChildResult | undefined;
+    if (exp) {
+      lines.push(
+        "### Session options (fused fp32 scoring graph, `session.run` only)",
+        "",
+        "| variant | b1 ms | b8 ms/frame |",
+        "|---|---:|---:|",
+      );
+      for (const [name, rs] of Object.entries(
+        exp.variants as Record<string, BatchResult[] | { error: string }>,
+      )) {
+        if (!Array.isArray(rs)) {
+          lines.push(`| ${name} | error: ${rs.error} | |`);
+          continue;
+        }
+        const r1 = rs.find((r) => r.batch === 1);
+        const r8 = rs.find((r) => r.batch === 8);
+        lines.push(`| ${name} | ${fmt(r1?.median_ms, 2)} | ${fmt(r8?.ms_per_frame, 2)} |`);
+      }
+      lines.push("");
+    }
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+await main();

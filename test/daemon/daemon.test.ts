@@ -1,0 +1,289 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import mqtt, { type MqttClient } from "mqtt";
+import sharp from "sharp";
+import { synthesizePart } from "../../src/demo/synthetic.js";
+import { createLogger } from "../../src/log.js";
+import { encodeModel } from "../../src/model/onnx-graph.js";
+import { randomTeacher } from "../../src/model/random-teacher.js";
+import { Random } from "../../src/train/random.js";
+import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
+import { normalFrames, SHARED_BOTTLE, tempDir, writePart } from "../helpers/tiny-data.js";
+
+/**
+ * The daemon as a user runs it: `stpmd run --config` in its own process, real GStreamer replay cameras, a real
+ * mosquitto behind a TCP gate (to cut the daemon off while a subscriber stays connected), a real model bundle, a
+ * real sd_notify socket. One daemon serves the whole sequence of checks below, in order.
+ */
+
+const SIZE = 64;
+const PREFIX = "e2e";
+
+interface Received {
+  topic: string;
+  payload: Buffer;
+  at: number;
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function noiseFrames(dir: string, count: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const rng = new Random(77);
+  for (let i = 0; i < count; i++) {
+    const rgb = new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(rng.next() * 256));
+    await sharp(rgb, { raw: { width: SIZE, height: SIZE, channels: 3 } })
+      .png()
+      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
+  }
+}
+
+async function trainBundle(work: string, out: string, seed: number): Promise<string> {
+  const teacherFile = path.join(work, "teacher.onnx");
+  if (!existsSync(teacherFile)) await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
+  const frames = path.join(work, "train");
+  if (!existsSync(frames)) await normalFrames(10, SIZE, frames);
+  const s = await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile,
+    outDir: out,
+    epochs: 2,
+    batchSize: 4,
+    lr: 0.1,
+    imageSize: SIZE,
+    seed,
+    logger: createLogger("silent"),
+    progress: false,
+  });
+  return s.manifest.model_version;
+}
+
+describe("stpmd run, end to end", () => {
+  let work: string;
+  let broker: MosquittoBroker;
+  let gate: TcpGate;
+  let sub: MqttClient;
+  let daemon: ChildProcess;
+  let notifier: ChildProcess;
+  let daemonLog = "";
+  const notifications: string[] = [];
+  const received: Received[] = [];
+  let firstVersion: string;
+  const useBottle = existsSync(path.join(SHARED_BOTTLE, "test/broken_large/000.png"));
+
+  const statusOf = (): Record<string, unknown> | undefined => {
+    const last = received.filter((m) => m.topic === `${PREFIX}/status`).at(-1);
+    return last ? (JSON.parse(last.payload.toString()) as Record<string, unknown>) : undefined;
+  };
+  const onTopic = (suffix: string): Received[] => received.filter((m) => m.topic === `${PREFIX}/${suffix}`);
+
+  before(async () => {
+    work = await tempDir("stpmd-e2e-");
+    firstVersion = await trainBundle(work, path.join(work, "model"), 1);
+    await noiseFrames(path.join(work, "noise"), 6);
+    const partsDir = path.join(work, "parts");
+    await mkdir(partsDir);
+    for (let i = 0; i < 4; i++)
+      await writePart(
+        path.join(partsDir, `${String(i).padStart(3, "0")}.png`),
+        synthesizePart(SIZE, 300 + i, "none"),
+      );
+    broker = await MosquittoBroker.start();
+    gate = await TcpGate.start(broker.port);
+    sub = await mqtt.connectAsync(broker.url, { clientId: "e2e-sub", reconnectPeriod: 100 });
+    sub.on("message", (topic, payload) => received.push({ topic, payload, at: Date.now() }));
+    await sub.subscribeAsync(`${PREFIX}/#`, { qos: 1 });
+
+    const paced = "caps=image/png,framerate=10/1 ! pngdec ! identity sync=true";
+    const cameras = [
+      { id: "noise", source: `multifilesrc location=${work}/noise/%03d.png index=0 loop=true ${paced}` },
+      { id: "parts", source: `multifilesrc location=${partsDir}/%03d.png index=0 loop=true ${paced}` },
+      // a camera that is unplugged: its source fails at every start
+      {
+        id: "unplugged",
+        source: `multifilesrc location=${work}/missing/%03d.png index=0 ${paced}`,
+        restart_backoff: { initial_ms: 200, max_ms: 1000, factor: 2 },
+      },
+    ];
+    if (useBottle) {
+      cameras.push({
+        id: "bottle",
+        source: `multifilesrc location=${SHARED_BOTTLE}/test/broken_large/%03d.png index=0 loop=true ${paced}`,
+      });
+    }
+    const config = {
+      model: { bundle: path.join(work, "model"), watch: false },
+      inference: { max_batch: 4, max_wait_ms: 20, queue_size: 32 },
+      cameras,
+      mqtt: {
+        url: gate.url,
+        client_id: "stpmd-e2e",
+        prefix: PREFIX,
+        status_interval_s: 1,
+        reconnect_period_ms: 200,
+        outbox: { dir: path.join(work, "outbox") },
+        snapshot: "topic",
+      },
+      collection: {
+        enabled: true,
+        dir: path.join(work, "collected"),
+        score_quantile: 1,
+        min_interval_s: 0.5,
+      },
+      log: { level: "info" },
+    };
+    const configFile = path.join(work, "stpmd.json");
+    await writeFile(configFile, JSON.stringify(config, null, 2));
+
+    const socket = path.join(work, "notify.sock");
+    notifier = spawn("python3", [
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True: print(s.recv(4096).decode().replace('\\n',' '),flush=True)",
+      socket,
+    ]);
+    notifier.stdout!.on("data", (d: Buffer) => notifications.push(...d.toString().trim().split("\n")));
+    await waitFor("notify socket", () => notifications.includes("listening"));
+    daemon = spawn(process.execPath, ["dist/src/main.js", "run", "--config", configFile], {
+      env: { ...process.env, NOTIFY_SOCKET: socket, WATCHDOG_USEC: "2000000" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    daemon.stdout!.on("data", (d: Buffer) => {
+      daemonLog += d.toString();
+    });
+    daemon.stderr!.on("data", (d: Buffer) => {
+      daemonLog += d.toString();
+    });
+  });
+
+  after(async () => {
+    if (daemon.exitCode === null) daemon.kill("SIGKILL");
+    notifier.kill();
+    await sub.endAsync(true);
+    await gate.shutdown();
+    await broker.close();
+  });
+
+  test("it reports READY to systemd after the first inspected frame, then pings the watchdog", async () => {
+    await waitFor("READY=1", () => notifications.some((n) => n.includes("READY=1")));
+    await waitFor("WATCHDOG=1", () => notifications.some((n) => n.includes("WATCHDOG=1")));
+  });
+
+  test("every camera that works publishes one result per frame; defect events carry a JPEG snapshot", async () => {
+    await waitFor("results from every working camera", () =>
+      ["noise", "parts", ...(useBottle ? ["bottle"] : [])].every((c) => onTopic(`${c}/result`).length >= 5),
+    );
+    const noiseSeqs = onTopic("noise/result").map((m) => JSON.parse(m.payload.toString()).seq as number);
+    // results of one camera arrive in order, one per frame, without gaps while nothing is dropped
+    assert.deepEqual(
+      noiseSeqs,
+      noiseSeqs.map((_, i) => noiseSeqs[0]! + i),
+    );
+    const defect = await waitFor("a defect event", () => onTopic("noise/defect")[0]);
+    const event = JSON.parse(defect.payload.toString());
+    assert.equal(event.camera, "noise");
+    assert.equal(event.model_version, firstVersion);
+    assert.ok(event.score > event.threshold);
+    assert.ok(Array.isArray(event.regions) && event.regions.length > 0);
+    assert.deepEqual(Object.keys(event.regions[0]).sort(), ["area", "bbox", "peak"]);
+    const snapshot = await waitFor("a snapshot", () => onTopic("noise/snapshot")[0]);
+    const meta = await sharp(snapshot.payload).metadata();
+    assert.equal(meta.format, "jpeg");
+    assert.equal(meta.width, SIZE);
+  });
+
+  test("a failing camera is restarted while the others keep flowing", async () => {
+    const status = await waitFor("status showing the unplugged camera", () => {
+      const s = statusOf();
+      const cams = s?.cameras as Record<string, { state: string }> | undefined;
+      return cams?.unplugged && cams.unplugged.state !== "streaming" ? s : undefined;
+    });
+    assert.equal(status.state, "online");
+    const before = onTopic("parts/result").length;
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(onTopic("parts/result").length >= before + 5, "the healthy camera kept delivering");
+    assert.match(daemonLog, /unplugged/);
+  });
+
+  test("while the broker is unreachable defect events are queued on disk and all delivered in order afterwards", async () => {
+    gate.close();
+    await broker.stop();
+    await new Promise((r) => setTimeout(r, 2000));
+    const cutAt = Date.now();
+    await broker.restart();
+    // let the subscriber back in first (the broker kept nothing), then the daemon
+    await waitFor("subscriber reconnected", () => sub.connected);
+    await sub.subscribeAsync(`${PREFIX}/#`, { qos: 1 });
+    gate.open();
+    await waitFor("online status on the restarted broker", () =>
+      received.some(
+        (m) => m.topic === `${PREFIX}/status` && m.at > cutAt && m.payload.toString().includes('"online"'),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    // every noise frame is defective, so the event seqs must be contiguous across the outage
+    const seqs = [
+      ...new Set(onTopic("noise/defect").map((m) => JSON.parse(m.payload.toString()).seq as number)),
+    ].sort((a, b) => a - b);
+    const gaps = seqs.filter((s, i) => i > 0 && s !== seqs[i - 1]! + 1);
+    assert.deepEqual(gaps, [], `defect events lost around the outage: ${seqs.join(",")}`);
+    if (seqs.length < 25)
+      console.log(
+        daemonLog
+          .split("\n")
+          .filter((l) => !l.includes("result"))
+          .slice(-30)
+          .join("\n"),
+      );
+    const noise = onTopic("noise/result").map((m) => JSON.parse(m.payload.toString()));
+    assert.ok(
+      seqs.length >= 25,
+      `expected events from before, during and after the outage, got ${seqs.length}; results ${noise.length}, defective ${noise.filter((r) => r.defective).length}, scores ${noise.slice(0, 8).map((r) => `${r.score.toFixed(4)}/${r.threshold.toFixed(4)}`)}`,
+    );
+  });
+
+  test("SIGHUP swaps in a new model; a broken bundle keeps the running one", async () => {
+    const secondVersion = await trainBundle(work, path.join(work, "model"), 2);
+    assert.notEqual(secondVersion, firstVersion);
+    daemon.kill("SIGHUP");
+    await waitFor("status with the new model", () => statusOf()?.model_version === secondVersion);
+    await writeFile(path.join(work, "model", "manifest.json"), "{ broken");
+    daemon.kill("SIGHUP");
+    await waitFor("reload failure logged", () =>
+      /model reload failed; keeping the running model/.test(daemonLog),
+    );
+    const t = Date.now();
+    await waitFor("results still flowing", () => onTopic("parts/result").some((m) => m.at > t + 500));
+    assert.equal(statusOf()?.model_version, secondVersion);
+  });
+
+  test("collection saved normal frames for retraining", async () => {
+    const { readdir } = await import("node:fs/promises");
+    const files = await readdir(path.join(work, "collected"));
+    assert.ok(
+      files.some((f) => /^parts_.*\.png$/.test(f)),
+      `collected: ${files.join(", ")}`,
+    );
+  });
+
+  test("SIGTERM drains, publishes stopped and exits 0", async () => {
+    const exited = new Promise<number | null>((resolve) => daemon.once("exit", (code) => resolve(code)));
+    daemon.kill("SIGTERM");
+    assert.equal(await exited, 0, daemonLog.slice(-2000));
+    await waitFor("stopped status", () => statusOf()?.state === "stopped");
+    assert.ok(notifications.some((n) => n.includes("STOPPING=1")));
+  });
+});

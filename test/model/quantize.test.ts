@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import path from "node:path";
+import { test } from "node:test";
+import { rgbToChw } from "../../src/data/images.js";
+import { synthesizePart } from "../../src/demo/synthetic.js";
+import { createLogger } from "../../src/log.js";
+import { loadBundle, scoreStats, writeBundle } from "../../src/model/bundle.js";
+import { encodeModel, type Graph } from "../../src/model/onnx-graph.js";
+import { createSession, floatInput } from "../../src/model/ort.js";
+import {
+  CALIBRATION_DEFAULTS,
+  calibrate,
+  executedOpCounts,
+  quantizationPoints,
+  quantizeBundle,
+  quantizeGraph,
+  quantizeWeightsPerChannel,
+  uint8Params,
+} from "../../src/model/quantize.js";
+import { randomTeacher } from "../../src/model/random-teacher.js";
+import { Random } from "../../src/train/random.js";
+import { foldedStudentGraph, initStudent } from "../../src/train/student.js";
+import { studentLayout } from "../../src/train/training-graph.js";
+import { normalFrames, tempDir } from "../helpers/tiny-data.js";
+
+const S = 32;
+const MEAN = [0.5, 0.5, 0.5];
+const STD = [0.5, 0.5, 0.5];
+
+/** Normalised NCHW input of synthetic normal parts (different seeds give different parts of one kind). */
+function parts(count: number, firstSeed: number): Float32Array {
+  const x = new Float32Array(count * 3 * S * S);
+  for (let i = 0; i < count; i++)
+    rgbToChw(synthesizePart(S, firstSeed + i, "none").rgb, S, S, MEAN, STD, x, i);
+  return x;
+}
+
+async function features(graph: Graph, x: Float32Array, n: number): Promise<Record<string, Float32Array>> {
+  const session = await createSession(encodeModel(graph));
+  const out = await session.run({ input: floatInput(x, [n, 3, S, S]) });
+  await session.release();
+  return Object.fromEntries(graph.outputs.map((o) => [o.name, out[o.name]!.data as Float32Array]));
+}
+
+test("uint8Params maps the range onto 0..255 with zero exactly representable", () => {
+  const p = uint8Params({ min: -1, max: 3 });
+  assert.ok(Math.abs(p.scale - 4 / 255) < 1e-7);
+  assert.equal(p.zeroPoint, 64); // 1 / (4/255) = 63.75
+  // an all-positive range still starts at zero (ReLU outputs), an all-negative one ends there
+  assert.equal(uint8Params({ min: 0.5, max: 2 }).zeroPoint, 0);
+  assert.equal(uint8Params({ min: -2, max: -0.5 }).zeroPoint, 255);
+  assert.deepEqual(uint8Params({ min: 0, max: 0 }), { scale: 1, zeroPoint: 0 });
+  // behind a ReLU6 the quantized ceiling must not pass 6, or ONNX Runtime keeps the Clip
+  const clipped = uint8Params({ min: 0, max: 6 }, { min: 0, max: 6 });
+  assert.ok(Math.fround(clipped.scale * 255) - 6 <= 2 ** -23);
+});
+
+test("weights quantize symmetrically per output channel", () => {
+  const w = new Float32Array([0.5, -1, 0.25, 0, 0, 0, 2, 1, -0.5]);
+  const { values, scales } = quantizeWeightsPerChannel(w, 3);
+  assert.ok(Math.abs(scales[0]! - 1 / 127) < 1e-9);
+  assert.equal(scales[1], 1); // an all-zero channel keeps a usable scale
+  assert.ok(Math.abs(scales[2]! - 2 / 127) < 1e-9);
+  assert.deepEqual([...values], [64, -127, 32, 0, 0, 0, 127, 64, -32]); // 63.5 → 64, 31.75 → 32
+});
+
+test("the int8 graph runs, keeps the features, and ONNX Runtime executes it with int8 kernels", async () => {
+  const teacher = randomTeacher(3, 8);
+  const ranges = await calibrate(teacher, parts(8, 10), 8, S, CALIBRATION_DEFAULTS);
+  const int8 = quantizeGraph(teacher, ranges);
+
+  const ops = int8.nodes.map((n) => n.op);
+  assert.ok(ops.includes("QuantizeLinear"));
+  const convs = teacher.nodes.filter((n) => n.op === "Conv").length;
+  // every Conv reads its weights through a per-output-channel DequantizeLinear
+  const weightDq = int8.nodes.filter((n) => n.op === "DequantizeLinear" && n.attrs.axis === 0);
+  assert.equal(weightDq.length, 2 * convs); // weights and biases
+  assert.deepEqual(
+    int8.outputs.map((o) => o.name),
+    teacher.outputs.map((o) => o.name),
+  );
+
+  const executed = await executedOpCounts(encodeModel(int8));
+  assert.equal(executed["com.microsoft:QLinearConv"], convs, JSON.stringify(executed));
+  assert.equal(executed.Conv ?? 0, 0);
+
+  // unseen parts of the same kind as the calibration ones
+  const n = 4;
+  const x = parts(n, 50);
+  const f32 = await features(teacher, x, n);
+  const i8 = await features(int8, x, n);
+  for (const o of teacher.outputs) {
+    const a = f32[o.name]!;
+    const b = i8[o.name]!;
+    const c = o.dims[1] as number;
+    const hw = a.length / (n * c);
+    let worst = 1;
+    for (let img = 0; img < n; img++) {
+      for (let p = 0; p < hw; p++) {
+        let ab = 0;
+        let aa = 0;
+        let bb = 0;
+        for (let k = 0; k < c; k++) {
+          const u = a[(img * c + k) * hw + p]!;
+          const v = b[(img * c + k) * hw + p]!;
+          ab += u * v;
+          aa += u * u;
+          bb += v * v;
+        }
+        // a position where both vectors are zero (ReLU) is identical, not dissimilar
+        if (aa === 0 && bb === 0) continue;
+        worst = Math.min(worst, ab / Math.sqrt(aa * bb));
+      }
+    }
+    assert.ok(worst > 0.98, `${o.name}: worst per-position cosine ${worst}`);
+  }
+});
+
+test("a teacher and its student quantize to the same architecture", async () => {
+  const teacher = randomTeacher(4, 4);
+  const layout = studentLayout(teacher, S, S);
+  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(2)));
+  const x = parts(4, 1);
+  const qt = quantizeGraph(teacher, await calibrate(teacher, x, 4, S));
+  const qs = quantizeGraph(student, await calibrate(student, x, 4, S));
+  assert.deepEqual(
+    qt.nodes.map((n) => n.op),
+    qs.nodes.map((n) => n.op),
+  );
+  // a Conv feeding only its activation gets no Q/DQ in between (they fuse)
+  const points = new Set(quantizationPoints(teacher));
+  const convIntoActivation = teacher.nodes.find(
+    (n) => n.op === "Conv" && teacher.nodes.some((m) => m.op === "Clip" && m.inputs[0] === n.outputs[0]),
+  )!;
+  assert.ok(!points.has(convIntoActivation.outputs[0]!));
+});
+
+test("quantize writes an int8 bundle that loads and re-derives the threshold from held-out images", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(6, S, path.join(dir, "frames"));
+  const teacher = randomTeacher(6, 4);
+  const layout = studentLayout(teacher, S, S);
+  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(6)));
+  const fp32Scores = [0.1, 0.2, 0.3];
+  await writeBundle(path.join(dir, "fp32"), encodeModel(teacher), encodeModel(student), {
+    model_version: "v1",
+    created_at: new Date().toISOString(),
+    input: { name: "frames", height: S, width: S, mean: MEAN, std: STD, normalisation_source: "metadata" },
+    outputs: teacher.outputs.map((o) => o.name),
+    teacher_source_path: "random",
+    threshold: 0.2 + 2 * 0.1, // mean + 2·std of fp32Scores
+    threshold_rule: "mean + 2·std of validation image scores",
+    validation_scores: fp32Scores,
+    score_stats: scoreStats(fp32Scores),
+    // the split retrain would have made: 3 of 6 frames held out with seed 0
+    training: { frames_dir: frames, seed: 0, val_fraction: 0.5, skipped_files: [] },
+  });
+  const logger = createLogger("silent");
+  const summary = await quantizeBundle({
+    modelDir: path.join(dir, "fp32"),
+    framesDir: frames,
+    outDir: path.join(dir, "int8"),
+    calibrationImages: 4,
+    calibration: CALIBRATION_DEFAULTS,
+    outputs: "quantized",
+    logger,
+  });
+  assert.equal(summary.calibrationImages, 4);
+  assert.equal(summary.thresholdSource, "int8-validation");
+  const bundle = await loadBundle(path.join(dir, "int8"));
+  const m = bundle.manifest;
+  assert.equal(m.training.precision, "int8");
+  assert.equal(m.model_version, "v1-int8");
+  assert.equal(m.validation_scores.length, 3);
+  const stats = scoreStats(m.validation_scores);
+  assert.ok(Math.abs(m.threshold - (stats.mean + 2 * stats.std)) < 1e-9);
+  assert.ok(bundle.teacher.nodes.some((n) => n.op === "QuantizeLinear"));
+  await assert.rejects(
+    quantizeBundle({
+      modelDir: path.join(dir, "int8"),
+      framesDir: frames,
+      outDir: path.join(dir, "again"),
+      calibrationImages: 2,
+      calibration: CALIBRATION_DEFAULTS,
+      outputs: "quantized",
+      logger,
+    }),
+    /already int8/,
+  );
+});
