@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import type { CollectionConfig } from "../config.js";
@@ -9,18 +9,20 @@ import type { InspectionResult } from "../pipeline/result.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),
- * as training material for the next `stpmd retrain`. Per camera it saves at most one frame per
- * `min_interval_s` and at most `max_frames_per_camera`; all cameras together stay under `max_bytes`.
+ * as training material for the next `stpmd retrain`. Per camera it saves at most one frame per `min_interval_s`.
+ * Beyond `max_frames_per_camera` (per camera) or `max_bytes` (all cameras) the oldest frames are deleted: the set
+ * is a rolling window of how the line looks now, which is what a retrain should learn.
  * Files go flat into one folder, `<camera>_<capture time>_<seq>.png`, so `stpmd retrain --frames DIR` reads them
  * directly. Writes are temp + rename: retrain never sees half a PNG.
  */
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
-  private readonly countByCamera = new Map<string, number>();
+  /** Saved files per camera, oldest first (names start with the capture time, so name order is age order). */
+  private readonly filesByCamera = new Map<string, { name: string; size: number }[]>();
   private bytes = 0;
   private writing = 0;
-  private full = false;
   saved = 0;
+  deleted = 0;
 
   private constructor(
     private readonly config: CollectionConfig,
@@ -31,11 +33,9 @@ export class Collector {
     const c = new Collector(config, logger);
     if (config.enabled) {
       await mkdir(config.dir, { recursive: true });
-      for (const f of await readdir(config.dir)) {
-        if (!f.endsWith(".png")) continue;
-        const camera = f.split("_")[0]!;
-        c.countByCamera.set(camera, (c.countByCamera.get(camera) ?? 0) + 1);
-        c.bytes += (await stat(path.join(config.dir, f))).size;
+      for (const f of (await readdir(config.dir)).sort()) {
+        if (!f.endsWith(".png") || f.startsWith(".")) continue;
+        c.track(f.split("_")[0]!, f, (await stat(path.join(config.dir, f))).size);
       }
     }
     return c;
@@ -56,16 +56,6 @@ export class Collector {
     if (result.score >= Collector.marginScore(validationScores, cfg.score_quantile)) return;
     const now = Date.now();
     if (now - (this.lastSaved.get(cam) ?? 0) < cfg.min_interval_s * 1000) return;
-    if ((this.countByCamera.get(cam) ?? 0) >= cfg.max_frames_per_camera) return;
-    if (this.bytes >= cfg.max_bytes) {
-      if (!this.full)
-        this.logger.warn(
-          { dir: cfg.dir, max_bytes: cfg.max_bytes },
-          "collection folder is full; not saving more frames",
-        );
-      this.full = true;
-      return;
-    }
     this.lastSaved.set(cam, now);
     this.writing += 1;
     this.save(result)
@@ -87,8 +77,38 @@ export class Collector {
       .png()
       .toFile(tmp);
     await rename(tmp, file);
-    this.bytes += info.size;
     this.saved += 1;
-    this.countByCamera.set(frame.cameraId, (this.countByCamera.get(frame.cameraId) ?? 0) + 1);
+    this.track(frame.cameraId, name, info.size);
+    await this.enforceLimits(frame.cameraId);
+  }
+
+  private track(camera: string, name: string, size: number): void {
+    const list = this.filesByCamera.get(camera) ?? [];
+    list.push({ name, size });
+    this.filesByCamera.set(camera, list);
+    this.bytes += size;
+  }
+
+  private async enforceLimits(camera: string): Promise<void> {
+    const list = this.filesByCamera.get(camera)!;
+    while (list.length > this.config.max_frames_per_camera) await this.deleteOldest(list);
+    while (this.bytes > this.config.max_bytes) {
+      // over the byte budget: drop the oldest frame of whichever camera holds the most
+      const fullest = [...this.filesByCamera.values()].sort((a, b) => b.length - a.length)[0];
+      if (!fullest || fullest.length === 0) break;
+      await this.deleteOldest(fullest);
+    }
+  }
+
+  private async deleteOldest(list: { name: string; size: number }[]): Promise<void> {
+    const oldest = list.shift()!;
+    this.bytes -= oldest.size;
+    this.deleted += 1;
+    await unlink(path.join(this.config.dir, oldest.name)).catch((err) =>
+      this.logger.warn(
+        { file: oldest.name, err: errorMessage(err) },
+        "could not delete an old collected frame",
+      ),
+    );
   }
 }

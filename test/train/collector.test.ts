@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import { test } from "node:test";
+import sharp from "sharp";
+import { createLogger } from "../../src/log.js";
+import type { InspectionResult } from "../../src/pipeline/result.js";
+import { Collector } from "../../src/train/collector.js";
+import { tempDir } from "../helpers/tiny-data.js";
+
+function result(cameraId: string, seq: number, score: number): InspectionResult {
+  const rgb = new Uint8Array(8 * 8 * 3).fill(seq % 256);
+  return {
+    frame: { cameraId, seq, captureTs: Date.UTC(2026, 0, 1, 0, 0, seq), width: 8, height: 8, rgb },
+    score,
+    threshold: 1,
+    defective: score > 1,
+    regions: [],
+    map: new Float32Array(64),
+    modelVersion: "v",
+    inferredTs: Date.now(),
+  };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 150));
+
+test("only frames normal with margin are kept, newest per camera up to the cap, as readable PNGs", async () => {
+  const dir = path.join(await tempDir(), "frames");
+  const c = await Collector.open(
+    {
+      enabled: true,
+      dir,
+      score_quantile: 0.5,
+      min_interval_s: 0,
+      max_frames_per_camera: 3,
+      max_bytes: 1 << 30,
+    },
+    createLogger("silent"),
+  );
+  const validation = [0.1, 0.2, 0.3, 0.4]; // median 0.25
+  c.consider(result("a", 1, 0.3), validation); // above the margin: not kept
+  c.consider(result("a", 2, 2), validation); // defective: never kept
+  for (let seq = 10; seq < 15; seq++) {
+    c.consider(result("a", seq, 0.1), validation);
+    await settle();
+  }
+  c.consider(result("b", 20, 0.05), validation);
+  await settle();
+  const files = (await readdir(dir)).sort();
+  assert.equal(files.filter((f) => f.startsWith("a_")).length, 3);
+  assert.ok(
+    files.some((f) => f.endsWith("_14.png")) && !files.some((f) => f.endsWith("_10.png")),
+    files.join(),
+  );
+  assert.equal(files.filter((f) => f.startsWith("b_")).length, 1);
+  const meta = await sharp(path.join(dir, files[0]!)).metadata();
+  assert.equal(meta.width, 8);
+  assert.equal(c.deleted, 2);
+});
+
+test("the minimum interval rate-limits saving per camera", async () => {
+  const dir = path.join(await tempDir(), "frames");
+  const c = await Collector.open(
+    {
+      enabled: true,
+      dir,
+      score_quantile: 1,
+      min_interval_s: 60,
+      max_frames_per_camera: 100,
+      max_bytes: 1 << 30,
+    },
+    createLogger("silent"),
+  );
+  for (let seq = 0; seq < 5; seq++) c.consider(result("a", seq, 0), [1]);
+  await settle();
+  assert.equal((await readdir(dir)).length, 1);
+});
