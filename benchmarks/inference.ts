@@ -9,7 +9,7 @@
  * PNGs, decoded once up front. Writes benchmarks/results/inference.json and .md (inference-quick.* with --quick).
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -710,6 +710,7 @@ async function main(): Promise<void> {
     }
     backbones.push({ ...p, contenders, experiments });
   }
+  await rm(work, { recursive: true, force: true });
   const stateAfter = await machineState();
   const report = {
     benchmark: "stpmd end-to-end inference",

@@ -142,8 +142,10 @@ export class Daemon {
       "model loaded",
     );
     this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
-    await this.publisher.start();
     this.startCameras();
+    // seed the status before connecting, so the first retained `online` already names the model and cameras
+    this.publishStatus();
+    await this.publisher.start();
     this.loop = this.runLoop();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {

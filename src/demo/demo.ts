@@ -207,7 +207,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const topics = [...new Set(received.map((m) => m.topic))].sort();
   print("");
   print(`demo: MQTT topics seen: ${topics.join(", ")}`);
-  if (sample) print(`demo: first defect event on ${defects[0]!.topic}: ${JSON.stringify(sample)}`);
+  const firstOn = (suffix: string) => received.find((m) => m.topic.endsWith(suffix));
+  const result = firstOn("/result");
+  if (result) print(`demo: example ${result.topic}: ${result.payload.toString()}`);
+  // the last status before `stopped` shows the running figures
+  const status = received.filter((m) => m.topic.endsWith("/status") && m.payload.includes('"online"')).at(-1);
+  if (status) print(`demo: example ${status.topic}: ${status.payload.toString()}`);
+  if (sample) print(`demo: example ${defects[0]!.topic}: ${JSON.stringify(sample)}`);
+  const snap = firstOn("/snapshot");
+  if (snap) print(`demo: example ${snap.topic}: <JPEG, ${snap.payload.length} bytes, retained>`);
   const defectiveTruth = truth.filter((t) => t !== "none").length;
   print(
     `demo: ${firstPass.length} frames inspected, ${firstPass.filter((r) => r.defective).length} flagged ` +

@@ -524,6 +524,16 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
       `--out ${opts.outDir}: must differ from --model (the float bundle)`,
     );
   }
+  if (!Number.isInteger(opts.calibrationImages) || opts.calibrationImages < 1) {
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `--calibration-images ${opts.calibrationImages}: must be a whole number ≥ 1`,
+    );
+  }
+  const p = opts.calibration.percentile;
+  if (opts.calibration.method === "percentile" && !(p > 50 && p <= 100)) {
+    throw new StpmdError("ERR_OPTION_INVALID", `--percentile ${p}: must be above 50 and at most 100`);
+  }
   const bundle = await loadBundle(opts.modelDir);
   const m = bundle.manifest;
   if (m.training.precision === "int8") {
@@ -608,4 +618,17 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
     teacherOps,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+/** The one-line result `stpmd quantize` prints. */
+export function formatQuantizeSummary(s: QuantizeBundleSummary, outDir: string): string {
+  const int8Convs = s.teacherOps["com.microsoft:QLinearConv"] ?? 0;
+  const floatConvs = Object.entries(s.teacherOps)
+    .filter(([op]) => op === "Conv" || op.endsWith(":Conv"))
+    .reduce((a, [, n]) => a + n, 0);
+  return (
+    `quantize done: int8 bundle ${outDir} (model ${s.manifest.model_version}), ${s.calibrationImages} calibration images, ` +
+    `threshold ${s.manifest.threshold.toPrecision(4)} (${s.thresholdSource === "int8-validation" ? "re-derived from int8 validation scores" : "kept from the float bundle"}), ` +
+    `ONNX Runtime runs the teacher with ${int8Convs} int8 QLinearConv and ${floatConvs} float Conv, ${s.seconds.toFixed(1)} s`
+  );
 }
