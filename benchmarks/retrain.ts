@@ -19,9 +19,15 @@ import { pino } from "pino";
 import { listImages, loadRgb } from "../src/data/images.js";
 import type { Logger } from "../src/log.js";
 import { loadBundle } from "../src/model/bundle.js";
-import { ort } from "../src/model/ort.js";
+import { encodeModel } from "../src/model/onnx-graph.js";
+import { floatInput, ort } from "../src/model/ort.js";
+import { inferShapes } from "../src/model/shapes.js";
+import { loadTeacher } from "../src/model/teacher.js";
 import { Scorer } from "../src/pipeline/scorer.js";
+import { Random } from "../src/train/random.js";
 import { RETRAIN_DEFAULTS, retrain, splitTrainVal } from "../src/train/retrain.js";
+import { initStudent } from "../src/train/student.js";
+import { buildTrainingGraph, studentLayout } from "../src/train/training-graph.js";
 import { fmt, machineInfo, machineState, median, peakRssMib, runJsonChild } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -67,14 +73,74 @@ async function validationSeconds(bundleDir: string, files: string[], repeats: nu
   return median(times);
 }
 
+/** Session options tried on the training step (each in its own process, for its peak RSS). */
+const STEP_VARIANTS: Record<string, ort.InferenceSession.SessionOptions> = {
+  "baseline (as createSession)": {},
+  "enableCpuMemArena false": { enableCpuMemArena: false },
+  "enableMemPattern false": { enableMemPattern: false },
+  "arena and mem pattern off": { enableCpuMemArena: false, enableMemPattern: false },
+  "no spinning": { extra: { session: { intra_op: { allow_spinning: "0" } } } },
+};
+
+/**
+ * One training step of stpmd's training graph at batch 32 on random data (the step's cost does not depend on
+ * the values), timed with one of STEP_VARIANTS.
+ */
+async function stepChild(variant: string, steps: number): Promise<void> {
+  const teacher = await loadTeacher(TEACHER);
+  const size = RETRAIN_DEFAULTS.imageSize;
+  const n = RETRAIN_DEFAULTS.batchSize;
+  const layout = studentLayout(teacher.graph, size, size);
+  const session = await ort.InferenceSession.create(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 3,
+    ...STEP_VARIANTS[variant],
+  });
+  const rng = new Random(1);
+  const state = initStudent(layout, rng);
+  const rand = (len: number): Float32Array => new Float32Array(len).map(() => rng.normal());
+  const feeds: Record<string, ort.Tensor> = {
+    x: floatInput(rand(n * 3 * size * size), [n, 3, size, size]),
+    inv_batch: floatInput(new Float32Array([1 / n]), []),
+  };
+  const shapes = inferShapes(teacher.graph, [n, 3, size, size]);
+  teacher.graph.outputs.forEach((o, level) => {
+    const dims = shapes.get(o.name)!;
+    feeds[`teacher_${level}`] = floatInput(rand(dims.reduce((a, b) => a * b, 1)), dims);
+  });
+  layout.convs.forEach((c, k) => {
+    feeds[`w_${k}`] = floatInput(state.weights[k]!, c.weightDims);
+    feeds[`gamma_${k}`] = floatInput(state.gammas[k]!, [1, c.channels, 1, 1]);
+    feeds[`beta_${k}`] = floatInput(state.betas[k]!, [1, c.channels, 1, 1]);
+  });
+  const times: number[] = [];
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i <= steps; i++) {
+    const t0 = performance.now();
+    await session.run(feeds);
+    if (i > 0) times.push((performance.now() - t0) / 1000);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(
+    `${JSON.stringify({ variant, step_s: median(times), steps_s: times, user_s: cpu.user / 1e6, system_s: cpu.system / 1e6, peak_rss_mib: peakRssMib() })}\n`,
+  );
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       quick: { type: "boolean", default: false },
       epochs: { type: "string" },
       "skip-torch": { type: "boolean", default: false },
+      "skip-steps": { type: "boolean", default: false },
+      "step-child": { type: "string" },
     },
   });
+  if (values["step-child"]) {
+    await stepChild(values["step-child"], 3);
+    return;
+  }
   const quick = values.quick;
   const epochs = Number(values.epochs ?? (quick ? 2 : 3));
   const log = (s: string): void => {
@@ -141,6 +207,19 @@ async function main(): Promise<void> {
       ])) as Record<string, unknown>;
       log(`torch: median epoch ${fmt(torch.median_epoch_s as number, 2)} s`);
     }
+    const steps: Record<string, unknown>[] = [];
+    if (!values["skip-steps"]) {
+      for (const variant of Object.keys(STEP_VARIANTS)) {
+        log(`training step, ${variant}`);
+        steps.push(
+          (await runJsonChild(process.execPath, [
+            fileURLToPath(import.meta.url),
+            "--step-child",
+            variant,
+          ])) as Record<string, unknown>,
+        );
+      }
+    }
     const report = {
       benchmark: "stpmd retrain seconds per epoch",
       quick,
@@ -150,6 +229,7 @@ async function main(): Promise<void> {
       load_after: await machineState(),
       stpmd,
       torch,
+      training_step_session_options: steps,
     };
     await mkdir(RESULTS, { recursive: true });
     const stem = quick ? "retrain-quick" : "retrain";
@@ -168,6 +248,7 @@ function markdown(r: {
   load_after: Record<string, unknown>;
   stpmd: Record<string, unknown>;
   torch?: Record<string, unknown>;
+  training_step_session_options: Record<string, unknown>[];
 }): string {
   const s = r.stpmd;
   const t = r.torch;
@@ -204,6 +285,19 @@ function markdown(r: {
       "",
       `stpmd / PyTorch time ratio: epoch ${fmt((s.median_epoch_s as number) / (t.median_epoch_s as number), 2)}×, ` +
         `training only ${fmt((s.median_train_s as number) / (t.median_train_s as number), 2)}× (below 1 = stpmd faster).`,
+    );
+  }
+  if (r.training_step_session_options.length) {
+    lines.push(
+      "",
+      "Session options on stpmd's training step (batch 32, one process each, median of 3 steps):",
+      "",
+      "| variant | s/step | user CPU s | system CPU s | peak RSS MiB |",
+      "|---|---:|---:|---:|---:|",
+      ...r.training_step_session_options.map(
+        (v) =>
+          `| ${v.variant} | ${fmt(v.step_s as number, 2)} | ${fmt(v.user_s as number, 1)} | ${fmt(v.system_s as number, 1)} | ${fmt(v.peak_rss_mib as number, 0)} |`,
+      ),
     );
   }
   lines.push(

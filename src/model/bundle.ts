@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { fsyncDirectory, writeFileSynced } from "../durable-fs.js";
 import { errorMessage, StpmdError } from "../errors.js";
 import { decodeModel, type Graph } from "./onnx-graph.js";
 import { sha256 } from "./teacher.js";
@@ -77,16 +78,6 @@ export function quantile(sorted: readonly number[], p: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
-async function writeFileSynced(file: string, data: Uint8Array | string): Promise<void> {
-  const handle = await open(file, "w");
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /**
  * Writes a bundle so that `dir` always holds either the old complete bundle or the new complete one: files go to
  * a sibling temp directory (fsynced), which then replaces `dir` by rename. An interrupted write leaves only a
@@ -123,6 +114,7 @@ export async function writeBundle(
     );
     if (exists) await rename(target, old);
     await rename(tmp, target);
+    await fsyncDirectory(path.dirname(target));
     if (exists) await rm(old, { recursive: true, force: true });
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
@@ -227,5 +219,3 @@ export async function loadBundle(dir: string): Promise<Bundle> {
   }
   return { dir, manifest, teacher, student };
 }
-
-export { writeFile };

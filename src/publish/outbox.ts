@@ -1,6 +1,7 @@
-import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { crc32 } from "node:zlib";
+import { fsyncDirectory, writeFileSynced } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Qos } from "./topics.js";
@@ -319,13 +320,7 @@ export class Outbox {
     const finalPath = path.join(this.dir, name);
     const tempPath = `${finalPath}.tmp`;
     try {
-      const handle = await open(tempPath, "w");
-      try {
-        await handle.writeFile(record);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeFileSynced(tempPath, record);
       await rename(tempPath, finalPath);
       await fsyncDirectory(this.dir);
     } catch (err) {
@@ -343,16 +338,6 @@ export class Outbox {
     this.storedBytes += record.length;
     for (const waiter of this.waiters) waiter();
     return "queued";
-  }
-}
-
-/** Makes a rename durable: without it, a power cut can leave the directory without the new name. */
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

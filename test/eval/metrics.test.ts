@@ -2,17 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { StpmdError } from "../../src/errors.js";
 import { aupro, auroc, f1Max, pixelAuroc, radixArgsort, rocCurve } from "../../src/eval/metrics.js";
+import { Random } from "../../src/train/random.js";
 
-/** Deterministic PRNG (mulberry32) so random cases are the same on every run. */
+/** Deterministic PRNG so random cases are the same on every run. */
 function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Random(seed);
+  return () => rng.next();
 }
 
 function isStpmdError(code: string): (err: unknown) => boolean {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { StpmdError } from "../../src/errors.js";
 import { findRegions, labelComponents } from "../../src/pipeline/regions.js";
+import { Random } from "../../src/train/random.js";
 
 /** Mask from rows of "#" (foreground) and "." (background). */
 function drawMask(rows: string[]): { mask: Uint8Array; width: number; height: number } {
@@ -13,16 +14,10 @@ function drawMask(rows: string[]): { mask: Uint8Array; width: number; height: nu
   return { mask, width, height: rows.length };
 }
 
-/** Deterministic PRNG (mulberry32) so random cases are the same on every run. */
+/** Deterministic PRNG so random cases are the same on every run. */
 function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Random(seed);
+  return () => rng.next();
 }
 
 /**
