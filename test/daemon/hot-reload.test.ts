@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { test } from "node:test";
+import type { StpmdConfig } from "../../src/config.js";
+import { Daemon } from "../../src/daemon/daemon.js";
+import { MosquittoBroker } from "../../src/demo/broker.js";
+import { createLogger } from "../../src/log.js";
+import { encodeModel } from "../../src/model/onnx-graph.js";
+import { randomTeacher } from "../../src/model/random-teacher.js";
+import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { normalFrames, tempDir } from "../helpers/tiny-data.js";
+
+const logger = createLogger("silent");
+
+async function train(work: string, out: string, seed: number, imageSize: number): Promise<string> {
+  const s = await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: path.join(work, "train"),
+    teacherFile: path.join(work, "teacher.onnx"),
+    outDir: out,
+    epochs: 1,
+    batchSize: 4,
+    imageSize,
+    seed,
+    logger,
+    progress: false,
+  });
+  return s.manifest.model_version;
+}
+
+test("a bundle replaced on disk is picked up without a signal, even at another input size", async () => {
+  const work = await tempDir("stpmd-reload-");
+  await writeFile(path.join(work, "teacher.onnx"), encodeModel(randomTeacher(1, 4)));
+  await normalFrames(6, 64, path.join(work, "train"));
+  const bundle = path.join(work, "model");
+  const first = await train(work, bundle, 1, 64);
+  const broker = await MosquittoBroker.start();
+  const config: StpmdConfig = {
+    model: { bundle, watch: true, watch_debounce_ms: 200 },
+    inference: {
+      providers: [{ name: "cpu" }],
+      intra_op_threads: 0,
+      max_batch: 2,
+      max_wait_ms: 10,
+      queue_size: 8,
+    },
+    cameras: [
+      {
+        id: "pattern",
+        source: "videotestsrc is-live=true ! video/x-raw,framerate=20/1",
+        trigger: "free_run",
+        stall_timeout_s: 5,
+        restart_backoff: { initial_ms: 200, max_ms: 1000, factor: 2 },
+        enabled: true,
+      },
+    ],
+    mqtt: {
+      url: broker.url,
+      client_id: "reload-test",
+      prefix: "reload",
+      result_qos: 0,
+      event_qos: 1,
+      snapshot: "none",
+      snapshot_quality: 80,
+      reconnect_period_ms: 200,
+      status_interval_s: 1,
+      outbox: { dir: path.join(work, "outbox"), max_messages: 100, max_bytes: 1 << 24 },
+    },
+    collection: {
+      enabled: false,
+      dir: path.join(work, "c"),
+      score_quantile: 0.5,
+      min_interval_s: 1,
+      max_frames_per_camera: 1,
+      max_bytes: 1,
+    },
+    log: { level: "error" },
+    health: { watchdog: false },
+  };
+  const sizes: number[] = [];
+  const daemon = new Daemon(config, logger, { onResult: (r) => sizes.push(r.frame.width) });
+  try {
+    await daemon.start();
+    assert.equal(daemon.modelVersion, first);
+    const second = await train(work, bundle, 2, 96);
+    const deadline = Date.now() + 15_000;
+    while (daemon.modelVersion !== second && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(daemon.modelVersion, second);
+    // cameras were restarted at the new model size: frames arrive at 96×96 without software resizing
+    const mark = sizes.length;
+    while (sizes.length < mark + 5 && Date.now() < deadline + 5000)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(sizes.at(-1), 96);
+  } finally {
+    await daemon.stop();
+    await broker.close();
+  }
+});
