@@ -32,8 +32,19 @@ export async function machineState(): Promise<Record<string, unknown>> {
     (r) => r.stdout.trim().split("\n").filter(Boolean),
     () => [] as string[],
   );
+  const head = (
+    await run("git", ["rev-parse", "--short", "HEAD"]).catch(() => ({ stdout: "?" }))
+  ).stdout.trim();
+  const dirty = (
+    await run("git", ["status", "--short", "--untracked-files=no"]).catch(() => ({ stdout: "" }))
+  ).stdout
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => l.slice(3));
   return {
     at: new Date().toISOString(),
+    git_head: head,
+    modified_files: dirty,
     uptime,
     loadavg: os.loadavg().map((l) => Number(l.toFixed(2))),
     retrain_processes_running: retrains.length,

@@ -291,15 +291,15 @@ function emitConvBackward(
   });
   outputs.push({ name: `grad_beta_${i}`, dims: [1, k.channels, 1, 1] });
   outputs.push({ name: `grad_gamma_${i}`, dims: [1, k.channels, 1, 1] });
-  const gXhat = b.op("Mul", [gy, gamma]);
-  const meanG = b.op("ReduceMean", [gXhat], { axes: [0, 2, 3], keepdims: 1 });
-  const meanGX = b.op("ReduceMean", [b.op("Mul", [gXhat, xhat])], { axes: [0, 2, 3], keepdims: 1 });
-  const gRaw = b.op(
-    "Mul",
-    [b.op("Sub", [b.op("Sub", [gXhat, meanG]), b.op("Mul", [xhat, meanGX])]), invstd],
-    {},
-    "g_conv",
-  );
+  // dx = γ·σ⁻¹·(gy − mean(gy) − x̂·mean(gy·x̂)). Both means are the β and γ gradients divided by M = N·h·w, so
+  // they are reused rather than reduced again, and γ·σ⁻¹ is folded per channel before touching full tensors.
+  const [, , hy, wy] = shapeOf(rec.node.outputs[0]!);
+  const invM = b.op("Mul", ["inv_batch", b.scalar(1 / (hy! * wy!))]);
+  const meanG = b.op("Mul", [`grad_beta_${i}`, invM]);
+  const meanGX = b.op("Mul", [`grad_gamma_${i}`, invM]);
+  const scale = b.op("Mul", [gamma, invstd]);
+  const centred = b.op("Sub", [b.op("Sub", [gy, meanG]), b.op("Mul", [xhat, meanGX])]);
+  const gRaw = b.op("Mul", [centred, scale], {}, "g_conv");
 
   const x = rec.inputs[0]!;
   const xShape = shapeOf(rec.node.inputs[0]!);
