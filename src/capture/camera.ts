@@ -48,6 +48,8 @@ export interface CameraOptions {
   logger: Logger;
   /** Config path used in validation errors, e.g. `cameras[1] (id "line2")`. Defaults to `camera "<id>"`. */
   configPath?: string;
+  /** First sequence number, so a camera rebuilt by the daemon (e.g. for a new model size) continues its count. */
+  firstSeq?: number;
 }
 
 export type CameraWarningKind =
@@ -68,6 +70,8 @@ export interface CameraWarning {
 
 export interface CameraStats {
   frames: number;
+  /** The sequence number the next frame will get. */
+  nextSeq: number;
   /** Restarts scheduled after any failure (error, end of stream, stall, unparsable pipeline). */
   restarts: number;
   /** Free-run stalls detected. */
@@ -176,6 +180,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.width = options.width;
     this.height = options.height;
     this.options = options;
+    this.nextSeq = options.firstSeq ?? 0;
     // Tag log lines with the camera id unless the caller's logger already does (pino would repeat the key).
     const bound = options.logger.bindings().camera === options.id;
     this.log = bound ? options.logger : options.logger.child({ camera: options.id });
@@ -225,6 +230,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     const fps = span > 0 ? ((times.length - 1) * 1000) / span : 0;
     return {
       frames: this.frames,
+      nextSeq: this.nextSeq,
       restarts: this.restarts,
       stalls: this.stalls,
       startFailures: this.startFailures,

@@ -156,6 +156,7 @@ export class Daemon {
 
   private startCameras(): void {
     const [width, height] = this.inspector.inputSize!;
+    const continueFrom = new Map(this.cameras.map((c) => [c.id, c.stats().nextSeq]));
     this.cameras = this.config.cameras
       .filter((c) => c.enabled)
       .map((c) => {
@@ -172,6 +173,7 @@ export class Daemon {
             factor: c.restart_backoff.factor,
           },
           logger: this.logger.child({ camera: c.id }),
+          firstSeq: continueFrom.get(c.id) ?? 0,
         });
         cam.on("frame", (f: Frame) => this.queue.push(f));
         this.perCamera.set(c.id, this.perCamera.get(c.id) ?? new RateMeter());

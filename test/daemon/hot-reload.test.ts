@@ -79,7 +79,13 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
     health: { watchdog: false },
   };
   const sizes: number[] = [];
-  const daemon = new Daemon(config, logger, { onResult: (r) => sizes.push(r.frame.width) });
+  const seen: { seq: number }[] = [];
+  const daemon = new Daemon(config, logger, {
+    onResult: (r) => {
+      sizes.push(r.frame.width);
+      seen.push({ seq: r.frame.seq });
+    },
+  });
   try {
     await daemon.start();
     assert.equal(daemon.modelVersion, first);
@@ -93,6 +99,11 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
     while (sizes.length < mark + 5 && Date.now() < deadline + 5000)
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(sizes.at(-1), 96);
+    const seqs = seen.map((r) => r.seq);
+    assert.ok(
+      seqs.every((s, i) => i === 0 || s > seqs[i - 1]!),
+      "sequence numbers keep increasing across the camera rebuild",
+    );
   } finally {
     await daemon.stop();
     await broker.close();
