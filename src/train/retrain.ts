@@ -204,7 +204,9 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const cache = await cacheTeacherFeatures(teacher, trainInputs, train.length, size);
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
-  const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)));
+  const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
+    memPattern: false,
+  });
   const rng = new Random(opts.seed);
   const state = initStudent(layout, rng);
   const sgd = new Sgd([...state.weights, ...state.gammas, ...state.betas], {
