@@ -66,7 +66,7 @@ interface ForwardRecord {
   /** student-side names of the node's inputs/outputs */
   inputs: string[];
   output: string;
-  conv?: { k: StudentConv; raw: string; xhat: string; invstd: string };
+  conv?: { k: StudentConv; raw: string; centred: string; invstd: string; scale: string };
   maxpoolIndices?: string;
 }
 
@@ -107,13 +107,15 @@ export function buildTrainingGraph(teacher: Graph, layout: StudentLayout): Graph
           {},
           "invstd",
         );
-        const xhat = b.op("Mul", [centred, invstd], {}, "xhat");
-        rec.output = b.op("Add", [b.op("Mul", [xhat, `gamma_${k.index}`]), `beta_${k.index}`], {}, "bn");
+        // y = (x − μ)·(γ·σ⁻¹) + β: the per-channel factor is formed first, so x̂ is never materialised (the
+        // backward pass works from the centred values too) — one full-tensor pass fewer per convolution
+        const scale = b.op("Mul", [`gamma_${k.index}`, invstd]);
+        rec.output = b.op("Add", [b.op("Mul", [centred, scale]), `beta_${k.index}`], {}, "bn");
         b.nodes.push({ op: "Identity", inputs: [mean], outputs: [`batch_mean_${k.index}`], attrs: {} });
         b.nodes.push({ op: "Identity", inputs: [variance], outputs: [`batch_var_${k.index}`], attrs: {} });
         outputs.push({ name: `batch_mean_${k.index}`, dims: [1, k.channels, 1, 1] });
         outputs.push({ name: `batch_var_${k.index}`, dims: [1, k.channels, 1, 1] });
-        rec.conv = { k, raw, xhat, invstd };
+        rec.conv = { k, raw, centred, invstd, scale };
         break;
       }
       case "Relu":
@@ -204,9 +206,10 @@ export function buildTrainingGraph(teacher: Graph, layout: StudentLayout): Graph
         break;
       }
       case "Clip": {
-        const { min, max } = clipBounds(teacher, node);
+        // inside the bounds the clip is the identity: where its output equals its input the gradient passes
+        // (two passes instead of Greater/Less/And/Where; it differs from PyTorch only at exactly min or max)
         const x = rec.inputs[0]!;
-        const pass = b.op("And", [b.op("Greater", [x, b.scalar(min)]), b.op("Less", [x, b.scalar(max)])]);
+        const pass = b.op("Equal", [x, rec.output]);
         addGrad(x, b.op("Where", [pass, gy, b.scalar(0)]));
         break;
       }
@@ -272,34 +275,34 @@ function emitConvBackward(
   addGrad: (t: string, g: string) => void,
   outputs: ValueInfo[],
 ): void {
-  const { k, xhat, invstd } = rec.conv!;
+  const { k, centred, invstd, scale } = rec.conv!;
   const i = k.index;
-  const gamma = `gamma_${i}`;
-  // BatchNorm (training mode) backward
+  // BatchNorm (training mode) backward, written with the centred values c = x − μ (x̂ = c·σ⁻¹):
+  //   dβ = Σ gy,  dγ = σ⁻¹·Σ gy·c,
+  //   dx = γσ⁻¹·(gy − mean(gy)) − c·γσ⁻²·mean(gy·x̂), where mean(gy) = dβ/M and mean(gy·x̂) = dγ/M (M = N·h·w),
+  // so the reductions computed for dβ and dγ are reused and every per-channel factor is formed before it meets a
+  // full tensor.
   b.nodes.push({
     op: "ReduceSum",
     inputs: [gy, b.ints([0, 2, 3])],
     outputs: [`grad_beta_${i}`],
     attrs: { keepdims: 1 },
   });
-  const gyXhat = b.op("Mul", [gy, xhat]);
-  b.nodes.push({
-    op: "ReduceSum",
-    inputs: [gyXhat, b.ints([0, 2, 3])],
-    outputs: [`grad_gamma_${i}`],
-    attrs: { keepdims: 1 },
-  });
+  const sumGyC = b.op("ReduceSum", [b.op("Mul", [gy, centred]), b.ints([0, 2, 3])], { keepdims: 1 });
+  b.nodes.push({ op: "Mul", inputs: [sumGyC, invstd], outputs: [`grad_gamma_${i}`], attrs: {} });
   outputs.push({ name: `grad_beta_${i}`, dims: [1, k.channels, 1, 1] });
   outputs.push({ name: `grad_gamma_${i}`, dims: [1, k.channels, 1, 1] });
-  // dx = γ·σ⁻¹·(gy − mean(gy) − x̂·mean(gy·x̂)). Both means are the β and γ gradients divided by M = N·h·w, so
-  // they are reused rather than reduced again, and γ·σ⁻¹ is folded per channel before touching full tensors.
   const [, , hy, wy] = shapeOf(rec.node.outputs[0]!);
   const invM = b.op("Mul", ["inv_batch", b.scalar(1 / (hy! * wy!))]);
   const meanG = b.op("Mul", [`grad_beta_${i}`, invM]);
   const meanGX = b.op("Mul", [`grad_gamma_${i}`, invM]);
-  const scale = b.op("Mul", [gamma, invstd]);
-  const centred = b.op("Sub", [b.op("Sub", [gy, meanG]), b.op("Mul", [xhat, meanGX])]);
-  const gRaw = b.op("Mul", [centred, scale], {}, "g_conv");
+  const cFactor = b.op("Neg", [b.op("Mul", [b.op("Mul", [scale, invstd]), meanGX])]);
+  const gRaw = b.op(
+    "Add",
+    [b.op("Mul", [b.op("Sub", [gy, meanG]), scale]), b.op("Mul", [centred, cFactor])],
+    {},
+    "g_conv",
+  );
 
   const x = rec.inputs[0]!;
   const xShape = shapeOf(rec.node.inputs[0]!);
@@ -315,38 +318,29 @@ function emitConvBackward(
   const pointwise =
     kh === 1 && kw === 1 && sh === 1 && sw === 1 && g.pads.every((p) => p === 0) && g.group === 1;
   if (pointwise) {
-    // dW[o,i] = Σ_{n,p} gy[n,o,p]·x[n,i,p]: one GEMM over channel-major views
-    const gT = b.op("Reshape", [b.op("Transpose", [gRaw], { perm: [1, 0, 2, 3] }), b.ints([k.channels, -1])]);
-    const xT = b.op("Reshape", [b.op("Transpose", [x], { perm: [1, 0, 2, 3] }), b.ints([xShape[1]!, -1])]);
-    const gw = b.op("Gemm", [gT, xT], { transB: 1 });
+    // dW[o,i] = Σ_{n,p} gy[n,o,p]·x[n,i,p]: a batched product gy_n·x_nᵀ summed over n. ORT fuses the inner
+    // Transpose into the MatMul (FusedMatMul, transB), so neither full tensor is copied.
+    const gFlat = b.op("Reshape", [gRaw, b.ints([0, k.channels, -1])]);
+    const xFlat = b.op("Reshape", [x, b.ints([0, xShape[1]!, -1])]);
+    const perImage = b.op("MatMul", [gFlat, b.op("Transpose", [xFlat], { perm: [0, 2, 1] })]);
+    const gw = b.op("ReduceSum", [perImage, b.ints([0])], { keepdims: 0 });
     b.nodes.push({ op: "Reshape", inputs: [gw, b.ints(k.weightDims)], outputs: [out], attrs: {} });
   } else {
-    // Correlate the (padded) input with the output gradient, dilated by the stride: the result's spatial extent
-    // is the kernel's. Batch and channel axes swap roles so the sum over the batch becomes the conv's reduction.
-    const padded = g.pads.some((p) => p > 0)
-      ? b.op("Pad", [x, b.ints([0, 0, pt, pl, 0, 0, pb, pr])], { mode: "constant" })
-      : x;
+    // Correlate the (zero-padded) input with the output gradient, dilated by the stride: the result's spatial
+    // extent is the kernel's. Batch and channel axes swap roles so the sum over the batch becomes the conv's
+    // reduction. The padding is the conv's own `pads`, not a separate Pad copy.
     const hp = xShape[2]! + pt + pb;
     const wp = xShape[3]! + pl + pr;
     const extentH = hp - sh * (yShape[2]! - 1);
     const extentW = wp - sw * (yShape[3]! - 1);
+    const corrAttrs = { dilations: [sh, sw], strides: [1, 1], pads: [pt, pl, pb, pr], group: g.group };
     const gT = b.op("Transpose", [gRaw], { perm: [1, 0, 2, 3] });
+    const xT = b.op("Transpose", [x], { perm: [1, 0, 2, 3] });
     let corr: string;
     if (g.group === 1) {
-      const xT = b.op("Transpose", [padded], { perm: [1, 0, 2, 3] });
-      corr = b.op("Conv", [xT, gT], { dilations: [sh, sw], strides: [1, 1], pads: [0, 0, 0, 0], group: 1 });
-      corr = b.op("Transpose", [corr], { perm: [1, 0, 2, 3] });
+      corr = b.op("Transpose", [b.op("Conv", [xT, gT], corrAttrs)], { perm: [1, 0, 2, 3] });
     } else {
-      const xT = b.op("Reshape", [
-        b.op("Transpose", [padded], { perm: [1, 0, 2, 3] }),
-        b.ints([1, -1, hp, wp]),
-      ]);
-      corr = b.op("Conv", [xT, gT], {
-        dilations: [sh, sw],
-        strides: [1, 1],
-        pads: [0, 0, 0, 0],
-        group: g.group,
-      });
+      corr = b.op("Conv", [b.op("Reshape", [xT, b.ints([1, -1, xShape[2]!, xShape[3]!])]), gT], corrAttrs);
     }
     if (extentH !== kh || extentW !== kw) {
       corr = b.op("Slice", [corr, b.ints([0, 0]), b.ints([kh, kw]), b.ints([2, 3])]);
