@@ -143,6 +143,21 @@ export function convTensors(graph: Graph): { name: string; dims: number[]; data:
   return out;
 }
 
+/**
+ * Writes result files and formats them with the project's biome settings, so that `npm run lint` (which checks
+ * benchmarks/) stays clean after a run.
+ */
+export async function writeResults(files: Record<string, string>): Promise<void> {
+  for (const [file, text] of Object.entries(files)) await writeFile(file, text);
+  const biome = path.resolve(
+    path.dirname(new URL(import.meta.url).pathname),
+    "../../node_modules/.bin/biome",
+  );
+  await run(biome, ["format", "--write", ...Object.keys(files)]).catch((err: Error) => {
+    process.stderr.write(`[bench] results written but not formatted (${err.message.split("\n")[0]})\n`);
+  });
+}
+
 export function fmt(x: number | undefined, digits = 1): string {
   return x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(digits);
 }

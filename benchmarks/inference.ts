@@ -25,9 +25,11 @@ import {
   type GraphNode,
   int64Tensor,
   type Tensor,
+  tensorSize,
 } from "../src/model/onnx-graph.js";
 import { createSession, ort } from "../src/model/ort.js";
 import { calibrate, calibrationInputs, executedOpCounts, quantizeGraph } from "../src/model/quantize.js";
+import { inferShapes } from "../src/model/shapes.js";
 import { normalisationOf } from "../src/model/teacher.js";
 import { findRegions } from "../src/pipeline/regions.js";
 import { buildScoringGraph, Scorer } from "../src/pipeline/scorer.js";
@@ -41,8 +43,10 @@ import {
   median,
   peakRssMib,
   runJsonChild,
+  writeResults,
   writeSafetensors,
 } from "./common.js";
+import { buildDotProductScoringGraph } from "./scoring-variants.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/benchmarks
 const REPO = path.resolve(HERE, "../..");
@@ -59,10 +63,14 @@ type Backbone = "mobilenet_v2" | "resnet18";
 
 /** What a child process measures; passed as JSON on its command line. */
 interface ChildSpec {
-  kind: "stpmd" | "floor" | "matmul" | "experiments" | "preprocess";
+  kind: "stpmd" | "floor" | "matmul" | "variant" | "preprocess";
   label: string;
   teacher?: string;
   student?: string;
+  teacherInt8?: string;
+  studentInt8?: string;
+  /** Float teacher with the same output sizes as `teacher`, for shape inference. */
+  shapesFrom?: string;
   mean?: number[];
   std?: number[];
   threshold?: number;
@@ -255,87 +263,151 @@ async function childFloor(spec: ChildSpec, frames: Uint8Array[]): Promise<Partia
       i,
     );
   }
+  // the six feature maps go into tensors allocated once per batch size: a floor should not pay for handing
+  // megabytes of fresh output buffers to JavaScript on every run
+  // output sizes from the float teacher (shape inference knows only the float ops; int8 has the same sizes)
+  const teacher = await readGraph(spec.shapesFrom ?? spec.teacher!);
+  const outputs = new Map<number, Record<string, ort.Tensor>>();
+  const outputsFor = (batch: number): Record<string, ort.Tensor> => {
+    let o = outputs.get(batch);
+    if (!o) {
+      const shapes = inferShapes(teacher, [batch, 3, SIZE, SIZE]);
+      o = {};
+      for (const prefix of ["t/", "s/"]) {
+        for (const out of teacher.outputs) {
+          const dims = shapes.get(out.name)!;
+          o[`${prefix}${out.name}`] = new ort.Tensor("float32", new Float32Array(tensorSize(dims)), dims);
+        }
+      }
+      outputs.set(batch, o);
+    }
+    return o;
+  };
   const results = await timeBatches(spec, async (batch) => {
-    await session.run({
-      x: new ort.Tensor("float32", x.subarray(0, batch * 3 * SIZE * SIZE), [batch, 3, SIZE, SIZE]),
-    });
+    await session.run(
+      { x: new ort.Tensor("float32", x.subarray(0, batch * 3 * SIZE * SIZE), [batch, 3, SIZE, SIZE]) },
+      outputsFor(batch),
+    );
     return {};
   });
   await session.release();
-  return { engine: `onnxruntime-node ${ort.env.versions.common} (features only)`, results };
+  return {
+    engine: `onnxruntime-node ${ort.env.versions.common} (features only, into reused output tensors)`,
+    results,
+  };
 }
 
-/** Peak compute: one 2048² fp32 MatMul and one 2048² uint8×int8 MatMulInteger, in ONNX Runtime. */
-async function childMatmul(spec: ChildSpec): Promise<Partial<ChildResult>> {
-  const n = 2048;
-  const rng = new Random(7);
-  const bF = new Float32Array(n * n).map(() => rng.normal());
-  const bInt = new Float32Array(n * n).map(() => Math.round(rng.next() * 254 - 127));
+/** One n×n·n×n product in ORT: fp32 MatMul, or uint8×int8 MatMulInteger; returns the fastest run in ms. */
+async function timeMatmul(n: number, int8: boolean, spec: ChildSpec): Promise<number> {
+  const rng = new Random(7 + n);
+  const graph: Graph = int8
+    ? {
+        nodes: [
+          { op: "Cast", inputs: ["b_stored"], outputs: ["b"], attrs: { to: 3 } },
+          { op: "MatMulInteger", inputs: ["a", "b"], outputs: ["y32"], attrs: {} },
+          // the IR declares no int32 outputs: hand back one element as float (ORT computes the whole product)
+          { op: "Slice", inputs: ["y32", "zeros", "ones"], outputs: ["corner"], attrs: {} },
+          { op: "Cast", inputs: ["corner"], outputs: ["y"], attrs: { to: 1 } },
+        ],
+        initializers: new Map([
+          [
+            "b_stored",
+            { dims: [n, n], data: new Float32Array(n * n).map(() => Math.round(rng.next() * 254 - 127)) },
+          ],
+          ["zeros", int64Tensor([0, 0])],
+          ["ones", int64Tensor([1, 1])],
+        ]),
+        inputs: [{ name: "a", dims: [n, n], elemType: "uint8" }],
+        outputs: [{ name: "y", dims: [1, 1] }],
+        metadata: {},
+        opset: 17,
+      }
+    : {
+        nodes: [{ op: "MatMul", inputs: ["a", "b"], outputs: ["y"], attrs: {} }],
+        initializers: new Map([
+          ["b", { dims: [n, n], data: new Float32Array(n * n).map(() => rng.normal()) }],
+        ]),
+        inputs: [{ name: "a", dims: [n, n] }],
+        outputs: [{ name: "y", dims: [n, n] }],
+        metadata: {},
+        opset: 17,
+      };
+  const session = await createSession(encodeModel(graph));
+  const a = int8
+    ? new ort.Tensor(
+        "uint8",
+        new Uint8Array(n * n).map(() => Math.floor(rng.next() * 256)),
+        [n, n],
+      )
+    : new ort.Tensor(
+        "float32",
+        new Float32Array(n * n).map(() => rng.normal()),
+        [n, n],
+      );
+  const fetches = int8 ? undefined : { y: new ort.Tensor("float32", new Float32Array(n * n), [n, n]) };
+  const ts: number[] = [];
+  for (let i = 0; i < spec.warmup + spec.runs; i++) {
+    const t0 = performance.now();
+    await (fetches ? session.run({ a }, fetches) : session.run({ a }));
+    if (i >= spec.warmup) ts.push(performance.now() - t0);
+  }
+  await session.release();
+  // a peak is the best the machine does: the fastest run, not the median
+  return Math.min(...ts);
+}
+
+/** One 3×3 convolution, 256 → 256 channels on 16×16 maps, batch 32 (a ResNet layer3 shape): fastest run, ms. */
+async function timeConv(spec: ChildSpec): Promise<{ ms: number; flops: number }> {
+  const [c, hw, n] = [256, 16, 32];
+  const rng = new Random(11);
   const graph: Graph = {
     nodes: [
-      { op: "MatMul", inputs: ["a", "b"], outputs: ["y"], attrs: {} },
-      { op: "Cast", inputs: ["b8_stored"], outputs: ["b8"], attrs: { to: 3 } },
-      { op: "MatMulInteger", inputs: ["a8", "b8"], outputs: ["y32"], attrs: {} },
-      // the IR declares no int32 outputs: hand back one element as float (ORT still computes the whole product)
-      { op: "Slice", inputs: ["y32", "zeros", "ones"], outputs: ["y32_corner"], attrs: {} },
-      { op: "Cast", inputs: ["y32_corner"], outputs: ["y8"], attrs: { to: 1 } },
+      { op: "Conv", inputs: ["x", "w"], outputs: ["y"], attrs: { kernel_shape: [3, 3], pads: [1, 1, 1, 1] } },
     ],
     initializers: new Map([
-      ["b", { dims: [n, n], data: bF }],
-      ["b8_stored", { dims: [n, n], data: bInt }],
-      ["zeros", int64Tensor([0, 0])],
-      ["ones", int64Tensor([1, 1])],
+      ["w", { dims: [c, c, 3, 3], data: new Float32Array(c * c * 9).map(() => rng.normal() * 0.03) }],
     ]),
-    inputs: [
-      { name: "a", dims: [n, n] },
-      { name: "a8", dims: [n, n], elemType: "uint8" },
-    ],
-    outputs: [{ name: "y", dims: [n, n] }],
+    inputs: [{ name: "x", dims: [n, c, hw, hw] }],
+    outputs: [{ name: "y", dims: [n, c, hw, hw] }],
     metadata: {},
     opset: 17,
   };
-  // two graphs so each op is timed alone
-  const fp32 = await createSession(
-    encodeModel({ ...graph, nodes: [graph.nodes[0]!], inputs: [graph.inputs[0]!] }),
-  );
-  const int8 = await createSession(
-    encodeModel({
-      ...graph,
-      nodes: graph.nodes.slice(1),
-      inputs: [graph.inputs[1]!],
-      outputs: [{ name: "y8", dims: [1, 1] }],
-    }),
-  );
-  const a = new ort.Tensor(
+  const session = await createSession(encodeModel(graph));
+  const x = new ort.Tensor(
     "float32",
-    new Float32Array(n * n).map(() => rng.normal()),
-    [n, n],
+    new Float32Array(n * c * hw * hw).map(() => rng.normal()),
+    [n, c, hw, hw],
   );
-  const a8 = new ort.Tensor(
-    "uint8",
-    new Uint8Array(n * n).map(() => Math.floor(rng.next() * 256)),
-    [n, n],
-  );
-  // a peak is the best the machine does: the fastest of the runs, not their median
-  const time = async (fn: () => Promise<unknown>): Promise<number> => {
-    const ts: number[] = [];
-    for (let i = 0; i < spec.warmup + spec.runs; i++) {
-      const t0 = performance.now();
-      await fn();
-      if (i >= spec.warmup) ts.push(performance.now() - t0);
-    }
-    return Math.min(...ts);
-  };
-  const msF = await time(() => fp32.run({ a }));
-  const msI = await time(() => int8.run({ a8 }));
-  const ops = 2 * n ** 3;
+  const fetches = { y: new ort.Tensor("float32", new Float32Array(n * c * hw * hw), [n, c, hw, hw]) };
+  const ts: number[] = [];
+  for (let i = 0; i < spec.warmup + spec.runs; i++) {
+    const t0 = performance.now();
+    await session.run({ x }, fetches);
+    if (i >= spec.warmup) ts.push(performance.now() - t0);
+  }
+  await session.release();
+  return { ms: Math.min(...ts), flops: 2 * c * c * 9 * hw * hw * n };
+}
+
+/**
+ * Peak compute of this machine in ORT: square fp32 MatMul and uint8×int8 MatMulInteger at n = 1024 and 2048, and
+ * (for fp32) one large 3×3 convolution, which MLAS runs faster than its GEMM; the best of them counts.
+ */
+async function childMatmul(spec: ChildSpec): Promise<Partial<ChildResult>> {
+  const rows: { kernel: string; fp32_gflops?: number; int8_gops?: number }[] = [];
+  for (const n of [1024, 2048]) {
+    const ops = 2 * n ** 3;
+    rows.push({ kernel: `MatMul ${n}`, fp32_gflops: ops / (await timeMatmul(n, false, spec)) / 1e6 });
+    rows.push({ kernel: `MatMulInteger ${n}`, int8_gops: ops / (await timeMatmul(n, true, spec)) / 1e6 });
+  }
+  const conv = await timeConv(spec);
+  rows.push({ kernel: "Conv 3×3 256→256 16² batch 32", fp32_gflops: conv.flops / conv.ms / 1e6 });
   return {
     engine: `onnxruntime-node ${ort.env.versions.common}`,
     results: [],
-    fp32_matmul_ms: msF,
-    fp32_peak_gflops: ops / msF / 1e6,
-    int8_matmul_ms: msI,
-    int8_peak_gops: ops / msI / 1e6,
+    kernels: rows,
+    fp32_peak_gflops: Math.max(...rows.map((r) => r.fp32_gflops ?? 0)),
+    int8_peak_gops: Math.max(...rows.map((r) => r.int8_gops ?? 0)),
   };
 }
 
@@ -352,78 +424,83 @@ async function childPreprocess(spec: ChildSpec, frames: Uint8Array[]): Promise<P
   return { results: [], sharp_concurrency: sharp.concurrency(), modes: out };
 }
 
-/** Session-option variants of the fused fp32 scoring graph, score() only, same frames. */
-async function childExperiments(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
-  const teacher = await readGraph(spec.teacher!);
-  const student = await readGraph(spec.student!);
-  const model = encodeModel(
-    buildScoringGraph(teacher, student, { height: SIZE, width: SIZE, mean: spec.mean!, std: spec.std! }),
-  );
-  const maxBatch = Math.max(...spec.batches);
-  const packed = new Uint8Array(maxBatch * SIZE * SIZE * 3);
-  await resizeInto(frames, maxBatch, packed, "sequential");
-  const base: ort.InferenceSession.SessionOptions = {
+/** How one fast-path experiment differs from stpmd's own Scorer session. */
+interface Variant {
+  options?: ort.InferenceSession.SessionOptions;
+  precision?: "fp32" | "int8";
+  /** "dot": buildDotProductScoringGraph instead of buildScoringGraph. */
+  graph?: "stpmd" | "dot";
+  /** Reuse output tensors between runs (ORT writes into them). */
+  preallocate?: boolean;
+}
+
+const VARIANTS: Record<string, Variant> = {
+  "baseline (Scorer's session: level all, default threads)": {},
+  "intraOpNumThreads 1": { options: { intraOpNumThreads: 1 } },
+  "intraOpNumThreads 2": { options: { intraOpNumThreads: 2 } },
+  "executionMode parallel, interOpNumThreads 2": {
+    options: { executionMode: "parallel", interOpNumThreads: 2 },
+  },
+  "graphOptimizationLevel extended": { options: { graphOptimizationLevel: "extended" } },
+  "enableCpuMemArena false": { options: { enableCpuMemArena: false } },
+  "enableMemPattern false": { options: { enableMemPattern: false } },
+  "no spinning (session.intra_op.allow_spinning 0)": {
+    options: { extra: { session: { intra_op: { allow_spinning: "0" } } } },
+  },
+  "denormals as zero (session.set_denormal_as_zero 1)": {
+    options: { extra: { session: { set_denormal_as_zero: "1" } } },
+  },
+  "pre-allocated, reused output tensors": { preallocate: true },
+  "dot-product distance graph": { graph: "dot" },
+  "int8 baseline": { precision: "int8" },
+  "int8 + dot-product distance graph": { precision: "int8", graph: "dot" },
+  "int8 + dot-product + pre-allocated outputs": { precision: "int8", graph: "dot", preallocate: true },
+  "baseline again (drift check)": {},
+};
+
+/** One fast-path variant of the fused scoring session, `session.run` only, in a fresh process. */
+async function childVariant(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
+  const v = VARIANTS[spec.label]!;
+  const int8 = v.precision === "int8";
+  const teacher = await readGraph(int8 ? spec.teacherInt8! : spec.teacher!);
+  const student = await readGraph(int8 ? spec.studentInt8! : spec.student!);
+  const opts = { height: SIZE, width: SIZE, mean: spec.mean!, std: spec.std! };
+  const graph =
+    v.graph === "dot"
+      ? buildDotProductScoringGraph(teacher, student, opts)
+      : buildScoringGraph(teacher, student, opts);
+  const session = await ort.InferenceSession.create(encodeModel(graph), {
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     logSeverityLevel: 3,
+    ...v.options,
+  });
+  const maxBatch = Math.max(...spec.batches);
+  const packed = new Uint8Array(maxBatch * SIZE * SIZE * 3);
+  await resizeInto(frames, maxBatch, packed, "sequential");
+  const outputs = new Map<number, Record<string, ort.Tensor>>();
+  const outputsFor = (batch: number): Record<string, ort.Tensor> => {
+    let o = outputs.get(batch);
+    if (!o) {
+      o = {
+        anomaly_map: new ort.Tensor("float32", new Float32Array(batch * SIZE * SIZE), [batch, SIZE, SIZE]),
+        score: new ort.Tensor("float32", new Float32Array(batch), [batch]),
+      };
+      outputs.set(batch, o);
+    }
+    return o;
   };
-  const variants: [string, ort.InferenceSession.SessionOptions][] = [
-    ["baseline (as createSession: level all, default threads)", base],
-    ["graphOptimizationLevel extended", { ...base, graphOptimizationLevel: "extended" }],
-    ["graphOptimizationLevel basic", { ...base, graphOptimizationLevel: "basic" }],
-    ["intraOpNumThreads 1", { ...base, intraOpNumThreads: 1 }],
-    ["intraOpNumThreads 2", { ...base, intraOpNumThreads: 2 }],
-    ["executionMode parallel, interOp 2", { ...base, executionMode: "parallel", interOpNumThreads: 2 }],
-    ["enableCpuMemArena false", { ...base, enableCpuMemArena: false }],
-    ["enableMemPattern false", { ...base, enableMemPattern: false }],
-    [
-      "no spinning (session.intra_op.allow_spinning 0)",
-      { ...base, extra: { session: { intra_op: { allow_spinning: "0" } } } },
-    ],
-    ["denormals as zero", { ...base, extra: { session: { set_denormal_as_zero: "1" } } }],
-  ];
-  const out: Record<string, unknown> = {};
-  for (const [name, opts] of variants) {
-    const session = await ort.InferenceSession.create(model, opts);
-    out[name] = await timeBatches(spec, async (batch) => {
-      await session.run({
-        frames: new ort.Tensor("uint8", packed.subarray(0, batch * SIZE * SIZE * 3), [batch, SIZE, SIZE, 3]),
-      });
-      return {};
-    });
-    await session.release();
-  }
-  // pre-allocated output tensors, reused between runs (ORT writes into them instead of allocating)
-  const session = await ort.InferenceSession.create(model, base);
-  const fetchesFor = new Map<number, Record<string, ort.Tensor>>();
-  try {
-    out["pre-allocated outputs"] = await timeBatches(spec, async (batch) => {
-      let fetches = fetchesFor.get(batch);
-      if (!fetches) {
-        fetches = {
-          anomaly_map: new ort.Tensor("float32", new Float32Array(batch * SIZE * SIZE), [batch, SIZE, SIZE]),
-          score: new ort.Tensor("float32", new Float32Array(batch), [batch]),
-        };
-        fetchesFor.set(batch, fetches);
-      }
-      await session.run(
-        {
-          frames: new ort.Tensor("uint8", packed.subarray(0, batch * SIZE * SIZE * 3), [
-            batch,
-            SIZE,
-            SIZE,
-            3,
-          ]),
-        },
-        fetches,
-      );
-      return {};
-    });
-  } catch (err) {
-    out["pre-allocated outputs"] = { error: err instanceof Error ? err.message : String(err) };
-  }
+  let score0 = Number.NaN;
+  const results = await timeBatches(spec, async (batch) => {
+    const feeds = {
+      frames: new ort.Tensor("uint8", packed.subarray(0, batch * SIZE * SIZE * 3), [batch, SIZE, SIZE, 3]),
+    };
+    const out = v.preallocate ? await session.run(feeds, outputsFor(batch)) : await session.run(feeds);
+    score0 = (out.score!.data as Float32Array)[0]!;
+    return {};
+  });
   await session.release();
-  return { results: [], variants: out };
+  return { results, check_score0: score0 };
 }
 
 async function childMain(spec: ChildSpec): Promise<void> {
@@ -434,7 +511,7 @@ async function childMain(spec: ChildSpec): Promise<void> {
   else if (spec.kind === "floor") r = await childFloor(spec, frames);
   else if (spec.kind === "matmul") r = await childMatmul(spec);
   else if (spec.kind === "preprocess") r = await childPreprocess(spec, frames);
-  else r = await childExperiments(spec, frames);
+  else r = await childVariant(spec, frames);
   const result = { label: spec.label, ...r, peak_rss_mib: peakRssMib(), rss_after_frames_mib: rssFrames };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
@@ -607,16 +684,16 @@ async function main(): Promise<void> {
   const batches = quick ? [1, 8] : [1, 8, 32];
   const runs = quick ? 2 : 5;
   const warmup = quick ? 1 : 3;
+  const rounds = quick ? 1 : 2;
   const frames = await benchFrames();
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-"));
   const stateBefore = await machineState();
   log(`machine: ${stateBefore.uptime}`);
   const common = { frames, batches, runs, warmup };
 
-  const matmul = (await runJsonChild(
-    process.execPath,
-    childArgs({ kind: "matmul", label: "peak", ...common }),
-  )) as ChildResult;
+  const peakSpec = { kind: "matmul" as const, label: "peak", ...common, runs: 10, warmup: 2 };
+  const peakBefore = (await runJsonChild(process.execPath, childArgs(peakSpec))) as ChildResult;
+  const matmul = peakBefore;
   log(
     `peak fp32 MatMul ${fmt(matmul.fp32_peak_gflops as number)} GFLOP/s, int8 ${fmt(matmul.int8_peak_gops as number)} GOP/s`,
   );
@@ -630,94 +707,135 @@ async function main(): Promise<void> {
   const backbones: Record<string, unknown>[] = [];
   for (const backbone of values.backbones.split(",") as Backbone[]) {
     const p = await prepare(backbone, work, log);
-    const contenders: ChildResult[] = [];
-    const node = async (spec: Omit<ChildSpec, keyof typeof common>): Promise<void> => {
-      log(`${backbone}: ${spec.label}`);
-      contenders.push(
-        (await runJsonChild(process.execPath, childArgs({ ...spec, ...common }))) as ChildResult,
-      );
-    };
     const base = { mean: p.mean, std: p.std, threshold: p.threshold, resize: resizeMode };
-    await node({
-      kind: "stpmd",
-      label: "stpmd fp32",
-      teacher: p.files.fp32[0],
-      student: p.files.fp32[1],
-      ...base,
-    });
-    await node({
-      kind: "stpmd",
-      label: "stpmd int8",
-      teacher: p.files.int8[0],
-      student: p.files.int8[1],
-      ...base,
-    });
-    await node({
-      kind: "floor",
-      label: "ORT floor fp32",
-      teacher: p.files.fp32[0],
-      student: p.files.fp32[1],
-      ...base,
-    });
-    await node({
-      kind: "floor",
-      label: "ORT floor int8",
-      teacher: p.files.int8[0],
-      student: p.files.int8[1],
-      ...base,
-    });
-    if (!values["skip-torch"]) {
-      for (const layout of ["nchw", "channels_last"]) {
-        log(`${backbone}: torch ${layout}`);
-        const r = (await runJsonChild(VENV_PYTHON, [
-          path.join(REPO, "benchmarks/torch_infer.py"),
-          "--arch",
-          backbone,
-          "--teacher-convs",
-          p.convWeights[0],
-          "--student-convs",
-          p.convWeights[1],
-          "--layout",
-          layout,
-          "--batches",
-          batches.join(","),
-          "--runs",
-          String(runs),
-          "--warmup",
-          String(warmup),
-          "--threads",
-          "2",
-          "--frames",
-          ...frames,
-        ])) as ChildResult;
-        contenders.push({ ...r, label: `PyTorch eager ${layout}` });
-      }
-    }
-    let experiments: ChildResult | undefined;
-    if (backbone === "mobilenet_v2") {
-      log(`${backbone}: session-option experiments`);
-      experiments = (await runJsonChild(
-        process.execPath,
-        childArgs({
-          kind: "experiments",
-          label: "session options, fused fp32 graph, score() only",
+    const torchRun = (layout: string) => (): Promise<unknown> =>
+      runJsonChild(VENV_PYTHON, [
+        path.join(REPO, "benchmarks/torch_infer.py"),
+        "--arch",
+        backbone,
+        "--teacher-convs",
+        p.convWeights[0],
+        "--student-convs",
+        p.convWeights[1],
+        "--layout",
+        layout,
+        "--batches",
+        batches.join(","),
+        "--runs",
+        String(runs),
+        "--warmup",
+        String(warmup),
+        "--threads",
+        "2",
+        "--frames",
+        ...frames,
+      ]);
+    const nodeRun = (spec: Omit<ChildSpec, keyof typeof common>) => (): Promise<unknown> =>
+      runJsonChild(process.execPath, childArgs({ ...spec, ...common }));
+    const plan: [string, () => Promise<unknown>][] = [
+      [
+        "stpmd fp32",
+        nodeRun({
+          kind: "stpmd",
+          label: "stpmd fp32",
           teacher: p.files.fp32[0],
           student: p.files.fp32[1],
           ...base,
-          ...common,
-          batches: [1, 8],
         }),
-      )) as ChildResult;
+      ],
+      [
+        "stpmd int8",
+        nodeRun({
+          kind: "stpmd",
+          label: "stpmd int8",
+          teacher: p.files.int8[0],
+          student: p.files.int8[1],
+          ...base,
+        }),
+      ],
+      [
+        "ORT floor fp32",
+        nodeRun({
+          kind: "floor",
+          label: "ORT floor fp32",
+          teacher: p.files.fp32[0],
+          student: p.files.fp32[1],
+          ...base,
+        }),
+      ],
+      [
+        "ORT floor int8",
+        nodeRun({
+          kind: "floor",
+          label: "ORT floor int8",
+          teacher: p.files.int8[0],
+          student: p.files.int8[1],
+          shapesFrom: p.files.fp32[0],
+          ...base,
+        }),
+      ],
+      ...(values["skip-torch"]
+        ? []
+        : ([
+            ["PyTorch eager nchw", torchRun("nchw")],
+            ["PyTorch eager channels_last", torchRun("channels_last")],
+          ] as [string, () => Promise<unknown>][])),
+    ];
+    // the whole line-up `rounds` times in turn, runs pooled: drift of a shared machine hits every contender alike
+    const contenderRounds: ChildResult[][] = [];
+    for (let round = 0; round < rounds; round++) {
+      const results: ChildResult[] = [];
+      for (const [label, run] of plan) {
+        log(`${backbone}: ${label} (round ${round + 1}/${rounds})`);
+        results.push({ ...((await run()) as ChildResult), label });
+      }
+      contenderRounds.push(results);
+    }
+    const contenders = pooled(contenderRounds);
+    const experiments: ChildResult[] = [];
+    if (backbone === "mobilenet_v2") {
+      // every variant twice, in two interleaved rounds, so that drift of the machine hits them all alike
+      const variantRounds: ChildResult[][] = [];
+      for (let round = 0; round < rounds; round++) {
+        const results: ChildResult[] = [];
+        for (const label of Object.keys(VARIANTS)) {
+          log(`${backbone}: variant ${label} (round ${round + 1})`);
+          results.push(
+            (await runJsonChild(
+              process.execPath,
+              childArgs({
+                kind: "variant",
+                label,
+                teacher: p.files.fp32[0],
+                student: p.files.fp32[1],
+                teacherInt8: p.files.int8[0],
+                studentInt8: p.files.int8[1],
+                ...base,
+                ...common,
+                batches: [1, 8],
+                runs: quick ? 2 : 7,
+              }),
+            )) as ChildResult,
+          );
+        }
+        variantRounds.push(results);
+      }
+      experiments.push(...pooled(variantRounds));
     }
     backbones.push({ ...p, contenders, experiments });
   }
   await rm(work, { recursive: true, force: true });
+  // the peak once more at the end: the machine's speed drifts, the better measurement of the two counts
+  const peakAfter = (await runJsonChild(process.execPath, childArgs(peakSpec))) as ChildResult;
+  matmul.fp32_peak_gflops = Math.max(matmul.fp32_peak_gflops as number, peakAfter.fp32_peak_gflops as number);
+  matmul.int8_peak_gops = Math.max(matmul.int8_peak_gops as number, peakAfter.int8_peak_gops as number);
+  matmul.kernels_after = peakAfter.kernels;
   const stateAfter = await machineState();
   const report = {
     benchmark: "stpmd end-to-end inference",
     quick,
     input: `${frames.length} bottle test PNGs (${CAMERA}×${CAMERA}), decoded once; model input ${SIZE}×${SIZE}`,
-    method: `median of ${runs} runs after ${warmup} warm-up runs per batch size; each contender in its own process`,
+    method: `median of ${rounds}×${runs} runs (${rounds} rounds of the whole line-up, each contender in its own process, ${warmup} warm-up runs per batch size)`,
     machine: machineInfo(),
     load_before: stateBefore,
     load_after: stateAfter,
@@ -729,9 +847,42 @@ async function main(): Promise<void> {
   };
   await mkdir(RESULTS, { recursive: true });
   const stem = quick ? "inference-quick" : "inference";
-  await writeFile(path.join(RESULTS, `${stem}.json`), `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(path.join(RESULTS, `${stem}.md`), markdown(report));
+  await writeResults({
+    [path.join(RESULTS, `${stem}.json`)]: `${JSON.stringify(report, null, 2)}\n`,
+    [path.join(RESULTS, `${stem}.md`)]: markdown(report),
+  });
   log(`wrote ${path.join(RESULTS, `${stem}.json`)} and .md`);
+}
+
+/** Per variant, the runs of all rounds together, with medians recomputed over them. */
+function pooled(rounds: ChildResult[][]): ChildResult[] {
+  return rounds[0]!.map((first, i) => ({
+    ...first,
+    rounds: rounds.length,
+    peak_rss_mib: Math.max(...rounds.map((round) => round[i]!.peak_rss_mib)),
+    results: first.results.map((r, j) => {
+      const runs = rounds.flatMap((round) => round[i]!.results[j]!.runs_ms);
+      const med = median(runs);
+      return {
+        batch: r.batch,
+        runs_ms: runs,
+        round_medians_ms: rounds.map((round) => round[i]!.results[j]!.median_ms),
+        ...(r.stages_ms
+          ? {
+              stages_ms: Object.fromEntries(
+                Object.keys(r.stages_ms).map((k) => [
+                  k,
+                  median(rounds.map((round) => round[i]!.results[j]!.stages_ms![k]!)),
+                ]),
+              ),
+            }
+          : {}),
+        median_ms: med,
+        ms_per_frame: med / r.batch,
+        frames_per_s: (1000 * r.batch) / med,
+      };
+    }),
+  }));
 }
 
 function fasterResize(pre: ChildResult): "sequential" | "parallel" {
@@ -752,7 +903,7 @@ function markdown(report: Record<string, unknown>): string {
     `Load before: \`${(report.load_before as Record<string, unknown>).uptime}\` (retrain processes running: ${(report.load_before as Record<string, unknown>).retrain_processes_running}); ` +
       `after: \`${(report.load_after as Record<string, unknown>).uptime}\`.`,
     "",
-    `Peak (ORT, 2048² MatMul, fastest of the runs): fp32 ${fmt(peak.fp32_peak_gflops)} GFLOP/s, uint8×int8 MatMulInteger ${fmt(peak.int8_peak_gops)} GOP/s.`,
+    `Peak (ORT; best of MatMul n = 1024/2048, a large 3×3 Conv, and MatMulInteger n = 1024/2048, at the start and the end): fp32 ${fmt(peak.fp32_peak_gflops)} GFLOP/s, uint8×int8 ${fmt(peak.int8_peak_gops)} GOP/s. The "% of peak" column divides conv FLOPs × frames/s by these.`,
     "",
   ];
   const pre = report.preprocess as Record<string, unknown>;
@@ -818,24 +969,23 @@ function markdown(report: Record<string, unknown>): string {
       `Score of frame 0 (sanity check that the contenders compute the same thing): ${check}.`,
       "",
     );
-    const exp = b.experiments as ChildResult | undefined;
-    if (exp) {
+    const exp = b.experiments as ChildResult[];
+    if (exp.length) {
+      const base = exp[0]!.results;
       lines.push(
-        "### Session options (fused fp32 scoring graph, `session.run` only)",
+        "### Fast-path experiments (fused scoring graph, `session.run` only, one process each, median of the runs)",
         "",
-        "| variant | b1 ms | b8 ms/frame |",
-        "|---|---:|---:|",
+        "| variant | b1 ms | b8 ms/frame | b1 vs baseline | b8 vs baseline | score of frame 0 |",
+        "|---|---:|---:|---:|---:|---:|",
       );
-      for (const [name, rs] of Object.entries(
-        exp.variants as Record<string, BatchResult[] | { error: string }>,
-      )) {
-        if (!Array.isArray(rs)) {
-          lines.push(`| ${name} | error: ${rs.error} | |`);
-          continue;
-        }
-        const r1 = rs.find((r) => r.batch === 1);
-        const r8 = rs.find((r) => r.batch === 8);
-        lines.push(`| ${name} | ${fmt(r1?.median_ms, 2)} | ${fmt(r8?.ms_per_frame, 2)} |`);
+      for (const e of exp) {
+        const r1 = e.results.find((r) => r.batch === 1);
+        const r8 = e.results.find((r) => r.batch === 8);
+        const speedup = (r: BatchResult | undefined, batch: number): string =>
+          r ? `${fmt(base.find((x) => x.batch === batch)!.median_ms / r.median_ms, 2)}×` : "–";
+        lines.push(
+          `| ${e.label} | ${fmt(r1?.median_ms, 2)} | ${fmt(r8?.ms_per_frame, 2)} | ${speedup(r1, 1)} | ${speedup(r8, 8)} | ${fmt(e.check_score0, 5)} |`,
+        );
       }
       lines.push("");
     }

@@ -8,14 +8,14 @@
  * (<model>-int8, <model>-int8-p9999).
  */
 import { execFile } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { createLogger } from "../src/log.js";
 import { CALIBRATION_DEFAULTS, quantizeBundle } from "../src/model/quantize.js";
-import { fmt, machineInfo, machineState } from "./common.js";
+import { fmt, machineInfo, machineState, writeResults } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -47,7 +47,11 @@ async function evaluateWithCli(model: string): Promise<EvalReport> {
       env: { ...process.env, STPMD_LOG_LEVEL: "warn" },
     },
   );
-  return JSON.parse(await readFile(json, "utf8")) as EvalReport;
+  try {
+    return JSON.parse(await readFile(json, "utf8")) as EvalReport;
+  } finally {
+    await rm(json, { force: true });
+  }
 }
 
 async function main(): Promise<void> {
@@ -95,7 +99,6 @@ async function main(): Promise<void> {
     rows,
   };
   await mkdir(RESULTS, { recursive: true });
-  await writeFile(path.join(RESULTS, "int8-accuracy.json"), `${JSON.stringify(report, null, 2)}\n`);
   const lines = [
     "# int8 vs fp32 on MVTec AD bottle",
     "",
@@ -111,7 +114,10 @@ async function main(): Promise<void> {
     `Load before: \`${before.uptime}\`, after: \`${report.load_after.uptime}\`.`,
     "",
   ];
-  await writeFile(path.join(RESULTS, "int8-accuracy.md"), lines.join("\n"));
+  await writeResults({
+    [path.join(RESULTS, "int8-accuracy.json")]: `${JSON.stringify(report, null, 2)}\n`,
+    [path.join(RESULTS, "int8-accuracy.md")]: `${lines.join("\n")}\n`,
+  });
   process.stdout.write(lines.join("\n"));
 }
 

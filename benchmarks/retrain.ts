@@ -8,7 +8,7 @@
  * `stpmd retrain` spends, validation scoring included; the validation part is measured separately to give the
  * training-only time. Writes benchmarks/results/retrain.json and .md (retrain-quick.* with --quick).
  */
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -28,7 +28,7 @@ import { Random } from "../src/train/random.js";
 import { RETRAIN_DEFAULTS, retrain, splitTrainVal } from "../src/train/retrain.js";
 import { initStudent } from "../src/train/student.js";
 import { buildTrainingGraph, studentLayout } from "../src/train/training-graph.js";
-import { fmt, machineInfo, machineState, median, peakRssMib, runJsonChild } from "./common.js";
+import { fmt, machineInfo, machineState, median, peakRssMib, runJsonChild, writeResults } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -73,13 +73,24 @@ async function validationSeconds(bundleDir: string, files: string[], repeats: nu
   return median(times);
 }
 
+interface StepResult {
+  variant: string;
+  step_s: number;
+  steps_s: number[];
+  user_s: number;
+  system_s: number;
+  peak_rss_mib: number;
+}
+
 /** Session options tried on the training step (each in its own process, for its peak RSS). */
 const STEP_VARIANTS: Record<string, ort.InferenceSession.SessionOptions> = {
-  "baseline (as createSession)": {},
-  "enableCpuMemArena false": { enableCpuMemArena: false },
-  "enableMemPattern false": { enableMemPattern: false },
-  "arena and mem pattern off": { enableCpuMemArena: false, enableMemPattern: false },
-  "no spinning": { extra: { session: { intra_op: { allow_spinning: "0" } } } },
+  "ORT defaults (memory pattern on, stpmd before 3334f99)": {},
+  "enableMemPattern false (stpmd's training session now)": { enableMemPattern: false },
+  "memory pattern and arena off": { enableMemPattern: false, enableCpuMemArena: false },
+  "memory pattern off, no spinning": {
+    enableMemPattern: false,
+    extra: { session: { intra_op: { allow_spinning: "0" } } },
+  },
 };
 
 /**
@@ -114,12 +125,14 @@ async function stepChild(variant: string, steps: number): Promise<void> {
     feeds[`gamma_${k}`] = floatInput(state.gammas[k]!, [1, c.channels, 1, 1]);
     feeds[`beta_${k}`] = floatInput(state.betas[k]!, [1, c.channels, 1, 1]);
   });
+  // ORT plans its memory during the first two runs of a shape; they are slow and not counted
+  const warmup = 2;
   const times: number[] = [];
   const cpu0 = process.cpuUsage();
-  for (let i = 0; i <= steps; i++) {
+  for (let i = 0; i < warmup + steps; i++) {
     const t0 = performance.now();
     await session.run(feeds);
-    if (i > 0) times.push((performance.now() - t0) / 1000);
+    if (i >= warmup) times.push((performance.now() - t0) / 1000);
   }
   const cpu = process.cpuUsage(cpu0);
   process.stdout.write(
@@ -163,6 +176,7 @@ async function main(): Promise<void> {
 
     log(`stpmd retrain, ${epochs} epochs on ${files.length} images`);
     const lines: LogLine[] = [];
+    const retrainStarted = Date.now(); // pino stamps lines with Date.now() too
     const summary = await retrain({
       ...RETRAIN_DEFAULTS,
       framesDir,
@@ -182,7 +196,7 @@ async function main(): Promise<void> {
       engine: `onnxruntime-node ${ort.env.versions.common}, one training graph with a hand-written backward pass`,
       train_images: summary.trainImages,
       val_images: summary.valImages,
-      load_and_cache_s: cached ? (cached.time - lines[0]!.time) / 1000 : Number.NaN,
+      load_and_cache_s: cached ? (cached.time - retrainStarted) / 1000 : Number.NaN,
       epoch_s: epochSeconds,
       median_epoch_s: median(epochSeconds),
       validation_s_measured_separately: valS,
@@ -209,15 +223,30 @@ async function main(): Promise<void> {
     }
     const steps: Record<string, unknown>[] = [];
     if (!values["skip-steps"]) {
-      for (const variant of Object.keys(STEP_VARIANTS)) {
-        log(`training step, ${variant}`);
-        steps.push(
-          (await runJsonChild(process.execPath, [
+      // two interleaved rounds, pooled: single step timings on this shared machine scatter by ±30 %
+      const rounds = quick ? 1 : 2;
+      const byVariant = new Map<string, StepResult[]>();
+      for (let round = 0; round < rounds; round++) {
+        for (const variant of Object.keys(STEP_VARIANTS)) {
+          log(`training step, ${variant} (round ${round + 1}/${rounds})`);
+          const r = (await runJsonChild(process.execPath, [
             fileURLToPath(import.meta.url),
             "--step-child",
             variant,
-          ])) as Record<string, unknown>,
-        );
+          ])) as StepResult;
+          byVariant.set(variant, [...(byVariant.get(variant) ?? []), r]);
+        }
+      }
+      for (const [variant, rs] of byVariant) {
+        steps.push({
+          variant,
+          step_s: median(rs.flatMap((r) => r.steps_s)),
+          steps_s: rs.flatMap((r) => r.steps_s),
+          user_s: median(rs.map((r) => r.user_s)),
+          system_s: median(rs.map((r) => r.system_s)),
+          peak_rss_mib: Math.max(...rs.map((r) => r.peak_rss_mib)),
+          processes: rs.length,
+        });
       }
     }
     const report = {
@@ -233,8 +262,10 @@ async function main(): Promise<void> {
     };
     await mkdir(RESULTS, { recursive: true });
     const stem = quick ? "retrain-quick" : "retrain";
-    await writeFile(path.join(RESULTS, `${stem}.json`), `${JSON.stringify(report, null, 2)}\n`);
-    await writeFile(path.join(RESULTS, `${stem}.md`), markdown(report));
+    await writeResults({
+      [path.join(RESULTS, `${stem}.json`)]: `${JSON.stringify(report, null, 2)}\n`,
+      [path.join(RESULTS, `${stem}.md`)]: markdown(report),
+    });
     log(`wrote ${path.join(RESULTS, `${stem}.json`)} and .md`);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -290,7 +321,7 @@ function markdown(r: {
   if (r.training_step_session_options.length) {
     lines.push(
       "",
-      "Session options on stpmd's training step (batch 32, one process each, median of 3 steps):",
+      "Session options on stpmd's training step (batch 32; two interleaved rounds of one process per variant, median of the 2×3 steps after 2 warm-up steps each; CPU times per process, warm-up included):",
       "",
       "| variant | s/step | user CPU s | system CPU s | peak RSS MiB |",
       "|---|---:|---:|---:|---:|",

@@ -103,7 +103,7 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         t1 = time.perf_counter()
         scores = val_scores(teacher, student, x_val, a.size)
         t2 = time.perf_counter()

@@ -7,6 +7,7 @@ import { runDemo } from "./demo/demo.js";
 import { errorMessage, isStpmdError } from "./errors.js";
 import { evaluate } from "./eval/evaluate.js";
 import { createLogger } from "./log.js";
+import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "./model/quantize.js";
 import { RETRAIN_DEFAULTS, retrain } from "./train/retrain.js";
 
 function intOption(name: string, min: number): (v: string) => number {
@@ -131,6 +132,47 @@ program
           `image F1-max ${r.image_f1_max.toFixed(4)} on ${r.num_images} images (${r.num_good} good, ${r.num_defective} defective) in ${r.seconds.toFixed(1)} s`,
       );
     }
+  });
+
+program
+  .command("quantize")
+  .description(
+    "Write an int8 copy of a model bundle: static QDQ quantization calibrated on normal frames, run by ONNX Runtime " +
+      "with integer kernels. The threshold is re-derived from int8 scores of the bundle's held-out images.",
+  )
+  .requiredOption("--model <dir>", "float model bundle to quantize")
+  .requiredOption("--frames <dir>", "folder of normal images to calibrate the activation ranges on")
+  .requiredOption("--out <dir>", "int8 bundle directory to write; replaced atomically")
+  .option(
+    "--calibration-images <n>",
+    "calibration images, spread evenly over the folder",
+    intOption("--calibration-images", 1),
+    32,
+  )
+  .addOption(
+    new Option("--calibration <method>", "activation ranges: exact min/max or a percentile")
+      .choices(["minmax", "percentile"])
+      .default("minmax"),
+  )
+  .option(
+    "--percentile <p>",
+    "upper percentile kept with --calibration percentile",
+    numberOption("--percentile", 50),
+    99.99,
+  )
+  .option("--float-outputs", "keep the three feature outputs in float (marginally more exact, slower)")
+  .action(async (o) => {
+    const logger = createLogger();
+    const s = await quantizeBundle({
+      modelDir: o.model,
+      framesDir: o.frames,
+      outDir: o.out,
+      calibrationImages: o.calibrationImages,
+      calibration: { ...CALIBRATION_DEFAULTS, method: o.calibration, percentile: o.percentile },
+      outputs: o.floatOutputs ? "float" : "quantized",
+      logger,
+    });
+    console.log(formatQuantizeSummary(s, o.out));
   });
 
 program

@@ -127,6 +127,13 @@ test("a teacher and its student quantize to the same architecture", async () => 
     qt.nodes.map((n) => n.op),
     qs.nodes.map((n) => n.op),
   );
+  // feature outputs: dequantized int8 by default, the float op results with outputs "float"
+  const producer = (g: Graph, name: string): string => g.nodes.find((n) => n.outputs.includes(name))!.op;
+  const floatOuts = quantizeGraph(teacher, await calibrate(teacher, x, 4, S), { outputs: "float" });
+  for (const o of teacher.outputs) {
+    assert.equal(producer(qt, o.name), "DequantizeLinear");
+    assert.equal(producer(floatOuts, o.name), producer(teacher, o.name));
+  }
   // a Conv feeding only its activation gets no Q/DQ in between (they fuse)
   const points = new Set(quantizationPoints(teacher));
   const convIntoActivation = teacher.nodes.find(
