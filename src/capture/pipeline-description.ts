@@ -9,7 +9,10 @@ export const SINK_NAME = "stpmd_sink";
  *
  * Conversion and scaling happen inside GStreamer (`videoconvert ! videoscale ! caps`), in its streaming thread and
  * in C, so Node only copies finished frames. Both elements pass buffers through untouched when the source already
- * delivers RGB at the right size.
+ * delivers RGB at the right size. videoscale uses `method=bilinear2` (multi-tap, antialiased): the default 2-tap
+ * bilinear aliases on large reductions (900 → 256 px) and the model, trained on antialiased resizes, then scores
+ * normal parts higher — measured on the bottle test/good images: max score 0.073 with the default (above the bundle's
+ * threshold 0.060, i.e. false alarms) vs 0.056 with bilinear2 and 0.059 with sharp's resize used in training.
  *
  * The source is used as written. Examples:
  * - `v4l2src device=/dev/video0`
@@ -37,7 +40,7 @@ export function buildPipelineDescription(
   validateDimension(width, `${where}.width`);
   validateDimension(height, `${where}.height`);
   return (
-    `${trimmed} ! videoconvert ! videoscale ! video/x-raw,format=RGB,width=${width},height=${height}` +
+    `${trimmed} ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=${width},height=${height}` +
     ` ! appsink name=${SINK_NAME} max-buffers=2 drop=true sync=false emit-signals=false`
   );
   // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.

@@ -9,7 +9,7 @@ import {
 import { isStpmdError } from "../../src/errors.js";
 
 const TAIL =
-  " ! videoconvert ! videoscale ! video/x-raw,format=RGB,width=256,height=192" +
+  " ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=256,height=192" +
   " ! appsink name=stpmd_sink max-buffers=2 drop=true sync=false emit-signals=false";
 
 describe("buildPipelineDescription", () => {
