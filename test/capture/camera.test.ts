@@ -74,6 +74,18 @@ async function waitFor(condition: () => boolean, timeoutMs: number, what: string
   }
 }
 
+/** Starts the camera, waits for `count` frames (at most `timeoutMs`), and always stops it. */
+async function recordFrames(camera: Camera, count: number, timeoutMs: number): Promise<Recorder> {
+  const rec = new Recorder(camera);
+  camera.start();
+  try {
+    await waitFor(() => rec.frames.length >= count, timeoutMs, `${count} frames`);
+  } finally {
+    camera.stop();
+  }
+  return rec;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function pixel(frame: Frame, x: number, y: number): [number, number, number] {
@@ -142,13 +154,7 @@ describe("Camera: frames", () => {
     const camera = makeCamera({
       source: liveTestSource("30/1", "pattern=solid-color foreground-color=0xff20c040"),
     });
-    const rec = new Recorder(camera);
-    camera.start();
-    try {
-      await waitFor(() => rec.frames.length >= 2, 3000, "2 frames");
-    } finally {
-      camera.stop();
-    }
+    const rec = await recordFrames(camera, 2, 3000);
     const frame = rec.frames[1]!;
     for (const [x, y] of [
       [0, 0],
@@ -167,13 +173,7 @@ describe("Camera: frames", () => {
       height: 10,
       source: liveTestSource("30/1", "pattern=solid-color foreground-color=0xff20c040"),
     });
-    const rec = new Recorder(camera);
-    camera.start();
-    try {
-      await waitFor(() => rec.frames.length >= 2, 3000, "2 frames");
-    } finally {
-      camera.stop();
-    }
+    const rec = await recordFrames(camera, 2, 3000);
     const frame = rec.frames[1]!;
     assert.equal(frame.rgb.length, 250 * 10 * 3);
     // Any leftover padding would shift later rows and put padding bytes (or the wrong channel) into pixels.
@@ -208,13 +208,7 @@ describe("Camera: frames", () => {
       height: 8,
       source: `multifilesrc location=${dir}/%03d.png index=0 loop=false ! pngdec`,
     });
-    const rec = new Recorder(camera);
-    camera.start();
-    try {
-      await waitFor(() => rec.frames.length >= 4, 3000, "4 frames");
-    } finally {
-      camera.stop();
-    }
+    const rec = await recordFrames(camera, 4, 3000);
     const frames = rec.frames.slice(0, 4);
     assertConsecutiveSeq(frames);
     for (const frame of [frames[0]!, frames[2]!]) {
@@ -241,13 +235,7 @@ describe("Camera: frames", () => {
       height: 256,
       source: `multifilesrc location=${dir}/%03d.png index=0 stop-index=2 loop=false ! pngdec`,
     });
-    const rec = new Recorder(camera);
-    camera.start();
-    try {
-      await waitFor(() => rec.frames.length >= 2, 5000, "2 frames");
-    } finally {
-      camera.stop();
-    }
+    const rec = await recordFrames(camera, 2, 5000);
     const frame = rec.frames[0]!;
     assert.equal(frame.rgb.length, 256 * 256 * 3);
     // The first frame is 000.png, scaled 900 → 256 by GStreamer; sharp's resize is an independent reference
@@ -471,13 +459,7 @@ describe("Camera: silence", () => {
   test("hardware trigger: the next frame after idle brings the camera back to streaming", async () => {
     // A frame every 250 ms and a 100 ms timeout: idle between "parts", streaming on each one.
     const camera = makeCamera({ source: liveTestSource("4/1"), stallTimeoutMs: 100, trigger: "hardware" });
-    const rec = new Recorder(camera);
-    camera.start();
-    try {
-      await waitFor(() => rec.frames.length >= 4, 3000, "4 frames");
-    } finally {
-      camera.stop();
-    }
+    const rec = await recordFrames(camera, 4, 3000);
     const names = rec.stateNames();
     assert.deepEqual(names.slice(0, 6), ["starting", "streaming", "idle", "streaming", "idle", "streaming"]);
     assert.equal(camera.stats().restarts, 0);
