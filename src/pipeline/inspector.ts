@@ -2,20 +2,21 @@ import sharp from "sharp";
 import type { Frame } from "../capture/frame.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
-import { loadBundle, type Manifest } from "../model/bundle.js";
+import type { Manifest } from "../model/bundle.js";
 import type { SessionOptions } from "../model/ort.js";
 import { findRegions } from "./regions.js";
 import type { InspectionResult } from "./result.js";
-import { Scorer } from "./scorer.js";
+import { ScorerThread } from "./scorer-thread.js";
 
 interface LoadedModel {
   manifest: Manifest;
-  scorer: Scorer;
+  scorer: ScorerThread;
 }
 
 /**
- * Owns the current model and turns batches of frames into inspection results. Loading a new bundle builds the
- * new session completely before swapping it in, so a bundle that fails to load leaves the running model serving.
+ * Owns the current model and turns batches of frames into inspection results. Each model runs in its own inference
+ * thread (see ScorerThread). Loading a new bundle builds the new thread and session completely before swapping it
+ * in, so a bundle that fails to load leaves the running model serving.
  */
 export class Inspector {
   private model: LoadedModel | undefined;
@@ -44,23 +45,20 @@ export class Inspector {
   async load(): Promise<Manifest> {
     if (this.loading) return this.loading;
     this.loading = (async () => {
-      const bundle = await loadBundle(this.bundleDir);
-      const { height, width, mean, std } = bundle.manifest.input;
-      const scorer = await Scorer.create(
-        bundle.teacher,
-        bundle.student,
-        { height, width, mean, std },
-        this.sessionOptions,
-      );
+      const scorer = await ScorerThread.load(this.bundleDir, {
+        providers: this.sessionOptions.providers ?? ["cpu"],
+        intraOpThreads: this.sessionOptions.intraOpThreads ?? 0,
+        ...(this.sessionOptions.onFallback ? { onFallback: this.sessionOptions.onFallback } : {}),
+      });
       const old = this.model;
-      this.model = { manifest: bundle.manifest, scorer };
+      this.model = { manifest: scorer.manifest, scorer };
       if (old) {
-        // release after the swap; a batch still running on it finishes first (ORT keeps the session alive)
+        // stop the old thread after the swap; a batch already submitted to it finishes first
         old.scorer
           .release()
           .catch((err) => this.logger.warn({ err: errorMessage(err) }, "releasing old model"));
       }
-      return bundle.manifest;
+      return scorer.manifest;
     })();
     try {
       return await this.loading;

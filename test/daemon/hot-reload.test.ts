@@ -11,7 +11,7 @@ import { randomTeacher } from "../../src/model/random-teacher.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
 
-const logger = createLogger("silent");
+const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
 
 async function train(work: string, out: string, seed: number, imageSize: number): Promise<string> {
   const s = await retrain({
@@ -94,11 +94,18 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
     while (daemon.modelVersion !== second && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(daemon.modelVersion, second);
-    // cameras were restarted at the new model size: frames arrive at 96×96 without software resizing
-    const mark = sizes.length;
-    while (sizes.length < mark + 5 && Date.now() < deadline + 5000)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.equal(sizes.at(-1), 96);
+    // cameras were restarted at the new model size: after the batches already in flight, frames arrive at 96×96
+    const until = async (what: string, ok: () => boolean): Promise<void> => {
+      const end = Date.now() + 10_000;
+      while (!ok()) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await until("a 96×96 result", () => sizes.includes(96));
+    const first96 = sizes.indexOf(96);
+    await until("more results", () => sizes.length >= first96 + 6);
+    assert.deepEqual(sizes.slice(first96, first96 + 6), [96, 96, 96, 96, 96, 96]);
     const seqs = seen.map((r) => r.seq);
     assert.ok(
       seqs.every((s, i) => i === 0 || s > seqs[i - 1]!),

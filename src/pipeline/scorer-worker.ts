@@ -1,0 +1,75 @@
+import { parentPort } from "node:worker_threads";
+import { errorMessage } from "../errors.js";
+import { loadBundle } from "../model/bundle.js";
+import type { ort } from "../model/ort.js";
+import { Scorer } from "./scorer.js";
+
+/**
+ * Worker-thread side of {@link ScorerThread}: owns one bundle's scoring session. onnxruntime-node runs a session
+ * synchronously on the calling thread, so inference in the daemon's main thread would stall GStreamer callbacks,
+ * MQTT and the outbox for the length of every batch; here it stalls nothing but this thread.
+ */
+export type WorkerRequest =
+  | {
+      type: "load";
+      dir: string;
+      providers: ort.InferenceSession.ExecutionProviderConfig[];
+      intraOpThreads: number;
+    }
+  | { type: "score"; id: number; frames: Uint8Array; count: number };
+
+export type WorkerReply =
+  | { type: "loaded"; manifest: unknown }
+  | { type: "failed"; message: string; code?: string }
+  | { type: "scored"; id: number; maps: Float32Array; scores: Float32Array }
+  | { type: "score_failed"; id: number; message: string }
+  | { type: "fallback"; provider: string; reason: string };
+
+let scorer: Scorer | undefined;
+const port = parentPort!;
+
+async function handle(msg: WorkerRequest): Promise<void> {
+  if (msg.type === "load") {
+    try {
+      const bundle = await loadBundle(msg.dir);
+      const { height, width, mean, std } = bundle.manifest.input;
+      scorer = await Scorer.create(
+        bundle.teacher,
+        bundle.student,
+        { height, width, mean, std },
+        {
+          providers: msg.providers,
+          intraOpThreads: msg.intraOpThreads,
+          onFallback: (provider, reason) =>
+            port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
+        },
+      );
+      port.postMessage({ type: "loaded", manifest: bundle.manifest } satisfies WorkerReply);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      port.postMessage({
+        type: "failed",
+        message: errorMessage(err),
+        ...(code ? { code } : {}),
+      } satisfies WorkerReply);
+    }
+    return;
+  }
+  try {
+    if (!scorer) throw new Error("no model loaded in the inference thread");
+    const r = await scorer.score(msg.frames, msg.count);
+    // copy out of ORT's buffers so they can be transferred without detaching memory ORT still owns
+    const maps = r.maps.slice();
+    const scores = r.scores.slice();
+    port.postMessage({ type: "scored", id: msg.id, maps, scores } satisfies WorkerReply, [
+      maps.buffer,
+      scores.buffer,
+    ]);
+  } catch (err) {
+    port.postMessage({ type: "score_failed", id: msg.id, message: errorMessage(err) } satisfies WorkerReply);
+  }
+}
+
+port.on("message", (msg: WorkerRequest) => {
+  handle(msg).catch(() => undefined);
+});
