@@ -39,7 +39,26 @@ function prefixGraph(g: Graph, prefix: string, inputName: string, b: GraphBuilde
   return g.outputs.map((o) => rename(o.name));
 }
 
-export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringGraphOptions): Graph {
+/** Per-position teacher–student distance of one pyramid level: N×C×h×w features in, N×1×h×w out. */
+export type LevelDistance = (b: GraphBuilder, teacher: string, student: string) => string;
+
+/** STPM's distance: ½‖t/|t| − s/|s|‖² over channels, with |x| clamped to ε as F.normalize does. */
+export const normalisedDistance: LevelDistance = (b, t, s) => {
+  const eps = b.scalar(NORM_EPS);
+  const normalise = (f: string): string => {
+    const sq = b.op("ReduceSum", [b.op("Mul", [f, f]), b.ints([1])], { keepdims: 1 });
+    return b.op("Div", [f, b.op("Max", [b.op("Sqrt", [sq]), eps])]);
+  };
+  const d = b.op("Sub", [normalise(t), normalise(s)]);
+  return b.op("Mul", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }), b.scalar(0.5)]);
+};
+
+export function buildScoringGraph(
+  teacher: Graph,
+  student: Graph,
+  opts: ScoringGraphOptions,
+  distance: LevelDistance = normalisedDistance,
+): Graph {
   const b = new GraphBuilder("score/");
   const { height: H, width: W } = opts;
   // uint8 NHWC → normalised float NCHW: x·(1/(255·std)) − mean/std, per channel
@@ -55,18 +74,9 @@ export function buildScoringGraph(teacher: Graph, student: Graph, opts: ScoringG
   const x = b.op("Sub", [b.op("Mul", [nchw, b.constant(scale)]), b.constant(shift)], {}, "x");
   const tOuts = prefixGraph(teacher, "teacher/", x, b);
   const sOuts = prefixGraph(student, "student/", x, b);
-  const eps = b.scalar(NORM_EPS);
-  const normalise = (f: string): string => {
-    const sq = b.op("ReduceSum", [b.op("Mul", [f, f]), b.ints([1])], { keepdims: 1 });
-    return b.op("Div", [f, b.op("Max", [b.op("Sqrt", [sq]), eps])]);
-  };
   const sizes = b.ints([0, 1, H, W]);
   const levelMaps = tOuts.map((t, i) => {
-    const d = b.op("Sub", [normalise(t), normalise(sOuts[i]!)]);
-    const dist = b.op("Mul", [
-      b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }),
-      b.scalar(0.5),
-    ]);
+    const dist = distance(b, t, sOuts[i]!);
     // sizes needs the batch: take it from the distance map's own shape
     const batch = b.op("Slice", [b.op("Shape", [dist]), b.ints([0]), b.ints([2])]);
     const target = b.op("Concat", [batch, b.op("Slice", [sizes, b.ints([2]), b.ints([4])])], { axis: 0 });
