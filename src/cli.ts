@@ -251,7 +251,6 @@ program
     process.exit();
   });
 
-program.addOption(new Option("--debug", "print stack traces for unexpected errors").hideHelp());
 
 try {
   await program.parseAsync(process.argv);
