@@ -251,7 +251,6 @@ program
     process.exit();
   });
 
-
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
