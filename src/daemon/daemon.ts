@@ -221,10 +221,8 @@ export class Daemon {
     const out: Record<string, { state: CameraState; fps: number }> = {};
     for (const cam of this.cameras) {
       const s = cam.stats();
-      const state: CameraState =
-        s.state === "streaming" || s.state === "restarting" || s.state === "stalled" || s.state === "idle"
-          ? s.state
-          : "restarting";
+      // a stopped camera is only ever seen during a model-size rebuild, when a new one is already starting
+      const state: CameraState = s.state === "stopped" ? "starting" : s.state;
       out[cam.id] = { state, fps: Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2)) };
     }
     return out;
