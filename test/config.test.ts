@@ -209,7 +209,10 @@ describe("shipped configs", () => {
     assert.equal(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
     assert.equal(cfg.model.bundle, path.join(repoRoot, "models/bottle"));
     const source = cfg.cameras[0]!.source;
-    assert.match(source, /^multifilesrc location=\S+%03d\.png index=0 loop=true .*! pngdec ! identity sync=true$/);
+    assert.match(
+      source,
+      /^multifilesrc location=\S+%03d\.png index=0 loop=true .*! pngdec ! identity sync=true$/,
+    );
     const location = /location=(\S+)/.exec(source)![1]!;
     assert.equal(location, "../shared/data/mvtec_ad/bottle/test/broken_large/%03d.png");
     if (!fs.existsSync(sharedDir)) {
