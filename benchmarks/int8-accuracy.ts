@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import type { EvalReport } from "../src/eval/evaluate.js";
 import { createLogger } from "../src/log.js";
 import { CALIBRATION_DEFAULTS, quantizeBundle } from "../src/model/quantize.js";
 import { fmt, machineInfo, machineState, writeResults } from "./common.js";
@@ -22,21 +23,6 @@ const REPO = path.resolve(HERE, "../..");
 const SHARED = process.env.STPMD_SHARED ?? path.resolve(REPO, "../shared");
 const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
 const RESULTS = path.join(REPO, "benchmarks/results");
-
-interface EvalReport {
-  image_auroc: number;
-  pixel_auroc: number;
-  aupro: number;
-  image_f1_max: number;
-  at_threshold: {
-    threshold: number;
-    true_positive: number;
-    false_positive: number;
-    true_negative: number;
-    false_negative: number;
-  };
-  seconds: number;
-}
 
 async function evaluateWithCli(model: string): Promise<EvalReport> {
   const json = path.join(os.tmpdir(), `stpmd-eval-${process.pid}-${path.basename(model)}.json`);

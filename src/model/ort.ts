@@ -9,7 +9,8 @@ export interface SessionOptions {
   /**
    * ORT's memory-pattern planner pre-allocates one block per run from the first run's shapes. For the training
    * graph (hundreds of large intermediates, batch sizes that vary at the epoch's end) it costs more than it saves:
-   * measured on the MobileNetV2 training step, off = 2.78 s and 4.3 GiB peak vs 3.47 s and 6.9 GiB on.
+   * measured on the MobileNetV2 training step at batch 32 (benchmarks/retrain.ts), peak RSS 4.3 GiB off vs 6.8 GiB
+   * on, step time within noise.
    */
   memPattern?: boolean;
   /** Told when a preferred provider could not be used and the next one is tried. */

@@ -92,19 +92,21 @@ export class Inspector {
     const { width, height } = model.manifest.input;
     const hw = width * height;
     const packed = new Uint8Array(frames.length * hw * 3);
-    for (let i = 0; i < frames.length; i++)
-      packed.set(await this.atModelSize(frames[i]!, width, height), i * hw * 3);
+    const rgbs = await Promise.all(frames.map((f) => this.atModelSize(f, width, height)));
+    rgbs.forEach((rgb, i) => {
+      packed.set(rgb, i * hw * 3);
+    });
+    // `packed` is handed to the inference thread (transferred, not copied); the maps come back the same way
     const { maps, scores } = await model.scorer.score(packed, frames.length);
     const inferredTs = Date.now();
     const threshold = model.manifest.threshold;
     return frames.map((frame, i) => {
-      const map = maps.slice(i * hw, (i + 1) * hw);
+      // views, not copies: the batch's map buffer belongs to these results alone
+      const map = maps.subarray(i * hw, (i + 1) * hw);
       const score = scores[i]!;
       const defective = score > threshold;
       const atSize: Frame =
-        frame.width === width && frame.height === height
-          ? frame
-          : { ...frame, width, height, rgb: packed.slice(i * hw * 3, (i + 1) * hw * 3) };
+        frame.width === width && frame.height === height ? frame : { ...frame, width, height, rgb: rgbs[i]! };
       return {
         frame: atSize,
         score,

@@ -21,6 +21,7 @@ export class Collector {
   private readonly filesByCamera = new Map<string, { name: string; size: number }[]>();
   private bytes = 0;
   private writing = 0;
+  private margin: { scores: readonly number[]; value: number } | undefined;
   saved = 0;
   deleted = 0;
 
@@ -53,7 +54,14 @@ export class Collector {
     const cfg = this.config;
     if (!cfg.enabled || result.defective || this.writing > 2) return;
     const cam = result.frame.cameraId;
-    if (result.score >= Collector.marginScore(validationScores, cfg.score_quantile)) return;
+    // the margin changes only with the model: compute it once per validation-score list, not per frame
+    if (this.margin?.scores !== validationScores) {
+      this.margin = {
+        scores: validationScores,
+        value: Collector.marginScore(validationScores, cfg.score_quantile),
+      };
+    }
+    if (result.score >= this.margin.value) return;
     const now = Date.now();
     if (now - (this.lastSaved.get(cam) ?? 0) < cfg.min_interval_s * 1000) return;
     this.lastSaved.set(cam, now);

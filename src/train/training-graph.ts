@@ -351,7 +351,8 @@ function emitConvBackward(
   // input gradient (not needed for the image itself)
   if (x === "x") return;
   // ORT's ConvTranspose runs GEMM + col2im; for the two common cases an ordinary Conv computes the same thing
-  // with ORT's faster forward kernels (measured: a stride-1 depthwise input gradient 187 → ~35 ms at batch 32).
+  // with ORT's faster forward kernels (ORT's profile at batch 32 had a stride-1 depthwise ConvTranspose as the
+  // costliest input-gradient op, 187 ms).
   if (sh === 1 && sw === 1 && outPadAlignedSame(xShape, yShape)) {
     if (pointwise) {
       const wT = b.op("Transpose", [`w_${i}`], { perm: [1, 0, 2, 3] });
