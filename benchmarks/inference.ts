@@ -181,7 +181,7 @@ async function readGraph(file: string): Promise<Graph> {
   return decodeModel(new Uint8Array(await readFile(file)));
 }
 
-/** stpmd's own path: sharp resize into a reused buffer, the fused Scorer, findRegions per frame. */
+/** stpmd's own path: sharp resize into a reused buffer, the fused Scorer, findRegions per defective frame. */
 async function childStpmd(spec: ChildSpec, frames: Uint8Array[]): Promise<Partial<ChildResult>> {
   const teacher = await readGraph(spec.teacher!);
   const student = await readGraph(spec.student!);
@@ -204,6 +204,8 @@ async function childStpmd(spec: ChildSpec, frames: Uint8Array[]): Promise<Partia
     const t2 = performance.now();
     regionCount = 0;
     for (let i = 0; i < batch; i++) {
+      // as the daemon's Inspector does: a frame whose score is under the threshold has no pixel above it
+      if (scores[i]! <= spec.threshold!) continue;
       regionCount += findRegions(maps.subarray(i * hw, (i + 1) * hw), SIZE, SIZE, spec.threshold!).length;
     }
     score0 = scores[0]!;

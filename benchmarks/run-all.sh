@@ -11,3 +11,4 @@ done
 node dist/benchmarks/inference.js
 node dist/benchmarks/retrain.js
 node dist/benchmarks/int8-accuracy.js
+node dist/benchmarks/videoscale.js

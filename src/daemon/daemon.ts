@@ -50,6 +50,12 @@ export interface DaemonHooks {
 }
 
 /**
+ * Batches handed to the inspector before the oldest one's results are back. Two keep the inference thread busy
+ * while the main thread post-processes; more would only add latency, since the thread scores one at a time.
+ */
+const BATCHES_IN_FLIGHT = 2;
+
+/**
  * The inspection daemon: cameras → bounded frame queue → batched inference → MQTT, with collection beside it.
  * Each stage owns one thing and buffers flow one way; a broker outage or one failing camera never stops the
  * others (the publisher queues defect events on disk, cameras restart themselves).
@@ -182,38 +188,52 @@ export class Daemon {
       });
   }
 
+  /**
+   * Takes batches from the queue and keeps up to {@link BATCHES_IN_FLIGHT} of them with the inspector at once, so
+   * the inference thread already holds the next batch while the main thread finds regions and publishes the last
+   * one (stages overlap, buffers flow one way). Results are delivered in batch order.
+   */
   private async runLoop(): Promise<void> {
     const { max_batch, max_wait_ms } = this.config.inference;
+    const inFlight: Promise<void>[] = [];
+    let delivered: Promise<void> = Promise.resolve();
     for (;;) {
+      if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
       const batch = await this.queue.takeBatch(max_batch, max_wait_ms);
-      if (batch.length === 0) return; // closed and drained
-      let results: InspectionResult[];
-      try {
-        results = await this.inspector.inspect(batch);
-      } catch (err) {
+      if (batch.length === 0) break; // closed and drained
+      const inspected = this.inspector.inspect(batch).catch((err: unknown) => {
         // one bad batch must not end the loop; the frames are counted as lost and named in the log
         this.inferenceErrors += 1;
         this.logger.error(
           { err: errorMessage(err), frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
           "inference failed for a batch; continuing",
         );
-        continue;
-      }
-      const now = Date.now();
-      this.lastInspectedTs = now;
-      this.inspectedFrames += results.length;
-      this.inspected.add(results.length, now);
-      for (const r of results) {
-        this.perCamera.get(r.frame.cameraId)?.add(1, now);
-        this.publisher.publishResult(r);
-        this.collector?.consider(r, this.inspector.manifest?.validation_scores ?? []);
-        this.hooks.onResult?.(r);
-      }
-      if (!this.readySent) {
-        this.readySent = true;
-        this.notifier.ready(`inspecting, model ${this.modelVersion}`);
-        this.logger.info("first frame inspected; ready");
-      }
+        return undefined;
+      });
+      delivered = delivered.then(async () => {
+        const results = await inspected;
+        if (results) this.deliver(results);
+      });
+      inFlight.push(delivered);
+    }
+    await delivered;
+  }
+
+  private deliver(results: InspectionResult[]): void {
+    const now = Date.now();
+    this.lastInspectedTs = now;
+    this.inspectedFrames += results.length;
+    this.inspected.add(results.length, now);
+    for (const r of results) {
+      this.perCamera.get(r.frame.cameraId)?.add(1, now);
+      this.publisher.publishResult(r);
+      this.collector?.consider(r, this.inspector.manifest?.validation_scores ?? []);
+      this.hooks.onResult?.(r);
+    }
+    if (!this.readySent) {
+      this.readySent = true;
+      this.notifier.ready(`inspecting, model ${this.modelVersion}`);
+      this.logger.info("first frame inspected; ready");
     }
   }
 

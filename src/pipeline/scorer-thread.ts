@@ -65,15 +65,20 @@ export class ScorerThread {
     return new ScorerThread(worker, manifest);
   }
 
-  /** Scores `count` frames packed back to back (count × H × W × 3 bytes). The buffer is copied, not taken. */
+  /**
+   * Scores `count` frames packed back to back (count × H × W × 3 bytes). The buffer is transferred to the thread,
+   * not copied: `frames` must own its whole ArrayBuffer, and is detached (empty) here once this returns.
+   */
   score(frames: Uint8Array, count: number): Promise<ScoredBatch> {
     if (this.exited) return Promise.reject(new Error("the inference thread has stopped"));
+    if (frames.byteOffset !== 0 || frames.byteLength !== frames.buffer.byteLength) {
+      return Promise.reject(new Error("ScorerThread.score needs a buffer of its own (it is transferred)"));
+    }
     const id = this.nextId++;
-    const copy = frames.slice();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ type: "score", id, frames: copy, count } satisfies WorkerRequest, [
-        copy.buffer,
+      this.worker.postMessage({ type: "score", id, frames, count } satisfies WorkerRequest, [
+        frames.buffer as ArrayBuffer,
       ]);
     });
   }

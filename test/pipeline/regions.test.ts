@@ -227,6 +227,58 @@ describe("findRegions", () => {
     assert.equal(all[0].area, width * height);
   });
 
+  it("matches a flood-fill reference on random maps whose blobs lie away from the edges", () => {
+    const random = seededRandom(7);
+    for (let trial = 0; trial < 20; trial++) {
+      const w = 20 + Math.floor(random() * 30);
+      const h = 20 + Math.floor(random() * 30);
+      const m = new Float32Array(w * h);
+      // a few bumps somewhere in the middle rows, so the labelled band starts and ends inside the map
+      for (let bump = 0; bump < 3; bump++) {
+        const cx = random() * w;
+        const cy = h * (0.3 + 0.4 * random());
+        for (let y = 0; y < h; y++)
+          for (let x = 0; x < w; x++)
+            m[y * w + x] += Math.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 6) * random();
+      }
+      const threshold = 0.3;
+      const mask = Uint8Array.from(m, (v) => (v > threshold ? 1 : 0));
+      const labels = floodFillLabels(mask, w, h);
+      const expected = new Map<number, { xs: number[]; ys: number[]; peak: number }>();
+      labels.forEach((label, i) => {
+        if (label === 0) return;
+        const e = expected.get(label) ?? { xs: [], ys: [], peak: Number.NEGATIVE_INFINITY };
+        e.xs.push(i % w);
+        e.ys.push(Math.floor(i / w));
+        e.peak = Math.max(e.peak, m[i]);
+        expected.set(label, e);
+      });
+      const sum = (a: number[]) => a.reduce((p, q) => p + q, 0);
+      const want = [...expected.values()]
+        .map((e) => ({
+          bbox: [
+            Math.min(...e.xs),
+            Math.min(...e.ys),
+            Math.max(...e.xs) - Math.min(...e.xs) + 1,
+            Math.max(...e.ys) - Math.min(...e.ys) + 1,
+          ],
+          area: e.xs.length,
+          peak: e.peak,
+          centroid: [sum(e.xs) / e.xs.length, sum(e.ys) / e.ys.length],
+        }))
+        .sort((a, b) => b.peak - a.peak);
+      const got = findRegions(m, w, h, threshold);
+      assert.equal(got.length, want.length, `trial ${trial}`);
+      got.forEach((r, k) => {
+        assert.deepEqual(r.bbox, want[k]!.bbox, `trial ${trial} region ${k}`);
+        assert.equal(r.area, want[k]!.area);
+        assert.equal(r.peak, want[k]!.peak);
+        assert.ok(Math.abs(r.centroid[0] - want[k]!.centroid[0]!) < 1e-9);
+        assert.ok(Math.abs(r.centroid[1] - want[k]!.centroid[1]!) < 1e-9);
+      });
+    }
+  });
+
   it("rejects a map of the wrong size and a NaN threshold", () => {
     assert.throws(() => findRegions(map, width, height + 1, 0.5), { code: "ERR_MASK_SIZE" });
     assert.throws(() => findRegions(map, width, height, Number.NaN), { code: "ERR_OPTION_INVALID" });
