@@ -1,7 +1,9 @@
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
+import sharp from "sharp";
 import type { StpmdConfig } from "../src/config.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
@@ -15,7 +17,17 @@ import { machineInfo, machineState, median } from "./common.js";
  * receive time − capture timestamp) p50/p99. The highest rate without drops is the daemon's sustainable rate.
  *
  *   node dist/benchmarks/daemon.js [--bundle out/models/bottle] [--rates 10,20,30,40,60] [--seconds 12] [--cameras 2]
+ *                                  [--source png|rawfiles|raw] [--folder good]
  */
+
+// The daemon runs with libuv's pool at 32 (see src/main.ts: cameras keep pool threads blocked); measure it so.
+if (!process.env.UV_THREADPOOL_SIZE) {
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, UV_THREADPOOL_SIZE: "32" },
+  });
+  process.exit(r.status ?? 1);
+}
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,7 +39,11 @@ const bundle = path.resolve(arg("bundle", "out/models/bottle"));
 const rates = arg("rates", "10,20,30,40,50,60").split(",").map(Number);
 const seconds = Number(arg("seconds", "12"));
 const cameras = Number(arg("cameras", "2"));
-/** `png`: replay of the bottle PNGs (decoded in GStreamer); `raw`: a live 900×900 test source, like a camera's raw frames. */
+/**
+ * `png`: replay of the bottle PNGs (decoded in GStreamer, which costs CPU a camera would not); `rawfiles`: the
+ * same images decoded once up front and replayed as raw RGB frames, like a camera's; `raw`: a live 900×900
+ * videotestsrc (raw, but every frame is a defect for the bottle model).
+ */
 const sourceKind = arg("source", "png");
 /** Bottle test folder replayed with `--source png`: `good` (normal parts, the usual line) or e.g. `broken_large`
  * (every frame a defect event with a snapshot: the publisher's worst case). */
@@ -39,13 +55,38 @@ function quantileOf(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
+/** Decodes the folder's PNGs once into raw RGB files 000.rgb, 001.rgb, … for a `rawfiles` replay. */
+async function writeRawFrames(dir: string): Promise<void> {
+  const src = path.join(SHARED, "data/mvtec_ad/bottle/test", folder);
+  const pngs = (await readdir(src)).filter((f) => f.endsWith(".png")).sort();
+  await mkdir(dir, { recursive: true });
+  for (const [i, f] of pngs.entries()) {
+    const { data, info } = await sharp(path.join(src, f))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.width !== 900 || info.height !== 900)
+      throw new Error(`${f}: expected 900×900, got ${info.width}×${info.height}`);
+    await writeFile(path.join(dir, `${String(i).padStart(3, "0")}.rgb`), data);
+  }
+}
+
 async function runRate(totalFps: number, broker: MosquittoBroker, work: string) {
   const perCamera = totalFps / cameras;
-  const source = (i: number): string =>
-    sourceKind === "raw"
-      ? `videotestsrc is-live=true pattern=ball ! video/x-raw,format=RGB,width=900,height=900,framerate=${Math.round(perCamera * 100)}/100`
-      : `multifilesrc location=${SHARED}/data/mvtec_ad/bottle/test/${folder}/%03d.png index=0 loop=true ` +
-        `caps=image/png,framerate=${Math.round(perCamera * 100)}/100 ! pngdec ! identity sync=true name=pace${i}`;
+  const rate = `${Math.round(perCamera * 100)}/100`;
+  const source = (i: number): string => {
+    if (sourceKind === "raw")
+      return `videotestsrc is-live=true pattern=ball ! video/x-raw,format=RGB,width=900,height=900,framerate=${rate}`;
+    if (sourceKind === "rawfiles")
+      return (
+        `multifilesrc location=${work}/raw/%03d.rgb index=0 loop=true ` +
+        `caps=video/x-raw,format=RGB,width=900,height=900,framerate=${rate} ! rawvideoparse use-sink-caps=true ! identity sync=true name=pace${i}`
+      );
+    return (
+      `multifilesrc location=${SHARED}/data/mvtec_ad/bottle/test/${folder}/%03d.png index=0 loop=true ` +
+      `caps=image/png,framerate=${rate} ! pngdec ! identity sync=true name=pace${i}`
+    );
+  };
   const config: StpmdConfig = {
     model: { bundle, watch: false, watch_debounce_ms: 2000 },
     inference: {
@@ -127,6 +168,7 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string) 
 }
 
 const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-daemon-bench-"));
+if (sourceKind === "rawfiles") await writeRawFrames(path.join(work, "raw"));
 const before = await machineState();
 const broker = await MosquittoBroker.start();
 const rows = [];
@@ -154,13 +196,22 @@ const result = {
   rows,
   sustained_fps_without_drops: sustained,
 };
+function sourceDescription(): string {
+  if (sourceKind === "raw") return "live videotestsrc, raw RGB 900×900";
+  if (sourceKind === "rawfiles")
+    return `bottle test/${folder} images decoded once, replayed as raw RGB 900×900 frames via multifilesrc, paced`;
+  return `bottle test/${folder} PNGs 900×900 via multifilesrc ! pngdec, paced`;
+}
 await mkdir("benchmarks/results", { recursive: true });
-const stem = sourceKind === "raw" ? "daemon-raw" : `daemon-${folder}`;
+const stem = { png: `daemon-${folder}`, rawfiles: `daemon-rawfiles-${folder}`, raw: "daemon-raw" }[
+  sourceKind
+];
+if (!stem) throw new Error(`--source must be png, rawfiles or raw, got ${sourceKind}`);
 await writeFile(`benchmarks/results/${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
 const md = [
   "# stpmd daemon benchmark",
   "",
-  `${cameras} cameras (${sourceKind === "raw" ? "live videotestsrc, raw RGB 900×900" : `bottle test/${folder} PNGs 900×900 via multifilesrc ! pngdec, paced`}), bundle ${path.basename(bundle)}, max batch 8, max wait 20 ms, queue 32, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
+  `${cameras} cameras (${sourceDescription()}), bundle ${path.basename(bundle)}, max batch 8, max wait 20 ms, queue 32, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
   "",
   `Load before: \`${before.uptime}\`; after: \`${after.uptime}\`.`,
   "",

@@ -1,10 +1,4 @@
-import {
-  encodeModel,
-  floatTensor,
-  type Graph,
-  GraphBuilder,
-  type GraphNode,
-} from "../model/onnx-graph.js";
+import { encodeModel, floatTensor, type Graph, GraphBuilder, type GraphNode } from "../model/onnx-graph.js";
 import { createSession, ort, type SessionOptions } from "../model/ort.js";
 import { NORM_EPS } from "../train/training-graph.js";
 
@@ -63,7 +57,16 @@ function normaliseInput(b: GraphBuilder, x: string, mean: number[], std: number[
   for (let c = 0; c < 3; c++) kernel[c * 3 + c] = scales[c]!;
   return b.op(
     "Conv",
-    [x, b.constant(floatTensor([3, 3, 1, 1], kernel)), b.constant(floatTensor([3], shifts.map((v) => -v)))],
+    [
+      x,
+      b.constant(floatTensor([3, 3, 1, 1], kernel)),
+      b.constant(
+        floatTensor(
+          [3],
+          shifts.map((v) => -v),
+        ),
+      ),
+    ],
     { kernel_shape: [1, 1] },
     "x",
   );

@@ -312,11 +312,19 @@ export class Publisher {
       return;
     }
     this.pendingDefects += 1;
-    // Rendering starts now (bounded), but events are written in submission order by chaining on the previous
-    // write, so a quick render cannot overtake a slow one.
+    // Rendering starts now (bounded), but events are enqueued in submission order by chaining on the previous
+    // enqueue, so a quick render cannot overtake a slow one. The chain orders the enqueue calls only: the disk
+    // writes are awaited outside it, so the outbox can commit a burst of defects together.
     const snapshot = this.startSnapshot(result, eventId);
-    this.enqueueChain = this.enqueueChain
-      .then(async () => this.enqueueDefect(result, eventId, topics, await snapshot))
+    const enqueued = this.enqueueChain.then(async () =>
+      this.enqueueDefect(result, eventId, topics, await snapshot),
+    );
+    this.enqueueChain = enqueued.then(
+      () => undefined,
+      () => undefined,
+    );
+    enqueued
+      .then(({ written }) => written)
       .catch((err: unknown) => {
         this.logger.error({ eventId, err: errorMessage(err) }, "could not queue defect event");
       })
@@ -353,30 +361,27 @@ export class Publisher {
     this.logger[level]({ eventId, skipped }, `defect published without snapshot: ${reason}`);
   }
 
-  private async enqueueDefect(
+  /** Hands the event (and its snapshot, when it travels on its own topic) to the outbox; `written` settles on disk. */
+  private enqueueDefect(
     result: InspectionResult,
     eventId: string,
     topics: { defect: string; snapshot: string },
     jpeg: Buffer | undefined,
-  ): Promise<void> {
-    const outbox = this.outbox!;
+  ): { written: Promise<void> } {
     const delivery: SnapshotDelivery = jpeg === undefined ? "none" : this.config.snapshot;
     const event = buildDefectPayload(result, delivery, delivery === "inline" ? jpeg : undefined);
-    const outcome = await outbox.enqueue({
-      topic: topics.defect,
-      payload: encodePayload("defect", event),
-      qos: this.config.eventQos,
-      retain: false,
-      eventId,
-      kind: "defect",
-    });
-    if (outcome !== "queued") {
-      this.counters.eventsOverflowed += 1;
-      return; // the outbox logged it; a snapshot without its event would be meaningless
-    }
-    this.counters.eventsQueued += 1;
+    const messages: OutboxMessage[] = [
+      {
+        topic: topics.defect,
+        payload: encodePayload("defect", event),
+        qos: this.config.eventQos,
+        retain: false,
+        eventId,
+        kind: "defect",
+      },
+    ];
     if (delivery === "topic" && jpeg !== undefined) {
-      await outbox.enqueue({
+      messages.push({
         topic: topics.snapshot,
         payload: encodePayload("snapshot", jpeg),
         qos: SNAPSHOT_QOS,
@@ -385,6 +390,12 @@ export class Publisher {
         kind: "snapshot",
       });
     }
+    // event and snapshot are accepted or refused together: a snapshot without its event would be meaningless
+    const written = this.outbox!.enqueueAll(messages).then(([eventOutcome]) => {
+      if (eventOutcome === "queued") this.counters.eventsQueued += 1;
+      else this.counters.eventsOverflowed += 1;
+    });
+    return { written };
   }
 
   private async drainLoop(client: MqttClient, outbox: Outbox, signal: AbortSignal): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -88,6 +88,54 @@ describe("outbox", () => {
     assert.equal((await reopened.peek())?.eventId, "cam-6");
     assert.equal(reopened.size, 1);
     await reopened.close();
+  });
+
+  test("commits a burst of concurrent messages in order, and a failed write loses only its own message", async () => {
+    const dir = freshDir();
+    const { logger, lines } = capturingLogger();
+    const outbox = await Outbox.open({ dir, maxMessages: 1000, maxBytes: 1 << 24, logger });
+    // seq 7's temp path is taken by a directory, so that one write fails inside a group of others
+    await mkdir(path.join(dir, "0000000000000007.msg.tmp"));
+    const outcomes = await Promise.all(Array.from({ length: 150 }, (_, n) => outbox.enqueue(message(n))));
+    assert.deepEqual(
+      outcomes.map((o, n) => (o === "queued" ? -1 : n)).filter((n) => n >= 0),
+      [7],
+    );
+    assert.equal(outcomes[7], "failed");
+    const failures = lines.filter((line) => line.level === ERROR);
+    assert.deepEqual(
+      failures.map((line) => line.eventId),
+      ["cam-7"],
+    );
+    await outbox.close();
+    const reopened = await Outbox.open({ dir, maxMessages: 1000, maxBytes: 1 << 24, logger });
+    assert.deepEqual(
+      (await drain(reopened)).map((m) => m.eventId),
+      Array.from({ length: 150 }, (_, n) => `cam-${n}`).filter((id) => id !== "cam-7"),
+    );
+    await reopened.close();
+  });
+
+  test("enqueueAll takes an event and its snapshot together or refuses both", async () => {
+    const dir = freshDir();
+    const { logger } = capturingLogger();
+    const outbox = await Outbox.open({ dir, maxMessages: 3, maxBytes: 1 << 20, logger });
+    const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
+    assert.deepEqual(await outbox.enqueueAll(pair(1)), ["queued", "queued"]);
+    // one slot left: the pair does not fit, so neither half goes in
+    assert.deepEqual(await outbox.enqueueAll(pair(2)), ["overflow", "overflow"]);
+    assert.equal(outbox.overflowed, 2);
+    assert.equal(outbox.size, 2);
+    assert.equal(await outbox.enqueue(message(3)), "queued");
+    assert.deepEqual(
+      (await drain(outbox)).map((m) => [m.eventId, m.kind]),
+      [
+        ["cam-1", undefined],
+        ["cam-1", "snapshot"],
+        ["cam-3", undefined],
+      ],
+    );
+    await outbox.close();
   });
 
   test("refuses new messages when maxMessages is reached, keeps the older ones and logs the event id", async () => {
