@@ -203,10 +203,12 @@ function sourceDescription(): string {
   return `bottle test/${folder} PNGs 900×900 via multifilesrc ! pngdec, paced`;
 }
 await mkdir("benchmarks/results", { recursive: true });
-const stem = { png: `daemon-${folder}`, rawfiles: `daemon-rawfiles-${folder}`, raw: "daemon-raw" }[
+const sourceStem = { png: `daemon-${folder}`, rawfiles: `daemon-rawfiles-${folder}`, raw: "daemon-raw" }[
   sourceKind
 ];
-if (!stem) throw new Error(`--source must be png, rawfiles or raw, got ${sourceKind}`);
+if (!sourceStem) throw new Error(`--source must be png, rawfiles or raw, got ${sourceKind}`);
+// results of another bundle than the default (e.g. the int8 one) go beside, not over, the default's
+const stem = path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`;
 await writeFile(`benchmarks/results/${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
 const md = [
   "# stpmd daemon benchmark",
