@@ -8,7 +8,7 @@ import type { StpmdConfig } from "../src/config.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { createLogger } from "../src/log.js";
-import { machineInfo, machineState, median } from "./common.js";
+import { machineInfo, machineState, median, peakRssMib } from "./common.js";
 
 /**
  * The daemon under load: GStreamer replay cameras (the bottle test PNGs, 900×900, decoded and scaled inside
@@ -164,6 +164,8 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string) 
     latency_ms_p50: quantileOf(latencies, 0.5),
     latency_ms_p99: quantileOf(latencies, 0.99),
     latency_ms_median_check: median(latencies),
+    // the daemon runs in this process: its high-water mark so far (rates run in increasing order)
+    peak_rss_mib: Math.round(peakRssMib()),
   };
 }
 
@@ -217,11 +219,11 @@ const md = [
   "",
   `Load before: \`${before.uptime}\`; after: \`${after.uptime}\`.`,
   "",
-  "| offered frames/s | inspected frames/s | published results/s | dropped by the queue | defect events queued / refused | capture→publish p50 ms | p99 ms |",
-  "|---:|---:|---:|---:|---:|---:|---:|",
+  "| offered frames/s | inspected frames/s | published results/s | dropped by the queue | defect events queued / refused | capture→publish p50 ms | p99 ms | peak RSS MiB so far |",
+  "|---:|---:|---:|---:|---:|---:|---:|---:|",
   ...rows.map(
     (r) =>
-      `| ${r.offered_fps} | ${r.inspected_fps} | ${r.published_fps} | ${r.dropped_frames} | ${r.defect_events_queued} / ${r.defect_events_refused} | ${r.latency_ms_p50} | ${r.latency_ms_p99} |`,
+      `| ${r.offered_fps} | ${r.inspected_fps} | ${r.published_fps} | ${r.dropped_frames} | ${r.defect_events_queued} / ${r.defect_events_refused} | ${r.latency_ms_p50} | ${r.latency_ms_p99} | ${r.peak_rss_mib} |`,
   ),
   "",
   `Highest offered rate fully inspected (≥ 97 % of frames inspected, none dropped by the queue): **${sustained} frames/s**.`,

@@ -23,7 +23,6 @@ import {
   encodeModel,
   type Graph,
   type GraphNode,
-  int64Tensor,
   type Tensor,
   tensorSize,
 } from "../src/model/onnx-graph.js";
@@ -40,6 +39,7 @@ import {
   fmt,
   machineInfo,
   machineState,
+  measurePeak,
   median,
   peakRssMib,
   runJsonChild,
@@ -329,117 +329,12 @@ async function childFloor(spec: ChildSpec, frames: Uint8Array[]): Promise<Partia
   };
 }
 
-/** One n×n·n×n product in ORT: fp32 MatMul, or uint8×int8 MatMulInteger; returns the fastest run in ms. */
-async function timeMatmul(n: number, int8: boolean, spec: ChildSpec): Promise<number> {
-  const rng = new Random(7 + n);
-  const graph: Graph = int8
-    ? {
-        nodes: [
-          { op: "Cast", inputs: ["b_stored"], outputs: ["b"], attrs: { to: 3 } },
-          { op: "MatMulInteger", inputs: ["a", "b"], outputs: ["y32"], attrs: {} },
-          // the IR declares no int32 outputs: hand back one element as float (ORT computes the whole product)
-          { op: "Slice", inputs: ["y32", "zeros", "ones"], outputs: ["corner"], attrs: {} },
-          { op: "Cast", inputs: ["corner"], outputs: ["y"], attrs: { to: 1 } },
-        ],
-        initializers: new Map([
-          [
-            "b_stored",
-            { dims: [n, n], data: new Float32Array(n * n).map(() => Math.round(rng.next() * 254 - 127)) },
-          ],
-          ["zeros", int64Tensor([0, 0])],
-          ["ones", int64Tensor([1, 1])],
-        ]),
-        inputs: [{ name: "a", dims: [n, n], elemType: "uint8" }],
-        outputs: [{ name: "y", dims: [1, 1] }],
-        metadata: {},
-        opset: 17,
-      }
-    : {
-        nodes: [{ op: "MatMul", inputs: ["a", "b"], outputs: ["y"], attrs: {} }],
-        initializers: new Map([
-          ["b", { dims: [n, n], data: new Float32Array(n * n).map(() => rng.normal()) }],
-        ]),
-        inputs: [{ name: "a", dims: [n, n] }],
-        outputs: [{ name: "y", dims: [n, n] }],
-        metadata: {},
-        opset: 17,
-      };
-  const session = await createSession(encodeModel(graph));
-  const a = int8
-    ? new ort.Tensor(
-        "uint8",
-        new Uint8Array(n * n).map(() => Math.floor(rng.next() * 256)),
-        [n, n],
-      )
-    : new ort.Tensor(
-        "float32",
-        new Float32Array(n * n).map(() => rng.normal()),
-        [n, n],
-      );
-  const fetches = int8 ? undefined : { y: new ort.Tensor("float32", new Float32Array(n * n), [n, n]) };
-  const ts: number[] = [];
-  for (let i = 0; i < spec.warmup + spec.runs; i++) {
-    const t0 = performance.now();
-    await (fetches ? session.run({ a }, fetches) : session.run({ a }));
-    if (i >= spec.warmup) ts.push(performance.now() - t0);
-  }
-  await session.release();
-  // a peak is the best the machine does: the fastest run, not the median
-  return Math.min(...ts);
-}
-
-/** One 3×3 convolution, 256 → 256 channels on 16×16 maps, batch 32 (a ResNet layer3 shape): fastest run, ms. */
-async function timeConv(spec: ChildSpec): Promise<{ ms: number; flops: number }> {
-  const [c, hw, n] = [256, 16, 32];
-  const rng = new Random(11);
-  const graph: Graph = {
-    nodes: [
-      { op: "Conv", inputs: ["x", "w"], outputs: ["y"], attrs: { kernel_shape: [3, 3], pads: [1, 1, 1, 1] } },
-    ],
-    initializers: new Map([
-      ["w", { dims: [c, c, 3, 3], data: new Float32Array(c * c * 9).map(() => rng.normal() * 0.03) }],
-    ]),
-    inputs: [{ name: "x", dims: [n, c, hw, hw] }],
-    outputs: [{ name: "y", dims: [n, c, hw, hw] }],
-    metadata: {},
-    opset: 17,
-  };
-  const session = await createSession(encodeModel(graph));
-  const x = new ort.Tensor(
-    "float32",
-    new Float32Array(n * c * hw * hw).map(() => rng.normal()),
-    [n, c, hw, hw],
-  );
-  const fetches = { y: new ort.Tensor("float32", new Float32Array(n * c * hw * hw), [n, c, hw, hw]) };
-  const ts: number[] = [];
-  for (let i = 0; i < spec.warmup + spec.runs; i++) {
-    const t0 = performance.now();
-    await session.run({ x }, fetches);
-    if (i >= spec.warmup) ts.push(performance.now() - t0);
-  }
-  await session.release();
-  return { ms: Math.min(...ts), flops: 2 * c * c * 9 * hw * hw * n };
-}
-
-/**
- * Peak compute of this machine in ORT: square fp32 MatMul and uint8×int8 MatMulInteger at n = 1024 and 2048, and
- * (for fp32) one large 3×3 convolution, which MLAS runs faster than its GEMM; the best of them counts.
- */
+/** Peak compute of this machine in ORT (see measurePeak), in a process of its own. */
 async function childMatmul(spec: ChildSpec): Promise<Partial<ChildResult>> {
-  const rows: { kernel: string; fp32_gflops?: number; int8_gops?: number }[] = [];
-  for (const n of [1024, 2048]) {
-    const ops = 2 * n ** 3;
-    rows.push({ kernel: `MatMul ${n}`, fp32_gflops: ops / (await timeMatmul(n, false, spec)) / 1e6 });
-    rows.push({ kernel: `MatMulInteger ${n}`, int8_gops: ops / (await timeMatmul(n, true, spec)) / 1e6 });
-  }
-  const conv = await timeConv(spec);
-  rows.push({ kernel: "Conv 3×3 256→256 16² batch 32", fp32_gflops: conv.flops / conv.ms / 1e6 });
   return {
     engine: `onnxruntime-node ${ort.env.versions.common}`,
     results: [],
-    kernels: rows,
-    fp32_peak_gflops: Math.max(...rows.map((r) => r.fp32_gflops ?? 0)),
-    int8_peak_gops: Math.max(...rows.map((r) => r.int8_gops ?? 0)),
+    ...(await measurePeak({ warmup: spec.warmup, runs: spec.runs })),
   };
 }
 

@@ -6,7 +6,10 @@
  *
  * stpmd's epoch times come from its own per-epoch log lines (pino timestamps), so they are exactly what
  * `stpmd retrain` spends, validation scoring included; the validation part is measured separately to give the
- * training-only time. Writes benchmarks/results/retrain.json and .md (retrain-quick.* with --quick).
+ * training-only time. The fraction of the CPU's fp32 peak reached comes from the conv FLOPs of training (3 × one
+ * student forward pass per training image) and the machine's peak, measured in ORT at the start and the end of the
+ * run (measurePeak, in a child process while nothing else runs). Writes benchmarks/results/retrain.json and .md
+ * (retrain-quick.* with --quick).
  */
 import { mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import os from "node:os";
@@ -28,7 +31,18 @@ import { Random } from "../src/train/random.js";
 import { RETRAIN_DEFAULTS, retrain, splitTrainVal } from "../src/train/retrain.js";
 import { initStudent } from "../src/train/student.js";
 import { buildTrainingGraph, studentLayout } from "../src/train/training-graph.js";
-import { fmt, machineInfo, machineState, median, peakRssMib, runJsonChild, writeResults } from "./common.js";
+import {
+  convFlops,
+  fmt,
+  machineInfo,
+  machineState,
+  measurePeak,
+  median,
+  type Peak,
+  peakRssMib,
+  runJsonChild,
+  writeResults,
+} from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -38,6 +52,10 @@ const TEACHER = path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
 const SAFETENSORS = path.join(SHARED, "weights/mobilenet_v2_imagenet_coral.safetensors");
 const VENV_PYTHON = path.join(REPO, "benchmarks/.venv/bin/python");
 const RESULTS = path.join(REPO, "benchmarks/results");
+/** Runs per peak kernel, as benchmarks/inference.ts measures it. */
+const PEAK_RUNS = { warmup: 2, runs: 10 };
+/** FLOPs of one training step per conv FLOP of the forward pass: forward, input gradient, weight gradient. */
+const TRAIN_FLOPS_FACTOR = 3;
 
 interface LogLine {
   time: number;
@@ -140,6 +158,40 @@ async function stepChild(variant: string, steps: number): Promise<void> {
   );
 }
 
+/** The machine's peak in ORT, measured in a child process of its own, so that nothing of ours runs beside it. */
+async function peakChild(): Promise<Peak> {
+  return (await runJsonChild(process.execPath, [fileURLToPath(import.meta.url), "--peak-child"])) as Peak;
+}
+
+/** Images a training epoch runs through: all training images but a last batch of one, which both engines skip. */
+function imagesPerEpoch(trainImages: number): number {
+  const batch = Math.min(RETRAIN_DEFAULTS.batchSize, trainImages);
+  return trainImages % batch === 1 ? trainImages - 1 : trainImages;
+}
+
+/** Conv GFLOP/s and fraction of the fp32 peak of an engine that trained `trainImages` images in `trainS` s/epoch. */
+function throughput(
+  flopsPerImage: number,
+  trainImages: number,
+  trainS: number,
+  peakGflops: number,
+): {
+  images_per_epoch: number;
+  flops_per_epoch: number;
+  gflops_per_s: number;
+  fraction_of_fp32_peak: number;
+} {
+  const images = imagesPerEpoch(trainImages);
+  const flops = flopsPerImage * images;
+  const gflops = flops / trainS / 1e9;
+  return {
+    images_per_epoch: images,
+    flops_per_epoch: flops,
+    gflops_per_s: gflops,
+    fraction_of_fp32_peak: gflops / peakGflops,
+  };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -148,8 +200,13 @@ async function main(): Promise<void> {
       "skip-torch": { type: "boolean", default: false },
       "skip-steps": { type: "boolean", default: false },
       "step-child": { type: "string" },
+      "peak-child": { type: "boolean", default: false },
     },
   });
+  if (values["peak-child"]) {
+    process.stdout.write(`${JSON.stringify(await measurePeak(PEAK_RUNS))}\n`);
+    return;
+  }
   if (values["step-child"]) {
     await stepChild(values["step-child"], 3);
     return;
@@ -173,6 +230,12 @@ async function main(): Promise<void> {
     const files = await listImages(framesDir);
     const stateBefore = await machineState();
     log(`machine: ${stateBefore.uptime}`);
+    const peakBefore = await peakChild();
+    log(`peak fp32 ${fmt(peakBefore.fp32_peak_gflops)} GFLOP/s (before)`);
+    const size = RETRAIN_DEFAULTS.imageSize;
+    // the student has the teacher's architecture (studentLayout copies its convs), so the teacher graph counts
+    const forwardFlopsPerImage = convFlops((await loadTeacher(TEACHER)).graph, size);
+    const trainFlopsPerImage = TRAIN_FLOPS_FACTOR * forwardFlopsPerImage;
 
     log(`stpmd retrain, ${epochs} epochs on ${files.length} images`);
     const lines: LogLine[] = [];
@@ -249,6 +312,42 @@ async function main(): Promise<void> {
         });
       }
     }
+    // the peak once more at the end: the machine's speed drifts, the better of the two counts
+    const peakAfter = await peakChild();
+    log(`peak fp32 ${fmt(peakAfter.fp32_peak_gflops)} GFLOP/s (after)`);
+    const peak = {
+      engine: `onnxruntime-node ${ort.env.versions.common}`,
+      method: `best of MatMul n = 1024/2048 and a 3×3 Conv 256→256 (fastest of ${PEAK_RUNS.runs} runs after ${PEAK_RUNS.warmup} warm-up each), measured in a child process at the start and the end of the run`,
+      fp32_peak_gflops: Math.max(peakBefore.fp32_peak_gflops, peakAfter.fp32_peak_gflops),
+      int8_peak_gops: Math.max(peakBefore.int8_peak_gops, peakAfter.int8_peak_gops),
+      fp32_gflops_before_after: [peakBefore.fp32_peak_gflops, peakAfter.fp32_peak_gflops],
+      kernels_before: peakBefore.kernels,
+      kernels_after: peakAfter.kernels,
+    };
+    const trainingFlops = {
+      image_size: size,
+      forward_conv_flops_per_image: forwardFlopsPerImage,
+      factor: TRAIN_FLOPS_FACTOR,
+      train_conv_flops_per_image: trainFlopsPerImage,
+      method:
+        "conv FLOPs (2·Cout·Cin/group·kh·kw·Hout·Wout) of one student forward pass at the training size, × 3 for " +
+        "forward, input gradient and weight gradient (the usual approximation; BatchNorm, activations, the loss and " +
+        "the optimiser are not counted), × the training images of an epoch; teacher features are cached, so the " +
+        "teacher costs nothing per epoch in either engine",
+    };
+    const rate = (trainImages: number, trainS: number) =>
+      throughput(trainFlopsPerImage, trainImages, trainS, peak.fp32_peak_gflops);
+    const stpmdRate = { ...stpmd, ...rate(stpmd.train_images, stpmd.median_train_s) };
+    const torchRate = torch && {
+      ...torch,
+      ...rate(torch.train_images as number, torch.median_train_s as number),
+    };
+    log(
+      `stpmd ${fmt(stpmdRate.gflops_per_s)} GFLOP/s (${fmt(100 * stpmdRate.fraction_of_fp32_peak)} % of fp32 peak)` +
+        (torchRate
+          ? `, torch ${fmt(torchRate.gflops_per_s)} GFLOP/s (${fmt(100 * torchRate.fraction_of_fp32_peak)} %)`
+          : ""),
+    );
     const report = {
       benchmark: "stpmd retrain seconds per epoch",
       quick,
@@ -256,8 +355,10 @@ async function main(): Promise<void> {
       machine: machineInfo(),
       load_before: stateBefore,
       load_after: await machineState(),
-      stpmd,
-      torch,
+      peak,
+      training_flops: trainingFlops,
+      stpmd: stpmdRate,
+      torch: torchRate,
       training_step_session_options: steps,
     };
     await mkdir(RESULTS, { recursive: true });
@@ -277,6 +378,13 @@ function markdown(r: {
   machine: Record<string, unknown>;
   load_before: Record<string, unknown>;
   load_after: Record<string, unknown>;
+  peak: { method: string; fp32_peak_gflops: number; fp32_gflops_before_after: number[] };
+  training_flops: {
+    image_size: number;
+    forward_conv_flops_per_image: number;
+    factor: number;
+    train_conv_flops_per_image: number;
+  };
   stpmd: Record<string, unknown>;
   torch?: Record<string, unknown>;
   training_step_session_options: Record<string, unknown>[];
@@ -284,7 +392,8 @@ function markdown(r: {
   const s = r.stpmd;
   const t = r.torch;
   const row = (name: string, x: Record<string, unknown>, train: number, val: number, epoch: number): string =>
-    `| ${name} | ${fmt(epoch, 2)} | ${fmt(train, 2)} | ${fmt(val, 2)} | ${fmt(x.load_and_cache_s as number, 1)} | ${fmt(x.peak_rss_mib as number, 0)} | ${x.engine} |`;
+    `| ${name} | ${fmt(epoch, 2)} | ${fmt(train, 2)} | ${fmt(val, 2)} | ${fmt(x.gflops_per_s as number, 1)} | ${fmt(100 * (x.fraction_of_fp32_peak as number), 1)}% | ${fmt(x.load_and_cache_s as number, 1)} | ${fmt(x.peak_rss_mib as number, 0)} | ${x.engine} |`;
+  const f = r.training_flops;
   const lines = [
     "# stpmd retrain benchmark",
     "",
@@ -292,8 +401,14 @@ function markdown(r: {
     "",
     `Load before: \`${r.load_before.uptime}\` (retrain processes running before ours: ${r.load_before.retrain_processes_running}); after: \`${r.load_after.uptime}\`.`,
     "",
-    "| engine | s/epoch (train + validation) | train only | validation | load + cache teacher features s | peak RSS MiB | what |",
-    "|---|---:|---:|---:|---:|---:|---|",
+    `Peak (ORT, ${r.peak.method}): fp32 ${fmt(r.peak.fp32_peak_gflops)} GFLOP/s (start ${r.peak.fp32_gflops_before_after.map((g) => fmt(g)).join(", end ")}). ` +
+      `Training FLOPs: ${fmt(f.forward_conv_flops_per_image / 1e9, 2)} GFLOP of convolutions per student forward pass at ${f.image_size}×${f.image_size}, ` +
+      `× ${f.factor} for forward, input gradient and weight gradient (the usual approximation; BatchNorm, activations, loss and optimiser not counted) = ` +
+      `${fmt(f.train_conv_flops_per_image / 1e9, 2)} GFLOP per training image, × ${s.images_per_epoch} training images = ${fmt((s.flops_per_epoch as number) / 1e9, 0)} GFLOP per epoch. ` +
+      'Both engines train the same student architecture on cached teacher features, so the same count applies; "GFLOP/s" divides it by the training-only time.',
+    "",
+    "| engine | s/epoch (train + validation) | train only | validation | GFLOP/s (train only) | % of fp32 peak | load + cache teacher features s | peak RSS MiB | what |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     row(
       "stpmd",
       s,
