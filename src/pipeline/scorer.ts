@@ -82,9 +82,9 @@ export function buildScoringGraph(
   const { height: H, width: W } = opts;
   // uint8 NHWC → normalised float NCHW: x·(1/(255·std)) − mean/std, per channel. Written so that it broadcasts
   // cheaply in either layout: in the int8 graph ORT moves it to the NHWC side of the Transpose, where a [1,3,1,1]
-  // Mul/Sub becomes a broadcast over spans of 3 (measured ~0.5 ms per frame each, more than the teacher's first
-  // conv). Channels sharing one mean and std (the MobileNetV2 teacher) take scalars; otherwise a 1×1 convolution
-  // with a diagonal kernel, which ORT keeps in NCHW.
+  // Mul/Sub becomes a broadcast over spans of 3 (~0.4 ms per frame each in benchmarks/profile-scoring.ts).
+  // Channels sharing one mean and std (the MobileNetV2 teacher) take scalars; otherwise a 1×1 convolution with a
+  // diagonal kernel, which ORT keeps in NCHW.
   const nchw = b.op("Transpose", [b.op("Cast", ["frames"], { to: 1 })], { perm: [0, 3, 1, 2] });
   const x = normaliseInput(b, nchw, opts.mean, opts.std);
   const tOuts = prefixGraph(teacher, "teacher/", x, b);

@@ -273,9 +273,7 @@ export class Outbox {
         this.toWrite.push({ seq, record, message, done });
       });
     });
-    this.writing ??= this.writeGroups().finally(() => {
-      this.writing = undefined;
-    });
+    this.startWriting();
     return Promise.all(outcomes);
   }
 
@@ -335,10 +333,15 @@ export class Outbox {
     });
   }
 
+  /** Resolves once every message accepted so far is on disk (or its write failed). */
+  async settled(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
   /** Waits for pending writes; later enqueues are refused. The files stay for the next open. */
   async close(): Promise<void> {
     this.closed = true;
-    await this.writing;
+    await this.settled();
     for (const waiter of this.waiters) waiter();
   }
 
@@ -348,6 +351,15 @@ export class Outbox {
       { eventId: messages[0]?.eventId, topics: messages.map((m) => m.topic), overflowed: this.overflowCount },
       `outbox: ${messages.length === 1 ? "message" : `${messages.length} messages`} refused: ${why}`,
     );
+  }
+
+  private startWriting(): void {
+    if (this.writing) return;
+    this.writing = this.writeGroups().finally(() => {
+      this.writing = undefined;
+      // a message queued between the loop's last check and this callback still needs a writer
+      if (this.toWrite.length > 0) this.startWriting();
+    });
   }
 
   /** Commits queued messages group by group until none are left. */

@@ -261,7 +261,11 @@ export class Publisher {
     const client = this.client!;
     const outbox = this.outbox!;
     try {
-      await beforeDeadline(this.enqueueChain, deadline);
+      // every defect submitted so far is handed to the outbox, then on disk, before the drain below
+      await beforeDeadline(
+        this.enqueueChain.then(() => outbox.settled()),
+        deadline,
+      );
       if (client.connected) await beforeDeadline(this.sendStatus("stopped"), deadline);
       while (outbox.size > 0 && client.connected && Date.now() < deadline) await sleep(STOP_POLL_MS);
       if (outbox.size > 0) {
