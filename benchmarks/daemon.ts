@@ -17,7 +17,7 @@ import { machineInfo, machineState, median, peakRssMib } from "./common.js";
  * receive time − capture timestamp) p50/p99. The highest rate without drops is the daemon's sustainable rate.
  *
  *   node dist/benchmarks/daemon.js [--bundle out/models/bottle] [--rates 10,20,30,40,60] [--seconds 12] [--cameras 2]
- *                                  [--source png|rawfiles|raw] [--folder good]
+ *                                  [--source png|rawfiles|raw] [--folder good] [--max-batch 8] [--max-wait-ms 20]
  */
 
 // The daemon runs with libuv's pool at 32 (see src/main.ts: cameras keep pool threads blocked); measure it so.
@@ -48,6 +48,9 @@ const sourceKind = arg("source", "png");
 /** Bottle test folder replayed with `--source png`: `good` (normal parts, the usual line) or e.g. `broken_large`
  * (every frame a defect event with a snapshot: the publisher's worst case). */
 const folder = arg("folder", "good");
+/** Batching policy under test (the daemon's defaults: 8 frames, 20 ms). */
+const maxBatch = Number(arg("max-batch", "8"));
+const maxWaitMs = Number(arg("max-wait-ms", "20"));
 const warmupS = 3;
 
 function quantileOf(sorted: number[], q: number): number {
@@ -92,9 +95,9 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string) 
     inference: {
       providers: [{ name: "cpu" }],
       intra_op_threads: 0,
-      max_batch: 8,
-      max_wait_ms: 20,
-      queue_size: 32,
+      max_batch: maxBatch,
+      max_wait_ms: maxWaitMs,
+      queue_size: Math.max(32, 4 * maxBatch),
     },
     cameras: Array.from({ length: cameras }, (_, i) => ({
       id: `cam${i}`,
@@ -191,6 +194,7 @@ const result = {
   before,
   after,
   bundle,
+  batching: { max_batch: maxBatch, max_wait_ms: maxWaitMs, queue_size: Math.max(32, 4 * maxBatch) },
   cameras,
   source: sourceKind,
   seconds,
@@ -210,12 +214,13 @@ const sourceStem = { png: `daemon-${folder}`, rawfiles: `daemon-rawfiles-${folde
 ];
 if (!sourceStem) throw new Error(`--source must be png, rawfiles or raw, got ${sourceKind}`);
 // results of another bundle than the default (e.g. the int8 one) go beside, not over, the default's
-const stem = path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`;
+const policy = maxBatch === 8 && maxWaitMs === 20 ? "" : `-batch${maxBatch}-wait${maxWaitMs}`;
+const stem = `${path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`}${policy}`;
 await writeFile(`benchmarks/results/${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
 const md = [
   "# stpmd daemon benchmark",
   "",
-  `${cameras} cameras (${sourceDescription()}), bundle ${path.basename(bundle)}, max batch 8, max wait 20 ms, queue 32, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
+  `${cameras} cameras (${sourceDescription()}), bundle ${path.basename(bundle)}, max batch ${maxBatch}, max wait ${maxWaitMs} ms, queue ${Math.max(32, 4 * maxBatch)}, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
   "",
   `Load before: \`${before.uptime}\`; after: \`${after.uptime}\`.`,
   "",
