@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
+import { listImages } from "../src/data/images.js";
 import { encodeModel, type Graph, int64Tensor } from "../src/model/onnx-graph.js";
 import { createSession, ort } from "../src/model/ort.js";
 import { convGeometry, inferShapes } from "../src/model/shapes.js";
@@ -294,4 +295,25 @@ export async function writeResults(files: Record<string, string>): Promise<void>
 
 export function fmt(x: number | undefined, digits = 1): string {
   return x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(digits);
+}
+
+/** The MVTec bottle test kinds the speed benchmarks draw frames from. */
+export const BENCH_KINDS = ["good", "broken_large", "broken_small", "contamination"] as const;
+
+/**
+ * The inference benchmarks' frames: the bottle test kinds in turn (image i of each kind before image i + 1), so
+ * batches mix good and defective parts as a line would.
+ */
+export async function benchFrames(
+  bottleDir: string,
+  count: number,
+): Promise<{ kind: string; file: string }[]> {
+  const lists = await Promise.all(BENCH_KINDS.map((k) => listImages(path.join(bottleDir, "test", k))));
+  const out: { kind: string; file: string }[] = [];
+  for (let i = 0; out.length < count && lists.some((l) => l[i]); i++) {
+    lists.forEach((l, k) => {
+      if (l[i] && out.length < count) out.push({ kind: BENCH_KINDS[k]!, file: l[i]! });
+    });
+  }
+  return out;
 }

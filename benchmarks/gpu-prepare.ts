@@ -17,28 +17,14 @@ import { chmod, copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { listImages } from "../src/data/images.js";
 import { loadBundle } from "../src/model/bundle.js";
-import { convFlops, convTensors, writeSafetensors } from "./common.js";
+import { benchFrames, convFlops, convTensors, writeSafetensors } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/benchmarks
 const REPO = path.resolve(HERE, "../..");
 const SHARED = process.env.STPMD_SHARED ?? path.resolve(REPO, "../shared");
 const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
 const SIZE = 256;
-const KINDS = ["good", "broken_large", "broken_small", "contamination"];
-
-/** The benchmark frames of inference.ts: the test kinds in turn, image i of each kind before image i + 1. */
-async function benchFrames(count: number): Promise<{ kind: string; file: string }[]> {
-  const lists = await Promise.all(KINDS.map((k) => listImages(path.join(BOTTLE, "test", k))));
-  const out: { kind: string; file: string }[] = [];
-  for (let i = 0; out.length < count && lists.some((l) => l[i]); i++) {
-    lists.forEach((l, k) => {
-      if (l[i] && out.length < count) out.push({ kind: KINDS[k]!, file: l[i]! });
-    });
-  }
-  return out;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -58,7 +44,7 @@ async function main(): Promise<void> {
 
   const bundle = await loadBundle(values.bundle);
   log(`bundle ${values.bundle} (${bundle.manifest.model_version})`);
-  const frames = await benchFrames(Number(values.frames));
+  const frames = await benchFrames(BOTTLE, Number(values.frames));
   if (frames.length < Number(values.frames))
     throw new Error(`only ${frames.length} bottle test images found`);
 

@@ -34,6 +34,7 @@ import { findRegions } from "../src/pipeline/regions.js";
 import { buildScoringGraph, Scorer } from "../src/pipeline/scorer.js";
 import { Random } from "../src/train/random.js";
 import {
+  benchFrames,
   convFlops,
   convTensors,
   fmt,
@@ -542,7 +543,7 @@ async function prepare(
   if (!Number.isFinite(threshold)) {
     // no bundle: the median image score of the benchmark frames, so about half the frames have regions
     const scorer = await Scorer.create(teacher, student, { height: SIZE, width: SIZE, mean, std });
-    const frames = await decodeFrames((await benchFrames()).slice(0, 8));
+    const frames = await decodeFrames((await benchFrameFiles()).slice(0, 8));
     const packed = new Uint8Array(frames.length * SIZE * SIZE * 3);
     await resizeInto(frames, frames.length, packed, "sequential");
     const { scores } = await scorer.score(packed, frames.length);
@@ -578,13 +579,8 @@ async function runExport(out: string): Promise<void> {
   });
 }
 
-async function benchFrames(): Promise<string[]> {
-  // defective and good test images alternately, so batches mix both as a line would
-  const kinds = ["good", "broken_large", "broken_small", "contamination"];
-  const lists = await Promise.all(kinds.map((k) => listImages(path.join(BOTTLE, "test", k))));
-  const out: string[] = [];
-  for (let i = 0; out.length < 32; i++) for (const l of lists) if (l[i] && out.length < 32) out.push(l[i]!);
-  return out;
+async function benchFrameFiles(): Promise<string[]> {
+  return (await benchFrames(BOTTLE, 32)).map((f) => f.file);
 }
 
 function childArgs(spec: ChildSpec): string[] {
@@ -612,7 +608,7 @@ async function main(): Promise<void> {
   const runs = quick ? 2 : 5;
   const warmup = quick ? 1 : 3;
   const rounds = quick ? 1 : 2;
-  const frames = await benchFrames();
+  const frames = await benchFrameFiles();
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-"));
   const stateBefore = await machineState();
   log(`machine: ${stateBefore.uptime}`);
