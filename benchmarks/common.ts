@@ -1,6 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -278,19 +278,30 @@ export function convTensors(graph: Graph): { name: string; dims: number[]; data:
   return out;
 }
 
+/** Where every benchmark writes its results. */
+export const RESULTS_DIR = path.resolve(
+  path.dirname(new URL(import.meta.url).pathname),
+  "../../benchmarks/results",
+);
+
 /**
- * Writes result files and formats them with the project's biome settings, so that `npm run lint` (which checks
- * benchmarks/) stays clean after a run.
+ * Writes `<stem>.json` (the report) and `<stem>.md` into benchmarks/results and formats them with the project's
+ * biome settings, so that `npm run lint` (which checks benchmarks/) stays clean after a run. Returns the JSON path.
  */
-export async function writeResults(files: Record<string, string>): Promise<void> {
-  for (const [file, text] of Object.entries(files)) await writeFile(file, text);
+export async function writeResults(stem: string, report: unknown, markdown: string): Promise<string> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const json = path.join(RESULTS_DIR, `${stem}.json`);
+  const md = path.join(RESULTS_DIR, `${stem}.md`);
+  await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(md, markdown.endsWith("\n") ? markdown : `${markdown}\n`);
   const biome = path.resolve(
     path.dirname(new URL(import.meta.url).pathname),
     "../../node_modules/.bin/biome",
   );
-  await run(biome, ["format", "--write", ...Object.keys(files)]).catch((err: Error) => {
+  await run(biome, ["format", "--write", json, md]).catch((err: Error) => {
     process.stderr.write(`[bench] results written but not formatted (${err.message.split("\n")[0]})\n`);
   });
+  return json;
 }
 
 export function fmt(x: number | undefined, digits = 1): string {

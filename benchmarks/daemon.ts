@@ -8,7 +8,7 @@ import type { StpmdConfig } from "../src/config.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { createLogger } from "../src/log.js";
-import { machineInfo, machineState, median, peakRssMib } from "./common.js";
+import { machineInfo, machineState, median, peakRssMib, writeResults } from "./common.js";
 
 /**
  * The daemon under load: GStreamer replay cameras (the bottle test PNGs, 900×900, decoded and scaled inside
@@ -208,7 +208,6 @@ function sourceDescription(): string {
     return `bottle test/${folder} images decoded once, replayed as raw RGB 900×900 frames via multifilesrc, paced`;
   return `bottle test/${folder} PNGs 900×900 via multifilesrc ! pngdec, paced`;
 }
-await mkdir("benchmarks/results", { recursive: true });
 const sourceStem = { png: `daemon-${folder}`, rawfiles: `daemon-rawfiles-${folder}`, raw: "daemon-raw" }[
   sourceKind
 ];
@@ -216,7 +215,7 @@ if (!sourceStem) throw new Error(`--source must be png, rawfiles or raw, got ${s
 // results of another bundle than the default (e.g. the int8 one) go beside, not over, the default's
 const policy = maxBatch === 8 && maxWaitMs === 20 ? "" : `-batch${maxBatch}-wait${maxWaitMs}`;
 const stem = `${path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`}${policy}`;
-await writeFile(`benchmarks/results/${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
+
 const md = [
   "# stpmd daemon benchmark",
   "",
@@ -234,6 +233,6 @@ const md = [
   `Highest offered rate fully inspected (≥ 97 % of frames inspected, none dropped by the queue): **${sustained} frames/s**.`,
   "",
 ].join("\n");
-await writeFile(`benchmarks/results/${stem}.md`, md);
+await writeResults(stem, result, md);
 console.log(md);
 process.exit(0);

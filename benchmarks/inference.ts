@@ -9,14 +9,14 @@
  * PNGs, decoded once up front. Writes benchmarks/results/inference.json and .md (inference-quick.* with --quick).
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
-import { listImages, rgbToChw } from "../src/data/images.js";
+import { listImages, resizeRgb, rgbToChw } from "../src/data/images.js";
 import { loadBundle } from "../src/model/bundle.js";
 import {
   decodeModel,
@@ -56,7 +56,6 @@ const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
 const MNV2_ONNX = path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
 const BOTTLE_BUNDLE = process.env.STPMD_BENCH_BUNDLE ?? path.join(REPO, "out/models/bottle");
 const VENV_PYTHON = path.join(REPO, "benchmarks/.venv/bin/python");
-const RESULTS = path.join(REPO, "benchmarks/results");
 const SIZE = 256;
 const CAMERA = 900;
 
@@ -121,11 +120,8 @@ async function decodeFrames(files: string[]): Promise<Uint8Array[]> {
   );
 }
 
-async function resizeOne(frame: Uint8Array): Promise<Buffer> {
-  return sharp(frame, { raw: { width: CAMERA, height: CAMERA, channels: 3 } })
-    .resize(SIZE, SIZE, { fit: "fill", kernel: "linear" })
-    .raw()
-    .toBuffer();
+function resizeOne(frame: Uint8Array): Promise<Uint8Array> {
+  return resizeRgb(frame, CAMERA, CAMERA, SIZE, SIZE);
 }
 
 /** Resizes `count` frames into `out` (reused between runs), one sharp call per frame. */
@@ -655,48 +651,22 @@ async function main(): Promise<void> {
       ]);
     const nodeRun = (spec: Omit<ChildSpec, keyof typeof common>) => (): Promise<unknown> =>
       runJsonChild(process.execPath, childArgs({ ...spec, ...common }));
+    /** stpmd's path or the bare floor, on the fp32 or int8 graphs; the label names both. */
+    const onnxContender = (
+      kind: "stpmd" | "floor",
+      precision: "fp32" | "int8",
+    ): [string, () => Promise<unknown>] => {
+      const label = `${kind === "stpmd" ? "stpmd" : "ORT floor"} ${precision}`;
+      const [teacher, student] = p.files[precision];
+      // the floor sizes its output tensors by shape inference, which knows only the float ops
+      const shapes = kind === "floor" && precision === "int8" ? { shapesFrom: p.files.fp32[0] } : {};
+      return [label, nodeRun({ kind, label, teacher, student, ...shapes, ...base })];
+    };
     const plan: [string, () => Promise<unknown>][] = [
-      [
-        "stpmd fp32",
-        nodeRun({
-          kind: "stpmd",
-          label: "stpmd fp32",
-          teacher: p.files.fp32[0],
-          student: p.files.fp32[1],
-          ...base,
-        }),
-      ],
-      [
-        "stpmd int8",
-        nodeRun({
-          kind: "stpmd",
-          label: "stpmd int8",
-          teacher: p.files.int8[0],
-          student: p.files.int8[1],
-          ...base,
-        }),
-      ],
-      [
-        "ORT floor fp32",
-        nodeRun({
-          kind: "floor",
-          label: "ORT floor fp32",
-          teacher: p.files.fp32[0],
-          student: p.files.fp32[1],
-          ...base,
-        }),
-      ],
-      [
-        "ORT floor int8",
-        nodeRun({
-          kind: "floor",
-          label: "ORT floor int8",
-          teacher: p.files.int8[0],
-          student: p.files.int8[1],
-          shapesFrom: p.files.fp32[0],
-          ...base,
-        }),
-      ],
+      onnxContender("stpmd", "fp32"),
+      onnxContender("stpmd", "int8"),
+      onnxContender("floor", "fp32"),
+      onnxContender("floor", "int8"),
       ...(values["skip-torch"]
         ? []
         : ([
@@ -768,13 +738,8 @@ async function main(): Promise<void> {
     resize_mode: resizeMode,
     backbones,
   };
-  await mkdir(RESULTS, { recursive: true });
-  const stem = quick ? "inference-quick" : "inference";
-  await writeResults({
-    [path.join(RESULTS, `${stem}.json`)]: `${JSON.stringify(report, null, 2)}\n`,
-    [path.join(RESULTS, `${stem}.md`)]: markdown(report),
-  });
-  log(`wrote ${path.join(RESULTS, `${stem}.json`)} and .md`);
+  const written = await writeResults(quick ? "inference-quick" : "inference", report, markdown(report));
+  log(`wrote ${written} and .md`);
 }
 
 /** Per variant, the runs of all rounds together, with medians recomputed over them. */

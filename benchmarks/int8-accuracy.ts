@@ -8,7 +8,7 @@
  * (<model>-int8, <model>-int8-p9999).
  */
 import { execFile } from "node:child_process";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,7 +22,6 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
 const SHARED = process.env.STPMD_SHARED ?? path.resolve(REPO, "../shared");
 const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
-const RESULTS = path.join(REPO, "benchmarks/results");
 
 async function evaluateWithCli(model: string): Promise<EvalReport> {
   const json = path.join(os.tmpdir(), `stpmd-eval-${process.pid}-${path.basename(model)}.json`);
@@ -84,7 +83,6 @@ async function main(): Promise<void> {
     load_after: await machineState(),
     rows,
   };
-  await mkdir(RESULTS, { recursive: true });
   const lines = [
     "# int8 vs fp32 on MVTec AD bottle",
     "",
@@ -100,10 +98,7 @@ async function main(): Promise<void> {
     `Load before: \`${before.uptime}\`, after: \`${report.load_after.uptime}\`.`,
     "",
   ];
-  await writeResults({
-    [path.join(RESULTS, "int8-accuracy.json")]: `${JSON.stringify(report, null, 2)}\n`,
-    [path.join(RESULTS, "int8-accuracy.md")]: `${lines.join("\n")}\n`,
-  });
+  await writeResults("int8-accuracy", report, lines.join("\n"));
   process.stdout.write(lines.join("\n"));
 }
 

@@ -51,7 +51,6 @@ const TRAIN_GOOD = path.join(SHARED, "data/mvtec_ad/bottle/train/good");
 const TEACHER = path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
 const SAFETENSORS = path.join(SHARED, "weights/mobilenet_v2_imagenet_coral.safetensors");
 const VENV_PYTHON = path.join(REPO, "benchmarks/.venv/bin/python");
-const RESULTS = path.join(REPO, "benchmarks/results");
 /** Runs per peak kernel, as benchmarks/inference.ts measures it. */
 const PEAK_RUNS = { warmup: 2, runs: 10 };
 /** FLOPs of one training step per conv FLOP of the forward pass: forward, input gradient, weight gradient. */
@@ -361,13 +360,8 @@ async function main(): Promise<void> {
       torch: torchRate,
       training_step_session_options: steps,
     };
-    await mkdir(RESULTS, { recursive: true });
-    const stem = quick ? "retrain-quick" : "retrain";
-    await writeResults({
-      [path.join(RESULTS, `${stem}.json`)]: `${JSON.stringify(report, null, 2)}\n`,
-      [path.join(RESULTS, `${stem}.md`)]: markdown(report),
-    });
-    log(`wrote ${path.join(RESULTS, `${stem}.json`)} and .md`);
+    const written = await writeResults(quick ? "retrain-quick" : "retrain", report, markdown(report));
+    log(`wrote ${written} and .md`);
   } finally {
     await rm(work, { recursive: true, force: true });
   }

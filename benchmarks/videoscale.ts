@@ -14,7 +14,6 @@
  * Writes benchmarks/results/videoscale.json and .md. Skips (exit 0) when the data or the bundle is absent.
  */
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,7 +32,6 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
 const SHARED = process.env.STPMD_SHARED ?? path.resolve(REPO, "../shared");
 const BOTTLE = path.join(SHARED, "data/mvtec_ad/bottle");
-const RESULTS = path.join(REPO, "benchmarks/results");
 const DEFECT_CLASS = "broken_large";
 const DEFECT_COUNT = 10;
 
@@ -204,7 +202,6 @@ async function main(): Promise<void> {
     defective_files: defectFiles.map((f) => `${DEFECT_CLASS}/${path.basename(f)}`),
     rows,
   };
-  await mkdir(RESULTS, { recursive: true });
   const daemonNote =
     daemonArgs === null
       ? "The daemon's capture pipeline (buildPipelineDescription in src/capture/pipeline-description.ts) has no videoscale element this benchmark could recognise."
@@ -228,10 +225,7 @@ async function main(): Promise<void> {
     `Load before: \`${before.uptime}\`, after: \`${report.load_after.uptime}\`.`,
     "",
   ];
-  await writeResults({
-    [path.join(RESULTS, "videoscale.json")]: `${JSON.stringify(report, null, 2)}\n`,
-    [path.join(RESULTS, "videoscale.md")]: `${lines.join("\n")}\n`,
-  });
+  await writeResults("videoscale", report, lines.join("\n"));
   process.stdout.write(lines.join("\n"));
 }
 

@@ -40,8 +40,30 @@ export async function listImages(dir: string, what = "image folder"): Promise<st
 }
 
 /**
+ * The one resize to model size, for training, evaluation and inference alike: bilinear and antialiased (as
+ * torchvision's Resize on PIL images does), aspect ratio not kept. A different filter at inference time than in
+ * training shows up as false alarms (benchmarks/videoscale.ts).
+ */
+const MODEL_RESIZE = { fit: "fill", kernel: "linear" } as const;
+
+/** Resizes packed 8-bit RGB (width × height × 3) to the model size with {@link MODEL_RESIZE}. */
+export async function resizeRgb(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  toWidth: number,
+  toHeight: number,
+): Promise<Uint8Array> {
+  const buf = await sharp(rgb, { raw: { width, height, channels: 3 } })
+    .resize(toWidth, toHeight, MODEL_RESIZE)
+    .raw()
+    .toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/**
  * Decodes any image sharp reads — grayscale, RGBA, palette, 16-bit — into 8-bit sRGB and resizes it to
- * width × height with a bilinear, antialiased filter (as torchvision's Resize on PIL images does).
+ * width × height with {@link MODEL_RESIZE}.
  */
 export async function loadRgb(file: string, width: number, height: number): Promise<RgbImage> {
   try {
@@ -50,7 +72,7 @@ export async function loadRgb(file: string, width: number, height: number): Prom
     const { data, info } = await img
       .toColourspace("srgb")
       .removeAlpha()
-      .resize(width, height, { fit: "fill", kernel: "linear" })
+      .resize(width, height, MODEL_RESIZE)
       .raw({ depth: "uchar" })
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);

@@ -1,5 +1,5 @@
-import sharp from "sharp";
 import type { Frame } from "../capture/frame.js";
+import { resizeRgb } from "../data/images.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Manifest } from "../model/bundle.js";
@@ -130,11 +130,7 @@ export class Inspector {
         "frame size differs from the model's; resizing in software",
       );
     }
-    const buf = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
-      .resize(width, height, { fit: "fill", kernel: "linear" })
-      .raw()
-      .toBuffer();
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    return resizeRgb(frame.rgb, frame.width, frame.height, width, height);
   }
 
   async close(): Promise<void> {

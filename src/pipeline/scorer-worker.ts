@@ -57,13 +57,11 @@ async function handle(msg: WorkerRequest): Promise<void> {
   }
   try {
     if (!scorer) throw new Error("no model loaded in the inference thread");
-    const r = await scorer.score(msg.frames, msg.count);
-    // copy out of ORT's buffers so they can be transferred without detaching memory ORT still owns
-    const maps = r.maps.slice();
-    const scores = r.scores.slice();
+    // the Scorer's output arrays are its own, not ORT's: hand them over without a copy
+    const { maps, scores } = await scorer.score(msg.frames, msg.count);
     port.postMessage({ type: "scored", id: msg.id, maps, scores } satisfies WorkerReply, [
-      maps.buffer,
-      scores.buffer,
+      maps.buffer as ArrayBuffer,
+      scores.buffer as ArrayBuffer,
     ]);
   } catch (err) {
     port.postMessage({ type: "score_failed", id: msg.id, message: errorMessage(err) } satisfies WorkerReply);

@@ -147,11 +147,22 @@ export class Scorer {
     return new Scorer(session, opts.height, opts.width);
   }
 
-  /** Scores `count` frames packed back to back in `frames` (count × H × W × 3 bytes). */
+  /**
+   * Scores `count` frames packed back to back in `frames` (count × H × W × 3 bytes). ORT writes into arrays made
+   * here, so the result owns its buffers: callers may keep views of it or transfer it to another thread.
+   */
   async score(frames: Uint8Array, count: number): Promise<ScoredBatch> {
     const input = new ort.Tensor("uint8", frames, [count, this.height, this.width, 3]);
-    const out = await this.session.run({ frames: input });
-    return { maps: out.anomaly_map!.data as Float32Array, scores: out.score!.data as Float32Array };
+    const maps = new Float32Array(count * this.height * this.width);
+    const scores = new Float32Array(count);
+    await this.session.run(
+      { frames: input },
+      {
+        anomaly_map: new ort.Tensor("float32", maps, [count, this.height, this.width]),
+        score: new ort.Tensor("float32", scores, [count]),
+      },
+    );
+    return { maps, scores };
   }
 
   /** Scores a list of packed RGB images in batches of `batchSize`, returning per-image maps and scores. */
@@ -167,7 +178,7 @@ export class Scorer {
       });
       const r = await this.score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {
-        maps.push(r.maps.slice(i * hw, (i + 1) * hw));
+        maps.push(r.maps.subarray(i * hw, (i + 1) * hw));
         scores.push(r.scores[i]!);
       }
     }

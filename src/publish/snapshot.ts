@@ -124,15 +124,11 @@ function checkInputs(frame: Frame, map: Float32Array, threshold: number, opts: S
 function blendHeatmap(src: Uint8Array, map: Float32Array, inverseThreshold: number, out: Buffer): void {
   const { rgb: rampRgb, alpha: rampAlpha } = RAMP_LUT;
   const lutScale = (LUT_SIZE - 1) / RAMP_SPAN_RATIO;
+  out.set(src); // most pixels stay exactly as captured; only the hot ones are blended below
   for (let i = 0, o = 0; i < map.length; i++, o += 3) {
     const excess = map[i]! * inverseThreshold - RAMP_START_RATIO;
     // `!(excess > 0)` also leaves NaN pixels untouched.
-    if (!(excess > 0)) {
-      out[o] = src[o]!;
-      out[o + 1] = src[o + 1]!;
-      out[o + 2] = src[o + 2]!;
-      continue;
-    }
+    if (!(excess > 0)) continue;
     const k = Math.min(LUT_SIZE - 1, Math.round(excess * lutScale));
     const alpha = rampAlpha[k]!;
     const keep = 1 - alpha;
