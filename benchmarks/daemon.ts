@@ -20,7 +20,7 @@ import { machineInfo, machineState, median, peakRssMib, writeResults } from "./c
  *                                  [--source png|rawfiles|raw] [--folder good] [--max-batch 8] [--max-wait-ms 20]
  */
 
-// The daemon runs with libuv's pool at 32 (see src/main.ts: cameras keep pool threads blocked); measure it so.
+// The daemon runs with libuv's pool at 32 (see src/main.cts: cameras keep pool threads blocked); measure it so.
 if (!process.env.UV_THREADPOOL_SIZE) {
   const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: "inherit",

@@ -27,7 +27,7 @@ async function evaluateWithCli(model: string): Promise<EvalReport> {
   const json = path.join(os.tmpdir(), `stpmd-eval-${process.pid}-${path.basename(model)}.json`);
   await promisify(execFile)(
     process.execPath,
-    [path.join(REPO, "dist/src/main.js"), "eval", "--model", model, "--data", BOTTLE, "--json", json],
+    [path.join(REPO, "dist/src/main.cjs"), "eval", "--model", model, "--data", BOTTLE, "--json", json],
     {
       env: { ...process.env, STPMD_LOG_LEVEL: "warn" },
     },

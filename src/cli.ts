@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { writeFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { formatConfigSummary, loadConfig } from "./config.js";
+import { configProblemsError, formatConfigSummary, loadConfig } from "./config.js";
 import { Daemon } from "./daemon/daemon.js";
+import { startupProblems } from "./daemon/startup-checks.js";
 import { runDemo } from "./demo/demo.js";
 import { errorMessage, isStpmdError } from "./errors.js";
 import { evaluate } from "./eval/evaluate.js";
@@ -178,11 +179,15 @@ program
 program
   .command("check-config")
   .description(
-    "Validate a daemon config file and print a summary; lists every problem with its key and line.",
+    "Validate a daemon config file as `run` would at start (the file, its state directories, the model bundle, " +
+      "each camera's GStreamer description) and print a summary; lists every problem with its key and line.",
   )
   .argument("<file>", "YAML or JSON config file")
-  .action((file: string) => {
-    console.log(formatConfigSummary(loadConfig(file)));
+  .action(async (file: string) => {
+    const config = loadConfig(file);
+    const problems = await startupProblems(config);
+    if (problems.length > 0) throw configProblemsError(config, problems);
+    console.log(formatConfigSummary(config));
   });
 
 program
@@ -199,7 +204,7 @@ program
     await new Promise<void>((resolve) => {
       let stopping = false;
       const stop = (signal: string): void => {
-        // a terminal's Ctrl-C can arrive twice (from the tty and from the re-exec launcher): act once
+        // a second signal (Ctrl-C pressed again, systemd's stop after a SIGINT) must not start a second shutdown
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, "stopping");
@@ -261,5 +266,7 @@ try {
     process.stderr.write(`stpmd: unexpected error: ${errorMessage(err)}\n`);
     if (process.env.STPMD_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
   }
-  process.exitCode = 1;
+  // Exit now rather than when the event loop empties: a failure after start-up began (an inference thread, a
+  // GStreamer pipeline, timers) would otherwise keep the process alive without serving anything.
+  process.exit(1);
 }

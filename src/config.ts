@@ -9,6 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
+import { sourceProblem } from "./capture/pipeline-description.js";
 import { StpmdError } from "./errors.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -202,9 +203,9 @@ function configValidator(): ValidateFunction {
 // Problems: every finding carries a key path, so it can be printed with camera ids, YAML lines and env origins
 // ---------------------------------------------------------------------------------------------------------------
 
-type KeyPath = ReadonlyArray<string | number>;
+export type KeyPath = ReadonlyArray<string | number>;
 
-interface Problem {
+export interface Problem {
   path: KeyPath;
   message: string;
   /** The schema keyword that failed, for schema problems. */
@@ -501,6 +502,10 @@ function crossFieldProblems(
 
   if (Array.isArray(cfg.cameras)) {
     cfg.cameras.forEach((_, i) => {
+      const source = valueAt(cfg, ["cameras", i, "source"]);
+      const problem =
+        typeof source === "string" && valid(["cameras", i, "source"]) ? sourceProblem(source) : undefined;
+      if (problem !== undefined) problems.push({ path: ["cameras", i, "source"], message: problem });
       const initial = valueAt(cfg, ["cameras", i, "restart_backoff", "initial_ms"]);
       const max = valueAt(cfg, ["cameras", i, "restart_backoff", "max_ms"]);
       const backoffValid =
@@ -515,13 +520,33 @@ function crossFieldProblems(
     });
   }
 
-  if (isObject(cfg.mqtt)) problems.push(...mqttProblems(cfg.mqtt));
+  if (isObject(cfg.mqtt)) problems.push(...mqttProblems(cfg.mqtt, valid));
   return problems;
 }
 
-function mqttProblems(mqtt: JsonObject): Problem[] {
+/**
+ * The schema's pattern only checks the scheme and the start of the host; mqtt.js would connect to the part of a
+ * host before a space (`mqtt://exa mple` reached host `exa`) and fail at run time on a port out of range.
+ */
+function urlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `${describeValue(url, ["mqtt", "url"])} is not a valid URL (a space in the host, or a port above 65535?)`;
+  }
+  if (parsed.hostname === "") return `${describeValue(url, ["mqtt", "url"])} has no host`;
+  if (parsed.port === "0") return `${describeValue(url, ["mqtt", "url"])}: port must be 1-65535`;
+  return undefined;
+}
+
+function mqttProblems(mqtt: JsonObject, valid: (keyPath: KeyPath) => boolean): Problem[] {
   const problems: Problem[] = [];
   const has = (key: string) => mqtt[key] !== undefined;
+  if (typeof mqtt.url === "string" && valid(["mqtt", "url"])) {
+    const problem = urlProblem(mqtt.url);
+    if (problem !== undefined) problems.push({ path: ["mqtt", "url"], message: problem });
+  }
   if (has("password") && has("password_file")) {
     problems.push({
       path: ["mqtt", "password_file"],
@@ -924,7 +949,24 @@ export function loadConfig(file: string, env: ConfigEnv = process.env): StpmdCon
 
   const cfg = data as StpmdConfig;
   cfg.mqtt.client_id ??= `stpmd-${os.hostname()}`;
+  origins.set(cfg, { file: absoluteFile, parsed, overrides });
   return cfg;
+}
+
+/** Where a loaded config came from, so later findings about it can still name their line or env variable. */
+const origins = new WeakMap<StpmdConfig, { file: string; parsed: ParsedFile; overrides: EnvOverride[] }>();
+
+/**
+ * The error for problems found after loading (start-up checks against the machine: directories, GStreamer, the
+ * bundle), formatted like the loader's own: key paths with camera ids, and the line or environment variable each
+ * key came from.
+ */
+export function configProblemsError(cfg: StpmdConfig, problems: readonly Problem[]): StpmdError {
+  const origin = origins.get(cfg);
+  return new StpmdError(
+    "ERR_CONFIG_INVALID",
+    formatProblems(origin?.file ?? "(built in code)", problems, cfg, origin?.parsed, origin?.overrides ?? []),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

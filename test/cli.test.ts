@@ -6,7 +6,10 @@ import { test } from "node:test";
 import { tempDir } from "./helpers/tiny-data.js";
 
 function stpmd(...args: string[]) {
-  const r = spawnSync(process.execPath, ["dist/src/main.js", ...args], { encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(process.execPath, ["dist/src/main.cjs", ...args], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -27,7 +27,7 @@ chown -R stpmd:stpmd /var/lib/stpmd
 
 install -m 0644 "$PREFIX/deploy/jetson/stpmd.service" /etc/systemd/system/stpmd.service
 systemctl daemon-reload
-node "$PREFIX/dist/src/main.js" check-config /etc/stpmd/stpmd.yaml || {
+node "$PREFIX/dist/src/main.cjs" check-config /etc/stpmd/stpmd.yaml || {
   echo "install.sh: edit /etc/stpmd/stpmd.yaml, then: systemctl enable --now stpmd" >&2; exit 1; }
 systemctl enable --now stpmd
 systemctl --no-pager status stpmd | head -5

@@ -47,32 +47,31 @@ export function buildPipelineDescription(
   // sync=false: deliver as soon as a frame exists; live sources pace themselves.
 }
 
-function validateSource(source: string, where: string): string {
-  const key = `${where}.source`;
-  if (typeof source !== "string" || source.trim() === "") {
-    throw new StpmdError("ERR_CONFIG_INVALID", `${key}: must be a non-empty GStreamer source description`);
-  }
+/**
+ * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
+ * so `check-config` rejects what a camera would.
+ */
+export function sourceProblem(source: string): string | undefined {
   const trimmed = source.trim();
+  if (trimmed === "") return "must be a non-empty GStreamer source description";
   if (/\bappsink\b/i.test(trimmed)) {
-    throw new StpmdError(
-      "ERR_CONFIG_INVALID",
-      `${key}: must describe only the source (stpmd appends conversion, scaling and its own appsink); ` +
-        `remove the appsink from "${trimmed}"`,
+    return (
+      "must describe only the source (stpmd appends conversion, scaling and its own appsink); " +
+      `remove the appsink from "${trimmed}"`
     );
   }
-  if (trimmed.includes(SINK_NAME)) {
-    throw new StpmdError(
-      "ERR_CONFIG_INVALID",
-      `${key}: must not use the reserved element name "${SINK_NAME}"`,
-    );
-  }
+  if (trimmed.includes(SINK_NAME)) return `must not use the reserved element name "${SINK_NAME}"`;
   if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
-    throw new StpmdError(
-      "ERR_CONFIG_INVALID",
-      `${key}: must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`,
-    );
+    return `must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`;
   }
-  return trimmed;
+  return undefined;
+}
+
+function validateSource(source: string, where: string): string {
+  const problem =
+    typeof source === "string" ? sourceProblem(source) : "must be a non-empty GStreamer source description";
+  if (problem !== undefined) throw new StpmdError("ERR_CONFIG_INVALID", `${where}.source: ${problem}`);
+  return source.trim();
 }
 
 function validateDimension(value: number, key: string): void {

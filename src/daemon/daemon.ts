@@ -2,16 +2,17 @@ import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
 import { Camera } from "../capture/camera.js";
 import type { Frame } from "../capture/frame.js";
-import type { ExecutionProviderConfig, StpmdConfig } from "../config.js";
+import { configProblemsError, type StpmdConfig } from "../config.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { ort } from "../model/ort.js";
+import { ortProviders } from "../model/ort.js";
 import { FrameQueue } from "../pipeline/frame-queue.js";
 import { Inspector } from "../pipeline/inspector.js";
 import type { InspectionResult } from "../pipeline/result.js";
 import { Publisher } from "../publish/publisher.js";
 import type { CameraState } from "../publish/topics.js";
 import { Collector } from "../train/collector.js";
+import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
 import { SystemdNotifier } from "./systemd.js";
 
 /** Frames per second over a sliding window of completion times. */
@@ -29,19 +30,6 @@ class RateMeter {
   private trim(now: number): void {
     while (this.stamps.length > 0 && this.stamps[0]! < now - this.windowMs) this.stamps.shift();
   }
-}
-
-function ortProviders(list: ExecutionProviderConfig[]): ort.InferenceSession.ExecutionProviderConfig[] {
-  return list.map((p) => {
-    switch (p.name) {
-      case "tensorrt":
-        return { name: "tensorrt", deviceId: p.device_id };
-      case "cuda":
-        return { name: "cuda", deviceId: p.device_id };
-      default:
-        return "cpu";
-    }
-  });
 }
 
 export interface DaemonHooks {
@@ -70,6 +58,7 @@ export class Daemon {
   private loop: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
+  private bundleWatcher: FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inspected = new RateMeter();
   private readonly perCamera = new Map<string, RateMeter>();
@@ -140,18 +129,31 @@ export class Daemon {
     return this.publisher.stats();
   }
 
-  /** Loads the model (fatal if it fails: there is nothing to serve), then starts publishing and capture. */
+  /**
+   * Checks what can be checked before anything runs (state directories, the model, each camera's pipeline), then
+   * starts publishing and capture. Any failure here is fatal and rejects after undoing what was started, so the
+   * caller can exit at once: a daemon that cannot serve must not linger half-started.
+   */
   async start(): Promise<void> {
+    const dirProblems = stateDirProblems(this.config);
+    if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
     const manifest = await this.inspector.load();
     this.logger.info(
       { model_version: manifest.model_version, bundle: this.config.model.bundle },
       "model loaded",
     );
-    this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
+    try {
+      const cameraProblems = cameraSourceProblems(this.config, manifest.input);
+      if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
+      this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
+      await this.publisher.start();
+    } catch (err) {
+      await this.inspector.close();
+      throw err;
+    }
     this.startCameras();
-    // seed the status before connecting, so the first retained `online` already names the model and cameras
+    // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
-    await this.publisher.start();
     this.loop = this.runLoop();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
@@ -240,9 +242,7 @@ export class Daemon {
   private cameraStates(): Record<string, { state: CameraState; fps: number }> {
     const out: Record<string, { state: CameraState; fps: number }> = {};
     for (const cam of this.cameras) {
-      const s = cam.stats();
-      // a stopped camera is only ever seen during a model-size rebuild, when a new one is already starting
-      const state: CameraState = s.state === "stopped" ? "starting" : s.state;
+      const { state } = cam.stats();
       out[cam.id] = { state, fps: Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2)) };
     }
     return out;
@@ -256,7 +256,11 @@ export class Daemon {
       dropped_frames: this.queue.droppedTotal(),
       cameras: this.cameraStates(),
     });
-    this.notifier.status(`${fps} fps, ${this.queue.droppedTotal()} dropped, model ${this.modelVersion}`);
+    const { brokerError, connected } = this.publisher.stats();
+    const broker = connected || brokerError === undefined ? "" : `, broker: ${brokerError}`;
+    this.notifier.status(
+      `${fps} fps, ${this.queue.droppedTotal()} dropped, model ${this.modelVersion}${broker}`,
+    );
   }
 
   /**
@@ -289,18 +293,39 @@ export class Daemon {
     this.publishStatus();
   }
 
+  /**
+   * Reloads after the bundle changes on disk, debounced. Two watches, because each sees only half of the ways a
+   * bundle is replaced: the parent folder sees the directory itself renamed or replaced (`retrain --out`, `mv`,
+   * `cp -a`); the directory's own watch sees its files overwritten in place (`cp new/* bundle/`), which the
+   * parent never hears of. The directory's watch follows its inode, so it is re-armed whenever the parent reports
+   * the name, which is when a new directory may have taken its place.
+   */
   private watchBundle(): void {
     const bundle = path.resolve(this.config.model.bundle);
     const parent = path.dirname(bundle);
     const name = path.basename(bundle);
+    const changed = (): void => {
+      if (this.stopping) return;
+      if (this.reloadTimer) clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => {
+        this.reload("bundle changed on disk").catch(() => undefined);
+      }, this.config.model.watch_debounce_ms);
+    };
+    const watchDirectory = (): void => {
+      this.bundleWatcher?.close();
+      this.bundleWatcher = undefined;
+      try {
+        this.bundleWatcher = watch(bundle, changed);
+        this.bundleWatcher.on("error", () => undefined); // the directory went away; the parent's watch re-arms
+      } catch {
+        // not there right now (being replaced); the parent's watch re-arms when it appears
+      }
+    };
     try {
-      // watch the parent: retrain replaces the bundle directory by rename, which a watch on the directory misses
       this.watcher = watch(parent, (_event, file) => {
         if (file !== null && !String(file).startsWith(name)) return;
-        if (this.reloadTimer) clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => {
-          this.reload("bundle changed on disk").catch(() => undefined);
-        }, this.config.model.watch_debounce_ms);
+        watchDirectory();
+        changed();
       });
       this.watcher.on("error", (err) =>
         this.logger.warn({ err: errorMessage(err) }, "bundle watch failed; use SIGHUP to reload"),
@@ -311,6 +336,7 @@ export class Daemon {
         "cannot watch the bundle folder; use SIGHUP to reload",
       );
     }
+    watchDirectory();
   }
 
   /** SIGTERM: stop capture, inspect what is already queued, flush MQTT, stop. */
@@ -321,6 +347,7 @@ export class Daemon {
     for (const t of this.timers) clearInterval(t);
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     this.watcher?.close();
+    this.bundleWatcher?.close();
     for (const cam of this.cameras) cam.stop();
     this.queue.close();
     await this.loop;

@@ -13,27 +13,37 @@ const PROBE_INTERVAL_MS = 20;
 /** How many free ports to try when another process grabs the probed port before mosquitto binds it. */
 const PORT_ATTEMPTS = 5;
 
+export interface BrokerOptions {
+  /**
+   * A mosquitto password file (`mosquitto_passwd`): anonymous clients are then refused. The broker re-reads it on
+   * {@link MosquittoBroker.reload}.
+   */
+  passwordFile?: string;
+}
+
 /**
- * A real Debian mosquitto on a free loopback port, anonymous, without persistence (so a restart forgets
- * retained messages and sessions, like a broker whose disk state was lost).
+ * A real Debian mosquitto on a free loopback port, anonymous unless a password file is given, without persistence
+ * (so a restart forgets retained messages and sessions, like a broker whose disk state was lost).
  */
 export class MosquittoBroker {
   readonly port: number;
   private readonly dir: string;
+  private readonly options: BrokerOptions;
   private process: ChildProcess | undefined;
   private log = "";
 
-  private constructor(port: number, dir: string) {
+  private constructor(port: number, dir: string, options: BrokerOptions) {
     this.port = port;
     this.dir = dir;
+    this.options = options;
   }
 
   /** Starts a broker and resolves once it accepts TCP connections. */
-  static async start(): Promise<MosquittoBroker> {
+  static async start(options: BrokerOptions = {}): Promise<MosquittoBroker> {
     const dir = await mkdtemp(path.join(os.tmpdir(), "stpmd-mosquitto-"));
     let lastError: unknown;
     for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
-      const broker = new MosquittoBroker(await freeLoopbackPort(), dir);
+      const broker = new MosquittoBroker(await freeLoopbackPort(), dir, options);
       try {
         await broker.launch();
         return broker;
@@ -74,6 +84,22 @@ export class MosquittoBroker {
     }
   }
 
+  /** Kills the broker abruptly (SIGKILL), as a crash or power loss would: no clean disconnects. */
+  async kill(): Promise<void> {
+    const child = this.process;
+    if (child === undefined) return;
+    this.process = undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill("SIGKILL");
+    await exited;
+  }
+
+  /** SIGHUP: mosquitto re-reads its password file (and ACLs) without dropping connections. */
+  reload(): void {
+    this.process?.kill("SIGHUP");
+  }
+
   /** Stops (if running) and starts a fresh broker on the same port: no retained messages, no sessions. */
   async restart(): Promise<void> {
     await this.stop();
@@ -90,7 +116,9 @@ export class MosquittoBroker {
     const configFile = path.join(this.dir, "mosquitto.conf");
     const config = [
       `listener ${this.port} 127.0.0.1`,
-      "allow_anonymous true",
+      ...(this.options.passwordFile
+        ? ["allow_anonymous false", `password_file ${this.options.passwordFile}`]
+        : ["allow_anonymous true"]),
       "persistence false",
       // We run as root in CI containers; without this mosquitto would switch to the `mosquitto` user.
       `user ${os.userInfo().username}`,

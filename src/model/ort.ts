@@ -1,6 +1,23 @@
 import * as ort from "onnxruntime-node";
+import type { ExecutionProviderConfig } from "../config.js";
 
 export { ort };
+
+/** The configured execution providers as onnxruntime-node takes them. */
+export function ortProviders(
+  list: ExecutionProviderConfig[],
+): ort.InferenceSession.ExecutionProviderConfig[] {
+  return list.map((p) => {
+    switch (p.name) {
+      case "tensorrt":
+        return { name: "tensorrt", deviceId: p.device_id };
+      case "cuda":
+        return { name: "cuda", deviceId: p.device_id };
+      default:
+        return "cpu";
+    }
+  });
+}
 
 export interface SessionOptions {
   /** Execution providers in order of preference, e.g. ["tensorrt", "cuda", "cpu"]. */

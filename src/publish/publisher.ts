@@ -69,6 +69,12 @@ const MAX_PENDING_DEFECTS = 64;
  * they drain would otherwise queue without bound inside the socket.
  */
 const MAX_RESULT_BACKLOG_BYTES = 1 << 20;
+/** A connection error that keeps repeating is logged at warn level again after this long. */
+const REPEATED_ERROR_LOG_MS = 60_000;
+
+/** Part of stop()'s time kept for publishing `stopped` after the outbox drain. */
+const STOPPED_STATUS_RESERVE_MS = 500;
+
 /** Poll interval while stop() waits for the outbox to drain. */
 const STOP_POLL_MS = 20;
 
@@ -77,6 +83,8 @@ export type StatusReport = Pick<StatusPayload, "model_version" | "fps" | "droppe
 
 export interface PublisherStats {
   connected: boolean;
+  /** Why the last connection attempt failed (e.g. "Connection refused: Not authorized"), until one succeeds. */
+  brokerError: string | undefined;
   resultsPublished: number;
   resultsDropped: number;
   /** Defect events written to the outbox. */
@@ -92,7 +100,7 @@ export interface PublisherStats {
   outboxOverflowed: number;
 }
 
-type Counters = Omit<PublisherStats, "connected" | "outboxQueued" | "outboxOverflowed">;
+type Counters = Omit<PublisherStats, "connected" | "brokerError" | "outboxQueued" | "outboxOverflowed">;
 
 type Lifecycle = "new" | "running" | "stopping" | "stopped";
 
@@ -129,6 +137,8 @@ export class Publisher {
   private snapshotsRendering = 0;
   private lastReport: StatusReport = { model_version: null, fps: 0, dropped_frames: 0, cameras: {} };
   private lastConnectionError: string | undefined;
+  private lastErrorLoggedAt = 0;
+  private failedAttempts = 0;
   private readonly invalidCameras = new Set<string>();
   private readonly counters: Counters = {
     resultsPublished: 0,
@@ -166,6 +176,9 @@ export class Publisher {
       password: this.config.password,
       clean: true,
       reconnectPeriod: this.config.reconnectPeriodMs,
+      // mqtt.js 5 gives up for good after a refused CONNACK (bad password, ACL, banned client id) unless told
+      // otherwise; a broker whose password file is fixed later must still get our queued events.
+      reconnectOnConnackError: true,
       // Results are dropped and counted while offline rather than piling up in mqtt.js's memory queue.
       queueQoSZero: false,
       will: {
@@ -205,6 +218,7 @@ export class Publisher {
   stats(): PublisherStats {
     return {
       connected: this.isConnected,
+      brokerError: this.lastConnectionError,
       ...this.counters,
       outboxQueued: this.outbox?.size ?? 0,
       outboxOverflowed: this.outbox?.overflowed ?? 0,
@@ -266,8 +280,10 @@ export class Publisher {
         this.enqueueChain.then(() => outbox.settled()),
         deadline,
       );
+      // drain first, so that `stopped` reports what is really left on disk; keep time for that last message
+      const drainDeadline = deadline - Math.min(STOPPED_STATUS_RESERVE_MS, this.stopTimeoutMs / 4);
+      while (outbox.size > 0 && client.connected && Date.now() < drainDeadline) await sleep(STOP_POLL_MS);
       if (client.connected) await beforeDeadline(this.sendStatus("stopped"), deadline);
-      while (outbox.size > 0 && client.connected && Date.now() < deadline) await sleep(STOP_POLL_MS);
       if (outbox.size > 0) {
         this.logger.warn(
           { queued: outbox.size },
@@ -445,12 +461,31 @@ export class Publisher {
     }
   }
 
-  /** Broker errors are logged, never thrown; a repeat of the same error while reconnecting is only debug. */
+  /**
+   * Broker errors are logged, never thrown. A repeat of the same error while reconnecting is debug, except once per
+   * {@link REPEATED_ERROR_LOG_MS}, so a log read hours into a refused login still says why events are waiting.
+   */
   private onConnectionError(err: Error): void {
     const message = errorMessage(err);
-    const level = message === this.lastConnectionError ? "debug" : "warn";
+    const now = Date.now();
+    const repeat = message === this.lastConnectionError;
+    this.failedAttempts = repeat ? this.failedAttempts + 1 : 1;
+    const remind = repeat && now - this.lastErrorLoggedAt >= REPEATED_ERROR_LOG_MS;
     this.lastConnectionError = message;
-    this.logger[level]({ url: this.safeUrl, err: message }, "MQTT connection error");
+    if (repeat && !remind) {
+      this.logger.debug({ url: this.safeUrl, err: message }, "MQTT connection error");
+      return;
+    }
+    this.lastErrorLoggedAt = now;
+    this.logger.warn(
+      {
+        url: this.safeUrl,
+        err: message,
+        attempts: this.failedAttempts,
+        outboxQueued: this.outbox?.size ?? 0,
+      },
+      repeat ? "MQTT connection still failing; retrying" : "MQTT connection error; retrying",
+    );
   }
 
   private sendStatus(state: "online" | "stopped"): Promise<void> {

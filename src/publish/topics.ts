@@ -18,7 +18,7 @@ export const DEFAULT_TOPIC_PREFIX = "stpmd";
 export type Qos = 0 | 1 | 2;
 
 export type DaemonState = "online" | "offline" | "stopped";
-export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle";
+export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";
 
 /** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */
 export interface StatusPayload {

@@ -7,13 +7,9 @@ import { after, before, describe, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
 import sharp from "sharp";
 import { synthesizePart } from "../../src/demo/synthetic.js";
-import { createLogger } from "../../src/log.js";
-import { encodeModel } from "../../src/model/onnx-graph.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
-import { Random } from "../../src/train/random.js";
-import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { noiseFrames, STPMD_BIN, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
-import { normalFrames, SHARED_BOTTLE, tempDir, writePart } from "../helpers/tiny-data.js";
+import { SHARED_BOTTLE, tempDir, writePart } from "../helpers/tiny-data.js";
 
 /**
  * The daemon as a user runs it: `stpmd run --config` in its own process, real GStreamer replay cameras, a real
@@ -28,48 +24,6 @@ interface Received {
   topic: string;
   payload: Buffer;
   at: number;
-}
-
-async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function noiseFrames(dir: string, count: number): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const rng = new Random(77);
-  for (let i = 0; i < count; i++) {
-    const rgb = new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(rng.next() * 256));
-    await sharp(rgb, { raw: { width: SIZE, height: SIZE, channels: 3 } })
-      .png()
-      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
-  }
-}
-
-async function trainBundle(work: string, out: string, seed: number): Promise<string> {
-  const teacherFile = path.join(work, "teacher.onnx");
-  if (!existsSync(teacherFile)) await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
-  const frames = path.join(work, "train");
-  if (!existsSync(frames)) await normalFrames(10, SIZE, frames);
-  const s = await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: frames,
-    teacherFile,
-    outDir: out,
-    epochs: 2,
-    batchSize: 4,
-    lr: 0.1,
-    imageSize: SIZE,
-    seed,
-    logger: createLogger("silent"),
-    progress: false,
-  });
-  return s.manifest.model_version;
 }
 
 describe("stpmd run, end to end", () => {
@@ -93,8 +47,8 @@ describe("stpmd run, end to end", () => {
 
   before(async () => {
     work = await tempDir("stpmd-e2e-");
-    firstVersion = await trainBundle(work, path.join(work, "model"), 1);
-    await noiseFrames(path.join(work, "noise"), 6);
+    firstVersion = await trainTinyBundle(work, path.join(work, "model"), 1, SIZE);
+    await noiseFrames(path.join(work, "noise"), 6, SIZE);
     const partsDir = path.join(work, "parts");
     await mkdir(partsDir);
     for (let i = 0; i < 4; i++)
@@ -157,7 +111,7 @@ describe("stpmd run, end to end", () => {
     ]);
     notifier.stdout!.on("data", (d: Buffer) => notifications.push(...d.toString().trim().split("\n")));
     await waitFor("notify socket", () => notifications.includes("listening"));
-    daemon = spawn(process.execPath, ["dist/src/main.js", "run", "--config", configFile], {
+    daemon = spawn(process.execPath, [STPMD_BIN, "run", "--config", configFile], {
       env: { ...process.env, NOTIFY_SOCKET: socket, WATCHDOG_USEC: "2000000" },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -256,7 +210,7 @@ describe("stpmd run, end to end", () => {
   });
 
   test("SIGHUP swaps in a new model; a broken bundle keeps the running one", async () => {
-    const secondVersion = await trainBundle(work, path.join(work, "model"), 2);
+    const secondVersion = await trainTinyBundle(work, path.join(work, "model"), 2, SIZE);
     assert.notEqual(secondVersion, firstVersion);
     daemon.kill("SIGHUP");
     await waitFor("status with the new model", () => statusOf()?.model_version === secondVersion);

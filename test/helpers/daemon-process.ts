@@ -1,0 +1,126 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import sharp from "sharp";
+import { createLogger } from "../../src/log.js";
+import { encodeModel } from "../../src/model/onnx-graph.js";
+import { randomTeacher } from "../../src/model/random-teacher.js";
+import { Random } from "../../src/train/random.js";
+import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { normalFrames } from "./tiny-data.js";
+
+/** The stpmd binary as users run it. */
+export const STPMD_BIN = "dist/src/main.cjs";
+
+/** Polls `fn` every 50 ms until it returns a value (not undefined/false); throws naming `what` after the timeout. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * PNG frames of uniform noise. A student trained on smooth normal frames scores every one of them as defective,
+ * so a camera replaying them produces one defect event per frame: event seqs are then the count of what was produced.
+ */
+export async function noiseFrames(dir: string, count: number, size: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const rng = new Random(77);
+  for (let i = 0; i < count; i++) {
+    const rgb = new Uint8Array(size * size * 3).map(() => Math.floor(rng.next() * 256));
+    await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+      .png()
+      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
+  }
+}
+
+/** A small bundle (random teacher, 10 normal frames, 2 epochs) at `out`; returns its model version. */
+export async function trainTinyBundle(work: string, out: string, seed: number, size = 64): Promise<string> {
+  const teacherFile = path.join(work, "teacher.onnx");
+  if (!existsSync(teacherFile)) await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
+  const frames = path.join(work, `train-${size}`);
+  if (!existsSync(frames)) await normalFrames(10, size, frames);
+  const s = await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile,
+    outDir: out,
+    epochs: 2,
+    batchSize: 4,
+    lr: 0.1,
+    imageSize: size,
+    seed,
+    logger: createLogger("silent"),
+    progress: false,
+  });
+  return s.manifest.model_version;
+}
+
+/** A replay camera source at `fps`, paced like a live camera. */
+export function replaySource(dir: string, fps: number, loop = true): string {
+  return (
+    `multifilesrc location=${dir}/%03d.png index=0 loop=${loop} caps=image/png,framerate=${fps}/1 ` +
+    "! pngdec ! identity sync=true"
+  );
+}
+
+/** `stpmd run` in its own process, with its output collected. */
+export class DaemonProcess {
+  readonly child: ChildProcess;
+  output = "";
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(configFile: string, env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [STPMD_BIN, "run", "--config", configFile], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const collect = (d: Buffer): void => {
+      this.output += d.toString();
+    };
+    this.child.stdout!.on("data", collect);
+    this.child.stderr!.on("data", collect);
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** The JSON log lines so far (non-JSON lines are skipped). */
+  logs(): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (const line of this.output.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line cut in the middle by the pipe; the rest follows in the next chunk
+      }
+    }
+    return out;
+  }
+
+  hasLog(msg: RegExp): boolean {
+    return this.logs().some((l) => msg.test(String(l.msg)));
+  }
+
+  /** SIGKILL unless it already exited; resolves once it is gone. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+    await this.exited;
+  }
+}
