@@ -5,7 +5,13 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import type { Logger } from "../../src/log.js";
-import { decodeRecord, encodeRecord, Outbox, type OutboxMessage } from "../../src/publish/outbox.js";
+import {
+  decodeRecord,
+  encodeEntry,
+  encodeRecord,
+  Outbox,
+  type OutboxMessage,
+} from "../../src/publish/outbox.js";
 
 interface LogLine {
   level: number;
@@ -34,7 +40,7 @@ function message(n: number, extra: Partial<OutboxMessage> = {}): OutboxMessage {
 async function drain(outbox: Outbox): Promise<OutboxMessage[]> {
   const out: OutboxMessage[] = [];
   for (let head = await outbox.peek(); head !== undefined; head = await outbox.peek()) {
-    out.push(head);
+    out.push(...head.messages);
     await outbox.ack(head.seq);
   }
   return out;
@@ -65,7 +71,7 @@ describe("outbox", () => {
   test("keeps FIFO order and survives a reopen", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const first = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger });
+    const first = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
     // Issued concurrently: the outbox must still apply them in call order.
     const outcomes = await Promise.all([1, 2, 3, 4, 5].map((n) => first.enqueue(message(n))));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "queued", "queued"]);
@@ -74,7 +80,7 @@ describe("outbox", () => {
     await first.ack(head!.seq);
     await first.close();
 
-    const reopened = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger });
+    const reopened = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
     assert.equal(reopened.size, 4);
     const delivered = await drain(reopened);
     assert.deepEqual(
@@ -93,7 +99,7 @@ describe("outbox", () => {
   test("commits a burst of concurrent messages in order, and a failed write loses only its own message", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 1000, maxBytes: 1 << 24, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 1000, maxBytes: 1 << 24, logger });
     // seq 7's temp path is taken by a directory, so that one write fails inside a group of others
     await mkdir(path.join(dir, "0000000000000007.msg.tmp"));
     const outcomes = await Promise.all(Array.from({ length: 150 }, (_, n) => outbox.enqueue(message(n))));
@@ -108,7 +114,7 @@ describe("outbox", () => {
       ["cam-7"],
     );
     await outbox.close();
-    const reopened = await Outbox.open({ dir, maxMessages: 1000, maxBytes: 1 << 24, logger });
+    const reopened = await Outbox.open({ dir, maxEvents: 1000, maxBytes: 1 << 24, logger });
     assert.deepEqual(
       (await drain(reopened)).map((m) => m.eventId),
       Array.from({ length: 150 }, (_, n) => `cam-${n}`).filter((id) => id !== "cam-7"),
@@ -116,17 +122,19 @@ describe("outbox", () => {
     await reopened.close();
   });
 
-  test("enqueueAll takes an event and its snapshot together or refuses both", async () => {
+  test("an event and its snapshot are one entry: taken together or refused together, counted once", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 3, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 2, maxBytes: 1 << 20, logger });
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
-    assert.deepEqual(await outbox.enqueueAll(pair(1)), ["queued", "queued"]);
-    // one slot left: the pair does not fit, so neither half goes in
-    assert.deepEqual(await outbox.enqueueAll(pair(2)), ["overflow", "overflow"]);
-    assert.equal(outbox.overflowed, 2);
-    assert.equal(outbox.size, 2);
+    assert.equal(await outbox.enqueue(pair(1)), "queued");
+    assert.equal(outbox.size, 1);
     assert.equal(await outbox.enqueue(message(3)), "queued");
+    // full: the pair is refused whole, and counts as one event
+    assert.equal(await outbox.enqueue(pair(2)), "overflow");
+    assert.equal(outbox.overflowed, 1);
+    assert.equal(outbox.size, 2);
+    assert.equal((await readdir(dir)).filter((name) => name.endsWith(".msg")).length, 2);
     assert.deepEqual(
       (await drain(outbox)).map((m) => [m.eventId, m.kind]),
       [
@@ -141,7 +149,7 @@ describe("outbox", () => {
   test("refuses new messages when maxMessages is reached, keeps the older ones and logs the event id", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 3, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 3, maxBytes: 1 << 20, logger });
     const outcomes: string[] = [];
     for (let n = 1; n <= 5; n++) outcomes.push(await outbox.enqueue(message(n)));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "overflow", "overflow"]);
@@ -167,8 +175,8 @@ describe("outbox", () => {
   test("is bounded by maxBytes (file sizes including header and checksum)", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const recordBytes = encodeRecord(message(1)).length;
-    const outbox = await Outbox.open({ dir, maxMessages: 100, maxBytes: recordBytes * 2 + 1, logger });
+    const recordBytes = encodeEntry([message(1)]).length;
+    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: recordBytes * 2 + 1, logger });
     assert.equal(await outbox.enqueue(message(1)), "queued");
     assert.equal(await outbox.enqueue(message(2)), "queued");
     assert.equal(await outbox.enqueue(message(3)), "overflow");
@@ -182,7 +190,7 @@ describe("outbox", () => {
   test("quarantines corrupt and temp files at open with a warning and keeps the rest in order", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
     for (let n = 1; n <= 4; n++) await outbox.enqueue(message(n));
     await outbox.close();
 
@@ -195,7 +203,7 @@ describe("outbox", () => {
     await writeFile(path.join(dir, "0000000000000009.msg.tmp"), "half a message");
 
     const { logger: reopenLogger, lines } = capturingLogger();
-    const reopened = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger: reopenLogger });
+    const reopened = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger: reopenLogger });
     assert.equal(reopened.size, 2);
     assert.deepEqual(
       (await drain(reopened)).map((m) => m.eventId),
@@ -214,7 +222,7 @@ describe("outbox", () => {
   test("peek quarantines a message damaged after open and moves on", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
     await writeFile(path.join(dir, "0000000000000000.msg"), "garbage");
@@ -227,7 +235,7 @@ describe("outbox", () => {
   test("ack only accepts the head, and waitForMessage wakes on enqueue", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxMessages: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
     let woke = false;
     const waiting = outbox.waitForMessage().then(() => {
       woke = true;
