@@ -97,13 +97,18 @@ export interface PublisherStats {
   snapshotsDelivered: number;
   /** Defects published without a snapshot because rendering was saturated or failed. */
   snapshotsSkipped: number;
+  /** Defect events still waiting for their snapshot or their disk write (neither queued, refused nor lost yet). */
+  eventsPending: number;
   /** Events in the outbox. */
   outboxQueued: number;
   /** Events the outbox itself refused as full (a part of {@link eventsOverflowed}). */
   outboxOverflowed: number;
 }
 
-type Counters = Omit<PublisherStats, "connected" | "outboxQueued" | "outboxOverflowed" | "eventsLost"> & {
+type Counters = Omit<
+  PublisherStats,
+  "connected" | "outboxQueued" | "outboxOverflowed" | "eventsLost" | "eventsPending"
+> & {
   /** Events lost before reaching the outbox (the outbox counts its own losses). */
   eventsNotQueued: number;
 };
@@ -223,6 +228,7 @@ export class Publisher {
       connected: this.isConnected,
       ...counters,
       eventsLost: eventsNotQueued + (this.outbox?.lost ?? 0),
+      eventsPending: this.pendingDefects,
       outboxQueued: this.outbox?.size ?? 0,
       outboxOverflowed: this.outbox?.overflowed ?? 0,
     };
