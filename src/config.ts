@@ -83,8 +83,15 @@ export interface MqttTlsConfig {
 export interface MqttOutboxConfig {
   /** Absolute path. */
   dir: string;
+  /** Most events kept (an event and its snapshot count as one). */
   max_messages: number;
   max_bytes: number;
+  /**
+   * Octal permission bits of entry files and of the directory, e.g. `"0640"`/`"0750"`. Always set by the loader
+   * from the schema's defaults; optional only for configs built in code, where DEFAULT_FILE_MODE/DIR_MODE apply.
+   */
+  file_mode?: string;
+  dir_mode?: string;
 }
 
 export interface MqttConfig {
@@ -115,6 +122,9 @@ export interface CollectionConfig {
   min_interval_s: number;
   max_frames_per_camera: number;
   max_bytes: number;
+  /** Octal permission bits of saved frames and their directory (see {@link MqttOutboxConfig.file_mode}). */
+  file_mode?: string;
+  dir_mode?: string;
 }
 
 export interface StpmdConfig {
@@ -1038,7 +1048,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     ...cameraLines,
     `broker:     ${formatBroker(mqtt)}`,
     `topics:     ${mqtt.prefix}/..., results QoS ${mqtt.result_qos}, events QoS ${mqtt.event_qos}, snapshots ${mqtt.snapshot === "none" ? "none" : `${mqtt.snapshot} (JPEG quality ${mqtt.snapshot_quality})`}`,
-    `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} messages, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
+    `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
     `collection: ${collectionLine}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,
   ].join("\n");

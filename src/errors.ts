@@ -13,7 +13,9 @@ export type StpmdErrorCode =
   | "ERR_BUNDLE_MISMATCH"
   | "ERR_CONFIG_INVALID"
   | "ERR_OPTION_INVALID"
-  | "ERR_TRAINING_DIVERGED";
+  | "ERR_TRAINING_DIVERGED"
+  /** A second daemon tried to use an outbox directory that a running one holds. */
+  | "ERR_OUTBOX_LOCKED";
 
 export class StpmdError extends Error {
   readonly code: StpmdErrorCode;

@@ -135,7 +135,13 @@ describe("loadConfig defaults", () => {
         snapshot_quality: 80,
         reconnect_period_ms: 2000,
         status_interval_s: 10,
-        outbox: { dir: "/var/lib/stpmd/outbox", max_messages: 10000, max_bytes: 512 * 1024 * 1024 },
+        outbox: {
+          dir: "/var/lib/stpmd/outbox",
+          max_messages: 10000,
+          max_bytes: 512 * 1024 * 1024,
+          file_mode: "0640",
+          dir_mode: "0750",
+        },
       },
       collection: {
         enabled: false,
@@ -144,6 +150,8 @@ describe("loadConfig defaults", () => {
         min_interval_s: 60,
         max_frames_per_camera: 1000,
         max_bytes: 2 * 1024 ** 3,
+        file_mode: "0640",
+        dir_mode: "0750",
       },
       log: { level: "info" },
       health: { watchdog: true },

@@ -3,6 +3,7 @@ import path from "node:path";
 import { Camera } from "../capture/camera.js";
 import type { Frame } from "../capture/frame.js";
 import { configProblemsError, type StpmdConfig } from "../config.js";
+import { parseMode } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { ortProviders } from "../model/ort.js";
@@ -109,7 +110,13 @@ export class Daemon {
         eventQos: m.event_qos,
         snapshot: m.snapshot,
         snapshotQuality: m.snapshot_quality,
-        outbox: { dir: m.outbox.dir, maxMessages: m.outbox.max_messages, maxBytes: m.outbox.max_bytes },
+        outbox: {
+          dir: m.outbox.dir,
+          maxEvents: m.outbox.max_messages,
+          maxBytes: m.outbox.max_bytes,
+          ...(m.outbox.file_mode !== undefined ? { fileMode: parseMode(m.outbox.file_mode) } : {}),
+          ...(m.outbox.dir_mode !== undefined ? { dirMode: parseMode(m.outbox.dir_mode) } : {}),
+        },
         reconnectPeriodMs: m.reconnect_period_ms,
       },
       logger.child({ stage: "publish" }),

@@ -1,9 +1,16 @@
-import { mkdir, readdir, readFile, rename, unlink } from "node:fs/promises";
+import { access, chmod, readdir, readFile, rename, statfs, unlink } from "node:fs/promises";
 import path from "node:path";
 import { crc32 } from "node:zlib";
-import { fsyncDirectory, writeFileSynced } from "../durable-fs.js";
+import {
+  DEFAULT_DIR_MODE,
+  DEFAULT_FILE_MODE,
+  fsyncDirectory,
+  makeDirectory,
+  writeFileSynced,
+} from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
+import { LOCK_NAME, OutboxLock } from "./outbox-lock.js";
 import type { Qos } from "./topics.js";
 
 /** A message that must reach the broker even across broker outages and daemon restarts. */
@@ -18,43 +25,63 @@ export interface OutboxMessage {
   kind?: string;
 }
 
-export interface StoredMessage extends OutboxMessage {
+/**
+ * One outbox entry as stored: a defect event and its snapshot (or just the event), sent in order and acked
+ * together, so the pair shares one fate on disk and in every counter.
+ */
+export interface StoredEntry {
   /** Position in the outbox; pass it to {@link Outbox.ack}. */
   seq: number;
+  /** The event the entry belongs to (its first message's), for log lines. */
+  eventId?: string;
+  messages: OutboxMessage[];
 }
 
 export interface OutboxOptions {
   dir: string;
-  maxMessages: number;
+  /** Most entries (events) kept; an event and its snapshot are one entry. */
+  maxEvents: number;
   maxBytes: number;
+  /** Permission bits of entry and lock files (default {@link DEFAULT_FILE_MODE}). */
+  fileMode?: number;
+  /** Permission bits of the outbox directory and its quarantine (default {@link DEFAULT_DIR_MODE}). */
+  dirMode?: number;
   logger: Logger;
 }
 
-/** `"overflow"`: the outbox is full; `"failed"`: the write itself failed (disk full, I/O error). Both are logged. */
+/**
+ * `"overflow"`: refused because the outbox is full (counted in {@link Outbox.overflowed}); `"failed"`: the
+ * write itself failed (disk full, I/O error) and the event is lost (counted in {@link Outbox.lost}). Both logged.
+ */
 export type EnqueueOutcome = "queued" | "overflow" | "failed";
 
 interface IndexEntry {
   seq: number;
   bytes: number;
+  eventId: string | undefined;
 }
 
 interface PendingWrite {
   seq: number;
   record: Buffer;
-  message: OutboxMessage;
+  eventId: string | undefined;
   done: (outcome: EnqueueOutcome) => void;
 }
 
 /**
- * Most messages made durable by one group commit. Each message still gets its own fsynced file; the group shares
- * the directory fsync, which is what makes one-at-a-time writes slow (two fsyncs per message).
+ * Most entries made durable by one group commit. Each entry still gets its own fsynced file; the group shares
+ * the directory fsync, which is what makes one-at-a-time writes slow (two fsyncs per entry).
  */
 const MAX_GROUP = 64;
 
 // File layout: magic, format version, header length (u32 BE), header JSON, payload bytes, CRC-32 (u32 BE) of
 // everything before it. The CRC catches torn or bit-rotten files that a length check alone would accept.
+// Version 1 holds one message per file (written before an event and its snapshot became one entry; such files may
+// still be on disk after an upgrade, so they are read, each as an entry of its own). Version 2 holds one entry:
+// the header lists its messages with their payload lengths, and the payloads follow in that order.
 const MAGIC = Buffer.from("SOBX", "ascii");
 const FORMAT_VERSION = 1;
+const ENTRY_FORMAT_VERSION = 2;
 const PREAMBLE_BYTES = MAGIC.length + 1 + 4;
 const TRAILER_BYTES = 4;
 const SEQ_DIGITS = 16; // Number.MAX_SAFE_INTEGER has 16 digits, so names sort lexically in sequence order.
@@ -69,6 +96,7 @@ interface RecordHeader {
   kind?: string;
 }
 
+/** Encodes one message in the version-1 layout (what earlier releases wrote); the outbox itself writes entries. */
 export function encodeRecord(message: OutboxMessage): Buffer {
   const header: RecordHeader = { topic: message.topic, qos: message.qos, retain: message.retain };
   if (message.eventId !== undefined) header.eventId = message.eventId;
@@ -84,7 +112,7 @@ export function encodeRecord(message: OutboxMessage): Buffer {
   return Buffer.concat([body, trailer]);
 }
 
-/** Parses a record file; returns the reason instead of a message when the bytes are not a whole, valid record. */
+/** Parses a version-1 record file; returns the reason instead of a message when the bytes are not a whole, valid record. */
 export function decodeRecord(bytes: Buffer): OutboxMessage | string {
   if (bytes.length < PREAMBLE_BYTES + TRAILER_BYTES) return `truncated (${bytes.length} bytes)`;
   if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) return "bad magic";
@@ -118,109 +146,225 @@ function isRecordHeader(value: unknown): value is RecordHeader {
   );
 }
 
-function messageFileName(seq: number): string {
-  return `${String(seq).padStart(SEQ_DIGITS, "0")}.msg`;
+interface EntryHeader {
+  messages: (RecordHeader & { bytes: number })[];
+}
+
+/** Encodes an entry (one or more messages that share one fate) in the version-2 layout. */
+export function encodeEntry(messages: readonly OutboxMessage[]): Buffer {
+  if (messages.length === 0) throw new Error("encodeEntry: an entry needs at least one message");
+  const header: EntryHeader = {
+    messages: messages.map((message) => {
+      const part: RecordHeader & { bytes: number } = {
+        topic: message.topic,
+        qos: message.qos,
+        retain: message.retain,
+        bytes: message.payload.length,
+      };
+      if (message.eventId !== undefined) part.eventId = message.eventId;
+      if (message.kind !== undefined) part.kind = message.kind;
+      return part;
+    }),
+  };
+  const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
+  const preamble = Buffer.alloc(PREAMBLE_BYTES);
+  MAGIC.copy(preamble, 0);
+  preamble.writeUInt8(ENTRY_FORMAT_VERSION, MAGIC.length);
+  preamble.writeUInt32BE(headerBytes.length, MAGIC.length + 1);
+  const body = Buffer.concat([preamble, headerBytes, ...messages.map((message) => message.payload)]);
+  const trailer = Buffer.alloc(TRAILER_BYTES);
+  trailer.writeUInt32BE(crc32(body), 0);
+  return Buffer.concat([body, trailer]);
 }
 
 /**
- * A bounded, durable, ordered FIFO on disk for messages that must not be lost (defect events and their
- * snapshots). Each message is one file, written atomically (temp file, fsync, rename, fsync of the directory) and
- * named by a zero-padded, monotonically increasing sequence number, so a restart re-reads the queue in order.
- * Messages that arrive while a write is in progress are committed together (group commit: their files are
- * written and fsynced concurrently, renamed in sequence order, and share one directory fsync), so a burst of
- * defects costs a few fsync rounds rather than two per message.
+ * Parses an entry file of either version (a version-1 file is an entry of one message); returns the reason
+ * instead of messages when the bytes are not a whole, valid entry.
+ */
+export function decodeEntry(bytes: Buffer): OutboxMessage[] | string {
+  if (bytes.length < PREAMBLE_BYTES + TRAILER_BYTES) return `truncated (${bytes.length} bytes)`;
+  if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) return "bad magic";
+  const version = bytes.readUInt8(MAGIC.length);
+  if (version === FORMAT_VERSION) {
+    const message = decodeRecord(bytes);
+    return typeof message === "string" ? message : [message];
+  }
+  if (version !== ENTRY_FORMAT_VERSION) return `unknown format version ${version}`;
+  const bodyEnd = bytes.length - TRAILER_BYTES;
+  if (crc32(bytes.subarray(0, bodyEnd)) !== bytes.readUInt32BE(bodyEnd)) return "checksum mismatch";
+  const headerEnd = PREAMBLE_BYTES + bytes.readUInt32BE(MAGIC.length + 1);
+  if (headerEnd > bodyEnd) return "header length past end of file";
+  let header: unknown;
+  try {
+    header = JSON.parse(bytes.subarray(PREAMBLE_BYTES, headerEnd).toString("utf8"));
+  } catch (err) {
+    return `header is not JSON (${errorMessage(err)})`;
+  }
+  const parts = (header as { messages?: unknown } | null)?.messages;
+  if (!Array.isArray(parts) || parts.length === 0) return "header lists no messages";
+  const messages: OutboxMessage[] = [];
+  let offset = headerEnd;
+  for (const part of parts as unknown[]) {
+    if (!isRecordHeader(part)) return "a message header lacks topic/qos/retain";
+    const length = (part as { bytes?: unknown }).bytes;
+    if (typeof length !== "number" || !Number.isInteger(length) || length < 0 || offset + length > bodyEnd) {
+      return "a message length is missing or runs past the end of the file";
+    }
+    const { bytes: _length, ...fields } = part as RecordHeader & { bytes: number };
+    // Copy so the message does not pin the whole file buffer (it may outlive many reads).
+    messages.push({ ...fields, payload: Buffer.from(bytes.subarray(offset, offset + length)) });
+    offset += length;
+  }
+  if (offset !== bodyEnd) return `${bodyEnd - offset} bytes after the last message`;
+  return messages;
+}
+
+function entryFileName(seq: number): string {
+  return `${String(seq).padStart(SEQ_DIGITS, "0")}.msg`;
+}
+
+function errnoOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | undefined)?.code ?? "error";
+}
+
+/**
+ * A bounded, durable, ordered FIFO on disk for defect events that must not be lost. An entry is one event with
+ * its snapshot (when the snapshot travels as a message of its own) in one file, written atomically (temp file,
+ * fsync, rename, fsync of the directory), so a pair is stored whole or not at all, and every bound and counter
+ * counts events. Files are named by a zero-padded, monotonically increasing sequence number, so a restart
+ * re-reads the queue in order. Entries that arrive while a write is in progress are committed together (group
+ * commit: their files are written and fsynced concurrently, renamed in sequence order, and share one directory
+ * fsync), so a burst of defects costs a few fsync rounds rather than two per entry.
  *
- * A message leaves the outbox only through {@link ack}, which the publisher calls once the broker acknowledged it;
- * a crash in between means the message is sent again (at-least-once, like QoS 1 itself).
+ * An entry leaves the outbox only through {@link ack}, which the publisher calls once the broker acknowledged all
+ * its messages; a crash in between means it is sent again (at-least-once, like QoS 1 itself).
  *
- * When full, the NEW message is refused and counted: older unsent events are never deleted to make room, because
- * the first defects of an incident are the ones an operator needs most.
+ * When full, the NEW event is refused and counted ({@link overflowed}): older unsent events are never deleted to
+ * make room, because the first defects of an incident are the ones an operator needs most. An event whose write
+ * fails (disk full, I/O error) is counted in {@link lost}, as is a stored one that vanished or became unreadable.
+ * If the directory itself disappears it is recreated (with its lock) and the write retried once.
+ *
+ * One process at a time: {@link open} takes a lock file and throws `ERR_OUTBOX_LOCKED` while another live
+ * process holds it.
  */
 export class Outbox {
   readonly dir: string;
-  readonly maxMessages: number;
+  readonly maxEvents: number;
   readonly maxBytes: number;
+  readonly fileMode: number;
+  readonly dirMode: number;
   private readonly logger: Logger;
+  private readonly lock: OutboxLock;
   private readonly index: IndexEntry[] = [];
   private nextSeq: number;
   private storedBytes = 0;
-  /** Messages accepted by enqueue() but not yet renamed into place; they count against the bounds. */
-  private reservedMessages = 0;
+  /** Entries accepted by enqueue() but not yet renamed into place; they count against the bounds. */
+  private reservedEntries = 0;
   private reservedBytes = 0;
   private overflowCount = 0;
-  /** Accepted messages waiting for the next group commit, in sequence order. */
+  private lostCount = 0;
+  /** Accepted entries waiting for the next group commit, in sequence order. */
   private toWrite: PendingWrite[] = [];
-  /** The group commit in progress, if any; it keeps going while messages keep arriving. */
+  /** The group commit in progress, if any; it keeps going while entries keep arriving. */
   private writing: Promise<void> | undefined;
-  private head: StoredMessage | undefined;
+  /** A recreation of the vanished directory in progress, shared by every write that noticed it. */
+  private recreating: Promise<void> | undefined;
+  private head: StoredEntry | undefined;
   private waiters: (() => void)[] = [];
   private closed = false;
 
-  private constructor(options: OutboxOptions, entries: IndexEntry[]) {
+  private constructor(options: OutboxOptions, lock: OutboxLock, entries: IndexEntry[], lost: number) {
     this.dir = options.dir;
-    this.maxMessages = options.maxMessages;
+    this.maxEvents = options.maxEvents;
     this.maxBytes = options.maxBytes;
+    this.fileMode = options.fileMode ?? DEFAULT_FILE_MODE;
+    this.dirMode = options.dirMode ?? DEFAULT_DIR_MODE;
     this.logger = options.logger;
+    this.lock = lock;
     this.index = entries;
+    this.lostCount = lost;
     this.storedBytes = entries.reduce((sum, entry) => sum + entry.bytes, 0);
     this.nextSeq = entries.length > 0 ? entries[entries.length - 1]!.seq + 1 : 0;
   }
 
   /**
-   * Opens (creating if needed) the outbox in `options.dir` and re-reads what an earlier run left there. Files that
-   * do not decode, and temp files of writes that never completed, are moved to `quarantine/` with a warning rather
-   * than deleted, so nothing is destroyed that someone might want to inspect.
+   * Opens (creating if needed) the outbox in `options.dir`, takes its lock and re-reads what an earlier run left
+   * there. Entry files that do not decode (counted as lost), and temp files of writes that never completed, are
+   * moved to `quarantine/` with a warning rather than deleted, so nothing is destroyed that someone might want to
+   * inspect. Throws an `ERR_OUTBOX_LOCKED` StpmdError if another running process uses the directory.
    */
   static async open(options: OutboxOptions): Promise<Outbox> {
     const logger = options.logger.child({ component: "outbox" });
-    await mkdir(options.dir, { recursive: true });
+    const fileMode = options.fileMode ?? DEFAULT_FILE_MODE;
+    const dirMode = options.dirMode ?? DEFAULT_DIR_MODE;
+    await makeDirectory(options.dir, dirMode);
+    const lock = await OutboxLock.acquire(options.dir, fileMode, logger);
+    try {
+      return await Outbox.load({ ...options, logger, fileMode, dirMode }, lock);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  private static async load(
+    options: OutboxOptions & { fileMode: number; dirMode: number },
+    lock: OutboxLock,
+  ): Promise<Outbox> {
+    const { logger } = options;
     const entries: IndexEntry[] = [];
+    let lost = 0;
     const names = (await readdir(options.dir, { withFileTypes: true })).sort((a, b) =>
       a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
     );
     for (const dirent of names) {
       if (dirent.isDirectory() && dirent.name === QUARANTINE_DIR) continue;
+      if (dirent.name === LOCK_NAME) continue;
       const file = path.join(options.dir, dirent.name);
       const match = MESSAGE_NAME.exec(dirent.name);
       if (dirent.name.endsWith(".tmp")) {
-        await quarantine(options.dir, dirent.name, logger, "temp file of a write that never completed");
+        await quarantine(options, dirent.name, "temp file of a write that never completed");
         continue;
       }
       if (match === null || !dirent.isFile()) {
-        logger.warn({ file }, "outbox: ignoring a file that is not an outbox message");
+        logger.warn({ file }, "outbox: ignoring a file that is not an outbox entry");
         continue;
       }
       const bytes = await readFile(file);
-      const decoded = decodeRecord(bytes);
+      const decoded = decodeEntry(bytes);
       if (typeof decoded === "string") {
-        await quarantine(options.dir, dirent.name, logger, decoded);
+        lost += 1;
+        await quarantine(options, dirent.name, decoded);
         continue;
       }
-      entries.push({ seq: Number(match[1]), bytes: bytes.length });
+      // files of an older release may be world-readable: give them this outbox's mode
+      await chmodQuietly(file, options.fileMode, logger);
+      entries.push({ seq: Number(match[1]), bytes: bytes.length, eventId: decoded[0]!.eventId });
     }
-    const outbox = new Outbox({ ...options, logger }, entries);
+    const outbox = new Outbox(options, lock, entries, lost);
     if (entries.length > 0) {
       logger.info(
         { dir: options.dir, queued: entries.length, bytes: outbox.storedBytes },
-        "outbox: resuming messages left by an earlier run",
+        "outbox: resuming events left by an earlier run",
       );
     }
-    if (entries.length > options.maxMessages || outbox.storedBytes > options.maxBytes) {
+    if (entries.length > options.maxEvents || outbox.storedBytes > options.maxBytes) {
       // Keep them all (they are unsent events); new ones are refused until the queue drains below the bounds.
       logger.warn(
         {
           queued: entries.length,
           bytes: outbox.storedBytes,
-          maxMessages: options.maxMessages,
+          maxEvents: options.maxEvents,
           maxBytes: options.maxBytes,
         },
-        "outbox: existing messages exceed the configured bounds",
+        "outbox: existing events exceed the configured bounds",
       );
     }
+    await outbox.warnIfDiskSmallerThanBound();
     return outbox;
   }
 
-  /** Messages on disk, ready to send. */
+  /** Entries (events) on disk, ready to send. */
   get size(): number {
     return this.index.length;
   }
@@ -230,78 +374,92 @@ export class Outbox {
     return this.storedBytes;
   }
 
-  /** Messages refused since open because the outbox was full. */
+  /** Events refused since open because the outbox was full (or closed). */
   get overflowed(): number {
     return this.overflowCount;
   }
 
   /**
-   * Appends `message` durably. Resolves once the file is in place (or refused); calls are applied in call order,
-   * so concurrent callers still get sequence numbers in the order they called.
+   * Events lost since open: their write failed, or they were stored but their file vanished (the directory was
+   * deleted) or no longer decodes.
    */
-  async enqueue(message: OutboxMessage): Promise<EnqueueOutcome> {
-    return (await this.enqueueAll([message]))[0]!;
+  get lost(): number {
+    return this.lostCount;
   }
 
   /**
-   * Appends messages that belong together (a defect event and its snapshot) with consecutive sequence numbers:
-   * all are accepted or all refused against the bounds. Resolves with each message's outcome once its file is in
-   * place (or its write failed).
+   * Appends one event durably: `entry` is its message, or its messages in sending order (the event, then its
+   * snapshot). They are stored, refused or lost together. Resolves once the file is in place (or refused, or its
+   * write failed); calls are applied in call order, so concurrent callers get sequence numbers in that order.
    */
-  enqueueAll(messages: OutboxMessage[]): Promise<EnqueueOutcome[]> {
-    const refuseAll = (why: string): Promise<EnqueueOutcome[]> => {
-      this.refuse(messages, why);
-      return Promise.resolve(messages.map(() => "overflow"));
-    };
-    if (this.closed) return refuseAll("the outbox is closed");
-    const records = messages.map(encodeRecord);
-    const recordBytes = records.reduce((sum, r) => sum + r.length, 0);
-    const queuedMessages = this.index.length + this.reservedMessages;
+  enqueue(entry: OutboxMessage | readonly OutboxMessage[]): Promise<EnqueueOutcome> {
+    const messages: readonly OutboxMessage[] = Array.isArray(entry) ? entry : [entry as OutboxMessage];
+    const eventId = messages[0]?.eventId;
+    if (this.closed) return Promise.resolve(this.refuse(eventId, "the outbox is closed"));
+    const record = encodeEntry(messages);
+    const queuedEntries = this.index.length + this.reservedEntries;
     const queuedBytes = this.storedBytes + this.reservedBytes;
-    if (queuedMessages + messages.length > this.maxMessages) {
-      return refuseAll(`it holds ${queuedMessages} of ${this.maxMessages} messages`);
+    if (queuedEntries + 1 > this.maxEvents) {
+      return Promise.resolve(this.refuse(eventId, `it holds ${queuedEntries} of ${this.maxEvents} events`));
     }
-    if (queuedBytes + recordBytes > this.maxBytes) {
-      return refuseAll(`${queuedBytes} + ${recordBytes} bytes would exceed ${this.maxBytes}`);
+    if (queuedBytes + record.length > this.maxBytes) {
+      return Promise.resolve(
+        this.refuse(eventId, `${queuedBytes} + ${record.length} bytes would exceed ${this.maxBytes}`),
+      );
     }
-    const outcomes = messages.map((message, i) => {
-      const seq = this.nextSeq++;
-      const record = records[i]!;
-      this.reservedMessages += 1;
-      this.reservedBytes += record.length;
-      return new Promise<EnqueueOutcome>((done) => {
-        this.toWrite.push({ seq, record, message, done });
-      });
+    const seq = this.nextSeq++;
+    this.reservedEntries += 1;
+    this.reservedBytes += record.length;
+    const outcome = new Promise<EnqueueOutcome>((done) => {
+      this.toWrite.push({ seq, record, eventId, done });
     });
     this.startWriting();
-    return Promise.all(outcomes);
+    return outcome;
   }
 
-  /** The oldest message, or undefined when empty. Files that became unreadable since open are quarantined. */
-  async peek(): Promise<StoredMessage | undefined> {
+  /**
+   * The oldest entry, or undefined when empty. An entry whose file vanished or became unreadable since it was
+   * stored is counted as lost (and quarantined when there is a file) and skipped.
+   */
+  async peek(): Promise<StoredEntry | undefined> {
     while (this.index.length > 0) {
       const entry = this.index[0]!;
       if (this.head?.seq === entry.seq) return this.head;
-      const name = messageFileName(entry.seq);
-      let decoded: OutboxMessage | string;
+      const name = entryFileName(entry.seq);
+      let decoded: OutboxMessage[] | string;
+      let vanished = false;
       try {
-        decoded = decodeRecord(await readFile(path.join(this.dir, name)));
+        decoded = decodeEntry(await readFile(path.join(this.dir, name)));
       } catch (err) {
+        vanished = errnoOf(err) === "ENOENT";
         decoded = `unreadable (${errorMessage(err)})`;
       }
-      if (this.index[0] !== entry) continue; // acked meanwhile by a concurrent caller
+      if (this.index[0] !== entry) continue; // acked or dropped meanwhile by a concurrent caller
       if (typeof decoded !== "string") {
-        this.head = { ...decoded, seq: entry.seq };
+        this.head = { seq: entry.seq, eventId: decoded[0]!.eventId, messages: decoded };
         return this.head;
       }
       this.index.shift();
       this.storedBytes -= entry.bytes;
-      await quarantine(this.dir, name, this.logger, decoded);
+      this.lostCount += 1;
+      if (vanished) {
+        this.logger.error(
+          { eventId: entry.eventId, file: path.join(this.dir, name), lost: this.lostCount },
+          `outbox: event ${entry.eventId ?? "?"} lost: its file vanished (ENOENT)`,
+        );
+      } else {
+        await quarantine(
+          { dir: this.dir, dirMode: this.dirMode, logger: this.logger },
+          name,
+          decoded,
+          entry.eventId,
+        );
+      }
     }
     return undefined;
   }
 
-  /** Deletes the head message after the broker acknowledged it. Only the head can be acked: the queue is FIFO. */
+  /** Deletes the head entry after the broker acknowledged it. Only the head can be acked: the queue is FIFO. */
   async ack(seq: number): Promise<void> {
     const entry = this.index[0];
     if (entry === undefined || entry.seq !== seq) {
@@ -312,14 +470,15 @@ export class Outbox {
     this.index.shift();
     this.storedBytes -= entry.bytes;
     if (this.head?.seq === seq) this.head = undefined;
-    // No directory fsync here: if the unlink is lost in a crash the message is sent once more, which QoS 1
-    // consumers must tolerate anyway.
-    await unlink(path.join(this.dir, messageFileName(seq))).catch((err: unknown) => {
-      this.logger.warn({ seq, err: errorMessage(err) }, "outbox: could not delete an acknowledged message");
+    // No directory fsync here: if the unlink is lost in a crash the entry is sent once more, which QoS 1
+    // consumers must tolerate anyway. ENOENT: the file went with a deleted directory after it was read.
+    await unlink(path.join(this.dir, entryFileName(seq))).catch((err: unknown) => {
+      if (errnoOf(err) === "ENOENT") return;
+      this.logger.warn({ seq, err: errorMessage(err) }, "outbox: could not delete an acknowledged entry");
     });
   }
 
-  /** Resolves when the outbox holds at least one message (at once if it already does) or `signal` aborts. */
+  /** Resolves when the outbox holds at least one entry (at once if it already does) or `signal` aborts. */
   waitForMessage(signal?: AbortSignal): Promise<void> {
     if (this.index.length > 0 || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
@@ -333,43 +492,49 @@ export class Outbox {
     });
   }
 
-  /** Resolves once every message accepted so far is on disk (or its write failed). */
+  /** Resolves once every entry accepted so far is on disk (or its write failed). */
   async settled(): Promise<void> {
     while (this.writing) await this.writing;
   }
 
-  /** Waits for pending writes; later enqueues are refused. The files stay for the next open. */
+  /** Waits for pending writes and releases the lock; later enqueues are refused. The files stay for the next open. */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     await this.settled();
     for (const waiter of this.waiters) waiter();
+    await this.lock.release();
   }
 
-  private refuse(messages: OutboxMessage[], why: string): void {
-    this.overflowCount += messages.length;
+  private refuse(eventId: string | undefined, why: string): "overflow" {
+    this.overflowCount += 1;
     this.logger.error(
-      { eventId: messages[0]?.eventId, topics: messages.map((m) => m.topic), overflowed: this.overflowCount },
-      `outbox: ${messages.length === 1 ? "message" : `${messages.length} messages`} refused: ${why}`,
+      { eventId, overflowed: this.overflowCount },
+      `outbox: event ${eventId ?? "?"} refused: ${why}`,
     );
+    return "overflow";
   }
 
   private startWriting(): void {
     if (this.writing) return;
     this.writing = this.writeGroups().finally(() => {
       this.writing = undefined;
-      // a message queued between the loop's last check and this callback still needs a writer
+      // an entry queued between the loop's last check and this callback still needs a writer
       if (this.toWrite.length > 0) this.startWriting();
     });
   }
 
-  /** Commits queued messages group by group until none are left. */
+  /** Commits queued entries group by group until none are left. */
   private async writeGroups(): Promise<void> {
     while (this.toWrite.length > 0) {
       const group = this.toWrite.splice(0, MAX_GROUP);
-      const written = await Promise.all(group.map((w) => this.writeTemp(w)));
+      const failures = await Promise.all(group.map((w) => this.writeTemp(w)));
       const renamed: PendingWrite[] = [];
       for (const [i, w] of group.entries()) {
-        if (written[i] && (await this.renameIntoPlace(w))) renamed.push(w);
+        let failure = failures[i];
+        if (failure === undefined) failure = await this.renameIntoPlace(w);
+        if (failure === undefined) renamed.push(w);
+        else await this.writeFailed(w, failure);
       }
       if (renamed.length > 0) {
         await fsyncDirectory(this.dir).catch((err: unknown) => {
@@ -378,11 +543,11 @@ export class Outbox {
         });
       }
       for (const w of group) {
-        this.reservedMessages -= 1;
+        this.reservedEntries -= 1;
         this.reservedBytes -= w.record.length;
       }
       for (const w of renamed) {
-        this.index.push({ seq: w.seq, bytes: w.record.length });
+        this.index.push({ seq: w.seq, bytes: w.record.length, eventId: w.eventId });
         this.storedBytes += w.record.length;
       }
       if (renamed.length > 0) for (const waiter of this.waiters) waiter();
@@ -392,51 +557,145 @@ export class Outbox {
   }
 
   private tempPath(seq: number): string {
-    return `${path.join(this.dir, messageFileName(seq))}.tmp`;
+    return `${path.join(this.dir, entryFileName(seq))}.tmp`;
   }
 
-  private async writeTemp(w: PendingWrite): Promise<boolean> {
-    try {
-      await writeFileSynced(this.tempPath(w.seq), w.record);
-      return true;
-    } catch (err) {
-      return this.writeFailed(w, err);
+  /** Writes the temp file; on ENOENT (the directory is gone) recreates the directory and tries once more. */
+  private async writeTemp(w: PendingWrite): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await writeFileSynced(this.tempPath(w.seq), w.record, this.fileMode);
+        return undefined;
+      } catch (err) {
+        if (attempt > 0 || errnoOf(err) !== "ENOENT") return err;
+        await this.recreateDirectory();
+      }
     }
   }
 
-  private async renameIntoPlace(w: PendingWrite): Promise<boolean> {
-    try {
-      await rename(this.tempPath(w.seq), path.join(this.dir, messageFileName(w.seq)));
-      return true;
-    } catch (err) {
-      return this.writeFailed(w, err);
+  /** Renames the temp file into place; if it vanished with the directory, writes it again once. */
+  private async renameIntoPlace(w: PendingWrite): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await rename(this.tempPath(w.seq), path.join(this.dir, entryFileName(w.seq)));
+        return undefined;
+      } catch (err) {
+        if (attempt > 0 || errnoOf(err) !== "ENOENT") return err;
+        await this.recreateDirectory();
+        const failure = await this.writeTemp(w);
+        if (failure !== undefined) return failure;
+      }
     }
   }
 
-  private async writeFailed(w: PendingWrite, err: unknown): Promise<false> {
+  private async writeFailed(w: PendingWrite, err: unknown): Promise<void> {
+    this.lostCount += 1;
     this.logger.error(
-      { eventId: w.message.eventId, topic: w.message.topic, err: errorMessage(err) },
-      "outbox: could not write message to disk; it is lost",
+      { eventId: w.eventId, errno: errnoOf(err), err: errorMessage(err), lost: this.lostCount },
+      `outbox: event ${w.eventId ?? "?"} lost: could not write it to disk (${errnoOf(err)})`,
     );
     await unlink(this.tempPath(w.seq)).catch(() => undefined);
-    return false;
+  }
+
+  /**
+   * The directory vanished (deleted by hand or by a cleanup job): make it again with its mode and lock, so the
+   * events from now on are stored. The entries that went with it are counted as lost here, in one line, except
+   * the head the drain already holds in memory (it is still delivered).
+   */
+  private recreateDirectory(): Promise<void> {
+    this.recreating ??= (async () => {
+      try {
+        await makeDirectory(this.dir, this.dirMode);
+        if (!(await this.lock.restore())) {
+          this.logger.error(
+            { dir: this.dir, lockFile: this.lock.file },
+            "outbox: recreated directory is now locked by another process",
+          );
+        }
+        const gone: IndexEntry[] = [];
+        for (const entry of this.index) {
+          if (entry.seq === this.head?.seq) continue;
+          const exists = await access(path.join(this.dir, entryFileName(entry.seq))).then(
+            () => true,
+            () => false,
+          );
+          if (!exists) gone.push(entry);
+        }
+        if (gone.length > 0) {
+          const goneSet = new Set(gone);
+          const kept = this.index.filter((entry) => !goneSet.has(entry));
+          this.index.splice(0, this.index.length, ...kept);
+          for (const entry of gone) this.storedBytes -= entry.bytes;
+          this.lostCount += gone.length;
+        }
+        this.logger.error(
+          {
+            dir: this.dir,
+            lostWithIt: gone.length,
+            lostEvents: gone.map((entry) => entry.eventId),
+            lost: this.lostCount,
+          },
+          `outbox: directory ${this.dir} had vanished; recreated it (${gone.length} queued events went with it and are lost)`,
+        );
+      } catch (err) {
+        this.logger.error(
+          { dir: this.dir, err: errorMessage(err) },
+          "outbox: could not recreate the directory",
+        );
+      }
+    })().finally(() => {
+      this.recreating = undefined;
+    });
+    return this.recreating;
+  }
+
+  /**
+   * A `maxBytes` beyond the free space means the disk, not the bound, decides: events past the free space are
+   * lost (ENOSPC) rather than refused. Say so at start, once, while someone is looking.
+   */
+  private async warnIfDiskSmallerThanBound(): Promise<void> {
+    try {
+      const fs = await statfs(this.dir);
+      const free = fs.bavail * fs.bsize;
+      const room = free + this.storedBytes;
+      if (room < this.maxBytes) {
+        this.logger.warn(
+          { dir: this.dir, maxBytes: this.maxBytes, freeBytes: free },
+          `outbox: max_bytes (${this.maxBytes}) exceeds the space this outbox can grow to on its filesystem (${room} bytes); events beyond that are lost, not queued`,
+        );
+      }
+    } catch {
+      // statfs is advisory here; the write path counts whatever really happens
+    }
   }
 }
 
-async function quarantine(dir: string, name: string, logger: Logger, reason: string): Promise<void> {
+async function chmodQuietly(file: string, mode: number, logger: Logger): Promise<void> {
+  await chmod(file, mode).catch((err: unknown) => {
+    logger.warn({ file, err: errorMessage(err) }, "outbox: could not set the file mode");
+  });
+}
+
+async function quarantine(
+  outbox: { dir: string; dirMode: number; logger: Logger },
+  name: string,
+  reason: string,
+  eventId?: string,
+): Promise<void> {
+  const { dir, logger } = outbox;
   const quarantineDir = path.join(dir, QUARANTINE_DIR);
   const target = path.join(quarantineDir, `${name}.${Date.now()}`);
   try {
-    await mkdir(quarantineDir, { recursive: true });
+    await makeDirectory(quarantineDir, outbox.dirMode);
     await rename(path.join(dir, name), target);
     logger.warn(
-      { file: path.join(dir, name), movedTo: target, reason },
-      "outbox: quarantined a bad message file",
+      { file: path.join(dir, name), movedTo: target, reason, eventId },
+      "outbox: quarantined a bad entry file",
     );
   } catch (err) {
     logger.warn(
-      { file: path.join(dir, name), reason, err: errorMessage(err) },
-      "outbox: bad message file could not be quarantined; ignoring it",
+      { file: path.join(dir, name), reason, eventId, err: errorMessage(err) },
+      "outbox: bad entry file could not be quarantined; ignoring it",
     );
   }
 }

@@ -46,7 +46,11 @@ export interface PublisherConfig {
   snapshot: SnapshotMode;
   /** JPEG quality of snapshots, 1–100. */
   snapshotQuality: number;
-  outbox: { dir: string; maxMessages: number; maxBytes: number };
+  /**
+   * The durable outbox: `maxEvents` bounds events (an event and its snapshot are one), `maxBytes` their files;
+   * `fileMode`/`dirMode` are permission bits (defaults 0o640/0o750).
+   */
+  outbox: { dir: string; maxEvents: number; maxBytes: number; fileMode?: number; dirMode?: number };
   reconnectPeriodMs: number;
   /** Snapshots rendered at once; a defect beyond this is published without a picture (default 2). */
   maxConcurrentSnapshots?: number;
@@ -91,16 +95,31 @@ export interface PublisherStats {
   eventsQueued: number;
   /** Defect events acknowledged by the broker. */
   eventsDelivered: number;
-  /** Defect events refused (outbox full or unwritable, or too many pending). */
+  /** Defect events refused because the outbox was full or too many were pending (`status.outbox.overflowed`). */
   eventsOverflowed: number;
+  /**
+   * Defect events lost: their outbox write failed, their stored file vanished or rotted, or they could not be
+   * queued at all (`status.outbox.lost`).
+   */
+  eventsLost: number;
   snapshotsDelivered: number;
   /** Defects published without a snapshot because rendering was saturated or failed. */
   snapshotsSkipped: number;
+  /** Defect events still waiting for their snapshot or their disk write (neither queued, refused nor lost yet). */
+  eventsPending: number;
+  /** Events in the outbox. */
   outboxQueued: number;
+  /** Events the outbox itself refused as full (a part of {@link eventsOverflowed}). */
   outboxOverflowed: number;
 }
 
-type Counters = Omit<PublisherStats, "connected" | "brokerError" | "outboxQueued" | "outboxOverflowed">;
+type Counters = Omit<
+  PublisherStats,
+  "connected" | "brokerError" | "outboxQueued" | "outboxOverflowed" | "eventsLost" | "eventsPending"
+> & {
+  /** Events lost before reaching the outbox (the outbox counts its own losses). */
+  eventsNotQueued: number;
+};
 
 type Lifecycle = "new" | "running" | "stopping" | "stopped";
 
@@ -146,6 +165,7 @@ export class Publisher {
     eventsQueued: 0,
     eventsDelivered: 0,
     eventsOverflowed: 0,
+    eventsNotQueued: 0,
     snapshotsDelivered: 0,
     snapshotsSkipped: 0,
   };
@@ -216,10 +236,13 @@ export class Publisher {
   }
 
   stats(): PublisherStats {
+    const { eventsNotQueued, ...counters } = this.counters;
     return {
       connected: this.isConnected,
       brokerError: this.lastConnectionError,
-      ...this.counters,
+      ...counters,
+      eventsLost: eventsNotQueued + (this.outbox?.lost ?? 0),
+      eventsPending: this.pendingDefects,
       outboxQueued: this.outbox?.size ?? 0,
       outboxOverflowed: this.outbox?.overflowed ?? 0,
     };
@@ -285,10 +308,7 @@ export class Publisher {
       while (outbox.size > 0 && client.connected && Date.now() < drainDeadline) await sleep(STOP_POLL_MS);
       if (client.connected) await beforeDeadline(this.sendStatus("stopped"), deadline);
       if (outbox.size > 0) {
-        this.logger.warn(
-          { queued: outbox.size },
-          "publisher stopping with undelivered messages; kept on disk",
-        );
+        this.logger.warn({ queued: outbox.size }, "publisher stopping with undelivered events; kept on disk");
       }
       this.drainAbort.abort();
       await this.drainTask;
@@ -346,7 +366,11 @@ export class Publisher {
     enqueued
       .then(({ written }) => written)
       .catch((err: unknown) => {
-        this.logger.error({ eventId, err: errorMessage(err) }, "could not queue defect event");
+        this.counters.eventsNotQueued += 1;
+        this.logger.error(
+          { eventId, err: errorMessage(err) },
+          `defect event ${eventId} lost: could not queue it`,
+        );
       })
       .finally(() => {
         this.pendingDefects -= 1;
@@ -410,15 +434,19 @@ export class Publisher {
         kind: "snapshot",
       });
     }
-    // event and snapshot are accepted or refused together: a snapshot without its event would be meaningless
-    const written = this.outbox!.enqueueAll(messages).then(([eventOutcome]) => {
-      if (eventOutcome === "queued") this.counters.eventsQueued += 1;
-      else this.counters.eventsOverflowed += 1;
+    // event and snapshot are one outbox entry: stored, refused or lost together, and counted once
+    const written = this.outbox!.enqueue(messages).then((outcome) => {
+      if (outcome === "queued") this.counters.eventsQueued += 1;
+      else if (outcome === "overflow") this.counters.eventsOverflowed += 1;
+      // "failed" is counted (and logged) by the outbox as lost
     });
     return { written };
   }
 
   private async drainLoop(client: MqttClient, outbox: Outbox, signal: AbortSignal): Promise<void> {
+    // How far into the head entry the broker has acknowledged, so a retry after a failed publish resumes with
+    // the next message of the entry instead of resending the ones already delivered.
+    let progress = { seq: -1, acked: 0 };
     while (!signal.aborted) {
       try {
         const head = await outbox.peek();
@@ -430,11 +458,17 @@ export class Publisher {
           await nextConnect(client, signal);
           continue;
         }
+        if (progress.seq !== head.seq) progress = { seq: head.seq, acked: 0 };
+        // The entry's messages go in order (the event, then its snapshot); the entry is acked once all are.
         // mqtt.js keeps an unacknowledged QoS 1/2 publish across a reconnect and resends it, calling back once
         // the new connection acknowledges it, so waiting here survives broker restarts without a duplicate send.
-        await abortable(publishAcknowledged(client, head), signal);
+        while (progress.acked < head.messages.length) {
+          const message = head.messages[progress.acked]!;
+          await abortable(publishAcknowledged(client, message), signal);
+          progress.acked += 1;
+          this.countDelivered(message);
+        }
         await outbox.ack(head.seq);
-        this.countDelivered(head);
       } catch (err) {
         if (signal.aborted) break;
         this.logger.warn({ err: errorMessage(err) }, "outbox drain: publish failed; retrying");
@@ -490,10 +524,11 @@ export class Publisher {
 
   private sendStatus(state: "online" | "stopped"): Promise<void> {
     const client = this.client!;
+    const stats = this.stats();
     const status: StatusPayload = {
       state,
       ...this.lastReport,
-      outbox: { queued: this.outbox?.size ?? 0, overflowed: this.outbox?.overflowed ?? 0 },
+      outbox: { queued: this.outbox?.size ?? 0, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
       uptime_s: Math.floor(process.uptime()),
       ts: new Date().toISOString(),
     };
@@ -546,7 +581,7 @@ function checkConfig(config: PublisherConfig): void {
   ) {
     problems.push(`snapshotQuality must be an integer 1–100, got ${config.snapshotQuality}`);
   }
-  if (!(outbox.maxMessages >= 1)) problems.push(`outbox.maxMessages must be >= 1, got ${outbox.maxMessages}`);
+  if (!(outbox.maxEvents >= 1)) problems.push(`outbox.maxEvents must be >= 1, got ${outbox.maxEvents}`);
   if (!(outbox.maxBytes >= 1)) problems.push(`outbox.maxBytes must be >= 1, got ${outbox.maxBytes}`);
   if (!(config.reconnectPeriodMs > 0)) {
     problems.push(

@@ -27,7 +27,12 @@ export interface StatusPayload {
   fps: number;
   dropped_frames: number;
   cameras: { [cameraId: string]: { state: CameraState; fps: number } };
-  outbox: { queued: number; overflowed: number };
+  /**
+   * The defect-event outbox, all in events (an event and its snapshot count once): `queued` waiting on disk,
+   * `overflowed` refused since start because the outbox was full, `lost` since start because they could not
+   * be written (disk full, I/O error) or their stored file vanished. Every event is delivered or in one of these.
+   */
+  outbox: { queued: number; overflowed: number; lost: number };
   uptime_s: number;
   /** ISO 8601 time the status was published. */
   ts: string;

@@ -1,7 +1,8 @@
-import { mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
+import { chmod, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import type { CollectionConfig } from "../config.js";
+import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { quantile } from "../model/bundle.js";
@@ -13,7 +14,8 @@ import type { InspectionResult } from "../pipeline/result.js";
  * Beyond `max_frames_per_camera` (per camera) or `max_bytes` (all cameras) the oldest frames are deleted: the set
  * is a rolling window of how the line looks now, which is what a retrain should learn.
  * Files go flat into one folder, `<camera>_<capture time>_<seq>.png`, so `stpmd retrain --frames DIR` reads them
- * directly. Writes are temp + rename: retrain never sees half a PNG.
+ * directly. Writes are temp + rename: retrain never sees half a PNG. Frames are production images, so files and
+ * folder get the configured modes (0640/0750 by default), set explicitly rather than left to the umask.
  */
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
@@ -24,19 +26,29 @@ export class Collector {
   private margin: { scores: readonly number[]; value: number } | undefined;
   saved = 0;
   deleted = 0;
+  private readonly fileMode: number;
+  private readonly dirMode: number;
 
   private constructor(
     private readonly config: CollectionConfig,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.fileMode = config.file_mode !== undefined ? parseMode(config.file_mode) : DEFAULT_FILE_MODE;
+    this.dirMode = config.dir_mode !== undefined ? parseMode(config.dir_mode) : DEFAULT_DIR_MODE;
+  }
 
   static async open(config: CollectionConfig, logger: Logger): Promise<Collector> {
     const c = new Collector(config, logger);
     if (config.enabled) {
-      await mkdir(config.dir, { recursive: true });
+      await makeDirectory(config.dir, c.dirMode);
       for (const f of (await readdir(config.dir)).sort()) {
         if (!f.endsWith(".png") || f.startsWith(".")) continue;
-        c.track(f.split("_")[0]!, f, (await stat(path.join(config.dir, f))).size);
+        const file = path.join(config.dir, f);
+        c.track(f.split("_")[0]!, f, (await stat(file)).size);
+        // frames saved by an older release may be world-readable
+        await chmod(file, c.fileMode).catch((err: unknown) =>
+          logger.warn({ file, err: errorMessage(err) }, "could not set the mode of a collected frame"),
+        );
       }
     }
     return c;
@@ -84,6 +96,8 @@ export class Collector {
     const info = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
       .png()
       .toFile(tmp);
+    // sharp creates the file with 0666 minus the umask; narrow it before the name appears
+    await chmod(tmp, this.fileMode);
     await rename(tmp, file);
     this.saved += 1;
     this.track(frame.cameraId, name, info.size);

@@ -237,7 +237,16 @@ describe("stpmd run, end to end", () => {
     const exited = new Promise<number | null>((resolve) => daemon.once("exit", (code) => resolve(code)));
     daemon.kill("SIGTERM");
     assert.equal(await exited, 0, daemonLog.slice(-2000));
-    await waitFor("stopped status", () => statusOf()?.state === "stopped");
+    const stopped = await waitFor("stopped status", () =>
+      statusOf()?.state === "stopped" ? statusOf() : undefined,
+    );
+    // the final word: cameras stopped (not "starting"), and the outbox as it is after the final flush
+    const cams = stopped.cameras as Record<string, { state: string }>;
+    assert.deepEqual(
+      Object.values(cams).map((c) => c.state),
+      Object.keys(cams).map(() => "stopped"),
+    );
+    assert.equal((stopped.outbox as { queued: number }).queued, 0);
     assert.ok(notifications.some((n) => n.includes("STOPPING=1")));
   });
 });

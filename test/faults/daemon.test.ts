@@ -206,6 +206,28 @@ describe("faults", { concurrency: false }, () => {
     assert.equal(observer.events.size, onDisk, "each event on disk arrived once");
   });
 
+  test("a second daemon on the same outbox refuses to start, naming the first; the first loses nothing", async () => {
+    const broker = await MosquittoBroker.start();
+    cleanups.push(() => broker.close());
+    const observer = await Observer.connect(broker.url, "twice");
+    cleanups.push(() => observer.close());
+    const config = await writeConfig({ name: "twice", url: broker.url });
+    const first = new DaemonProcess(config);
+    cleanups.push(() => first.kill());
+    await waitFor("events flowing", () => observer.seqs().length >= 5, 30_000);
+    const second = new DaemonProcess(config);
+    cleanups.push(() => second.kill());
+    const started = Date.now();
+    const { code } = await second.exited;
+    assert.equal(code, 1, second.output);
+    assert.ok(Date.now() - started < 10_000, "refused within seconds");
+    assert.match(second.output, new RegExp(`is in use by process ${first.pid}\\b.*ERR_OUTBOX_LOCKED`));
+    const last = observer.seqs().at(-1)!;
+    await waitFor("more events from the first", () => (observer.seqs().at(-1) ?? 0) >= last + 10, 15_000);
+    assert.deepEqual(gaps(observer.seqs()), [], "the first daemon was never knocked off the broker");
+    assert.equal(observer.statuses.filter((st) => st.state === "offline").length, 0);
+  });
+
   test("the binary is one process: SIGKILL leaves nothing running, and libuv's pool has its 32 threads", async () => {
     const broker = await MosquittoBroker.start();
     cleanups.push(() => broker.close());

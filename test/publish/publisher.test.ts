@@ -120,7 +120,7 @@ describe("Publisher against a real mosquitto", () => {
       eventQos: 1,
       snapshot: "topic",
       snapshotQuality: 90,
-      outbox: { dir: path.join(outboxRoot, "outbox"), maxMessages: 1000, maxBytes: 16 << 20 },
+      outbox: { dir: path.join(outboxRoot, "outbox"), maxEvents: 1000, maxBytes: 16 << 20 },
       reconnectPeriodMs: 150,
       stopTimeoutMs: 2000,
       ...overrides,
@@ -313,7 +313,7 @@ describe("Publisher against a real mosquitto", () => {
     const gate = await TcpGate.start(broker.port);
     cleanups.push(() => gate.shutdown());
     gate.close();
-    const outbox = { dir: path.join(outboxRoot, "shared"), maxMessages: 3, maxBytes: 1 << 20 };
+    const outbox = { dir: path.join(outboxRoot, "shared"), maxEvents: 3, maxBytes: 1 << 20 };
     const first = new Publisher(
       config({ url: gate.url, snapshot: "none", outbox, stopTimeoutMs: 300 }),
       logger,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdir } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
@@ -74,4 +74,36 @@ test("the minimum interval rate-limits saving per camera", async () => {
   for (let seq = 0; seq < 5; seq++) c.consider(result("a", seq, 0), [1]);
   await settle();
   assert.equal((await readdir(dir)).length, 1);
+});
+
+test("collected frames are 0640 in a 0750 folder whatever the umask, or as configured", async () => {
+  const previous = process.umask(0);
+  try {
+    for (const [modes, fileMode, dirMode] of [
+      [{}, 0o640, 0o750],
+      [{ file_mode: "0600", dir_mode: "0700" }, 0o600, 0o700],
+    ] as const) {
+      const dir = path.join(await tempDir(), "frames");
+      const c = await Collector.open(
+        {
+          enabled: true,
+          dir,
+          score_quantile: 1,
+          min_interval_s: 0,
+          max_frames_per_camera: 10,
+          max_bytes: 1 << 30,
+          ...modes,
+        },
+        createLogger("silent"),
+      );
+      c.consider(result("a", 1, 0), [1]);
+      await settle();
+      const [file] = await readdir(dir);
+      assert.ok(file?.endsWith(".png"), String(file));
+      assert.equal((await stat(dir)).mode & 0o777, dirMode);
+      assert.equal((await stat(path.join(dir, file!))).mode & 0o777, fileMode);
+    }
+  } finally {
+    process.umask(previous);
+  }
 });
