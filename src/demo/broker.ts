@@ -69,30 +69,28 @@ export class MosquittoBroker {
   }
 
   /** Stops the broker (SIGTERM, then SIGKILL after a few seconds). Connected clients see their socket close. */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return this.end("SIGTERM");
+  }
+
+  /** Kills the broker abruptly (SIGKILL), as a crash or power loss would: no clean disconnects. */
+  kill(): Promise<void> {
+    return this.end("SIGKILL");
+  }
+
+  private async end(signal: "SIGTERM" | "SIGKILL"): Promise<void> {
     const child = this.process;
     if (child === undefined) return;
     this.process = undefined;
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, "exit");
-    child.kill("SIGTERM");
+    child.kill(signal);
     const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
     try {
       await exited;
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  /** Kills the broker abruptly (SIGKILL), as a crash or power loss would: no clean disconnects. */
-  async kill(): Promise<void> {
-    const child = this.process;
-    if (child === undefined) return;
-    this.process = undefined;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, "exit");
-    child.kill("SIGKILL");
-    await exited;
   }
 
   /** SIGHUP: mosquitto re-reads its password file (and ACLs) without dropping connections. */

@@ -96,42 +96,69 @@ interface RecordHeader {
   kind?: string;
 }
 
-/** Encodes one message in the version-1 layout (what earlier releases wrote); the outbox itself writes entries. */
-export function encodeRecord(message: OutboxMessage): Buffer {
-  const header: RecordHeader = { topic: message.topic, qos: message.qos, retain: message.retain };
-  if (message.eventId !== undefined) header.eventId = message.eventId;
-  if (message.kind !== undefined) header.kind = message.kind;
+/** The file layout around a header and its payloads: preamble, header JSON, payloads, CRC-32 trailer. */
+function frame(version: number, header: unknown, payloads: readonly Buffer[]): Buffer {
   const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
   const preamble = Buffer.alloc(PREAMBLE_BYTES);
   MAGIC.copy(preamble, 0);
-  preamble.writeUInt8(FORMAT_VERSION, MAGIC.length);
+  preamble.writeUInt8(version, MAGIC.length);
   preamble.writeUInt32BE(headerBytes.length, MAGIC.length + 1);
-  const body = Buffer.concat([preamble, headerBytes, message.payload]);
+  const body = Buffer.concat([preamble, headerBytes, ...payloads]);
   const trailer = Buffer.alloc(TRAILER_BYTES);
   trailer.writeUInt32BE(crc32(body), 0);
   return Buffer.concat([body, trailer]);
 }
 
-/** Parses a version-1 record file; returns the reason instead of a message when the bytes are not a whole, valid record. */
-export function decodeRecord(bytes: Buffer): OutboxMessage | string {
+interface Unframed {
+  version: number;
+  header: unknown;
+  /** Where the payloads start and end in the file's bytes. */
+  payloadStart: number;
+  payloadEnd: number;
+}
+
+/** Checks magic, version, CRC and header of a file; the reason instead when they are not whole and valid. */
+function unframe(bytes: Buffer, versions: readonly number[]): Unframed | string {
   if (bytes.length < PREAMBLE_BYTES + TRAILER_BYTES) return `truncated (${bytes.length} bytes)`;
   if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) return "bad magic";
   const version = bytes.readUInt8(MAGIC.length);
-  if (version !== FORMAT_VERSION) return `unknown format version ${version}`;
-  const bodyEnd = bytes.length - TRAILER_BYTES;
-  if (crc32(bytes.subarray(0, bodyEnd)) !== bytes.readUInt32BE(bodyEnd)) return "checksum mismatch";
-  const headerEnd = PREAMBLE_BYTES + bytes.readUInt32BE(MAGIC.length + 1);
-  if (headerEnd > bodyEnd) return "header length past end of file";
-  let header: unknown;
+  if (!versions.includes(version)) return `unknown format version ${version}`;
+  const payloadEnd = bytes.length - TRAILER_BYTES;
+  if (crc32(bytes.subarray(0, payloadEnd)) !== bytes.readUInt32BE(payloadEnd)) return "checksum mismatch";
+  const payloadStart = PREAMBLE_BYTES + bytes.readUInt32BE(MAGIC.length + 1);
+  if (payloadStart > payloadEnd) return "header length past end of file";
   try {
-    header = JSON.parse(bytes.subarray(PREAMBLE_BYTES, headerEnd).toString("utf8"));
+    const header: unknown = JSON.parse(bytes.subarray(PREAMBLE_BYTES, payloadStart).toString("utf8"));
+    return { version, header, payloadStart, payloadEnd };
   } catch (err) {
     return `header is not JSON (${errorMessage(err)})`;
   }
-  if (!isRecordHeader(header)) return "header lacks topic/qos/retain";
+}
+
+function recordHeader(message: OutboxMessage): RecordHeader {
+  const header: RecordHeader = { topic: message.topic, qos: message.qos, retain: message.retain };
+  if (message.eventId !== undefined) header.eventId = message.eventId;
+  if (message.kind !== undefined) header.kind = message.kind;
+  return header;
+}
+
+/** Encodes one message in the version-1 layout (what earlier releases wrote); the outbox itself writes entries. */
+export function encodeRecord(message: OutboxMessage): Buffer {
+  return frame(FORMAT_VERSION, recordHeader(message), [message.payload]);
+}
+
+/** Parses a version-1 record file; returns the reason instead of a message when the bytes are not a whole, valid record. */
+export function decodeRecord(bytes: Buffer): OutboxMessage | string {
+  const file = unframe(bytes, [FORMAT_VERSION]);
+  if (typeof file === "string") return file;
+  return recordOf(file, bytes);
+}
+
+function recordOf(file: Unframed, bytes: Buffer): OutboxMessage | string {
+  if (!isRecordHeader(file.header)) return "header lacks topic/qos/retain";
   // Copy so the message does not pin the whole file buffer (it may outlive many reads).
-  const payload = Buffer.from(bytes.subarray(headerEnd, bodyEnd));
-  return { ...header, payload };
+  const payload = Buffer.from(bytes.subarray(file.payloadStart, file.payloadEnd));
+  return { ...file.header, payload };
 }
 
 function isRecordHeader(value: unknown): value is RecordHeader {
@@ -154,27 +181,13 @@ interface EntryHeader {
 export function encodeEntry(messages: readonly OutboxMessage[]): Buffer {
   if (messages.length === 0) throw new Error("encodeEntry: an entry needs at least one message");
   const header: EntryHeader = {
-    messages: messages.map((message) => {
-      const part: RecordHeader & { bytes: number } = {
-        topic: message.topic,
-        qos: message.qos,
-        retain: message.retain,
-        bytes: message.payload.length,
-      };
-      if (message.eventId !== undefined) part.eventId = message.eventId;
-      if (message.kind !== undefined) part.kind = message.kind;
-      return part;
-    }),
+    messages: messages.map((message) => ({ ...recordHeader(message), bytes: message.payload.length })),
   };
-  const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
-  const preamble = Buffer.alloc(PREAMBLE_BYTES);
-  MAGIC.copy(preamble, 0);
-  preamble.writeUInt8(ENTRY_FORMAT_VERSION, MAGIC.length);
-  preamble.writeUInt32BE(headerBytes.length, MAGIC.length + 1);
-  const body = Buffer.concat([preamble, headerBytes, ...messages.map((message) => message.payload)]);
-  const trailer = Buffer.alloc(TRAILER_BYTES);
-  trailer.writeUInt32BE(crc32(body), 0);
-  return Buffer.concat([body, trailer]);
+  return frame(
+    ENTRY_FORMAT_VERSION,
+    header,
+    messages.map((message) => message.payload),
+  );
 }
 
 /**
@@ -182,32 +195,25 @@ export function encodeEntry(messages: readonly OutboxMessage[]): Buffer {
  * instead of messages when the bytes are not a whole, valid entry.
  */
 export function decodeEntry(bytes: Buffer): OutboxMessage[] | string {
-  if (bytes.length < PREAMBLE_BYTES + TRAILER_BYTES) return `truncated (${bytes.length} bytes)`;
-  if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) return "bad magic";
-  const version = bytes.readUInt8(MAGIC.length);
-  if (version === FORMAT_VERSION) {
-    const message = decodeRecord(bytes);
+  const file = unframe(bytes, [FORMAT_VERSION, ENTRY_FORMAT_VERSION]);
+  if (typeof file === "string") return file;
+  if (file.version === FORMAT_VERSION) {
+    const message = recordOf(file, bytes);
     return typeof message === "string" ? message : [message];
   }
-  if (version !== ENTRY_FORMAT_VERSION) return `unknown format version ${version}`;
-  const bodyEnd = bytes.length - TRAILER_BYTES;
-  if (crc32(bytes.subarray(0, bodyEnd)) !== bytes.readUInt32BE(bodyEnd)) return "checksum mismatch";
-  const headerEnd = PREAMBLE_BYTES + bytes.readUInt32BE(MAGIC.length + 1);
-  if (headerEnd > bodyEnd) return "header length past end of file";
-  let header: unknown;
-  try {
-    header = JSON.parse(bytes.subarray(PREAMBLE_BYTES, headerEnd).toString("utf8"));
-  } catch (err) {
-    return `header is not JSON (${errorMessage(err)})`;
-  }
-  const parts = (header as { messages?: unknown } | null)?.messages;
+  const parts = (file.header as { messages?: unknown } | null)?.messages;
   if (!Array.isArray(parts) || parts.length === 0) return "header lists no messages";
   const messages: OutboxMessage[] = [];
-  let offset = headerEnd;
+  let offset = file.payloadStart;
   for (const part of parts as unknown[]) {
     if (!isRecordHeader(part)) return "a message header lacks topic/qos/retain";
     const length = (part as { bytes?: unknown }).bytes;
-    if (typeof length !== "number" || !Number.isInteger(length) || length < 0 || offset + length > bodyEnd) {
+    if (
+      typeof length !== "number" ||
+      !Number.isInteger(length) ||
+      length < 0 ||
+      offset + length > file.payloadEnd
+    ) {
       return "a message length is missing or runs past the end of the file";
     }
     const { bytes: _length, ...fields } = part as RecordHeader & { bytes: number };
@@ -215,7 +221,7 @@ export function decodeEntry(bytes: Buffer): OutboxMessage[] | string {
     messages.push({ ...fields, payload: Buffer.from(bytes.subarray(offset, offset + length)) });
     offset += length;
   }
-  if (offset !== bodyEnd) return `${bodyEnd - offset} bytes after the last message`;
+  if (offset !== file.payloadEnd) return `${file.payloadEnd - offset} bytes after the last message`;
   return messages;
 }
 
