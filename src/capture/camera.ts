@@ -78,6 +78,8 @@ export interface CameraStats {
   stalls: number;
   /** Pipelines that could not even be built (parse errors, missing elements). */
   startFailures: number;
+  /** Pipelines built: 1 for a camera whose restarts replay its pipeline, one per run for dynamic-pad sources. */
+  pipelines: number;
   /** captureTs of the last frame, or null before the first. */
   lastFrameTs: number | null;
   /** Frames per second over the last few seconds (0 when nothing arrived recently). */
@@ -126,10 +128,25 @@ function currentThreadPoolSize(): number {
 /** Cameras currently started in this process, for the thread-pool warning. */
 let startedCameras = 0;
 
-/** One pipeline instance: built, played, and torn down once. A restart builds a new one. */
-interface Run {
+/** A built pipeline. Restarts replay it (NULL → PLAYING) rather than build another: see the class comment. */
+interface Pipe {
   pipeline: gst.Pipeline;
   pull: (callback: gst.PullCallback) => void;
+  /** One bus callback per pipeline: the addon keeps every callback passed to pollBus alive forever. */
+  onBus: (message: gst.BusMessage) => void;
+  /**
+   * Whether the addon's bus poll loop runs for this pipeline. The addon re-polls after each callback unless the
+   * pipeline is in NULL by then, and never otherwise stops; a second pollBus while one runs would block another
+   * pool thread.
+   */
+  polling: boolean;
+}
+
+/** One play of a pipeline: from PLAYING until it fails or stop() is called. */
+interface Run {
+  pipe: Pipe;
+  /** The pipeline played before this run (a replay), so a not-linked error means dynamic pads. */
+  replay: boolean;
   ended: boolean;
   /** Time of the run's first frame; a run that streamed long enough resets the backoff. */
   streamingSince: number | null;
@@ -143,9 +160,14 @@ interface Run {
  * unparsable descriptions and (free-run) stalls tear the pipeline down and rebuild it after an exponential backoff,
  * without ever throwing, so one broken camera never disturbs the others.
  *
- * Each restart builds a fresh pipeline instead of replaying the old one: gst_parse_launch links dynamic pads
- * (rtspsrc, decodebin) only once, so a replayed rtsp pipeline fails with "not-linked". The addon never frees
- * pipelines, so each restart leaks roughly 100 kB; the backoff's maxMs bounds the rate.
+ * A restart replays the camera's pipeline (NULL, then PLAYING again) instead of building a new one: the addon never
+ * frees a pipeline (its destructor is empty, and pollBus holds a reference to the JS object forever), so each new
+ * pipeline stays in memory for good. Measured with benchmarks/camera-restarts.ts, 200 restarts after 50 of warm-up:
+ * building one per restart kept 130 kB per restart for a 64×48 test source and 700 kB for 640×480 scaled to 256×256
+ * (the issue's field report: 480 kB); replaying keeps under 1 kB.
+ * gst_parse_launch links dynamic pads (rtspsrc, decodebin, demuxers) only once, so a replayed pipeline with such an
+ * element fails with "not-linked" before its first frame. That failure marks the camera as not replayable and from
+ * then on each restart builds a fresh pipeline (leaking as above, at a rate bounded by the backoff's maxMs).
  */
 export class Camera extends EventEmitter<CameraEvents> {
   readonly id: string;
@@ -158,6 +180,10 @@ export class Camera extends EventEmitter<CameraEvents> {
   private running = false;
   private currentState: CameraState = "stopped";
   private run: Run | null = null;
+  /** The pipeline the next run replays; null before the first build and while unusable. */
+  private pipe: Pipe | null = null;
+  /** False once a replay failed with "not-linked" (dynamic pads): every run then builds its own pipeline. */
+  private replayable = true;
   private restartTimer: NodeJS.Timeout | null = null;
   private nextDelayMs: number;
 
@@ -166,6 +192,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   private restarts = 0;
   private stalls = 0;
   private startFailures = 0;
+  private pipelines = 0;
   private lastFrameTs: number | null = null;
   /** captureTs of frames within the last FPS_WINDOW_MS, oldest first. */
   private readonly recentFrameTimes: number[] = [];
@@ -218,6 +245,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       this.restartTimer = null;
     }
     if (this.run !== null) this.endRun(this.run);
+    else if (this.pipe?.polling) this.endIdlePoll(this.pipe);
     this.setState("stopped");
   }
 
@@ -234,6 +262,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       restarts: this.restarts,
       stalls: this.stalls,
       startFailures: this.startFailures,
+      pipelines: this.pipelines,
       lastFrameTs: this.lastFrameTs,
       fps,
       state: this.currentState,
@@ -247,6 +276,31 @@ export class Camera extends EventEmitter<CameraEvents> {
   private launch(): void {
     this.setState("starting");
     if (!this.running) return; // a state listener stopped us
+    const replay = this.pipe !== null;
+    const pipe = this.pipe ?? this.buildPipe();
+    if (pipe === null) return; // reported; a restart is scheduled
+    this.pipe = pipe;
+    const run: Run = {
+      pipe,
+      replay,
+      ended: false,
+      streamingSince: null,
+      silenceTimer: null,
+      noSampleTimer: null,
+      warnedBadFrame: false,
+    };
+    this.run = run;
+    if (!pipe.polling) {
+      pipe.polling = true;
+      pipe.pipeline.pollBus(pipe.onBus);
+    }
+    pipe.pipeline.play();
+    pipe.pull((buf, caps) => this.onSample(run, buf, caps));
+    this.armSilenceTimer(run);
+  }
+
+  /** A new pipeline, or null (reported, restart scheduled) when GStreamer cannot build it. */
+  private buildPipe(): Pipe | null {
     let pipeline: gst.Pipeline;
     try {
       pipeline = new gstreamer.Pipeline(this.description);
@@ -260,36 +314,25 @@ export class Camera extends EventEmitter<CameraEvents> {
         `GStreamer could not build the pipeline "${this.description}": ${errorMessage(err)}`,
       );
       this.scheduleRestart("restarting", null);
-      return;
+      return null;
     }
+    this.pipelines++;
     const sink = pipeline.findChild(SINK_NAME);
     if (typeof sink?.pull !== "function") {
       // Cannot happen with our own description (validation rejects a second sink name), but never pull from nothing.
       this.startFailures++;
       this.warn("pipeline_invalid", `pipeline has no appsink named "${SINK_NAME}"`);
       this.scheduleRestart("restarting", null);
-      return;
+      return null;
     }
-    // Keep the messages posted while stopping on the bus: the addon's bus poll blocks in gst_bus_timed_pop until a
-    // message comes and only then notices the pipeline is stopped. With auto-flush a poll that starts after the
-    // flush would block a thread-pool thread forever.
-    pipeline["auto-flush-bus"] = false;
-
-    const run: Run = {
+    const pipe: Pipe = {
       pipeline,
       // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
       pull: sink.pull.bind(sink),
-      ended: false,
-      streamingSince: null,
-      silenceTimer: null,
-      noSampleTimer: null,
-      warnedBadFrame: false,
+      onBus: (message) => this.onBusMessage(pipe, message),
+      polling: false,
     };
-    this.run = run;
-    pipeline.pollBus((message) => this.onBusMessage(run, message));
-    pipeline.play();
-    run.pull((buf, caps) => this.onSample(run, buf, caps));
-    this.armSilenceTimer(run);
+    return pipe;
   }
 
   /** Tears a run down: stops its pipeline and timers; its late callbacks are ignored from now on. */
@@ -299,9 +342,26 @@ export class Camera extends EventEmitter<CameraEvents> {
     if (run.noSampleTimer !== null) clearTimeout(run.noSampleTimer);
     run.silenceTimer = null;
     run.noSampleTimer = null;
+    const replayed = this.running && this.replayable;
+    // A pipeline that will be replayed drops its queued messages as it stops, so the replay does not receive this
+    // run's late ones (pngdec's error is followed by the source's "Internal data stream error"); a waiting poll then
+    // stays waiting through the backoff and carries on with the replay. One that will not be replayed keeps them:
+    // they wake the poll, which finds the pipeline in NULL and ends, freeing its pool thread.
+    run.pipe.pipeline["auto-flush-bus"] = replayed;
     // Synchronous: GStreamer is in NULL when this returns, so pending pulls come back with null.
-    run.pipeline.stop();
+    run.pipe.pipeline.stop();
+    if (!replayed && this.pipe === run.pipe && this.running) this.pipe = null;
     if (this.run === run) this.run = null;
+  }
+
+  /**
+   * Ends a bus poll left waiting on a stopped pipeline's flushed bus (stop() during a backoff): passing through
+   * PAUSED posts state changes, which wake it in NULL.
+   */
+  private endIdlePoll(pipe: Pipe): void {
+    pipe.pipeline["auto-flush-bus"] = false;
+    pipe.pipeline.pause();
+    pipe.pipeline.stop();
   }
 
   /** Ends a failed run, reports why, and schedules a restart. At most once per run. */
@@ -341,18 +401,29 @@ export class Camera extends EventEmitter<CameraEvents> {
   // GStreamer callbacks
   // ---------------------------------------------------------------------------------------------------------------
 
-  private onBusMessage(run: Run, message: gst.BusMessage): void {
-    if (run.ended || run !== this.run) return;
+  private onBusMessage(pipe: Pipe, message: gst.BusMessage): void {
+    try {
+      const run = this.run;
+      if (run !== null && run.pipe === pipe && !run.ended) this.onRunMessage(run, message);
+    } finally {
+      // The addon polls again unless the pipeline is in NULL now, i.e. unless no run plays it.
+      pipe.polling = this.run?.pipe === pipe && !this.run.ended;
+    }
+  }
+
+  private onRunMessage(run: Run, message: gst.BusMessage): void {
     switch (message.type) {
       case "error": {
         const origin = message.name ?? message._src_element_name ?? "pipeline";
-        const detail = typeof message.debug === "string" ? ` (${message.debug})` : "";
-        this.failRun(
-          run,
-          "pipeline_error",
-          `GStreamer error from ${origin}: ${message.message}${detail}`,
-          "restarting",
-        );
+        const debug = typeof message.debug === "string" ? message.debug : "";
+        const detail = debug === "" ? "" : ` (${debug})`;
+        let text = `GStreamer error from ${origin}: ${message.message}${detail}`;
+        if (run.replay && run.streamingSince === null && debug.includes("not-linked")) {
+          this.replayable = false;
+          text +=
+            "; the source has elements with dynamic pads, which GStreamer links only once, so from now on each restart builds a new pipeline";
+        }
+        this.failRun(run, "pipeline_error", text, "restarting");
         break;
       }
       case "eos":
@@ -372,6 +443,8 @@ export class Camera extends EventEmitter<CameraEvents> {
       // End of stream, or the pipeline never got going. The bus usually says which within a millisecond or two.
       run.noSampleTimer ??= setTimeout(() => {
         run.noSampleTimer = null;
+        // The pipeline never left NULL (no reason came because the addon stopped polling at its first message).
+        run.pipe.polling = false;
         this.failRun(
           run,
           "no_sample",
@@ -384,7 +457,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     }
     const captureTs = Date.now();
     // Ask for the next sample before handing this one out, so a throwing listener cannot stop the camera.
-    run.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
+    run.pipe.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
 
     const rgb = this.toPackedRgb(run, buf, caps);
     if (rgb === null) return;

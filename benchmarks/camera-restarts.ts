@@ -1,0 +1,113 @@
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { Camera } from "../src/capture/camera.js";
+import { createLogger } from "../src/log.js";
+
+/**
+ * Memory per camera restart: a Camera over a source that ends after a few frames (end of stream → restart) at a
+ * 1 ms backoff, restarted `warmup + restarts` times. RSS is read after a full GC at the end of the warm-up and at the
+ * end, so JS garbage does not count; what is left is what the restarts keep (native pipelines, handles).
+ *
+ * Run: node --expose-gc dist/benchmarks/camera-restarts.js [--restarts 200] [--warmup 50] [--source "…"]
+ *        [--size 64x48]
+ * Prints one JSON line (kB per restart of RSS, of the JS heap, and of external memory).
+ */
+
+export interface RestartMemory {
+  restarts: number;
+  rssKbPerRestart: number;
+  heapKbPerRestart: number;
+  externalKbPerRestart: number;
+  rssStartMib: number;
+  rssEndMib: number;
+  /** Pipelines the camera built (1 when its restarts replay the same one). */
+  pipelines: number;
+  seconds: number;
+}
+
+/** The Linux resident set size of this process (VmRSS), in kB: it includes GStreamer's native allocations. */
+function rssKb(): number {
+  const line = readFileSync("/proc/self/status", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("VmRSS:"));
+  return Number(line?.split(/\s+/)[1]);
+}
+
+function collect(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error("run node with --expose-gc");
+  gc();
+  gc();
+}
+
+async function restartsReached(camera: Camera, count: number): Promise<void> {
+  while (camera.stats().restarts < count) await new Promise((resolve) => setTimeout(resolve, 2));
+}
+
+export interface RestartMemoryOptions {
+  restarts?: number;
+  warmup?: number;
+  /** A source that ends by itself; the default is not live, so its frames come at once and a cycle takes ms. */
+  source?: string;
+  /** Output frame size. */
+  width?: number;
+  height?: number;
+}
+
+export async function measureRestartMemory(options: RestartMemoryOptions = {}): Promise<RestartMemory> {
+  const { restarts = 200, warmup = 50, width = 64, height = 48 } = options;
+  const camera = new Camera({
+    id: "restarts",
+    source: options.source ?? "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48",
+    width,
+    height,
+    stallTimeoutMs: 0,
+    trigger: "free_run",
+    restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
+    logger: createLogger("silent"),
+  });
+  const t0 = Date.now();
+  camera.start();
+  try {
+    await restartsReached(camera, warmup);
+    collect();
+    const start = { rss: rssKb(), mem: process.memoryUsage(), restarts: camera.stats().restarts };
+    await restartsReached(camera, warmup + restarts);
+    collect();
+    const end = { rss: rssKb(), mem: process.memoryUsage(), restarts: camera.stats().restarts };
+    const n = end.restarts - start.restarts;
+    return {
+      restarts: n,
+      rssKbPerRestart: (end.rss - start.rss) / n,
+      heapKbPerRestart: (end.mem.heapUsed - start.mem.heapUsed) / 1024 / n,
+      externalKbPerRestart: (end.mem.external - start.mem.external) / 1024 / n,
+      rssStartMib: start.rss / 1024,
+      rssEndMib: end.rss / 1024,
+      pipelines: camera.stats().pipelines,
+      seconds: (Date.now() - t0) / 1000,
+    };
+  } finally {
+    camera.stop();
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const { values } = parseArgs({
+    options: {
+      restarts: { type: "string" },
+      warmup: { type: "string" },
+      source: { type: "string" },
+      size: { type: "string" },
+    },
+  });
+  const [width, height] = (values.size ?? "64x48").split("x").map(Number);
+  const result = await measureRestartMemory({
+    restarts: values.restarts === undefined ? undefined : Number(values.restarts),
+    warmup: values.warmup === undefined ? undefined : Number(values.warmup),
+    source: values.source,
+    width,
+    height,
+  });
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
