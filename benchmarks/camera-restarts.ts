@@ -3,20 +3,29 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Camera } from "../src/capture/camera.js";
 import { createLogger } from "../src/log.js";
+import { median } from "./common.js";
 
 /**
  * Memory per camera restart: a Camera over a source that ends after a few frames (end of stream → restart) at a
- * 1 ms backoff, restarted `warmup + restarts` times. RSS is read after a full GC at the end of the warm-up and at the
- * end, so JS garbage does not count; what is left is what the restarts keep (native pipelines, handles).
+ * 1 ms backoff, restarted `warmup + restarts` times. RSS is read after a full GC every SAMPLE_EVERY restarts, so JS
+ * garbage does not count; what is left is what the restarts keep (native pipelines, handles).
+ * The figure is the median over those intervals: RSS also grows in one-off steps of 10–20 MB at random moments (a new
+ * malloc arena for another thread, V8 growing its young generation), which made the end-to-end figure of 200
+ * restarts range from 6 to 96 kB per restart between identical runs, while a leak grows in every interval.
  *
  * Run: node --expose-gc dist/benchmarks/camera-restarts.js [--restarts 200] [--warmup 50] [--source "…"]
  *        [--size 64x48]
  * Prints one JSON line (kB per restart of RSS, of the JS heap, and of external memory).
  */
 
+const SAMPLE_EVERY = 25;
+
 export interface RestartMemory {
   restarts: number;
+  /** Median over intervals of SAMPLE_EVERY restarts. */
   rssKbPerRestart: number;
+  /** From the first reading to the last, steps included. */
+  rssKbPerRestartOverall: number;
   heapKbPerRestart: number;
   externalKbPerRestart: number;
   rssStartMib: number;
@@ -70,16 +79,22 @@ export async function measureRestartMemory(options: RestartMemoryOptions = {}): 
   const t0 = Date.now();
   camera.start();
   try {
-    await restartsReached(camera, warmup);
-    collect();
-    const start = { rss: rssKb(), mem: process.memoryUsage(), restarts: camera.stats().restarts };
-    await restartsReached(camera, warmup + restarts);
-    collect();
-    const end = { rss: rssKb(), mem: process.memoryUsage(), restarts: camera.stats().restarts };
+    const readings: Array<{ rss: number; mem: NodeJS.MemoryUsage; restarts: number }> = [];
+    for (let target = warmup; target <= warmup + restarts; target += SAMPLE_EVERY) {
+      await restartsReached(camera, target);
+      collect();
+      readings.push({ rss: rssKb(), mem: process.memoryUsage(), restarts: camera.stats().restarts });
+    }
+    const start = readings[0]!;
+    const end = readings.at(-1)!;
     const n = end.restarts - start.restarts;
+    const slopes = readings
+      .slice(1)
+      .map((r, i) => (r.rss - readings[i]!.rss) / (r.restarts - readings[i]!.restarts));
     return {
       restarts: n,
-      rssKbPerRestart: (end.rss - start.rss) / n,
+      rssKbPerRestart: median(slopes),
+      rssKbPerRestartOverall: (end.rss - start.rss) / n,
       heapKbPerRestart: (end.mem.heapUsed - start.mem.heapUsed) / 1024 / n,
       externalKbPerRestart: (end.mem.external - start.mem.external) / 1024 / n,
       rssStartMib: start.rss / 1024,
