@@ -527,7 +527,8 @@ export class Camera extends EventEmitter<CameraEvents> {
     switch (message.type) {
       case "error": {
         const origin = message.name ?? message._src_element_name ?? "pipeline";
-        const debug = typeof message.debug === "string" ? message.debug : "";
+        // GStreamer's debug text spans lines; a log line must not.
+        const debug = typeof message.debug === "string" ? message.debug.replace(/\s*\n\s*/g, " ") : "";
         const detail = debug === "" ? "" : ` (${debug})`;
         let text = `GStreamer error from ${origin}: ${message.message}${detail}`;
         if (run.replayed && run.frames === 0 && debug.includes("not-linked")) {
@@ -535,9 +536,14 @@ export class Camera extends EventEmitter<CameraEvents> {
           text +=
             "; the source has elements with dynamic pads, which GStreamer links only once, so from now on each restart builds a new pipeline";
         }
-        // An error from anything but the replay's source (pngdec, mostly) is about the file being decoded.
+        // In a replay, an error from another element, or the source's "streaming stopped, reason error" (pngdec
+        // fails a corrupt PNG, libpng: "IDAT: CRC error", by returning an error without a message of its own), is
+        // about the file being decoded. The source's own errors (a file it cannot read) and negotiation or linking
+        // failures are not.
         const replayElement = this.replayCursor?.settings.element;
-        const blame = replayElement !== undefined && !origin.endsWith(`:${replayElement}`);
+        const blame =
+          replayElement !== undefined &&
+          (!origin.endsWith(`:${replayElement}`) || debug.includes("reason error"));
         this.failRun(run, "pipeline_error", text, "restarting", blame);
         break;
       }

@@ -142,29 +142,59 @@ describe("Faults: bad files in a replay", () => {
     assert.ok(spanMs >= (frames.length - 1) * 20 * 0.8, `${frames.length} frames in ${spanMs} ms`);
   });
 
-  test("a file that passes the checks but stalls pngdec is named, skipped, and the replay resumes after it", async () => {
-    const dir = await replayFolder("stall", 6);
-    // A PNG with its IDAT chunk claiming 2 GB: signature and end chunk are fine, but pngdec waits for the data and
-    // reads the next files as part of it.
+  /** A replay of 6 files whose 002.png `corrupt` damages; returns the folder and the bad file. */
+  async function corruptReplay(name: string, corrupt: (png: Buffer) => void) {
+    const dir = await replayFolder(name, 6);
     const bad = path.join(dir, "002.png");
     const bytes = fs.readFileSync(bad);
-    bytes.writeUInt32BE(0x7fffff00, bytes.indexOf("IDAT") - 4);
+    corrupt(bytes);
     fs.writeFileSync(bad, bytes);
+    return { dir, bad };
+  }
 
+  /** 000, 001, the failure, then 003 (after the bad file, not 000 again); 002 skipped in later loops at once. */
+  const resumedAfterBadFile = [0, 1, 3, 4, 5, 0, 1, 3, 4, 5, 0, 1];
+
+  test("a file that passes the checks but stalls pngdec is named, skipped, and the replay resumes after it", async () => {
+    // The IDAT chunk claims 2 GB: signature and end chunk are fine, but pngdec waits for the data and reads the next
+    // files as part of it.
+    const { dir, bad } = await corruptReplay("stall", (png) =>
+      png.writeUInt32BE(0x7fffff00, png.indexOf("IDAT") - 4),
+    );
     const camera = replayCamera(dir, 300);
     const { frames, warnings } = await collect(camera, 12, 10_000);
-    // 000, 001, stall, then 003 (after the bad file, not 000 again), and 002 skipped in later loops without a stall.
-    assert.deepEqual(filesShown(frames), [0, 1, 3, 4, 5, 0, 1, 3, 4, 5, 0, 1]);
+    assert.deepEqual(filesShown(frames), resumedAfterBadFile);
     assert.equal(camera.stats().stalls, 1);
     assert.deepEqual(
       warnings.map((w) => w.kind),
       ["stalled", "bad_file"],
     );
-    assert.match(warnings[0]!.message, new RegExp(`the replay was at ${bad}, and resumes after it`));
+    assert.match(warnings[0]!.message, new RegExp(`the replay was at ${bad}, and resumes after it$`));
     assert.equal(
       warnings[1]!.message,
       `replay file ${bad} stopped the replay earlier and has not changed since; skipping it`,
     );
     assert.ok(camera.stats().badFrames >= 2);
+  });
+
+  test("a PNG that pngdec fails on (CRC error) is named, skipped, and the replay resumes after it", async () => {
+    // pngdec fails the stream without an error of its own: the source reports "streaming stopped, reason error".
+    const { dir, bad } = await corruptReplay("crc", (png) => {
+      png[png.indexOf("IDAT") + 6]! ^= 0xff;
+    });
+    const camera = replayCamera(dir, 2000);
+    const { frames, warnings } = await collect(camera, 12, 10_000);
+    assert.deepEqual(filesShown(frames), resumedAfterBadFile);
+    assert.equal(camera.stats().restarts, 1);
+    assert.deepEqual(
+      warnings.map((w) => w.kind),
+      ["pipeline_error", "bad_file"],
+    );
+    assert.match(warnings[0]!.message, /reason error/);
+    assert.ok(
+      warnings[0]!.message.endsWith(`the replay was at ${bad}, and resumes after it`),
+      warnings[0]!.message,
+    );
+    assert.ok(!warnings[0]!.message.includes("\n"), "one line");
   });
 });
