@@ -4,7 +4,8 @@ import type gst from "gstreamer-superficial";
 import { errorMessage, StpmdError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Frame } from "./frame.js";
-import { buildPipelineDescription, packRgbRows, SINK_NAME } from "./pipeline-description.js";
+import { buildPipelineDescription, findReplay, packRgbRows, SINK_NAME } from "./pipeline-description.js";
+import { type BadReplayFile, ReplayCursor, type ReplaySegment } from "./replay.js";
 
 // The addon's package.json "main" has no file extension; Node's ESM loader resolves it to the raw .node file and
 // refuses to load it, while CommonJS require loads the addon as intended.
@@ -59,6 +60,7 @@ export type CameraWarningKind =
   | "no_sample"
   | "stalled"
   | "bad_frame"
+  | "bad_file"
   | "thread_pool";
 
 /** A recoverable problem. Emitted as `warning` (never `error`, whose missing listener would kill the process). */
@@ -76,8 +78,15 @@ export interface CameraStats {
   restarts: number;
   /** Free-run stalls detected. */
   stalls: number;
+  /**
+   * Frames lost to bad input: replay files skipped (empty, not an image, truncated, or the one a replay stalled or
+   * failed on), counted each time one is skipped; and frames of unexpected layout.
+   */
+  badFrames: number;
   /** Pipelines that could not even be built (parse errors, missing elements). */
   startFailures: number;
+  /** Pipelines built: 1 for a camera whose restarts replay its pipeline, one per run for dynamic-pad sources. */
+  pipelines: number;
   /** captureTs of the last frame, or null before the first. */
   lastFrameTs: number | null;
   /** Frames per second over the last few seconds (0 when nothing arrived recently). */
@@ -126,10 +135,34 @@ function currentThreadPoolSize(): number {
 /** Cameras currently started in this process, for the thread-pool warning. */
 let startedCameras = 0;
 
-/** One pipeline instance: built, played, and torn down once. A restart builds a new one. */
-interface Run {
+/** A built pipeline. Restarts replay it (NULL → PLAYING) rather than build another: see the class comment. */
+interface Pipe {
   pipeline: gst.Pipeline;
   pull: (callback: gst.PullCallback) => void;
+  /** The replay's multifilesrc (named by findReplay), or null when the source is not a replay. */
+  replayElement: gst.Element | null;
+  /** One bus callback per pipeline: the addon keeps every callback passed to pollBus alive forever. */
+  onBus: (message: gst.BusMessage) => void;
+  /**
+   * Whether the addon's bus poll loop runs for this pipeline. The addon re-polls after each callback unless the
+   * pipeline is in NULL by then, and never otherwise stops; a second pollBus while one runs would block another
+   * pool thread.
+   */
+  polling: boolean;
+}
+
+/** One play of a pipeline: from PLAYING until it fails or stop() is called. */
+interface Run {
+  pipe: Pipe;
+  /** The pipeline played before this run, so a not-linked error means dynamic pads. */
+  replayed: boolean;
+  /** The files a replay plays in this run. */
+  segment: ReplaySegment | null;
+  /** Frames delivered by this run, and when the latest came. */
+  frames: number;
+  lastFrameAt: number | null;
+  /** A pull of this run is queued (it comes back with null once the run's pipeline is stopped). */
+  pulling: boolean;
   ended: boolean;
   /** Time of the run's first frame; a run that streamed long enough resets the backoff. */
   streamingSince: number | null;
@@ -143,9 +176,15 @@ interface Run {
  * unparsable descriptions and (free-run) stalls tear the pipeline down and rebuild it after an exponential backoff,
  * without ever throwing, so one broken camera never disturbs the others.
  *
- * Each restart builds a fresh pipeline instead of replaying the old one: gst_parse_launch links dynamic pads
- * (rtspsrc, decodebin) only once, so a replayed rtsp pipeline fails with "not-linked". The addon never frees
- * pipelines, so each restart leaks roughly 100 kB; the backoff's maxMs bounds the rate.
+ * A restart replays the camera's pipeline (NULL, then PLAYING again) instead of building a new one: the addon never
+ * frees a pipeline (its destructor is empty, and pollBus holds a reference to the JS object forever), so each new
+ * pipeline stays in memory for good, with the JS objects its bus callback holds. Measured with
+ * benchmarks/camera-restarts.ts (200 restarts after 50 of warm-up, median kB per restart): a pipeline built per
+ * restart kept 91 kB for a 64×48 test source and 625 kB for 640×480 scaled to 256×256 (the field report: 480 kB);
+ * replaying one keeps under 1 kB.
+ * gst_parse_launch links dynamic pads (rtspsrc, decodebin, demuxers) only once, so a replayed pipeline with such an
+ * element fails with "not-linked" before its first frame. That failure marks the camera as not replayable and from
+ * then on each restart builds a fresh pipeline (leaking as above, at a rate bounded by the backoff's maxMs).
  */
 export class Camera extends EventEmitter<CameraEvents> {
   readonly id: string;
@@ -158,6 +197,20 @@ export class Camera extends EventEmitter<CameraEvents> {
   private running = false;
   private currentState: CameraState = "stopped";
   private run: Run | null = null;
+  /**
+   * The latest run, ended or not. A replay waits until that run's last pull has come back: a pull still waiting in
+   * the appsink when the pipeline plays again would take the replay's first frame, and drop it as stale.
+   */
+  private lastRun: Run | null = null;
+  private launchAfterPull: (() => void) | null = null;
+  /** Where a multifilesrc replay is in its files; null for other sources. */
+  private readonly replayCursor: ReplayCursor | null;
+  /** Bad replay files already reported, so that a looping replay names each one once. */
+  private readonly reportedFiles = new Set<string>();
+  /** The pipeline the next run replays; null before the first build and while unusable. */
+  private pipe: Pipe | null = null;
+  /** False once a replay failed with "not-linked" (dynamic pads): every run then builds its own pipeline. */
+  private replayable = true;
   private restartTimer: NodeJS.Timeout | null = null;
   private nextDelayMs: number;
 
@@ -165,8 +218,12 @@ export class Camera extends EventEmitter<CameraEvents> {
   private frames = 0;
   private restarts = 0;
   private stalls = 0;
+  private badFrames = 0;
   private startFailures = 0;
+  private pipelines = 0;
   private lastFrameTs: number | null = null;
+  /** Time between the last two frames of a run: the pace a replay keeps from one segment to the next. */
+  private frameGapMs = 0;
   /** captureTs of frames within the last FPS_WINDOW_MS, oldest first. */
   private readonly recentFrameTimes: number[] = [];
 
@@ -174,7 +231,10 @@ export class Camera extends EventEmitter<CameraEvents> {
   constructor(options: CameraOptions) {
     super();
     const where = options.configPath ?? `camera "${options.id}"`;
-    this.description = buildPipelineDescription(options.source, options.width, options.height, where);
+    const description = buildPipelineDescription(options.source, options.width, options.height, where);
+    const replay = findReplay(description);
+    this.description = replay?.source ?? description;
+    this.replayCursor = replay === null ? null : new ReplayCursor(replay.replay);
     validateTiming(options, where);
     this.id = options.id;
     this.width = options.width;
@@ -217,7 +277,9 @@ export class Camera extends EventEmitter<CameraEvents> {
       clearTimeout(this.restartTimer);
       this.restartTimer = null;
     }
+    this.launchAfterPull = null;
     if (this.run !== null) this.endRun(this.run);
+    else if (this.pipe?.polling) this.endIdlePoll(this.pipe);
     this.setState("stopped");
   }
 
@@ -233,7 +295,9 @@ export class Camera extends EventEmitter<CameraEvents> {
       nextSeq: this.nextSeq,
       restarts: this.restarts,
       stalls: this.stalls,
+      badFrames: this.badFrames,
       startFailures: this.startFailures,
+      pipelines: this.pipelines,
       lastFrameTs: this.lastFrameTs,
       fps,
       state: this.currentState,
@@ -244,9 +308,84 @@ export class Camera extends EventEmitter<CameraEvents> {
   // Pipeline lifecycle
   // ---------------------------------------------------------------------------------------------------------------
 
-  private launch(): void {
-    this.setState("starting");
+  /** Plays the camera's pipeline (built if needed). `continued`: the replay run this one continues, seamlessly. */
+  private launch(continued?: Run): void {
+    if (continued === undefined) this.setState("starting");
     if (!this.running) return; // a state listener stopped us
+    if (this.lastRun?.pulling && this.lastRun.pipe === this.pipe) {
+      this.launchAfterPull = () => this.launch(continued);
+      return;
+    }
+    const replayed = this.pipe !== null;
+    const pipe = this.pipe ?? this.buildPipe();
+    if (pipe === null) return; // reported; a restart is scheduled
+    this.pipe = pipe;
+    const segment = this.planReplay(pipe);
+    if (segment === false) return; // reported; a restart is scheduled
+    const run: Run = {
+      pipe,
+      replayed,
+      segment,
+      frames: 0,
+      lastFrameAt: null,
+      pulling: true,
+      ended: false,
+      streamingSince: continued?.streamingSince ?? null,
+      silenceTimer: null,
+      noSampleTimer: null,
+      warnedBadFrame: false,
+    };
+    this.run = run;
+    this.lastRun = run;
+    if (!pipe.polling) {
+      pipe.polling = true;
+      pipe.pipeline.pollBus(pipe.onBus);
+    }
+    pipe.pipeline.play();
+    pipe.pull((buf, caps) => this.onSample(run, buf, caps));
+    this.armSilenceTimer(run);
+  }
+
+  /**
+   * Points a replay's multifilesrc at the next good files: the files are checked before each run, because pngdec
+   * skips empty and non-image files without a word and stalls for good on a truncated one. Null: not a replay (or
+   * its files are missing, which GStreamer reports). False: nothing left to play; reported, restart scheduled.
+   */
+  private planReplay(pipe: Pipe): ReplaySegment | null | false {
+    const cursor = this.replayCursor;
+    const element = pipe.replayElement;
+    if (cursor === null || element === null) return null;
+    cursor.rescan();
+    if (!cursor.hasFiles) return null;
+    const segment = cursor.nextSegment((bad) => this.skipFile(bad));
+    if (segment === "end" || segment === "unusable") {
+      const { location } = cursor.settings;
+      if (segment === "end")
+        this.warn("end_of_stream", `replay ${location} ended (its last files are unusable)`);
+      else this.warn("bad_file", `replay ${location}: every file is unusable`);
+      this.scheduleRestart("restarting", null);
+      return false;
+    }
+    // The addon sets numbers as floats; GLib converts them to multifilesrc's integer properties. Setting either
+    // index sets both (multifilesrc starts, and loops back, at one index).
+    element["start-index"] = segment.from;
+    element.index = segment.from;
+    element["stop-index"] = segment.loop ? cursor.settings.stopIndex : segment.to;
+    element.loop = segment.loop;
+    return segment;
+  }
+
+  /** Counts a skipped replay file, and names it in a warning the first time. */
+  private skipFile(bad: BadReplayFile): void {
+    this.badFrames++;
+    const key = `${bad.file}\n${bad.problem}`;
+    if (this.reportedFiles.has(key)) return;
+    this.reportedFiles.add(key);
+    this.warn("bad_file", `replay file ${bad.file} ${bad.problem}; skipping it`);
+  }
+
+  /** A new pipeline, or null (reported, restart scheduled) when GStreamer cannot build it. */
+  private buildPipe(): Pipe | null {
     let pipeline: gst.Pipeline;
     try {
       pipeline = new gstreamer.Pipeline(this.description);
@@ -260,36 +399,27 @@ export class Camera extends EventEmitter<CameraEvents> {
         `GStreamer could not build the pipeline "${this.description}": ${errorMessage(err)}`,
       );
       this.scheduleRestart("restarting", null);
-      return;
+      return null;
     }
+    this.pipelines++;
     const sink = pipeline.findChild(SINK_NAME);
     if (typeof sink?.pull !== "function") {
       // Cannot happen with our own description (validation rejects a second sink name), but never pull from nothing.
       this.startFailures++;
       this.warn("pipeline_invalid", `pipeline has no appsink named "${SINK_NAME}"`);
       this.scheduleRestart("restarting", null);
-      return;
+      return null;
     }
-    // Keep the messages posted while stopping on the bus: the addon's bus poll blocks in gst_bus_timed_pop until a
-    // message comes and only then notices the pipeline is stopped. With auto-flush a poll that starts after the
-    // flush would block a thread-pool thread forever.
-    pipeline["auto-flush-bus"] = false;
-
-    const run: Run = {
+    const pipe: Pipe = {
       pipeline,
       // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
       pull: sink.pull.bind(sink),
-      ended: false,
-      streamingSince: null,
-      silenceTimer: null,
-      noSampleTimer: null,
-      warnedBadFrame: false,
+      replayElement:
+        this.replayCursor === null ? null : (pipeline.findChild(this.replayCursor.settings.element) ?? null),
+      onBus: (message) => this.onBusMessage(pipe, message),
+      polling: false,
     };
-    this.run = run;
-    pipeline.pollBus((message) => this.onBusMessage(run, message));
-    pipeline.play();
-    run.pull((buf, caps) => this.onSample(run, buf, caps));
-    this.armSilenceTimer(run);
+    return pipe;
   }
 
   /** Tears a run down: stops its pipeline and timers; its late callbacks are ignored from now on. */
@@ -299,22 +429,64 @@ export class Camera extends EventEmitter<CameraEvents> {
     if (run.noSampleTimer !== null) clearTimeout(run.noSampleTimer);
     run.silenceTimer = null;
     run.noSampleTimer = null;
+    const replayed = this.running && this.replayable;
+    // A pipeline that will be replayed drops its queued messages as it stops, so the replay does not receive this
+    // run's late ones (pngdec's error is followed by the source's "Internal data stream error"); a waiting poll then
+    // stays waiting through the backoff and carries on with the replay. One that will not be replayed keeps them:
+    // they wake the poll, which finds the pipeline in NULL and ends, freeing its pool thread.
+    run.pipe.pipeline["auto-flush-bus"] = replayed;
     // Synchronous: GStreamer is in NULL when this returns, so pending pulls come back with null.
-    run.pipeline.stop();
+    run.pipe.pipeline.stop();
+    if (!replayed && this.pipe === run.pipe && this.running) this.pipe = null;
     if (this.run === run) this.run = null;
   }
 
-  /** Ends a failed run, reports why, and schedules a restart. At most once per run. */
+  /**
+   * Ends a bus poll left waiting on a stopped pipeline's flushed bus (stop() during a backoff): passing through
+   * PAUSED posts state changes, which wake it in NULL.
+   */
+  private endIdlePoll(pipe: Pipe): void {
+    pipe.pipeline["auto-flush-bus"] = false;
+    pipe.pipeline.pause();
+    pipe.pipeline.stop();
+  }
+
+  /**
+   * Ends a failed run, reports why, and schedules a restart. At most once per run. A replay resumes after the last
+   * frame delivered; with `blameFile` (a stall or a decoder error) it also skips the file it was on, and names it.
+   */
   private failRun(
     run: Run,
     kind: CameraWarningKind,
     message: string,
     waitState: "restarting" | "stalled",
+    blameFile = false,
   ): void {
     if (run.ended || run !== this.run) return;
     this.endRun(run);
-    this.warn(kind, message);
+    let text = message;
+    const culprit =
+      run.segment === null ? null : this.replayCursor!.runFailed(run.segment, run.frames, blameFile);
+    if (culprit !== null) {
+      this.badFrames++;
+      text += `; the replay was at ${culprit.file}, and resumes after it`;
+    }
+    this.warn(kind, text);
     this.scheduleRestart(waitState, run);
+  }
+
+  /**
+   * A replay segment ended as planned: play the next one as part of the same stream (no restart, no state change),
+   * one frame interval after the last frame. A new run's first frame is due at once (its running time is 0), so
+   * without the wait a synced replay would speed up by one frame per segment.
+   */
+  private continueReplay(run: Run): void {
+    this.endRun(run);
+    const waitMs = Math.max(0, this.frameGapMs - (Date.now() - (run.lastFrameAt ?? 0)));
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.running) this.launch(run);
+    }, waitMs);
   }
 
   private scheduleRestart(waitState: "restarting" | "stalled", failedRun: Run | null): void {
@@ -341,22 +513,43 @@ export class Camera extends EventEmitter<CameraEvents> {
   // GStreamer callbacks
   // ---------------------------------------------------------------------------------------------------------------
 
-  private onBusMessage(run: Run, message: gst.BusMessage): void {
-    if (run.ended || run !== this.run) return;
+  private onBusMessage(pipe: Pipe, message: gst.BusMessage): void {
+    try {
+      const run = this.run;
+      if (run !== null && run.pipe === pipe && !run.ended) this.onRunMessage(run, message);
+    } finally {
+      // The addon polls again unless the pipeline is in NULL now, i.e. unless no run plays it.
+      pipe.polling = this.run?.pipe === pipe && !this.run.ended;
+    }
+  }
+
+  private onRunMessage(run: Run, message: gst.BusMessage): void {
     switch (message.type) {
       case "error": {
         const origin = message.name ?? message._src_element_name ?? "pipeline";
-        const detail = typeof message.debug === "string" ? ` (${message.debug})` : "";
-        this.failRun(
-          run,
-          "pipeline_error",
-          `GStreamer error from ${origin}: ${message.message}${detail}`,
-          "restarting",
-        );
+        // GStreamer's debug text spans lines; a log line must not.
+        const debug = typeof message.debug === "string" ? message.debug.replace(/\s*\n\s*/g, " ") : "";
+        const detail = debug === "" ? "" : ` (${debug})`;
+        let text = `GStreamer error from ${origin}: ${message.message}${detail}`;
+        if (run.replayed && run.frames === 0 && debug.includes("not-linked")) {
+          this.replayable = false;
+          text +=
+            "; the source has elements with dynamic pads, which GStreamer links only once, so from now on each restart builds a new pipeline";
+        }
+        // In a replay, an error from another element, or the source's "streaming stopped, reason error" (pngdec
+        // fails a corrupt PNG, libpng: "IDAT: CRC error", by returning an error without a message of its own), is
+        // about the file being decoded. The source's own errors (a file it cannot read) and negotiation or linking
+        // failures are not.
+        const replayElement = this.replayCursor?.settings.element;
+        const blame =
+          replayElement !== undefined &&
+          (!origin.endsWith(`:${replayElement}`) || debug.includes("reason error"));
+        this.failRun(run, "pipeline_error", text, "restarting", blame);
         break;
       }
       case "eos":
-        this.failRun(run, "end_of_stream", "source ended (end of stream)", "restarting");
+        if (run.segment !== null && this.replayCursor!.segmentEnded(run.segment)) this.continueReplay(run);
+        else this.failRun(run, "end_of_stream", "source ended (end of stream)", "restarting");
         break;
       case "warning":
         this.log.warn({ gstreamer: message.debug ?? message._src_element_name }, "GStreamer warning");
@@ -367,11 +560,19 @@ export class Camera extends EventEmitter<CameraEvents> {
   }
 
   private onSample(run: Run, buf: Buffer | null, caps: gst.SampleCaps): void {
+    run.pulling = false;
+    if (run.ended && run === this.lastRun && this.launchAfterPull !== null) {
+      const launch = this.launchAfterPull;
+      this.launchAfterPull = null;
+      launch();
+    }
     if (run.ended || run !== this.run) return;
     if (buf === null) {
       // End of stream, or the pipeline never got going. The bus usually says which within a millisecond or two.
       run.noSampleTimer ??= setTimeout(() => {
         run.noSampleTimer = null;
+        // The pipeline never left NULL (no reason came because the addon stopped polling at its first message).
+        run.pipe.polling = false;
         this.failRun(
           run,
           "no_sample",
@@ -384,7 +585,8 @@ export class Camera extends EventEmitter<CameraEvents> {
     }
     const captureTs = Date.now();
     // Ask for the next sample before handing this one out, so a throwing listener cannot stop the camera.
-    run.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
+    run.pulling = true;
+    run.pipe.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
 
     const rgb = this.toPackedRgb(run, buf, caps);
     if (rgb === null) return;
@@ -408,6 +610,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       }
       return packRgbRows(buf, this.width, this.height);
     } catch (err) {
+      this.badFrames++;
       if (!run.warnedBadFrame) {
         run.warnedBadFrame = true; // once per run: a bad frame usually means all of them are
         this.warn("bad_frame", `dropping frames of unexpected layout: ${errorMessage(err)}`);
@@ -418,6 +621,9 @@ export class Camera extends EventEmitter<CameraEvents> {
 
   private recordFrame(run: Run, captureTs: number): void {
     this.frames++;
+    run.frames++;
+    if (run.lastFrameAt !== null) this.frameGapMs = captureTs - run.lastFrameAt;
+    run.lastFrameAt = captureTs;
     this.lastFrameTs = captureTs;
     this.recentFrameTimes.push(captureTs);
     this.pruneFrameTimes(captureTs);
@@ -456,6 +662,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       "stalled",
       `no frame for ${this.options.stallTimeoutMs} ms while playing; restarting the source`,
       "stalled",
+      true,
     );
   }
 

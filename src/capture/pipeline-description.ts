@@ -115,3 +115,111 @@ export function packRgbRows(data: Uint8Array, width: number, height: number): Ui
   }
   return packed;
 }
+
+/** Name stpmd gives a replay's multifilesrc when the user gave it none, to find it with findChild. */
+export const REPLAY_NAME = "stpmd_replay";
+
+/** A multifilesrc replay as the user's source describes it (multifilesrc's defaults where it says nothing). */
+export interface ReplaySettings {
+  /** The multifilesrc's name: the user's, or REPLAY_NAME. */
+  element: string;
+  /** printf-style file name pattern with one integer conversion, e.g. `/data/%03d.png`. */
+  location: string;
+  /** start-index: where a loop starts again. */
+  startIndex: number;
+  /** index: the first file played. */
+  index: number;
+  /** stop-index, or -1 for "until the first missing file". */
+  stopIndex: number;
+  loop: boolean;
+  /** The files are PNGs (by the pattern's extension or the caps), so they can be checked as such. */
+  png: boolean;
+}
+
+interface Token {
+  text: string;
+  start: number;
+  end: number;
+}
+
+/** gst-launch words (quotes kept, whitespace outside quotes separates them) and `!` links as their own tokens. */
+function launchTokens(source: string): Token[] {
+  const tokens: Token[] = [];
+  let start = -1;
+  let quote: string | null = null;
+  const close = (end: number) => {
+    if (start >= 0) tokens.push({ text: source.slice(start, end), start, end });
+    start = -1;
+  };
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (quote !== null) {
+      if (c === quote) quote = null;
+      continue;
+    }
+    if (c === '"' || c === "'") {
+      if (start < 0) start = i;
+      quote = c;
+    } else if (c === "!") {
+      close(i);
+      tokens.push({ text: "!", start: i, end: i + 1 });
+    } else if (/\s/.test(c)) {
+      close(i);
+    } else if (start < 0) {
+      start = i;
+    }
+  }
+  close(source.length);
+  return tokens;
+}
+
+function unquote(value: string): string {
+  const q = value[0];
+  return (q === '"' || q === "'") && value.endsWith(q) && value.length >= 2 ? value.slice(1, -1) : value;
+}
+
+/** The file name multifilesrc opens for `index`, or null when the pattern has no integer conversion. */
+export function replayFileName(location: string, index: number): string | null {
+  const match = /%(0?)(\d*)d/.exec(location);
+  if (match === null) return null;
+  const digits = String(index).padStart(Number(match[2] || 0), match[1] === "0" ? "0" : " ");
+  return location.slice(0, match.index) + digits + location.slice(match.index + match[0].length);
+}
+
+/**
+ * The source's multifilesrc replay, with the description to launch instead of `source`: the same, with
+ * `name=stpmd_replay` added to a multifilesrc that has no name. Null when the source has no multifilesrc, or one
+ * whose location has no `%d` (a single file).
+ */
+export function findReplay(source: string): { source: string; replay: ReplaySettings } | null {
+  const tokens = launchTokens(source);
+  const at = tokens.findIndex((t) => t.text === "multifilesrc");
+  if (at < 0) return null;
+  const props = new Map<string, string>();
+  let i = at + 1;
+  for (; i < tokens.length && tokens[i]!.text !== "!"; i++) {
+    const text = tokens[i]!.text;
+    const eq = text.indexOf("=");
+    if (eq > 0) props.set(text.slice(0, eq), unquote(text.slice(eq + 1)));
+  }
+  const location = props.get("location") ?? "%05d";
+  if (replayFileName(location, 0) === null) return null;
+  const int = (key: string, fallback: number) => {
+    const value = Number.parseInt(props.get(key) ?? "", 10);
+    return Number.isInteger(value) ? value : fallback;
+  };
+  const startIndex = int("start-index", 0);
+  const caps = props.get("caps") ?? "";
+  const replay: ReplaySettings = {
+    element: props.get("name") ?? REPLAY_NAME,
+    location,
+    startIndex,
+    index: int("index", startIndex),
+    stopIndex: int("stop-index", -1),
+    loop: /^(true|yes|1)$/i.test(props.get("loop") ?? ""),
+    png: /\.png$/i.test(location) || caps.includes("image/png"),
+  };
+  if (props.has("name")) return { source, replay };
+  const end = tokens[at]!.end;
+  return { source: `${source.slice(0, end)} name=${REPLAY_NAME}${source.slice(end)}`, replay };
+}

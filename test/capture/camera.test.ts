@@ -384,6 +384,49 @@ describe("Camera: restarts", () => {
     assert.equal(rec.frames.length, 0);
   });
 
+  test("restarts replay the camera's one pipeline instead of building a new one each time", async () => {
+    const camera = makeCamera({
+      source: liveTestSource("200/1", "num-buffers=2"),
+      restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
+    });
+    const rec = new Recorder(camera);
+    camera.start();
+    try {
+      await waitFor(() => camera.stats().restarts >= 10, 5000, "10 restarts");
+    } finally {
+      camera.stop();
+    }
+    assert.equal(camera.stats().pipelines, 1);
+    // Each replay is a full run: both frames again, and only its own end of stream (no stale message of the
+    // previous run ending it early).
+    assert.ok(rec.frames.length >= 20, `frames: ${rec.frames.length}`);
+    assertConsecutiveSeq(rec.frames);
+    assert.ok(rec.sourceWarnings().every((w) => w.kind === "end_of_stream"));
+  });
+
+  test("a source with dynamic pads (decodebin) that fails to link on replay gets a new pipeline per restart", async () => {
+    const file = path.join(tmpRoot, "decodebin.png");
+    await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 0, g: 0, b: 255 } } })
+      .png()
+      .toFile(file);
+    // One frame, then end of stream; the replay of decodebin finds its new pad unlinked.
+    const camera = makeCamera({
+      source: `filesrc location=${file} ! decodebin`,
+      restartBackoff: { initialMs: 5, maxMs: 5, factor: 1 },
+    });
+    const rec = await recordFrames(camera, 4, 5000);
+    const stats = camera.stats();
+    const notLinked = rec.sourceWarnings().filter((w) => w.message.includes("dynamic pads"));
+    assert.equal(notLinked.length, 1, JSON.stringify(rec.sourceWarnings()));
+    assert.match(notLinked[0]!.message, /not-linked/);
+    // Frame 1 came from the first pipeline (whose replay then failed), every later one from a pipeline of its own.
+    assert.ok(
+      stats.pipelines >= rec.frames.length,
+      `pipelines ${stats.pipelines}, frames ${rec.frames.length}`,
+    );
+    assertNear(pixel(rec.frames.at(-1)!, 5, 5), [0, 0, 255], 30, "last frame");
+  });
+
   test("survives many restart cycles without a native crash or starving libuv's thread pool", async () => {
     const camera = makeCamera({
       width: 16,

@@ -2,8 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   buildPipelineDescription,
+  findReplay,
   gstreamerRgbStride,
   packRgbRows,
+  REPLAY_NAME,
+  replayFileName,
   SINK_NAME,
 } from "../../src/capture/pipeline-description.js";
 import { isStpmdError } from "../../src/errors.js";
@@ -119,5 +122,55 @@ describe("packRgbRows", () => {
 
   test("rejects a frame too short for its size", () => {
     assert.throws(() => packRgbRows(new Uint8Array(100), 250, 10), RangeError);
+  });
+});
+
+describe("findReplay", () => {
+  test("reads a multifilesrc replay's settings and names its element", () => {
+    const source =
+      "multifilesrc location=/data/%03d.png index=4 loop=true caps=image/png,framerate=10/1 ! pngdec ! identity sync=true";
+    const found = findReplay(source);
+    assert.deepEqual(found?.replay, {
+      element: REPLAY_NAME,
+      location: "/data/%03d.png",
+      startIndex: 0,
+      index: 4,
+      stopIndex: -1,
+      loop: true,
+      png: true,
+    });
+    assert.equal(found?.source, source.replace("multifilesrc", `multifilesrc name=${REPLAY_NAME}`));
+  });
+
+  test("keeps the user's element name, quoted locations and multifilesrc's defaults", () => {
+    const found = findReplay(
+      `multifilesrc name=cam location="/my data/f_%d.jpg" start-index=2 stop-index=9 ! jpegdec`,
+    );
+    assert.equal(
+      found?.source,
+      `multifilesrc name=cam location="/my data/f_%d.jpg" start-index=2 stop-index=9 ! jpegdec`,
+    );
+    assert.deepEqual(found?.replay, {
+      element: "cam",
+      location: "/my data/f_%d.jpg",
+      startIndex: 2,
+      index: 2,
+      stopIndex: 9,
+      loop: false,
+      png: false,
+    });
+    assert.equal(findReplay('multifilesrc location="/a/%05d.png"')?.replay.location, "/a/%05d.png");
+  });
+
+  test("is null for sources that are not a numbered file replay", () => {
+    assert.equal(findReplay("videotestsrc is-live=true"), null);
+    assert.equal(findReplay("multifilesrc location=/data/still.png ! pngdec"), null);
+  });
+
+  test("replayFileName formats the index as multifilesrc's printf does", () => {
+    assert.equal(replayFileName("/d/%03d.png", 7), "/d/007.png");
+    assert.equal(replayFileName("/d/%d.png", 12), "/d/12.png");
+    assert.equal(replayFileName("/d/img%05d.png", 123456), "/d/img123456.png");
+    assert.equal(replayFileName("/d/still.png", 1), null);
   });
 });

@@ -1,0 +1,167 @@
+import fs from "node:fs";
+import { type ReplaySettings, replayFileName } from "./pipeline-description.js";
+
+/** Files a replay must not hand to its decoder, and why. */
+export interface BadReplayFile {
+  index: number;
+  file: string;
+  problem: string;
+}
+
+/** The files GStreamer will play for a segment: indices `from`..`to`; `loop` lets multifilesrc wrap by itself. */
+export interface ReplaySegment {
+  from: number;
+  to: number;
+  loop: boolean;
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+/** Every complete PNG ends with this empty IEND chunk (length 0, type, CRC). */
+const PNG_END = Buffer.from([0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]);
+
+function readAt(fd: number, length: number, position: number): Buffer {
+  const buf = Buffer.alloc(length);
+  const read = fs.readSync(fd, buf, 0, length, position);
+  return buf.subarray(0, read);
+}
+
+/**
+ * Why `file` would break a replay, or null when it looks fine. Only what makes the decoder skip the file without
+ * a word (empty, not a PNG) or lose its place in the stream (truncated): pngdec takes multifilesrc's buffers as one
+ * byte stream, so a PNG cut short makes it read the next files as the rest of this one, and the camera stalls.
+ * Checks the first 8 and last 12 bytes only, so a scan of hundreds of files takes milliseconds.
+ */
+export function replayFileProblem(file: string, png: boolean): string | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch (err) {
+    return `cannot be opened (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) return "is empty (0 bytes)";
+    if (!png) return null;
+    if (!readAt(fd, PNG_SIGNATURE.length, 0).equals(PNG_SIGNATURE)) return "is not a PNG image";
+    if (
+      size < PNG_SIGNATURE.length + PNG_END.length ||
+      !readAt(fd, PNG_END.length, size - PNG_END.length).equals(PNG_END)
+    ) {
+      return `is truncated: ${size} bytes and no PNG end (IEND) chunk`;
+    }
+    return null;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Size and modification time: a replaced file gets another chance. */
+function fileVersion(file: string): string {
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  return stat === undefined ? "" : `${stat.size}/${stat.mtimeMs}`;
+}
+
+/** Where a replay camera is in its files, and which of them it skips. */
+export class ReplayCursor {
+  readonly settings: ReplaySettings;
+  /** The index the next segment starts at. */
+  private next: number;
+  /** Last index of the files (stop-index, or the one before the first missing file); < startIndex when none. */
+  private last = -1;
+  private bad = new Map<number, BadReplayFile>();
+  /** Files a run failed on although they passed the checks, by index: skipped until they change (size, mtime). */
+  private readonly blamed = new Map<number, string>();
+
+  constructor(settings: ReplaySettings) {
+    this.settings = settings;
+    this.next = settings.index;
+  }
+
+  fileName(index: number): string {
+    return replayFileName(this.settings.location, index) ?? this.settings.location;
+  }
+
+  /** Checks every file of the replay again (they may have been replaced since). */
+  rescan(): void {
+    const { startIndex, stopIndex, png } = this.settings;
+    this.bad = new Map();
+    let index = startIndex;
+    for (; stopIndex < 0 || index <= stopIndex; index++) {
+      const file = this.fileName(index);
+      if (!fs.existsSync(file)) break;
+      const problem = replayFileProblem(file, png) ?? this.blamedProblem(index, file);
+      if (problem !== null) this.bad.set(index, { index, file, problem });
+    }
+    this.last = index - 1;
+  }
+
+  private blamedProblem(index: number, file: string): string | null {
+    const blamed = this.blamed.get(index);
+    if (blamed === undefined) return null;
+    if (blamed === fileVersion(file)) return "stopped the replay earlier and has not changed since";
+    this.blamed.delete(index);
+    return null;
+  }
+
+  /** Whether the scan found any file (if not, GStreamer reports the missing file itself). */
+  get hasFiles(): boolean {
+    return this.last >= this.settings.startIndex;
+  }
+
+  /**
+   * The next segment to play, skipping bad files from the cursor on (each one passed to `skipped`). It ends before
+   * the next bad file, or at the last file. Only a segment of all the files, none bad, may loop by itself as the user
+   * configured: multifilesrc loops back to the index it started at, not to start-index. "end": only bad files were
+   * left of a replay that does not loop; "unusable": every file is bad.
+   */
+  nextSegment(skipped: (bad: BadReplayFile) => void): ReplaySegment | "end" | "unusable" {
+    const { startIndex, index, loop } = this.settings;
+    for (let tried = 0; this.bad.has(this.next); tried++) {
+      if (tried > this.last - startIndex) return "unusable";
+      skipped(this.bad.get(this.next)!);
+      if (this.next < this.last) this.next++;
+      else if (loop) this.next = startIndex;
+      else {
+        this.next = index;
+        return "end";
+      }
+    }
+    let to = this.next;
+    while (to < this.last && !this.bad.has(to + 1)) to++;
+    const whole = this.next === startIndex && this.bad.size === 0;
+    return { from: this.next, to, loop: loop && whole };
+  }
+
+  /**
+   * After a segment's end of stream: moves past it, wrapping to start-index when the user's replay loops. Returns
+   * whether the replay goes on (false: the user's replay really ended, and the next run starts over at its index).
+   */
+  segmentEnded(segment: ReplaySegment): boolean {
+    const { startIndex, index, loop } = this.settings;
+    if (!segment.loop && segment.to < this.last) {
+      this.next = segment.to + 1;
+      return true;
+    }
+    this.next = loop ? startIndex : index;
+    return loop && !segment.loop;
+  }
+
+  /**
+   * After a run that failed (error, stall) having delivered `frames` frames of `segment`: the next run resumes at
+   * the file after the last delivered one, not at the start. With `blame` (a stall or a decoder error) that file is
+   * the likely culprit: it is returned and the next run starts after it.
+   */
+  runFailed(segment: ReplaySegment, frames: number, blame: boolean): BadReplayFile | null {
+    const { startIndex } = this.settings;
+    const count = Math.max(1, this.last - startIndex + 1);
+    let position = segment.loop
+      ? startIndex + ((segment.from - startIndex + frames) % count)
+      : segment.from + frames;
+    if (position > this.last) position = startIndex;
+    this.next = blame ? (position >= this.last ? startIndex : position + 1) : position;
+    if (!blame) return null;
+    const file = this.fileName(position);
+    this.blamed.set(position, fileVersion(file));
+    return { index: position, file, problem: "stopped the replay" };
+  }
+}

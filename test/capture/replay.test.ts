@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import sharp from "sharp";
+import { ReplayCursor, replayFileProblem } from "../../src/capture/replay.js";
+
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "stpmd-replay-test-"));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+
+async function png(file: string): Promise<void> {
+  await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 1, g: 2, b: 3 } } })
+    .png()
+    .toFile(file);
+}
+
+describe("replayFileProblem", () => {
+  test("names empty, non-PNG and truncated files and passes a whole PNG", async () => {
+    const good = path.join(tmpRoot, "good.png");
+    await png(good);
+    assert.equal(replayFileProblem(good, true), null);
+    const empty = path.join(tmpRoot, "empty.png");
+    fs.writeFileSync(empty, "");
+    assert.equal(replayFileProblem(empty, true), "is empty (0 bytes)");
+    const text = path.join(tmpRoot, "text.png");
+    fs.writeFileSync(text, "hello, world\n");
+    assert.equal(replayFileProblem(text, true), "is not a PNG image");
+    const cut = path.join(tmpRoot, "cut.png");
+    fs.writeFileSync(cut, fs.readFileSync(good).subarray(0, 40));
+    assert.equal(replayFileProblem(cut, true), "is truncated: 40 bytes and no PNG end (IEND) chunk");
+    // Not PNGs: only emptiness is checked.
+    assert.equal(replayFileProblem(text, false), null);
+    assert.equal(replayFileProblem(empty, false), "is empty (0 bytes)");
+  });
+});
+
+describe("ReplayCursor", () => {
+  test("plays around bad files in segments, wraps when looping, and resumes after a failure", async () => {
+    const dir = path.join(tmpRoot, "cursor");
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 6; i++) await png(path.join(dir, `${i}.png`));
+    fs.writeFileSync(path.join(dir, "2.png"), "");
+    const settings = {
+      element: "src",
+      location: `${dir}/%d.png`,
+      startIndex: 0,
+      index: 0,
+      stopIndex: -1,
+      loop: true,
+      png: true,
+    };
+    const cursor = new ReplayCursor(settings);
+    cursor.rescan();
+    const skipped: number[] = [];
+    const next = () => cursor.nextSegment((bad) => skipped.push(bad.index));
+    const first = next();
+    assert.deepEqual(first, { from: 0, to: 1, loop: false });
+    assert.equal(cursor.segmentEnded(first as never), true);
+    const second = next();
+    assert.deepEqual(second, { from: 3, to: 5, loop: false });
+    assert.deepEqual(skipped, [2]);
+    assert.equal(cursor.segmentEnded(second as never), true); // wraps: the replay loops
+    assert.deepEqual(next(), { from: 0, to: 1, loop: false });
+    // Failed after one frame of 0..1: resume at 1; with blame, skip it.
+    assert.equal(cursor.runFailed({ from: 0, to: 1, loop: false }, 1, false), null);
+    assert.deepEqual(next(), { from: 1, to: 1, loop: false });
+    assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 1, true)?.index, 4);
+    assert.deepEqual(next(), { from: 5, to: 5, loop: false });
+
+    // All files good and the replay at its start: the user's own looping replay.
+    fs.rmSync(path.join(dir, "2.png"));
+    await png(path.join(dir, "2.png"));
+    const clean = new ReplayCursor(settings);
+    clean.rescan();
+    assert.deepEqual(
+      clean.nextSegment(() => assert.fail("nothing to skip")),
+      { from: 0, to: 5, loop: true },
+    );
+  });
+});
