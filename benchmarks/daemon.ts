@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
 import sharp from "sharp";
-import type { StpmdConfig } from "../src/config.js";
+import { completeConfig } from "../src/config/index.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { createLogger } from "../src/log.js";
@@ -90,46 +90,26 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string) 
       `caps=image/png,framerate=${rate} ! pngdec ! identity sync=true name=pace${i}`
     );
   };
-  const config: StpmdConfig = {
-    model: { bundle, watch: false, watch_debounce_ms: 2000 },
-    inference: {
-      providers: [{ name: "cpu" }],
-      intra_op_threads: 0,
-      max_batch: maxBatch,
-      max_wait_ms: maxWaitMs,
-      queue_size: Math.max(32, 4 * maxBatch),
-    },
+  const config = completeConfig({
+    model: { bundle, watch: false },
+    inference: { max_batch: maxBatch, max_wait_ms: maxWaitMs, queue_size: Math.max(32, 4 * maxBatch) },
     cameras: Array.from({ length: cameras }, (_, i) => ({
       id: `cam${i}`,
       source: source(i),
-      trigger: "free_run" as const,
-      stall_timeout_s: 10,
-      restart_backoff: { initial_ms: 500, max_ms: 5000, factor: 2 },
-      enabled: true,
+      restart_backoff: { max_ms: 5000 },
     })),
     mqtt: {
       url: broker.url,
       client_id: `bench-${totalFps}`,
       prefix: "bench",
-      result_qos: 0,
-      event_qos: 1,
-      snapshot: "topic",
-      snapshot_quality: 80,
       reconnect_period_ms: 500,
       status_interval_s: 5,
       outbox: { dir: path.join(work, `outbox-${totalFps}`), max_messages: 100000, max_bytes: 2 ** 30 },
     },
-    collection: {
-      enabled: false,
-      dir: path.join(work, "c"),
-      score_quantile: 0.5,
-      min_interval_s: 60,
-      max_frames_per_camera: 1,
-      max_bytes: 1,
-    },
+    collection: { dir: path.join(work, "c") },
     log: { level: "error" },
     health: { watchdog: false },
-  };
+  });
   const sub = await mqtt.connectAsync(broker.url, { clientId: `bench-sub-${totalFps}` });
   const latencies: number[] = [];
   let received = 0;

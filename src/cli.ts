@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { writeFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { configProblemsError, formatConfigSummary, loadConfig } from "./config.js";
+import { configProblemsError, formatConfigSummary, loadConfig } from "./config/index.js";
 import { Daemon } from "./daemon/daemon.js";
 import { startupProblems } from "./daemon/startup-checks.js";
 import { runDemo } from "./demo/demo.js";

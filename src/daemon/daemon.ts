@@ -2,7 +2,7 @@ import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
 import { Camera } from "../capture/camera.js";
 import type { Frame } from "../capture/frame.js";
-import { configProblemsError, type StpmdConfig } from "../config.js";
+import { configProblemsError, type StpmdConfig } from "../config/index.js";
 import { parseMode } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";

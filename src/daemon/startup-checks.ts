@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { pipelineParseProblem } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
-import type { KeyPath, Problem, StpmdConfig } from "../config.js";
+import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../errors.js";
 import type { Manifest } from "../model/bundle.js";
 import { ortProviders } from "../model/ort.js";

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
 import sharp from "sharp";
-import type { StpmdConfig } from "../config.js";
+import { completeConfig } from "../config/index.js";
 import { Daemon } from "../daemon/daemon.js";
 import { StpmdError } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -126,48 +126,28 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   sub.on("message", (topic, payload) => received.push({ topic, payload }));
   await sub.subscribeAsync(`${PREFIX}/#`, { qos: 1 });
 
-  const config: StpmdConfig = {
-    model: { bundle: bundleDir, watch: false, watch_debounce_ms: 2000 },
-    inference: {
-      providers: [{ name: "cpu" }],
-      intra_op_threads: 0,
-      max_batch: 4,
-      max_wait_ms: 20,
-      queue_size: 64,
-    },
+  const config = completeConfig({
+    model: { bundle: bundleDir, watch: false },
+    inference: { max_batch: 4, queue_size: 64 },
     cameras: [
       {
         id: "demo_line",
         source: `multifilesrc location=${replayDir}/%03d.png index=0 caps=image/png,framerate=8/1 ! pngdec ! identity sync=true`,
-        trigger: "free_run",
-        stall_timeout_s: 10,
-        restart_backoff: { initial_ms: 500, max_ms: 5000, factor: 2 },
-        enabled: true,
+        restart_backoff: { max_ms: 5000 },
       },
     ],
     mqtt: {
       url: broker.url,
       client_id: "stpmd-demo",
       prefix: PREFIX,
-      result_qos: 0,
-      event_qos: 1,
-      snapshot: "topic",
-      snapshot_quality: 80,
       reconnect_period_ms: 500,
       status_interval_s: 2,
       outbox: { dir: path.join(work, "outbox"), max_messages: 1000, max_bytes: 64 * 1024 * 1024 },
     },
-    collection: {
-      enabled: false,
-      dir: path.join(work, "collected"),
-      score_quantile: 0.5,
-      min_interval_s: 60,
-      max_frames_per_camera: 100,
-      max_bytes: 1 << 30,
-    },
+    collection: { dir: path.join(work, "collected") },
     log: { level: "warn" },
     health: { watchdog: false },
-  };
+  });
   const firstPass: InspectionResult[] = [];
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((resolve) => {

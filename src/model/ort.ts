@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import type { ExecutionProviderConfig } from "../config.js";
+import type { ExecutionProviderConfig } from "../config/index.js";
 
 export { ort };
 

@@ -1,7 +1,7 @@
 import { chmod, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
-import type { CollectionConfig } from "../config.js";
+import type { CollectionConfig } from "../config/index.js";
 import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";

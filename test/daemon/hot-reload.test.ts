@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import type { StpmdConfig } from "../../src/config.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { MosquittoBroker } from "../../src/demo/broker.js";
 import { createLogger } from "../../src/log.js";
 import { encodeModel } from "../../src/model/onnx-graph.js";
 import { randomTeacher } from "../../src/model/random-teacher.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { testConfig } from "../helpers/config.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
 
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
@@ -36,48 +36,30 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
   const bundle = path.join(work, "model");
   const first = await train(work, bundle, 1, 64);
   const broker = await MosquittoBroker.start();
-  const config: StpmdConfig = {
+  const config = testConfig({
     model: { bundle, watch: true, watch_debounce_ms: 200 },
-    inference: {
-      providers: [{ name: "cpu" }],
-      intra_op_threads: 0,
-      max_batch: 2,
-      max_wait_ms: 10,
-      queue_size: 8,
-    },
+    inference: { max_batch: 2, max_wait_ms: 10, queue_size: 8 },
     cameras: [
       {
         id: "pattern",
         source: "videotestsrc is-live=true ! video/x-raw,framerate=20/1",
-        trigger: "free_run",
         stall_timeout_s: 5,
-        restart_backoff: { initial_ms: 200, max_ms: 1000, factor: 2 },
-        enabled: true,
+        restart_backoff: { initial_ms: 200, max_ms: 1000 },
       },
     ],
     mqtt: {
       url: broker.url,
       client_id: "reload-test",
       prefix: "reload",
-      result_qos: 0,
-      event_qos: 1,
       snapshot: "none",
-      snapshot_quality: 80,
       reconnect_period_ms: 200,
       status_interval_s: 1,
       outbox: { dir: path.join(work, "outbox"), max_messages: 100, max_bytes: 1 << 24 },
     },
-    collection: {
-      enabled: false,
-      dir: path.join(work, "c"),
-      score_quantile: 0.5,
-      min_interval_s: 1,
-      max_frames_per_camera: 1,
-      max_bytes: 1,
-    },
+    collection: { dir: path.join(work, "c") },
     log: { level: "error" },
     health: { watchdog: false },
-  };
+  });
   const sizes: number[] = [];
   const seen: { seq: number }[] = [];
   const daemon = new Daemon(config, logger, {

@@ -6,6 +6,7 @@ import sharp from "sharp";
 import { createLogger } from "../../src/log.js";
 import type { InspectionResult } from "../../src/pipeline/result.js";
 import { Collector } from "../../src/train/collector.js";
+import { collectionConfig } from "../helpers/config.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
 function result(cameraId: string, seq: number, score: number): InspectionResult {
@@ -27,14 +28,14 @@ const settle = () => new Promise((r) => setTimeout(r, 150));
 test("only frames normal with margin are kept, newest per camera up to the cap, as readable PNGs", async () => {
   const dir = path.join(await tempDir(), "frames");
   const c = await Collector.open(
-    {
+    collectionConfig({
       enabled: true,
       dir,
       score_quantile: 0.5,
       min_interval_s: 0,
       max_frames_per_camera: 3,
       max_bytes: 1 << 30,
-    },
+    }),
     createLogger("silent"),
   );
   const validation = [0.1, 0.2, 0.3, 0.4]; // median 0.25
@@ -61,14 +62,14 @@ test("only frames normal with margin are kept, newest per camera up to the cap, 
 test("the minimum interval rate-limits saving per camera", async () => {
   const dir = path.join(await tempDir(), "frames");
   const c = await Collector.open(
-    {
+    collectionConfig({
       enabled: true,
       dir,
       score_quantile: 1,
       min_interval_s: 60,
       max_frames_per_camera: 100,
       max_bytes: 1 << 30,
-    },
+    }),
     createLogger("silent"),
   );
   for (let seq = 0; seq < 5; seq++) c.consider(result("a", seq, 0), [1]);
@@ -85,7 +86,7 @@ test("collected frames are 0640 in a 0750 folder whatever the umask, or as confi
     ] as const) {
       const dir = path.join(await tempDir(), "frames");
       const c = await Collector.open(
-        {
+        collectionConfig({
           enabled: true,
           dir,
           score_quantile: 1,
@@ -93,7 +94,7 @@ test("collected frames are 0640 in a 0750 folder whatever the umask, or as confi
           max_frames_per_camera: 10,
           max_bytes: 1 << 30,
           ...modes,
-        },
+        }),
         createLogger("silent"),
       );
       c.consider(result("a", 1, 0), [1]);

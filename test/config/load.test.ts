@@ -14,11 +14,11 @@ import {
   redactUrl,
   type StpmdConfig,
   suggestKeys,
-} from "../src/config.js";
-import { isStpmdError } from "../src/errors.js";
+} from "../../src/config/index.js";
+import { isStpmdError } from "../../src/errors.js";
 
 /** dist/test/config.test.js → the repository root. */
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const configDir = path.join(repoRoot, "config");
 const sharedDir = process.env.STPMD_SHARED ?? path.resolve(repoRoot, "../shared");
 

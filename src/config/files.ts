@@ -1,0 +1,129 @@
+/** Paths in the file (made absolute) and secret files (read, checked). */
+import fs from "node:fs";
+import path from "node:path";
+import type { ConfigEnv } from "./env.js";
+import { isObject, type KeyPath, type Problem, valueAt } from "./problems.js";
+
+/** `${NAME}` → env NAME, for credential paths such as `${CREDENTIALS_DIRECTORY}/mqtt_password`. */
+export function expandEnvVars(
+  text: string,
+  keyPath: KeyPath,
+  env: ConfigEnv,
+  problems: Problem[],
+): string | undefined {
+  let ok = true;
+  const expanded = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+    const value = env[name];
+    if (value === undefined || value === "") {
+      ok = false;
+      const hint =
+        name === "CREDENTIALS_DIRECTORY" ? " (systemd sets it for units with LoadCredential=)" : "";
+      problems.push({
+        path: keyPath,
+        message: `uses \${${name}} but that environment variable is not set${hint}`,
+      });
+      return "";
+    }
+    return value;
+  });
+  return ok ? expanded : undefined;
+}
+
+/** Makes `holder[key]` (a path string) absolute against `baseDir`, expanding `${NAME}` first where allowed. */
+export function resolvePathField(
+  holder: unknown,
+  key: string,
+  keyPath: KeyPath,
+  baseDir: string,
+  env: ConfigEnv,
+  problems: Problem[],
+  options: { expandEnv: boolean } = { expandEnv: false },
+): void {
+  if (!isObject(holder) || typeof holder[key] !== "string") return;
+  const raw = holder[key] as string;
+  const expanded = options.expandEnv ? expandEnvVars(raw, keyPath, env, problems) : raw;
+  if (expanded !== undefined) holder[key] = path.resolve(baseDir, expanded);
+}
+
+export function resolveRelativePaths(
+  cfg: unknown,
+  baseDir: string,
+  env: ConfigEnv,
+  problems: Problem[],
+): void {
+  if (!isObject(cfg)) return;
+  resolvePathField(cfg.model, "bundle", ["model", "bundle"], baseDir, env, problems);
+  resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
+  const providers = valueAt(cfg, ["inference", "providers"]);
+  if (Array.isArray(providers)) {
+    providers.forEach((provider, i) => {
+      const keyPath = ["inference", "providers", i, "engine_cache_dir"];
+      resolvePathField(provider, "engine_cache_dir", keyPath, baseDir, env, problems);
+    });
+  }
+  const mqtt = cfg.mqtt;
+  if (!isObject(mqtt)) return;
+  resolvePathField(mqtt.outbox, "dir", ["mqtt", "outbox", "dir"], baseDir, env, problems);
+  const secretOptions = { expandEnv: true };
+  resolvePathField(mqtt, "password_file", ["mqtt", "password_file"], baseDir, env, problems, secretOptions);
+  for (const key of ["ca", "cert", "key"]) {
+    resolvePathField(mqtt.tls, key, ["mqtt", "tls", key], baseDir, env, problems, secretOptions);
+  }
+}
+
+export function describeFsError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const reasons: Record<string, string> = {
+    ENOENT: "no such file",
+    EACCES: "permission denied",
+    EISDIR: "is a directory",
+    ENOTDIR: "a parent is not a directory",
+  };
+  return code !== undefined && reasons[code] !== undefined
+    ? `${reasons[code]} (${code})`
+    : (err as Error).message;
+}
+
+export function readableFileProblem(file: string, keyPath: KeyPath): Problem | undefined {
+  try {
+    if (fs.statSync(file).isDirectory())
+      return { path: keyPath, message: `${file} is a directory, not a file` };
+    fs.accessSync(file, fs.constants.R_OK);
+    return undefined;
+  } catch (err) {
+    return { path: keyPath, message: `cannot read ${file}: ${describeFsError(err)}` };
+  }
+}
+
+/** A path whose `${NAME}` could not be expanded; that was reported already, so the file is not tried. */
+export function isUnexpanded(file: string): boolean {
+  return /\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(file);
+}
+
+/** Checks the TLS files and replaces password_file by the password it holds (keeping the path for the summary). */
+export function loadSecretFiles(cfg: unknown, problems: Problem[]): void {
+  const mqtt = isObject(cfg) ? cfg.mqtt : undefined;
+  if (!isObject(mqtt)) return;
+  if (isObject(mqtt.tls)) {
+    for (const key of ["ca", "cert", "key"]) {
+      const file = mqtt.tls[key];
+      if (typeof file !== "string" || isUnexpanded(file)) continue;
+      const problem = readableFileProblem(file, ["mqtt", "tls", key]);
+      if (problem !== undefined) problems.push(problem);
+    }
+  }
+  const file = mqtt.password_file;
+  if (typeof file === "string" && !isUnexpanded(file) && mqtt.password === undefined) {
+    try {
+      // Editors and `echo` add a trailing newline that is not part of the secret.
+      const password = fs.readFileSync(file, "utf8").replace(/[\r\n]+$/, "");
+      if (password === "") problems.push({ path: ["mqtt", "password_file"], message: `${file} is empty` });
+      else mqtt.password = password;
+    } catch (err) {
+      problems.push({
+        path: ["mqtt", "password_file"],
+        message: `cannot read ${file}: ${describeFsError(err)}`,
+      });
+    }
+  }
+}

@@ -1,0 +1,153 @@
+/** Cross-field rules the schema cannot express (written defensively: the data may also have failed the schema). */
+import { sourceProblem } from "../capture/pipeline-description.js";
+import {
+  describeValue,
+  isObject,
+  type JsonObject,
+  type KeyPath,
+  type Problem,
+  pointerOf,
+  valueAt,
+} from "./problems.js";
+
+export function duplicateProblems(
+  items: unknown,
+  arrayPath: KeyPath,
+  field: string,
+  what: string,
+): Problem[] {
+  if (!Array.isArray(items)) return [];
+  const firstIndex = new Map<unknown, number>();
+  const problems: Problem[] = [];
+  items.forEach((item, i) => {
+    const value = isObject(item) ? item[field] : undefined;
+    if (typeof value !== "string") return;
+    const first = firstIndex.get(value);
+    if (first === undefined) {
+      firstIndex.set(value, i);
+      return;
+    }
+    const arrayName = String(arrayPath[arrayPath.length - 1]);
+    problems.push({
+      path: [...arrayPath, i, field],
+      message: `duplicate ${what} ${JSON.stringify(value)} (also ${arrayName}[${first}])`,
+    });
+  });
+  return problems;
+}
+
+/**
+ * @param queueSizeDefaulted whether inference.queue_size was filled in from the schema default, which a message
+ *   about it must say, as the user never wrote it.
+ */
+export function crossFieldProblems(
+  cfg: unknown,
+  queueSizeDefaulted: boolean,
+  fromSchema: readonly Problem[],
+): Problem[] {
+  if (!isObject(cfg)) return [];
+  // A value that already failed the schema would only add a second, confusing message.
+  const failedSchema = new Set(fromSchema.map((problem) => pointerOf(problem.path)));
+  const valid = (keyPath: KeyPath) => !failedSchema.has(pointerOf(keyPath));
+  const problems: Problem[] = [];
+  problems.push(...duplicateProblems(cfg.cameras, ["cameras"], "id", "camera id"));
+  problems.push(
+    ...duplicateProblems(
+      valueAt(cfg, ["inference", "providers"]),
+      ["inference", "providers"],
+      "name",
+      "provider",
+    ),
+  );
+
+  const queueSize = valueAt(cfg, ["inference", "queue_size"]);
+  const maxBatch = valueAt(cfg, ["inference", "max_batch"]);
+  const batchValid = valid(["inference", "queue_size"]) && valid(["inference", "max_batch"]);
+  if (typeof queueSize === "number" && typeof maxBatch === "number" && batchValid && queueSize < maxBatch) {
+    problems.push({
+      path: ["inference", "queue_size"],
+      message: `must be >= inference.max_batch (${maxBatch}) so a full batch fits (got ${queueSize}${queueSizeDefaulted ? ", the default" : ""})`,
+    });
+  }
+
+  if (Array.isArray(cfg.cameras)) {
+    cfg.cameras.forEach((_, i) => {
+      const source = valueAt(cfg, ["cameras", i, "source"]);
+      const problem =
+        typeof source === "string" && valid(["cameras", i, "source"]) ? sourceProblem(source) : undefined;
+      if (problem !== undefined) problems.push({ path: ["cameras", i, "source"], message: problem });
+      const initial = valueAt(cfg, ["cameras", i, "restart_backoff", "initial_ms"]);
+      const max = valueAt(cfg, ["cameras", i, "restart_backoff", "max_ms"]);
+      const backoffValid =
+        valid(["cameras", i, "restart_backoff", "initial_ms"]) &&
+        valid(["cameras", i, "restart_backoff", "max_ms"]);
+      if (typeof initial === "number" && typeof max === "number" && backoffValid && max < initial) {
+        problems.push({
+          path: ["cameras", i, "restart_backoff", "max_ms"],
+          message: `must be >= restart_backoff.initial_ms (${initial}) (got ${max})`,
+        });
+      }
+    });
+  }
+
+  if (isObject(cfg.mqtt)) problems.push(...mqttProblems(cfg.mqtt, valid));
+  return problems;
+}
+
+/**
+ * The schema's pattern only checks the scheme and the start of the host; mqtt.js would connect to the part of a
+ * host before a space (`mqtt://exa mple` reached host `exa`) and fail at run time on a port out of range.
+ */
+export function urlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `${describeValue(url, ["mqtt", "url"])} is not a valid URL (a space in the host, or a port above 65535?)`;
+  }
+  if (parsed.hostname === "") return `${describeValue(url, ["mqtt", "url"])} has no host`;
+  if (parsed.port === "0") return `${describeValue(url, ["mqtt", "url"])}: port must be 1-65535`;
+  return undefined;
+}
+
+export function mqttProblems(mqtt: JsonObject, valid: (keyPath: KeyPath) => boolean): Problem[] {
+  const problems: Problem[] = [];
+  const has = (key: string) => mqtt[key] !== undefined;
+  if (typeof mqtt.url === "string" && valid(["mqtt", "url"])) {
+    const problem = urlProblem(mqtt.url);
+    if (problem !== undefined) problems.push({ path: ["mqtt", "url"], message: problem });
+  }
+  if (has("password") && has("password_file")) {
+    problems.push({
+      path: ["mqtt", "password_file"],
+      message: "set together with mqtt.password; use one of them",
+    });
+  }
+  if (has("username") && !has("password") && !has("password_file")) {
+    problems.push({ path: ["mqtt", "username"], message: "set without mqtt.password or mqtt.password_file" });
+  }
+  if (!has("username") && (has("password") || has("password_file"))) {
+    const key = has("password") ? "password" : "password_file";
+    problems.push({ path: ["mqtt", key], message: "set without mqtt.username" });
+  }
+  const tls = mqtt.tls;
+  if (isObject(tls)) {
+    if (tls.cert !== undefined && tls.key === undefined) {
+      problems.push({
+        path: ["mqtt", "tls", "cert"],
+        message: "set without mqtt.tls.key (a client certificate needs its key)",
+      });
+    }
+    if (tls.key !== undefined && tls.cert === undefined) {
+      problems.push({ path: ["mqtt", "tls", "key"], message: "set without mqtt.tls.cert" });
+    }
+    // TLS settings next to a plain URL would be silently unused; a user who wrote them expects encryption.
+    if (typeof mqtt.url === "string" && /^(mqtt|ws):\/\//i.test(mqtt.url)) {
+      problems.push({
+        path: ["mqtt", "tls"],
+        message: `is set but mqtt.url ${describeValue(mqtt.url, ["mqtt", "url"])} is not encrypted; use mqtts:// or wss://`,
+      });
+    }
+  }
+  return problems;
+}

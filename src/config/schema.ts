@@ -1,0 +1,491 @@
+/**
+ * The one definition of the daemon's configuration: every key, its type, bounds, default and documentation.
+ * `config/stpmd.schema.json` (the shipped JSON Schema, which editors and `check-config` use and which documents each
+ * key) is written from it by `npm run config:schema`, and a test fails when the file is stale; the TypeScript types
+ * below are derived from it, so adding a key is one edit here.
+ *
+ * Keys stay snake_case in the types, so what the code reads is spelled exactly as in the file. After loading (or
+ * {@link completeConfig}) every key with a default is present, which is what the types say.
+ */
+import { type Static, type TSchema, Type } from "@sinclair/typebox";
+
+/** A string or number from a fixed list, as JSON Schema's `enum` (whose errors name the allowed values). */
+function Enum<const T extends readonly (string | number)[]>(
+  values: T,
+  options: Record<string, unknown> = {},
+) {
+  const type = typeof values[0] === "number" ? "integer" : "string";
+  return Type.Unsafe<T[number]>({ type, enum: values, ...options });
+}
+
+/**
+ * One of several object shapes selected by the value of `field` (Ajv's `discriminator`: an error names the
+ * branch's own keys instead of every branch's).
+ */
+function Discriminated<const T extends TSchema[]>(
+  field: string,
+  fieldDescription: string,
+  branches: T,
+  options: Record<string, unknown> = {},
+) {
+  const names = branches.map(
+    (branch) => (branch.properties as Record<string, { const: string }>)[field]!.const,
+  );
+  return Type.Unsafe<Static<T[number]>>({
+    ...options,
+    type: "object",
+    required: [field],
+    properties: { [field]: { description: fieldDescription, type: "string", enum: names } },
+    discriminator: { propertyName: field },
+    oneOf: branches,
+  });
+}
+
+export const configSchema = Type.Object(
+  {
+    model: Type.Object(
+      {
+        bundle: Type.String({
+          description:
+            "Model bundle directory (teacher.onnx, student.onnx and manifest.json as written by `stpmd retrain`).",
+          minLength: 1,
+        }),
+        watch: Type.Boolean({
+          description:
+            "Reload the bundle when it changes on disk, e.g. after on-device retraining or a deployment copies a new one in.",
+          default: true,
+        }),
+        watch_debounce_ms: Type.Integer({
+          description:
+            "Wait this long after the last change in the bundle directory before reloading, so that a bundle being copied file by file is read only once it is complete.",
+          default: 2000,
+          minimum: 0,
+          maximum: 600000,
+        }),
+      },
+      { description: "The STPM model bundle the daemon serves.", additionalProperties: false },
+    ),
+    inference: Type.Object(
+      {
+        providers: Type.Array(
+          Discriminated(
+            "name",
+            "Which execution provider.",
+            [
+              Type.Object(
+                {
+                  name: Type.Literal("tensorrt", { description: "Selects TensorRT." }),
+                  engine_cache_dir: Type.String({
+                    description: "Directory where built TensorRT engines are cached between starts.",
+                    default: "/var/lib/stpmd/tensorrt",
+                    minLength: 1,
+                  }),
+                  fp16: Type.Boolean({
+                    description:
+                      "Let TensorRT run layers in half precision (faster). Scores move slightly: in a PyTorch fp16 run on an H100 (benchmarks/results/gpu-inference.md) by up to 1.2 % (MobileNetV2) and 0.04 % (ResNet-18) of the score; if good parts score close to the threshold, re-derive it from fp16 scores or turn this off.",
+                    default: true,
+                  }),
+                  device_id: Type.Integer({ description: "CUDA device index.", default: 0, minimum: 0 }),
+                },
+                {
+                  description:
+                    "NVIDIA TensorRT. Builds an engine per model and input shape on first use, which takes minutes on a Jetson; the engine cache makes later starts fast.",
+                  additionalProperties: false,
+                },
+              ),
+              Type.Object(
+                {
+                  name: Type.Literal("cuda", { description: "Selects CUDA." }),
+                  device_id: Type.Integer({ description: "CUDA device index.", default: 0, minimum: 0 }),
+                },
+                { description: "NVIDIA CUDA.", additionalProperties: false },
+              ),
+              Type.Object(
+                {
+                  name: Type.Literal("cpu", { description: "Selects the CPU." }),
+                },
+                {
+                  description: "The CPU; always available, and the last resort.",
+                  additionalProperties: false,
+                },
+              ),
+            ],
+            { description: "One execution provider, selected by `name`." },
+          ),
+          {
+            description:
+              "Execution providers in order of preference; ONNX Runtime falls back along the list for operators a provider cannot run. On a Jetson: tensorrt, then cuda, then cpu.",
+            default: [{ name: "cpu" }],
+            minItems: 1,
+          },
+        ),
+        intra_op_threads: Type.Integer({
+          description:
+            "Threads ONNX Runtime may use inside one operator; 0 leaves the choice to ONNX Runtime.",
+          default: 0,
+          minimum: 0,
+          maximum: 256,
+        }),
+        max_batch: Type.Integer({
+          description:
+            "Most frames (from any cameras) run through the model in one batch. Batches pay off on GPUs; on a CPU-only box 1 gives the same throughput at a third of the latency (README, Performance: batching policy).",
+          default: 8,
+          minimum: 1,
+          maximum: 64,
+        }),
+        max_wait_ms: Type.Integer({
+          description:
+            "Longest a frame waits for others to fill a batch before the batch runs anyway; 0 runs every frame as soon as the model is free.",
+          default: 20,
+          minimum: 0,
+          maximum: 1000,
+        }),
+        queue_size: Type.Integer({
+          description:
+            "Frames that may wait for inference; when the queue is full the oldest frame is dropped (and counted), so a slow model never makes the cameras fall behind. Must be at least max_batch.",
+          default: 32,
+          minimum: 1,
+          maximum: 4096,
+        }),
+      },
+      { description: "ONNX Runtime session and batching.", default: {}, additionalProperties: false },
+    ),
+    cameras: Type.Array(
+      Type.Object(
+        {
+          id: Type.String({
+            description:
+              "Camera id, unique in this file. It is an MQTT topic level, so only letters, digits, `_` and `-`.",
+            pattern: "^[A-Za-z0-9_-]+$",
+            "x-pattern-message": 'must contain only letters, digits, "_" and "-" (it is an MQTT topic level)',
+          }),
+          source: Type.String({
+            description:
+              "GStreamer description of the source part of the pipeline, as for gst-launch-1.0 (e.g. `nvarguscamerasrc sensor-id=0 ! nvvidconv`). The daemon appends conversion to RGB at the model's input size and its appsink. File paths inside it are opened by GStreamer, relative to the daemon's working directory, not to this file.",
+            minLength: 1,
+          }),
+          trigger: Enum(["free_run", "hardware"], {
+            description:
+              "`free_run`: the camera streams continuously. `hardware`: the camera sends a frame per external trigger (e.g. a light barrier), so gaps between frames are normal.",
+            default: "free_run",
+          }),
+          stall_timeout_s: Type.Number({
+            description:
+              "Restart the source when no frame arrived for this many seconds; 0 disables the check (consider that for `trigger: hardware` with long gaps).",
+            default: 10,
+            minimum: 0,
+          }),
+          restart_backoff: Type.Object(
+            {
+              initial_ms: Type.Integer({
+                description:
+                  "Delay before the first restart (at least 1 ms: with 0 the backoff could never grow).",
+                default: 500,
+                minimum: 1,
+              }),
+              max_ms: Type.Integer({
+                description: "Longest delay between restarts; at least initial_ms.",
+                default: 30000,
+                minimum: 0,
+              }),
+              factor: Type.Number({
+                description: "Multiplier applied to the delay after each failed restart.",
+                default: 2,
+                minimum: 1,
+              }),
+            },
+            {
+              description:
+                "Delay before restarting a failed or stalled source: initial_ms, multiplied by factor after each failed restart, capped at max_ms; reset once frames flow again.",
+              default: {},
+              additionalProperties: false,
+            },
+          ),
+          enabled: Type.Boolean({
+            description: "Set false to keep a camera in the file without running it.",
+            default: true,
+          }),
+        },
+        { description: "One camera.", additionalProperties: false },
+      ),
+      { description: "The cameras to inspect; at least one.", minItems: 1 },
+    ),
+    mqtt: Type.Object(
+      {
+        url: Type.String({
+          description:
+            "Broker URL: mqtt://, mqtts:// (TLS), ws:// or wss:// (WebSocket). Environment override: STPMD_MQTT_URL.",
+          pattern: "^(mqtts?|wss?)://[^\\s/]+",
+          "x-pattern-message": "must be a mqtt://, mqtts://, ws:// or wss:// URL with a host",
+        }),
+        client_id: Type.Optional(
+          Type.String({
+            description:
+              "MQTT client id; must be unique on the broker. Default: `stpmd-<hostname>`, filled in by the loader.",
+            minLength: 1,
+          }),
+        ),
+        username: Type.Optional(
+          Type.String({
+            description:
+              "Broker user name; needs password or password_file. Environment override: STPMD_MQTT_USERNAME.",
+          }),
+        ),
+        password: Type.Optional(
+          Type.String({
+            description:
+              "Broker password; needs username. Prefer password_file or the STPMD_MQTT_PASSWORD environment variable to keeping it in this file.",
+          }),
+        ),
+        password_file: Type.Optional(
+          Type.String({
+            description:
+              "File whose content (without trailing newlines) is the broker password, instead of password; e.g. `${CREDENTIALS_DIRECTORY}/mqtt_password` with systemd's LoadCredential=. `${NAME}` is replaced by the environment variable NAME.",
+            minLength: 1,
+          }),
+        ),
+        tls: Type.Optional(
+          Type.Object(
+            {
+              ca: Type.Optional(
+                Type.String({
+                  description:
+                    "PEM file with the CA certificate(s) that signed the broker's certificate (default: the system's CAs).",
+                  minLength: 1,
+                }),
+              ),
+              cert: Type.Optional(
+                Type.String({
+                  description:
+                    "PEM client certificate, for brokers that authenticate clients by certificate; needs key.",
+                  minLength: 1,
+                }),
+              ),
+              key: Type.Optional(
+                Type.String({
+                  description: "PEM private key of the client certificate; needs cert.",
+                  minLength: 1,
+                }),
+              ),
+              reject_unauthorized: Type.Boolean({
+                description:
+                  "Refuse brokers whose certificate does not verify against the CAs. Turn off only for testing.",
+                default: true,
+              }),
+            },
+            {
+              description:
+                "TLS settings for mqtts:// and wss://. File paths may use `${NAME}` for environment variables; the loader checks each file is readable.",
+              additionalProperties: false,
+            },
+          ),
+        ),
+        prefix: Type.String({
+          description:
+            "First level(s) of every topic the daemon publishes, e.g. `stpmd/<camera>/result`. No `+` or `#`, no leading or trailing `/`, and not starting with `$` (reserved by brokers).",
+          default: "stpmd",
+          pattern: "^[^/+#$](?:[^+#]*[^/+#])?$",
+          "x-pattern-message": 'must not contain "+" or "#", start or end with "/", or start with "$"',
+        }),
+        result_qos: Enum([0, 1, 2], {
+          description: "QoS of the per-frame result messages (frequent; losing one is harmless).",
+          default: 0,
+        }),
+        event_qos: Enum([1, 2], {
+          description: "QoS of defect events (rare; each must arrive, so at least 1).",
+          default: 1,
+        }),
+        snapshot: Enum(["topic", "inline", "none"], {
+          description:
+            "JPEG snapshot of a defective frame: `topic` publishes it on its own topic, `inline` embeds it (base64) in the event, `none` sends no image.",
+          default: "topic",
+        }),
+        snapshot_quality: Type.Integer({
+          description: "JPEG quality of snapshots.",
+          default: 80,
+          minimum: 1,
+          maximum: 100,
+        }),
+        reconnect_period_ms: Type.Integer({
+          description: "Wait between attempts to reconnect to the broker.",
+          default: 2000,
+          minimum: 100,
+          maximum: 600000,
+        }),
+        status_interval_s: Type.Number({
+          description: "Seconds between status messages (per-camera frame rates, drops, model version).",
+          default: 10,
+          minimum: 1,
+          maximum: 86400,
+        }),
+        outbox: Type.Object(
+          {
+            dir: Type.String({
+              description: "Outbox directory.",
+              default: "/var/lib/stpmd/outbox",
+              minLength: 1,
+            }),
+            max_messages: Type.Integer({
+              description:
+                "Most events kept. Counts events, not MQTT messages: an event and its snapshot are one (the name is kept so that existing configs stay valid).",
+              default: 10000,
+              minimum: 1,
+            }),
+            max_bytes: Type.Integer({
+              description:
+                "Most bytes kept (512 MiB by default), file sizes including snapshots. Keep it below the free space of the filesystem: events beyond the free space are lost rather than refused (a warning at start says so).",
+              default: 536870912,
+              minimum: 1,
+            }),
+            file_mode: Type.String({
+              description:
+                "Permission bits (octal) of the outbox files, which hold production images. Applied at creation regardless of the umask, and to files left by an earlier run; the files are owned by the daemon's user.",
+              default: "0640",
+              pattern: "^0?[0-7]{3}$",
+              "x-pattern-message": 'must be an octal mode such as "0640"',
+            }),
+            dir_mode: Type.String({
+              description:
+                "Permission bits (octal) of the outbox directory (and its quarantine folder), set at start and whenever it is recreated.",
+              default: "0750",
+              pattern: "^0?[0-7]{3}$",
+              "x-pattern-message": 'must be an octal mode such as "0750"',
+            }),
+          },
+          {
+            description:
+              "Defect events that cannot be delivered while the broker is unreachable are kept on disk and sent after reconnecting, oldest first. An event and its snapshot are one entry, stored whole or not at all. When a limit is reached, NEW events are refused (the queued ones are kept) and counted in status.outbox.overflowed; events whose write fails (disk full, I/O error) are counted in status.outbox.lost. If the directory is deleted it is recreated. One daemon per directory: a second one refuses to start (lock file .lock holding the pid).",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+      },
+      {
+        description: "The MQTT broker that receives results, defect events and status.",
+        additionalProperties: false,
+      },
+    ),
+    collection: Type.Object(
+      {
+        enabled: Type.Boolean({ description: "Save frames at all.", default: false }),
+        dir: Type.String({
+          description:
+            "Directory for saved frames, all cameras in one folder as <camera>_<capture time>_<seq>.png, so that `stpmd retrain --frames DIR` reads them directly.",
+          default: "/var/lib/stpmd/frames",
+          minLength: 1,
+        }),
+        score_quantile: Type.Number({
+          description:
+            "A frame is saved only if its anomaly score is below this quantile of the bundle's validation scores, i.e. normal with a margin.",
+          default: 0.5,
+          minimum: 0,
+          maximum: 1,
+        }),
+        min_interval_s: Type.Number({
+          description:
+            "Least time between two saved frames of one camera, so the set covers the day rather than one minute of it.",
+          default: 60,
+          minimum: 0,
+        }),
+        max_frames_per_camera: Type.Integer({
+          description: "Most frames kept per camera; the oldest are deleted beyond it.",
+          default: 1000,
+          minimum: 1,
+        }),
+        max_bytes: Type.Integer({
+          description:
+            "Most bytes kept over all cameras (2 GiB by default); the oldest frames are deleted beyond it.",
+          default: 2147483648,
+          minimum: 1,
+        }),
+        file_mode: Type.String({
+          description:
+            "Permission bits (octal) of saved frames, which are production images. Applied at creation regardless of the umask, and to frames left by an earlier run; the files are owned by the daemon's user.",
+          default: "0640",
+          pattern: "^0?[0-7]{3}$",
+          "x-pattern-message": 'must be an octal mode such as "0640"',
+        }),
+        dir_mode: Type.String({
+          description: "Permission bits (octal) of the frames directory, set when the collector starts.",
+          default: "0750",
+          pattern: "^0?[0-7]{3}$",
+          "x-pattern-message": 'must be an octal mode such as "0750"',
+        }),
+      },
+      {
+        description: "Saving normal-looking frames for retraining the student on this line's own images.",
+        default: {},
+        additionalProperties: false,
+      },
+    ),
+    log: Type.Object(
+      {
+        level: Enum(["fatal", "error", "warn", "info", "debug", "trace"], {
+          description: "Least severe level that is logged.",
+          default: "info",
+        }),
+      },
+      {
+        description: "Logging (JSON lines on stderr, which journald collects).",
+        default: {},
+        additionalProperties: false,
+      },
+    ),
+    health: Type.Object(
+      {
+        watchdog: Type.Boolean({
+          description:
+            "Ping the systemd watchdog while the pipeline makes progress (effective only when the unit sets WatchdogSec=).",
+          default: true,
+        }),
+      },
+      { description: "Liveness reporting.", default: {}, additionalProperties: false },
+    ),
+  },
+  {
+    description:
+      "One YAML or JSON file configures the daemon. This schema drives validation, the defaults the loader fills in, and the documentation. Relative paths (model bundle, directories, TLS and password files) are resolved against the config file's directory; camera sources are GStreamer descriptions and are passed through unchanged.",
+    additionalProperties: false,
+    title: "stpmd daemon configuration",
+    $id: "urn:stpmd:config",
+    $schema: "http://json-schema.org/draft-07/schema#",
+  },
+);
+
+export type StpmdConfig = Static<typeof configSchema> & {
+  /** `stpmd-<hostname>` unless set: the loader fills it in. */
+  mqtt: { client_id: string };
+};
+export type ModelConfig = StpmdConfig["model"];
+export type InferenceConfig = StpmdConfig["inference"];
+export type ExecutionProviderConfig = InferenceConfig["providers"][number];
+export type CameraConfig = StpmdConfig["cameras"][number];
+export type MqttConfig = StpmdConfig["mqtt"];
+export type MqttOutboxConfig = MqttConfig["outbox"];
+export type MqttTlsConfig = NonNullable<MqttConfig["tls"]>;
+export type CollectionConfig = StpmdConfig["collection"];
+export type LogLevel = StpmdConfig["log"]["level"];
+
+/**
+ * The schema as `config/stpmd.schema.json` holds it: plain JSON, and a key with a default is not listed as
+ * required (the loader fills it in, so a file may leave it out).
+ */
+export function configSchemaJson(): Record<string, unknown> {
+  const json = JSON.parse(JSON.stringify(configSchema)) as Record<string, unknown>;
+  const strip = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) strip(item);
+      return;
+    }
+    if (typeof node !== "object" || node === null) return;
+    const object = node as { properties?: Record<string, { default?: unknown }>; required?: string[] };
+    if (object.properties && object.required) {
+      const properties = object.properties;
+      object.required = object.required.filter((key) => properties[key]?.default === undefined);
+      if (object.required.length === 0) delete object.required;
+    }
+    for (const value of Object.values(node)) strip(value);
+  };
+  strip(json);
+  return json;
+}

@@ -1,0 +1,74 @@
+/** The summary `stpmd check-config` prints. */
+import { redactUrl } from "./problems.js";
+import type { ExecutionProviderConfig, MqttConfig, StpmdConfig } from "./schema.js";
+
+export function formatBytes(bytes: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatProvider(provider: ExecutionProviderConfig): string {
+  switch (provider.name) {
+    case "tensorrt":
+      return `tensorrt (device ${provider.device_id}, ${provider.fp16 ? "fp16" : "fp32"}, engines in ${provider.engine_cache_dir})`;
+    case "cuda":
+      return `cuda (device ${provider.device_id})`;
+    case "cpu":
+      return "cpu";
+  }
+}
+
+export function formatBroker(mqtt: MqttConfig): string {
+  const parts = [`${redactUrl(mqtt.url)} as ${JSON.stringify(mqtt.client_id)}`];
+  if (mqtt.username !== undefined) {
+    const from = mqtt.password_file !== undefined ? `password from ${mqtt.password_file}` : "password set";
+    parts.push(`user ${JSON.stringify(mqtt.username)} (${from})`);
+  }
+  if (mqtt.tls !== undefined) {
+    const files = (["ca", "cert", "key"] as const).flatMap((key) =>
+      mqtt.tls?.[key] === undefined ? [] : [`${key} ${mqtt.tls[key]}`],
+    );
+    const verify = mqtt.tls.reject_unauthorized ? "verifies the broker" : "does NOT verify the broker";
+    parts.push(`TLS ${[...files, verify].join(", ")}`);
+  }
+  return parts.join(", ");
+}
+
+export function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}
+
+/** A short human summary of a loaded config for `stpmd check-config`; never prints the password. */
+export function formatConfigSummary(cfg: StpmdConfig): string {
+  const { model, inference, mqtt, collection } = cfg;
+  const enabled = cfg.cameras.filter((camera) => camera.enabled).length;
+  const idWidth = Math.max(...cfg.cameras.map((camera) => camera.id.length));
+  const cameraLines = cfg.cameras.map((camera) => {
+    const stall = camera.stall_timeout_s > 0 ? `stall ${camera.stall_timeout_s} s` : "no stall check";
+    const state = camera.enabled ? "" : " [disabled]";
+    return `  ${camera.id.padEnd(idWidth)}  ${camera.trigger}, ${stall}${state}: ${truncate(camera.source, 80)}`;
+  });
+  const threads = inference.intra_op_threads === 0 ? "ORT default" : String(inference.intra_op_threads);
+  const collectionLine = collection.enabled
+    ? `${collection.dir}, scores below the ${collection.score_quantile} quantile, >= ${collection.min_interval_s} s apart, ` +
+      `<= ${collection.max_frames_per_camera} frames per camera, <= ${formatBytes(collection.max_bytes)}`
+    : "off";
+  return [
+    `model:      ${model.bundle}${model.watch ? ` (reloaded on change after ${model.watch_debounce_ms} ms)` : ""}`,
+    `providers:  ${inference.providers.map(formatProvider).join(" -> ")}`,
+    `batching:   up to ${inference.max_batch} frames, waiting <= ${inference.max_wait_ms} ms, queue ${inference.queue_size} frames, threads ${threads}`,
+    `cameras:    ${cfg.cameras.length} (${enabled} enabled)`,
+    ...cameraLines,
+    `broker:     ${formatBroker(mqtt)}`,
+    `topics:     ${mqtt.prefix}/..., results QoS ${mqtt.result_qos}, events QoS ${mqtt.event_qos}, snapshots ${mqtt.snapshot === "none" ? "none" : `${mqtt.snapshot} (JPEG quality ${mqtt.snapshot_quality})`}`,
+    `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
+    `collection: ${collectionLine}`,
+    `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,
+  ].join("\n");
+}

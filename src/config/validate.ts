@@ -1,0 +1,163 @@
+/** Schema validation (Ajv, defaults filled in) and its errors as problems users can read. */
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import {
+  describeValue,
+  type KeyPath,
+  type Problem,
+  pointerOf,
+  suggestKeys,
+  valueAt,
+  withArticle,
+} from "./problems.js";
+import { configSchemaJson } from "./schema.js";
+
+/** A JSON Schema node, as far as this module reads it. */
+export interface SchemaNode {
+  type?: string;
+  description?: string;
+  default?: unknown;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  oneOf?: SchemaNode[];
+  pattern?: string;
+  enum?: unknown[];
+  "x-pattern-message"?: string;
+  [keyword: string]: unknown;
+}
+
+let cachedSchema: SchemaNode | undefined;
+
+let cachedValidator: ValidateFunction | undefined;
+
+/** The parsed JSON Schema of the config file (shared; do not mutate). */
+export function loadConfigSchema(): SchemaNode {
+  cachedSchema ??= configSchemaJson() as SchemaNode;
+  return cachedSchema;
+}
+
+export function configValidator(): ValidateFunction {
+  if (cachedValidator === undefined) {
+    // verbose: errors carry the offending value and schema, which the messages quote.
+    const ajv = new Ajv({
+      allErrors: true,
+      useDefaults: true,
+      discriminator: true,
+      strict: true,
+      verbose: true,
+    });
+    ajv.addKeyword({ keyword: "x-pattern-message", schemaType: "string" });
+    cachedValidator = ajv.compile(loadConfigSchema());
+  }
+  return cachedValidator;
+}
+
+/** JSON pointer → key path, with array indices as numbers (they print as `[i]`). */
+export function keyPathOf(instancePath: string, root: unknown): (string | number)[] {
+  const keyPath: (string | number)[] = [];
+  if (instancePath === "") return keyPath;
+  for (const raw of instancePath.slice(1).split("/")) {
+    const key = raw.replace(/~1/g, "/").replace(/~0/g, "~");
+    keyPath.push(Array.isArray(valueAt(root, keyPath)) ? Number(key) : key);
+  }
+  return keyPath;
+}
+
+export const COMPARISON: Readonly<Record<string, string>> = {
+  minimum: ">=",
+  maximum: "<=",
+  exclusiveMinimum: ">",
+  exclusiveMaximum: "<",
+};
+
+/** YAML 1.2 (unlike 1.1) reads yes/no/on/off as strings; say so, as it is the usual surprise. */
+export function yamlBooleanHint(expectedType: string, value: unknown): string {
+  const yaml11Booleans = ["yes", "no", "on", "off", "y", "n"];
+  return expectedType === "boolean" &&
+    typeof value === "string" &&
+    yaml11Booleans.includes(value.toLowerCase())
+    ? "; write true or false"
+    : "";
+}
+
+export function problemFromSchemaError(error: ErrorObject, root: unknown): Problem | undefined {
+  const keyPath = keyPathOf(error.instancePath, root);
+  const got = (value: unknown, at: KeyPath = keyPath) => `(got ${describeValue(value, at)})`;
+  const params = error.params as Record<string, unknown>;
+  const parentSchema = (error.parentSchema ?? {}) as SchemaNode;
+  switch (error.keyword) {
+    case "additionalProperties": {
+      const key = String(params.additionalProperty);
+      const allowed = Object.keys(parentSchema.properties ?? {});
+      const suggestions = suggestKeys(key, allowed);
+      const hint =
+        suggestions.length > 0
+          ? `did you mean ${suggestions.join(" or ")}?`
+          : `allowed: ${allowed.join(", ")}`;
+      return { path: [...keyPath, key], message: `unknown key (${hint})` };
+    }
+    case "required":
+      return { path: [...keyPath, String(params.missingProperty)], message: "required key is missing" };
+    case "type": {
+      const type = String(params.type);
+      if (keyPath.length === 0) {
+        return {
+          path: keyPath,
+          message: `the file must hold a mapping of keys such as "model:" ${got(error.data)}`,
+        };
+      }
+      return {
+        path: keyPath,
+        message: `must be ${withArticle(type)} ${got(error.data)}${yamlBooleanHint(type, error.data)}`,
+      };
+    }
+    case "minimum":
+    case "maximum":
+    case "exclusiveMinimum":
+    case "exclusiveMaximum":
+      return {
+        path: keyPath,
+        message: `must be ${COMPARISON[error.keyword]} ${String(params.limit)} ${got(error.data)}`,
+      };
+    case "enum": {
+      const allowed = (params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ");
+      return { path: keyPath, message: `must be one of ${allowed} ${got(error.data)}` };
+    }
+    case "pattern": {
+      const rule = parentSchema["x-pattern-message"] ?? `must match ${String(params.pattern)}`;
+      return { path: keyPath, message: `${rule} ${got(error.data)}` };
+    }
+    case "minLength":
+      return {
+        path: keyPath,
+        message:
+          params.limit === 1 ? "must not be empty" : `must be at least ${String(params.limit)} characters`,
+      };
+    case "minItems":
+      return {
+        path: keyPath,
+        message: `must list at least ${String(params.limit)} item${params.limit === 1 ? "" : "s"} ${got(error.data)}`,
+      };
+    case "discriminator":
+      // The item schema's own `required` and `enum` on `name` already report a missing or unknown provider name.
+      return undefined;
+    default:
+      return { path: keyPath, message: error.message ?? `fails schema keyword ${error.keyword}` };
+  }
+}
+
+export function schemaProblems(errors: readonly ErrorObject[], root: unknown): Problem[] {
+  const problems = errors.flatMap((error) => {
+    const problem = problemFromSchemaError(error, root);
+    return problem === undefined ? [] : [{ ...problem, keyword: error.keyword }];
+  });
+  // A value of the wrong type also fails its enum (or const) check; the type error alone says it all.
+  const wrongType = new Set(problems.filter((p) => p.keyword === "type").map((p) => pointerOf(p.path)));
+  const seen = new Set<string>();
+  return problems.filter((problem) => {
+    if (problem.keyword !== "type" && wrongType.has(pointerOf(problem.path))) return false;
+    const key = `${pointerOf(problem.path)}\n${problem.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

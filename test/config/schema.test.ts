@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { completeConfig, configSchemaJson, loadConfig } from "../../src/config/index.js";
+import { SCHEMA_FILE } from "../../src/config/write-schema.js";
+import { isStpmdError } from "../../src/errors.js";
+
+test("config/stpmd.schema.json is what src/config/schema.ts defines (run `npm run config:schema` after an edit)", () => {
+  const committed: unknown = JSON.parse(readFileSync(SCHEMA_FILE, "utf8"));
+  assert.deepEqual(committed, configSchemaJson());
+});
+
+test("completeConfig fills in the schema's defaults as loading a file does", async () => {
+  const { writeFile } = await import("node:fs/promises");
+  const { tempDir } = await import("../helpers/tiny-data.js");
+  const dir = await tempDir();
+  const partial = {
+    model: { bundle: "model" },
+    cameras: [{ id: "cam", source: "videotestsrc" }],
+    mqtt: { url: "mqtt://127.0.0.1:1883", client_id: "x" },
+  };
+  await writeFile(`${dir}/c.json`, JSON.stringify(partial));
+  const fromFile = loadConfig(`${dir}/c.json`, {});
+  const built = completeConfig(partial, { baseDir: dir });
+  assert.deepEqual(built, fromFile);
+  assert.equal(built.model.bundle, `${dir}/model`, "relative paths against baseDir");
+  assert.equal(built.cameras[0]!.restart_backoff.initial_ms, 500);
+  assert.deepEqual(partial.cameras[0], { id: "cam", source: "videotestsrc" }, "the input is not modified");
+});
+
+test("completeConfig lists every problem, like loadConfig", () => {
+  try {
+    completeConfig({
+      model: { bundle: "m" },
+      cameras: [{ id: "bad id", source: "x" }],
+      mqtt: { url: "ftp://x" },
+    });
+    assert.fail("accepted");
+  } catch (err) {
+    assert.ok(isStpmdError(err));
+    assert.match(err.message, /2 problems/);
+    assert.match(err.message, /cameras\[0\]\.id: must contain only letters/);
+    assert.match(err.message, /mqtt\.url: must be a mqtt:\/\//);
+  }
+});
