@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Camera } from "../src/capture/camera.js";
+import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/log.js";
 import { median } from "./common.js";
 
@@ -66,16 +67,19 @@ export interface RestartMemoryOptions {
 
 export async function measureRestartMemory(options: RestartMemoryOptions = {}): Promise<RestartMemory> {
   const { restarts = 200, warmup = 50, width = 64, height = 48 } = options;
-  const camera = new Camera({
-    id: "restarts",
-    source: options.source ?? "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48",
-    width,
-    height,
-    stallTimeoutMs: 0,
-    trigger: "free_run",
-    restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
-    logger: createLogger("silent"),
+  const config = completeConfig({
+    model: { bundle: "unused" },
+    mqtt: { url: "mqtt://unused" },
+    cameras: [
+      {
+        id: "restarts",
+        source: options.source ?? "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48",
+        stall_timeout_s: 0,
+        restart_backoff: { initial_ms: 1, max_ms: 1, factor: 1 },
+      },
+    ],
   });
+  const camera = new Camera(config.cameras[0]!, { width, height, logger: createLogger("silent") });
   const t0 = Date.now();
   camera.start();
   try {

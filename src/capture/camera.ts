@@ -1,7 +1,8 @@
 import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import type gst from "gstreamer-superficial";
-import { errorMessage, StpmdError } from "../errors.js";
+import type { CameraConfig } from "../config/index.js";
+import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Frame } from "./frame.js";
 import { buildPipelineDescription, findReplay, packRgbRows, SINK_NAME } from "./pipeline-description.js";
@@ -21,36 +22,16 @@ const gstreamer = createRequire(import.meta.url)("gstreamer-superficial") as typ
  */
 export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";
 
-/** free_run: the camera streams continuously. hardware: it exposes only when a part triggers it. */
-export type TriggerMode = "free_run" | "hardware";
-
-export interface RestartBackoff {
-  /** Delay before the first restart after a failure. */
-  initialMs: number;
-  /** Upper bound of the delay. */
-  maxMs: number;
-  /** Each consecutive failure multiplies the delay by this (≥ 1). */
-  factor: number;
-  /** A run that streamed at least this long resets the delay to initialMs (default 30 000). */
-  resetAfterMs?: number;
-}
-
-export interface CameraOptions {
-  id: string;
-  /** The user's GStreamer source description (see buildPipelineDescription). */
-  source: string;
+/** What a camera needs beyond its config: the frame size the model takes, and where to log. */
+export interface CameraRuntime {
   /** Output frame size (the model's input size). */
   width: number;
   height: number;
-  /** 0 disables stall/idle detection. */
-  stallTimeoutMs: number;
-  trigger: TriggerMode;
-  restartBackoff: RestartBackoff;
   logger: Logger;
-  /** Config path used in validation errors, e.g. `cameras[1] (id "line2")`. Defaults to `camera "<id>"`. */
-  configPath?: string;
   /** First sequence number, so a camera rebuilt by the daemon (e.g. for a new model size) continues its count. */
   firstSeq?: number;
+  /** A run that streamed at least this long resets the restart delay to its initial value (default 30 s). */
+  resetAfterMs?: number;
 }
 
 export type CameraWarningKind =
@@ -191,7 +172,10 @@ export class Camera extends EventEmitter<CameraEvents> {
   readonly width: number;
   readonly height: number;
   private readonly description: string;
-  private readonly options: CameraOptions;
+  private readonly stallTimeoutMs: number;
+  private readonly trigger: CameraConfig["trigger"];
+  private readonly backoff: CameraConfig["restart_backoff"];
+  private readonly resetAfterMs: number;
   private readonly log: Logger;
 
   private running = false;
@@ -227,24 +211,29 @@ export class Camera extends EventEmitter<CameraEvents> {
   /** captureTs of frames within the last FPS_WINDOW_MS, oldest first. */
   private readonly recentFrameTimes: number[] = [];
 
-  /** @throws StpmdError ERR_CONFIG_INVALID for an unusable source, size, stall timeout or backoff. */
-  constructor(options: CameraOptions) {
+  /**
+   * @param config the camera's slice of the validated config (the schema guarantees its ranges).
+   * @throws StpmdError ERR_CONFIG_INVALID for an unusable source or size.
+   */
+  constructor(config: CameraConfig, runtime: CameraRuntime) {
     super();
-    const where = options.configPath ?? `camera "${options.id}"`;
-    const description = buildPipelineDescription(options.source, options.width, options.height, where);
+    const where = `camera "${config.id}"`;
+    const description = buildPipelineDescription(config.source, runtime.width, runtime.height, where);
     const replay = findReplay(description);
     this.description = replay?.source ?? description;
     this.replayCursor = replay === null ? null : new ReplayCursor(replay.replay);
-    validateTiming(options, where);
-    this.id = options.id;
-    this.width = options.width;
-    this.height = options.height;
-    this.options = options;
-    this.nextSeq = options.firstSeq ?? 0;
+    this.id = config.id;
+    this.width = runtime.width;
+    this.height = runtime.height;
+    this.stallTimeoutMs = config.stall_timeout_s * 1000;
+    this.trigger = config.trigger;
+    this.backoff = config.restart_backoff;
+    this.resetAfterMs = runtime.resetAfterMs ?? DEFAULT_RESET_AFTER_MS;
+    this.nextSeq = runtime.firstSeq ?? 0;
     // Tag log lines with the camera id unless the caller's logger already does (pino would repeat the key).
-    const bound = options.logger.bindings().camera === options.id;
-    this.log = bound ? options.logger : options.logger.child({ camera: options.id });
-    this.nextDelayMs = options.restartBackoff.initialMs;
+    const bound = runtime.logger.bindings().camera === config.id;
+    this.log = bound ? runtime.logger : runtime.logger.child({ camera: config.id });
+    this.nextDelayMs = config.restart_backoff.initial_ms;
   }
 
   /** The full pipeline description this camera launches. */
@@ -491,13 +480,12 @@ export class Camera extends EventEmitter<CameraEvents> {
 
   private scheduleRestart(waitState: "restarting" | "stalled", failedRun: Run | null): void {
     if (!this.running) return; // a warning listener stopped us
-    const backoff = this.options.restartBackoff;
-    const resetAfterMs = backoff.resetAfterMs ?? DEFAULT_RESET_AFTER_MS;
-    if (failedRun?.streamingSince != null && Date.now() - failedRun.streamingSince >= resetAfterMs) {
-      this.nextDelayMs = backoff.initialMs;
+    const backoff = this.backoff;
+    if (failedRun?.streamingSince != null && Date.now() - failedRun.streamingSince >= this.resetAfterMs) {
+      this.nextDelayMs = backoff.initial_ms;
     }
     const delayMs = this.nextDelayMs;
-    this.nextDelayMs = Math.min(delayMs * backoff.factor, backoff.maxMs);
+    this.nextDelayMs = Math.min(delayMs * backoff.factor, backoff.max_ms);
     this.restarts++;
     this.setState(waitState);
     if (waitState === "stalled") this.setState("restarting");
@@ -638,7 +626,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   // ---------------------------------------------------------------------------------------------------------------
 
   private armSilenceTimer(run: Run): void {
-    const timeoutMs = this.options.stallTimeoutMs;
+    const timeoutMs = this.stallTimeoutMs;
     if (timeoutMs <= 0 || run.ended) return;
     run.silenceTimer = setTimeout(() => {
       run.silenceTimer = null;
@@ -648,7 +636,7 @@ export class Camera extends EventEmitter<CameraEvents> {
 
   private onSilence(run: Run): void {
     if (run.ended || run !== this.run) return;
-    if (this.options.trigger === "hardware") {
+    if (this.trigger === "hardware") {
       // An externally triggered camera is legitimately quiet between parts, so silence is never a reason to
       // restart it: report "idle" and go back to "streaming" on the next frame. A trigger that hangs is a line
       // problem (sensor, PLC, wiring), not something rebuilding the pipeline could fix. Real faults still surface
@@ -660,7 +648,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.failRun(
       run,
       "stalled",
-      `no frame for ${this.options.stallTimeoutMs} ms while playing; restarting the source`,
+      `no frame for ${this.stallTimeoutMs} ms while playing; restarting the source`,
       "stalled",
       true,
     );
@@ -702,27 +690,5 @@ export class Camera extends EventEmitter<CameraEvents> {
           "the process, or file I/O and inference may starve",
       );
     }
-  }
-}
-
-function validateTiming(options: CameraOptions, where: string): void {
-  const { stallTimeoutMs, restartBackoff: backoff } = options;
-  const fail = (key: string, rule: string, value: unknown): never => {
-    throw new StpmdError("ERR_CONFIG_INVALID", `${where}.${key}: ${rule} (got ${String(value)})`);
-  };
-  if (!Number.isFinite(stallTimeoutMs) || stallTimeoutMs < 0) {
-    fail("stallTimeoutMs", "must be a number >= 0 (0 disables the stall check)", stallTimeoutMs);
-  }
-  if (options.trigger !== "free_run" && options.trigger !== "hardware") {
-    fail("trigger", 'must be "free_run" or "hardware"', options.trigger);
-  }
-  if (!Number.isFinite(backoff.initialMs) || backoff.initialMs <= 0) {
-    fail("restartBackoff.initialMs", "must be a number > 0", backoff.initialMs);
-  }
-  if (!Number.isFinite(backoff.maxMs) || backoff.maxMs < backoff.initialMs) {
-    fail("restartBackoff.maxMs", `must be a number >= initialMs (${backoff.initialMs})`, backoff.maxMs);
-  }
-  if (!Number.isFinite(backoff.factor) || backoff.factor < 1) {
-    fail("restartBackoff.factor", "must be a number >= 1", backoff.factor);
   }
 }

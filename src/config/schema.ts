@@ -240,6 +240,7 @@ export const configSchema = Type.Object(
         password_file: Type.Optional(
           Type.String({
             description:
+              // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${NAME} expansion the loader does
               "File whose content (without trailing newlines) is the broker password, instead of password; e.g. `${CREDENTIALS_DIRECTORY}/mqtt_password` with systemd's LoadCredential=. `${NAME}` is replaced by the environment variable NAME.",
             minLength: 1,
           }),
@@ -275,6 +276,7 @@ export const configSchema = Type.Object(
             },
             {
               description:
+                // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${NAME} expansion the loader does
                 "TLS settings for mqtts:// and wss://. File paths may use `${NAME}` for environment variables; the loader checks each file is readable.",
               additionalProperties: false,
             },

@@ -3,7 +3,6 @@ import path from "node:path";
 import { Camera } from "../capture/camera.js";
 import type { Frame } from "../capture/frame.js";
 import { configProblemsError, type StpmdConfig } from "../config/index.js";
-import { parseMode } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { ortProviders } from "../model/ort.js";
@@ -88,39 +87,7 @@ export class Daemon {
       },
       logger.child({ stage: "inference" }),
     );
-    const m = config.mqtt;
-    this.publisher = new Publisher(
-      {
-        url: m.url,
-        clientId: m.client_id,
-        ...(m.username !== undefined ? { username: m.username } : {}),
-        ...(m.password !== undefined ? { password: m.password } : {}),
-        ...(m.tls
-          ? {
-              tls: {
-                ...(m.tls.ca ? { ca: m.tls.ca } : {}),
-                ...(m.tls.cert ? { cert: m.tls.cert } : {}),
-                ...(m.tls.key ? { key: m.tls.key } : {}),
-                rejectUnauthorized: m.tls.reject_unauthorized,
-              },
-            }
-          : {}),
-        prefix: m.prefix,
-        resultQos: m.result_qos,
-        eventQos: m.event_qos,
-        snapshot: m.snapshot,
-        snapshotQuality: m.snapshot_quality,
-        outbox: {
-          dir: m.outbox.dir,
-          maxEvents: m.outbox.max_messages,
-          maxBytes: m.outbox.max_bytes,
-          ...(m.outbox.file_mode !== undefined ? { fileMode: parseMode(m.outbox.file_mode) } : {}),
-          ...(m.outbox.dir_mode !== undefined ? { dirMode: parseMode(m.outbox.dir_mode) } : {}),
-        },
-        reconnectPeriodMs: m.reconnect_period_ms,
-      },
-      logger.child({ stage: "publish" }),
-    );
+    this.publisher = new Publisher(config.mqtt, logger.child({ stage: "publish" }));
     this.notifier = new SystemdNotifier(logger);
   }
 
@@ -175,18 +142,9 @@ export class Daemon {
     this.cameras = this.config.cameras
       .filter((c) => c.enabled)
       .map((c) => {
-        const cam = new Camera({
-          id: c.id,
-          source: c.source,
+        const cam = new Camera(c, {
           width,
           height,
-          stallTimeoutMs: c.stall_timeout_s * 1000,
-          trigger: c.trigger,
-          restartBackoff: {
-            initialMs: c.restart_backoff.initial_ms,
-            maxMs: c.restart_backoff.max_ms,
-            factor: c.restart_backoff.factor,
-          },
           logger: this.logger.child({ camera: c.id }),
           firstSeq: continueFrom.get(c.id) ?? 0,
         });

@@ -1,11 +1,13 @@
 import { access, chmod, readdir, readFile, rename, statfs, unlink } from "node:fs/promises";
 import path from "node:path";
 import { crc32 } from "node:zlib";
+import type { MqttOutboxConfig } from "../config/index.js";
 import {
   DEFAULT_DIR_MODE,
   DEFAULT_FILE_MODE,
   fsyncDirectory,
   makeDirectory,
+  parseMode,
   writeFileSynced,
 } from "../durable-fs.js";
 import { errorMessage } from "../errors.js";
@@ -37,7 +39,8 @@ export interface StoredEntry {
   messages: OutboxMessage[];
 }
 
-export interface OutboxOptions {
+/** The outbox's settings in the units it works in, from the config's `mqtt.outbox` slice. */
+interface OutboxOptions {
   dir: string;
   /** Most entries (events) kept; an event and its snapshot are one entry. */
   maxEvents: number;
@@ -299,7 +302,15 @@ export class Outbox {
    * moved to `quarantine/` with a warning rather than deleted, so nothing is destroyed that someone might want to
    * inspect. Throws an `ERR_OUTBOX_LOCKED` StpmdError if another running process uses the directory.
    */
-  static async open(options: OutboxOptions): Promise<Outbox> {
+  static async open(config: MqttOutboxConfig, parentLogger: Logger): Promise<Outbox> {
+    const options: OutboxOptions = {
+      dir: config.dir,
+      maxEvents: config.max_messages,
+      maxBytes: config.max_bytes,
+      fileMode: parseMode(config.file_mode),
+      dirMode: parseMode(config.dir_mode),
+      logger: parentLogger,
+    };
     const logger = options.logger.child({ component: "outbox" });
     const fileMode = options.fileMode ?? DEFAULT_FILE_MODE;
     const dirMode = options.dirMode ?? DEFAULT_DIR_MODE;

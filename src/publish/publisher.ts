@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
+import type { MqttConfig, MqttTlsConfig } from "../config/index.js";
 import { errorMessage, StpmdError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { InspectionResult } from "../pipeline/result.js";
@@ -17,41 +18,10 @@ import {
   Topics,
 } from "./topics.js";
 
-/** TLS material for `mqtts://` brokers: file paths (PEM), read once at {@link Publisher.start}. */
-export interface PublisherTlsConfig {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  rejectUnauthorized?: boolean;
-}
-
 export type SnapshotMode = SnapshotDelivery;
 
-export interface PublisherConfig {
-  /** `mqtt://host:1883`, `mqtts://host:8883`, `ws://…`. */
-  url: string;
-  clientId: string;
-  username?: string;
-  password?: string;
-  tls?: PublisherTlsConfig;
-  /** Topic prefix, one or more levels (`stpmd` by default in the config schema). */
-  prefix: string;
-  /**
-   * QoS of `<camera>/result`. Default {@link DEFAULT_RESULT_QOS} = 0: results are a high-rate telemetry stream
-   * where the next frame supersedes the last, so acknowledging each one would only add broker round trips.
-   */
-  resultQos: Qos;
-  /** QoS of defect events (their snapshots always go at QoS 1). */
-  eventQos: 1 | 2;
-  snapshot: SnapshotMode;
-  /** JPEG quality of snapshots, 1–100. */
-  snapshotQuality: number;
-  /**
-   * The durable outbox: `maxEvents` bounds events (an event and its snapshot are one), `maxBytes` their files;
-   * `fileMode`/`dirMode` are permission bits (defaults 0o640/0o750).
-   */
-  outbox: { dir: string; maxEvents: number; maxBytes: number; fileMode?: number; dirMode?: number };
-  reconnectPeriodMs: number;
+/** What the publisher needs beyond its `mqtt` config slice. */
+export interface PublisherRuntime {
   /** Snapshots rendered at once; a defect beyond this is published without a picture (default 2). */
   maxConcurrentSnapshots?: number;
   /** How long {@link Publisher.stop} may take to publish `stopped` and flush the outbox (default 3000 ms). */
@@ -137,7 +107,7 @@ type Lifecycle = "new" | "running" | "stopping" | "stopped";
  * Nothing on the result path blocks or throws: capture and inference must never stall on the broker.
  */
 export class Publisher {
-  private readonly config: PublisherConfig;
+  private readonly config: MqttConfig;
   private readonly logger: Logger;
   private readonly rootLogger: Logger;
   /** The broker URL with any password masked, for logs. */
@@ -170,16 +140,15 @@ export class Publisher {
     snapshotsSkipped: 0,
   };
 
-  /** Throws an `ERR_CONFIG_INVALID` StpmdError for a bad prefix or out-of-range numbers; connects nothing yet. */
-  constructor(config: PublisherConfig, logger: Logger) {
+  /** Connects nothing yet. `config` is the validated `mqtt` slice (the schema guarantees its ranges). */
+  constructor(config: MqttConfig, logger: Logger, runtime: PublisherRuntime = {}) {
     this.config = config;
     this.rootLogger = logger;
     this.safeUrl = redactUrl(config.url);
     this.logger = logger.child({ component: "publisher" });
     this.topics = new Topics(config.prefix);
-    this.maxConcurrentSnapshots = config.maxConcurrentSnapshots ?? DEFAULT_MAX_CONCURRENT_SNAPSHOTS;
-    this.stopTimeoutMs = config.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
-    checkConfig(config);
+    this.maxConcurrentSnapshots = runtime.maxConcurrentSnapshots ?? DEFAULT_MAX_CONCURRENT_SNAPSHOTS;
+    this.stopTimeoutMs = runtime.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   }
 
   /**
@@ -189,13 +158,13 @@ export class Publisher {
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
     const tls = await readTlsFiles(this.config.tls);
-    this.outbox = await Outbox.open({ ...this.config.outbox, logger: this.rootLogger });
+    this.outbox = await Outbox.open(this.config.outbox, this.rootLogger);
     const options: IClientOptions = {
-      clientId: this.config.clientId,
+      clientId: this.config.client_id,
       username: this.config.username,
       password: this.config.password,
       clean: true,
-      reconnectPeriod: this.config.reconnectPeriodMs,
+      reconnectPeriod: this.config.reconnect_period_ms,
       // mqtt.js 5 gives up for good after a refused CONNACK (bad password, ACL, banned client id) unless told
       // otherwise; a broker whose password file is fixed later must still get our queued events.
       reconnectOnConnackError: true,
@@ -330,7 +299,7 @@ export class Publisher {
       return;
     }
     const payload = encodePayload("result", buildResultPayload(result));
-    client.publish(topic, payload, { qos: this.config.resultQos, retain: false }, (err) => {
+    client.publish(topic, payload, { qos: this.config.result_qos, retain: false }, (err) => {
       if (err) this.counters.resultsDropped += 1;
       else this.counters.resultsPublished += 1;
     });
@@ -385,7 +354,7 @@ export class Publisher {
     }
     this.snapshotsRendering += 1;
     return renderSnapshot(result.frame, result.map, result.threshold, {
-      quality: this.config.snapshotQuality,
+      quality: this.config.snapshot_quality,
       regions: result.regions,
     })
       .catch((err: unknown) => {
@@ -418,7 +387,7 @@ export class Publisher {
       {
         topic: topics.defect,
         payload: encodePayload("defect", event),
-        qos: this.config.eventQos,
+        qos: this.config.event_qos,
         retain: false,
         eventId,
         kind: "defect",
@@ -472,7 +441,7 @@ export class Publisher {
       } catch (err) {
         if (signal.aborted) break;
         this.logger.warn({ err: errorMessage(err) }, "outbox drain: publish failed; retrying");
-        await sleep(this.config.reconnectPeriodMs, signal);
+        await sleep(this.config.reconnect_period_ms, signal);
       }
     }
   }
@@ -484,7 +453,7 @@ export class Publisher {
   }
 
   private onConnect(): void {
-    this.logger.info({ url: this.safeUrl, clientId: this.config.clientId }, "connected to MQTT broker");
+    this.logger.info({ url: this.safeUrl, clientId: this.config.client_id }, "connected to MQTT broker");
     this.lastConnectionError = undefined;
     if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
   }
@@ -571,32 +540,7 @@ function redactUrl(url: string): string {
   }
 }
 
-function checkConfig(config: PublisherConfig): void {
-  const problems: string[] = [];
-  const { outbox } = config;
-  if (
-    !Number.isInteger(config.snapshotQuality) ||
-    config.snapshotQuality < 1 ||
-    config.snapshotQuality > 100
-  ) {
-    problems.push(`snapshotQuality must be an integer 1–100, got ${config.snapshotQuality}`);
-  }
-  if (!(outbox.maxEvents >= 1)) problems.push(`outbox.maxEvents must be >= 1, got ${outbox.maxEvents}`);
-  if (!(outbox.maxBytes >= 1)) problems.push(`outbox.maxBytes must be >= 1, got ${outbox.maxBytes}`);
-  if (!(config.reconnectPeriodMs > 0)) {
-    problems.push(
-      `reconnectPeriodMs must be > 0 (the publisher must keep reconnecting), got ${config.reconnectPeriodMs}`,
-    );
-  }
-  if (config.maxConcurrentSnapshots !== undefined && !(config.maxConcurrentSnapshots >= 1)) {
-    problems.push(`maxConcurrentSnapshots must be >= 1, got ${config.maxConcurrentSnapshots}`);
-  }
-  if (problems.length > 0) {
-    throw new StpmdError("ERR_CONFIG_INVALID", `MQTT publisher config: ${problems.join("; ")}`);
-  }
-}
-
-async function readTlsFiles(tls: PublisherTlsConfig | undefined): Promise<Partial<IClientOptions>> {
+async function readTlsFiles(tls: MqttTlsConfig | undefined): Promise<Partial<IClientOptions>> {
   if (tls === undefined) return {};
   const read = async (key: "ca" | "cert" | "key"): Promise<Buffer | undefined> => {
     const file = tls[key];
@@ -614,7 +558,7 @@ async function readTlsFiles(tls: PublisherTlsConfig | undefined): Promise<Partia
   if (ca !== undefined) options.ca = ca;
   if (cert !== undefined) options.cert = cert;
   if (key !== undefined) options.key = key;
-  if (tls.rejectUnauthorized !== undefined) options.rejectUnauthorized = tls.rejectUnauthorized;
+  options.rejectUnauthorized = tls.reject_unauthorized;
   return options;
 }
 

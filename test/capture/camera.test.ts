@@ -7,13 +7,15 @@ import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import {
   Camera,
-  type CameraOptions,
+  type CameraRuntime,
   type CameraState,
   type CameraWarning,
 } from "../../src/capture/camera.js";
 import type { Frame } from "../../src/capture/frame.js";
+import type { CameraConfig } from "../../src/config/index.js";
 import { isStpmdError } from "../../src/errors.js";
 import { createLogger } from "../../src/log.js";
+import { cameraConfig } from "../helpers/config.js";
 
 const thisFile = fileURLToPath(import.meta.url);
 /** dist/test/capture/camera.test.js → the repository root. */
@@ -25,17 +27,24 @@ after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
 
 const logger = createLogger("silent");
 
-function makeCamera(options: Partial<CameraOptions> & Pick<CameraOptions, "source">): Camera {
-  return new Camera({
+type CameraPatch = Partial<Omit<CameraConfig, "restart_backoff">> &
+  Pick<CameraConfig, "source"> & { restart_backoff?: Partial<CameraConfig["restart_backoff"]> };
+
+/**
+ * A camera from its config slice (defaults from the schema) with a short fixed backoff, at 64×48 unless the patch
+ * names the runtime's width/height.
+ */
+function makeCamera(
+  patch: CameraPatch & Partial<Pick<CameraRuntime, "width" | "height" | "resetAfterMs">>,
+): Camera {
+  const { width = 64, height = 48, resetAfterMs, ...keys } = patch;
+  const config = cameraConfig({
     id: "cam",
-    width: 64,
-    height: 48,
-    stallTimeoutMs: 0,
-    trigger: "free_run",
-    restartBackoff: { initialMs: 30, maxMs: 30, factor: 1 },
-    logger,
-    ...options,
+    stall_timeout_s: 0,
+    ...keys,
+    restart_backoff: { initial_ms: 30, max_ms: 30, factor: 1, ...keys.restart_backoff },
   });
+  return new Camera(config, { width, height, logger, ...(resetAfterMs ? { resetAfterMs } : {}) });
 }
 
 /** Everything a camera emits, with the wall-clock time of each state change. */
@@ -252,7 +261,7 @@ describe("Camera: restarts", () => {
   test("a source that ends is restarted with growing, capped backoff and seq keeps increasing", async () => {
     const camera = makeCamera({
       source: liveTestSource("100/1", "num-buffers=3"),
-      restartBackoff: { initialMs: 40, maxMs: 160, factor: 2 },
+      restart_backoff: { initial_ms: 40, max_ms: 160, factor: 2 },
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -287,7 +296,8 @@ describe("Camera: restarts", () => {
     // the reset they would be 40, 160, 640.
     const camera = makeCamera({
       source: liveTestSource("100/1", "num-buffers=30"),
-      restartBackoff: { initialMs: 40, maxMs: 1000, factor: 4, resetAfterMs: 200 },
+      restart_backoff: { initial_ms: 40, max_ms: 1000, factor: 4 },
+      resetAfterMs: 200,
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -303,7 +313,7 @@ describe("Camera: restarts", () => {
     const broken = makeCamera({
       id: "broken",
       source: "nosuchelement",
-      restartBackoff: { initialMs: 20, maxMs: 80, factor: 2 },
+      restart_backoff: { initial_ms: 20, max_ms: 80, factor: 2 },
     });
     const healthy = makeCamera({ id: "healthy", width: 32, height: 24, source: liveTestSource("30/1") });
     const brokenRec = new Recorder(broken);
@@ -342,7 +352,7 @@ describe("Camera: restarts", () => {
     const missing = path.join(tmpRoot, "missing.png");
     const camera = makeCamera({
       source: `filesrc location=${missing} ! pngdec`,
-      restartBackoff: { initialMs: 20, maxMs: 40, factor: 2 },
+      restart_backoff: { initial_ms: 20, max_ms: 40, factor: 2 },
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -367,7 +377,7 @@ describe("Camera: restarts", () => {
     // sees in NULL, so the error text never arrives: the appsink's empty pull is what reports it.
     const camera = makeCamera({
       source: "v4l2src device=/dev/stpmd-no-such-camera",
-      restartBackoff: { initialMs: 20, maxMs: 20, factor: 1 },
+      restart_backoff: { initial_ms: 20, max_ms: 20, factor: 1 },
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -387,7 +397,7 @@ describe("Camera: restarts", () => {
   test("restarts replay the camera's one pipeline instead of building a new one each time", async () => {
     const camera = makeCamera({
       source: liveTestSource("200/1", "num-buffers=2"),
-      restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
+      restart_backoff: { initial_ms: 1, max_ms: 1, factor: 1 },
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -412,7 +422,7 @@ describe("Camera: restarts", () => {
     // One frame, then end of stream; the replay of decodebin finds its new pad unlinked.
     const camera = makeCamera({
       source: `filesrc location=${file} ! decodebin`,
-      restartBackoff: { initialMs: 5, maxMs: 5, factor: 1 },
+      restart_backoff: { initial_ms: 5, max_ms: 5, factor: 1 },
     });
     const rec = await recordFrames(camera, 4, 5000);
     const stats = camera.stats();
@@ -432,7 +442,7 @@ describe("Camera: restarts", () => {
       width: 16,
       height: 12,
       source: liveTestSource("200/1", "num-buffers=2"),
-      restartBackoff: { initialMs: 1, maxMs: 1, factor: 1 },
+      restart_backoff: { initial_ms: 1, max_ms: 1, factor: 1 },
     });
     const rec = new Recorder(camera);
     camera.start();
@@ -464,7 +474,7 @@ describe("Camera: silence", () => {
   const quietSource = liveTestSource("1/30");
 
   test("free-run: a camera that goes quiet is reported stalled and restarted", async () => {
-    const camera = makeCamera({ source: quietSource, stallTimeoutMs: 150 });
+    const camera = makeCamera({ source: quietSource, stall_timeout_s: 0.15 });
     const rec = new Recorder(camera);
     camera.start();
     try {
@@ -482,7 +492,7 @@ describe("Camera: silence", () => {
   });
 
   test("hardware trigger: silence is reported as idle and never restarts the camera", async () => {
-    const camera = makeCamera({ source: quietSource, stallTimeoutMs: 150, trigger: "hardware" });
+    const camera = makeCamera({ source: quietSource, stall_timeout_s: 0.15, trigger: "hardware" });
     const rec = new Recorder(camera);
     camera.start();
     try {
@@ -501,7 +511,7 @@ describe("Camera: silence", () => {
 
   test("hardware trigger: the next frame after idle brings the camera back to streaming", async () => {
     // A frame every 250 ms and a 100 ms timeout: idle between "parts", streaming on each one.
-    const camera = makeCamera({ source: liveTestSource("4/1"), stallTimeoutMs: 100, trigger: "hardware" });
+    const camera = makeCamera({ source: liveTestSource("4/1"), stall_timeout_s: 0.1, trigger: "hardware" });
     const rec = await recordFrames(camera, 4, 3000);
     const names = rec.stateNames();
     assert.deepEqual(names.slice(0, 6), ["starting", "streaming", "idle", "streaming", "idle", "streaming"]);
@@ -512,20 +522,27 @@ describe("Camera: silence", () => {
 
 describe("Camera: configuration", () => {
   test("an invalid source or backoff is a config error naming the key", () => {
+    // the rules live in the config schema and loader, once; the camera takes the validated slice
     assert.throws(
-      () => makeCamera({ source: "videotestsrc ! appsink", configPath: "cameras[0]" }),
-      (err: unknown) =>
-        isStpmdError(err) && err.code === "ERR_CONFIG_INVALID" && /^cameras\[0\]\.source: /.test(err.message),
-    );
-    assert.throws(
-      () => makeCamera({ source: "videotestsrc", restartBackoff: { initialMs: 100, maxMs: 50, factor: 2 } }),
+      () => makeCamera({ source: "videotestsrc ! appsink" }),
       (err: unknown) =>
         isStpmdError(err) &&
-        err.message.startsWith('camera "cam".restartBackoff.maxMs: must be a number >= initialMs'),
+        err.code === "ERR_CONFIG_INVALID" &&
+        /cameras\[0\] \(id "cam"\)\.source: must describe only the source/.test(err.message),
     );
     assert.throws(
-      () => makeCamera({ source: "videotestsrc", stallTimeoutMs: -1 }),
-      (err: unknown) => isStpmdError(err) && err.message.startsWith('camera "cam".stallTimeoutMs: '),
+      () =>
+        makeCamera({ source: "videotestsrc", restart_backoff: { initial_ms: 100, max_ms: 50, factor: 2 } }),
+      (err: unknown) =>
+        isStpmdError(err) &&
+        /cameras\[0\] \(id "cam"\)\.restart_backoff\.max_ms: must be >= restart_backoff\.initial_ms \(100\)/.test(
+          err.message,
+        ),
+    );
+    assert.throws(
+      () => makeCamera({ source: "videotestsrc", stall_timeout_s: -1 }),
+      (err: unknown) =>
+        isStpmdError(err) && /cameras\[0\] \(id "cam"\)\.stall_timeout_s: must be >= 0/.test(err.message),
     );
   });
 

@@ -11,6 +11,7 @@ import type { RestartMemory } from "../../benchmarks/camera-restarts.js";
 import { Camera, type CameraWarning } from "../../src/capture/camera.js";
 import type { Frame } from "../../src/capture/frame.js";
 import { createLogger } from "../../src/log.js";
+import { cameraConfig } from "../helpers/config.js";
 
 const thisFile = fileURLToPath(import.meta.url);
 /** dist/test/faults/capture.test.js → dist/benchmarks/camera-restarts.js */
@@ -68,18 +69,15 @@ async function replayFolder(name: string, count: number): Promise<string> {
 
 /** A 50 fps replay camera over `dir`, as users write them (multifilesrc … ! pngdec ! identity sync=true). */
 function replayCamera(dir: string, stallTimeoutMs: number): Camera {
-  return new Camera({
+  const config = cameraConfig({
     id: "replay",
     source:
       `multifilesrc location=${dir}/%03d.png index=0 loop=true caps=image/png,framerate=50/1 ! pngdec ! ` +
       "identity sync=true",
-    width: 16,
-    height: 8,
-    stallTimeoutMs,
-    trigger: "free_run",
-    restartBackoff: { initialMs: 20, maxMs: 20, factor: 1 },
-    logger: createLogger("silent"),
+    stall_timeout_s: stallTimeoutMs / 1000,
+    restart_backoff: { initial_ms: 20, max_ms: 20, factor: 1 },
   });
+  return new Camera(config, { width: 16, height: 8, logger: createLogger("silent") });
 }
 
 /** Runs `camera` until it delivered `count` frames; returns them and its warnings (without thread-pool advice). */

@@ -11,8 +11,9 @@ import { promisify } from "node:util";
 import { connectAsync, type MqttClient } from "mqtt";
 import { pino } from "pino";
 import type { InspectionResult } from "../../src/pipeline/result.js";
-import { Publisher, type PublisherConfig } from "../../src/publish/publisher.js";
+import { Publisher } from "../../src/publish/publisher.js";
 import type { DefectPayload, StatusPayload } from "../../src/publish/topics.js";
+import { mqttConfig } from "../helpers/config.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
 
 const run = promisify(execFile);
@@ -111,7 +112,7 @@ describe("outbox faults with a real publisher and mosquitto", () => {
    * until the outbox is empty.
    */
   async function produceOffline(
-    outbox: PublisherConfig["outbox"],
+    outbox: { dir: string; max_messages: number; max_bytes: number },
     count: number,
     midway?: { at: number; action: () => Promise<void> },
   ): Promise<{ publisher: Publisher; subscriber: Subscriber; produced: string[]; lines: LogLine[] }> {
@@ -121,20 +122,15 @@ describe("outbox faults with a real publisher and mosquitto", () => {
     gate.close();
     const { logger, lines } = capturingLogger();
     const publisher = new Publisher(
-      {
+      mqttConfig({
         url: gate.url,
-        clientId: `stpmd-fault-${process.pid}-${path.basename(outbox.dir)}`,
-        prefix: "stpmd",
-        resultQos: 0,
-        eventQos: 1,
-        snapshot: "topic",
-        snapshotQuality: 95,
-        maxConcurrentSnapshots: 4,
+        client_id: `stpmd-fault-${process.pid}-${path.basename(outbox.dir)}`,
+        snapshot_quality: 95,
         outbox,
-        reconnectPeriodMs: 100,
-        stopTimeoutMs: 2000,
-      },
+        reconnect_period_ms: 100,
+      }),
       logger,
+      { maxConcurrentSnapshots: 4, stopTimeoutMs: 2000 },
     );
     await publisher.start();
     const produced: string[] = [];
@@ -218,7 +214,7 @@ describe("outbox faults with a real publisher and mosquitto", () => {
     }
     try {
       const result = await produceOffline(
-        { dir: path.join(mountPoint, "outbox"), maxEvents: 10_000, maxBytes: 512 * 1024 * 1024 },
+        { dir: path.join(mountPoint, "outbox"), max_messages: 10_000, max_bytes: 512 * 1024 * 1024 },
         60,
       );
       const counts = assertAccounted(result);
@@ -235,7 +231,7 @@ describe("outbox faults with a real publisher and mosquitto", () => {
 
   test("a size-limited outbox: every event is delivered or counted in overflowed", async (t) => {
     const result = await produceOffline(
-      { dir: path.join(root, "limited"), maxEvents: 10_000, maxBytes: 256 * 1024 },
+      { dir: path.join(root, "limited"), max_messages: 10_000, max_bytes: 256 * 1024 },
       60,
     );
     const counts = assertAccounted(result);
@@ -246,7 +242,7 @@ describe("outbox faults with a real publisher and mosquitto", () => {
 
   test("the outbox directory deleted while running: it is recreated and the later events are delivered", async (t) => {
     const dir = path.join(root, "deleted");
-    const result = await produceOffline({ dir, maxEvents: 10_000, maxBytes: 64 * 1024 * 1024 }, 20, {
+    const result = await produceOffline({ dir, max_messages: 10_000, max_bytes: 64 * 1024 * 1024 }, 20, {
       at: 10,
       action: () => rm(dir, { recursive: true }),
     });

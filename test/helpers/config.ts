@@ -3,6 +3,7 @@ import {
   type CollectionConfig,
   completeConfig,
   type MqttConfig,
+  type MqttOutboxConfig,
   type PartialConfig,
   type StpmdConfig,
 } from "../../src/config/index.js";
@@ -37,4 +38,8 @@ export function mqttConfig(partial: PartialConfig["mqtt"] = {}): MqttConfig {
 
 export function cameraConfig(partial: NonNullable<PartialConfig["cameras"]>[number]): CameraConfig {
   return testConfig({ cameras: [partial] }).cameras[0]!;
+}
+
+export function outboxConfig(partial: NonNullable<PartialConfig["mqtt"]>["outbox"] = {}): MqttOutboxConfig {
+  return testConfig({ mqtt: { outbox: partial } }).mqtt.outbox;
 }

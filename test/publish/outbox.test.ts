@@ -15,6 +15,7 @@ import {
   Outbox,
   type OutboxMessage,
 } from "../../src/publish/outbox.js";
+import { outboxConfig } from "../helpers/config.js";
 
 interface LogLine {
   level: number;
@@ -74,7 +75,7 @@ describe("outbox", () => {
   test("keeps FIFO order and survives a reopen", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const first = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     // Issued concurrently: the outbox must still apply them in call order.
     const outcomes = await Promise.all([1, 2, 3, 4, 5].map((n) => first.enqueue(message(n))));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "queued", "queued"]);
@@ -83,7 +84,7 @@ describe("outbox", () => {
     await first.ack(head!.seq);
     await first.close();
 
-    const reopened = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     assert.equal(reopened.size, 4);
     const delivered = await drain(reopened);
     assert.deepEqual(
@@ -102,7 +103,7 @@ describe("outbox", () => {
   test("commits a burst of concurrent messages in order, and a failed write loses only its own message", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 1000, maxBytes: 1 << 24, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }), logger);
     // seq 7's temp path is taken by a directory, so that one write fails inside a group of others
     await mkdir(path.join(dir, "0000000000000007.msg.tmp"));
     const outcomes = await Promise.all(Array.from({ length: 150 }, (_, n) => outbox.enqueue(message(n))));
@@ -117,7 +118,7 @@ describe("outbox", () => {
       ["cam-7"],
     );
     await outbox.close();
-    const reopened = await Outbox.open({ dir, maxEvents: 1000, maxBytes: 1 << 24, logger });
+    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }), logger);
     assert.deepEqual(
       (await drain(reopened)).map((m) => m.eventId),
       Array.from({ length: 150 }, (_, n) => `cam-${n}`).filter((id) => id !== "cam-7"),
@@ -128,7 +129,7 @@ describe("outbox", () => {
   test("an event and its snapshot are one entry: taken together or refused together, counted once", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 2, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 2, max_bytes: 1 << 20 }), logger);
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     assert.equal(await outbox.enqueue(pair(1)), "queued");
     assert.equal(outbox.size, 1);
@@ -152,7 +153,7 @@ describe("outbox", () => {
   test("refuses new messages when maxMessages is reached, keeps the older ones and logs the event id", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 3, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 3, max_bytes: 1 << 20 }), logger);
     const outcomes: string[] = [];
     for (let n = 1; n <= 5; n++) outcomes.push(await outbox.enqueue(message(n)));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "overflow", "overflow"]);
@@ -179,7 +180,10 @@ describe("outbox", () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
     const recordBytes = encodeEntry([message(1)]).length;
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: recordBytes * 2 + 1, logger });
+    const outbox = await Outbox.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: recordBytes * 2 + 1 }),
+      logger,
+    );
     assert.equal(await outbox.enqueue(message(1)), "queued");
     assert.equal(await outbox.enqueue(message(2)), "queued");
     assert.equal(await outbox.enqueue(message(3)), "overflow");
@@ -193,7 +197,7 @@ describe("outbox", () => {
   test("quarantines corrupt and temp files at open with a warning and keeps the rest in order", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     for (let n = 1; n <= 4; n++) await outbox.enqueue(message(n));
     await outbox.close();
 
@@ -206,7 +210,10 @@ describe("outbox", () => {
     await writeFile(path.join(dir, "0000000000000009.msg.tmp"), "half a message");
 
     const { logger: reopenLogger, lines } = capturingLogger();
-    const reopened = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger: reopenLogger });
+    const reopened = await Outbox.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      reopenLogger,
+    );
     assert.equal(reopened.size, 2);
     assert.deepEqual(
       (await drain(reopened)).map((m) => m.eventId),
@@ -225,7 +232,7 @@ describe("outbox", () => {
   test("peek quarantines a message damaged after open and moves on", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
     await writeFile(path.join(dir, "0000000000000000.msg"), "garbage");
@@ -238,7 +245,7 @@ describe("outbox", () => {
   test("ack only accepts the head, and waitForMessage wakes on enqueue", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     let woke = false;
     const waiting = outbox.waitForMessage().then(() => {
       woke = true;
@@ -263,7 +270,7 @@ describe("outbox", () => {
   test("a failed write loses the whole event (never half a pair), counted once in lost with one line", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     // entry 1's temp path is taken by a directory, so its write fails (EISDIR) while entries 0 and 2 succeed
     await mkdir(path.join(dir, "0000000000000001.msg.tmp"));
@@ -293,7 +300,7 @@ describe("outbox", () => {
   test("a deleted directory is recreated with its mode and lock; the next events are stored, the gone ones counted lost", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     for (let n = 1; n <= 3; n++) assert.equal(await outbox.enqueue(message(n)), "queued");
     await rm(dir, { recursive: true });
     const outcomes: string[] = [];
@@ -307,7 +314,7 @@ describe("outbox", () => {
     assert.deepEqual(recreated[0]!.lostEvents, ["cam-1", "cam-2", "cam-3"]);
     // the lock came back with the directory: a second opener is still refused
     await assert.rejects(
-      Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger }),
+      Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
       /in use by process/,
     );
     assert.deepEqual(
@@ -320,7 +327,7 @@ describe("outbox", () => {
   test("a stored entry whose file vanished is counted lost once, with a line naming the event", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
     await rm(path.join(dir, "0000000000000000.msg"));
@@ -335,9 +342,9 @@ describe("outbox", () => {
   test("a second opener of a live outbox is refused with ERR_OUTBOX_LOCKED naming the directory and pid", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger();
-    const first = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await assert.rejects(
-      Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger }),
+      Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
       (err: unknown) =>
         isStpmdError(err) &&
         err.code === "ERR_OUTBOX_LOCKED" &&
@@ -346,7 +353,7 @@ describe("outbox", () => {
     );
     await first.close();
     // released on close
-    const second = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const second = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await second.close();
 
     // a lock held by another live process (a real child) is refused too, naming that process
@@ -355,7 +362,7 @@ describe("outbox", () => {
       await mkdir(dir, { recursive: true });
       await writeFile(path.join(dir, ".lock"), JSON.stringify({ pid: child.pid, started: "then" }));
       await assert.rejects(
-        Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger }),
+        Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
         new RegExp(`in use by process ${child.pid} `),
       );
     } finally {
@@ -371,7 +378,7 @@ describe("outbox", () => {
     const lockFile = path.join(dir, ".lock");
     await writeFile(lockFile, JSON.stringify({ pid: child.pid, started: "earlier" }));
     const { logger, lines } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     assert.ok(
       lines.some((line) => line.level === WARN && line.msg.includes(`stale lock of process ${child.pid}`)),
     );
@@ -385,7 +392,7 @@ describe("outbox", () => {
       JSON.stringify({ pid: 1, start_ticks: "not-its-start", started: "before the reboot" }),
     );
     const { logger: second, lines: secondLines } = capturingLogger();
-    const reopened = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger: second });
+    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), second);
     assert.ok(secondLines.some((line) => line.msg.includes("stale lock of process 1,")));
     await reopened.close();
   });
@@ -395,7 +402,7 @@ describe("outbox", () => {
     try {
       const { logger } = capturingLogger();
       const dir = freshDir();
-      const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+      const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
       await outbox.enqueue(message(1));
       assert.equal((await stat(dir)).mode & 0o777, 0o750);
       assert.equal((await stat(path.join(dir, "0000000000000000.msg"))).mode & 0o777, 0o640);
@@ -406,14 +413,16 @@ describe("outbox", () => {
       const old = freshDir();
       await mkdir(old, { mode: 0o755 });
       await writeFile(path.join(old, "0000000000000000.msg"), encodeRecord(message(1)), { mode: 0o644 });
-      const custom = await Outbox.open({
-        dir: old,
-        maxEvents: 100,
-        maxBytes: 1 << 20,
-        fileMode: 0o600,
-        dirMode: 0o700,
+      const custom = await Outbox.open(
+        outboxConfig({
+          dir: old,
+          max_messages: 100,
+          max_bytes: 1 << 20,
+          file_mode: "0600",
+          dir_mode: "0700",
+        }),
         logger,
-      });
+      );
       await custom.enqueue(message(2));
       assert.equal((await stat(old)).mode & 0o777, 0o700);
       for (const name of ["0000000000000000.msg", "0000000000000001.msg"]) {
@@ -434,7 +443,7 @@ describe("outbox", () => {
       await writeFile(path.join(dir, `${String(i).padStart(16, "0")}.msg`), encodeRecord(m));
     }
     const { logger } = capturingLogger();
-    const outbox = await Outbox.open({ dir, maxEvents: 100, maxBytes: 1 << 20, logger });
+    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     assert.equal(outbox.size, 3);
     await outbox.enqueue([message(3), message(3, { kind: "snapshot", retain: true })]);
     const delivered = await drain(outbox);

@@ -6,12 +6,14 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 import { connectAsync, type MqttClient } from "mqtt";
 import type { Level } from "pino";
 import sharp from "sharp";
+import type { MqttConfig, PartialConfig } from "../../src/config/index.js";
 import { isStpmdError } from "../../src/errors.js";
 import { createLogger } from "../../src/log.js";
 import type { Region } from "../../src/pipeline/regions.js";
 import type { InspectionResult } from "../../src/pipeline/result.js";
-import { Publisher, type PublisherConfig } from "../../src/publish/publisher.js";
+import { Publisher, type PublisherRuntime } from "../../src/publish/publisher.js";
 import { type DefectPayload, type StatusPayload, Topics } from "../../src/publish/topics.js";
+import { mqttConfig } from "../helpers/config.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
 
 const WIDTH = 32;
@@ -111,24 +113,25 @@ describe("Publisher against a real mosquitto", () => {
     await rm(outboxRoot, { recursive: true, force: true });
   });
 
-  function config(overrides: Partial<PublisherConfig> = {}): PublisherConfig {
-    return {
+  type Overrides = NonNullable<PartialConfig["mqtt"]> & PublisherRuntime;
+
+  /** The `mqtt` slice (schema defaults for the rest) and the runtime options, from one set of overrides. */
+  function config(overrides: Overrides = {}): [MqttConfig, PublisherRuntime] {
+    const { stopTimeoutMs = 2000, maxConcurrentSnapshots, ...keys } = overrides;
+    const mqtt = mqttConfig({
       url: broker.url,
-      clientId: `stpmd-test-${process.pid}`,
-      prefix: "stpmd",
-      resultQos: 0,
-      eventQos: 1,
-      snapshot: "topic",
-      snapshotQuality: 90,
-      outbox: { dir: path.join(outboxRoot, "outbox"), maxEvents: 1000, maxBytes: 16 << 20 },
-      reconnectPeriodMs: 150,
-      stopTimeoutMs: 2000,
-      ...overrides,
-    };
+      client_id: `stpmd-test-${process.pid}`,
+      snapshot_quality: 90,
+      outbox: { dir: path.join(outboxRoot, "outbox"), max_messages: 1000, max_bytes: 16 << 20 },
+      reconnect_period_ms: 150,
+      ...keys,
+    });
+    return [mqtt, { stopTimeoutMs, ...(maxConcurrentSnapshots ? { maxConcurrentSnapshots } : {}) }];
   }
 
-  async function startPublisher(overrides: Partial<PublisherConfig> = {}): Promise<Publisher> {
-    const publisher = new Publisher(config(overrides), logger);
+  async function startPublisher(overrides: Overrides = {}): Promise<Publisher> {
+    const [mqtt, runtime] = config(overrides);
+    const publisher = new Publisher(mqtt, logger, runtime);
     await publisher.start();
     cleanups.push(() => publisher.stop());
     return publisher;
@@ -313,11 +316,14 @@ describe("Publisher against a real mosquitto", () => {
     const gate = await TcpGate.start(broker.port);
     cleanups.push(() => gate.shutdown());
     gate.close();
-    const outbox = { dir: path.join(outboxRoot, "shared"), maxEvents: 3, maxBytes: 1 << 20 };
-    const first = new Publisher(
-      config({ url: gate.url, snapshot: "none", outbox, stopTimeoutMs: 300 }),
-      logger,
-    );
+    const outbox = { dir: path.join(outboxRoot, "shared"), max_messages: 3, max_bytes: 1 << 20 };
+    const [firstConfig, firstRuntime] = config({
+      url: gate.url,
+      snapshot: "none",
+      outbox,
+      stopTimeoutMs: 300,
+    });
+    const first = new Publisher(firstConfig, logger, firstRuntime);
     await first.start();
     for (let seq = 0; seq < 5; seq++) first.publishResult(inspection(seq));
     await until(() => first.stats().eventsQueued + first.stats().eventsOverflowed === 5, "5 events handled");
@@ -364,7 +370,7 @@ describe("Publisher against a real mosquitto", () => {
         isStpmdError(err) && err.code === "ERR_CONFIG_INVALID" && /"line\/1"/.test(err.message),
     );
     assert.throws(() => new Topics("stpmd/#"), /'#'|"#"/);
-    assert.throws(() => new Publisher(config({ prefix: "a/+/b" }), logger), /MQTT topic level/);
+    assert.throws(() => config({ prefix: "a/+/b" }), /mqtt\.prefix: must not contain "\+" or "#"/);
 
     const subscriber = await subscribe();
     const publisher = await startPublisher();
