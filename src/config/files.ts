@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { ConfigEnv } from "./env.js";
-import { isObject, type KeyPath, type Problem, valueAt } from "./problems.js";
+import { isObject, type KeyPath, type Problem } from "./problems.js";
 
 /** `${NAME}` → env NAME, for credential paths such as `${CREDENTIALS_DIRECTORY}/mqtt_password`. */
 export function expandEnvVars(
@@ -54,13 +54,6 @@ export function resolveRelativePaths(
   if (!isObject(cfg)) return;
   resolvePathField(cfg.model, "bundle", ["model", "bundle"], baseDir, env, problems);
   resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
-  const providers = valueAt(cfg, ["inference", "providers"]);
-  if (Array.isArray(providers)) {
-    providers.forEach((provider, i) => {
-      const keyPath = ["inference", "providers", i, "engine_cache_dir"];
-      resolvePathField(provider, "engine_cache_dir", keyPath, baseDir, env, problems);
-    });
-  }
   const mqtt = cfg.mqtt;
   if (!isObject(mqtt)) return;
   resolvePathField(mqtt.outbox, "dir", ["mqtt", "outbox", "dir"], baseDir, env, problems);

@@ -75,21 +75,11 @@ export const configSchema = Type.Object(
               Type.Object(
                 {
                   name: Type.Literal("tensorrt", { description: "Selects TensorRT." }),
-                  engine_cache_dir: Type.String({
-                    description: "Directory where built TensorRT engines are cached between starts.",
-                    default: "/var/lib/stpmd/tensorrt",
-                    minLength: 1,
-                  }),
-                  fp16: Type.Boolean({
-                    description:
-                      "Let TensorRT run layers in half precision (faster). Scores move slightly: in a PyTorch fp16 run on an H100 (benchmarks/results/gpu-inference.md) by up to 1.2 % (MobileNetV2) and 0.04 % (ResNet-18) of the score; if good parts score close to the threshold, re-derive it from fp16 scores or turn this off.",
-                    default: true,
-                  }),
                   device_id: Type.Integer({ description: "CUDA device index.", default: 0, minimum: 0 }),
                 },
                 {
                   description:
-                    "NVIDIA TensorRT. Builds an engine per model and input shape on first use, which takes minutes on a Jetson; the engine cache makes later starts fast.",
+                    "NVIDIA TensorRT, with ONNX Runtime's defaults: fp32 and no engine cache (each start builds the engine again, minutes on a Jetson). onnxruntime-node passes only the device to TensorRT, and on that path TensorRT ignores its ORT_TENSORRT_* environment variables, so fp16 and an engine cache cannot be set from here. Needs an ONNX Runtime build with TensorRT and libnvinfer 10; not verified on this project's machines.",
                   additionalProperties: false,
                 },
               ),

@@ -16,7 +16,7 @@ export function formatBytes(bytes: number): string {
 export function formatProvider(provider: ExecutionProviderConfig): string {
   switch (provider.name) {
     case "tensorrt":
-      return `tensorrt (device ${provider.device_id}, ${provider.fp16 ? "fp16" : "fp32"}, engines in ${provider.engine_cache_dir})`;
+      return `tensorrt (device ${provider.device_id})`;
     case "cuda":
       return `cuda (device ${provider.device_id})`;
     case "cpu":

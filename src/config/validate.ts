@@ -62,7 +62,18 @@ export function keyPathOf(instancePath: string, root: unknown): (string | number
   return keyPath;
 }
 
-export const COMPARISON: Readonly<Record<string, string>> = {
+export /**
+ * Keys that earlier releases accepted and that are gone, with why: an old config gets this instead of a plain
+ * "unknown key". (TensorRT's options: onnxruntime-node's binding passes only the device id to TensorRT, and on that
+ * path TensorRT reads no ORT_TENSORRT_* environment variable, so these never reached ONNX Runtime.)
+ */
+const REMOVED_KEYS: Readonly<Record<string, string>> = {
+  engine_cache_dir:
+    "onnxruntime-node cannot give TensorRT an engine cache (it passes only device_id), so it never had an effect",
+  fp16: "onnxruntime-node cannot switch TensorRT to fp16 (it passes only device_id), so it never had an effect",
+};
+
+const COMPARISON: Readonly<Record<string, string>> = {
   minimum: ">=",
   maximum: "<=",
   exclusiveMinimum: ">",
@@ -87,6 +98,10 @@ export function problemFromSchemaError(error: ErrorObject, root: unknown): Probl
   switch (error.keyword) {
     case "additionalProperties": {
       const key = String(params.additionalProperty);
+      const removed = REMOVED_KEYS[key];
+      if (removed !== undefined && keyPath.includes("providers")) {
+        return { path: [...keyPath, key], message: `was removed: ${removed}; delete it` };
+      }
       const allowed = Object.keys(parentSchema.properties ?? {});
       const suggestions = suggestKeys(key, allowed);
       const hint =

@@ -16,6 +16,7 @@ import {
   suggestKeys,
 } from "../../src/config/index.js";
 import { isStpmdError } from "../../src/errors.js";
+import { ortProviders } from "../../src/model/ort.js";
 
 /** dist/test/config.test.js → the repository root. */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -166,9 +167,38 @@ describe("loadConfig defaults", () => {
     );
     const cfg = loadConfig(writeTemp(text), {});
     assert.deepEqual(cfg.inference.providers, [
-      { name: "tensorrt", engine_cache_dir: "/var/lib/stpmd/tensorrt", fp16: true, device_id: 0 },
+      { name: "tensorrt", device_id: 0 },
       { name: "cuda", device_id: 0 },
       { name: "cpu" },
+    ]);
+  });
+
+  test("TensorRT keys that never reached ONNX Runtime are refused with the reason, not as a typo", () => {
+    const text = MINIMAL.replace(
+      "cameras:",
+      "inference:\n  providers: [{name: tensorrt, fp16: true, engine_cache_dir: /trt}]\ncameras:",
+    );
+    const message = configProblems(writeTemp(text)).problems.join("\n");
+    assert.match(
+      message,
+      /inference\.providers\[0\] \(name "tensorrt"\)\.fp16: was removed: onnxruntime-node cannot switch TensorRT to fp16 \(it passes only device_id\)/,
+    );
+    assert.match(
+      message,
+      /\.engine_cache_dir: was removed: onnxruntime-node cannot give TensorRT an engine cache/,
+    );
+  });
+
+  test("the providers reach ONNX Runtime as its binding takes them: device_id as deviceId", () => {
+    const text = MINIMAL.replace(
+      "cameras:",
+      "inference:\n  providers: [{name: tensorrt, device_id: 1}, {name: cuda, device_id: 2}, {name: cpu}]\ncameras:",
+    );
+    const cfg = loadConfig(writeTemp(text), {});
+    assert.deepEqual(ortProviders(cfg.inference.providers), [
+      { name: "tensorrt", deviceId: 1 },
+      { name: "cuda", deviceId: 2 },
+      "cpu",
     ]);
   });
 
@@ -435,10 +465,7 @@ describe("paths and secrets", () => {
   test("relative paths resolve against the config file's directory, sources stay untouched", () => {
     const text = MINIMAL.replace("/opt/models/bottle", "./models/bottle")
       .replace("source: videotestsrc", "source: multifilesrc location=frames/%03d.png ! pngdec")
-      .replace(
-        "cameras:",
-        "inference:\n  providers: [{name: tensorrt, engine_cache_dir: cache/trt}]\ncameras:",
-      )
+      .replace("cameras:", "inference:\n  providers: [{name: tensorrt}]\ncameras:")
       .replace(
         "mqtt://broker:1883",
         "mqtts://broker:8883\n  tls: {ca: ../certs/ca.pem}\n  outbox: {dir: ../outbox}",
@@ -451,10 +478,6 @@ describe("paths and secrets", () => {
     // A different cwd must not matter.
     const cfg = loadConfig(path.relative(process.cwd(), file), {});
     assert.equal(cfg.model.bundle, path.join(base, "models/bottle"));
-    assert.equal(
-      (cfg.inference.providers[0] as { engine_cache_dir: string }).engine_cache_dir,
-      path.join(base, "cache/trt"),
-    );
     assert.equal(cfg.mqtt.tls?.ca, path.join(path.dirname(base), "certs/ca.pem"));
     assert.equal(cfg.mqtt.tls?.reject_unauthorized, true);
     assert.equal(cfg.mqtt.outbox.dir, path.join(path.dirname(base), "outbox"));
@@ -535,14 +558,11 @@ describe("helpers", () => {
     const text = MINIMAL.replace(
       "mqtt://broker:1883",
       "mqtt://inspector:hunter2@broker:1883\n  username: inspector\n  password: hunter2",
-    ).replace(
-      "cameras:",
-      "inference:\n  providers: [{name: tensorrt, engine_cache_dir: /trt}, {name: cpu}]\ncameras:",
-    );
+    ).replace("cameras:", "inference:\n  providers: [{name: tensorrt, device_id: 1}, {name: cpu}]\ncameras:");
     const summary = formatConfigSummary(loadConfig(writeTemp(text), {}));
     assert.ok(!summary.includes("hunter2"), summary);
     assert.match(summary, /^model: +\/opt\/models\/bottle /m);
-    assert.match(summary, /^providers: +tensorrt \(device 0, fp16, engines in \/trt\) -> cpu$/m);
+    assert.match(summary, /^providers: +tensorrt \(device 1\) -> cpu$/m);
     assert.match(summary, /^cameras: +1 \(1 enabled\)$/m);
     assert.match(summary, /^ +line1 +free_run, stall 10 s: videotestsrc$/m);
     assert.match(
