@@ -3,7 +3,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Camera } from "../src/capture/camera.js";
 import { completeConfig } from "../src/config/index.js";
-import { createLogger } from "../src/log.js";
+import { createLogger } from "../src/core/log.js";
 import { median } from "./common.js";
 
 /**

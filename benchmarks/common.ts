@@ -6,10 +6,10 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import { listImages } from "../src/data/images.js";
-import { encodeModel, type Graph, int64Tensor } from "../src/model/onnx-graph.js";
-import { createSession, ort } from "../src/model/ort.js";
-import { convGeometry, inferShapes } from "../src/model/shapes.js";
-import { Random } from "../src/train/random.js";
+import { encodeModel, type Graph, int64Tensor } from "../src/onnx/onnx-graph.js";
+import { createSession, ort } from "../src/onnx/ort.js";
+import { convGeometry, inferShapes } from "../src/onnx/shapes.js";
+import { Random } from "../src/stpm/random.js";
 
 /** Helpers shared by the benchmark scripts: statistics, machine state, child processes, FLOP counts, peak compute. */
 

@@ -5,9 +5,9 @@ import path from "node:path";
 import mqtt from "mqtt";
 import sharp from "sharp";
 import { completeConfig } from "../src/config/index.js";
+import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
-import { createLogger } from "../src/log.js";
 import { machineInfo, machineState, median, peakRssMib, writeResults } from "./common.js";
 
 /**

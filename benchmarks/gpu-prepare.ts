@@ -17,7 +17,7 @@ import { chmod, copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { loadBundle } from "../src/model/bundle.js";
+import { loadBundle } from "../src/bundle/bundle.js";
 import { benchFrames, convFlops, convTensors, writeSafetensors } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/benchmarks

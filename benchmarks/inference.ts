@@ -16,8 +16,9 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
+import { loadBundle } from "../src/bundle/bundle.js";
+import { normalisationOf } from "../src/bundle/teacher.js";
 import { listImages, resizeRgb, rgbToChw } from "../src/data/images.js";
-import { loadBundle } from "../src/model/bundle.js";
 import {
   decodeModel,
   encodeModel,
@@ -25,14 +26,13 @@ import {
   type GraphNode,
   type Tensor,
   tensorSize,
-} from "../src/model/onnx-graph.js";
-import { createSession, ort } from "../src/model/ort.js";
-import { calibrate, calibrationInputs, executedOpCounts, quantizeGraph } from "../src/model/quantize.js";
-import { inferShapes } from "../src/model/shapes.js";
-import { normalisationOf } from "../src/model/teacher.js";
-import { findRegions } from "../src/pipeline/regions.js";
-import { buildScoringGraph, Scorer } from "../src/pipeline/scorer.js";
-import { Random } from "../src/train/random.js";
+} from "../src/onnx/onnx-graph.js";
+import { createSession, ort } from "../src/onnx/ort.js";
+import { inferShapes } from "../src/onnx/shapes.js";
+import { Random } from "../src/stpm/random.js";
+import { findRegions } from "../src/stpm/regions.js";
+import { buildScoringGraph, Scorer } from "../src/stpm/scorer.js";
+import { calibrate, calibrationInputs, executedOpCounts, quantizeGraph } from "../src/train/quantize.js";
 import {
   benchFrames,
   convFlops,

@@ -13,9 +13,9 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import { createLogger } from "../src/core/log.js";
 import type { EvalReport } from "../src/eval/evaluate.js";
-import { createLogger } from "../src/log.js";
-import { CALIBRATION_DEFAULTS, quantizeBundle } from "../src/model/quantize.js";
+import { CALIBRATION_DEFAULTS, quantizeBundle } from "../src/train/quantize.js";
 import { fmt, machineInfo, machineState, writeResults } from "./common.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));

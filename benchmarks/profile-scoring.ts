@@ -9,10 +9,10 @@ import { readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { loadBundle } from "../src/model/bundle.js";
-import { encodeModel } from "../src/model/onnx-graph.js";
-import { ort } from "../src/model/ort.js";
-import { buildScoringGraph } from "../src/pipeline/scorer.js";
+import { loadBundle } from "../src/bundle/bundle.js";
+import { encodeModel } from "../src/onnx/onnx-graph.js";
+import { ort } from "../src/onnx/ort.js";
+import { buildScoringGraph } from "../src/stpm/scorer.js";
 
 interface ProfileEvent {
   cat: string;

@@ -1,6 +1,6 @@
-import type { Graph, GraphBuilder } from "../src/model/onnx-graph.js";
-import { buildScoringGraph, type LevelDistance, type ScoringGraphOptions } from "../src/pipeline/scorer.js";
-import { NORM_EPS } from "../src/train/training-graph.js";
+import type { Graph, GraphBuilder } from "../src/onnx/onnx-graph.js";
+import { NORM_EPS } from "../src/stpm/normalize.js";
+import { buildScoringGraph, type LevelDistance, type ScoringGraphOptions } from "../src/stpm/scorer.js";
 
 /**
  * A candidate replacement for the scoring graph's distance, measured by the inference benchmark: the same map,

@@ -19,10 +19,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type gst from "gstreamer-superficial";
+import { loadBundle, MANIFEST_FILE } from "../src/bundle/bundle.js";
 import { buildPipelineDescription, packRgbRows } from "../src/capture/pipeline-description.js";
 import { listImages, loadRgb } from "../src/data/images.js";
-import { loadBundle, MANIFEST_FILE } from "../src/model/bundle.js";
-import { Scorer } from "../src/pipeline/scorer.js";
+import { Scorer } from "../src/stpm/scorer.js";
 import { fmt, machineInfo, machineState, writeResults } from "./common.js";
 
 // CommonJS require, as src/capture/camera.ts does: Node's ESM loader refuses the addon's extensionless "main".

@@ -8,4 +8,4 @@
 // needs no second process (an earlier re-exec launcher left the real daemon orphaned when it was SIGKILLed).
 // A size given by the environment (the systemd unit sets 32) is kept.
 process.env.UV_THREADPOOL_SIZE ||= "32";
-import("./cli.js");
+import("./commands/cli.js");

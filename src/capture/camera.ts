@@ -2,9 +2,10 @@ import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import type gst from "gstreamer-superficial";
 import type { CameraConfig } from "../config/index.js";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
-import type { Frame } from "./frame.js";
+import { errorMessage } from "../core/errors.js";
+import type { CameraState, Frame } from "../core/frame.js";
+import type { Logger } from "../core/log.js";
+import { RateMeter } from "../core/rate-meter.js";
 import { buildPipelineDescription, findReplay, packRgbRows, SINK_NAME } from "./pipeline-description.js";
 import { type BadReplayFile, ReplayCursor, type ReplaySegment } from "./replay.js";
 
@@ -12,15 +13,7 @@ import { type BadReplayFile, ReplayCursor, type ReplaySegment } from "./replay.j
 // refuses to load it, while CommonJS require loads the addon as intended.
 const gstreamer = createRequire(import.meta.url)("gstreamer-superficial") as typeof gst;
 
-/**
- * - starting: a pipeline was built and set to PLAYING; no frame yet.
- * - streaming: frames are arriving.
- * - restarting: the pipeline failed (error, end of stream, unparsable description) and a restart is scheduled.
- * - stalled: free-run camera delivered nothing for stallTimeoutMs; it is torn down and restarted.
- * - idle: hardware-triggered camera delivered nothing for stallTimeoutMs (waiting for parts; not a fault).
- * - stopped: stop() was called.
- */
-export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";
+export type { CameraState };
 
 /** What a camera needs beyond its config: the frame size the model takes, and where to log. */
 export interface CameraRuntime {
@@ -82,7 +75,6 @@ export type CameraEvents = {
 };
 
 const DEFAULT_RESET_AFTER_MS = 30_000;
-const FPS_WINDOW_MS = 5_000;
 /**
  * After the appsink reports "no more samples" we wait this long for the bus to say why (EOS or an error text)
  * before restarting with a generic reason. When a pipeline fails to reach PLAYING at all, the addon stops polling
@@ -208,8 +200,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   private lastFrameTs: number | null = null;
   /** Time between the last two frames of a run: the pace a replay keeps from one segment to the next. */
   private frameGapMs = 0;
-  /** captureTs of frames within the last FPS_WINDOW_MS, oldest first. */
-  private readonly recentFrameTimes: number[] = [];
+  private readonly frameRate = new RateMeter();
 
   /**
    * @param config the camera's slice of the validated config (the schema guarantees its ranges).
@@ -273,12 +264,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   }
 
   stats(): CameraStats {
-    const now = Date.now();
-    this.pruneFrameTimes(now);
-    const times = this.recentFrameTimes;
-    // (n − 1) intervals over the time from the oldest frame to *now*, so the rate decays when frames stop coming.
-    const span = times.length >= 2 ? now - times[0]! : 0;
-    const fps = span > 0 ? ((times.length - 1) * 1000) / span : 0;
+    const fps = this.frameRate.rate();
     return {
       frames: this.frames,
       nextSeq: this.nextSeq,
@@ -613,8 +599,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     if (run.lastFrameAt !== null) this.frameGapMs = captureTs - run.lastFrameAt;
     run.lastFrameAt = captureTs;
     this.lastFrameTs = captureTs;
-    this.recentFrameTimes.push(captureTs);
-    this.pruneFrameTimes(captureTs);
+    this.frameRate.add(1, captureTs);
     run.streamingSince ??= captureTs;
     if (run.silenceTimer !== null) run.silenceTimer.refresh();
     else this.armSilenceTimer(run);
@@ -670,13 +655,6 @@ export class Camera extends EventEmitter<CameraEvents> {
     if (!this.running) return;
     this.log.warn({ kind }, message);
     this.emit("warning", { cameraId: this.id, kind, message });
-  }
-
-  private pruneFrameTimes(now: number): void {
-    const times = this.recentFrameTimes;
-    let drop = 0;
-    while (drop < times.length && times[drop]! < now - FPS_WINDOW_MS) drop++;
-    if (drop > 0) times.splice(0, drop);
   }
 
   private checkThreadPool(): void {

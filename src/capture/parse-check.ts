@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import type gst from "gstreamer-superficial";
-import { errorMessage } from "../errors.js";
+import { errorMessage } from "../core/errors.js";
 
 // CommonJS require: the addon's package.json "main" has no extension, which Node's ESM loader refuses.
 const gstreamer = createRequire(import.meta.url)("gstreamer-superficial") as typeof gst;

@@ -1,7 +1,7 @@
-import { StpmdError } from "../errors.js";
+import { SINK_NAME, sourceProblem } from "../config/rules.js";
+import { StpmdError } from "../core/errors.js";
 
-/** Name of the appsink we append; the camera looks it up with `findChild`. */
-export const SINK_NAME = "stpmd_sink";
+export { SINK_NAME };
 
 /**
  * Turns a user's GStreamer source description into a full pipeline that ends in our appsink, delivering packed RGB
@@ -45,26 +45,6 @@ export function buildPipelineDescription(
   );
   // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.
   // sync=false: deliver as soon as a frame exists; live sources pace themselves.
-}
-
-/**
- * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
- * so `check-config` rejects what a camera would.
- */
-export function sourceProblem(source: string): string | undefined {
-  const trimmed = source.trim();
-  if (trimmed === "") return "must be a non-empty GStreamer source description";
-  if (/\bappsink\b/i.test(trimmed)) {
-    return (
-      "must describe only the source (stpmd appends conversion, scaling and its own appsink); " +
-      `remove the appsink from "${trimmed}"`
-    );
-  }
-  if (trimmed.includes(SINK_NAME)) return `must not use the reserved element name "${SINK_NAME}"`;
-  if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
-    return `must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`;
-  }
-  return undefined;
 }
 
 function validateSource(source: string, where: string): string {

@@ -1,7 +1,7 @@
 /** Loading: file → environment overrides → schema (defaults) → cross-field rules → paths and secrets. */
 import os from "node:os";
 import path from "node:path";
-import { StpmdError } from "../errors.js";
+import { StpmdError } from "../core/errors.js";
 import { applyEnvOverrides, type ConfigEnv, type EnvOverride } from "./env.js";
 import { loadSecretFiles, resolveRelativePaths } from "./files.js";
 import { type ParsedFile, parseConfigText, readConfigFile } from "./parse.js";

@@ -1,7 +1,7 @@
 /** Reading the file and parsing YAML (or JSON, which is YAML) with line numbers for every key. */
 import fs from "node:fs";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
-import { StpmdError } from "../errors.js";
+import { StpmdError } from "../core/errors.js";
 import { describeFsError } from "./files.js";
 import type { KeyPath, Problem } from "./problems.js";
 

@@ -1,4 +1,7 @@
 /** Problems: every finding carries a key path, so it can be printed with camera ids, YAML lines and env origins. */
+import { redactUrl } from "../core/redact.js";
+
+export { redactUrl };
 
 export type KeyPath = ReadonlyArray<string | number>;
 
@@ -51,11 +54,6 @@ export function formatKeyPath(keyPath: KeyPath, root: unknown): string {
 export function isSecretKey(keyPath: KeyPath): boolean {
   const last = keyPath[keyPath.length - 1];
   return typeof last === "string" && last.startsWith("password");
-}
-
-/** `mqtt://user:secret@host` → `mqtt://user:***@host`, so no message or summary prints a password. */
-export function redactUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^/@:\s]*:)[^/@\s]*@/i, "$1***@");
 }
 
 /** A short rendering of an offending value for `(got …)`. */

@@ -1,5 +1,4 @@
 /** Cross-field rules the schema cannot express (written defensively: the data may also have failed the schema). */
-import { sourceProblem } from "../capture/pipeline-description.js";
 import {
   describeValue,
   isObject,
@@ -9,6 +8,32 @@ import {
   pointerOf,
   valueAt,
 } from "./problems.js";
+
+/**
+ * Name of the appsink capture appends to every camera's source (it finds it with `findChild`); defined with the
+ * rule that reserves it, so the config layer needs nothing from capture.
+ */
+export const SINK_NAME = "stpmd_sink";
+
+/**
+ * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
+ * so `check-config` rejects what a camera would.
+ */
+export function sourceProblem(source: string): string | undefined {
+  const trimmed = source.trim();
+  if (trimmed === "") return "must be a non-empty GStreamer source description";
+  if (/\bappsink\b/i.test(trimmed)) {
+    return (
+      "must describe only the source (stpmd appends conversion, scaling and its own appsink); " +
+      `remove the appsink from "${trimmed}"`
+    );
+  }
+  if (trimmed.includes(SINK_NAME)) return `must not use the reserved element name "${SINK_NAME}"`;
+  if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
+    return `must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`;
+  }
+  return undefined;
+}
 
 export function duplicateProblems(
   items: unknown,

@@ -1,36 +1,18 @@
 import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
 import { Camera } from "../capture/camera.js";
-import type { Frame } from "../capture/frame.js";
 import { configProblemsError, type StpmdConfig } from "../config/index.js";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
-import { ortProviders } from "../model/ort.js";
+import type { CameraState, Frame } from "../core/frame.js";
+import type { Logger } from "../core/log.js";
+import { RateMeter } from "../core/rate-meter.js";
+import type { InspectionResult } from "../core/result.js";
+import { ortProviders } from "../onnx/ort.js";
+import { Collector } from "../pipeline/collector.js";
 import { FrameQueue } from "../pipeline/frame-queue.js";
 import { Inspector } from "../pipeline/inspector.js";
-import type { InspectionResult } from "../pipeline/result.js";
 import { Publisher } from "../publish/publisher.js";
-import type { CameraState } from "../publish/topics.js";
-import { Collector } from "../train/collector.js";
 import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
 import { SystemdNotifier } from "./systemd.js";
-
-/** Frames per second over a sliding window of completion times. */
-class RateMeter {
-  private readonly stamps: number[] = [];
-  constructor(private readonly windowMs = 5000) {}
-  add(n = 1, now = Date.now()): void {
-    for (let i = 0; i < n; i++) this.stamps.push(now);
-    this.trim(now);
-  }
-  rate(now = Date.now()): number {
-    this.trim(now);
-    return this.stamps.length / (this.windowMs / 1000);
-  }
-  private trim(now: number): void {
-    while (this.stamps.length > 0 && this.stamps[0]! < now - this.windowMs) this.stamps.shift();
-  }
-}
 
 export interface DaemonHooks {
   /** Every inspection result, after publishing (tests and the demo watch the stream here). */
@@ -85,9 +67,9 @@ export class Daemon {
             "execution provider unavailable; trying the next one",
           ),
       },
-      logger.child({ stage: "inference" }),
+      logger.child({ component: "inspector" }),
     );
-    this.publisher = new Publisher(config.mqtt, logger.child({ stage: "publish" }));
+    this.publisher = new Publisher(config.mqtt, logger);
     this.notifier = new SystemdNotifier(logger);
   }
 
@@ -119,7 +101,10 @@ export class Daemon {
     try {
       const cameraProblems = cameraSourceProblems(this.config, manifest.input);
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
-      this.collector = await Collector.open(this.config.collection, this.logger.child({ stage: "collect" }));
+      this.collector = await Collector.open(
+        this.config.collection,
+        this.logger.child({ component: "collector" }),
+      );
       await this.publisher.start();
     } catch (err) {
       await this.inspector.close();
@@ -172,7 +157,7 @@ export class Daemon {
         // one bad batch must not end the loop; the frames are counted as lost and named in the log
         this.inferenceErrors += 1;
         this.logger.error(
-          { err: errorMessage(err), frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
+          { err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
           "inference failed for a batch; continuing",
         );
         return undefined;
@@ -293,13 +278,10 @@ export class Daemon {
         changed();
       });
       this.watcher.on("error", (err) =>
-        this.logger.warn({ err: errorMessage(err) }, "bundle watch failed; use SIGHUP to reload"),
+        this.logger.warn({ err }, "bundle watch failed; use SIGHUP to reload"),
       );
     } catch (err) {
-      this.logger.warn(
-        { dir: parent, err: errorMessage(err) },
-        "cannot watch the bundle folder; use SIGHUP to reload",
-      );
+      this.logger.warn({ dir: parent, err }, "cannot watch the bundle folder; use SIGHUP to reload");
     }
     watchDirectory();
   }

@@ -1,11 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
+import type { Manifest } from "../bundle/bundle.js";
 import { pipelineParseProblem } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
 import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
-import { errorMessage } from "../errors.js";
-import type { Manifest } from "../model/bundle.js";
-import { ortProviders } from "../model/ort.js";
+import { errorMessage } from "../core/errors.js";
+import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
 
 /**

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import notify from "systemd-notify";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
+import { errorMessage } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 
 /**
  * sd_notify for a Type=notify unit. READY and STATUS go through the `systemd-notify` package; WATCHDOG and

@@ -1,7 +1,7 @@
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
-import { errorMessage, StpmdError } from "../errors.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
 
 export const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]);
 

@@ -1,6 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { StpmdError } from "../errors.js";
+import { StpmdError } from "../core/errors.js";
 import { listImages } from "./images.js";
 
 export interface TestSample {

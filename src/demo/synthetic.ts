@@ -1,4 +1,4 @@
-import { Random } from "../train/random.js";
+import { Random } from "../stpm/random.js";
 
 export interface SyntheticPart {
   rgb: Uint8Array;

@@ -1,9 +1,9 @@
 import { performance } from "node:perf_hooks";
+import { loadBundle } from "../bundle/bundle.js";
+import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest } from "../data/mvtec.js";
-import type { Logger } from "../log.js";
-import { loadBundle } from "../model/bundle.js";
-import { Scorer } from "../pipeline/scorer.js";
+import { Scorer } from "../stpm/scorer.js";
 import { aupro, auroc, f1Max, pixelAuroc } from "./metrics.js";
 
 export interface EvalReport {

@@ -3,8 +3,8 @@
  * (MVTec AD's per-region overlap) and best F1. A test set has millions of pixels, so every metric sorts once
  * with an O(n) radix argsort instead of a comparator sort.
  */
-import { StpmdError } from "../errors.js";
-import { labelComponents } from "../pipeline/regions.js";
+import { StpmdError } from "../core/errors.js";
+import { labelComponents } from "../stpm/regions.js";
 
 /** Points of a ROC curve, like sklearn's roc_curve with drop_intermediate=False. */
 export interface RocCurve {

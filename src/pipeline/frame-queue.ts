@@ -1,4 +1,4 @@
-import type { Frame } from "../capture/frame.js";
+import type { Frame } from "../core/frame.js";
 
 /**
  * The bounded queue between capture and inference. Cameras never wait: when inference falls behind, the oldest

@@ -1,11 +1,10 @@
-import type { Frame } from "../capture/frame.js";
+import type { Manifest } from "../bundle/bundle.js";
+import type { Frame } from "../core/frame.js";
+import type { Logger } from "../core/log.js";
+import type { InspectionResult } from "../core/result.js";
 import { resizeRgb } from "../data/images.js";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
-import type { Manifest } from "../model/bundle.js";
-import type { SessionOptions } from "../model/ort.js";
-import { findRegions } from "./regions.js";
-import type { InspectionResult } from "./result.js";
+import type { SessionOptions } from "../onnx/ort.js";
+import { findRegions } from "../stpm/regions.js";
 import { ScorerThread } from "./scorer-thread.js";
 
 interface LoadedModel {
@@ -54,9 +53,7 @@ export class Inspector {
       this.model = { manifest: scorer.manifest, scorer };
       if (old) {
         // stop the old thread after the swap; a batch already submitted to it finishes first
-        old.scorer
-          .release()
-          .catch((err) => this.logger.warn({ err: errorMessage(err) }, "releasing old model"));
+        old.scorer.release().catch((err) => this.logger.warn({ err }, "releasing old model"));
       }
       return scorer.manifest;
     })();
@@ -79,7 +76,7 @@ export class Inspector {
       return false;
     } catch (err) {
       this.logger.error(
-        { reason, bundle: this.bundleDir, err: errorMessage(err) },
+        { reason, bundle: this.bundleDir, err },
         "model reload failed; keeping the running model",
       );
       return false;

@@ -1,8 +1,8 @@
 import { Worker } from "node:worker_threads";
-import { StpmdError } from "../errors.js";
-import type { Manifest } from "../model/bundle.js";
-import type { ort } from "../model/ort.js";
-import type { ScoredBatch } from "./scorer.js";
+import type { Manifest } from "../bundle/bundle.js";
+import { StpmdError } from "../core/errors.js";
+import type { ort } from "../onnx/ort.js";
+import type { ScoredBatch } from "../stpm/scorer.js";
 import type { WorkerReply, WorkerRequest } from "./scorer-worker.js";
 
 export interface ScorerThreadOptions {

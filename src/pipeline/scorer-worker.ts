@@ -1,8 +1,8 @@
 import { parentPort } from "node:worker_threads";
-import { errorMessage } from "../errors.js";
-import { loadBundle } from "../model/bundle.js";
-import type { ort } from "../model/ort.js";
-import { Scorer } from "./scorer.js";
+import { loadBundle } from "../bundle/bundle.js";
+import { errorMessage } from "../core/errors.js";
+import type { ort } from "../onnx/ort.js";
+import { Scorer } from "../stpm/scorer.js";
 
 /**
  * Worker-thread side of {@link ScorerThread}: owns one bundle's scoring session. onnxruntime-node runs a session

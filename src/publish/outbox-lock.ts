@@ -1,7 +1,7 @@
 import { open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
-import { errorMessage, StpmdError } from "../errors.js";
-import type { Logger } from "../log.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 
 /** Name of the lock file inside the outbox directory (a dot file, so it is never taken for an entry). */
 export const LOCK_NAME = ".lock";

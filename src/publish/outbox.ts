@@ -9,9 +9,9 @@ import {
   makeDirectory,
   parseMode,
   writeFileSynced,
-} from "../durable-fs.js";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
+} from "../core/durable-fs.js";
+import { errorMessage } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { LOCK_NAME, OutboxLock } from "./outbox-lock.js";
 import type { Qos } from "./topics.js";
 
@@ -491,7 +491,7 @@ export class Outbox {
     // consumers must tolerate anyway. ENOENT: the file went with a deleted directory after it was read.
     await unlink(path.join(this.dir, entryFileName(seq))).catch((err: unknown) => {
       if (errnoOf(err) === "ENOENT") return;
-      this.logger.warn({ seq, err: errorMessage(err) }, "outbox: could not delete an acknowledged entry");
+      this.logger.warn({ seq, err }, "outbox: could not delete an acknowledged entry");
     });
   }
 
@@ -556,7 +556,7 @@ export class Outbox {
       if (renamed.length > 0) {
         await fsyncDirectory(this.dir).catch((err: unknown) => {
           // the files are in place, only their names might not survive a power cut: keep and send them
-          this.logger.error({ err: errorMessage(err) }, "outbox: could not fsync the directory");
+          this.logger.error({ err }, "outbox: could not fsync the directory");
         });
       }
       for (const w of group) {
@@ -608,7 +608,7 @@ export class Outbox {
   private async writeFailed(w: PendingWrite, err: unknown): Promise<void> {
     this.lostCount += 1;
     this.logger.error(
-      { eventId: w.eventId, errno: errnoOf(err), err: errorMessage(err), lost: this.lostCount },
+      { eventId: w.eventId, errno: errnoOf(err), err, lost: this.lostCount },
       `outbox: event ${w.eventId ?? "?"} lost: could not write it to disk (${errnoOf(err)})`,
     );
     await unlink(this.tempPath(w.seq)).catch(() => undefined);
@@ -655,10 +655,7 @@ export class Outbox {
           `outbox: directory ${this.dir} had vanished; recreated it (${gone.length} queued events went with it and are lost)`,
         );
       } catch (err) {
-        this.logger.error(
-          { dir: this.dir, err: errorMessage(err) },
-          "outbox: could not recreate the directory",
-        );
+        this.logger.error({ dir: this.dir, err }, "outbox: could not recreate the directory");
       }
     })().finally(() => {
       this.recreating = undefined;
@@ -689,7 +686,7 @@ export class Outbox {
 
 async function chmodQuietly(file: string, mode: number, logger: Logger): Promise<void> {
   await chmod(file, mode).catch((err: unknown) => {
-    logger.warn({ file, err: errorMessage(err) }, "outbox: could not set the file mode");
+    logger.warn({ file, err }, "outbox: could not set the file mode");
   });
 }
 
@@ -711,7 +708,7 @@ async function quarantine(
     );
   } catch (err) {
     logger.warn(
-      { file: path.join(dir, name), reason, eventId, err: errorMessage(err) },
+      { file: path.join(dir, name), reason, eventId, err },
       "outbox: bad entry file could not be quarantined; ignoring it",
     );
   }

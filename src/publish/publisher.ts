@@ -1,9 +1,10 @@
 import { readFile } from "node:fs/promises";
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import type { MqttConfig, MqttTlsConfig } from "../config/index.js";
-import { errorMessage, StpmdError } from "../errors.js";
-import type { Logger } from "../log.js";
-import type { InspectionResult } from "../pipeline/result.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
+import { redactUrl } from "../core/redact.js";
+import type { InspectionResult } from "../core/result.js";
 import { Outbox, type OutboxMessage } from "./outbox.js";
 import { renderSnapshot } from "./snapshot.js";
 import {
@@ -284,7 +285,7 @@ export class Publisher {
       await this.disconnect(client, deadline);
       await outbox.close();
     } catch (err) {
-      this.logger.error({ err: errorMessage(err) }, "publisher stop failed");
+      this.logger.error({ err }, "publisher stop failed");
     } finally {
       this.lifecycle = "stopped";
     }
@@ -336,10 +337,7 @@ export class Publisher {
       .then(({ written }) => written)
       .catch((err: unknown) => {
         this.counters.eventsNotQueued += 1;
-        this.logger.error(
-          { eventId, err: errorMessage(err) },
-          `defect event ${eventId} lost: could not queue it`,
-        );
+        this.logger.error({ eventId, err }, `defect event ${eventId} lost: could not queue it`);
       })
       .finally(() => {
         this.pendingDefects -= 1;
@@ -440,7 +438,7 @@ export class Publisher {
         await outbox.ack(head.seq);
       } catch (err) {
         if (signal.aborted) break;
-        this.logger.warn({ err: errorMessage(err) }, "outbox drain: publish failed; retrying");
+        this.logger.warn({ err }, "outbox drain: publish failed; retrying");
         await sleep(this.config.reconnect_period_ms, signal);
       }
     }
@@ -508,7 +506,7 @@ export class Publisher {
       retain: true,
     };
     return publishAcknowledged(client, message).catch((err: unknown) => {
-      this.logger.warn({ state, err: errorMessage(err) }, "could not publish status");
+      this.logger.warn({ state, err }, "could not publish status");
     });
   }
 
@@ -524,19 +522,7 @@ export class Publisher {
     const key = cameraId ?? "";
     if (this.invalidCameras.has(key)) return;
     this.invalidCameras.add(key);
-    this.logger.error({ cameraId, err: errorMessage(err) }, "result not published");
-  }
-}
-
-/** The broker URL without a password, for log lines and error messages. */
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password === "") return url;
-    parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return url;
+    this.logger.error({ cameraId, err }, "result not published");
   }
 }
 

@@ -1,7 +1,7 @@
 import sharp from "sharp";
-import type { Frame } from "../capture/frame.js";
-import { StpmdError } from "../errors.js";
-import type { Region } from "../pipeline/regions.js";
+import { StpmdError } from "../core/errors.js";
+import type { Frame } from "../core/frame.js";
+import type { Region } from "../stpm/regions.js";
 
 export interface SnapshotOptions {
   /** JPEG quality, 1–100. */

@@ -1,5 +1,6 @@
-import { StpmdError } from "../errors.js";
-import type { InspectionResult } from "../pipeline/result.js";
+import { StpmdError } from "../core/errors.js";
+import type { CameraState } from "../core/frame.js";
+import type { InspectionResult } from "../core/result.js";
 
 /**
  * The MQTT API of the daemon: every topic it publishes and the payload type on it, in one place so that the
@@ -18,7 +19,6 @@ export const DEFAULT_TOPIC_PREFIX = "stpmd";
 export type Qos = 0 | 1 | 2;
 
 export type DaemonState = "online" | "offline" | "stopped";
-export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";
 
 /** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */
 export interface StatusPayload {

@@ -1,15 +1,16 @@
 import { performance } from "node:perf_hooks";
 import cliProgress from "cli-progress";
+import { type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
+import { loadTeacher, type Teacher } from "../bundle/teacher.js";
+import { errorMessage, isStpmdError, StpmdError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { listImages, loadRgb, type RgbImage, rgbToChw } from "../data/images.js";
-import { errorMessage, isStpmdError, StpmdError } from "../errors.js";
-import type { Logger } from "../log.js";
-import { type Manifest, scoreStats, writeBundle } from "../model/bundle.js";
-import { encodeModel, type Graph } from "../model/onnx-graph.js";
-import { createSession, floatInput, ort } from "../model/ort.js";
-import { loadTeacher, type Teacher } from "../model/teacher.js";
-import { Scorer } from "../pipeline/scorer.js";
-import { l2NormalizeChannels } from "./normalize.js";
-import { Random } from "./random.js";
+import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
+import { createSession, floatInput, ort } from "../onnx/ort.js";
+import { l2NormalizeChannels } from "../stpm/normalize.js";
+import { Random } from "../stpm/random.js";
+import { Scorer } from "../stpm/scorer.js";
+import { splitTrainVal } from "../stpm/split.js";
 import {
   cloneStudent,
   foldedStudentGraph,
@@ -86,17 +87,6 @@ export async function loadImages(
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
   return { images: images.filter((x): x is RgbImage => x !== undefined), skipped };
-}
-
-/** Seeded split: the same files and seed always give the same held-out set. */
-export function splitTrainVal<T>(items: T[], valFraction: number, seed: number): { train: T[]; val: T[] } {
-  const order = new Random(seed ^ 0x5f3759df).shuffle(items.map((_, i) => i));
-  const nVal = Math.max(1, Math.round(items.length * valFraction));
-  const valSet = new Set(order.slice(0, nVal));
-  return {
-    train: items.filter((_, i) => !valSet.has(i)),
-    val: items.filter((_, i) => valSet.has(i)),
-  };
 }
 
 interface FeatureCache {

@@ -1,5 +1,5 @@
-import { floatTensor, type Graph, GraphBuilder, type GraphNode, type Tensor } from "../model/onnx-graph.js";
-import type { Random } from "./random.js";
+import { floatTensor, type Graph, GraphBuilder, type GraphNode, type Tensor } from "../onnx/onnx-graph.js";
+import type { Random } from "../stpm/random.js";
 import { BN_EPS, type StudentLayout } from "./training-graph.js";
 
 /** Everything that defines a student: convolution weights, BatchNorm affine parameters and running statistics. */

@@ -1,4 +1,4 @@
-import { type Graph, GraphBuilder, type GraphNode, type ValueInfo } from "../model/onnx-graph.js";
+import { type Graph, GraphBuilder, type GraphNode, type ValueInfo } from "../onnx/onnx-graph.js";
 import {
   type ConvGeometry,
   clipBounds,
@@ -6,7 +6,8 @@ import {
   inferShapes,
   padAmounts,
   type ShapeMap,
-} from "../model/shapes.js";
+} from "../onnx/shapes.js";
+import { NORM_EPS } from "../stpm/normalize.js";
 
 /**
  * The student's training step as one ONNX graph, run by ONNX Runtime: forward pass with BatchNorm in training mode,
@@ -23,8 +24,6 @@ import {
  */
 
 export const BN_EPS = 1e-5;
-/** F.normalize's epsilon: features whose norm is below it are divided by it instead. */
-export const NORM_EPS = 1e-12;
 
 export interface StudentConv {
   index: number;

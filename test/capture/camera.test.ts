@@ -11,10 +11,10 @@ import {
   type CameraState,
   type CameraWarning,
 } from "../../src/capture/camera.js";
-import type { Frame } from "../../src/capture/frame.js";
 import type { CameraConfig } from "../../src/config/index.js";
-import { isStpmdError } from "../../src/errors.js";
-import { createLogger } from "../../src/log.js";
+import { isStpmdError } from "../../src/core/errors.js";
+import type { Frame } from "../../src/core/frame.js";
+import { createLogger } from "../../src/core/log.js";
 import { cameraConfig } from "../helpers/config.js";
 
 const thisFile = fileURLToPath(import.meta.url);

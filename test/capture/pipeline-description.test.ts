@@ -9,7 +9,7 @@ import {
   replayFileName,
   SINK_NAME,
 } from "../../src/capture/pipeline-description.js";
-import { isStpmdError } from "../../src/errors.js";
+import { isStpmdError } from "../../src/core/errors.js";
 
 const TAIL =
   " ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=256,height=192" +

@@ -15,10 +15,10 @@ import {
   type StpmdConfig,
   suggestKeys,
 } from "../../src/config/index.js";
-import { isStpmdError } from "../../src/errors.js";
-import { ortProviders } from "../../src/model/ort.js";
+import { isStpmdError } from "../../src/core/errors.js";
+import { ortProviders } from "../../src/onnx/ort.js";
 
-/** dist/test/config.test.js → the repository root. */
+/** dist/test/config/load.test.js → the repository root. */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const configDir = path.join(repoRoot, "config");
 const sharedDir = process.env.STPMD_SHARED ?? path.resolve(repoRoot, "../shared");

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { completeConfig, configSchemaJson, loadConfig } from "../../src/config/index.js";
 import { SCHEMA_FILE } from "../../src/config/write-schema.js";
-import { isStpmdError } from "../../src/errors.js";
+import { isStpmdError } from "../../src/core/errors.js";
 
 test("config/stpmd.schema.json is what src/config/schema.ts defines (run `npm run config:schema` after an edit)", () => {
   const committed: unknown = JSON.parse(readFileSync(SCHEMA_FILE, "utf8"));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { createLogger } from "../../src/core/log.js";
 import { runDemo } from "../../src/demo/demo.js";
-import { createLogger } from "../../src/log.js";
 
 test("the demo runs the whole chain and receives the daemon's MQTT messages", async () => {
   const lines: string[] = [];

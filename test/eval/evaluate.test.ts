@@ -3,11 +3,11 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
+import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { createLogger } from "../../src/core/log.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { evaluate } from "../../src/eval/evaluate.js";
-import { createLogger } from "../../src/log.js";
-import { encodeModel } from "../../src/model/onnx-graph.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
+import { encodeModel } from "../../src/onnx/onnx-graph.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { normalFrames, tempDir, writePart } from "../helpers/tiny-data.js";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { StpmdError } from "../../src/errors.js";
+import { StpmdError } from "../../src/core/errors.js";
 import { aupro, auroc, f1Max, pixelAuroc, radixArgsort, rocCurve } from "../../src/eval/metrics.js";
-import { Random } from "../../src/train/random.js";
+import { Random } from "../../src/stpm/random.js";
 
 /** Deterministic PRNG so random cases are the same on every run. */
 function seededRandom(seed: number): () => number {

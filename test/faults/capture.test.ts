@@ -9,8 +9,8 @@ import { promisify } from "node:util";
 import sharp from "sharp";
 import type { RestartMemory } from "../../benchmarks/camera-restarts.js";
 import { Camera, type CameraWarning } from "../../src/capture/camera.js";
-import type { Frame } from "../../src/capture/frame.js";
-import { createLogger } from "../../src/log.js";
+import type { Frame } from "../../src/core/frame.js";
+import { createLogger } from "../../src/core/log.js";
 import { cameraConfig } from "../helpers/config.js";
 
 const thisFile = fileURLToPath(import.meta.url);

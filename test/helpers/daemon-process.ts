@@ -3,10 +3,10 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
-import { createLogger } from "../../src/log.js";
-import { encodeModel } from "../../src/model/onnx-graph.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
-import { Random } from "../../src/train/random.js";
+import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { createLogger } from "../../src/core/log.js";
+import { encodeModel } from "../../src/onnx/onnx-graph.js";
+import { Random } from "../../src/stpm/random.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { normalFrames } from "./tiny-data.js";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Frame } from "../../src/capture/frame.js";
+import type { Frame } from "../../src/core/frame.js";
 import { FrameQueue } from "../../src/pipeline/frame-queue.js";
 
 const frame = (cameraId: string, seq: number): Frame => ({

@@ -6,8 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
-import { isStpmdError } from "../../src/errors.js";
-import type { Logger } from "../../src/log.js";
+import { isStpmdError } from "../../src/core/errors.js";
+import type { Logger } from "../../src/core/log.js";
 import {
   decodeRecord,
   encodeEntry,

@@ -7,12 +7,12 @@ import { connectAsync, type MqttClient } from "mqtt";
 import type { Level } from "pino";
 import sharp from "sharp";
 import type { MqttConfig, PartialConfig } from "../../src/config/index.js";
-import { isStpmdError } from "../../src/errors.js";
-import { createLogger } from "../../src/log.js";
-import type { Region } from "../../src/pipeline/regions.js";
-import type { InspectionResult } from "../../src/pipeline/result.js";
+import { isStpmdError } from "../../src/core/errors.js";
+import { createLogger } from "../../src/core/log.js";
+import type { InspectionResult } from "../../src/core/result.js";
 import { Publisher, type PublisherRuntime } from "../../src/publish/publisher.js";
 import { type DefectPayload, type StatusPayload, Topics } from "../../src/publish/topics.js";
+import type { Region } from "../../src/stpm/regions.js";
 import { mqttConfig } from "../helpers/config.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
 

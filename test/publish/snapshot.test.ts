@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import sharp from "sharp";
-import type { Frame } from "../../src/capture/frame.js";
-import { isStpmdError } from "../../src/errors.js";
-import type { Region } from "../../src/pipeline/regions.js";
+import { isStpmdError } from "../../src/core/errors.js";
+import type { Frame } from "../../src/core/frame.js";
 import { renderSnapshot } from "../../src/publish/snapshot.js";
+import type { Region } from "../../src/stpm/regions.js";
 
 const WIDTH = 96;
 const HEIGHT = 64;

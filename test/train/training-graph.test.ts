@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { encodeModel } from "../../src/model/onnx-graph.js";
-import { createSession, floatInput, type ort } from "../../src/model/ort.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
-import { l2NormalizeChannels } from "../../src/train/normalize.js";
-import { Random } from "../../src/train/random.js";
+import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { encodeModel } from "../../src/onnx/onnx-graph.js";
+import { createSession, floatInput, type ort } from "../../src/onnx/ort.js";
+import { l2NormalizeChannels } from "../../src/stpm/normalize.js";
+import { Random } from "../../src/stpm/random.js";
 import { initStudent, type StudentState } from "../../src/train/student.js";
 import { buildTrainingGraph, studentLayout } from "../../src/train/training-graph.js";
 

@@ -1,4 +1,7 @@
-import { StpmdError } from "../errors.js";
+import { StpmdError } from "../core/errors.js";
+import type { Region } from "../core/result.js";
+
+export type { Region };
 
 /** Connected components of a binary mask: `labels[i]` is 1..count for foreground pixels and 0 for background. */
 export interface Components {
@@ -6,18 +9,6 @@ export interface Components {
   count: number;
   /** `sizes[k - 1]` is the pixel count of component `k`. */
   sizes: number[];
-}
-
-/** One connected blob of an anomaly map above a threshold. */
-export interface Region {
-  /** Inclusive pixel extent: the blob covers columns x..x+width-1 and rows y..y+height-1. */
-  bbox: [x: number, y: number, width: number, height: number];
-  /** Number of pixels in the blob. */
-  area: number;
-  /** Largest map value inside the blob. */
-  peak: number;
-  /** Mean pixel position [x, y] of the blob, in the same pixel coordinates as `bbox`. */
-  centroid: [number, number];
 }
 
 /**

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
+import { loadBundle, scoreStats, writeBundle } from "../../src/bundle/bundle.js";
+import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { createLogger } from "../../src/core/log.js";
 import { rgbToChw } from "../../src/data/images.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
-import { createLogger } from "../../src/log.js";
-import { loadBundle, scoreStats, writeBundle } from "../../src/model/bundle.js";
-import { encodeModel, type Graph } from "../../src/model/onnx-graph.js";
-import { createSession, floatInput } from "../../src/model/ort.js";
+import { encodeModel, type Graph } from "../../src/onnx/onnx-graph.js";
+import { createSession, floatInput } from "../../src/onnx/ort.js";
+import { Random } from "../../src/stpm/random.js";
 import {
   CALIBRATION_DEFAULTS,
   calibrate,
@@ -16,9 +18,7 @@ import {
   quantizeGraph,
   quantizeWeightsPerChannel,
   uint8Params,
-} from "../../src/model/quantize.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
-import { Random } from "../../src/train/random.js";
+} from "../../src/train/quantize.js";
 import { foldedStudentGraph, initStudent } from "../../src/train/student.js";
 import { studentLayout } from "../../src/train/training-graph.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";

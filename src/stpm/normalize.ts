@@ -1,4 +1,5 @@
-import { NORM_EPS } from "./training-graph.js";
+/** F.normalize's epsilon: features whose norm is below it are divided by it instead. */
+export const NORM_EPS = 1e-12;
 
 /**
  * L2-normalises every position's feature vector over the channel axis of an N×C×H×W tensor, in place, as

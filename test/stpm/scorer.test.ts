@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { randomTeacher } from "../../src/bundle/random-teacher.js";
 import { rgbToChw } from "../../src/data/images.js";
-import { encodeModel } from "../../src/model/onnx-graph.js";
-import { createSession, floatInput } from "../../src/model/ort.js";
-import { randomTeacher } from "../../src/model/random-teacher.js";
-import { Scorer } from "../../src/pipeline/scorer.js";
-import { Random } from "../../src/train/random.js";
+import { encodeModel } from "../../src/onnx/onnx-graph.js";
+import { createSession, floatInput } from "../../src/onnx/ort.js";
+import { Random } from "../../src/stpm/random.js";
+import { Scorer } from "../../src/stpm/scorer.js";
 import { foldedStudentGraph, initStudent } from "../../src/train/student.js";
 import { studentLayout } from "../../src/train/training-graph.js";
 

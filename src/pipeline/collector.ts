@@ -1,12 +1,11 @@
 import { chmod, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
+import { quantile } from "../bundle/bundle.js";
 import type { CollectionConfig } from "../config/index.js";
-import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../durable-fs.js";
-import { errorMessage } from "../errors.js";
-import type { Logger } from "../log.js";
-import { quantile } from "../model/bundle.js";
-import type { InspectionResult } from "../pipeline/result.js";
+import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../core/durable-fs.js";
+import type { Logger } from "../core/log.js";
+import type { InspectionResult } from "../core/result.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),
@@ -47,7 +46,7 @@ export class Collector {
         c.track(f.split("_")[0]!, f, (await stat(file)).size);
         // frames saved by an older release may be world-readable
         await chmod(file, c.fileMode).catch((err: unknown) =>
-          logger.warn({ file, err: errorMessage(err) }, "could not set the mode of a collected frame"),
+          logger.warn({ file, err }, "could not set the mode of a collected frame"),
         );
       }
     }
@@ -79,9 +78,7 @@ export class Collector {
     this.lastSaved.set(cam, now);
     this.writing += 1;
     this.save(result)
-      .catch((err) =>
-        this.logger.error({ camera: cam, err: errorMessage(err) }, "saving collected frame failed"),
-      )
+      .catch((err) => this.logger.error({ camera: cam, err }, "saving collected frame failed"))
       .finally(() => {
         this.writing -= 1;
       });
@@ -127,10 +124,7 @@ export class Collector {
     this.bytes -= oldest.size;
     this.deleted += 1;
     await unlink(path.join(this.config.dir, oldest.name)).catch((err) =>
-      this.logger.warn(
-        { file: oldest.name, err: errorMessage(err) },
-        "could not delete an old collected frame",
-      ),
+      this.logger.warn({ file: oldest.name, err }, "could not delete an old collected frame"),
     );
   }
 }

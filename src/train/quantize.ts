@@ -3,12 +3,10 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import onnxProto from "onnx-proto";
+import { type Bundle, loadBundle, type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { listImages, loadRgb, rgbToChw } from "../data/images.js";
-import { errorMessage, StpmdError } from "../errors.js";
-import type { Logger } from "../log.js";
-import { Scorer } from "../pipeline/scorer.js";
-import { splitTrainVal } from "../train/retrain.js";
-import { type Bundle, loadBundle, type Manifest, scoreStats, writeBundle } from "./bundle.js";
 import {
   encodeModel,
   floatTensor,
@@ -17,9 +15,11 @@ import {
   int64Tensor,
   type Tensor,
   type ValueInfo,
-} from "./onnx-graph.js";
-import { createSession, floatInput, ort } from "./ort.js";
-import { inferShapes } from "./shapes.js";
+} from "../onnx/onnx-graph.js";
+import { createSession, floatInput, ort } from "../onnx/ort.js";
+import { inferShapes } from "../onnx/shapes.js";
+import { Scorer } from "../stpm/scorer.js";
+import { splitTrainVal } from "../stpm/split.js";
 
 /**
  * Static int8 quantization of a teacher or student graph in the QDQ format ONNX Runtime fuses into integer

@@ -3,9 +3,9 @@ import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
-import { createLogger } from "../../src/log.js";
-import type { InspectionResult } from "../../src/pipeline/result.js";
-import { Collector } from "../../src/train/collector.js";
+import { createLogger } from "../../src/core/log.js";
+import type { InspectionResult } from "../../src/core/result.js";
+import { Collector } from "../../src/pipeline/collector.js";
 import { collectionConfig } from "../helpers/config.js";
 import { tempDir } from "../helpers/tiny-data.js";
 

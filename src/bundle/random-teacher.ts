@@ -1,5 +1,5 @@
-import { Random } from "../train/random.js";
-import { floatTensor, type Graph, GraphBuilder } from "./onnx-graph.js";
+import { floatTensor, type Graph, GraphBuilder } from "../onnx/onnx-graph.js";
+import { Random } from "../stpm/random.js";
 
 /**
  * A small randomly initialised pyramid network (strides 4, 8, 16) built from every op a teacher may contain.

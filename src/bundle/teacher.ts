@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { errorMessage, StpmdError } from "../errors.js";
-import { decodeModel, type Graph } from "./onnx-graph.js";
-import { inferShapes } from "./shapes.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
+import { decodeModel, type Graph } from "../onnx/onnx-graph.js";
+import { inferShapes } from "../onnx/shapes.js";
 
 /** ImageNet statistics: torchvision teachers expect them when the ONNX metadata names none. */
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];

@@ -1,6 +1,6 @@
-import { encodeModel, floatTensor, type Graph, GraphBuilder, type GraphNode } from "../model/onnx-graph.js";
-import { createSession, ort, type SessionOptions } from "../model/ort.js";
-import { NORM_EPS } from "../train/training-graph.js";
+import { encodeModel, floatTensor, type Graph, GraphBuilder, type GraphNode } from "../onnx/onnx-graph.js";
+import { createSession, ort, type SessionOptions } from "../onnx/ort.js";
+import { NORM_EPS } from "./normalize.js";
 
 /**
  * STPM scoring as one ONNX graph: uint8 RGB frames in, anomaly maps and image scores out. Preprocessing,

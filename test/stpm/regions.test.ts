@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { StpmdError } from "../../src/errors.js";
-import { findRegions, labelComponents } from "../../src/pipeline/regions.js";
-import { Random } from "../../src/train/random.js";
+import { StpmdError } from "../../src/core/errors.js";
+import { Random } from "../../src/stpm/random.js";
+import { findRegions, labelComponents } from "../../src/stpm/regions.js";
 
 /** Mask from rows of "#" (foreground) and "." (background). */
 function drawMask(rows: string[]): { mask: Uint8Array; width: number; height: number } {

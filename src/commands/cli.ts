@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 import { writeFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { configProblemsError, formatConfigSummary, loadConfig } from "./config/index.js";
-import { Daemon } from "./daemon/daemon.js";
-import { startupProblems } from "./daemon/startup-checks.js";
-import { runDemo } from "./demo/demo.js";
-import { errorMessage, isStpmdError } from "./errors.js";
-import { evaluate } from "./eval/evaluate.js";
-import { createLogger } from "./log.js";
-import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "./model/quantize.js";
-import { RETRAIN_DEFAULTS, retrain } from "./train/retrain.js";
+import { configProblemsError, formatConfigSummary, loadConfig } from "../config/index.js";
+import { errorMessage, isStpmdError } from "../core/errors.js";
+import { createLogger } from "../core/log.js";
+import { Daemon } from "../daemon/daemon.js";
+import { startupProblems } from "../daemon/startup-checks.js";
+import { runDemo } from "../demo/demo.js";
+import { evaluate } from "../eval/evaluate.js";
+import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
+import { RETRAIN_DEFAULTS, retrain } from "../train/retrain.js";
 
 function intOption(name: string, min: number): (v: string) => number {
   return (v: string) => {
@@ -209,7 +209,7 @@ program
         stopping = true;
         logger.info({ signal }, "stopping");
         daemon.stop().then(resolve, (err) => {
-          logger.error({ err: errorMessage(err) }, "error while stopping");
+          logger.error({ err }, "error while stopping");
           process.exitCode = 1;
           resolve();
         });

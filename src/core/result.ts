@@ -1,5 +1,4 @@
-import type { Frame } from "../capture/frame.js";
-import type { Region } from "./regions.js";
+import type { Frame } from "./frame.js";
 
 /** What inference says about one frame; flows from the pipeline to publish and collection. */
 export interface InspectionResult {
@@ -17,4 +16,16 @@ export interface InspectionResult {
   modelVersion: string;
   /** Milliseconds since the epoch when inference finished for the batch holding this frame. */
   inferredTs: number;
+}
+
+/** One connected blob of an anomaly map above a threshold. */
+export interface Region {
+  /** Inclusive pixel extent: the blob covers columns x..x+width-1 and rows y..y+height-1. */
+  bbox: [x: number, y: number, width: number, height: number];
+  /** Number of pixels in the blob. */
+  area: number;
+  /** Largest map value inside the blob. */
+  peak: number;
+  /** Mean pixel position [x, y] of the blob, in the same pixel coordinates as `bbox`. */
+  centroid: [number, number];
 }

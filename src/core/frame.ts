@@ -1,0 +1,23 @@
+/** One camera frame as it leaves capture: packed 8-bit RGB at the model's input size. */
+export interface Frame {
+  /** Camera id from the config (also the MQTT topic level). */
+  cameraId: string;
+  /** Per-camera sequence number, starting at 0 for each daemon start and never reset by source restarts. */
+  seq: number;
+  /** Capture time, milliseconds since the Unix epoch (wall clock when the buffer reached the appsink). */
+  captureTs: number;
+  width: number;
+  height: number;
+  /** width × height × 3 bytes, row-major, RGB. */
+  rgb: Uint8Array;
+}
+
+/**
+ * - starting: a pipeline was built and set to PLAYING; no frame yet.
+ * - streaming: frames are arriving.
+ * - restarting: the pipeline failed (error, end of stream, unparsable description) and a restart is scheduled.
+ * - stalled: free-run camera delivered nothing for the stall timeout; it is torn down and restarted.
+ * - idle: hardware-triggered camera delivered nothing for the stall timeout (waiting for parts; not a fault).
+ * - stopped: stop() was called.
+ */
+export type CameraState = "starting" | "streaming" | "restarting" | "stalled" | "idle" | "stopped";

@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+/**
+ * The layers of `src/`, lowest first. A file may import its own folder and any folder of a lower rank, never one of
+ * the same rank or above: so the frame's path (capture → pipeline → publish) never couples its stages except
+ * through the core types that flow down it, train and eval reuse the STPM core and the bundle but never the
+ * running pipeline, and only the daemon wires stages together.
+ */
+export const LAYERS: Readonly<Record<string, number>> = {
+  core: 0, // Frame, InspectionResult, Region, errors, logging, durable writes
+  config: 1, // the one definition of the configuration, its loader and rules
+  data: 2, // image and dataset files
+  onnx: 2, // ONNX graph IR, shapes, ONNX Runtime sessions
+  stpm: 3, // the method: normalisation, scoring graph and Scorer, regions, statistics, split, seeded random
+  bundle: 4, // model bundles and teacher checks
+  capture: 5, // GStreamer cameras
+  pipeline: 5, // frame queue, inspector, inference thread, collection
+  publish: 5, // MQTT, outbox, snapshots
+  // train and eval sit beside the stages, not above them: they reuse stpm/ and bundle/, never the running pipeline
+  train: 5, // retrain, training graph, int8 quantization
+  eval: 5, // metrics and evaluation
+  daemon: 7, // lifecycle, start-up checks, systemd
+  demo: 8,
+  commands: 9, // the CLI
+  "": 10, // src/main.cts, the entry
+};
+
+export interface ImportEdge {
+  /** Importing file, relative to the repository root (`src/capture/camera.ts`). */
+  from: string;
+  /** Imported file, relative to the repository root. */
+  to: string;
+}
+
+function layerOf(file: string): string {
+  const parts = file.split("/");
+  return parts.length > 2 ? parts[1]! : "";
+}
+
+/** The edges that break the layering, each as one readable line. */
+export function violations(edges: readonly ImportEdge[]): string[] {
+  const found: string[] = [];
+  for (const { from, to } of edges) {
+    const a = layerOf(from);
+    const b = layerOf(to);
+    const rankA = LAYERS[a];
+    const rankB = LAYERS[b];
+    if (rankA === undefined) found.push(`${from}: folder src/${a} has no layer (add it to LAYERS)`);
+    else if (rankB === undefined) found.push(`${from} → ${to}: folder src/${b} has no layer`);
+    else if (a !== b && rankB >= rankA) {
+      found.push(`${from} → ${to}: ${a || "(entry)"} (layer ${rankA}) may not import ${b} (layer ${rankB})`);
+    }
+  }
+  return found;
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(path.join(repoRoot, dir), { withFileTypes: true }).flatMap((entry) => {
+    const rel = `${dir}/${entry.name}`;
+    if (entry.isDirectory()) return sourceFiles(rel);
+    return /\.c?ts$/.test(entry.name) && !entry.name.endsWith(".d.ts") ? [rel] : [];
+  });
+}
+
+/** Every relative import and re-export of `src/`, static or dynamic, resolved to the file it names. */
+export function importEdges(): ImportEdge[] {
+  const edges: ImportEdge[] = [];
+  const specifier = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)["'](\.{1,2}\/[^"']+)["']/gm;
+  for (const file of sourceFiles("src")) {
+    const text = readFileSync(path.join(repoRoot, file), "utf8");
+    for (const match of text.matchAll(specifier)) {
+      const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), match[1]!));
+      edges.push({ from: file, to: target.replace(/\.c?js$/, (ext) => (ext === ".cjs" ? ".cts" : ".ts")) });
+    }
+  }
+  return edges;
+}
+
+test("src/ imports point only downward through the layers", () => {
+  const edges = importEdges();
+  assert.ok(edges.length > 100, `found only ${edges.length} imports: the scanner is broken`);
+  assert.deepEqual(violations(edges), []);
+});
+
+test("the check catches a forbidden edge (a stage importing another, a layer importing upward)", () => {
+  assert.deepEqual(
+    violations([
+      { from: "src/capture/camera.ts", to: "src/publish/topics.ts" },
+      { from: "src/stpm/scorer.ts", to: "src/pipeline/inspector.ts" },
+      { from: "src/train/retrain.ts", to: "src/pipeline/inspector.ts" },
+      { from: "src/pipeline/inspector.ts", to: "src/stpm/scorer.ts" },
+      { from: "src/widgets/x.ts", to: "src/core/errors.ts" },
+    ]),
+    [
+      "src/capture/camera.ts → src/publish/topics.ts: capture (layer 5) may not import publish (layer 5)",
+      "src/stpm/scorer.ts → src/pipeline/inspector.ts: stpm (layer 3) may not import pipeline (layer 5)",
+      "src/train/retrain.ts → src/pipeline/inspector.ts: train (layer 5) may not import pipeline (layer 5)",
+      "src/widgets/x.ts: folder src/widgets has no layer (add it to LAYERS)",
+    ],
+  );
+});
+
+test("every folder of src/ has a layer, and test/ mirrors src/", () => {
+  const srcFolders = readdirSync(path.join(repoRoot, "src"), { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name);
+  assert.deepEqual(
+    srcFolders.filter((folder) => LAYERS[folder] === undefined),
+    [],
+  );
+  const testOnly = new Set(["helpers", "faults", "tools"]);
+  const testFolders = readdirSync(path.join(repoRoot, "test"), { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && !testOnly.has(entry.name))
+    .map((entry) => entry.name);
+  assert.deepEqual(
+    testFolders.filter((folder) => !srcFolders.includes(folder)),
+    [],
+  );
+});
