@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for i in $(seq 1 40); do
-  pgrep -f "(cli|main)\.js retrain" >/dev/null || break
+  pgrep -f "(cli|main)\.c?js retrain" >/dev/null || break
   echo "run-all: a retrain is running, waiting ($i/40)" >&2
   sleep 60
 done

@@ -8,7 +8,7 @@ import { RateMeter } from "../core/rate-meter.js";
 import type { InspectionResult } from "../core/result.js";
 import { ortProviders } from "../onnx/ort.js";
 import { Collector } from "../pipeline/collector.js";
-import { FrameQueue } from "../pipeline/frame-queue.js";
+import { InspectionLoop } from "../pipeline/inspection-loop.js";
 import { Inspector } from "../pipeline/inspector.js";
 import { Publisher } from "../publish/publisher.js";
 import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
@@ -20,24 +20,17 @@ export interface DaemonHooks {
 }
 
 /**
- * Batches handed to the inspector before the oldest one's results are back. Two keep the inference thread busy
- * while the main thread post-processes; more would only add latency, since the thread scores one at a time.
- */
-const BATCHES_IN_FLIGHT = 2;
-
-/**
  * The inspection daemon: cameras → bounded frame queue → batched inference → MQTT, with collection beside it.
  * Each stage owns one thing and buffers flow one way; a broker outage or one failing camera never stops the
  * others (the publisher queues defect events on disk, cameras restart themselves).
  */
 export class Daemon {
-  private readonly queue: FrameQueue;
+  private readonly loop: InspectionLoop;
   private readonly inspector: Inspector;
   private readonly publisher: Publisher;
   private readonly notifier: SystemdNotifier;
   private cameras: Camera[] = [];
   private collector: Collector | undefined;
-  private loop: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
   private bundleWatcher: FSWatcher | undefined;
@@ -48,14 +41,12 @@ export class Daemon {
   private readySent = false;
   private stopping = false;
   inspectedFrames = 0;
-  inferenceErrors = 0;
 
   constructor(
     private readonly config: StpmdConfig,
     private readonly logger: Logger,
     private readonly hooks: DaemonHooks = {},
   ) {
-    this.queue = new FrameQueue(config.inference.queue_size);
     this.inspector = new Inspector(
       config.model.bundle,
       {
@@ -69,6 +60,12 @@ export class Daemon {
       },
       logger.child({ component: "inspector" }),
     );
+    this.loop = new InspectionLoop(
+      this.inspector,
+      config.inference,
+      logger.child({ component: "inspector" }),
+      (r) => this.deliver(r),
+    );
     this.publisher = new Publisher(config.mqtt, logger);
     this.notifier = new SystemdNotifier(logger);
   }
@@ -78,7 +75,7 @@ export class Daemon {
   }
 
   get droppedFrames(): number {
-    return this.queue.droppedTotal();
+    return this.loop.droppedFrames;
   }
 
   publisherStats(): ReturnType<Publisher["stats"]> {
@@ -113,7 +110,7 @@ export class Daemon {
     this.startCameras();
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
-    this.loop = this.runLoop();
+    this.loop.start();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
       this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
@@ -133,42 +130,11 @@ export class Daemon {
           logger: this.logger.child({ camera: c.id }),
           firstSeq: continueFrom.get(c.id) ?? 0,
         });
-        cam.on("frame", (f: Frame) => this.queue.push(f));
+        cam.on("frame", (f: Frame) => this.loop.push(f));
         this.perCamera.set(c.id, this.perCamera.get(c.id) ?? new RateMeter());
         cam.start();
         return cam;
       });
-  }
-
-  /**
-   * Takes batches from the queue and keeps up to {@link BATCHES_IN_FLIGHT} of them with the inspector at once, so
-   * the inference thread already holds the next batch while the main thread finds regions and publishes the last
-   * one (stages overlap, buffers flow one way). Results are delivered in batch order.
-   */
-  private async runLoop(): Promise<void> {
-    const { max_batch, max_wait_ms } = this.config.inference;
-    const inFlight: Promise<void>[] = [];
-    let delivered: Promise<void> = Promise.resolve();
-    for (;;) {
-      if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
-      const batch = await this.queue.takeBatch(max_batch, max_wait_ms);
-      if (batch.length === 0) break; // closed and drained
-      const inspected = this.inspector.inspect(batch).catch((err: unknown) => {
-        // one bad batch must not end the loop; the frames are counted as lost and named in the log
-        this.inferenceErrors += 1;
-        this.logger.error(
-          { err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
-          "inference failed for a batch; continuing",
-        );
-        return undefined;
-      });
-      delivered = delivered.then(async () => {
-        const results = await inspected;
-        if (results) this.deliver(results);
-      });
-      inFlight.push(delivered);
-    }
-    await delivered;
   }
 
   private deliver(results: InspectionResult[]): void {
@@ -203,13 +169,13 @@ export class Daemon {
     this.publisher.publishStatus({
       model_version: this.modelVersion ?? null,
       fps,
-      dropped_frames: this.queue.droppedTotal(),
+      dropped_frames: this.loop.droppedFrames,
       cameras: this.cameraStates(),
     });
     const { brokerError, connected } = this.publisher.stats();
     const broker = connected || brokerError === undefined ? "" : `, broker: ${brokerError}`;
     this.notifier.status(
-      `${fps} fps, ${this.queue.droppedTotal()} dropped, model ${this.modelVersion}${broker}`,
+      `${fps} fps, ${this.loop.droppedFrames} dropped, model ${this.modelVersion}${broker}`,
     );
   }
 
@@ -222,7 +188,7 @@ export class Daemon {
   private maybePingWatchdog(): void {
     const now = Date.now();
     const limit = this.notifier.watchdogMs;
-    const oldest = this.queue.oldestCaptureTs();
+    const oldest = this.loop.oldestCaptureTs();
     const queueStuck = oldest !== undefined && now - oldest > limit;
     const allTriggered = this.config.cameras.every((c) => !c.enabled || c.trigger === "hardware");
     const flowing = now - this.lastInspectedTs < limit || (allTriggered && oldest === undefined);
@@ -296,11 +262,10 @@ export class Daemon {
     this.watcher?.close();
     this.bundleWatcher?.close();
     for (const cam of this.cameras) cam.stop();
-    this.queue.close();
-    await this.loop;
+    await this.loop.drain();
     this.publishStatus();
     await this.publisher.stop();
     await this.inspector.close();
-    this.logger.info({ inspected: this.inspectedFrames, dropped: this.queue.droppedTotal() }, "stopped");
+    this.logger.info({ inspected: this.inspectedFrames, dropped: this.loop.droppedFrames }, "stopped");
   }
 }

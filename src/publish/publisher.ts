@@ -5,12 +5,10 @@ import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { redactUrl } from "../core/redact.js";
 import type { InspectionResult } from "../core/result.js";
+import { DefectWriter } from "./defect-writer.js";
 import { Outbox, type OutboxMessage } from "./outbox.js";
-import { renderSnapshot } from "./snapshot.js";
 import {
-  buildDefectPayload,
   buildResultPayload,
-  defectEventId,
   encodePayload,
   type Qos,
   type SnapshotDelivery,
@@ -30,15 +28,7 @@ export interface PublisherRuntime {
 }
 
 export const DEFAULT_RESULT_QOS: Qos = 0;
-const DEFAULT_MAX_CONCURRENT_SNAPSHOTS = 2;
 const DEFAULT_STOP_TIMEOUT_MS = 3000;
-/** Snapshots always travel at QoS 1: a retained picture is worth one acknowledgement, not QoS 2's four packets. */
-const SNAPSHOT_QOS: Qos = 1;
-/**
- * Defects waiting for their snapshot or their disk write. Beyond this the disk cannot keep up, and holding more
- * frames in memory would only move the failure to an out-of-memory kill; the new event is refused and counted.
- */
-const MAX_PENDING_DEFECTS = 64;
 /**
  * Bytes the socket may have buffered before results are dropped: on a slow link, results written faster than
  * they drain would otherwise queue without bound inside the socket.
@@ -84,13 +74,11 @@ export interface PublisherStats {
   outboxOverflowed: number;
 }
 
-type Counters = Omit<
+/** What the connection side counts; the defect path ({@link DefectWriter}) and the outbox count the rest. */
+type Counters = Pick<
   PublisherStats,
-  "connected" | "brokerError" | "outboxQueued" | "outboxOverflowed" | "eventsLost" | "eventsPending"
-> & {
-  /** Events lost before reaching the outbox (the outbox counts its own losses). */
-  eventsNotQueued: number;
-};
+  "resultsPublished" | "resultsDropped" | "eventsDelivered" | "snapshotsDelivered"
+>;
 
 type Lifecycle = "new" | "running" | "stopping" | "stopped";
 
@@ -114,7 +102,7 @@ export class Publisher {
   /** The broker URL with any password masked, for logs. */
   private readonly safeUrl: string;
   private readonly topics: Topics;
-  private readonly maxConcurrentSnapshots: number;
+  private readonly maxConcurrentSnapshots: number | undefined;
   private readonly stopTimeoutMs: number;
   private lifecycle: Lifecycle = "new";
   private client: MqttClient | undefined;
@@ -122,9 +110,7 @@ export class Publisher {
   private readonly drainAbort = new AbortController();
   private drainTask: Promise<void> = Promise.resolve();
   private stopTask: Promise<void> | undefined;
-  private enqueueChain: Promise<void> = Promise.resolve();
-  private pendingDefects = 0;
-  private snapshotsRendering = 0;
+  private defects: DefectWriter | undefined;
   private lastReport: StatusReport = { model_version: null, fps: 0, dropped_frames: 0, cameras: {} };
   private lastConnectionError: string | undefined;
   private lastErrorLoggedAt = 0;
@@ -133,12 +119,8 @@ export class Publisher {
   private readonly counters: Counters = {
     resultsPublished: 0,
     resultsDropped: 0,
-    eventsQueued: 0,
     eventsDelivered: 0,
-    eventsOverflowed: 0,
-    eventsNotQueued: 0,
     snapshotsDelivered: 0,
-    snapshotsSkipped: 0,
   };
 
   /** Connects nothing yet. `config` is the validated `mqtt` slice (the schema guarantees its ranges). */
@@ -148,7 +130,7 @@ export class Publisher {
     this.safeUrl = redactUrl(config.url);
     this.logger = logger.child({ component: "publisher" });
     this.topics = new Topics(config.prefix);
-    this.maxConcurrentSnapshots = runtime.maxConcurrentSnapshots ?? DEFAULT_MAX_CONCURRENT_SNAPSHOTS;
+    this.maxConcurrentSnapshots = runtime.maxConcurrentSnapshots;
     this.stopTimeoutMs = runtime.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   }
 
@@ -160,6 +142,9 @@ export class Publisher {
     if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
     const tls = await readTlsFiles(this.config.tls);
     this.outbox = await Outbox.open(this.config.outbox, this.rootLogger);
+    this.defects = new DefectWriter(this.config, this.outbox, this.topics, this.logger, {
+      ...(this.maxConcurrentSnapshots ? { maxConcurrentSnapshots: this.maxConcurrentSnapshots } : {}),
+    });
     const options: IClientOptions = {
       clientId: this.config.client_id,
       username: this.config.username,
@@ -206,13 +191,16 @@ export class Publisher {
   }
 
   stats(): PublisherStats {
-    const { eventsNotQueued, ...counters } = this.counters;
+    const defects = this.defects?.counts ?? { queued: 0, overflowed: 0, notQueued: 0, snapshotsSkipped: 0 };
     return {
       connected: this.isConnected,
       brokerError: this.lastConnectionError,
-      ...counters,
-      eventsLost: eventsNotQueued + (this.outbox?.lost ?? 0),
-      eventsPending: this.pendingDefects,
+      ...this.counters,
+      eventsQueued: defects.queued,
+      eventsOverflowed: defects.overflowed,
+      snapshotsSkipped: defects.snapshotsSkipped,
+      eventsLost: defects.notQueued + (this.outbox?.lost ?? 0),
+      eventsPending: this.defects?.pending ?? 0,
       outboxQueued: this.outbox?.size ?? 0,
       outboxOverflowed: this.outbox?.overflowed ?? 0,
     };
@@ -230,7 +218,7 @@ export class Publisher {
         return;
       }
       this.sendResult(result);
-      if (result.defective) this.submitDefect(result);
+      if (result.defective) this.defects!.submit(result);
     } catch (err) {
       this.counters.resultsDropped += 1;
       this.logRefusedResult(result.frame?.cameraId, err);
@@ -269,10 +257,7 @@ export class Publisher {
     const outbox = this.outbox!;
     try {
       // every defect submitted so far is handed to the outbox, then on disk, before the drain below
-      await beforeDeadline(
-        this.enqueueChain.then(() => outbox.settled()),
-        deadline,
-      );
+      await beforeDeadline(this.defects!.settled(), deadline);
       // drain first, so that `stopped` reports what is really left on disk; keep time for that last message
       const drainDeadline = deadline - Math.min(STOPPED_STATUS_RESERVE_MS, this.stopTimeoutMs / 4);
       while (outbox.size > 0 && client.connected && Date.now() < drainDeadline) await sleep(STOP_POLL_MS);
@@ -304,110 +289,6 @@ export class Publisher {
       if (err) this.counters.resultsDropped += 1;
       else this.counters.resultsPublished += 1;
     });
-  }
-
-  private submitDefect(result: InspectionResult): void {
-    const eventId = defectEventId(result);
-    const cameraId = result.frame.cameraId;
-    const topics = {
-      defect: this.topics.camera(cameraId, "defect"),
-      snapshot: this.topics.camera(cameraId, "snapshot"),
-    };
-    if (this.pendingDefects >= MAX_PENDING_DEFECTS) {
-      this.counters.eventsOverflowed += 1;
-      this.logger.error(
-        { eventId, pending: this.pendingDefects },
-        "defect event refused: too many pending writes",
-      );
-      return;
-    }
-    this.pendingDefects += 1;
-    // Rendering starts now (bounded), but events are enqueued in submission order by chaining on the previous
-    // enqueue, so a quick render cannot overtake a slow one. The chain orders the enqueue calls only: the disk
-    // writes are awaited outside it, so the outbox can commit a burst of defects together.
-    const snapshot = this.startSnapshot(result, eventId);
-    const enqueued = this.enqueueChain.then(async () =>
-      this.enqueueDefect(result, eventId, topics, await snapshot),
-    );
-    this.enqueueChain = enqueued.then(
-      () => undefined,
-      () => undefined,
-    );
-    enqueued
-      .then(({ written }) => written)
-      .catch((err: unknown) => {
-        this.counters.eventsNotQueued += 1;
-        this.logger.error({ eventId, err }, `defect event ${eventId} lost: could not queue it`);
-      })
-      .finally(() => {
-        this.pendingDefects -= 1;
-      });
-  }
-
-  private startSnapshot(result: InspectionResult, eventId: string): Promise<Buffer | undefined> {
-    if (this.config.snapshot === "none") return Promise.resolve(undefined);
-    if (this.snapshotsRendering >= this.maxConcurrentSnapshots) {
-      this.countSkippedSnapshot(eventId, "snapshot renderer busy");
-      return Promise.resolve(undefined);
-    }
-    this.snapshotsRendering += 1;
-    return renderSnapshot(result.frame, result.map, result.threshold, {
-      quality: this.config.snapshot_quality,
-      regions: result.regions,
-    })
-      .catch((err: unknown) => {
-        this.countSkippedSnapshot(eventId, `snapshot rendering failed: ${errorMessage(err)}`);
-        return undefined;
-      })
-      .finally(() => {
-        this.snapshotsRendering -= 1;
-      });
-  }
-
-  private countSkippedSnapshot(eventId: string, reason: string): void {
-    this.counters.snapshotsSkipped += 1;
-    const skipped = this.counters.snapshotsSkipped;
-    // Under sustained overload this would fire for every defect; the first and every 100th are enough.
-    const level = skipped === 1 || skipped % 100 === 0 ? "warn" : "debug";
-    this.logger[level]({ eventId, skipped }, `defect published without snapshot: ${reason}`);
-  }
-
-  /** Hands the event (and its snapshot, when it travels on its own topic) to the outbox; `written` settles on disk. */
-  private enqueueDefect(
-    result: InspectionResult,
-    eventId: string,
-    topics: { defect: string; snapshot: string },
-    jpeg: Buffer | undefined,
-  ): { written: Promise<void> } {
-    const delivery: SnapshotDelivery = jpeg === undefined ? "none" : this.config.snapshot;
-    const event = buildDefectPayload(result, delivery, delivery === "inline" ? jpeg : undefined);
-    const messages: OutboxMessage[] = [
-      {
-        topic: topics.defect,
-        payload: encodePayload("defect", event),
-        qos: this.config.event_qos,
-        retain: false,
-        eventId,
-        kind: "defect",
-      },
-    ];
-    if (delivery === "topic" && jpeg !== undefined) {
-      messages.push({
-        topic: topics.snapshot,
-        payload: encodePayload("snapshot", jpeg),
-        qos: SNAPSHOT_QOS,
-        retain: true,
-        eventId,
-        kind: "snapshot",
-      });
-    }
-    // event and snapshot are one outbox entry: stored, refused or lost together, and counted once
-    const written = this.outbox!.enqueue(messages).then((outcome) => {
-      if (outcome === "queued") this.counters.eventsQueued += 1;
-      else if (outcome === "overflow") this.counters.eventsOverflowed += 1;
-      // "failed" is counted (and logged) by the outbox as lost
-    });
-    return { written };
   }
 
   private async drainLoop(client: MqttClient, outbox: Outbox, signal: AbortSignal): Promise<void> {

@@ -16,6 +16,7 @@ import { isStpmdError } from "../../src/core/errors.js";
 import type { Frame } from "../../src/core/frame.js";
 import { createLogger } from "../../src/core/log.js";
 import { cameraConfig } from "../helpers/config.js";
+import { waitFor } from "../helpers/wait.js";
 
 const thisFile = fileURLToPath(import.meta.url);
 /** dist/test/capture/camera.test.js → the repository root. */
@@ -75,20 +76,15 @@ class Recorder {
   }
 }
 
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+const until = (condition: () => boolean, timeoutMs: number, what: string) =>
+  waitFor(what, condition, timeoutMs, 5);
 
 /** Starts the camera, waits for `count` frames (at most `timeoutMs`), and always stops it. */
 async function recordFrames(camera: Camera, count: number, timeoutMs: number): Promise<Recorder> {
   const rec = new Recorder(camera);
   camera.start();
   try {
-    await waitFor(() => rec.frames.length >= count, timeoutMs, `${count} frames`);
+    await until(() => rec.frames.length >= count, timeoutMs, `${count} frames`);
   } finally {
     camera.stop();
   }
@@ -126,7 +122,7 @@ describe("Camera: frames", () => {
     const t0 = Date.now();
     camera.start();
     try {
-      await waitFor(() => rec.frames.length >= 15, 3000, "15 frames");
+      await until(() => rec.frames.length >= 15, 3000, "15 frames");
       const t1 = Date.now();
       const stats = camera.stats();
       const frames = rec.frames.slice(0, 15);
@@ -266,7 +262,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => rec.restartDelays().length >= 4, 5000, "4 restarts");
+      await until(() => rec.restartDelays().length >= 4, 5000, "4 restarts");
     } finally {
       camera.stop();
     }
@@ -302,7 +298,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => rec.restartDelays().length >= 3, 5000, "3 restarts");
+      await until(() => rec.restartDelays().length >= 3, 5000, "3 restarts");
     } finally {
       camera.stop();
     }
@@ -321,7 +317,7 @@ describe("Camera: restarts", () => {
     healthy.start();
     broken.start();
     try {
-      await waitFor(() => healthyRec.frames.length >= 1, 3000, "the healthy camera's first frame");
+      await until(() => healthyRec.frames.length >= 1, 3000, "the healthy camera's first frame");
       const windowStart = Date.now();
       await sleep(1200);
       const inWindow = healthyRec.frames.filter((f) => f.captureTs >= windowStart);
@@ -357,7 +353,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => camera.stats().restarts >= 3, 3000, "3 restarts");
+      await until(() => camera.stats().restarts >= 3, 3000, "3 restarts");
     } finally {
       camera.stop();
     }
@@ -382,7 +378,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => camera.stats().restarts >= 2, 3000, "2 restarts");
+      await until(() => camera.stats().restarts >= 2, 3000, "2 restarts");
     } finally {
       camera.stop();
     }
@@ -402,7 +398,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => camera.stats().restarts >= 10, 5000, "10 restarts");
+      await until(() => camera.stats().restarts >= 10, 5000, "10 restarts");
     } finally {
       camera.stop();
     }
@@ -447,7 +443,7 @@ describe("Camera: restarts", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => camera.stats().restarts >= 40, 10_000, "40 restarts");
+      await until(() => camera.stats().restarts >= 40, 10_000, "40 restarts");
     } finally {
       camera.stop();
     }
@@ -478,7 +474,7 @@ describe("Camera: silence", () => {
     const rec = new Recorder(camera);
     camera.start();
     try {
-      await waitFor(() => camera.stats().stalls >= 3, 5000, "3 stalls");
+      await until(() => camera.stats().stalls >= 3, 5000, "3 stalls");
     } finally {
       camera.stop();
     }
@@ -555,7 +551,7 @@ describe("Camera: configuration", () => {
       camera.stop();
     });
     camera.start();
-    await waitFor(() => events.includes("stopped"), 3000, "the stop");
+    await until(() => events.includes("stopped"), 3000, "the stop");
     await sleep(200);
     assert.deepEqual(events, ["starting", "streaming", "frame 0", "stopped"]);
   });
@@ -565,7 +561,7 @@ describe("Camera: configuration", () => {
     const rec = new Recorder(camera);
     camera.start();
     camera.start();
-    await waitFor(() => rec.frames.length >= 1, 3000, "a frame");
+    await until(() => rec.frames.length >= 1, 3000, "a frame");
     camera.stop();
     camera.stop();
     assert.deepEqual(rec.stateNames(), ["starting", "streaming", "stopped"]);

@@ -10,6 +10,7 @@ import { encodeModel } from "../../src/onnx/onnx-graph.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { testConfig } from "../helpers/config.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
+import { waitFor } from "../helpers/wait.js";
 
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
 
@@ -77,16 +78,9 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(daemon.modelVersion, second);
     // cameras were restarted at the new model size: after the batches already in flight, frames arrive at 96×96
-    const until = async (what: string, ok: () => boolean): Promise<void> => {
-      const end = Date.now() + 10_000;
-      while (!ok()) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
-    await until("a 96×96 result", () => sizes.includes(96));
+    await waitFor("a 96×96 result", () => sizes.includes(96));
     const first96 = sizes.indexOf(96);
-    await until("more results", () => sizes.length >= first96 + 6);
+    await waitFor("more results", () => sizes.length >= first96 + 6);
     assert.deepEqual(sizes.slice(first96, first96 + 6), [96, 96, 96, 96, 96, 96]);
     const seqs = seen.map((r) => r.seq);
     assert.ok(

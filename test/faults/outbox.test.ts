@@ -15,6 +15,7 @@ import { Publisher } from "../../src/publish/publisher.js";
 import type { DefectPayload, StatusPayload } from "../../src/publish/topics.js";
 import { mqttConfig } from "../helpers/config.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
+import { waitFor } from "../helpers/wait.js";
 
 const run = promisify(execFile);
 const WIDTH = 160;
@@ -55,13 +56,7 @@ function capturingLogger(): { logger: pino.Logger; lines: LogLine[] } {
   return { logger, lines };
 }
 
-async function until(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const until = (condition: () => boolean, what: string) => waitFor(what, condition);
 
 class Subscriber {
   readonly defects: DefectPayload[] = [];

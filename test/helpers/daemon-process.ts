@@ -9,23 +9,14 @@ import { encodeModel } from "../../src/onnx/onnx-graph.js";
 import { Random } from "../../src/stpm/random.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { normalFrames } from "./tiny-data.js";
+import { waitFor as waitForEvery } from "./wait.js";
 
 /** The stpmd binary as users run it. */
 export const STPMD_BIN = "dist/src/main.cjs";
 
-/** Polls `fn` every 50 ms until it returns a value (not undefined/false); throws naming `what` after the timeout. */
-export async function waitFor<T>(
-  what: string,
-  fn: () => T | undefined | false,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** {@link waitForEvery} at 50 ms: conditions on a daemon's output re-read its whole log. */
+export function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
+  return waitForEvery(what, fn, timeoutMs, 50);
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -15,6 +15,7 @@ import { type DefectPayload, type StatusPayload, Topics } from "../../src/publis
 import type { Region } from "../../src/stpm/regions.js";
 import { mqttConfig } from "../helpers/config.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
+import { waitFor } from "../helpers/wait.js";
 
 const WIDTH = 32;
 const HEIGHT = 24;
@@ -83,13 +84,8 @@ class Subscriber {
   }
 }
 
-async function until(condition: () => boolean, what: string, timeoutMs = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+const until = (condition: () => boolean, what: string, timeoutMs = WAIT_MS) =>
+  waitFor(what, condition, timeoutMs);
 
 function statusStates(subscriber: Subscriber): { state: string; retain: boolean }[] {
   return subscriber.on("stpmd/status").map((m) => ({

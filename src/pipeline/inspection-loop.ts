@@ -1,0 +1,88 @@
+import type { InferenceConfig } from "../config/index.js";
+import type { Frame } from "../core/frame.js";
+import type { Logger } from "../core/log.js";
+import type { InspectionResult } from "../core/result.js";
+import { FrameQueue } from "./frame-queue.js";
+import type { Inspector } from "./inspector.js";
+
+/**
+ * Batches handed to the inspector before the oldest one's results are back. Two keep the inference thread busy
+ * while the main thread post-processes; more would only add latency, since the thread scores one at a time.
+ */
+const BATCHES_IN_FLIGHT = 2;
+
+/**
+ * The inspection stage's frame loop: frames from any camera → bounded frame queue (drop-oldest, counted) →
+ * batches of up to `max_batch` frames, waiting at most `max_wait_ms` for a batch to fill → the inspector →
+ * results, delivered in batch order to the one consumer the daemon wires in.
+ */
+export class InspectionLoop {
+  private readonly queue: FrameQueue;
+  private running: Promise<void> | undefined;
+  /** Batches whose inference failed (their frames are named in the log; the loop goes on). */
+  failedBatches = 0;
+
+  constructor(
+    private readonly inspector: Inspector,
+    private readonly config: InferenceConfig,
+    private readonly logger: Logger,
+    private readonly deliver: (results: InspectionResult[]) => void,
+  ) {
+    this.queue = new FrameQueue(config.queue_size);
+  }
+
+  push(frame: Frame): void {
+    this.queue.push(frame);
+  }
+
+  /** Frames dropped by the full queue since start. */
+  get droppedFrames(): number {
+    return this.queue.droppedTotal();
+  }
+
+  /** Capture time of the oldest frame waiting, if any (the watchdog's "is the queue stuck" test). */
+  oldestCaptureTs(): number | undefined {
+    return this.queue.oldestCaptureTs();
+  }
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  /** Accepts no more frames, inspects and delivers the ones already queued, then resolves. */
+  async drain(): Promise<void> {
+    this.queue.close();
+    await this.running;
+  }
+
+  /**
+   * Keeps up to {@link BATCHES_IN_FLIGHT} batches with the inspector at once, so the inference thread already holds
+   * the next batch while the main thread finds regions and publishes the last one (stages overlap, buffers flow one
+   * way). Results are delivered in batch order.
+   */
+  private async run(): Promise<void> {
+    const { max_batch, max_wait_ms } = this.config;
+    const inFlight: Promise<void>[] = [];
+    let delivered: Promise<void> = Promise.resolve();
+    for (;;) {
+      if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
+      const batch = await this.queue.takeBatch(max_batch, max_wait_ms);
+      if (batch.length === 0) break; // closed and drained
+      const inspected = this.inspector.inspect(batch).catch((err: unknown) => {
+        // one bad batch must not end the loop; the frames are counted as lost and named in the log
+        this.failedBatches += 1;
+        this.logger.error(
+          { err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
+          "inference failed for a batch; continuing",
+        );
+        return undefined;
+      });
+      delivered = delivered.then(async () => {
+        const results = await inspected;
+        if (results) this.deliver(results);
+      });
+      inFlight.push(delivered);
+    }
+    await delivered;
+  }
+}
