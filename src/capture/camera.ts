@@ -476,7 +476,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.setState(waitState);
     if (waitState === "stalled") this.setState("restarting");
     if (!this.running) return; // a state listener stopped us
-    this.log.info({ delayMs, restarts: this.restarts }, "camera restart scheduled");
+    this.log.info({ delay_ms: delayMs, restarts: this.restarts }, "camera restart scheduled");
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       if (this.running) this.launch();

@@ -70,7 +70,7 @@ export class DefectWriter {
     if (this.pendingDefects >= MAX_PENDING_DEFECTS) {
       this.counts.overflowed += 1;
       this.logger.error(
-        { eventId, pending: this.pendingDefects },
+        { event_id: eventId, pending: this.pendingDefects },
         "defect event refused: too many pending writes",
       );
       return;
@@ -91,7 +91,7 @@ export class DefectWriter {
       .then(({ written }) => written)
       .catch((err: unknown) => {
         this.counts.notQueued += 1;
-        this.logger.error({ eventId, err }, `defect event ${eventId} lost: could not queue it`);
+        this.logger.error({ event_id: eventId, err }, `defect event ${eventId} lost: could not queue it`);
       })
       .finally(() => {
         this.pendingDefects -= 1;
@@ -123,7 +123,7 @@ export class DefectWriter {
     const skipped = this.counts.snapshotsSkipped;
     // Under sustained overload this would fire for every defect; the first and every 100th are enough.
     const level = skipped === 1 || skipped % 100 === 0 ? "warn" : "debug";
-    this.logger[level]({ eventId, skipped }, `defect published without snapshot: ${reason}`);
+    this.logger[level]({ event_id: eventId, skipped }, `defect published without snapshot: ${reason}`);
   }
 
   /** Hands the event (and its snapshot, when it travels on its own topic) to the outbox; `written` settles on disk. */

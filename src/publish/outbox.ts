@@ -371,8 +371,8 @@ export class Outbox {
         {
           queued: entries.length,
           bytes: outbox.storedBytes,
-          maxEvents: options.maxEvents,
-          maxBytes: options.maxBytes,
+          max_events: options.maxEvents,
+          max_bytes: options.maxBytes,
         },
         "outbox: existing events exceed the configured bounds",
       );
@@ -461,7 +461,7 @@ export class Outbox {
       this.lostCount += 1;
       if (vanished) {
         this.logger.error(
-          { eventId: entry.eventId, file: path.join(this.dir, name), lost: this.lostCount },
+          { event_id: entry.eventId, file: path.join(this.dir, name), lost: this.lostCount },
           `outbox: event ${entry.eventId ?? "?"} lost: its file vanished (ENOENT)`,
         );
       } else {
@@ -526,7 +526,7 @@ export class Outbox {
   private refuse(eventId: string | undefined, why: string): "overflow" {
     this.overflowCount += 1;
     this.logger.error(
-      { eventId, overflowed: this.overflowCount },
+      { event_id: eventId, overflowed: this.overflowCount },
       `outbox: event ${eventId ?? "?"} refused: ${why}`,
     );
     return "overflow";
@@ -608,7 +608,7 @@ export class Outbox {
   private async writeFailed(w: PendingWrite, err: unknown): Promise<void> {
     this.lostCount += 1;
     this.logger.error(
-      { eventId: w.eventId, errno: errnoOf(err), err, lost: this.lostCount },
+      { event_id: w.eventId, errno: errnoOf(err), err, lost: this.lostCount },
       `outbox: event ${w.eventId ?? "?"} lost: could not write it to disk (${errnoOf(err)})`,
     );
     await unlink(this.tempPath(w.seq)).catch(() => undefined);
@@ -625,7 +625,7 @@ export class Outbox {
         await makeDirectory(this.dir, this.dirMode);
         if (!(await this.lock.restore())) {
           this.logger.error(
-            { dir: this.dir, lockFile: this.lock.file },
+            { dir: this.dir, lock_file: this.lock.file },
             "outbox: recreated directory is now locked by another process",
           );
         }
@@ -648,8 +648,8 @@ export class Outbox {
         this.logger.error(
           {
             dir: this.dir,
-            lostWithIt: gone.length,
-            lostEvents: gone.map((entry) => entry.eventId),
+            lost_with_it: gone.length,
+            lost_events: gone.map((entry) => entry.eventId),
             lost: this.lostCount,
           },
           `outbox: directory ${this.dir} had vanished; recreated it (${gone.length} queued events went with it and are lost)`,
@@ -674,7 +674,7 @@ export class Outbox {
       const room = free + this.storedBytes;
       if (room < this.maxBytes) {
         this.logger.warn(
-          { dir: this.dir, maxBytes: this.maxBytes, freeBytes: free },
+          { dir: this.dir, max_bytes: this.maxBytes, free_bytes: free },
           `outbox: max_bytes (${this.maxBytes}) exceeds the space this outbox can grow to on its filesystem (${room} bytes); events beyond that are lost, not queued`,
         );
       }
@@ -703,12 +703,12 @@ async function quarantine(
     await makeDirectory(quarantineDir, outbox.dirMode);
     await rename(path.join(dir, name), target);
     logger.warn(
-      { file: path.join(dir, name), movedTo: target, reason, eventId },
+      { file: path.join(dir, name), moved_to: target, reason, event_id: eventId },
       "outbox: quarantined a bad entry file",
     );
   } catch (err) {
     logger.warn(
-      { file: path.join(dir, name), reason, eventId, err },
+      { file: path.join(dir, name), reason, event_id: eventId, err },
       "outbox: bad entry file could not be quarantined; ignoring it",
     );
   }

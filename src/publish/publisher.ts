@@ -328,11 +328,11 @@ export class Publisher {
   private countDelivered(message: OutboxMessage): void {
     if (message.kind === "defect") this.counters.eventsDelivered += 1;
     else if (message.kind === "snapshot") this.counters.snapshotsDelivered += 1;
-    this.logger.debug({ eventId: message.eventId, topic: message.topic }, "outbox message delivered");
+    this.logger.debug({ event_id: message.eventId, topic: message.topic }, "outbox message delivered");
   }
 
   private onConnect(): void {
-    this.logger.info({ url: this.safeUrl, clientId: this.config.client_id }, "connected to MQTT broker");
+    this.logger.info({ url: this.safeUrl, client_id: this.config.client_id }, "connected to MQTT broker");
     this.lastConnectionError = undefined;
     if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
   }
@@ -364,7 +364,7 @@ export class Publisher {
         url: this.safeUrl,
         err: message,
         attempts: this.failedAttempts,
-        outboxQueued: this.outbox?.size ?? 0,
+        outbox_queued: this.outbox?.size ?? 0,
       },
       repeat ? "MQTT connection still failing; retrying" : "MQTT connection error; retrying",
     );
@@ -403,7 +403,7 @@ export class Publisher {
     const key = cameraId ?? "";
     if (this.invalidCameras.has(key)) return;
     this.invalidCameras.add(key);
-    this.logger.error({ cameraId, err }, "result not published");
+    this.logger.error({ camera: cameraId, err }, "result not published");
   }
 }
 

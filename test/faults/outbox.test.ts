@@ -180,10 +180,10 @@ describe("outbox faults with a real publisher and mosquitto", () => {
     );
     assert.ok(subscriber.withSnapshot() > 0);
     // one log line per lost event, naming it
-    const lostLines = lines.filter((line) => / lost: /.test(line.msg) && typeof line.eventId === "string");
+    const lostLines = lines.filter((line) => / lost: /.test(line.msg) && typeof line.event_id === "string");
     const lostViaDirectory = lines
-      .filter((line) => Array.isArray(line.lostEvents))
-      .flatMap((line) => line.lostEvents as string[]);
+      .filter((line) => Array.isArray(line.lost_events))
+      .flatMap((line) => line.lost_events as string[]);
     assert.equal(lostLines.length + lostViaDirectory.length, stats.eventsLost, "a line per lost event");
     // the status published on reconnecting (before the drain) carries the same counters, in events, and what
     // was then still queued was delivered afterwards

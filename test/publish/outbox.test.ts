@@ -114,7 +114,7 @@ describe("outbox", () => {
     assert.equal(outcomes[7], "failed");
     const failures = lines.filter((line) => line.level === ERROR);
     assert.deepEqual(
-      failures.map((line) => line.eventId),
+      failures.map((line) => line.event_id),
       ["cam-7"],
     );
     await outbox.close();
@@ -161,7 +161,7 @@ describe("outbox", () => {
     assert.equal(outbox.size, 3);
     const errors = lines.filter((line) => line.level === ERROR);
     assert.deepEqual(
-      errors.map((line) => line.eventId),
+      errors.map((line) => line.event_id),
       ["cam-4", "cam-5"],
     );
     // Draining one makes room for exactly one more.
@@ -281,7 +281,7 @@ describe("outbox", () => {
     assert.equal(outbox.size, 2);
     const errors = lines.filter((line) => line.level === ERROR);
     assert.equal(errors.length, 1);
-    assert.equal(errors[0]!.eventId, "cam-1");
+    assert.equal(errors[0]!.event_id, "cam-1");
     assert.equal(errors[0]!.errno, "EISDIR");
     assert.match(errors[0]!.msg, /event cam-1 lost: could not write it to disk \(EISDIR\)/);
     // neither half of event 1 is anywhere: both others arrive whole, each event before its snapshot
@@ -311,7 +311,7 @@ describe("outbox", () => {
     assert.equal(outbox.size, 3);
     const recreated = lines.filter((line) => /had vanished; recreated it/.test(line.msg));
     assert.equal(recreated.length, 1);
-    assert.deepEqual(recreated[0]!.lostEvents, ["cam-1", "cam-2", "cam-3"]);
+    assert.deepEqual(recreated[0]!.lost_events, ["cam-1", "cam-2", "cam-3"]);
     // the lock came back with the directory: a second opener is still refused
     await assert.rejects(
       Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
