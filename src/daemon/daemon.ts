@@ -47,6 +47,7 @@ export class Daemon {
     private readonly logger: Logger,
     private readonly hooks: DaemonHooks = {},
   ) {
+    const inspectorLog = logger.child({ component: "inspector" });
     this.inspector = new Inspector(
       config.model.bundle,
       {
@@ -58,14 +59,9 @@ export class Daemon {
             "execution provider unavailable; trying the next one",
           ),
       },
-      logger.child({ component: "inspector" }),
+      inspectorLog,
     );
-    this.loop = new InspectionLoop(
-      this.inspector,
-      config.inference,
-      logger.child({ component: "inspector" }),
-      (r) => this.deliver(r),
-    );
+    this.loop = new InspectionLoop(this.inspector, config.inference, inspectorLog, (r) => this.deliver(r));
     this.publisher = new Publisher(config.mqtt, logger);
     this.notifier = new SystemdNotifier(logger);
   }
