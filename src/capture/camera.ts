@@ -81,6 +81,8 @@ const DEFAULT_RESET_AFTER_MS = 30_000;
  * the bus after its first message, so the reason may never come.
  */
 const NO_SAMPLE_GRACE_MS = 250;
+/** After the bus reports end of stream, how long the appsink may take to hand out the frames it still holds. */
+const EOS_DRAIN_GRACE_MS = 500;
 /**
  * Threads of libuv's pool that one camera keeps busy: the addon's bus poll blocks a pool thread for as long as the
  * pipeline plays, and each appsink pull blocks one until a frame arrives.
@@ -142,6 +144,10 @@ interface Run {
   silenceTimer: NodeJS.Timeout | null;
   noSampleTimer: NodeJS.Timeout | null;
   warnedBadFrame: boolean;
+  /** The bus said end of stream; the run ends once the appsink has handed out the frames it still holds. */
+  endOfStream: boolean;
+  /** A pull came back empty: the appsink holds no more frames. */
+  drained: boolean;
 }
 
 /**
@@ -309,6 +315,8 @@ export class Camera extends EventEmitter<CameraEvents> {
       silenceTimer: null,
       noSampleTimer: null,
       warnedBadFrame: false,
+      endOfStream: false,
+      drained: false,
     };
     this.run = run;
     this.lastRun = run;
@@ -464,6 +472,13 @@ export class Camera extends EventEmitter<CameraEvents> {
     }, waitMs);
   }
 
+  /** The run's stream ended and its frames are all out: the next replay segment, or a restart. */
+  private endOfStream(run: Run): void {
+    if (run.ended || run !== this.run) return;
+    if (run.segment !== null && this.replayCursor!.segmentEnded(run.segment)) this.continueReplay(run);
+    else this.failRun(run, "end_of_stream", "source ended (end of stream)", "restarting");
+  }
+
   private scheduleRestart(waitState: "restarting" | "stalled", failedRun: Run | null): void {
     if (!this.running) return; // a warning listener stopped us
     const backoff = this.backoff;
@@ -522,8 +537,18 @@ export class Camera extends EventEmitter<CameraEvents> {
         break;
       }
       case "eos":
-        if (run.segment !== null && this.replayCursor!.segmentEnded(run.segment)) this.continueReplay(run);
-        else this.failRun(run, "end_of_stream", "source ended (end of stream)", "restarting");
+        // The bus hears of the end when the sink does, which may still hold up to two frames nobody has pulled:
+        // stopping now would drop them (seen under load: a replay's second frame lost at the first segment's end).
+        // So the run ends when a pull comes back empty, or after a grace period if that never happens.
+        run.endOfStream = true;
+        if (run.drained) this.endOfStream(run);
+        else {
+          if (run.noSampleTimer !== null) clearTimeout(run.noSampleTimer);
+          run.noSampleTimer = setTimeout(() => {
+            run.noSampleTimer = null;
+            this.endOfStream(run);
+          }, EOS_DRAIN_GRACE_MS);
+        }
         break;
       case "warning":
         this.log.warn({ gstreamer: message.debug ?? message._src_element_name }, "GStreamer warning");
@@ -542,6 +567,11 @@ export class Camera extends EventEmitter<CameraEvents> {
     }
     if (run.ended || run !== this.run) return;
     if (buf === null) {
+      run.drained = true;
+      if (run.endOfStream) {
+        this.endOfStream(run);
+        return;
+      }
       // End of stream, or the pipeline never got going. The bus usually says which within a millisecond or two.
       run.noSampleTimer ??= setTimeout(() => {
         run.noSampleTimer = null;
