@@ -2,7 +2,7 @@ import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
 import { Camera } from "../capture/camera.js";
 import { configProblemsError, type StpmdConfig } from "../config/index.js";
-import type { CameraState, Frame } from "../core/frame.js";
+import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import type { InspectionResult } from "../core/result.js";
@@ -11,6 +11,7 @@ import { Collector } from "../pipeline/collector.js";
 import { InspectionLoop } from "../pipeline/inspection-loop.js";
 import { Inspector } from "../pipeline/inspector.js";
 import { Publisher } from "../publish/publisher.js";
+import type { CameraStatus } from "../publish/topics.js";
 import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
 import { SystemdNotifier } from "./systemd.js";
 
@@ -151,11 +152,12 @@ export class Daemon {
     }
   }
 
-  private cameraStates(): Record<string, { state: CameraState; fps: number }> {
-    const out: Record<string, { state: CameraState; fps: number }> = {};
+  private cameraStates(): Record<string, CameraStatus> {
+    const out: Record<string, CameraStatus> = {};
     for (const cam of this.cameras) {
-      const { state } = cam.stats();
-      out[cam.id] = { state, fps: Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2)) };
+      const { state, restarts, badFrames } = cam.stats();
+      const fps = Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2));
+      out[cam.id] = { state, fps, restarts, bad_frames: badFrames };
     }
     return out;
   }

@@ -20,13 +20,24 @@ export type Qos = 0 | 1 | 2;
 
 export type DaemonState = "online" | "offline" | "stopped";
 
+/** One camera in `<prefix>/status`. */
+export interface CameraStatus {
+  state: CameraState;
+  /** Frames inspected per second. */
+  fps: number;
+  /** Restarts since the daemon started (errors, end of stream, stalls). */
+  restarts: number;
+  /** Frames or replay files skipped as unusable (a bad replay file counts on every loop over it). */
+  bad_frames: number;
+}
+
 /** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */
 export interface StatusPayload {
   state: DaemonState;
   model_version: string | null;
   fps: number;
   dropped_frames: number;
-  cameras: { [cameraId: string]: { state: CameraState; fps: number } };
+  cameras: { [cameraId: string]: CameraStatus };
   /**
    * The defect-event outbox, all in events (an event and its snapshot count once): `queued` waiting on disk,
    * `overflowed` refused since start because the outbox was full, `lost` since start because they could not

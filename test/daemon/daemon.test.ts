@@ -162,8 +162,10 @@ describe("stpmd run, end to end", () => {
   test("a failing camera is restarted while the others keep flowing", async () => {
     const status = await waitFor("status showing the unplugged camera", () => {
       const s = statusOf();
-      const cams = s?.cameras as Record<string, { state: string }> | undefined;
-      return cams?.unplugged && cams.unplugged.state !== "streaming" ? s : undefined;
+      const cams = s?.cameras as Record<string, { state: string; restarts: number }> | undefined;
+      return cams?.unplugged && cams.unplugged.state !== "streaming" && cams.unplugged.restarts > 0
+        ? s
+        : undefined;
     });
     assert.equal(status.state, "online");
     const before = onTopic("parts/result").length;

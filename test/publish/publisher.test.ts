@@ -147,7 +147,7 @@ describe("Publisher against a real mosquitto", () => {
       model_version: "stpm-test-1",
       fps: 12.5,
       dropped_frames: 3,
-      cameras: { cam0: { state: "streaming", fps: 12.5 } },
+      cameras: { cam0: { state: "streaming", fps: 12.5, restarts: 0, bad_frames: 0 } },
     });
     publisher.publishResult(inspection(0, { defective: false }));
     publisher.publishResult(inspection(1));
@@ -209,7 +209,7 @@ describe("Publisher against a real mosquitto", () => {
     assert.equal(status.state, "online");
     assert.equal(status.model_version, "stpm-test-1");
     assert.equal(status.dropped_frames, 3);
-    assert.deepEqual(status.cameras, { cam0: { state: "streaming", fps: 12.5 } });
+    assert.deepEqual(status.cameras, { cam0: { state: "streaming", fps: 12.5, restarts: 0, bad_frames: 0 } });
     assert.ok(Number.isFinite(Date.parse(status.ts)));
     assert.deepEqual(Object.keys(status).sort(), [
       "cameras",
