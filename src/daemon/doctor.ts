@@ -140,7 +140,7 @@ export async function explainFailure(
       )
     ).flat();
     if (unresolved.length > 0) {
-      return `present, but the libraries it links against are not found: ${[...new Set(unresolved)].join(", ")} (CUDA 12 / cuDNN 9${provider === "tensorrt" ? " / TensorRT 10" : ""} runtime not installed or not on LD_LIBRARY_PATH)`;
+      return `present, but the libraries it links against are not found: ${[...new Set(unresolved)].join(", ")} (the CUDA${provider === "tensorrt" ? ", cuDNN and TensorRT" : ""} runtime libraries and the NVIDIA driver's libcuda.so.1 must be installed and on the library path)`;
     }
     if (
       /cudaSetDevice|no CUDA-capable device|CUDA driver version is insufficient|cudaErrorNoDevice/i.test(all)
