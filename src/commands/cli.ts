@@ -5,6 +5,7 @@ import { configProblemsError, formatConfigSummary, loadConfig } from "../config/
 import { errorMessage, isStpmdError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
 import { Daemon } from "../daemon/daemon.js";
+import { runDoctor } from "../daemon/doctor.js";
 import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
@@ -254,6 +255,21 @@ program
       print: (line) => console.log(line),
     });
     process.exit();
+  });
+
+program
+  .command("doctor")
+  .description(
+    "Report the ONNX Runtime install and, for cpu, cuda, tensorrt and webgpu, whether a session can be created (and why not); " +
+      "with --config also time the configured bundle on each working provider. Exit code 0 iff the first configured " +
+      "provider works (without --config: iff the CPU works), else 1.",
+  )
+  .option("--config <file>", "config file (YAML or JSON) whose providers and bundle to check")
+  .option("--seconds <x>", "seconds each timed batch size runs for", numberOption("--seconds", 0.1), 1)
+  .action(async (o) => {
+    const report = await runDoctor({ configFile: o.config, benchSeconds: o.seconds });
+    for (const line of report.lines) console.log(line);
+    process.exitCode = report.exitCode;
   });
 
 try {

@@ -92,6 +92,16 @@ export const configSchema = Type.Object(
               ),
               Type.Object(
                 {
+                  name: Type.Literal("webgpu", { description: "Selects WebGPU." }),
+                },
+                {
+                  description:
+                    "WebGPU (Dawn over Vulkan), built into onnxruntime-node's linux-x64 package: needs a Vulkan driver (libvulkan.so.1 and a GPU's ICD); without one session creation fails with \"No supported adapters\" and the next provider is used. `stpmd doctor` says whether it works on this machine.",
+                  additionalProperties: false,
+                },
+              ),
+              Type.Object(
+                {
                   name: Type.Literal("cpu", { description: "Selects the CPU." }),
                 },
                 {

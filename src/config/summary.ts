@@ -19,6 +19,8 @@ export function formatProvider(provider: ExecutionProviderConfig): string {
       return `tensorrt (device ${provider.device_id})`;
     case "cuda":
       return `cuda (device ${provider.device_id})`;
+    case "webgpu":
+      return "webgpu";
     case "cpu":
       return "cpu";
   }

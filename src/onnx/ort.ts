@@ -13,6 +13,8 @@ export function ortProviders(
         return { name: "tensorrt", deviceId: p.device_id };
       case "cuda":
         return { name: "cuda", deviceId: p.device_id };
+      case "webgpu":
+        return "webgpu";
       default:
         return "cpu";
     }

@@ -202,6 +202,16 @@ describe("loadConfig defaults", () => {
     ]);
   });
 
+  test("webgpu reaches ONNX Runtime as the binding takes it: the bare name, no device", () => {
+    const text = MINIMAL.replace(
+      "cameras:",
+      "inference:\n  providers: [{name: webgpu}, {name: cpu}]\ncameras:",
+    );
+    const cfg = loadConfig(writeTemp(text), {});
+    assert.deepEqual(cfg.inference.providers, [{ name: "webgpu" }, { name: "cpu" }]);
+    assert.deepEqual(ortProviders(cfg.inference.providers), ["webgpu", "cpu"]);
+  });
+
   test("JSON files load too", () => {
     const json = JSON.stringify(
       { model: { bundle: "/m" }, cameras: [{ id: "c", source: "videotestsrc" }], mqtt: { url: "ws://b" } },
