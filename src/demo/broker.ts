@@ -19,6 +19,8 @@ export interface BrokerOptions {
    * {@link MosquittoBroker.reload}.
    */
   passwordFile?: string;
+  /** Further mosquitto.conf lines for the listener (e.g. `use_username_as_clientid true`). */
+  extraConfig?: string[];
 }
 
 /**
@@ -117,6 +119,7 @@ export class MosquittoBroker {
       ...(this.options.passwordFile
         ? ["allow_anonymous false", `password_file ${this.options.passwordFile}`]
         : ["allow_anonymous true"]),
+      ...(this.options.extraConfig ?? []),
       "persistence false",
       // We run as root in CI containers; without this mosquitto would switch to the `mosquitto` user.
       `user ${os.userInfo().username}`,

@@ -228,6 +228,51 @@ describe("faults", { concurrency: false }, () => {
     assert.equal(observer.statuses.filter((st) => st.state === "offline").length, 0);
   });
 
+  test("another client with the daemon's client id cannot knock it off a broker set up like deploy/mosquitto", async () => {
+    // The impostor first, on a broker without the setting: it takes over the daemon's session (the fault seen:
+    // retained `offline` statuses, reconnect loops); then with `use_username_as_clientid true`, as shipped.
+    const passwords = path.join(work, "passwords-takeover");
+    execFileSync("mosquitto_passwd", ["-c", "-b", passwords, "observer", "obs"]);
+    execFileSync("mosquitto_passwd", ["-b", passwords, "stpmd", "right"]);
+    execFileSync("mosquitto_passwd", ["-b", passwords, "intruder", "int"]);
+    const shipped = (await readFile("deploy/mosquitto/stpmd.conf", "utf8")).includes(
+      "use_username_as_clientid true",
+    );
+    assert.ok(shipped, "deploy/mosquitto/stpmd.conf binds client ids to logins");
+    const takeovers: Record<string, number> = {};
+    for (const [name, extraConfig] of [
+      ["takeover-open", []],
+      ["takeover-bound", ["use_username_as_clientid true"]],
+    ] as const) {
+      const broker = await MosquittoBroker.start({ passwordFile: passwords, extraConfig: [...extraConfig] });
+      cleanups.push(() => broker.close());
+      const observer = await Observer.connect(broker.url, name, { username: "observer", password: "obs" });
+      cleanups.push(() => observer.close());
+      const daemon = new DaemonProcess(
+        await writeConfig({ name, url: broker.url, mqtt: { username: "stpmd", password: "right" } }),
+      );
+      cleanups.push(() => daemon.kill());
+      await waitFor("events flowing", () => observer.seqs().length >= 5, 30_000);
+      // an impostor (a login of its own) reusing the daemon's client id, reconnecting as fast as it can for 3 s
+      const impostor = await mqtt.connectAsync(broker.url, {
+        clientId: `stpmd-${name}`,
+        username: "intruder",
+        password: "int",
+        reconnectPeriod: 100,
+      });
+      await sleep(3000);
+      await impostor.endAsync(true);
+      await sleep(1000);
+      takeovers[name] = daemon
+        .logs()
+        .filter((l) => /connection closed; reconnecting/.test(String(l.msg))).length;
+      assert.deepEqual(gaps(observer.seqs()), [], `${name}: events lost`);
+      await daemon.kill();
+    }
+    assert.ok(takeovers["takeover-open"]! > 0, "without the setting the impostor knocks the daemon off");
+    assert.equal(takeovers["takeover-bound"], 0, "with it the daemon keeps its connection");
+  });
+
   test("the binary is one process: SIGKILL leaves nothing running, and libuv's pool has its 32 threads", async () => {
     const broker = await MosquittoBroker.start();
     cleanups.push(() => broker.close());
