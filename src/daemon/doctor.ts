@@ -10,6 +10,7 @@ import { loadConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import { ort, ortProviders } from "../onnx/ort.js";
 import type { ProbeResult } from "../onnx/provider-probe.js";
+import { Random } from "../stpm/random.js";
 import { Scorer } from "../stpm/scorer.js";
 
 const run = promisify(execFile);
@@ -247,12 +248,8 @@ export async function benchBundle(
 ): Promise<BenchRow[]> {
   const bundle = await loadBundle(bundleDir);
   const { height, width, mean, std } = bundle.manifest.input;
-  const frames = new Uint8Array(8 * height * width * 3);
-  let x = 12345;
-  for (let i = 0; i < frames.length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    frames[i] = x >>> 24;
-  }
+  const rng = new Random(12345);
+  const frames = new Uint8Array(8 * height * width * 3).map(() => Math.floor(rng.next() * 256));
   const rows: BenchRow[] = [];
   let cpuScores: Float32Array | undefined;
   for (const { provider, config } of providers) {
