@@ -205,6 +205,94 @@ export const configSchema = Type.Object(
             description: "Set false to keep a camera in the file without running it.",
             default: true,
           }),
+          model: Type.Optional(
+            Type.String({
+              description:
+                "Model bundle directory of this camera's station (default: model.bundle). Cameras naming the same directory share one loaded model; batches never mix models. Each bundle is watched and reloaded on its own.",
+              minLength: 1,
+            }),
+          ),
+          roi: Type.Optional(
+            Type.Object(
+              {
+                x: Type.Integer({ description: "Left edge, source pixels.", minimum: 0 }),
+                y: Type.Integer({ description: "Top edge, source pixels.", minimum: 0 }),
+                width: Type.Integer({ description: "Width, source pixels.", minimum: 16 }),
+                height: Type.Integer({ description: "Height, source pixels.", minimum: 16 }),
+              },
+              {
+                description:
+                  "Region of interest in source pixels: GStreamer crops the frame to it before scaling (videocrop), so the rest of the frame is never copied into the daemon. It must lie inside the source's frame. Train the camera's bundle on the same ROI (`stpmd retrain --roi x,y,w,h`); the daemon warns when the sizes or aspects differ.",
+                additionalProperties: false,
+              },
+            ),
+          ),
+          ignore: Type.Optional(
+            Type.Object(
+              {
+                polygons: Type.Array(
+                  Type.Array(Type.Tuple([Type.Number(), Type.Number()]), {
+                    description: "Corners [x, y] in ROI pixels (source pixels when there is no ROI).",
+                    minItems: 3,
+                  }),
+                  { description: "Polygons whose inside is ignored.", default: [] },
+                ),
+                mask: Type.Optional(
+                  Type.String({
+                    description:
+                      "Image file (PNG/JPEG) at the ROI's size or any size of the same aspect: pixels brighter than half are ignored. Relative to the config file.",
+                    minLength: 1,
+                  }),
+                ),
+              },
+              {
+                description:
+                  "Parts of the view to ignore (conveyor edges, labels, serial numbers): their anomaly-map pixels are set to 0 before the image score and the regions are computed. Changes apply on SIGHUP without a camera restart.",
+                additionalProperties: false,
+              },
+            ),
+          ),
+          threshold: Type.Optional(
+            Type.Union(
+              [
+                Type.Object(
+                  {
+                    sigma: Type.Number({
+                      description:
+                        "mean + sigma·std of the bundle's validation image scores (the rule `stpmd retrain` applies with --threshold-sigma).",
+                      minimum: 0,
+                      maximum: 100,
+                    }),
+                  },
+                  { additionalProperties: false },
+                ),
+                Type.Object(
+                  {
+                    value: Type.Number({
+                      description: "A fixed image-score threshold.",
+                      exclusiveMinimum: 0,
+                    }),
+                  },
+                  { additionalProperties: false },
+                ),
+                Type.Object(
+                  {
+                    false_alarm_rate: Type.Number({
+                      description:
+                        "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (README, Stations: sensitivity).",
+                      exclusiveMinimum: 0,
+                      exclusiveMaximum: 1,
+                    }),
+                  },
+                  { additionalProperties: false },
+                ),
+              ],
+              {
+                description:
+                  "Image-score threshold of this camera, applied at run time without retraining: `{sigma: k}`, `{value: x}` or `{false_alarm_rate: p}`. Default: the bundle's own threshold. Changes apply on SIGHUP without a camera restart.",
+              },
+            ),
+          ),
         },
         { description: "One camera.", additionalProperties: false },
       ),
@@ -462,6 +550,9 @@ export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];
 export type ExecutionProviderConfig = InferenceConfig["providers"][number];
 export type CameraConfig = StpmdConfig["cameras"][number];
+export type RoiConfig = NonNullable<CameraConfig["roi"]>;
+export type IgnoreConfig = NonNullable<CameraConfig["ignore"]>;
+export type ThresholdRule = NonNullable<CameraConfig["threshold"]>;
 export type MqttConfig = StpmdConfig["mqtt"];
 export type MqttOutboxConfig = MqttConfig["outbox"];
 export type MqttTlsConfig = NonNullable<MqttConfig["tls"]>;

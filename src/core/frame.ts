@@ -10,6 +10,8 @@ export interface Frame {
   height: number;
   /** width × height × 3 bytes, row-major, RGB. */
   rgb: Uint8Array;
+  /** Part id a PLC trigger attached to this frame (OPC UA `PartId`); carried into the result and the event. */
+  partId?: string;
 }
 
 /**

@@ -1,0 +1,121 @@
+/**
+ * The contract between the daemon and the line's interfaces (OPC UA to the PLC, Sparkplug B to SCADA, commands over
+ * MQTT, Prometheus over HTTP). The daemon implements {@link LineControl}; every interface reads state through
+ * `snapshot()`, hears each result through `onResult`, and changes state only through the control's methods, so a
+ * threshold, an enable or a reload goes down one code path whichever interface asked, and is logged there with
+ * who asked and the old and new values.
+ */
+import type { ThresholdRule } from "../config/index.js";
+import type { CameraState } from "../core/frame.js";
+import type { InspectionResult } from "../core/result.js";
+
+/** The interfaces a change can come from. */
+export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
+
+/** Who asked for a change: logged with it. `user` where the interface authenticates (OPC UA user, MQTT client). */
+export interface Requester {
+  via: ChangeSource;
+  user?: string;
+}
+
+/** A refused request: the message names the camera, key or value and the problem (sent back to the client). */
+export class ControlError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ControlError";
+  }
+}
+
+export interface LastResult {
+  seq: number;
+  captureTs: number;
+  score: number;
+  threshold: number;
+  defective: boolean;
+  /** The defect event's id (`event_id` on MQTT), when the frame was defective. */
+  eventId?: string;
+  partId?: string;
+  regions: number;
+}
+
+export interface CameraSnapshot {
+  id: string;
+  enabled: boolean;
+  /** `disabled` when the camera is in the config but not running. */
+  state: CameraState | "disabled";
+  fps: number;
+  /** Frames inspected since start. */
+  inspected: number;
+  /** Defective frames since start. */
+  defects: number;
+  restarts: number;
+  bad_frames: number;
+  /** Bundle directory this camera's model comes from. */
+  bundle: string;
+  model_version: string | null;
+  /** The image-score threshold in force, from `threshold_rule` and the bundle's validation scores. */
+  threshold: number | null;
+  threshold_rule: ThresholdRule | "bundle";
+  last?: LastResult;
+}
+
+export interface ModelSnapshot {
+  bundle: string;
+  model_version: string;
+  /** sha256 of the student ONNX. */
+  student_sha256: string;
+}
+
+export interface NodeSnapshot {
+  uptime_s: number;
+  fps: number;
+  inspected: number;
+  dropped_frames: number;
+  /** Model loaded and frames flowing: the rule the systemd watchdog uses. */
+  ready: boolean;
+  models: ModelSnapshot[];
+  outbox: { queued: number; overflowed: number; lost: number };
+  collection: { enabled: boolean };
+  cameras: CameraSnapshot[];
+}
+
+export interface ReloadOutcome {
+  /** Whether the configuration file was re-read and applied (false: it was invalid; the running one is kept). */
+  configApplied: boolean;
+  /** Problems of a rejected configuration, one line each. */
+  problems: string[];
+  /** Bundles whose model changed. */
+  swapped: string[];
+  /** Bundles whose new model failed to load (their old model is kept). */
+  failed: string[];
+}
+
+export interface LineControl {
+  snapshot(): NodeSnapshot;
+  /** Sets a camera's threshold rule at run time; returns the threshold before and after. */
+  setThreshold(
+    camera: string,
+    rule: ThresholdRule,
+    by: Requester,
+  ): { old: number | null; new: number | null };
+  enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void>;
+  /** SIGHUP's path: re-read the configuration and reload changed bundles. */
+  reload(by: Requester): Promise<ReloadOutcome>;
+  setCollection(enabled: boolean, by: Requester): void;
+  /**
+   * Tags the next frame this camera delivers with `partId` (a PLC trigger). Several triggers queue (bounded) and
+   * tag frames in order; each tagged frame's result carries `partId`.
+   */
+  trigger(camera: string, partId: string, by: Requester): void;
+}
+
+/** One interface to the line, started after the daemon is serving and stopped before it drains. */
+export interface LineInterface {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Every inspection result, after it was handed to the MQTT publisher. */
+  onResult?(result: InspectionResult): void;
+  /** One inference batch: its size and how long inference took. */
+  onBatch?(size: number, inferenceMs: number): void;
+}
