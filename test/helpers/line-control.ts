@@ -1,0 +1,159 @@
+import type { ThresholdRule } from "../../src/config/index.js";
+import type { InspectionResult } from "../../src/core/result.js";
+import {
+  type CameraSnapshot,
+  ControlError,
+  type LineControl,
+  type LineInterface,
+  type NodeSnapshot,
+  type ReloadOutcome,
+  type Requester,
+} from "../../src/line/index.js";
+
+/** One call a client made through the control, as the interface handed it over. */
+export interface ControlCall {
+  method: "setThreshold" | "enableCamera" | "reload" | "setCollection" | "trigger";
+  args: unknown[];
+  by: Requester;
+}
+
+/**
+ * An in-process LineControl for testing one line interface on its own with a real client: it keeps the state a
+ * daemon would (thresholds, enables, pending triggers), records every call with who made it, and feeds results
+ * to the interfaces under test. The daemon's own implementation is tested end to end in test/daemon.
+ */
+export class TestLineControl implements LineControl {
+  readonly calls: ControlCall[] = [];
+  readonly interfaces: LineInterface[] = [];
+  readonly pendingTriggers = new Map<string, string[]>();
+  collection = false;
+  private readonly cameras = new Map<string, CameraSnapshot>();
+  private readonly started = Date.now();
+
+  constructor(cameraIds: string[] = ["cam1", "cam2"], threshold = 0.5) {
+    for (const id of cameraIds) {
+      this.cameras.set(id, {
+        id,
+        enabled: true,
+        state: "streaming",
+        fps: 0,
+        inspected: 0,
+        defects: 0,
+        restarts: 0,
+        bad_frames: 0,
+        bundle: "/models/test",
+        model_version: "20261201T000000Z",
+        threshold,
+        threshold_rule: "bundle",
+      });
+    }
+  }
+
+  private camera(id: string): CameraSnapshot {
+    const cam = this.cameras.get(id);
+    if (!cam)
+      throw new ControlError(`unknown camera "${id}" (known: ${[...this.cameras.keys()].join(", ")})`);
+    return cam;
+  }
+
+  snapshot(): NodeSnapshot {
+    const cameras = [...this.cameras.values()].map((c) => ({ ...c }));
+    return {
+      uptime_s: (Date.now() - this.started) / 1000,
+      fps: cameras.reduce((a, c) => a + c.fps, 0),
+      inspected: cameras.reduce((a, c) => a + c.inspected, 0),
+      dropped_frames: 0,
+      ready: true,
+      models: [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }],
+      outbox: { queued: 0, overflowed: 0, lost: 0 },
+      collection: { enabled: this.collection },
+      cameras,
+    };
+  }
+
+  setThreshold(
+    camera: string,
+    rule: ThresholdRule,
+    by: Requester,
+  ): { old: number | null; new: number | null } {
+    this.calls.push({ method: "setThreshold", args: [camera, rule], by });
+    const cam = this.camera(camera);
+    if (!("value" in rule)) throw new ControlError("the test control applies only {value} thresholds");
+    if (!(rule.value > 0) || !Number.isFinite(rule.value)) {
+      throw new ControlError(`threshold ${rule.value} for camera "${camera}": must be a positive number`);
+    }
+    const old = cam.threshold;
+    cam.threshold = rule.value;
+    cam.threshold_rule = rule;
+    return { old, new: rule.value };
+  }
+
+  async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
+    this.calls.push({ method: "enableCamera", args: [camera, enabled], by });
+    const cam = this.camera(camera);
+    cam.enabled = enabled;
+    cam.state = enabled ? "streaming" : "disabled";
+  }
+
+  async reload(by: Requester): Promise<ReloadOutcome> {
+    this.calls.push({ method: "reload", args: [], by });
+    return { configApplied: true, problems: [], swapped: [], failed: [] };
+  }
+
+  setCollection(enabled: boolean, by: Requester): void {
+    this.calls.push({ method: "setCollection", args: [enabled], by });
+    this.collection = enabled;
+  }
+
+  trigger(camera: string, partId: string, by: Requester): void {
+    this.calls.push({ method: "trigger", args: [camera, partId], by });
+    this.camera(camera);
+    const queue = this.pendingTriggers.get(camera) ?? [];
+    queue.push(partId);
+    this.pendingTriggers.set(camera, queue);
+  }
+
+  /**
+   * Inspects one synthetic frame of `camera` as the daemon would: tags it with the oldest pending trigger's part
+   * id, judges `score` against the camera's threshold, counts it and hands the result to every interface.
+   */
+  emit(camera: string, score: number, seq?: number): InspectionResult {
+    const cam = this.camera(camera);
+    const partId = this.pendingTriggers.get(camera)?.shift();
+    const threshold = cam.threshold ?? 0.5;
+    const defective = score > threshold;
+    const width = 16;
+    const height = 16;
+    const result: InspectionResult = {
+      frame: {
+        cameraId: camera,
+        seq: seq ?? cam.inspected,
+        captureTs: Date.now(),
+        width,
+        height,
+        rgb: new Uint8Array(width * height * 3),
+        ...(partId !== undefined ? { partId } : {}),
+      },
+      score,
+      threshold,
+      defective,
+      regions: defective ? [{ bbox: [2, 3, 4, 5], area: 20, peak: score, centroid: [4, 5] }] : [],
+      map: new Float32Array(width * height),
+      modelVersion: cam.model_version ?? "",
+      inferredTs: Date.now(),
+    };
+    cam.inspected += 1;
+    if (defective) cam.defects += 1;
+    cam.last = {
+      seq: result.frame.seq,
+      captureTs: result.frame.captureTs,
+      score,
+      threshold,
+      defective,
+      regions: result.regions.length,
+      ...(partId !== undefined ? { partId } : {}),
+    };
+    for (const i of this.interfaces) i.onResult?.(result);
+    return result;
+  }
+}
