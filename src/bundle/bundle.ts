@@ -4,6 +4,7 @@ import path from "node:path";
 import { fsyncDirectory, writeFileSynced } from "../core/durable-fs.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import { decodeModel, type Graph } from "../onnx/onnx-graph.js";
+import { type Geometry, resizeGeometry, tileProblem } from "../stpm/geometry.js";
 import { quantile, type ScoreStats, scoreStats } from "../stpm/statistics.js";
 import { sha256 } from "./teacher.js";
 
@@ -27,6 +28,11 @@ export interface Manifest {
     std: number[];
     normalisation_source: string;
   };
+  /**
+   * How frames become model input (resize or tiles, ROI, scale) and the grid of the maps. Absent in bundles
+   * written before it existed, which resize to `input` (see {@link bundleGeometry}).
+   */
+  geometry?: Geometry;
   outputs: string[];
   teacher: { file: string; sha256: string; source_path: string };
   student: { file: string; sha256: string };
@@ -91,6 +97,32 @@ export async function writeBundle(
   return full;
 }
 
+/** A bundle's geometry: the recorded one, or a plain resize to its input for bundles that predate geometry. */
+export function bundleGeometry(m: Pick<Manifest, "geometry" | "input">): Geometry {
+  const input = { width: m.input.width, height: m.input.height };
+  return m.geometry ?? resizeGeometry(input);
+}
+
+function geometryProblem(m: Manifest): string | undefined {
+  const g = m.geometry;
+  if (g === undefined) return undefined;
+  if (typeof g !== "object" || g === null || (g.mode !== "resize" && g.mode !== "tile")) {
+    return 'geometry.mode must be "resize" or "tile"';
+  }
+  if (g.input?.width !== m.input.width || g.input?.height !== m.input.height) {
+    return "geometry.input differs from input";
+  }
+  if (g.mode === "resize") {
+    return g.capture?.width === g.input.width && g.capture?.height === g.input.height
+      ? undefined
+      : "geometry.capture must equal the input in resize mode";
+  }
+  if (g.tile === null || typeof g.tile?.size !== "number" || g.tile.size !== g.input.width) {
+    return "geometry.tile.size must equal the input size";
+  }
+  return tileProblem(g.capture, g.tile.size, g.tile.overlap);
+}
+
 function bundleError(dir: string, problem: string): StpmdError {
   return new StpmdError("ERR_BUNDLE_INVALID", `${dir}: ${problem}`);
 }
@@ -125,6 +157,8 @@ function checkManifest(dir: string, m: unknown): Manifest {
       throw bundleError(dir, `${MANIFEST_FILE}: input.${k} must be a multiple of 16`);
     }
   }
+  const problem = geometryProblem(m as Manifest);
+  if (problem) throw bundleError(dir, `${MANIFEST_FILE}: ${problem}`);
   return m as Manifest;
 }
 

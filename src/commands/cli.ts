@@ -10,6 +10,7 @@ import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
+import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { RETRAIN_DEFAULTS, retrain } from "../train/retrain.js";
 
 function intOption(name: string, min: number): (v: string) => number {
@@ -18,6 +19,17 @@ function intOption(name: string, min: number): (v: string) => number {
     if (!Number.isInteger(n) || n < min)
       throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
     return n;
+  };
+}
+
+/** Wraps a parser that throws StpmdError so that commander reports its message as the option's error. */
+function parsed<T>(parse: (v: string) => T): (v: string) => T {
+  return (v: string) => {
+    try {
+      return parse(v);
+    } catch (err) {
+      throw new InvalidArgumentError(errorMessage(err));
+    }
   };
 }
 
@@ -65,10 +77,28 @@ program
     RETRAIN_DEFAULTS.weightDecay,
   )
   .option(
-    "--image-size <n>",
-    "square input size, a multiple of 16",
-    intOption("--image-size", 32),
-    RETRAIN_DEFAULTS.imageSize,
+    "--image-size <n|WxH>",
+    "model input: N for N×N or WIDTHxHEIGHT (e.g. 256x640, to keep a frame's aspect), multiples of 16",
+    parsed((v) => parseImageSize(v)),
+    parseImageSize(String(RETRAIN_DEFAULTS.imageSize)),
+  )
+  .option("--roi <x,y,w,h>", "crop every image to this rectangle (source pixels) first", parsed((v) => parseRoi(v)))
+  .option(
+    "--tile <n>",
+    "tile mode: cut the (ROI of the) image, resized by --scale, into N×N tiles; the student learns the tiles",
+    intOption("--tile", 32),
+  )
+  .option(
+    "--tile-overlap <px>",
+    "overlap of neighbouring tiles in pixels (tile mode)",
+    intOption("--tile-overlap", 0),
+    RETRAIN_DEFAULTS.tileOverlap,
+  )
+  .option(
+    "--scale <f>",
+    "tile mode: resize factor before tiling (1 = native resolution)",
+    numberOption("--scale", 0),
+    RETRAIN_DEFAULTS.scale,
   )
   .option(
     "--seed <n>",
@@ -101,6 +131,8 @@ program
       momentum: o.momentum,
       weightDecay: o.weightDecay,
       imageSize: o.imageSize,
+      ...(o.roi ? { roi: o.roi } : {}),
+      ...(o.tile ? { tile: { size: o.tile, overlap: o.tileOverlap, scale: o.scale } } : {}),
       seed: o.seed,
       valFraction: o.valFraction,
       thresholdSigma: o.thresholdSigma,
@@ -121,10 +153,15 @@ program
   )
   .requiredOption("--model <dir>", "model bundle directory")
   .requiredOption("--data <dir>", "MVTec AD category folder (with test/ and ground_truth/)")
+  .option(
+    "--roi <x,y,w,h>",
+    "crop images and masks to this rectangle (source pixels); default: the ROI the bundle was trained on",
+    parsed((v) => parseRoi(v)),
+  )
   .option("--json <file>", "also write the report as JSON to this file ('-' for stdout)")
   .action(async (o) => {
     const logger = createLogger();
-    const r = await evaluate(o.model, o.data, logger);
+    const r = await evaluate(o.model, o.data, logger, o.roi ? { roi: o.roi } : {});
     const json = `${JSON.stringify(r, null, 2)}\n`;
     if (o.json === "-") process.stdout.write(json);
     else if (o.json) await writeFile(o.json, json);

@@ -61,17 +61,54 @@ export async function resizeRgb(
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+/** A rectangle in an image's pixels (an ROI). */
+export interface Region {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+function checkRegion(file: string, roi: Region | undefined, width: number, height: number): void {
+  if (roi && (roi.x + roi.width > width || roi.y + roi.height > height)) {
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `${file}: ROI ${roi.x},${roi.y},${roi.width},${roi.height} lies outside the ${width}×${height} image`,
+    );
+  }
+}
+
+function cropped(img: ReturnType<typeof sharp>, roi: Region | undefined): ReturnType<typeof sharp> {
+  return roi ? img.extract({ left: roi.x, top: roi.y, width: roi.width, height: roi.height }) : img;
+}
+
+/** Width and height of an image file, from its header. */
+export async function readImageSize(file: string): Promise<{ width: number; height: number }> {
+  try {
+    const meta = await sharp(file).metadata();
+    if (!meta.width || !meta.height) throw new Error("no size in its header");
+    return { width: meta.width, height: meta.height };
+  } catch (err) {
+    throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable image (${errorMessage(err)})`);
+  }
+}
+
 /**
- * Decodes any image sharp reads — grayscale, RGBA, palette, 16-bit — into 8-bit sRGB and resizes it to
+ * Decodes any image sharp reads — grayscale, RGBA, palette, 16-bit — into 8-bit sRGB and resizes it (its `roi`, when given) to
  * width × height with {@link MODEL_RESIZE}.
  */
-export async function loadRgb(file: string, width: number, height: number): Promise<RgbImage> {
+export async function loadRgb(file: string, width: number, height: number, roi?: Region): Promise<RgbImage> {
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
+  let img: ReturnType<typeof sharp>;
   try {
-    const img = sharp(file, { failOn: "error" });
-    const meta = await img.metadata();
-    const { data, info } = await img
-      .toColourspace("srgb")
-      .removeAlpha()
+    img = sharp(file, { failOn: "error" });
+    meta = await img.metadata();
+  } catch (err) {
+    throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable image (${errorMessage(err)})`);
+  }
+  checkRegion(file, roi, meta.width ?? 0, meta.height ?? 0);
+  try {
+    const { data, info } = await cropped(img.toColourspace("srgb").removeAlpha(), roi)
       .resize(width, height, MODEL_RESIZE)
       .raw({ depth: "uchar" })
       .toBuffer({ resolveWithObject: true });
@@ -88,25 +125,29 @@ export async function loadRgb(file: string, width: number, height: number): Prom
   }
 }
 
-/** Loads a ground-truth mask (non-zero = defect), checks it matches its image's size, resizes nearest-neighbour. */
+/**
+ * Loads a ground-truth mask (non-zero = defect), checks it matches its image's size, crops it to `roi` when given
+ * and resizes it nearest-neighbour.
+ */
 export async function loadMask(
   file: string,
   imageSize: [number, number],
   width: number,
   height: number,
+  roi?: Region,
 ): Promise<Uint8Array> {
   let data: Buffer;
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
   try {
     const img = sharp(file, { failOn: "error" });
     meta = await img.metadata();
-    data = await img
-      .toColourspace("b-w")
-      .extractChannel(0)
+    checkRegion(file, roi, meta.width ?? 0, meta.height ?? 0);
+    data = await cropped(img.toColourspace("b-w").extractChannel(0), roi)
       .resize(width, height, { fit: "fill", kernel: "nearest" })
       .raw({ depth: "uchar" })
       .toBuffer();
   } catch (err) {
+    if (err instanceof StpmdError) throw err;
     throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable mask image (${errorMessage(err)})`);
   }
   if (meta.width !== imageSize[0] || meta.height !== imageSize[1]) {

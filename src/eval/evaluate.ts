@@ -1,8 +1,10 @@
 import { performance } from "node:perf_hooks";
-import { loadBundle } from "../bundle/bundle.js";
+import { bundleGeometry, loadBundle } from "../bundle/bundle.js";
 import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest } from "../data/mvtec.js";
+import { describeGeometry, type Roi } from "../stpm/geometry.js";
+import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
 import { aupro, auroc, f1Max, pixelAuroc } from "./metrics.js";
 
@@ -25,17 +27,42 @@ export interface EvalReport {
   };
   model_version: string;
   data: string;
-  image_size: number;
+  /** The model input (one tile in tile mode). */
+  image_size: { width: number; height: number };
+  /** How images were fed (the bundle's geometry, with this run's ROI). */
+  geometry: string;
+  /**
+   * The grid pixel metrics were computed on: the anomaly map at the geometry's capture size (the stitched map in
+   * tile mode), ground-truth masks cropped to the ROI and resized nearest-neighbour to it.
+   */
+  metric_grid: { width: number; height: number };
   seconds: number;
 }
 
-/** Scores an MVTec-layout test split with a bundle and computes the standard metrics. */
-export async function evaluate(modelDir: string, dataDir: string, logger: Logger): Promise<EvalReport> {
+/**
+ * Scores an MVTec-layout test split with a bundle, under the bundle's geometry (resize or tiles, and its ROI unless
+ * `roi` overrides it), and computes the standard metrics.
+ */
+export async function evaluate(
+  modelDir: string,
+  dataDir: string,
+  logger: Logger,
+  opts: { roi?: Roi } = {},
+): Promise<EvalReport> {
   const started = performance.now();
   const bundle = await loadBundle(modelDir);
-  const { height, width, mean, std } = bundle.manifest.input;
+  const { mean, std } = bundle.manifest.input;
+  const geometry = { ...bundleGeometry(bundle.manifest) };
+  if (opts.roi) geometry.roi = opts.roi;
+  const roi = geometry.roi ?? undefined;
+  const { width, height } = geometry.capture;
   const samples = await listMvtecTest(dataDir);
-  const scorer = await Scorer.create(bundle.teacher, bundle.student, { height, width, mean, std });
+  const scorer = await Scorer.create(bundle.teacher, bundle.student, {
+    height: geometry.input.height,
+    width: geometry.input.width,
+    mean,
+    std,
+  });
   const maps: Float32Array[] = [];
   const masks: Uint8Array[] = [];
   const scores: number[] = [];
@@ -43,16 +70,18 @@ export async function evaluate(modelDir: string, dataDir: string, logger: Logger
   const batch = 8;
   for (let start = 0; start < samples.length; start += batch) {
     const chunk = samples.slice(start, start + batch);
-    const images = await Promise.all(chunk.map((s) => loadRgb(s.file, width, height)));
+    const images = await Promise.all(chunk.map((s) => loadRgb(s.file, width, height, roi)));
     const chunkMasks = await Promise.all(
       chunk.map((s, i) =>
         s.maskFile
-          ? loadMask(s.maskFile, images[i]!.originalSize, width, height)
+          ? loadMask(s.maskFile, images[i]!.originalSize, width, height, roi)
           : Promise.resolve(new Uint8Array(width * height)),
       ),
     );
-    const r = await scorer.scoreAll(
+    const r = await scoreImages(
+      (packed, n) => scorer.score(packed, n),
       images.map((im) => im.rgb),
+      geometry,
       batch,
     );
     maps.push(...r.maps);
@@ -82,7 +111,9 @@ export async function evaluate(modelDir: string, dataDir: string, logger: Logger
     at_threshold: counts,
     model_version: bundle.manifest.model_version,
     data: dataDir,
-    image_size: height,
+    image_size: { width: geometry.input.width, height: geometry.input.height },
+    geometry: describeGeometry(geometry),
+    metric_grid: { width, height },
     seconds: (performance.now() - started) / 1000,
   };
 }

@@ -4,10 +4,21 @@ import { type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
 import { loadTeacher, type Teacher } from "../bundle/teacher.js";
 import { errorMessage, isStpmdError, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
-import { listImages, loadRgb, type RgbImage, rgbToChw } from "../data/images.js";
+import { listImages, loadRgb, type RgbImage, readImageSize, rgbToChw } from "../data/images.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
 import { l2NormalizeChannels } from "../stpm/normalize.js";
+import {
+  cutTiles,
+  describeGeometry,
+  type Geometry,
+  planTiles,
+  type Roi,
+  resizeGeometry,
+  type Size,
+  tiledGeometry,
+} from "../stpm/geometry.js";
+import { scoreImages } from "../stpm/image-scoring.js";
 import { Random } from "../stpm/random.js";
 import { Scorer } from "../stpm/scorer.js";
 import { splitTrainVal } from "../stpm/split.js";
@@ -30,7 +41,12 @@ export interface RetrainOptions {
   lr: number;
   momentum: number;
   weightDecay: number;
-  imageSize: number;
+  /** Model input in resize mode (the whole image is resized to it, aspect kept or not as the user chose). */
+  imageSize: Size | number;
+  /** Crop every image to this rectangle (source pixels) before anything else. */
+  roi?: Roi;
+  /** Tile mode: resize by `scale`, cut into `size`-pixel tiles overlapping by `overlap`; the student learns tiles. */
+  tile?: { size: number; overlap: number; scale: number };
   seed: number;
   /** Fraction of the normal images held out for model selection and the threshold. */
   valFraction: number;
@@ -48,6 +64,8 @@ export const RETRAIN_DEFAULTS = {
   momentum: 0.9,
   weightDecay: 1e-4,
   imageSize: 256,
+  tileOverlap: 32,
+  scale: 1,
   seed: 0,
   valFraction: 0.2,
   thresholdSigma: 3,
@@ -64,11 +82,12 @@ export interface RetrainSummary {
   secondsPerEpoch: number;
 }
 
-/** Decodes every image, skipping (and reporting) the ones that fail, four at a time. */
+/** Decodes every image (its ROI) at `size`, skipping (and reporting) the ones that fail, four at a time. */
 export async function loadImages(
   files: string[],
-  size: number,
+  size: Size,
   logger: Logger,
+  roi?: Roi,
 ): Promise<{ images: RgbImage[]; skipped: { file: string; reason: string }[] }> {
   const images: (RgbImage | undefined)[] = new Array(files.length);
   const skipped: { file: string; reason: string }[] = [];
@@ -77,7 +96,7 @@ export async function loadImages(
     while (next < files.length) {
       const i = next++;
       try {
-        images[i] = await loadRgb(files[i]!, size, size);
+        images[i] = await loadRgb(files[i]!, size.width, size.height, roi);
       } catch (err) {
         const reason = errorMessage(err);
         logger.warn({ file: files[i] }, `skipping image: ${reason}`);
@@ -100,17 +119,17 @@ async function cacheTeacherFeatures(
   teacher: Teacher,
   inputs: Float32Array,
   count: number,
-  size: number,
+  input: Size,
 ): Promise<FeatureCache> {
   const session = await createSession(teacher.bytes);
-  const chw = 3 * size * size;
+  const chw = 3 * input.width * input.height;
   const levels: Float32Array[] = [];
   const perImage: number[] = [];
   const dims: number[][] = [];
   const batch = 8;
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
-    const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, size, size]);
+    const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, input.height, input.width]);
     const out = await session.run({ [teacher.graph.inputs[0]!.name]: x });
     teacher.graph.outputs.forEach((o, level) => {
       const t = out[o.name]!;
@@ -136,10 +155,10 @@ function feedsFor(
   feats: Float32Array[],
   cache: FeatureCache,
   n: number,
-  size: number,
+  input: Size,
 ): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {
-    x: floatInput(x, [n, 3, size, size]),
+    x: floatInput(x, [n, 3, input.height, input.width]),
     inv_batch: floatInput(new Float32Array([1 / n]), []),
   };
   feats.forEach((f, level) => {
@@ -156,12 +175,15 @@ function feedsFor(
 /** Distils a student from normal images and writes a verified model bundle. */
 export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const started = performance.now();
-  const { logger, imageSize: size } = opts;
-  if (size % 16 !== 0 || size < 32) {
-    throw new StpmdError(
-      "ERR_OPTION_INVALID",
-      `--image-size ${size}: must be a multiple of 16 and at least 32`,
-    );
+  const { logger } = opts;
+  const imageSize = sizeOf(opts.imageSize);
+  for (const [name, v] of Object.entries(imageSize)) {
+    if (v % 16 !== 0 || v < 32) {
+      throw new StpmdError(
+        "ERR_OPTION_INVALID",
+        `--image-size ${imageSize.width}x${imageSize.height}: ${name} must be a multiple of 16 and at least 32`,
+      );
+    }
   }
   const teacher = await loadTeacher(opts.teacherFile);
   if (teacher.normalisation.source === "imagenet-default") {
@@ -170,9 +192,12 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       "teacher metadata names no input_mean/input_std; using ImageNet's",
     );
   }
-  const layout = studentLayout(teacher.graph, size, size);
   const files = await listImages(opts.framesDir, "frames folder");
-  const { images, skipped } = await loadImages(files, size, logger);
+  const geometry = await retrainGeometry(opts, files);
+  const { input } = geometry;
+  logger.info({ geometry: describeGeometry(geometry) }, "geometry");
+  const layout = studentLayout(teacher.graph, input.height, input.width);
+  const { images, skipped } = await loadImages(files, geometry.capture, logger, opts.roi);
   if (images.length < 2) {
     throw new StpmdError(
       "ERR_INPUT_EMPTY",
@@ -185,13 +210,18 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     "images loaded",
   );
 
-  const chw = 3 * size * size;
+  const chw = 3 * input.width * input.height;
   const { mean, std } = teacher.normalisation;
-  const trainInputs = new Float32Array(train.length * chw);
-  train.forEach((img, i) => {
-    rgbToChw(img.rgb, size, size, mean, std, trainInputs, i);
+  // the student learns what the model sees: whole images, or every tile of every training image
+  const samples = trainingSamples(
+    train.map((img) => img.rgb),
+    geometry,
+  );
+  const trainInputs = new Float32Array(samples.length * chw);
+  samples.forEach((rgb, i) => {
+    rgbToChw(rgb, input.width, input.height, mean, std, trainInputs, i);
   });
-  const cache = await cacheTeacherFeatures(teacher, trainInputs, train.length, size);
+  const cache = await cacheTeacherFeatures(teacher, trainInputs, samples.length, input);
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
   const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
@@ -211,7 +241,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     state: cloneStudent(state),
     scores: [] as number[],
   };
-  const batchSize = Math.min(opts.batchSize, train.length);
+  const batchSize = Math.min(opts.batchSize, samples.length);
   const bar =
     opts.progress && process.stderr.isTTY
       ? new cliProgress.SingleBar(
@@ -223,13 +253,13 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
           cliProgress.Presets.shades_classic,
         )
       : undefined;
-  const batchesPerEpoch = Math.ceil(train.length / batchSize);
+  const batchesPerEpoch = Math.ceil(samples.length / batchSize);
   bar?.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
   const trainStarted = performance.now();
   const history: { epoch: number; loss: number; val_mean_score: number }[] = [];
 
   for (let epoch = 1; epoch <= opts.epochs; epoch++) {
-    const order = rng.shuffle(train.map((_, i) => i));
+    const order = rng.shuffle(samples.map((_, i) => i));
     let lossSum = 0;
     let batches = 0;
     for (let start = 0; start < order.length; start += batchSize) {
@@ -249,7 +279,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
         });
         return out;
       });
-      const out = await session.run(feedsFor(layout, state, x, feats, cache, n, size));
+      const out = await session.run(feedsFor(layout, state, x, feats, cache, n, input));
       const loss = (out.loss!.data as Float32Array)[0]!;
       if (!Number.isFinite(loss)) {
         throw new StpmdError(
@@ -277,7 +307,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       batches += 1;
       bar?.increment(1, { epoch, loss: loss.toFixed(4) });
     }
-    const scores = await validationScores(teacher, layout, state, valRgb, size);
+    const scores = await validationScores(teacher, layout, state, valRgb, geometry);
     const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
     const meanLoss = lossSum / Math.max(1, batches);
     history.push({ epoch, loss: meanLoss, val_mean_score: meanScore });
@@ -310,12 +340,13 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     created_at: createdAt.toISOString(),
     input: {
       name: "frames",
-      height: size,
-      width: size,
+      height: input.height,
+      width: input.width,
       mean,
       std,
       normalisation_source: teacher.normalisation.source,
     },
+    geometry,
     outputs: teacher.graph.outputs.map((o) => o.name),
     teacher_source_path: opts.teacherFile,
     threshold,
@@ -333,6 +364,8 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       seed: opts.seed,
       val_fraction: opts.valFraction,
       train_images: train.length,
+      train_samples: samples.length,
+      geometry: describeGeometry(geometry),
       val_images: val.length,
       skipped_files: skipped,
       wall_time_s: Number(wallTimeS.toFixed(1)),
@@ -353,22 +386,64 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   };
 }
 
+/**
+ * The geometry of a retrain from its options and the first readable image's size (after the ROI): a resize to
+ * `--image-size`, or `--tile` tiles of the image scaled by `--scale`.
+ */
+async function retrainGeometry(opts: RetrainOptions, files: string[]): Promise<Geometry> {
+  let full: Size | undefined;
+  for (const file of files) {
+    full = await readImageSize(file).catch(() => undefined);
+    if (full) break;
+  }
+  if (!full) {
+    throw new StpmdError("ERR_INPUT_EMPTY", `${opts.framesDir}: none of its ${files.length} image(s) is readable`);
+  }
+  const roi = opts.roi ?? null;
+  if (roi && (roi.x + roi.width > full.width || roi.y + roi.height > full.height)) {
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `--roi ${roi.x},${roi.y},${roi.width},${roi.height}: lies outside the ${full.width}×${full.height} images of ${opts.framesDir}`,
+    );
+  }
+  const source = roi ? { width: roi.width, height: roi.height } : full;
+  if (!opts.tile) return resizeGeometry(sizeOf(opts.imageSize), source, roi);
+  return tiledGeometry(source, roi, opts.tile.size, opts.tile.overlap, opts.tile.scale);
+}
+
+/** A single N means N×N. */
+function sizeOf(size: Size | number): Size {
+  return typeof size === "number" ? { width: size, height: size } : size;
+}
+
+/** What the student trains on: the images themselves (resize mode), or all tiles of every image. */
+function trainingSamples(images: Uint8Array[], geometry: Geometry): Uint8Array[] {
+  if (geometry.mode === "resize") return images;
+  const plan = planTiles(geometry.capture, geometry.tile!.size, geometry.tile!.overlap);
+  const bytes = geometry.input.width * geometry.input.height * 3;
+  const all = new Uint8Array(images.length * plan.count * bytes);
+  images.forEach((img, i) => {
+    cutTiles(img, plan, all, i * plan.count);
+  });
+  return Array.from({ length: images.length * plan.count }, (_, k) => all.subarray(k * bytes, (k + 1) * bytes));
+}
+
 async function validationScores(
   teacher: Teacher,
   layout: StudentLayout,
   state: StudentState,
   images: Uint8Array[],
-  size: number,
+  geometry: Geometry,
 ): Promise<number[]> {
   const student: Graph = foldedStudentGraph(teacher.graph, layout, state);
   const scorer = await Scorer.create(teacher.graph, student, {
-    height: size,
-    width: size,
+    height: geometry.input.height,
+    width: geometry.input.width,
     mean: teacher.normalisation.mean,
     std: teacher.normalisation.std,
   });
   try {
-    return (await scorer.scoreAll(images, 8)).scores;
+    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).scores;
   } finally {
     await scorer.release();
   }

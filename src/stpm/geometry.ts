@@ -1,0 +1,242 @@
+import { StpmdError } from "../core/errors.js";
+
+/**
+ * How a frame becomes model input, and how the model's maps become one map of the frame. STPM is fully
+ * convolutional, so nothing forces a square input or a single scale; a bundle records its geometry and the
+ * daemon, eval and quantize apply the same one.
+ *
+ * - `resize`: the image (its ROI) is resized whole to `input` (square or not).
+ * - `tile`: the image (its ROI) is resized by `scale` (1: native resolution) to `capture`, and cut into
+ *   `input`-sized tiles overlapping by `tile.overlap` pixels; the tile maps are stitched back into one map at
+ *   `capture` size (see {@link stitchTiles}).
+ *
+ * `capture` is the image the inspector sees: what the camera delivers, and the grid of the anomaly map, the
+ * regions and the pixel metrics.
+ */
+export interface Size {
+  width: number;
+  height: number;
+}
+
+export interface Roi extends Size {
+  x: number;
+  y: number;
+}
+
+export interface Geometry {
+  mode: "resize" | "tile";
+  /** Model input: the whole image in resize mode, one tile in tile mode. */
+  input: Size;
+  /** The image after ROI and scaling: the map's grid. */
+  capture: Size;
+  /** Size of the source images (after the ROI) the bundle was trained on. */
+  source: Size;
+  /** ROI in source pixels the bundle was trained on; null = the whole image. */
+  roi: Roi | null;
+  /** Tile mode: tile overlap in capture pixels. */
+  tile: { size: number; overlap: number } | null;
+  /** Tile mode: capture = round(source × scale). */
+  scale: number | null;
+}
+
+function optionError(option: string, problem: string): StpmdError {
+  return new StpmdError("ERR_OPTION_INVALID", `${option}: ${problem}`);
+}
+
+/** `WIDTHxHEIGHT` or a single `N` (N×N). Both multiples of 16 (the teacher's stride), at least 32. */
+export function parseImageSize(text: string, option = "--image-size"): Size {
+  const match = /^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$/.exec(text);
+  if (!match) throw optionError(`${option} ${text}`, "must be N or WIDTHxHEIGHT, e.g. 256 or 256x640");
+  const width = Number(match[1]);
+  const height = match[2] === undefined ? width : Number(match[2]);
+  for (const [name, v] of [
+    ["width", width],
+    ["height", height],
+  ] as const) {
+    if (v % 16 !== 0 || v < 32) {
+      throw optionError(`${option} ${text}`, `${name} ${v} must be a multiple of 16 and at least 32`);
+    }
+  }
+  return { width, height };
+}
+
+/** `x,y,width,height` in source pixels. */
+export function parseRoi(text: string, option = "--roi"): Roi {
+  const parts = text.split(",").map((p) => p.trim());
+  const values = parts.map(Number);
+  if (parts.length !== 4 || values.some((v, i) => parts[i] === "" || !Number.isInteger(v) || v < 0)) {
+    throw optionError(`${option} ${text}`, "must be four non-negative integers x,y,width,height");
+  }
+  const [x, y, width, height] = values as [number, number, number, number];
+  if (width < 16 || height < 16)
+    throw optionError(`${option} ${text}`, "width and height must be at least 16");
+  return { x, y, width, height };
+}
+
+/** The problem with placing `roi` in a frame of `frame` size, or undefined when it fits. */
+export function roiProblem(roi: Roi, frame: Size): string | undefined {
+  if (roi.x + roi.width > frame.width || roi.y + roi.height > frame.height) {
+    return `ROI ${roi.x},${roi.y},${roi.width},${roi.height} lies outside the ${frame.width}×${frame.height} frame`;
+  }
+  return undefined;
+}
+
+/** Capture size of a tiled geometry: the source scaled by `scale`, rounded to whole pixels. */
+export function scaledSize(source: Size, scale: number): Size {
+  return {
+    width: Math.max(1, Math.round(source.width * scale)),
+    height: Math.max(1, Math.round(source.height * scale)),
+  };
+}
+
+/**
+ * Where tiles start along one axis: every `tile − overlap` pixels from 0, and the last one shifted inwards to end
+ * exactly at the edge, so no tile is padded with content that is not in the image.
+ */
+export function tileStarts(length: number, tile: number, overlap: number): number[] {
+  if (tile > length) throw new RangeError(`tile ${tile} is larger than the image (${length})`);
+  const stride = tile - overlap;
+  const starts: number[] = [];
+  for (let s = 0; s + tile < length; s += stride) starts.push(s);
+  starts.push(length - tile);
+  return starts;
+}
+
+/** Tiles of one image: their origins, row by row, and which pixels of the stitched map each one owns. */
+export interface TilePlan {
+  image: Size;
+  tile: number;
+  xs: number[];
+  ys: number[];
+  /** Column boundaries: tile column i owns columns ownX[i] … ownX[i+1]−1 (likewise rows). */
+  ownX: number[];
+  ownY: number[];
+  count: number;
+}
+
+/** Boundaries between neighbouring tiles at the middle of their overlap. */
+function ownership(starts: number[], tile: number, length: number): number[] {
+  const bounds = [0];
+  for (let i = 1; i < starts.length; i++) bounds.push(Math.floor((starts[i]! + starts[i - 1]! + tile) / 2));
+  bounds.push(length);
+  return bounds;
+}
+
+/** The problem with tiling `image` by `tile` with `overlap`, or undefined. */
+export function tileProblem(image: Size, tile: number, overlap: number): string | undefined {
+  if (tile > image.width || tile > image.height) {
+    return `tile ${tile} is larger than the scaled image (${image.width}×${image.height})`;
+  }
+  if (overlap < 0 || overlap >= tile)
+    return `overlap ${overlap} must be at least 0 and below the tile size ${tile}`;
+  return undefined;
+}
+
+export function planTiles(image: Size, tile: number, overlap: number): TilePlan {
+  const problem = tileProblem(image, tile, overlap);
+  if (problem) throw new StpmdError("ERR_OPTION_INVALID", problem);
+  const xs = tileStarts(image.width, tile, overlap);
+  const ys = tileStarts(image.height, tile, overlap);
+  return {
+    image,
+    tile,
+    xs,
+    ys,
+    ownX: ownership(xs, tile, image.width),
+    ownY: ownership(ys, tile, image.height),
+    count: xs.length * ys.length,
+  };
+}
+
+/**
+ * Copies the tiles of one packed RGB image into `out` (tile after tile, each tile × tile × 3 bytes, row by row of
+ * tiles), starting at tile index `first`. Rows are copied whole, so this is a memcpy per tile row.
+ */
+export function cutTiles(rgb: Uint8Array, plan: TilePlan, out: Uint8Array, first = 0): void {
+  const { tile, image } = plan;
+  const rowBytes = tile * 3;
+  let index = first;
+  for (const y0 of plan.ys) {
+    for (const x0 of plan.xs) {
+      const base = index * tile * rowBytes;
+      for (let r = 0; r < tile; r++) {
+        const src = ((y0 + r) * image.width + x0) * 3;
+        out.set(rgb.subarray(src, src + rowBytes), base + r * rowBytes);
+      }
+      index += 1;
+    }
+  }
+}
+
+/**
+ * One map of the image from its tiles' maps (`maps` holds `plan.count` tile maps from tile index `first`). Where
+ * tiles overlap, each pixel is taken from the tile whose centre is nearer, i.e. the overlap is split at its middle:
+ * a tile's outer rows and columns see the convolutions' zero padding and score highest on normal images, and
+ * averaging or taking the maximum would carry those edge values into the map (max) or halve a defect that only
+ * one tile sees whole (mean); splitting keeps, for every pixel, the tile in which it has the most context.
+ * Returns the stitched map's maximum (the image score).
+ */
+export function stitchTiles(maps: Float32Array, plan: TilePlan, out: Float32Array, first = 0): number {
+  const { tile, image } = plan;
+  const tileArea = tile * tile;
+  let index = first;
+  let max = Number.NEGATIVE_INFINITY;
+  for (let ty = 0; ty < plan.ys.length; ty++) {
+    const y0 = plan.ys[ty]!;
+    for (let tx = 0; tx < plan.xs.length; tx++) {
+      const x0 = plan.xs[tx]!;
+      const fromX = plan.ownX[tx]!;
+      const toX = plan.ownX[tx + 1]!;
+      const base = index * tileArea;
+      for (let y = plan.ownY[ty]!; y < plan.ownY[ty + 1]!; y++) {
+        const src = base + (y - y0) * tile + (fromX - x0);
+        const row = maps.subarray(src, src + (toX - fromX));
+        out.set(row, y * image.width + fromX);
+        for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+      }
+      index += 1;
+    }
+  }
+  return max;
+}
+
+/** The geometry a bundle without one (written before geometry existed) implies: a square resize. */
+export function resizeGeometry(input: Size, source: Size = input, roi: Roi | null = null): Geometry {
+  return { mode: "resize", input, capture: input, source, roi, tile: null, scale: null };
+}
+
+/** Tile geometry for images of `source` size scaled by `scale`, cut into `tile`-pixel tiles. */
+export function tiledGeometry(
+  source: Size,
+  roi: Roi | null,
+  tile: number,
+  overlap: number,
+  scale: number,
+): Geometry {
+  if (!(scale > 0 && scale <= 4)) throw optionError(`--scale ${scale}`, "must be above 0 and at most 4");
+  if (tile % 16 !== 0 || tile < 32)
+    throw optionError(`--tile ${tile}`, "must be a multiple of 16 and at least 32");
+  const capture = scaledSize(source, scale);
+  const problem = tileProblem(capture, tile, overlap);
+  if (problem)
+    throw optionError(
+      `--tile ${tile}`,
+      `${problem} (source ${source.width}×${source.height} × scale ${scale})`,
+    );
+  return {
+    mode: "tile",
+    input: { width: tile, height: tile },
+    capture,
+    source,
+    roi,
+    tile: { size: tile, overlap },
+    scale,
+  };
+}
+
+/** A one-line description for logs and summaries, e.g. `tile 256 (overlap 32) of 750×500 (scale 0.5)`. */
+export function describeGeometry(g: Geometry): string {
+  const roi = g.roi ? `, ROI ${g.roi.x},${g.roi.y},${g.roi.width},${g.roi.height}` : "";
+  if (g.mode === "resize") return `resize to ${g.input.width}×${g.input.height}${roi}`;
+  return `tile ${g.tile!.size} (overlap ${g.tile!.overlap}) of ${g.capture.width}×${g.capture.height} (scale ${g.scale})${roi}`;
+}

@@ -1,0 +1,78 @@
+import { cutTiles, type Geometry, planTiles, stitchTiles } from "./geometry.js";
+import { applyIgnoreMask } from "./ignore.js";
+import type { ScoredBatch } from "./scorer.js";
+
+/**
+ * Scores `count` model inputs packed back to back (count × H × W × 3 bytes): a Scorer's `score`, or the daemon's
+ * inference thread's. The buffer may be handed over (transferred), so callers never reuse it.
+ */
+export type ScoreFn = (packed: Uint8Array, count: number) => Promise<ScoredBatch>;
+
+export interface ScoredImages {
+  /** One anomaly map per image, at the geometry's capture size (a stitched map in tile mode). */
+  maps: Float32Array[];
+  /** Image scores: each map's maximum after the ignore mask. */
+  scores: number[];
+}
+
+/**
+ * Scores whole images (packed RGB at `geometry.capture` size) under a bundle's geometry, with at most `batch`
+ * model inputs per call of `score`: in resize mode `batch` images; in tile mode `batch` tiles, cut from as many
+ * images as it takes and stitched back once each image's tiles are in. Training validation, eval and the daemon
+ * all score through here, so they agree on tiling, stitching and masking.
+ *
+ * `ignore(i)` is image i's ignore mask at capture size (1 = ignored), applied before its score.
+ */
+export async function scoreImages(
+  score: ScoreFn,
+  images: readonly Uint8Array[],
+  geometry: Geometry,
+  batch: number,
+  ignore: (index: number) => Uint8Array | undefined = () => undefined,
+): Promise<ScoredImages> {
+  const { width, height } = geometry.input;
+  const inputBytes = width * height * 3;
+  const inputArea = width * height;
+  const maps: Float32Array[] = [];
+  const scores: number[] = [];
+  if (geometry.mode === "resize") {
+    for (let start = 0; start < images.length; start += batch) {
+      const chunk = images.slice(start, start + batch);
+      const packed = new Uint8Array(chunk.length * inputBytes);
+      chunk.forEach((img, i) => {
+        packed.set(img, i * inputBytes);
+      });
+      const r = await score(packed, chunk.length);
+      for (let i = 0; i < chunk.length; i++) {
+        const map = r.maps.subarray(i * inputArea, (i + 1) * inputArea);
+        scores.push(applyIgnoreMask(map, ignore(start + i)));
+        maps.push(map);
+      }
+    }
+    return { maps, scores };
+  }
+  const tile = geometry.tile!;
+  const plan = planTiles(geometry.capture, tile.size, tile.overlap);
+  const total = images.length * plan.count;
+  // All tiles of all images are packed once; the map of an image is stitched as soon as its last tile is scored.
+  const allTiles = new Uint8Array(total * inputBytes);
+  images.forEach((img, i) => {
+    cutTiles(img, plan, allTiles, i * plan.count);
+  });
+  const tileMaps = new Float32Array(total * inputArea);
+  let stitched = 0;
+  for (let start = 0; start < total; start += batch) {
+    const n = Math.min(batch, total - start);
+    // a copy, because the scoring function may take the buffer over
+    const r = await score(allTiles.slice(start * inputBytes, (start + n) * inputBytes), n);
+    tileMaps.set(r.maps, start * inputArea);
+    const done = Math.floor((start + n) / plan.count);
+    for (; stitched < done; stitched++) {
+      const map = new Float32Array(geometry.capture.width * geometry.capture.height);
+      stitchTiles(tileMaps, plan, map, stitched * plan.count);
+      scores.push(applyIgnoreMask(map, ignore(stitched)));
+      maps.push(map);
+    }
+  }
+  return { maps, scores };
+}
