@@ -175,6 +175,7 @@ export class Camera extends EventEmitter<CameraEvents> {
   private readonly backoff: CameraConfig["restart_backoff"];
   private readonly resetAfterMs: number;
   private readonly log: Logger;
+  private readonly roi: CameraConfig["roi"];
 
   private running = false;
   private currentState: CameraState = "stopped";
@@ -215,7 +216,13 @@ export class Camera extends EventEmitter<CameraEvents> {
   constructor(config: CameraConfig, runtime: CameraRuntime) {
     super();
     const where = `camera "${config.id}"`;
-    const description = buildPipelineDescription(config.source, runtime.width, runtime.height, where);
+    const description = buildPipelineDescription(
+      config.source,
+      runtime.width,
+      runtime.height,
+      where,
+      config.roi,
+    );
     const replay = findReplay(description);
     this.description = replay?.source ?? description;
     this.replayCursor = replay === null ? null : new ReplayCursor(replay.replay);
@@ -224,6 +231,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.height = runtime.height;
     this.stallTimeoutMs = config.stall_timeout_s * 1000;
     this.trigger = config.trigger;
+    this.roi = config.roi;
     this.backoff = config.restart_backoff;
     this.resetAfterMs = runtime.resetAfterMs ?? DEFAULT_RESET_AFTER_MS;
     this.nextSeq = runtime.firstSeq ?? 0;
@@ -524,6 +532,10 @@ export class Camera extends EventEmitter<CameraEvents> {
           this.replayable = false;
           text +=
             "; the source has elements with dynamic pads, which GStreamer links only once, so from now on each restart builds a new pipeline";
+        }
+        if (this.roi && run.frames === 0 && debug.includes("not-negotiated")) {
+          const { x, y, width, height } = this.roi;
+          text += `; check cameras[] (id "${this.id}").roi ${x},${y},${width},${height}: it must lie inside the source's frames`;
         }
         // In a replay, an error from another element, or the source's "streaming stopped, reason error" (pngdec
         // fails a corrupt PNG, libpng: "IDAT: CRC error", by returning an error without a message of its own), is

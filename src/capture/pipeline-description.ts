@@ -5,7 +5,8 @@ export { SINK_NAME };
 
 /**
  * Turns a user's GStreamer source description into a full pipeline that ends in our appsink, delivering packed RGB
- * at the model's input size.
+ * at the capture size of the camera's bundle (its model input, or the scaled image its tiles are cut from), cropped
+ * to the camera's ROI first when it has one.
  *
  * Conversion and scaling happen inside GStreamer (`videoconvert ! videoscale ! caps`), in its streaming thread and
  * in C, so Node only copies finished frames. Both elements pass buffers through untouched when the source already
@@ -35,16 +36,27 @@ export function buildPipelineDescription(
   width: number,
   height: number,
   where = "camera",
+  roi?: { x: number; y: number; width: number; height: number },
 ): string {
   const trimmed = validateSource(source, where);
   validateDimension(width, `${where}.width`);
   validateDimension(height, `${where}.height`);
   return (
-    `${trimmed} ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=${width},height=${height}` +
+    `${trimmed}${roi ? cropDescription(roi) : ""} ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=${width},height=${height}` +
     ` ! appsink name=${SINK_NAME} max-buffers=2 drop=true sync=false emit-signals=false`
   );
   // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.
   // sync=false: deliver as soon as a frame exists; live sources pace themselves.
+}
+
+/**
+ * The ROI crop, in GStreamer before conversion and scaling: videocrop with the left and top edges given and the
+ * right and bottom ones on auto (-1), which it then derives from the caps that follow, so the crop needs no
+ * knowledge of the source's frame size. The crop is a change of the buffer's offsets and strides, not a copy. An
+ * ROI that does not fit the source's frames fails caps negotiation ("not-negotiated"), which the camera reports.
+ */
+function cropDescription(roi: { x: number; y: number; width: number; height: number }): string {
+  return ` ! videocrop left=${roi.x} top=${roi.y} right=-1 bottom=-1 ! video/x-raw,width=${roi.width},height=${roi.height}`;
 }
 
 function validateSource(source: string, where: string): string {

@@ -82,7 +82,11 @@ program
     parsed((v) => parseImageSize(v)),
     parseImageSize(String(RETRAIN_DEFAULTS.imageSize)),
   )
-  .option("--roi <x,y,w,h>", "crop every image to this rectangle (source pixels) first", parsed((v) => parseRoi(v)))
+  .option(
+    "--roi <x,y,w,h>",
+    "crop every image to this rectangle (source pixels) first",
+    parsed((v) => parseRoi(v)),
+  )
   .option(
     "--tile <n>",
     "tile mode: cut the (ROI of the) image, resized by --scale, into N×N tiles; the student learns the tiles",
@@ -231,13 +235,13 @@ program
 program
   .command("run")
   .description(
-    "Run the inspection daemon: cameras → batched inference → MQTT. SIGTERM drains and exits 0; SIGHUP reloads the model.",
+    "Run the inspection daemon: cameras → batched inference → MQTT. SIGTERM drains and exits 0; SIGHUP re-reads the config file and reloads changed models.",
   )
   .requiredOption("-c, --config <file>", "YAML or JSON config file (see config/example.yaml)")
   .action(async (o) => {
     const config = loadConfig(o.config);
     const logger = createLogger(config.log.level);
-    const daemon = new Daemon(config, logger);
+    const daemon = new Daemon(config, logger, { configPath: o.config });
     await daemon.start();
     await new Promise<void>((resolve) => {
       let stopping = false;
@@ -255,7 +259,7 @@ program
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
       process.on("SIGHUP", () => {
-        daemon.reload("SIGHUP").catch(() => undefined);
+        daemon.reload({ via: "sighup" }).catch(() => undefined);
       });
     });
     process.exit();

@@ -54,6 +54,13 @@ export function resolveRelativePaths(
   if (!isObject(cfg)) return;
   resolvePathField(cfg.model, "bundle", ["model", "bundle"], baseDir, env, problems);
   resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
+  if (Array.isArray(cfg.cameras)) {
+    cfg.cameras.forEach((camera: unknown, i) => {
+      if (!isObject(camera)) return;
+      resolvePathField(camera, "model", ["cameras", i, "model"], baseDir, env, problems);
+      resolvePathField(camera.ignore, "mask", ["cameras", i, "ignore", "mask"], baseDir, env, problems);
+    });
+  }
   const mqtt = cfg.mqtt;
   if (!isObject(mqtt)) return;
   resolvePathField(mqtt.outbox, "dir", ["mqtt", "outbox", "dir"], baseDir, env, problems);

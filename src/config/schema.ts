@@ -460,7 +460,7 @@ export const configSchema = Type.Object(
         enabled: Type.Boolean({ description: "Save frames at all.", default: false }),
         dir: Type.String({
           description:
-            "Directory for saved frames, all cameras in one folder as <camera>_<capture time>_<seq>.png, so that `stpmd retrain --frames DIR` reads them directly.",
+            "Directory for saved frames, one folder per camera (station): <dir>/<camera>/<camera>_<capture time>_<seq>.png, so that `stpmd retrain --frames <dir>/<camera>` reads one station's frames directly. Frames are saved at the camera's capture size (the ROI at a tiled bundle's scale, or the model input of a resized one).",
           default: "/var/lib/stpmd/frames",
           minLength: 1,
         }),

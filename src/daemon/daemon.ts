@@ -1,18 +1,46 @@
 import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import { Camera } from "../capture/camera.js";
-import { configProblemsError, type StpmdConfig } from "../config/index.js";
+import {
+  type CameraConfig,
+  configProblemsError,
+  loadConfig,
+  type StpmdConfig,
+  type ThresholdRule,
+} from "../config/index.js";
+import { errorMessage } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import type { InspectionResult } from "../core/result.js";
+import { loadBinaryImage } from "../data/images.js";
+import {
+  type CameraSnapshot,
+  ControlError,
+  createLineInterfaces,
+  type LineControl,
+  type LineInterface,
+  type NodeSnapshot,
+  type ReloadOutcome,
+  type Requester,
+} from "../line/index.js";
 import { ortProviders } from "../onnx/ort.js";
 import { Collector } from "../pipeline/collector.js";
 import { InspectionLoop } from "../pipeline/inspection-loop.js";
 import { Inspector } from "../pipeline/inspector.js";
 import { Publisher } from "../publish/publisher.js";
 import type { CameraStatus } from "../publish/topics.js";
-import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
+import { cameraSourceProblems, roiWarnings, stateDirProblems } from "./startup-checks.js";
+import {
+  MAX_PENDING_TRIGGERS,
+  type MaskImage,
+  needsCameraRestart,
+  requesterLabel,
+  Station,
+  stationBundle,
+} from "./stations.js";
 import { SystemdNotifier } from "./systemd.js";
 
 export interface DaemonHooks {
@@ -20,59 +48,74 @@ export interface DaemonHooks {
   onResult?: (r: InspectionResult) => void;
 }
 
+export interface DaemonOptions {
+  /** The config file, re-read on SIGHUP ({@link Daemon.reload}); without it SIGHUP reloads only the models. */
+  configPath?: string;
+  hooks?: DaemonHooks;
+}
+
+/** One loaded bundle: its model, its own frame queue and batches (batches never mix bundles), its file watch. */
+interface ModelSlot {
+  dir: string;
+  inspector: Inspector;
+  loop: InspectionLoop;
+  watchers: FSWatcher[];
+  reloadTimer: NodeJS.Timeout | undefined;
+}
+
 /**
- * The inspection daemon: cameras → bounded frame queue → batched inference → MQTT, with collection beside it.
- * Each stage owns one thing and buffers flow one way; a broker outage or one failing camera never stops the
- * others (the publisher queues defect events on disk, cameras restart themselves).
+ * The inspection daemon: cameras → one bounded frame queue and batched inference per model bundle → MQTT, with
+ * collection and the line's interfaces beside it. Each camera is a station with its own model, ROI, ignore mask
+ * and threshold. Each stage owns one thing and buffers flow one way; a broker outage, a failing camera or a broken
+ * bundle never stops the others (the publisher queues defect events on disk, cameras restart themselves, a bundle
+ * that fails to reload keeps its old model).
+ *
+ * It is also the line's {@link LineControl}: thresholds, enables, collection and reloads from any interface go
+ * through the methods below, which validate, apply and log them with who asked.
  */
-export class Daemon {
-  private readonly loop: InspectionLoop;
-  private readonly inspector: Inspector;
+export class Daemon implements LineControl {
+  private config: StpmdConfig;
+  private readonly configPath: string | undefined;
+  private readonly hooks: DaemonHooks;
   private readonly publisher: Publisher;
   private readonly notifier: SystemdNotifier;
-  private cameras: Camera[] = [];
+  private readonly models = new Map<string, ModelSlot>();
+  private readonly stations = new Map<string, Station>();
   private collector: Collector | undefined;
+  private collectionEnabled: boolean;
+  private lineInterfaces: LineInterface[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
-  private watcher: FSWatcher | undefined;
-  private bundleWatcher: FSWatcher | undefined;
-  private reloadTimer: NodeJS.Timeout | undefined;
   private readonly inspected = new RateMeter();
-  private readonly perCamera = new Map<string, RateMeter>();
+  private readonly startedAt = Date.now();
   private lastInspectedTs = 0;
   private readySent = false;
   private stopping = false;
+  private reloading: Promise<ReloadOutcome> | undefined;
   inspectedFrames = 0;
 
   constructor(
-    private readonly config: StpmdConfig,
+    config: StpmdConfig,
     private readonly logger: Logger,
-    private readonly hooks: DaemonHooks = {},
+    options: DaemonOptions = {},
   ) {
-    const inspectorLog = logger.child({ component: "inspector" });
-    this.inspector = new Inspector(
-      config.model.bundle,
-      {
-        providers: ortProviders(config.inference.providers),
-        intraOpThreads: config.inference.intra_op_threads,
-        onFallback: (provider, reason) =>
-          logger.warn(
-            { provider, reason: reason.split("\n")[0] },
-            "execution provider unavailable; trying the next one",
-          ),
-      },
-      inspectorLog,
-    );
-    this.loop = new InspectionLoop(this.inspector, config.inference, inspectorLog, (r) => this.deliver(r));
+    this.config = config;
+    this.configPath = options.configPath;
+    this.hooks = options.hooks ?? {};
+    this.collectionEnabled = config.collection.enabled;
     this.publisher = new Publisher(config.mqtt, logger);
     this.notifier = new SystemdNotifier(logger);
   }
 
+  /** The default bundle's model version (the first loaded one when no camera uses the default). */
   get modelVersion(): string | undefined {
-    return this.inspector.manifest?.model_version;
+    const slot = this.models.get(path.resolve(this.config.model.bundle)) ?? [...this.models.values()][0];
+    return slot?.inspector.manifest?.model_version;
   }
 
   get droppedFrames(): number {
-    return this.loop.droppedFrames;
+    let dropped = 0;
+    for (const slot of this.models.values()) dropped += slot.loop.droppedFrames;
+    return dropped;
   }
 
   publisherStats(): ReturnType<Publisher["stats"]> {
@@ -80,70 +123,204 @@ export class Daemon {
   }
 
   /**
-   * Checks what can be checked before anything runs (state directories, the model, each camera's pipeline), then
-   * starts publishing and capture. Any failure here is fatal and rejects after undoing what was started, so the
-   * caller can exit at once: a daemon that cannot serve must not linger half-started.
+   * Checks what can be checked before anything runs (state directories, every station's model, each camera's
+   * pipeline), then starts publishing, capture and the line's interfaces. Any failure here is fatal and rejects
+   * after undoing what was started, so the caller can exit at once: a daemon that cannot serve must not linger
+   * half-started.
    */
   async start(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
-    const manifest = await this.inspector.load();
-    this.logger.info(
-      { model_version: manifest.model_version, bundle: this.config.model.bundle },
-      "model loaded",
-    );
     try {
-      const cameraProblems = cameraSourceProblems(this.config, manifest.input);
+      for (const camera of this.config.cameras) {
+        this.stations.set(
+          camera.id,
+          new Station(camera, this.bundleOf(camera), this.cameraLogger(camera.id)),
+        );
+      }
+      for (const dir of this.bundlesInUse()) {
+        const manifest = await this.openSlot(dir).inspector.load();
+        this.logger.info({ model_version: manifest.model_version, bundle: dir }, "model loaded");
+      }
+      const sizes = this.captureSizes();
+      const cameraProblems = cameraSourceProblems(this.config, (i) => sizes.get(this.config.cameras[i]!.id));
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
+      for (const station of this.stations.values()) await this.loadMaskImage(station, station.config);
+      this.warnAboutRois();
       this.collector = await Collector.open(
         this.config.collection,
         this.logger.child({ component: "collector" }),
       );
       await this.publisher.start();
     } catch (err) {
-      await this.inspector.close();
+      for (const slot of this.models.values()) await slot.inspector.close();
+      this.models.clear();
       throw err;
     }
-    this.startCameras();
+    for (const station of this.stations.values()) if (station.enabled) this.startCamera(station);
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
-    this.loop.start();
+    for (const slot of this.models.values()) slot.loop.start();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
       this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
     }
-    if (this.config.model.watch) this.watchBundle();
+    this.lineInterfaces = createLineInterfaces(this.config, this, this.logger);
+    try {
+      for (const line of this.lineInterfaces) await line.start();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
   }
 
-  private startCameras(): void {
-    const [width, height] = this.inspector.inputSize!;
-    const continueFrom = new Map(this.cameras.map((c) => [c.id, c.stats().nextSeq]));
-    this.cameras = this.config.cameras
-      .filter((c) => c.enabled)
-      .map((c) => {
-        const cam = new Camera(c, {
-          width,
-          height,
-          logger: this.logger.child({ camera: c.id }),
-          firstSeq: continueFrom.get(c.id) ?? 0,
-        });
-        cam.on("frame", (f: Frame) => this.loop.push(f));
-        this.perCamera.set(c.id, this.perCamera.get(c.id) ?? new RateMeter());
-        cam.start();
-        return cam;
-      });
+  private bundleOf(camera: CameraConfig): string {
+    return path.resolve(stationBundle(camera, this.config));
   }
 
-  private deliver(results: InspectionResult[]): void {
+  private cameraLogger(id: string): Logger {
+    return this.logger.child({ camera: id });
+  }
+
+  /** Bundles of the enabled stations (a disabled camera's bundle is loaded when it is enabled). */
+  private bundlesInUse(): Set<string> {
+    const dirs = new Set<string>();
+    for (const s of this.stations.values()) if (s.enabled) dirs.add(s.bundle);
+    return dirs;
+  }
+
+  private openSlot(dir: string): ModelSlot {
+    const existing = this.models.get(dir);
+    if (existing) return existing;
+    const log = this.logger.child({ component: "inspector", bundle: dir });
+    const inspector = new Inspector(
+      dir,
+      {
+        providers: ortProviders(this.config.inference.providers),
+        intraOpThreads: this.config.inference.intra_op_threads,
+        onFallback: (provider, reason) =>
+          log.warn(
+            { provider, reason: reason.split("\n")[0] },
+            "execution provider unavailable; trying the next one",
+          ),
+      },
+      log,
+      this.config.inference.max_batch,
+    );
+    const loop = new InspectionLoop(
+      inspector,
+      this.config.inference,
+      log,
+      (results, ms) => this.deliver(results, ms),
+      (cameraId, manifest) => this.stationView(cameraId, manifest),
+    );
+    const slot: ModelSlot = { dir, inspector, loop, watchers: [], reloadTimer: undefined };
+    this.models.set(dir, slot);
+    if (this.config.model.watch) this.watchBundle(slot);
+    return slot;
+  }
+
+  private async closeSlot(slot: ModelSlot): Promise<void> {
+    this.models.delete(slot.dir);
+    for (const w of slot.watchers) w.close();
+    if (slot.reloadTimer) clearTimeout(slot.reloadTimer);
+    await slot.loop.drain();
+    await slot.inspector.close();
+    this.logger.info({ bundle: slot.dir }, "model unloaded (no camera uses it)");
+  }
+
+  private stationView(cameraId: string, manifest: Manifest) {
+    const station = this.stations.get(cameraId);
+    // a frame of a camera removed while its batch ran: judge it by the bundle's own threshold
+    if (!station) return { threshold: manifest.threshold };
+    return station.view(manifest);
+  }
+
+  /** Capture size of every camera whose model is loaded, from the model's geometry. */
+  private captureSizes(): Map<string, { width: number; height: number }> {
+    const sizes = new Map<string, { width: number; height: number }>();
+    for (const s of this.stations.values()) {
+      const size = this.models.get(s.bundle)?.inspector.inputSize;
+      if (size) sizes.set(s.id, { width: size[0], height: size[1] });
+    }
+    return sizes;
+  }
+
+  private warnAboutRois(): void {
+    for (const s of this.stations.values()) {
+      const manifest = this.models.get(s.bundle)?.inspector.manifest;
+      if (!manifest) continue;
+      for (const warning of roiWarnings(s.config, bundleGeometry(manifest))) {
+        this.logger.warn({ camera: s.id, bundle: s.bundle }, warning);
+      }
+    }
+  }
+
+  private async loadMaskImage(station: Station, camera: CameraConfig): Promise<MaskImage | undefined> {
+    const file = camera.ignore?.mask;
+    const image = file ? await loadBinaryImage(file) : undefined;
+    station.maskImage = image;
+    return image;
+  }
+
+  private startCamera(station: Station): void {
+    const slot = this.models.get(station.bundle);
+    const size = slot?.inspector.inputSize;
+    if (!slot || !size) {
+      this.logger.error(
+        { camera: station.id, bundle: station.bundle },
+        "camera not started: its model is not loaded",
+      );
+      return;
+    }
+    const cam = new Camera(station.config, {
+      width: size[0],
+      height: size[1],
+      logger: this.cameraLogger(station.id),
+      firstSeq: station.nextSeq,
+    });
+    cam.on("frame", (f: Frame) => {
+      station.nextSeq = f.seq + 1;
+      const partId = station.pendingParts.shift();
+      // `partId` travels with the frame into its result and event (a PLC trigger's answer)
+      slot.loop.push(partId === undefined ? f : { ...f, partId });
+    });
+    station.camera = cam;
+    cam.start();
+  }
+
+  private stopCamera(station: Station): void {
+    if (!station.camera) return;
+    station.nextSeq = Math.max(station.nextSeq, station.camera.stats().nextSeq);
+    station.camera.stop();
+    station.camera = undefined;
+  }
+
+  private restartCamera(station: Station): void {
+    this.stopCamera(station);
+    if (station.enabled) this.startCamera(station);
+  }
+
+  private deliver(results: InspectionResult[], inferenceMs: number): void {
     const now = Date.now();
     this.lastInspectedTs = now;
     this.inspectedFrames += results.length;
     this.inspected.add(results.length, now);
+    for (const line of this.lineInterfaces) line.onBatch?.(results.length, inferenceMs);
     for (const r of results) {
-      this.perCamera.get(r.frame.cameraId)?.add(1, now);
+      const station = this.stations.get(r.frame.cameraId);
+      station?.record(r, now);
       this.publisher.publishResult(r);
-      this.collector?.consider(r, this.inspector.manifest?.validation_scores ?? []);
+      const manifest = station ? this.models.get(station.bundle)?.inspector.manifest : undefined;
+      if (this.collectionEnabled) this.collector?.consider(r, manifest?.validation_scores ?? []);
       this.hooks.onResult?.(r);
+      for (const line of this.lineInterfaces) {
+        try {
+          line.onResult?.(r);
+        } catch (err) {
+          this.logger.error({ interface: line.name, err }, "line interface failed on a result");
+        }
+      }
     }
     if (!this.readySent) {
       this.readySent = true;
@@ -154,116 +331,428 @@ export class Daemon {
 
   private cameraStates(): Record<string, CameraStatus> {
     const out: Record<string, CameraStatus> = {};
-    for (const cam of this.cameras) {
-      const { state, restarts, badFrames } = cam.stats();
-      const fps = Number((this.perCamera.get(cam.id)?.rate() ?? 0).toFixed(2));
-      out[cam.id] = { state, fps, restarts, bad_frames: badFrames };
+    for (const s of this.stations.values()) {
+      if (!s.camera) continue;
+      const { state, restarts, badFrames } = s.camera.stats();
+      const manifest = this.models.get(s.bundle)?.inspector.manifest;
+      out[s.id] = {
+        state,
+        fps: Number(s.rate.rate().toFixed(2)),
+        restarts,
+        bad_frames: badFrames,
+        model_version: manifest?.model_version ?? null,
+        threshold: manifest ? s.threshold(manifest) : null,
+      };
     }
     return out;
   }
 
   private publishStatus(): void {
     const fps = Number(this.inspected.rate().toFixed(2));
+    const dropped = this.droppedFrames;
     this.publisher.publishStatus({
       model_version: this.modelVersion ?? null,
       fps,
-      dropped_frames: this.loop.droppedFrames,
+      dropped_frames: dropped,
       cameras: this.cameraStates(),
     });
     const { brokerError, connected } = this.publisher.stats();
     const broker = connected || brokerError === undefined ? "" : `, broker: ${brokerError}`;
-    this.notifier.status(
-      `${fps} fps, ${this.loop.droppedFrames} dropped, model ${this.modelVersion}${broker}`,
-    );
+    this.notifier.status(`${fps} fps, ${dropped} dropped, model ${this.modelVersion}${broker}`);
   }
 
   /**
-   * WATCHDOG=1 only while frames actually flow: the inference loop finished a batch within the watchdog interval
-   * and nothing waits in the queue longer than that. A hung pipeline therefore stops the pings and systemd
-   * restarts the daemon. Cameras that are all hardware-triggered may be legitimately silent, so silence alone
-   * does not count as hung for them.
+   * Model loaded and frames flowing: the loops finished a batch within the watchdog interval (or, without a
+   * watchdog, within 30 s) and nothing waits in a queue longer than that. Cameras that are all hardware-triggered
+   * may be legitimately silent, so silence alone does not count as hung for them.
    */
-  private maybePingWatchdog(): void {
+  private isFlowing(limitMs: number): boolean {
     const now = Date.now();
-    const limit = this.notifier.watchdogMs;
-    const oldest = this.loop.oldestCaptureTs();
-    const queueStuck = oldest !== undefined && now - oldest > limit;
-    const allTriggered = this.config.cameras.every((c) => !c.enabled || c.trigger === "hardware");
-    const flowing = now - this.lastInspectedTs < limit || (allTriggered && oldest === undefined);
-    if (flowing && !queueStuck) this.notifier.watchdog();
+    let oldest: number | undefined;
+    for (const slot of this.models.values()) {
+      const ts = slot.loop.oldestCaptureTs();
+      if (ts !== undefined && (oldest === undefined || ts < oldest)) oldest = ts;
+    }
+    const queueStuck = oldest !== undefined && now - oldest > limitMs;
+    const running = [...this.stations.values()].filter((s) => s.camera);
+    const allTriggered = running.every((s) => s.config.trigger === "hardware");
+    const flowing = now - this.lastInspectedTs < limitMs || (allTriggered && oldest === undefined);
+    return flowing && !queueStuck && this.models.size > 0;
   }
 
-  /** SIGHUP or a bundle change: swap in the new model, keeping the old one if the new one fails to load. */
-  async reload(reason: string): Promise<void> {
-    const before = this.inspector.inputSize;
-    const swapped = await this.inspector.reloadIfChanged(reason);
-    if (!swapped) return;
-    const after = this.inspector.inputSize;
-    if (before && after && (before[0] !== after[0] || before[1] !== after[1])) {
-      // the capture caps carry the model size; restart cameras so GStreamer scales to the new one
-      for (const cam of this.cameras) cam.stop();
-      this.startCameras();
+  /** WATCHDOG=1 only while frames actually flow, so a hung pipeline stops the pings and systemd restarts us. */
+  private maybePingWatchdog(): void {
+    if (this.isFlowing(this.notifier.watchdogMs)) this.notifier.watchdog();
+  }
+
+  // --- LineControl -------------------------------------------------------------------------------------------
+
+  private station(camera: unknown): Station {
+    if (typeof camera !== "string") throw new ControlError(`camera must be a string (got ${typeof camera})`);
+    const s = this.stations.get(camera);
+    if (!s)
+      throw new ControlError(`unknown camera "${camera}" (known: ${[...this.stations.keys()].join(", ")})`);
+    return s;
+  }
+
+  snapshot(): NodeSnapshot {
+    const stats = this.publisher.stats();
+    const cameras: CameraSnapshot[] = [...this.stations.values()].map((s) => {
+      const manifest = this.models.get(s.bundle)?.inspector.manifest;
+      const camStats = s.camera?.stats();
+      return {
+        id: s.id,
+        enabled: s.enabled,
+        state: camStats?.state ?? "disabled",
+        fps: Number(s.rate.rate().toFixed(2)),
+        inspected: s.inspected,
+        defects: s.defects,
+        restarts: camStats?.restarts ?? 0,
+        bad_frames: camStats?.badFrames ?? 0,
+        bundle: s.bundle,
+        model_version: manifest?.model_version ?? null,
+        threshold: manifest ? s.threshold(manifest) : null,
+        threshold_rule: s.thresholdRule ?? "bundle",
+        ...(s.last ? { last: s.last } : {}),
+      };
+    });
+    const models = [...this.models.values()].flatMap((slot) => {
+      const m = slot.inspector.manifest;
+      return m
+        ? [{ bundle: slot.dir, model_version: m.model_version, student_sha256: m.student.sha256 }]
+        : [];
+    });
+    return {
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      fps: Number(this.inspected.rate().toFixed(2)),
+      inspected: this.inspectedFrames,
+      dropped_frames: this.droppedFrames,
+      ready: this.readySent && this.isFlowing(this.notifier.watchdogMs || 30_000),
+      models,
+      outbox: { queued: stats.outboxQueued, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
+      collection: { enabled: this.collectionEnabled },
+      cameras,
+    };
+  }
+
+  setThreshold(
+    camera: string,
+    rule: ThresholdRule,
+    by: Requester,
+  ): { old: number | null; new: number | null } {
+    const s = this.station(camera);
+    const problem = thresholdRuleProblem(rule);
+    if (problem) throw new ControlError(`threshold for camera "${camera}": ${problem}`);
+    const manifest = this.models.get(s.bundle)?.inspector.manifest;
+    const old = manifest ? s.threshold(manifest) : null;
+    s.setThresholdRule(rule);
+    const now = manifest ? s.threshold(manifest) : null;
+    this.logger.info(
+      { camera, by: requesterLabel(by), old, new: now, rule },
+      `threshold of camera ${camera} set by ${requesterLabel(by)}: ${old} → ${now}`,
+    );
+    this.publishStatus();
+    return { old, new: now };
+  }
+
+  async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
+    const s = this.station(camera);
+    if (typeof enabled !== "boolean")
+      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+    if (s.enabled === enabled) return;
+    if (enabled && !this.models.has(s.bundle)) {
+      const slot = this.openSlot(s.bundle);
+      try {
+        await slot.inspector.load();
+      } catch (err) {
+        await this.closeSlot(slot);
+        throw new ControlError(
+          `camera "${camera}" cannot start: its model does not load (${errorMessage(err)})`,
+        );
+      }
+      slot.loop.start();
     }
+    s.enabled = enabled;
+    this.logger.info(
+      { camera, by: requesterLabel(by), old: !enabled, new: enabled },
+      `camera ${camera} ${enabled ? "enabled" : "disabled"} by ${requesterLabel(by)}`,
+    );
+    if (enabled) this.startCamera(s);
+    else this.stopCamera(s);
+    await this.unloadUnusedModels();
     this.publishStatus();
   }
 
+  setCollection(enabled: boolean, by: Requester): void {
+    if (typeof enabled !== "boolean")
+      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+    if (enabled && !this.config.collection.enabled) {
+      throw new ControlError(
+        "collection is disabled in the config file (collection.enabled); enable it there first",
+      );
+    }
+    const old = this.collectionEnabled;
+    this.collectionEnabled = enabled;
+    this.logger.info(
+      { by: requesterLabel(by), old, new: this.collectionEnabled },
+      `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
+    );
+  }
+
+  trigger(camera: string, partId: string, by: Requester): void {
+    const s = this.station(camera);
+    if (typeof partId !== "string") throw new ControlError(`part id must be a string (got ${typeof partId})`);
+    if (!s.camera) throw new ControlError(`camera "${camera}" is not running`);
+    if (s.pendingParts.length >= MAX_PENDING_TRIGGERS) {
+      throw new ControlError(
+        `camera "${camera}" already holds ${MAX_PENDING_TRIGGERS} triggers waiting for a frame; refusing part "${partId}"`,
+      );
+    }
+    s.pendingParts.push(partId);
+    this.logger.debug({ camera, part_id: partId, by: requesterLabel(by) }, "trigger");
+  }
+
   /**
-   * Reloads after the bundle changes on disk, debounced. Two watches, because each sees only half of the ways a
+   * SIGHUP (and every interface's "reload"): re-reads the config file, if the daemon has one, and applies what
+   * changed without a restart — thresholds, ignore masks and enables at once; a camera whose capture settings or
+   * model changed restarts alone; added and removed cameras start and stop. An invalid file is rejected with its
+   * problems logged and the running config kept. Then every bundle is reloaded if it changed on disk (a broken one
+   * keeps its old model). Keys that need a restart of the daemon (MQTT, inference, …) are named in a warning.
+   */
+  reload(by: Requester | string = { via: "sighup" }): Promise<ReloadOutcome> {
+    const requester: Requester = typeof by === "string" ? { via: "sighup" } : by;
+    const reason = typeof by === "string" ? by : requesterLabel(by);
+    this.reloading ??= this.doReload(requester, reason).finally(() => {
+      this.reloading = undefined;
+    });
+    return this.reloading;
+  }
+
+  private async doReload(by: Requester, reason: string): Promise<ReloadOutcome> {
+    const outcome: ReloadOutcome = { configApplied: false, problems: [], swapped: [], failed: [] };
+    if (this.stopping) return outcome;
+    this.logger.info({ by: requesterLabel(by) }, `reload requested by ${reason}`);
+    if (this.configPath !== undefined) {
+      let next: StpmdConfig | undefined;
+      try {
+        next = loadConfig(this.configPath);
+      } catch (err) {
+        outcome.problems = errorMessage(err)
+          .split("\n")
+          .filter((l) => l.trim() !== "");
+        this.logger.error(
+          { file: this.configPath, problems: outcome.problems },
+          `new configuration rejected; keeping the running one: ${outcome.problems.join("; ")}`,
+        );
+      }
+      if (next) {
+        await this.applyConfig(next, outcome);
+        outcome.configApplied = outcome.problems.length === 0;
+      }
+    }
+    for (const slot of [...this.models.values()]) {
+      const before = slot.inspector.inputSize;
+      const result = await slot.inspector.reloadIfChanged(reason);
+      if (result === "failed") outcome.failed.push(slot.dir);
+      if (result !== "swapped") continue;
+      outcome.swapped.push(slot.dir);
+      const after = slot.inspector.inputSize;
+      if (before && after && (before[0] !== after[0] || before[1] !== after[1])) {
+        // the capture caps carry the model's size; restart this bundle's cameras so GStreamer scales to the new one
+        for (const s of this.stations.values()) if (s.bundle === slot.dir && s.camera) this.restartCamera(s);
+      }
+    }
+    this.warnAboutRois();
+    this.publishStatus();
+    return outcome;
+  }
+
+  private async applyConfig(next: StpmdConfig, outcome: ReloadOutcome): Promise<void> {
+    const needRestart = Object.keys(next).filter(
+      (key) =>
+        key !== "cameras" &&
+        key !== "model" &&
+        !isDeepStrictEqual(next[key as keyof StpmdConfig], this.config[key as keyof StpmdConfig]),
+    );
+    if (!isDeepStrictEqual({ ...next.model, bundle: "" }, { ...this.config.model, bundle: "" }))
+      needRestart.push("model.watch");
+    if (needRestart.length > 0) {
+      this.logger.warn(
+        { keys: needRestart },
+        `changed keys take effect at the next start: ${needRestart.join(", ")}`,
+      );
+    }
+    const old = this.config;
+    // only cameras and the default bundle are applied at run time; the rest keeps its running values
+    this.config = { ...old, cameras: next.cameras, model: { ...old.model, bundle: next.model.bundle } };
+    const nextIds = new Set(next.cameras.map((c) => c.id));
+    for (const s of [...this.stations.values()]) {
+      if (nextIds.has(s.id)) continue;
+      this.stopCamera(s);
+      this.stations.delete(s.id);
+      this.logger.info({ camera: s.id }, "camera removed from the configuration; stopped");
+    }
+    for (const camera of next.cameras) {
+      const bundle = this.bundleOf(camera);
+      let maskImage: MaskImage | undefined;
+      try {
+        maskImage = camera.ignore?.mask ? await loadBinaryImage(camera.ignore.mask) : undefined;
+      } catch (err) {
+        outcome.problems.push(`cameras (id "${camera.id}").ignore.mask: ${errorMessage(err)}`);
+        this.logger.error(
+          { camera: camera.id, err },
+          "ignore mask unreadable; keeping this camera's previous settings",
+        );
+        continue;
+      }
+      const existing = this.stations.get(camera.id);
+      if (!existing) {
+        const s = new Station(camera, bundle, this.cameraLogger(camera.id));
+        s.maskImage = maskImage;
+        this.stations.set(camera.id, s);
+        if (s.enabled && (await this.ensureModel(bundle, camera.id, outcome))) this.startCamera(s);
+        this.logger.info({ camera: camera.id, enabled: s.enabled }, "camera added by the configuration");
+        continue;
+      }
+      const restart = needsCameraRestart(existing.config, camera) || existing.bundle !== bundle;
+      const wasEnabled = existing.enabled;
+      existing.applyConfig(camera, maskImage);
+      if (existing.bundle !== bundle) {
+        if (!(await this.ensureModel(bundle, camera.id, outcome))) {
+          this.stopCamera(existing);
+          continue;
+        }
+        existing.bundle = bundle;
+      }
+      if (existing.enabled && !(await this.ensureModel(bundle, camera.id, outcome))) continue;
+      if (!existing.enabled) this.stopCamera(existing);
+      else if (restart || !wasEnabled || !existing.camera) {
+        this.restartCamera(existing);
+        if (restart) this.logger.info({ camera: camera.id }, "camera restarted with its new settings");
+      }
+    }
+    await this.unloadUnusedModels();
+  }
+
+  /** Loads `bundle` if no station had it loaded yet; false (logged, in `outcome`) when it does not load. */
+  private async ensureModel(bundle: string, camera: string, outcome: ReloadOutcome): Promise<boolean> {
+    if (this.models.get(bundle)?.inspector.manifest) return true;
+    const slot = this.openSlot(bundle);
+    try {
+      const manifest = await slot.inspector.load();
+      this.logger.info({ model_version: manifest.model_version, bundle }, "model loaded");
+      slot.loop.start();
+      return true;
+    } catch (err) {
+      await this.closeSlot(slot);
+      outcome.failed.push(bundle);
+      outcome.problems.push(`cameras (id "${camera}").model: ${errorMessage(err)}`);
+      this.logger.error({ camera, bundle, err }, "camera's model does not load; the camera is not started");
+      return false;
+    }
+  }
+
+  private async unloadUnusedModels(): Promise<void> {
+    const inUse = this.bundlesInUse();
+    for (const slot of [...this.models.values()]) if (!inUse.has(slot.dir)) await this.closeSlot(slot);
+  }
+
+  /**
+   * Reloads a bundle after it changes on disk, debounced. Two watches, because each sees only half of the ways a
    * bundle is replaced: the parent folder sees the directory itself renamed or replaced (`retrain --out`, `mv`,
    * `cp -a`); the directory's own watch sees its files overwritten in place (`cp new/* bundle/`), which the
    * parent never hears of. The directory's watch follows its inode, so it is re-armed whenever the parent reports
    * the name, which is when a new directory may have taken its place.
    */
-  private watchBundle(): void {
-    const bundle = path.resolve(this.config.model.bundle);
+  private watchBundle(slot: ModelSlot): void {
+    const bundle = slot.dir;
     const parent = path.dirname(bundle);
     const name = path.basename(bundle);
     const changed = (): void => {
-      if (this.stopping) return;
-      if (this.reloadTimer) clearTimeout(this.reloadTimer);
-      this.reloadTimer = setTimeout(() => {
-        this.reload("bundle changed on disk").catch(() => undefined);
+      if (this.stopping || this.models.get(bundle) !== slot) return;
+      if (slot.reloadTimer) clearTimeout(slot.reloadTimer);
+      slot.reloadTimer = setTimeout(() => {
+        slot.inspector
+          .reloadIfChanged("bundle changed on disk")
+          .then((result) => {
+            if (result !== "swapped") return;
+            for (const s of this.stations.values()) {
+              const size = slot.inspector.inputSize;
+              const cam = s.camera;
+              if (s.bundle === bundle && cam && size && (cam.width !== size[0] || cam.height !== size[1])) {
+                this.restartCamera(s);
+              }
+            }
+            this.publishStatus();
+          })
+          .catch(() => undefined);
       }, this.config.model.watch_debounce_ms);
     };
+    let directoryWatch: FSWatcher | undefined;
     const watchDirectory = (): void => {
-      this.bundleWatcher?.close();
-      this.bundleWatcher = undefined;
+      directoryWatch?.close();
+      slot.watchers = slot.watchers.filter((w) => w !== directoryWatch);
+      directoryWatch = undefined;
       try {
-        this.bundleWatcher = watch(bundle, changed);
-        this.bundleWatcher.on("error", () => undefined); // the directory went away; the parent's watch re-arms
+        directoryWatch = watch(bundle, changed);
+        directoryWatch.on("error", () => undefined); // the directory went away; the parent's watch re-arms
+        slot.watchers.push(directoryWatch);
       } catch {
         // not there right now (being replaced); the parent's watch re-arms when it appears
       }
     };
     try {
-      this.watcher = watch(parent, (_event, file) => {
+      const parentWatch = watch(parent, (_event, file) => {
         if (file !== null && !String(file).startsWith(name)) return;
         watchDirectory();
         changed();
       });
-      this.watcher.on("error", (err) =>
-        this.logger.warn({ err }, "bundle watch failed; use SIGHUP to reload"),
+      parentWatch.on("error", (err) =>
+        this.logger.warn({ err, bundle }, "bundle watch failed; use SIGHUP to reload"),
       );
+      slot.watchers.push(parentWatch);
     } catch (err) {
       this.logger.warn({ dir: parent, err }, "cannot watch the bundle folder; use SIGHUP to reload");
     }
     watchDirectory();
   }
 
-  /** SIGTERM: stop capture, inspect what is already queued, flush MQTT, stop. */
+  /** SIGTERM: stop the line's interfaces and capture, inspect what is already queued, flush MQTT, stop. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
     for (const t of this.timers) clearInterval(t);
-    if (this.reloadTimer) clearTimeout(this.reloadTimer);
-    this.watcher?.close();
-    this.bundleWatcher?.close();
-    for (const cam of this.cameras) cam.stop();
-    await this.loop.drain();
+    for (const line of this.lineInterfaces) {
+      await line.stop().catch((err: unknown) => this.logger.warn({ interface: line.name, err }, "stopping"));
+    }
+    for (const s of this.stations.values()) this.stopCamera(s);
+    for (const slot of this.models.values()) {
+      for (const w of slot.watchers) w.close();
+      if (slot.reloadTimer) clearTimeout(slot.reloadTimer);
+    }
+    await Promise.all([...this.models.values()].map((slot) => slot.loop.drain()));
     this.publishStatus();
     await this.publisher.stop();
-    await this.inspector.close();
-    this.logger.info({ inspected: this.inspectedFrames, dropped: this.loop.droppedFrames }, "stopped");
+    for (const slot of this.models.values()) await slot.inspector.close();
+    this.logger.info({ inspected: this.inspectedFrames, dropped: this.droppedFrames }, "stopped");
   }
+}
+
+/** Why a threshold rule from a client is unusable (the config file's rules are checked by its schema). */
+function thresholdRuleProblem(rule: unknown): string | undefined {
+  if (typeof rule !== "object" || rule === null) return "must be {value}, {sigma} or {false_alarm_rate}";
+  const keys = Object.keys(rule);
+  if (keys.length !== 1)
+    return `must have exactly one of value, sigma, false_alarm_rate (got ${keys.join(", ") || "none"})`;
+  const [key] = keys as [string];
+  const v = (rule as Record<string, unknown>)[key];
+  if (typeof v !== "number" || !Number.isFinite(v)) return `${key} must be a finite number`;
+  if (key === "value" && !(v > 0)) return `value ${v} must be above 0`;
+  if (key === "sigma" && !(v >= 0 && v <= 100)) return `sigma ${v} must be between 0 and 100`;
+  if (key === "false_alarm_rate" && !(v > 0 && v < 1))
+    return `false_alarm_rate ${v} must be between 0 and 1 (exclusive)`;
+  if (!["value", "sigma", "false_alarm_rate"].includes(key))
+    return `unknown rule "${key}" (value, sigma, false_alarm_rate)`;
+  return undefined;
 }

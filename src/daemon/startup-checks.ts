@@ -1,12 +1,13 @@
 import fs from "node:fs";
 import path from "node:path";
-import type { Manifest } from "../bundle/bundle.js";
+import { bundleGeometry } from "../bundle/bundle.js";
 import { pipelineParseProblem } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
-import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
+import type { CameraConfig, KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
+import type { Geometry } from "../stpm/geometry.js";
 
 /**
  * What `stpmd run` would reject at start beyond the config file's own rules: state directories it cannot create
@@ -68,41 +69,81 @@ export function stateDirProblems(config: StpmdConfig): Problem[] {
   return problems;
 }
 
-/** Each enabled camera's full pipeline (source + stpmd's conversion, scaling and appsink) must build. */
+/**
+ * Each enabled camera's full pipeline (source, ROI crop, stpmd's conversion, scaling and appsink) must build, at
+ * the capture size of its station's model (`sizeOf(i)`; undefined when that model did not load).
+ */
 export function cameraSourceProblems(
   config: StpmdConfig,
-  input: Pick<Manifest["input"], "width" | "height">,
+  sizeOf: (index: number) => { width: number; height: number } | undefined,
 ): Problem[] {
   const problems: Problem[] = [];
   config.cameras.forEach((camera, i) => {
     if (!camera.enabled) return;
-    const description = buildPipelineDescription(camera.source, input.width, input.height);
+    // without a loadable bundle the camera is still checked, at a size every description must accept
+    const { width, height } = sizeOf(i) ?? { width: 256, height: 256 };
+    const description = buildPipelineDescription(camera.source, width, height, `cameras[${i}]`, camera.roi);
     const reason = pipelineParseProblem(description);
     if (reason !== undefined) {
-      problems.push({ path: ["cameras", i, "source"], message: `GStreamer cannot build it: ${reason}` });
+      const key = camera.roi && /videocrop|could not link/.test(reason) ? "roi" : "source";
+      problems.push({ path: ["cameras", i, key], message: `GStreamer cannot build it: ${reason}` });
     }
   });
   return problems;
 }
 
 /**
- * Everything `run` checks at start, for `check-config`: the bundle is loaded exactly as the daemon loads it (in an
- * inference thread, hashes verified, sessions created on the configured providers) and released again.
+ * Where a camera's ROI does not match what its bundle was trained on: a different aspect (the model sees a
+ * stretched image) or, for a tiled bundle, a different size (its tiles then see another scale).
+ */
+export function roiWarnings(camera: CameraConfig, geometry: Geometry): string[] {
+  const view = camera.roi;
+  if (!view) return [];
+  const trained = geometry.roi ?? geometry.source;
+  const warnings: string[] = [];
+  const aspect = (s: { width: number; height: number }): number => s.width / s.height;
+  const describe = (s: { width: number; height: number }): string => `${s.width}×${s.height}`;
+  if (Math.abs(aspect(view) / aspect(trained) - 1) > 0.01) {
+    warnings.push(
+      `camera ${camera.id}: its ROI ${describe(view)} has another aspect than the ${describe(trained)} its bundle was trained on; the model sees a stretched image`,
+    );
+  } else if (geometry.mode === "tile" && (view.width !== trained.width || view.height !== trained.height)) {
+    warnings.push(
+      `camera ${camera.id}: its ROI ${describe(view)} differs in size from the ${describe(trained)} its tiled bundle was trained on; tiles see another scale`,
+    );
+  }
+  return warnings;
+}
+
+/**
+ * Everything `run` checks at start, for `check-config`: every station's bundle is loaded exactly as the daemon
+ * loads it (in an inference thread, hashes verified, sessions created on the configured providers) and released.
  */
 export async function startupProblems(config: StpmdConfig): Promise<Problem[]> {
   const problems = stateDirProblems(config);
-  let input: Manifest["input"] | undefined;
-  try {
-    const scorer = await ScorerThread.load(config.model.bundle, {
-      providers: ortProviders(config.inference.providers),
-      intraOpThreads: config.inference.intra_op_threads,
-    });
-    input = scorer.manifest.input;
-    await scorer.release();
-  } catch (err) {
-    problems.push({ path: ["model", "bundle"], message: errorMessage(err) });
+  const sizes = new Map<string, { width: number; height: number } | undefined>();
+  for (const [i, camera] of config.cameras.entries()) {
+    if (!camera.enabled) continue;
+    const dir = camera.model ?? config.model.bundle;
+    if (sizes.has(dir)) continue;
+    try {
+      const scorer = await ScorerThread.load(dir, {
+        providers: ortProviders(config.inference.providers),
+        intraOpThreads: config.inference.intra_op_threads,
+      });
+      const { capture } = bundleGeometry(scorer.manifest);
+      sizes.set(dir, capture);
+      await scorer.release();
+    } catch (err) {
+      sizes.set(dir, undefined);
+      problems.push({
+        path: camera.model ? ["cameras", i, "model"] : ["model", "bundle"],
+        message: errorMessage(err),
+      });
+    }
   }
-  // without a loadable bundle the cameras are still checked, at a size every description must accept
-  problems.push(...cameraSourceProblems(config, input ?? { width: 256, height: 256 }));
+  problems.push(
+    ...cameraSourceProblems(config, (i) => sizes.get(config.cameras[i]!.model ?? config.model.bundle)),
+  );
   return problems;
 }

@@ -161,6 +161,24 @@ export async function loadMask(
   return mask;
 }
 
+/** A black-and-white image file as a 0/1 mask at its own size: 1 where a pixel is brighter than half. */
+export async function loadBinaryImage(
+  file: string,
+): Promise<{ width: number; height: number; mask: Uint8Array }> {
+  try {
+    const { data, info } = await sharp(file, { failOn: "error" })
+      .toColourspace("b-w")
+      .extractChannel(0)
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    const mask = new Uint8Array(info.width * info.height);
+    for (let i = 0; i < mask.length; i++) mask[i] = data[i]! > 127 ? 1 : 0;
+    return { width: info.width, height: info.height, mask };
+  } catch (err) {
+    throw new StpmdError("ERR_IMAGE_DECODE", `${file}: not a readable mask image (${errorMessage(err)})`);
+  }
+}
+
 /** Packs HWC uint8 RGB into normalised NCHW float32 at `offset` images into `out`. */
 export function rgbToChw(
   rgb: Uint8Array,

@@ -154,9 +154,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     resolveDone = resolve;
   });
   const daemon = new Daemon(config, logger, {
-    onResult: (r) => {
-      if (r.frame.seq < opts.replayFrames) firstPass.push(r);
-      if (firstPass.length >= opts.replayFrames) resolveDone();
+    hooks: {
+      onResult: (r) => {
+        if (r.frame.seq < opts.replayFrames) firstPass.push(r);
+        if (firstPass.length >= opts.replayFrames) resolveDone();
+      },
     },
   });
   await daemon.start();

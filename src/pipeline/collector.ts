@@ -12,8 +12,10 @@ import type { InspectionResult } from "../core/result.js";
  * as training material for the next `stpmd retrain`. Per camera it saves at most one frame per `min_interval_s`.
  * Beyond `max_frames_per_camera` (per camera) or `max_bytes` (all cameras) the oldest frames are deleted: the set
  * is a rolling window of how the line looks now, which is what a retrain should learn.
- * Files go flat into one folder, `<camera>_<capture time>_<seq>.png`, so `stpmd retrain --frames DIR` reads them
- * directly. Writes are temp + rename: retrain never sees half a PNG. Frames are production images, so files and
+ * Each camera's station has its own folder, `<dir>/<camera>/<camera>_<capture time>_<seq>.png`, because each
+ * station's model learns its own view: `stpmd retrain --frames <dir>/<camera>` reads one station's frames directly.
+ * Frames are saved as the camera delivers them to its model: at its capture size, which for a tiled bundle is the
+ * ROI at the bundle's scale (native resolution with scale 1). Writes are temp + rename: retrain never sees half a PNG. Frames are production images, so files and
  * folder get the configured modes (0640/0750 by default), set explicitly rather than left to the umask.
  */
 export class Collector {
@@ -40,14 +42,20 @@ export class Collector {
     const c = new Collector(config, logger);
     if (config.enabled) {
       await makeDirectory(config.dir, c.dirMode);
-      for (const f of (await readdir(config.dir)).sort()) {
-        if (!f.endsWith(".png") || f.startsWith(".")) continue;
-        const file = path.join(config.dir, f);
-        c.track(f.split("_")[0]!, f, (await stat(file)).size);
-        // frames saved by an older release may be world-readable
-        await chmod(file, c.fileMode).catch((err: unknown) =>
-          logger.warn({ file, err }, "could not set the mode of a collected frame"),
-        );
+      for (const entry of (await readdir(config.dir, { withFileTypes: true })).sort((a, b) =>
+        a.name.localeCompare(b.name),
+      )) {
+        if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
+        const cameraDir = path.join(config.dir, entry.name);
+        for (const f of (await readdir(cameraDir)).sort()) {
+          if (!f.endsWith(".png") || f.startsWith(".")) continue;
+          const file = path.join(cameraDir, f);
+          c.track(entry.name, f, (await stat(file)).size);
+          // frames saved by an older release may be world-readable
+          await chmod(file, c.fileMode).catch((err: unknown) =>
+            logger.warn({ file, err }, "could not set the mode of a collected frame"),
+          );
+        }
       }
     }
     return c;
@@ -88,8 +96,10 @@ export class Collector {
     const { frame } = r;
     const stamp = new Date(frame.captureTs).toISOString().replace(/[-:.]/g, "");
     const name = `${frame.cameraId}_${stamp}_${frame.seq}.png`;
-    const file = path.join(this.config.dir, name);
-    const tmp = path.join(this.config.dir, `.${name}.tmp`);
+    const dir = path.join(this.config.dir, frame.cameraId);
+    if (!this.filesByCamera.has(frame.cameraId)) await makeDirectory(dir, this.dirMode);
+    const file = path.join(dir, name);
+    const tmp = path.join(dir, `.${name}.tmp`);
     const info = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
       .png()
       .toFile(tmp);
@@ -110,20 +120,20 @@ export class Collector {
 
   private async enforceLimits(camera: string): Promise<void> {
     const list = this.filesByCamera.get(camera)!;
-    while (list.length > this.config.max_frames_per_camera) await this.deleteOldest(list);
+    while (list.length > this.config.max_frames_per_camera) await this.deleteOldest(camera, list);
     while (this.bytes > this.config.max_bytes) {
       // over the byte budget: drop the oldest frame of whichever camera holds the most
-      const fullest = [...this.filesByCamera.values()].sort((a, b) => b.length - a.length)[0];
-      if (!fullest || fullest.length === 0) break;
-      await this.deleteOldest(fullest);
+      const fullest = [...this.filesByCamera.entries()].sort((a, b) => b[1].length - a[1].length)[0];
+      if (!fullest || fullest[1].length === 0) break;
+      await this.deleteOldest(fullest[0], fullest[1]);
     }
   }
 
-  private async deleteOldest(list: { name: string; size: number }[]): Promise<void> {
+  private async deleteOldest(camera: string, list: { name: string; size: number }[]): Promise<void> {
     const oldest = list.shift()!;
     this.bytes -= oldest.size;
     this.deleted += 1;
-    await unlink(path.join(this.config.dir, oldest.name)).catch((err) =>
+    await unlink(path.join(this.config.dir, camera, oldest.name)).catch((err) =>
       this.logger.warn({ file: oldest.name, err }, "could not delete an old collected frame"),
     );
   }

@@ -1,9 +1,10 @@
+import { performance } from "node:perf_hooks";
 import type { InferenceConfig } from "../config/index.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import { FrameQueue } from "./frame-queue.js";
-import type { Inspector } from "./inspector.js";
+import type { Inspector, StationLookup } from "./inspector.js";
 
 /**
  * Batches handed to the inspector before the oldest one's results are back. Two keep the inference thread busy
@@ -26,7 +27,8 @@ export class InspectionLoop {
     private readonly inspector: Inspector,
     private readonly config: InferenceConfig,
     private readonly logger: Logger,
-    private readonly deliver: (results: InspectionResult[]) => void,
+    private readonly deliver: (results: InspectionResult[], inferenceMs: number) => void,
+    private readonly station: StationLookup,
   ) {
     this.queue = new FrameQueue(config.queue_size);
   }
@@ -68,7 +70,8 @@ export class InspectionLoop {
       if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
       const batch = await this.queue.takeBatch(max_batch, max_wait_ms);
       if (batch.length === 0) break; // closed and drained
-      const inspected = this.inspector.inspect(batch).catch((err: unknown) => {
+      const started = performance.now();
+      const inspected = this.inspector.inspect(batch, this.station).catch((err: unknown) => {
         // one bad batch must not end the loop; the frames are counted as lost and named in the log
         this.failedBatches += 1;
         this.logger.error(
@@ -79,7 +82,7 @@ export class InspectionLoop {
       });
       delivered = delivered.then(async () => {
         const results = await inspected;
-        if (results) this.deliver(results);
+        if (results) this.deliver(results, performance.now() - started);
       });
       inFlight.push(delivered);
     }

@@ -1,40 +1,62 @@
-import type { Manifest } from "../bundle/bundle.js";
+import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import { resizeRgb } from "../data/images.js";
 import type { SessionOptions } from "../onnx/ort.js";
+import type { Geometry } from "../stpm/geometry.js";
+import { scoreImages } from "../stpm/image-scoring.js";
 import { findRegions } from "../stpm/regions.js";
 import { ScorerThread } from "./scorer-thread.js";
 
 interface LoadedModel {
   manifest: Manifest;
+  geometry: Geometry;
   scorer: ScorerThread;
 }
 
+/** How one camera's frames are judged: its threshold for the model in service, and its ignore mask. */
+export interface StationView {
+  threshold: number;
+  /** 1 = ignored, at the model's capture size; undefined: nothing ignored. */
+  ignore?: Uint8Array;
+}
+
+/** The station settings of a camera for a given model (thresholds may derive from the model's validation scores). */
+export type StationLookup = (cameraId: string, manifest: Manifest) => StationView;
+
 /**
- * Owns the current model and turns batches of frames into inspection results. Each model runs in its own inference
- * thread (see ScorerThread). Loading a new bundle builds the new thread and session completely before swapping it
- * in, so a bundle that fails to load leaves the running model serving.
+ * Owns one bundle's model and turns batches of frames into inspection results. Each model runs in its own
+ * inference thread (see ScorerThread). Loading a new bundle builds the new thread and session completely before
+ * swapping it in, so a bundle that fails to load leaves the running model serving.
  */
 export class Inspector {
   private model: LoadedModel | undefined;
   private loading: Promise<Manifest> | undefined;
   private resizeWarned = false;
 
+  /**
+   * @param maxBatch most model inputs per inference call: frames in resize mode, tiles in tile mode.
+   */
   constructor(
-    private readonly bundleDir: string,
+    readonly bundleDir: string,
     private readonly sessionOptions: SessionOptions,
     private readonly logger: Logger,
+    private readonly maxBatch = 8,
   ) {}
 
   get manifest(): Manifest | undefined {
     return this.model?.manifest;
   }
 
+  get geometry(): Geometry | undefined {
+    return this.model?.geometry;
+  }
+
+  /** The size frames should arrive at: the capture size of the bundle's geometry. */
   get inputSize(): [width: number, height: number] | undefined {
-    const m = this.model?.manifest;
-    return m ? [m.input.width, m.input.height] : undefined;
+    const g = this.model?.geometry;
+    return g ? [g.capture.width, g.capture.height] : undefined;
   }
 
   /**
@@ -50,7 +72,7 @@ export class Inspector {
         ...(this.sessionOptions.onFallback ? { onFallback: this.sessionOptions.onFallback } : {}),
       });
       const old = this.model;
-      this.model = { manifest: scorer.manifest, scorer };
+      this.model = { manifest: scorer.manifest, geometry: bundleGeometry(scorer.manifest), scorer };
       if (old) {
         // stop the old thread after the swap; a batch already submitted to it finishes first
         old.scorer.release().catch((err) => this.logger.warn({ err }, "releasing old model"));
@@ -65,42 +87,48 @@ export class Inspector {
   }
 
   /** Reloads if the bundle on disk carries a different model_version; keeps the old model on failure. */
-  async reloadIfChanged(reason: string): Promise<boolean> {
+  async reloadIfChanged(reason: string): Promise<"swapped" | "unchanged" | "failed"> {
     const before = this.model?.manifest.model_version;
     try {
       const m = await this.load();
       if (m.model_version !== before) {
-        this.logger.info({ reason, from: before, to: m.model_version }, "model swapped");
-        return true;
+        this.logger.info(
+          { reason, bundle: this.bundleDir, from: before, to: m.model_version },
+          "model swapped",
+        );
+        return "swapped";
       }
-      return false;
+      return "unchanged";
     } catch (err) {
       this.logger.error(
         { reason, bundle: this.bundleDir, err },
         "model reload failed; keeping the running model",
       );
-      return false;
+      return "failed";
     }
   }
 
-  async inspect(frames: Frame[]): Promise<InspectionResult[]> {
+  async inspect(frames: Frame[], station: StationLookup): Promise<InspectionResult[]> {
     const model = this.model;
     if (!model) throw new Error("no model loaded");
-    const { width, height } = model.manifest.input;
-    const hw = width * height;
-    const packed = new Uint8Array(frames.length * hw * 3);
-    const rgbs = await Promise.all(frames.map((f) => this.atModelSize(f, width, height)));
-    rgbs.forEach((rgb, i) => {
-      packed.set(rgb, i * hw * 3);
-    });
-    // `packed` is handed to the inference thread (transferred, not copied); the maps come back the same way
-    const { maps, scores } = await model.scorer.score(packed, frames.length);
+    const { geometry, manifest } = model;
+    const { width, height } = geometry.capture;
+    const rgbs = await Promise.all(frames.map((f) => this.atCaptureSize(f, width, height)));
+    const views = frames.map((f) => station(f.cameraId, manifest));
+    // frames (resize) or tiles (tile mode) go to the inference thread in batches of maxBatch; the buffers are
+    // transferred, not copied, and the maps come back the same way
+    const { maps, scores } = await scoreImages(
+      (packed, count) => model.scorer.score(packed, count),
+      rgbs,
+      geometry,
+      this.maxBatch,
+      (i) => views[i]!.ignore,
+    );
     const inferredTs = Date.now();
-    const threshold = model.manifest.threshold;
     return frames.map((frame, i) => {
-      // views, not copies: the batch's map buffer belongs to these results alone
-      const map = maps.subarray(i * hw, (i + 1) * hw);
+      const map = maps[i]!;
       const score = scores[i]!;
+      const { threshold } = views[i]!;
       const defective = score > threshold;
       const atSize: Frame =
         frame.width === width && frame.height === height ? frame : { ...frame, width, height, rgb: rgbs[i]! };
@@ -111,14 +139,14 @@ export class Inspector {
         defective,
         regions: defective ? findRegions(map, width, height, threshold) : [],
         map,
-        modelVersion: model.manifest.model_version,
+        modelVersion: manifest.model_version,
         inferredTs,
       };
     });
   }
 
-  /** Cameras deliver at the model size; after a swap to a model of another size, frames are resized here. */
-  private async atModelSize(frame: Frame, width: number, height: number): Promise<Uint8Array> {
+  /** Cameras deliver at the capture size; after a swap to a model of another geometry, frames are resized here. */
+  private async atCaptureSize(frame: Frame, width: number, height: number): Promise<Uint8Array> {
     if (frame.width === width && frame.height === height) return frame.rgb;
     if (!this.resizeWarned) {
       this.resizeWarned = true;

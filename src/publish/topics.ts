@@ -29,6 +29,10 @@ export interface CameraStatus {
   restarts: number;
   /** Frames or replay files skipped as unusable (a bad replay file counts on every loop over it). */
   bad_frames: number;
+  /** The camera's model (its station's bundle). */
+  model_version: string | null;
+  /** The image-score threshold in force for this camera. */
+  threshold: number | null;
 }
 
 /** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */

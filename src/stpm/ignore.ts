@@ -54,3 +54,22 @@ export function applyIgnoreMask(map: Float32Array, mask: Uint8Array | undefined)
   }
   return max === Number.NEGATIVE_INFINITY ? 0 : max;
 }
+
+/** Nearest-neighbour resampling of a 0/1 mask (e.g. a mask image) to another grid. */
+export function resampleMask(
+  mask: Uint8Array,
+  width: number,
+  height: number,
+  toWidth: number,
+  toHeight: number,
+): Uint8Array {
+  const out = new Uint8Array(toWidth * toHeight);
+  for (let y = 0; y < toHeight; y++) {
+    const sy = Math.min(height - 1, Math.floor(((y + 0.5) * height) / toHeight));
+    for (let x = 0; x < toWidth; x++) {
+      const sx = Math.min(width - 1, Math.floor(((x + 0.5) * width) / toWidth));
+      out[y * toWidth + x] = mask[sy * width + sx]!;
+    }
+  }
+  return out;
+}

@@ -397,7 +397,10 @@ async function retrainGeometry(opts: RetrainOptions, files: string[]): Promise<G
     if (full) break;
   }
   if (!full) {
-    throw new StpmdError("ERR_INPUT_EMPTY", `${opts.framesDir}: none of its ${files.length} image(s) is readable`);
+    throw new StpmdError(
+      "ERR_INPUT_EMPTY",
+      `${opts.framesDir}: none of its ${files.length} image(s) is readable`,
+    );
   }
   const roi = opts.roi ?? null;
   if (roi && (roi.x + roi.width > full.width || roi.y + roi.height > full.height)) {
@@ -425,7 +428,9 @@ function trainingSamples(images: Uint8Array[], geometry: Geometry): Uint8Array[]
   images.forEach((img, i) => {
     cutTiles(img, plan, all, i * plan.count);
   });
-  return Array.from({ length: images.length * plan.count }, (_, k) => all.subarray(k * bytes, (k + 1) * bytes));
+  return Array.from({ length: images.length * plan.count }, (_, k) =>
+    all.subarray(k * bytes, (k + 1) * bytes),
+  );
 }
 
 async function validationScores(

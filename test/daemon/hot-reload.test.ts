@@ -64,9 +64,11 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
   const sizes: number[] = [];
   const seen: { seq: number }[] = [];
   const daemon = new Daemon(config, logger, {
-    onResult: (r) => {
-      sizes.push(r.frame.width);
-      seen.push({ seq: r.frame.seq });
+    hooks: {
+      onResult: (r) => {
+        sizes.push(r.frame.width);
+        seen.push({ seq: r.frame.seq });
+      },
     },
   });
   try {

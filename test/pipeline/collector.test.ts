@@ -25,7 +25,7 @@ function result(cameraId: string, seq: number, score: number): InspectionResult 
 
 const settle = () => new Promise((r) => setTimeout(r, 150));
 
-test("only frames normal with margin are kept, newest per camera up to the cap, as readable PNGs", async () => {
+test("only frames normal with margin are kept, newest per camera up to the cap, as readable PNGs in one folder per station", async () => {
   const dir = path.join(await tempDir(), "frames");
   const c = await Collector.open(
     collectionConfig({
@@ -47,14 +47,15 @@ test("only frames normal with margin are kept, newest per camera up to the cap, 
   }
   c.consider(result("b", 20, 0.05), validation);
   await settle();
-  const files = (await readdir(dir)).sort();
+  assert.deepEqual((await readdir(dir)).sort(), ["a", "b"]);
+  const files = (await readdir(path.join(dir, "a"))).sort();
   assert.equal(files.filter((f) => f.startsWith("a_")).length, 3);
   assert.ok(
     files.some((f) => f.endsWith("_14.png")) && !files.some((f) => f.endsWith("_10.png")),
     files.join(),
   );
-  assert.equal(files.filter((f) => f.startsWith("b_")).length, 1);
-  const meta = await sharp(path.join(dir, files[0]!)).metadata();
+  assert.equal((await readdir(path.join(dir, "b"))).filter((f) => f.startsWith("b_")).length, 1);
+  const meta = await sharp(path.join(dir, "a", files[0]!)).metadata();
   assert.equal(meta.width, 8);
   assert.equal(c.deleted, 2);
 });
@@ -74,7 +75,7 @@ test("the minimum interval rate-limits saving per camera", async () => {
   );
   for (let seq = 0; seq < 5; seq++) c.consider(result("a", seq, 0), [1]);
   await settle();
-  assert.equal((await readdir(dir)).length, 1);
+  assert.equal((await readdir(path.join(dir, "a"))).length, 1);
 });
 
 test("collected frames are 0640 in a 0750 folder whatever the umask, or as configured", async () => {
@@ -99,10 +100,11 @@ test("collected frames are 0640 in a 0750 folder whatever the umask, or as confi
       );
       c.consider(result("a", 1, 0), [1]);
       await settle();
-      const [file] = await readdir(dir);
+      const [file] = await readdir(path.join(dir, "a"));
       assert.ok(file?.endsWith(".png"), String(file));
       assert.equal((await stat(dir)).mode & 0o777, dirMode);
-      assert.equal((await stat(path.join(dir, file!))).mode & 0o777, fileMode);
+      assert.equal((await stat(path.join(dir, "a"))).mode & 0o777, dirMode);
+      assert.equal((await stat(path.join(dir, "a", file!))).mode & 0o777, fileMode);
     }
   } finally {
     process.umask(previous);

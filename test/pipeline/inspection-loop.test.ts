@@ -33,10 +33,16 @@ test("the frame loop batches frames of any camera, delivers every result in orde
   const batches: number[] = [];
   const delivered: InspectionResult[] = [];
   const { inference } = testConfig({ inference: { max_batch: 4, max_wait_ms: 5, queue_size: 64 } });
-  const loop = new InspectionLoop(inspector, inference, logger, (results) => {
-    batches.push(results.length);
-    delivered.push(...results);
-  });
+  const loop = new InspectionLoop(
+    inspector,
+    inference,
+    logger,
+    (results) => {
+      batches.push(results.length);
+      delivered.push(...results);
+    },
+    (_camera, manifest) => ({ threshold: manifest.threshold }),
+  );
   try {
     loop.start();
     for (let seq = 0; seq < 30; seq++) {

@@ -147,7 +147,16 @@ describe("Publisher against a real mosquitto", () => {
       model_version: "stpm-test-1",
       fps: 12.5,
       dropped_frames: 3,
-      cameras: { cam0: { state: "streaming", fps: 12.5, restarts: 0, bad_frames: 0 } },
+      cameras: {
+        cam0: {
+          state: "streaming",
+          fps: 12.5,
+          restarts: 0,
+          bad_frames: 0,
+          model_version: "stpm-test-1",
+          threshold: 0.5,
+        },
+      },
     });
     publisher.publishResult(inspection(0, { defective: false }));
     publisher.publishResult(inspection(1));
