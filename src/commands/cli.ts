@@ -9,8 +9,8 @@ import { runDoctor } from "../daemon/doctor.js";
 import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
-import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
+import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, retrain } from "../train/retrain.js";
 
 function intOption(name: string, min: number): (v: string) => number {

@@ -46,6 +46,8 @@ import { SystemdNotifier } from "./systemd.js";
 export interface DaemonHooks {
   /** Every inspection result, after publishing (tests and the demo watch the stream here). */
   onResult?: (r: InspectionResult) => void;
+  /** Every inference batch's results (all from one bundle). */
+  onBatch?: (results: InspectionResult[]) => void;
 }
 
 export interface DaemonOptions {
@@ -116,6 +118,11 @@ export class Daemon implements LineControl {
     let dropped = 0;
     for (const slot of this.models.values()) dropped += slot.loop.droppedFrames;
     return dropped;
+  }
+
+  /** How often a camera's capture was built since start (1 + restarts by config changes and enables). */
+  captureStarts(cameraId: string): number {
+    return this.stations.get(cameraId)?.captureStarts ?? 0;
   }
 
   publisherStats(): ReturnType<Publisher["stats"]> {
@@ -286,6 +293,7 @@ export class Daemon implements LineControl {
       slot.loop.push(partId === undefined ? f : { ...f, partId });
     });
     station.camera = cam;
+    station.captureStarts += 1;
     cam.start();
   }
 
@@ -306,6 +314,7 @@ export class Daemon implements LineControl {
     this.lastInspectedTs = now;
     this.inspectedFrames += results.length;
     this.inspected.add(results.length, now);
+    this.hooks.onBatch?.(results);
     for (const line of this.lineInterfaces) line.onBatch?.(results.length, inferenceMs);
     for (const r of results) {
       const station = this.stations.get(r.frame.cameraId);

@@ -50,6 +50,8 @@ export class Station {
   inspected = 0;
   defects = 0;
   nextSeq = 0;
+  /** Captures built for this camera (a config change that needs a new pipeline builds another). */
+  captureStarts = 0;
   last: LastResult | undefined;
   readonly pendingParts: string[] = [];
   private masks = new Map<string, Uint8Array | undefined>();

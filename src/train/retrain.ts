@@ -7,7 +7,6 @@ import type { Logger } from "../core/log.js";
 import { listImages, loadRgb, type RgbImage, readImageSize, rgbToChw } from "../data/images.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
-import { l2NormalizeChannels } from "../stpm/normalize.js";
 import {
   cutTiles,
   describeGeometry,
@@ -19,6 +18,7 @@ import {
   tiledGeometry,
 } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
+import { l2NormalizeChannels } from "../stpm/normalize.js";
 import { Random } from "../stpm/random.js";
 import { Scorer } from "../stpm/scorer.js";
 import { splitTrainVal } from "../stpm/split.js";

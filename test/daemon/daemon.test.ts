@@ -228,7 +228,7 @@ describe("stpmd run, end to end", () => {
 
   test("collection saved normal frames for retraining", async () => {
     const { readdir } = await import("node:fs/promises");
-    const files = await readdir(path.join(work, "collected"));
+    const files = await readdir(path.join(work, "collected", "parts"));
     assert.ok(
       files.some((f) => /^parts_.*\.png$/.test(f)),
       `collected: ${files.join(", ")}`,

@@ -218,7 +218,16 @@ describe("Publisher against a real mosquitto", () => {
     assert.equal(status.state, "online");
     assert.equal(status.model_version, "stpm-test-1");
     assert.equal(status.dropped_frames, 3);
-    assert.deepEqual(status.cameras, { cam0: { state: "streaming", fps: 12.5, restarts: 0, bad_frames: 0 } });
+    assert.deepEqual(status.cameras, {
+      cam0: {
+        state: "streaming",
+        fps: 12.5,
+        restarts: 0,
+        bad_frames: 0,
+        model_version: "stpm-test-1",
+        threshold: 0.5,
+      },
+    });
     assert.ok(Number.isFinite(Date.parse(status.ts)));
     assert.deepEqual(Object.keys(status).sort(), [
       "cameras",
