@@ -3,7 +3,9 @@ import { spawnSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { tempDir } from "./helpers/tiny-data.js";
+import { randomTeacher } from "../src/bundle/random-teacher.js";
+import { encodeModel } from "../src/onnx/onnx-graph.js";
+import { normalFrames, tempDir } from "./helpers/tiny-data.js";
 
 function stpmd(...args: string[]) {
   const r = spawnSync(process.execPath, ["dist/src/main.cjs", ...args], {
@@ -32,6 +34,45 @@ test("bad input gives one line naming the file and the problem, exit 1, no stack
     const r = stpmd(...args);
     assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
     const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  }
+});
+
+test("bad geometry options get one line naming the option (ROI outside the images, tile larger than the scaled image, size not a multiple of 16)", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(3, 64, path.join(dir, "frames"));
+  const teacher = path.join(dir, "teacher.onnx");
+  await writeFile(teacher, encodeModel(randomTeacher(1, 4)));
+  const retrainWith = (...extra: string[]) =>
+    stpmd(
+      "retrain",
+      "--frames",
+      frames,
+      "--teacher",
+      teacher,
+      "--out",
+      path.join(dir, "b"),
+      "--epochs",
+      "1",
+      ...extra,
+    );
+  const cases: [string[], RegExp][] = [
+    [["--roi", "40,40,32,32"], /--roi 40,40,32,32: lies outside the 64×64 images of/],
+    [["--tile", "128"], /--tile 128: tile 128 is larger than the scaled image \(64×64\)/],
+    [["--tile", "64", "--scale", "0.5"], /--tile 64: tile 64 is larger than the scaled image \(32×32\)/],
+    [["--image-size", "250x64"], /--image-size 250x64: width 250 must be a multiple of 16/],
+    [["--roi", "1,2,3"], /--roi 1,2,3: must be four non-negative integers/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = retrainWith(...args);
+    assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+    // the problem on one line (commander adds its usage hint below option errors)
+    const lines = r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("(run with --help"));
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0]!, pattern);
     assert.doesNotMatch(r.stderr, /\n\s+at /);

@@ -146,7 +146,16 @@ export class Daemon implements LineControl {
         );
       }
       for (const dir of this.bundlesInUse()) {
-        const manifest = await this.openSlot(dir).inspector.load();
+        let manifest: Manifest;
+        try {
+          manifest = await this.openSlot(dir).inspector.load();
+        } catch (err) {
+          // named by the key that chose the bundle, as check-config names it
+          const i = this.config.cameras.findIndex((c) => c.enabled && this.bundleOf(c) === dir);
+          const camera = this.config.cameras[i];
+          const keyPath = camera?.model ? ["cameras", i, "model"] : ["model", "bundle"];
+          throw configProblemsError(this.config, [{ path: keyPath, message: errorMessage(err) }]);
+        }
         this.logger.info({ model_version: manifest.model_version, bundle: dir }, "model loaded");
       }
       const sizes = this.captureSizes();

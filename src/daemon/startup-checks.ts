@@ -85,8 +85,15 @@ export function cameraSourceProblems(
     const description = buildPipelineDescription(camera.source, width, height, `cameras[${i}]`, camera.roi);
     const reason = pipelineParseProblem(description);
     if (reason !== undefined) {
-      const key = camera.roi && /videocrop|could not link/.test(reason) ? "roi" : "source";
-      problems.push({ path: ["cameras", i, key], message: `GStreamer cannot build it: ${reason}` });
+      const roi = camera.roi;
+      if (roi && /videocrop/.test(reason)) {
+        problems.push({
+          path: ["cameras", i, "roi"],
+          message: `ROI ${roi.x},${roi.y},${roi.width},${roi.height} does not fit inside the source's frames (GStreamer: ${reason})`,
+        });
+      } else {
+        problems.push({ path: ["cameras", i, "source"], message: `GStreamer cannot build it: ${reason}` });
+      }
     }
   });
   return problems;

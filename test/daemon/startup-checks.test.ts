@@ -52,7 +52,14 @@ describe("start-up checks", () => {
 
   interface TestConfig {
     model: { bundle: string; watch: boolean };
-    cameras: { id: string; source: string; restart_backoff?: Record<string, number> }[];
+    cameras: {
+      id: string;
+      source: string;
+      restart_backoff?: Record<string, number>;
+      roi?: Record<string, number>;
+      ignore?: { polygons: number[][][] };
+      model?: string;
+    }[];
     mqtt: { url: string; outbox: { dir: string } };
     collection: { enabled?: boolean; dir: string };
     health: { watchdog: boolean };
@@ -163,6 +170,35 @@ describe("start-up checks", () => {
           c.model.bundle = garbageWithHash;
         }),
         /student ONNX student\.onnx does not parse/,
+      ],
+      [
+        "an ROI outside the frame",
+        config((c) => {
+          c.cameras[0]!.source = "videotestsrc is-live=true ! video/x-raw,width=320,height=240";
+          c.cameras[0]!.roi = { x: 200, y: 0, width: 200, height: 100 };
+        }),
+        /cameras\[0\] \(id "cam1"\)\.roi: ROI 200,0,200,100 does not fit inside the source's frames/,
+      ],
+      [
+        "an ignore polygon with two points",
+        config((c) => {
+          c.cameras[0]!.ignore = {
+            polygons: [
+              [
+                [0, 0],
+                [5, 5],
+              ],
+            ],
+          };
+        }),
+        /cameras\[0\] \(id "cam1"\)\.ignore\.polygons\[0\]: must list at least 3 items/,
+      ],
+      [
+        "a second camera whose own model is missing",
+        config((c) => {
+          c.cameras.push({ id: "cam2", source: "videotestsrc", model: path.join(work, "missing2") });
+        }),
+        /cameras\[1\] \(id "cam2"\)\.model: .*missing2: not a model bundle/,
       ],
       [
         "a manifest that is not JSON",

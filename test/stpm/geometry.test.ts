@@ -8,8 +8,8 @@ import {
   tiledGeometry,
   tileStarts,
 } from "../../src/stpm/geometry.js";
-import { scoreImages } from "../../src/stpm/image-scoring.js";
 import { rasterisePolygons } from "../../src/stpm/ignore.js";
+import { scoreImages } from "../../src/stpm/image-scoring.js";
 
 test("tiles start every tile − overlap pixels and the last one is shifted inwards, never past the edge", () => {
   assert.deepEqual(tileStarts(750, 256, 32), [0, 224, 448, 494]);
