@@ -537,10 +537,9 @@ export class Daemon implements LineControl {
    * problems logged and the running config kept. Then every bundle is reloaded if it changed on disk (a broken one
    * keeps its old model). Keys that need a restart of the daemon (MQTT, inference, …) are named in a warning.
    */
-  reload(by: Requester | string = { via: "sighup" }): Promise<ReloadOutcome> {
-    const requester: Requester = typeof by === "string" ? { via: "sighup" } : by;
-    const reason = typeof by === "string" ? by : requesterLabel(by);
-    this.reloading ??= this.doReload(requester, reason).finally(() => {
+  reload(by: Requester): Promise<ReloadOutcome> {
+    // concurrent requests (a SIGHUP while an operator's reload runs) share one reload
+    this.reloading ??= this.doReload(by, requesterLabel(by)).finally(() => {
       this.reloading = undefined;
     });
     return this.reloading;

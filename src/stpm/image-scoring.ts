@@ -76,3 +76,20 @@ export async function scoreImages(
   }
   return { maps, scores };
 }
+
+/**
+ * What the model is fed for whole images at capture size: the images themselves (resize mode), or every tile of
+ * every image, image after image (tile mode). Training and int8 calibration learn from exactly these.
+ */
+export function modelInputs(images: readonly Uint8Array[], geometry: Geometry): Uint8Array[] {
+  if (geometry.mode === "resize") return [...images];
+  const plan = planTiles(geometry.capture, geometry.tile!.size, geometry.tile!.overlap);
+  const bytes = geometry.input.width * geometry.input.height * 3;
+  const all = new Uint8Array(images.length * plan.count * bytes);
+  images.forEach((img, i) => {
+    cutTiles(img, plan, all, i * plan.count);
+  });
+  return Array.from({ length: images.length * plan.count }, (_, k) =>
+    all.subarray(k * bytes, (k + 1) * bytes),
+  );
+}

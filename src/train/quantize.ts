@@ -3,7 +3,14 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import onnxProto from "onnx-proto";
-import { type Bundle, loadBundle, type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
+import {
+  type Bundle,
+  bundleGeometry,
+  loadBundle,
+  type Manifest,
+  scoreStats,
+  writeBundle,
+} from "../bundle/bundle.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { listImages, loadRgb, rgbToChw } from "../data/images.js";
@@ -18,6 +25,8 @@ import {
 } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
 import { inferShapes } from "../onnx/shapes.js";
+import { type Geometry, resizeGeometry, type Size } from "../stpm/geometry.js";
+import { modelInputs, scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
 import { splitTrainVal } from "../stpm/split.js";
 
@@ -232,18 +241,19 @@ export async function calibrate(
   graph: Graph,
   inputs: Float32Array,
   count: number,
-  size: number,
+  size: number | Size,
   opts: CalibrationOptions = CALIBRATION_DEFAULTS,
 ): Promise<Map<string, TensorRange>> {
+  const { width, height } = typeof size === "number" ? { width: size, height: size } : size;
   const points = quantizationPoints(graph);
-  const session = await createSession(encodeModel(calibrationGraph(graph, points, size)));
+  const session = await createSession(encodeModel(calibrationGraph(graph, points, height)));
   const observers = new Map(points.map((p) => [p, new RangeObserver(opts.method === "percentile")]));
   const inputName = graph.inputs[0]!.name;
-  const chw = 3 * size * size;
+  const chw = 3 * width * height;
   try {
     for (let start = 0; start < count; start += opts.batchSize) {
       const n = Math.min(opts.batchSize, count - start);
-      const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, size, size]);
+      const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, height, width]);
       observers.get(inputName)!.observe(x.data as Float32Array);
       const out = await session.run({ [inputName]: x });
       for (const p of points) {
@@ -435,22 +445,32 @@ export async function executedOpCounts(model: Uint8Array): Promise<Record<string
   }
 }
 
-/** Loads `count` images spread evenly over `files` as normalised NCHW float32 at size×size. */
+/**
+ * Loads `count` images spread evenly over `files` as the model is fed them — at size×size, or under a bundle's
+ * geometry (ROI, resize or tiles) — as normalised NCHW float32. `count` in the result is the number of model
+ * inputs (tiles of all images in tile mode).
+ */
 export async function calibrationInputs(
   files: string[],
   count: number,
-  size: number,
+  size: number | Geometry,
   mean: readonly number[],
   std: readonly number[],
-): Promise<{ inputs: Float32Array; files: string[] }> {
+): Promise<{ inputs: Float32Array; files: string[]; count: number }> {
+  const geometry = typeof size === "number" ? resizeGeometry({ width: size, height: size }) : size;
   const n = Math.min(count, files.length);
   const picked = Array.from({ length: n }, (_, i) => files[Math.floor((i * files.length) / n)]!);
-  const inputs = new Float32Array(n * 3 * size * size);
-  for (let i = 0; i < n; i++) {
-    const img = await loadRgb(picked[i]!, size, size);
-    rgbToChw(img.rgb, size, size, mean, std, inputs, i);
-  }
-  return { inputs, files: picked };
+  const { capture, input } = geometry;
+  const roi = geometry.roi ?? undefined;
+  const images = await Promise.all(
+    picked.map(async (f) => (await loadRgb(f, capture.width, capture.height, roi)).rgb),
+  );
+  const fed = modelInputs(images, geometry);
+  const inputs = new Float32Array(fed.length * 3 * input.width * input.height);
+  fed.forEach((rgb, i) => {
+    rgbToChw(rgb, input.width, input.height, mean, std, inputs, i);
+  });
+  return { inputs, files: picked, count: fed.length };
 }
 
 export interface QuantizeBundleOptions {
@@ -501,10 +521,15 @@ async function int8ValidationScores(
   files: string[],
 ): Promise<number[]> {
   const { height, width, mean, std } = bundle.manifest.input;
+  const geometry = bundleGeometry(bundle.manifest);
+  const { capture } = geometry;
+  const roi = geometry.roi ?? undefined;
   const scorer = await Scorer.create(teacher, student, { height, width, mean, std });
   try {
-    const images = await Promise.all(files.map(async (f) => (await loadRgb(f, width, height)).rgb));
-    return (await scorer.scoreAll(images, 8)).scores;
+    const images = await Promise.all(
+      files.map(async (f) => (await loadRgb(f, capture.width, capture.height, roi)).rgb),
+    );
+    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).scores;
   } finally {
     await scorer.release();
   }
@@ -539,19 +564,14 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
   if (m.training.precision === "int8") {
     throw new StpmdError("ERR_OPTION_INVALID", `--model ${opts.modelDir}: bundle is already int8`);
   }
-  const size = m.input.height;
-  if (m.input.width !== size) {
-    throw new StpmdError(
-      "ERR_BUNDLE_INVALID",
-      `${opts.modelDir}: quantize needs a square input, found ${m.input.width}×${size}`,
-    );
-  }
+  const geometry = bundleGeometry(m);
+  const size = geometry.input;
   const files = await listImages(opts.framesDir, "calibration frames folder");
-  const calib = await calibrationInputs(files, opts.calibrationImages, size, m.input.mean, m.input.std);
+  const calib = await calibrationInputs(files, opts.calibrationImages, geometry, m.input.mean, m.input.std);
   logger.info({ images: calib.files.length, method: opts.calibration.method }, "calibrating");
   const quantizeOne = async (g: Graph, role: string): Promise<Graph> => {
     try {
-      const ranges = await calibrate(g, calib.inputs, calib.files.length, size, opts.calibration);
+      const ranges = await calibrate(g, calib.inputs, calib.count, size, opts.calibration);
       return quantizeGraph(g, ranges, { outputs: opts.outputs });
     } catch (err) {
       throw new StpmdError(
@@ -587,6 +607,7 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
     model_version: `${m.model_version}-int8`,
     created_at: createdAt.toISOString(),
     input: m.input,
+    ...(m.geometry ? { geometry: m.geometry } : {}),
     outputs: m.outputs,
     teacher_source_path: m.teacher.source_path,
     threshold,

@@ -8,16 +8,14 @@ import { listImages, loadRgb, type RgbImage, readImageSize, rgbToChw } from "../
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
 import {
-  cutTiles,
   describeGeometry,
   type Geometry,
-  planTiles,
   type Roi,
   resizeGeometry,
   type Size,
   tiledGeometry,
 } from "../stpm/geometry.js";
-import { scoreImages } from "../stpm/image-scoring.js";
+import { modelInputs, scoreImages } from "../stpm/image-scoring.js";
 import { l2NormalizeChannels } from "../stpm/normalize.js";
 import { Random } from "../stpm/random.js";
 import { Scorer } from "../stpm/scorer.js";
@@ -213,7 +211,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const chw = 3 * input.width * input.height;
   const { mean, std } = teacher.normalisation;
   // the student learns what the model sees: whole images, or every tile of every training image
-  const samples = trainingSamples(
+  const samples = modelInputs(
     train.map((img) => img.rgb),
     geometry,
   );
@@ -417,20 +415,6 @@ async function retrainGeometry(opts: RetrainOptions, files: string[]): Promise<G
 /** A single N means N×N. */
 function sizeOf(size: Size | number): Size {
   return typeof size === "number" ? { width: size, height: size } : size;
-}
-
-/** What the student trains on: the images themselves (resize mode), or all tiles of every image. */
-function trainingSamples(images: Uint8Array[], geometry: Geometry): Uint8Array[] {
-  if (geometry.mode === "resize") return images;
-  const plan = planTiles(geometry.capture, geometry.tile!.size, geometry.tile!.overlap);
-  const bytes = geometry.input.width * geometry.input.height * 3;
-  const all = new Uint8Array(images.length * plan.count * bytes);
-  images.forEach((img, i) => {
-    cutTiles(img, plan, all, i * plan.count);
-  });
-  return Array.from({ length: images.length * plan.count }, (_, k) =>
-    all.subarray(k * bytes, (k + 1) * bytes),
-  );
 }
 
 async function validationScores(
