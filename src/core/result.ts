@@ -16,6 +16,18 @@ export interface InspectionResult {
   modelVersion: string;
   /** Milliseconds since the epoch when inference finished for the batch holding this frame. */
   inferredTs: number;
+  /**
+   * Where the map's pixels lie in the camera's source frame (the ROI's offset and the scale between the ROI and the
+   * map): source x = x + map x · scaleX. Absent when the station did not say (tests).
+   */
+  source?: SourceTransform;
+}
+
+export interface SourceTransform {
+  x: number;
+  y: number;
+  scaleX: number;
+  scaleY: number;
 }
 
 /** One connected blob of an anomaly map above a threshold. */

@@ -123,7 +123,16 @@ export class Station {
 
   view(manifest: Manifest): StationView {
     const ignore = this.ignoreMask(manifest);
-    return { threshold: this.threshold(manifest), ...(ignore ? { ignore } : {}) };
+    const g = bundleGeometry(manifest);
+    // the ROI, or without one the whole frame, taken to be the size the bundle was trained on
+    const view = this.config.roi ?? { x: 0, y: 0, ...g.source };
+    const source = {
+      x: view.x,
+      y: view.y,
+      scaleX: view.width / g.capture.width,
+      scaleY: view.height / g.capture.height,
+    };
+    return { threshold: this.threshold(manifest), source, ...(ignore ? { ignore } : {}) };
   }
 
   record(r: InspectionResult, now: number): void {

@@ -1,7 +1,7 @@
 import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
-import type { InspectionResult } from "../core/result.js";
+import type { InspectionResult, SourceTransform } from "../core/result.js";
 import { resizeRgb } from "../data/images.js";
 import type { SessionOptions } from "../onnx/ort.js";
 import type { Geometry } from "../stpm/geometry.js";
@@ -20,6 +20,8 @@ export interface StationView {
   threshold: number;
   /** 1 = ignored, at the model's capture size; undefined: nothing ignored. */
   ignore?: Uint8Array;
+  /** Map pixels → source-frame pixels, carried into the result. */
+  source?: SourceTransform;
 }
 
 /** The station settings of a camera for a given model (thresholds may derive from the model's validation scores). */
@@ -141,6 +143,7 @@ export class Inspector {
         map,
         modelVersion: manifest.model_version,
         inferredTs,
+        ...(views[i]!.source ? { source: views[i]!.source } : {}),
       };
     });
   }

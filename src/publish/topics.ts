@@ -73,7 +73,10 @@ export interface ResultPayload {
 }
 
 export interface DefectRegionPayload {
+  /** In pixels of the inspected image (`frame_size`: the ROI at the model's capture size; what the snapshot shows). */
   bbox: [x: number, y: number, width: number, height: number];
+  /** The same box in the camera's source frame (ROI offset and scale applied), when the station knows them. */
+  bbox_source?: [x: number, y: number, width: number, height: number];
   area: number;
   peak: number;
 }
@@ -205,6 +208,18 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
   };
 }
 
+function toSource(
+  bbox: readonly [number, number, number, number],
+  t: NonNullable<InspectionResult["source"]>,
+): [number, number, number, number] {
+  return [
+    Math.round(t.x + bbox[0] * t.scaleX),
+    Math.round(t.y + bbox[1] * t.scaleY),
+    Math.round(bbox[2] * t.scaleX),
+    Math.round(bbox[3] * t.scaleY),
+  ];
+}
+
 export function defectEventId(result: InspectionResult): string {
   const { frame } = result;
   return `${frame.cameraId}-${frame.captureTs}-${frame.seq}`;
@@ -230,6 +245,7 @@ export function buildDefectPayload(
     threshold: result.threshold,
     regions: result.regions.map((region) => ({
       bbox: [region.bbox[0], region.bbox[1], region.bbox[2], region.bbox[3]],
+      ...(result.source ? { bbox_source: toSource(region.bbox, result.source) } : {}),
       area: region.area,
       peak: region.peak,
     })),

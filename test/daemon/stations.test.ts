@@ -147,13 +147,17 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
     `multifilesrc location=${path.join(work, dir)}/%03d.png index=0 loop=true caps=image/png,framerate=15/1 ! pngdec ! identity sync=true`;
 
   const broker = await MosquittoBroker.start();
-  const events: { camera: string; score: number }[] = [];
+  interface Event {
+    camera: string;
+    score: number;
+    regions: { bbox: number[]; bbox_source?: number[] }[];
+  }
+  const events: Event[] = [];
   const subscriber = mqtt.connect(broker.url, { clientId: "stations-sub" });
   await new Promise<void>((resolve) => subscriber.on("connect", () => resolve()));
   await subscriber.subscribeAsync("st/+/defect", { qos: 1 });
   subscriber.on("message", (_topic, payload) => {
-    const event = JSON.parse(payload.toString()) as { camera: string; score: number };
-    events.push({ camera: event.camera, score: event.score });
+    events.push(JSON.parse(payload.toString()) as Event);
   });
 
   const configFile = path.join(work, "stpmd.yaml");
@@ -239,6 +243,14 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
       20_000,
     );
     assert.ok(count("roi", mark).some((r) => r.defective));
+    // regions are reported in the inspected image and, offset by the ROI, in the source frame
+    const region = events.find((e) => e.camera === "roi")!.regions[0]!;
+    assert.deepEqual(region.bbox_source, [
+      region.bbox[0]! + ROI.x,
+      region.bbox[1]! + ROI.y,
+      region.bbox[2],
+      region.bbox[3],
+    ]);
     assert.equal(daemon.captureStarts("roi"), startsBefore, "a mask change needs no camera restart");
 
     // SIGHUP with a changed threshold changes verdicts, again without a restart
