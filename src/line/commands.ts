@@ -276,7 +276,8 @@ export class MqttCommands implements LineInterface {
       "error" in outcome
         ? { ...(tx !== undefined ? { transaction: tx } : {}), status: "error", ...outcome }
         : { ...(tx !== undefined ? { transaction: tx } : {}), status: "ok", data: outcome.data };
-    const level = "error" in outcome ? "warn" : "info";
+    // the control logs every change with who asked, old and new value; an HMI polling `status` would flood info
+    const level = "error" in outcome ? "warn" : "debug";
     this.logger[level](
       { command: name, transaction: tx, ...("error" in outcome ? { error: outcome.error } : {}) },
       `MQTT command ${response.status}`,

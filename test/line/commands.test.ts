@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import type { Level } from "pino";
 import { createLogger } from "../../src/core/log.js";
-import { MqttCommands } from "../../src/line/commands.js";
+import { MAX_PENDING_COMMANDS, MqttCommands } from "../../src/line/commands.js";
 import type { NodeSnapshot } from "../../src/line/index.js";
 import { Publisher } from "../../src/publish/publisher.js";
 import { type CommandResponsePayload, Topics } from "../../src/publish/topics.js";
@@ -27,26 +27,29 @@ interface Response {
 /** A real mqtt.js client that sends command requests and collects every response. */
 class Operator {
   readonly responses: Response[] = [];
-  private constructor(readonly client: MqttClient) {
+  private constructor(
+    readonly client: MqttClient,
+    readonly prefix: string,
+  ) {
     client.on("message", (topic, payload) => {
       if (!topic.endsWith("/response")) return;
       this.responses.push({ topic, payload: JSON.parse(payload.toString("utf8")) as CommandResponsePayload });
     });
   }
 
-  static async connect(url: string, options: IClientOptions = {}): Promise<Operator> {
+  static async connect(url: string, options: IClientOptions = {}, prefix = "stpmd"): Promise<Operator> {
     const client = await connectAsync(url, { reconnectPeriod: 0, ...options });
-    const operator = new Operator(client);
-    await client.subscribeAsync("stpmd/command/+/response", { qos: 1 });
+    const operator = new Operator(client, prefix);
+    await client.subscribeAsync(`${prefix}/command/+/response`, { qos: 1 });
     return operator;
   }
 
-  /** Publishes `body` (JSON-encoded unless a string) to `stpmd/command/<name>`; resolves with the next response. */
+  /** Publishes `body` (JSON-encoded unless a string) to `<prefix>/command/<name>`; resolves with the next response. */
   async send(name: string, body: unknown): Promise<CommandResponsePayload> {
     const seen = this.responses.length;
     const payload = typeof body === "string" ? body : JSON.stringify(body);
-    await this.client.publishAsync(`stpmd/command/${name}`, payload, { qos: 1 });
-    const topic = `stpmd/command/${name}/response`;
+    await this.client.publishAsync(`${this.prefix}/command/${name}`, payload, { qos: 1 });
+    const topic = `${this.prefix}/command/${name}/response`;
     const response = await waitFor(
       `a response on ${topic}`,
       () => this.responses.slice(seen).find((r) => r.topic === topic),
@@ -60,7 +63,7 @@ class Operator {
     for (let attempt = 0; ; attempt++) {
       const seen = this.responses.length;
       await this.client.publishAsync(
-        "stpmd/command/status",
+        `${this.prefix}/command/status`,
         JSON.stringify({ transaction: `probe-${attempt}` }),
       );
       const answered = await waitFor("a probe response", () => this.responses.length > seen, 200).catch(
@@ -281,6 +284,59 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     const answered = operator.responses.slice(seen).map((r) => r.payload.transaction);
     assert.deepEqual(answered, [...Array(20).keys()]);
     assert.equal(control.snapshot().cameras[0]!.threshold, 1.19);
+  });
+
+  test("beyond MAX_PENDING_COMMANDS waiting behind a slow one, requests are refused as busy, not queued", async () => {
+    // a reload that takes until the test releases it, under its own prefix on the same session
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = new TestLineControl(["cam1"]);
+    const reload = slow.reload.bind(slow);
+    slow.reload = async (by) => {
+      await gate;
+      return reload(by);
+    };
+    const gated = new MqttCommands({
+      session: publisher,
+      topics: new Topics("gated"),
+      control: slow,
+      logger,
+    });
+    await gated.start();
+    const client = await Operator.connect(broker.url, {}, "gated");
+    try {
+      await client.awaitDaemon();
+      client.responses.length = 0; // the probes' answers
+      const total = MAX_PENDING_COMMANDS + 3;
+      for (let i = 0; i < total; i++) {
+        await client.client.publishAsync("gated/command/reload", JSON.stringify({ transaction: i }), {
+          qos: 1,
+        });
+      }
+      // the refusals come at once, while the first reload still waits
+      await waitFor("3 busy responses", () => client.responses.length >= 3, WAIT_MS);
+      assert.deepEqual(
+        client.responses.map((r) => [r.payload.transaction, errorOf(r.payload)]),
+        [0, 1, 2].map((i) => [
+          MAX_PENDING_COMMANDS + i,
+          `busy: ${MAX_PENDING_COMMANDS} commands are waiting; try again later`,
+        ]),
+      );
+      release();
+      await waitFor("every response", () => client.responses.length >= total, WAIT_MS);
+      const ok = client.responses.slice(3).map((r) => [r.payload.transaction, r.payload.status]);
+      assert.deepEqual(
+        ok,
+        [...Array(MAX_PENDING_COMMANDS).keys()].map((i) => [i, "ok"]),
+      );
+      assert.equal(slow.calls.length, MAX_PENDING_COMMANDS);
+    } finally {
+      release();
+      await client.close();
+      await gated.stop();
+    }
   });
 
   test("commands work again after the broker restarted (the publisher resubscribes)", async () => {
