@@ -391,6 +391,10 @@ export class Publisher implements MqttSession {
   }
 
   private onConnect(): void {
+    // mqtt.js leaves Nagle's algorithm on: a message written right after another one (a command's response after
+    // the PUBACK of its request, a result after a defect) then waits for the broker's delayed ACK, ~40 ms on Linux.
+    // Each connection has a new socket; WebSocket streams have no such switch.
+    (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
     this.logger.info({ url: this.safeUrl, client_id: this.config.client_id }, "connected to MQTT broker");
     this.lastConnectionError = undefined;
     if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
