@@ -37,6 +37,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Child mode: once a second, scrape /metrics and send `status`, until `seconds` pass; prints one JSON line. */
 async function client(httpUrl: string, mqttUrl: string, seconds: number): Promise<void> {
   const mq = await mqtt.connectAsync(mqttUrl, { reconnectPeriod: 0 });
+  (mq.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true); // as the daemon does
   const answered = new Map<string, () => void>();
   mq.on("message", (_topic, payload) => {
     const tx = String((JSON.parse(payload.toString("utf8")) as { transaction?: unknown }).transaction);
@@ -71,6 +72,7 @@ async function client(httpUrl: string, mqttUrl: string, seconds: number): Promis
 /** Child mode: `count` scrapes back to back, a marker line, then `count` status commands, another marker. */
 async function burstClient(httpUrl: string, mqttUrl: string, count: number): Promise<void> {
   const mq = await mqtt.connectAsync(mqttUrl, { reconnectPeriod: 0 });
+  (mq.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true); // as the daemon does
   let answers = 0;
   mq.on("message", () => {
     answers += 1;
@@ -317,7 +319,7 @@ const runs = Number(values.runs);
 const rate = Number(values.rate);
 const before = await machineState();
 const micro = await microbenchmarks();
-const broker = await MosquittoBroker.start();
+const broker = await MosquittoBroker.start({ extraConfig: ["set_tcp_nodelay true"] }); // as deploy/mosquitto
 const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-line-bench-"));
 const rows: Run[] = [];
 let perRequest: Record<string, number> = {};
@@ -375,7 +377,7 @@ const f = (x: number, d = 1) => x.toFixed(d);
 const md = [
   "# Line interfaces: CPU of HTTP metrics and MQTT commands",
   "",
-  `${rate} results/s over two cameras (normal frames, one onBatch per 10 ms tick) published by a real Publisher to a local mosquitto; "with" adds the HttpInterface (prom-client, process metrics on) and MqttCommands, scraped once a second and sent one \`status\` command a second (waiting for the response) by a separate process. CPU of the daemon-side process only (process.cpuUsage), ${seconds} s per run after ${WARMUP_S} s warm-up, ${runs} runs per variant in alternating order; medians.`,
+  `${rate} results/s over two cameras (normal frames, one onBatch per 10 ms tick) published by a real Publisher to a local mosquitto (\`set_tcp_nodelay true\`, as deploy/mosquitto ships); "with" adds the HttpInterface (prom-client, process metrics on) and MqttCommands, scraped once a second and sent one \`status\` command a second (waiting for the response) by a separate process. CPU of the daemon-side process only (process.cpuUsage), ${seconds} s per run after ${WARMUP_S} s warm-up, ${runs} runs per variant in alternating order; medians.`,
   "",
   `Load before: \`${String(before.uptime)}\`; after: \`${String(after.uptime)}\`.`,
   "",
