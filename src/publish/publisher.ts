@@ -403,8 +403,9 @@ export class Publisher implements MqttSession {
 
   private sendSubscribe(filter: string, qos: Qos): void {
     this.client!.subscribe(filter, { qos }, (err, granted) => {
-      // mosquitto answers a subscription its ACL forbids with return code 0x80 (128), not an error
-      const refused = err ?? granted?.find((grant) => grant.qos === 128);
+      // A refusal is a SUBACK return code of 0x80 or more, not an error. (mosquitto 2.0 grants a subscription its
+      // ACL forbids and then delivers nothing on it, so there only the ACL file tells.)
+      const refused = err ?? granted?.find((grant) => grant.qos >= 0x80);
       if (refused !== undefined) {
         this.logger.error(
           { topic: filter, err: err ? errorMessage(err) : "refused by the broker (ACL?)" },
