@@ -224,7 +224,7 @@ export class MqttCommands implements LineInterface {
       const parsed = parseRequest(payload);
       const tx = "request" in parsed ? transactionOf(parsed.request) : undefined;
       void this.respond(name, tx, {
-        error: `busy: ${this.pending} commands are waiting; try again later`,
+        error: `busy: ${this.pending} commands already queued; try again later`,
       });
       return;
     }

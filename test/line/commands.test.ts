@@ -340,7 +340,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
         client.responses.map((r) => [r.payload.transaction, errorOf(r.payload)]),
         [0, 1, 2].map((i) => [
           MAX_PENDING_COMMANDS + i,
-          `busy: ${MAX_PENDING_COMMANDS} commands are waiting; try again later`,
+          `busy: ${MAX_PENDING_COMMANDS} commands already queued; try again later`,
         ]),
       );
       release();
