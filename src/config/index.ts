@@ -8,6 +8,7 @@ export type { PartialConfig } from "./load.js";
 export { completeConfig, configProblemsError, loadConfig } from "./load.js";
 export type { KeyPath, Problem } from "./problems.js";
 export { editDistance, redactUrl, suggestKeys } from "./problems.js";
+export { COMMAND_TOPIC_LEVEL } from "./rules.js";
 export * from "./schema.js";
 export { formatConfigSummary } from "./summary.js";
 export { loadConfigSchema } from "./validate.js";

@@ -16,6 +16,12 @@ import {
 export const SINK_NAME = "stpmd_sink";
 
 /**
+ * The topic level of MQTT commands, `<prefix>/command/<name>`: defined with the rule that reserves it as a camera
+ * id, so the config layer needs nothing from publish (whose topics use it).
+ */
+export const COMMAND_TOPIC_LEVEL = "command";
+
+/**
  * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
  * so `check-config` rejects what a camera would.
  */
@@ -116,6 +122,17 @@ export function crossFieldProblems(
   }
 
   if (isObject(cfg.mqtt)) problems.push(...mqttProblems(cfg.mqtt, valid));
+  // `<prefix>/command/result` would be both camera "command"'s results and a command named "result".
+  if (valueAt(cfg, ["mqtt", "commands", "enabled"]) === true && Array.isArray(cfg.cameras)) {
+    cfg.cameras.forEach((_, i) => {
+      if (valueAt(cfg, ["cameras", i, "id"]) === COMMAND_TOPIC_LEVEL) {
+        problems.push({
+          path: ["cameras", i, "id"],
+          message: `"${COMMAND_TOPIC_LEVEL}" is the topic level of MQTT commands (mqtt.commands.enabled); rename the camera`,
+        });
+      }
+    });
+  }
   return problems;
 }
 

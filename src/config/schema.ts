@@ -41,6 +41,49 @@ function Discriminated<const T extends TSchema[]>(
   });
 }
 
+/**
+ * A camera's threshold rule, `{sigma}`, `{value}` or `{false_alarm_rate}`: one definition for the config file and
+ * for the run-time interfaces that set it (MQTT `set_threshold`), so both accept exactly the same rules.
+ */
+export function thresholdRuleSchema(description: string) {
+  return Type.Union(
+    [
+      Type.Object(
+        {
+          sigma: Type.Number({
+            description:
+              "mean + sigma·std of the bundle's validation image scores (the rule `stpmd retrain` applies with --threshold-sigma).",
+            minimum: 0,
+            maximum: 100,
+          }),
+        },
+        { additionalProperties: false },
+      ),
+      Type.Object(
+        {
+          value: Type.Number({
+            description: "A fixed image-score threshold.",
+            exclusiveMinimum: 0,
+          }),
+        },
+        { additionalProperties: false },
+      ),
+      Type.Object(
+        {
+          false_alarm_rate: Type.Number({
+            description:
+              "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (README, Stations: sensitivity).",
+            exclusiveMinimum: 0,
+            exclusiveMaximum: 1,
+          }),
+        },
+        { additionalProperties: false },
+      ),
+    ],
+    { description },
+  );
+}
+
 export const configSchema = Type.Object(
   {
     model: Type.Object(
@@ -253,44 +296,8 @@ export const configSchema = Type.Object(
             ),
           ),
           threshold: Type.Optional(
-            Type.Union(
-              [
-                Type.Object(
-                  {
-                    sigma: Type.Number({
-                      description:
-                        "mean + sigma·std of the bundle's validation image scores (the rule `stpmd retrain` applies with --threshold-sigma).",
-                      minimum: 0,
-                      maximum: 100,
-                    }),
-                  },
-                  { additionalProperties: false },
-                ),
-                Type.Object(
-                  {
-                    value: Type.Number({
-                      description: "A fixed image-score threshold.",
-                      exclusiveMinimum: 0,
-                    }),
-                  },
-                  { additionalProperties: false },
-                ),
-                Type.Object(
-                  {
-                    false_alarm_rate: Type.Number({
-                      description:
-                        "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (README, Stations: sensitivity).",
-                      exclusiveMinimum: 0,
-                      exclusiveMaximum: 1,
-                    }),
-                  },
-                  { additionalProperties: false },
-                ),
-              ],
-              {
-                description:
-                  "Image-score threshold of this camera, applied at run time without retraining: `{sigma: k}`, `{value: x}` or `{false_alarm_rate: p}`. Default: the bundle's own threshold. Changes apply on SIGHUP without a camera restart.",
-              },
+            thresholdRuleSchema(
+              "Image-score threshold of this camera, applied at run time without retraining: `{sigma: k}`, `{value: x}` or `{false_alarm_rate: p}`. Default: the bundle's own threshold. Changes apply on SIGHUP without a camera restart.",
             ),
           ),
         },
@@ -408,6 +415,21 @@ export const configSchema = Type.Object(
           minimum: 1,
           maximum: 86400,
         }),
+        commands: Type.Object(
+          {
+            enabled: Type.Boolean({
+              description:
+                "Accept commands (reload, set_threshold, enable_camera, collection, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response`, over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
+              default: false,
+            }),
+          },
+          {
+            description:
+              "Request/response commands over MQTT, each with an optional `transaction` echoed in its response (Zigbee2MQTT's bridge/request convention).",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
         outbox: Type.Object(
           {
             dir: Type.String({
@@ -531,6 +553,33 @@ export const configSchema = Type.Object(
       },
       { description: "Liveness reporting.", default: {}, additionalProperties: false },
     ),
+    http: Type.Object(
+      {
+        enabled: Type.Boolean({
+          description:
+            "Serve Prometheus metrics on `/metrics` and health on `/healthz` (the process serves) and `/readyz` (model loaded and frames flowing: 200, else 503 with the reason).",
+          default: false,
+        }),
+        bind: Type.String({
+          description:
+            "Address to listen on. The default serves this host only; `0.0.0.0` (or `::`) lets a Prometheus on another machine scrape it. There is no authentication, and the metrics name cameras and model versions.",
+          default: "127.0.0.1",
+          minLength: 1,
+        }),
+        port: Type.Integer({
+          description: "TCP port of the HTTP server.",
+          default: 9464,
+          minimum: 1,
+          maximum: 65535,
+        }),
+      },
+      {
+        description:
+          "Metrics and health over HTTP (plain node:http, no TLS: put a reverse proxy in front for that).",
+        default: {},
+        additionalProperties: false,
+      },
+    ),
   },
   {
     description:
@@ -556,6 +605,8 @@ export type ThresholdRule = NonNullable<CameraConfig["threshold"]>;
 export type MqttConfig = StpmdConfig["mqtt"];
 export type MqttOutboxConfig = MqttConfig["outbox"];
 export type MqttTlsConfig = NonNullable<MqttConfig["tls"]>;
+export type MqttCommandsConfig = MqttConfig["commands"];
+export type HttpConfig = StpmdConfig["http"];
 export type CollectionConfig = StpmdConfig["collection"];
 export type LogLevel = StpmdConfig["log"]["level"];
 

@@ -4,15 +4,37 @@
  */
 import type { StpmdConfig } from "../config/index.js";
 import type { Logger } from "../core/log.js";
+import type { MqttSession } from "../publish/publisher.js";
+import { Topics } from "../publish/topics.js";
+import { MqttCommands } from "./commands.js";
 import type { LineControl, LineInterface } from "./control.js";
+import { HttpInterface } from "./http.js";
 
 export * from "./control.js";
 
+/** What the daemon lends its interfaces besides the control. */
+export interface LineServices {
+  /** The daemon's MQTT session (its Publisher): commands are read and answered over it. */
+  mqtt: MqttSession;
+}
+
 export function createLineInterfaces(
-  _config: StpmdConfig,
-  _control: LineControl,
-  _logger: Logger,
+  config: StpmdConfig,
+  control: LineControl,
+  logger: Logger,
+  services: LineServices,
 ): LineInterface[] {
   const interfaces: LineInterface[] = [];
+  if (config.mqtt.commands.enabled) {
+    interfaces.push(
+      new MqttCommands({
+        session: services.mqtt,
+        topics: new Topics(config.mqtt.prefix),
+        control,
+        logger,
+      }),
+    );
+  }
+  if (config.http.enabled) interfaces.push(new HttpInterface({ config: config.http, control, logger }));
   return interfaces;
 }

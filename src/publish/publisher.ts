@@ -15,6 +15,7 @@ import {
   type StatusPayload,
   statusWill,
   Topics,
+  topicMatches,
 } from "./topics.js";
 
 export type SnapshotMode = SnapshotDelivery;
@@ -82,6 +83,32 @@ type Counters = Pick<
 
 type Lifecycle = "new" | "running" | "stopping" | "stopped";
 
+/** Receives every message on a topic matching the filter it was subscribed with. */
+export type MessageHandler = (topic: string, payload: Buffer) => void;
+
+/**
+ * What a line interface may do with the daemon's MQTT session: read topics and send its own (non-outbox) messages.
+ * One connection per daemon, so a command answered over MQTT travels the same login, TLS and reconnect handling
+ * as the results, and the broker's ACL sees one client.
+ */
+export interface MqttSession {
+  /**
+   * Subscribes `filter` (MQTT wildcards allowed) now if connected and again after every reconnect (the session
+   * is clean, so the broker forgets subscriptions with the connection). Returns a function that unsubscribes.
+   */
+  subscribe(filter: string, qos: Qos, handler: MessageHandler): () => void;
+  /**
+   * Publishes one message now, not retained, without the outbox: resolves true once sent (QoS 0) or acknowledged,
+   * false when it was not sent because the client is offline or stopping (it is not queued for later).
+   */
+  publishMessage(topic: string, payload: Buffer, qos: Qos): Promise<boolean>;
+}
+
+interface Subscription {
+  qos: Qos;
+  handler: MessageHandler;
+}
+
 /**
  * Publishes inspection results and defect events to MQTT.
  *
@@ -95,7 +122,7 @@ type Lifecycle = "new" | "running" | "stopping" | "stopped";
  *
  * Nothing on the result path blocks or throws: capture and inference must never stall on the broker.
  */
-export class Publisher {
+export class Publisher implements MqttSession {
   private readonly config: MqttConfig;
   private readonly logger: Logger;
   private readonly rootLogger: Logger;
@@ -116,6 +143,7 @@ export class Publisher {
   private lastErrorLoggedAt = 0;
   private failedAttempts = 0;
   private readonly invalidCameras = new Set<string>();
+  private readonly subscriptions = new Map<string, Subscription>();
   private readonly counters: Counters = {
     resultsPublished: 0,
     resultsDropped: 0,
@@ -156,6 +184,8 @@ export class Publisher {
       reconnectOnConnackError: true,
       // Results are dropped and counted while offline rather than piling up in mqtt.js's memory queue.
       queueQoSZero: false,
+      // The publisher resubscribes on every connect itself (onConnect), where it can log what the broker refused.
+      resubscribe: false,
       will: {
         topic: this.topics.status(),
         payload: encodePayload("status", statusWill()),
@@ -178,6 +208,7 @@ export class Publisher {
     client.on("connect", () => this.onConnect());
     client.on("close", () => this.onClose());
     client.on("error", (err) => this.onConnectionError(err));
+    client.on("message", (topic, payload) => this.onMessage(topic, payload));
     this.drainTask = this.drainLoop(client, this.outbox, this.drainAbort.signal);
   }
 
@@ -223,6 +254,34 @@ export class Publisher {
       this.counters.resultsDropped += 1;
       this.logRefusedResult(result.frame?.cameraId, err);
     }
+  }
+
+  subscribe(filter: string, qos: Qos, handler: MessageHandler): () => void {
+    if (this.subscriptions.has(filter))
+      throw new Error(`Publisher.subscribe: ${filter} is already subscribed`);
+    const subscription: Subscription = { qos, handler };
+    this.subscriptions.set(filter, subscription);
+    if (this.lifecycle === "running" && this.isConnected) this.sendSubscribe(filter, qos);
+    return () => {
+      if (this.subscriptions.get(filter) !== subscription) return;
+      this.subscriptions.delete(filter);
+      if (this.client?.connected) this.client.unsubscribe(filter);
+    };
+  }
+
+  publishMessage(topic: string, payload: Buffer, qos: Qos): Promise<boolean> {
+    const client = this.client;
+    // A reply queued while offline would reach its requester late, after a timeout it already acted on.
+    if (this.lifecycle !== "running" || client === undefined || !client.connected) {
+      return Promise.resolve(false);
+    }
+    return publishAcknowledged(client, { topic, payload, qos, retain: false }).then(
+      () => true,
+      (err: unknown) => {
+        this.logger.warn({ topic, err }, "could not publish message");
+        return false;
+      },
+    );
   }
 
   /** Publishes `online` with `report` now if connected; the report is also what every later reconnect sends. */
@@ -332,9 +391,42 @@ export class Publisher {
   }
 
   private onConnect(): void {
+    // mqtt.js leaves Nagle's algorithm on: a message written right after another one (a command's response after
+    // the PUBACK of its request, a result after a defect) then waits for the broker's delayed ACK, ~40 ms on Linux.
+    // Each connection has a new socket; WebSocket streams have no such switch.
+    (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
     this.logger.info({ url: this.safeUrl, client_id: this.config.client_id }, "connected to MQTT broker");
     this.lastConnectionError = undefined;
     if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
+    for (const [filter, { qos }] of this.subscriptions) this.sendSubscribe(filter, qos);
+  }
+
+  private sendSubscribe(filter: string, qos: Qos): void {
+    this.client!.subscribe(filter, { qos }, (err, granted) => {
+      // A refusal is a SUBACK return code of 0x80 or more, not an error. (mosquitto 2.0 grants a subscription its
+      // ACL forbids and then delivers nothing on it, so there only the ACL file tells.)
+      const refused = err ?? granted?.find((grant) => grant.qos >= 0x80);
+      if (refused !== undefined) {
+        this.logger.error(
+          { topic: filter, err: err ? errorMessage(err) : "refused by the broker (ACL?)" },
+          "MQTT subscription failed",
+        );
+      } else {
+        this.logger.debug({ topic: filter }, "subscribed");
+      }
+    });
+  }
+
+  /** Hands a message to the handlers whose filter matches; a throwing handler is logged and the others still run. */
+  private onMessage(topic: string, payload: Buffer): void {
+    for (const [filter, { handler }] of this.subscriptions) {
+      if (!topicMatches(filter, topic)) continue;
+      try {
+        handler(topic, payload);
+      } catch (err) {
+        this.logger.error({ topic, err }, "MQTT message handler failed");
+      }
+    }
   }
 
   private onClose(): void {

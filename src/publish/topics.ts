@@ -1,17 +1,25 @@
+import { COMMAND_TOPIC_LEVEL } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 import type { CameraState } from "../core/frame.js";
 import type { InspectionResult } from "../core/result.js";
 
 /**
- * The MQTT API of the daemon: every topic it publishes and the payload type on it, in one place so that the
+ * The MQTT API of the daemon: every topic it publishes (or reads) and the payload type on it, in one place so that the
  * publisher, the tests and any consumer written in TypeScript agree on field names.
  *
- * | Topic                         | Payload                | QoS          | Retained |
- * |-------------------------------|------------------------|--------------|----------|
- * | `<prefix>/status`             | {@link StatusPayload}  | 1            | yes      |
- * | `<prefix>/<camera>/result`    | {@link ResultPayload}  | configurable | no       |
- * | `<prefix>/<camera>/defect`    | {@link DefectPayload}  | 1 or 2       | no       |
- * | `<prefix>/<camera>/snapshot`  | JPEG bytes             | 1            | yes      |
+ * | Topic                              | Payload                         | QoS          | Retained |
+ * |------------------------------------|---------------------------------|--------------|----------|
+ * | `<prefix>/status`                  | {@link StatusPayload}           | 1            | yes      |
+ * | `<prefix>/<camera>/result`         | {@link ResultPayload}           | configurable | no       |
+ * | `<prefix>/<camera>/defect`         | {@link DefectPayload}           | 1 or 2       | no       |
+ * | `<prefix>/<camera>/snapshot`       | JPEG bytes                      | 1            | yes      |
+ * | `<prefix>/command/<name>`          | command request (JSON), read    | client's     | no       |
+ * | `<prefix>/command/<name>/response` | {@link CommandResponsePayload}  | 1            | no       |
+ *
+ * The daemon subscribes to `<prefix>/command/+` (QoS 1) when `mqtt.commands.enabled`; a request is a JSON object
+ * with the command's parameters and an optional `transaction` (string or number) echoed in the response, so a
+ * client can match answers to its requests. Names: `reload`, `set_threshold`, `enable_camera`, `collection`,
+ * `status` (src/line/commands.ts). `command` is therefore not a valid camera id while commands are on.
  */
 
 export const DEFAULT_TOPIC_PREFIX = "stpmd";
@@ -102,6 +110,11 @@ export interface DefectPayload {
   snapshot_jpeg_base64?: string;
 }
 
+/** `<prefix>/command/<name>/response`: the answer to one command request. */
+export type CommandResponsePayload =
+  | { transaction?: string | number; status: "ok"; data: unknown }
+  | { transaction?: string | number; status: "error"; error: string; data?: unknown };
+
 /** The typed topic → payload map (keyed by topic kind; {@link Topics} turns a kind into the topic string). */
 export interface TopicPayloads {
   status: StatusPayload | StatusWillPayload;
@@ -167,6 +180,24 @@ export class Topics {
     return `${this.prefix}/status`;
   }
 
+  /** `<prefix>/command/+`: the filter the daemon subscribes to for command requests. */
+  commandFilter(): string {
+    return `${this.prefix}/${COMMAND_TOPIC_LEVEL}/+`;
+  }
+
+  /** The command name of a request topic, or undefined if `topic` is not `<prefix>/command/<name>`. */
+  commandName(topic: string): string | undefined {
+    const head = `${this.prefix}/${COMMAND_TOPIC_LEVEL}/`;
+    if (!topic.startsWith(head)) return undefined;
+    const name = topic.slice(head.length);
+    return name.length > 0 && !name.includes("/") ? name : undefined;
+  }
+
+  /** `<prefix>/command/<name>/response`; `name` comes from a topic the broker matched, so it is one level. */
+  commandResponse(name: string): string {
+    return `${this.prefix}/${COMMAND_TOPIC_LEVEL}/${name}/response`;
+  }
+
   /** `<prefix>/<camera>/<kind>`; throws an `ERR_CONFIG_INVALID` StpmdError for a camera id that is not a level. */
   camera(cameraId: string, kind: CameraTopicKind): string {
     assertTopicSegment(cameraId, "camera id");
@@ -179,6 +210,19 @@ export class Topics {
     }
     return topic;
   }
+}
+
+/** Whether `topic` matches the subscription filter `filter` (`+` one level, `#` the rest, as MQTT defines). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const filterLevels = filter.split("/");
+  const topicLevels = topic.split("/");
+  for (let i = 0; i < filterLevels.length; i++) {
+    const level = filterLevels[i]!;
+    if (level === "#") return true;
+    if (i >= topicLevels.length) return false;
+    if (level !== "+" && level !== topicLevels[i]) return false;
+  }
+  return filterLevels.length === topicLevels.length;
 }
 
 /** Serialises a payload for its topic: JSON for the structured topics, the bytes themselves for snapshots. */

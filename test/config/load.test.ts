@@ -136,6 +136,7 @@ describe("loadConfig defaults", () => {
         snapshot_quality: 80,
         reconnect_period_ms: 2000,
         status_interval_s: 10,
+        commands: { enabled: false },
         outbox: {
           dir: "/var/lib/stpmd/outbox",
           max_messages: 10000,
@@ -156,6 +157,7 @@ describe("loadConfig defaults", () => {
       },
       log: { level: "info" },
       health: { watchdog: true },
+      http: { enabled: false, bind: "127.0.0.1", port: 9464 },
     };
     assert.deepEqual(cfg, expected);
   });
@@ -329,6 +331,16 @@ describe("loadConfig error messages", () => {
     assert.deepEqual(problems, [
       `cameras[1].id: must contain only letters, digits, "_" and "-" (it is an MQTT topic level) (got "line 2") (line ${lineOf(text, "line 2")})`,
       `cameras[2].id: duplicate camera id "line1" (also cameras[0]) (line ${lineOf(text, "- id: line1") + 4})`,
+    ]);
+  });
+
+  test("a camera called `command` is refused only while MQTT commands are on (their topic level)", () => {
+    const named = MINIMAL.replace("id: line1", "id: command");
+    assert.equal(loadConfig(writeTemp(named), {}).cameras[0]!.id, "command");
+    const text = `${named}  commands:\n    enabled: true\n`;
+    const { problems } = configProblems(writeTemp(text));
+    assert.deepEqual(problems, [
+      `cameras[0].id: "command" is the topic level of MQTT commands (mqtt.commands.enabled); rename the camera (line ${lineOf(text, "id: command")})`,
     ]);
   });
 
