@@ -181,7 +181,7 @@ export class Daemon implements LineControl {
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
       this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
     }
-    this.lineInterfaces = createLineInterfaces(this.config, this, this.logger);
+    this.lineInterfaces = createLineInterfaces(this.config, this, this.logger, { mqtt: this.publisher });
     try {
       for (const line of this.lineInterfaces) await line.start();
     } catch (err) {
