@@ -5,14 +5,18 @@
 import type { StpmdConfig } from "../config/index.js";
 import type { Logger } from "../core/log.js";
 import type { LineControl, LineInterface } from "./control.js";
+import { SparkplugNode } from "./sparkplug.js";
 
 export * from "./control.js";
 
 export function createLineInterfaces(
-  _config: StpmdConfig,
-  _control: LineControl,
-  _logger: Logger,
+  config: StpmdConfig,
+  control: LineControl,
+  logger: Logger,
 ): LineInterface[] {
   const interfaces: LineInterface[] = [];
+  if (config.sparkplug.enabled) {
+    interfaces.push(new SparkplugNode({ sparkplug: config.sparkplug, mqtt: config.mqtt }, control, logger));
+  }
   return interfaces;
 }
