@@ -580,7 +580,7 @@ export class SparkplugNode implements LineInterface {
     if (online && !this.born) {
       this.logger.info({ primary_host: this.config.primary_host_id }, "sparkplug: primary host online");
       this.birth();
-    } else if (!online && was !== false) {
+    } else if (!online && this.born) {
       this.logger.warn(
         { primary_host: this.config.primary_host_id },
         "sparkplug: primary host offline; ending the session and holding defects until it returns",
@@ -588,12 +588,17 @@ export class SparkplugNode implements LineInterface {
       // Sparkplug 3.0: an edge node whose primary host is offline terminates its session (NDEATH, DISCONNECT)
       // and waits, connected again, for STATE online before its next births.
       const client = this.client;
-      if (client !== undefined && this.born) {
-        this.endBirth();
+      this.endBirth();
+      if (client !== undefined) {
         this.endSession(client).catch((err: unknown) => {
           this.logger.warn({ err }, "sparkplug: ending the session failed");
         });
       }
+    } else if (!online && was === undefined) {
+      this.logger.info(
+        { primary_host: this.config.primary_host_id },
+        "sparkplug: primary host offline; waiting",
+      );
     }
   }
 
