@@ -41,6 +41,8 @@ const codec = sparkplugNamespace(NAMESPACE)!; // null only for a namespace the p
 const SEQ_MODULO = 256;
 /** How long stop() waits for the NDEATH's PUBACK before disconnecting anyway. */
 const STOP_TIMEOUT_MS = 2000;
+/** Metrics of the NBIRTH that no report repeats: bdSeq and the two Node Control commands. */
+const NODE_CONTROL_METRICS = 3;
 /** Bytes the socket may have buffered before a DDATA/NDATA is dropped rather than queued in memory. */
 const MAX_BACKLOG_BYTES = 1 << 20;
 
@@ -142,6 +144,8 @@ export class SparkplugNode implements LineInterface {
   private bdSeq = 0;
   private seq = 0;
   private born = false;
+  /** Whether this session's SUBACK for NCMD/DCMD (and STATE) arrived: no birth before it. */
+  private subscribed = false;
   /** The primary host's last STATE this session: undefined until the retained one arrived. */
   private hostOnline: boolean | undefined;
   /** Timestamp of the newest STATE seen; an older one arriving later is stale and ignored (Sparkplug 3.0). */
@@ -240,6 +244,7 @@ export class SparkplugNode implements LineInterface {
     this.bdSeq = await this.bdSeqStore.next();
     if (this.lifecycle !== "running") return;
     this.hostOnline = undefined;
+    this.subscribed = false;
     const options: IClientOptions = {
       ...this.connectOptions,
       clientId: this.broker.clientId,
@@ -294,6 +299,7 @@ export class SparkplugNode implements LineInterface {
         client.end(true);
         return;
       }
+      this.subscribed = true;
       const refused = (granted ?? []).filter((grant) => grant.qos === 128).map((grant) => grant.topic);
       if (refused.length > 0) {
         this.logger.error({ topics: refused }, "sparkplug: the broker refused subscriptions (ACL?)");
@@ -401,8 +407,12 @@ export class SparkplugNode implements LineInterface {
       const snapshot = this.control.snapshot();
       const now = Date.now();
       const nodeMetrics = this.nodeMetrics(snapshot);
-      if (nodeMetrics.some((metric) => !this.nodeSent.has(metric.name))) {
-        // a metric the NBIRTH did not declare (e.g. a model added by a reload) needs a new birth
+      const declared =
+        nodeMetrics.length + NODE_CONTROL_METRICS === this.nodeSent.size &&
+        nodeMetrics.every((metric) => this.nodeSent.has(metric.name));
+      if (!declared) {
+        // a metric the NBIRTH did not declare, or one it declared that is gone (a model added or removed by a
+        // reload), needs a new birth
         this.logger.info("sparkplug: the node's metrics changed; rebirth");
         this.birth();
         return;
@@ -577,7 +587,7 @@ export class SparkplugNode implements LineInterface {
     this.lastStateTs = timestamp;
     const was = this.hostOnline;
     this.hostOnline = online;
-    if (online && !this.born) {
+    if (online && !this.born && this.subscribed) {
       this.logger.info({ primary_host: this.config.primary_host_id }, "sparkplug: primary host online");
       this.birth();
     } else if (!online && this.born) {

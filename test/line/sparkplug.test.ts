@@ -382,9 +382,13 @@ describe("Sparkplug B edge node", () => {
       await new Promise((resolve) => setTimeout(resolve, 400));
       assert.deepEqual(host.received, [], "no births while the primary host has not said online");
       const held = [control.emit("cam1", 0.95)]; // before the first birth: held too
-      await host.state(hostId, true);
+      const onlineAt = Date.now();
+      await host.state(hostId, true, onlineAt);
       const birth1 = await host.next("NBIRTH");
       await host.next("DBIRTH", "cam2");
+      await host.state(hostId, false, onlineAt - 1000); // older than the newest STATE: stale, ignored
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(host.of("NDEATH"), [], "a stale offline STATE does not end the session");
 
       await host.state(hostId, false);
       const death = await host.next("NDEATH");
