@@ -397,6 +397,12 @@ describe("loadConfig error messages", () => {
     assert.equal(cfg.sparkplug.bdseq_file, path.join(path.dirname(file), "state/bdseq"));
     assert.equal(cfg.sparkplug.password, "sp-secret");
     assert.equal(cfg.sparkplug.edge_node_id, os.hostname());
+    const summary = formatConfigSummary(cfg);
+    assert.match(
+      summary,
+      /^sparkplug: {2}spBv1\.0\/line-7\/\.\.\.\/.+ on mqtt's broker, user "sp", no primary host/m,
+    );
+    assert.ok(!summary.includes("sp-secret"));
   });
 
   test("a password without user, and TLS settings next to a plain URL", () => {

@@ -440,3 +440,20 @@ describe("Sparkplug B edge node", () => {
     }
   });
 });
+
+describe("bdSeq store", () => {
+  test("starts at 0, counts up per connect, wraps after 255, and restarts at 0 from an unreadable file", async () => {
+    const { BdSeqStore } = await import("../../src/line/sparkplug-bdseq.js");
+    const { writeFile } = await import("node:fs/promises");
+    const { logger, lines } = capturingLogger();
+    const file = path.join(await tempDir("stpmd-bdseq-"), "state", "bdseq");
+    const store = new BdSeqStore(file, logger);
+    assert.deepEqual([await store.next(), await store.next()], [0, 1]);
+    await writeFile(file, "255\n");
+    assert.equal(await new BdSeqStore(file, logger).next(), 0, "255 + 1 wraps to 0");
+    assert.equal((await readFile(file, "utf8")).trim(), "0");
+    await writeFile(file, "garbage");
+    assert.equal(await new BdSeqStore(file, logger).next(), 0);
+    assert.ok(lines().some((l) => String(l.msg).includes("does not hold a number 0-255")));
+  });
+});
