@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
@@ -57,8 +58,13 @@ class TestHost {
     readonly node: string,
   ) {}
 
-  static async start(url: string, group: string, node: string): Promise<TestHost> {
-    const client = connect(url, { clientId: `host-${group}`, clean: true, reconnectPeriod: 100 });
+  static async start(
+    url: string,
+    group: string,
+    node: string,
+    login: { username?: string; password?: string } = {},
+  ): Promise<TestHost> {
+    const client = connect(url, { clientId: `host-${group}`, clean: true, reconnectPeriod: 100, ...login });
     const host = new TestHost(client, group, node);
     client.on("message", (topic, payload) => {
       const [, , verb = "", , device] = topic.split("/");
@@ -439,6 +445,63 @@ describe("Sparkplug B edge node", () => {
       await host.close();
     }
   });
+});
+
+test("deploy/mosquitto's ACL: the Sparkplug user runs the node, the Sparkplug host commands it, the read-only scada user cannot", async () => {
+  const dir = await tempDir("stpmd-sparkplug-acl-");
+  const passwords = path.join(dir, "passwd");
+  for (const [i, user] of ["stpmd", "stpmd-sparkplug", "sparkplug-host", "scada"].entries()) {
+    execFileSync("mosquitto_passwd", [...(i === 0 ? ["-c"] : []), "-b", passwords, user, `${user}-pw`]);
+  }
+  const acl = path.resolve(import.meta.dirname, "../../../deploy/mosquitto/stpmd.acl");
+  const secured = await MosquittoBroker.start({
+    passwordFile: passwords,
+    extraConfig: [`acl_file ${acl}`, "use_username_as_clientid true"],
+  });
+  const hostId = "scada-acl";
+  const config = testConfig({
+    mqtt: { url: secured.url, username: "stpmd", password: "stpmd-pw" },
+    sparkplug: {
+      enabled: true,
+      group_id: "acl",
+      edge_node_id: "node",
+      primary_host_id: hostId,
+      username: "stpmd-sparkplug",
+      password: "stpmd-sparkplug-pw",
+      bdseq_file: path.join(dir, "bdseq"),
+      history: { dir: path.join(dir, "history") },
+    },
+  });
+  const control = new TestLineControl(["cam1"], 0.5);
+  const node = new SparkplugNode(
+    { sparkplug: config.sparkplug, mqtt: config.mqtt },
+    control,
+    capturingLogger().logger,
+  );
+  const host = await TestHost.start(secured.url, "acl", "node", {
+    username: "sparkplug-host",
+    password: "sparkplug-host-pw",
+  });
+  const reader = await TestHost.start(secured.url, "acl", "node", {
+    username: "scada",
+    password: "scada-pw",
+  });
+  await node.start();
+  try {
+    await host.state(hostId, true);
+    await host.next("DBIRTH", "cam1");
+    await reader.command([{ name: "Threshold", type: "Double", value: 0.9 }], "cam1");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(control.calls, [], "the broker drops the read-only user's DCMD");
+    await host.command([{ name: "Threshold", type: "Double", value: 0.7 }], "cam1");
+    const call = await waitFor("the host's DCMD", () => control.calls[0]);
+    assert.deepEqual(call.args, ["cam1", { value: 0.7 }]);
+  } finally {
+    await node.stop();
+    await host.close();
+    await reader.close();
+    await secured.close();
+  }
 });
 
 describe("bdSeq store", () => {
