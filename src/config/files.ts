@@ -61,6 +61,14 @@ export function resolveRelativePaths(
       resolvePathField(camera.ignore, "mask", ["cameras", i, "ignore", "mask"], baseDir, env, problems);
     });
   }
+  const sparkplug = cfg.sparkplug;
+  if (isObject(sparkplug)) {
+    resolvePathField(sparkplug, "bdseq_file", ["sparkplug", "bdseq_file"], baseDir, env, problems);
+    resolvePathField(sparkplug.history, "dir", ["sparkplug", "history", "dir"], baseDir, env, problems);
+    resolvePathField(sparkplug, "password_file", ["sparkplug", "password_file"], baseDir, env, problems, {
+      expandEnv: true,
+    });
+  }
   const mqtt = cfg.mqtt;
   if (!isObject(mqtt)) return;
   resolvePathField(mqtt.outbox, "dir", ["mqtt", "outbox", "dir"], baseDir, env, problems);
@@ -102,6 +110,8 @@ export function isUnexpanded(file: string): boolean {
 
 /** Checks the TLS files and replaces password_file by the password it holds (keeping the path for the summary). */
 export function loadSecretFiles(cfg: unknown, problems: Problem[]): void {
+  const sparkplug = isObject(cfg) ? cfg.sparkplug : undefined;
+  if (isObject(sparkplug)) loadPasswordFile(sparkplug, "sparkplug", problems);
   const mqtt = isObject(cfg) ? cfg.mqtt : undefined;
   if (!isObject(mqtt)) return;
   if (isObject(mqtt.tls)) {
@@ -112,18 +122,22 @@ export function loadSecretFiles(cfg: unknown, problems: Problem[]): void {
       if (problem !== undefined) problems.push(problem);
     }
   }
-  const file = mqtt.password_file;
-  if (typeof file === "string" && !isUnexpanded(file) && mqtt.password === undefined) {
-    try {
-      // Editors and `echo` add a trailing newline that is not part of the secret.
-      const password = fs.readFileSync(file, "utf8").replace(/[\r\n]+$/, "");
-      if (password === "") problems.push({ path: ["mqtt", "password_file"], message: `${file} is empty` });
-      else mqtt.password = password;
-    } catch (err) {
-      problems.push({
-        path: ["mqtt", "password_file"],
-        message: `cannot read ${file}: ${describeFsError(err)}`,
-      });
-    }
+  loadPasswordFile(mqtt, "mqtt", problems);
+}
+
+/** Replaces `<section>.password_file` by the password it holds (the path is kept for the summary). */
+function loadPasswordFile(holder: Record<string, unknown>, section: string, problems: Problem[]): void {
+  const file = holder.password_file;
+  if (typeof file !== "string" || isUnexpanded(file) || holder.password !== undefined) return;
+  try {
+    // Editors and `echo` add a trailing newline that is not part of the secret.
+    const password = fs.readFileSync(file, "utf8").replace(/[\r\n]+$/, "");
+    if (password === "") problems.push({ path: [section, "password_file"], message: `${file} is empty` });
+    else holder.password = password;
+  } catch (err) {
+    problems.push({
+      path: [section, "password_file"],
+      message: `cannot read ${file}: ${describeFsError(err)}`,
+    });
   }
 }

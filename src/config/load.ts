@@ -84,6 +84,7 @@ function validated(
   if (problems.length > 0) return undefined;
   const cfg = data as StpmdConfig;
   cfg.mqtt.client_id ??= `stpmd-${os.hostname()}`;
+  cfg.sparkplug.edge_node_id ??= os.hostname();
   return cfg;
 }
 

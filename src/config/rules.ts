@@ -133,6 +133,7 @@ export function crossFieldProblems(
       }
     });
   }
+  if (isObject(cfg.sparkplug)) problems.push(...sparkplugProblems(cfg.sparkplug, valid));
   return problems;
 }
 
@@ -140,15 +141,15 @@ export function crossFieldProblems(
  * The schema's pattern only checks the scheme and the start of the host; mqtt.js would connect to the part of a
  * host before a space (`mqtt://exa mple` reached host `exa`) and fail at run time on a port out of range.
  */
-export function urlProblem(url: string): string | undefined {
+export function urlProblem(url: string, keyPath: KeyPath = ["mqtt", "url"]): string | undefined {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    return `${describeValue(url, ["mqtt", "url"])} is not a valid URL (a space in the host, or a port above 65535?)`;
+    return `${describeValue(url, keyPath)} is not a valid URL (a space in the host, or a port above 65535?)`;
   }
-  if (parsed.hostname === "") return `${describeValue(url, ["mqtt", "url"])} has no host`;
-  if (parsed.port === "0") return `${describeValue(url, ["mqtt", "url"])}: port must be 1-65535`;
+  if (parsed.hostname === "") return `${describeValue(url, keyPath)} has no host`;
+  if (parsed.port === "0") return `${describeValue(url, keyPath)}: port must be 1-65535`;
   return undefined;
 }
 
@@ -190,6 +191,35 @@ export function mqttProblems(mqtt: JsonObject, valid: (keyPath: KeyPath) => bool
         message: `is set but mqtt.url ${describeValue(mqtt.url, ["mqtt", "url"])} is not encrypted; use mqtts:// or wss://`,
       });
     }
+  }
+  return problems;
+}
+
+export function sparkplugProblems(sparkplug: JsonObject, valid: (keyPath: KeyPath) => boolean): Problem[] {
+  const problems: Problem[] = [];
+  const has = (key: string) => sparkplug[key] !== undefined;
+  if (sparkplug.enabled === true && !has("group_id")) {
+    problems.push({ path: ["sparkplug", "group_id"], message: "is required when sparkplug.enabled is true" });
+  }
+  if (typeof sparkplug.url === "string" && valid(["sparkplug", "url"])) {
+    const problem = urlProblem(sparkplug.url, ["sparkplug", "url"]);
+    if (problem !== undefined) problems.push({ path: ["sparkplug", "url"], message: problem });
+  }
+  if (has("password") && has("password_file")) {
+    problems.push({
+      path: ["sparkplug", "password_file"],
+      message: "set together with sparkplug.password; use one of them",
+    });
+  }
+  if (has("username") && !has("password") && !has("password_file")) {
+    problems.push({
+      path: ["sparkplug", "username"],
+      message: "set without sparkplug.password or sparkplug.password_file",
+    });
+  }
+  if (!has("username") && (has("password") || has("password_file"))) {
+    const key = has("password") ? "password" : "password_file";
+    problems.push({ path: ["sparkplug", key], message: "set without sparkplug.username" });
   }
   return problems;
 }

@@ -84,6 +84,55 @@ export function thresholdRuleSchema(description: string) {
   );
 }
 
+/** What differs between the two durable queues built on the outbox (MQTT defect events, Sparkplug history). */
+interface OutboxSchemaText {
+  description: string;
+  dir: string;
+  dirDescription: string;
+  maxMessagesDescription: string;
+  maxBytes: number;
+  maxBytesDescription: string;
+  fileModeDescription: string;
+  dirModeDescription: string;
+}
+
+/** One definition of an outbox's keys, so both queues take the same settings as the one Outbox implementation. */
+function outboxSchema(text: OutboxSchemaText) {
+  return Type.Object(
+    {
+      dir: Type.String({ description: text.dirDescription, default: text.dir, minLength: 1 }),
+      max_messages: Type.Integer({ description: text.maxMessagesDescription, default: 10000, minimum: 1 }),
+      max_bytes: Type.Integer({ description: text.maxBytesDescription, default: text.maxBytes, minimum: 1 }),
+      file_mode: Type.String({
+        description: text.fileModeDescription,
+        default: "0640",
+        pattern: "^0?[0-7]{3}$",
+        "x-pattern-message": 'must be an octal mode such as "0640"',
+      }),
+      dir_mode: Type.String({
+        description: text.dirModeDescription,
+        default: "0750",
+        pattern: "^0?[0-7]{3}$",
+        "x-pattern-message": 'must be an octal mode such as "0750"',
+      }),
+    },
+    { description: text.description, default: {}, additionalProperties: false },
+  );
+}
+
+/**
+ * A Sparkplug id (group, edge node, host): one topic level, so no `/`, `+` or `#` (Sparkplug 3.0, topic namespace
+ * elements), and printable characters only.
+ */
+function SparkplugId(description: string) {
+  return Type.String({
+    description,
+    minLength: 1,
+    pattern: "^[^/+#\\s]+$",
+    "x-pattern-message": 'must not contain "/", "+", "#" or whitespace (it is a Sparkplug topic level)',
+  });
+}
+
 export const configSchema = Type.Object(
   {
     model: Type.Object(
@@ -430,50 +479,112 @@ export const configSchema = Type.Object(
             additionalProperties: false,
           },
         ),
-        outbox: Type.Object(
-          {
-            dir: Type.String({
-              description: "Outbox directory.",
-              default: "/var/lib/stpmd/outbox",
-              minLength: 1,
-            }),
-            max_messages: Type.Integer({
-              description:
-                "Most events kept. Counts events, not MQTT messages: an event and its snapshot are one (the name is kept so that existing configs stay valid).",
-              default: 10000,
-              minimum: 1,
-            }),
-            max_bytes: Type.Integer({
-              description:
-                "Most bytes kept (512 MiB by default), file sizes including snapshots. Keep it below the free space of the filesystem: events beyond the free space are lost rather than refused (a warning at start says so).",
-              default: 536870912,
-              minimum: 1,
-            }),
-            file_mode: Type.String({
-              description:
-                "Permission bits (octal) of the outbox files, which hold production images. Applied at creation regardless of the umask, and to files left by an earlier run; the files are owned by the daemon's user.",
-              default: "0640",
-              pattern: "^0?[0-7]{3}$",
-              "x-pattern-message": 'must be an octal mode such as "0640"',
-            }),
-            dir_mode: Type.String({
-              description:
-                "Permission bits (octal) of the outbox directory (and its quarantine folder), set at start and whenever it is recreated.",
-              default: "0750",
-              pattern: "^0?[0-7]{3}$",
-              "x-pattern-message": 'must be an octal mode such as "0750"',
-            }),
-          },
-          {
-            description:
-              "Defect events that cannot be delivered while the broker is unreachable are kept on disk and sent after reconnecting, oldest first. An event and its snapshot are one entry, stored whole or not at all. When a limit is reached, NEW events are refused (the queued ones are kept) and counted in status.outbox.overflowed; events whose write fails (disk full, I/O error) are counted in status.outbox.lost. If the directory is deleted it is recreated. One daemon per directory: a second one refuses to start (lock file .lock holding the pid).",
-            default: {},
-            additionalProperties: false,
-          },
-        ),
+        outbox: outboxSchema({
+          description:
+            "Defect events that cannot be delivered while the broker is unreachable are kept on disk and sent after reconnecting, oldest first. An event and its snapshot are one entry, stored whole or not at all. When a limit is reached, NEW events are refused (the queued ones are kept) and counted in status.outbox.overflowed; events whose write fails (disk full, I/O error) are counted in status.outbox.lost. If the directory is deleted it is recreated. One daemon per directory: a second one refuses to start (lock file .lock holding the pid).",
+          dir: "/var/lib/stpmd/outbox",
+          dirDescription: "Outbox directory.",
+          maxMessagesDescription:
+            "Most events kept. Counts events, not MQTT messages: an event and its snapshot are one (the name is kept so that existing configs stay valid).",
+          maxBytes: 536870912,
+          maxBytesDescription:
+            "Most bytes kept (512 MiB by default), file sizes including snapshots. Keep it below the free space of the filesystem: events beyond the free space are lost rather than refused (a warning at start says so).",
+          fileModeDescription:
+            "Permission bits (octal) of the outbox files, which hold production images. Applied at creation regardless of the umask, and to files left by an earlier run; the files are owned by the daemon's user.",
+          dirModeDescription:
+            "Permission bits (octal) of the outbox directory (and its quarantine folder), set at start and whenever it is recreated.",
+        }),
       },
       {
         description: "The MQTT broker that receives results, defect events and status.",
+        additionalProperties: false,
+      },
+    ),
+    sparkplug: Type.Object(
+      {
+        enabled: Type.Boolean({
+          description: "Run the Sparkplug B edge node (its own MQTT session, next to the publisher's).",
+          default: false,
+        }),
+        group_id: Type.Optional(
+          SparkplugId(
+            "Sparkplug group id (the topic's second level), e.g. the line's name; required when enabled.",
+          ),
+        ),
+        edge_node_id: Type.Optional(
+          SparkplugId(
+            "Sparkplug edge node id; must be unique in the group. Default: the host name, filled in by the loader.",
+          ),
+        ),
+        primary_host_id: Type.Optional(
+          SparkplugId(
+            "Host id of the primary host application (SCADA). When set, the node waits for its STATE `online: true` before the births, and holds defects on disk while it is offline (replayed as historical data when it returns).",
+          ),
+        ),
+        url: Type.Optional(
+          Type.String({
+            description:
+              "Broker URL of the Sparkplug session (mqtt://, mqtts://, ws://, wss://). Default: mqtt.url. TLS settings are mqtt.tls in both cases.",
+            pattern: "^(mqtts?|wss?)://[^\\s/]+",
+            "x-pattern-message": "must be a mqtt://, mqtts://, ws:// or wss:// URL with a host",
+          }),
+        ),
+        username: Type.Optional(
+          Type.String({
+            description:
+              "Broker user name of the Sparkplug session, with password or password_file; default: mqtt's credentials. A broker with `use_username_as_clientid` (as deploy/mosquitto ships) needs a user of its own here, or the two sessions take each other's place.",
+            minLength: 1,
+          }),
+        ),
+        password: Type.Optional(
+          Type.String({
+            description: "Password of sparkplug.username; prefer password_file to keeping it in this file.",
+          }),
+        ),
+        password_file: Type.Optional(
+          Type.String({
+            description:
+              // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${NAME} expansion the loader does
+              "File holding the password of sparkplug.username (trailing newlines dropped); `${NAME}` is replaced by the environment variable NAME.",
+            minLength: 1,
+          }),
+        ),
+        bdseq_file: Type.String({
+          description:
+            "Where the birth/death sequence number (bdSeq) of the last connect is kept, so that it grows across restarts as Sparkplug requires. Written atomically before every connect.",
+          default: "/var/lib/stpmd/sparkplug-bdseq",
+          minLength: 1,
+        }),
+        report_interval_ms: Type.Integer({
+          description:
+            "Least time between two reports of changed counters (fps, inspected, defects, outbox); defects themselves are reported at once.",
+          default: 1000,
+          minimum: 100,
+          maximum: 60000,
+        }),
+        reconnect_period_ms: Type.Integer({
+          description: "Wait between attempts to reconnect the Sparkplug session.",
+          default: 2000,
+          minimum: 100,
+          maximum: 600000,
+        }),
+        history: outboxSchema({
+          description:
+            "Defect DDATA held on disk while the node is not born (broker unreachable, or the primary host offline), replayed oldest first with is_historical once the births are out. Full: new defects are refused and logged; the held ones are kept.",
+          dir: "/var/lib/stpmd/sparkplug-history",
+          dirDescription: "History directory (not the MQTT outbox's: each holds its own lock).",
+          maxMessagesDescription: "Most defects held.",
+          maxBytes: 67108864,
+          maxBytesDescription:
+            "Most bytes held (64 MiB by default); a defect's DDATA is a few hundred bytes.",
+          fileModeDescription: "Permission bits (octal) of the history files.",
+          dirModeDescription: "Permission bits (octal) of the history directory.",
+        }),
+      },
+      {
+        description:
+          "Sparkplug B 3.0 edge node for SCADA: NBIRTH/NDATA/NDEATH for the daemon, DBIRTH/DDATA/DDEATH per camera, NCMD Rebirth and Reload Model, DCMD Threshold and Enabled.",
+        default: {},
         additionalProperties: false,
       },
     ),
@@ -594,6 +705,8 @@ export const configSchema = Type.Object(
 export type StpmdConfig = Static<typeof configSchema> & {
   /** `stpmd-<hostname>` unless set: the loader fills it in. */
   mqtt: { client_id: string };
+  /** The host name unless set: the loader fills it in. */
+  sparkplug: { edge_node_id: string };
 };
 export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];
@@ -607,6 +720,7 @@ export type MqttOutboxConfig = MqttConfig["outbox"];
 export type MqttTlsConfig = NonNullable<MqttConfig["tls"]>;
 export type MqttCommandsConfig = MqttConfig["commands"];
 export type HttpConfig = StpmdConfig["http"];
+export type SparkplugConfig = StpmdConfig["sparkplug"];
 export type CollectionConfig = StpmdConfig["collection"];
 export type LogLevel = StpmdConfig["log"]["level"];
 

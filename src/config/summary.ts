@@ -42,6 +42,19 @@ export function formatBroker(mqtt: MqttConfig): string {
   return parts.join(", ");
 }
 
+function formatSparkplug(cfg: StpmdConfig): string {
+  const sparkplug = cfg.sparkplug;
+  if (!sparkplug.enabled) return "off";
+  const broker = sparkplug.url === undefined ? "mqtt's broker" : redactUrl(sparkplug.url);
+  const user =
+    sparkplug.username === undefined ? "mqtt's credentials" : `user ${JSON.stringify(sparkplug.username)}`;
+  const host =
+    sparkplug.primary_host_id === undefined
+      ? "no primary host"
+      : `primary host ${JSON.stringify(sparkplug.primary_host_id)}`;
+  return `spBv1.0/${sparkplug.group_id ?? "?"}/.../${sparkplug.edge_node_id} on ${broker}, ${user}, ${host}, bdSeq in ${sparkplug.bdseq_file}`;
+}
+
 export function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
@@ -70,6 +83,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `broker:     ${formatBroker(mqtt)}`,
     `topics:     ${mqtt.prefix}/..., results QoS ${mqtt.result_qos}, events QoS ${mqtt.event_qos}, snapshots ${mqtt.snapshot === "none" ? "none" : `${mqtt.snapshot} (JPEG quality ${mqtt.snapshot_quality})`}`,
     `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
+    `sparkplug:  ${formatSparkplug(cfg)}`,
     `collection: ${collectionLine}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,
   ].join("\n");

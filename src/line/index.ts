@@ -9,6 +9,7 @@ import { Topics } from "../publish/topics.js";
 import { MqttCommands } from "./commands.js";
 import type { LineControl, LineInterface } from "./control.js";
 import { HttpInterface } from "./http.js";
+import { SparkplugNode } from "./sparkplug.js";
 
 export * from "./control.js";
 
@@ -36,5 +37,8 @@ export function createLineInterfaces(
     );
   }
   if (config.http.enabled) interfaces.push(new HttpInterface({ config: config.http, control, logger }));
+  if (config.sparkplug.enabled) {
+    interfaces.push(new SparkplugNode({ sparkplug: config.sparkplug, mqtt: config.mqtt }, control, logger));
+  }
   return interfaces;
 }

@@ -168,15 +168,14 @@ export class Publisher implements MqttSession {
    */
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
-    const tls = await readTlsFiles(this.config.tls);
+    const broker = await brokerConnectOptions(this.config);
     this.outbox = await Outbox.open(this.config.outbox, this.rootLogger);
     this.defects = new DefectWriter(this.config, this.outbox, this.topics, this.logger, {
       ...(this.maxConcurrentSnapshots ? { maxConcurrentSnapshots: this.maxConcurrentSnapshots } : {}),
     });
     const options: IClientOptions = {
+      ...broker,
       clientId: this.config.client_id,
-      username: this.config.username,
-      password: this.config.password,
       clean: true,
       reconnectPeriod: this.config.reconnect_period_ms,
       // mqtt.js 5 gives up for good after a refused CONNACK (bad password, ACL, banned client id) unless told
@@ -192,7 +191,6 @@ export class Publisher implements MqttSession {
         qos: 1,
         retain: true,
       },
-      ...tls,
     };
     let client: MqttClient;
     try {
@@ -497,6 +495,21 @@ export class Publisher implements MqttSession {
     this.invalidCameras.add(key);
     this.logger.error({ camera: cameraId, err }, "result not published");
   }
+}
+
+/** The broker settings a session needs besides its own client id, will and reconnect policy. */
+export type BrokerSettings = Pick<MqttConfig, "username" | "password" | "tls">;
+
+/**
+ * The mqtt.js options for credentials and TLS (the CA, client certificate and key files read now), shared by every
+ * MQTT session of the daemon so that they authenticate and verify the broker alike. Throws an `ERR_INPUT_MISSING`
+ * StpmdError naming the TLS file that cannot be read.
+ */
+export async function brokerConnectOptions(broker: BrokerSettings): Promise<Partial<IClientOptions>> {
+  const options: Partial<IClientOptions> = await readTlsFiles(broker.tls);
+  if (broker.username !== undefined) options.username = broker.username;
+  if (broker.password !== undefined) options.password = broker.password;
+  return options;
 }
 
 async function readTlsFiles(tls: MqttTlsConfig | undefined): Promise<Partial<IClientOptions>> {

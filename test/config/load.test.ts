@@ -145,6 +145,20 @@ describe("loadConfig defaults", () => {
           dir_mode: "0750",
         },
       },
+      sparkplug: {
+        enabled: false,
+        edge_node_id: os.hostname(),
+        bdseq_file: "/var/lib/stpmd/sparkplug-bdseq",
+        report_interval_ms: 1000,
+        reconnect_period_ms: 2000,
+        history: {
+          dir: "/var/lib/stpmd/sparkplug-history",
+          max_messages: 10000,
+          max_bytes: 64 * 1024 * 1024,
+          file_mode: "0640",
+          dir_mode: "0750",
+        },
+      },
       collection: {
         enabled: false,
         dir: "/var/lib/stpmd/frames",
@@ -373,6 +387,34 @@ describe("loadConfig error messages", () => {
       `mqtt.tls.cert: set without mqtt.tls.key (a client certificate needs its key) (line ${lineOf(text, "cert:")})`,
       `mqtt.tls.cert: cannot read /etc/ssl/client.pem: no such file (ENOENT) (line ${lineOf(text, "cert:")})`,
     ]);
+  });
+
+  test("sparkplug: ids must be topic levels, group_id is required when enabled, credentials in pairs", () => {
+    const text = `${MINIMAL}sparkplug:\n  enabled: true\n  edge_node_id: a/b\n  primary_host_id: "scada+1"\n  username: sp\n`;
+    const { problems } = configProblems(writeTemp(text));
+    assert.deepEqual(problems, [
+      `sparkplug.group_id: is required when sparkplug.enabled is true (line ${lineOf(text, "sparkplug:")})`,
+      `sparkplug.edge_node_id: must not contain "/", "+", "#" or whitespace (it is a Sparkplug topic level) (got "a/b") (line ${lineOf(text, "edge_node_id")})`,
+      `sparkplug.primary_host_id: must not contain "/", "+", "#" or whitespace (it is a Sparkplug topic level) (got "scada+1") (line ${lineOf(text, "primary_host_id")})`,
+      `sparkplug.username: set without sparkplug.password or sparkplug.password_file (line ${lineOf(text, "username: sp")})`,
+    ]);
+  });
+
+  test("sparkplug: paths resolve against the config file, password_file is read", () => {
+    const file = writeTemp(
+      `${MINIMAL}sparkplug:\n  enabled: true\n  group_id: line-7\n  bdseq_file: state/bdseq\n  username: sp\n  password_file: sp-pw\n`,
+    );
+    fs.writeFileSync(path.join(path.dirname(file), "sp-pw"), "sp-secret\n");
+    const cfg = loadConfig(file, {});
+    assert.equal(cfg.sparkplug.bdseq_file, path.join(path.dirname(file), "state/bdseq"));
+    assert.equal(cfg.sparkplug.password, "sp-secret");
+    assert.equal(cfg.sparkplug.edge_node_id, os.hostname());
+    const summary = formatConfigSummary(cfg);
+    assert.match(
+      summary,
+      /^sparkplug: {2}spBv1\.0\/line-7\/\.\.\.\/.+ on mqtt's broker, user "sp", no primary host/m,
+    );
+    assert.ok(!summary.includes("sp-secret"));
   });
 
   test("a password without user, and TLS settings next to a plain URL", () => {
