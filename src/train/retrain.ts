@@ -21,6 +21,7 @@ import {
   updateRunningStats,
 } from "./student.js";
 import { buildTrainingGraph, type StudentLayout, studentLayout } from "./training-graph.js";
+import { Validator } from "./validation.js";
 
 export interface RetrainOptions {
   framesDir: string;
@@ -62,7 +63,7 @@ export interface EpochReport {
 }
 
 export const RETRAIN_DEFAULTS = {
-  epochs: 100,
+  epochs: 20,
   batchSize: 32,
   lr: 0.4,
   momentum: 0.9,
@@ -126,6 +127,7 @@ async function cacheTeacherFeatures(
   inputs: Float32Array,
   count: number,
   size: number,
+  normalise = true,
 ): Promise<FeatureCache> {
   const session = await createSession(teacher.bytes);
   const chw = 3 * size * size;
@@ -146,7 +148,8 @@ async function cacheTeacherFeatures(
         perImage.push(per);
         dims.push([c!, h!, w!]);
       }
-      const data = l2NormalizeChannels((t.data as Float32Array).slice(), n, c!, h! * w!);
+      const raw = (t.data as Float32Array).slice();
+      const data = normalise ? l2NormalizeChannels(raw, n, c!, h! * w!) : raw;
       levels[level]!.set(data, start * per);
     });
   }
@@ -230,6 +233,20 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     weightDecay: opts.weightDecay,
   });
   const valRgb = val.map((v) => v.rgb);
+  // validation inputs and teacher features are fixed: computed once, fed with each epoch's weights
+  const valInputs = new Float32Array(val.length * chw);
+  val.forEach((img, i) => {
+    rgbToChw(img.rgb, size, size, mean, std, valInputs, i);
+  });
+  const valCache = await cacheTeacherFeatures(teacher, valInputs, val.length, size, false);
+  const validator = await Validator.create(
+    teacher.graph,
+    layout,
+    valInputs,
+    valCache.levels,
+    val.length,
+    size,
+  );
   let best = {
     epoch: 0,
     score: Number.POSITIVE_INFINITY,
@@ -327,7 +344,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       bar?.increment(1, { epoch, loss: loss.toFixed(4) });
     }
     const valStarted = performance.now();
-    const scores = await validationScores(teacher, layout, state, valRgb, size);
+    const scores = await validator.scores(state);
     const valSeconds = (performance.now() - valStarted) / 1000;
     const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
     const meanLoss = lossSum / Math.max(1, batches);
@@ -377,6 +394,13 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   }
   bar?.stop();
   const trainSeconds = (performance.now() - trainStarted) / 1000;
+  await validator.release();
+  await session.release();
+  // the threshold comes from the deployable scoring graph itself: rescore the kept epoch with the Scorer
+  const keptScores = await validationScores(teacher, layout, best.state, valRgb, size);
+  const drift = Math.max(...keptScores.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
+  logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
+  best.scores = keptScores;
 
   const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
   const sortedScores = [...best.scores].sort((a, b) => a - b);
