@@ -386,13 +386,7 @@ function markdown(r: {
     "",
     "| engine | s/epoch (train + validation) | train only | validation | GFLOP/s (train only) | % of fp32 peak | load + cache teacher features s | peak RSS MiB | what |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    row(
-      "stpmd",
-      s,
-      s.median_train_s as number,
-      s.median_validation_s as number,
-      s.median_epoch_s as number,
-    ),
+    row("stpmd", s, s.median_train_s as number, s.median_validation_s as number, s.median_epoch_s as number),
   ];
   if (t) {
     lines.push(
