@@ -66,7 +66,30 @@ program
     "--out <dir>",
     "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact",
   )
-  .option("--epochs <n>", "training epochs", intOption("--epochs", 1), RETRAIN_DEFAULTS.epochs)
+  .option(
+    "--epochs <n>",
+    "most training epochs (the ceiling; early stopping usually ends sooner)",
+    intOption("--epochs", 1),
+    RETRAIN_DEFAULTS.epochs,
+  )
+  .option(
+    "--patience <n>",
+    "stop after this many epochs without a mean validation score improvement > --min-delta; 0 = always run --epochs",
+    intOption("--patience", 0),
+    RETRAIN_DEFAULTS.patience,
+  )
+  .option(
+    "--min-delta <x>",
+    "relative improvement of the mean validation score that resets the patience (0.01 = 1%)",
+    numberOption("--min-delta", 0),
+    RETRAIN_DEFAULTS.minDelta,
+  )
+  .option(
+    "--min-epochs <n>",
+    "never stop early before this epoch",
+    intOption("--min-epochs", 1),
+    RETRAIN_DEFAULTS.minEpochs,
+  )
   .option("--batch-size <n>", "images per SGD step", intOption("--batch-size", 2), RETRAIN_DEFAULTS.batchSize)
   .option("--lr <x>", "SGD learning rate", numberOption("--lr", 0), RETRAIN_DEFAULTS.lr)
   .option("--momentum <x>", "SGD momentum", numberOption("--momentum", 0), RETRAIN_DEFAULTS.momentum)
@@ -140,12 +163,15 @@ program
       seed: o.seed,
       valFraction: o.valFraction,
       thresholdSigma: o.thresholdSigma,
+      patience: o.patience,
+      minDelta: o.minDelta,
+      minEpochs: o.minEpochs,
       logger,
       progress: o.progress,
     });
     console.log(
       `retrain done: bundle ${o.out} (model ${s.manifest.model_version}), ${s.trainImages} train / ${s.valImages} val images, ` +
-        `${s.skippedFiles.length} skipped, best epoch ${s.bestEpoch}/${o.epochs}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
+        `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
   });

@@ -20,6 +20,7 @@ import { l2NormalizeChannels } from "../stpm/normalize.js";
 import { Random } from "../stpm/random.js";
 import { Scorer } from "../stpm/scorer.js";
 import { splitTrainVal } from "../stpm/split.js";
+import { EarlyStopping, type EpochDecision } from "./early-stopping.js";
 import {
   cloneStudent,
   foldedStudentGraph,
@@ -29,6 +30,7 @@ import {
   updateRunningStats,
 } from "./student.js";
 import { buildTrainingGraph, type StudentLayout, studentLayout } from "./training-graph.js";
+import { Validator } from "./validation.js";
 
 export interface RetrainOptions {
   framesDir: string;
@@ -53,10 +55,29 @@ export interface RetrainOptions {
   logger: Logger;
   /** Draw a progress bar on stderr (only when it is a terminal). */
   progress: boolean;
+  /**
+   * Early stopping (src/train/early-stopping.ts): stop when the mean validation score has not improved by more
+   * than `minDelta` (relative) in `patience` epochs, never before `minEpochs`; `epochs` stays the ceiling.
+   * `patience` 0 trains for exactly `epochs`.
+   */
+  patience: number;
+  minDelta: number;
+  minEpochs: number;
+  /** Called after every epoch's validation (benchmarks use it to follow test metrics epoch by epoch). */
+  onEpoch?: (e: EpochReport) => Promise<void> | void;
+}
+
+export interface EpochReport {
+  epoch: number;
+  loss: number;
+  valMeanScore: number;
+  decision: EpochDecision;
+  /** The deployable student of this epoch (BatchNorm folded). */
+  student: () => Graph;
 }
 
 export const RETRAIN_DEFAULTS = {
-  epochs: 100,
+  epochs: 20,
   batchSize: 32,
   lr: 0.4,
   momentum: 0.9,
@@ -67,6 +88,9 @@ export const RETRAIN_DEFAULTS = {
   seed: 0,
   valFraction: 0.2,
   thresholdSigma: 3,
+  patience: 5,
+  minDelta: 0.01,
+  minEpochs: 10,
 } as const;
 
 export interface RetrainSummary {
@@ -78,6 +102,8 @@ export interface RetrainSummary {
   bestValScore: number;
   wallTimeS: number;
   secondsPerEpoch: number;
+  epochsRun: number;
+  stoppedReason: string;
 }
 
 /** Decodes every image (its ROI) at `size`, skipping (and reporting) the ones that fail, four at a time. */
@@ -118,6 +144,7 @@ async function cacheTeacherFeatures(
   inputs: Float32Array,
   count: number,
   input: Size,
+  normalise = true,
 ): Promise<FeatureCache> {
   const session = await createSession(teacher.bytes);
   const chw = 3 * input.width * input.height;
@@ -138,7 +165,8 @@ async function cacheTeacherFeatures(
         perImage.push(per);
         dims.push([c!, h!, w!]);
       }
-      const data = l2NormalizeChannels((t.data as Float32Array).slice(), n, c!, h! * w!);
+      const raw = (t.data as Float32Array).slice();
+      const data = normalise ? l2NormalizeChannels(raw, n, c!, h! * w!) : raw;
       levels[level]!.set(data, start * per);
     });
   }
@@ -233,12 +261,46 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     weightDecay: opts.weightDecay,
   });
   const valRgb = val.map((v) => v.rgb);
+  // validation inputs and teacher features are fixed: computed once, fed with each epoch's weights. In tile mode
+  // the validator scores every tile and an image's score is its tiles' maximum — a close proxy of the stitched
+  // map's maximum (it also sees the overlaps' far halves), good enough to pick the epoch; the kept epoch is then
+  // rescored through the real tiling and stitching for the threshold.
+  const valSamples = modelInputs(valRgb, geometry);
+  const tilesPerImage = valSamples.length / valRgb.length;
+  const valInputs = new Float32Array(valSamples.length * chw);
+  valSamples.forEach((rgb, i) => {
+    rgbToChw(rgb, input.width, input.height, mean, std, valInputs, i);
+  });
+  const valCache = await cacheTeacherFeatures(teacher, valInputs, valSamples.length, input, false);
+  const validator = await Validator.create(
+    teacher.graph,
+    layout,
+    valInputs,
+    valCache.levels,
+    valSamples.length,
+    input,
+  );
+  const imageScores = (perInput: number[]): number[] =>
+    valRgb.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));
   let best = {
     epoch: 0,
     score: Number.POSITIVE_INFINITY,
     state: cloneStudent(state),
     scores: [] as number[],
   };
+  if (!(opts.minDelta >= 0 && opts.minDelta < 1)) {
+    throw new StpmdError(
+      "ERR_OPTION_INVALID",
+      `--min-delta ${opts.minDelta}: must be at least 0 and below 1`,
+    );
+  }
+  const stopping = new EarlyStopping({
+    patience: opts.patience,
+    minDelta: opts.minDelta,
+    minEpochs: opts.minEpochs,
+    maxEpochs: opts.epochs,
+  });
+  let stoppedReason = "epoch ceiling";
   const batchSize = Math.min(opts.batchSize, samples.length);
   const bar =
     opts.progress && process.stderr.isTTY
@@ -254,12 +316,21 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const batchesPerEpoch = Math.ceil(samples.length / batchSize);
   bar?.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
   const trainStarted = performance.now();
-  const history: { epoch: number; loss: number; val_mean_score: number }[] = [];
+  const history: {
+    epoch: number;
+    loss: number;
+    val_mean_score: number;
+    seconds: number;
+    val_seconds: number;
+  }[] = [];
+  let epochsRun = 0;
 
   for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+    const epochStarted = performance.now();
     const order = rng.shuffle(samples.map((_, i) => i));
     let lossSum = 0;
     let batches = 0;
+    let runMs = 0;
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
       // a single-image batch has no batch statistics to normalise with (PyTorch raises on it too)
@@ -277,7 +348,9 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
         });
         return out;
       });
+      const runStarted = performance.now();
       const out = await session.run(feedsFor(layout, state, x, feats, cache, n, input));
+      runMs += performance.now() - runStarted;
       const loss = (out.loss!.data as Float32Array)[0]!;
       if (!Number.isFinite(loss)) {
         throw new StpmdError(
@@ -305,26 +378,64 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       batches += 1;
       bar?.increment(1, { epoch, loss: loss.toFixed(4) });
     }
-    const scores = await validationScores(teacher, layout, state, valRgb, geometry);
+    const valStarted = performance.now();
+    const scores = imageScores(await validator.scores(state));
+    const valSeconds = (performance.now() - valStarted) / 1000;
     const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
     const meanLoss = lossSum / Math.max(1, batches);
-    history.push({ epoch, loss: meanLoss, val_mean_score: meanScore });
-    if (meanScore < best.score) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
+    const decision = stopping.observe(meanScore);
+    if (decision.best) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
+    const seconds = (performance.now() - epochStarted) / 1000;
+    history.push({
+      epoch,
+      loss: meanLoss,
+      val_mean_score: meanScore,
+      seconds: Number(seconds.toFixed(2)),
+      val_seconds: Number(valSeconds.toFixed(2)),
+    });
+    epochsRun = epoch;
     const line = {
       epoch,
       epochs: opts.epochs,
       loss: meanLoss,
       val_mean_score: meanScore,
       best_epoch: best.epoch,
+      improved: decision.improved,
+      since_improvement: decision.sinceImprovement,
+      seconds: Number(seconds.toFixed(2)),
+      val_seconds: Number(valSeconds.toFixed(2)),
+      // the training step inside ONNX Runtime; the rest of seconds − val_seconds is batch assembly and SGD in JS
+      step_seconds: Number((runMs / 1000).toFixed(2)),
+      ...(decision.stop ? { stop: decision.reason } : {}),
     };
     if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
+    const stopText = decision.stop ? `; stopping: ${decision.reason}, keeping epoch ${best.epoch}` : "";
     logger.info(
       line,
-      `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)}`,
+      `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)} ` +
+        `best ${best.epoch}${stopText}`,
     );
+    await opts.onEpoch?.({
+      epoch,
+      loss: meanLoss,
+      valMeanScore: meanScore,
+      decision,
+      student: () => foldedStudentGraph(teacher.graph, layout, state),
+    });
+    if (decision.stop) {
+      stoppedReason = decision.reason!;
+      break;
+    }
   }
   bar?.stop();
   const trainSeconds = (performance.now() - trainStarted) / 1000;
+  await validator.release();
+  await session.release();
+  // the threshold comes from the deployable scoring graph itself: rescore the kept epoch with the Scorer
+  const keptScores = await validationScores(teacher, layout, best.state, valRgb, geometry);
+  const drift = Math.max(...keptScores.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
+  logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
+  best.scores = keptScores;
 
   const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
   const sortedScores = [...best.scores].sort((a, b) => a - b);
@@ -354,7 +465,13 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     training: {
       frames_dir: opts.framesDir,
       epochs: opts.epochs,
+      epochs_run: epochsRun,
       best_epoch: best.epoch,
+      stopped_reason: stoppedReason,
+      stopping_rule: stopping.describe(),
+      patience: opts.patience,
+      min_delta: opts.minDelta,
+      min_epochs: opts.minEpochs,
       batch_size: batchSize,
       lr: opts.lr,
       momentum: opts.momentum,
@@ -367,7 +484,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       val_images: val.length,
       skipped_files: skipped,
       wall_time_s: Number(wallTimeS.toFixed(1)),
-      seconds_per_epoch: Number((trainSeconds / opts.epochs).toFixed(2)),
+      seconds_per_epoch: Number((trainSeconds / epochsRun).toFixed(2)),
       engine: `onnxruntime-node ${ort.env.versions.common} (CPU, hand-built backward graph)`,
       history,
     },
@@ -380,7 +497,9 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     bestEpoch: best.epoch,
     bestValScore: best.score,
     wallTimeS,
-    secondsPerEpoch: trainSeconds / opts.epochs,
+    secondsPerEpoch: trainSeconds / epochsRun,
+    epochsRun,
+    stoppedReason,
   };
 }
 
