@@ -1,6 +1,7 @@
 import { type FSWatcher, watch } from "node:fs";
 import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
+import { Ajv } from "ajv";
 import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import { Camera } from "../capture/camera.js";
 import {
@@ -9,6 +10,7 @@ import {
   loadConfig,
   type StpmdConfig,
   type ThresholdRule,
+  thresholdRuleSchema,
 } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
@@ -756,20 +758,11 @@ export class Daemon implements LineControl {
   }
 }
 
-/** Why a threshold rule from a client is unusable (the config file's rules are checked by its schema). */
+/** The config file's own threshold rules (one definition), checked again for values that come from clients. */
+const isThresholdRule = new Ajv().compile(thresholdRuleSchema("A camera's threshold rule."));
+
+/** Why a threshold rule from a client is unusable, in one line. */
 function thresholdRuleProblem(rule: unknown): string | undefined {
-  if (typeof rule !== "object" || rule === null) return "must be {value}, {sigma} or {false_alarm_rate}";
-  const keys = Object.keys(rule);
-  if (keys.length !== 1)
-    return `must have exactly one of value, sigma, false_alarm_rate (got ${keys.join(", ") || "none"})`;
-  const [key] = keys as [string];
-  const v = (rule as Record<string, unknown>)[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) return `${key} must be a finite number`;
-  if (key === "value" && !(v > 0)) return `value ${v} must be above 0`;
-  if (key === "sigma" && !(v >= 0 && v <= 100)) return `sigma ${v} must be between 0 and 100`;
-  if (key === "false_alarm_rate" && !(v > 0 && v < 1))
-    return `false_alarm_rate ${v} must be between 0 and 1 (exclusive)`;
-  if (!["value", "sigma", "false_alarm_rate"].includes(key))
-    return `unknown rule "${key}" (value, sigma, false_alarm_rate)`;
-  return undefined;
+  if (isThresholdRule(rule)) return undefined;
+  return `${JSON.stringify(rule)} is not one of {value: x > 0}, {sigma: 0…100}, {false_alarm_rate: 0 < p < 1}`;
 }
