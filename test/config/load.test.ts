@@ -154,6 +154,21 @@ describe("loadConfig defaults", () => {
         file_mode: "0640",
         dir_mode: "0750",
       },
+      opcua: {
+        enabled: false,
+        port: 4840,
+        bind: "0.0.0.0",
+        security: {
+          policies: ["Basic256Sha256"],
+          modes: ["SignAndEncrypt"],
+          accept_unknown_certificates: false,
+        },
+        users: [],
+        allow_anonymous: false,
+        pki_dir: "/var/lib/stpmd/opcua-pki",
+        result_queue: 16,
+        trigger_timeout_ms: 2000,
+      },
       log: { level: "info" },
       health: { watchdog: true },
     };
