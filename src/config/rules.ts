@@ -163,6 +163,16 @@ export function opcuaProblems(opcua: JsonObject, valid: (keyPath: KeyPath) => bo
   }
   problems.push(...duplicateProblems(opcua.users, ["opcua", "users"], "username", "user name"));
   const noUsers = !Array.isArray(opcua.users) || opcua.users.length === 0;
+  // node-opcua offers the user-name token only with a signing policy to encrypt the password with; with policy None
+  // alone its clients fail with "Cannot find USERNAME user token policy".
+  const policies = isObject(security) ? security.policies : undefined;
+  if (!noUsers && Array.isArray(policies) && policies.length > 0 && policies.every((p) => p === "None")) {
+    problems.push({
+      path: ["opcua", "security", "policies"],
+      message:
+        'has only "None", so users cannot log in (passwords need Basic256Sha256 to travel encrypted); add "Basic256Sha256" and "SignAndEncrypt", or use allow_anonymous without users',
+    });
+  }
   if (opcua.enabled === true && noUsers && opcua.allow_anonymous !== true) {
     problems.push({
       path: ["opcua", "users"],

@@ -345,6 +345,9 @@ export class OpcuaInterface implements LineInterface {
         dataType,
         description: doc,
         ...READ_ONLY,
+        // Set from the handshake, never sampled: 0 makes subscriptions report every change as it happens, so a
+        // ResultsReady true → false → true within one sampling period is not lost.
+        minimumSamplingInterval: 0,
         value: new Variant({ dataType, value }),
       });
       channel.vars.set(name, variable);

@@ -62,6 +62,14 @@ test("opcua: policy and mode lists must pair up, and someone must be able to log
     /opcua\.users: is empty and opcua\.allow_anonymous is false, so no client could log in/,
   );
 
+  const plainUsers = await configFile(
+    "{users: [{username: plc, password_file: /etc/hostname}], security: {policies: [None], modes: [None]}}",
+  );
+  assert.match(
+    problemsOf(plainUsers.file),
+    /opcua\.security\.policies: has only "None", so users cannot log in/,
+  );
+
   const anonymous = await configFile(
     "{enabled: true, allow_anonymous: true, security: {policies: [None], modes: [None]}}",
   );
