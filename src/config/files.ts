@@ -69,10 +69,20 @@ export function resolveRelativePaths(
       expandEnv: true,
     });
   }
+  const secretOptions = { expandEnv: true };
+  const opcua = cfg.opcua;
+  if (isObject(opcua)) {
+    resolvePathField(opcua, "pki_dir", ["opcua", "pki_dir"], baseDir, env, problems);
+    if (Array.isArray(opcua.users)) {
+      opcua.users.forEach((user, i) => {
+        const keyPath = ["opcua", "users", i, "password_file"];
+        resolvePathField(user, "password_file", keyPath, baseDir, env, problems, secretOptions);
+      });
+    }
+  }
   const mqtt = cfg.mqtt;
   if (!isObject(mqtt)) return;
   resolvePathField(mqtt.outbox, "dir", ["mqtt", "outbox", "dir"], baseDir, env, problems);
-  const secretOptions = { expandEnv: true };
   resolvePathField(mqtt, "password_file", ["mqtt", "password_file"], baseDir, env, problems, secretOptions);
   for (const key of ["ca", "cert", "key"]) {
     resolvePathField(mqtt.tls, key, ["mqtt", "tls", key], baseDir, env, problems, secretOptions);
@@ -108,10 +118,45 @@ export function isUnexpanded(file: string): boolean {
   return /\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(file);
 }
 
+/**
+ * Reads a password file: its content without the trailing newlines editors and `echo` add. Throws a one-line
+ * Error naming the file when it cannot be read or is empty.
+ */
+export function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${describeFsError(err)}`);
+  }
+  const password = text.replace(/[\r\n]+$/, "");
+  if (password === "") throw new Error(`${file} is empty`);
+  return password;
+}
+
+/**
+ * Checks the OPC UA users' password files now, so that `check-config` and the start fail on them; the server reads
+ * them again when it starts (the config keeps only the paths, so no secret sits in the loaded config).
+ */
+function checkOpcuaPasswordFiles(cfg: unknown, problems: Problem[]): void {
+  const users = isObject(cfg) && isObject(cfg.opcua) ? cfg.opcua.users : undefined;
+  if (!Array.isArray(users)) return;
+  users.forEach((user, i) => {
+    const file = isObject(user) ? user.password_file : undefined;
+    if (typeof file !== "string" || isUnexpanded(file)) return;
+    try {
+      readPasswordFile(file);
+    } catch (err) {
+      problems.push({ path: ["opcua", "users", i, "password_file"], message: (err as Error).message });
+    }
+  });
+}
+
 /** Checks the TLS files and replaces password_file by the password it holds (keeping the path for the summary). */
 export function loadSecretFiles(cfg: unknown, problems: Problem[]): void {
   const sparkplug = isObject(cfg) ? cfg.sparkplug : undefined;
   if (isObject(sparkplug)) loadPasswordFile(sparkplug, "sparkplug", problems);
+  checkOpcuaPasswordFiles(cfg, problems);
   const mqtt = isObject(cfg) ? cfg.mqtt : undefined;
   if (!isObject(mqtt)) return;
   if (isObject(mqtt.tls)) {

@@ -4,6 +4,7 @@
  */
 export type { ConfigEnv } from "./env.js";
 export { CONFIG_ENV_PREFIX } from "./env.js";
+export { readPasswordFile } from "./files.js";
 export type { PartialConfig } from "./load.js";
 export { completeConfig, configProblemsError, loadConfig } from "./load.js";
 export type { KeyPath, Problem } from "./problems.js";

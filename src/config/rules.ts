@@ -134,6 +134,69 @@ export function crossFieldProblems(
     });
   }
   if (isObject(cfg.sparkplug)) problems.push(...sparkplugProblems(cfg.sparkplug, valid));
+  if (isObject(cfg.opcua)) problems.push(...opcuaProblems(cfg.opcua, valid));
+  return problems;
+}
+
+/**
+ * OPC UA pairs policy None with mode None only, and a signing policy with Sign or SignAndEncrypt: a list without
+ * its partner would leave that entry without an endpoint, which node-opcua skips silently.
+ */
+export function opcuaProblems(opcua: JsonObject, valid: (keyPath: KeyPath) => boolean): Problem[] {
+  const problems: Problem[] = [];
+  const security = opcua.security;
+  if (
+    isObject(security) &&
+    valid(["opcua", "security", "policies"]) &&
+    valid(["opcua", "security", "modes"])
+  ) {
+    const policies = Array.isArray(security.policies) ? security.policies : ["Basic256Sha256"];
+    const modes = Array.isArray(security.modes) ? security.modes : ["SignAndEncrypt"];
+    const noneMode = modes.includes("None");
+    const secureMode = modes.some((mode) => mode !== "None");
+    if (policies.includes("None") && !noneMode) {
+      problems.push({
+        path: ["opcua", "security", "policies"],
+        message: 'lists "None" but opcua.security.modes does not (policy None needs mode None)',
+      });
+    }
+    if (policies.some((policy) => policy !== "None") && !secureMode) {
+      problems.push({
+        path: ["opcua", "security", "policies"],
+        message: 'lists "Basic256Sha256" but opcua.security.modes has neither "Sign" nor "SignAndEncrypt"',
+      });
+    }
+    if (noneMode && !policies.includes("None")) {
+      problems.push({
+        path: ["opcua", "security", "modes"],
+        message: 'lists "None" but opcua.security.policies does not (mode None needs policy None)',
+      });
+    }
+    if (secureMode && !policies.some((policy) => policy !== "None")) {
+      problems.push({
+        path: ["opcua", "security", "modes"],
+        message: 'lists a signing mode but opcua.security.policies has only "None"',
+      });
+    }
+  }
+  problems.push(...duplicateProblems(opcua.users, ["opcua", "users"], "username", "user name"));
+  const noUsers = !Array.isArray(opcua.users) || opcua.users.length === 0;
+  // node-opcua offers the user-name token only with a signing policy to encrypt the password with; with policy None
+  // alone its clients fail with "Cannot find USERNAME user token policy".
+  const policies = isObject(security) ? security.policies : undefined;
+  if (!noUsers && Array.isArray(policies) && policies.length > 0 && policies.every((p) => p === "None")) {
+    problems.push({
+      path: ["opcua", "security", "policies"],
+      message:
+        'has only "None", so users cannot log in (passwords need Basic256Sha256 to travel encrypted); add "Basic256Sha256" and "SignAndEncrypt", or use allow_anonymous without users',
+    });
+  }
+  if (opcua.enabled === true && noUsers && opcua.allow_anonymous !== true) {
+    problems.push({
+      path: ["opcua", "users"],
+      message: "is empty and opcua.allow_anonymous is false, so no client could log in",
+    });
+  }
   return problems;
 }
 

@@ -641,6 +641,107 @@ export const configSchema = Type.Object(
         additionalProperties: false,
       },
     ),
+    opcua: Type.Object(
+      {
+        enabled: Type.Boolean({
+          description: "Serve the OPC UA interface to the line's PLC (README, OPC UA).",
+          default: false,
+        }),
+        port: Type.Integer({
+          description: "TCP port of the OPC UA server (4840 is the IANA port for OPC UA).",
+          default: 4840,
+          minimum: 1,
+          maximum: 65535,
+        }),
+        bind: Type.String({
+          description:
+            'Address the server listens on: "0.0.0.0" every IPv4 interface, "::" every interface, or one address such as the line network\'s (e.g. "192.168.10.5") so that the office network cannot reach it.',
+          default: "0.0.0.0",
+          minLength: 1,
+        }),
+        hostname: Type.Optional(
+          Type.String({
+            description:
+              "Host name the endpoint URLs and the server certificate name (default: this machine's fully qualified name). Set it when PLCs reach the box by another name or by IP address.",
+            minLength: 1,
+          }),
+        ),
+        security: Type.Object(
+          {
+            policies: Type.Array(Enum(["None", "Basic256Sha256"]), {
+              description:
+                "Security policies offered. `None` sends everything, user passwords included, as plain text: offer it only on an isolated line network, together with mode None.",
+              default: ["Basic256Sha256"],
+              minItems: 1,
+              uniqueItems: true,
+            }),
+            modes: Type.Array(Enum(["None", "Sign", "SignAndEncrypt"]), {
+              description:
+                "Message security modes offered. Policy None goes with mode None only, and Basic256Sha256 with Sign and SignAndEncrypt, so each list needs a partner in the other.",
+              default: ["SignAndEncrypt"],
+              minItems: 1,
+              uniqueItems: true,
+            }),
+            accept_unknown_certificates: Type.Boolean({
+              description:
+                "Trust every client certificate on first contact. Off: a new client's certificate lands in `<pki_dir>/rejected/` and is refused until it is moved to `<pki_dir>/trusted/certs/`. Turn on only for commissioning.",
+              default: false,
+            }),
+          },
+          { description: "Secure channels the server offers.", default: {}, additionalProperties: false },
+        ),
+        users: Type.Array(
+          Type.Object(
+            {
+              username: Type.String({ description: "User name a client logs in with.", minLength: 1 }),
+              password_file: Type.String({
+                description:
+                  // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${NAME} expansion the loader does
+                  "File whose content (without trailing newlines) is the user's password, e.g. `${CREDENTIALS_DIRECTORY}/opcua_plc` with systemd's LoadCredential=. `${NAME}` is replaced by the environment variable NAME. Read at start.",
+                minLength: 1,
+              }),
+            },
+            { description: "One OPC UA user.", additionalProperties: false },
+          ),
+          {
+            description:
+              "Users that may log in with user name and password. Every logged-in user may trigger, acknowledge and call the methods.",
+            default: [],
+          },
+        ),
+        allow_anonymous: Type.Boolean({
+          description:
+            "Let clients in without a user (they may then trigger and call the methods too). Off unless the line network is isolated.",
+          default: false,
+        }),
+        pki_dir: Type.String({
+          description:
+            "Certificate store: the server's own certificate and key (created on first start, self-signed), and trusted/ and rejected/ client certificates.",
+          default: "/var/lib/stpmd/opcua-pki",
+          minLength: 1,
+        }),
+        result_queue: Type.Integer({
+          description:
+            "Per camera, most triggers that may be outstanding: accepted but not yet acknowledged by the PLC (waiting for their frame, or their result waiting behind earlier ones). When it is reached, TriggerReady is false and a further Trigger is refused with BadResourceUnavailable (counted in TriggersRefused); results already owed are never dropped.",
+          default: 16,
+          minimum: 1,
+          maximum: 1024,
+        }),
+        trigger_timeout_ms: Type.Integer({
+          description:
+            "A trigger whose frame has not been inspected this long after it was accepted is answered with an error result (Error true, ErrorCode 1) in its place in the queue.",
+          default: 2000,
+          minimum: 10,
+          maximum: 600000,
+        }),
+      },
+      {
+        description:
+          "OPC UA server for the line's PLC: a trigger/result handshake per camera, and methods to reload the model, set a threshold and enable a camera.",
+        default: {},
+        additionalProperties: false,
+      },
+    ),
     log: Type.Object(
       {
         level: Enum(["fatal", "error", "warn", "info", "debug", "trace"], {
@@ -722,6 +823,8 @@ export type MqttCommandsConfig = MqttConfig["commands"];
 export type HttpConfig = StpmdConfig["http"];
 export type SparkplugConfig = StpmdConfig["sparkplug"];
 export type CollectionConfig = StpmdConfig["collection"];
+export type OpcuaConfig = StpmdConfig["opcua"];
+export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type LogLevel = StpmdConfig["log"]["level"];
 
 /**

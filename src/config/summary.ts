@@ -1,6 +1,6 @@
 /** The summary `stpmd check-config` prints. */
 import { redactUrl } from "./problems.js";
-import type { ExecutionProviderConfig, MqttConfig, StpmdConfig } from "./schema.js";
+import type { ExecutionProviderConfig, MqttConfig, OpcuaConfig, StpmdConfig } from "./schema.js";
 
 export function formatBytes(bytes: number): string {
   const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
@@ -55,6 +55,19 @@ function formatSparkplug(cfg: StpmdConfig): string {
   return `spBv1.0/${sparkplug.group_id ?? "?"}/.../${sparkplug.edge_node_id} on ${broker}, ${user}, ${host}, bdSeq in ${sparkplug.bdseq_file}`;
 }
 
+export function formatOpcua(opcua: OpcuaConfig): string {
+  if (!opcua.enabled) return "off";
+  const users = opcua.users.map(
+    (user) => `${JSON.stringify(user.username)} (password from ${user.password_file})`,
+  );
+  if (opcua.allow_anonymous) users.push("anonymous");
+  return (
+    `opc.tcp://${opcua.bind}:${opcua.port}, ${opcua.security.policies.join("/")} ${opcua.security.modes.join("/")}, ` +
+    `users ${users.join(", ")}, certificates in ${opcua.pki_dir}` +
+    `${opcua.security.accept_unknown_certificates ? " (accepting ANY client certificate)" : ""}`
+  );
+}
+
 export function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
@@ -85,6 +98,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
     `sparkplug:  ${formatSparkplug(cfg)}`,
     `collection: ${collectionLine}`,
+    `opcua:      ${formatOpcua(cfg.opcua)}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,
   ].join("\n");
 }

@@ -4,6 +4,7 @@
  */
 import type { StpmdConfig } from "../config/index.js";
 import type { Logger } from "../core/log.js";
+import type { InspectionResult } from "../core/result.js";
 import type { MqttSession } from "../publish/publisher.js";
 import { Topics } from "../publish/topics.js";
 import { MqttCommands } from "./commands.js";
@@ -17,6 +18,39 @@ export * from "./control.js";
 export interface LineServices {
   /** The daemon's MQTT session (its Publisher): commands are read and answered over it. */
   mqtt: MqttSession;
+}
+
+/**
+ * An interface whose module is imported only when it starts: node-opcua takes about a second to load and prints
+ * to the console on import, which every CLI command that builds a daemon would otherwise pay for.
+ */
+class LazyInterface implements LineInterface {
+  private loaded: LineInterface | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly load: () => Promise<LineInterface>,
+  ) {}
+
+  async start(): Promise<void> {
+    const inner = await this.load();
+    await inner.start();
+    this.loaded = inner;
+  }
+
+  async stop(): Promise<void> {
+    const inner = this.loaded;
+    this.loaded = undefined;
+    await inner?.stop();
+  }
+
+  onResult(result: InspectionResult): void {
+    this.loaded?.onResult?.(result);
+  }
+
+  onBatch(size: number, inferenceMs: number): void {
+    this.loaded?.onBatch?.(size, inferenceMs);
+  }
 }
 
 export function createLineInterfaces(
@@ -39,6 +73,15 @@ export function createLineInterfaces(
   if (config.http.enabled) interfaces.push(new HttpInterface({ config: config.http, control, logger }));
   if (config.sparkplug.enabled) {
     interfaces.push(new SparkplugNode({ sparkplug: config.sparkplug, mqtt: config.mqtt }, control, logger));
+  }
+  if (config.opcua.enabled) {
+    const opcua = config.opcua;
+    interfaces.push(
+      new LazyInterface("opcua", async () => {
+        const { OpcuaInterface } = await import("./opcua.js");
+        return new OpcuaInterface(opcua, control, logger);
+      }),
+    );
   }
   return interfaces;
 }

@@ -78,6 +78,8 @@ export interface ResultPayload {
   regions: number;
   /** Capture to end of inference, milliseconds. */
   latency_ms: number;
+  /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
+  part_id?: string;
 }
 
 export interface DefectRegionPayload {
@@ -108,6 +110,8 @@ export interface DefectPayload {
   snapshot: SnapshotDelivery;
   /** Present only when `snapshot` is `"inline"`. */
   snapshot_jpeg_base64?: string;
+  /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
+  part_id?: string;
 }
 
 /** `<prefix>/command/<name>/response`: the answer to one command request. */
@@ -249,6 +253,7 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
     defective: result.defective,
     regions: result.regions.length,
     latency_ms: result.inferredTs - frame.captureTs,
+    ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
   };
 }
 
@@ -296,6 +301,7 @@ export function buildDefectPayload(
     model_version: result.modelVersion,
     frame_size: [frame.width, frame.height],
     snapshot,
+    ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
   };
   if (snapshot === "inline") {
     if (inlineJpeg === undefined) {
