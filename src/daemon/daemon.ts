@@ -299,7 +299,7 @@ export class Daemon implements LineControl {
     });
     cam.on("frame", (f: Frame) => {
       station.nextSeq = f.seq + 1;
-      const partId = station.pendingParts.shift();
+      const partId = station.takePartId(Date.now());
       // `partId` travels with the frame into its result and event (a PLC trigger's answer)
       slot.loop.push(partId === undefined ? f : { ...f, partId });
     });
@@ -519,7 +519,7 @@ export class Daemon implements LineControl {
     );
   }
 
-  trigger(camera: string, partId: string, by: Requester): void {
+  trigger(camera: string, partId: string, by: Requester, expiresInMs = Number.POSITIVE_INFINITY): void {
     const s = this.station(camera);
     if (typeof partId !== "string") throw new ControlError(`part id must be a string (got ${typeof partId})`);
     if (!s.camera) throw new ControlError(`camera "${camera}" is not running`);
@@ -528,7 +528,7 @@ export class Daemon implements LineControl {
         `camera "${camera}" already holds ${MAX_PENDING_TRIGGERS} triggers waiting for a frame; refusing part "${partId}"`,
       );
     }
-    s.pendingParts.push(partId);
+    s.pendingParts.push({ partId, expiresAt: Date.now() + expiresInMs });
     this.logger.debug({ camera, part_id: partId, by: requesterLabel(by) }, "trigger");
   }
 

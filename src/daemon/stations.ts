@@ -53,7 +53,8 @@ export class Station {
   /** Captures built for this camera (a config change that needs a new pipeline builds another). */
   captureStarts = 0;
   last: LastResult | undefined;
-  readonly pendingParts: string[] = [];
+  /** Triggers waiting for a frame, oldest first. */
+  readonly pendingParts: { partId: string; expiresAt: number }[] = [];
   private masks = new Map<string, Uint8Array | undefined>();
   private thresholds = new Map<string, number>();
 
@@ -68,6 +69,18 @@ export class Station {
 
   get id(): string {
     return this.config.id;
+  }
+
+  /** The part id the next frame carries: the oldest trigger that has not expired (expired ones are dropped). */
+  takePartId(now: number): string | undefined {
+    for (let next = this.pendingParts.shift(); next; next = this.pendingParts.shift()) {
+      if (next.expiresAt >= now) return next.partId;
+      this.logger.warn(
+        { camera: this.id, part_id: next.partId },
+        `trigger for part "${next.partId}" expired before a frame arrived; dropped`,
+      );
+    }
+    return undefined;
   }
 
   /** Applies a re-read config of this camera: keys the file changed win over values set at run time. */

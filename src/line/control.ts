@@ -104,9 +104,10 @@ export interface LineControl {
   setCollection(enabled: boolean, by: Requester): void;
   /**
    * Tags the next frame this camera delivers with `partId` (a PLC trigger). Several triggers queue (bounded) and
-   * tag frames in order; each tagged frame's result carries `partId`.
+   * tag frames in order; each tagged frame's result carries `partId`. A trigger still waiting for its frame after
+   * `expiresInMs` is dropped (logged), so a late frame never carries the part id of a trigger given up on.
    */
-  trigger(camera: string, partId: string, by: Requester): void;
+  trigger(camera: string, partId: string, by: Requester, expiresInMs?: number): void;
 }
 
 /** One interface to the line, started after the daemon is serving and stopped before it drains. */

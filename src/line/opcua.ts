@@ -490,7 +490,7 @@ export class OpcuaInterface implements LineInterface {
       return refusal.status;
     }
     try {
-      this.control.trigger(channel.id, partId, by);
+      this.control.trigger(channel.id, partId, by, this.config.trigger_timeout_ms);
     } catch (err) {
       if (!(err instanceof ControlError)) throw err;
       channel.triggersRefused += 1;

@@ -10,6 +10,7 @@ import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { testConfig } from "../helpers/config.js";
 import { noiseFrames, replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
+import { Plc } from "../helpers/opcua.js";
 import { tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -164,6 +165,67 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
   } finally {
     await daemon.stop();
     client.end(true);
+    await broker.stop();
+  }
+});
+
+test("a PLC over OPC UA triggers the real daemon: the result it reads carries its part id, as does the MQTT result", async () => {
+  const work = await tempDir("stpmd-line-opcua-");
+  const bundle = path.join(work, "model");
+  await trainTinyBundle(work, bundle, 1, 64);
+  await noiseFrames(path.join(work, "noise"), 4, 64);
+  const broker = await MosquittoBroker.start();
+  const port = await freeLoopbackPort();
+  const config = testConfig({
+    model: { bundle, watch: false },
+    inference: { max_batch: 1, max_wait_ms: 0, queue_size: 8 },
+    cameras: [{ id: "cam", source: replaySource(path.join(work, "noise"), 10) }],
+    mqtt: {
+      url: broker.url,
+      client_id: "line-opcua",
+      prefix: "plc",
+      snapshot: "none",
+      outbox: { dir: path.join(work, "outbox") },
+    },
+    opcua: {
+      enabled: true,
+      port,
+      bind: "127.0.0.1",
+      hostname: "localhost",
+      allow_anonymous: true,
+      security: { policies: ["None"], modes: ["None"] },
+      pki_dir: path.join(work, "pki"),
+    },
+    collection: { dir: path.join(work, "frames") },
+    health: { watchdog: false },
+  });
+  const sub = mqtt.connect(broker.url, { clientId: "line-opcua-sub" });
+  await new Promise<void>((resolve) => sub.on("connect", () => resolve()));
+  const partIds: string[] = [];
+  sub.on("message", (_topic, payload) => {
+    const r = JSON.parse(payload.toString()) as { part_id?: string };
+    if (r.part_id) partIds.push(r.part_id);
+  });
+  await sub.subscribeAsync("plc/cam/result", { qos: 1 });
+  const daemon = new Daemon(config, logger);
+  let plc: Plc | undefined;
+  try {
+    await daemon.start();
+    plc = await Plc.connect({ dir: work, endpoint: `opc.tcp://localhost:${port}` }, { anonymous: true });
+    for (const part of ["P-1", "P-2", "P-3"]) {
+      const status = await plc.trigger("cam", part);
+      assert.equal(status.name, "Good", `trigger ${part}: ${status.toString()}`);
+      const result = await plc.takeResult("cam", 0, 15_000);
+      assert.equal(result.partId, part);
+      assert.equal(result.error, false);
+      assert.ok(result.score > 0 && result.ok !== result.ng);
+    }
+    await waitFor("part ids on the MQTT results", () => (partIds.length >= 3 ? partIds : undefined));
+    assert.deepEqual(partIds, ["P-1", "P-2", "P-3"]);
+  } finally {
+    await plc?.close();
+    await daemon.stop();
+    sub.end(true);
     await broker.stop();
   }
 });

@@ -93,7 +93,10 @@ export class Plc {
     readonly ns: number,
   ) {}
 
-  static async connect(server: TestServer, options: ConnectOptions = {}): Promise<Plc> {
+  static async connect(
+    server: Pick<TestServer, "dir" | "endpoint">,
+    options: ConnectOptions = {},
+  ): Promise<Plc> {
     const pkiDir = options.pkiDir ?? path.join(server.dir, "client-pki");
     const clientCertificateManager = new OPCUACertificateManager({
       rootFolder: pkiDir,
