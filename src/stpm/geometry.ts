@@ -148,24 +148,25 @@ export function planTiles(image: Size, tile: number, overlap: number): TilePlan 
   };
 }
 
-/**
- * Copies the tiles of one packed RGB image into `out` (tile after tile, each tile × tile × 3 bytes, row by row of
- * tiles), starting at tile index `first`. Rows are copied whole, so this is a memcpy per tile row.
- */
-export function cutTiles(rgb: Uint8Array, plan: TilePlan, out: Uint8Array, first = 0): void {
+/** Copies tile `index` (row by row of tiles) of one packed RGB image into `out` at tile slot `slot`. */
+export function cutTile(rgb: Uint8Array, plan: TilePlan, index: number, out: Uint8Array, slot: number): void {
   const { tile, image } = plan;
   const rowBytes = tile * 3;
-  let index = first;
-  for (const y0 of plan.ys) {
-    for (const x0 of plan.xs) {
-      const base = index * tile * rowBytes;
-      for (let r = 0; r < tile; r++) {
-        const src = ((y0 + r) * image.width + x0) * 3;
-        out.set(rgb.subarray(src, src + rowBytes), base + r * rowBytes);
-      }
-      index += 1;
-    }
+  const x0 = plan.xs[index % plan.xs.length]!;
+  const y0 = plan.ys[Math.floor(index / plan.xs.length)]!;
+  const base = slot * tile * rowBytes;
+  for (let r = 0; r < tile; r++) {
+    const src = ((y0 + r) * image.width + x0) * 3;
+    out.set(rgb.subarray(src, src + rowBytes), base + r * rowBytes);
   }
+}
+
+/**
+ * Copies the tiles of one packed RGB image into `out` (tile after tile, each tile × tile × 3 bytes, row by row of
+ * tiles), starting at tile slot `first`. Rows are copied whole, so this is a memcpy per tile row.
+ */
+export function cutTiles(rgb: Uint8Array, plan: TilePlan, out: Uint8Array, first = 0): void {
+  for (let i = 0; i < plan.count; i++) cutTile(rgb, plan, i, out, first + i);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { cutTiles, type Geometry, planTiles, stitchTiles } from "./geometry.js";
+import { cutTile, cutTiles, type Geometry, planTiles, stitchTiles } from "./geometry.js";
 import { applyIgnoreMask } from "./ignore.js";
 import type { ScoredBatch } from "./scorer.js";
 
@@ -54,19 +54,27 @@ export async function scoreImages(
   const tile = geometry.tile!;
   const plan = planTiles(geometry.capture, tile.size, tile.overlap);
   const total = images.length * plan.count;
-  // All tiles of all images are packed once; the map of an image is stitched as soon as its last tile is scored.
-  const allTiles = new Uint8Array(total * inputBytes);
-  images.forEach((img, i) => {
-    cutTiles(img, plan, allTiles, i * plan.count);
-  });
-  const tileMaps = new Float32Array(total * inputArea);
-  let stitched = 0;
+  // Every batch of tiles is cut and handed to `score` at once, so the model (a queue in the inference thread)
+  // never waits for this thread to cut the next batch or stitch the last; measured with benchmarks/tiling.ts at
+  // native 1920×1080 (45 tiles a frame), awaiting each batch before cutting the next reached 0.85× the plain
+  // batch-8 throughput. Maps are stitched in order as their batches come back.
+  const pending: Promise<ScoredBatch>[] = [];
   for (let start = 0; start < total; start += batch) {
     const n = Math.min(batch, total - start);
-    // a copy, because the scoring function may take the buffer over
-    const r = await score(allTiles.slice(start * inputBytes, (start + n) * inputBytes), n);
+    const packed = new Uint8Array(n * inputBytes);
+    for (let k = 0; k < n; k++) {
+      const t = start + k;
+      cutTile(images[Math.floor(t / plan.count)]!, plan, t % plan.count, packed, k);
+    }
+    pending.push(score(packed, n));
+  }
+  const tileMaps = new Float32Array(total * inputArea);
+  let stitched = 0;
+  for (const [c, batchResult] of pending.entries()) {
+    const start = c * batch;
+    const r = await batchResult;
     tileMaps.set(r.maps, start * inputArea);
-    const done = Math.floor((start + n) / plan.count);
+    const done = Math.floor((start + r.scores.length) / plan.count);
     for (; stitched < done; stitched++) {
       const map = new Float32Array(geometry.capture.width * geometry.capture.height);
       stitchTiles(tileMaps, plan, map, stitched * plan.count);

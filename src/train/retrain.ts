@@ -77,7 +77,7 @@ export interface EpochReport {
 }
 
 export const RETRAIN_DEFAULTS = {
-  epochs: 20,
+  epochs: 15,
   batchSize: 32,
   lr: 0.4,
   momentum: 0.9,
