@@ -310,7 +310,9 @@ export class Daemon implements LineControl {
 
   private stopCamera(station: Station): void {
     if (!station.camera) return;
-    station.nextSeq = Math.max(station.nextSeq, station.camera.stats().nextSeq);
+    const stats = station.camera.stats();
+    station.nextSeq = Math.max(station.nextSeq, stats.nextSeq);
+    station.lastCounts = { restarts: stats.restarts, badFrames: stats.badFrames };
     station.camera.stop();
     station.camera = undefined;
   }
@@ -352,8 +354,11 @@ export class Daemon implements LineControl {
   private cameraStates(): Record<string, CameraStatus> {
     const out: Record<string, CameraStatus> = {};
     for (const s of this.stations.values()) {
-      if (!s.camera) continue;
-      const { state, restarts, badFrames } = s.camera.stats();
+      // a stopped or disabled camera is reported too, with what its last capture counted
+      const { state, restarts, badFrames } = s.camera?.stats() ?? {
+        state: "stopped" as const,
+        ...s.lastCounts,
+      };
       const manifest = this.models.get(s.bundle)?.inspector.manifest;
       out[s.id] = {
         state,

@@ -50,6 +50,8 @@ export class Station {
   inspected = 0;
   defects = 0;
   nextSeq = 0;
+  /** Restarts and bad frames its last capture counted, for the status of a stopped camera. */
+  lastCounts = { restarts: 0, badFrames: 0 };
   /** Captures built for this camera (a config change that needs a new pipeline builds another). */
   captureStarts = 0;
   last: LastResult | undefined;
