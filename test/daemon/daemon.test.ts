@@ -152,7 +152,9 @@ describe("stpmd run, end to end", () => {
     assert.equal(event.model_version, firstVersion);
     assert.ok(event.score > event.threshold);
     assert.ok(Array.isArray(event.regions) && event.regions.length > 0);
-    assert.deepEqual(Object.keys(event.regions[0]).sort(), ["area", "bbox", "peak"]);
+    assert.deepEqual(Object.keys(event.regions[0]).sort(), ["area", "bbox", "bbox_source", "peak"]);
+    // no ROI and frames at the size the bundle was trained on: source pixels are the inspected image's
+    assert.deepEqual(event.regions[0].bbox_source, event.regions[0].bbox);
     const snapshot = await waitFor("a snapshot", () => onTopic("noise/snapshot")[0]);
     const meta = await sharp(snapshot.payload).metadata();
     assert.equal(meta.format, "jpeg");
