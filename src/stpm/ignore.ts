@@ -42,12 +42,8 @@ export function rasterisePolygons(
 }
 
 /** Sets the masked pixels of `map` to 0 and returns the maximum of what is left (the image score). */
-export function applyIgnoreMask(map: Float32Array, mask: Uint8Array | undefined): number {
+export function applyIgnoreMask(map: Float32Array, mask: Uint8Array): number {
   let max = Number.NEGATIVE_INFINITY;
-  if (mask === undefined) {
-    for (let i = 0; i < map.length; i++) if (map[i]! > max) max = map[i]!;
-    return max;
-  }
   for (let i = 0; i < map.length; i++) {
     if (mask[i] === 1) map[i] = 0;
     else if (map[i]! > max) max = map[i]!;

@@ -4,7 +4,8 @@ import type { ScoredBatch } from "./scorer.js";
 
 /**
  * Scores `count` model inputs packed back to back (count × H × W × 3 bytes): a Scorer's `score`, or the daemon's
- * inference thread's. The buffer may be handed over (transferred), so callers never reuse it.
+ * inference thread's; each score is its map's maximum. The buffer may be handed over (transferred), so callers never
+ * reuse it.
  */
 export type ScoreFn = (packed: Uint8Array, count: number) => Promise<ScoredBatch>;
 
@@ -45,7 +46,9 @@ export async function scoreImages(
       const r = await score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {
         const map = r.maps.subarray(i * inputArea, (i + 1) * inputArea);
-        scores.push(applyIgnoreMask(map, ignore(start + i)));
+        const mask = ignore(start + i);
+        // without a mask the graph's own ReduceMax is the score: no second pass over the map here
+        scores.push(mask ? applyIgnoreMask(map, mask) : r.scores[i]!);
         maps.push(map);
       }
     }
@@ -77,8 +80,9 @@ export async function scoreImages(
     const done = Math.floor((start + r.scores.length) / plan.count);
     for (; stitched < done; stitched++) {
       const map = new Float32Array(geometry.capture.width * geometry.capture.height);
-      stitchTiles(tileMaps, plan, map, stitched * plan.count);
-      scores.push(applyIgnoreMask(map, ignore(stitched)));
+      const max = stitchTiles(tileMaps, plan, map, stitched * plan.count);
+      const mask = ignore(stitched);
+      scores.push(mask ? applyIgnoreMask(map, mask) : max);
       maps.push(map);
     }
   }

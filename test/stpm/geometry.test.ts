@@ -60,7 +60,11 @@ test("resize geometry scores whole images in batches", async () => {
     async (packed, count) => {
       const maps = new Float32Array(count * 32 * 48);
       for (let i = 0; i < maps.length; i++) maps[i] = packed[i * 3]!;
-      return { maps, scores: new Float32Array(count) };
+      // as the scoring graph does: each score is its map's maximum
+      const scores = Float32Array.from({ length: count }, (_, k) =>
+        Math.max(...maps.subarray(k * 32 * 48, (k + 1) * 32 * 48)),
+      );
+      return { maps, scores };
     },
     images,
     g,
