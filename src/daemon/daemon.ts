@@ -163,7 +163,7 @@ export class Daemon implements LineControl {
       const sizes = this.captureSizes();
       const cameraProblems = cameraSourceProblems(this.config, (i) => sizes.get(this.config.cameras[i]!.id));
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
-      for (const station of this.stations.values()) await this.loadMaskImage(station, station.config);
+      for (const station of this.stations.values()) station.maskImage = await maskImageOf(station.config);
       this.warnAboutRois();
       this.collector = await Collector.open(
         this.config.collection,
@@ -274,11 +274,21 @@ export class Daemon implements LineControl {
     }
   }
 
-  private async loadMaskImage(station: Station, camera: CameraConfig): Promise<MaskImage | undefined> {
-    const file = camera.ignore?.mask;
-    const image = file ? await loadBinaryImage(file) : undefined;
-    station.maskImage = image;
-    return image;
+  /**
+   * Reloads a bundle if it changed on disk; after a swap, the cameras of that bundle whose capture size no longer
+   * matches restart, because the capture caps carry the model's size. One path for SIGHUP and the file watch.
+   */
+  private async reloadSlot(slot: ModelSlot, reason: string): Promise<"swapped" | "unchanged" | "failed"> {
+    const result = await slot.inspector.reloadIfChanged(reason);
+    if (result !== "swapped") return result;
+    const size = slot.inspector.inputSize;
+    for (const s of this.stations.values()) {
+      const cam = s.camera;
+      if (s.bundle === slot.dir && cam && size && (cam.width !== size[0] || cam.height !== size[1])) {
+        this.restartCamera(s);
+      }
+    }
+    return result;
   }
 
   private startCamera(station: Station): void {
@@ -575,16 +585,9 @@ export class Daemon implements LineControl {
       }
     }
     for (const slot of [...this.models.values()]) {
-      const before = slot.inspector.inputSize;
-      const result = await slot.inspector.reloadIfChanged(reason);
+      const result = await this.reloadSlot(slot, reason);
       if (result === "failed") outcome.failed.push(slot.dir);
-      if (result !== "swapped") continue;
-      outcome.swapped.push(slot.dir);
-      const after = slot.inspector.inputSize;
-      if (before && after && (before[0] !== after[0] || before[1] !== after[1])) {
-        // the capture caps carry the model's size; restart this bundle's cameras so GStreamer scales to the new one
-        for (const s of this.stations.values()) if (s.bundle === slot.dir && s.camera) this.restartCamera(s);
-      }
+      if (result === "swapped") outcome.swapped.push(slot.dir);
     }
     this.warnAboutRois();
     this.publishStatus();
@@ -620,7 +623,7 @@ export class Daemon implements LineControl {
       const bundle = this.bundleOf(camera);
       let maskImage: MaskImage | undefined;
       try {
-        maskImage = camera.ignore?.mask ? await loadBinaryImage(camera.ignore.mask) : undefined;
+        maskImage = await maskImageOf(camera);
       } catch (err) {
         outcome.problems.push(`cameras (id "${camera.id}").ignore.mask: ${errorMessage(err)}`);
         this.logger.error(
@@ -696,18 +699,9 @@ export class Daemon implements LineControl {
       if (this.stopping || this.models.get(bundle) !== slot) return;
       if (slot.reloadTimer) clearTimeout(slot.reloadTimer);
       slot.reloadTimer = setTimeout(() => {
-        slot.inspector
-          .reloadIfChanged("bundle changed on disk")
+        this.reloadSlot(slot, "bundle changed on disk")
           .then((result) => {
-            if (result !== "swapped") return;
-            for (const s of this.stations.values()) {
-              const size = slot.inspector.inputSize;
-              const cam = s.camera;
-              if (s.bundle === bundle && cam && size && (cam.width !== size[0] || cam.height !== size[1])) {
-                this.restartCamera(s);
-              }
-            }
-            this.publishStatus();
+            if (result === "swapped") this.publishStatus();
           })
           .catch(() => undefined);
       }, this.config.model.watch_debounce_ms);
@@ -761,6 +755,12 @@ export class Daemon implements LineControl {
     for (const slot of this.models.values()) await slot.inspector.close();
     this.logger.info({ inspected: this.inspectedFrames, dropped: this.droppedFrames }, "stopped");
   }
+}
+
+/** A camera's ignore-mask image, if it names one. */
+function maskImageOf(camera: CameraConfig): Promise<MaskImage | undefined> {
+  const file = camera.ignore?.mask;
+  return file ? loadBinaryImage(file) : Promise.resolve(undefined);
 }
 
 /** The config file's own threshold rules (one definition), checked again for values that come from clients. */

@@ -8,6 +8,7 @@ import { errorMessage } from "../core/errors.js";
 import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
 import type { Geometry } from "../stpm/geometry.js";
+import { stationBundle } from "./stations.js";
 
 /**
  * What `stpmd run` would reject at start beyond the config file's own rules: state directories it cannot create
@@ -131,7 +132,7 @@ export async function startupProblems(config: StpmdConfig): Promise<Problem[]> {
   const sizes = new Map<string, { width: number; height: number } | undefined>();
   for (const [i, camera] of config.cameras.entries()) {
     if (!camera.enabled) continue;
-    const dir = camera.model ?? config.model.bundle;
+    const dir = stationBundle(camera, config);
     if (sizes.has(dir)) continue;
     try {
       const scorer = await ScorerThread.load(dir, {
@@ -149,8 +150,6 @@ export async function startupProblems(config: StpmdConfig): Promise<Problem[]> {
       });
     }
   }
-  problems.push(
-    ...cameraSourceProblems(config, (i) => sizes.get(config.cameras[i]!.model ?? config.model.bundle)),
-  );
+  problems.push(...cameraSourceProblems(config, (i) => sizes.get(stationBundle(config.cameras[i]!, config))));
   return problems;
 }

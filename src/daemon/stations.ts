@@ -57,8 +57,8 @@ export class Station {
   last: LastResult | undefined;
   /** Triggers waiting for a frame, oldest first. */
   readonly pendingParts: { partId: string; expiresAt: number }[] = [];
-  private masks = new Map<string, Uint8Array | undefined>();
-  private thresholds = new Map<string, number>();
+  /** What judging this camera's frames needs, per model version: derived from the config and the manifest once. */
+  private views = new Map<string, StationView>();
 
   constructor(
     public config: CameraConfig,
@@ -92,62 +92,49 @@ export class Station {
     if (before.enabled !== next.enabled) this.enabled = next.enabled;
     this.config = next;
     this.maskImage = maskImage;
-    this.masks = new Map();
-    this.thresholds = new Map();
+    this.views = new Map();
   }
 
   setThresholdRule(rule: ThresholdRule | undefined): void {
     this.thresholdRule = rule;
-    this.thresholds = new Map();
+    this.views = new Map();
   }
 
-  /** The threshold in force for `manifest` (cached per model version; a caveat is logged once). */
+  /** The threshold in force for `manifest`. */
   threshold(manifest: Manifest): number {
-    const cached = this.thresholds.get(manifest.model_version);
-    if (cached !== undefined) return cached;
-    const { value, warning } = resolveThreshold(this.thresholdRule, manifest);
-    if (warning) this.logger.warn({ camera: this.id, rule: this.thresholdRule }, warning);
-    this.thresholds.set(manifest.model_version, value);
-    return value;
+    return this.view(manifest).threshold;
   }
 
   /**
-   * The ignore mask on `manifest`'s grid. Polygons are in ROI pixels (source pixels without an ROI, taken to be
-   * the size the bundle was trained on), so they are scaled by view size / capture size.
+   * How this camera's frames are judged under `manifest`, computed once per model version: the threshold from the
+   * rule (a caveat is logged once), the ignore mask on the model's grid, and the map → source-frame transform.
+   * Polygons are in ROI pixels (source pixels without an ROI, taken to be the size the bundle was trained on), so
+   * they are scaled by view size / capture size.
    */
-  ignoreMask(manifest: Manifest): Uint8Array | undefined {
-    const key = manifest.model_version;
-    if (this.masks.has(key)) return this.masks.get(key);
+  view(manifest: Manifest): StationView {
+    const cached = this.views.get(manifest.model_version);
+    if (cached) return cached;
+    const { value, warning } = resolveThreshold(this.thresholdRule, manifest);
+    if (warning) this.logger.warn({ camera: this.id, rule: this.thresholdRule }, warning);
     const g = bundleGeometry(manifest);
     const { width, height } = g.capture;
-    const view = this.config.roi ?? g.source;
+    // the ROI, or without one the whole frame, taken to be the size the bundle was trained on
+    const area = this.config.roi ?? { x: 0, y: 0, ...g.source };
     const polygons = this.config.ignore?.polygons ?? [];
-    let mask: Uint8Array | undefined;
+    let ignore: Uint8Array | undefined;
     if (polygons.length > 0) {
-      mask = rasterisePolygons(polygons, width, height, view.width / width, view.height / height);
+      ignore = rasterisePolygons(polygons, width, height, area.width / width, area.height / height);
     }
     if (this.maskImage) {
       const m = this.maskImage;
       const image = resampleMask(m.mask, m.width, m.height, width, height);
-      if (mask) for (let i = 0; i < mask.length; i++) mask[i] = mask[i]! | image[i]!;
-      else mask = image;
+      if (ignore) for (let i = 0; i < ignore.length; i++) ignore[i] = ignore[i]! | image[i]!;
+      else ignore = image;
     }
-    this.masks.set(key, mask);
-    return mask;
-  }
-
-  view(manifest: Manifest): StationView {
-    const ignore = this.ignoreMask(manifest);
-    const g = bundleGeometry(manifest);
-    // the ROI, or without one the whole frame, taken to be the size the bundle was trained on
-    const view = this.config.roi ?? { x: 0, y: 0, ...g.source };
-    const source = {
-      x: view.x,
-      y: view.y,
-      scaleX: view.width / g.capture.width,
-      scaleY: view.height / g.capture.height,
-    };
-    return { threshold: this.threshold(manifest), source, ...(ignore ? { ignore } : {}) };
+    const source = { x: area.x, y: area.y, scaleX: area.width / width, scaleY: area.height / height };
+    const view: StationView = { threshold: value, source, ...(ignore ? { ignore } : {}) };
+    this.views.set(manifest.model_version, view);
+    return view;
   }
 
   record(r: InspectionResult, now: number): void {
