@@ -478,28 +478,20 @@ export class OpcuaInterface implements LineInterface {
       channel.triggerBit = value;
       return StatusCodes.Good;
     }
-    const refusal = this.refusal(channel);
     const partId = channel.partId;
-    if (refusal !== undefined) {
+    const refuse = ({ status, reason }: { status: StatusCode; reason: string }): StatusCode => {
       channel.triggersRefused += 1;
       this.setValue(channel, "TriggersRefused", DataType.UInt32, channel.triggersRefused);
-      this.log.warn(
-        { camera: channel.id, part_id: partId, user: by.user },
-        `trigger refused: ${refusal.reason}`,
-      );
-      return refusal.status;
-    }
+      this.log.warn({ camera: channel.id, part_id: partId, user: by.user }, `trigger refused: ${reason}`);
+      return status;
+    };
+    const refusal = this.refusal(channel);
+    if (refusal !== undefined) return refuse(refusal);
     try {
       this.control.trigger(channel.id, partId, by, this.config.trigger_timeout_ms);
     } catch (err) {
       if (!(err instanceof ControlError)) throw err;
-      channel.triggersRefused += 1;
-      this.setValue(channel, "TriggersRefused", DataType.UInt32, channel.triggersRefused);
-      this.log.warn(
-        { camera: channel.id, part_id: partId, user: by.user },
-        `trigger refused: ${err.message}`,
-      );
-      return StatusCodes.BadInvalidState;
+      return refuse({ status: StatusCodes.BadInvalidState, reason: err.message });
     }
     channel.triggerBit = true;
     const acceptedAt = Date.now();
