@@ -444,6 +444,7 @@ export class Daemon implements LineControl {
         defects: s.defects,
         restarts: camStats?.restarts ?? 0,
         bad_frames: camStats?.badFrames ?? 0,
+        dropped_frames: this.models.get(s.bundle)?.loop.droppedByCamera()[s.id] ?? 0,
         bundle: s.bundle,
         model_version: manifest?.model_version ?? null,
         threshold: manifest ? s.threshold(manifest) : null,

@@ -50,6 +50,8 @@ export interface CameraSnapshot {
   defects: number;
   restarts: number;
   bad_frames: number;
+  /** This camera's frames dropped because its bundle's inference queue was full. */
+  dropped_frames: number;
   /** Bundle directory this camera's model comes from. */
   bundle: string;
   model_version: string | null;

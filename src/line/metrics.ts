@@ -76,6 +76,7 @@ export class LineMetrics {
   private readonly restarts: MirroredCounter<"camera">;
   private readonly badFrames: MirroredCounter<"camera">;
   private readonly dropped: MirroredCounter<never>;
+  private readonly cameraDropped: MirroredCounter<"camera">;
   private readonly fps: Gauge;
   private readonly ready: Gauge;
   private readonly collection: Gauge;
@@ -127,6 +128,13 @@ export class LineMetrics {
     );
     this.badFrames = new MirroredCounter(
       counter("stpmd_camera_bad_frames_total", "Frames or replay files skipped as unusable.", ["camera"]),
+    );
+    this.cameraDropped = new MirroredCounter(
+      counter(
+        "stpmd_camera_dropped_frames_total",
+        "Frames of this camera dropped because its bundle's inference queue was full.",
+        ["camera"],
+      ),
     );
     this.dropped = new MirroredCounter(
       counter(
@@ -202,6 +210,7 @@ export class LineMetrics {
       this.cameraInfo.set({ camera, bundle: cam.bundle, model_version: cam.model_version ?? "" }, 1);
       this.restarts.set({ camera }, cam.restarts);
       this.badFrames.set({ camera }, cam.bad_frames);
+      this.cameraDropped.set({ camera }, cam.dropped_frames);
     }
     this.dropped.set({}, snapshot.dropped_frames);
     this.fps.set(snapshot.fps);

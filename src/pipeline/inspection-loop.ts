@@ -42,6 +42,11 @@ export class InspectionLoop {
     return this.queue.droppedTotal();
   }
 
+  /** Frames dropped by the full queue since start, per camera. */
+  droppedByCamera(): Record<string, number> {
+    return this.queue.droppedByCamera();
+  }
+
   /** Capture time of the oldest frame waiting, if any (the watchdog's "is the queue stuck" test). */
   oldestCaptureTs(): number | undefined {
     return this.queue.oldestCaptureTs();

@@ -41,6 +41,7 @@ export class TestLineControl implements LineControl {
         defects: 0,
         restarts: 0,
         bad_frames: 0,
+        dropped_frames: 0,
         bundle: "/models/test",
         model_version: "20261201T000000Z",
         threshold,

@@ -135,6 +135,8 @@ describe("HTTP metrics and health, scraped over loopback", () => {
       snapshot.cameras[0]!.fps = 29.5;
       snapshot.cameras[0]!.restarts = restarts;
       snapshot.cameras[1]!.bad_frames = 2;
+      snapshot.cameras[0]!.dropped_frames = 12;
+      snapshot.cameras[1]!.dropped_frames = 5;
       snapshot.dropped_frames = 17;
       snapshot.outbox = { queued: 4, overflowed: 2, lost: 1 };
     };
@@ -149,6 +151,8 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     assert.equal(value(samples, "stpmd_camera_restarts_total", { camera: "cam1" }), 3);
     assert.equal(value(samples, "stpmd_camera_bad_frames_total", { camera: "cam2" }), 2);
     assert.equal(value(samples, "stpmd_dropped_frames_total"), 17);
+    assert.equal(value(samples, "stpmd_camera_dropped_frames_total", { camera: "cam1" }), 12);
+    assert.equal(value(samples, "stpmd_camera_dropped_frames_total", { camera: "cam2" }), 5);
     assert.equal(value(samples, "stpmd_outbox_queued"), 4);
     assert.equal(value(samples, "stpmd_outbox_overflowed_total"), 2);
     assert.equal(value(samples, "stpmd_outbox_lost_total"), 1);
