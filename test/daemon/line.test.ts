@@ -72,13 +72,15 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
   }[] = [];
   const births: UPayload[] = [];
   const ddata: UPayload[] = [];
+  const nodeBirths: UPayload[] = [];
   client.on("message", (topic, payload) => {
+    if (topic === "spBv1.0/plant/NBIRTH/line7") nodeBirths.push(sparkplug.decodePayload(payload));
     if (topic.startsWith("line/command/")) responses.push({ topic, body: JSON.parse(payload.toString()) });
     else if (topic === "spBv1.0/plant/DBIRTH/line7/cam") births.push(sparkplug.decodePayload(payload));
     else if (topic === "spBv1.0/plant/DDATA/line7/cam") ddata.push(sparkplug.decodePayload(payload));
   });
   await client.subscribeAsync(["line/command/+/response", "spBv1.0/plant/#"], { qos: 1 });
-  const daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
+  let daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
   try {
     await daemon.start();
     await waitFor(
@@ -161,6 +163,18 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
       (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status,
       503,
       "no camera streams any more",
+    );
+
+    // a daemon restart: the Sparkplug node's next session is born with a higher bdSeq (persisted in bdseq_file)
+    const firstBdSeq = metric(nodeBirths.at(-1)!, "bdSeq") as number;
+    const birthsBefore = nodeBirths.length;
+    await daemon.stop();
+    daemon = new Daemon(config, logger);
+    await daemon.start();
+    await waitFor("NBIRTH after the restart", () => nodeBirths.length > birthsBefore, 15_000);
+    assert.ok(
+      (metric(nodeBirths.at(-1)!, "bdSeq") as number) > firstBdSeq,
+      `bdSeq ${metric(nodeBirths.at(-1)!, "bdSeq")} after ${firstBdSeq}`,
     );
   } finally {
     await daemon.stop();
