@@ -165,8 +165,9 @@ async function cacheTeacherFeatures(
         perImage.push(per);
         dims.push([c!, h!, w!]);
       }
-      const raw = (t.data as Float32Array).slice();
-      const data = normalise ? l2NormalizeChannels(raw, n, c!, h! * w!) : raw;
+      const raw = t.data as Float32Array;
+      // normalised in place, so on a copy; raw features are copied once, by the set below
+      const data = normalise ? l2NormalizeChannels(raw.slice(), n, c!, h! * w!) : raw;
       levels[level]!.set(data, start * per);
     });
   }
