@@ -6,7 +6,16 @@ import { errorMessage } from "../core/errors.js";
 import type { CameraState, Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
-import { buildPipelineDescription, findReplay, packRgbRows, SINK_NAME } from "./pipeline-description.js";
+import { resizeRgb } from "../data/images.js";
+import {
+  buildPipelineDescription,
+  CAPS_NAME,
+  captureCaps,
+  findReplay,
+  originalCaps,
+  packRgbRows,
+  SINK_NAME,
+} from "./pipeline-description.js";
 import { type BadReplayFile, ReplayCursor, type ReplaySegment } from "./replay.js";
 
 // The addon's package.json "main" has no file extension; Node's ESM loader resolves it to the raw .node file and
@@ -25,6 +34,11 @@ export interface CameraRuntime {
   firstSeq?: number;
   /** A run that streamed at least this long resets the restart delay to its initial value (default 30 s). */
   resetAfterMs?: number;
+  /**
+   * Long-side cap of the frames {@link Camera.requestOriginal} delivers (`collection.max_long_side`); without it
+   * the camera delivers none.
+   */
+  originalMaxLongSide?: number;
 }
 
 export type CameraWarningKind =
@@ -114,6 +128,8 @@ let startedCameras = 0;
 interface Pipe {
   pipeline: gst.Pipeline;
   pull: (callback: gst.PullCallback) => void;
+  /** The capsfilter before the appsink, switched for a frame at collection size; null if GStreamer lost it. */
+  caps: gst.Element | null;
   /** The replay's multifilesrc (named by findReplay), or null when the source is not a replay. */
   replayElement: gst.Element | null;
   /** One bus callback per pipeline: the addon keeps every callback passed to pollBus alive forever. */
@@ -208,6 +224,15 @@ export class Camera extends EventEmitter<CameraEvents> {
   /** Time between the last two frames of a run: the pace a replay keeps from one segment to the next. */
   private frameGapMs = 0;
   private readonly frameRate = new RateMeter();
+  private readonly originalMaxLongSide: number | undefined;
+  /** The collector asked for a frame at collection size and the capsfilter is switched to originalCaps. */
+  private originalWanted = false;
+  /**
+   * Frames still being resized from collection size, with the frames captured after them: each is emitted after
+   * the one before it, so a camera's frames keep their order.
+   */
+  private emitQueue: Promise<void> = Promise.resolve();
+  private queuedFrames = 0;
 
   /**
    * @param config the camera's slice of the validated config (the schema guarantees its ranges).
@@ -239,6 +264,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     const bound = runtime.logger.bindings().camera === config.id;
     this.log = bound ? runtime.logger : runtime.logger.child({ camera: config.id });
     this.nextDelayMs = config.restart_backoff.initial_ms;
+    this.originalMaxLongSide = runtime.originalMaxLongSide;
   }
 
   /** The full pipeline description this camera launches. */
@@ -275,6 +301,23 @@ export class Camera extends EventEmitter<CameraEvents> {
     if (this.run !== null) this.endRun(this.run);
     else if (this.pipe?.polling) this.endIdlePoll(this.pipe);
     this.setState("stopped");
+  }
+
+  /**
+   * Asks for the next frame at collection size: the cropped frame at its own resolution, its long side capped at
+   * `originalMaxLongSide`. It arrives as a frame whose `original` holds it and whose `rgb` is it resized to the
+   * capture size (with training's resize, not videoscale's), so the model judges the very image that is kept. One
+   * frame per request: the capsfilter switches back as soon as it arrives, so the path costs nothing otherwise.
+   * False when the camera cannot deliver one (not configured for it, or not playing).
+   */
+  requestOriginal(): boolean {
+    const caps = this.run?.pipe.caps;
+    if (this.originalMaxLongSide === undefined || !this.running || !caps) return false;
+    if (!this.originalWanted) {
+      caps.caps = originalCaps(this.originalMaxLongSide);
+      this.originalWanted = true;
+    }
+    return true;
   }
 
   stats(): CameraStats {
@@ -393,6 +436,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       return null;
     }
     this.pipelines++;
+    this.originalWanted = false; // a new pipeline starts with the capture caps
     const sink = pipeline.findChild(SINK_NAME);
     if (typeof sink?.pull !== "function") {
       // Cannot happen with our own description (validation rejects a second sink name), but never pull from nothing.
@@ -405,6 +449,7 @@ export class Camera extends EventEmitter<CameraEvents> {
       pipeline,
       // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
       pull: sink.pull.bind(sink),
+      caps: pipeline.findChild(CAPS_NAME) ?? null,
       replayElement:
         this.replayCursor === null ? null : (pipeline.findChild(this.replayCursor.settings.element) ?? null),
       onBus: (message) => this.onBusMessage(pipe, message),
@@ -604,6 +649,10 @@ export class Camera extends EventEmitter<CameraEvents> {
     run.pulling = true;
     run.pipe.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
 
+    if (caps.format === "RGBA") {
+      this.onOriginalSample(run, buf, caps, captureTs);
+      return;
+    }
     const rgb = this.toPackedRgb(run, buf, caps);
     if (rgb === null) return;
     this.recordFrame(run, captureTs);
@@ -616,7 +665,59 @@ export class Camera extends EventEmitter<CameraEvents> {
       height: this.height,
       rgb,
     };
-    this.emit("frame", frame);
+    if (this.queuedFrames === 0) this.emit("frame", frame);
+    else this.emitInOrder(Promise.resolve(frame));
+  }
+
+  /**
+   * A sample at collection size (see requestOriginal): switches the caps back, and emits the frame resized to the
+   * capture size, with the full-size image attached when it was asked for (the frame or two more that arrive
+   * before the switch takes effect are only resized).
+   */
+  private onOriginalSample(run: Run, buf: Buffer, caps: gst.SampleCaps, captureTs: number): void {
+    const wanted = this.originalWanted;
+    if (wanted && run.pipe.caps) run.pipe.caps.caps = captureCaps(this.width, this.height);
+    this.originalWanted = false;
+    const width = caps.width ?? 0;
+    const height = caps.height ?? 0;
+    if (buf.byteLength !== width * height * 4 || width === 0) {
+      this.rejectFrame(run, new RangeError(`RGBA frame of ${width}×${height} has ${buf.byteLength} bytes`));
+      return;
+    }
+    this.recordFrame(run, captureTs);
+    if (run.ended) return;
+    const rgba = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    const seq = this.nextSeq++;
+    const frame = resizeRgb(rgba, width, height, this.width, this.height, 4).then(
+      (rgb): Frame => ({
+        cameraId: this.id,
+        seq,
+        captureTs,
+        width: this.width,
+        height: this.height,
+        rgb,
+        ...(wanted ? { original: { width, height, rgba } } : {}),
+      }),
+      (err: unknown) => {
+        this.rejectFrame(run, err);
+        return null;
+      },
+    );
+    this.emitInOrder(frame);
+  }
+
+  /** Emits `frame` after every frame queued before it; nothing after stop(). */
+  private emitInOrder(frame: Promise<Frame | null>): void {
+    this.queuedFrames++;
+    this.emitQueue = this.emitQueue
+      .then(async () => {
+        const f = await frame;
+        if (f !== null && this.running) this.emit("frame", f);
+      })
+      .catch((err: unknown) => this.log.error({ err }, "a frame listener failed"))
+      .finally(() => {
+        this.queuedFrames--;
+      });
   }
 
   private toPackedRgb(run: Run, buf: Buffer, caps: gst.SampleCaps): Uint8Array | null {
@@ -626,12 +727,16 @@ export class Camera extends EventEmitter<CameraEvents> {
       }
       return packRgbRows(buf, this.width, this.height);
     } catch (err) {
-      this.badFrames++;
-      if (!run.warnedBadFrame) {
-        run.warnedBadFrame = true; // once per run: a bad frame usually means all of them are
-        this.warn("bad_frame", `dropping frames of unexpected layout: ${errorMessage(err)}`);
-      }
+      this.rejectFrame(run, err);
       return null;
+    }
+  }
+
+  private rejectFrame(run: Run, err: unknown): void {
+    this.badFrames++;
+    if (!run.warnedBadFrame) {
+      run.warnedBadFrame = true; // once per run: a bad frame usually means all of them are
+      this.warn("bad_frame", `dropping frames of unexpected layout: ${errorMessage(err)}`);
     }
   }
 

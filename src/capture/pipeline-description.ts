@@ -1,7 +1,23 @@
-import { SINK_NAME, sourceProblem } from "../config/rules.js";
+import { CAPS_NAME, SINK_NAME, sourceProblem } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 
-export { SINK_NAME };
+export { CAPS_NAME, SINK_NAME };
+
+/** The caps of the frames a camera hands its model: packed RGB at the capture size. */
+export function captureCaps(width: number, height: number): string {
+  return `video/x-raw,format=RGB,width=${width},height=${height}`;
+}
+
+/**
+ * The caps a camera switches its capsfilter to for one frame the collector keeps: the cropped frame at its own
+ * size, or scaled down (aspect kept) so that its long side is at most `maxLongSide` — videoscale fixates a size
+ * range that way when the pixel aspect ratio is fixed (4000×3000 into [1,2048]² gives 2048×1536; 1500×1000 passes
+ * through). RGBA rather than RGB so that each sample's caps say which kind it is: the switch takes effect a frame
+ * or two after it is made, and sizes alone could not tell an ROI that happens to be the model's size.
+ */
+export function originalCaps(maxLongSide: number): string {
+  return `video/x-raw,format=RGBA,width=[1,${maxLongSide}],height=[1,${maxLongSide}],pixel-aspect-ratio=1/1`;
+}
 
 /**
  * Turns a user's GStreamer source description into a full pipeline that ends in our appsink, delivering packed RGB
@@ -42,11 +58,13 @@ export function buildPipelineDescription(
   validateDimension(width, `${where}.width`);
   validateDimension(height, `${where}.height`);
   return (
-    `${trimmed}${roi ? cropDescription(roi) : ""} ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=${width},height=${height}` +
+    `${trimmed}${roi ? cropDescription(roi) : ""} ! videoconvert ! videoscale method=bilinear2` +
+    ` ! capsfilter name=${CAPS_NAME} caps="${captureCaps(width, height)}"` +
     ` ! appsink name=${SINK_NAME} max-buffers=2 drop=true sync=false emit-signals=false`
   );
   // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.
   // sync=false: deliver as soon as a frame exists; live sources pace themselves.
+  // The capsfilter is named so a camera can switch it to originalCaps for a frame the collector keeps.
 }
 
 /**

@@ -15,6 +15,9 @@ import {
  */
 export const SINK_NAME = "stpmd_sink";
 
+/** Name of the capsfilter before it, whose caps a camera switches to hand the collector one frame at full size. */
+export const CAPS_NAME = "stpmd_caps";
+
 /**
  * The topic level of MQTT commands, `<prefix>/command/<name>`: defined with the rule that reserves it as a camera
  * id, so the config layer needs nothing from publish (whose topics use it).
@@ -34,7 +37,9 @@ export function sourceProblem(source: string): string | undefined {
       `remove the appsink from "${trimmed}"`
     );
   }
-  if (trimmed.includes(SINK_NAME)) return `must not use the reserved element name "${SINK_NAME}"`;
+  for (const reserved of [SINK_NAME, CAPS_NAME]) {
+    if (trimmed.includes(reserved)) return `must not use the reserved element name "${reserved}"`;
+  }
   if (trimmed.startsWith("!") || trimmed.endsWith("!")) {
     return `must not start or end with "!" (stpmd links its own stages after the source), got "${trimmed}"`;
   }

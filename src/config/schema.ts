@@ -593,9 +593,15 @@ export const configSchema = Type.Object(
         enabled: Type.Boolean({ description: "Save frames at all.", default: false }),
         dir: Type.String({
           description:
-            "Directory for saved frames, one folder per camera (station): <dir>/<camera>/<camera>_<capture time>_<seq>.png, so that `stpmd retrain --frames <dir>/<camera>` reads one station's frames directly. Frames are saved at the camera's capture size (the ROI at a tiled bundle's scale, or the model input of a resized one).",
+            "Directory for saved frames, one folder per camera (station): <dir>/<camera>/<camera>_<capture time>_<seq>.png, so that `stpmd retrain --frames <dir>/<camera>` reads one station's frames directly. Frames are saved at the ROI's resolution (the whole frame without an ROI), capped by max_long_side, whatever the model's geometry, so a later retrain can choose another.",
           default: "/var/lib/stpmd/frames",
           minLength: 1,
+        }),
+        max_long_side: Type.Integer({
+          description:
+            "Longest side, in pixels, of a saved frame: larger ROIs are scaled down with their aspect kept (a 4000×3000 frame is saved at 2048×1536 by default), smaller ones are saved as they are.",
+          default: 2048,
+          minimum: 32,
         }),
         score_quantile: Type.Number({
           description:

@@ -12,6 +12,19 @@ export interface Frame {
   rgb: Uint8Array;
   /** Part id a PLC trigger attached to this frame (OPC UA `PartId`); carried into the result and the event. */
   partId?: string;
+  /**
+   * The same frame at the ROI's own resolution (capped by `collection.max_long_side`), when the collector asked the
+   * camera for one ({@link FrameOriginal}); `rgb` is then this image resized to the capture size.
+   */
+  original?: FrameOriginal;
+}
+
+/** A frame at collection resolution: packed 8-bit RGBA (the alpha channel is opaque), row-major. */
+export interface FrameOriginal {
+  width: number;
+  height: number;
+  /** width × height × 4 bytes. */
+  rgba: Uint8Array;
 }
 
 /**

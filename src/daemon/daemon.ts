@@ -168,6 +168,7 @@ export class Daemon implements LineControl {
       this.collector = await Collector.open(
         this.config.collection,
         this.logger.child({ component: "collector" }),
+        { requestOriginal: (id) => this.stations.get(id)?.camera?.requestOriginal() ?? false },
       );
       await this.publisher.start();
     } catch (err) {
@@ -306,6 +307,7 @@ export class Daemon implements LineControl {
       height: size[1],
       logger: this.cameraLogger(station.id),
       firstSeq: station.nextSeq,
+      originalMaxLongSide: this.config.collection.max_long_side,
     });
     cam.on("frame", (f: Frame) => {
       station.nextSeq = f.seq + 1;

@@ -46,15 +46,20 @@ export async function listImages(dir: string, what = "image folder"): Promise<st
  */
 const MODEL_RESIZE = { fit: "fill", kernel: "linear" } as const;
 
-/** Resizes packed 8-bit RGB (width × height × 3) to the model size with {@link MODEL_RESIZE}. */
+/**
+ * Resizes packed 8-bit RGB (width × height × 3), or RGBA with `channels` 4 (its alpha dropped), to packed RGB at
+ * the model size with {@link MODEL_RESIZE}.
+ */
 export async function resizeRgb(
   rgb: Uint8Array,
   width: number,
   height: number,
   toWidth: number,
   toHeight: number,
+  channels: 3 | 4 = 3,
 ): Promise<Uint8Array> {
-  const buf = await sharp(rgb, { raw: { width, height, channels: 3 } })
+  const buf = await sharp(rgb, { raw: { width, height, channels } })
+    .removeAlpha()
     .resize(toWidth, toHeight, MODEL_RESIZE)
     .raw()
     .toBuffer();

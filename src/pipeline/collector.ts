@@ -14,10 +14,28 @@ import type { InspectionResult } from "../core/result.js";
  * is a rolling window of how the line looks now, which is what a retrain should learn.
  * Each camera's station has its own folder, `<dir>/<camera>/<camera>_<capture time>_<seq>.png`, because each
  * station's model learns its own view: `stpmd retrain --frames <dir>/<camera>` reads one station's frames directly.
- * Frames are saved as the camera delivers them to its model: at its capture size, which for a tiled bundle is the
- * ROI at the bundle's scale (native resolution with scale 1). Writes are temp + rename: retrain never sees half a PNG. Frames are production images, so files and
- * folder get the configured modes (0640/0750 by default), set explicitly rather than left to the umask.
+ * Frames are saved at the ROI's own resolution, the long side capped at `max_long_side`, not at model size, so a
+ * later retrain can choose another geometry: a frame that qualifies at capture size makes the collector ask its
+ * camera for the next frame at full size ({@link CollectorOptions.requestOriginal}), and that frame — judged by
+ * the model like any other — is saved if it qualifies too. Without a camera to ask (unit tests), frames are saved
+ * as they were inspected. Writes are temp + rename: retrain never sees half a PNG. Frames are production images,
+ * so files and folder get the configured modes (0640/0750 by default), set explicitly rather than left to the
+ * umask.
  */
+export interface CollectorOptions {
+  /**
+   * Asks camera `cameraId` for its next frame at collection size (Camera.requestOriginal); false when it cannot
+   * give one. Without it, frames are saved at capture size.
+   */
+  requestOriginal?: (cameraId: string) => boolean;
+}
+
+/**
+ * How long a request for a full-size frame stays pending before the next qualifying frame asks again: the frame
+ * it brought may have been dropped by a full inference queue. Long enough for a triggered camera's next part.
+ */
+const ORIGINAL_WAIT_MS = 10_000;
+
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
   /** Saved files per camera, oldest first (names start with the capture time, so name order is age order). */
@@ -25,6 +43,8 @@ export class Collector {
   private bytes = 0;
   private writing = 0;
   private margin: { scores: readonly number[]; value: number } | undefined;
+  /** Cameras asked for a full-size frame, and when. */
+  private readonly requested = new Map<string, number>();
   saved = 0;
   deleted = 0;
   private readonly fileMode: number;
@@ -33,13 +53,18 @@ export class Collector {
   private constructor(
     private readonly config: CollectionConfig,
     private readonly logger: Logger,
+    private readonly options: CollectorOptions,
   ) {
     this.fileMode = config.file_mode !== undefined ? parseMode(config.file_mode) : DEFAULT_FILE_MODE;
     this.dirMode = config.dir_mode !== undefined ? parseMode(config.dir_mode) : DEFAULT_DIR_MODE;
   }
 
-  static async open(config: CollectionConfig, logger: Logger): Promise<Collector> {
-    const c = new Collector(config, logger);
+  static async open(
+    config: CollectionConfig,
+    logger: Logger,
+    options: CollectorOptions = {},
+  ): Promise<Collector> {
+    const c = new Collector(config, logger, options);
     if (config.enabled) {
       await makeDirectory(config.dir, c.dirMode);
       for (const entry of (await readdir(config.dir, { withFileTypes: true })).sort((a, b) =>
@@ -71,8 +96,10 @@ export class Collector {
 
   consider(result: InspectionResult, validationScores: readonly number[]): void {
     const cfg = this.config;
-    if (!cfg.enabled || result.defective || this.writing > 2) return;
     const cam = result.frame.cameraId;
+    const { original } = result.frame;
+    if (original) this.requested.delete(cam); // the full-size frame came: kept below if it qualifies
+    if (!cfg.enabled || result.defective || this.writing > 2) return;
     // the margin changes only with the model: compute it once per validation-score list, not per frame
     if (this.margin?.scores !== validationScores) {
       this.margin = {
@@ -83,6 +110,12 @@ export class Collector {
     if (result.score >= this.margin.value) return;
     const now = Date.now();
     if (now - (this.lastSaved.get(cam) ?? 0) < cfg.min_interval_s * 1000) return;
+    const { requestOriginal } = this.options;
+    if (!original && requestOriginal) {
+      if (now - (this.requested.get(cam) ?? Number.NEGATIVE_INFINITY) < ORIGINAL_WAIT_MS) return;
+      if (requestOriginal(cam)) this.requested.set(cam, now);
+      return;
+    }
     this.lastSaved.set(cam, now);
     this.writing += 1;
     this.save(result)
@@ -100,9 +133,13 @@ export class Collector {
     if (!this.filesByCamera.has(frame.cameraId)) await makeDirectory(dir, this.dirMode);
     const file = path.join(dir, name);
     const tmp = path.join(dir, `.${name}.tmp`);
-    const info = await sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } })
-      .png()
-      .toFile(tmp);
+    const { original } = frame;
+    const image = original
+      ? sharp(original.rgba, {
+          raw: { width: original.width, height: original.height, channels: 4 },
+        }).removeAlpha()
+      : sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } });
+    const info = await image.png().toFile(tmp);
     // sharp creates the file with 0666 minus the umask; narrow it before the name appears
     await chmod(tmp, this.fileMode);
     await rename(tmp, file);

@@ -36,16 +36,23 @@ type CameraPatch = Partial<Omit<CameraConfig, "restart_backoff">> &
  * names the runtime's width/height.
  */
 function makeCamera(
-  patch: CameraPatch & Partial<Pick<CameraRuntime, "width" | "height" | "resetAfterMs">>,
+  patch: CameraPatch &
+    Partial<Pick<CameraRuntime, "width" | "height" | "resetAfterMs" | "originalMaxLongSide">>,
 ): Camera {
-  const { width = 64, height = 48, resetAfterMs, ...keys } = patch;
+  const { width = 64, height = 48, resetAfterMs, originalMaxLongSide, ...keys } = patch;
   const config = cameraConfig({
     id: "cam",
     stall_timeout_s: 0,
     ...keys,
     restart_backoff: { initial_ms: 30, max_ms: 30, factor: 1, ...keys.restart_backoff },
   });
-  return new Camera(config, { width, height, logger, ...(resetAfterMs ? { resetAfterMs } : {}) });
+  return new Camera(config, {
+    width,
+    height,
+    logger,
+    ...(resetAfterMs ? { resetAfterMs } : {}),
+    ...(originalMaxLongSide ? { originalMaxLongSide } : {}),
+  });
 }
 
 /** Everything a camera emits, with the wall-clock time of each state change. */
@@ -250,6 +257,103 @@ describe("Camera: frames", () => {
     for (let i = 0; i < reference.length; i++) absDiff += Math.abs(reference[i]! - frame.rgb[i]!);
     const meanAbsDiff = absDiff / reference.length;
     assert.ok(meanAbsDiff < 4, `mean absolute difference to sharp's resize: ${meanAbsDiff.toFixed(2)}`);
+  });
+});
+
+describe("Camera: frames at collection size", () => {
+  /** A 640×480 PNG replay, red left of x = 320 and blue right of it, looping as fast as it decodes. */
+  async function splitReplay(): Promise<string> {
+    const dir = path.join(tmpRoot, "split-640");
+    if (!fs.existsSync(dir)) {
+      fs.mkdirSync(dir);
+      const [width, height] = [640, 480];
+      const rgb = Buffer.alloc(width * height * 3);
+      for (let i = 0; i < width * height; i++) rgb.set(i % width < 320 ? [255, 0, 0] : [0, 0, 255], i * 3);
+      await sharp(rgb, { raw: { width, height, channels: 3 } })
+        .png()
+        .toFile(path.join(dir, "000.png"));
+    }
+    return `multifilesrc location=${dir}/%03d.png index=0 loop=true ! pngdec`;
+  }
+
+  /** Starts the camera, requests one frame at collection size after `before` frames, and records `total`. */
+  async function requestOne(camera: Camera, before: number, total: number): Promise<Frame[]> {
+    const frames: Frame[] = [];
+    camera.on("frame", (f) => {
+      frames.push(f);
+      if (frames.length === before) assert.equal(camera.requestOriginal(), true);
+    });
+    camera.start();
+    try {
+      await until(() => frames.length >= total, 5000, `${total} frames`);
+    } finally {
+      camera.stop();
+    }
+    return frames;
+  }
+
+  const rgbaPixel = (o: NonNullable<Frame["original"]>, x: number, y: number) => {
+    const i = (y * o.width + x) * 4;
+    return [o.rgba[i]!, o.rgba[i + 1]!, o.rgba[i + 2]!];
+  };
+
+  test("one requested frame comes at the ROI's own resolution, the others at capture size, in order", async () => {
+    // ROI 160×120 straddling the colour edge: its left half red, its right half blue
+    const roi = { x: 240, y: 100, width: 160, height: 120 };
+    const camera = makeCamera({
+      source: await splitReplay(),
+      roi,
+      width: 32,
+      height: 24,
+      originalMaxLongSide: 2048,
+    });
+    const frames = await requestOne(camera, 3, 12);
+    assertConsecutiveSeq(frames);
+    const withOriginal = frames.filter((f) => f.original !== undefined);
+    assert.equal(withOriginal.length, 1, "one request, one frame at full size");
+    const f = withOriginal[0]!;
+    assert.ok(f.seq >= 3, `asked for after frame 2, came as frame ${f.seq}`);
+    const o = f.original!;
+    assert.deepEqual([o.width, o.height, o.rgba.byteLength], [160, 120, 160 * 120 * 4]);
+    assertNear(rgbaPixel(o, 10, 60), [255, 0, 0], 10, "original, left of the edge");
+    assertNear(rgbaPixel(o, 150, 60), [0, 0, 255], 10, "original, right of the edge");
+    // the model still gets the capture size, resized from the very image that is kept
+    for (const frame of frames)
+      assert.deepEqual([frame.width, frame.height, frame.rgb.byteLength], [32, 24, 32 * 24 * 3]);
+    assertNear(pixel(f, 2, 12), [255, 0, 0], 30, "inspected frame, left");
+    assertNear(pixel(f, 29, 12), [0, 0, 255], 30, "inspected frame, right");
+  });
+
+  test("a frame larger than the long-side cap is scaled down with its aspect kept", async () => {
+    const camera = makeCamera({
+      source: await splitReplay(),
+      width: 32,
+      height: 24,
+      originalMaxLongSide: 200,
+    });
+    const frames = await requestOne(camera, 2, 8);
+    const o = frames.find((f) => f.original)?.original;
+    assert.deepEqual([o?.width, o?.height], [200, 150], "640×480 capped at a long side of 200");
+    assertNear(rgbaPixel(o!, 50, 75), [255, 0, 0], 10, "left half");
+    assertNear(rgbaPixel(o!, 150, 75), [0, 0, 255], 10, "right half");
+  });
+
+  test("a camera without a long-side cap, or not playing, gives no full-size frames", async () => {
+    const plain = makeCamera({ source: await splitReplay(), width: 32, height: 24 });
+    plain.start();
+    try {
+      await until(() => plain.stats().frames > 0, 3000, "a frame");
+      assert.equal(plain.requestOriginal(), false);
+    } finally {
+      plain.stop();
+    }
+    const stopped = makeCamera({
+      source: await splitReplay(),
+      width: 32,
+      height: 24,
+      originalMaxLongSide: 100,
+    });
+    assert.equal(stopped.requestOriginal(), false);
   });
 });
 

@@ -12,7 +12,8 @@ import {
 import { isStpmdError } from "../../src/core/errors.js";
 
 const TAIL =
-  " ! videoconvert ! videoscale method=bilinear2 ! video/x-raw,format=RGB,width=256,height=192" +
+  " ! videoconvert ! videoscale method=bilinear2" +
+  ' ! capsfilter name=stpmd_caps caps="video/x-raw,format=RGB,width=256,height=192"' +
   " ! appsink name=stpmd_sink max-buffers=2 drop=true sync=false emit-signals=false";
 
 describe("buildPipelineDescription", () => {
@@ -41,6 +42,7 @@ describe("buildPipelineDescription", () => {
     ["videotestsrc ! appsink", /remove the appsink/],
     ["videotestsrc ! AppSink name=x", /remove the appsink/],
     ["videotestsrc ! identity name=stpmd_sink", /reserved element name "stpmd_sink"/],
+    ["videotestsrc ! capsfilter name=stpmd_caps", /reserved element name "stpmd_caps"/],
     ["videotestsrc !", /must not start or end with "!"/],
     ["! videotestsrc", /must not start or end with "!"/],
   ];

@@ -162,6 +162,7 @@ describe("loadConfig defaults", () => {
       collection: {
         enabled: false,
         dir: "/var/lib/stpmd/frames",
+        max_long_side: 2048,
         score_quantile: 0.5,
         min_interval_s: 60,
         max_frames_per_camera: 1000,

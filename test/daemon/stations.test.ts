@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
@@ -20,6 +21,7 @@ import { applyIgnoreMask, rasterisePolygons } from "../../src/stpm/ignore.js";
 import { Scorer } from "../../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { cameraConfig } from "../helpers/config.js";
+import { replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -353,4 +355,95 @@ test("an ignore mask image and polygons are combined on the model's grid, and th
     [...view.ignore!].reduce((a, b) => a + b, 0),
     8 * 16 + 8 * 8,
   );
+});
+
+test("collection keeps each station's frames at its ROI's resolution, capped by max_long_side, not at model size", async () => {
+  const work = await tempDir("stpmd-collect-");
+  const bundle = path.join(work, "model");
+  await trainTinyBundle(work, bundle, 3, 64); // a 64×64 bundle, trained on work/train-64
+  const parts = [0, 1, 2].map((i) => synthesizePart(64, 100 + i, "none"));
+  const upscaled = (rgb: Uint8Array, size: number) =>
+    sharp(rgb, { raw: { width: 64, height: 64, channels: 3 } }).resize(size, size, { kernel: "linear" });
+  // station "roi": the part at 128×128 inside a 160×144 frame, its ROI around the part; station "whole": the part
+  // at 96×96, the whole frame inspected
+  const roi = { x: 16, y: 8, width: 128, height: 128 };
+  for (const [i, part] of parts.entries()) {
+    const name = `${String(i).padStart(3, "0")}.png`;
+    await mkdir(path.join(work, "roi-replay"), { recursive: true });
+    await mkdir(path.join(work, "whole-replay"), { recursive: true });
+    const big = await upscaled(part.rgb, 128).raw().toBuffer();
+    await sharp({ create: { width: 160, height: 144, channels: 3, background: { r: 40, g: 40, b: 40 } } })
+      .composite([{ input: big, raw: { width: 128, height: 128, channels: 3 }, left: roi.x, top: roi.y }])
+      .png()
+      .toFile(path.join(work, "roi-replay", name));
+    await upscaled(part.rgb, 96)
+      .png()
+      .toFile(path.join(work, "whole-replay", name));
+  }
+  const broker = await MosquittoBroker.start();
+  const config = {
+    model: { bundle, watch: false },
+    inference: { max_batch: 4, max_wait_ms: 20, queue_size: 16 },
+    cameras: [
+      { id: "roi", source: replaySource(path.join(work, "roi-replay"), 15), roi },
+      { id: "whole", source: replaySource(path.join(work, "whole-replay"), 15) },
+    ],
+    mqtt: {
+      url: broker.url,
+      client_id: "collect-test",
+      prefix: "co",
+      outbox: { dir: path.join(work, "outbox") },
+    },
+    collection: {
+      enabled: true,
+      dir: path.join(work, "frames"),
+      score_quantile: 1,
+      min_interval_s: 0.2,
+      max_long_side: 112,
+    },
+    health: { watchdog: false },
+  };
+  const configFile = path.join(work, "stpmd.yaml");
+  await writeFile(configFile, stringify(config));
+  const { loadConfig } = await import("../../src/config/index.js");
+  const results: InspectionResult[] = [];
+  const daemon = new Daemon(loadConfig(configFile), logger, { hooks: { onResult: (r) => results.push(r) } });
+  const saved = (camera: string) => {
+    const dir = path.join(work, "frames", camera);
+    return existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".png")) : [];
+  };
+  try {
+    await daemon.start();
+    await waitFor(
+      "two frames kept per station",
+      () => saved("roi").length >= 2 && saved("whole").length >= 2,
+    );
+  } finally {
+    await daemon.stop();
+    await broker.stop();
+  }
+  // the model saw every frame at its own 64×64 size, the full-size ones included
+  assert.ok(results.every((r) => r.frame.width === 64 && r.frame.height === 64));
+  assert.ok(results.some((r) => r.frame.original !== undefined));
+  for (const [camera, size] of [
+    ["roi", 112], // the 128×128 ROI, capped at a long side of 112
+    ["whole", 96], // below the cap: as the camera delivers it
+  ] as const) {
+    for (const file of saved(camera)) {
+      const { data, info } = await sharp(path.join(work, "frames", camera, file))
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      assert.deepEqual([info.width, info.height, info.channels], [size, size, 3], `${camera}/${file}`);
+      // it shows the part (the ROI's content, not the frame around it): near one of the parts at that size
+      const differences = await Promise.all(
+        parts.map(async (p) => {
+          const expected = await upscaled(p.rgb, size).raw().toBuffer();
+          let sum = 0;
+          for (let i = 0; i < expected.length; i++) sum += Math.abs(expected[i]! - data[i]!);
+          return sum / expected.length;
+        }),
+      );
+      assert.ok(Math.min(...differences) < 8, `${camera}/${file}: mean difference ${differences.join(", ")}`);
+    }
+  }
 });

@@ -110,3 +110,47 @@ test("collected frames are 0640 in a 0750 folder whatever the umask, or as confi
     process.umask(previous);
   }
 });
+
+test("with a camera to ask, frames are saved at the size the camera gives on request, never at capture size", async () => {
+  const dir = path.join(await tempDir(), "frames");
+  const requests: string[] = [];
+  const c = await Collector.open(
+    collectionConfig({ enabled: true, dir, score_quantile: 1, min_interval_s: 0 }),
+    createLogger("silent"),
+    {
+      requestOriginal: (camera) => {
+        requests.push(camera);
+        return camera !== "gone";
+      },
+    },
+  );
+  // qualifying frames at capture size ask once, and wait for the answer instead of saving themselves
+  for (let seq = 0; seq < 3; seq++) c.consider(result("a", seq, 0), [1]);
+  c.consider(result("gone", 0, 0), [1]);
+  await settle();
+  assert.deepEqual(requests, ["a", "gone"]);
+  assert.equal(c.saved, 0);
+  // the answer: a 40×20 RGBA frame, red, with its 8×8 capture-size rgb beside it
+  const answer = result("a", 3, 0);
+  const rgba = new Uint8Array(40 * 20 * 4);
+  for (let i = 0; i < 40 * 20; i++) rgba.set([200, 10, 10, 255], i * 4);
+  answer.frame.original = { width: 40, height: 20, rgba };
+  c.consider(answer, [1]);
+  await settle();
+  const files = await readdir(path.join(dir, "a"));
+  assert.deepEqual(files, [
+    `a_${new Date(answer.frame.captureTs).toISOString().replace(/[-:.]/g, "")}_3.png`,
+  ]);
+  const { data, info } = await sharp(path.join(dir, "a", files[0]!))
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  assert.deepEqual([info.width, info.height, info.channels], [40, 20, 3]);
+  assert.deepEqual([...data.subarray(0, 3)], [200, 10, 10]);
+  // a full-size frame that does not qualify (defective) is not kept, and the next qualifying frame asks again
+  const defective = result("a", 4, 5);
+  defective.frame.original = { width: 40, height: 20, rgba };
+  c.consider(defective, [1]);
+  c.consider(result("a", 5, 0), [1]);
+  assert.deepEqual(requests, ["a", "gone", "a"]);
+  assert.equal(c.saved, 1);
+});
