@@ -40,12 +40,17 @@ export class Inspector {
   /**
    * @param maxBatch most model inputs per inference call: frames in resize mode, tiles in tile mode.
    */
+  private readonly logger: Logger;
+
   constructor(
     readonly bundleDir: string,
     private readonly sessionOptions: SessionOptions,
-    private readonly logger: Logger,
+    logger: Logger,
     private readonly maxBatch = 8,
-  ) {}
+  ) {
+    // every line names the bundle, once (the daemon's logger for a station's slot already does)
+    this.logger = logger.bindings().bundle === bundleDir ? logger : logger.child({ bundle: bundleDir });
+  }
 
   get manifest(): Manifest | undefined {
     return this.model?.manifest;
@@ -94,18 +99,12 @@ export class Inspector {
     try {
       const m = await this.load();
       if (m.model_version !== before) {
-        this.logger.info(
-          { reason, bundle: this.bundleDir, from: before, to: m.model_version },
-          "model swapped",
-        );
+        this.logger.info({ reason, from: before, to: m.model_version }, "model swapped");
         return "swapped";
       }
       return "unchanged";
     } catch (err) {
-      this.logger.error(
-        { reason, bundle: this.bundleDir, err },
-        "model reload failed; keeping the running model",
-      );
+      this.logger.error({ reason, err }, "model reload failed; keeping the running model");
       return "failed";
     }
   }

@@ -94,3 +94,73 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
     await broker.close();
   }
 });
+
+test("the file watch swaps each station's bundle on its own, and a broken one keeps its old model", async () => {
+  const work = await tempDir("stpmd-reload-stations-");
+  await writeFile(path.join(work, "teacher.onnx"), encodeModel(randomTeacher(1, 4)));
+  await normalFrames(6, 64, path.join(work, "train"));
+  const shared = path.join(work, "shared-model");
+  const own = path.join(work, "own-model");
+  const sharedFirst = await train(work, shared, 1, 64);
+  const ownFirst = await train(work, own, 2, 64);
+  const broker = await MosquittoBroker.start();
+  const source = "videotestsrc is-live=true ! video/x-raw,framerate=20/1";
+  const config = testConfig({
+    model: { bundle: shared, watch: true, watch_debounce_ms: 200 },
+    inference: { max_batch: 2, max_wait_ms: 10, queue_size: 8 },
+    cameras: [
+      { id: "a", source },
+      { id: "b", source, model: own },
+    ],
+    mqtt: {
+      url: broker.url,
+      client_id: "reload-stations-test",
+      prefix: "reload2",
+      snapshot: "none",
+      outbox: { dir: path.join(work, "outbox"), max_messages: 100, max_bytes: 1 << 24 },
+    },
+    collection: { dir: path.join(work, "c") },
+    log: { level: "error" },
+    health: { watchdog: false },
+  });
+  const versions = new Map<string, string[]>([
+    ["a", []],
+    ["b", []],
+  ]);
+  const daemon = new Daemon(config, logger, {
+    hooks: { onResult: (r) => versions.get(r.frame.cameraId)!.push(r.modelVersion) },
+  });
+  const latest = (camera: string) => versions.get(camera)!.at(-1);
+  try {
+    await daemon.start();
+    await waitFor("both stations inspected", () => latest("a") === sharedFirst && latest("b") === ownFirst);
+    // station b's bundle is retrained in place: b swaps, a keeps its model and is not touched
+    const ownSecond = await train(work, own, 3, 64);
+    await waitFor("station b on its new model", () => latest("b") === ownSecond, 15_000);
+    assert.equal(latest("a"), sharedFirst);
+    assert.ok(!versions.get("a")!.includes(ownSecond));
+    // station a's bundle breaks on disk: its reload fails, it keeps its model, b goes on with its own
+    await writeFile(path.join(shared, "student.onnx"), "not an onnx model");
+    await new Promise((r) => setTimeout(r, 1500)); // past the debounce and the failed reload
+    const mark = { a: versions.get("a")!.length, b: versions.get("b")!.length };
+    await waitFor(
+      "both stations still inspect",
+      () => versions.get("a")!.length >= mark.a + 5 && versions.get("b")!.length >= mark.b + 5,
+    );
+    assert.ok(
+      versions
+        .get("a")!
+        .slice(mark.a)
+        .every((v) => v === sharedFirst),
+    );
+    assert.ok(
+      versions
+        .get("b")!
+        .slice(mark.b)
+        .every((v) => v === ownSecond),
+    );
+  } finally {
+    await daemon.stop();
+    await broker.close();
+  }
+});
