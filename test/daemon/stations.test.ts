@@ -446,4 +446,18 @@ test("collection keeps each station's frames at its ROI's resolution, capped by 
       assert.ok(Math.min(...differences) < 8, `${camera}/${file}: mean difference ${differences.join(", ")}`);
     }
   }
+  // and a station's folder is a retrain's input as it is, at any geometry
+  const again = await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: path.join(work, "frames", "roi"),
+    teacherFile: path.join(work, "teacher.onnx"),
+    outDir: path.join(work, "retrained"),
+    epochs: 1,
+    batchSize: 2,
+    imageSize: { width: 96, height: 96 },
+    logger,
+    progress: false,
+  });
+  assert.equal(again.trainImages + again.valImages, saved("roi").length);
+  assert.deepEqual([again.manifest.input.width, again.manifest.input.height], [96, 96]);
 });
