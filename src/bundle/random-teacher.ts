@@ -45,11 +45,37 @@ export function randomTeacher(seed = 1, width = 8): Graph {
   const pooled = b.op("MaxPool", [padded], { kernel_shape: [3, 3], strides: [2, 2] });
   const s8 = b.op("Relu", [conv(pooled, c2, c3, 1, 1, [0, 0, 0, 0])]);
   const s16 = b.op("Relu", [conv(s8, c3, c4, 3, 2, [1, 1, 1, 1])]);
-  const outputs = [
-    { from: s4, name: "feat_s4", c: c2 },
-    { from: s8, name: "feat_s8", c: c3 },
-    { from: s16, name: "feat_s16", c: c4 },
-  ];
+  return pyramidGraph(
+    b,
+    [
+      { from: s4, channels: c2 },
+      { from: s8, channels: c3 },
+      { from: s16, channels: c4 },
+    ],
+    {
+      arch: `stpmd.random_teacher(seed=${seed}, width=${width})`,
+      input_mean: "0.5,0.5,0.5",
+      input_std: "0.5,0.5,0.5",
+      padding: "tf_same",
+      source: "random (not ImageNet-trained: detection quality is not representative)",
+    },
+  );
+}
+
+/**
+ * A teacher graph from a builder whose network reads `input` and produces the stride-4, -8 and -16 features in
+ * `levels`: they become the outputs `feat_s4`, `feat_s8`, `feat_s16`.
+ */
+export function pyramidGraph(
+  b: GraphBuilder,
+  levels: [
+    { from: string; channels: number },
+    { from: string; channels: number },
+    { from: string; channels: number },
+  ],
+  metadata: Record<string, string>,
+): Graph {
+  const outputs = levels.map((l, i) => ({ ...l, name: `feat_s${4 << i}` }));
   // Name the producing tensors after the outputs rather than adding Identity nodes: ONNX Runtime 1.30's
   // Identity elimination breaks graphs where an Identity feeds a graph output and its input has other consumers.
   const renamed = new Map(outputs.map((o) => [o.from, o.name]));
@@ -61,14 +87,8 @@ export function randomTeacher(seed = 1, width = 8): Graph {
     nodes: b.nodes,
     initializers: b.initializers,
     inputs: [{ name: "input", dims: ["batch", 3, "height", "width"] }],
-    outputs: outputs.map((o) => ({ name: o.name, dims: ["batch", o.c, "h", "w"] })),
-    metadata: {
-      arch: `stpmd.random_teacher(seed=${seed}, width=${width})`,
-      input_mean: "0.5,0.5,0.5",
-      input_std: "0.5,0.5,0.5",
-      padding: "tf_same",
-      source: "random (not ImageNet-trained: detection quality is not representative)",
-    },
+    outputs: outputs.map((o) => ({ name: o.name, dims: ["batch", o.channels, "h", "w"] })),
+    metadata,
     opset: 17,
   };
 }
