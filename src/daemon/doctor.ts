@@ -100,6 +100,33 @@ async function missingDependencies(file: string): Promise<string[]> {
   }
 }
 
+/**
+ * Shared libraries of this machine's Python NVIDIA packages (`nvidia-cublas`, `nvidia-cudnn-cu13`, …, which PyTorch
+ * installs; their folders are not on the library path), by file name → folder. Empty without python3 or them.
+ */
+export async function pythonNvidiaLibraries(
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Map<string, string>> {
+  const script = [
+    "import glob, os",
+    "try:",
+    "    import nvidia",
+    "except ImportError:",
+    "    raise SystemExit",
+    "for p in nvidia.__path__:",
+    "    for f in glob.glob(os.path.join(p, '**', 'lib*.so*'), recursive=True):",
+    "        print(f)",
+  ].join("\n");
+  const found = new Map<string, string>();
+  try {
+    const { stdout } = await run("python3", ["-c", script], { timeout: 10_000, env });
+    for (const file of stdout.split("\n").filter(Boolean)) found.set(path.basename(file), path.dirname(file));
+  } catch {
+    // no python3: nothing to suggest
+  }
+  return found;
+}
+
 /** ORT prefixes its messages with the source location and the failing check; the user needs what follows. */
 function ortReason(message: string): string {
   const fail = message.match(/\[ONNXRuntimeError\] : \d+ : \w+ : (.*)/s);
@@ -141,7 +168,14 @@ export async function explainFailure(
       )
     ).flat();
     if (unresolved.length > 0) {
-      return `present, but the libraries it links against are not found: ${[...new Set(unresolved)].join(", ")} (the CUDA${provider === "tensorrt" ? ", cuDNN and TensorRT" : ""} runtime libraries and the NVIDIA driver's libcuda.so.1 must be installed and on the library path)`;
+      const names = [...new Set(unresolved)];
+      const wheels = await pythonNvidiaLibraries();
+      const inWheels = names.filter((n) => wheels.has(n));
+      const hint =
+        inWheels.length === 0
+          ? ""
+          : `; ${inWheels.join(", ")} ${inWheels.length === 1 ? "is" : "are"} in this machine's Python NVIDIA packages: start stpmd with LD_LIBRARY_PATH=${[...new Set(inWheels.map((n) => wheels.get(n)!))].join(":")}`;
+      return `present, but the libraries it links against are not found: ${names.join(", ")} (the CUDA${provider === "tensorrt" ? ", cuDNN and TensorRT" : ""} runtime libraries and the NVIDIA driver's libcuda.so.1 must be installed and on the library path)${hint}`;
     }
     if (
       /cudaSetDevice|no CUDA-capable device|CUDA driver version is insufficient|cudaErrorNoDevice/i.test(all)

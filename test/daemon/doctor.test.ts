@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { ortInstall, PROVIDER_LIBRARIES, runDoctor } from "../../src/daemon/doctor.js";
+import { ortInstall, PROVIDER_LIBRARIES, pythonNvidiaLibraries, runDoctor } from "../../src/daemon/doctor.js";
 import { trainTinyBundle } from "../helpers/daemon-process.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
@@ -72,4 +72,24 @@ test("with a config: the bundle is timed on each working provider; exit code fol
   if (!webgpuWorks) {
     assert.match(gpuFirst.stdout, /^NOT OK: the first configured provider \(webgpu\) does not work here/m);
   }
+});
+
+test("the CUDA libraries of a Python install's NVIDIA packages are found for doctor's library-path hint", async () => {
+  const site = await tempDir("stpmd-nvidia-wheels-");
+  // the layout of nvidia-cublas 13 and nvidia-cudnn-cu13 (a namespace package `nvidia`, no __init__.py)
+  for (const [dir, file] of [
+    ["nvidia/cu13/lib", "libcublas.so.13"],
+    ["nvidia/cudnn/lib", "libcudnn.so.9"],
+  ] as const) {
+    await mkdir(path.join(site, dir), { recursive: true });
+    await writeFile(path.join(site, dir, file), "");
+  }
+  const found = await pythonNvidiaLibraries({ ...process.env, PYTHONPATH: site });
+  assert.equal(found.get("libcublas.so.13"), path.join(site, "nvidia/cu13/lib"));
+  assert.equal(found.get("libcudnn.so.9"), path.join(site, "nvidia/cudnn/lib"));
+  const elsewhere = await pythonNvidiaLibraries({ ...process.env, PYTHONPATH: path.join(site, "nowhere") });
+  assert.ok(
+    ![...elsewhere.values()].some((dir) => dir.startsWith(site)),
+    "found only through the Python path",
+  );
 });
