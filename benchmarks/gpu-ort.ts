@@ -25,6 +25,10 @@ import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { resnet18Pyramid } from "./resnet18-pyramid.js";
 
+// This file imports only the bundle loader and the Scorer, not benchmarks/common.ts or the doctor (whose median,
+// nvidia-smi query and provider entries it repeats in a few lines): their imports — sharp, the config loader —
+// would have to travel to the GPU machine too (benchmarks/gpu-ort-prepare.sh packs only what this needs).
+
 const SIZE = 256;
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 

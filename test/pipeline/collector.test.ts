@@ -154,3 +154,27 @@ test("with a camera to ask, frames are saved at the size the camera gives on req
   assert.deepEqual(requests, ["a", "gone", "a"]);
   assert.equal(c.saved, 1);
 });
+
+test("a request for a full-size frame whose frame never comes (dropped by a full queue) is renewed after 10 s", async (t) => {
+  t.mock.timers.enable({ apis: ["Date"], now: Date.UTC(2026, 0, 1) });
+  const dir = path.join(await tempDir(), "frames");
+  let requests = 0;
+  const c = await Collector.open(
+    collectionConfig({ enabled: true, dir, score_quantile: 1, min_interval_s: 0 }),
+    createLogger("silent"),
+    {
+      requestOriginal: () => {
+        requests++;
+        return true;
+      },
+    },
+  );
+  c.consider(result("a", 1, 0), [1]);
+  t.mock.timers.tick(9_000);
+  c.consider(result("a", 2, 0), [1]); // still waiting for the first answer
+  assert.equal(requests, 1);
+  t.mock.timers.tick(1_001);
+  c.consider(result("a", 3, 0), [1]); // the answer was lost: ask again
+  assert.equal(requests, 2);
+  assert.equal(c.saved, 0);
+});

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { loadBundle, scoreStats, writeBundle } from "../../src/bundle/bundle.js";
@@ -8,10 +9,12 @@ import { rgbToChw } from "../../src/data/images.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { encodeModel, type Graph } from "../../src/onnx/onnx-graph.js";
 import { createSession, floatInput } from "../../src/onnx/ort.js";
+import { tiledGeometry } from "../../src/stpm/geometry.js";
 import { Random } from "../../src/stpm/random.js";
 import {
   CALIBRATION_DEFAULTS,
   calibrate,
+  calibrationInputs,
   executedOpCounts,
   quantizationPoints,
   quantizeBundle,
@@ -194,4 +197,45 @@ test("quantize writes an int8 bundle that loads and re-derives the threshold fro
     }),
     /already int8/,
   );
+});
+
+test("quantize calibrates on what a tiled ROI bundle's model is fed, and the int8 bundle keeps its geometry", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(6, 64, path.join(dir, "frames"));
+  // the 48×48 ROI at (8, 8) of 64×64 frames, at native scale, in 32-pixel tiles overlapping by 16: 2×2 tiles
+  const geometry = tiledGeometry({ width: 48, height: 48 }, { x: 8, y: 8, width: 48, height: 48 }, S, 16, 1);
+  const files = (await readdir(frames)).sort().map((f) => path.join(frames, f));
+  const calib = await calibrationInputs(files, 3, geometry, MEAN, STD);
+  assert.equal(calib.count, 3 * 4, "every tile of every calibration image");
+  assert.equal(calib.inputs.length, 12 * 3 * S * S);
+
+  const teacher = randomTeacher(7, 4);
+  const layout = studentLayout(teacher, S, S);
+  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(7)));
+  const scores = [0.1, 0.2, 0.3];
+  await writeBundle(path.join(dir, "fp32"), encodeModel(teacher), encodeModel(student), {
+    model_version: "tiled",
+    created_at: new Date().toISOString(),
+    input: { name: "frames", height: S, width: S, mean: MEAN, std: STD, normalisation_source: "metadata" },
+    outputs: teacher.outputs.map((o) => o.name),
+    teacher_source_path: "random",
+    threshold: 0.4,
+    threshold_rule: "mean + 2·std of validation image scores",
+    validation_scores: scores,
+    score_stats: scoreStats(scores),
+    geometry,
+    training: { frames_dir: frames, seed: 0, val_fraction: 0.5, skipped_files: [] },
+  });
+  await quantizeBundle({
+    modelDir: path.join(dir, "fp32"),
+    framesDir: frames,
+    outDir: path.join(dir, "int8"),
+    calibrationImages: 3,
+    calibration: CALIBRATION_DEFAULTS,
+    outputs: "quantized",
+    logger: createLogger("silent"),
+  });
+  const m = (await loadBundle(path.join(dir, "int8"))).manifest;
+  assert.deepEqual(m.geometry, geometry);
+  assert.equal(m.validation_scores.length, 3, "held-out images rescored through the tiles");
 });
