@@ -111,6 +111,7 @@ test("the file watch swaps each station's bundle on its own, and a broken one ke
     cameras: [
       { id: "a", source },
       { id: "b", source, model: own },
+      { id: "c", source, model: shared }, // names the default bundle too: shares station a's loaded model
     ],
     mqtt: {
       url: broker.url,
@@ -126,6 +127,7 @@ test("the file watch swaps each station's bundle on its own, and a broken one ke
   const versions = new Map<string, string[]>([
     ["a", []],
     ["b", []],
+    ["c", []],
   ]);
   const daemon = new Daemon(config, logger, {
     hooks: { onResult: (r) => versions.get(r.frame.cameraId)!.push(r.modelVersion) },
@@ -133,12 +135,24 @@ test("the file watch swaps each station's bundle on its own, and a broken one ke
   const latest = (camera: string) => versions.get(camera)!.at(-1);
   try {
     await daemon.start();
-    await waitFor("both stations inspected", () => latest("a") === sharedFirst && latest("b") === ownFirst);
+    await waitFor(
+      "all stations inspected",
+      () => latest("a") === sharedFirst && latest("b") === ownFirst && latest("c") === sharedFirst,
+    );
+    assert.deepEqual(
+      daemon
+        .snapshot()
+        .models.map((m) => m.bundle)
+        .sort(),
+      [own, shared].sort(),
+      "one loaded model per bundle, whatever the number of cameras naming it",
+    );
     // station b's bundle is retrained in place: b swaps, a keeps its model and is not touched
     const ownSecond = await train(work, own, 3, 64);
     await waitFor("station b on its new model", () => latest("b") === ownSecond, 15_000);
     assert.equal(latest("a"), sharedFirst);
     assert.ok(!versions.get("a")!.includes(ownSecond));
+    assert.ok(!versions.get("c")!.includes(ownSecond));
     // station a's bundle breaks on disk: its reload fails, it keeps its model, b goes on with its own
     await writeFile(path.join(shared, "student.onnx"), "not an onnx model");
     await new Promise((r) => setTimeout(r, 1500)); // past the debounce and the failed reload
