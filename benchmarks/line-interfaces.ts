@@ -29,6 +29,9 @@ import { Topics } from "../src/publish/topics.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import { machineInfo, machineState, median, writeResults } from "./common.js";
 
+/** The metrics and health routes alone, as before the console existed. */
+const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
+
 const TICK_MS = 10;
 const WARMUP_S = 1;
 const logger = createLogger("silent");
@@ -112,7 +115,7 @@ async function perRequestCpu(
   const control = new TestLineControl(["cam1", "cam2"], 0.5);
   for (let i = 0; i < 1000; i++) control.emit(i % 2 ? "cam1" : "cam2", 0.1);
   const http = new HttpInterface({
-    config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort() },
+    config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort(), console: NO_CONSOLE },
     control,
     logger,
   });
@@ -214,7 +217,7 @@ async function measure(
   let child: ChildProcess | undefined;
   if (variant === "with") {
     http = new HttpInterface({
-      config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort() },
+      config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort(), console: NO_CONSOLE },
       control,
       logger,
     });
@@ -275,7 +278,11 @@ async function measure(
 /** The result path's own cost (µs per onResult) and one scrape's render time, measured in a loop. */
 async function microbenchmarks(): Promise<Record<string, number>> {
   const control = new TestLineControl(["cam1", "cam2"], 0.5);
-  const http = new HttpInterface({ config: { enabled: true, bind: "127.0.0.1", port: 1 }, control, logger });
+  const http = new HttpInterface({
+    config: { enabled: true, bind: "127.0.0.1", port: 1, console: NO_CONSOLE },
+    control,
+    logger,
+  });
   const result = control.emit("cam1", 0.9);
   const n = 1_000_000;
   for (let i = 0; i < 10_000; i++) http.onResult(result);

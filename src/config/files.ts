@@ -71,14 +71,20 @@ export function resolveRelativePaths(
   }
   const secretOptions = { expandEnv: true };
   const opcua = cfg.opcua;
-  if (isObject(opcua)) {
-    resolvePathField(opcua, "pki_dir", ["opcua", "pki_dir"], baseDir, env, problems);
-    if (Array.isArray(opcua.users)) {
-      opcua.users.forEach((user, i) => {
-        const keyPath = ["opcua", "users", i, "password_file"];
-        resolvePathField(user, "password_file", keyPath, baseDir, env, problems, secretOptions);
-      });
-    }
+  if (isObject(opcua)) resolvePathField(opcua, "pki_dir", ["opcua", "pki_dir"], baseDir, env, problems);
+  for (const keyPath of PASSWORD_USER_LISTS) {
+    const users = listAt(cfg, keyPath);
+    users?.forEach((user, i) => {
+      resolvePathField(
+        user,
+        "password_file",
+        [...keyPath, i, "password_file"],
+        baseDir,
+        env,
+        problems,
+        secretOptions,
+      );
+    });
   }
   const mqtt = cfg.mqtt;
   if (!isObject(mqtt)) return;
@@ -134,29 +140,42 @@ export function readPasswordFile(file: string): string {
   return password;
 }
 
+/** The lists of users with a password file: OPC UA users and console operators. */
+const PASSWORD_USER_LISTS = [
+  ["opcua", "users"],
+  ["http", "console", "users"],
+] as const;
+
+/** The array at `keyPath` of a raw config, if there is one. */
+function listAt(cfg: unknown, keyPath: readonly string[]): unknown[] | undefined {
+  let value: unknown = cfg;
+  for (const key of keyPath) value = isObject(value) ? value[key] : undefined;
+  return Array.isArray(value) ? value : undefined;
+}
+
 /**
- * Checks the OPC UA users' password files now, so that `check-config` and the start fail on them; the server reads
+ * Checks the users' password files now, so that `check-config` and the start fail on them; each interface reads
  * them again when it starts (the config keeps only the paths, so no secret sits in the loaded config).
  */
-function checkOpcuaPasswordFiles(cfg: unknown, problems: Problem[]): void {
-  const users = isObject(cfg) && isObject(cfg.opcua) ? cfg.opcua.users : undefined;
-  if (!Array.isArray(users)) return;
-  users.forEach((user, i) => {
-    const file = isObject(user) ? user.password_file : undefined;
-    if (typeof file !== "string" || isUnexpanded(file)) return;
-    try {
-      readPasswordFile(file);
-    } catch (err) {
-      problems.push({ path: ["opcua", "users", i, "password_file"], message: (err as Error).message });
-    }
-  });
+function checkUserPasswordFiles(cfg: unknown, problems: Problem[]): void {
+  for (const keyPath of PASSWORD_USER_LISTS) {
+    listAt(cfg, keyPath)?.forEach((user, i) => {
+      const file = isObject(user) ? user.password_file : undefined;
+      if (typeof file !== "string" || isUnexpanded(file)) return;
+      try {
+        readPasswordFile(file);
+      } catch (err) {
+        problems.push({ path: [...keyPath, i, "password_file"], message: (err as Error).message });
+      }
+    });
+  }
 }
 
 /** Checks the TLS files and replaces password_file by the password it holds (keeping the path for the summary). */
 export function loadSecretFiles(cfg: unknown, problems: Problem[]): void {
   const sparkplug = isObject(cfg) ? cfg.sparkplug : undefined;
   if (isObject(sparkplug)) loadPasswordFile(sparkplug, "sparkplug", problems);
-  checkOpcuaPasswordFiles(cfg, problems);
+  checkUserPasswordFiles(cfg, problems);
   const mqtt = isObject(cfg) ? cfg.mqtt : undefined;
   if (!isObject(mqtt)) return;
   if (isObject(mqtt.tls)) {

@@ -138,6 +138,14 @@ export function crossFieldProblems(
       }
     });
   }
+  problems.push(
+    ...duplicateProblems(
+      valueAt(cfg, ["http", "console", "users"]),
+      ["http", "console", "users"],
+      "username",
+      "user name",
+    ),
+  );
   if (isObject(cfg.sparkplug)) problems.push(...sparkplugProblems(cfg.sparkplug, valid));
   if (isObject(cfg.opcua)) problems.push(...opcuaProblems(cfg.opcua, valid));
   return problems;

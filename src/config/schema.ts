@@ -42,6 +42,26 @@ function Discriminated<const T extends TSchema[]>(
 }
 
 /**
+ * Users who log in with a name and a password kept in a file (OPC UA users, console operators): one definition, so
+ * both are configured, resolved and checked alike. The config keeps the path; the interface reads the file at start.
+ */
+function passwordUsers(itemDescription: string, description: string, credentialExample: string) {
+  return Type.Array(
+    Type.Object(
+      {
+        username: Type.String({ description: "User name a client logs in with.", minLength: 1 }),
+        password_file: Type.String({
+          description: `File whose content (without trailing newlines) is the user's password, e.g. \`\${CREDENTIALS_DIRECTORY}/${credentialExample}\` with systemd's LoadCredential=. \`\${NAME}\` is replaced by the environment variable NAME. Read at start.`,
+          minLength: 1,
+        }),
+      },
+      { description: itemDescription, additionalProperties: false },
+    ),
+    { description, default: [] },
+  );
+}
+
+/**
  * A camera's threshold rule, `{sigma}`, `{value}` or `{false_alarm_rate}`: one definition for the config file and
  * for the run-time interfaces that set it (MQTT `set_threshold`), so both accept exactly the same rules.
  */
@@ -696,24 +716,10 @@ export const configSchema = Type.Object(
           },
           { description: "Secure channels the server offers.", default: {}, additionalProperties: false },
         ),
-        users: Type.Array(
-          Type.Object(
-            {
-              username: Type.String({ description: "User name a client logs in with.", minLength: 1 }),
-              password_file: Type.String({
-                description:
-                  // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${NAME} expansion the loader does
-                  "File whose content (without trailing newlines) is the user's password, e.g. `${CREDENTIALS_DIRECTORY}/opcua_plc` with systemd's LoadCredential=. `${NAME}` is replaced by the environment variable NAME. Read at start.",
-                minLength: 1,
-              }),
-            },
-            { description: "One OPC UA user.", additionalProperties: false },
-          ),
-          {
-            description:
-              "Users that may log in with user name and password. Every logged-in user may trigger, acknowledge and call the methods.",
-            default: [],
-          },
+        users: passwordUsers(
+          "One OPC UA user.",
+          "Users that may log in with user name and password. Every logged-in user may trigger, acknowledge and call the methods.",
+          "opcua_plc",
         ),
         allow_anonymous: Type.Boolean({
           description:
@@ -790,10 +796,32 @@ export const configSchema = Type.Object(
           minimum: 1,
           maximum: 65535,
         }),
+        console: Type.Object(
+          {
+            enabled: Type.Boolean({
+              description:
+                "Serve the web console on `/` (each camera's live score, last frame and last defect with the anomaly heatmap; the node's state) with its JSON and event-stream API under `/api/`. Viewing needs no login, like the metrics; changing anything does.",
+              default: true,
+            }),
+            users: passwordUsers(
+              "One console operator.",
+              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, reload), with HTTP Basic authentication. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
+              "console_operator",
+            ),
+            max_clients: Type.Integer({
+              description:
+                "Most live event streams (`/api/events`, one per open console) served at once; further ones are answered 503.",
+              default: 8,
+              minimum: 1,
+              maximum: 256,
+            }),
+          },
+          { description: "The web console.", default: {}, additionalProperties: false },
+        ),
       },
       {
         description:
-          "Metrics and health over HTTP (plain node:http, no TLS: put a reverse proxy in front for that).",
+          "Metrics, health and the web console over HTTP (plain node:http, no TLS: put a reverse proxy in front for that).",
         default: {},
         additionalProperties: false,
       },
@@ -831,6 +859,8 @@ export type SparkplugConfig = StpmdConfig["sparkplug"];
 export type CollectionConfig = StpmdConfig["collection"];
 export type OpcuaConfig = StpmdConfig["opcua"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
+export type ConsoleConfig = HttpConfig["console"];
+export type PasswordUserConfig = OpcuaUserConfig;
 export type LogLevel = StpmdConfig["log"]["level"];
 
 /**

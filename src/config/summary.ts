@@ -68,6 +68,17 @@ export function formatOpcua(opcua: OpcuaConfig): string {
   );
 }
 
+export function formatHttp(http: StpmdConfig["http"]): string {
+  if (!http.enabled) return "off";
+  const operators = http.console.users.map((user) => JSON.stringify(user.username)).join(", ");
+  const console = !http.console.enabled
+    ? "no console"
+    : http.console.users.length === 0
+      ? "console (read-only: no http.console.users)"
+      : `console (operators ${operators})`;
+  return `http://${http.bind}:${http.port}: metrics, health, ${console}`;
+}
+
 export function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
@@ -99,6 +110,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `sparkplug:  ${formatSparkplug(cfg)}`,
     `collection: ${collectionLine}`,
     `opcua:      ${formatOpcua(cfg.opcua)}`,
+    `http:       ${formatHttp(cfg.http)}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,
   ].join("\n");
 }

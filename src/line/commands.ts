@@ -3,11 +3,13 @@
  * publishes a JSON object to `<prefix>/command/<name>` and the daemon answers on `<prefix>/command/<name>/response`
  * with `{transaction, status: "ok", data}` or `{transaction, status: "error", error}`.
  *
- * It rides on the publisher's MQTT session (one connection per daemon: one login for the broker's ACL, one
- * implementation of reconnects and TLS). Every request is validated against its schema before anything is called,
- * so bad JSON, an unknown command or a wrong type is answered with an error and changes nothing; requests run one
- * at a time, in arrival order, so responses come in the order the requests did and a reload never interleaves
- * with a threshold change.
+ * The commands themselves ({@link CommandExecutor}) are shared with the console's `POST /api/command/<name>`: every
+ * request is validated against its schema before anything is called, so bad JSON, an unknown command or a wrong
+ * type is answered with an error and changes nothing; requests from both interfaces run one at a time, in arrival
+ * order, so responses come in the order the requests did and a reload never interleaves with a threshold change.
+ *
+ * MQTT rides on the publisher's session (one connection per daemon: one login for the broker's ACL, one
+ * implementation of reconnects and TLS).
  */
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
@@ -29,7 +31,7 @@ export const MAX_PENDING_COMMANDS = 32;
  * MQTT carries no per-message identity (the broker knows the publisher's login, but does not pass it on), so
  * commands are logged as `via: "mqtt"` without a user; who may send them is the broker ACL's decision.
  */
-const REQUESTER: Requester = { via: "mqtt" };
+const MQTT_REQUESTER: Requester = { via: "mqtt" };
 
 const transaction = Type.Optional(
   Type.Union([Type.String({ maxLength: 256 }), Type.Number()], {
@@ -75,11 +77,12 @@ type Outcome = { data: unknown } | { error: string; data?: unknown };
 type Runner<N extends CommandName> = (
   control: LineControl,
   request: Request<N>,
+  by: Requester,
 ) => Outcome | Promise<Outcome>;
 
 const runners: { [N in CommandName]: Runner<N> } = {
-  reload: async (control) => {
-    const outcome = await control.reload(REQUESTER);
+  reload: async (control, _request, by) => {
+    const outcome = await control.reload(by);
     const data = {
       config_applied: outcome.configApplied,
       problems: outcome.problems,
@@ -95,18 +98,18 @@ const runners: { [N in CommandName]: Runner<N> } = {
     return { data };
   },
   status: (control) => ({ data: control.snapshot() }),
-  set_threshold: (control, request) => {
+  set_threshold: (control, request, by) => {
     const rule: ThresholdRule =
       typeof request.threshold === "number" ? { value: request.threshold } : request.threshold;
-    const change = control.setThreshold(request.camera, rule, REQUESTER);
+    const change = control.setThreshold(request.camera, rule, by);
     return { data: { camera: request.camera, threshold_rule: rule, old: change.old, new: change.new } };
   },
-  enable_camera: async (control, request) => {
-    await control.enableCamera(request.camera, request.enabled, REQUESTER);
+  enable_camera: async (control, request, by) => {
+    await control.enableCamera(request.camera, request.enabled, by);
     return { data: { camera: request.camera, enabled: request.enabled } };
   },
-  collection: (control, request) => {
-    control.setCollection(request.enabled, REQUESTER);
+  collection: (control, request, by) => {
+    control.setCollection(request.enabled, by);
     return { data: { enabled: request.enabled } };
   },
 };
@@ -180,27 +183,136 @@ function transactionOf(request: Record<string, unknown>): string | number | unde
     : undefined;
 }
 
+function responseOf(tx: string | number | undefined, outcome: Outcome): CommandResponsePayload {
+  const echo = tx !== undefined ? { transaction: tx } : {};
+  return "error" in outcome
+    ? { ...echo, status: "error", ...outcome }
+    : { ...echo, status: "ok", data: outcome.data };
+}
+
+/**
+ * Runs commands for every interface that takes them (MQTT, the console): parses and validates a request, runs it
+ * against the control, and answers a response. Requests run one at a time in arrival order; beyond
+ * {@link MAX_PENDING_COMMANDS} waiting they are answered busy at once.
+ */
+export class CommandExecutor {
+  private readonly logger: Logger;
+  private queue: Promise<void> = Promise.resolve();
+  private pending = 0;
+
+  constructor(
+    private readonly control: LineControl,
+    logger: Logger,
+  ) {
+    this.logger = logger.child({ component: "commands" });
+  }
+
+  /** Runs one request (the raw payload: JSON, or empty for `{}`) and resolves with its response; never rejects. */
+  execute(name: string, payload: Buffer, by: Requester): Promise<CommandResponsePayload> {
+    if (this.pending >= MAX_PENDING_COMMANDS) {
+      const parsed = parseRequest(payload);
+      const tx = "request" in parsed ? transactionOf(parsed.request) : undefined;
+      return Promise.resolve(
+        this.answer(name, tx, by, {
+          error: `busy: ${this.pending} commands already queued; try again later`,
+        }),
+      );
+    }
+    this.pending += 1;
+    const response = this.queue.then(() => this.handle(name, payload, by));
+    this.queue = response.then(
+      () => undefined,
+      () => undefined,
+    );
+    return response
+      .catch((err: unknown): CommandResponsePayload => {
+        this.logger.error({ command: name, err }, "command handling failed");
+        return responseOf(undefined, { error: `internal error: ${errorMessage(err)}` });
+      })
+      .finally(() => {
+        this.pending -= 1;
+      });
+  }
+
+  /** Resolves once every request taken so far has been answered. */
+  idle(): Promise<void> {
+    return this.queue;
+  }
+
+  private async handle(name: string, payload: Buffer, by: Requester): Promise<CommandResponsePayload> {
+    const parsed = parseRequest(payload);
+    if ("error" in parsed) return this.answer(name, undefined, by, parsed);
+    const tx = transactionOf(parsed.request);
+    if (!isCommandName(name)) {
+      return this.answer(name, tx, by, {
+        error: `unknown command ${JSON.stringify(name)} (known: ${COMMAND_NAMES.join(", ")})`,
+      });
+    }
+    const validate = validatorOf(name);
+    if (!validate(parsed.request)) {
+      const problems = describeSchemaErrors(validate.errors ?? [], parsed.request);
+      return this.answer(name, tx, by, { error: `invalid ${name} request: ${problems}` });
+    }
+    return this.answer(name, tx, by, await this.run(name, parsed.request, by));
+  }
+
+  private async run(name: CommandName, request: Record<string, unknown>, by: Requester): Promise<Outcome> {
+    try {
+      // the validator above checked `request` against this command's schema, which is what Request<N> says
+      const runner = runners[name] as Runner<CommandName>;
+      return await runner(this.control, request as Request<CommandName>, by);
+    } catch (err) {
+      if (err instanceof ControlError) return { error: err.message };
+      this.logger.error({ command: name, err }, "command failed");
+      return { error: `internal error: ${errorMessage(err)}` };
+    }
+  }
+
+  private answer(
+    name: string,
+    tx: string | number | undefined,
+    by: Requester,
+    outcome: Outcome,
+  ): CommandResponsePayload {
+    const response = responseOf(tx, outcome);
+    // the control logs every change with who asked, old and new value; an HMI polling `status` would flood info
+    const level = "error" in outcome ? "warn" : "debug";
+    this.logger[level](
+      {
+        command: name,
+        via: by.via,
+        ...(by.user !== undefined ? { user: by.user } : {}),
+        transaction: tx,
+        ...("error" in outcome ? { error: outcome.error } : {}),
+      },
+      `command ${response.status}`,
+    );
+    return response;
+  }
+}
+
 export interface MqttCommandsOptions {
   session: MqttSession;
   topics: Topics;
   control: LineControl;
   logger: Logger;
+  /** The executor shared with the other interfaces that take commands (default: one of its own). */
+  executor?: CommandExecutor;
 }
 
 export class MqttCommands implements LineInterface {
   readonly name = "mqtt-commands";
   private readonly session: MqttSession;
   private readonly topics: Topics;
-  private readonly control: LineControl;
+  private readonly executor: CommandExecutor;
   private readonly logger: Logger;
   private unsubscribe: (() => void) | undefined;
-  private queue: Promise<void> = Promise.resolve();
-  private pending = 0;
+  private responses = new Set<Promise<void>>();
 
   constructor(options: MqttCommandsOptions) {
     this.session = options.session;
     this.topics = options.topics;
-    this.control = options.control;
+    this.executor = options.executor ?? new CommandExecutor(options.control, options.logger);
     this.logger = options.logger.child({ component: "mqtt-commands" });
   }
 
@@ -214,79 +326,31 @@ export class MqttCommands implements LineInterface {
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    await this.queue;
+    await Promise.all(this.responses);
   }
 
   private onRequest(topic: string, payload: Buffer): void {
     const name = this.topics.commandName(topic);
     if (name === undefined) return;
-    if (this.pending >= MAX_PENDING_COMMANDS) {
-      const parsed = parseRequest(payload);
-      const tx = "request" in parsed ? transactionOf(parsed.request) : undefined;
-      void this.respond(name, tx, {
-        error: `busy: ${this.pending} commands already queued; try again later`,
-      });
-      return;
-    }
-    this.pending += 1;
-    this.queue = this.queue
-      .then(() => this.handle(name, payload))
-      .catch((err: unknown) => this.logger.error({ command: name, err }, "command handling failed"))
-      .finally(() => {
-        this.pending -= 1;
-      });
+    const sent = this.executor
+      .execute(name, payload, MQTT_REQUESTER)
+      .then((response) => this.respond(name, response))
+      .catch((err: unknown) => this.logger.error({ command: name, err }, "command response failed"))
+      .finally(() => this.responses.delete(sent));
+    this.responses.add(sent);
   }
 
-  private async handle(name: string, payload: Buffer): Promise<void> {
-    const parsed = parseRequest(payload);
-    if ("error" in parsed) {
-      await this.respond(name, undefined, parsed);
-      return;
-    }
-    const tx = transactionOf(parsed.request);
-    if (!isCommandName(name)) {
-      await this.respond(name, tx, {
-        error: `unknown command ${JSON.stringify(name)} (known: ${COMMAND_NAMES.join(", ")})`,
-      });
-      return;
-    }
-    const validate = validatorOf(name);
-    if (!validate(parsed.request)) {
-      const problems = describeSchemaErrors(validate.errors ?? [], parsed.request);
-      await this.respond(name, tx, { error: `invalid ${name} request: ${problems}` });
-      return;
-    }
-    await this.respond(name, tx, await this.run(name, parsed.request));
-  }
-
-  private async run(name: CommandName, request: Record<string, unknown>): Promise<Outcome> {
-    try {
-      // the validator above checked `request` against this command's schema, which is what Request<N> says
-      const runner = runners[name] as Runner<CommandName>;
-      return await runner(this.control, request as Request<CommandName>);
-    } catch (err) {
-      if (err instanceof ControlError) return { error: err.message };
-      this.logger.error({ command: name, err }, "command failed");
-      return { error: `internal error: ${errorMessage(err)}` };
-    }
-  }
-
-  private async respond(name: string, tx: string | number | undefined, outcome: Outcome): Promise<void> {
-    const response: CommandResponsePayload =
-      "error" in outcome
-        ? { ...(tx !== undefined ? { transaction: tx } : {}), status: "error", ...outcome }
-        : { ...(tx !== undefined ? { transaction: tx } : {}), status: "ok", data: outcome.data };
-    // the control logs every change with who asked, old and new value; an HMI polling `status` would flood info
-    const level = "error" in outcome ? "warn" : "debug";
-    this.logger[level](
-      { command: name, transaction: tx, ...("error" in outcome ? { error: outcome.error } : {}) },
-      `MQTT command ${response.status}`,
-    );
+  private async respond(name: string, response: CommandResponsePayload): Promise<void> {
     const sent = await this.session.publishMessage(
       this.topics.commandResponse(name),
       Buffer.from(JSON.stringify(response), "utf8"),
       1,
     );
-    if (!sent) this.logger.warn({ command: name, transaction: tx }, "command response not sent (offline)");
+    if (!sent) {
+      this.logger.warn(
+        { command: name, transaction: response.transaction },
+        "command response not sent (offline)",
+      );
+    }
   }
 }

@@ -1,10 +1,11 @@
 /**
- * Metrics and health over HTTP with node:http (three fixed routes need no framework):
+ * Metrics, health and the web console over HTTP with node:http (a handful of fixed routes need no framework):
  *
  * - `GET /metrics`: Prometheus text exposition of {@link LineMetrics};
  * - `GET /healthz`: 200 whenever the process serves HTTP at all (liveness);
  * - `GET /readyz`: 200 when `snapshot().ready` (model loaded, frames flowing: the watchdog's rule), else 503 with
- *   the reason in the body (readiness).
+ *   the reason in the body (readiness);
+ * - with `http.console.enabled`, `/` and `/api/...`: the {@link WebConsole}.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -12,7 +13,10 @@ import type { HttpConfig } from "../config/index.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
+import { CommandExecutor } from "./commands.js";
+import { WebConsole } from "./console.js";
 import type { LineControl, LineInterface, NodeSnapshot } from "./control.js";
+import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
 
 const ROUTES = ["/metrics", "/healthz", "/readyz"] as const;
@@ -46,6 +50,8 @@ export interface HttpInterfaceOptions {
   logger: Logger;
   /** Also export prom-client's process metrics (default true). */
   processMetrics?: boolean;
+  /** The command executor shared with MQTT commands (default: one of its own). */
+  executor?: CommandExecutor;
 }
 
 export class HttpInterface implements LineInterface {
@@ -55,6 +61,7 @@ export class HttpInterface implements LineInterface {
   private readonly control: LineControl;
   private readonly logger: Logger;
   private readonly server: Server;
+  private readonly console: WebConsole | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -63,6 +70,15 @@ export class HttpInterface implements LineInterface {
     this.metrics = new LineMetrics(options.control, {
       ...(options.processMetrics !== undefined ? { processMetrics: options.processMetrics } : {}),
     });
+    if (this.config.console.enabled) {
+      this.console = new WebConsole({
+        config: this.config.console,
+        control: this.control,
+        executor: options.executor ?? new CommandExecutor(this.control, options.logger),
+        logger: options.logger,
+        registry: this.metrics.registry,
+      });
+    }
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -75,10 +91,21 @@ export class HttpInterface implements LineInterface {
     return address;
   }
 
+  /** The routes served, for the log and the 404 message. */
+  private get routes(): readonly string[] {
+    return this.console ? [...ROUTES, ...WebConsole.ROUTES] : ROUTES;
+  }
+
   start(): Promise<void> {
     const { bind, port } = this.config;
+    try {
+      this.console?.start();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
+        this.console?.stop();
         reject(
           new StpmdError(
             "ERR_CONFIG_INVALID",
@@ -93,7 +120,10 @@ export class HttpInterface implements LineInterface {
       this.server.listen(port, bind, () => {
         this.server.off("error", onError);
         this.server.on("error", (err) => this.logger.error({ err }, "HTTP server error"));
-        this.logger.info({ bind, port: this.address.port, routes: ROUTES }, "serving metrics and health");
+        this.logger.info(
+          { bind, port: this.address.port, routes: this.routes },
+          this.console ? "serving metrics, health and the console" : "serving metrics and health",
+        );
         resolve();
       });
     });
@@ -101,6 +131,7 @@ export class HttpInterface implements LineInterface {
 
   /** Closes the listener and every open connection (a scraper's keep-alive one would hold close() for seconds). */
   async stop(): Promise<void> {
+    this.console?.stop();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
@@ -109,6 +140,7 @@ export class HttpInterface implements LineInterface {
 
   onResult(result: InspectionResult): void {
     this.metrics.onResult(result);
+    this.console?.onResult(result);
   }
 
   onBatch(size: number, inferenceMs: number): void {
@@ -117,6 +149,10 @@ export class HttpInterface implements LineInterface {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?", 1)[0]!;
+    if (this.console?.serves(path)) {
+      await this.console.handle(req, res, path);
+      return;
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       reply(res, 405, `method ${req.method} not allowed; use GET\n`, { Allow: "GET, HEAD" });
       return;
@@ -137,7 +173,7 @@ export class HttpInterface implements LineInterface {
         return;
       }
       default:
-        reply(res, 404, `not found: ${path} (routes: ${ROUTES.join(", ")})\n`);
+        reply(res, 404, `not found: ${path} (routes: ${this.routes.join(", ")})\n`);
     }
   }
 
@@ -146,19 +182,4 @@ export class HttpInterface implements LineInterface {
     if (res.headersSent) res.destroy();
     else reply(res, 500, `internal error: ${errorMessage(err)}\n`);
   }
-}
-
-function reply(
-  res: ServerResponse,
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): void {
-  res.writeHead(status, {
-    "Content-Type": "text/plain; charset=utf-8",
-    "Content-Length": Buffer.byteLength(body),
-    ...headers,
-  });
-  // HEAD gets the headers (with the length GET would have) and no body
-  res.end(res.req.method === "HEAD" ? undefined : body);
 }

@@ -7,7 +7,7 @@ import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import type { MqttSession } from "../publish/publisher.js";
 import { Topics } from "../publish/topics.js";
-import { MqttCommands } from "./commands.js";
+import { CommandExecutor, MqttCommands } from "./commands.js";
 import type { LineControl, LineInterface } from "./control.js";
 import { HttpInterface } from "./http.js";
 import { SparkplugNode } from "./sparkplug.js";
@@ -60,6 +60,8 @@ export function createLineInterfaces(
   services: LineServices,
 ): LineInterface[] {
   const interfaces: LineInterface[] = [];
+  // one executor, so commands from MQTT and the console run one at a time in arrival order
+  const executor = new CommandExecutor(control, logger);
   if (config.mqtt.commands.enabled) {
     interfaces.push(
       new MqttCommands({
@@ -67,10 +69,13 @@ export function createLineInterfaces(
         topics: new Topics(config.mqtt.prefix),
         control,
         logger,
+        executor,
       }),
     );
   }
-  if (config.http.enabled) interfaces.push(new HttpInterface({ config: config.http, control, logger }));
+  if (config.http.enabled) {
+    interfaces.push(new HttpInterface({ config: config.http, control, logger, executor }));
+  }
   if (config.sparkplug.enabled) {
     interfaces.push(new SparkplugNode({ sparkplug: config.sparkplug, mqtt: config.mqtt }, control, logger));
   }

@@ -187,7 +187,12 @@ describe("loadConfig defaults", () => {
       },
       log: { level: "info" },
       health: { watchdog: true },
-      http: { enabled: false, bind: "127.0.0.1", port: 9464 },
+      http: {
+        enabled: false,
+        bind: "127.0.0.1",
+        port: 9464,
+        console: { enabled: true, users: [], max_clients: 8 },
+      },
     };
     assert.deepEqual(cfg, expected);
   });
@@ -293,15 +298,21 @@ describe("shipped configs", () => {
       source,
       /^multifilesrc location=\S+%03d\.png index=0 loop=true .*! pngdec ! identity sync=true$/,
     );
-    const location = /location=(\S+)/.exec(source)![1]!;
-    assert.equal(location, "../shared/data/mvtec_ad/bottle/test/broken_large/%03d.png");
+    const locations = cfg.cameras.map((camera) => /location=(\S+)/.exec(camera.source)![1]!);
+    assert.deepEqual(locations, [
+      "../shared/data/mvtec_ad/bottle/test/broken_large/%03d.png",
+      "../shared/data/mvtec_ad/bottle/test/good/%03d.png",
+    ]);
+    assert.deepEqual([cfg.http.enabled, cfg.http.bind, cfg.http.console.enabled], [true, "127.0.0.1", true]);
     if (!fs.existsSync(sharedDir)) {
       t.skip(`shared data not found at ${sharedDir}`);
       return;
     }
     // GStreamer opens the location relative to the daemon's cwd, which the file documents as the repository root.
-    const firstFrame = path.resolve(repoRoot, location.replace("%03d", "000"));
-    assert.ok(fs.existsSync(firstFrame), `${firstFrame} missing`);
+    for (const location of locations) {
+      const firstFrame = path.resolve(repoRoot, location.replace("%03d", "000"));
+      assert.ok(fs.existsSync(firstFrame), `${firstFrame} missing`);
+    }
   });
 });
 

@@ -9,6 +9,9 @@ import type { NodeSnapshot } from "../../src/line/index.js";
 import { TestLineControl } from "../helpers/line-control.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
 
+/** The metrics and health routes alone, as before the console existed. */
+const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
+
 const logger = createLogger("silent");
 
 /** The test control, plus what TestLineControl cannot produce: a daemon that is not ready, restarts, outbox counts. */
@@ -63,7 +66,7 @@ describe("HTTP metrics and health, scraped over loopback", () => {
   before(async () => {
     control = new ScriptedControl(["cam1", "cam2"], 0.5);
     http = new HttpInterface({
-      config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort() },
+      config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort(), console: NO_CONSOLE },
       control,
       logger,
     });
@@ -229,7 +232,7 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     assert.equal(globalRegistry.getSingleMetric("stpmd_camera_inspected_total"), undefined);
     // a second interface in the same process registers the same names without a clash
     const second = new HttpInterface({
-      config: { enabled: true, bind: "127.0.0.1", port: http.address.port },
+      config: { enabled: true, bind: "127.0.0.1", port: http.address.port, console: NO_CONSOLE },
       control,
       logger,
     });
@@ -242,7 +245,7 @@ describe("HTTP metrics and health, scraped over loopback", () => {
 test("stop() returns promptly while a client holds a connection with a request half sent", async () => {
   const control = new TestLineControl(["cam1"]);
   const http = new HttpInterface({
-    config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort() },
+    config: { enabled: true, bind: "127.0.0.1", port: await freeLoopbackPort(), console: NO_CONSOLE },
     control,
     logger,
     processMetrics: false,
