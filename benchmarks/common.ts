@@ -328,3 +328,39 @@ export async function benchFrames(
   }
   return out;
 }
+
+/** The tick of {@link pacedResults}: results are handed over in batches this often, as inference does. */
+export const PACE_TICK_MS = 10;
+
+/**
+ * Hands over `rate` results per second for `warmupS` + `seconds`, in ticks of {@link PACE_TICK_MS} (`emit(due)` hands
+ * over the results due in one tick), and measures this process's CPU over the last `seconds` only.
+ */
+export async function pacedResults(
+  rate: number,
+  seconds: number,
+  warmupS: number,
+  emit: (due: number) => void,
+): Promise<{ results: number; cpuMsPerS: number }> {
+  const t0 = performance.now();
+  const measureFrom = t0 + warmupS * 1000;
+  const end = measureFrom + seconds * 1000;
+  let emitted = 0;
+  let measuredFrom = 0;
+  let cpuStart: NodeJS.CpuUsage | undefined;
+  for (;;) {
+    const now = performance.now();
+    if (cpuStart === undefined && now >= measureFrom) {
+      cpuStart = process.cpuUsage();
+      measuredFrom = emitted;
+    }
+    if (now >= end) break;
+    const due = Math.floor(((now - t0) / 1000) * rate) - emitted;
+    if (due > 0) emit(due);
+    emitted += Math.max(0, due);
+    await new Promise((resolve) => setTimeout(resolve, PACE_TICK_MS));
+  }
+  const cpu = process.cpuUsage(cpuStart);
+  const elapsedS = (performance.now() - measureFrom) / 1000;
+  return { results: emitted - measuredFrom, cpuMsPerS: (cpu.user + cpu.system) / 1000 / elapsedS };
+}

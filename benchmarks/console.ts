@@ -24,9 +24,8 @@ import { freeLoopbackPort } from "../src/demo/broker.js";
 import { HttpInterface } from "../src/line/http.js";
 import { renderSnapshot } from "../src/publish/snapshot.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
-import { machineInfo, machineState, median, writeResults } from "./common.js";
+import { machineInfo, machineState, median, pacedResults, writeResults } from "./common.js";
 
-const TICK_MS = 10;
 const WARMUP_S = 2;
 const CAMERAS = ["cam1", "cam2"];
 const logger = createLogger("silent");
@@ -130,31 +129,16 @@ async function measure(
   await http.start();
   const page =
     variant === "open" ? await startPage(`http://127.0.0.1:${http.address.port}/`, seconds) : undefined;
-  const t0 = performance.now();
   let emitted = 0;
-  let cpuStart: NodeJS.CpuUsage | undefined;
-  let measuredFrom = 0;
-  const measureFrom = t0 + WARMUP_S * 1000;
-  const end = measureFrom + seconds * 1000;
-  for (;;) {
-    const now = performance.now();
-    if (cpuStart === undefined && now >= measureFrom) {
-      cpuStart = process.cpuUsage();
-      measuredFrom = emitted;
-    }
-    if (now >= end) break;
-    const due = Math.floor(((now - t0) / 1000) * rate) - emitted;
+  const paced = await pacedResults(rate, seconds, WARMUP_S, (due) => {
     for (let i = 0; i < due; i++) {
       const template = templates[emitted % templates.length]!;
       // a new result object per frame, as the daemon hands over; the pixel buffers are shared
       http.onResult({ ...template, frame: { ...template.frame, seq: emitted, captureTs: Date.now() } });
       emitted += 1;
     }
-    if (due > 0) http.onBatch(due, 20);
-    await sleep(TICK_MS);
-  }
-  const cpu = process.cpuUsage(cpuStart);
-  const elapsedS = (performance.now() - measureFrom) / 1000;
+    http.onBatch(due, 20);
+  });
   let counts: Run["page"];
   if (page) {
     // the child stops on its own clock (started when its page went live, so it ends a little after this loop)
@@ -165,8 +149,8 @@ async function measure(
   return {
     variant,
     run,
-    results: emitted - measuredFrom,
-    cpu_ms_per_s: (cpu.user + cpu.system) / 1000 / elapsedS,
+    results: paced.results,
+    cpu_ms_per_s: paced.cpuMsPerS,
     ...(counts ? { page: counts } : {}),
   };
 }

@@ -27,12 +27,11 @@ import { HttpInterface } from "../src/line/http.js";
 import { Publisher } from "../src/publish/publisher.js";
 import { Topics } from "../src/publish/topics.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
-import { machineInfo, machineState, median, writeResults } from "./common.js";
+import { machineInfo, machineState, median, PACE_TICK_MS, pacedResults, writeResults } from "./common.js";
 
 /** The metrics and health routes alone, as before the console existed. */
 const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
 
-const TICK_MS = 10;
 const WARMUP_S = 1;
 const logger = createLogger("silent");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -232,31 +231,16 @@ async function measure(
       seconds + WARMUP_S,
     );
   }
-  const t0 = performance.now();
   let emitted = 0;
-  let cpuStart: NodeJS.CpuUsage | undefined;
-  let measuredFrom = 0;
-  const measureFrom = t0 + WARMUP_S * 1000;
-  const end = measureFrom + seconds * 1000;
-  for (;;) {
-    const now = performance.now();
-    if (cpuStart === undefined && now >= measureFrom) {
-      cpuStart = process.cpuUsage();
-      measuredFrom = emitted;
-    }
-    if (now >= end) break;
-    const due = Math.floor(((now - t0) / 1000) * rate) - emitted;
+  const paced = await pacedResults(rate, seconds, WARMUP_S, (due) => {
     for (let i = 0; i < due; i++) {
       // all normal frames: defects would add the outbox's disk writes, the same in both variants but noisy
       const result = control.emit(emitted % 2 === 0 ? "cam1" : "cam2", 0.1);
       publisher.publishResult(result);
       emitted += 1;
     }
-    if (due > 0) for (const i of control.interfaces) i.onBatch?.(due, 20);
-    await sleep(TICK_MS);
-  }
-  const cpu = process.cpuUsage(cpuStart);
-  const elapsedS = (performance.now() - measureFrom) / 1000;
+    for (const i of control.interfaces) i.onBatch?.(due, 20);
+  });
   let clientReport: unknown;
   if (child !== undefined) {
     await once(child, "exit");
@@ -269,8 +253,8 @@ async function measure(
   return {
     variant,
     run,
-    results: emitted - measuredFrom,
-    cpu_ms_per_s: (cpu.user + cpu.system) / 1000 / elapsedS,
+    results: paced.results,
+    cpu_ms_per_s: paced.cpuMsPerS,
     ...(clientReport !== undefined ? { client: clientReport } : {}),
   };
 }
@@ -363,7 +347,7 @@ const clients = rows.flatMap((r) =>
 );
 // what the interfaces add each second at this rate, from the per-call figures: results, batches, one of each request
 const accounted =
-  (rate * micro.on_result_ns! + (1000 / TICK_MS) * micro.on_batch_ns!) / 1e6 +
+  (rate * micro.on_result_ns! + (1000 / PACE_TICK_MS) * micro.on_batch_ns!) / 1e6 +
   perRequest.cpu_ms_per_scrape! +
   perRequest.cpu_ms_per_status_command!;
 const report = {
@@ -398,7 +382,7 @@ const md = [
     .join(", ")} |`,
   `| difference (median of the run pairs) | **${f(median(pairDiffs))}** (${f(median(pairDiffs) / 10, 2)} % of one core) | ${pairDiffs.map((x) => f(x)).join(", ")} |`,
   "",
-  `Accounted from the per-call costs below (${rate} onResult + ${1000 / TICK_MS} onBatch + one scrape + one \`status\` command per second): **${f(accounted, 2)} ms per s** (${f(accounted / 10, 3)} % of one core).`,
+  `Accounted from the per-call costs below (${rate} onResult + ${1000 / PACE_TICK_MS} onBatch + one scrape + one \`status\` command per second): **${f(accounted, 2)} ms per s** (${f(accounted / 10, 3)} % of one core).`,
   "",
   `Daemon-side CPU per request (${perRequest.requests} sent back to back by another process): /metrics scrape ${f(perRequest.cpu_ms_per_scrape!, 2)} ms, \`status\` command (receive, validate, snapshot, respond) ${f(perRequest.cpu_ms_per_status_command!, 2)} ms.`,
   "",

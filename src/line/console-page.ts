@@ -190,10 +190,18 @@ function refreshImage(c, kind, seq) {
 function throttled(c, kind, apply) {
   const t = c.images[kind];
   t.pending = apply;
-  const fire = () => { t.next = Date.now() + IMAGE_EVERY_MS; const f = t.pending; t.pending = null; f(); };
+  const fire = () => {
+    clearTimeout(t.timer);
+    t.timer = null;
+    t.next = Date.now() + IMAGE_EVERY_MS;
+    const f = t.pending;
+    t.pending = null;
+    if (f !== null) f();
+  };
   const wait = t.next - Date.now();
+  // a late timer can find its call already made by a direct fire, hence the null checks
   if (wait <= 0) fire();
-  else if (t.timer === null) t.timer = setTimeout(() => { t.timer = null; fire(); }, wait);
+  else if (t.timer === null) t.timer = setTimeout(fire, wait);
 }
 
 function onResult(r) {
