@@ -283,7 +283,7 @@ async function login(event) {
   const response = await post("status", {}).catch((err) => ({ status: "error", error: err.message }));
   if (response.unauthorized || response.status !== "ok") {
     credentials = null;
-    log("login as " + user + " refused", false);
+    log("login as " + user + " refused" + (response.error ? ": " + response.error : ""), false);
   } else {
     $("password").value = "";
     $("who").textContent = "operator " + user;

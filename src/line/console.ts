@@ -40,6 +40,59 @@ const HEARTBEAT_MS = 15_000;
 /** The console page's own login sends this header, so that a refusal does not open the browser's login dialog. */
 const PAGE_HEADER = "x-stpmd-console";
 
+/**
+ * Wrong passwords from one client address before that address is refused without a check, for
+ * {@link LOGIN_LOCKOUT_MS}: enough for an operator's typos, few enough that guessing takes years.
+ */
+export const MAX_FAILED_LOGINS = 5;
+export const LOGIN_LOCKOUT_MS = 60_000;
+/** Client addresses whose failures are remembered; beyond this the longest-untouched one is forgotten. */
+const MAX_TRACKED_CLIENTS = 1024;
+
+/**
+ * Failed logins per client address: the {@link MAX_FAILED_LOGINS}th failure within {@link LOGIN_LOCKOUT_MS} of
+ * the first locks the address out for {@link LOGIN_LOCKOUT_MS}; a good login clears its record.
+ */
+export class LoginGuard {
+  private readonly clients = new Map<string, { failures: number; first: number; lockedUntil: number }>();
+
+  constructor(
+    private readonly maxFailures = MAX_FAILED_LOGINS,
+    private readonly lockoutMs = LOGIN_LOCKOUT_MS,
+  ) {}
+
+  /** Milliseconds `client` stays locked out, or 0. */
+  lockedFor(client: string, now = Date.now()): number {
+    const record = this.clients.get(client);
+    if (record === undefined) return 0;
+    if (record.lockedUntil > now) return record.lockedUntil - now;
+    if (record.lockedUntil > 0 || now - record.first > this.lockoutMs) this.clients.delete(client);
+    return 0;
+  }
+
+  /** Records a failed login; true when this one locks the address out. */
+  failed(client: string, now = Date.now()): boolean {
+    let record = this.clients.get(client);
+    if (record === undefined || now - record.first > this.lockoutMs)
+      record = { failures: 0, first: now, lockedUntil: 0 };
+    record.failures += 1;
+    if (record.failures >= this.maxFailures) record.lockedUntil = now + this.lockoutMs;
+    this.clients.delete(client); // re-inserted last: the Map's order is the eviction order
+    this.clients.set(client, record);
+    if (this.clients.size > MAX_TRACKED_CLIENTS) this.clients.delete(this.clients.keys().next().value!);
+    return record.lockedUntil > 0;
+  }
+
+  succeeded(client: string): void {
+    this.clients.delete(client);
+  }
+
+  /** Addresses remembered (bounded by MAX_TRACKED_CLIENTS). */
+  get size(): number {
+    return this.clients.size;
+  }
+}
+
 /** What the console keeps of a camera's frame to draw it on request: references, not copies. */
 interface KeptFrame {
   seq: number;
@@ -96,6 +149,7 @@ export class WebConsole {
   private readonly streams = new Set<EventStream>();
   private readonly frames = new Map<string, Record<ImageKind, KeptFrame | undefined>>();
   private heartbeat: NodeJS.Timeout | undefined;
+  private readonly logins = new LoginGuard();
   private readonly eventsMissed: Counter;
   private readonly loginsRefused: Counter;
 
@@ -330,11 +384,28 @@ export class WebConsole {
       reply(res, 403, "the console is read-only: no http.console.users are configured\n");
       return;
     }
+    const claimed = basicCredentials(req.headers.authorization)?.user;
+    const lockedMs = this.logins.lockedFor(client);
+    if (lockedMs > 0) {
+      this.loginsRefused.inc();
+      const seconds = Math.ceil(lockedMs / 1000);
+      reply(res, 429, `too many failed logins from ${client}; try again in ${seconds} s\n`, {
+        "Retry-After": String(seconds),
+      });
+      return;
+    }
     const user = this.authenticate(req);
     if (user === undefined) {
       this.loginsRefused.inc();
-      const claimed = basicCredentials(req.headers.authorization)?.user;
+      // a request without credentials is a client asking how to log in, not a guess
+      const locked = claimed !== undefined && this.logins.failed(client);
       this.logger.warn({ user: claimed, client, command: name }, "console login refused");
+      if (locked) {
+        this.logger.warn(
+          { client, failures: MAX_FAILED_LOGINS, lockout_s: LOGIN_LOCKOUT_MS / 1000 },
+          "console logins from this client refused for a while",
+        );
+      }
       // the page's own form handles a refusal; anyone else gets the standard challenge
       const challenge: Record<string, string> =
         req.headers[PAGE_HEADER] === undefined
@@ -343,6 +414,7 @@ export class WebConsole {
       reply(res, 401, "wrong or missing user name or password\n", challenge);
       return;
     }
+    this.logins.succeeded(client);
     const refusal = crossSiteRefusal(req);
     if (refusal !== undefined) {
       this.logger.warn(

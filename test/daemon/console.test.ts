@@ -39,7 +39,9 @@ async function lastLog(page: Page): Promise<string> {
   return (await page.locator("#log li").first().textContent()) ?? "";
 }
 
-test("an operator watches and drives the real daemon from the console in Chromium", { skip }, async () => {
+test("an operator watches and drives the real daemon from the console in Chromium, across a daemon restart", {
+  skip,
+}, async () => {
   const work = await tempDir("stpmd-console-e2e-");
   const bundle = path.join(work, "model");
   await trainTinyBundle(work, bundle, 1, 64);
@@ -69,7 +71,7 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     collection: { dir: path.join(work, "frames") },
     health: { watchdog: false },
   });
-  const daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
+  let daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
   try {
     await daemon.start();
@@ -152,6 +154,19 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     await cam2.locator("[data-role=enabled]").uncheck();
     await cam2.locator(".badge", { hasText: "disabled" }).waitFor({ timeout: 15_000 });
     assert.equal(daemon.snapshot().cameras[1]!.enabled, false);
+
+    // the daemon restarts under the open page: it says so, reconnects by itself, and the login still works
+    await daemon.stop();
+    await page.locator("#stream", { hasText: "reconnecting" }).waitFor({ timeout: 15_000 });
+    daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
+    await daemon.start();
+    await page.locator("#stream", { hasText: "live" }).waitFor({ timeout: 15_000 });
+    // the new daemon counts from 0 again; the card follows it
+    await cam2.locator(".badge", { hasText: "streaming" }).waitFor({ timeout: 15_000 });
+    await cam1.locator("[data-role=threshold-input]").fill("0.000000001");
+    await cam1.locator("[data-role=set-threshold]").click();
+    await page.locator("#log li", { hasText: '"new":1e-9' }).waitFor();
+    assert.equal(daemon.snapshot().cameras[0]!.threshold, 1e-9);
     assert.deepEqual(errors, [], "no script errors on the page");
   } finally {
     await browser.close();

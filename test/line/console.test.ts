@@ -8,6 +8,7 @@ import { pino } from "pino";
 import sharp from "sharp";
 import type { ConsoleConfig } from "../../src/config/index.js";
 import type { InspectionResult } from "../../src/core/result.js";
+import { LOGIN_LOCKOUT_MS, LoginGuard, MAX_FAILED_LOGINS } from "../../src/line/console.js";
 import { HttpInterface } from "../../src/line/http.js";
 import { TestLineControl } from "../helpers/line-control.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
@@ -330,6 +331,49 @@ describe("web console", () => {
     assert.match(metrics, /^stpmd_console_logins_refused_total 3$/m);
   });
 
+  test("a client address that keeps guessing is locked out; other addresses and the operator's next login are not", async () => {
+    const calls = control.calls.length;
+    const port = Number(new URL(base).port);
+    /** A command from 127.0.0.2 (loopback is a /8), with these credentials. */
+    const from2 = (password: string) =>
+      new Promise<{ status: number; retryAfter: string | undefined; text: string }>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: "127.0.0.1",
+            port,
+            localAddress: "127.0.0.2",
+            method: "POST",
+            path: "/api/command/status",
+            headers: { "Content-Type": "application/json", Authorization: basic("alice", password) },
+          },
+          (res) => {
+            let text = "";
+            res.on("data", (chunk) => {
+              text += chunk;
+            });
+            res.on("end", () =>
+              resolve({ status: res.statusCode!, retryAfter: res.headers["retry-after"], text }),
+            );
+          },
+        );
+        req.on("error", reject);
+        req.end("{}");
+      });
+    for (let i = 0; i < MAX_FAILED_LOGINS; i++) assert.equal((await from2("guess")).status, 401);
+    const locked = await from2("s3cret pass");
+    assert.equal(locked.status, 429, "even the right password is not checked while locked out");
+    assert.equal(locked.retryAfter, String(LOGIN_LOCKOUT_MS / 1000));
+    assert.equal(locked.text, "too many failed logins from 127.0.0.2; try again in 60 s\n");
+    const other = await post(base, "status", "{}", { Authorization: basic("alice", "s3cret pass") });
+    assert.equal(other.status, 200, "127.0.0.1 is not locked out");
+    assert.equal(control.calls.length, calls);
+    assert.ok(
+      lines.some(
+        (l) => l.msg === "console logins from this client refused for a while" && l.client === "127.0.0.2",
+      ),
+    );
+  });
+
   test("an operator's command runs as over MQTT, with the same answers, and the control knows who asked", async () => {
     const auth = { Authorization: basic("alice", "s3cret pass") };
     const ok = await post(
@@ -425,4 +469,26 @@ test("without operators the console is read-only; a missing password file stops 
     message: 'http.console.users: user "bob": cannot read /nonexistent/bob: no such file (ENOENT)',
   });
   await broken.stop();
+});
+
+test("the login guard: the 5th failure within the window locks out for the window; a good login or time clears it; memory is bounded", () => {
+  const guard = new LoginGuard(5, 60_000);
+  for (let i = 0; i < 4; i++) assert.equal(guard.failed("a", 1000 + i), false);
+  assert.equal(guard.lockedFor("a", 2000), 0);
+  assert.equal(guard.failed("a", 2000), true);
+  assert.equal(guard.lockedFor("a", 2000), 60_000);
+  assert.equal(guard.lockedFor("a", 61_999), 1);
+  assert.equal(guard.lockedFor("a", 62_000), 0, "the lockout ends");
+  assert.equal(guard.failed("a", 62_001), false, "and the count starts again");
+  // failures spread wider than the window never lock
+  const slow = new LoginGuard(5, 60_000);
+  for (let i = 0; i < 20; i++) assert.equal(slow.failed("b", i * 20_000), false);
+  // a good login clears the record
+  for (let i = 0; i < 4; i++) guard.failed("c", 0);
+  guard.succeeded("c");
+  assert.equal(guard.failed("c", 1), false);
+  // guessing from many addresses keeps at most 1024 records
+  const wide = new LoginGuard();
+  for (let i = 0; i < 5000; i++) wide.failed(`10.0.${i >> 8}.${i & 255}`, 0);
+  assert.equal(wide.size, 1024);
 });
