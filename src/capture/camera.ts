@@ -488,7 +488,8 @@ export class Camera extends EventEmitter<CameraEvents> {
   }
 
   /**
-   * Ends a failed run, reports why, and schedules a restart. At most once per run. A replay resumes after the last
+   * Ends a failed run, reports why, and schedules a restart. `failedIndex`: the file a decoder failed on, when the
+   * replay's source knows it (see {@link decodingIndex}). At most once per run. A replay resumes after the last
    * frame delivered; with `blameFile` (a stall or a decoder error) it also skips the file it was on, and names it.
    */
   private failRun(
@@ -497,12 +498,15 @@ export class Camera extends EventEmitter<CameraEvents> {
     message: string,
     waitState: "restarting" | "stalled",
     blameFile = false,
+    failedIndex?: number,
   ): void {
     if (run.ended || run !== this.run) return;
     this.endRun(run);
     let text = message;
     const culprit =
-      run.segment === null ? null : this.replayCursor!.runFailed(run.segment, run.frames, blameFile);
+      run.segment === null
+        ? null
+        : this.replayCursor!.runFailed(run.segment, run.frames, blameFile, failedIndex);
     if (culprit !== null) {
       this.badFrames++;
       text += `; the replay was at ${culprit.file}, and resumes after it`;
@@ -590,7 +594,14 @@ export class Camera extends EventEmitter<CameraEvents> {
         const blame =
           replayElement !== undefined &&
           (!origin.endsWith(`:${replayElement}`) || debug.includes("reason error"));
-        this.failRun(run, "pipeline_error", text, "restarting", blame);
+        this.failRun(
+          run,
+          "pipeline_error",
+          text,
+          "restarting",
+          blame,
+          blame ? decodingIndex(run) : undefined,
+        );
         break;
       }
       case "eos":
@@ -816,4 +827,16 @@ export class Camera extends EventEmitter<CameraEvents> {
       );
     }
   }
+}
+
+/**
+ * The index of the file a replay's decoder failed on: the one multifilesrc read last, as its `index` property is
+ * the next one's. Source, decoder and sink share one streaming thread, so the source reads no further file once
+ * the decoder fails; the frames delivered are not a safe count there, as a frame still on its way to this thread
+ * when the error comes is dropped with the pipeline (seen under load: the good file before the bad one blamed).
+ * Undefined when the run has no replay element or the property is not a number.
+ */
+function decodingIndex(run: Run): number | undefined {
+  const next = run.pipe.replayElement?.index;
+  return typeof next === "number" && Number.isInteger(next) ? next - 1 : undefined;
 }

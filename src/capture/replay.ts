@@ -149,15 +149,27 @@ export class ReplayCursor {
   /**
    * After a run that failed (error, stall) having delivered `frames` frames of `segment`: the next run resumes at
    * the file after the last delivered one, not at the start. With `blame` (a stall or a decoder error) that file is
-   * the likely culprit: it is returned and the next run starts after it.
+   * the likely culprit: it is returned and the next run starts after it. `failedIndex`, when given, is the file a
+   * decoder failed on as the source reports it, and is the culprit instead.
    */
-  runFailed(segment: ReplaySegment, frames: number, blame: boolean): BadReplayFile | null {
+  runFailed(
+    segment: ReplaySegment,
+    frames: number,
+    blame: boolean,
+    failedIndex?: number,
+  ): BadReplayFile | null {
     const { startIndex } = this.settings;
     const count = Math.max(1, this.last - startIndex + 1);
     let position = segment.loop
       ? startIndex + ((segment.from - startIndex + frames) % count)
       : segment.from + frames;
     if (position > this.last) position = startIndex;
+    // the file a decoder failed on, when the source said: exact where the frames delivered may lag behind
+    const first = segment.loop ? startIndex : segment.from;
+    const lastOfSegment = segment.loop ? this.last : segment.to;
+    if (blame && failedIndex !== undefined && failedIndex >= first && failedIndex <= lastOfSegment) {
+      position = failedIndex;
+    }
     this.next = blame ? (position >= this.last ? startIndex : position + 1) : position;
     if (!blame) return null;
     const file = this.fileName(position);

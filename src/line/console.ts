@@ -175,7 +175,7 @@ export class WebConsole {
     });
     this.loginsRefused = new Counter({
       name: "stpmd_console_logins_refused_total",
-      help: "Console requests refused for a wrong or missing user name or password.",
+      help: "Console commands refused: a wrong or missing user name or password, or a locked-out client address.",
       registers,
     });
   }

@@ -67,6 +67,11 @@ describe("ReplayCursor", () => {
     assert.deepEqual(next(), { from: 1, to: 1, loop: false });
     assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 1, true)?.index, 4);
     assert.deepEqual(next(), { from: 5, to: 5, loop: false });
+    // A decoder error on 4 reported by the source while only frame 3 had arrived (4's frame dropped with the
+    // pipeline): 4 is blamed, not 3's successor by count; an index outside the segment is not believed.
+    assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 0, true, 4)?.index, 4);
+    assert.deepEqual(next(), { from: 5, to: 5, loop: false });
+    assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 1, true, 9)?.index, 4);
 
     // All files good and the replay at its start: the user's own looping replay.
     fs.rmSync(path.join(dir, "2.png"));
