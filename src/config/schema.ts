@@ -860,7 +860,6 @@ export type CollectionConfig = StpmdConfig["collection"];
 export type OpcuaConfig = StpmdConfig["opcua"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type ConsoleConfig = HttpConfig["console"];
-export type PasswordUserConfig = OpcuaUserConfig;
 export type LogLevel = StpmdConfig["log"]["level"];
 
 /**
