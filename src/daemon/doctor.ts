@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -87,17 +87,43 @@ export interface ProviderReport {
 
 const PROBE_SCRIPT = fileURLToPath(new URL("../onnx/provider-probe.js", import.meta.url));
 
-/** Libraries a provider library links against that the dynamic loader cannot find (`ldd`'s "not found"). */
-async function missingDependencies(file: string): Promise<string[]> {
+/** The libraries a shared library links against, by name → the file the dynamic loader finds, or null (`ldd`). */
+async function linkedLibraries(file: string): Promise<Map<string, string | null>> {
+  const linked = new Map<string, string | null>();
   try {
     const { stdout } = await run("ldd", [file], { timeout: 10_000 });
-    return stdout
-      .split("\n")
-      .filter((l) => l.includes("=> not found"))
-      .map((l) => l.trim().split(/\s/)[0]!);
+    for (const line of stdout.split("\n")) {
+      const m = /^\s*(\S+) => (not found|(\/\S+))/.exec(line);
+      if (m) linked.set(m[1]!, m[3] ?? null);
+    }
   } catch {
-    return [];
+    // no ldd: nothing known
   }
+  return linked;
+}
+
+/** Libraries a provider library links against that the dynamic loader cannot find (`ldd`'s "not found"). */
+async function missingDependencies(file: string): Promise<string[]> {
+  return [...(await linkedLibraries(file))].filter(([, found]) => found === null).map(([name]) => name);
+}
+
+/**
+ * Which CUDA the CUDA provider needs (the libcudart it links against) and the file the loader finds for it;
+ * undefined when the provider is not installed.
+ */
+export async function cudaRuntimeLine(install: OrtInstall): Promise<string | undefined> {
+  const provider = path.join(install.binDir, "libonnxruntime_providers_cuda.so");
+  if (!existsSync(provider)) return undefined;
+  const cudart = [...(await linkedLibraries(provider))].find(([name]) => name.startsWith("libcudart.so"));
+  if (cudart === undefined) return "the CUDA provider links against no libcudart (ldd)";
+  const [name, file] = cudart;
+  const where = file === null ? "not found on the library path" : `found ${realpathSync(file)}`;
+  return `the providers need CUDA ${name.split(".so.")[1] ?? "?"} (${name}): ${where}`;
+}
+
+/** The CUDA version the driver supports, from the header of a plain `nvidia-smi` ("CUDA Version: 13.0"). */
+export function driverCudaVersion(nvidiaSmiOutput: string): string | undefined {
+  return /CUDA Version:\s*([\d.]+)/.exec(nvidiaSmiOutput)?.[1];
 }
 
 /**
@@ -221,7 +247,10 @@ function defaultEntry(provider: DoctorProvider): ExecutionProviderConfig {
     : { name: provider };
 }
 
-/** GPU name, memory and driver from nvidia-smi; undefined when there is no nvidia-smi. */
+/**
+ * GPU name, memory and driver from nvidia-smi, and the CUDA version the driver supports (the query interface has
+ * no field for it, the plain header does); undefined when there is no nvidia-smi.
+ */
 export async function nvidiaGpus(): Promise<string[] | undefined> {
   try {
     const { stdout } = await run(
@@ -229,13 +258,18 @@ export async function nvidiaGpus(): Promise<string[] | undefined> {
       ["--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"],
       { timeout: 15_000 },
     );
+    const header = await run("nvidia-smi", [], { timeout: 15_000 }).then(
+      (r) => r.stdout,
+      () => "",
+    );
+    const cuda = driverCudaVersion(header);
     return stdout
       .trim()
       .split("\n")
       .filter(Boolean)
       .map((l) => {
         const [index, name, memory, driver] = l.split(",").map((s) => s.trim());
-        return `GPU ${index}: ${name}, ${memory}, driver ${driver}`;
+        return `GPU ${index}: ${name}, ${memory}, driver ${driver}${cuda ? ` (CUDA ${cuda})` : ""}`;
       });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
@@ -338,6 +372,8 @@ export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport>
       `  GPU providers ${install.marker.package} (for ONNX Runtime ${install.marker.onnxruntime_version})`,
     );
   }
+  const cuda = await cudaRuntimeLine(install);
+  if (cuda) lines.push(`  CUDA          ${cuda}`);
   lines.push("execution providers (a tiny session on each, alone, in its own process):");
   const reports: ProviderReport[] = [];
   for (const provider of DOCTOR_PROVIDERS) {

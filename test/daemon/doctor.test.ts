@@ -4,8 +4,14 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
+import { pino } from "pino";
+import type { InspectionResult } from "../../src/core/result.js";
+import { Daemon } from "../../src/daemon/daemon.js";
 import { ortInstall, PROVIDER_LIBRARIES, pythonNvidiaLibraries, runDoctor } from "../../src/daemon/doctor.js";
-import { trainTinyBundle } from "../helpers/daemon-process.js";
+import { MosquittoBroker } from "../../src/demo/broker.js";
+import { probeProvider } from "../../src/onnx/provider-probe.js";
+import { testConfig } from "../helpers/config.js";
+import { noiseFrames, replaySource, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
 const install = ortInstall();
@@ -39,6 +45,33 @@ test("without a config: cpu works, cuda and tensorrt name the provider library t
   );
   assert.match(r.stdout, /^ {2}tensorrt +no: .*libonnxruntime_providers_tensorrt\.so missing in /m);
   assert.match(r.stdout, /^ {2}webgpu +(works|no: .+)$/m);
+});
+
+test("with the GPU providers installed on a machine without the NVIDIA driver: the package, the CUDA they need, and the libraries missing are named", async (t) => {
+  if (!gpuPackageInstalled)
+    return t.skip("the GPU provider libraries are not installed here (npm run gpu:install)");
+  const r = doctorCli();
+  if (/^ {2}cuda +works$/m.test(r.stdout)) return t.skip("CUDA works on this machine");
+  if (!/libcuda\.so\.1/.test(r.stdout)) return t.skip("this machine has the NVIDIA driver's libcuda.so.1");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^onnxruntime-node 1\.29\.0$/m,
+    "gpu:install pins the core to the providers' version",
+  );
+  assert.match(
+    r.stdout,
+    /^ {2}GPU providers com\.github\.asus4\.onnxruntime\.linux-x64-gpu@0\.4\.9 \(for ONNX Runtime 1\.29\.0\)$/m,
+  );
+  assert.match(
+    r.stdout,
+    /^ {2}CUDA {10}the providers need CUDA 13 \(libcudart\.so\.13\): (found \/\S+|not found on the library path)$/m,
+  );
+  assert.match(
+    r.stdout,
+    /^ {2}cuda +no: present, but the libraries it links against are not found: \S.*libcuda\.so\.1 \(the CUDA runtime libraries and the NVIDIA driver's libcuda\.so\.1 must be installed and on the library path\)/m,
+  );
+  assert.doesNotMatch(`${r.stdout}${r.stderr}`, /\n\s+at /, "no stack trace");
 });
 
 test("with a config: the bundle is timed on each working provider; exit code follows the first configured provider", async () => {
@@ -92,4 +125,41 @@ test("the CUDA libraries of a Python install's NVIDIA packages are found for doc
     ![...elsewhere.values()].some((dir) => dir.startsWith(site)),
     "found only through the Python path",
   );
+});
+
+test("the daemon configured with cuda first runs on the CPU here, with one warning naming cuda and the reason", async (t) => {
+  if ((await probeProvider("cuda")).ok)
+    return t.skip("CUDA works on this machine: there is nothing to fall back from");
+  const work = await tempDir("stpmd-fallback-");
+  const bundle = path.join(work, "model");
+  await trainTinyBundle(work, bundle, 3, 32);
+  await noiseFrames(path.join(work, "noise"), 2, 32);
+  const broker = await MosquittoBroker.start();
+  const lines: { msg?: string; provider?: string; reason?: string; level?: number }[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const results: InspectionResult[] = [];
+  const daemon = new Daemon(
+    testConfig({
+      model: { bundle, watch: false },
+      inference: { providers: [{ name: "cuda", device_id: 0 }, { name: "cpu" }] },
+      cameras: [{ id: "cam", source: replaySource(path.join(work, "noise"), 20) }],
+      mqtt: { url: broker.url, client_id: "fallback", outbox: { dir: path.join(work, "outbox") } },
+      collection: { dir: path.join(work, "frames") },
+      health: { watchdog: false },
+    }),
+    logger,
+    { hooks: { onResult: (r) => results.push(r) } },
+  );
+  try {
+    await daemon.start();
+    await waitFor("frames inspected on the CPU", () => results.length >= 5, 20_000);
+  } finally {
+    await daemon.stop();
+    await broker.stop();
+  }
+  const fallbacks = lines.filter((l) => l.msg === "execution provider unavailable; trying the next one");
+  assert.equal(fallbacks.length, 1, JSON.stringify(fallbacks));
+  assert.equal(fallbacks[0]!.provider, "cuda");
+  assert.match(fallbacks[0]!.reason ?? "", /Failed to load shared library/);
+  assert.ok(!fallbacks[0]!.reason!.includes("\n"), "one line");
 });
