@@ -8,19 +8,18 @@ import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { pino } from "pino";
 import { chromium, type Page } from "playwright-core";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { testConfig } from "../helpers/config.js";
 import { noiseFrames, replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
 /** The daemon's log lines, read by the test (who changed what). */
-const logLines: { msg?: string }[] = [];
-const logger = pino({ level: "info" }, { write: (line: string) => logLines.push(JSON.parse(line)) });
+const { logger, lines: logLines } = capturingLogger();
 /** Debian's package; CHROMIUM names another build. */
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const skip = existsSync(CHROMIUM)

@@ -4,14 +4,20 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { pino } from "pino";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
-import { ortInstall, PROVIDER_LIBRARIES, pythonNvidiaLibraries, runDoctor } from "../../src/daemon/doctor.js";
+import {
+  driverCudaVersion,
+  ortInstall,
+  PROVIDER_LIBRARIES,
+  pythonNvidiaLibraries,
+  runDoctor,
+} from "../../src/daemon/doctor.js";
 import { MosquittoBroker } from "../../src/demo/broker.js";
 import { probeProvider } from "../../src/onnx/provider-probe.js";
 import { testConfig } from "../helpers/config.js";
 import { noiseFrames, replaySource, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
 const install = ortInstall();
@@ -135,8 +141,7 @@ test("the daemon configured with cuda first runs on the CPU here, with one warni
   await trainTinyBundle(work, bundle, 3, 32);
   await noiseFrames(path.join(work, "noise"), 2, 32);
   const broker = await MosquittoBroker.start();
-  const lines: { msg?: string; provider?: string; reason?: string; level?: number }[] = [];
-  const logger = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const { logger, lines } = capturingLogger();
   const results: InspectionResult[] = [];
   const daemon = new Daemon(
     testConfig({
@@ -160,6 +165,17 @@ test("the daemon configured with cuda first runs on the CPU here, with one warni
   const fallbacks = lines.filter((l) => l.msg === "execution provider unavailable; trying the next one");
   assert.equal(fallbacks.length, 1, JSON.stringify(fallbacks));
   assert.equal(fallbacks[0]!.provider, "cuda");
-  assert.match(fallbacks[0]!.reason ?? "", /Failed to load shared library/);
-  assert.ok(!fallbacks[0]!.reason!.includes("\n"), "one line");
+  const reason = String(fallbacks[0]!.reason);
+  assert.match(reason, /Failed to load shared library/);
+  assert.ok(!reason.includes("\n"), "one line");
+});
+
+test("the driver's CUDA version is read from nvidia-smi's header", () => {
+  const header =
+    "| NVIDIA-SMI 580.95.05              Driver Version: 580.95.05      CUDA Version: 13.0     |\n";
+  assert.equal(driverCudaVersion(header), "13.0");
+  assert.equal(
+    driverCudaVersion("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."),
+    undefined,
+  );
 });

@@ -9,11 +9,11 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { connectAsync, type MqttClient } from "mqtt";
-import { pino } from "pino";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Publisher } from "../../src/publish/publisher.js";
 import type { DefectPayload, StatusPayload } from "../../src/publish/topics.js";
 import { mqttConfig } from "../helpers/config.js";
+import { capturingLogger, type LogLine } from "../helpers/logs.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -39,21 +39,6 @@ function inspection(seq: number): InspectionResult {
     modelVersion: "fault-1",
     inferredTs: captureTs + 20,
   };
-}
-
-interface LogLine {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
-
-function capturingLogger(): { logger: pino.Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "info" },
-    { write: (line: string) => lines.push(JSON.parse(line) as LogLine) },
-  );
-  return { logger, lines };
 }
 
 const until = (condition: () => boolean, what: string) => waitFor(what, condition);

@@ -4,28 +4,22 @@ import http, { type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { pino } from "pino";
 import sharp from "sharp";
 import type { ConsoleConfig } from "../../src/config/index.js";
+import type { Logger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { LOGIN_LOCKOUT_MS, LoginGuard, MAX_FAILED_LOGINS } from "../../src/line/console.js";
 import { HttpInterface } from "../../src/line/http.js";
 import { TestLineControl } from "../helpers/line-control.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
 import { tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
-/** A logger whose JSON lines the test reads. */
-function capturingLogger(): { logger: pino.Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
-  return { logger, lines };
-}
-
 async function consoleServer(
   control: TestLineControl,
   console: Partial<ConsoleConfig>,
-  logger: pino.Logger,
+  logger: Logger,
 ): Promise<{ http: HttpInterface; base: string }> {
   const server = new HttpInterface({
     config: {

@@ -5,9 +5,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { pino } from "pino";
 import { isStpmdError } from "../../src/core/errors.js";
-import type { Logger } from "../../src/core/log.js";
 import {
   decodeRecord,
   encodeEntry,
@@ -16,24 +14,10 @@ import {
   type OutboxMessage,
 } from "../../src/publish/outbox.js";
 import { outboxConfig } from "../helpers/config.js";
-
-interface LogLine {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
+import { capturingLogger } from "../helpers/logs.js";
 
 const WARN = 40;
 const ERROR = 50;
-
-function capturingLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "debug" },
-    { write: (line: string) => lines.push(JSON.parse(line) as LogLine) },
-  );
-  return { logger, lines };
-}
 
 function message(n: number, extra: Partial<OutboxMessage> = {}): OutboxMessage {
   // Binary payload with zeros and high bytes, so any text-mode mangling would show.
@@ -74,7 +58,7 @@ describe("outbox", () => {
 
   test("keeps FIFO order and survives a reopen", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     // Issued concurrently: the outbox must still apply them in call order.
     const outcomes = await Promise.all([1, 2, 3, 4, 5].map((n) => first.enqueue(message(n))));
@@ -102,7 +86,7 @@ describe("outbox", () => {
 
   test("commits a burst of concurrent messages in order, and a failed write loses only its own message", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }), logger);
     // seq 7's temp path is taken by a directory, so that one write fails inside a group of others
     await mkdir(path.join(dir, "0000000000000007.msg.tmp"));
@@ -128,7 +112,7 @@ describe("outbox", () => {
 
   test("an event and its snapshot are one entry: taken together or refused together, counted once", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 2, max_bytes: 1 << 20 }), logger);
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     assert.equal(await outbox.enqueue(pair(1)), "queued");
@@ -152,7 +136,7 @@ describe("outbox", () => {
 
   test("refuses new messages when maxMessages is reached, keeps the older ones and logs the event id", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 3, max_bytes: 1 << 20 }), logger);
     const outcomes: string[] = [];
     for (let n = 1; n <= 5; n++) outcomes.push(await outbox.enqueue(message(n)));
@@ -178,7 +162,7 @@ describe("outbox", () => {
 
   test("is bounded by maxBytes (file sizes including header and checksum)", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const recordBytes = encodeEntry([message(1)]).length;
     const outbox = await Outbox.open(
       outboxConfig({ dir, max_messages: 100, max_bytes: recordBytes * 2 + 1 }),
@@ -196,7 +180,7 @@ describe("outbox", () => {
 
   test("quarantines corrupt and temp files at open with a warning and keeps the rest in order", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     for (let n = 1; n <= 4; n++) await outbox.enqueue(message(n));
     await outbox.close();
@@ -209,7 +193,7 @@ describe("outbox", () => {
     await writeFile(third, (await readFile(third)).subarray(0, 12)); // torn write
     await writeFile(path.join(dir, "0000000000000009.msg.tmp"), "half a message");
 
-    const { logger: reopenLogger, lines } = capturingLogger();
+    const { logger: reopenLogger, lines } = capturingLogger("debug");
     const reopened = await Outbox.open(
       outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
       reopenLogger,
@@ -231,7 +215,7 @@ describe("outbox", () => {
 
   test("peek quarantines a message damaged after open and moves on", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
@@ -244,7 +228,7 @@ describe("outbox", () => {
 
   test("ack only accepts the head, and waitForMessage wakes on enqueue", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     let woke = false;
     const waiting = outbox.waitForMessage().then(() => {
@@ -269,7 +253,7 @@ describe("outbox", () => {
 
   test("a failed write loses the whole event (never half a pair), counted once in lost with one line", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     // entry 1's temp path is taken by a directory, so its write fails (EISDIR) while entries 0 and 2 succeed
@@ -299,7 +283,7 @@ describe("outbox", () => {
 
   test("a deleted directory is recreated with its mode and lock; the next events are stored, the gone ones counted lost", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     for (let n = 1; n <= 3; n++) assert.equal(await outbox.enqueue(message(n)), "queued");
     await rm(dir, { recursive: true });
@@ -326,7 +310,7 @@ describe("outbox", () => {
 
   test("a stored entry whose file vanished is counted lost once, with a line naming the event", async () => {
     const dir = freshDir();
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
@@ -341,7 +325,7 @@ describe("outbox", () => {
 
   test("a second opener of a live outbox is refused with ERR_OUTBOX_LOCKED naming the directory and pid", async () => {
     const dir = freshDir();
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     await assert.rejects(
       Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
@@ -377,7 +361,7 @@ describe("outbox", () => {
     await mkdir(dir, { recursive: true });
     const lockFile = path.join(dir, ".lock");
     await writeFile(lockFile, JSON.stringify({ pid: child.pid, started: "earlier" }));
-    const { logger, lines } = capturingLogger();
+    const { logger, lines } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     assert.ok(
       lines.some((line) => line.level === WARN && line.msg.includes(`stale lock of process ${child.pid}`)),
@@ -391,7 +375,7 @@ describe("outbox", () => {
       lockFile,
       JSON.stringify({ pid: 1, start_ticks: "not-its-start", started: "before the reboot" }),
     );
-    const { logger: second, lines: secondLines } = capturingLogger();
+    const { logger: second, lines: secondLines } = capturingLogger("debug");
     const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), second);
     assert.ok(secondLines.some((line) => line.msg.includes("stale lock of process 1,")));
     await reopened.close();
@@ -400,7 +384,7 @@ describe("outbox", () => {
   test("files are created 0640 and the directory 0750 whatever the umask, or as configured", async () => {
     const previous = process.umask(0);
     try {
-      const { logger } = capturingLogger();
+      const { logger } = capturingLogger("debug");
       const dir = freshDir();
       const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
       await outbox.enqueue(message(1));
@@ -442,7 +426,7 @@ describe("outbox", () => {
     for (const [i, m] of legacy.entries()) {
       await writeFile(path.join(dir, `${String(i).padStart(16, "0")}.msg`), encodeRecord(m));
     }
-    const { logger } = capturingLogger();
+    const { logger } = capturingLogger("debug");
     const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
     assert.equal(outbox.size, 3);
     await outbox.enqueue([message(3), message(3, { kind: "snapshot", retain: true })]);
