@@ -19,6 +19,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { readPasswordFile } from "../config/files.js";
 import type { ConsoleConfig } from "../config/index.js";
 import { StpmdError } from "../core/errors.js";
+import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult, Region } from "../core/result.js";
 import { renderSnapshot } from "../publish/snapshot.js";
@@ -95,14 +96,11 @@ export class LoginGuard {
 
 /** What the console keeps of a camera's frame to draw it on request: references, not copies. */
 interface KeptFrame {
-  seq: number;
-  width: number;
-  height: number;
-  rgb: Uint8Array;
+  /** The frame without its full-size original, which collection may have attached and the console never shows. */
+  frame: Frame;
   map: Float32Array;
   threshold: number;
   regions: Region[];
-  captureTs: number;
   rendered?: Promise<Buffer>;
 }
 
@@ -219,17 +217,8 @@ export class WebConsole {
   }
 
   onResult(result: InspectionResult): void {
-    const { frame } = result;
-    const kept: KeptFrame = {
-      seq: frame.seq,
-      width: frame.width,
-      height: frame.height,
-      rgb: frame.rgb,
-      map: result.map,
-      threshold: result.threshold,
-      regions: result.regions,
-      captureTs: frame.captureTs,
-    };
+    const { original: _, ...frame } = result.frame;
+    const kept: KeptFrame = { frame, map: result.map, threshold: result.threshold, regions: result.regions };
     const slot = this.frames.get(frame.cameraId) ?? { last: undefined, defect: undefined };
     slot.last = kept;
     if (result.defective) slot.defect = kept;
@@ -351,19 +340,11 @@ export class WebConsole {
       return;
     }
     // one rendering per kept frame, shared by every console asking for it
-    kept.rendered ??= renderSnapshot(
-      {
-        cameraId: camera,
-        seq: kept.seq,
-        captureTs: kept.captureTs,
-        width: kept.width,
-        height: kept.height,
-        rgb: kept.rgb,
-      },
-      kept.map,
-      kept.threshold,
-      { quality: IMAGE_QUALITY, maxSide: IMAGE_MAX_SIDE, regions: kept.regions },
-    );
+    kept.rendered ??= renderSnapshot(kept.frame, kept.map, kept.threshold, {
+      quality: IMAGE_QUALITY,
+      maxSide: IMAGE_MAX_SIDE,
+      regions: kept.regions,
+    });
     // a failed rendering is not kept: the next request tries again
     const jpeg = await kept.rendered.catch((err: unknown) => {
       kept.rendered = undefined;
@@ -373,7 +354,7 @@ export class WebConsole {
       "Content-Type": "image/jpeg",
       "Content-Length": jpeg.length,
       "Cache-Control": "no-store",
-      "X-Stpmd-Seq": String(kept.seq),
+      "X-Stpmd-Seq": String(kept.frame.seq),
     });
     res.end(res.req.method === "HEAD" ? undefined : jpeg);
   }

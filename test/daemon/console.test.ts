@@ -13,9 +13,8 @@ import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { testConfig } from "../helpers/config.js";
-import { noiseFrames, replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
+import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
-import { tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
 /** The daemon's log lines, read by the test (who changed what). */
@@ -41,10 +40,7 @@ async function lastLog(page: Page): Promise<string> {
 test("an operator watches and drives the real daemon from the console in Chromium, across a daemon restart", {
   skip,
 }, async () => {
-  const work = await tempDir("stpmd-console-e2e-");
-  const bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, 64);
-  await noiseFrames(path.join(work, "noise"), 4, 64);
+  const { work, bundle, noise } = await tinyStation("stpmd-console-e2e-");
   await writeFile(path.join(work, "alice"), "line7-operator\n");
   const broker = await MosquittoBroker.start();
   const httpPort = await freeLoopbackPort();
@@ -53,8 +49,8 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     model: { bundle, watch: false },
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
     cameras: [
-      { id: "cam1", source: replaySource(path.join(work, "noise"), 10), threshold: { value: 1e-9 } },
-      { id: "cam2", source: replaySource(path.join(work, "noise"), 10) },
+      { id: "cam1", source: replaySource(noise, 10), threshold: { value: 1e-9 } },
+      { id: "cam2", source: replaySource(noise, 10) },
     ],
     mqtt: {
       url: broker.url,

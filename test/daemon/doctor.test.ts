@@ -16,7 +16,7 @@ import {
 import { MosquittoBroker } from "../../src/demo/broker.js";
 import { probeProvider } from "../../src/onnx/provider-probe.js";
 import { testConfig } from "../helpers/config.js";
-import { noiseFrames, replaySource, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
+import { replaySource, tinyStation, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
@@ -136,10 +136,7 @@ test("the CUDA libraries of a Python install's NVIDIA packages are found for doc
 test("the daemon configured with cuda first runs on the CPU here, with one warning naming cuda and the reason", async (t) => {
   if ((await probeProvider("cuda")).ok)
     return t.skip("CUDA works on this machine: there is nothing to fall back from");
-  const work = await tempDir("stpmd-fallback-");
-  const bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 3, 32);
-  await noiseFrames(path.join(work, "noise"), 2, 32);
+  const { work, bundle, noise } = await tinyStation("stpmd-fallback-", { seed: 3, size: 32, frames: 2 });
   const broker = await MosquittoBroker.start();
   const { logger, lines } = capturingLogger();
   const results: InspectionResult[] = [];
@@ -147,7 +144,7 @@ test("the daemon configured with cuda first runs on the CPU here, with one warni
     testConfig({
       model: { bundle, watch: false },
       inference: { providers: [{ name: "cuda", device_id: 0 }, { name: "cpu" }] },
-      cameras: [{ id: "cam", source: replaySource(path.join(work, "noise"), 20) }],
+      cameras: [{ id: "cam", source: replaySource(noise, 20) }],
       mqtt: { url: broker.url, client_id: "fallback", outbox: { dir: path.join(work, "outbox") } },
       collection: { dir: path.join(work, "frames") },
       health: { watchdog: false },

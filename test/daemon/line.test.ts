@@ -9,9 +9,8 @@ import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { testConfig } from "../helpers/config.js";
-import { noiseFrames, replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
+import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { Plc } from "../helpers/opcua.js";
-import { tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
@@ -33,17 +32,14 @@ function counterOf(text: string, name: string, camera: string): number | undefin
 }
 
 test("the line's interfaces drive the real daemon: an MQTT command and a Sparkplug DCMD change its verdicts through one control path, /metrics counts what it inspected", async () => {
-  const work = await tempDir("stpmd-line-");
-  const bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, 64);
-  await noiseFrames(path.join(work, "noise"), 4, 64);
+  const { work, bundle, noise } = await tinyStation("stpmd-line-");
   const broker = await MosquittoBroker.start();
   const httpPort = await freeLoopbackPort();
   const results: InspectionResult[] = [];
   const config = testConfig({
     model: { bundle, watch: false },
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
-    cameras: [{ id: "cam", source: replaySource(path.join(work, "noise"), 20), threshold: { value: 1e-9 } }],
+    cameras: [{ id: "cam", source: replaySource(noise, 20), threshold: { value: 1e-9 } }],
     mqtt: {
       url: broker.url,
       client_id: "line-e2e",
@@ -184,16 +180,13 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
 });
 
 test("a PLC over OPC UA triggers the real daemon: the result it reads carries its part id, as does the MQTT result", async () => {
-  const work = await tempDir("stpmd-line-opcua-");
-  const bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, 64);
-  await noiseFrames(path.join(work, "noise"), 4, 64);
+  const { work, bundle, noise } = await tinyStation("stpmd-line-opcua-");
   const broker = await MosquittoBroker.start();
   const port = await freeLoopbackPort();
   const config = testConfig({
     model: { bundle, watch: false },
     inference: { max_batch: 1, max_wait_ms: 0, queue_size: 8 },
-    cameras: [{ id: "cam", source: replaySource(path.join(work, "noise"), 10) }],
+    cameras: [{ id: "cam", source: replaySource(noise, 10) }],
     mqtt: {
       url: broker.url,
       client_id: "line-opcua",

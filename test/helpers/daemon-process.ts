@@ -8,7 +8,7 @@ import { createLogger } from "../../src/core/log.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
 import { Random } from "../../src/stpm/random.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
-import { normalFrames } from "./tiny-data.js";
+import { normalFrames, tempDir } from "./tiny-data.js";
 import { waitFor as waitForEvery } from "./wait.js";
 
 /** The stpmd binary as users run it. */
@@ -56,6 +56,22 @@ export async function trainTinyBundle(work: string, out: string, seed: number, s
     progress: false,
   });
   return s.manifest.model_version;
+}
+
+/**
+ * What an in-process daemon test starts from: a scratch folder holding a tiny bundle (`model`, trained with `seed`)
+ * and `frames` noise frames (`noise`) of `size`², for {@link replaySource}.
+ */
+export async function tinyStation(
+  prefix: string,
+  { seed = 1, size = 64, frames = 4 }: { seed?: number; size?: number; frames?: number } = {},
+): Promise<{ work: string; bundle: string; noise: string }> {
+  const work = await tempDir(prefix);
+  const bundle = path.join(work, "model");
+  const noise = path.join(work, "noise");
+  await trainTinyBundle(work, bundle, seed, size);
+  await noiseFrames(noise, frames, size);
+  return { work, bundle, noise };
 }
 
 /** A replay camera source at `fps`, paced like a live camera. */
