@@ -37,11 +37,11 @@ export class Inspector {
   private loading: Promise<Manifest> | undefined;
   private resizeWarned = false;
 
+  private readonly logger: Logger;
+
   /**
    * @param maxBatch most model inputs per inference call: frames in resize mode, tiles in tile mode.
    */
-  private readonly logger: Logger;
-
   constructor(
     readonly bundleDir: string,
     private readonly sessionOptions: SessionOptions,
