@@ -490,7 +490,8 @@ export class Camera extends EventEmitter<CameraEvents> {
   /**
    * Ends a failed run, reports why, and schedules a restart. `failedIndex`: the file a decoder failed on, when the
    * replay's source knows it (see {@link decodingIndex}). At most once per run. A replay resumes after the last
-   * frame delivered; with `blameFile` (a stall or a decoder error) it also skips the file it was on, and names it.
+   * frame delivered; with `blameFile` (a stall or a decoder error) it also skips the file it was on until that file
+   * changes, and names it.
    */
   private failRun(
     run: Run,
@@ -509,7 +510,7 @@ export class Camera extends EventEmitter<CameraEvents> {
         : this.replayCursor!.runFailed(run.segment, run.frames, blameFile, failedIndex);
     if (culprit !== null) {
       this.badFrames++;
-      text += `; the replay was at ${culprit.file}, and resumes after it`;
+      text += `; the replay was at ${culprit.file}, and skips it until it changes`;
     }
     this.warn(kind, text);
     this.scheduleRestart(waitState, run);

@@ -67,10 +67,19 @@ describe("ReplayCursor", () => {
     assert.deepEqual(next(), { from: 1, to: 1, loop: false });
     assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 1, true)?.index, 4);
     assert.deepEqual(next(), { from: 5, to: 5, loop: false });
-    // A decoder error on 4 reported by the source while only frame 3 had arrived (4's frame dropped with the
-    // pipeline): 4 is blamed, not 3's successor by count; an index outside the segment is not believed.
+    // A decoder error on 4 reported by the source while no frame had arrived (3's frame dropped with the pipeline):
+    // 4 is blamed, not 3 by the count, and the replay resumes at 3, which it had not shown, then skips 4.
     assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 0, true, 4)?.index, 4);
+    const resumed = next();
+    assert.deepEqual(resumed, { from: 3, to: 3, loop: false });
+    assert.equal(cursor.segmentEnded(resumed as never), true);
+    skipped.length = 0;
     assert.deepEqual(next(), { from: 5, to: 5, loop: false });
+    assert.deepEqual(skipped, [4]);
+    // The frames all delivered up to the failing file: the replay resumes after it. An index outside the segment
+    // is not believed.
+    assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 2, true, 5)?.index, 5);
+    assert.deepEqual(next(), { from: 0, to: 1, loop: false });
     assert.equal(cursor.runFailed({ from: 3, to: 5, loop: false }, 1, true, 9)?.index, 4);
 
     // All files good and the replay at its start: the user's own looping replay.

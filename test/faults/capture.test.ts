@@ -167,7 +167,10 @@ describe("Faults: bad files in a replay", () => {
       warnings.map((w) => w.kind),
       ["stalled", "bad_file"],
     );
-    assert.match(warnings[0]!.message, new RegExp(`the replay was at ${bad}, and resumes after it$`));
+    assert.match(
+      warnings[0]!.message,
+      new RegExp(`the replay was at ${bad}, and skips it until it changes$`),
+    );
     assert.equal(
       warnings[1]!.message,
       `replay file ${bad} stopped the replay earlier and has not changed since; skipping it`,
@@ -190,7 +193,7 @@ describe("Faults: bad files in a replay", () => {
     );
     assert.match(warnings[0]!.message, /reason error/);
     assert.ok(
-      warnings[0]!.message.endsWith(`the replay was at ${bad}, and resumes after it`),
+      warnings[0]!.message.endsWith(`the replay was at ${bad}, and skips it until it changes`),
       warnings[0]!.message,
     );
     assert.ok(!warnings[0]!.message.includes("\n"), "one line");
