@@ -468,7 +468,10 @@ export class Daemon implements LineControl {
       ready: this.readySent && this.isFlowing(this.notifier.watchdogMs || 30_000),
       models,
       outbox: { queued: stats.outboxQueued, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
-      collection: { enabled: this.collectionEnabled },
+      collection: {
+        enabled: this.collectionEnabled,
+        ...(this.collector?.stats() ?? { saved: 0, failed: 0, dropped: 0, deleted: 0 }),
+      },
       cameras,
     };
   }

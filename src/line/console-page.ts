@@ -30,6 +30,7 @@ const INDEX_HTML = `<!doctype html>
 </header>
 <section id="controls" class="controls">
   <label><input id="collection" type="checkbox" disabled> collect normal frames</label>
+  <span id="collected"></span>
   <button id="reload" type="button" disabled>Reload config and models</button>
   <span id="models"></span>
 </section>
@@ -148,6 +149,9 @@ function renderStatus(s) {
     (s.outbox.lost + s.outbox.overflowed > 0 ? " (lost " + s.outbox.lost + ", refused " + s.outbox.overflowed + ")" : "");
   $("models").textContent = s.models.map((m) => m.bundle.split("/").pop() + " " + m.model_version).join(" · ");
   $("collection").checked = s.collection.enabled;
+  const k = s.collection;
+  $("collected").textContent = k.saved + k.failed + k.dropped === 0 ? "" : k.saved + " saved" +
+    (k.failed + k.dropped > 0 ? " (failed " + k.failed + ", dropped " + k.dropped + ")" : "");
   const writable = credentials !== null && s.console.operators;
   $("collection").disabled = !writable;
   $("reload").disabled = !writable;

@@ -8,6 +8,7 @@
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
 import type { InspectionResult } from "../core/result.js";
+import type { CollectionStats } from "../pipeline/collector.js";
 
 /** The interfaces a change can come from. */
 export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
@@ -77,7 +78,8 @@ export interface NodeSnapshot {
   ready: boolean;
   models: ModelSnapshot[];
   outbox: { queued: number; overflowed: number; lost: number };
-  collection: { enabled: boolean };
+  /** The switch, and what the collector did since start (all 0 when collection is off in the config file). */
+  collection: { enabled: boolean } & CollectionStats;
   cameras: CameraSnapshot[];
 }
 

@@ -11,6 +11,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
 import type { CameraState } from "../core/frame.js";
 import type { InspectionResult } from "../core/result.js";
+import type { CollectionStats } from "../pipeline/collector.js";
 import type { LineControl, NodeSnapshot } from "./control.js";
 
 /** Every value `stpmd_camera_state` has a series for, so a dashboard sees a 0 for the states a camera is not in. */
@@ -23,6 +24,9 @@ const CAMERA_STATES: readonly (CameraState | "disabled")[] = [
   "stopped",
   "disabled",
 ];
+
+/** The outcomes `stpmd_collection_frames_total` counts, each with a series from the start. */
+const COLLECTION_OUTCOMES: readonly (keyof CollectionStats)[] = ["saved", "failed", "dropped", "deleted"];
 
 /** Seconds: a CPU batch of 8 takes tens of ms, a Jetson's TensorRT batch a few, a stalled one seconds. */
 export const INFERENCE_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -80,6 +84,7 @@ export class LineMetrics {
   private readonly fps: Gauge;
   private readonly ready: Gauge;
   private readonly collection: Gauge;
+  private readonly collectionFrames: MirroredCounter<"outcome">;
   private readonly outboxQueued: Gauge;
   private readonly outboxOverflowed: MirroredCounter<never>;
   private readonly outboxLost: MirroredCounter<never>;
@@ -146,6 +151,13 @@ export class LineMetrics {
     this.fps = gauge("stpmd_fps", "Frames inspected per second, all cameras.", []);
     this.ready = gauge("stpmd_ready", "1 while a model is loaded and frames flow (as /readyz).", []);
     this.collection = gauge("stpmd_collection_enabled", "1 while frames are collected for retraining.", []);
+    this.collectionFrames = new MirroredCounter(
+      counter(
+        "stpmd_collection_frames_total",
+        "Frames the collector kept for retraining (saved), could not write (failed), had to skip behind slow writes (dropped), or deleted as the oldest beyond its bounds (deleted).",
+        ["outcome"],
+      ),
+    );
     this.outboxQueued = gauge("stpmd_outbox_queued", "Defect events waiting in the outbox.", []);
     this.outboxOverflowed = new MirroredCounter(
       counter("stpmd_outbox_overflowed_total", "Defect events refused because the outbox was full.", []),
@@ -216,6 +228,9 @@ export class LineMetrics {
     this.fps.set(snapshot.fps);
     this.ready.set(snapshot.ready ? 1 : 0);
     this.collection.set(snapshot.collection.enabled ? 1 : 0);
+    for (const outcome of COLLECTION_OUTCOMES) {
+      this.collectionFrames.set({ outcome }, snapshot.collection[outcome]);
+    }
     this.outboxQueued.set(snapshot.outbox.queued);
     this.outboxOverflowed.set({}, snapshot.outbox.overflowed);
     this.outboxLost.set({}, snapshot.outbox.lost);

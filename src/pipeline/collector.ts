@@ -3,7 +3,14 @@ import path from "node:path";
 import sharp from "sharp";
 import { quantile } from "../bundle/bundle.js";
 import type { CollectionConfig } from "../config/index.js";
-import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../core/durable-fs.js";
+import {
+  DEFAULT_DIR_MODE,
+  DEFAULT_FILE_MODE,
+  makeDirectory,
+  parseMode,
+  writeFileSynced,
+} from "../core/durable-fs.js";
+import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 
@@ -18,9 +25,10 @@ import type { InspectionResult } from "../core/result.js";
  * later retrain can choose another geometry: a frame that qualifies at capture size makes the collector ask its
  * camera for the next frame at full size ({@link CollectorOptions.requestOriginal}), and that frame — judged by
  * the model like any other — is saved if it qualifies too. Without a camera to ask (unit tests), frames are saved
- * as they were inspected. Writes are temp + rename: retrain never sees half a PNG. Frames are production images,
- * so files and folder get the configured modes (0640/0750 by default), set explicitly rather than left to the
- * umask.
+ * as they were inspected. Writes are temp + fsync + rename: retrain never sees half a PNG, and a failed write (a
+ * full disk) leaves nothing behind. Frames are production images, so files and folder get the configured modes
+ * (0640/0750 by default), set explicitly rather than left to the umask. Collection never costs inspection: a save
+ * that fails is counted and logged (once per problem, then at most once a minute), and the next one is tried.
  */
 export interface CollectorOptions {
   /**
@@ -36,17 +44,48 @@ export interface CollectorOptions {
  */
 const ORIGINAL_WAIT_MS = 10_000;
 
+/** Saves in flight beyond which a qualifying frame is dropped (counted): a slow disk must not pile up frames. */
+const MAX_SAVES_IN_FLIGHT = 3;
+
+/**
+ * How often a problem that keeps failing saves is logged again, with the count meanwhile: a full disk fails every
+ * save, and at one save a second per camera it would otherwise write a line a second per camera.
+ */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
+
+/** What the collector did since start, for the node's snapshot and /metrics. */
+export interface CollectionStats {
+  saved: number;
+  /** Saves that failed (a full or read-only disk, a deleted folder); nothing of them is left on disk. */
+  failed: number;
+  /** Frames that qualified while {@link MAX_SAVES_IN_FLIGHT} saves were still being written, so not saved. */
+  dropped: number;
+  /** Old frames deleted to keep within max_frames_per_camera and max_bytes. */
+  deleted: number;
+}
+
+/** The save failures not yet reported, for the once-a-minute log line. */
+interface FailureRun {
+  problem: string;
+  loggedAt: number;
+  sinceLogged: number;
+  total: number;
+}
+
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
   /** Saved files per camera, oldest first (names start with the capture time, so name order is age order). */
   private readonly filesByCamera = new Map<string, { name: string; size: number }[]>();
   private bytes = 0;
   private writing = 0;
+  private failures: FailureRun | null = null;
   private margin: { scores: readonly number[]; value: number } | undefined;
   /** Cameras asked for a full-size frame, and when. */
   private readonly requested = new Map<string, number>();
   saved = 0;
   deleted = 0;
+  failed = 0;
+  dropped = 0;
   private readonly fileMode: number;
   private readonly dirMode: number;
 
@@ -73,6 +112,10 @@ export class Collector {
         if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
         const cameraDir = path.join(config.dir, entry.name);
         for (const f of (await readdir(cameraDir)).sort()) {
+          if (isTempName(f)) {
+            await c.removeStaleTemp(path.join(cameraDir, f));
+            continue;
+          }
           if (!f.endsWith(".png") || f.startsWith(".")) continue;
           const file = path.join(cameraDir, f);
           c.track(entry.name, f, (await stat(file)).size);
@@ -99,7 +142,7 @@ export class Collector {
     const cam = result.frame.cameraId;
     const { original } = result.frame;
     if (original) this.requested.delete(cam); // the full-size frame came: kept below if it qualifies
-    if (!cfg.enabled || result.defective || this.writing > 2) return;
+    if (!cfg.enabled || result.defective) return;
     // the margin changes only with the model: compute it once per validation-score list, not per frame
     if (this.margin?.scores !== validationScores) {
       this.margin = {
@@ -117,12 +160,65 @@ export class Collector {
       return;
     }
     this.lastSaved.set(cam, now);
+    if (this.writing >= MAX_SAVES_IN_FLIGHT) {
+      this.dropped += 1;
+      return;
+    }
     this.writing += 1;
     this.save(result)
-      .catch((err) => this.logger.error({ camera: cam, err }, "saving collected frame failed"))
+      .then(() => this.savedAgain())
+      .catch((err: unknown) => this.saveFailed(cam, err))
       .finally(() => {
         this.writing -= 1;
       });
+  }
+
+  stats(): CollectionStats {
+    return { saved: this.saved, failed: this.failed, dropped: this.dropped, deleted: this.deleted };
+  }
+
+  private saveFailed(camera: string, err: unknown): void {
+    this.failed += 1;
+    // sharp's and libvips' messages span lines; a log line must not
+    const problem = errorMessage(err).replace(/\s*\n\s*/g, "; ");
+    const now = Date.now();
+    const run = this.failures;
+    if (run !== null && run.problem === problem && now - run.loggedAt < FAILURE_LOG_INTERVAL_MS) {
+      run.sinceLogged += 1;
+      run.total += 1;
+      return;
+    }
+    const meanwhile =
+      run !== null && run.sinceLogged > 0 ? ` (${run.sinceLogged} more since the last line)` : "";
+    this.failures = { problem, loggedAt: now, sinceLogged: 0, total: (run?.total ?? 0) + 1 };
+    this.logger.warn(
+      { camera, dir: this.config.dir, failed: this.failed },
+      `could not save a collected frame of camera ${camera} in ${this.config.dir}: ${problem}${meanwhile}; ` +
+        `inspection goes on; ${this.failed} failed saves in all (stpmd_collection_frames_total{outcome="failed"})`,
+    );
+  }
+
+  private savedAgain(): void {
+    const run = this.failures;
+    if (run === null) return;
+    this.failures = null;
+    this.logger.info(
+      { failed: run.total },
+      `collected frames are saved again, after ${run.total} failed saves`,
+    );
+  }
+
+  /** A temp file a process killed mid-save left behind: never a frame, and it takes disk space. */
+  private async removeStaleTemp(file: string): Promise<void> {
+    try {
+      await unlink(file);
+      this.logger.info(
+        { file },
+        `removed ${file}, a collected frame's temp file left by an interrupted save`,
+      );
+    } catch (err) {
+      this.logger.warn({ file }, `could not remove the stale temp file ${file}: ${errorMessage(err)}`);
+    }
   }
 
   private async save(r: InspectionResult): Promise<void> {
@@ -130,21 +226,28 @@ export class Collector {
     const stamp = new Date(frame.captureTs).toISOString().replace(/[-:.]/g, "");
     const name = `${frame.cameraId}_${stamp}_${frame.seq}.png`;
     const dir = path.join(this.config.dir, frame.cameraId);
-    if (!this.filesByCamera.has(frame.cameraId)) await makeDirectory(dir, this.dirMode);
+    // each time, not once: a folder deleted while running (an operator clearing frames) would fail every save
+    await makeDirectory(dir, this.dirMode);
     const file = path.join(dir, name);
-    const tmp = path.join(dir, `.${name}.tmp`);
+    const tmp = path.join(dir, tempName(name));
     const { original } = frame;
     const image = original
       ? sharp(original.rgba, {
           raw: { width: original.width, height: original.height, channels: 4 },
         }).removeAlpha()
       : sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } });
-    const info = await image.png().toFile(tmp);
-    // sharp creates the file with 0666 minus the umask; narrow it before the name appears
-    await chmod(tmp, this.fileMode);
-    await rename(tmp, file);
+    // Encoded in memory, then written by Node: sharp's toFile leaves a partial file on a full disk, and its error
+    // has no errno (measured: a 64 KiB tmpfs kept 64 KiB of a 192 KiB PNG, "write error … No space left on device").
+    const png = await image.png().toBuffer();
+    try {
+      await writeFileSynced(tmp, png, this.fileMode);
+      await rename(tmp, file);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
     this.saved += 1;
-    this.track(frame.cameraId, name, info.size);
+    this.track(frame.cameraId, name, png.length);
     await this.enforceLimits(frame.cameraId);
   }
 
@@ -170,8 +273,20 @@ export class Collector {
     const oldest = list.shift()!;
     this.bytes -= oldest.size;
     this.deleted += 1;
-    await unlink(path.join(this.config.dir, camera, oldest.name)).catch((err) =>
-      this.logger.warn({ file: oldest.name, err }, "could not delete an old collected frame"),
-    );
+    const file = path.join(this.config.dir, camera, oldest.name);
+    await unlink(file).catch((err: NodeJS.ErrnoException) => {
+      // gone already (an operator cleared the folder): what deleting it was for
+      if (err.code !== "ENOENT")
+        this.logger.warn({ file }, `could not delete the old collected frame ${file}: ${err.message}`);
+    });
   }
+}
+
+/** A collected frame's name while it is being written: hidden from retrain and from the start-up scan. */
+function tempName(name: string): string {
+  return `.${name}.tmp`;
+}
+
+function isTempName(name: string): boolean {
+  return name.startsWith(".") && name.endsWith(".png.tmp");
 }

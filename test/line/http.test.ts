@@ -130,7 +130,7 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     assert.equal(value(later, "stpmd_camera_inspected_total", { camera: "cam1" }), 30);
   });
 
-  test("gauges come from the snapshot at the scrape: state, enabled, threshold, fps, outbox, model info", async () => {
+  test("gauges come from the snapshot at the scrape: state, enabled, threshold, fps, outbox, collection, model info", async () => {
     await control.enableCamera("cam2", false, { via: "http" });
     control.setThreshold("cam1", { value: 0.75 }, { via: "http" });
     let restarts = 3;
@@ -142,6 +142,7 @@ describe("HTTP metrics and health, scraped over loopback", () => {
       snapshot.cameras[1]!.dropped_frames = 5;
       snapshot.dropped_frames = 17;
       snapshot.outbox = { queued: 4, overflowed: 2, lost: 1 };
+      snapshot.collection = { enabled: true, saved: 9, failed: 3, dropped: 1, deleted: 0 };
     };
     const samples = await scrape();
     assert.equal(value(samples, "stpmd_camera_state", { camera: "cam1", state: "streaming" }), 1);
@@ -159,6 +160,15 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     assert.equal(value(samples, "stpmd_outbox_queued"), 4);
     assert.equal(value(samples, "stpmd_outbox_overflowed_total"), 2);
     assert.equal(value(samples, "stpmd_outbox_lost_total"), 1);
+    assert.equal(value(samples, "stpmd_collection_enabled"), 1);
+    for (const [outcome, count] of [
+      ["saved", 9],
+      ["failed", 3],
+      ["dropped", 1],
+      ["deleted", 0],
+    ] as const) {
+      assert.equal(value(samples, "stpmd_collection_frames_total", { outcome }), count, outcome);
+    }
     assert.equal(value(samples, "stpmd_ready"), 1);
     assert.equal(
       value(samples, "stpmd_model_info", {

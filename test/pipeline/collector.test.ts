@@ -178,3 +178,22 @@ test("a request for a full-size frame whose frame never comes (dropped by a full
   assert.equal(requests, 2);
   assert.equal(c.saved, 0);
 });
+
+test("beyond three saves in flight a qualifying frame is dropped and counted, never queued", async () => {
+  const dir = path.join(await tempDir(), "frames");
+  const c = await Collector.open(
+    collectionConfig({ enabled: true, dir, score_quantile: 1, min_interval_s: 0 }),
+    createLogger("silent"),
+  );
+  // ten qualifying frames at once: the first three start their saves (encoding runs off the JS thread)
+  for (let seq = 0; seq < 10; seq++) c.consider(result("a", seq, 0), [1]);
+  c.consider(result("a", 10, 5), [1]); // defective: not a candidate, so not a drop either
+  assert.deepEqual(c.stats(), { saved: 0, failed: 0, dropped: 7, deleted: 0 });
+  await settle();
+  assert.deepEqual(c.stats(), { saved: 3, failed: 0, dropped: 7, deleted: 0 });
+  assert.equal((await readdir(path.join(dir, "a"))).length, 3);
+  // the saves done, the next frame is saved again
+  c.consider(result("a", 11, 0), [1]);
+  await settle();
+  assert.equal(c.stats().saved, 4);
+});
