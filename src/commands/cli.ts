@@ -13,6 +13,9 @@ import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, retrain } from "../train/retrain.js";
 
+/** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
+const STOP_DEADLINE_MS = 15_000;
+
 function intOption(name: string, min: number): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
@@ -276,11 +279,26 @@ program
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, "stopping");
-        daemon.stop().then(resolve, (err) => {
-          logger.error({ err }, "error while stopping");
+        // Within systemd's TimeoutStopSec (20 s in deploy/): exiting on its own, the daemon can still say where it
+        // was stuck; what the outbox holds is on disk for the next start either way.
+        const deadline = setTimeout(() => {
+          logger.error(
+            { step: daemon.stopStep },
+            `shutdown did not finish within ${STOP_DEADLINE_MS / 1000} s (still ${daemon.stopStep}); exiting anyway, undelivered events stay in the outbox`,
+          );
           process.exitCode = 1;
           resolve();
-        });
+        }, STOP_DEADLINE_MS);
+        daemon
+          .stop()
+          .catch((err) => {
+            logger.error({ err }, "error while stopping");
+            process.exitCode = 1;
+          })
+          .finally(() => {
+            clearTimeout(deadline);
+            resolve();
+          });
       };
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));

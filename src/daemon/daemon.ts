@@ -86,6 +86,8 @@ export class Daemon implements LineControl {
   private readonly models = new Map<string, ModelSlot>();
   private readonly stations = new Map<string, Station>();
   private collector: Collector | undefined;
+  /** What stop() is doing (see {@link stop}); "" before it is called. */
+  stopStep = "";
   private collectionEnabled: boolean;
   private lineInterfaces: LineInterface[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
@@ -741,13 +743,17 @@ export class Daemon implements LineControl {
     watchDirectory();
   }
 
-  /** SIGTERM: stop the line's interfaces and capture, inspect what is already queued, flush MQTT, stop. */
+  /**
+   * SIGTERM: stop the line's interfaces and capture, inspect what is already queued, flush MQTT, stop.
+   * {@link stopStep} names the step it is in, for a caller that gives up waiting.
+   */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
     for (const t of this.timers) clearInterval(t);
     for (const line of this.lineInterfaces) {
+      this.stopStep = `stopping the line interface ${line.name}`;
       await line.stop().catch((err: unknown) => this.logger.warn({ interface: line.name, err }, "stopping"));
     }
     for (const s of this.stations.values()) this.stopCamera(s);
@@ -755,10 +761,14 @@ export class Daemon implements LineControl {
       for (const w of slot.watchers) w.close();
       if (slot.reloadTimer) clearTimeout(slot.reloadTimer);
     }
+    this.stopStep = "inspecting the frames already queued";
     await Promise.all([...this.models.values()].map((slot) => slot.loop.drain()));
     this.publishStatus();
+    this.stopStep = "flushing MQTT";
     await this.publisher.stop();
+    this.stopStep = "closing the inference sessions";
     for (const slot of this.models.values()) await slot.inspector.close();
+    this.stopStep = "stopped";
     this.logger.info({ inspected: this.inspectedFrames, dropped: this.droppedFrames }, "stopped");
   }
 }

@@ -100,6 +100,14 @@ export class MosquittoBroker {
     this.process?.kill("SIGHUP");
   }
 
+  /**
+   * SIGSTOP (true) or SIGCONT (false): a broker that stops answering but keeps its connections open, as one on a
+   * hung host or behind a dead link does. For fault tests.
+   */
+  freeze(frozen: boolean): void {
+    this.process?.kill(frozen ? "SIGSTOP" : "SIGCONT");
+  }
+
   /** Stops (if running) and starts a fresh broker on the same port: no retained messages, no sessions. */
   async restart(): Promise<void> {
     await this.stop();

@@ -16,6 +16,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { type ThresholdRule, thresholdRuleSchema } from "../config/index.js";
 import { formatKeyPath, type Problem } from "../config/problems.js";
 import { schemaProblems } from "../config/validate.js";
+import { settledWithin } from "../core/deadline.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { MqttSession } from "../publish/publisher.js";
@@ -300,6 +301,9 @@ export interface MqttCommandsOptions {
   executor?: CommandExecutor;
 }
 
+/** How long stop() waits for responses in flight (a response reaches a working broker in milliseconds). */
+const RESPONSES_WAIT_MS = 2_000;
+
 export class MqttCommands implements LineInterface {
   readonly name = "mqtt-commands";
   private readonly session: MqttSession;
@@ -322,11 +326,22 @@ export class MqttCommands implements LineInterface {
     this.logger.info({ topic: filter, commands: COMMAND_NAMES }, "accepting MQTT commands");
   }
 
-  /** Stops taking requests and waits for the ones already taken (their responses are still sent). */
+  /**
+   * Stops taking requests and waits for the ones already taken (their responses are still sent), for at most
+   * {@link RESPONSES_WAIT_MS}: a QoS 1 response waits for the broker's acknowledgement, which with the broker gone
+   * never comes while the client keeps reconnecting, and a shutdown must not wait for a broker.
+   */
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    await Promise.all(this.responses);
+    const pending = this.responses.size;
+    if (pending === 0) return;
+    if (!(await settledWithin(Promise.all(this.responses), RESPONSES_WAIT_MS))) {
+      this.logger.warn(
+        { unsent: this.responses.size },
+        `stopping without waiting longer for ${this.responses.size} of ${pending} command responses: the broker has not acknowledged them within ${RESPONSES_WAIT_MS} ms`,
+      );
+    }
   }
 
   private onRequest(topic: string, payload: Buffer): void {

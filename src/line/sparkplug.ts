@@ -17,6 +17,7 @@ import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { get as sparkplugNamespace } from "sparkplug-payload";
 import type { TypeStr, UMetric, UPayload } from "sparkplug-payload/lib/sparkplugbpayload.js";
 import type { MqttConfig, SparkplugConfig } from "../config/index.js";
+import { settledWithin } from "../core/deadline.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { redactUrl } from "../core/redact.js";
@@ -331,7 +332,7 @@ export class SparkplugNode implements LineInterface {
   /** Ends a session on purpose: NDEATH first (the broker drops the will on a clean DISCONNECT), then DISCONNECT. */
   private async endSession(client: MqttClient): Promise<void> {
     if (client.connected) {
-      await withTimeout(
+      await settledWithin(
         new Promise<void>((resolve) => {
           client.publish(
             this.topics.nodeTopic("NDEATH"),
@@ -343,7 +344,7 @@ export class SparkplugNode implements LineInterface {
         STOP_TIMEOUT_MS,
       );
     }
-    await withTimeout(
+    await settledWithin(
       new Promise<void>((resolve) => client.end(false, {}, () => resolve())),
       STOP_TIMEOUT_MS,
     );
@@ -832,16 +833,4 @@ function fromSnapshot(camera: CameraSnapshot): LastMetrics | undefined {
 /** Frame rates to 0.1 fps: finer changes would make every report carry them. */
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
-}
-
-async function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  try {
-    await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import type { MqttConfig, MqttTlsConfig } from "../config/index.js";
+import { settledBy } from "../core/deadline.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { redactUrl } from "../core/redact.js";
@@ -314,11 +315,11 @@ export class Publisher implements MqttSession {
     const outbox = this.outbox!;
     try {
       // every defect submitted so far is handed to the outbox, then on disk, before the drain below
-      await beforeDeadline(this.defects!.settled(), deadline);
+      await settledBy(this.defects!.settled(), deadline);
       // drain first, so that `stopped` reports what is really left on disk; keep time for that last message
       const drainDeadline = deadline - Math.min(STOPPED_STATUS_RESERVE_MS, this.stopTimeoutMs / 4);
       while (outbox.size > 0 && client.connected && Date.now() < drainDeadline) await sleep(STOP_POLL_MS);
-      if (client.connected) await beforeDeadline(this.sendStatus("stopped"), deadline);
+      if (client.connected) await settledBy(this.sendStatus("stopped"), deadline);
       if (outbox.size > 0) {
         this.logger.warn({ queued: outbox.size }, "publisher stopping with undelivered events; kept on disk");
       }
@@ -484,7 +485,7 @@ export class Publisher implements MqttSession {
   private async disconnect(client: MqttClient, deadline: number): Promise<void> {
     // A clean DISCONNECT tells the broker not to publish the last will, so `stopped` stays retained.
     const ended = new Promise<void>((resolve) => client.end(!client.connected, {}, () => resolve()));
-    if (!(await beforeDeadline(ended, Math.max(deadline, Date.now() + 200)))) {
+    if (!(await settledBy(ended, Math.max(deadline, Date.now() + 200)))) {
       client.end(true);
     }
   }
@@ -576,23 +577,6 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-/** True if `promise` settled before `deadline` (epoch ms); a rejection counts as settled. */
-async function beforeDeadline(promise: Promise<unknown>, deadline: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
-  });
-  const settled = promise.then(
-    () => true as const,
-    () => true as const,
-  );
-  try {
-    return await Promise.race([settled, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

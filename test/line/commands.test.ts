@@ -13,6 +13,7 @@ import { Publisher } from "../../src/publish/publisher.js";
 import { type CommandResponsePayload, Topics } from "../../src/publish/topics.js";
 import { mqttConfig } from "../helpers/config.js";
 import { TestLineControl } from "../helpers/line-control.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { MosquittoBroker } from "../helpers/mosquitto.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -355,6 +356,52 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       release();
       await client.close();
       await gated.stop();
+    }
+  });
+
+  test("stop() does not wait more than 2 s for a response the broker never acknowledges (broker hung)", async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = new TestLineControl(["cam1"]);
+    const reload = slow.reload.bind(slow);
+    let taken = false;
+    slow.reload = async (by) => {
+      taken = true;
+      await gate;
+      return reload(by);
+    };
+    const { logger: captured, lines } = capturingLogger("warn");
+    const hung = new MqttCommands({
+      session: publisher,
+      topics: new Topics("hung"),
+      control: slow,
+      logger: captured,
+    });
+    await hung.start();
+    const client = await Operator.connect(broker.url, {}, "hung");
+    try {
+      await client.awaitDaemon();
+      await client.client.publishAsync("hung/command/reload", JSON.stringify({ transaction: 1 }), { qos: 1 });
+      await waitFor("the request taken by the daemon", () => taken, WAIT_MS);
+      // the broker stops answering, then the reload finishes: its QoS 1 response is never acknowledged
+      broker.freeze(true);
+      release();
+      const started = Date.now();
+      await hung.stop();
+      const waited = Date.now() - started;
+      assert.ok(waited >= 1_900 && waited < 3_500, `stop() took ${waited} ms`);
+      assert.equal(lines.length, 1, lines.map((l) => l.msg).join("\n"));
+      assert.match(
+        lines[0]!.msg,
+        /^stopping without waiting longer for 1 of 1 command responses: the broker has not acknowledged them within 2000 ms$/,
+      );
+    } finally {
+      release();
+      broker.freeze(false);
+      await client.close();
+      await hung.stop();
     }
   });
 
