@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { InferenceConfig } from "../config/index.js";
+import { errorMessage } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
@@ -12,6 +13,11 @@ import type { Inspector, StationLookup } from "./inspector.js";
  */
 const BATCHES_IN_FLIGHT = 2;
 
+/** How often a failure that repeats is logged again (with the count meanwhile). */
+const REPEAT_LOG_INTERVAL_MS = 60_000;
+/** Distinct failure messages remembered for that; beyond it the memory starts over (a line each, bounded). */
+const MAX_REPORTED_PROBLEMS = 64;
+
 /**
  * The inspection stage's frame loop: frames from any camera → bounded frame queue (drop-oldest, counted) →
  * batches of up to `max_batch` frames, waiting at most `max_wait_ms` for a batch to fill → the inspector →
@@ -22,6 +28,13 @@ export class InspectionLoop {
   private running: Promise<void> | undefined;
   /** Batches whose inference failed (their frames are named in the log; the loop goes on). */
   failedBatches = 0;
+  /** Batches whose results the consumer threw on (named in the log; the loop goes on). */
+  failedDeliveries = 0;
+  /**
+   * When each failure message was last logged, and how many were not logged since: a persistent failure (the
+   * inference thread gone, a GPU error) fails every batch, at up to the frame rate.
+   */
+  private readonly reported = new Map<string, { at: number; unlogged: number }>();
 
   constructor(
     private readonly inspector: Inspector,
@@ -62,6 +75,24 @@ export class InspectionLoop {
     await this.running;
   }
 
+  /** Logs a failed batch naming its frames: each distinct problem once, then at most once a minute with a count. */
+  private report(what: string, batch: readonly Frame[], err: unknown): void {
+    const problem = `${what}: ${errorMessage(err).split("\n")[0]}`;
+    const now = Date.now();
+    const last = this.reported.get(problem);
+    if (last !== undefined && now - last.at < REPEAT_LOG_INTERVAL_MS) {
+      last.unlogged += 1;
+      return;
+    }
+    if (this.reported.size >= MAX_REPORTED_PROBLEMS) this.reported.clear();
+    this.reported.set(problem, { at: now, unlogged: 0 });
+    const since =
+      last !== undefined && last.unlogged > 0
+        ? ` (and ${last.unlogged} more batches since the last line)`
+        : "";
+    this.logger.error({ err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) }, `${problem}${since}`);
+  }
+
   /**
    * Keeps up to {@link BATCHES_IN_FLIGHT} batches with the inspector at once, so the inference thread already holds
    * the next batch while the main thread finds regions and publishes the last one (stages overlap, buffers flow one
@@ -79,15 +110,19 @@ export class InspectionLoop {
       const inspected = this.inspector.inspect(batch, this.station).catch((err: unknown) => {
         // one bad batch must not end the loop; the frames are counted as lost and named in the log
         this.failedBatches += 1;
-        this.logger.error(
-          { err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) },
-          "inference failed for a batch; continuing",
-        );
+        this.report("inference failed for a batch; continuing", batch, err);
         return undefined;
       });
       delivered = delivered.then(async () => {
         const results = await inspected;
-        if (results) this.deliver(results, performance.now() - started);
+        if (!results) return;
+        try {
+          this.deliver(results, performance.now() - started);
+        } catch (err) {
+          // a consumer's bug must not end the loop either: later batches would never be delivered
+          this.failedDeliveries += 1;
+          this.report("delivering a batch's results failed; continuing", batch, err);
+        }
       });
       inFlight.push(delivered);
     }
