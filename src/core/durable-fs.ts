@@ -1,4 +1,5 @@
-import { chmod, mkdir, open } from "node:fs/promises";
+import { chmod, mkdir, open, rename, unlink } from "node:fs/promises";
+import path from "node:path";
 
 /**
  * Permission bits of files the daemon keeps (outbox entries, collected frames): they hold production images, so
@@ -46,4 +47,24 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 export async function makeDirectory(dir: string, mode: number): Promise<void> {
   await mkdir(dir, { recursive: true, mode });
   await chmod(dir, mode);
+}
+
+/**
+ * Replaces `file` whole or not at all: written to `temp` (a sibling), fsynced, renamed over it, and with `durable`
+ * the directory fsynced too. A failed write (a full disk) removes the temp file, so nothing partial is left.
+ */
+export async function writeFileAtomic(
+  file: string,
+  temp: string,
+  data: Uint8Array | string,
+  options: { mode?: number; durable?: boolean } = {},
+): Promise<void> {
+  try {
+    await writeFileSynced(temp, data, options.mode);
+    await rename(temp, file);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  if (options.durable) await fsyncDirectory(path.dirname(file));
 }

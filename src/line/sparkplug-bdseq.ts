@@ -1,6 +1,6 @@
-import { mkdir, readFile, rename } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsyncDirectory, writeFileSynced } from "../core/durable-fs.js";
+import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, writeFileAtomic } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 
@@ -31,10 +31,10 @@ export class BdSeqStore {
     this.last = next;
     try {
       await mkdir(path.dirname(this.file), { recursive: true, mode: DEFAULT_DIR_MODE });
-      const temp = `${this.file}.tmp`;
-      await writeFileSynced(temp, `${next}\n`, DEFAULT_FILE_MODE);
-      await rename(temp, this.file);
-      await fsyncDirectory(path.dirname(this.file));
+      await writeFileAtomic(this.file, `${this.file}.tmp`, `${next}\n`, {
+        mode: DEFAULT_FILE_MODE,
+        durable: true,
+      });
     } catch (err) {
       this.logger.error(
         { file: this.file, bd_seq: next, err },

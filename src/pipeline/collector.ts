@@ -1,4 +1,4 @@
-import { chmod, readdir, rename, stat, unlink } from "node:fs/promises";
+import { chmod, readdir, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import { quantile } from "../bundle/bundle.js";
@@ -8,7 +8,7 @@ import {
   DEFAULT_FILE_MODE,
   makeDirectory,
   parseMode,
-  writeFileSynced,
+  writeFileAtomic,
 } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
@@ -239,13 +239,7 @@ export class Collector {
     // Encoded in memory, then written by Node: sharp's toFile leaves a partial file on a full disk, and its error
     // has no errno (measured: a 64 KiB tmpfs kept 64 KiB of a 192 KiB PNG, "write error … No space left on device").
     const png = await image.png().toBuffer();
-    try {
-      await writeFileSynced(tmp, png, this.fileMode);
-      await rename(tmp, file);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
+    await writeFileAtomic(file, tmp, png, { mode: this.fileMode });
     this.saved += 1;
     this.track(frame.cameraId, name, png.length);
     await this.enforceLimits(frame.cameraId);

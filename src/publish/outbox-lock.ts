@@ -134,9 +134,17 @@ export class OutboxLock {
       await handle.chmod(this.fileMode);
       await handle.writeFile(this.content);
       await handle.sync();
-    } finally {
+    } catch (err) {
+      // a full disk: an empty lock left behind would make the next start take it over with a warning
       await handle.close();
+      await unlink(this.file).catch(() => undefined);
+      throw new StpmdError(
+        "ERR_OUTBOX_LOCKED",
+        `outbox lock file ${this.file} (mqtt.outbox.dir): could not write it: ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
+    await handle.close();
     return true;
   }
 }
