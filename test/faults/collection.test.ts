@@ -2,21 +2,18 @@
 // case counts the frames offered against those saved, failed and left on disk: collection may fail, but it never
 // leaves half a frame behind, never floods the log, and picks up again once there is room.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdir, readdir, rm, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { promisify } from "node:util";
 import sharp from "sharp";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Collector } from "../../src/pipeline/collector.js";
 import { Random } from "../../src/stpm/random.js";
 import { collectionConfig } from "../helpers/config.js";
 import { capturingLogger } from "../helpers/logs.js";
-import { tempDir } from "../helpers/tiny-data.js";
+import { withTmpfs } from "../helpers/tmpfs.js";
 import { waitFor } from "../helpers/wait.js";
 
-const run = promisify(execFile);
 const SIZE = 64;
 
 /** A normal frame of noise: its PNG is about as large as its pixels (12 KiB), so 128 KiB fill in a few frames. */
@@ -43,15 +40,7 @@ function noiseResult(seq: number): InspectionResult {
 }
 
 test("a full filesystem (128 KiB tmpfs): every frame is saved or counted failed, no temp file is left, one log line per problem a minute, and saving resumes once there is room or after the folder is deleted", async (t) => {
-  const mountPoint = path.join(await tempDir("stpmd-collect-fault-"), "tiny");
-  await mkdir(mountPoint);
-  try {
-    await run("mount", ["-t", "tmpfs", "-o", "size=128k,mode=0755", "tmpfs", mountPoint]);
-  } catch (err) {
-    t.skip(`cannot mount a tmpfs here (${(err as Error).message.split("\n")[0]})`);
-    return;
-  }
-  try {
+  await withTmpfs(t, "128k", async (mountPoint) => {
     const dir = path.join(mountPoint, "frames");
     // what a process killed in the middle of a save leaves: a hidden temp file, taking space
     await mkdir(path.join(dir, "cam0"), { recursive: true });
@@ -125,7 +114,5 @@ test("a full filesystem (128 KiB tmpfs): every frame is saved or counted failed,
     assert.equal(collector.stats().failed, full.failed);
     assert.equal((await readdir(path.join(dir, "cam0"))).length, 1);
     assert.equal(lines.filter((l) => l.level >= 40).length, 1, "no warning beyond the full disk's one");
-  } finally {
-    await run("umount", [mountPoint]).catch(() => undefined);
-  }
+  });
 });

@@ -1,30 +1,18 @@
 // Small state files on a filesystem with no room left (a real tmpfs, filled): the outbox lock and the Sparkplug
 // bdSeq file leave nothing partial behind and say which file failed, in one line.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdir, readdir, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { promisify } from "node:util";
 import { DEFAULT_FILE_MODE } from "../../src/core/durable-fs.js";
 import { isStpmdError } from "../../src/core/errors.js";
 import { BdSeqStore } from "../../src/line/sparkplug-bdseq.js";
 import { OutboxLock } from "../../src/publish/outbox-lock.js";
 import { capturingLogger } from "../helpers/logs.js";
-import { tempDir } from "../helpers/tiny-data.js";
-
-const run = promisify(execFile);
+import { withTmpfs } from "../helpers/tmpfs.js";
 
 test("a full filesystem: the outbox lock and the bdSeq file leave no empty or temp file, and name the file", async (t) => {
-  const mountPoint = path.join(await tempDir("stpmd-full-disk-"), "full");
-  await mkdir(mountPoint);
-  try {
-    await run("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mountPoint]);
-  } catch (err) {
-    t.skip(`cannot mount a tmpfs here (${(err as Error).message.split("\n")[0]})`);
-    return;
-  }
-  try {
+  await withTmpfs(t, "64k", async (mountPoint) => {
     const outbox = path.join(mountPoint, "outbox");
     const sparkplug = path.join(mountPoint, "sparkplug");
     await mkdir(outbox);
@@ -48,7 +36,5 @@ test("a full filesystem: the outbox lock and the bdSeq file leave no empty or te
     assert.deepEqual(await readdir(sparkplug), [], "no temp file left");
     assert.equal(lines.length, 1);
     assert.match(lines[0]!.msg, /could not store bdSeq 0 in .*bdseq \(ENOSPC: no space left on device/);
-  } finally {
-    await run("umount", [mountPoint]).catch(() => undefined);
-  }
+  });
 });
