@@ -364,3 +364,22 @@ export async function pacedResults(
   const elapsedS = (performance.now() - measureFrom) / 1000;
   return { results: emitted - measuredFrom, cpuMsPerS: (cpu.user + cpu.system) / 1000 / elapsedS };
 }
+
+/**
+ * The Markdown table of a paired CPU comparison (the console and line-interface benchmarks): each variant's median
+ * and runs in ms of CPU per second, then the median of the run pairs' differences, also as a share of one core.
+ */
+export function cpuPairsTable(
+  variants: readonly (readonly [label: string, runs: readonly number[]])[],
+  pairDiffs: readonly number[],
+): string[] {
+  const f = (x: number) => x.toFixed(1);
+  const list = (runs: readonly number[]) => runs.map(f).join(", ");
+  const diff = median([...pairDiffs]);
+  return [
+    "| variant | CPU ms per s (median) | runs (ms per s) |",
+    "|---|---:|---|",
+    ...variants.map(([label, runs]) => `| ${label} | ${f(median([...runs]))} | ${list(runs)} |`),
+    `| difference (median of the run pairs) | **${f(diff)}** (${(diff / 10).toFixed(2)} % of one core) | ${list(pairDiffs)} |`,
+  ];
+}

@@ -24,7 +24,7 @@ import { freeLoopbackPort } from "../src/demo/broker.js";
 import { HttpInterface } from "../src/line/http.js";
 import { renderSnapshot } from "../src/publish/snapshot.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
-import { machineInfo, machineState, median, pacedResults, writeResults } from "./common.js";
+import { cpuPairsTable, machineInfo, machineState, median, pacedResults, writeResults } from "./common.js";
 
 const WARMUP_S = 2;
 const CAMERAS = ["cam1", "cam2"];
@@ -259,15 +259,13 @@ const md = [
   "",
   `Load before: \`${String(before.uptime)}\`; after: \`${String(after.uptime)}\`.`,
   "",
-  "| variant | CPU ms per s (median) | runs (ms per s) |",
-  "|---|---:|---|",
-  `| console on, nobody watching | ${f(median(cpuOf("closed")))} | ${cpuOf("closed")
-    .map((x) => f(x))
-    .join(", ")} |`,
-  `| one console open | ${f(median(cpuOf("open")))} | ${cpuOf("open")
-    .map((x) => f(x))
-    .join(", ")} |`,
-  `| difference (median of the run pairs) | **${f(median(pairDiffs))}** (${f(median(pairDiffs) / 10, 2)} % of one core) | ${pairDiffs.map((x) => f(x)).join(", ")} |`,
+  ...cpuPairsTable(
+    [
+      ["console on, nobody watching", cpuOf("closed")],
+      ["one console open", cpuOf("open")],
+    ],
+    pairDiffs,
+  ),
   "",
   `The page fetched ${f(imagesPerS, 1)} images per second (median over the open runs; each card's live and defect images at most 2 per second each).`,
   "",

@@ -27,7 +27,15 @@ import { HttpInterface } from "../src/line/http.js";
 import { Publisher } from "../src/publish/publisher.js";
 import { Topics } from "../src/publish/topics.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
-import { machineInfo, machineState, median, PACE_TICK_MS, pacedResults, writeResults } from "./common.js";
+import {
+  cpuPairsTable,
+  machineInfo,
+  machineState,
+  median,
+  PACE_TICK_MS,
+  pacedResults,
+  writeResults,
+} from "./common.js";
 
 /** The metrics and health routes alone, as before the console existed. */
 const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
@@ -372,15 +380,13 @@ const md = [
   "",
   `Load before: \`${String(before.uptime)}\`; after: \`${String(after.uptime)}\`.`,
   "",
-  "| variant | CPU ms per s (median) | runs (ms per s) |",
-  "|---|---:|---|",
-  `| baseline (publisher only) | ${f(baseline)} | ${cpuOf("baseline")
-    .map((x) => f(x))
-    .join(", ")} |`,
-  `| with metrics + commands | ${f(withInterfaces)} | ${cpuOf("with")
-    .map((x) => f(x))
-    .join(", ")} |`,
-  `| difference (median of the run pairs) | **${f(median(pairDiffs))}** (${f(median(pairDiffs) / 10, 2)} % of one core) | ${pairDiffs.map((x) => f(x)).join(", ")} |`,
+  ...cpuPairsTable(
+    [
+      ["baseline (publisher only)", cpuOf("baseline")],
+      ["with metrics + commands", cpuOf("with")],
+    ],
+    pairDiffs,
+  ),
   "",
   `Accounted from the per-call costs below (${rate} onResult + ${1000 / PACE_TICK_MS} onBatch + one scrape + one \`status\` command per second): **${f(accounted, 2)} ms per s** (${f(accounted / 10, 3)} % of one core).`,
   "",
