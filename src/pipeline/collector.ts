@@ -12,6 +12,7 @@ import {
 } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult } from "../core/result.js";
 
 /**
@@ -47,12 +48,6 @@ const ORIGINAL_WAIT_MS = 10_000;
 /** Saves in flight beyond which a qualifying frame is dropped (counted): a slow disk must not pile up frames. */
 const MAX_SAVES_IN_FLIGHT = 3;
 
-/**
- * How often a problem that keeps failing saves is logged again, with the count meanwhile: a full disk fails every
- * save, and at one save a second per camera it would otherwise write a line a second per camera.
- */
-const FAILURE_LOG_INTERVAL_MS = 60_000;
-
 /** What the collector did since start, for the node's snapshot and /metrics. */
 export interface CollectionStats {
   saved: number;
@@ -64,21 +59,16 @@ export interface CollectionStats {
   deleted: number;
 }
 
-/** The save failures not yet reported, for the once-a-minute log line. */
-interface FailureRun {
-  problem: string;
-  loggedAt: number;
-  sinceLogged: number;
-  total: number;
-}
-
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
   /** Saved files per camera, oldest first (names start with the capture time, so name order is age order). */
   private readonly filesByCamera = new Map<string, { name: string; size: number }[]>();
   private bytes = 0;
   private writing = 0;
-  private failures: FailureRun | null = null;
+  /** A full disk fails every save: each problem is logged once, then once a minute with a count. */
+  private readonly repeats = new RepeatLimiter();
+  /** Saves failed since the last one that worked, for the line saying saving works again. */
+  private failedInARow = 0;
   private margin: { scores: readonly number[]; value: number } | undefined;
   /** Cameras asked for a full-size frame, and when. */
   private readonly requested = new Map<string, number>();
@@ -179,18 +169,12 @@ export class Collector {
 
   private saveFailed(camera: string, err: unknown): void {
     this.failed += 1;
+    this.failedInARow += 1;
     // sharp's and libvips' messages span lines; a log line must not
     const problem = errorMessage(err).replace(/\s*\n\s*/g, "; ");
-    const now = Date.now();
-    const run = this.failures;
-    if (run !== null && run.problem === problem && now - run.loggedAt < FAILURE_LOG_INTERVAL_MS) {
-      run.sinceLogged += 1;
-      run.total += 1;
-      return;
-    }
-    const meanwhile =
-      run !== null && run.sinceLogged > 0 ? ` (${run.sinceLogged} more since the last line)` : "";
-    this.failures = { problem, loggedAt: now, sinceLogged: 0, total: (run?.total ?? 0) + 1 };
+    const admitted = this.repeats.admit(problem);
+    if (admitted === undefined) return;
+    const meanwhile = admitted.unlogged > 0 ? ` (${admitted.unlogged} more since the last line)` : "";
     this.logger.warn(
       { camera, dir: this.config.dir, failed: this.failed },
       `could not save a collected frame of camera ${camera} in ${this.config.dir}: ${problem}${meanwhile}; ` +
@@ -199,13 +183,13 @@ export class Collector {
   }
 
   private savedAgain(): void {
-    const run = this.failures;
-    if (run === null) return;
-    this.failures = null;
+    if (this.failedInARow === 0) return;
     this.logger.info(
-      { failed: run.total },
-      `collected frames are saved again, after ${run.total} failed saves`,
+      { failed: this.failedInARow },
+      `collected frames are saved again, after ${this.failedInARow} failed saves`,
     );
+    this.failedInARow = 0;
+    this.repeats.clear();
   }
 
   /** A temp file a process killed mid-save left behind: never a frame, and it takes disk space. */

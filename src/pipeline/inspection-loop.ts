@@ -3,6 +3,7 @@ import type { InferenceConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult } from "../core/result.js";
 import { FrameQueue } from "./frame-queue.js";
 import type { Inspector, StationLookup } from "./inspector.js";
@@ -12,11 +13,6 @@ import type { Inspector, StationLookup } from "./inspector.js";
  * while the main thread post-processes; more would only add latency, since the thread scores one at a time.
  */
 const BATCHES_IN_FLIGHT = 2;
-
-/** How often a failure that repeats is logged again (with the count meanwhile). */
-const REPEAT_LOG_INTERVAL_MS = 60_000;
-/** Distinct failure messages remembered for that; beyond it the memory starts over (a line each, bounded). */
-const MAX_REPORTED_PROBLEMS = 64;
 
 /**
  * The inspection stage's frame loop: frames from any camera → bounded frame queue (drop-oldest, counted) →
@@ -30,11 +26,8 @@ export class InspectionLoop {
   failedBatches = 0;
   /** Batches whose results the consumer threw on (named in the log; the loop goes on). */
   failedDeliveries = 0;
-  /**
-   * When each failure message was last logged, and how many were not logged since: a persistent failure (the
-   * inference thread gone, a GPU error) fails every batch, at up to the frame rate.
-   */
-  private readonly reported = new Map<string, { at: number; unlogged: number }>();
+  /** Repeated failures (a dead inference thread, a GPU error) fail every batch, at up to the frame rate. */
+  private readonly repeats = new RepeatLimiter();
 
   constructor(
     private readonly inspector: Inspector,
@@ -78,18 +71,9 @@ export class InspectionLoop {
   /** Logs a failed batch naming its frames: each distinct problem once, then at most once a minute with a count. */
   private report(what: string, batch: readonly Frame[], err: unknown): void {
     const problem = `${what}: ${errorMessage(err).split("\n")[0]}`;
-    const now = Date.now();
-    const last = this.reported.get(problem);
-    if (last !== undefined && now - last.at < REPEAT_LOG_INTERVAL_MS) {
-      last.unlogged += 1;
-      return;
-    }
-    if (this.reported.size >= MAX_REPORTED_PROBLEMS) this.reported.clear();
-    this.reported.set(problem, { at: now, unlogged: 0 });
-    const since =
-      last !== undefined && last.unlogged > 0
-        ? ` (and ${last.unlogged} more batches since the last line)`
-        : "";
+    const admitted = this.repeats.admit(problem);
+    if (admitted === undefined) return;
+    const since = admitted.unlogged > 0 ? ` (and ${admitted.unlogged} more batches since the last line)` : "";
     this.logger.error({ err, frames: batch.map((f) => `${f.cameraId}#${f.seq}`) }, `${problem}${since}`);
   }
 
