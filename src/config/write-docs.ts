@@ -4,9 +4,9 @@
  * is stale, so the schema stays the one place a key is documented.
  */
 import { writeFileSync } from "node:fs";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { configSchemaJson } from "./schema.js";
+import { repoFile } from "./write-schema.js";
 
 /** A node of the JSON Schema as `configSchemaJson()` returns it. */
 export interface SchemaNode {
@@ -44,11 +44,8 @@ export const COLUMNS: readonly Column[] = [
   { header: "description", cell: (key) => key.schema.description ?? "" },
 ];
 
-/** The committed page: two levels above `dist/src/config/` (or `src/config/` when run from source). */
-export const DOCS_FILE = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  import.meta.url.includes("/dist/") ? "../../../docs/configuration.md" : "../../docs/configuration.md",
-);
+/** The committed page. */
+export const DOCS_FILE = repoFile("docs/configuration.md");
 
 function code(text: string): string {
   // A backtick inside the text would end the span early: use a longer fence (CommonMark's rule).
