@@ -115,8 +115,8 @@ test("every folder of src/ has a layer, and test/ mirrors src/", () => {
     srcFolders.filter((folder) => LAYERS[folder] === undefined),
     [],
   );
-  // beside src/'s mirror: test helpers, the fault suite, and the tests of the top-level tools/, benchmarks/ and deploy/
-  const testOnly = new Set(["helpers", "faults", "tools", "benchmarks", "deploy"]);
+  // beside src/'s mirror: test helpers, the fault suite, and the tests of the top-level tools/, benchmarks/, deploy/ and docs/
+  const testOnly = new Set(["helpers", "faults", "tools", "benchmarks", "deploy", "docs"]);
   const testFolders = readdirSync(path.join(repoRoot, "test"), { withFileTypes: true })
     .filter((entry) => entry.isDirectory() && !testOnly.has(entry.name))
     .map((entry) => entry.name);

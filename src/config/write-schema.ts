@@ -7,11 +7,17 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { configSchemaJson } from "./schema.js";
 
-/** The committed schema file: two levels above `dist/src/config/` (or `src/config/` when run from source). */
-export const SCHEMA_FILE = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  import.meta.url.includes("/dist/") ? "../../../config/stpmd.schema.json" : "../../config/stpmd.schema.json",
-);
+/**
+ * A committed file generated from the schema, by its path in the repository: the root is two levels above
+ * `src/config/`, three above `dist/src/config/` when compiled.
+ */
+export function repoFile(relative: string): string {
+  const root = import.meta.url.includes("/dist/") ? "../../.." : "../..";
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), root, relative);
+}
+
+/** The committed JSON Schema. */
+export const SCHEMA_FILE = repoFile("config/stpmd.schema.json");
 
 export function schemaFileText(): string {
   return `${JSON.stringify(configSchemaJson(), null, 2)}\n`;
