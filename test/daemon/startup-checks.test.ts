@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { cp, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { before, describe, test } from "node:test";
-import { roiWarnings } from "../../src/daemon/startup-checks.js";
+import { roiWarnings } from "../../src/stations/station.js";
 import { resizeGeometry, tiledGeometry } from "../../src/stpm/geometry.js";
 import { cameraConfig } from "../helpers/config.js";
 import { replaySource, STPMD_BIN, trainTinyBundle } from "../helpers/daemon-process.js";
