@@ -34,18 +34,16 @@ export interface KeyReloadRule {
   rule: ReloadRule;
 }
 
-interface Walked {
+/** A schema's keys with their reload rules, and the keys that have none. */
+export interface SchemaReloadRules {
   rules: KeyReloadRule[];
   /** Keys that neither declare a rule nor sit inside a key that does. */
   missing: string[];
 }
 
-let walked: Walked | undefined;
-
-/** Walks the schema: every property declares a rule or is an object (or array of objects) whose properties do. */
-function walk(): Walked {
-  if (walked) return walked;
-  const result: Walked = { rules: [], missing: [] };
+/** Walks a schema: every property declares a rule or is an object (or array of objects) whose properties do. */
+export function schemaReloadRules(schema: SchemaNode): SchemaReloadRules {
+  const result: SchemaReloadRules = { rules: [], missing: [] };
   const visit = (node: SchemaNode, key: string): void => {
     const rule = node[RELOAD_KEYWORD];
     if (typeof rule === "string" && (RELOAD_RULES as readonly string[]).includes(rule)) {
@@ -62,9 +60,15 @@ function walk(): Walked {
     }
     result.missing.push(key);
   };
-  visit(loadConfigSchema(), "");
-  walked = result;
+  visit(schema, "");
   return result;
+}
+
+let walked: SchemaReloadRules | undefined;
+
+function walk(): SchemaReloadRules {
+  walked ??= schemaReloadRules(loadConfigSchema());
+  return walked;
 }
 
 /** Every key's reload rule, in the schema's order (for the docs and the reload code). */
