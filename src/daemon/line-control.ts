@@ -29,7 +29,9 @@ export interface ControlHost {
  * triggers and reloads from any interface come through here, are validated, applied and logged with who asked.
  */
 export class StationControl implements LineControl {
+  /** The reload running now, and the one queued behind it (see {@link reload}). */
   private reloading: Promise<ReloadOutcome> | undefined;
+  private queuedReload: Promise<ReloadOutcome> | undefined;
 
   /**
    * @param configPath the config file, re-read by {@link reload}; without it a reload reloads only the models.
@@ -135,11 +137,22 @@ export class StationControl implements LineControl {
    * its old model).
    */
   reload(by: Requester): Promise<ReloadOutcome> {
-    // concurrent requests (a SIGHUP while an operator's reload runs) share one reload
-    this.reloading ??= this.doReload(by).finally(() => {
-      this.reloading = undefined;
-    });
-    return this.reloading;
+    if (this.reloading === undefined) {
+      this.reloading = this.doReload(by).finally(() => {
+        this.reloading = undefined;
+      });
+      return this.reloading;
+    }
+    // The running reload may have read the file before this request's edit, so joining it could lose the edit.
+    // Requests made while it runs queue one more reload behind it, which all of them share: it reads the file
+    // when it starts, so the newest file wins, and a storm of signals costs two reloads, not one per signal.
+    this.queuedReload ??= this.reloading
+      .catch(() => undefined)
+      .then(() => {
+        this.queuedReload = undefined;
+        return this.reload(by);
+      });
+    return this.queuedReload;
   }
 
   private async doReload(by: Requester): Promise<ReloadOutcome> {

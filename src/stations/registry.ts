@@ -168,7 +168,7 @@ export class StationRegistry {
       for (const dir of this.bundlesInUse()) {
         let manifest: Manifest;
         try {
-          manifest = await this.openSlot(dir).inspector.load();
+          manifest = await this.openSlot(dir).load();
         } catch (err) {
           const i = this.config.cameras.findIndex((c) => c.enabled && this.bundleOf(c) === dir);
           const keyPath = this.config.cameras[i]?.model ? ["cameras", i, "model"] : ["model", "bundle"];
@@ -240,7 +240,7 @@ export class StationRegistry {
     if (enabled && !this.slots.has(s.bundle)) {
       const slot = this.openSlot(s.bundle);
       try {
-        await slot.inspector.load();
+        await slot.load();
       } catch (err) {
         await this.closeSlot(slot);
         throw new StationError(
@@ -418,7 +418,7 @@ export class StationRegistry {
     if (this.slots.get(bundle)?.inspector.manifest) return true;
     const slot = this.openSlot(bundle);
     try {
-      const manifest = await slot.inspector.load();
+      const manifest = await slot.load();
       this.logger.info({ model_version: manifest.model_version, bundle }, "model loaded");
       slot.loop.start();
       return true;
@@ -441,7 +441,7 @@ export class StationRegistry {
    * matches restart, because the capture caps carry the model's size. One path for SIGHUP and the file watch.
    */
   private async reloadSlot(slot: ModelSlot, reason: string): Promise<"swapped" | "unchanged" | "failed"> {
-    const result = await slot.inspector.reloadIfChanged(reason);
+    const result = await slot.reloadIfChanged(reason);
     if (result !== "swapped") return result;
     const size = slot.inspector.inputSize;
     for (const s of this.byId.values()) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { type PartialConfig, reloadRules, type StpmdConfig } from "../../src/config/index.js";
@@ -200,6 +201,49 @@ test("a reload honours each key's rule: live keys restart nothing, camera keys r
   } finally {
     registry.stopCapture();
     await registry.drain();
+    await registry.close();
+  }
+});
+
+test("a reload rebuilds only the models whose bundle changed on disk; an unchanged one builds nothing (issue 20, item 7)", async () => {
+  const work = await tempDir("stpmd-registry-rebuild-");
+  const shared = path.join(work, "shared");
+  const own = path.join(work, "own");
+  await trainTinyBundle(work, shared, 1);
+  const ownFirst = await trainTinyBundle(work, own, 2);
+  const config = testConfig({
+    model: { bundle: shared, watch: false },
+    cameras: [
+      { id: "a", source: LIVE },
+      { id: "b", source: LIVE, model: own },
+    ],
+  });
+  const registry = new StationRegistry(config, capturingLogger("error").logger, () => undefined);
+  const builds = () =>
+    Object.fromEntries(registry.models().map((slot) => [path.basename(slot.dir), slot.builds]));
+  try {
+    await registry.open();
+    assert.deepEqual(builds(), { shared: 1, own: 1 });
+    for (let i = 0; i < 10; i++) {
+      assert.deepEqual(await registry.reloadModels("test"), { swapped: [], failed: [] });
+    }
+    assert.deepEqual(builds(), { shared: 1, own: 1 }, "ten reloads of unchanged bundles built no model");
+
+    // model versions are timestamps to the second: let the retrain get a new one
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const ownSecond = await trainTinyBundle(work, own, 3);
+    assert.notEqual(ownSecond, ownFirst);
+    assert.deepEqual(await registry.reloadModels("test"), { swapped: [own], failed: [] });
+    assert.deepEqual(builds(), { shared: 1, own: 2 }, "only the retrained bundle was rebuilt");
+    assert.equal(registry.manifestOf(registry.require("b"))?.model_version, ownSecond);
+
+    // a bundle broken in place is still noticed on every reload, and keeps its model
+    await writeFile(path.join(own, "student.onnx"), "not an onnx model");
+    assert.deepEqual(await registry.reloadModels("test"), { swapped: [], failed: [own] });
+    assert.deepEqual(await registry.reloadModels("test"), { swapped: [], failed: [own] });
+    assert.equal(registry.manifestOf(registry.require("b"))?.model_version, ownSecond);
+    assert.equal(builds().shared, 1);
+  } finally {
     await registry.close();
   }
 });
