@@ -154,7 +154,6 @@ export class Daemon {
 
   /** What the line's control reads and changes of the daemon itself (the rest it asks the registry). */
   private controlHost(): ControlHost {
-    const daemon = this;
     return {
       nodeSnapshot: () => this.nodeSnapshot(),
       setCollection: (enabled) => {
@@ -168,9 +167,7 @@ export class Daemon {
         return { old };
       },
       statusChanged: () => this.publishStatus(),
-      get stopping() {
-        return daemon.stopping;
-      },
+      isStopping: () => this.stopping,
     };
   }
 

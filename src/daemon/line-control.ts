@@ -21,7 +21,7 @@ export interface ControlHost {
   /** The status changed: publish it now rather than at the next interval. */
   statusChanged(): void;
   /** True once the daemon is shutting down: a reload then does nothing. */
-  readonly stopping: boolean;
+  isStopping(): boolean;
 }
 
 /**
@@ -157,7 +157,7 @@ export class StationControl implements LineControl {
 
   private async doReload(by: Requester): Promise<ReloadOutcome> {
     const outcome: ReloadOutcome = { configApplied: false, problems: [], swapped: [], failed: [] };
-    if (this.host.stopping) return outcome;
+    if (this.host.isStopping()) return outcome;
     const reason = requesterLabel(by);
     this.logger.info({ by: reason }, `reload requested by ${reason}`);
     if (this.configPath !== undefined) {
