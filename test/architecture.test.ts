@@ -23,6 +23,8 @@ export const LAYERS: Readonly<Record<string, number>> = {
   // train and eval sit beside the stages, not above them: they reuse stpm/ and bundle/, never the running pipeline
   train: 5, // retrain, training graph, int8 quantization
   eval: 5, // metrics and evaluation
+  // the station registry: stations, model slots, loading and watching bundles, the frame's way through judging
+  stations: 6,
   line: 6, // the line's interfaces: OPC UA, Sparkplug B, MQTT commands, HTTP metrics (the daemon implements their control)
   daemon: 7, // lifecycle, start-up checks, systemd
   demo: 8,

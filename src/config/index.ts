@@ -9,7 +9,18 @@ export type { PartialConfig } from "./load.js";
 export { completeConfig, configProblemsError, loadConfig } from "./load.js";
 export type { KeyPath, Problem } from "./problems.js";
 export { editDistance, redactUrl, suggestKeys } from "./problems.js";
+export type { ChangedKey, KeyReloadRule, SchemaReloadRules } from "./reload.js";
+export {
+  cameraChanges,
+  changedKeys,
+  keepRestartKeys,
+  keysWithoutReloadRule,
+  RELOAD_RULE_TEXT,
+  reloadRuleOf,
+  reloadRules,
+  schemaReloadRules,
+} from "./reload.js";
 export { COMMAND_TOPIC_LEVEL } from "./rules.js";
 export * from "./schema.js";
 export { formatConfigSummary } from "./summary.js";
-export { loadConfigSchema } from "./validate.js";
+export { loadConfigSchema, thresholdRuleProblem } from "./validate.js";

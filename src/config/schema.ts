@@ -61,11 +61,68 @@ function passwordUsers(itemDescription: string, description: string, credentialE
   );
 }
 
+/** How a reload applies a key (see `reload.ts`): live, by restarting the cameras concerned, or at the next start. */
+export const RELOAD_RULES = ["live", "camera", "restart"] as const;
+export type ReloadRule = (typeof RELOAD_RULES)[number];
+
+/**
+ * A key's reload rule, declared on the key with the `x-reload` keyword: every key has one, its own or that of an
+ * enclosing key declared as a whole (a test fails otherwise).
+ */
+function reloads(rule: ReloadRule): { "x-reload": ReloadRule } {
+  return { "x-reload": rule };
+}
+
+/**
+ * The bounds of each threshold rule, in one place: the schema below, the one-line text of a refusal
+ * ({@link THRESHOLD_RULE_TEXT}) and the interfaces' descriptions are all written from them.
+ */
+const THRESHOLD_RULE_BOUNDS = {
+  value: { exclusiveMinimum: 0 },
+  sigma: { minimum: 0, maximum: 100 },
+  false_alarm_rate: { exclusiveMinimum: 0, exclusiveMaximum: 1 },
+} as const;
+
+/** The letter each rule's value goes by in the one-line text. */
+const THRESHOLD_RULE_SYMBOL = { value: "x", sigma: "k", false_alarm_rate: "p" } as const;
+
+type ThresholdRuleKind = keyof typeof THRESHOLD_RULE_BOUNDS;
+
+/** `0 < p < 1`, `0 <= k <= 100`, `x > 0`: one rule's bounds as text. */
+function boundsText(kind: ThresholdRuleKind): string {
+  const b: { minimum?: number; maximum?: number; exclusiveMinimum?: number; exclusiveMaximum?: number } =
+    THRESHOLD_RULE_BOUNDS[kind];
+  const symbol = THRESHOLD_RULE_SYMBOL[kind];
+  const low =
+    b.minimum !== undefined
+      ? `${b.minimum} <= `
+      : b.exclusiveMinimum !== undefined
+        ? `${b.exclusiveMinimum} < `
+        : "";
+  const high =
+    b.maximum !== undefined
+      ? ` <= ${b.maximum}`
+      : b.exclusiveMaximum !== undefined
+        ? ` < ${b.exclusiveMaximum}`
+        : "";
+  // a lower bound alone reads better after the symbol: `x > 0`
+  if (high === "" && b.exclusiveMinimum !== undefined) return `${symbol} > ${b.exclusiveMinimum}`;
+  if (high === "" && b.minimum !== undefined) return `${symbol} >= ${b.minimum}`;
+  return `${low}${symbol}${high}`;
+}
+
+/** The accepted threshold rules with their bounds, in one line: `{value: x > 0}, {sigma: 0 <= k <= 100} or …`. */
+export const THRESHOLD_RULE_TEXT = (Object.keys(THRESHOLD_RULE_BOUNDS) as ThresholdRuleKind[])
+  .map((kind) => `{${kind}: ${boundsText(kind)}}`)
+  .join(", ")
+  .replace(/, ([^,]*)$/, " or $1");
+
 /**
  * A camera's threshold rule, `{sigma}`, `{value}` or `{false_alarm_rate}`: one definition for the config file and
- * for the run-time interfaces that set it (MQTT `set_threshold`), so both accept exactly the same rules.
+ * for the run-time interfaces that set it (MQTT `set_threshold`, OPC UA, Sparkplug, the console), so all accept
+ * exactly the same rules.
  */
-export function thresholdRuleSchema(description: string) {
+export function thresholdRuleSchema(description: string, options: Record<string, unknown> = {}) {
   return Type.Union(
     [
       Type.Object(
@@ -73,8 +130,7 @@ export function thresholdRuleSchema(description: string) {
           sigma: Type.Number({
             description:
               "mean + sigma·std of the bundle's validation image scores (the rule `stpmd retrain` applies with --threshold-sigma).",
-            minimum: 0,
-            maximum: 100,
+            ...THRESHOLD_RULE_BOUNDS.sigma,
           }),
         },
         { additionalProperties: false },
@@ -83,7 +139,7 @@ export function thresholdRuleSchema(description: string) {
         {
           value: Type.Number({
             description: "A fixed image-score threshold.",
-            exclusiveMinimum: 0,
+            ...THRESHOLD_RULE_BOUNDS.value,
           }),
         },
         { additionalProperties: false },
@@ -93,14 +149,13 @@ export function thresholdRuleSchema(description: string) {
           false_alarm_rate: Type.Number({
             description:
               "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (README, Stations: sensitivity).",
-            exclusiveMinimum: 0,
-            exclusiveMaximum: 1,
+            ...THRESHOLD_RULE_BOUNDS.false_alarm_rate,
           }),
         },
         { additionalProperties: false },
       ),
     ],
-    { description },
+    { description, ...options },
   );
 }
 
@@ -161,11 +216,13 @@ export const configSchema = Type.Object(
           description:
             "Model bundle directory (teacher.onnx, student.onnx and manifest.json as written by `stpmd retrain`).",
           minLength: 1,
+          ...reloads("camera"),
         }),
         watch: Type.Boolean({
           description:
             "Reload the bundle when it changes on disk, e.g. after on-device retraining or a deployment copies a new one in.",
           default: true,
+          ...reloads("restart"),
         }),
         watch_debounce_ms: Type.Integer({
           description:
@@ -173,6 +230,7 @@ export const configSchema = Type.Object(
           default: 2000,
           minimum: 0,
           maximum: 600000,
+          ...reloads("restart"),
         }),
       },
       { description: "The STPM model bundle the daemon serves.", additionalProperties: false },
@@ -260,7 +318,12 @@ export const configSchema = Type.Object(
           maximum: 4096,
         }),
       },
-      { description: "ONNX Runtime session and batching.", default: {}, additionalProperties: false },
+      {
+        description: "ONNX Runtime session and batching.",
+        default: {},
+        additionalProperties: false,
+        ...reloads("restart"),
+      },
     ),
     cameras: Type.Array(
       Type.Object(
@@ -270,22 +333,27 @@ export const configSchema = Type.Object(
               "Camera id, unique in this file. It is an MQTT topic level, so only letters, digits, `_` and `-`.",
             pattern: "^[A-Za-z0-9_-]+$",
             "x-pattern-message": 'must contain only letters, digits, "_" and "-" (it is an MQTT topic level)',
+            // a reload matches cameras by id: a new id is a new camera (started), a missing one is stopped
+            ...reloads("camera"),
           }),
           source: Type.String({
             description:
               "GStreamer description of the source part of the pipeline, as for gst-launch-1.0 (e.g. `nvarguscamerasrc sensor-id=0 ! nvvidconv`). The daemon appends conversion to RGB at the model's input size and its appsink. File paths inside it are opened by GStreamer, relative to the daemon's working directory, not to this file.",
             minLength: 1,
+            ...reloads("camera"),
           }),
           trigger: Enum(["free_run", "hardware"], {
             description:
               "`free_run`: the camera streams continuously. `hardware`: the camera sends a frame per external trigger (e.g. a light barrier), so gaps between frames are normal.",
             default: "free_run",
+            ...reloads("camera"),
           }),
           stall_timeout_s: Type.Number({
             description:
               "Restart the source when no frame arrived for this many seconds; 0 disables the check (consider that for `trigger: hardware` with long gaps).",
             default: 10,
             minimum: 0,
+            ...reloads("camera"),
           }),
           restart_backoff: Type.Object(
             {
@@ -311,17 +379,20 @@ export const configSchema = Type.Object(
                 "Delay before restarting a failed or stalled source: initial_ms, multiplied by factor after each failed restart, capped at max_ms; reset once frames flow again.",
               default: {},
               additionalProperties: false,
+              ...reloads("camera"),
             },
           ),
           enabled: Type.Boolean({
             description: "Set false to keep a camera in the file without running it.",
             default: true,
+            ...reloads("camera"),
           }),
           model: Type.Optional(
             Type.String({
               description:
                 "Model bundle directory of this camera's station (default: model.bundle). Cameras naming the same directory share one loaded model; batches never mix models. Each bundle is watched and reloaded on its own.",
               minLength: 1,
+              ...reloads("camera"),
             }),
           ),
           roi: Type.Optional(
@@ -336,6 +407,7 @@ export const configSchema = Type.Object(
                 description:
                   "Region of interest in source pixels: GStreamer crops the frame to it before scaling (videocrop), so the rest of the frame is never copied into the daemon. It must lie inside the source's frame. Train the camera's bundle on the same ROI (`stpmd retrain --roi x,y,w,h`); the daemon warns when the sizes or aspects differ.",
                 additionalProperties: false,
+                ...reloads("camera"),
               },
             ),
           ),
@@ -359,14 +431,16 @@ export const configSchema = Type.Object(
               },
               {
                 description:
-                  "Parts of the view to ignore (conveyor edges, labels, serial numbers): their anomaly-map pixels are set to 0 before the image score and the regions are computed. Changes apply on SIGHUP without a camera restart.",
+                  "Parts of the view to ignore (conveyor edges, labels, serial numbers): their anomaly-map pixels are set to 0 before the image score and the regions are computed.",
                 additionalProperties: false,
+                ...reloads("live"),
               },
             ),
           ),
           threshold: Type.Optional(
             thresholdRuleSchema(
-              "Image-score threshold of this camera, applied at run time without retraining: `{sigma: k}`, `{value: x}` or `{false_alarm_rate: p}`. Default: the bundle's own threshold. Changes apply on SIGHUP without a camera restart.",
+              `Image-score threshold of this camera, applied at run time without retraining: ${THRESHOLD_RULE_TEXT}. Default: the bundle's own threshold.`,
+              reloads("live"),
             ),
           ),
         },
@@ -517,6 +591,7 @@ export const configSchema = Type.Object(
       },
       {
         description: "The MQTT broker that receives results, defect events and status.",
+        ...reloads("restart"),
         additionalProperties: false,
       },
     ),
@@ -604,6 +679,7 @@ export const configSchema = Type.Object(
       {
         description:
           "Sparkplug B 3.0 edge node for SCADA: NBIRTH/NDATA/NDEATH for the daemon, DBIRTH/DDATA/DDEATH per camera, NCMD Rebirth and Reload Model, DCMD Threshold and Enabled.",
+        ...reloads("restart"),
         default: {},
         additionalProperties: false,
       },
@@ -663,6 +739,7 @@ export const configSchema = Type.Object(
       },
       {
         description: "Saving normal-looking frames for retraining the student on this line's own images.",
+        ...reloads("restart"),
         default: {},
         additionalProperties: false,
       },
@@ -750,6 +827,7 @@ export const configSchema = Type.Object(
       {
         description:
           "OPC UA server for the line's PLC: a trigger/result handshake per camera, and methods to reload the model, set a threshold and enable a camera.",
+        ...reloads("restart"),
         default: {},
         additionalProperties: false,
       },
@@ -763,6 +841,7 @@ export const configSchema = Type.Object(
       },
       {
         description: "Logging (JSON lines on stderr, which journald collects).",
+        ...reloads("restart"),
         default: {},
         additionalProperties: false,
       },
@@ -775,7 +854,7 @@ export const configSchema = Type.Object(
           default: true,
         }),
       },
-      { description: "Liveness reporting.", default: {}, additionalProperties: false },
+      { description: "Liveness reporting.", default: {}, additionalProperties: false, ...reloads("restart") },
     ),
     http: Type.Object(
       {
@@ -822,6 +901,7 @@ export const configSchema = Type.Object(
       {
         description:
           "Metrics, health and the web console over HTTP (plain node:http, no TLS: put a reverse proxy in front for that).",
+        ...reloads("restart"),
         default: {},
         additionalProperties: false,
       },

@@ -9,7 +9,7 @@ import {
   valueAt,
   withArticle,
 } from "./problems.js";
-import { configSchemaJson } from "./schema.js";
+import { configSchemaJson, THRESHOLD_RULE_TEXT, thresholdRuleSchema } from "./schema.js";
 
 /** A JSON Schema node, as far as this module reads it. */
 export interface SchemaNode {
@@ -46,6 +46,7 @@ export function configValidator(): ValidateFunction {
       verbose: true,
     });
     ajv.addKeyword({ keyword: "x-pattern-message", schemaType: "string" });
+    ajv.addKeyword({ keyword: "x-reload", schemaType: "string" }); // reload.ts reads it; nothing to validate
     cachedValidator = ajv.compile(loadConfigSchema());
   }
   return cachedValidator;
@@ -175,4 +176,16 @@ export function schemaProblems(errors: readonly ErrorObject[], root: unknown): P
     seen.add(key);
     return true;
   });
+}
+
+let cachedThresholdRule: ValidateFunction | undefined;
+
+/**
+ * Why a threshold rule from a client (MQTT, OPC UA, Sparkplug, the console) is unusable, in one line; undefined
+ * when it is one the config file would accept (the same schema checks both).
+ */
+export function thresholdRuleProblem(rule: unknown): string | undefined {
+  cachedThresholdRule ??= new Ajv().compile(thresholdRuleSchema("A camera's threshold rule."));
+  if (cachedThresholdRule(rule)) return undefined;
+  return `${JSON.stringify(rule)} is not one of ${THRESHOLD_RULE_TEXT}`;
 }

@@ -41,3 +41,16 @@ export interface Region {
   /** Mean pixel position [x, y] of the blob, in the same pixel coordinates as `bbox`. */
   centroid: [number, number];
 }
+
+/** What a station keeps of its last inspected frame (for status and the line's interfaces). */
+export interface LastResult {
+  seq: number;
+  captureTs: number;
+  score: number;
+  threshold: number;
+  defective: boolean;
+  /** The defect event's id (`event_id` on MQTT), when the frame was defective. */
+  eventId?: string;
+  partId?: string;
+  regions: number;
+}

@@ -3,12 +3,11 @@ import path from "node:path";
 import { bundleGeometry } from "../bundle/bundle.js";
 import { pipelineParseProblem } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
-import type { CameraConfig, KeyPath, Problem, StpmdConfig } from "../config/index.js";
+import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
-import type { Geometry } from "../stpm/geometry.js";
-import { stationBundle } from "./stations.js";
+import { stationBundle } from "../stations/station.js";
 
 /**
  * What `stpmd run` would reject at start beyond the config file's own rules: state directories it cannot create
@@ -98,29 +97,6 @@ export function cameraSourceProblems(
     }
   });
   return problems;
-}
-
-/**
- * Where a camera's ROI does not match what its bundle was trained on: a different aspect (the model sees a
- * stretched image) or, for a tiled bundle, a different size (its tiles then see another scale).
- */
-export function roiWarnings(camera: CameraConfig, geometry: Geometry): string[] {
-  const view = camera.roi;
-  if (!view) return [];
-  const trained = geometry.roi ?? geometry.source;
-  const warnings: string[] = [];
-  const aspect = (s: { width: number; height: number }): number => s.width / s.height;
-  const describe = (s: { width: number; height: number }): string => `${s.width}×${s.height}`;
-  if (Math.abs(aspect(view) / aspect(trained) - 1) > 0.01) {
-    warnings.push(
-      `camera ${camera.id}: its ROI ${describe(view)} has another aspect than the ${describe(trained)} its bundle was trained on; the model sees a stretched image`,
-    );
-  } else if (geometry.mode === "tile" && (view.width !== trained.width || view.height !== trained.height)) {
-    warnings.push(
-      `camera ${camera.id}: its ROI ${describe(view)} differs in size from the ${describe(trained)} its tiled bundle was trained on; tiles see another scale`,
-    );
-  }
-  return warnings;
 }
 
 /**

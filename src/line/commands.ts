@@ -13,7 +13,7 @@
  */
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import { type ThresholdRule, thresholdRuleSchema } from "../config/index.js";
+import { THRESHOLD_RULE_TEXT, type ThresholdRule, thresholdRuleSchema } from "../config/index.js";
 import { formatKeyPath, type Problem } from "../config/problems.js";
 import { schemaProblems } from "../config/validate.js";
 import { settledWithin } from "../core/deadline.js";
@@ -50,14 +50,8 @@ const requestSchemas = {
       transaction,
       camera,
       threshold: Type.Union(
-        [
-          Type.Number({ exclusiveMinimum: 0 }),
-          thresholdRuleSchema("`{value: x}`, `{sigma: k}` or `{false_alarm_rate: p}`."),
-        ],
-        {
-          description:
-            "a number > 0, {value: x > 0}, {sigma: k} (0 <= k <= 100) or {false_alarm_rate: p} (0 < p < 1)",
-        },
+        [Type.Number({ exclusiveMinimum: 0 }), thresholdRuleSchema(`${THRESHOLD_RULE_TEXT}.`)],
+        { description: `a number > 0, ${THRESHOLD_RULE_TEXT}` },
       ),
     },
     { additionalProperties: false },

@@ -7,8 +7,10 @@
  */
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
-import type { InspectionResult } from "../core/result.js";
+import type { InspectionResult, LastResult } from "../core/result.js";
 import type { CollectionStats } from "../pipeline/collector.js";
+
+export type { LastResult };
 
 /** The interfaces a change can come from. */
 export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
@@ -25,18 +27,6 @@ export class ControlError extends Error {
     super(message);
     this.name = "ControlError";
   }
-}
-
-export interface LastResult {
-  seq: number;
-  captureTs: number;
-  score: number;
-  threshold: number;
-  defective: boolean;
-  /** The defect event's id (`event_id` on MQTT), when the frame was defective. */
-  eventId?: string;
-  partId?: string;
-  regions: number;
 }
 
 export interface CameraSnapshot {

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { completeConfig, configSchemaJson, loadConfig } from "../../src/config/index.js";
+import {
+  completeConfig,
+  configSchemaJson,
+  loadConfig,
+  type PartialConfig,
+  THRESHOLD_RULE_TEXT,
+  thresholdRuleProblem,
+} from "../../src/config/index.js";
 import { SCHEMA_FILE } from "../../src/config/write-schema.js";
 import { isStpmdError } from "../../src/core/errors.js";
 
@@ -42,4 +49,32 @@ test("completeConfig lists every problem, like loadConfig", () => {
     assert.match(err.message, /cameras\[0\]\.id: must contain only letters/);
     assert.match(err.message, /mqtt\.url: must be a mqtt:\/\//);
   }
+});
+
+test("threshold rules: the bounds, the refusal's text and the interfaces' description come from one place", () => {
+  assert.equal(
+    THRESHOLD_RULE_TEXT,
+    "{value: x > 0}, {sigma: 0 <= k <= 100} or {false_alarm_rate: 0 < p < 1}",
+  );
+  for (const ok of [{ value: 0.001 }, { sigma: 0 }, { sigma: 100 }, { false_alarm_rate: 0.5 }]) {
+    assert.equal(thresholdRuleProblem(ok), undefined, JSON.stringify(ok));
+  }
+  for (const bad of [
+    { value: 0 },
+    { sigma: -1 },
+    { sigma: 100.5 },
+    { false_alarm_rate: 1 },
+    { sigma: 1, value: 2 },
+    3,
+  ]) {
+    assert.equal(thresholdRuleProblem(bad), `${JSON.stringify(bad)} is not one of ${THRESHOLD_RULE_TEXT}`);
+  }
+  // the config file accepts exactly what a client may set
+  const camera = (threshold: unknown) => ({
+    model: { bundle: "/b" },
+    mqtt: { url: "mqtt://127.0.0.1:1" },
+    cameras: [{ id: "a", source: "videotestsrc", threshold }],
+  });
+  assert.doesNotThrow(() => completeConfig(camera({ sigma: 100 }) as PartialConfig));
+  assert.throws(() => completeConfig(camera({ sigma: 100.5 }) as PartialConfig), /cameras/);
 });

@@ -4,9 +4,6 @@ import { createHash } from "node:crypto";
 import { cp, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { before, describe, test } from "node:test";
-import { roiWarnings } from "../../src/daemon/startup-checks.js";
-import { resizeGeometry, tiledGeometry } from "../../src/stpm/geometry.js";
-import { cameraConfig } from "../helpers/config.js";
 import { replaySource, STPMD_BIN, trainTinyBundle } from "../helpers/daemon-process.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
 import { tempDir } from "../helpers/tiny-data.js";
@@ -239,22 +236,4 @@ describe("start-up checks", () => {
     assert.equal(check.code, 0, check.output);
     assert.match(check.output, /cameras: +1 \(1 enabled\)/);
   });
-});
-
-test("a camera's ROI that differs in aspect (or, for tiles, in size) from its bundle's gets a warning naming both", () => {
-  const camera = (roi?: { x: number; y: number; width: number; height: number }) =>
-    cameraConfig({ id: "cam1", source: "videotestsrc", ...(roi ? { roi } : {}) });
-  const trained = { x: 0, y: 0, width: 800, height: 400 };
-  const resize = resizeGeometry({ width: 256, height: 128 }, { width: 800, height: 400 }, trained);
-  assert.deepEqual(roiWarnings(camera(), resize), [], "no ROI, nothing to compare");
-  assert.deepEqual(roiWarnings(camera({ x: 10, y: 10, width: 400, height: 200 }), resize), [], "same aspect");
-  assert.match(
-    roiWarnings(camera({ x: 0, y: 0, width: 400, height: 400 }), resize)[0] ?? "",
-    /camera cam1: its ROI 400×400 has another aspect than the 800×400 its bundle was trained on/,
-  );
-  const tiled = tiledGeometry({ width: 800, height: 400 }, trained, 128, 16, 0.5);
-  assert.match(
-    roiWarnings(camera({ x: 0, y: 0, width: 400, height: 200 }), tiled)[0] ?? "",
-    /ROI 400×200 differs in size from the 800×400 its tiled bundle was trained on/,
-  );
 });

@@ -6,21 +6,17 @@ import { test } from "node:test";
 import mqtt from "mqtt";
 import sharp from "sharp";
 import { stringify } from "yaml";
-import { bundleGeometry, loadBundle, type Manifest } from "../../src/bundle/bundle.js";
+import { bundleGeometry, loadBundle } from "../../src/bundle/bundle.js";
 import { randomTeacher } from "../../src/bundle/random-teacher.js";
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
-import { Station } from "../../src/daemon/stations.js";
-import { loadBinaryImage } from "../../src/data/images.js";
 import { MosquittoBroker } from "../../src/demo/broker.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
-import { resizeGeometry } from "../../src/stpm/geometry.js";
 import { applyIgnoreMask, rasterisePolygons } from "../../src/stpm/ignore.js";
 import { Scorer } from "../../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
-import { cameraConfig } from "../helpers/config.js";
 import { replaySource, trainTinyBundle } from "../helpers/daemon-process.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
@@ -303,58 +299,6 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
     subscriber.end(true);
     await broker.stop();
   }
-});
-
-test("an ignore mask image and polygons are combined on the model's grid, and the source transform follows the ROI", async () => {
-  const dir = await tempDir("stpmd-mask-");
-  // a 40×20 mask (the ROI's aspect, twice its size): its left quarter is white, i.e. ignored
-  const mask = new Uint8Array(40 * 20);
-  for (let y = 0; y < 20; y++) for (let x = 0; x < 10; x++) mask[y * 40 + x] = 255;
-  const file = path.join(dir, "mask.png");
-  await sharp(mask, { raw: { width: 40, height: 20, channels: 1 } })
-    .png()
-    .toFile(file);
-  const camera = cameraConfig({
-    id: "cam",
-    source: "videotestsrc",
-    roi: { x: 100, y: 50, width: 80, height: 40 },
-    ignore: {
-      polygons: [
-        [
-          [60, 20],
-          [80, 20],
-          [80, 40],
-          [60, 40],
-        ],
-      ],
-      mask: file,
-    },
-    threshold: { value: 0.5 },
-  });
-  const station = new Station(camera, "/models/x", logger);
-  station.maskImage = await loadBinaryImage(file);
-  const manifest = {
-    model_version: "m1",
-    threshold: 0.9,
-    validation_scores: [0.1],
-    score_stats: { mean: 0.1, std: 0 },
-    input: { width: 32, height: 16 },
-    geometry: resizeGeometry({ width: 32, height: 16 }, { width: 80, height: 40 }),
-  } as unknown as Manifest;
-  const view = station.view(manifest);
-  assert.equal(view.threshold, 0.5);
-  assert.deepEqual(view.source, { x: 100, y: 50, scaleX: 2.5, scaleY: 2.5 });
-  const ignored = (x: number, y: number) => view.ignore![y * 32 + x];
-  assert.equal(ignored(0, 0), 1, "mask image: left quarter");
-  assert.equal(ignored(7, 15), 1);
-  assert.equal(ignored(8, 0), 0);
-  assert.equal(ignored(31, 15), 1, "polygon: bottom-right corner, ROI pixels scaled to the grid");
-  assert.equal(ignored(23, 7), 0);
-  assert.equal(ignored(24, 8), 1);
-  assert.equal(
-    [...view.ignore!].reduce((a, b) => a + b, 0),
-    8 * 16 + 8 * 8,
-  );
 });
 
 test("collection keeps each station's frames at its ROI's resolution, capped by max_long_side, not at model size", async () => {

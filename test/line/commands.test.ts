@@ -223,7 +223,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       [
         "set_threshold",
         { camera: "cam1", threshold: -1 },
-        /^invalid set_threshold request: threshold: must be a number > 0, \{value: x > 0\}, \{sigma: k\} \(0 <= k <= 100\) or \{false_alarm_rate: p\} \(0 < p < 1\) \(got -1\)$/,
+        /^invalid set_threshold request: threshold: must be a number > 0, \{value: x > 0\}, \{sigma: 0 <= k <= 100\} or \{false_alarm_rate: 0 < p < 1\} \(got -1\)$/,
       ],
       [
         "set_threshold",

@@ -1,30 +1,53 @@
 import { isDeepStrictEqual } from "node:util";
 import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import type { Camera } from "../capture/camera.js";
-import type { CameraConfig, StpmdConfig, ThresholdRule } from "../config/index.js";
+import { type CameraConfig, cameraChanges, type StpmdConfig, type ThresholdRule } from "../config/index.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
-import type { InspectionResult } from "../core/result.js";
-import type { LastResult, Requester } from "../line/index.js";
+import type { InspectionResult, LastResult } from "../core/result.js";
 import type { StationView } from "../pipeline/inspector.js";
 import { defectEventId } from "../publish/topics.js";
+import type { Geometry } from "../stpm/geometry.js";
 import { rasterisePolygons, resampleMask } from "../stpm/ignore.js";
 import { resolveThreshold } from "../stpm/threshold.js";
 
 /** Part ids a camera holds for triggers whose frame has not arrived yet; more are refused. */
 export const MAX_PENDING_TRIGGERS = 64;
 
-/** The config keys of a camera whose change needs its capture rebuilt; the others apply to a running camera. */
-const RESTART_KEYS = ["source", "roi", "trigger", "stall_timeout_s", "restart_backoff"] as const;
-
 /** The bundle directory a camera's station uses. */
 export function stationBundle(camera: CameraConfig, config: StpmdConfig): string {
   return camera.model ?? config.model.bundle;
 }
 
-/** Whether two configs of one camera differ in what only a new capture pipeline can apply. */
+/**
+ * Whether two configs of one camera differ in a key whose reload rule (declared in the schema) is to restart the
+ * camera: what only a new capture pipeline can apply.
+ */
 export function needsCameraRestart(before: CameraConfig, after: CameraConfig): boolean {
-  return RESTART_KEYS.some((key) => !isDeepStrictEqual(before[key], after[key]));
+  return cameraChanges(before, after).some((change) => change.rule === "camera");
+}
+
+/**
+ * Where a camera's ROI does not match what its bundle was trained on: a different aspect (the model sees a
+ * stretched image) or, for a tiled bundle, a different size (its tiles then see another scale).
+ */
+export function roiWarnings(camera: CameraConfig, geometry: Geometry): string[] {
+  const view = camera.roi;
+  if (!view) return [];
+  const trained = geometry.roi ?? geometry.source;
+  const warnings: string[] = [];
+  const aspect = (s: { width: number; height: number }): number => s.width / s.height;
+  const describe = (s: { width: number; height: number }): string => `${s.width}×${s.height}`;
+  if (Math.abs(aspect(view) / aspect(trained) - 1) > 0.01) {
+    warnings.push(
+      `camera ${camera.id}: its ROI ${describe(view)} has another aspect than the ${describe(trained)} its bundle was trained on; the model sees a stretched image`,
+    );
+  } else if (geometry.mode === "tile" && (view.width !== trained.width || view.height !== trained.height)) {
+    warnings.push(
+      `camera ${camera.id}: its ROI ${describe(view)} differs in size from the ${describe(trained)} its tiled bundle was trained on; tiles see another scale`,
+    );
+  }
+  return warnings;
 }
 
 /** A loaded mask image, kept at its own size and resampled to each model's grid. */
@@ -152,9 +175,4 @@ export class Station {
       ...(r.frame.partId !== undefined ? { partId: r.frame.partId } : {}),
     };
   }
-}
-
-/** A one-line description of who asked, for logs. */
-export function requesterLabel(by: Requester): string {
-  return by.user ? `${by.via} (${by.user})` : by.via;
 }

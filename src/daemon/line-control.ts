@@ -1,0 +1,205 @@
+import { loadConfig, type ThresholdRule, thresholdRuleProblem } from "../config/index.js";
+import { errorMessage } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
+import {
+  type CameraSnapshot,
+  ControlError,
+  type LineControl,
+  type NodeSnapshot,
+  type ReloadOutcome,
+  type Requester,
+} from "../line/index.js";
+import { StationError, type StationRegistry } from "../stations/registry.js";
+import type { Station } from "../stations/station.js";
+
+/** What the control needs of the daemon that owns it. */
+export interface ControlHost {
+  /** The node-wide part of a snapshot (everything but the cameras and models, which the registry knows). */
+  nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models">;
+  /** Turns saving frames on or off (refused when the config file has collection off). */
+  setCollection(enabled: boolean): { old: boolean };
+  /** The status changed: publish it now rather than at the next interval. */
+  statusChanged(): void;
+  /** True once the daemon is shutting down: a reload then does nothing. */
+  isStopping(): boolean;
+}
+
+/**
+ * The line's {@link LineControl}, implemented over the station registry: thresholds, enables, collection,
+ * triggers and reloads from any interface come through here, are validated, applied and logged with who asked.
+ */
+export class StationControl implements LineControl {
+  /** The reload running now, and the one queued behind it (see {@link reload}). */
+  private reloading: Promise<ReloadOutcome> | undefined;
+  private queuedReload: Promise<ReloadOutcome> | undefined;
+
+  /**
+   * @param configPath the config file, re-read by {@link reload}; without it a reload reloads only the models.
+   */
+  constructor(
+    private readonly registry: StationRegistry,
+    private readonly host: ControlHost,
+    private readonly logger: Logger,
+    private readonly configPath: string | undefined,
+  ) {}
+
+  snapshot(): NodeSnapshot {
+    const cameras = this.registry.stations().map((s) => this.cameraSnapshot(s));
+    const models = this.registry.models().flatMap((slot) => {
+      const m = slot.inspector.manifest;
+      return m
+        ? [{ bundle: slot.dir, model_version: m.model_version, student_sha256: m.student.sha256 }]
+        : [];
+    });
+    return { ...this.host.nodeSnapshot(), models, cameras };
+  }
+
+  private cameraSnapshot(s: Station): CameraSnapshot {
+    const manifest = this.registry.manifestOf(s);
+    const camStats = s.camera?.stats();
+    return {
+      id: s.id,
+      enabled: s.enabled,
+      state: camStats?.state ?? "disabled",
+      fps: Number(s.rate.rate().toFixed(2)),
+      inspected: s.inspected,
+      defects: s.defects,
+      restarts: camStats?.restarts ?? 0,
+      bad_frames: camStats?.badFrames ?? 0,
+      dropped_frames: this.registry.droppedFramesOf(s),
+      bundle: s.bundle,
+      model_version: manifest?.model_version ?? null,
+      threshold: this.registry.thresholdOf(s),
+      threshold_rule: s.thresholdRule ?? "bundle",
+      ...(s.last ? { last: s.last } : {}),
+    };
+  }
+
+  setThreshold(
+    camera: string,
+    rule: ThresholdRule,
+    by: Requester,
+  ): { old: number | null; new: number | null } {
+    cameraId(camera);
+    refused(() => this.registry.require(camera));
+    const problem = thresholdRuleProblem(rule);
+    if (problem) throw new ControlError(`threshold for camera "${camera}": ${problem}`);
+    const change = refused(() => this.registry.setThresholdRule(camera, rule));
+    this.logger.info(
+      { camera, by: requesterLabel(by), old: change.old, new: change.new, rule },
+      `threshold of camera ${camera} set by ${requesterLabel(by)}: ${change.old} → ${change.new}`,
+    );
+    this.host.statusChanged();
+    return change;
+  }
+
+  async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
+    cameraId(camera);
+    refused(() => this.registry.require(camera));
+    if (typeof enabled !== "boolean")
+      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+    let changed: boolean;
+    try {
+      changed = await this.registry.setEnabled(camera, enabled);
+    } catch (err) {
+      throw err instanceof StationError ? new ControlError(err.message) : err;
+    }
+    if (!changed) return;
+    this.logger.info(
+      { camera, by: requesterLabel(by), old: !enabled, new: enabled },
+      `camera ${camera} ${enabled ? "enabled" : "disabled"} by ${requesterLabel(by)}`,
+    );
+    this.host.statusChanged();
+  }
+
+  setCollection(enabled: boolean, by: Requester): void {
+    if (typeof enabled !== "boolean")
+      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+    const { old } = this.host.setCollection(enabled);
+    this.logger.info(
+      { by: requesterLabel(by), old, new: enabled },
+      `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
+    );
+  }
+
+  trigger(camera: string, partId: string, by: Requester, expiresInMs = Number.POSITIVE_INFINITY): void {
+    cameraId(camera);
+    refused(() => this.registry.require(camera));
+    if (typeof partId !== "string") throw new ControlError(`part id must be a string (got ${typeof partId})`);
+    refused(() => this.registry.trigger(camera, partId, expiresInMs));
+    this.logger.debug({ camera, part_id: partId, by: requesterLabel(by) }, "trigger");
+  }
+
+  /**
+   * SIGHUP (and every interface's "reload"): re-reads the config file, if there is one, and applies what changed
+   * as each key's reload rule says (see the registry's applyConfig); an invalid file is rejected with its problems
+   * logged and the running config kept. Then every bundle is reloaded if it changed on disk (a broken one keeps
+   * its old model).
+   */
+  reload(by: Requester): Promise<ReloadOutcome> {
+    if (this.reloading === undefined) {
+      this.reloading = this.doReload(by).finally(() => {
+        this.reloading = undefined;
+      });
+      return this.reloading;
+    }
+    // The running reload may have read the file before this request's edit, so joining it could lose the edit.
+    // Requests made while it runs queue one more reload behind it, which all of them share: it reads the file
+    // when it starts, so the newest file wins, and a storm of signals costs two reloads, not one per signal.
+    this.queuedReload ??= this.reloading
+      .catch(() => undefined)
+      .then(() => {
+        this.queuedReload = undefined;
+        return this.reload(by);
+      });
+    return this.queuedReload;
+  }
+
+  private async doReload(by: Requester): Promise<ReloadOutcome> {
+    const outcome: ReloadOutcome = { configApplied: false, problems: [], swapped: [], failed: [] };
+    if (this.host.isStopping()) return outcome;
+    const reason = requesterLabel(by);
+    this.logger.info({ by: reason }, `reload requested by ${reason}`);
+    if (this.configPath !== undefined) {
+      try {
+        const next = loadConfig(this.configPath);
+        const changes = await this.registry.applyConfig(next);
+        outcome.problems.push(...changes.problems);
+        outcome.failed.push(...changes.failed);
+        outcome.configApplied = outcome.problems.length === 0;
+      } catch (err) {
+        outcome.problems = errorMessage(err)
+          .split("\n")
+          .filter((l) => l.trim() !== "");
+        this.logger.error(
+          { file: this.configPath, problems: outcome.problems },
+          `new configuration rejected; keeping the running one: ${outcome.problems.join("; ")}`,
+        );
+      }
+    }
+    const reloads = await this.registry.reloadModels(reason);
+    outcome.swapped.push(...reloads.swapped);
+    outcome.failed.push(...reloads.failed);
+    this.host.statusChanged();
+    return outcome;
+  }
+}
+
+/** A one-line description of who asked, for logs. */
+export function requesterLabel(by: Requester): string {
+  return by.user ? `${by.via} (${by.user})` : by.via;
+}
+
+/** A camera id from a client must be a string (the interfaces pass what they were sent). */
+function cameraId(camera: unknown): void {
+  if (typeof camera !== "string") throw new ControlError(`camera must be a string (got ${typeof camera})`);
+}
+
+/** Runs a registry request, turning its refusal into the line's ControlError (sent back to the client). */
+function refused<T>(request: () => T): T {
+  try {
+    return request();
+  } catch (err) {
+    throw err instanceof StationError ? new ControlError(err.message) : err;
+  }
+}

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import path from "node:path";
+import { test } from "node:test";
+import sharp from "sharp";
+import type { Manifest } from "../../src/bundle/bundle.js";
+import { createLogger } from "../../src/core/log.js";
+import { loadBinaryImage } from "../../src/data/images.js";
+import { roiWarnings, Station } from "../../src/stations/station.js";
+import { resizeGeometry, tiledGeometry } from "../../src/stpm/geometry.js";
+import { cameraConfig } from "../helpers/config.js";
+import { tempDir } from "../helpers/tiny-data.js";
+
+const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
+
+test("an ignore mask image and polygons are combined on the model's grid, and the source transform follows the ROI", async () => {
+  const dir = await tempDir("stpmd-mask-");
+  // a 40×20 mask (the ROI's aspect, twice its size): its left quarter is white, i.e. ignored
+  const mask = new Uint8Array(40 * 20);
+  for (let y = 0; y < 20; y++) for (let x = 0; x < 10; x++) mask[y * 40 + x] = 255;
+  const file = path.join(dir, "mask.png");
+  await sharp(mask, { raw: { width: 40, height: 20, channels: 1 } })
+    .png()
+    .toFile(file);
+  const camera = cameraConfig({
+    id: "cam",
+    source: "videotestsrc",
+    roi: { x: 100, y: 50, width: 80, height: 40 },
+    ignore: {
+      polygons: [
+        [
+          [60, 20],
+          [80, 20],
+          [80, 40],
+          [60, 40],
+        ],
+      ],
+      mask: file,
+    },
+    threshold: { value: 0.5 },
+  });
+  const station = new Station(camera, "/models/x", logger);
+  station.maskImage = await loadBinaryImage(file);
+  const manifest = {
+    model_version: "m1",
+    threshold: 0.9,
+    validation_scores: [0.1],
+    score_stats: { mean: 0.1, std: 0 },
+    input: { width: 32, height: 16 },
+    geometry: resizeGeometry({ width: 32, height: 16 }, { width: 80, height: 40 }),
+  } as unknown as Manifest;
+  const view = station.view(manifest);
+  assert.equal(view.threshold, 0.5);
+  assert.deepEqual(view.source, { x: 100, y: 50, scaleX: 2.5, scaleY: 2.5 });
+  const ignored = (x: number, y: number) => view.ignore![y * 32 + x];
+  assert.equal(ignored(0, 0), 1, "mask image: left quarter");
+  assert.equal(ignored(7, 15), 1);
+  assert.equal(ignored(8, 0), 0);
+  assert.equal(ignored(31, 15), 1, "polygon: bottom-right corner, ROI pixels scaled to the grid");
+  assert.equal(ignored(23, 7), 0);
+  assert.equal(ignored(24, 8), 1);
+  assert.equal(
+    [...view.ignore!].reduce((a, b) => a + b, 0),
+    8 * 16 + 8 * 8,
+  );
+});
+
+test("a camera's ROI that differs in aspect (or, for tiles, in size) from its bundle's gets a warning naming both", () => {
+  const camera = (roi?: { x: number; y: number; width: number; height: number }) =>
+    cameraConfig({ id: "cam1", source: "videotestsrc", ...(roi ? { roi } : {}) });
+  const trained = { x: 0, y: 0, width: 800, height: 400 };
+  const resize = resizeGeometry({ width: 256, height: 128 }, { width: 800, height: 400 }, trained);
+  assert.deepEqual(roiWarnings(camera(), resize), [], "no ROI, nothing to compare");
+  assert.deepEqual(roiWarnings(camera({ x: 10, y: 10, width: 400, height: 200 }), resize), [], "same aspect");
+  assert.match(
+    roiWarnings(camera({ x: 0, y: 0, width: 400, height: 400 }), resize)[0] ?? "",
+    /camera cam1: its ROI 400×400 has another aspect than the 800×400 its bundle was trained on/,
+  );
+  const tiled = tiledGeometry({ width: 800, height: 400 }, trained, 128, 16, 0.5);
+  assert.match(
+    roiWarnings(camera({ x: 0, y: 0, width: 400, height: 200 }), tiled)[0] ?? "",
+    /ROI 400×200 differs in size from the 800×400 its tiled bundle was trained on/,
+  );
+});
