@@ -30,7 +30,7 @@ import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
 
 /**
  * The paper's batch and learning rate, which torch_retrain.py uses too: the comparison is per epoch at equal work,
- * so it stays at batch 32 although stpmd's default is now 8 (see README, "retrain in minutes").
+ * so it stays at batch 32 although stpmd's default is now 8 (see docs/performance.md, "Retraining").
  */
 const PAPER = { batchSize: 32, lr: 0.4 } as const;
 

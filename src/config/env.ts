@@ -7,7 +7,7 @@ import {
   type Problem,
   pointerOf,
 } from "./problems.js";
-import { loadConfigSchema, type SchemaNode } from "./validate.js";
+import { itemSchema, loadConfigSchema, type SchemaNode } from "./validate.js";
 
 export type ConfigEnv = Readonly<Record<string, string | undefined>>;
 
@@ -27,7 +27,7 @@ export function schemaNodeAt(schema: SchemaNode, keyPath: KeyPath): SchemaNode |
   for (const key of keyPath) {
     if (node === undefined) return undefined;
     if (typeof key === "number") {
-      node = node.items;
+      node = itemSchema(node);
       continue;
     }
     const branches: SchemaNode[] = [node, ...(node.oneOf ?? [])];

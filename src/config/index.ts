@@ -23,4 +23,4 @@ export {
 export { COMMAND_TOPIC_LEVEL } from "./rules.js";
 export * from "./schema.js";
 export { formatConfigSummary } from "./summary.js";
-export { loadConfigSchema, thresholdRuleProblem } from "./validate.js";
+export { loadConfigSchema, type SchemaNode, thresholdRuleProblem } from "./validate.js";

@@ -9,7 +9,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { isObject } from "./problems.js";
 import { type CameraConfig, RELOAD_RULES, type ReloadRule, type StpmdConfig } from "./schema.js";
-import { loadConfigSchema, type SchemaNode } from "./validate.js";
+import { itemSchema, loadConfigSchema, type SchemaNode } from "./validate.js";
 
 /** The schema keyword a key's reload rule is declared with. */
 export const RELOAD_KEYWORD = "x-reload";
@@ -50,7 +50,7 @@ export function schemaReloadRules(schema: SchemaNode): SchemaReloadRules {
       result.rules.push({ key, rule: rule as ReloadRule });
       return;
     }
-    const inner = node.type === "array" && node.items ? node.items : node;
+    const inner = (node.type === "array" && itemSchema(node)) || node;
     const itemKey = inner === node ? key : `${key}[]`;
     if (inner.properties && Object.keys(inner.properties).length > 0) {
       for (const [name, child] of Object.entries(inner.properties)) {

@@ -148,7 +148,7 @@ export function thresholdRuleSchema(description: string, options: Record<string,
         {
           false_alarm_rate: Type.Number({
             description:
-              "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (README, Stations: sensitivity).",
+              "The fraction of normal frames allowed to be flagged: the threshold is the (1 − rate) quantile of the bundle's validation scores (docs/stations-and-geometry.md, section Sensitivity at run time).",
             ...THRESHOLD_RULE_BOUNDS.false_alarm_rate,
           }),
         },
@@ -298,7 +298,7 @@ export const configSchema = Type.Object(
         }),
         max_batch: Type.Integer({
           description:
-            "Most frames (from any cameras) run through the model in one batch. Batches pay off on GPUs; on a CPU-only box 1 gives the same throughput at a third of the latency (README, Performance: batching policy).",
+            "Most frames (from any cameras) run through the model in one batch. Batches pay off on GPUs; on a CPU-only box 1 gives the same throughput at a third of the latency (docs/performance.md, section The daemon).",
           default: 8,
           minimum: 1,
           maximum: 64,
@@ -747,7 +747,7 @@ export const configSchema = Type.Object(
     opcua: Type.Object(
       {
         enabled: Type.Boolean({
-          description: "Serve the OPC UA interface to the line's PLC (README, OPC UA).",
+          description: "Serve the OPC UA interface to the line's PLC (docs/line-integration/opcua.md).",
           default: false,
         }),
         port: Type.Integer({

@@ -17,12 +17,20 @@ export interface SchemaNode {
   description?: string;
   default?: unknown;
   properties?: Record<string, SchemaNode>;
-  items?: SchemaNode;
+  required?: string[];
+  items?: SchemaNode | SchemaNode[];
+  anyOf?: SchemaNode[];
   oneOf?: SchemaNode[];
+  const?: unknown;
   pattern?: string;
   enum?: unknown[];
   "x-pattern-message"?: string;
   [keyword: string]: unknown;
+}
+
+/** The schema of every item of an array node; undefined for a tuple (`items` as a list) or a non-array. */
+export function itemSchema(node: SchemaNode): SchemaNode | undefined {
+  return node.items === undefined || Array.isArray(node.items) ? undefined : node.items;
 }
 
 let cachedSchema: SchemaNode | undefined;

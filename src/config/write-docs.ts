@@ -5,23 +5,10 @@
  */
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { RELOAD_RULE_TEXT, RELOAD_RULES, reloadRuleOf } from "./reload.js";
 import { configSchemaJson } from "./schema.js";
+import type { SchemaNode } from "./validate.js";
 import { repoFile } from "./write-schema.js";
-
-/** A node of the JSON Schema as `configSchemaJson()` returns it. */
-export interface SchemaNode {
-  readonly [keyword: string]: unknown;
-  readonly description?: string;
-  readonly type?: string;
-  readonly default?: unknown;
-  readonly properties?: Readonly<Record<string, SchemaNode>>;
-  readonly required?: readonly string[];
-  readonly items?: SchemaNode | readonly SchemaNode[];
-  readonly anyOf?: readonly SchemaNode[];
-  readonly oneOf?: readonly SchemaNode[];
-  readonly enum?: readonly (string | number)[];
-  readonly const?: string;
-}
 
 /** One documented key: its path as a user writes it, its schema, and whether the file must give it. */
 export interface KeyDoc {
@@ -41,6 +28,7 @@ export const COLUMNS: readonly Column[] = [
   { header: "type", cell: (key) => typeText(key.schema) },
   { header: "default", cell: defaultText },
   { header: "allowed", cell: (key) => allowedText(key.schema) },
+  { header: "reload", cell: (key) => reloadRuleOf(key.path) ?? "" },
   { header: "description", cell: (key) => key.schema.description ?? "" },
 ];
 
@@ -185,6 +173,9 @@ export function configDocsText(
     "the key out), the values it allows, and what it does. The same definition is shipped as a JSON Schema,",
     "[`config/stpmd.schema.json`](../config/stpmd.schema.json), for editors. How the file is loaded, environment",
     "overrides and examples: [getting started](getting-started.md#the-configuration-file).",
+    "",
+    "The reload column says what a reload (SIGHUP, or `reload` from any interface) does with a change of the key:",
+    ...RELOAD_RULES.map((rule) => `- \`${rule}\`: ${RELOAD_RULE_TEXT[rule]}.`),
     "",
     `Sections: ${sections.map(([name]) => `[\`${name}\`](#${name})`).join(", ")}.`,
   ];

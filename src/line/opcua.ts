@@ -2,7 +2,7 @@
  * The OPC UA server the line's PLC talks to: a trigger/result handshake per camera (PLC writes PartId and raises
  * Trigger; the tagged frame's verdict appears with ResultsReady; the PLC raises ResultsAck, sees ResultsReady fall,
  * lowers ResultsAck, and the next result appears), node-wide status, and methods that go to {@link LineControl}.
- * The handshake, the address space and the queue policy are described in the README (OPC UA).
+ * The handshake, the address space and the queue policy are described in docs/line-integration/opcua.md.
  *
  * Every request the PLC can make is answered with a status code: a refused one (queue full, camera disabled,
  * wrong type, unknown camera, out of range, a {@link ControlError}) gets a Bad code and one log line and changes no

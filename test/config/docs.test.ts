@@ -2,14 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { configSchemaJson } from "../../src/config/schema.js";
-import {
-  COLUMNS,
-  type Column,
-  configDocsText,
-  DOCS_FILE,
-  keyDocs,
-  type SchemaNode,
-} from "../../src/config/write-docs.js";
+import type { SchemaNode } from "../../src/config/validate.js";
+import { COLUMNS, type Column, configDocsText, DOCS_FILE, keyDocs } from "../../src/config/write-docs.js";
 
 const schema = configSchemaJson() as SchemaNode;
 

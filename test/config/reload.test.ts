@@ -9,6 +9,7 @@ import {
   RELOAD_RULE_TEXT,
   reloadRuleOf,
   reloadRules,
+  type SchemaNode,
   schemaReloadRules,
 } from "../../src/config/index.js";
 import { testConfig } from "../helpers/config.js";
@@ -28,7 +29,7 @@ test("every key of the schema has a reload rule, its own or its enclosing key's"
 
 test("a key added without a reload rule is found (the check above can fail)", () => {
   const schema = structuredClone(loadConfigSchema());
-  const camera = schema.properties!.cameras!.items!.properties!;
+  const camera = (schema.properties!.cameras!.items as SchemaNode).properties!;
   camera.focus = { type: "number", description: "A new per-camera key someone forgot to give a rule." };
   delete camera.roi!["x-reload"];
   schema.properties!.mqtt!["x-reload"] = "someday";

@@ -3,7 +3,7 @@
  * libraries do not match the committed sha256, one that lacks a library, and (with --keep-ort) a core library of
  * another ONNX Runtime version. Each run gets a scratch project holding what the script looks at (onnxruntime-node's
  * package.json and core library) and a crafted tarball; nothing may be copied when it refuses. The success path
- * needs the real 180 MB package from the npm registry, so it is run by hand (README, GPU boxes), not here.
+ * needs the real 180 MB package from the npm registry, so it is run by hand (docs/deploying.md, "GPU boxes"), not here.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
