@@ -1,17 +1,23 @@
+import { constants } from "node:fs";
+import { access, readdir, stat } from "node:fs/promises";
+import path from "node:path";
 import { performance } from "node:perf_hooks";
 import cliProgress from "cli-progress";
-import { type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
+import { MANIFEST_FILE, type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
 import { loadTeacher, type Teacher } from "../bundle/teacher.js";
 import { errorMessage, isStpmdError, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import { type NumberRule, numberProblem } from "../core/number-rule.js";
 import { listImages, loadRgb, type RgbImage, readImageSize, rgbToChw } from "../data/images.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
 import {
   describeGeometry,
   type Geometry,
+  inputSizeProblem,
   type Roi,
   resizeGeometry,
+  roiFieldsProblem,
   type Size,
   tiledGeometry,
 } from "../stpm/geometry.js";
@@ -207,31 +213,175 @@ function feedsFor(
   return feeds;
 }
 
-/** Distils a student from normal images and writes a verified model bundle. */
+/**
+ * Every numeric option's bounds, as the CLI offers them (it parses with the same rules). `tile` and `scale` are
+ * bounded further by the geometry (a multiple of 16, the scaled image's size).
+ */
+export const RETRAIN_RULES = {
+  epochs: { flag: "--epochs", integer: true, min: 1 },
+  batchSize: { flag: "--batch-size", integer: true, min: 2 },
+  lr: { flag: "--lr", min: 0 },
+  momentum: { flag: "--momentum", min: 0 },
+  weightDecay: { flag: "--weight-decay", min: 0 },
+  seed: { flag: "--seed", integer: true, min: 0 },
+  // 1 would hold every image out and leave nothing to train on
+  valFraction: { flag: "--val-fraction", min: 0, below: 1 },
+  thresholdSigma: { flag: "--threshold-sigma", min: 0 },
+  patience: { flag: "--patience", integer: true, min: 0 },
+  minDelta: { flag: "--min-delta", min: 0, below: 1 },
+  minEpochs: { flag: "--min-epochs", integer: true, min: 1 },
+  tile: { flag: "--tile", integer: true, min: 32 },
+  tileOverlap: { flag: "--tile-overlap", integer: true, min: 0 },
+  scale: { flag: "--scale", min: 0 },
+} as const satisfies Record<string, NumberRule>;
+
+/**
+ * Distils a student from normal images and writes a verified model bundle, in four stages: every option, file and
+ * size is checked before any work ({@link validateRetrain}), then the images and the teacher's features are
+ * loaded, the student trained, and the bundle written.
+ */
 export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const started = performance.now();
-  const { logger } = opts;
-  const imageSize = sizeOf(opts.imageSize);
-  for (const [name, v] of Object.entries(imageSize)) {
-    if (v % 16 !== 0 || v < 32) {
-      throw new StpmdError(
-        "ERR_OPTION_INVALID",
-        `--image-size ${imageSize.width}x${imageSize.height}: ${name} must be a multiple of 16 and at least 32`,
-      );
-    }
-  }
+  const plan = await validateRetrain(opts);
+  const data = await loadTrainingData(plan, started);
+  const trained = await trainStudent(plan, data);
+  return finalizeBundle(plan, data, trained, started);
+}
+
+/** A retrain whose options, inputs and output were all found usable. */
+interface RetrainPlan {
+  opts: RetrainOptions;
+  teacher: Teacher;
+  files: string[];
+  geometry: Geometry;
+  layout: StudentLayout;
+}
+
+/**
+ * Stage 1: refuses a bad option, frames folder, teacher or output path with one line naming it, before an image
+ * is decoded or a feature computed: a typo must not cost the minutes the teacher's features take.
+ */
+export async function validateRetrain(opts: RetrainOptions): Promise<RetrainPlan> {
+  checkOptionValues(opts);
   const teacher = await loadTeacher(opts.teacherFile);
   if (teacher.normalisation.source === "imagenet-default") {
-    logger.warn(
+    opts.logger.warn(
       { teacher: opts.teacherFile },
       "teacher metadata names no input_mean/input_std; using ImageNet's",
     );
   }
   const files = await listImages(opts.framesDir, "frames folder");
+  await checkOutDir(opts);
   const geometry = await retrainGeometry(opts, files);
   const { input } = geometry;
-  logger.info({ geometry: describeGeometry(geometry) }, "geometry");
+  opts.logger.info({ geometry: describeGeometry(geometry) }, "geometry");
   const layout = studentLayout(teacher.graph, input.height, input.width);
+  return { opts, teacher, files, geometry, layout };
+}
+
+function optionError(flag: string, value: unknown, problem: string): StpmdError {
+  return new StpmdError("ERR_OPTION_INVALID", `${flag} ${value}: ${problem}`);
+}
+
+/** The options' own values: numbers in their bounds, the image size, the ROI's numbers. */
+function checkOptionValues(opts: RetrainOptions): void {
+  const check = (rule: NumberRule, value: number): void => {
+    const problem = numberProblem(rule, value);
+    if (problem) throw optionError(rule.flag, value, problem);
+  };
+  for (const key of [
+    "epochs",
+    "batchSize",
+    "lr",
+    "momentum",
+    "weightDecay",
+    "seed",
+    "valFraction",
+    "thresholdSigma",
+    "patience",
+    "minDelta",
+    "minEpochs",
+  ] as const) {
+    check(RETRAIN_RULES[key], opts[key]);
+  }
+  if (opts.tile) {
+    check(RETRAIN_RULES.tile, opts.tile.size);
+    check(RETRAIN_RULES.tileOverlap, opts.tile.overlap);
+    if (opts.tile.overlap >= opts.tile.size) {
+      throw optionError(
+        "--tile-overlap",
+        opts.tile.overlap,
+        `must be below the tile size (--tile ${opts.tile.size})`,
+      );
+    }
+    check(RETRAIN_RULES.scale, opts.tile.scale);
+  } else {
+    const size = sizeOf(opts.imageSize);
+    const problem = inputSizeProblem(size);
+    if (problem) throw optionError("--image-size", `${size.width}x${size.height}`, problem);
+  }
+  if (opts.roi) {
+    const { x, y, width, height } = opts.roi;
+    const problem = roiFieldsProblem(opts.roi);
+    if (problem) throw optionError("--roi", `${x},${y},${width},${height}`, problem);
+  }
+}
+
+/**
+ * The bundle replaces `--out` whole, old content and all: so it must not be, or hold, the frames folder; an
+ * existing `--out` must be a bundle (or an empty folder); and it must be creatable where it is to be.
+ */
+async function checkOutDir(opts: RetrainOptions): Promise<void> {
+  const out = path.resolve(opts.outDir);
+  const fail = (problem: string): never => {
+    throw optionError("--out", opts.outDir, problem);
+  };
+  const inside = path.relative(out, path.resolve(opts.framesDir));
+  if (!inside.startsWith("..") && !path.isAbsolute(inside)) {
+    fail(`holds the frames folder ${opts.framesDir}, which writing the bundle would delete`);
+  }
+  const existing = await stat(out).catch(() => undefined);
+  if (existing) {
+    if (!existing.isDirectory()) fail("exists and is not a directory");
+    const entries = await readdir(out);
+    if (entries.length > 0 && !entries.includes(MANIFEST_FILE)) {
+      fail(
+        `exists and is not a model bundle (no ${MANIFEST_FILE}); writing the bundle would delete what it holds`,
+      );
+    }
+  }
+  // the nearest folder that exists must let us create the bundle (and its temporary sibling) in it
+  let parent = path.dirname(out);
+  for (;;) {
+    const st = await stat(parent).catch(() => undefined);
+    if (st) {
+      if (!st.isDirectory()) fail(`${parent} is not a directory`);
+      await access(parent, constants.W_OK | constants.X_OK).catch(() => fail(`${parent} is not writable`));
+      return;
+    }
+    parent = path.dirname(parent);
+  }
+}
+
+/** What training reads: the split images, the model inputs, the teacher's features and the per-epoch validator. */
+interface TrainingData {
+  train: RgbImage[];
+  val: RgbImage[];
+  skipped: { file: string; reason: string }[];
+  /** What the student learns: whole images, or every tile of every training image. */
+  samples: Uint8Array[];
+  trainInputs: Float32Array;
+  cache: FeatureCache;
+  validator: Validator;
+  /** Validation image scores from the validator's per-input scores (in tile mode, each image's tiles' maximum). */
+  imageScores: (perInput: number[]) => number[];
+}
+
+/** Stage 2: decodes the images, splits them, and computes the teacher's features once for the whole run. */
+async function loadTrainingData(plan: RetrainPlan, started: number): Promise<TrainingData> {
+  const { opts, teacher, files, geometry, layout } = plan;
+  const { logger } = opts;
+  const { input } = geometry;
   const { images, skipped } = await loadImages(files, geometry.capture, logger, opts.roi);
   if (images.length < 2) {
     throw new StpmdError(
@@ -240,6 +390,13 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     );
   }
   const { train, val } = splitTrainVal(images, opts.valFraction, opts.seed);
+  if (train.length === 0) {
+    throw optionError(
+      "--val-fraction",
+      opts.valFraction,
+      `holds out all ${images.length} readable images of ${opts.framesDir}; none is left to train on`,
+    );
+  }
   logger.info(
     { train: train.length, val: val.length, skipped: skipped.length, convs: layout.convs.length },
     "images loaded",
@@ -247,39 +404,31 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
 
   const chw = 3 * input.width * input.height;
   const { mean, std } = teacher.normalisation;
-  // the student learns what the model sees: whole images, or every tile of every training image
+  const toInputs = (rgbs: Uint8Array[]): Float32Array => {
+    const out = new Float32Array(rgbs.length * chw);
+    rgbs.forEach((rgb, i) => {
+      rgbToChw(rgb, input.width, input.height, mean, std, out, i);
+    });
+    return out;
+  };
   const samples = modelInputs(
     train.map((img) => img.rgb),
     geometry,
   );
-  const trainInputs = new Float32Array(samples.length * chw);
-  samples.forEach((rgb, i) => {
-    rgbToChw(rgb, input.width, input.height, mean, std, trainInputs, i);
-  });
+  const trainInputs = toInputs(samples);
   const cache = await cacheTeacherFeatures(teacher, trainInputs, samples.length, input);
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
-  const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
-    memPattern: false,
-  });
-  const rng = new Random(opts.seed);
-  const state = initStudent(layout, rng);
-  const sgd = new Sgd([...state.weights, ...state.gammas, ...state.betas], {
-    lr: opts.lr,
-    momentum: opts.momentum,
-    weightDecay: opts.weightDecay,
-  });
-  const valRgb = val.map((v) => v.rgb);
   // validation inputs and teacher features are fixed: computed once, fed with each epoch's weights. In tile mode
   // the validator scores every tile and an image's score is its tiles' maximum — a close proxy of the stitched
   // map's maximum (it also sees the overlaps' far halves), good enough to pick the epoch; the kept epoch is then
   // rescored through the real tiling and stitching for the threshold.
-  const valSamples = modelInputs(valRgb, geometry);
-  const tilesPerImage = valSamples.length / valRgb.length;
-  const valInputs = new Float32Array(valSamples.length * chw);
-  valSamples.forEach((rgb, i) => {
-    rgbToChw(rgb, input.width, input.height, mean, std, valInputs, i);
-  });
+  const valSamples = modelInputs(
+    val.map((v) => v.rgb),
+    geometry,
+  );
+  const tilesPerImage = valSamples.length / val.length;
+  const valInputs = toInputs(valSamples);
   const valCache = await cacheTeacherFeatures(teacher, valInputs, valSamples.length, input, false);
   const validator = await Validator.create(
     teacher.graph,
@@ -290,169 +439,237 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     input,
   );
   const imageScores = (perInput: number[]): number[] =>
-    valRgb.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));
-  let best = {
-    epoch: 0,
-    score: Number.POSITIVE_INFINITY,
-    state: cloneStudent(state),
-    scores: [] as number[],
-  };
-  if (!(opts.minDelta >= 0 && opts.minDelta < 1)) {
-    throw new StpmdError(
-      "ERR_OPTION_INVALID",
-      `--min-delta ${opts.minDelta}: must be at least 0 and below 1`,
-    );
-  }
-  const stopping = new EarlyStopping({
-    patience: opts.patience,
-    minDelta: opts.minDelta,
-    minEpochs: opts.minEpochs,
-    maxEpochs: opts.epochs,
-  });
-  let stoppedReason = "epoch ceiling";
-  const batchSize = Math.min(opts.batchSize, samples.length);
-  const bar =
-    opts.progress && process.stderr.isTTY
-      ? new cliProgress.SingleBar(
-          {
-            format:
-              "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}",
-            stream: process.stderr,
-          },
-          cliProgress.Presets.shades_classic,
-        )
-      : undefined;
-  const batchesPerEpoch = Math.ceil(samples.length / batchSize);
-  bar?.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
-  const trainStarted = performance.now();
-  const history: {
-    epoch: number;
-    loss: number;
-    val_mean_score: number;
-    seconds: number;
-    val_seconds: number;
-  }[] = [];
-  let epochsRun = 0;
+    val.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));
+  return { train, val, skipped, samples, trainInputs, cache, validator, imageScores };
+}
 
-  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
-    const epochStarted = performance.now();
-    const order = rng.shuffle(samples.map((_, i) => i));
-    let lossSum = 0;
-    let batches = 0;
-    let runMs = 0;
-    for (let start = 0; start < order.length; start += batchSize) {
-      const idx = order.slice(start, start + batchSize);
-      // a single-image batch has no batch statistics to normalise with (PyTorch raises on it too)
-      if (idx.length < 2) continue;
-      const n = idx.length;
-      const x = new Float32Array(n * chw);
-      idx.forEach((src, j) => {
-        x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
-      });
-      const feats = cache.levels.map((lvl, l) => {
-        const per = cache.perImage[l]!;
-        const out = new Float32Array(n * per);
-        idx.forEach((src, j) => {
-          out.set(lvl.subarray(src * per, (src + 1) * per), j * per);
-        });
-        return out;
-      });
-      const runStarted = performance.now();
-      const out = await session.run(feedsFor(layout, state, x, feats, cache, n, input));
-      runMs += performance.now() - runStarted;
-      const loss = (out.loss!.data as Float32Array)[0]!;
-      if (!Number.isFinite(loss)) {
-        throw new StpmdError(
-          "ERR_TRAINING_DIVERGED",
-          `training diverged at epoch ${epoch} (loss ${loss}); try a lower --lr than ${opts.lr}`,
-        );
-      }
-      const grad = (name: string): Float32Array => out[name]!.data as Float32Array;
-      sgd.step([
-        ...layout.convs.map((_, k) => grad(`grad_w_${k}`)),
-        ...layout.convs.map((_, k) => grad(`grad_gamma_${k}`)),
-        ...layout.convs.map((_, k) => grad(`grad_beta_${k}`)),
-      ]);
-      const perChannel = layout.convs.map((c) => {
-        const [, , h, w] = layout.shapes.get(c.node.outputs[0]!)!;
-        return n * h! * w!;
-      });
-      updateRunningStats(
-        state,
-        layout.convs.map((_, k) => grad(`batch_mean_${k}`)),
-        layout.convs.map((_, k) => grad(`batch_var_${k}`)),
-        perChannel,
-      );
-      lossSum += loss;
-      batches += 1;
-      bar?.increment(1, { epoch, loss: loss.toFixed(4) });
-    }
-    const valStarted = performance.now();
-    const scores = imageScores(await validator.scores(state));
-    const valSeconds = (performance.now() - valStarted) / 1000;
-    const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
-    const meanLoss = lossSum / Math.max(1, batches);
-    const decision = stopping.observe(meanScore);
-    if (decision.best) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
-    const seconds = (performance.now() - epochStarted) / 1000;
-    history.push({
-      epoch,
-      loss: meanLoss,
-      val_mean_score: meanScore,
-      seconds: Number(seconds.toFixed(2)),
-      val_seconds: Number(valSeconds.toFixed(2)),
+type EpochHistory = {
+  epoch: number;
+  loss: number;
+  val_mean_score: number;
+  seconds: number;
+  val_seconds: number;
+}[];
+
+/** The outcome of training: the kept epoch and how the run went. */
+interface TrainedStudent {
+  best: { epoch: number; score: number; state: StudentState; scores: number[] };
+  history: EpochHistory;
+  epochsRun: number;
+  stoppedReason: string;
+  stoppingRule: string;
+  batchSize: number;
+  trainSeconds: number;
+}
+
+/** Stage 3: trains epoch after epoch, validating each, until the early-stopping rule or the ceiling ends it. */
+async function trainStudent(plan: RetrainPlan, data: TrainingData): Promise<TrainedStudent> {
+  const { opts, teacher, layout } = plan;
+  const { logger } = opts;
+  const { samples, validator } = data;
+  let session: ort.InferenceSession | undefined;
+  try {
+    session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
+      memPattern: false,
     });
-    epochsRun = epoch;
-    const line = {
-      epoch,
-      epochs: opts.epochs,
-      loss: meanLoss,
-      val_mean_score: meanScore,
-      best_epoch: best.epoch,
-      improved: decision.improved,
-      since_improvement: decision.sinceImprovement,
-      seconds: Number(seconds.toFixed(2)),
-      val_seconds: Number(valSeconds.toFixed(2)),
-      // the training step inside ONNX Runtime; the rest of seconds − val_seconds is batch assembly and SGD in JS
-      step_seconds: Number((runMs / 1000).toFixed(2)),
-      ...(decision.stop ? { stop: decision.reason } : {}),
+    const rng = new Random(opts.seed);
+    const state = initStudent(layout, rng);
+    const sgd = new Sgd([...state.weights, ...state.gammas, ...state.betas], {
+      lr: opts.lr,
+      momentum: opts.momentum,
+      weightDecay: opts.weightDecay,
+    });
+    let best = {
+      epoch: 0,
+      score: Number.POSITIVE_INFINITY,
+      state: cloneStudent(state),
+      scores: [] as number[],
     };
-    if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
-    const stopText = decision.stop ? `; stopping: ${decision.reason}, keeping epoch ${best.epoch}` : "";
-    logger.info(
-      line,
-      `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)} ` +
-        `best ${best.epoch}${stopText}`,
-    );
-    await opts.onEpoch?.({
-      epoch,
-      loss: meanLoss,
-      valMeanScore: meanScore,
-      decision,
-      student: () => foldedStudentGraph(teacher.graph, layout, state),
+    const stopping = new EarlyStopping({
+      patience: opts.patience,
+      minDelta: opts.minDelta,
+      minEpochs: opts.minEpochs,
+      maxEpochs: opts.epochs,
     });
-    if (decision.stop) {
-      stoppedReason = decision.reason!;
-      break;
+    let stoppedReason = "epoch ceiling";
+    const batchSize = Math.min(opts.batchSize, samples.length);
+    const bar = progressBar(opts, Math.ceil(samples.length / batchSize));
+    const trainStarted = performance.now();
+    const history: EpochHistory = [];
+    let epochsRun = 0;
+
+    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+      const epochStarted = performance.now();
+      const order = rng.shuffle(samples.map((_, i) => i));
+      const steps = { lossSum: 0, batches: 0, runMs: 0 };
+      for (let start = 0; start < order.length; start += batchSize) {
+        const idx = order.slice(start, start + batchSize);
+        // a single-image batch has no batch statistics to normalise with (PyTorch raises on it too)
+        if (idx.length < 2) continue;
+        const loss = await trainStep(plan, data, session, state, sgd, idx, epoch, steps);
+        bar?.increment(1, { epoch, loss: loss.toFixed(4) });
+      }
+      const valStarted = performance.now();
+      const scores = data.imageScores(await validator.scores(state));
+      const valSeconds = (performance.now() - valStarted) / 1000;
+      const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
+      const meanLoss = steps.lossSum / Math.max(1, steps.batches);
+      const decision = stopping.observe(meanScore);
+      if (decision.best) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
+      const seconds = (performance.now() - epochStarted) / 1000;
+      history.push({
+        epoch,
+        loss: meanLoss,
+        val_mean_score: meanScore,
+        seconds: Number(seconds.toFixed(2)),
+        val_seconds: Number(valSeconds.toFixed(2)),
+      });
+      epochsRun = epoch;
+      const line = {
+        epoch,
+        epochs: opts.epochs,
+        loss: meanLoss,
+        val_mean_score: meanScore,
+        best_epoch: best.epoch,
+        improved: decision.improved,
+        since_improvement: decision.sinceImprovement,
+        seconds: Number(seconds.toFixed(2)),
+        val_seconds: Number(valSeconds.toFixed(2)),
+        // the training step inside ONNX Runtime; the rest of seconds − val_seconds is batch assembly and SGD in JS
+        step_seconds: Number((steps.runMs / 1000).toFixed(2)),
+        ...(decision.stop ? { stop: decision.reason } : {}),
+      };
+      if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
+      const stopText = decision.stop ? `; stopping: ${decision.reason}, keeping epoch ${best.epoch}` : "";
+      logger.info(
+        line,
+        `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)} ` +
+          `best ${best.epoch}${stopText}`,
+      );
+      await opts.onEpoch?.({
+        epoch,
+        loss: meanLoss,
+        valMeanScore: meanScore,
+        decision,
+        student: () => foldedStudentGraph(teacher.graph, layout, state),
+      });
+      if (decision.stop) {
+        stoppedReason = decision.reason!;
+        break;
+      }
     }
+    bar?.stop();
+    const trainSeconds = (performance.now() - trainStarted) / 1000;
+    const stoppingRule = stopping.describe();
+    return { best, history, epochsRun, stoppedReason, stoppingRule, batchSize, trainSeconds };
+  } finally {
+    await validator.release();
+    await session?.release();
   }
-  bar?.stop();
-  const trainSeconds = (performance.now() - trainStarted) / 1000;
-  await validator.release();
-  await session.release();
-  // the threshold comes from the deployable scoring graph itself: rescore the kept epoch with the Scorer
-  const keptScores = await validationScores(teacher, layout, best.state, valRgb, geometry);
+}
+
+function progressBar(opts: RetrainOptions, batchesPerEpoch: number): cliProgress.SingleBar | undefined {
+  if (!opts.progress || !process.stderr.isTTY) return undefined;
+  const bar = new cliProgress.SingleBar(
+    {
+      format: "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}",
+      stream: process.stderr,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
+  return bar;
+}
+
+/** One SGD step on the samples `idx`: forward and backward in ONNX Runtime, the update and running statistics here. */
+async function trainStep(
+  plan: RetrainPlan,
+  data: TrainingData,
+  session: ort.InferenceSession,
+  state: StudentState,
+  sgd: Sgd,
+  idx: number[],
+  epoch: number,
+  steps: { lossSum: number; batches: number; runMs: number },
+): Promise<number> {
+  const { layout, geometry, opts } = plan;
+  const { input } = geometry;
+  const { trainInputs, cache } = data;
+  const chw = 3 * input.width * input.height;
+  const n = idx.length;
+  const x = new Float32Array(n * chw);
+  idx.forEach((src, j) => {
+    x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
+  });
+  const feats = cache.levels.map((lvl, l) => {
+    const per = cache.perImage[l]!;
+    const out = new Float32Array(n * per);
+    idx.forEach((src, j) => {
+      out.set(lvl.subarray(src * per, (src + 1) * per), j * per);
+    });
+    return out;
+  });
+  const runStarted = performance.now();
+  const out = await session.run(feedsFor(layout, state, x, feats, cache, n, input));
+  steps.runMs += performance.now() - runStarted;
+  const loss = (out.loss!.data as Float32Array)[0]!;
+  if (!Number.isFinite(loss)) {
+    throw new StpmdError(
+      "ERR_TRAINING_DIVERGED",
+      `training diverged at epoch ${epoch} (loss ${loss}); try a lower --lr than ${opts.lr}`,
+    );
+  }
+  const grad = (name: string): Float32Array => out[name]!.data as Float32Array;
+  sgd.step([
+    ...layout.convs.map((_, k) => grad(`grad_w_${k}`)),
+    ...layout.convs.map((_, k) => grad(`grad_gamma_${k}`)),
+    ...layout.convs.map((_, k) => grad(`grad_beta_${k}`)),
+  ]);
+  const perChannel = layout.convs.map((c) => {
+    const [, , h, w] = layout.shapes.get(c.node.outputs[0]!)!;
+    return n * h! * w!;
+  });
+  updateRunningStats(
+    state,
+    layout.convs.map((_, k) => grad(`batch_mean_${k}`)),
+    layout.convs.map((_, k) => grad(`batch_var_${k}`)),
+    perChannel,
+  );
+  steps.lossSum += loss;
+  steps.batches += 1;
+  return loss;
+}
+
+/** Stage 4: the threshold from the deployable scoring graph itself, and the bundle written atomically. */
+async function finalizeBundle(
+  plan: RetrainPlan,
+  data: TrainingData,
+  trained: TrainedStudent,
+  started: number,
+): Promise<RetrainSummary> {
+  const { opts, teacher, layout, geometry } = plan;
+  const { input } = geometry;
+  const { train, val, skipped, samples } = data;
+  const { best, epochsRun, stoppedReason, trainSeconds } = trained;
+  // rescore the kept epoch with the Scorer: the threshold must hold for the graph the daemon runs
+  const keptScores = await validationScores(
+    teacher,
+    layout,
+    best.state,
+    val.map((v) => v.rgb),
+    geometry,
+  );
   const drift = Math.max(...keptScores.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
-  logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
-  best.scores = keptScores;
+  opts.logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
 
   const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
-  const sortedScores = [...best.scores].sort((a, b) => a - b);
+  const sortedScores = [...keptScores].sort((a, b) => a - b);
   const stats = scoreStats(sortedScores);
   const threshold = stats.mean + opts.thresholdSigma * stats.std;
   const studentBytes = encodeModel(studentGraph, "stpm-student");
   const createdAt = new Date();
   const wallTimeS = (performance.now() - started) / 1000;
+  const { mean, std } = teacher.normalisation;
   const manifest = await writeBundle(opts.outDir, teacher.bytes, studentBytes, {
     model_version: `${createdAt.toISOString().replace(/[-:]/g, "").slice(0, 15)}Z`,
     created_at: createdAt.toISOString(),
@@ -477,11 +694,11 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       epochs_run: epochsRun,
       best_epoch: best.epoch,
       stopped_reason: stoppedReason,
-      stopping_rule: stopping.describe(),
+      stopping_rule: trained.stoppingRule,
       patience: opts.patience,
       min_delta: opts.minDelta,
       min_epochs: opts.minEpochs,
-      batch_size: batchSize,
+      batch_size: trained.batchSize,
       lr: opts.lr,
       momentum: opts.momentum,
       weight_decay: opts.weightDecay,
@@ -495,7 +712,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       wall_time_s: Number(wallTimeS.toFixed(1)),
       seconds_per_epoch: Number((trainSeconds / epochsRun).toFixed(2)),
       engine: `onnxruntime-node ${ort.env.versions.common} (CPU, hand-built backward graph)`,
-      history,
+      history: trained.history,
     },
   });
   return {
