@@ -284,13 +284,47 @@ describe("stpmd run, end to end", () => {
     assert.equal(statusOf()?.model_version, secondVersion);
   });
 
-  test("collection saved normal frames for retraining", async () => {
+  test("collection saved normal frames for retraining: each file is the very frame judged normal", async () => {
     const { readdir } = await import("node:fs/promises");
-    const files = await readdir(path.join(work, "collected", "parts"));
-    assert.ok(
-      files.some((f) => /^parts_.*\.png$/.test(f)),
-      `collected: ${files.join(", ")}`,
+    const raw = async (file: string) => {
+      const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+      return { data, width: info.width, height: info.height, channels: info.channels };
+    };
+    const partsDir = path.join(work, "parts");
+    const parts = await Promise.all((await readdir(partsDir)).sort().map((f) => raw(path.join(partsDir, f))));
+    const judged = new Map(
+      onTopic("parts/result").map((m) => {
+        const r = JSON.parse(m.payload.toString()) as {
+          seq: number;
+          defective: boolean;
+          score: number;
+          threshold: number;
+        };
+        return [r.seq, r];
+      }),
     );
+    const dir = path.join(work, "collected", "parts");
+    const files = (await readdir(dir)).filter((f) => f.endsWith(".png"));
+    assert.ok(files.length > 0, "nothing collected");
+    for (const name of files) {
+      const seq = Number(/^parts_\d{8}T\d{9}Z_(\d+)\.png$/.exec(name)?.[1]);
+      assert.ok(Number.isInteger(seq), `${name}: named <camera>_<capture time>_<seq>.png`);
+      const result = judged.get(seq);
+      assert.ok(result, `${name}: no published result for parts frame ${seq}`);
+      assert.equal(result.defective, false, `${name}: frame ${seq} was judged defective`);
+      assert.ok(
+        result.score < result.threshold,
+        `${name}: score ${result.score} ≥ threshold ${result.threshold}`,
+      );
+      // the frame as the camera delivered it: the replayed part's size and every pixel, not a resized, converted,
+      // blank or other camera's image
+      const saved = await raw(path.join(dir, name));
+      assert.deepEqual([saved.width, saved.height, saved.channels], [SIZE, SIZE, 3], name);
+      assert.ok(
+        parts.some((p) => p.data.equals(saved.data)),
+        `${name}: its pixels are none of the replayed parts`,
+      );
+    }
   });
 
   test("SIGTERM drains, publishes stopped and exits 0", async () => {
