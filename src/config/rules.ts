@@ -25,13 +25,24 @@ export const CAPS_NAME = "stpmd_caps";
 export const COMMAND_TOPIC_LEVEL = "command";
 
 /**
+ * The element of each `!`-linked stage of a gst-launch description: its first word, quoted values left out. A
+ * property value or element name that merely contains "appsink" (`location=/data/appsink/0.png`) is not one.
+ */
+function elementNames(description: string): string[] {
+  return description
+    .replace(/"[^"]*"|'[^']*'/g, '""')
+    .split("!")
+    .map((stage) => stage.trim().split(/\s+/)[0] ?? "");
+}
+
+/**
  * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
  * so `check-config` rejects what a camera would.
  */
 export function sourceProblem(source: string): string | undefined {
   const trimmed = source.trim();
   if (trimmed === "") return "must be a non-empty GStreamer source description";
-  if (/\bappsink\b/i.test(trimmed)) {
+  if (elementNames(trimmed).some((name) => name.toLowerCase() === "appsink")) {
     return (
       "must describe only the source (stpmd appends conversion, scaling and its own appsink); " +
       `remove the appsink from "${trimmed}"`
