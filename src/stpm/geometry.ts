@@ -141,8 +141,13 @@ export function tileProblem(image: Size, tile: number, overlap: number): string 
   if (tile > image.width || tile > image.height) {
     return `tile ${tile} is larger than the scaled image (${image.width}×${image.height})`;
   }
-  if (overlap < 0 || overlap >= tile)
-    return `overlap ${overlap} must be at least 0 and below the tile size ${tile}`;
+  return overlapProblem(tile, overlap);
+}
+
+/** The problem with `overlap` between tiles of `tile` pixels, or undefined. */
+export function overlapProblem(tile: number, overlap: number): string | undefined {
+  if (!Number.isInteger(overlap) || overlap < 0 || overlap >= tile)
+    return `must be a whole number of pixels, at least 0 and below the tile size ${tile}`;
   return undefined;
 }
 
@@ -231,6 +236,8 @@ export function tiledGeometry(
   if (!(scale > 0 && scale <= 4)) throw optionError(`--scale ${scale}`, "must be above 0 and at most 4");
   if (tile % 16 !== 0 || tile < 32)
     throw optionError(`--tile ${tile}`, "must be a multiple of 16 and at least 32");
+  const overlapIssue = overlapProblem(tile, overlap);
+  if (overlapIssue) throw optionError(`--tile-overlap ${overlap}`, overlapIssue);
   const capture = scaledSize(source, scale);
   const problem = tileProblem(capture, tile, overlap);
   if (problem)

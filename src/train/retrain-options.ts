@@ -172,13 +172,6 @@ function checkOptionValues(opts: RetrainOptions): void {
   if (opts.tile) {
     check(RETRAIN_RULES.tile, opts.tile.size);
     check(RETRAIN_RULES.tileOverlap, opts.tile.overlap);
-    if (opts.tile.overlap >= opts.tile.size) {
-      throw optionError(
-        "--tile-overlap",
-        opts.tile.overlap,
-        `must be below the tile size (--tile ${opts.tile.size})`,
-      );
-    }
     check(RETRAIN_RULES.scale, opts.tile.scale);
   } else {
     const size = sizeOf(opts.imageSize);

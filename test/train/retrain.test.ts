@@ -177,7 +177,10 @@ test("a bad option, frames folder or output fails in one line naming it, before 
     ],
     [{ tile: { ...tile, size: 40 } }, /^--tile 40: must be a multiple of 16 and at least 32$/],
     [{ tile: { ...tile, overlap: 1.5 } }, /^--tile-overlap 1\.5: must be an integer ≥ 0$/],
-    [{ tile: { ...tile, overlap: 32 } }, /^--tile-overlap 32: must be below the tile size \(--tile 32\)$/],
+    [
+      { tile: { ...tile, overlap: 32 } },
+      /^--tile-overlap 32: must be a whole number of pixels, at least 0 and below the tile size 32$/,
+    ],
     [{ tile: { ...tile, scale: 0 } }, /^--scale 0: must be above 0 and at most 4$/],
     [{ tile: { ...tile, size: 128 } }, /^--tile 128: tile 128 is larger than the scaled image \(64×64\)/],
     [
