@@ -1,6 +1,7 @@
 import type { Graph, GraphBuilder } from "../src/onnx/onnx-graph.js";
+import type { LevelDistance } from "../src/stpm/anomaly-map.js";
 import { NORM_EPS } from "../src/stpm/normalize.js";
-import { buildScoringGraph, type LevelDistance, type ScoringGraphOptions } from "../src/stpm/scorer.js";
+import { buildScoringGraph, type ScoringGraphOptions } from "../src/stpm/scorer.js";
 
 /**
  * A candidate replacement for the scoring graph's distance, measured by the inference benchmark: the same map,

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { configProblemsError, formatConfigSummary, loadConfig } from "../config/index.js";
 import { errorMessage, isStpmdError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
+import { type NumberRule, numberProblem } from "../core/number-rule.js";
 import { Daemon } from "../daemon/daemon.js";
 import { runDoctor } from "../daemon/doctor.js";
 import { startupProblems } from "../daemon/startup-checks.js";
@@ -11,18 +12,23 @@ import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
-import { RETRAIN_DEFAULTS, retrain } from "../train/retrain.js";
+import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
 
 /** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
 const STOP_DEADLINE_MS = 15_000;
 
-function intOption(name: string, min: number): (v: string) => number {
+/** A parser for a numeric option that refuses, in the rule's words, what `rule` refuses. */
+function ruleOption(rule: NumberRule): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+    const problem = numberProblem(rule, n);
+    if (problem) throw new InvalidArgumentError(`${rule.flag} ${problem}`);
     return n;
   };
+}
+
+function intOption(flag: string, min: number): (v: string) => number {
+  return ruleOption({ flag, integer: true, min });
 }
 
 /** Wraps a parser that throws StpmdError so that commander reports its message as the option's error. */
@@ -36,12 +42,8 @@ function parsed<T>(parse: (v: string) => T): (v: string) => T {
   };
 }
 
-function numberOption(name: string, min: number): (v: string) => number {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number ≥ ${min}`);
-    return n;
-  };
+function numberOption(flag: string, min: number): (v: string) => number {
+  return ruleOption({ flag, min });
 }
 
 const program = new Command()
@@ -72,34 +74,39 @@ program
   .option(
     "--epochs <n>",
     "most training epochs (the ceiling; early stopping usually ends sooner)",
-    intOption("--epochs", 1),
+    ruleOption(RETRAIN_RULES.epochs),
     RETRAIN_DEFAULTS.epochs,
   )
   .option(
     "--patience <n>",
     "stop after this many epochs without a mean validation score improvement > --min-delta; 0 = always run --epochs",
-    intOption("--patience", 0),
+    ruleOption(RETRAIN_RULES.patience),
     RETRAIN_DEFAULTS.patience,
   )
   .option(
     "--min-delta <x>",
     "relative improvement of the mean validation score that resets the patience (0.01 = 1%)",
-    numberOption("--min-delta", 0),
+    ruleOption(RETRAIN_RULES.minDelta),
     RETRAIN_DEFAULTS.minDelta,
   )
   .option(
     "--min-epochs <n>",
     "never stop early before this epoch",
-    intOption("--min-epochs", 1),
+    ruleOption(RETRAIN_RULES.minEpochs),
     RETRAIN_DEFAULTS.minEpochs,
   )
-  .option("--batch-size <n>", "images per SGD step", intOption("--batch-size", 2), RETRAIN_DEFAULTS.batchSize)
-  .option("--lr <x>", "SGD learning rate", numberOption("--lr", 0), RETRAIN_DEFAULTS.lr)
-  .option("--momentum <x>", "SGD momentum", numberOption("--momentum", 0), RETRAIN_DEFAULTS.momentum)
+  .option(
+    "--batch-size <n>",
+    "images per SGD step",
+    ruleOption(RETRAIN_RULES.batchSize),
+    RETRAIN_DEFAULTS.batchSize,
+  )
+  .option("--lr <x>", "SGD learning rate", ruleOption(RETRAIN_RULES.lr), RETRAIN_DEFAULTS.lr)
+  .option("--momentum <x>", "SGD momentum", ruleOption(RETRAIN_RULES.momentum), RETRAIN_DEFAULTS.momentum)
   .option(
     "--weight-decay <x>",
     "SGD L2 weight decay",
-    numberOption("--weight-decay", 0),
+    ruleOption(RETRAIN_RULES.weightDecay),
     RETRAIN_DEFAULTS.weightDecay,
   )
   .option(
@@ -116,36 +123,36 @@ program
   .option(
     "--tile <n>",
     "tile mode: cut the (ROI of the) image, resized by --scale, into N×N tiles; the student learns the tiles",
-    intOption("--tile", 32),
+    ruleOption(RETRAIN_RULES.tile),
   )
   .option(
     "--tile-overlap <px>",
     "overlap of neighbouring tiles in pixels (tile mode)",
-    intOption("--tile-overlap", 0),
+    ruleOption(RETRAIN_RULES.tileOverlap),
     RETRAIN_DEFAULTS.tileOverlap,
   )
   .option(
     "--scale <f>",
     "tile mode: resize factor before tiling (1 = native resolution)",
-    numberOption("--scale", 0),
+    ruleOption(RETRAIN_RULES.scale),
     RETRAIN_DEFAULTS.scale,
   )
   .option(
     "--seed <n>",
     "seed for initialisation, split and batch order",
-    intOption("--seed", 0),
+    ruleOption(RETRAIN_RULES.seed),
     RETRAIN_DEFAULTS.seed,
   )
   .option(
     "--val-fraction <x>",
     "share of images held out for validation",
-    numberOption("--val-fraction", 0),
+    ruleOption(RETRAIN_RULES.valFraction),
     RETRAIN_DEFAULTS.valFraction,
   )
   .option(
     "--threshold-sigma <x>",
     "threshold = mean + k·std of validation image scores",
-    numberOption("--threshold-sigma", 0),
+    ruleOption(RETRAIN_RULES.thresholdSigma),
     RETRAIN_DEFAULTS.thresholdSigma,
   )
   .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")

@@ -1,6 +1,7 @@
 /** Paths in the file (made absolute) and secret files (read, checked). */
 import fs from "node:fs";
 import path from "node:path";
+import { errorMessage } from "../core/errors.js";
 import type { ConfigEnv } from "./env.js";
 import { isObject, type KeyPath, type Problem } from "./problems.js";
 
@@ -136,6 +137,7 @@ export function readPasswordFile(file: string): string {
     throw new Error(`cannot read ${file}: ${describeFsError(err)}`);
   }
   const password = text.replace(/[\r\n]+$/, "");
+  // Editors and `echo` add a trailing newline that is not part of the secret.
   if (password === "") throw new Error(`${file} is empty`);
   return password;
 }
@@ -194,14 +196,8 @@ function loadPasswordFile(holder: Record<string, unknown>, section: string, prob
   const file = holder.password_file;
   if (typeof file !== "string" || isUnexpanded(file) || holder.password !== undefined) return;
   try {
-    // Editors and `echo` add a trailing newline that is not part of the secret.
-    const password = fs.readFileSync(file, "utf8").replace(/[\r\n]+$/, "");
-    if (password === "") problems.push({ path: [section, "password_file"], message: `${file} is empty` });
-    else holder.password = password;
+    holder.password = readPasswordFile(file);
   } catch (err) {
-    problems.push({
-      path: [section, "password_file"],
-      message: `cannot read ${file}: ${describeFsError(err)}`,
-    });
+    problems.push({ path: [section, "password_file"], message: errorMessage(err) });
   }
 }

@@ -25,13 +25,24 @@ export const CAPS_NAME = "stpmd_caps";
 export const COMMAND_TOPIC_LEVEL = "command";
 
 /**
+ * The element of each `!`-linked stage of a gst-launch description: its first word, quoted values left out. A
+ * property value or element name that merely contains "appsink" (`location=/data/appsink/0.png`) is not one.
+ */
+function elementNames(description: string): string[] {
+  return description
+    .replace(/"[^"]*"|'[^']*'/g, '""')
+    .split("!")
+    .map((stage) => stage.trim().split(/\s+/)[0] ?? "");
+}
+
+/**
  * What is wrong with a source description, or undefined when it is usable. The config loader applies the same rule,
  * so `check-config` rejects what a camera would.
  */
 export function sourceProblem(source: string): string | undefined {
   const trimmed = source.trim();
   if (trimmed === "") return "must be a non-empty GStreamer source description";
-  if (/\bappsink\b/i.test(trimmed)) {
+  if (elementNames(trimmed).some((name) => name.toLowerCase() === "appsink")) {
     return (
       "must describe only the source (stpmd appends conversion, scaling and its own appsink); " +
       `remove the appsink from "${trimmed}"`
@@ -229,26 +240,39 @@ export function urlProblem(url: string, keyPath: KeyPath = ["mqtt", "url"]): str
   return undefined;
 }
 
+/**
+ * A broker login's keys (`username`, `password`, `password_file`) under `section` (mqtt, sparkplug): a user name
+ * comes with exactly one of password and password_file, and neither comes without a user name.
+ */
+export function credentialProblems(holder: JsonObject, section: "mqtt" | "sparkplug"): Problem[] {
+  const has = (key: string) => holder[key] !== undefined;
+  const problems: Problem[] = [];
+  if (has("password") && has("password_file")) {
+    problems.push({
+      path: [section, "password_file"],
+      message: `set together with ${section}.password; use one of them`,
+    });
+  }
+  if (has("username") && !has("password") && !has("password_file")) {
+    problems.push({
+      path: [section, "username"],
+      message: `set without ${section}.password or ${section}.password_file`,
+    });
+  }
+  if (!has("username") && (has("password") || has("password_file"))) {
+    const key = has("password") ? "password" : "password_file";
+    problems.push({ path: [section, key], message: `set without ${section}.username` });
+  }
+  return problems;
+}
+
 export function mqttProblems(mqtt: JsonObject, valid: (keyPath: KeyPath) => boolean): Problem[] {
   const problems: Problem[] = [];
-  const has = (key: string) => mqtt[key] !== undefined;
   if (typeof mqtt.url === "string" && valid(["mqtt", "url"])) {
     const problem = urlProblem(mqtt.url);
     if (problem !== undefined) problems.push({ path: ["mqtt", "url"], message: problem });
   }
-  if (has("password") && has("password_file")) {
-    problems.push({
-      path: ["mqtt", "password_file"],
-      message: "set together with mqtt.password; use one of them",
-    });
-  }
-  if (has("username") && !has("password") && !has("password_file")) {
-    problems.push({ path: ["mqtt", "username"], message: "set without mqtt.password or mqtt.password_file" });
-  }
-  if (!has("username") && (has("password") || has("password_file"))) {
-    const key = has("password") ? "password" : "password_file";
-    problems.push({ path: ["mqtt", key], message: "set without mqtt.username" });
-  }
+  problems.push(...credentialProblems(mqtt, "mqtt"));
   const tls = mqtt.tls;
   if (isObject(tls)) {
     if (tls.cert !== undefined && tls.key === undefined) {
@@ -281,21 +305,6 @@ export function sparkplugProblems(sparkplug: JsonObject, valid: (keyPath: KeyPat
     const problem = urlProblem(sparkplug.url, ["sparkplug", "url"]);
     if (problem !== undefined) problems.push({ path: ["sparkplug", "url"], message: problem });
   }
-  if (has("password") && has("password_file")) {
-    problems.push({
-      path: ["sparkplug", "password_file"],
-      message: "set together with sparkplug.password; use one of them",
-    });
-  }
-  if (has("username") && !has("password") && !has("password_file")) {
-    problems.push({
-      path: ["sparkplug", "username"],
-      message: "set without sparkplug.password or sparkplug.password_file",
-    });
-  }
-  if (!has("username") && (has("password") || has("password_file"))) {
-    const key = has("password") ? "password" : "password_file";
-    problems.push({ path: ["sparkplug", key], message: "set without sparkplug.username" });
-  }
+  problems.push(...credentialProblems(sparkplug, "sparkplug"));
   return problems;
 }

@@ -2,7 +2,8 @@
  * Decides which occurrences of a repeating problem get a log line: the first of each distinct problem, then at most
  * one per `intervalMs`, telling how many went unlogged meanwhile. A persistent fault (a full disk, a dead inference
  * thread) repeats at the frame rate; without this it would write a line per frame. At most `maxProblems` distinct
- * problems are remembered; beyond that the memory starts over (still a line each, bounded).
+ * problems are remembered; beyond that the memory starts over (still a line each, bounded). An infinite
+ * `intervalMs` tells each distinct problem once (a lasting state rather than a failure).
  */
 export class RepeatLimiter {
   private readonly lastLogged = new Map<string, { at: number; unlogged: number }>();

@@ -56,7 +56,10 @@ export function auroc(scores: ArrayLike<number>, labels: ArrayLike<number>): num
 /** AUROC over all pixels of all images pooled, as sklearn's roc_auc_score on the flattened arrays. */
 export function pixelAuroc(maps: Float32Array[], masks: Uint8Array[]): number {
   checkMapsMatchMasks(maps, masks);
-  return auroc(concatFloat32(maps), concatUint8(masks));
+  return auroc(
+    concat(maps, (n) => new Float32Array(n)),
+    concat(masks, (n) => new Uint8Array(n)),
+  );
 }
 
 /**
@@ -150,7 +153,7 @@ export function aupro(
     );
   }
 
-  const sorted = sortScores(concatFloat32(maps));
+  const sorted = sortScores(concat(maps, (n) => new Float32Array(n)));
   const order = sorted.order;
   const integral = new TruncatedTrapezoid(fprLimit);
   let falsePositives = 0;
@@ -453,18 +456,9 @@ function nanScoreError(index: number, count: number): StpmdError {
   );
 }
 
-function concatFloat32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function concatUint8(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+/** The arrays of `parts` one after another, in a new array that `create` makes for the total length. */
+function concat<T extends Float32Array | Uint8Array>(parts: T[], create: (length: number) => T): T {
+  const out = create(parts.reduce((sum, part) => sum + part.length, 0));
   let offset = 0;
   for (const part of parts) {
     out.set(part, offset);

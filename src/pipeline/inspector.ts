@@ -1,6 +1,7 @@
 import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult, SourceTransform } from "../core/result.js";
 import { resizeRgb } from "../data/images.js";
 import type { SessionOptions } from "../onnx/ort.js";
@@ -35,7 +36,8 @@ export type StationLookup = (cameraId: string, manifest: Manifest) => StationVie
 export class Inspector {
   private model: LoadedModel | undefined;
   private loading: Promise<Manifest> | undefined;
-  private resizeWarned = false;
+  /** Resizing in software is a state, not an event: each camera's (frame size, model size) is told once. */
+  private readonly resizeNotices = new RepeatLimiter(Number.POSITIVE_INFINITY);
 
   private readonly logger: Logger;
 
@@ -150,8 +152,7 @@ export class Inspector {
   /** Cameras deliver at the capture size; after a swap to a model of another geometry, frames are resized here. */
   private async atCaptureSize(frame: Frame, width: number, height: number): Promise<Uint8Array> {
     if (frame.width === width && frame.height === height) return frame.rgb;
-    if (!this.resizeWarned) {
-      this.resizeWarned = true;
+    if (this.resizeNotices.admit(`${frame.cameraId} ${frame.width}x${frame.height} ${width}x${height}`)) {
       this.logger.warn(
         { camera: frame.cameraId, frame: [frame.width, frame.height], model: [width, height] },
         "frame size differs from the model's; resizing in software",

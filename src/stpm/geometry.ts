@@ -49,28 +49,42 @@ export function parseImageSize(text: string, option = "--image-size"): Size {
   if (!match) throw optionError(`${option} ${text}`, "must be N or WIDTHxHEIGHT, e.g. 256 or 256x640");
   const width = Number(match[1]);
   const height = match[2] === undefined ? width : Number(match[2]);
-  for (const [name, v] of [
-    ["width", width],
-    ["height", height],
-  ] as const) {
-    if (v % 16 !== 0 || v < 32) {
-      throw optionError(`${option} ${text}`, `${name} ${v} must be a multiple of 16 and at least 32`);
-    }
-  }
+  const problem = inputSizeProblem({ width, height });
+  if (problem) throw optionError(`${option} ${text}`, problem);
   return { width, height };
+}
+
+/** The problem with `size` as a model input, or undefined: both sides multiples of 16 (the teacher's stride), ≥ 32. */
+export function inputSizeProblem(size: Size): string | undefined {
+  for (const [name, v] of [
+    ["width", size.width],
+    ["height", size.height],
+  ] as const) {
+    if (!Number.isInteger(v) || v % 16 !== 0 || v < 32)
+      return `${name} ${v} must be a multiple of 16 and at least 32`;
+  }
+  return undefined;
 }
 
 /** `x,y,width,height` in source pixels. */
 export function parseRoi(text: string, option = "--roi"): Roi {
   const parts = text.split(",").map((p) => p.trim());
-  const values = parts.map(Number);
-  if (parts.length !== 4 || values.some((v, i) => parts[i] === "" || !Number.isInteger(v) || v < 0)) {
-    throw optionError(`${option} ${text}`, "must be four non-negative integers x,y,width,height");
-  }
+  const values = parts.map((p) => (p === "" ? Number.NaN : Number(p)));
+  if (parts.length !== 4) throw optionError(`${option} ${text}`, ROI_FIELDS);
   const [x, y, width, height] = values as [number, number, number, number];
-  if (width < 16 || height < 16)
-    throw optionError(`${option} ${text}`, "width and height must be at least 16");
-  return { x, y, width, height };
+  const roi = { x, y, width, height };
+  const problem = roiFieldsProblem(roi);
+  if (problem) throw optionError(`${option} ${text}`, problem);
+  return roi;
+}
+
+const ROI_FIELDS = "must be four non-negative integers x,y,width,height";
+
+/** The problem with an ROI's own numbers (where it lies is {@link roiProblem}'s), or undefined. */
+export function roiFieldsProblem(roi: Roi): string | undefined {
+  if ([roi.x, roi.y, roi.width, roi.height].some((v) => !Number.isInteger(v) || v < 0)) return ROI_FIELDS;
+  if (roi.width < 16 || roi.height < 16) return "width and height must be at least 16";
+  return undefined;
 }
 
 /** The problem with placing `roi` in a frame of `frame` size, or undefined when it fits. */
@@ -127,8 +141,13 @@ export function tileProblem(image: Size, tile: number, overlap: number): string 
   if (tile > image.width || tile > image.height) {
     return `tile ${tile} is larger than the scaled image (${image.width}×${image.height})`;
   }
-  if (overlap < 0 || overlap >= tile)
-    return `overlap ${overlap} must be at least 0 and below the tile size ${tile}`;
+  return overlapProblem(tile, overlap);
+}
+
+/** The problem with `overlap` between tiles of `tile` pixels, or undefined. */
+export function overlapProblem(tile: number, overlap: number): string | undefined {
+  if (!Number.isInteger(overlap) || overlap < 0 || overlap >= tile)
+    return `must be a whole number of pixels, at least 0 and below the tile size ${tile}`;
   return undefined;
 }
 
@@ -217,6 +236,8 @@ export function tiledGeometry(
   if (!(scale > 0 && scale <= 4)) throw optionError(`--scale ${scale}`, "must be above 0 and at most 4");
   if (tile % 16 !== 0 || tile < 32)
     throw optionError(`--tile ${tile}`, "must be a multiple of 16 and at least 32");
+  const overlapIssue = overlapProblem(tile, overlap);
+  if (overlapIssue) throw optionError(`--tile-overlap ${overlap}`, overlapIssue);
   const capture = scaledSize(source, scale);
   const problem = tileProblem(capture, tile, overlap);
   if (problem)

@@ -1,11 +1,12 @@
 import { encodeModel, floatTensor, type Graph, GraphBuilder, type GraphNode } from "../onnx/onnx-graph.js";
 import { createSession, ort, type SessionOptions } from "../onnx/ort.js";
-import { NORM_EPS } from "./normalize.js";
+import { anomalyMapNodes, type LevelDistance, normalisedDistance } from "./anomaly-map.js";
 
 /**
  * STPM scoring as one ONNX graph: uint8 RGB frames in, anomaly maps and image scores out. Preprocessing,
- * teacher, student, per-level L2 normalisation, ½‖t̂ − ŝ‖², bilinear upsampling, the product over levels and the
- * maximum all run inside ONNX Runtime, so feature maps never travel back to JavaScript.
+ * teacher, student and the anomaly map ({@link anomalyMapNodes}: per-level ½‖t̂ − ŝ‖², bilinear upsampling, the
+ * product over levels and the maximum) all run inside ONNX Runtime, so feature maps never travel back to
+ * JavaScript.
  *
  * Input:   frames uint8 [N, H, W, 3] (packed RGB, as sharp and GStreamer deliver it)
  * Outputs: anomaly_map float32 [N, H, W], score float32 [N]
@@ -31,20 +32,6 @@ function prefixGraph(g: Graph, prefix: string, inputName: string, b: GraphBuilde
   }
   return g.outputs.map((o) => rename(o.name));
 }
-
-/** Per-position teacher–student distance of one pyramid level: N×C×h×w features in, N×1×h×w out. */
-export type LevelDistance = (b: GraphBuilder, teacher: string, student: string) => string;
-
-/** STPM's distance: ½‖t/|t| − s/|s|‖² over channels, with |x| clamped to ε as F.normalize does. */
-export const normalisedDistance: LevelDistance = (b, t, s) => {
-  const eps = b.scalar(NORM_EPS);
-  const normalise = (f: string): string => {
-    const sq = b.op("ReduceSum", [b.op("Mul", [f, f]), b.ints([1])], { keepdims: 1 });
-    return b.op("Div", [f, b.op("Max", [b.op("Sqrt", [sq]), eps])]);
-  };
-  const d = b.op("Sub", [normalise(t), normalise(s)]);
-  return b.op("Mul", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], { keepdims: 1 }), b.scalar(0.5)]);
-};
 
 /** (x/255 − mean)/std per channel of an N×3×H×W float tensor; see buildScoringGraph for why it is built so. */
 function normaliseInput(b: GraphBuilder, x: string, mean: number[], std: number[]): string {
@@ -89,27 +76,8 @@ export function buildScoringGraph(
   const x = normaliseInput(b, nchw, opts.mean, opts.std);
   const tOuts = prefixGraph(teacher, "teacher/", x, b);
   const sOuts = prefixGraph(student, "student/", x, b);
-  const sizes = b.ints([0, 1, H, W]);
-  const levelMaps = tOuts.map((t, i) => {
-    const dist = distance(b, t, sOuts[i]!);
-    // sizes needs the batch: take it from the distance map's own shape
-    const batch = b.op("Slice", [b.op("Shape", [dist]), b.ints([0]), b.ints([2])]);
-    const target = b.op("Concat", [batch, b.op("Slice", [sizes, b.ints([2]), b.ints([4])])], { axis: 0 });
-    // bilinear, align_corners=False (half_pixel), as F.interpolate in the authors' code
-    return b.op("Resize", [dist, "", "", target], {
-      mode: "linear",
-      coordinate_transformation_mode: "half_pixel",
-    });
-  });
-  let product = levelMaps[0]!;
-  for (const m of levelMaps.slice(1)) product = b.op("Mul", [product, m]);
-  b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: ["anomaly_map"], attrs: {} });
-  b.nodes.push({
-    op: "ReduceMax",
-    inputs: ["anomaly_map"],
-    outputs: ["score"],
-    attrs: { axes: [1, 2], keepdims: 0 },
-  });
+  const levels = tOuts.map((t, i) => ({ teacher: t, student: sOuts[i]! }));
+  anomalyMapNodes(b, levels, opts, { map: "anomaly_map", score: "score" }, distance);
   return {
     nodes: b.nodes,
     initializers: b.initializers,

@@ -1,105 +1,24 @@
 import { performance } from "node:perf_hooks";
-import cliProgress from "cli-progress";
 import { type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
-import { loadTeacher, type Teacher } from "../bundle/teacher.js";
-import { errorMessage, isStpmdError, StpmdError } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import { listImages, loadRgb, type RgbImage, readImageSize, rgbToChw } from "../data/images.js";
+import type { Teacher } from "../bundle/teacher.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
-import { createSession, floatInput, ort } from "../onnx/ort.js";
-import {
-  describeGeometry,
-  type Geometry,
-  type Roi,
-  resizeGeometry,
-  type Size,
-  tiledGeometry,
-} from "../stpm/geometry.js";
-import { modelInputs, scoreImages } from "../stpm/image-scoring.js";
-import { l2NormalizeChannels } from "../stpm/normalize.js";
-import { Random } from "../stpm/random.js";
+import { ort } from "../onnx/ort.js";
+import { describeGeometry, type Geometry } from "../stpm/geometry.js";
+import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
-import { splitTrainVal } from "../stpm/split.js";
-import { EarlyStopping, type EpochDecision } from "./early-stopping.js";
-import {
-  cloneStudent,
-  foldedStudentGraph,
-  initStudent,
-  Sgd,
-  type StudentState,
-  updateRunningStats,
-} from "./student.js";
-import { buildTrainingGraph, type StudentLayout, studentLayout } from "./training-graph.js";
-import { Validator } from "./validation.js";
+import { loadTrainingData, type TrainingData } from "./retrain-data.js";
+import { type TrainedStudent, trainStudent } from "./retrain-loop.js";
+import { type RetrainOptions, type RetrainPlan, validateRetrain } from "./retrain-options.js";
+import { foldedStudentGraph, type StudentState } from "./student.js";
+import type { StudentLayout } from "./training-graph.js";
 
-export interface RetrainOptions {
-  framesDir: string;
-  teacherFile: string;
-  outDir: string;
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  momentum: number;
-  weightDecay: number;
-  /** Model input in resize mode (the whole image is resized to it, aspect kept or not as the user chose). */
-  imageSize: Size | number;
-  /** Crop every image to this rectangle (source pixels) before anything else. */
-  roi?: Roi;
-  /** Tile mode: resize by `scale`, cut into `size`-pixel tiles overlapping by `overlap`; the student learns tiles. */
-  tile?: { size: number; overlap: number; scale: number };
-  seed: number;
-  /** Fraction of the normal images held out for model selection and the threshold. */
-  valFraction: number;
-  /** threshold = mean + thresholdSigma · std of the validation image scores. */
-  thresholdSigma: number;
-  logger: Logger;
-  /** Draw a progress bar on stderr (only when it is a terminal). */
-  progress: boolean;
-  /**
-   * Early stopping (src/train/early-stopping.ts): stop when the mean validation score has not improved by more
-   * than `minDelta` (relative) in `patience` epochs, never before `minEpochs`; `epochs` stays the ceiling.
-   * `patience` 0 trains for exactly `epochs`.
-   */
-  patience: number;
-  minDelta: number;
-  minEpochs: number;
-  /** Called after every epoch's validation (benchmarks use it to follow test metrics epoch by epoch). */
-  onEpoch?: (e: EpochReport) => Promise<void> | void;
-}
-
-export interface EpochReport {
-  epoch: number;
-  loss: number;
-  valMeanScore: number;
-  decision: EpochDecision;
-  /** The deployable student of this epoch (BatchNorm folded). */
-  student: () => Graph;
-}
-
-/**
- * Batch 8 at lr 0.1 (the paper's batch 32 at lr 0.4, scaled linearly) and a ceiling of 12 epochs: measured on
- * bottle (benchmarks/results/bottle-retrain-curves.json, seeds 0–2), an epoch's training steps take 15 s at batch 8
- * against 18 s at batch 32 once warm, and 17.5 s against 35 s in the first epoch (the larger batch's 4.3 GiB of
- * intermediates page-fault in slowly); with four times the steps per epoch, batch 8 meets issue #10's
- * targets after 12 epochs on all three seeds where batch 32 needed 15 on seed 0. Patience 3 from epoch 6 lets a
- * flat curve stop early; bottle's improves by more than 1 % within every 3 epochs, so it runs the 12.
- */
-export const RETRAIN_DEFAULTS = {
-  epochs: 12,
-  batchSize: 8,
-  lr: 0.1,
-  momentum: 0.9,
-  weightDecay: 1e-4,
-  imageSize: 256,
-  tileOverlap: 32,
-  scale: 1,
-  seed: 0,
-  valFraction: 0.2,
-  thresholdSigma: 3,
-  patience: 3,
-  minDelta: 0.01,
-  minEpochs: 6,
-} as const;
+export {
+  type EpochReport,
+  RETRAIN_DEFAULTS,
+  RETRAIN_RULES,
+  type RetrainOptions,
+  validateRetrain,
+} from "./retrain-options.js";
 
 export interface RetrainSummary {
   manifest: Manifest;
@@ -114,345 +33,49 @@ export interface RetrainSummary {
   stoppedReason: string;
 }
 
-/** Decodes every image (its ROI) at `size`, skipping (and reporting) the ones that fail, four at a time. */
-export async function loadImages(
-  files: string[],
-  size: Size,
-  logger: Logger,
-  roi?: Roi,
-): Promise<{ images: RgbImage[]; skipped: { file: string; reason: string }[] }> {
-  const images: (RgbImage | undefined)[] = new Array(files.length);
-  const skipped: { file: string; reason: string }[] = [];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < files.length) {
-      const i = next++;
-      try {
-        images[i] = await loadRgb(files[i]!, size.width, size.height, roi);
-      } catch (err) {
-        const reason = errorMessage(err);
-        logger.warn({ file: files[i] }, `skipping image: ${reason}`);
-        skipped.push({ file: files[i]!, reason });
-      }
-    }
-  };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  return { images: images.filter((x): x is RgbImage => x !== undefined), skipped };
-}
-
-interface FeatureCache {
-  /** Per level: numImages × C × h × w, L2-normalised over C. */
-  levels: Float32Array[];
-  perImage: number[];
-  dims: number[][];
-}
-
-async function cacheTeacherFeatures(
-  teacher: Teacher,
-  inputs: Float32Array,
-  count: number,
-  input: Size,
-  normalise = true,
-): Promise<FeatureCache> {
-  const session = await createSession(teacher.bytes);
-  const chw = 3 * input.width * input.height;
-  const levels: Float32Array[] = [];
-  const perImage: number[] = [];
-  const dims: number[][] = [];
-  const batch = 8;
-  for (let start = 0; start < count; start += batch) {
-    const n = Math.min(batch, count - start);
-    const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, input.height, input.width]);
-    const out = await session.run({ [teacher.graph.inputs[0]!.name]: x });
-    teacher.graph.outputs.forEach((o, level) => {
-      const t = out[o.name]!;
-      const [, c, h, w] = t.dims as number[];
-      const per = c! * h! * w!;
-      if (start === 0) {
-        levels.push(new Float32Array(count * per));
-        perImage.push(per);
-        dims.push([c!, h!, w!]);
-      }
-      const raw = t.data as Float32Array;
-      // normalised in place, so on a copy; raw features are copied once, by the set below
-      const data = normalise ? l2NormalizeChannels(raw.slice(), n, c!, h! * w!) : raw;
-      levels[level]!.set(data, start * per);
-    });
-  }
-  await session.release();
-  return { levels, perImage, dims };
-}
-
-function feedsFor(
-  layout: StudentLayout,
-  state: StudentState,
-  x: Float32Array,
-  feats: Float32Array[],
-  cache: FeatureCache,
-  n: number,
-  input: Size,
-): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {
-    x: floatInput(x, [n, 3, input.height, input.width]),
-    inv_batch: floatInput(new Float32Array([1 / n]), []),
-  };
-  feats.forEach((f, level) => {
-    feeds[`teacher_${level}`] = floatInput(f, [n, ...cache.dims[level]!]);
-  });
-  layout.convs.forEach((c, k) => {
-    feeds[`w_${k}`] = floatInput(state.weights[k]!, c.weightDims);
-    feeds[`gamma_${k}`] = floatInput(state.gammas[k]!, [1, c.channels, 1, 1]);
-    feeds[`beta_${k}`] = floatInput(state.betas[k]!, [1, c.channels, 1, 1]);
-  });
-  return feeds;
-}
-
-/** Distils a student from normal images and writes a verified model bundle. */
+/**
+ * Distils a student from normal images and writes a verified model bundle, in four stages: every option, file and
+ * size is checked before any work ({@link validateRetrain}), then the images and the teacher's features are
+ * loaded, the student trained, and the bundle written.
+ */
 export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const started = performance.now();
-  const { logger } = opts;
-  const imageSize = sizeOf(opts.imageSize);
-  for (const [name, v] of Object.entries(imageSize)) {
-    if (v % 16 !== 0 || v < 32) {
-      throw new StpmdError(
-        "ERR_OPTION_INVALID",
-        `--image-size ${imageSize.width}x${imageSize.height}: ${name} must be a multiple of 16 and at least 32`,
-      );
-    }
-  }
-  const teacher = await loadTeacher(opts.teacherFile);
-  if (teacher.normalisation.source === "imagenet-default") {
-    logger.warn(
-      { teacher: opts.teacherFile },
-      "teacher metadata names no input_mean/input_std; using ImageNet's",
-    );
-  }
-  const files = await listImages(opts.framesDir, "frames folder");
-  const geometry = await retrainGeometry(opts, files);
-  const { input } = geometry;
-  logger.info({ geometry: describeGeometry(geometry) }, "geometry");
-  const layout = studentLayout(teacher.graph, input.height, input.width);
-  const { images, skipped } = await loadImages(files, geometry.capture, logger, opts.roi);
-  if (images.length < 2) {
-    throw new StpmdError(
-      "ERR_INPUT_EMPTY",
-      `${opts.framesDir}: ${images.length} readable image(s); retrain needs at least 2 (one to train, one to validate)`,
-    );
-  }
-  const { train, val } = splitTrainVal(images, opts.valFraction, opts.seed);
-  logger.info(
-    { train: train.length, val: val.length, skipped: skipped.length, convs: layout.convs.length },
-    "images loaded",
-  );
+  const plan = await validateRetrain(opts);
+  const data = await loadTrainingData(plan, started);
+  const trained = await trainStudent(plan, data);
+  return finalizeBundle(plan, data, trained, started);
+}
 
-  const chw = 3 * input.width * input.height;
-  const { mean, std } = teacher.normalisation;
-  // the student learns what the model sees: whole images, or every tile of every training image
-  const samples = modelInputs(
-    train.map((img) => img.rgb),
+/** Stage 4: the threshold from the deployable scoring graph itself, and the bundle written atomically. */
+async function finalizeBundle(
+  plan: RetrainPlan,
+  data: TrainingData,
+  trained: TrainedStudent,
+  started: number,
+): Promise<RetrainSummary> {
+  const { opts, teacher, layout, geometry } = plan;
+  const { input } = geometry;
+  const { train, val, skipped, samples } = data;
+  const { best, epochsRun, stoppedReason, trainSeconds } = trained;
+  // rescore the kept epoch with the Scorer: the threshold must hold for the graph the daemon runs
+  const keptScores = await validationScores(
+    teacher,
+    layout,
+    best.state,
+    val.map((v) => v.rgb),
     geometry,
   );
-  const trainInputs = new Float32Array(samples.length * chw);
-  samples.forEach((rgb, i) => {
-    rgbToChw(rgb, input.width, input.height, mean, std, trainInputs, i);
-  });
-  const cache = await cacheTeacherFeatures(teacher, trainInputs, samples.length, input);
-  logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
-
-  const session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
-    memPattern: false,
-  });
-  const rng = new Random(opts.seed);
-  const state = initStudent(layout, rng);
-  const sgd = new Sgd([...state.weights, ...state.gammas, ...state.betas], {
-    lr: opts.lr,
-    momentum: opts.momentum,
-    weightDecay: opts.weightDecay,
-  });
-  const valRgb = val.map((v) => v.rgb);
-  // validation inputs and teacher features are fixed: computed once, fed with each epoch's weights. In tile mode
-  // the validator scores every tile and an image's score is its tiles' maximum — a close proxy of the stitched
-  // map's maximum (it also sees the overlaps' far halves), good enough to pick the epoch; the kept epoch is then
-  // rescored through the real tiling and stitching for the threshold.
-  const valSamples = modelInputs(valRgb, geometry);
-  const tilesPerImage = valSamples.length / valRgb.length;
-  const valInputs = new Float32Array(valSamples.length * chw);
-  valSamples.forEach((rgb, i) => {
-    rgbToChw(rgb, input.width, input.height, mean, std, valInputs, i);
-  });
-  const valCache = await cacheTeacherFeatures(teacher, valInputs, valSamples.length, input, false);
-  const validator = await Validator.create(
-    teacher.graph,
-    layout,
-    valInputs,
-    valCache.levels,
-    valSamples.length,
-    input,
-  );
-  const imageScores = (perInput: number[]): number[] =>
-    valRgb.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));
-  let best = {
-    epoch: 0,
-    score: Number.POSITIVE_INFINITY,
-    state: cloneStudent(state),
-    scores: [] as number[],
-  };
-  if (!(opts.minDelta >= 0 && opts.minDelta < 1)) {
-    throw new StpmdError(
-      "ERR_OPTION_INVALID",
-      `--min-delta ${opts.minDelta}: must be at least 0 and below 1`,
-    );
-  }
-  const stopping = new EarlyStopping({
-    patience: opts.patience,
-    minDelta: opts.minDelta,
-    minEpochs: opts.minEpochs,
-    maxEpochs: opts.epochs,
-  });
-  let stoppedReason = "epoch ceiling";
-  const batchSize = Math.min(opts.batchSize, samples.length);
-  const bar =
-    opts.progress && process.stderr.isTTY
-      ? new cliProgress.SingleBar(
-          {
-            format:
-              "retrain [{bar}] {percentage}% | epoch {epoch}/{epochs} | loss {loss} | eta {eta_formatted}",
-            stream: process.stderr,
-          },
-          cliProgress.Presets.shades_classic,
-        )
-      : undefined;
-  const batchesPerEpoch = Math.ceil(samples.length / batchSize);
-  bar?.start(opts.epochs * batchesPerEpoch, 0, { epoch: 1, epochs: opts.epochs, loss: "-" });
-  const trainStarted = performance.now();
-  const history: {
-    epoch: number;
-    loss: number;
-    val_mean_score: number;
-    seconds: number;
-    val_seconds: number;
-  }[] = [];
-  let epochsRun = 0;
-
-  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
-    const epochStarted = performance.now();
-    const order = rng.shuffle(samples.map((_, i) => i));
-    let lossSum = 0;
-    let batches = 0;
-    let runMs = 0;
-    for (let start = 0; start < order.length; start += batchSize) {
-      const idx = order.slice(start, start + batchSize);
-      // a single-image batch has no batch statistics to normalise with (PyTorch raises on it too)
-      if (idx.length < 2) continue;
-      const n = idx.length;
-      const x = new Float32Array(n * chw);
-      idx.forEach((src, j) => {
-        x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
-      });
-      const feats = cache.levels.map((lvl, l) => {
-        const per = cache.perImage[l]!;
-        const out = new Float32Array(n * per);
-        idx.forEach((src, j) => {
-          out.set(lvl.subarray(src * per, (src + 1) * per), j * per);
-        });
-        return out;
-      });
-      const runStarted = performance.now();
-      const out = await session.run(feedsFor(layout, state, x, feats, cache, n, input));
-      runMs += performance.now() - runStarted;
-      const loss = (out.loss!.data as Float32Array)[0]!;
-      if (!Number.isFinite(loss)) {
-        throw new StpmdError(
-          "ERR_TRAINING_DIVERGED",
-          `training diverged at epoch ${epoch} (loss ${loss}); try a lower --lr than ${opts.lr}`,
-        );
-      }
-      const grad = (name: string): Float32Array => out[name]!.data as Float32Array;
-      sgd.step([
-        ...layout.convs.map((_, k) => grad(`grad_w_${k}`)),
-        ...layout.convs.map((_, k) => grad(`grad_gamma_${k}`)),
-        ...layout.convs.map((_, k) => grad(`grad_beta_${k}`)),
-      ]);
-      const perChannel = layout.convs.map((c) => {
-        const [, , h, w] = layout.shapes.get(c.node.outputs[0]!)!;
-        return n * h! * w!;
-      });
-      updateRunningStats(
-        state,
-        layout.convs.map((_, k) => grad(`batch_mean_${k}`)),
-        layout.convs.map((_, k) => grad(`batch_var_${k}`)),
-        perChannel,
-      );
-      lossSum += loss;
-      batches += 1;
-      bar?.increment(1, { epoch, loss: loss.toFixed(4) });
-    }
-    const valStarted = performance.now();
-    const scores = imageScores(await validator.scores(state));
-    const valSeconds = (performance.now() - valStarted) / 1000;
-    const meanScore = scores.reduce((a, b) => a + b, 0) / scores.length;
-    const meanLoss = lossSum / Math.max(1, batches);
-    const decision = stopping.observe(meanScore);
-    if (decision.best) best = { epoch, score: meanScore, state: cloneStudent(state), scores };
-    const seconds = (performance.now() - epochStarted) / 1000;
-    history.push({
-      epoch,
-      loss: meanLoss,
-      val_mean_score: meanScore,
-      seconds: Number(seconds.toFixed(2)),
-      val_seconds: Number(valSeconds.toFixed(2)),
-    });
-    epochsRun = epoch;
-    const line = {
-      epoch,
-      epochs: opts.epochs,
-      loss: meanLoss,
-      val_mean_score: meanScore,
-      best_epoch: best.epoch,
-      improved: decision.improved,
-      since_improvement: decision.sinceImprovement,
-      seconds: Number(seconds.toFixed(2)),
-      val_seconds: Number(valSeconds.toFixed(2)),
-      // the training step inside ONNX Runtime; the rest of seconds − val_seconds is batch assembly and SGD in JS
-      step_seconds: Number((runMs / 1000).toFixed(2)),
-      ...(decision.stop ? { stop: decision.reason } : {}),
-    };
-    if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
-    const stopText = decision.stop ? `; stopping: ${decision.reason}, keeping epoch ${best.epoch}` : "";
-    logger.info(
-      line,
-      `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)} ` +
-        `best ${best.epoch}${stopText}`,
-    );
-    await opts.onEpoch?.({
-      epoch,
-      loss: meanLoss,
-      valMeanScore: meanScore,
-      decision,
-      student: () => foldedStudentGraph(teacher.graph, layout, state),
-    });
-    if (decision.stop) {
-      stoppedReason = decision.reason!;
-      break;
-    }
-  }
-  bar?.stop();
-  const trainSeconds = (performance.now() - trainStarted) / 1000;
-  await validator.release();
-  await session.release();
-  // the threshold comes from the deployable scoring graph itself: rescore the kept epoch with the Scorer
-  const keptScores = await validationScores(teacher, layout, best.state, valRgb, geometry);
   const drift = Math.max(...keptScores.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
-  logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
-  best.scores = keptScores;
+  opts.logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
 
   const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
-  const sortedScores = [...best.scores].sort((a, b) => a - b);
+  const sortedScores = [...keptScores].sort((a, b) => a - b);
   const stats = scoreStats(sortedScores);
   const threshold = stats.mean + opts.thresholdSigma * stats.std;
   const studentBytes = encodeModel(studentGraph, "stpm-student");
   const createdAt = new Date();
   const wallTimeS = (performance.now() - started) / 1000;
+  const { mean, std } = teacher.normalisation;
   const manifest = await writeBundle(opts.outDir, teacher.bytes, studentBytes, {
     model_version: `${createdAt.toISOString().replace(/[-:]/g, "").slice(0, 15)}Z`,
     created_at: createdAt.toISOString(),
@@ -477,11 +100,11 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       epochs_run: epochsRun,
       best_epoch: best.epoch,
       stopped_reason: stoppedReason,
-      stopping_rule: stopping.describe(),
+      stopping_rule: trained.stoppingRule,
       patience: opts.patience,
       min_delta: opts.minDelta,
       min_epochs: opts.minEpochs,
-      batch_size: batchSize,
+      batch_size: trained.batchSize,
       lr: opts.lr,
       momentum: opts.momentum,
       weight_decay: opts.weightDecay,
@@ -495,7 +118,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
       wall_time_s: Number(wallTimeS.toFixed(1)),
       seconds_per_epoch: Number((trainSeconds / epochsRun).toFixed(2)),
       engine: `onnxruntime-node ${ort.env.versions.common} (CPU, hand-built backward graph)`,
-      history,
+      history: trained.history,
     },
   });
   return {
@@ -510,39 +133,6 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
     epochsRun,
     stoppedReason,
   };
-}
-
-/**
- * The geometry of a retrain from its options and the first readable image's size (after the ROI): a resize to
- * `--image-size`, or `--tile` tiles of the image scaled by `--scale`.
- */
-async function retrainGeometry(opts: RetrainOptions, files: string[]): Promise<Geometry> {
-  let full: Size | undefined;
-  for (const file of files) {
-    full = await readImageSize(file).catch(() => undefined);
-    if (full) break;
-  }
-  if (!full) {
-    throw new StpmdError(
-      "ERR_INPUT_EMPTY",
-      `${opts.framesDir}: none of its ${files.length} image(s) is readable`,
-    );
-  }
-  const roi = opts.roi ?? null;
-  if (roi && (roi.x + roi.width > full.width || roi.y + roi.height > full.height)) {
-    throw new StpmdError(
-      "ERR_OPTION_INVALID",
-      `--roi ${roi.x},${roi.y},${roi.width},${roi.height}: lies outside the ${full.width}×${full.height} images of ${opts.framesDir}`,
-    );
-  }
-  const source = roi ? { width: roi.width, height: roi.height } : full;
-  if (!opts.tile) return resizeGeometry(sizeOf(opts.imageSize), source, roi);
-  return tiledGeometry(source, roi, opts.tile.size, opts.tile.overlap, opts.tile.scale);
-}
-
-/** A single N means N×N. */
-function sizeOf(size: Size | number): Size {
-  return typeof size === "number" ? { width: size, height: size } : size;
 }
 
 async function validationScores(
@@ -565,5 +155,3 @@ async function validationScores(
     await scorer.release();
   }
 }
-
-export { isStpmdError };

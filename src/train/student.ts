@@ -78,8 +78,29 @@ export function updateRunningStats(
 }
 
 /**
+ * Convolution `k` of `state` with its eval-mode BatchNorm folded in: W' = W·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε), for
+ * `cout` output channels. The deployed student and the per-epoch validator both take their weights from here.
+ */
+export function foldBatchNorm(
+  state: StudentState,
+  k: number,
+  cout: number,
+): { weight: Float32Array; bias: Float32Array } {
+  const w = state.weights[k]!;
+  const perOut = w.length / cout;
+  const weight = new Float32Array(w.length);
+  const bias = new Float32Array(cout);
+  for (let c = 0; c < cout; c++) {
+    const scale = state.gammas[k]![c]! / Math.sqrt(state.runningVars[k]![c]! + BN_EPS);
+    for (let j = 0; j < perOut; j++) weight[c * perOut + j] = w[c * perOut + j]! * scale;
+    bias[c] = state.betas[k]![c]! - state.runningMeans[k]![c]! * scale;
+  }
+  return { weight, bias };
+}
+
+/**
  * The deployable student: the teacher's own graph (same ops, padding and outputs) whose convolution weights are
- * the student's with BatchNorm folded in, W' = W·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε).
+ * the student's with BatchNorm folded in ({@link foldBatchNorm}).
  */
 export function foldedStudentGraph(teacher: Graph, layout: StudentLayout, state: StudentState): Graph {
   const initializers = new Map<string, Tensor>();
@@ -87,20 +108,11 @@ export function foldedStudentGraph(teacher: Graph, layout: StudentLayout, state:
   const convNodes = nodes.filter((n) => n.op === "Conv");
   layout.convs.forEach((conv, k) => {
     const node = convNodes[k]!;
-    const cout = conv.channels;
-    const w = state.weights[k]!;
-    const perOut = w.length / cout;
-    const folded = new Float32Array(w.length);
-    const bias = new Float32Array(cout);
-    for (let c = 0; c < cout; c++) {
-      const scale = state.gammas[k]![c]! / Math.sqrt(state.runningVars[k]![c]! + BN_EPS);
-      for (let j = 0; j < perOut; j++) folded[c * perOut + j] = w[c * perOut + j]! * scale;
-      bias[c] = state.betas[k]![c]! - state.runningMeans[k]![c]! * scale;
-    }
+    const { weight, bias } = foldBatchNorm(state, k, conv.channels);
     const wName = `student.conv${k}.weight`;
     const bName = `student.conv${k}.bias`;
-    initializers.set(wName, floatTensor(conv.weightDims, folded));
-    initializers.set(bName, floatTensor([cout], bias));
+    initializers.set(wName, floatTensor(conv.weightDims, weight));
+    initializers.set(bName, floatTensor([conv.channels], bias));
     node.inputs = [node.inputs[0]!, wName, bName];
   });
   // keep the teacher's non-weight constants (Clip bounds, Pad amounts)

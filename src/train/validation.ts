@@ -1,16 +1,15 @@
 import { encodeModel, type Graph, GraphBuilder, type ValueInfo } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, type ort } from "../onnx/ort.js";
+import { anomalyMapNodes } from "../stpm/anomaly-map.js";
 import type { Size } from "../stpm/geometry.js";
-import { normalisedDistance } from "../stpm/scorer.js";
-import { foldedStudentGraph, type StudentState } from "./student.js";
-import { BN_EPS, type StudentLayout } from "./training-graph.js";
+import { foldBatchNorm, foldedStudentGraph, type StudentState } from "./student.js";
+import type { StudentLayout } from "./training-graph.js";
 
 /**
  * Per-epoch validation without rebuilding anything: one ONNX Runtime session for the whole run, whose inputs are
  * the held-out images (already normalised), the teacher's features for them (the teacher is frozen, so they are
  * computed once) and the student's BatchNorm-folded convolution weights and biases. Each epoch feeds the new
- * weights; the graph computes what the deployed Scorer does — ½‖t̂ − ŝ‖² per level (the same
- * {@link normalisedDistance}), bilinear upsampling to the input size, product over levels, maximum — so its image
+ * weights; the graph ends in the deployed Scorer's own anomaly map and score ({@link anomalyMapNodes}), so its image
  * scores equal the Scorer's up to float rounding (retrain rescores the kept epoch with the Scorer itself for the
  * threshold). Against a fresh Scorer per epoch this saves the session build and the teacher's forward pass.
  */
@@ -49,7 +48,7 @@ export class Validator {
   async scores(state: StudentState): Promise<number[]> {
     const weights: Record<string, ort.Tensor> = {};
     this.layout.convs.forEach((conv, k) => {
-      const { weight, bias } = foldConv(state, k, conv.channels);
+      const { weight, bias } = foldBatchNorm(state, k, conv.channels);
       weights[`w_${k}`] = floatInput(weight, conv.weightDims);
       weights[`b_${k}`] = floatInput(bias, [conv.channels]);
     });
@@ -76,24 +75,6 @@ export class Validator {
   async release(): Promise<void> {
     await this.session.release();
   }
-}
-
-/** W' = W·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε), exactly as {@link foldedStudentGraph} folds them. */
-function foldConv(
-  state: StudentState,
-  k: number,
-  cout: number,
-): { weight: Float32Array; bias: Float32Array } {
-  const w = state.weights[k]!;
-  const perOut = w.length / cout;
-  const weight = new Float32Array(w.length);
-  const bias = new Float32Array(cout);
-  for (let c = 0; c < cout; c++) {
-    const scale = state.gammas[k]![c]! / Math.sqrt(state.runningVars[k]![c]! + BN_EPS);
-    for (let j = 0; j < perOut; j++) weight[c * perOut + j] = w[c * perOut + j]! * scale;
-    bias[c] = state.betas[k]![c]! - state.runningMeans[k]![c]! * scale;
-  }
-  return { weight, bias };
 }
 
 /** The folded student with its convolution weights as inputs, and the Scorer's map and score after it. */
@@ -123,26 +104,12 @@ export function validationGraph(teacher: Graph, layout: StudentLayout, size: Siz
   for (const n of student.nodes) {
     b.nodes.push({ op: n.op, inputs: n.inputs.map(name), outputs: n.outputs.map(name), attrs: n.attrs });
   }
-  const sizes = b.ints([0, 1, size.height, size.width]);
-  const maps = student.outputs.map((o, level) => {
+  const levels = student.outputs.map((o, level) => {
     const [, c, h, w] = layout.featureShapes[level]!;
     inputs.push({ name: `teacher_${level}`, dims: ["N", c!, h!, w!] });
-    const dist = normalisedDistance(b, `teacher_${level}`, name(o.name));
-    const batch = b.op("Slice", [b.op("Shape", [dist]), b.ints([0]), b.ints([2])]);
-    const target = b.op("Concat", [batch, b.op("Slice", [sizes, b.ints([2]), b.ints([4])])], { axis: 0 });
-    return b.op("Resize", [dist, "", "", target], {
-      mode: "linear",
-      coordinate_transformation_mode: "half_pixel",
-    });
+    return { teacher: `teacher_${level}`, student: name(o.name) };
   });
-  let product = maps[0]!;
-  for (const m of maps.slice(1)) product = b.op("Mul", [product, m]);
-  b.nodes.push({
-    op: "ReduceMax",
-    inputs: [product],
-    outputs: ["score"],
-    attrs: { axes: [1, 2, 3], keepdims: 0 },
-  });
+  anomalyMapNodes(b, levels, size, { map: "anomaly_map", score: "score" });
   return {
     nodes: b.nodes,
     initializers: b.initializers,

@@ -32,8 +32,8 @@ describe("buildPipelineDescription", () => {
 
   test("keeps a Jetson nvvidconv stage the user put in the source", () => {
     const jetson = "nvarguscamerasrc ! nvvidconv ! video/x-raw,width=256,height=192";
-    const description = buildPipelineDescription(jetson, 256, 192);
-    assert.ok(description.startsWith(`${jetson} ! videoconvert`));
+    // nvvidconv must stay last in the user's part: videoconvert cannot read the NVMM buffers before it
+    assert.equal(buildPipelineDescription(jetson, 256, 192), jetson + TAIL);
   });
 
   const invalidSources: Array<[string, RegExp]> = [
@@ -59,9 +59,19 @@ describe("buildPipelineDescription", () => {
     });
   }
 
-  test("does not mistake element names that merely contain 'appsink'-like text for an appsink", () => {
-    assert.doesNotThrow(() =>
-      buildPipelineDescription("filesrc location=/data/appsinks/x.png ! pngdec", 8, 8),
+  test("does not mistake names and paths that merely contain 'appsink' for an appsink element", () => {
+    const tail = TAIL.replace("width=256,height=192", "width=8,height=8");
+    for (const source of [
+      "filesrc location=/data/appsinks/x.png ! pngdec",
+      "filesrc location=/data/appsink/x.png ! pngdec",
+      'filesrc location="/data/my appsink/x.png" ! pngdec ! identity name=not-an-appsink',
+    ]) {
+      assert.equal(buildPipelineDescription(source, 8, 8), source + tail, source);
+    }
+    // while an appsink element is refused wherever it stands in the chain
+    assert.throws(
+      () => buildPipelineDescription("videotestsrc ! appsink ! fakesink", 8, 8),
+      /remove the appsink/,
     );
   });
 

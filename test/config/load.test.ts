@@ -613,6 +613,47 @@ describe("paths and secrets", () => {
     );
   });
 
+  test("mqtt and sparkplug logins follow one rule, in the same words", () => {
+    // each section alone, so the expected lines are the rule's own; the wording must not drift between them
+    const sectionText = (section: "mqtt" | "sparkplug", keys: string): string =>
+      section === "mqtt"
+        ? `${MINIMAL}${keys.replace(/^/gm, "  ")}\n`
+        : `${MINIMAL}sparkplug:\n  enabled: true\n  group_id: g\n${keys.replace(/^/gm, "  ")}\n`;
+    for (const section of ["mqtt", "sparkplug"] as const) {
+      const cases: [string, string, string][] = [
+        [
+          "username: u",
+          "username",
+          `${section}.username: set without ${section}.password or ${section}.password_file`,
+        ],
+        ["password: p", "password", `${section}.password: set without ${section}.username`],
+        ["password_file: pw", "password_file", `${section}.password_file: set without ${section}.username`],
+        [
+          "username: u\npassword: p\npassword_file: pw",
+          "password_file",
+          `${section}.password_file: set together with ${section}.password; use one of them`,
+        ],
+      ];
+      for (const [keys, lineKey, expected] of cases) {
+        const text = sectionText(section, keys);
+        const file = writeTemp(text);
+        fs.writeFileSync(path.join(path.dirname(file), "pw"), "secret\n");
+        const line = text.split("\n").findLastIndex((l) => l.trimStart().startsWith(`${lineKey}:`)) + 1;
+        assert.deepEqual(
+          configProblems(file).problems,
+          [`${expected} (line ${line})`],
+          `${section}: ${keys}`,
+        );
+      }
+      const empty = writeTemp(sectionText(section, "username: u\npassword_file: pw"));
+      fs.writeFileSync(path.join(path.dirname(empty), "pw"), "\n");
+      assert.match(
+        configProblems(empty).problems[0]!,
+        new RegExp(`^${section}\\.password_file: \\S+pw is empty \\(line \\d+\\)$`),
+      );
+    }
+  });
+
   test("unreadable TLS files are reported under their own key", () => {
     const text = MINIMAL.replace(
       "mqtt://broker:1883",

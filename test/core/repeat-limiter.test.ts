@@ -15,3 +15,10 @@ test("a repeating problem is let through once, then once per interval with the c
   limiter.clear();
   assert.deepEqual(limiter.admit("third", 61_002), { unlogged: 0 }, "cleared: logged at once");
 });
+
+test("an infinite interval lets each distinct problem through once", () => {
+  const limiter = new RepeatLimiter(Number.POSITIVE_INFINITY);
+  assert.deepEqual(limiter.admit("cam1 resized", 0), { unlogged: 0 });
+  assert.equal(limiter.admit("cam1 resized", 365 * 24 * 3600_000), undefined);
+  assert.deepEqual(limiter.admit("cam2 resized", 1), { unlogged: 0 });
+});

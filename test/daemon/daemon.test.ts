@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
 import sharp from "sharp";
 import { synthesizePart } from "../../src/demo/synthetic.js";
-import { noiseFrames, STPMD_BIN, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
+import { noiseFrames, STPMD_BIN, sleep, trainTinyBundle, waitFor } from "../helpers/daemon-process.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
 import { SHARED_BOTTLE, tempDir, writePart } from "../helpers/tiny-data.js";
 
@@ -131,9 +131,65 @@ describe("stpmd run, end to end", () => {
     await broker.close();
   });
 
-  test("it reports READY to systemd after the first inspected frame, then pings the watchdog", async () => {
-    await waitFor("READY=1", () => notifications.some((n) => n.includes("READY=1")));
-    await waitFor("WATCHDOG=1", () => notifications.some((n) => n.includes("WATCHDOG=1")));
+  test("it reports READY to systemd after the first inspected frame, then pings the watchdog only while frames flow", async () => {
+    // when each notification reached this process: the daemon can be ready only after loading a model and inspecting
+    // a frame, long after its spawn, so nothing it sends is missed here
+    assert.ok(
+      !notifications.some((n) => n.includes("READY=1")),
+      "READY before the daemon could have inspected",
+    );
+    const timed: { text: string; at: number }[] = [];
+    notifier.stdout!.on("data", (d: Buffer) => {
+      const at = Date.now();
+      for (const text of d.toString().trim().split("\n")) timed.push({ text, at });
+    });
+    const readyAt = await waitFor("READY=1", () => timed.find((n) => n.text.includes("READY=1"))?.at);
+    await waitFor("WATCHDOG=1", () => timed.some((n) => n.text.includes("WATCHDOG=1")));
+    const firstOf = (what: string) => timed.findIndex((n) => n.text.includes(what));
+    assert.ok(firstOf("READY=1") < firstOf("WATCHDOG=1"), "no watchdog ping before READY");
+    // the inspection that READY waited for: the earliest result's inference time (capture + latency, daemon clock)
+    const results = () => received.filter((m) => m.topic.endsWith("/result"));
+    const inferredAt = (m: Received) => {
+      const r = JSON.parse(m.payload.toString()) as { capture_ts: string; latency_ms: number };
+      return Date.parse(r.capture_ts) + r.latency_ms;
+    };
+    await waitFor("a result", () => results().length > 0);
+    const firstInferred = Math.min(...results().map(inferredAt));
+    assert.ok(readyAt >= firstInferred, `READY at ${readyAt}, first frame inspected at ${firstInferred}`);
+
+    // frames stop (every working camera disabled; the unplugged one keeps failing): the pings must stop within
+    // the watchdog interval (2 s), and come back with the frames
+    const configFile = path.join(work, "stpmd.json");
+    const config = JSON.parse(await readFile(configFile, "utf8")) as {
+      cameras: { id: string; enabled?: boolean }[];
+    };
+    const setWorking = async (enabled: boolean) => {
+      for (const c of config.cameras) if (c.id !== "unplugged") c.enabled = enabled;
+      await writeFile(configFile, JSON.stringify(config, null, 2));
+      daemon.kill("SIGHUP");
+    };
+    const resultCount = () => results().length;
+    await setWorking(false);
+    const resumed = await (async () => {
+      try {
+        let last = resultCount();
+        let lastChange = Date.now();
+        await waitFor("results to stop", () => {
+          if (resultCount() !== last) [last, lastChange] = [resultCount(), Date.now()];
+          return Date.now() - lastChange > 1000;
+        });
+        const quietFrom = lastChange + 3000;
+        await sleep(quietFrom + 2500 - Date.now());
+        const late = timed.filter((n) => n.text.includes("WATCHDOG=1") && n.at >= quietFrom);
+        assert.deepEqual(late, [], "watchdog pinged 3 s after the last frame");
+      } finally {
+        // the cameras back for the checks that follow, whatever happened above
+        await setWorking(true);
+      }
+      return Date.now();
+    })();
+    await waitFor("results again", () => results().some((m) => m.at > resumed));
+    await waitFor("pings again", () => timed.some((n) => n.text.includes("WATCHDOG=1") && n.at > resumed));
   });
 
   test("every camera that works publishes one result per frame; defect events carry a JPEG snapshot", async () => {
@@ -228,13 +284,47 @@ describe("stpmd run, end to end", () => {
     assert.equal(statusOf()?.model_version, secondVersion);
   });
 
-  test("collection saved normal frames for retraining", async () => {
+  test("collection saved normal frames for retraining: each file is the very frame judged normal", async () => {
     const { readdir } = await import("node:fs/promises");
-    const files = await readdir(path.join(work, "collected", "parts"));
-    assert.ok(
-      files.some((f) => /^parts_.*\.png$/.test(f)),
-      `collected: ${files.join(", ")}`,
+    const raw = async (file: string) => {
+      const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+      return { data, width: info.width, height: info.height, channels: info.channels };
+    };
+    const partsDir = path.join(work, "parts");
+    const parts = await Promise.all((await readdir(partsDir)).sort().map((f) => raw(path.join(partsDir, f))));
+    const judged = new Map(
+      onTopic("parts/result").map((m) => {
+        const r = JSON.parse(m.payload.toString()) as {
+          seq: number;
+          defective: boolean;
+          score: number;
+          threshold: number;
+        };
+        return [r.seq, r];
+      }),
     );
+    const dir = path.join(work, "collected", "parts");
+    const files = (await readdir(dir)).filter((f) => f.endsWith(".png"));
+    assert.ok(files.length > 0, "nothing collected");
+    for (const name of files) {
+      const seq = Number(/^parts_\d{8}T\d{9}Z_(\d+)\.png$/.exec(name)?.[1]);
+      assert.ok(Number.isInteger(seq), `${name}: named <camera>_<capture time>_<seq>.png`);
+      const result = judged.get(seq);
+      assert.ok(result, `${name}: no published result for parts frame ${seq}`);
+      assert.equal(result.defective, false, `${name}: frame ${seq} was judged defective`);
+      assert.ok(
+        result.score < result.threshold,
+        `${name}: score ${result.score} ≥ threshold ${result.threshold}`,
+      );
+      // the frame as the camera delivered it: the replayed part's size and every pixel, not a resized, converted,
+      // blank or other camera's image
+      const saved = await raw(path.join(dir, name));
+      assert.deepEqual([saved.width, saved.height, saved.channels], [SIZE, SIZE, 3], name);
+      assert.ok(
+        parts.some((p) => p.data.equals(saved.data)),
+        `${name}: its pixels are none of the replayed parts`,
+      );
+    }
   });
 
   test("SIGTERM drains, publishes stopped and exits 0", async () => {

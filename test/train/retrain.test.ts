@@ -1,17 +1,20 @@
 import assert from "node:assert/strict";
-import { readdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { loadBundle } from "../../src/bundle/bundle.js";
 import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { isStpmdError } from "../../src/core/errors.js";
 import { createLogger } from "../../src/core/log.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
 import { createSession, floatInput } from "../../src/onnx/ort.js";
 import { Random } from "../../src/stpm/random.js";
 import { splitTrainVal } from "../../src/stpm/split.js";
-import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
+import { RETRAIN_DEFAULTS, type RetrainOptions, retrain } from "../../src/train/retrain.js";
 import { foldedStudentGraph, initStudent, runningStatsStudentGraph } from "../../src/train/student.js";
 import { studentLayout } from "../../src/train/training-graph.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
 
 const logger = createLogger("silent");
@@ -127,4 +130,116 @@ test("bad inputs give one clear error naming the file", async () => {
     code: "ERR_TEACHER_INVALID",
     message: /two\.onnx: a teacher needs exactly three feature outputs/,
   });
+});
+
+test("a bad option, frames folder or output fails in one line naming it, before any image is decoded", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(3, 64, path.join(dir, "frames"));
+  const { logger: capturing, lines } = capturingLogger("debug");
+  const base = {
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile: await teacherFile(dir),
+    outDir: path.join(dir, "new", "bundle"),
+    imageSize: 64,
+    logger: capturing,
+    progress: false,
+  };
+  const aFile = path.join(dir, "a-file");
+  await writeFile(aFile, "keep me");
+  const notABundle = path.join(dir, "results");
+  await mkdir(notABundle);
+  await writeFile(path.join(notABundle, "report.csv"), "keep me too");
+  const tile = { size: 32, overlap: 8, scale: 1 };
+  const cases: [Partial<RetrainOptions>, RegExp][] = [
+    [{ epochs: 0 }, /^--epochs 0: must be an integer ≥ 1$/],
+    [{ epochs: 2.5 }, /^--epochs 2\.5: must be an integer ≥ 1$/],
+    [{ batchSize: 1 }, /^--batch-size 1: must be an integer ≥ 2$/],
+    [{ lr: Number.NaN }, /^--lr NaN: must be a number ≥ 0$/],
+    [{ momentum: -0.5 }, /^--momentum -0\.5: must be a number ≥ 0$/],
+    [{ weightDecay: Number.POSITIVE_INFINITY }, /^--weight-decay Infinity: must be a number ≥ 0$/],
+    [{ seed: -1 }, /^--seed -1: must be an integer ≥ 0$/],
+    [{ valFraction: 1 }, /^--val-fraction 1: must be a number ≥ 0 and below 1$/],
+    [{ thresholdSigma: -1 }, /^--threshold-sigma -1: must be a number ≥ 0$/],
+    [{ patience: 1.5 }, /^--patience 1\.5: must be an integer ≥ 0$/],
+    [{ minDelta: 1 }, /^--min-delta 1: must be a number ≥ 0 and below 1$/],
+    [{ minEpochs: 0 }, /^--min-epochs 0: must be an integer ≥ 1$/],
+    [{ imageSize: 40 }, /^--image-size 40x40: width 40 must be a multiple of 16 and at least 32$/],
+    [{ imageSize: { width: 64, height: 8 } }, /^--image-size 64x8: height 8 must be a multiple of 16/],
+    [{ roi: { x: 0, y: 0, width: 8, height: 64 } }, /^--roi 0,0,8,64: width and height must be at least 16$/],
+    [
+      { roi: { x: -1, y: 0, width: 32, height: 32 } },
+      /^--roi -1,0,32,32: must be four non-negative integers/,
+    ],
+    [
+      { roi: { x: 40, y: 40, width: 32, height: 32 } },
+      /^--roi 40,40,32,32: lies outside the 64×64 images of /,
+    ],
+    [{ tile: { ...tile, size: 40 } }, /^--tile 40: must be a multiple of 16 and at least 32$/],
+    [{ tile: { ...tile, overlap: 1.5 } }, /^--tile-overlap 1\.5: must be an integer ≥ 0$/],
+    [
+      { tile: { ...tile, overlap: 32 } },
+      /^--tile-overlap 32: must be a whole number of pixels, at least 0 and below the tile size 32$/,
+    ],
+    [{ tile: { ...tile, scale: 0 } }, /^--scale 0: must be above 0 and at most 4$/],
+    [{ tile: { ...tile, size: 128 } }, /^--tile 128: tile 128 is larger than the scaled image \(64×64\)/],
+    [
+      { outDir: frames },
+      /^--out .*frames: holds the frames folder .*, which writing the bundle would delete$/,
+    ],
+    [{ outDir: dir }, /^--out .*: holds the frames folder/],
+    [{ outDir: aFile }, /^--out .*a-file: exists and is not a directory$/],
+    [{ outDir: path.join(aFile, "bundle") }, /^--out .*: .*a-file is not a directory$/],
+    [{ outDir: notABundle }, /^--out .*results: exists and is not a model bundle \(no manifest\.json\)/],
+    [{ framesDir: path.join(dir, "missing") }, /missing: frames folder cannot be read/],
+    [{ teacherFile: path.join(dir, "missing.onnx") }, /missing\.onnx: teacher ONNX cannot be read/],
+  ];
+  for (const [bad, message] of cases) {
+    const what = JSON.stringify(bad);
+    await assert.rejects(
+      retrain({ ...base, ...bad }),
+      (err: Error) => {
+        assert.ok(isStpmdError(err), `${what}: ${err.stack}`);
+        assert.match(err.message, message, what);
+        assert.doesNotMatch(err.message, /\n/, `${what}: one line`);
+        return true;
+      },
+      what,
+    );
+    // refused before the first stage's end: not a line logged (no geometry, images or teacher features), nothing written
+    assert.deepEqual(
+      lines.map((l) => l.msg),
+      [],
+      what,
+    );
+    assert.equal(existsSync(path.join(dir, "new")), false, what);
+  }
+  assert.equal(await readFile(aFile, "utf8"), "keep me");
+  assert.deepEqual(await readdir(notABundle), ["report.csv"]);
+  assert.equal((await readdir(frames)).length, 3);
+});
+
+test("a validation fraction that leaves nothing to train on is refused before the teacher's features", async () => {
+  const dir = await tempDir();
+  const { logger: capturing, lines } = capturingLogger("debug");
+  await assert.rejects(
+    retrain({
+      ...RETRAIN_DEFAULTS,
+      framesDir: await normalFrames(2, 64, path.join(dir, "frames")),
+      teacherFile: await teacherFile(dir),
+      outDir: path.join(dir, "bundle"),
+      imageSize: 64,
+      valFraction: 0.9,
+      logger: capturing,
+      progress: false,
+    }),
+    {
+      code: "ERR_OPTION_INVALID",
+      message: /^--val-fraction 0\.9: holds out all 2 readable images of .*frames; none is left to train on$/,
+    },
+  );
+  assert.deepEqual(
+    lines.map((l) => l.msg),
+    ["geometry"],
+  );
 });

@@ -6,7 +6,12 @@ import { createSession, floatInput, type ort } from "../../src/onnx/ort.js";
 import { l2NormalizeChannels } from "../../src/stpm/normalize.js";
 import { Random } from "../../src/stpm/random.js";
 import { initStudent, type StudentState } from "../../src/train/student.js";
-import { buildTrainingGraph, studentLayout } from "../../src/train/training-graph.js";
+import {
+  BN_EPS,
+  buildTrainingGraph,
+  type StudentConv,
+  studentLayout,
+} from "../../src/train/training-graph.js";
 
 const N = 3;
 const H = 32;
@@ -44,7 +49,7 @@ async function setup() {
     });
     return session.run(feeds);
   };
-  return { layout, state, run, rng };
+  return { layout, state, run, rng, x };
 }
 
 test("training graph gradients match central finite differences for every parameter tensor", async () => {
@@ -95,11 +100,94 @@ test("training graph gradients match central finite differences for every parame
   assert.ok(errors[errors.length >> 1]! < 0.01, `median relative error ${errors[errors.length >> 1]}`);
 });
 
+/** A plain convolution (no bias) of NCHW `x` by `conv`'s geometry, written out here to check the graph against. */
+function conv2d(x: Float32Array, c: number, h: number, w: number, weight: Float32Array, conv: StudentConv) {
+  const { kernel, strides, pads, group } = conv.geometry;
+  const [kh, kw] = kernel;
+  const cout = conv.channels;
+  const oh = Math.floor((h + pads[0] + pads[2] - kh) / strides[0]) + 1;
+  const ow = Math.floor((w + pads[1] + pads[3] - kw) / strides[1]) + 1;
+  const cinPerGroup = c / group;
+  const coutPerGroup = cout / group;
+  const y = new Float64Array(N * cout * oh * ow);
+  for (let n = 0; n < N; n++) {
+    for (let o = 0; o < cout; o++) {
+      const g = Math.floor(o / coutPerGroup);
+      for (let i = 0; i < oh; i++) {
+        for (let j = 0; j < ow; j++) {
+          let sum = 0;
+          for (let ci = 0; ci < cinPerGroup; ci++) {
+            const cin = g * cinPerGroup + ci;
+            for (let a = 0; a < kh; a++) {
+              const yi = i * strides[0] - pads[0] + a;
+              if (yi < 0 || yi >= h) continue;
+              for (let bb = 0; bb < kw; bb++) {
+                const xj = j * strides[1] - pads[1] + bb;
+                if (xj < 0 || xj >= w) continue;
+                sum +=
+                  x[((n * c + cin) * h + yi) * w + xj]! *
+                  weight[((o * cinPerGroup + ci) * kh + a) * kw + bb]!;
+              }
+            }
+          }
+          y[((n * cout + o) * oh + i) * ow + j] = sum;
+        }
+      }
+    }
+  }
+  return { y, c: cout, h: oh, w: ow };
+}
+
+/** Per-channel mean and biased variance over batch and positions. */
+function channelStats(y: Float64Array, c: number, hw: number): { mean: number[]; variance: number[] } {
+  const mean = new Array<number>(c).fill(0);
+  const variance = new Array<number>(c).fill(0);
+  const count = N * hw;
+  for (let n = 0; n < N; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      for (let p = 0; p < hw; p++) mean[ch]! += y[(n * c + ch) * hw + p]! / count;
+    }
+  }
+  for (let n = 0; n < N; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      for (let p = 0; p < hw; p++) variance[ch]! += (y[(n * c + ch) * hw + p]! - mean[ch]!) ** 2 / count;
+    }
+  }
+  return { mean, variance };
+}
+
+function assertClose(actual: Float32Array, expected: number[], what: string): void {
+  assert.equal(actual.length, expected.length, what);
+  expected.forEach((e, i) => {
+    const tolerance = 1e-4 * Math.abs(e) + 1e-6;
+    assert.ok(Math.abs(actual[i]! - e) <= tolerance, `${what}[${i}]: graph ${actual[i]}, computed here ${e}`);
+  });
+}
+
 test("batch statistics outputs equal the per-channel mean and biased variance", async () => {
-  const { state, run } = await setup();
+  const { layout, state, run, x } = await setup();
   const out = await run(state);
-  const mean = out.batch_mean_0!.data as Float32Array;
-  const variance = out.batch_var_0!.data as Float32Array;
-  assert.ok(variance.every((v) => v >= 0));
-  assert.equal(mean.length, state.gammas[0]!.length);
+  // computed here from the inputs: the stem convolution, then (through training-mode BatchNorm and the teacher's
+  // Clip 0..6) the depthwise convolution after it
+  assert.equal(layout.convs[1]!.geometry.group, layout.convs[1]!.channels, "conv 1 is the depthwise one");
+  let input = Float64Array.from(x);
+  let [c, h, w] = [3, H, W];
+  for (const k of [0, 1]) {
+    const conv = conv2d(Float32Array.from(input), c, h, w, state.weights[k]!, layout.convs[k]!);
+    const hw = conv.h * conv.w;
+    const { mean, variance } = channelStats(conv.y, conv.c, hw);
+    assert.ok(
+      variance.every((v) => v > 1e-3),
+      `conv ${k}: a real batch has spread in every channel`,
+    );
+    assertClose(out[`batch_mean_${k}`]!.data as Float32Array, mean, `batch_mean_${k}`);
+    assertClose(out[`batch_var_${k}`]!.data as Float32Array, variance, `batch_var_${k}`);
+    input = conv.y.map((v, i) => {
+      const ch = Math.floor(i / hw) % conv.c;
+      const bn =
+        ((v - mean[ch]!) / Math.sqrt(variance[ch]! + BN_EPS)) * state.gammas[k]![ch]! + state.betas[k]![ch]!;
+      return Math.min(6, Math.max(0, bn));
+    });
+    [c, h, w] = [conv.c, conv.h, conv.w];
+  }
 });
