@@ -109,11 +109,14 @@ program
     ruleOption(RETRAIN_RULES.weightDecay),
     RETRAIN_DEFAULTS.weightDecay,
   )
-  .option(
-    "--image-size <n|WxH>",
-    "model input: N for N×N or WIDTHxHEIGHT (e.g. 256x640, to keep a frame's aspect), multiples of 16",
-    parsed((v) => parseImageSize(v)),
-    parseImageSize(String(RETRAIN_DEFAULTS.imageSize)),
+  .addOption(
+    new Option(
+      "--image-size <n|WxH>",
+      "model input: N for N×N or WIDTHxHEIGHT (e.g. 256x640, to keep a frame's aspect), multiples of 16",
+    )
+      .argParser(parsed((v) => parseImageSize(v)))
+      // shown as the user writes it, not as the parsed {width, height}
+      .default(parseImageSize(String(RETRAIN_DEFAULTS.imageSize)), String(RETRAIN_DEFAULTS.imageSize)),
   )
   .option(
     "--roi <x,y,w,h>",
