@@ -22,9 +22,9 @@ import mqtt from "mqtt";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { freeLoopbackPort, MosquittoBroker } from "../src/demo/broker.js";
-import { MqttCommands } from "../src/line/commands.js";
-import { HttpInterface } from "../src/line/http.js";
-import { Publisher } from "../src/publish/publisher.js";
+import { MqttCommands } from "../src/publish/commands.js";
+import { HttpInterface } from "../src/publish/http/http.js";
+import { Publisher } from "../src/publish/mqtt/publisher.js";
 import { Topics } from "../src/publish/topics.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import {

@@ -18,16 +18,18 @@ export const LAYERS: Readonly<Record<string, number>> = {
   stpm: 3, // the method: normalisation, scoring graph and Scorer, regions, statistics, split, seeded random
   bundle: 4, // model bundles and teacher checks
   capture: 5, // GStreamer cameras
-  pipeline: 5, // frame queue, inspector, inference thread, collection
-  publish: 5, // MQTT, outbox, snapshots
+  pipeline: 5, // frame queue, inspector, inference thread
+  // the outputs: the result-sink interface, its registry (one line per sink) and one folder per sink (mqtt,
+  // sparkplug, opcua, http, collection); the line's control contract and commands; the shared MQTT session and
+  // durable queue. The daemon drives every sink through the interface alone.
+  publish: 5,
   // train and eval sit beside the stages, not above them: they reuse stpm/ and bundle/, never the running pipeline
   train: 5, // retrain, training graph, int8 quantization
   eval: 5, // metrics and evaluation
-  line: 6, // the line's interfaces: OPC UA, Sparkplug B, MQTT commands, HTTP metrics (the daemon implements their control)
-  daemon: 7, // lifecycle, start-up checks, systemd
-  demo: 8,
-  commands: 9, // the CLI
-  "": 10, // src/main.cts, the entry
+  daemon: 6, // lifecycle, start-up checks, systemd
+  demo: 7,
+  commands: 8, // the CLI
+  "": 9, // src/main.cts, the entry
 };
 
 export interface ImportEdge {

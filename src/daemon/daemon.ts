@@ -18,21 +18,21 @@ import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import type { InspectionResult } from "../core/result.js";
 import { loadBinaryImage } from "../data/images.js";
+import { ortProviders } from "../onnx/ort.js";
+import { InspectionLoop } from "../pipeline/inspection-loop.js";
+import { Inspector } from "../pipeline/inspector.js";
+import { Collector } from "../publish/collection/collector.js";
 import {
   type CameraSnapshot,
   ControlError,
-  createLineInterfaces,
   type LineControl,
   type LineInterface,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
-} from "../line/index.js";
-import { ortProviders } from "../onnx/ort.js";
-import { Collector } from "../pipeline/collector.js";
-import { InspectionLoop } from "../pipeline/inspection-loop.js";
-import { Inspector } from "../pipeline/inspector.js";
-import { Publisher } from "../publish/publisher.js";
+} from "../publish/control.js";
+import { Publisher } from "../publish/mqtt/publisher.js";
+import { createLineInterfaces } from "../publish/sinks.js";
 import type { CameraStatus } from "../publish/topics.js";
 import { cameraSourceProblems, roiWarnings, stateDirProblems } from "./startup-checks.js";
 import {

@@ -5,8 +5,8 @@ import type { CameraConfig, StpmdConfig, ThresholdRule } from "../config/index.j
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import type { InspectionResult } from "../core/result.js";
-import type { LastResult, Requester } from "../line/index.js";
 import type { StationView } from "../pipeline/inspector.js";
+import type { LastResult, Requester } from "../publish/control.js";
 import { defectEventId } from "../publish/topics.js";
 import { rasterisePolygons, resampleMask } from "../stpm/ignore.js";
 import { resolveThreshold } from "../stpm/threshold.js";

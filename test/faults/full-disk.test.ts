@@ -6,8 +6,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { DEFAULT_FILE_MODE } from "../../src/core/durable-fs.js";
 import { isStpmdError } from "../../src/core/errors.js";
-import { BdSeqStore } from "../../src/line/sparkplug-bdseq.js";
-import { OutboxLock } from "../../src/publish/outbox-lock.js";
+import { OutboxLock } from "../../src/publish/durable-queue-lock.js";
+import { BdSeqStore } from "../../src/publish/sparkplug/bdseq.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { withTmpfs } from "../helpers/tmpfs.js";
 

@@ -8,7 +8,7 @@ import {
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
-} from "../../src/line/index.js";
+} from "../../src/publish/sinks.js";
 
 /** One call a client made through the control, as the interface handed it over. */
 export interface ControlCall {

@@ -8,7 +8,7 @@
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
 import type { InspectionResult } from "../core/result.js";
-import type { CollectionStats } from "../pipeline/collector.js";
+import type { CollectionStats } from "./collection/collector.js";
 
 /** The interfaces a change can come from. */
 export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";

@@ -5,16 +5,16 @@ import type { Socket } from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
-import type { ConsoleConfig } from "../../src/config/index.js";
-import type { Logger } from "../../src/core/log.js";
-import type { InspectionResult } from "../../src/core/result.js";
-import { LOGIN_LOCKOUT_MS, LoginGuard, MAX_FAILED_LOGINS } from "../../src/line/console.js";
-import { HttpInterface } from "../../src/line/http.js";
-import { TestLineControl } from "../helpers/line-control.js";
-import { capturingLogger } from "../helpers/logs.js";
-import { freeLoopbackPort } from "../helpers/mosquitto.js";
-import { tempDir } from "../helpers/tiny-data.js";
-import { waitFor } from "../helpers/wait.js";
+import type { ConsoleConfig } from "../../../src/config/index.js";
+import type { Logger } from "../../../src/core/log.js";
+import type { InspectionResult } from "../../../src/core/result.js";
+import { LOGIN_LOCKOUT_MS, LoginGuard, MAX_FAILED_LOGINS } from "../../../src/publish/http/console.js";
+import { HttpInterface } from "../../../src/publish/http/http.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { capturingLogger } from "../../helpers/logs.js";
+import { freeLoopbackPort } from "../../helpers/mosquitto.js";
+import { tempDir } from "../../helpers/tiny-data.js";
+import { waitFor } from "../../helpers/wait.js";
 
 async function consoleServer(
   control: TestLineControl,

@@ -9,13 +9,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { HttpConfig } from "../config/index.js";
-import { errorMessage, StpmdError } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import type { InspectionResult } from "../core/result.js";
-import { CommandExecutor } from "./commands.js";
+import type { HttpConfig } from "../../config/index.js";
+import { errorMessage, StpmdError } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import type { InspectionResult } from "../../core/result.js";
+import { CommandExecutor } from "../commands.js";
+import type { LineControl, LineInterface, NodeSnapshot } from "../control.js";
 import { WebConsole } from "./console.js";
-import type { LineControl, LineInterface, NodeSnapshot } from "./control.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
 

@@ -3,15 +3,15 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DataType } from "node-opcua-client";
-import { createLogger } from "../../src/core/log.js";
-import { ControlError, createLineInterfaces } from "../../src/line/index.js";
-import { Publisher } from "../../src/publish/publisher.js";
-import { defectEventId } from "../../src/publish/topics.js";
-import { testConfig } from "../helpers/config.js";
-import { TestLineControl } from "../helpers/line-control.js";
-import { freePort, Plc, startTestServer, type TestServer } from "../helpers/opcua.js";
-import { tempDir } from "../helpers/tiny-data.js";
-import { waitFor } from "../helpers/wait.js";
+import { createLogger } from "../../../src/core/log.js";
+import { Publisher } from "../../../src/publish/mqtt/publisher.js";
+import { ControlError, createLineInterfaces } from "../../../src/publish/sinks.js";
+import { defectEventId } from "../../../src/publish/topics.js";
+import { testConfig } from "../../helpers/config.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { freePort, Plc, startTestServer, type TestServer } from "../../helpers/opcua.js";
+import { tempDir } from "../../helpers/tiny-data.js";
+import { waitFor } from "../../helpers/wait.js";
 
 describe("OPC UA server with a real node-opcua client", () => {
   let server: TestServer;

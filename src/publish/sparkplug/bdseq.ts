@@ -1,8 +1,8 @@
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, writeFileAtomic } from "../core/durable-fs.js";
-import { errorMessage } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
+import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, writeFileAtomic } from "../../core/durable-fs.js";
+import { errorMessage } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
 
 /** bdSeq is 0–255 and wraps (Sparkplug 3.0, "bdSeq"). */
 const BDSEQ_MODULO = 256;

@@ -1,13 +1,12 @@
 import { readFile } from "node:fs/promises";
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
-import type { MqttConfig, MqttTlsConfig } from "../config/index.js";
-import { settledBy } from "../core/deadline.js";
-import { errorMessage, StpmdError } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import { redactUrl } from "../core/redact.js";
-import type { InspectionResult } from "../core/result.js";
-import { DefectWriter } from "./defect-writer.js";
-import { Outbox, type OutboxMessage } from "./outbox.js";
+import type { MqttConfig, MqttTlsConfig } from "../../config/index.js";
+import { settledBy } from "../../core/deadline.js";
+import { errorMessage, StpmdError } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import { redactUrl } from "../../core/redact.js";
+import type { InspectionResult } from "../../core/result.js";
+import { Outbox, type OutboxMessage } from "../durable-queue.js";
 import {
   buildResultPayload,
   encodePayload,
@@ -17,7 +16,8 @@ import {
   statusWill,
   Topics,
   topicMatches,
-} from "./topics.js";
+} from "../topics.js";
+import { DefectWriter } from "./defect-writer.js";
 
 export type SnapshotMode = SnapshotDelivery;
 

@@ -12,7 +12,7 @@ import {
 } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
-import { LOCK_NAME, OutboxLock } from "./outbox-lock.js";
+import { LOCK_NAME, OutboxLock } from "./durable-queue-lock.js";
 import type { Qos } from "./topics.js";
 
 /** A message that must reach the broker even across broker outages and daemon restarts. */

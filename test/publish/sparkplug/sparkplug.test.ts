@@ -8,15 +8,15 @@ import { connect, type MqttClient } from "mqtt";
 import { pino } from "pino";
 import { get as sparkplugNamespace } from "sparkplug-payload";
 import type { UMetric, UPayload } from "sparkplug-payload/lib/sparkplugbpayload.js";
-import type { SparkplugConfig } from "../../src/config/index.js";
-import type { Logger } from "../../src/core/log.js";
-import { SparkplugNode } from "../../src/line/sparkplug.js";
-import { defectEventId } from "../../src/publish/topics.js";
-import { testConfig } from "../helpers/config.js";
-import { TestLineControl } from "../helpers/line-control.js";
-import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
-import { tempDir } from "../helpers/tiny-data.js";
-import { waitFor } from "../helpers/wait.js";
+import type { SparkplugConfig } from "../../../src/config/index.js";
+import type { Logger } from "../../../src/core/log.js";
+import { SparkplugNode } from "../../../src/publish/sparkplug/sparkplug.js";
+import { defectEventId } from "../../../src/publish/topics.js";
+import { testConfig } from "../../helpers/config.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { MosquittoBroker, TcpGate } from "../../helpers/mosquitto.js";
+import { tempDir } from "../../helpers/tiny-data.js";
+import { waitFor } from "../../helpers/wait.js";
 
 const codec = sparkplugNamespace("spBv1.0")!;
 
@@ -506,7 +506,7 @@ test("deploy/mosquitto's ACL: the Sparkplug user runs the node, the Sparkplug ho
 
 describe("bdSeq store", () => {
   test("starts at 0, counts up per connect, wraps after 255, and restarts at 0 from an unreadable file", async () => {
-    const { BdSeqStore } = await import("../../src/line/sparkplug-bdseq.js");
+    const { BdSeqStore } = await import("../../../src/publish/sparkplug/bdseq.js");
     const { writeFile } = await import("node:fs/promises");
     const { logger, lines } = capturingLogger();
     const file = path.join(await tempDir("stpmd-bdseq-"), "state", "bdseq");

@@ -16,16 +16,16 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, Gauge, type Registry } from "prom-client";
-import { readPasswordFile } from "../config/files.js";
-import type { ConsoleConfig } from "../config/index.js";
-import { StpmdError } from "../core/errors.js";
-import type { Frame } from "../core/frame.js";
-import type { Logger } from "../core/log.js";
-import type { InspectionResult, Region } from "../core/result.js";
-import { renderSnapshot } from "../publish/snapshot.js";
-import { type CommandExecutor, MAX_REQUEST_BYTES } from "./commands.js";
+import { readPasswordFile } from "../../config/files.js";
+import type { ConsoleConfig } from "../../config/index.js";
+import { StpmdError } from "../../core/errors.js";
+import type { Frame } from "../../core/frame.js";
+import type { Logger } from "../../core/log.js";
+import type { InspectionResult, Region } from "../../core/result.js";
+import { type CommandExecutor, MAX_REQUEST_BYTES } from "../commands.js";
+import type { LineControl } from "../control.js";
+import { renderSnapshot } from "../snapshot.js";
 import { CONSOLE_ASSETS } from "./console-page.js";
-import type { LineControl } from "./control.js";
 import { reply } from "./http-reply.js";
 
 /** Longest side of a console image: a card shows it at about 400 px; 640 keeps a small defect visible. */

@@ -3,11 +3,11 @@ import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
-import { createLogger } from "../../src/core/log.js";
-import type { InspectionResult } from "../../src/core/result.js";
-import { Collector } from "../../src/pipeline/collector.js";
-import { collectionConfig } from "../helpers/config.js";
-import { tempDir } from "../helpers/tiny-data.js";
+import { createLogger } from "../../../src/core/log.js";
+import type { InspectionResult } from "../../../src/core/result.js";
+import { Collector } from "../../../src/publish/collection/collector.js";
+import { collectionConfig } from "../../helpers/config.js";
+import { tempDir } from "../../helpers/tiny-data.js";
 
 function result(cameraId: string, seq: number, score: number): InspectionResult {
   const rgb = new Uint8Array(8 * 8 * 3).fill(seq % 256);

@@ -12,7 +12,7 @@ import {
   encodeRecord,
   Outbox,
   type OutboxMessage,
-} from "../../src/publish/outbox.js";
+} from "../../src/publish/durable-queue.js";
 import { outboxConfig } from "../helpers/config.js";
 import { capturingLogger } from "../helpers/logs.js";
 

@@ -19,9 +19,9 @@ import { schemaProblems } from "../config/validate.js";
 import { settledWithin } from "../core/deadline.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
-import type { MqttSession } from "../publish/publisher.js";
-import type { CommandResponsePayload, Topics } from "../publish/topics.js";
 import { ControlError, type LineControl, type LineInterface, type Requester } from "./control.js";
+import type { MqttSession } from "./mqtt/publisher.js";
+import type { CommandResponsePayload, Topics } from "./topics.js";
 
 /** A request larger than this is refused unparsed: no command needs more than a few hundred bytes. */
 export const MAX_REQUEST_BYTES = 64 * 1024;

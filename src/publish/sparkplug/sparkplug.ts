@@ -16,15 +16,12 @@
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { get as sparkplugNamespace } from "sparkplug-payload";
 import type { TypeStr, UMetric, UPayload } from "sparkplug-payload/lib/sparkplugbpayload.js";
-import type { MqttConfig, SparkplugConfig } from "../config/index.js";
-import { settledWithin } from "../core/deadline.js";
-import { errorMessage, StpmdError } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import { redactUrl } from "../core/redact.js";
-import type { InspectionResult } from "../core/result.js";
-import { Outbox } from "../publish/outbox.js";
-import { brokerConnectOptions } from "../publish/publisher.js";
-import { defectEventId } from "../publish/topics.js";
+import type { MqttConfig, SparkplugConfig } from "../../config/index.js";
+import { settledWithin } from "../../core/deadline.js";
+import { errorMessage, StpmdError } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import { redactUrl } from "../../core/redact.js";
+import type { InspectionResult } from "../../core/result.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -32,8 +29,11 @@ import {
   type LineInterface,
   type NodeSnapshot,
   type Requester,
-} from "./control.js";
-import { BdSeqStore } from "./sparkplug-bdseq.js";
+} from "../control.js";
+import { Outbox } from "../durable-queue.js";
+import { brokerConnectOptions } from "../mqtt/publisher.js";
+import { defectEventId } from "../topics.js";
+import { BdSeqStore } from "./bdseq.js";
 
 const NAMESPACE = "spBv1.0";
 const codec = sparkplugNamespace(NAMESPACE)!; // null only for a namespace the package does not know

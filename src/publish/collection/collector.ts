@@ -1,19 +1,19 @@
 import { chmod, readdir, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
-import { quantile } from "../bundle/bundle.js";
-import type { CollectionConfig } from "../config/index.js";
+import { quantile } from "../../bundle/bundle.js";
+import type { CollectionConfig } from "../../config/index.js";
 import {
   DEFAULT_DIR_MODE,
   DEFAULT_FILE_MODE,
   makeDirectory,
   parseMode,
   writeFileAtomic,
-} from "../core/durable-fs.js";
-import { errorMessage } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import { RepeatLimiter } from "../core/repeat-limiter.js";
-import type { InspectionResult } from "../core/result.js";
+} from "../../core/durable-fs.js";
+import { errorMessage } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import { RepeatLimiter } from "../../core/repeat-limiter.js";
+import type { InspectionResult } from "../../core/result.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),

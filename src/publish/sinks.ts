@@ -5,12 +5,12 @@
 import type { StpmdConfig } from "../config/index.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
-import type { MqttSession } from "../publish/publisher.js";
-import { Topics } from "../publish/topics.js";
 import { CommandExecutor, MqttCommands } from "./commands.js";
 import type { LineControl, LineInterface } from "./control.js";
-import { HttpInterface } from "./http.js";
-import { SparkplugNode } from "./sparkplug.js";
+import { HttpInterface } from "./http/http.js";
+import type { MqttSession } from "./mqtt/publisher.js";
+import { SparkplugNode } from "./sparkplug/sparkplug.js";
+import { Topics } from "./topics.js";
 
 export * from "./control.js";
 
@@ -83,7 +83,7 @@ export function createLineInterfaces(
     const opcua = config.opcua;
     interfaces.push(
       new LazyInterface("opcua", async () => {
-        const { OpcuaInterface } = await import("./opcua.js");
+        const { OpcuaInterface } = await import("./opcua/opcua.js");
         return new OpcuaInterface(opcua, control, logger);
       }),
     );

@@ -27,17 +27,17 @@ import {
   VariantArrayType,
 } from "node-opcua-client";
 import { OPCUAServer, RegisterServerMethod } from "node-opcua-server";
-import { type OpcuaConfig, readPasswordFile } from "../config/index.js";
-import type { Logger } from "../core/log.js";
-import type { InspectionResult } from "../core/result.js";
-import { defectEventId } from "../publish/topics.js";
+import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
+import type { Logger } from "../../core/log.js";
+import type { InspectionResult } from "../../core/result.js";
 import {
   ControlError,
   type LineControl,
   type LineInterface,
   type NodeSnapshot,
   type Requester,
-} from "./control.js";
+} from "../control.js";
+import { defectEventId } from "../topics.js";
 
 /** The namespace of stpmd's nodes; its index is usually 2 (read the server's NamespaceArray to be sure). */
 export const OPCUA_NAMESPACE_URI = "urn:stpmd";

@@ -3,11 +3,11 @@ import { once } from "node:events";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { register as globalRegistry } from "prom-client";
-import { createLogger } from "../../src/core/log.js";
-import { HttpInterface } from "../../src/line/http.js";
-import type { NodeSnapshot } from "../../src/line/index.js";
-import { TestLineControl } from "../helpers/line-control.js";
-import { freeLoopbackPort } from "../helpers/mosquitto.js";
+import { createLogger } from "../../../src/core/log.js";
+import { HttpInterface } from "../../../src/publish/http/http.js";
+import type { NodeSnapshot } from "../../../src/publish/sinks.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 
 /** The metrics and health routes alone, as before the console existed. */
 const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };

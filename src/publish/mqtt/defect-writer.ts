@@ -1,9 +1,9 @@
-import type { MqttConfig } from "../config/index.js";
-import { errorMessage } from "../core/errors.js";
-import type { Logger } from "../core/log.js";
-import type { InspectionResult } from "../core/result.js";
-import type { Outbox, OutboxMessage } from "./outbox.js";
-import { renderSnapshot } from "./snapshot.js";
+import type { MqttConfig } from "../../config/index.js";
+import { errorMessage } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import type { InspectionResult } from "../../core/result.js";
+import type { Outbox, OutboxMessage } from "../durable-queue.js";
+import { renderSnapshot } from "../snapshot.js";
 import {
   buildDefectPayload,
   defectEventId,
@@ -11,7 +11,7 @@ import {
   type Qos,
   type SnapshotDelivery,
   type Topics,
-} from "./topics.js";
+} from "../topics.js";
 
 /**
  * Defects waiting for their snapshot or their disk write. Beyond this the disk cannot keep up, and holding more

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createLogger } from "../../src/core/log.js";
-import { createLineInterfaces } from "../../src/line/index.js";
-import { Publisher } from "../../src/publish/publisher.js";
+import { Publisher } from "../../src/publish/mqtt/publisher.js";
+import { createLineInterfaces } from "../../src/publish/sinks.js";
 import { testConfig } from "../helpers/config.js";
 import { TestLineControl } from "../helpers/line-control.js";
 
