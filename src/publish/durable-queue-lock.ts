@@ -63,7 +63,7 @@ function parseLock(text: string): LockInfo | undefined {
  * start. The claim is a file created with O_EXCL holding the pid and start time; a claim whose process is gone is
  * stale (a crash or kill -9 leaves it behind) and is taken over with a warning.
  */
-export class OutboxLock {
+export class QueueLock {
   private constructor(
     readonly file: string,
     private readonly content: string,
@@ -71,7 +71,7 @@ export class OutboxLock {
   ) {}
 
   /** Throws an `ERR_OUTBOX_LOCKED` StpmdError naming the directory and the pid when a live process holds it. */
-  static async acquire(dir: string, fileMode: number, logger: Logger): Promise<OutboxLock> {
+  static async acquire(dir: string, fileMode: number, logger: Logger): Promise<QueueLock> {
     const file = path.join(dir, LOCK_NAME);
     const info: LockInfo = {
       pid: process.pid,
@@ -79,7 +79,7 @@ export class OutboxLock {
     };
     const ticks = await processStartTicks(process.pid);
     if (ticks !== undefined) info.start_ticks = ticks;
-    const lock = new OutboxLock(file, `${JSON.stringify(info)}\n`, fileMode);
+    const lock = new QueueLock(file, `${JSON.stringify(info)}\n`, fileMode);
     // Two rounds: a stale lock is removed in the first and created in the second; if another process wins that
     // race, the second round sees its live lock and refuses.
     for (let round = 0; round < 2; round++) {

@@ -12,7 +12,7 @@ import {
 } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
-import { LOCK_NAME, OutboxLock } from "./durable-queue-lock.js";
+import { LOCK_NAME, QueueLock } from "./durable-queue-lock.js";
 import type { Qos } from "./topics.js";
 
 /** A message that must reach the broker even across broker outages and daemon restarts. */
@@ -32,7 +32,7 @@ export interface OutboxMessage {
  * together, so the pair shares one fate on disk and in every counter.
  */
 export interface StoredEntry {
-  /** Position in the outbox; pass it to {@link Outbox.ack}. */
+  /** Position in the outbox; pass it to {@link DurableQueue.ack}. */
   seq: number;
   /** The event the entry belongs to (its first message's), for log lines. */
   eventId?: string;
@@ -53,8 +53,8 @@ interface OutboxOptions {
 }
 
 /**
- * `"overflow"`: refused because the outbox is full (counted in {@link Outbox.overflowed}); `"failed"`: the
- * write itself failed (disk full, I/O error) and the event is lost (counted in {@link Outbox.lost}). Both logged.
+ * `"overflow"`: refused because the outbox is full (counted in {@link DurableQueue.overflowed}); `"failed"`: the
+ * write itself failed (disk full, I/O error) and the event is lost (counted in {@link DurableQueue.lost}). Both logged.
  */
 export type EnqueueOutcome = "queued" | "overflow" | "failed";
 
@@ -237,7 +237,9 @@ function errnoOf(err: unknown): string {
 }
 
 /**
- * A bounded, durable, ordered FIFO on disk for defect events that must not be lost. An entry is one event with
+ * The one durable queue of the outputs: a bounded, durable, ordered FIFO on disk for messages that must not be
+ * lost. The MQTT sink's outbox (defect events and snapshots) and the Sparkplug sink's history (defects held while
+ * the node is not born) are two instances in two directories; a new durable sink opens a third. An entry is one event with
  * its snapshot (when the snapshot travels as a message of its own) in one file, written atomically (temp file,
  * fsync, rename, fsync of the directory), so a pair is stored whole or not at all, and every bound and counter
  * counts events. Files are named by a zero-padded, monotonically increasing sequence number, so a restart
@@ -256,14 +258,14 @@ function errnoOf(err: unknown): string {
  * One process at a time: {@link open} takes a lock file and throws `ERR_OUTBOX_LOCKED` while another live
  * process holds it.
  */
-export class Outbox {
+export class DurableQueue {
   readonly dir: string;
   readonly maxEvents: number;
   readonly maxBytes: number;
   readonly fileMode: number;
   readonly dirMode: number;
   private readonly logger: Logger;
-  private readonly lock: OutboxLock;
+  private readonly lock: QueueLock;
   private readonly index: IndexEntry[] = [];
   private nextSeq: number;
   private storedBytes = 0;
@@ -282,7 +284,7 @@ export class Outbox {
   private waiters: (() => void)[] = [];
   private closed = false;
 
-  private constructor(options: OutboxOptions, lock: OutboxLock, entries: IndexEntry[], lost: number) {
+  private constructor(options: OutboxOptions, lock: QueueLock, entries: IndexEntry[], lost: number) {
     this.dir = options.dir;
     this.maxEvents = options.maxEvents;
     this.maxBytes = options.maxBytes;
@@ -302,7 +304,7 @@ export class Outbox {
    * moved to `quarantine/` with a warning rather than deleted, so nothing is destroyed that someone might want to
    * inspect. Throws an `ERR_OUTBOX_LOCKED` StpmdError if another running process uses the directory.
    */
-  static async open(config: MqttOutboxConfig, parentLogger: Logger): Promise<Outbox> {
+  static async open(config: MqttOutboxConfig, parentLogger: Logger): Promise<DurableQueue> {
     const options: OutboxOptions = {
       dir: config.dir,
       maxEvents: config.max_messages,
@@ -315,9 +317,9 @@ export class Outbox {
     const fileMode = options.fileMode ?? DEFAULT_FILE_MODE;
     const dirMode = options.dirMode ?? DEFAULT_DIR_MODE;
     await makeDirectory(options.dir, dirMode);
-    const lock = await OutboxLock.acquire(options.dir, fileMode, logger);
+    const lock = await QueueLock.acquire(options.dir, fileMode, logger);
     try {
-      return await Outbox.load({ ...options, logger, fileMode, dirMode }, lock);
+      return await DurableQueue.load({ ...options, logger, fileMode, dirMode }, lock);
     } catch (err) {
       await lock.release();
       throw err;
@@ -326,8 +328,8 @@ export class Outbox {
 
   private static async load(
     options: OutboxOptions & { fileMode: number; dirMode: number },
-    lock: OutboxLock,
-  ): Promise<Outbox> {
+    lock: QueueLock,
+  ): Promise<DurableQueue> {
     const { logger } = options;
     const entries: IndexEntry[] = [];
     let lost = 0;
@@ -358,7 +360,7 @@ export class Outbox {
       await chmodQuietly(file, options.fileMode, logger);
       entries.push({ seq: Number(match[1]), bytes: bytes.length, eventId: decoded[0]!.eventId });
     }
-    const outbox = new Outbox(options, lock, entries, lost);
+    const outbox = new DurableQueue(options, lock, entries, lost);
     if (entries.length > 0) {
       logger.info(
         { dir: options.dir, queued: entries.length, bytes: outbox.storedBytes },

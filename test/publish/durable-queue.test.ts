@@ -7,10 +7,10 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { isStpmdError } from "../../src/core/errors.js";
 import {
+  DurableQueue,
   decodeRecord,
   encodeEntry,
   encodeRecord,
-  Outbox,
   type OutboxMessage,
 } from "../../src/publish/durable-queue.js";
 import { outboxConfig } from "../helpers/config.js";
@@ -25,7 +25,7 @@ function message(n: number, extra: Partial<OutboxMessage> = {}): OutboxMessage {
   return { topic: `stpmd/cam${n % 2}/defect`, payload, qos: 1, retain: false, eventId: `cam-${n}`, ...extra };
 }
 
-async function drain(outbox: Outbox): Promise<OutboxMessage[]> {
+async function drain(outbox: DurableQueue): Promise<OutboxMessage[]> {
   const out: OutboxMessage[] = [];
   for (let head = await outbox.peek(); head !== undefined; head = await outbox.peek()) {
     out.push(...head.messages);
@@ -59,7 +59,10 @@ describe("outbox", () => {
   test("keeps FIFO order and survives a reopen", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
-    const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const first = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     // Issued concurrently: the outbox must still apply them in call order.
     const outcomes = await Promise.all([1, 2, 3, 4, 5].map((n) => first.enqueue(message(n))));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "queued", "queued"]);
@@ -68,7 +71,10 @@ describe("outbox", () => {
     await first.ack(head!.seq);
     await first.close();
 
-    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const reopened = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     assert.equal(reopened.size, 4);
     const delivered = await drain(reopened);
     assert.deepEqual(
@@ -87,7 +93,10 @@ describe("outbox", () => {
   test("commits a burst of concurrent messages in order, and a failed write loses only its own message", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }),
+      logger,
+    );
     // seq 7's temp path is taken by a directory, so that one write fails inside a group of others
     await mkdir(path.join(dir, "0000000000000007.msg.tmp"));
     const outcomes = await Promise.all(Array.from({ length: 150 }, (_, n) => outbox.enqueue(message(n))));
@@ -102,7 +111,10 @@ describe("outbox", () => {
       ["cam-7"],
     );
     await outbox.close();
-    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }), logger);
+    const reopened = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 1000, max_bytes: 1 << 24 }),
+      logger,
+    );
     assert.deepEqual(
       (await drain(reopened)).map((m) => m.eventId),
       Array.from({ length: 150 }, (_, n) => `cam-${n}`).filter((id) => id !== "cam-7"),
@@ -113,7 +125,10 @@ describe("outbox", () => {
   test("an event and its snapshot are one entry: taken together or refused together, counted once", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 2, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 2, max_bytes: 1 << 20 }),
+      logger,
+    );
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     assert.equal(await outbox.enqueue(pair(1)), "queued");
     assert.equal(outbox.size, 1);
@@ -137,7 +152,10 @@ describe("outbox", () => {
   test("refuses new messages when maxMessages is reached, keeps the older ones and logs the event id", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 3, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 3, max_bytes: 1 << 20 }),
+      logger,
+    );
     const outcomes: string[] = [];
     for (let n = 1; n <= 5; n++) outcomes.push(await outbox.enqueue(message(n)));
     assert.deepEqual(outcomes, ["queued", "queued", "queued", "overflow", "overflow"]);
@@ -164,7 +182,7 @@ describe("outbox", () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
     const recordBytes = encodeEntry([message(1)]).length;
-    const outbox = await Outbox.open(
+    const outbox = await DurableQueue.open(
       outboxConfig({ dir, max_messages: 100, max_bytes: recordBytes * 2 + 1 }),
       logger,
     );
@@ -181,7 +199,10 @@ describe("outbox", () => {
   test("quarantines corrupt and temp files at open with a warning and keeps the rest in order", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     for (let n = 1; n <= 4; n++) await outbox.enqueue(message(n));
     await outbox.close();
 
@@ -194,7 +215,7 @@ describe("outbox", () => {
     await writeFile(path.join(dir, "0000000000000009.msg.tmp"), "half a message");
 
     const { logger: reopenLogger, lines } = capturingLogger("debug");
-    const reopened = await Outbox.open(
+    const reopened = await DurableQueue.open(
       outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
       reopenLogger,
     );
@@ -216,7 +237,10 @@ describe("outbox", () => {
   test("peek quarantines a message damaged after open and moves on", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
     await writeFile(path.join(dir, "0000000000000000.msg"), "garbage");
@@ -229,7 +253,10 @@ describe("outbox", () => {
   test("ack only accepts the head, and waitForMessage wakes on enqueue", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     let woke = false;
     const waiting = outbox.waitForMessage().then(() => {
       woke = true;
@@ -254,7 +281,10 @@ describe("outbox", () => {
   test("a failed write loses the whole event (never half a pair), counted once in lost with one line", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     const pair = (n: number): OutboxMessage[] => [message(n), message(n, { kind: "snapshot", retain: true })];
     // entry 1's temp path is taken by a directory, so its write fails (EISDIR) while entries 0 and 2 succeed
     await mkdir(path.join(dir, "0000000000000001.msg.tmp"));
@@ -284,7 +314,10 @@ describe("outbox", () => {
   test("a deleted directory is recreated with its mode and lock; the next events are stored, the gone ones counted lost", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     for (let n = 1; n <= 3; n++) assert.equal(await outbox.enqueue(message(n)), "queued");
     await rm(dir, { recursive: true });
     const outcomes: string[] = [];
@@ -298,7 +331,7 @@ describe("outbox", () => {
     assert.deepEqual(recreated[0]!.lost_events, ["cam-1", "cam-2", "cam-3"]);
     // the lock came back with the directory: a second opener is still refused
     await assert.rejects(
-      Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
+      DurableQueue.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
       /in use by process/,
     );
     assert.deepEqual(
@@ -311,7 +344,10 @@ describe("outbox", () => {
   test("a stored entry whose file vanished is counted lost once, with a line naming the event", async () => {
     const dir = freshDir();
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     await outbox.enqueue(message(1));
     await outbox.enqueue(message(2));
     await rm(path.join(dir, "0000000000000000.msg"));
@@ -326,9 +362,12 @@ describe("outbox", () => {
   test("a second opener of a live outbox is refused with ERR_OUTBOX_LOCKED naming the directory and pid", async () => {
     const dir = freshDir();
     const { logger } = capturingLogger("debug");
-    const first = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const first = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     await assert.rejects(
-      Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
+      DurableQueue.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
       (err: unknown) =>
         isStpmdError(err) &&
         err.code === "ERR_OUTBOX_LOCKED" &&
@@ -337,7 +376,10 @@ describe("outbox", () => {
     );
     await first.close();
     // released on close
-    const second = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const second = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     await second.close();
 
     // a lock held by another live process (a real child) is refused too, naming that process
@@ -346,7 +388,7 @@ describe("outbox", () => {
       await mkdir(dir, { recursive: true });
       await writeFile(path.join(dir, ".lock"), JSON.stringify({ pid: child.pid, started: "then" }));
       await assert.rejects(
-        Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
+        DurableQueue.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger),
         new RegExp(`in use by process ${child.pid} `),
       );
     } finally {
@@ -362,7 +404,10 @@ describe("outbox", () => {
     const lockFile = path.join(dir, ".lock");
     await writeFile(lockFile, JSON.stringify({ pid: child.pid, started: "earlier" }));
     const { logger, lines } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     assert.ok(
       lines.some((line) => line.level === WARN && line.msg.includes(`stale lock of process ${child.pid}`)),
     );
@@ -376,7 +421,10 @@ describe("outbox", () => {
       JSON.stringify({ pid: 1, start_ticks: "not-its-start", started: "before the reboot" }),
     );
     const { logger: second, lines: secondLines } = capturingLogger("debug");
-    const reopened = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), second);
+    const reopened = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      second,
+    );
     assert.ok(secondLines.some((line) => line.msg.includes("stale lock of process 1,")));
     await reopened.close();
   });
@@ -386,7 +434,10 @@ describe("outbox", () => {
     try {
       const { logger } = capturingLogger("debug");
       const dir = freshDir();
-      const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+      const outbox = await DurableQueue.open(
+        outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+        logger,
+      );
       await outbox.enqueue(message(1));
       assert.equal((await stat(dir)).mode & 0o777, 0o750);
       assert.equal((await stat(path.join(dir, "0000000000000000.msg"))).mode & 0o777, 0o640);
@@ -397,7 +448,7 @@ describe("outbox", () => {
       const old = freshDir();
       await mkdir(old, { mode: 0o755 });
       await writeFile(path.join(old, "0000000000000000.msg"), encodeRecord(message(1)), { mode: 0o644 });
-      const custom = await Outbox.open(
+      const custom = await DurableQueue.open(
         outboxConfig({
           dir: old,
           max_messages: 100,
@@ -427,7 +478,10 @@ describe("outbox", () => {
       await writeFile(path.join(dir, `${String(i).padStart(16, "0")}.msg`), encodeRecord(m));
     }
     const { logger } = capturingLogger("debug");
-    const outbox = await Outbox.open(outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }), logger);
+    const outbox = await DurableQueue.open(
+      outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 }),
+      logger,
+    );
     assert.equal(outbox.size, 3);
     await outbox.enqueue([message(3), message(3, { kind: "snapshot", retain: true })]);
     const delivered = await drain(outbox);

@@ -2,7 +2,7 @@ import type { MqttConfig } from "../../config/index.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
-import type { Outbox, OutboxMessage } from "../durable-queue.js";
+import type { DurableQueue, OutboxMessage } from "../durable-queue.js";
 import { renderSnapshot } from "../snapshot.js";
 import {
   buildDefectPayload,
@@ -38,7 +38,7 @@ export class DefectWriter {
 
   constructor(
     private readonly config: Pick<MqttConfig, "snapshot" | "snapshot_quality" | "event_qos">,
-    private readonly outbox: Outbox,
+    private readonly outbox: DurableQueue,
     private readonly topics: Topics,
     private readonly logger: Logger,
     options: { maxConcurrentSnapshots?: number } = {},

@@ -6,7 +6,7 @@ import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { redactUrl } from "../../core/redact.js";
 import type { InspectionResult } from "../../core/result.js";
-import { Outbox, type OutboxMessage } from "../durable-queue.js";
+import { DurableQueue, type OutboxMessage } from "../durable-queue.js";
 import {
   buildResultPayload,
   encodePayload,
@@ -114,7 +114,7 @@ interface Subscription {
  * Publishes inspection results and defect events to MQTT.
  *
  * - Results go straight to the client when connected and are dropped (and counted) otherwise.
- * - Defect events and their snapshots are first written to the durable {@link Outbox}, then a single drain loop
+ * - Defect events and their snapshots are first written to the durable {@link DurableQueue}, then a single drain loop
  *   sends the head, waits for the broker's acknowledgement, acks the outbox and moves on. One message in flight
  *   at a time keeps delivery strictly ordered and the code simple; defects are rare enough that one round trip
  *   each is plenty. While disconnected the loop waits for `connect`.
@@ -134,7 +134,7 @@ export class Publisher implements MqttSession {
   private readonly stopTimeoutMs: number;
   private lifecycle: Lifecycle = "new";
   private client: MqttClient | undefined;
-  private outbox: Outbox | undefined;
+  private outbox: DurableQueue | undefined;
   private readonly drainAbort = new AbortController();
   private drainTask: Promise<void> = Promise.resolve();
   private stopTask: Promise<void> | undefined;
@@ -170,7 +170,7 @@ export class Publisher implements MqttSession {
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
     const broker = await brokerConnectOptions(this.config);
-    this.outbox = await Outbox.open(this.config.outbox, this.rootLogger);
+    this.outbox = await DurableQueue.open(this.config.outbox, this.rootLogger);
     this.defects = new DefectWriter(this.config, this.outbox, this.topics, this.logger, {
       ...(this.maxConcurrentSnapshots ? { maxConcurrentSnapshots: this.maxConcurrentSnapshots } : {}),
     });
@@ -349,7 +349,7 @@ export class Publisher implements MqttSession {
     });
   }
 
-  private async drainLoop(client: MqttClient, outbox: Outbox, signal: AbortSignal): Promise<void> {
+  private async drainLoop(client: MqttClient, outbox: DurableQueue, signal: AbortSignal): Promise<void> {
     // How far into the head entry the broker has acknowledged, so a retry after a failed publish resumes with
     // the next message of the entry instead of resending the ones already delivered.
     let progress = { seq: -1, acked: 0 };

@@ -10,7 +10,7 @@
  *
  * Report by exception: counters go out at most once per `report_interval_ms`, only those that changed; each
  * defect goes out at once as its own DDATA stamped with its capture time. While the node is not born (broker
- * unreachable, primary host offline) defects are held in an {@link Outbox} on disk and replayed with
+ * unreachable, primary host offline) defects are held in an {@link DurableQueue} on disk and replayed with
  * `is_historical` after the next births.
  */
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
@@ -30,7 +30,7 @@ import {
   type NodeSnapshot,
   type Requester,
 } from "../control.js";
-import { Outbox } from "../durable-queue.js";
+import { DurableQueue } from "../durable-queue.js";
 import { brokerConnectOptions } from "../mqtt/publisher.js";
 import { defectEventId } from "../topics.js";
 import { BdSeqStore } from "./bdseq.js";
@@ -140,7 +140,7 @@ export class SparkplugNode implements LineInterface {
   private readonly by: Requester = { via: "sparkplug" };
   private lifecycle: Lifecycle = "new";
   private connectOptions: Partial<IClientOptions> = {};
-  private history: Outbox | undefined;
+  private history: DurableQueue | undefined;
   private client: MqttClient | undefined;
   private bdSeq = 0;
   private seq = 0;
@@ -191,7 +191,7 @@ export class SparkplugNode implements LineInterface {
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`SparkplugNode.start() called when ${this.lifecycle}`);
     this.connectOptions = await brokerConnectOptions(this.broker);
-    this.history = await Outbox.open(this.config.history, this.rootLogger);
+    this.history = await DurableQueue.open(this.config.history, this.rootLogger);
     this.lifecycle = "running";
     try {
       await this.openSession();
