@@ -1,12 +1,11 @@
-import { readFile } from "node:fs/promises";
-import { connect, type IClientOptions, type MqttClient } from "mqtt";
-import type { MqttConfig, MqttTlsConfig } from "../../config/index.js";
+import type { MqttClient } from "mqtt";
+import type { MqttConfig } from "../../config/index.js";
 import { settledBy } from "../../core/deadline.js";
-import { errorMessage, StpmdError } from "../../core/errors.js";
+import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
-import { redactUrl } from "../../core/redact.js";
 import type { InspectionResult } from "../../core/result.js";
 import { DurableQueue, type OutboxMessage } from "../durable-queue.js";
+import { MqttConnector } from "../mqtt-session.js";
 import {
   buildResultPayload,
   encodePayload,
@@ -36,8 +35,6 @@ const DEFAULT_STOP_TIMEOUT_MS = 3000;
  * they drain would otherwise queue without bound inside the socket.
  */
 const MAX_RESULT_BACKLOG_BYTES = 1 << 20;
-/** A connection error that keeps repeating is logged at warn level again after this long. */
-const REPEATED_ERROR_LOG_MS = 60_000;
 
 /** Part of stop()'s time kept for publishing `stopped` after the outbox drain. */
 const STOPPED_STATUS_RESERVE_MS = 500;
@@ -127,8 +124,7 @@ export class Publisher implements MqttSession {
   private readonly config: MqttConfig;
   private readonly logger: Logger;
   private readonly rootLogger: Logger;
-  /** The broker URL with any password masked, for logs. */
-  private readonly safeUrl: string;
+  private readonly connector: MqttConnector;
   private readonly topics: Topics;
   private readonly maxConcurrentSnapshots: number | undefined;
   private readonly stopTimeoutMs: number;
@@ -140,9 +136,6 @@ export class Publisher implements MqttSession {
   private stopTask: Promise<void> | undefined;
   private defects: DefectWriter | undefined;
   private lastReport: StatusReport = { model_version: null, fps: 0, dropped_frames: 0, cameras: {} };
-  private lastConnectionError: string | undefined;
-  private lastErrorLoggedAt = 0;
-  private failedAttempts = 0;
   private readonly invalidCameras = new Set<string>();
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly counters: Counters = {
@@ -156,8 +149,16 @@ export class Publisher implements MqttSession {
   constructor(config: MqttConfig, logger: Logger, runtime: PublisherRuntime = {}) {
     this.config = config;
     this.rootLogger = logger;
-    this.safeUrl = redactUrl(config.url);
     this.logger = logger.child({ component: "publisher" });
+    this.connector = new MqttConnector({
+      what: "MQTT",
+      url: config.url,
+      clientId: config.client_id,
+      broker: config,
+      reconnectPeriodMs: config.reconnect_period_ms,
+      logger: this.logger,
+      errorContext: () => ({ outbox_queued: this.outbox?.size ?? 0 }),
+    });
     this.topics = new Topics(config.prefix);
     this.maxConcurrentSnapshots = runtime.maxConcurrentSnapshots;
     this.stopTimeoutMs = runtime.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
@@ -169,44 +170,27 @@ export class Publisher implements MqttSession {
    */
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`Publisher.start() called when ${this.lifecycle}`);
-    const broker = await brokerConnectOptions(this.config);
+    await this.connector.prepare();
     this.outbox = await DurableQueue.open(this.config.outbox, this.rootLogger);
     this.defects = new DefectWriter(this.config, this.outbox, this.topics, this.logger, {
       ...(this.maxConcurrentSnapshots ? { maxConcurrentSnapshots: this.maxConcurrentSnapshots } : {}),
     });
-    const options: IClientOptions = {
-      ...broker,
-      clientId: this.config.client_id,
-      clean: true,
-      reconnectPeriod: this.config.reconnect_period_ms,
-      // mqtt.js 5 gives up for good after a refused CONNACK (bad password, ACL, banned client id) unless told
-      // otherwise; a broker whose password file is fixed later must still get our queued events.
-      reconnectOnConnackError: true,
-      // Results are dropped and counted while offline rather than piling up in mqtt.js's memory queue.
-      queueQoSZero: false,
-      // The publisher resubscribes on every connect itself (onConnect), where it can log what the broker refused.
-      resubscribe: false,
-      will: {
+    let client: MqttClient;
+    try {
+      client = this.connector.connect({
         topic: this.topics.status(),
         payload: encodePayload("status", statusWill()),
         qos: 1,
         retain: true,
-      },
-    };
-    let client: MqttClient;
-    try {
-      client = connect(this.config.url, options);
+      });
     } catch (err) {
       await this.outbox.close();
-      throw new StpmdError("ERR_CONFIG_INVALID", `MQTT url ${this.safeUrl}: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw err;
     }
     this.lifecycle = "running";
     this.client = client;
     client.on("connect", () => this.onConnect());
     client.on("close", () => this.onClose());
-    client.on("error", (err) => this.onConnectionError(err));
     client.on("message", (topic, payload) => this.onMessage(topic, payload));
     this.drainTask = this.drainLoop(client, this.outbox, this.drainAbort.signal);
   }
@@ -224,7 +208,7 @@ export class Publisher implements MqttSession {
     const defects = this.defects?.counts ?? { queued: 0, overflowed: 0, notQueued: 0, snapshotsSkipped: 0 };
     return {
       connected: this.isConnected,
-      brokerError: this.lastConnectionError,
+      brokerError: this.connector.lastError,
       ...this.counters,
       eventsQueued: defects.queued,
       eventsOverflowed: defects.overflowed,
@@ -390,12 +374,10 @@ export class Publisher implements MqttSession {
   }
 
   private onConnect(): void {
-    // mqtt.js leaves Nagle's algorithm on: a message written right after another one (a command's response after
-    // the PUBACK of its request, a result after a defect) then waits for the broker's delayed ACK, ~40 ms on Linux.
-    // Each connection has a new socket; WebSocket streams have no such switch.
-    (this.client?.stream as { setNoDelay?: (noDelay: boolean) => void } | undefined)?.setNoDelay?.(true);
-    this.logger.info({ url: this.safeUrl, client_id: this.config.client_id }, "connected to MQTT broker");
-    this.lastConnectionError = undefined;
+    this.logger.info(
+      { url: this.connector.safeUrl, client_id: this.config.client_id },
+      "connected to MQTT broker",
+    );
     if (this.lifecycle === "running") this.sendStatus("online").catch(() => undefined);
     for (const [filter, { qos }] of this.subscriptions) this.sendSubscribe(filter, qos);
   }
@@ -429,36 +411,9 @@ export class Publisher implements MqttSession {
   }
 
   private onClose(): void {
-    if (this.lifecycle === "running" && this.lastConnectionError === undefined) {
-      this.logger.warn({ url: this.safeUrl }, "MQTT connection closed; reconnecting");
+    if (this.lifecycle === "running" && this.connector.lastError === undefined) {
+      this.logger.warn({ url: this.connector.safeUrl }, "MQTT connection closed; reconnecting");
     }
-  }
-
-  /**
-   * Broker errors are logged, never thrown. A repeat of the same error while reconnecting is debug, except once per
-   * {@link REPEATED_ERROR_LOG_MS}, so a log read hours into a refused login still says why events are waiting.
-   */
-  private onConnectionError(err: Error): void {
-    const message = errorMessage(err);
-    const now = Date.now();
-    const repeat = message === this.lastConnectionError;
-    this.failedAttempts = repeat ? this.failedAttempts + 1 : 1;
-    const remind = repeat && now - this.lastErrorLoggedAt >= REPEATED_ERROR_LOG_MS;
-    this.lastConnectionError = message;
-    if (repeat && !remind) {
-      this.logger.debug({ url: this.safeUrl, err: message }, "MQTT connection error");
-      return;
-    }
-    this.lastErrorLoggedAt = now;
-    this.logger.warn(
-      {
-        url: this.safeUrl,
-        err: message,
-        attempts: this.failedAttempts,
-        outbox_queued: this.outbox?.size ?? 0,
-      },
-      repeat ? "MQTT connection still failing; retrying" : "MQTT connection error; retrying",
-    );
   }
 
   private sendStatus(state: "online" | "stopped"): Promise<void> {
@@ -496,43 +451,6 @@ export class Publisher implements MqttSession {
     this.invalidCameras.add(key);
     this.logger.error({ camera: cameraId, err }, "result not published");
   }
-}
-
-/** The broker settings a session needs besides its own client id, will and reconnect policy. */
-export type BrokerSettings = Pick<MqttConfig, "username" | "password" | "tls">;
-
-/**
- * The mqtt.js options for credentials and TLS (the CA, client certificate and key files read now), shared by every
- * MQTT session of the daemon so that they authenticate and verify the broker alike. Throws an `ERR_INPUT_MISSING`
- * StpmdError naming the TLS file that cannot be read.
- */
-export async function brokerConnectOptions(broker: BrokerSettings): Promise<Partial<IClientOptions>> {
-  const options: Partial<IClientOptions> = await readTlsFiles(broker.tls);
-  if (broker.username !== undefined) options.username = broker.username;
-  if (broker.password !== undefined) options.password = broker.password;
-  return options;
-}
-
-async function readTlsFiles(tls: MqttTlsConfig | undefined): Promise<Partial<IClientOptions>> {
-  if (tls === undefined) return {};
-  const read = async (key: "ca" | "cert" | "key"): Promise<Buffer | undefined> => {
-    const file = tls[key];
-    if (file === undefined) return undefined;
-    try {
-      return await readFile(file);
-    } catch (err) {
-      throw new StpmdError("ERR_INPUT_MISSING", `MQTT tls.${key} file ${file}: ${errorMessage(err)}`, {
-        cause: err,
-      });
-    }
-  };
-  const options: Partial<IClientOptions> = {};
-  const [ca, cert, key] = await Promise.all([read("ca"), read("cert"), read("key")]);
-  if (ca !== undefined) options.ca = ca;
-  if (cert !== undefined) options.cert = cert;
-  if (key !== undefined) options.key = key;
-  options.rejectUnauthorized = tls.reject_unauthorized;
-  return options;
 }
 
 /** Resolves once the broker acknowledged `message` (for QoS 0: once it was written to the socket). */

@@ -6,21 +6,21 @@
  * session, the NDEATH as the will (QoS 1, not retained) carrying a bdSeq that grows with every CONNECT across
  * restarts, NCMD/DCMD subscribed before the NBIRTH, and, with a primary host, no births before its STATE says
  * online. mqtt.js reconnects with the options of the first CONNECT, so the node disables that and opens a new
- * client (with a new will) for each session itself.
+ * client (with a new will) for each session itself, through the same {@link MqttConnector} as the publisher (one set
+ * of connect options, one handling of a broker that keeps refusing).
  *
  * Report by exception: counters go out at most once per `report_interval_ms`, only those that changed; each
  * defect goes out at once as its own DDATA stamped with its capture time. While the node is not born (broker
  * unreachable, primary host offline) defects are held in an {@link DurableQueue} on disk and replayed with
  * `is_historical` after the next births.
  */
-import { connect, type IClientOptions, type MqttClient } from "mqtt";
+import type { MqttClient } from "mqtt";
 import { get as sparkplugNamespace } from "sparkplug-payload";
 import type { TypeStr, UMetric, UPayload } from "sparkplug-payload/lib/sparkplugbpayload.js";
 import type { MqttConfig, SparkplugConfig } from "../../config/index.js";
 import { settledWithin } from "../../core/deadline.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
-import { redactUrl } from "../../core/redact.js";
 import type { InspectionResult } from "../../core/result.js";
 import {
   type CameraSnapshot,
@@ -31,7 +31,7 @@ import {
   type Requester,
 } from "../control.js";
 import { DurableQueue } from "../durable-queue.js";
-import { brokerConnectOptions } from "../mqtt/publisher.js";
+import { MqttConnector } from "../mqtt-session.js";
 import { defectEventId } from "../topics.js";
 import { BdSeqStore } from "./bdseq.js";
 
@@ -139,7 +139,7 @@ export class SparkplugNode implements LineInterface {
   private readonly bdSeqStore: BdSeqStore;
   private readonly by: Requester = { via: "sparkplug" };
   private lifecycle: Lifecycle = "new";
-  private connectOptions: Partial<IClientOptions> = {};
+  private readonly connector: MqttConnector;
   private history: DurableQueue | undefined;
   private client: MqttClient | undefined;
   private bdSeq = 0;
@@ -175,6 +175,16 @@ export class SparkplugNode implements LineInterface {
         ? undefined
         : SparkplugTopics.state(this.config.primary_host_id);
     this.bdSeqStore = new BdSeqStore(this.config.bdseq_file, this.logger);
+    this.connector = new MqttConnector({
+      what: "Sparkplug",
+      url: this.broker.url,
+      clientId: this.broker.clientId,
+      broker: this.broker,
+      // One CONNECT per client: a reconnect needs a new will with the next bdSeq, so the node reconnects itself.
+      reconnectPeriodMs: 0,
+      logger: this.logger,
+      errorContext: () => ({ bd_seq: this.bdSeq }),
+    });
   }
 
   /** Whether NBIRTH and the DBIRTHs of this session are out (for diagnostics and tests). */
@@ -190,7 +200,7 @@ export class SparkplugNode implements LineInterface {
   /** Opens the history and starts connecting; resolves without waiting for the broker. */
   async start(): Promise<void> {
     if (this.lifecycle !== "new") throw new Error(`SparkplugNode.start() called when ${this.lifecycle}`);
-    this.connectOptions = await brokerConnectOptions(this.broker);
+    await this.connector.prepare();
     this.history = await DurableQueue.open(this.config.history, this.rootLogger);
     this.lifecycle = "running";
     try {
@@ -246,46 +256,22 @@ export class SparkplugNode implements LineInterface {
     if (this.lifecycle !== "running") return;
     this.hostOnline = undefined;
     this.subscribed = false;
-    const options: IClientOptions = {
-      ...this.connectOptions,
-      clientId: this.broker.clientId,
-      clean: true,
-      protocolVersion: 4,
-      // One CONNECT per client: a reconnect needs a new will with the next bdSeq, so the node reconnects itself.
-      reconnectPeriod: 0,
-      will: {
-        topic: this.topics.nodeTopic("NDEATH"),
-        payload: this.encode(this.deathPayload()),
-        qos: 1,
-        retain: false,
-      },
-    };
-    let client: MqttClient;
-    try {
-      client = connect(this.broker.url, options);
-    } catch (err) {
-      throw new StpmdError(
-        "ERR_CONFIG_INVALID",
-        `Sparkplug broker url ${redactUrl(this.broker.url)}: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
+    const client = this.connector.connect({
+      topic: this.topics.nodeTopic("NDEATH"),
+      payload: this.encode(this.deathPayload()),
+      qos: 1,
+      retain: false,
+    });
     this.client = client;
     client.on("connect", () => this.onConnect(client));
     client.on("message", (topic, payload) => this.onMessage(client, topic, payload));
-    client.on("error", (err) => {
-      this.logger.warn(
-        { url: redactUrl(this.broker.url), bd_seq: this.bdSeq, err: errorMessage(err) },
-        "sparkplug: MQTT connection error",
-      );
-    });
     client.on("close", () => this.onClose(client));
   }
 
   private onConnect(client: MqttClient): void {
     if (client !== this.client) return;
     this.logger.info(
-      { url: redactUrl(this.broker.url), bd_seq: this.bdSeq, client_id: this.broker.clientId },
+      { url: this.connector.safeUrl, bd_seq: this.bdSeq, client_id: this.broker.clientId },
       "sparkplug: connected",
     );
     const subscriptions: Record<string, { qos: 1 }> = {

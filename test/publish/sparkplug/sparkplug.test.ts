@@ -453,7 +453,7 @@ test("deploy/mosquitto's ACL: the Sparkplug user runs the node, the Sparkplug ho
   for (const [i, user] of ["stpmd", "stpmd-sparkplug", "sparkplug-host", "scada"].entries()) {
     execFileSync("mosquitto_passwd", [...(i === 0 ? ["-c"] : []), "-b", passwords, user, `${user}-pw`]);
   }
-  const acl = path.resolve(import.meta.dirname, "../../../deploy/mosquitto/stpmd.acl");
+  const acl = path.resolve(import.meta.dirname, "../../../../deploy/mosquitto/stpmd.acl");
   const secured = await MosquittoBroker.start({
     passwordFile: passwords,
     extraConfig: [`acl_file ${acl}`, "use_username_as_clientid true"],
