@@ -16,24 +16,24 @@ import { errorMessage } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult } from "../core/result.js";
 import { loadBinaryImage } from "../data/images.js";
 import { ortProviders } from "../onnx/ort.js";
 import { InspectionLoop } from "../pipeline/inspection-loop.js";
 import { Inspector } from "../pipeline/inspector.js";
-import { Collector } from "../publish/collection/collector.js";
 import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
-  type LineInterface,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
+  type SinkStatus,
 } from "../publish/control.js";
-import { Publisher } from "../publish/mqtt/publisher.js";
-import { createLineInterfaces } from "../publish/sinks.js";
-import type { CameraStatus } from "../publish/topics.js";
+import type { ResultSink, SinkFactory } from "../publish/sink.js";
+import { createSinks, SINKS } from "../publish/sinks.js";
+import type { CameraStatus, StatusReport } from "../publish/topics.js";
 import { cameraSourceProblems, roiWarnings, stateDirProblems } from "./startup-checks.js";
 import {
   MAX_PENDING_TRIGGERS,
@@ -56,6 +56,8 @@ export interface DaemonOptions {
   /** The config file, re-read on SIGHUP ({@link Daemon.reload}); without it SIGHUP reloads only the models. */
   configPath?: string;
   hooks?: DaemonHooks;
+  /** The outputs to build (default: every registered one, {@link SINKS}). */
+  sinks?: readonly SinkFactory[];
 }
 
 /** One loaded bundle: its model, its own frame queue and batches (batches never mix bundles), its file watch. */
@@ -68,11 +70,11 @@ interface ModelSlot {
 }
 
 /**
- * The inspection daemon: cameras → one bounded frame queue and batched inference per model bundle → MQTT, with
- * collection and the line's interfaces beside it. Each camera is a station with its own model, ROI, ignore mask
+ * The inspection daemon: cameras → one bounded frame queue and batched inference per model bundle → every output
+ * (the result sinks of `publish/`: MQTT, collection, HTTP, Sparkplug B, OPC UA). Each camera is a station with its own model, ROI, ignore mask
  * and threshold. Each stage owns one thing and buffers flow one way; a broker outage, a failing camera or a broken
- * bundle never stops the others (the publisher queues defect events on disk, cameras restart themselves, a bundle
- * that fails to reload keeps its old model).
+ * bundle never stops the others (the MQTT sink queues defect events on disk, cameras restart themselves, a bundle
+ * that fails to reload keeps its old model, a sink that throws loses only its own delivery).
  *
  * It is also the line's {@link LineControl}: thresholds, enables, collection and reloads from any interface go
  * through the methods below, which validate, apply and log them with who asked.
@@ -81,15 +83,18 @@ export class Daemon implements LineControl {
   private config: StpmdConfig;
   private readonly configPath: string | undefined;
   private readonly hooks: DaemonHooks;
-  private readonly publisher: Publisher;
+  private readonly sinkFactories: readonly SinkFactory[];
+  private sinks: ResultSink[] = [];
+  /** Batches each sink failed on since start, by sink name. */
+  private readonly sinkFailures = new Map<string, number>();
+  /** A sink that fails on every batch is logged once a minute, with a count. */
+  private readonly sinkRepeats = new RepeatLimiter();
   private readonly notifier: SystemdNotifier;
   private readonly models = new Map<string, ModelSlot>();
   private readonly stations = new Map<string, Station>();
-  private collector: Collector | undefined;
   /** What stop() is doing (see {@link stop}); "" before it is called. */
   stopStep = "";
   private collectionEnabled: boolean;
-  private lineInterfaces: LineInterface[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly inspected = new RateMeter();
   private readonly startedAt = Date.now();
@@ -108,7 +113,7 @@ export class Daemon implements LineControl {
     this.configPath = options.configPath;
     this.hooks = options.hooks ?? {};
     this.collectionEnabled = config.collection.enabled;
-    this.publisher = new Publisher(config.mqtt, logger);
+    this.sinkFactories = options.sinks ?? SINKS;
     this.notifier = new SystemdNotifier(logger);
   }
 
@@ -129,13 +134,15 @@ export class Daemon implements LineControl {
     return this.stations.get(cameraId)?.captureStarts ?? 0;
   }
 
-  publisherStats(): ReturnType<Publisher["stats"]> {
-    return this.publisher.stats();
+  /** An output's health and counters by name (`mqtt`, `collection`, …), undefined when it is not running. */
+  sinkStatus(name: string): SinkStatus | undefined {
+    return this.sinkStatuses().find((s) => s.name === name);
   }
 
   /**
    * Checks what can be checked before anything runs (state directories, every station's model, each camera's
-   * pipeline), then starts publishing, capture and the line's interfaces. Any failure here is fatal and rejects
+   * pipeline), then starts the outputs and then capture, so no result reaches an output that is not running yet.
+   * Any failure here is fatal and rejects
    * after undoing what was started, so the caller can exit at once: a daemon that cannot serve must not linger
    * half-started.
    */
@@ -167,12 +174,7 @@ export class Daemon implements LineControl {
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
       for (const station of this.stations.values()) station.maskImage = await maskImageOf(station.config);
       this.warnAboutRois();
-      this.collector = await Collector.open(
-        this.config.collection,
-        this.logger.child({ component: "collector" }),
-        { requestOriginal: (id) => this.stations.get(id)?.camera?.requestOriginal() ?? false },
-      );
-      await this.publisher.start();
+      await this.startSinks();
     } catch (err) {
       for (const slot of this.models.values()) await slot.inspector.close();
       this.models.clear();
@@ -186,13 +188,40 @@ export class Daemon implements LineControl {
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
       this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
     }
-    this.lineInterfaces = createLineInterfaces(this.config, this, this.logger, { mqtt: this.publisher });
+  }
+
+  /** Builds the enabled sinks and starts them in order; if one fails, those started are stopped again. */
+  private async startSinks(): Promise<void> {
+    const sinks = createSinks(
+      {
+        config: this.config,
+        control: this,
+        logger: this.logger,
+        node: {
+          requestOriginal: (id) => this.stations.get(id)?.camera?.requestOriginal() ?? false,
+          collecting: () => this.collectionEnabled,
+          statusReport: () => this.statusReport(),
+        },
+      },
+      this.sinkFactories,
+    );
+    const started: ResultSink[] = [];
     try {
-      for (const line of this.lineInterfaces) await line.start();
+      for (const sink of sinks) {
+        await sink.start();
+        started.push(sink);
+      }
     } catch (err) {
-      await this.stop();
+      for (const sink of started.reverse()) await this.stopSink(sink);
       throw err;
     }
+    this.sinks = sinks;
+  }
+
+  private async stopSink(sink: ResultSink): Promise<void> {
+    await sink
+      .stop()
+      .catch((err: unknown) => this.logger.warn({ sink: sink.name, err }, "stopping an output"));
   }
 
   private bundleOf(camera: CameraConfig): string {
@@ -341,28 +370,67 @@ export class Daemon implements LineControl {
     this.lastInspectedTs = now;
     this.inspectedFrames += results.length;
     this.inspected.add(results.length, now);
-    this.hooks.onBatch?.(results);
-    for (const line of this.lineInterfaces) line.onBatch?.(results.length, inferenceMs);
-    for (const r of results) {
-      const station = this.stations.get(r.frame.cameraId);
-      station?.record(r, now);
-      this.publisher.publishResult(r);
-      const manifest = station ? this.models.get(station.bundle)?.inspector.manifest : undefined;
-      if (this.collectionEnabled) this.collector?.consider(r, manifest?.validation_scores ?? []);
-      this.hooks.onResult?.(r);
-      for (const line of this.lineInterfaces) {
-        try {
-          line.onResult?.(r);
-        } catch (err) {
-          this.logger.error({ interface: line.name, err }, "line interface failed on a result");
-        }
+    for (const r of results) this.stations.get(r.frame.cameraId)?.record(r, now);
+    // a batch never mixes bundles: its first frame's station names the model that judged it
+    const station = results[0] ? this.stations.get(results[0].frame.cameraId) : undefined;
+    const manifest = station ? this.models.get(station.bundle)?.inspector.manifest : undefined;
+    const batch = { results, inferenceMs, manifest };
+    for (const sink of this.sinks) {
+      try {
+        sink.deliver(batch);
+      } catch (err) {
+        this.sinkFailed(sink, "a batch", err);
       }
     }
+    this.hooks.onBatch?.(results);
+    if (this.hooks.onResult) for (const r of results) this.hooks.onResult(r);
     if (!this.readySent) {
       this.readySent = true;
       this.notifier.ready(`inspecting, model ${this.modelVersion}`);
       this.logger.info("first frame inspected; ready");
     }
+  }
+
+  /**
+   * A sink that throws loses only its own delivery: counted (its `failed_batches` in the status), and logged once
+   * per problem, then once a minute with the count, since a broken sink fails on every batch.
+   */
+  private sinkFailed(sink: ResultSink, what: "a batch" | "a status change", err: unknown): void {
+    const failed = (this.sinkFailures.get(sink.name) ?? 0) + (what === "a batch" ? 1 : 0);
+    this.sinkFailures.set(sink.name, failed);
+    const admitted = this.sinkRepeats.admit(`${sink.name}: ${errorMessage(err)}`);
+    if (admitted === undefined) return;
+    const meanwhile = admitted.unlogged > 0 ? ` (${admitted.unlogged} more since the last line)` : "";
+    this.logger.error(
+      { sink: sink.name, err, failed_batches: failed },
+      `output ${sink.name} failed on ${what}${meanwhile}; the other outputs were served`,
+    );
+  }
+
+  private sinkStatuses(): SinkStatus[] {
+    return this.sinks.map((sink) => {
+      let health: ReturnType<ResultSink["health"]>;
+      try {
+        health = sink.health();
+      } catch (err) {
+        health = { ok: false, detail: `health check failed: ${errorMessage(err)}` };
+      }
+      return {
+        name: sink.name,
+        durable: sink.durable,
+        ...health,
+        failed_batches: this.sinkFailures.get(sink.name) ?? 0,
+      };
+    });
+  }
+
+  private statusReport(): StatusReport {
+    return {
+      model_version: this.modelVersion ?? null,
+      fps: Number(this.inspected.rate().toFixed(2)),
+      dropped_frames: this.droppedFrames,
+      cameras: this.cameraStates(),
+    };
   }
 
   private cameraStates(): Record<string, CameraStatus> {
@@ -386,18 +454,21 @@ export class Daemon implements LineControl {
     return out;
   }
 
+  /** Tells every sink the node's status changed, and systemd in one line (with any output that is failing). */
   private publishStatus(): void {
-    const fps = Number(this.inspected.rate().toFixed(2));
-    const dropped = this.droppedFrames;
-    this.publisher.publishStatus({
-      model_version: this.modelVersion ?? null,
-      fps,
-      dropped_frames: dropped,
-      cameras: this.cameraStates(),
-    });
-    const { brokerError, connected } = this.publisher.stats();
-    const broker = connected || brokerError === undefined ? "" : `, broker: ${brokerError}`;
-    this.notifier.status(`${fps} fps, ${dropped} dropped, model ${this.modelVersion}${broker}`);
+    for (const sink of this.sinks) {
+      try {
+        sink.statusChanged?.();
+      } catch (err) {
+        this.sinkFailed(sink, "a status change", err);
+      }
+    }
+    const { fps, dropped_frames } = this.statusReport();
+    const failing = this.sinkStatuses()
+      .filter((s) => !s.ok && s.detail !== undefined)
+      .map((s) => `, ${s.name}: ${s.detail}`)
+      .join("");
+    this.notifier.status(`${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}`);
   }
 
   /**
@@ -435,7 +506,7 @@ export class Daemon implements LineControl {
   }
 
   snapshot(): NodeSnapshot {
-    const stats = this.publisher.stats();
+    const sinks = this.sinkStatuses();
     const cameras: CameraSnapshot[] = [...this.stations.values()].map((s) => {
       const manifest = this.models.get(s.bundle)?.inspector.manifest;
       const camStats = s.camera?.stats();
@@ -469,12 +540,14 @@ export class Daemon implements LineControl {
       dropped_frames: this.droppedFrames,
       ready: this.readySent && this.isFlowing(this.notifier.watchdogMs || 30_000),
       models,
-      outbox: { queued: stats.outboxQueued, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
+      // the two outputs the snapshot has always summed up: the MQTT outbox and collection (0 while not running)
+      outbox: countsOf(sinks, "mqtt", ["queued", "overflowed", "lost"]),
       collection: {
         enabled: this.collectionEnabled,
-        ...(this.collector?.stats() ?? { saved: 0, failed: 0, dropped: 0, deleted: 0 }),
+        ...countsOf(sinks, "collection", ["saved", "failed", "dropped", "deleted"]),
       },
       cameras,
+      sinks,
     };
   }
 
@@ -503,6 +576,7 @@ export class Daemon implements LineControl {
     if (typeof enabled !== "boolean")
       throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
     if (s.enabled === enabled) return;
+    if (this.stopping) throw new ControlError("the daemon is stopping");
     if (enabled && !this.models.has(s.bundle)) {
       const slot = this.openSlot(s.bundle);
       try {
@@ -744,7 +818,8 @@ export class Daemon implements LineControl {
   }
 
   /**
-   * SIGTERM: stop the line's interfaces and capture, inspect what is already queued, flush MQTT, stop.
+   * SIGTERM: stop capture, inspect what is already queued, stop the outputs (the MQTT sink flushes its outbox),
+   * close the models.
    * {@link stopStep} names the step it is in, for a caller that gives up waiting.
    */
   async stop(): Promise<void> {
@@ -752,10 +827,6 @@ export class Daemon implements LineControl {
     this.stopping = true;
     this.notifier.stopping();
     for (const t of this.timers) clearInterval(t);
-    for (const line of this.lineInterfaces) {
-      this.stopStep = `stopping the line interface ${line.name}`;
-      await line.stop().catch((err: unknown) => this.logger.warn({ interface: line.name, err }, "stopping"));
-    }
     for (const s of this.stations.values()) this.stopCamera(s);
     for (const slot of this.models.values()) {
       for (const w of slot.watchers) w.close();
@@ -764,13 +835,26 @@ export class Daemon implements LineControl {
     this.stopStep = "inspecting the frames already queued";
     await Promise.all([...this.models.values()].map((slot) => slot.loop.drain()));
     this.publishStatus();
-    this.stopStep = "flushing MQTT";
-    await this.publisher.stop();
+    // every output heard every inspected frame; the MQTT sink, registered first, stops last (flushing its outbox)
+    for (const sink of [...this.sinks].reverse()) {
+      this.stopStep = `stopping the output ${sink.name}`;
+      await this.stopSink(sink);
+    }
     this.stopStep = "closing the inference sessions";
     for (const slot of this.models.values()) await slot.inspector.close();
     this.stopStep = "stopped";
     this.logger.info({ inspected: this.inspectedFrames, dropped: this.droppedFrames }, "stopped");
   }
+}
+
+/** The counters `keys` of the sink named `name`, 0 for each it lacks (or when that sink is not running). */
+function countsOf<K extends string>(
+  sinks: readonly SinkStatus[],
+  name: string,
+  keys: readonly K[],
+): Record<K, number> {
+  const counts = sinks.find((s) => s.name === name)?.counts ?? {};
+  return Object.fromEntries(keys.map((key) => [key, counts[key] ?? 0])) as Record<K, number>;
 }
 
 /** A camera's ignore-mask image, if it names one. */

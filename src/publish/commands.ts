@@ -1,38 +1,24 @@
 /**
- * Commands over MQTT, request/response with a transaction id (Zigbee2MQTT's `bridge/request` convention): a client
- * publishes a JSON object to `<prefix>/command/<name>` and the daemon answers on `<prefix>/command/<name>/response`
- * with `{transaction, status: "ok", data}` or `{transaction, status: "error", error}`.
- *
- * The commands themselves ({@link CommandExecutor}) are shared with the console's `POST /api/command/<name>`: every
+ * The operator's commands ({@link CommandExecutor}), shared by the MQTT sink's `<prefix>/command/<name>` (see
+ * `mqtt/commands.ts`) and the console's `POST /api/command/<name>`: every
  * request is validated against its schema before anything is called, so bad JSON, an unknown command or a wrong
  * type is answered with an error and changes nothing; requests from both interfaces run one at a time, in arrival
  * order, so responses come in the order the requests did and a reload never interleaves with a threshold change.
- *
- * MQTT rides on the publisher's session (one connection per daemon: one login for the broker's ACL, one
- * implementation of reconnects and TLS).
- */
+ * */
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { type ThresholdRule, thresholdRuleSchema } from "../config/index.js";
 import { formatKeyPath, type Problem } from "../config/problems.js";
 import { schemaProblems } from "../config/validate.js";
-import { settledWithin } from "../core/deadline.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
-import { ControlError, type LineControl, type LineInterface, type Requester } from "./control.js";
-import type { MqttSession } from "./mqtt/publisher.js";
-import type { CommandResponsePayload, Topics } from "./topics.js";
+import { ControlError, type LineControl, type Requester } from "./control.js";
+import type { CommandResponsePayload } from "./topics.js";
 
 /** A request larger than this is refused unparsed: no command needs more than a few hundred bytes. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Requests waiting behind a running one (a reload can take seconds); beyond this they are refused as busy. */
 export const MAX_PENDING_COMMANDS = 32;
-
-/**
- * MQTT carries no per-message identity (the broker knows the publisher's login, but does not pass it on), so
- * commands are logged as `via: "mqtt"` without a user; who may send them is the broker ACL's decision.
- */
-const MQTT_REQUESTER: Requester = { via: "mqtt" };
 
 const transaction = Type.Optional(
   Type.Union([Type.String({ maxLength: 256 }), Type.Number()], {
@@ -289,83 +275,5 @@ export class CommandExecutor {
       `command ${response.status}`,
     );
     return response;
-  }
-}
-
-export interface MqttCommandsOptions {
-  session: MqttSession;
-  topics: Topics;
-  control: LineControl;
-  logger: Logger;
-  /** The executor shared with the other interfaces that take commands (default: one of its own). */
-  executor?: CommandExecutor;
-}
-
-/** How long stop() waits for responses in flight (a response reaches a working broker in milliseconds). */
-const RESPONSES_WAIT_MS = 2_000;
-
-export class MqttCommands implements LineInterface {
-  readonly name = "mqtt-commands";
-  private readonly session: MqttSession;
-  private readonly topics: Topics;
-  private readonly executor: CommandExecutor;
-  private readonly logger: Logger;
-  private unsubscribe: (() => void) | undefined;
-  private responses = new Set<Promise<void>>();
-
-  constructor(options: MqttCommandsOptions) {
-    this.session = options.session;
-    this.topics = options.topics;
-    this.executor = options.executor ?? new CommandExecutor(options.control, options.logger);
-    this.logger = options.logger.child({ component: "mqtt-commands" });
-  }
-
-  async start(): Promise<void> {
-    const filter = this.topics.commandFilter();
-    this.unsubscribe = this.session.subscribe(filter, 1, (topic, payload) => this.onRequest(topic, payload));
-    this.logger.info({ topic: filter, commands: COMMAND_NAMES }, "accepting MQTT commands");
-  }
-
-  /**
-   * Stops taking requests and waits for the ones already taken (their responses are still sent), for at most
-   * {@link RESPONSES_WAIT_MS}: a QoS 1 response waits for the broker's acknowledgement, which with the broker gone
-   * never comes while the client keeps reconnecting, and a shutdown must not wait for a broker.
-   */
-  async stop(): Promise<void> {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
-    const pending = this.responses.size;
-    if (pending === 0) return;
-    if (!(await settledWithin(Promise.all(this.responses), RESPONSES_WAIT_MS))) {
-      this.logger.warn(
-        { unsent: this.responses.size },
-        `stopping without waiting longer for ${this.responses.size} of ${pending} command responses: the broker has not acknowledged them within ${RESPONSES_WAIT_MS} ms`,
-      );
-    }
-  }
-
-  private onRequest(topic: string, payload: Buffer): void {
-    const name = this.topics.commandName(topic);
-    if (name === undefined) return;
-    const sent = this.executor
-      .execute(name, payload, MQTT_REQUESTER)
-      .then((response) => this.respond(name, response))
-      .catch((err: unknown) => this.logger.error({ command: name, err }, "command response failed"))
-      .finally(() => this.responses.delete(sent));
-    this.responses.add(sent);
-  }
-
-  private async respond(name: string, response: CommandResponsePayload): Promise<void> {
-    const sent = await this.session.publishMessage(
-      this.topics.commandResponse(name),
-      Buffer.from(JSON.stringify(response), "utf8"),
-      1,
-    );
-    if (!sent) {
-      this.logger.warn(
-        { command: name, transaction: response.transaction },
-        "command response not sent (offline)",
-      );
-    }
   }
 }

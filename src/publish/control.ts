@@ -1,14 +1,13 @@
 /**
- * The contract between the daemon and the line's interfaces (OPC UA to the PLC, Sparkplug B to SCADA, commands over
- * MQTT, Prometheus over HTTP). The daemon implements {@link LineControl}; every interface reads state through
- * `snapshot()`, hears each result through `onResult`, and changes state only through the control's methods, so a
+ * The contract between the daemon and its outputs (OPC UA to the PLC, Sparkplug B to SCADA, commands over MQTT,
+ * Prometheus and the console over HTTP). The daemon implements {@link LineControl}; every sink reads state through
+ * `snapshot()`, hears each batch through `deliver`, and changes state only through the control's methods, so a
  * threshold, an enable or a reload goes down one code path whichever interface asked, and is logged there with
  * who asked and the old and new values.
  */
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
-import type { InspectionResult } from "../core/result.js";
-import type { CollectionStats } from "./collection/collector.js";
+import type { SinkHealth } from "./sink.js";
 
 /** The interfaces a change can come from. */
 export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
@@ -62,6 +61,25 @@ export interface CameraSnapshot {
   last?: LastResult;
 }
 
+/** What the collector did since start, for the node's snapshot and /metrics. */
+export interface CollectionStats {
+  saved: number;
+  /** Saves that failed (a full or read-only disk, a deleted folder); nothing of them is left on disk. */
+  failed: number;
+  /** Frames that qualified while too many saves were still being written, so not saved. */
+  dropped: number;
+  /** Old frames deleted to keep within max_frames_per_camera and max_bytes. */
+  deleted: number;
+}
+
+/** One output's health in the node's snapshot. */
+export interface SinkStatus extends SinkHealth {
+  name: string;
+  durable: boolean;
+  /** Batches this sink failed on since start (each cost only its delivery to this sink). */
+  failed_batches: number;
+}
+
 export interface ModelSnapshot {
   bundle: string;
   model_version: string;
@@ -81,6 +99,8 @@ export interface NodeSnapshot {
   /** The switch, and what the collector did since start (all 0 when collection is off in the config file). */
   collection: { enabled: boolean } & CollectionStats;
   cameras: CameraSnapshot[];
+  /** Every output, in registration order. */
+  sinks: SinkStatus[];
 }
 
 export interface ReloadOutcome {
@@ -112,15 +132,4 @@ export interface LineControl {
    * `expiresInMs` is dropped (logged), so a late frame never carries the part id of a trigger given up on.
    */
   trigger(camera: string, partId: string, by: Requester, expiresInMs?: number): void;
-}
-
-/** One interface to the line, started after the daemon is serving and stopped before it drains. */
-export interface LineInterface {
-  readonly name: string;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  /** Every inspection result, after it was handed to the MQTT publisher. */
-  onResult?(result: InspectionResult): void;
-  /** One inference batch: its size and how long inference took. */
-  onBatch?(size: number, inferenceMs: number): void;
 }

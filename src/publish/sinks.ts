@@ -1,92 +1,40 @@
 /**
- * The line's interfaces, built from the configuration. Each interface module adds itself here; the daemon starts
- * them after it serves and stops them before it drains.
+ * The outputs, one line each. A new output is a folder under `publish/` whose factory is added to {@link SINKS};
+ * nothing else changes (test/publish/sinks.test.ts holds every folder to that; test/daemon/sinks.test.ts shows the
+ * daemon driving a sink it was never edited for). Sinks start in this order and
+ * stop in the reverse one; each is built only when its configuration enables it.
  */
-import type { StpmdConfig } from "../config/index.js";
-import type { Logger } from "../core/log.js";
-import type { InspectionResult } from "../core/result.js";
-import { CommandExecutor, MqttCommands } from "./commands.js";
-import type { LineControl, LineInterface } from "./control.js";
-import { HttpInterface } from "./http/http.js";
-import type { MqttSession } from "./mqtt/publisher.js";
-import { SparkplugNode } from "./sparkplug/sparkplug.js";
-import { Topics } from "./topics.js";
+import { collectionSink } from "./collection/sink.js";
+import { CommandExecutor } from "./commands.js";
+import { httpSink } from "./http/sink.js";
+import { mqttSink } from "./mqtt/sink.js";
+import { opcuaSink } from "./opcua/sink.js";
+import type { ResultSink, SinkContext, SinkFactory } from "./sink.js";
+import { sparkplugSink } from "./sparkplug/sink.js";
 
-export * from "./control.js";
+export const SINKS: readonly SinkFactory[] = [
+  mqttSink, // results, defect events (outbox), snapshots, status, commands
+  collectionSink, // normal frames kept for the next retrain
+  httpSink, // Prometheus metrics, health, the web console
+  sparkplugSink, // Sparkplug B edge node for SCADA (history on disk)
+  opcuaSink, // OPC UA server for the PLC: triggers and results
+];
 
-/** What the daemon lends its interfaces besides the control. */
-export interface LineServices {
-  /** The daemon's MQTT session (its Publisher): commands are read and answered over it. */
-  mqtt: MqttSession;
-}
-
-/**
- * An interface whose module is imported only when it starts: node-opcua takes about a second to load and prints
- * to the console on import, which every CLI command that builds a daemon would otherwise pay for.
- */
-class LazyInterface implements LineInterface {
-  private loaded: LineInterface | undefined;
-
-  constructor(
-    readonly name: string,
-    private readonly load: () => Promise<LineInterface>,
-  ) {}
-
-  async start(): Promise<void> {
-    const inner = await this.load();
-    await inner.start();
-    this.loaded = inner;
-  }
-
-  async stop(): Promise<void> {
-    const inner = this.loaded;
-    this.loaded = undefined;
-    await inner?.stop();
-  }
-
-  onResult(result: InspectionResult): void {
-    this.loaded?.onResult?.(result);
-  }
-
-  onBatch(size: number, inferenceMs: number): void {
-    this.loaded?.onBatch?.(size, inferenceMs);
-  }
-}
-
-export function createLineInterfaces(
-  config: StpmdConfig,
-  control: LineControl,
-  logger: Logger,
-  services: LineServices,
-): LineInterface[] {
-  const interfaces: LineInterface[] = [];
+/** Builds the sinks the configuration enables, sharing one command executor among those that take commands. */
+export function createSinks(
+  context: Omit<SinkContext, "executor">,
+  factories: readonly SinkFactory[] = SINKS,
+): ResultSink[] {
   // one executor, so commands from MQTT and the console run one at a time in arrival order
-  const executor = new CommandExecutor(control, logger);
-  if (config.mqtt.commands.enabled) {
-    interfaces.push(
-      new MqttCommands({
-        session: services.mqtt,
-        topics: new Topics(config.mqtt.prefix),
-        control,
-        logger,
-        executor,
-      }),
-    );
+  const executor = new CommandExecutor(context.control, context.logger);
+  const sinks: ResultSink[] = [];
+  const names = new Set<string>();
+  for (const factory of factories) {
+    const sink = factory.create({ ...context, executor });
+    if (sink === undefined) continue;
+    if (names.has(sink.name)) throw new Error(`two sinks are named "${sink.name}"`);
+    names.add(sink.name);
+    sinks.push(sink);
   }
-  if (config.http.enabled) {
-    interfaces.push(new HttpInterface({ config: config.http, control, logger, executor }));
-  }
-  if (config.sparkplug.enabled) {
-    interfaces.push(new SparkplugNode({ sparkplug: config.sparkplug, mqtt: config.mqtt }, control, logger));
-  }
-  if (config.opcua.enabled) {
-    const opcua = config.opcua;
-    interfaces.push(
-      new LazyInterface("opcua", async () => {
-        const { OpcuaInterface } = await import("./opcua/opcua.js");
-        return new OpcuaInterface(opcua, control, logger);
-      }),
-    );
-  }
-  return interfaces;
+  return sinks;
 }

@@ -61,6 +61,9 @@ export interface StatusPayload {
   ts: string;
 }
 
+/** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
+export type StatusReport = Pick<StatusPayload, "model_version" | "fps" | "dropped_frames" | "cameras">;
+
 /** The last will on `<prefix>/status`: all the broker can say once the connection is gone. */
 export interface StatusWillPayload {
   state: "offline";

@@ -14,6 +14,7 @@ import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
+import type { CollectionStats } from "../control.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),
@@ -48,17 +49,6 @@ const ORIGINAL_WAIT_MS = 10_000;
 /** Saves in flight beyond which a qualifying frame is dropped (counted): a slow disk must not pile up frames. */
 const MAX_SAVES_IN_FLIGHT = 3;
 
-/** What the collector did since start, for the node's snapshot and /metrics. */
-export interface CollectionStats {
-  saved: number;
-  /** Saves that failed (a full or read-only disk, a deleted folder); nothing of them is left on disk. */
-  failed: number;
-  /** Frames that qualified while {@link MAX_SAVES_IN_FLIGHT} saves were still being written, so not saved. */
-  dropped: number;
-  /** Old frames deleted to keep within max_frames_per_camera and max_bytes. */
-  deleted: number;
-}
-
 export class Collector {
   private readonly lastSaved = new Map<string, number>();
   /** Saved files per camera, oldest first (names start with the capture time, so name order is age order). */
@@ -69,6 +59,8 @@ export class Collector {
   private readonly repeats = new RepeatLimiter();
   /** Saves failed since the last one that worked, for the line saying saving works again. */
   private failedInARow = 0;
+  /** Why the last save failed, while saves keep failing (for the sink's health). */
+  private lastProblem: string | undefined;
   private margin: { scores: readonly number[]; value: number } | undefined;
   /** Cameras asked for a full-size frame, and when. */
   private readonly requested = new Map<string, number>();
@@ -163,6 +155,11 @@ export class Collector {
       });
   }
 
+  /** Why saves fail, while the last one failed; undefined while saving works. */
+  get failing(): string | undefined {
+    return this.lastProblem;
+  }
+
   stats(): CollectionStats {
     return { saved: this.saved, failed: this.failed, dropped: this.dropped, deleted: this.deleted };
   }
@@ -172,6 +169,7 @@ export class Collector {
     this.failedInARow += 1;
     // sharp's and libvips' messages span lines; a log line must not
     const problem = errorMessage(err).replace(/\s*\n\s*/g, "; ");
+    this.lastProblem = problem;
     const admitted = this.repeats.admit(problem);
     if (admitted === undefined) return;
     const meanwhile = admitted.unlogged > 0 ? ` (${admitted.unlogged} more since the last line)` : "";
@@ -184,6 +182,7 @@ export class Collector {
 
   private savedAgain(): void {
     if (this.failedInARow === 0) return;
+    this.lastProblem = undefined;
     this.logger.info(
       { failed: this.failedInARow },
       `collected frames are saved again, after ${this.failedInARow} failed saves`,

@@ -14,7 +14,8 @@ import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
 import { CommandExecutor } from "../commands.js";
-import type { LineControl, LineInterface, NodeSnapshot } from "../control.js";
+import type { LineControl, NodeSnapshot } from "../control.js";
+import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
@@ -54,8 +55,10 @@ export interface HttpInterfaceOptions {
   executor?: CommandExecutor;
 }
 
-export class HttpInterface implements LineInterface {
+/** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
+export class HttpInterface implements ResultSink {
   readonly name = "http";
+  readonly durable = false;
   readonly metrics: LineMetrics;
   private readonly config: HttpConfig;
   private readonly control: LineControl;
@@ -136,6 +139,15 @@ export class HttpInterface implements LineInterface {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
     await closed;
+  }
+
+  deliver(batch: ResultBatch): void {
+    this.onBatch(batch.results.length, batch.inferenceMs);
+    for (const result of batch.results) this.onResult(result);
+  }
+
+  health(): SinkHealth {
+    return this.server.listening ? { ok: true } : { ok: false, detail: "not listening" };
   }
 
   onResult(result: InspectionResult): void {

@@ -11,8 +11,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
 import type { CameraState } from "../../core/frame.js";
 import type { InspectionResult } from "../../core/result.js";
-import type { CollectionStats } from "../collection/collector.js";
-import type { LineControl, NodeSnapshot } from "../control.js";
+import type { CollectionStats, LineControl, NodeSnapshot } from "../control.js";
 
 /** Every value `stpmd_camera_state` has a series for, so a dashboard sees a 0 for the states a camera is not in. */
 const CAMERA_STATES: readonly (CameraState | "disabled")[] = [

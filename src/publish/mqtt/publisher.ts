@@ -12,6 +12,7 @@ import {
   type Qos,
   type SnapshotDelivery,
   type StatusPayload,
+  type StatusReport,
   statusWill,
   Topics,
   topicMatches,
@@ -41,9 +42,6 @@ const STOPPED_STATUS_RESERVE_MS = 500;
 
 /** Poll interval while stop() waits for the outbox to drain. */
 const STOP_POLL_MS = 20;
-
-/** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
-export type StatusReport = Pick<StatusPayload, "model_version" | "fps" | "dropped_frames" | "cameras">;
 
 export interface PublisherStats {
   connected: boolean;

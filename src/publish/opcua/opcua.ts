@@ -30,13 +30,8 @@ import { OPCUAServer, RegisterServerMethod } from "node-opcua-server";
 import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
-import {
-  ControlError,
-  type LineControl,
-  type LineInterface,
-  type NodeSnapshot,
-  type Requester,
-} from "../control.js";
+import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
+import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { defectEventId } from "../topics.js";
 
 /** The namespace of stpmd's nodes; its index is usually 2 (read the server's NamespaceArray to be sure). */
@@ -120,10 +115,12 @@ class CameraChannel {
 }
 
 /**
- * The OPC UA {@link LineInterface}. Cameras are those of the control's snapshot at start.
+ * The OPC UA server, a {@link ResultSink} (a live view: nothing is held for a client that is away). Cameras are
+ * those of the control's snapshot at start.
  */
-export class OpcuaInterface implements LineInterface {
+export class OpcuaInterface implements ResultSink {
   readonly name = "opcua";
+  readonly durable = false;
   private server: OPCUAServer | undefined;
   private readonly channels = new Map<string, CameraChannel>();
   private readonly log: Logger;
@@ -244,6 +241,14 @@ export class OpcuaInterface implements LineInterface {
     const server = this.server;
     this.server = undefined;
     await server?.shutdown(0);
+  }
+
+  deliver(batch: ResultBatch): void {
+    for (const result of batch.results) this.onResult(result);
+  }
+
+  health(): SinkHealth {
+    return this.server === undefined ? { ok: false, detail: "not listening" } : { ok: true };
   }
 
   onResult(result: InspectionResult): void {

@@ -26,12 +26,12 @@ import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
-  type LineInterface,
   type NodeSnapshot,
   type Requester,
 } from "../control.js";
 import { DurableQueue } from "../durable-queue.js";
 import { MqttConnector } from "../mqtt-session.js";
+import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { defectEventId } from "../topics.js";
 import { BdSeqStore } from "./bdseq.js";
 
@@ -127,8 +127,10 @@ export interface SparkplugOptions {
 
 type Lifecycle = "new" | "running" | "stopped";
 
-export class SparkplugNode implements LineInterface {
+export class SparkplugNode implements ResultSink {
   readonly name = "sparkplug";
+  /** Defects are held in the history while the node is not born. */
+  readonly durable = true;
   private readonly config: SparkplugConfig;
   private readonly broker: ReturnType<typeof sparkplugBroker>;
   private readonly control: LineControl;
@@ -226,6 +228,28 @@ export class SparkplugNode implements LineInterface {
     if (client !== undefined) await this.endSession(client);
     await this.replaying;
     await this.history?.close();
+  }
+
+  deliver(batch: ResultBatch): void {
+    for (const result of batch.results) this.onResult(result);
+  }
+
+  health(): SinkHealth {
+    const detail = this.born
+      ? undefined
+      : (this.connector.lastError ??
+        (this.client?.connected === true && this.hostOnline !== true
+          ? "waiting for the primary host"
+          : undefined));
+    return {
+      ok: this.born,
+      ...(detail !== undefined ? { detail } : {}),
+      counts: {
+        queued: this.history?.size ?? 0,
+        overflowed: this.history?.overflowed ?? 0,
+        lost: this.history?.lost ?? 0,
+      },
+    };
   }
 
   onResult(result: InspectionResult): void {

@@ -4,8 +4,8 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { register as globalRegistry } from "prom-client";
 import { createLogger } from "../../../src/core/log.js";
+import type { NodeSnapshot } from "../../../src/publish/control.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
-import type { NodeSnapshot } from "../../../src/publish/sinks.js";
 import { TestLineControl } from "../../helpers/line-control.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 

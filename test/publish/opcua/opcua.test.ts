@@ -4,12 +4,13 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DataType } from "node-opcua-client";
 import { createLogger } from "../../../src/core/log.js";
-import { Publisher } from "../../../src/publish/mqtt/publisher.js";
-import { ControlError, createLineInterfaces } from "../../../src/publish/sinks.js";
+import { ControlError } from "../../../src/publish/control.js";
+import { opcuaSink } from "../../../src/publish/opcua/sink.js";
 import { defectEventId } from "../../../src/publish/topics.js";
 import { testConfig } from "../../helpers/config.js";
 import { TestLineControl } from "../../helpers/line-control.js";
 import { freePort, Plc, startTestServer, type TestServer } from "../../helpers/opcua.js";
+import { testSinkContext } from "../../helpers/sink-context.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 import { waitFor } from "../../helpers/wait.js";
 
@@ -312,14 +313,12 @@ describe("OPC UA certificate trust", () => {
   });
 });
 
-describe("createLineInterfaces", () => {
-  test("adds the OPC UA server only when opcua.enabled, loads it on start and forwards results", async () => {
+describe("the OPC UA sink", () => {
+  test("is built only when opcua.enabled, loads the server on start and forwards results", async () => {
     const dir = await tempDir("stpmd-opcua-wiring-");
     const control = new TestLineControl(["cam1"]);
     const logger = createLogger("silent");
-    // a Publisher that is never started: the MQTT commands (off here) would read over it
-    const mqtt = new Publisher(testConfig().mqtt, logger);
-    assert.deepEqual(createLineInterfaces(testConfig(), control, logger, { mqtt }), []);
+    assert.equal(opcuaSink.create(testSinkContext(testConfig(), control, logger)), undefined);
     const port = await freePort();
     const config = testConfig({
       opcua: {
@@ -332,13 +331,14 @@ describe("createLineInterfaces", () => {
         pki_dir: path.join(dir, "pki"),
       },
     });
-    const interfaces = createLineInterfaces(config, control, logger, { mqtt });
-    assert.deepEqual(
-      interfaces.map((i) => i.name),
-      ["opcua"],
-    );
-    control.interfaces.push(...interfaces);
-    await interfaces[0]!.start();
+    const sink = opcuaSink.create(testSinkContext(config, control, logger))!;
+    assert.equal(sink.name, "opcua");
+    assert.deepEqual(sink.health(), { ok: false, detail: "not started" });
+    control.interfaces.push({
+      onResult: (result) => sink.deliver({ results: [result], inferenceMs: 1, manifest: undefined }),
+    });
+    await sink.start();
+    assert.deepEqual(sink.health(), { ok: true });
     const server = { dir, endpoint: `opc.tcp://localhost:${port}` } as TestServer;
     const plc = await Plc.connect(server, { anonymous: true });
     try {
@@ -348,7 +348,7 @@ describe("createLineInterfaces", () => {
       assert.equal((await plc.takeResult("cam1")).partId, "W-1");
     } finally {
       await plc.close();
-      await interfaces[0]!.stop();
+      await sink.stop();
     }
   });
 });
