@@ -23,7 +23,7 @@ export interface ControlCall {
 }
 
 /**
- * An in-process LineControl for testing one line interface on its own with a real client: it keeps the state a
+ * An in-process LineControl for testing one output on its own with a real client: it keeps the state a
  * daemon would (thresholds, enables, pending triggers), records every call with who made it, and feeds results
  * to the interfaces under test. The daemon's own implementation is tested end to end in test/daemon.
  */

@@ -88,6 +88,8 @@ export class LineMetrics {
   private readonly outboxOverflowed: MirroredCounter<never>;
   private readonly outboxLost: MirroredCounter<never>;
   private readonly modelInfo: Gauge<"bundle" | "model_version" | "student_sha256">;
+  private readonly outputUp: Gauge<"output" | "durable">;
+  private readonly outputFailedBatches: MirroredCounter<"output">;
 
   /** `processMetrics`: also export prom-client's process metrics (CPU, memory, event loop lag, GC). */
   constructor(control: LineControl, options: { processMetrics?: boolean } = {}) {
@@ -169,6 +171,18 @@ export class LineMetrics {
       "model_version",
       "student_sha256",
     ]);
+    this.outputUp = gauge(
+      "stpmd_output_up",
+      "1 while the output delivers (its broker connected, its server listening, its disk writable).",
+      ["output", "durable"],
+    );
+    this.outputFailedBatches = new MirroredCounter(
+      counter(
+        "stpmd_output_failed_batches_total",
+        "Inference batches an output failed on (each cost only that output's delivery).",
+        ["output"],
+      ),
+    );
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -211,6 +225,7 @@ export class LineMetrics {
     for (const g of [this.cameraFps, this.cameraState, this.cameraEnabled, this.cameraThreshold]) g.reset();
     this.cameraInfo.reset();
     this.modelInfo.reset();
+    this.outputUp.reset();
     for (const cam of snapshot.cameras) {
       const camera = cam.id;
       this.countersOf(camera);
@@ -233,6 +248,10 @@ export class LineMetrics {
     this.outboxQueued.set(snapshot.outbox.queued);
     this.outboxOverflowed.set({}, snapshot.outbox.overflowed);
     this.outboxLost.set({}, snapshot.outbox.lost);
+    for (const sink of snapshot.sinks) {
+      this.outputUp.set({ output: sink.name, durable: String(sink.durable) }, sink.ok ? 1 : 0);
+      this.outputFailedBatches.set({ output: sink.name }, sink.failed_batches);
+    }
     for (const model of snapshot.models) {
       this.modelInfo.set(
         { bundle: model.bundle, model_version: model.model_version, student_sha256: model.student_sha256 },

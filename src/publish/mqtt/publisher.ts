@@ -83,7 +83,7 @@ type Lifecycle = "new" | "running" | "stopping" | "stopped";
 export type MessageHandler = (topic: string, payload: Buffer) => void;
 
 /**
- * What a line interface may do with the daemon's MQTT session: read topics and send its own (non-outbox) messages.
+ * What an output may do with the daemon's MQTT session: read topics and send its own (non-outbox) messages.
  * One connection per daemon, so a command answered over MQTT travels the same login, TLS and reconnect handling
  * as the results, and the broker's ACL sees one client.
  */

@@ -143,6 +143,10 @@ describe("HTTP metrics and health, scraped over loopback", () => {
       snapshot.dropped_frames = 17;
       snapshot.outbox = { queued: 4, overflowed: 2, lost: 1 };
       snapshot.collection = { enabled: true, saved: 9, failed: 3, dropped: 1, deleted: 0 };
+      snapshot.sinks = [
+        { name: "mqtt", durable: true, ok: false, detail: "Connection refused", failed_batches: 0 },
+        { name: "http", durable: false, ok: true, failed_batches: 6 },
+      ];
     };
     const samples = await scrape();
     assert.equal(value(samples, "stpmd_camera_state", { camera: "cam1", state: "streaming" }), 1);
@@ -170,6 +174,10 @@ describe("HTTP metrics and health, scraped over loopback", () => {
       assert.equal(value(samples, "stpmd_collection_frames_total", { outcome }), count, outcome);
     }
     assert.equal(value(samples, "stpmd_ready"), 1);
+    assert.equal(value(samples, "stpmd_output_up", { output: "mqtt", durable: "true" }), 0);
+    assert.equal(value(samples, "stpmd_output_up", { output: "http", durable: "false" }), 1);
+    assert.equal(value(samples, "stpmd_output_failed_batches_total", { output: "http" }), 6);
+    assert.equal(value(samples, "stpmd_output_failed_batches_total", { output: "mqtt" }), 0);
     assert.equal(
       value(samples, "stpmd_model_info", {
         bundle: "/models/test",
