@@ -238,7 +238,7 @@ export class SparkplugNode implements ResultSink {
     const detail = this.born
       ? undefined
       : (this.connector.lastError ??
-        (this.client?.connected === true && this.hostOnline !== true
+        (this.stateTopic !== undefined && this.client?.connected === true && this.hostOnline !== true
           ? "waiting for the primary host"
           : undefined));
     return {

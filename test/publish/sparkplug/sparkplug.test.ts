@@ -387,6 +387,11 @@ describe("Sparkplug B edge node", () => {
     try {
       await new Promise((resolve) => setTimeout(resolve, 400));
       assert.deepEqual(host.received, [], "no births while the primary host has not said online");
+      assert.deepEqual(node.health(), {
+        ok: false,
+        detail: "waiting for the primary host",
+        counts: { queued: 0, overflowed: 0, lost: 0 },
+      });
       const held = [control.emit("cam1", 0.95)]; // before the first birth: held too
       const onlineAt = Date.now();
       await host.state(hostId, true, onlineAt);
@@ -403,6 +408,8 @@ describe("Sparkplug B edge node", () => {
       held.push(control.emit("cam1", 0.91), control.emit("cam2", 0.92));
       await new Promise((resolve) => setTimeout(resolve, 300));
       assert.equal(host.of("NBIRTH").length, 1, "no births while the primary host is offline");
+      assert.equal(node.health().ok, false);
+      assert.equal(node.health().counts?.queued, 2, "the defects held while offline, on disk");
 
       await host.state(hostId, true);
       const birth2 = await host.next("NBIRTH", undefined, 2);
@@ -440,6 +447,7 @@ describe("Sparkplug B edge node", () => {
           ),
       );
       assert.equal(metric(liveData, "Last/Score").isHistorical ?? false, false);
+      assert.deepEqual(node.health(), { ok: true, counts: { queued: 0, overflowed: 0, lost: 0 } });
     } finally {
       await node.stop();
       await host.close();
