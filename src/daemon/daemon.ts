@@ -430,6 +430,12 @@ export class Daemon implements LineControl {
       fps: Number(this.inspected.rate().toFixed(2)),
       dropped_frames: this.droppedFrames,
       cameras: this.cameraStates(),
+      outputs: Object.fromEntries(
+        this.sinkStatuses().map(({ name, ok, durable, detail, failed_batches }) => [
+          name,
+          { ok, durable, ...(detail !== undefined ? { detail } : {}), failed_batches },
+        ]),
+      ),
     };
   }
 

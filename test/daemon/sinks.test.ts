@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
+import mqtt from "mqtt";
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
@@ -12,9 +13,11 @@ import type {
   SinkHealth,
 } from "../../src/publish/sink.js";
 import { SINKS } from "../../src/publish/sinks.js";
+import type { StatusPayload } from "../../src/publish/topics.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
+import { MosquittoBroker } from "../helpers/mosquitto.js";
 import { waitFor } from "../helpers/wait.js";
 
 /**
@@ -77,14 +80,18 @@ class BrokenSink implements ResultSink {
   }
 }
 
-async function station(prefix: string) {
+async function station(prefix: string, brokerUrl = "mqtt://127.0.0.1:1") {
   const { work, bundle, noise } = await tinyStation(prefix);
   const config = testConfig({
     model: { bundle, watch: false },
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
     cameras: [{ id: "cam", source: replaySource(noise, 20) }],
-    // no broker: the MQTT sink queues and reports itself unhealthy, which the status must show too
-    mqtt: { url: "mqtt://127.0.0.1:1", outbox: { dir: path.join(work, "outbox") }, status_interval_s: 1 },
+    mqtt: {
+      url: brokerUrl,
+      prefix: "sinks",
+      outbox: { dir: path.join(work, "outbox") },
+      status_interval_s: 1,
+    },
     collection: { dir: path.join(work, "frames") },
     health: { watchdog: false },
   });
@@ -92,7 +99,12 @@ async function station(prefix: string) {
 }
 
 test("the daemon drives a sink registered by one line: start before frames, every batch, status, health, stop after the last frame; a throwing sink costs only itself", async () => {
-  const config = await station("stpmd-sinks-");
+  const broker = await MosquittoBroker.start();
+  const config = await station("stpmd-sinks-", broker.url);
+  const statuses: StatusPayload[] = [];
+  const sub = await mqtt.connectAsync(broker.url, { clientId: "sinks-status" });
+  sub.on("message", (_topic, payload) => statuses.push(JSON.parse(payload.toString()) as StatusPayload));
+  await sub.subscribeAsync("sinks/status", { qos: 1 });
   const { logger, lines } = capturingLogger("info");
   let recorder: RecordingSink | undefined;
   const broken = new BrokenSink();
@@ -145,8 +157,16 @@ test("the daemon drives a sink registered by one line: start before frames, ever
     assert.equal(byName.get("broken")?.ok, false);
     assert.equal(byName.get("broken")?.detail, "disk on fire");
     assert.equal(byName.get("broken")?.failed_batches, broken.calls, "every failed delivery is counted");
-    assert.equal(byName.get("mqtt")?.ok, false, "no broker: the MQTT sink says so");
     assert.equal(byName.get("mqtt")?.durable, true);
+    // the retained MQTT status carries the other outputs' health
+    const status = await waitFor(
+      "a status naming the outputs' failures",
+      () => statuses.find((s) => s.state === "online" && (s.outputs?.broken?.failed_batches ?? 0) > 0),
+      5_000,
+    );
+    assert.deepEqual(Object.keys(status.outputs).sort(), ["broken", "recorder"], "MQTT itself is up");
+    assert.deepEqual(status.outputs.recorder, { ok: true, durable: false, failed_batches: 0 });
+    assert.equal(status.outputs.broken?.detail, "disk on fire");
     const failures = lines.filter((l) => l.msg.startsWith("output broken failed on a batch"));
     assert.equal(failures.length, 1, `one line for ${broken.calls} failures within a minute`);
     assert.equal(failures[0]?.sink, "broken");
@@ -158,6 +178,31 @@ test("the daemon drives a sink registered by one line: start before frames, ever
     assert.equal(recorder.results, daemon.inspectedFrames, "the frames drained at stop reached the sink too");
   } finally {
     if (!stopped) await daemon.stop();
+    await sub.endAsync();
+    await broker.close();
+  }
+});
+
+test("without its broker the MQTT sink says so in the status, and the other outputs are served all the same", async () => {
+  const config = await station("stpmd-sinks-nobroker-");
+  let recorder: RecordingSink | undefined;
+  const recording: SinkFactory = {
+    name: "recorder",
+    create: (context) => (recorder = new RecordingSink(context)),
+  };
+  const daemon = new Daemon(config, createLogger("silent"), { sinks: [...SINKS, recording] });
+  try {
+    await daemon.start();
+    await waitFor("batches at the recorder", () => (recorder?.batches.length ?? 0) >= 3, 30_000);
+    const mqttStatus = await waitFor("the MQTT sink's refusal", () => {
+      const s = daemon.sinkStatus("mqtt");
+      return s?.detail !== undefined ? s : undefined;
+    });
+    assert.equal(mqttStatus.ok, false);
+    assert.match(mqttStatus.detail ?? "", /ECONNREFUSED/);
+    assert.equal(daemon.sinkStatus("recorder")?.ok, true);
+  } finally {
+    await daemon.stop();
   }
 });
 

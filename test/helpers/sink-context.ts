@@ -14,7 +14,7 @@ export function testSinkContext(config: StpmdConfig, control: TestLineControl, l
     node: {
       requestOriginal: () => false,
       collecting: () => control.collection,
-      statusReport: () => ({ model_version: null, fps: 0, dropped_frames: 0, cameras: {} }),
+      statusReport: () => ({ model_version: null, fps: 0, dropped_frames: 0, cameras: {}, outputs: {} }),
     },
   };
 }

@@ -133,7 +133,13 @@ export class Publisher implements MqttSession {
   private drainTask: Promise<void> = Promise.resolve();
   private stopTask: Promise<void> | undefined;
   private defects: DefectWriter | undefined;
-  private lastReport: StatusReport = { model_version: null, fps: 0, dropped_frames: 0, cameras: {} };
+  private lastReport: StatusReport = {
+    model_version: null,
+    fps: 0,
+    dropped_frames: 0,
+    cameras: {},
+    outputs: {},
+  };
   private readonly invalidCameras = new Set<string>();
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly counters: Counters = {

@@ -50,8 +50,11 @@ export class MqttSink implements ResultSink {
     for (const result of batch.results) this.publisher.publishResult(result);
   }
 
+  /** Publishes the node's status; without this sink's own entry, which a message over MQTT makes moot. */
   statusChanged(): void {
-    this.publisher.publishStatus(this.context.node.statusReport());
+    const report = this.context.node.statusReport();
+    const { [this.name]: _self, ...outputs } = report.outputs;
+    this.publisher.publishStatus({ ...report, outputs });
   }
 
   health(): SinkHealth {

@@ -157,6 +157,7 @@ describe("Publisher against a real mosquitto", () => {
           threshold: 0.5,
         },
       },
+      outputs: { opcua: { ok: false, durable: false, detail: "not listening", failed_batches: 2 } },
     });
     publisher.publishResult(inspection(0, { defective: false }));
     publisher.publishResult(inspection(1));
@@ -228,6 +229,9 @@ describe("Publisher against a real mosquitto", () => {
         threshold: 0.5,
       },
     });
+    assert.deepEqual(status.outputs, {
+      opcua: { ok: false, durable: false, detail: "not listening", failed_batches: 2 },
+    });
     assert.ok(Number.isFinite(Date.parse(status.ts)));
     assert.deepEqual(Object.keys(status).sort(), [
       "cameras",
@@ -235,6 +239,7 @@ describe("Publisher against a real mosquitto", () => {
       "fps",
       "model_version",
       "outbox",
+      "outputs",
       "state",
       "ts",
       "uptime_s",
