@@ -1,6 +1,7 @@
 import type { MqttConfig } from "../../config/index.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import type { DurableQueue, OutboxMessage } from "../durable-queue.js";
 import { renderSnapshot } from "../snapshot.js";
@@ -35,6 +36,7 @@ export class DefectWriter {
   private snapshotsRendering = 0;
   private enqueueChain: Promise<void> = Promise.resolve();
   private readonly maxConcurrentSnapshots: number;
+  private readonly skipRepeats = new RepeatLimiter();
 
   constructor(
     private readonly config: Pick<MqttConfig, "snapshot" | "snapshot_quality" | "event_qos">,
@@ -121,9 +123,16 @@ export class DefectWriter {
   private countSkippedSnapshot(eventId: string, reason: string): void {
     this.counts.snapshotsSkipped += 1;
     const skipped = this.counts.snapshotsSkipped;
-    // Under sustained overload this would fire for every defect; the first and every 100th are enough.
-    const level = skipped === 1 || skipped % 100 === 0 ? "warn" : "debug";
-    this.logger[level]({ event_id: eventId, skipped }, `defect published without snapshot: ${reason}`);
+    // Under sustained overload this would fire for every defect: a warning per reason a minute, the rest debug.
+    const admitted = this.skipRepeats.admit(
+      reason.startsWith("snapshot rendering failed") ? "failed" : reason,
+    );
+    const meanwhile =
+      admitted && admitted.unlogged > 0 ? ` (${admitted.unlogged} more since the last line)` : "";
+    this.logger[admitted ? "warn" : "debug"](
+      { event_id: eventId, skipped },
+      `defect published without snapshot: ${reason}${meanwhile}`,
+    );
   }
 
   /** Hands the event (and its snapshot, when it travels on its own topic) to the outbox; `written` settles on disk. */

@@ -3,6 +3,7 @@ import type { MqttConfig } from "../../config/index.js";
 import { settledBy } from "../../core/deadline.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import { DurableQueue, type OutboxMessage } from "../durable-queue.js";
 import { MqttConnector } from "../mqtt-session.js";
@@ -140,7 +141,8 @@ export class Publisher implements MqttSession {
     cameras: {},
     outputs: {},
   };
-  private readonly invalidCameras = new Set<string>();
+  /** A result the client refuses (a camera id that is no valid topic level) repeats every frame: once a minute. */
+  private readonly refusedResults = new RepeatLimiter();
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly counters: Counters = {
     resultsPublished: 0,
@@ -450,10 +452,14 @@ export class Publisher implements MqttSession {
   }
 
   private logRefusedResult(cameraId: string | undefined, err: unknown): void {
-    const key = cameraId ?? "";
-    if (this.invalidCameras.has(key)) return;
-    this.invalidCameras.add(key);
-    this.logger.error({ camera: cameraId, err }, "result not published");
+    const admitted = this.refusedResults.admit(`${cameraId ?? ""}: ${errorMessage(err)}`);
+    if (admitted === undefined) return;
+    this.logger.error(
+      { camera: cameraId, err, unlogged: admitted.unlogged },
+      admitted.unlogged > 0
+        ? `result not published (${admitted.unlogged} more since the last line)`
+        : "result not published",
+    );
   }
 }
 

@@ -21,6 +21,7 @@ import type { MqttConfig, SparkplugConfig } from "../../config/index.js";
 import { settledWithin } from "../../core/deadline.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import {
   type CameraSnapshot,
@@ -161,6 +162,8 @@ export class SparkplugNode implements ResultSink {
   private readonly devicesSent = new Map<string, Map<string, Value>>();
   private readonly last = new Map<string, LastMetrics>();
   private backlogDrops = 0;
+  /** A backed-up socket drops every report until it drains: one line a minute. */
+  private readonly backlogRepeats = new RepeatLimiter();
 
   constructor(options: SparkplugOptions, control: LineControl, logger: Logger) {
     this.config = options.sparkplug;
@@ -780,10 +783,10 @@ export class SparkplugNode implements ResultSink {
     if (client === undefined || !client.connected) return;
     if (!birth && (client.stream?.writableLength ?? 0) > MAX_BACKLOG_BYTES) {
       this.backlogDrops += 1;
-      if (this.backlogDrops === 1 || this.backlogDrops % 1000 === 0) {
+      if (this.backlogRepeats.admit("backlog") !== undefined) {
         this.logger.warn(
           { dropped: this.backlogDrops },
-          "sparkplug: socket backed up; DATA messages dropped",
+          `sparkplug: socket backed up; DATA messages dropped (${this.backlogDrops} since start)`,
         );
       }
       return;
