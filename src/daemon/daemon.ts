@@ -71,10 +71,11 @@ interface ModelSlot {
 
 /**
  * The inspection daemon: cameras → one bounded frame queue and batched inference per model bundle → every output
- * (the result sinks of `publish/`: MQTT, collection, HTTP, Sparkplug B, OPC UA). Each camera is a station with its own model, ROI, ignore mask
- * and threshold. Each stage owns one thing and buffers flow one way; a broker outage, a failing camera or a broken
- * bundle never stops the others (the MQTT sink queues defect events on disk, cameras restart themselves, a bundle
- * that fails to reload keeps its old model, a sink that throws loses only its own delivery).
+ * (the result sinks of `publish/`: MQTT, collection, HTTP, Sparkplug B, OPC UA). Each camera is a station with its
+ * own model, ROI, ignore mask and threshold. Each stage owns one thing and buffers flow one way; a broker outage, a
+ * failing camera or a broken bundle never stops the others (the MQTT sink queues defect events on disk, cameras
+ * restart themselves, a bundle that fails to reload keeps its old model, a sink that throws loses only its own
+ * delivery).
  *
  * It is also the line's {@link LineControl}: thresholds, enables, collection and reloads from any interface go
  * through the methods below, which validate, apply and log them with who asked.
@@ -142,9 +143,8 @@ export class Daemon implements LineControl {
   /**
    * Checks what can be checked before anything runs (state directories, every station's model, each camera's
    * pipeline), then starts the outputs and then capture, so no result reaches an output that is not running yet.
-   * Any failure here is fatal and rejects
-   * after undoing what was started, so the caller can exit at once: a daemon that cannot serve must not linger
-   * half-started.
+   * Any failure here is fatal and rejects after undoing what was started, so the caller can exit at once: a daemon
+   * that cannot serve must not linger half-started.
    */
   async start(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
