@@ -22,7 +22,8 @@ export const LAYERS: Readonly<Record<string, number>> = {
   pipeline: 5, // frame queue, inspector, inference thread
   // the outputs: the result-sink interface, its registry (one line per sink) and one folder per sink (mqtt,
   // sparkplug, opcua, http, collection); the line's control contract and commands; the shared MQTT session and
-  // durable queue. The daemon drives every sink through the interface alone.
+  // durable queue. The daemon drives every sink through the interface alone; only publish/sinks.ts reaches into a
+  // sink folder (held by test/publish/sinks.test.ts).
   publish: 5,
   // train and eval sit beside the stages, not above them: they reuse stpm/ and bundle/, never the running pipeline
   train: 5, // retrain, training graph, int8 quantization
