@@ -136,11 +136,11 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string) 
   await daemon.stop();
   await sub.endAsync();
   latencies.sort((a, b) => a - b);
-  const events = daemon.publisherStats();
+  const events = daemon.sinkStatus("mqtt")?.counts ?? {};
   return {
     offered_fps: totalFps,
-    defect_events_queued: events.eventsQueued,
-    defect_events_refused: events.eventsOverflowed,
+    defect_events_queued: events.events_queued ?? 0,
+    defect_events_refused: events.overflowed ?? 0,
     inspected_fps: Number((inspected / elapsed).toFixed(2)),
     published_fps: Number((received / elapsed).toFixed(2)),
     dropped_frames: dropped,

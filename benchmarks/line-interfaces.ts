@@ -22,9 +22,9 @@ import mqtt from "mqtt";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { freeLoopbackPort, MosquittoBroker } from "../src/demo/broker.js";
-import { MqttCommands } from "../src/line/commands.js";
-import { HttpInterface } from "../src/line/http.js";
-import { Publisher } from "../src/publish/publisher.js";
+import { HttpInterface } from "../src/publish/http/http.js";
+import { MqttCommands } from "../src/publish/mqtt/commands.js";
+import { Publisher } from "../src/publish/mqtt/publisher.js";
 import { Topics } from "../src/publish/topics.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import {
@@ -231,7 +231,7 @@ async function measure(
     commands = new MqttCommands({ session: publisher, topics: new Topics("stpmd"), control, logger });
     await http.start();
     await commands.start();
-    control.interfaces.push(http, commands);
+    control.interfaces.push(http);
     await sleep(200); // the SUBACK, before the client's first command
     child = await startClient(
       `http://127.0.0.1:${http.address.port}/metrics`,

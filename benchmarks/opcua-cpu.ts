@@ -34,7 +34,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createLogger } from "../src/core/log.js";
-import { OpcuaInterface } from "../src/line/opcua.js";
+import { OpcuaInterface } from "../src/publish/opcua/opcua.js";
 import { testConfig } from "../test/helpers/config.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import { freePort, PLC_PASSWORD, PLC_USER, Plc } from "../test/helpers/opcua.js";

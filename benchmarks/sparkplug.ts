@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
-import { SparkplugNode } from "../src/line/sparkplug.js";
+import { SparkplugNode } from "../src/publish/sparkplug/sparkplug.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
 

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { type ImportEdge, importEdges } from "./helpers/imports.js";
 
 /**
  * The layers of `src/`, lowest first. A file may import its own folder and any folder of a lower rank, never one of
@@ -18,26 +19,24 @@ export const LAYERS: Readonly<Record<string, number>> = {
   stpm: 3, // the method: normalisation, scoring graph and Scorer, regions, statistics, split, seeded random
   bundle: 4, // model bundles and teacher checks
   capture: 5, // GStreamer cameras
-  pipeline: 5, // frame queue, inspector, inference thread, collection
-  publish: 5, // MQTT, outbox, snapshots
+  pipeline: 5, // frame queue, inspector, inference thread
+  // the outputs: the result-sink interface, its registry (one line per sink) and one folder per sink (mqtt,
+  // sparkplug, opcua, http, collection); the line's control contract and commands; the shared MQTT session and
+  // durable queue. The daemon drives every sink through the interface alone; only publish/sinks.ts reaches into a
+  // sink folder (held by test/publish/sinks.test.ts).
+  publish: 5,
   // train and eval sit beside the stages, not above them: they reuse stpm/ and bundle/, never the running pipeline
   train: 5, // retrain, training graph, int8 quantization
   eval: 5, // metrics and evaluation
   // the station registry: stations, model slots, loading and watching bundles, the frame's way through judging
   stations: 6,
-  line: 6, // the line's interfaces: OPC UA, Sparkplug B, MQTT commands, HTTP metrics (the daemon implements their control)
   daemon: 7, // lifecycle, start-up checks, systemd
   demo: 8,
   commands: 9, // the CLI
   "": 10, // src/main.cts, the entry
 };
 
-export interface ImportEdge {
-  /** Importing file, relative to the repository root (`src/capture/camera.ts`). */
-  from: string;
-  /** Imported file, relative to the repository root. */
-  to: string;
-}
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 function layerOf(file: string): string {
   const parts = file.split("/");
@@ -59,30 +58,6 @@ export function violations(edges: readonly ImportEdge[]): string[] {
     }
   }
   return found;
-}
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(path.join(repoRoot, dir), { withFileTypes: true }).flatMap((entry) => {
-    const rel = `${dir}/${entry.name}`;
-    if (entry.isDirectory()) return sourceFiles(rel);
-    return /\.c?ts$/.test(entry.name) && !entry.name.endsWith(".d.ts") ? [rel] : [];
-  });
-}
-
-/** Every relative import and re-export of `src/`, static or dynamic, resolved to the file it names. */
-export function importEdges(): ImportEdge[] {
-  const edges: ImportEdge[] = [];
-  const specifier = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)["'](\.{1,2}\/[^"']+)["']/gm;
-  for (const file of sourceFiles("src")) {
-    const text = readFileSync(path.join(repoRoot, file), "utf8");
-    for (const match of text.matchAll(specifier)) {
-      const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), match[1]!));
-      edges.push({ from: file, to: target.replace(/\.c?js$/, (ext) => (ext === ".cjs" ? ".cts" : ".ts")) });
-    }
-  }
-  return edges;
 }
 
 test("src/ imports point only downward through the layers", () => {

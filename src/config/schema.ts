@@ -171,7 +171,7 @@ interface OutboxSchemaText {
   dirModeDescription: string;
 }
 
-/** One definition of an outbox's keys, so both queues take the same settings as the one Outbox implementation. */
+/** One definition of an outbox's keys, so both queues take the same settings as the one DurableQueue class. */
 function outboxSchema(text: OutboxSchemaText) {
   return Type.Object(
     {

@@ -1,19 +1,20 @@
 import { configProblemsError, type StpmdConfig } from "../config/index.js";
+import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult } from "../core/result.js";
 import {
   ControlError,
-  createLineInterfaces,
   type LineControl,
-  type LineInterface,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
-} from "../line/index.js";
-import { Collector } from "../pipeline/collector.js";
-import { Publisher } from "../publish/publisher.js";
-import type { CameraStatus } from "../publish/topics.js";
+  type SinkStatus,
+} from "../publish/control.js";
+import type { ResultSink, SinkFactory } from "../publish/sink.js";
+import { createSinks, SINKS } from "../publish/sinks.js";
+import type { CameraStatus, StatusReport } from "../publish/topics.js";
 import { StationRegistry } from "../stations/registry.js";
 import { type ControlHost, StationControl } from "./line-control.js";
 import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
@@ -30,30 +31,35 @@ export interface DaemonOptions {
   /** The config file, re-read on SIGHUP ({@link Daemon.reload}); without it SIGHUP reloads only the models. */
   configPath?: string;
   hooks?: DaemonHooks;
+  /** The outputs to build (default: every registered one, {@link SINKS}). */
+  sinks?: readonly SinkFactory[];
 }
 
 /**
  * The inspection daemon: start-up checks, then the station registry (cameras → one bounded frame queue and
- * batched inference per model bundle), the MQTT publisher, collection and the line's interfaces, wired together;
- * status, readiness and the systemd watchdog; an orderly stop. A broker outage, a failing camera or a broken bundle
- * never stops the others (the publisher queues defect events on disk, cameras restart themselves, a bundle that
- * fails to reload keeps its old model).
+ * batched inference per model bundle) feeding every output (the result sinks of `publish/`: MQTT, collection, HTTP,
+ * Sparkplug B, OPC UA); status, readiness and the systemd watchdog; an orderly stop. A broker outage, a failing
+ * camera or a broken bundle never stops the others (the MQTT sink queues defect events on disk, cameras restart
+ * themselves, a bundle that fails to reload keeps its old model, a sink that throws loses only its own delivery).
  *
  * The line's interfaces change state through {@link control} (./line-control.ts), which acts on the registry.
  */
 export class Daemon {
   private readonly config: StpmdConfig;
   private readonly hooks: DaemonHooks;
-  private readonly publisher: Publisher;
+  private readonly sinkFactories: readonly SinkFactory[];
+  private sinks: ResultSink[] = [];
+  /** Batches each sink failed on since start, by sink name. */
+  private readonly sinkFailures = new Map<string, number>();
+  /** A sink that fails on every batch is logged once a minute, with a count. */
+  private readonly sinkRepeats = new RepeatLimiter();
   private readonly notifier: SystemdNotifier;
   private readonly registry: StationRegistry;
   /** The line's control: what every interface (and SIGHUP) changes state through. */
   readonly control: LineControl;
-  private collector: Collector | undefined;
   /** What stop() is doing (see {@link stop}); "" before it is called. */
   stopStep = "";
   private collectionEnabled: boolean;
-  private lineInterfaces: LineInterface[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly inspected = new RateMeter();
   private readonly startedAt = Date.now();
@@ -70,7 +76,7 @@ export class Daemon {
     this.config = config;
     this.hooks = options.hooks ?? {};
     this.collectionEnabled = config.collection.enabled;
-    this.publisher = new Publisher(config.mqtt, logger);
+    this.sinkFactories = options.sinks ?? SINKS;
     this.notifier = new SystemdNotifier(logger);
     this.registry = new StationRegistry(
       config,
@@ -95,8 +101,9 @@ export class Daemon {
     return this.registry.captureStarts(cameraId);
   }
 
-  publisherStats(): ReturnType<Publisher["stats"]> {
-    return this.publisher.stats();
+  /** An output's health and counters by name (`mqtt`, `collection`, …), undefined when it is not running. */
+  sinkStatus(name: string): SinkStatus | undefined {
+    return this.sinkStatuses().find((s) => s.name === name);
   }
 
   snapshot(): NodeSnapshot {
@@ -110,9 +117,9 @@ export class Daemon {
 
   /**
    * Checks what can be checked before anything runs (state directories, every station's model, each camera's
-   * pipeline), then starts publishing, capture and the line's interfaces. Any failure here is fatal and rejects
-   * after undoing what was started, so the caller can exit at once: a daemon that cannot serve must not linger
-   * half-started.
+   * pipeline), then starts the outputs and then capture, so no result reaches an output that is not running yet.
+   * Any failure here is fatal and rejects after undoing what was started, so the caller can exit at once: a daemon
+   * that cannot serve must not linger half-started.
    */
   async start(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
@@ -124,12 +131,7 @@ export class Daemon {
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
       await this.registry.loadMasks();
       this.registry.warnAboutRois();
-      this.collector = await Collector.open(
-        this.config.collection,
-        this.logger.child({ component: "collector" }),
-        { requestOriginal: (id) => this.registry.requestOriginal(id) },
-      );
-      await this.publisher.start();
+      await this.startSinks();
     } catch (err) {
       await this.registry.close();
       throw err;
@@ -141,15 +143,40 @@ export class Daemon {
     if (this.config.health.watchdog && this.notifier.watchdogMs > 0) {
       this.timers.push(setInterval(() => this.maybePingWatchdog(), this.notifier.watchdogMs / 2));
     }
-    this.lineInterfaces = createLineInterfaces(this.config, this.control, this.logger, {
-      mqtt: this.publisher,
-    });
+  }
+
+  /** Builds the enabled sinks and starts them in order; if one fails, those started are stopped again. */
+  private async startSinks(): Promise<void> {
+    const sinks = createSinks(
+      {
+        config: this.config,
+        control: this.control,
+        logger: this.logger,
+        node: {
+          requestOriginal: (id) => this.registry.requestOriginal(id),
+          collecting: () => this.collectionEnabled,
+          statusReport: () => this.statusReport(),
+        },
+      },
+      this.sinkFactories,
+    );
+    const started: ResultSink[] = [];
     try {
-      for (const line of this.lineInterfaces) await line.start();
+      for (const sink of sinks) {
+        await sink.start();
+        started.push(sink);
+      }
     } catch (err) {
-      await this.stop();
+      for (const sink of started.reverse()) await this.stopSink(sink);
       throw err;
     }
+    this.sinks = sinks;
+  }
+
+  private async stopSink(sink: ResultSink): Promise<void> {
+    await sink
+      .stop()
+      .catch((err: unknown) => this.logger.warn({ sink: sink.name, err }, "stopping an output"));
   }
 
   /** What the line's control reads and changes of the daemon itself (the rest it asks the registry). */
@@ -176,26 +203,72 @@ export class Daemon {
     this.lastInspectedTs = now;
     this.inspectedFrames += results.length;
     this.inspected.add(results.length, now);
-    this.hooks.onBatch?.(results);
-    for (const line of this.lineInterfaces) line.onBatch?.(results.length, inferenceMs);
-    for (const r of results) {
-      this.publisher.publishResult(r);
-      if (this.collectionEnabled)
-        this.collector?.consider(r, this.registry.validationScores(r.frame.cameraId));
-      this.hooks.onResult?.(r);
-      for (const line of this.lineInterfaces) {
-        try {
-          line.onResult?.(r);
-        } catch (err) {
-          this.logger.error({ interface: line.name, err }, "line interface failed on a result");
-        }
+    // a batch never mixes bundles: its first frame's station names the model that judged it
+    const station = results[0] ? this.registry.station(results[0].frame.cameraId) : undefined;
+    const manifest = station ? this.registry.manifestOf(station) : undefined;
+    const batch = { results, inferenceMs, manifest };
+    for (const sink of this.sinks) {
+      try {
+        sink.deliver(batch);
+      } catch (err) {
+        this.sinkFailed(sink, "a batch", err);
       }
     }
+    this.hooks.onBatch?.(results);
+    if (this.hooks.onResult) for (const r of results) this.hooks.onResult(r);
     if (!this.readySent) {
       this.readySent = true;
       this.notifier.ready(`inspecting, model ${this.modelVersion}`);
       this.logger.info("first frame inspected; ready");
     }
+  }
+
+  /**
+   * A sink that throws loses only its own delivery: counted (its `failed_batches` in the status), and logged once
+   * per problem, then once a minute with the count, since a broken sink fails on every batch.
+   */
+  private sinkFailed(sink: ResultSink, what: "a batch" | "a status change", err: unknown): void {
+    const failed = (this.sinkFailures.get(sink.name) ?? 0) + (what === "a batch" ? 1 : 0);
+    this.sinkFailures.set(sink.name, failed);
+    const admitted = this.sinkRepeats.admit(`${sink.name}: ${errorMessage(err)}`);
+    if (admitted === undefined) return;
+    const meanwhile = admitted.unlogged > 0 ? ` (${admitted.unlogged} more since the last line)` : "";
+    this.logger.error(
+      { sink: sink.name, err, failed_batches: failed },
+      `output ${sink.name} failed on ${what}${meanwhile}; the other outputs were served`,
+    );
+  }
+
+  private sinkStatuses(): SinkStatus[] {
+    return this.sinks.map((sink) => {
+      let health: ReturnType<ResultSink["health"]>;
+      try {
+        health = sink.health();
+      } catch (err) {
+        health = { ok: false, detail: `health check failed: ${errorMessage(err)}` };
+      }
+      return {
+        name: sink.name,
+        durable: sink.durable,
+        ...health,
+        failed_batches: this.sinkFailures.get(sink.name) ?? 0,
+      };
+    });
+  }
+
+  private statusReport(): StatusReport {
+    return {
+      model_version: this.modelVersion ?? null,
+      fps: Number(this.inspected.rate().toFixed(2)),
+      dropped_frames: this.droppedFrames,
+      cameras: this.cameraStates(),
+      outputs: Object.fromEntries(
+        this.sinkStatuses().map(({ name, ok, durable, detail, failed_batches }) => [
+          name,
+          { ok, durable, ...(detail !== undefined ? { detail } : {}), failed_batches },
+        ]),
+      ),
+    };
   }
 
   private cameraStates(): Record<string, CameraStatus> {
@@ -218,18 +291,21 @@ export class Daemon {
     return out;
   }
 
+  /** Tells every sink the node's status changed, and systemd in one line (with any output that is failing). */
   private publishStatus(): void {
-    const fps = Number(this.inspected.rate().toFixed(2));
-    const dropped = this.droppedFrames;
-    this.publisher.publishStatus({
-      model_version: this.modelVersion ?? null,
-      fps,
-      dropped_frames: dropped,
-      cameras: this.cameraStates(),
-    });
-    const { brokerError, connected } = this.publisher.stats();
-    const broker = connected || brokerError === undefined ? "" : `, broker: ${brokerError}`;
-    this.notifier.status(`${fps} fps, ${dropped} dropped, model ${this.modelVersion}${broker}`);
+    for (const sink of this.sinks) {
+      try {
+        sink.statusChanged?.();
+      } catch (err) {
+        this.sinkFailed(sink, "a status change", err);
+      }
+    }
+    const { fps, dropped_frames } = this.statusReport();
+    const failing = this.sinkStatuses()
+      .filter((s) => !s.ok && s.detail !== undefined)
+      .map((s) => `, ${s.name}: ${s.detail}`)
+      .join("");
+    this.notifier.status(`${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}`);
   }
 
   /**
@@ -254,23 +330,26 @@ export class Daemon {
 
   /** The node-wide part of the line's snapshot. */
   private nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models"> {
-    const stats = this.publisher.stats();
+    const sinks = this.sinkStatuses();
     return {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       fps: Number(this.inspected.rate().toFixed(2)),
       inspected: this.inspectedFrames,
       dropped_frames: this.droppedFrames,
       ready: this.readySent && this.isFlowing(this.notifier.watchdogMs || 30_000),
-      outbox: { queued: stats.outboxQueued, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
+      // the two outputs the snapshot has always summed up: the MQTT outbox and collection (0 while not running)
+      outbox: countsOf(sinks, "mqtt", ["queued", "overflowed", "lost"]),
       collection: {
         enabled: this.collectionEnabled,
-        ...(this.collector?.stats() ?? { saved: 0, failed: 0, dropped: 0, deleted: 0 }),
+        ...countsOf(sinks, "collection", ["saved", "failed", "dropped", "deleted"]),
       },
+      sinks,
     };
   }
 
   /**
-   * SIGTERM: stop the line's interfaces and capture, inspect what is already queued, flush MQTT, stop.
+   * SIGTERM: stop capture, inspect what is already queued, stop the outputs (the MQTT sink flushes its outbox),
+   * close the models.
    * {@link stopStep} names the step it is in, for a caller that gives up waiting.
    */
   async stop(): Promise<void> {
@@ -278,19 +357,28 @@ export class Daemon {
     this.stopping = true;
     this.notifier.stopping();
     for (const t of this.timers) clearInterval(t);
-    for (const line of this.lineInterfaces) {
-      this.stopStep = `stopping the line interface ${line.name}`;
-      await line.stop().catch((err: unknown) => this.logger.warn({ interface: line.name, err }, "stopping"));
-    }
     this.registry.stopCapture();
     this.stopStep = "inspecting the frames already queued";
     await this.registry.drain();
     this.publishStatus();
-    this.stopStep = "flushing MQTT";
-    await this.publisher.stop();
+    // every output heard every inspected frame; the MQTT sink, registered first, stops last (flushing its outbox)
+    for (const sink of [...this.sinks].reverse()) {
+      this.stopStep = `stopping the output ${sink.name}`;
+      await this.stopSink(sink);
+    }
     this.stopStep = "closing the inference sessions";
     await this.registry.close();
     this.stopStep = "stopped";
     this.logger.info({ inspected: this.inspectedFrames, dropped: this.droppedFrames }, "stopped");
   }
+}
+
+/** The counters `keys` of the sink named `name`, 0 for each it lacks (or when that sink is not running). */
+function countsOf<K extends string>(
+  sinks: readonly SinkStatus[],
+  name: string,
+  keys: readonly K[],
+): Record<K, number> {
+  const counts = sinks.find((s) => s.name === name)?.counts ?? {};
+  return Object.fromEntries(keys.map((key) => [key, counts[key] ?? 0])) as Record<K, number>;
 }

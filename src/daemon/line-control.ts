@@ -8,7 +8,7 @@ import {
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
-} from "../line/index.js";
+} from "../publish/control.js";
 import { StationError, type StationRegistry } from "../stations/registry.js";
 import type { Station } from "../stations/station.js";
 
@@ -95,9 +95,12 @@ export class StationControl implements LineControl {
 
   async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
     cameraId(camera);
-    refused(() => this.registry.require(camera));
+    const station = refused(() => this.registry.require(camera));
     if (typeof enabled !== "boolean")
       throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+    // a camera started during shutdown would outlive the outputs that hear its frames
+    if (station.enabled !== enabled && this.host.isStopping())
+      throw new ControlError("the daemon is stopping");
     let changed: boolean;
     try {
       changed = await this.registry.setEnabled(camera, enabled);

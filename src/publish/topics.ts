@@ -19,7 +19,7 @@ import type { InspectionResult } from "../core/result.js";
  * The daemon subscribes to `<prefix>/command/+` (QoS 1) when `mqtt.commands.enabled`; a request is a JSON object
  * with the command's parameters and an optional `transaction` (string or number) echoed in the response, so a
  * client can match answers to its requests. Names: `reload`, `set_threshold`, `enable_camera`, `collection`,
- * `status` (src/line/commands.ts). `command` is therefore not a valid camera id while commands are on.
+ * `status` (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on.
  */
 
 export const DEFAULT_TOPIC_PREFIX = "stpmd";
@@ -43,6 +43,18 @@ export interface CameraStatus {
   threshold: number | null;
 }
 
+/** One output (result sink) in `<prefix>/status`. */
+export interface OutputStatus {
+  /** Whether it delivers now (its broker connected, its server listening, its disk writable). */
+  ok: boolean;
+  /** Whether what it is handed survives an outage of its far end and a restart (held on disk). */
+  durable: boolean;
+  /** Why it does not deliver, in one line. */
+  detail?: string;
+  /** Inference batches it failed on since start (each cost only its own delivery). */
+  failed_batches: number;
+}
+
 /** `<prefix>/status`: retained, QoS 1, republished on every (re)connect and on clean shutdown. */
 export interface StatusPayload {
   state: DaemonState;
@@ -50,6 +62,8 @@ export interface StatusPayload {
   fps: number;
   dropped_frames: number;
   cameras: { [cameraId: string]: CameraStatus };
+  /** The other outputs (Sparkplug, OPC UA, HTTP, collection …) by name; MQTT itself is up when this arrives. */
+  outputs: { [name: string]: OutputStatus };
   /**
    * The defect-event outbox, all in events (an event and its snapshot count once): `queued` waiting on disk,
    * `overflowed` refused since start because the outbox was full, `lost` since start because they could not
@@ -60,6 +74,12 @@ export interface StatusPayload {
   /** ISO 8601 time the status was published. */
   ts: string;
 }
+
+/** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
+export type StatusReport = Pick<
+  StatusPayload,
+  "model_version" | "fps" | "dropped_frames" | "cameras" | "outputs"
+>;
 
 /** The last will on `<prefix>/status`: all the broker can say once the connection is gone. */
 export interface StatusWillPayload {

@@ -7,7 +7,7 @@ import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
 import type { InspectionResult } from "../../src/core/result.js";
-import { Collector } from "../../src/pipeline/collector.js";
+import { Collector } from "../../src/publish/collection/collector.js";
 import { Random } from "../../src/stpm/random.js";
 import { collectionConfig } from "../helpers/config.js";
 import { capturingLogger } from "../helpers/logs.js";

@@ -6,8 +6,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { DEFAULT_FILE_MODE } from "../../src/core/durable-fs.js";
 import { isStpmdError } from "../../src/core/errors.js";
-import { BdSeqStore } from "../../src/line/sparkplug-bdseq.js";
-import { OutboxLock } from "../../src/publish/outbox-lock.js";
+import { QueueLock } from "../../src/publish/durable-queue-lock.js";
+import { BdSeqStore } from "../../src/publish/sparkplug/bdseq.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { withTmpfs } from "../helpers/tmpfs.js";
 
@@ -21,7 +21,7 @@ test("a full filesystem: the outbox lock and the bdSeq file leave no empty or te
     await writeFile(path.join(mountPoint, "filler"), Buffer.alloc(fs.bavail * fs.bsize));
 
     const { logger, lines } = capturingLogger("warn");
-    await assert.rejects(OutboxLock.acquire(outbox, DEFAULT_FILE_MODE, logger), (err) => {
+    await assert.rejects(QueueLock.acquire(outbox, DEFAULT_FILE_MODE, logger), (err) => {
       assert.ok(isStpmdError(err));
       assert.equal(
         err.message,

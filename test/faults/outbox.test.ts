@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { connectAsync, type MqttClient } from "mqtt";
 import type { InspectionResult } from "../../src/core/result.js";
-import { Publisher } from "../../src/publish/publisher.js";
+import { Publisher } from "../../src/publish/mqtt/publisher.js";
 import type { DefectPayload, StatusPayload } from "../../src/publish/topics.js";
 import { mqttConfig } from "../helpers/config.js";
 import { capturingLogger, type LogLine } from "../helpers/logs.js";

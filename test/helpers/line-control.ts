@@ -4,11 +4,16 @@ import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
-  type LineInterface,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
-} from "../../src/line/index.js";
+} from "../../src/publish/control.js";
+
+/** What the control feeds results to: an output under test (its per-result and per-batch entry points). */
+export interface ResultListener {
+  onResult?(result: InspectionResult): void;
+  onBatch?(size: number, inferenceMs: number): void;
+}
 
 /** One call a client made through the control, as the interface handed it over. */
 export interface ControlCall {
@@ -18,13 +23,13 @@ export interface ControlCall {
 }
 
 /**
- * An in-process LineControl for testing one line interface on its own with a real client: it keeps the state a
+ * An in-process LineControl for testing one output on its own with a real client: it keeps the state a
  * daemon would (thresholds, enables, pending triggers), records every call with who made it, and feeds results
  * to the interfaces under test. The daemon's own implementation is tested end to end in test/daemon.
  */
 export class TestLineControl implements LineControl {
   readonly calls: ControlCall[] = [];
-  readonly interfaces: LineInterface[] = [];
+  readonly interfaces: ResultListener[] = [];
   readonly pendingTriggers = new Map<string, string[]>();
   collection = false;
   private readonly cameras = new Map<string, CameraSnapshot>();
@@ -69,6 +74,7 @@ export class TestLineControl implements LineControl {
       outbox: { queued: 0, overflowed: 0, lost: 0 },
       collection: { enabled: this.collection, saved: 0, failed: 0, dropped: 0, deleted: 0 },
       cameras,
+      sinks: [],
     };
   }
 

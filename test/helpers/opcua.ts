@@ -13,7 +13,7 @@ import {
 } from "node-opcua-client";
 import type { OpcuaConfig, PartialConfig } from "../../src/config/index.js";
 import { createLogger } from "../../src/core/log.js";
-import { OPCUA_NAMESPACE_URI, OpcuaInterface } from "../../src/line/opcua.js";
+import { OPCUA_NAMESPACE_URI, OpcuaInterface } from "../../src/publish/opcua/opcua.js";
 import { testConfig } from "./config.js";
 import { TestLineControl } from "./line-control.js";
 import { tempDir } from "./tiny-data.js";

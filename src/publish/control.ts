@@ -1,0 +1,126 @@
+/**
+ * The contract between the daemon and its outputs (OPC UA to the PLC, Sparkplug B to SCADA, commands over MQTT,
+ * Prometheus and the console over HTTP). The daemon implements {@link LineControl}; every sink reads state through
+ * `snapshot()`, hears each batch through `deliver`, and changes state only through the control's methods, so a
+ * threshold, an enable or a reload goes down one code path whichever interface asked, and is logged there with
+ * who asked and the old and new values.
+ */
+import type { ThresholdRule } from "../config/index.js";
+import type { CameraState } from "../core/frame.js";
+import type { LastResult } from "../core/result.js";
+import type { SinkHealth } from "./sink.js";
+
+export type { LastResult };
+
+/** The interfaces a change can come from. */
+export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
+
+/** Who asked for a change: logged with it. `user` where the interface authenticates (OPC UA user, MQTT client). */
+export interface Requester {
+  via: ChangeSource;
+  user?: string;
+}
+
+/** A refused request: the message names the camera, key or value and the problem (sent back to the client). */
+export class ControlError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ControlError";
+  }
+}
+
+export interface CameraSnapshot {
+  id: string;
+  enabled: boolean;
+  /** `disabled` when the camera is in the config but not running. */
+  state: CameraState | "disabled";
+  fps: number;
+  /** Frames inspected since start. */
+  inspected: number;
+  /** Defective frames since start. */
+  defects: number;
+  restarts: number;
+  bad_frames: number;
+  /** This camera's frames dropped because its bundle's inference queue was full. */
+  dropped_frames: number;
+  /** Bundle directory this camera's model comes from. */
+  bundle: string;
+  model_version: string | null;
+  /** The image-score threshold in force, from `threshold_rule` and the bundle's validation scores. */
+  threshold: number | null;
+  threshold_rule: ThresholdRule | "bundle";
+  last?: LastResult;
+}
+
+/** What the collector did since start, for the node's snapshot and /metrics. */
+export interface CollectionStats {
+  saved: number;
+  /** Saves that failed (a full or read-only disk, a deleted folder); nothing of them is left on disk. */
+  failed: number;
+  /** Frames that qualified while too many saves were still being written, so not saved. */
+  dropped: number;
+  /** Old frames deleted to keep within max_frames_per_camera and max_bytes. */
+  deleted: number;
+}
+
+/** One output's health in the node's snapshot. */
+export interface SinkStatus extends SinkHealth {
+  name: string;
+  durable: boolean;
+  /** Batches this sink failed on since start (each cost only its delivery to this sink). */
+  failed_batches: number;
+}
+
+export interface ModelSnapshot {
+  bundle: string;
+  model_version: string;
+  /** sha256 of the student ONNX. */
+  student_sha256: string;
+}
+
+export interface NodeSnapshot {
+  uptime_s: number;
+  fps: number;
+  inspected: number;
+  dropped_frames: number;
+  /** Model loaded and frames flowing: the rule the systemd watchdog uses. */
+  ready: boolean;
+  models: ModelSnapshot[];
+  outbox: { queued: number; overflowed: number; lost: number };
+  /** The switch, and what the collector did since start (all 0 when collection is off in the config file). */
+  collection: { enabled: boolean } & CollectionStats;
+  cameras: CameraSnapshot[];
+  /** Every output, in registration order. */
+  sinks: SinkStatus[];
+}
+
+export interface ReloadOutcome {
+  /** Whether the configuration file was re-read and applied (false: it was invalid; the running one is kept). */
+  configApplied: boolean;
+  /** Problems of a rejected configuration, one line each. */
+  problems: string[];
+  /** Bundles whose model changed. */
+  swapped: string[];
+  /** Bundles whose new model failed to load (their old model is kept). */
+  failed: string[];
+}
+
+export interface LineControl {
+  snapshot(): NodeSnapshot;
+  /** Sets a camera's threshold rule at run time; returns the threshold before and after. */
+  setThreshold(
+    camera: string,
+    rule: ThresholdRule,
+    by: Requester,
+  ): { old: number | null; new: number | null };
+  enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void>;
+  /** SIGHUP's path: re-read the configuration and reload changed bundles. */
+  reload(by: Requester): Promise<ReloadOutcome>;
+  setCollection(enabled: boolean, by: Requester): void;
+  /**
+   * Tags the next frame this camera delivers with `partId` (a PLC trigger). Several triggers queue (bounded) and
+   * tag frames in order; each tagged frame's result carries `partId`. A trigger still waiting for its frame after
+   * `expiresInMs` is dropped (logged), so a late frame never carries the part id of a trigger given up on.
+   */
+  trigger(camera: string, partId: string, by: Requester, expiresInMs?: number): void;
+}

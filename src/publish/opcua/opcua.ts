@@ -1,0 +1,712 @@
+/**
+ * The OPC UA server the line's PLC talks to: a trigger/result handshake per camera (PLC writes PartId and raises
+ * Trigger; the tagged frame's verdict appears with ResultsReady; the PLC raises ResultsAck, sees ResultsReady fall,
+ * lowers ResultsAck, and the next result appears), node-wide status, and methods that go to {@link LineControl}.
+ * The handshake, the address space and the queue policy are described in docs/line-integration/opcua.md.
+ *
+ * Every request the PLC can make is answered with a status code: a refused one (queue full, camera disabled,
+ * wrong type, unknown camera, out of range, a {@link ControlError}) gets a Bad code and one log line and changes no
+ * state; nothing a client sends can throw out of this module.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { format } from "node:util";
+import { OPCUACertificateManager } from "node-opcua-certificate-manager";
+// The value types are re-exported by node-opcua-client; the server package exports only its own classes, and
+// both packages resolve to the same node-opcua-variant/-status-code (one version in the lock).
+import {
+  DataType,
+  MessageSecurityMode,
+  SecurityPolicy,
+  type StatusCode,
+  StatusCodes,
+  setErrorLogger,
+  setWarningLogger,
+  UserNameIdentityToken,
+  Variant,
+  VariantArrayType,
+} from "node-opcua-client";
+import { OPCUAServer, RegisterServerMethod } from "node-opcua-server";
+import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
+import type { Logger } from "../../core/log.js";
+import type { InspectionResult } from "../../core/result.js";
+import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
+import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
+import { defectEventId } from "../topics.js";
+
+/** The namespace of stpmd's nodes; its index is usually 2 (read the server's NamespaceArray to be sure). */
+export const OPCUA_NAMESPACE_URI = "urn:stpmd";
+
+/** ErrorCode values. */
+export const OPCUA_ERROR = {
+  none: 0,
+  /** No result within trigger_timeout_ms of the trigger. */
+  triggerTimeout: 1,
+} as const;
+
+// node-opcua's address-space types, named through the server's own API so that only declared packages are imported.
+type AddressSpace = NonNullable<OPCUAServer["engine"]["addressSpace"]>;
+type Namespace = ReturnType<AddressSpace["getOwnNamespace"]>;
+type UAVariable = ReturnType<Namespace["addVariable"]>;
+type UAObject = ReturnType<Namespace["addObject"]>;
+type SessionContext = Parameters<UAVariable["isUserWritable"]>[0];
+
+/** The user behind a request: the user name of a UserName session, undefined for an anonymous one. */
+function userOf(context: SessionContext | undefined): string | undefined {
+  const token = context?.session?.userIdentityToken;
+  return token instanceof UserNameIdentityToken && token.userName !== null ? token.userName : undefined;
+}
+
+/** What a camera presents to the PLC once a trigger is answered: a verdict, or the trigger's timeout. */
+type Delivery =
+  | { kind: "result"; partId: string; result: InspectionResult }
+  | { kind: "timeout"; partId: string; afterMs: number };
+
+interface PendingTrigger {
+  partId: string;
+  acceptedAt: number;
+  timer: NodeJS.Timeout;
+}
+
+/** Counters of one camera's handshake, also exposed as variables. */
+export interface OpcuaCameraStats {
+  /** Triggers accepted and waiting for their frame. */
+  pending: number;
+  /** Answers waiting behind the one presented. */
+  queued: number;
+  presented: boolean;
+  resultCounter: number;
+  triggersRefused: number;
+  timeouts: number;
+  /** Results that arrived after their trigger had timed out (the PLC got the error instead). */
+  lateResults: number;
+}
+
+/** node-opcua makes a variable writable unless told otherwise. */
+const READ_ONLY = { accessLevel: "CurrentRead", userAccessLevel: "CurrentRead" } as const;
+
+/** How many timed-out part ids are remembered to recognise their late results. */
+const TIMED_OUT_MEMORY = 64;
+
+/** How long one snapshot serves reads of the node-wide variables: a PLC polling fast must not rebuild it each time. */
+const SNAPSHOT_CACHE_MS = 200;
+
+class CameraChannel {
+  readonly pending: PendingTrigger[] = [];
+  readonly queue: Delivery[] = [];
+  presented: Delivery | undefined;
+  /** The PLC's Trigger bit; a trigger is its rising edge. */
+  triggerBit = false;
+  /** The PLC's ResultsAck bit. */
+  ackBit = false;
+  partId = "";
+  resultCounter = 0;
+  triggersRefused = 0;
+  timeouts = 0;
+  lateResults = 0;
+  readonly timedOut: string[] = [];
+  readonly vars = new Map<string, UAVariable>();
+
+  constructor(readonly id: string) {}
+
+  outstanding(): number {
+    return this.pending.length + this.queue.length + (this.presented !== undefined ? 1 : 0);
+  }
+}
+
+/**
+ * The OPC UA server, a {@link ResultSink} (a live view: nothing is held for a client that is away). Cameras are
+ * those of the control's snapshot at start.
+ */
+export class OpcuaInterface implements ResultSink {
+  readonly name = "opcua";
+  readonly durable = false;
+  private server: OPCUAServer | undefined;
+  private readonly channels = new Map<string, CameraChannel>();
+  private readonly log: Logger;
+  private cachedSnapshot: { at: number; snapshot: NodeSnapshot } | undefined;
+  /**
+   * The session context of the write being handled. node-opcua hands a setter only the value; the wrapper of
+   * writeValue (see captureWriter) records the context around the synchronous call that reaches the setter.
+   */
+  private writeContext: SessionContext | undefined;
+  private stopping = false;
+
+  constructor(
+    private readonly config: OpcuaConfig,
+    private readonly control: LineControl,
+    logger: Logger,
+  ) {
+    this.log = logger.child({ component: "opcua" });
+  }
+
+  /** `opc.tcp://host:port`, once started. */
+  get endpointUrl(): string {
+    const endpoint = this.server?.getEndpointUrl();
+    if (endpoint === undefined) throw new Error("the OPC UA server is not started");
+    return endpoint;
+  }
+
+  stats(camera: string): OpcuaCameraStats {
+    const c = this.channels.get(camera);
+    if (c === undefined) throw new Error(`unknown camera "${camera}"`);
+    return {
+      pending: c.pending.length,
+      queued: c.queue.length,
+      presented: c.presented !== undefined,
+      resultCounter: c.resultCounter,
+      triggersRefused: c.triggersRefused,
+      timeouts: c.timeouts,
+      lateResults: c.lateResults,
+    };
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    // node-opcua prints to the console (stdout) by default; in the daemon its lines belong in the JSON log. It
+    // reports a client's failures (untrusted certificate, a bad secure channel) as errors: they are warnings here,
+    // the daemon is fine.
+    const libraryLog = this.log.child({ library: "node-opcua" });
+    setWarningLogger((...args: unknown[]) => libraryLog.warn(format(...args).trim()));
+    setErrorLogger((...args: unknown[]) => libraryLog.warn(format(...args).trim()));
+    const passwords = new Map<string, string>();
+    for (const user of config.users) {
+      try {
+        passwords.set(user.username, readPasswordFile(user.password_file));
+      } catch (err) {
+        throw new Error(`opcua.users "${user.username}": ${(err as Error).message}`);
+      }
+    }
+    // node-opcua creates the store's subfolders and the server's self-signed certificate, but not the parent.
+    mkdirSync(config.pki_dir, { recursive: true, mode: 0o700 });
+    const serverCertificateManager = new OPCUACertificateManager({
+      rootFolder: config.pki_dir,
+      automaticallyAcceptUnknownCertificate: config.security.accept_unknown_certificates,
+    });
+    // Without its own store node-opcua would create one under $HOME/.config, which a service user may not have.
+    const userCertificateManager = new OPCUACertificateManager({
+      rootFolder: path.join(config.pki_dir, "user-certificates"),
+      automaticallyAcceptUnknownCertificate: false,
+    });
+    const server = new OPCUAServer({
+      port: config.port,
+      host: config.bind,
+      ...(config.hostname !== undefined ? { hostname: config.hostname } : {}),
+      securityPolicies: config.security.policies.map((policy) => SecurityPolicy[policy]),
+      securityModes: config.security.modes.map((mode) => MessageSecurityMode[mode]),
+      allowAnonymous: config.allow_anonymous,
+      userManager: {
+        isValidUser: (username: string, password: string) => {
+          const ok = passwords.has(username) && passwords.get(username) === password;
+          if (!ok) this.log.warn({ user: username }, `OPC UA login refused for user "${username}"`);
+          return ok;
+        },
+      },
+      serverCertificateManager,
+      userCertificateManager,
+      registerServerMethod: RegisterServerMethod.HIDDEN,
+      serverInfo: { applicationName: { text: "stpmd" }, productUri: "urn:stpmd" },
+      buildInfo: { productName: "stpmd", manufacturerName: "stpmd" },
+    });
+    await server.initialize();
+    const addressSpace = server.engine.addressSpace;
+    if (addressSpace === null) throw new Error("node-opcua built no address space");
+    this.build(addressSpace);
+    try {
+      await server.start();
+    } catch (err) {
+      await server.shutdown(0).catch(() => undefined);
+      throw new Error(
+        `OPC UA server cannot listen on ${config.bind}:${config.port}: ${(err as Error).message}`,
+      );
+    }
+    this.server = server;
+    this.log.info(
+      {
+        endpoint: server.getEndpointUrl(),
+        cameras: [...this.channels.keys()],
+        policies: config.security.policies,
+        modes: config.security.modes,
+        anonymous: config.allow_anonymous,
+      },
+      "OPC UA server listening",
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const channel of this.channels.values()) {
+      for (const trigger of channel.pending) clearTimeout(trigger.timer);
+    }
+    const server = this.server;
+    this.server = undefined;
+    await server?.shutdown(0);
+  }
+
+  deliver(batch: ResultBatch): void {
+    for (const result of batch.results) this.onResult(result);
+  }
+
+  health(): SinkHealth {
+    return this.server === undefined ? { ok: false, detail: "not listening" } : { ok: true };
+  }
+
+  onResult(result: InspectionResult): void {
+    const partId = result.frame.partId;
+    // Only triggered frames take part in the handshake: a free-running camera's other frames would flood it.
+    if (partId === undefined || this.stopping) return;
+    const channel = this.channels.get(result.frame.cameraId);
+    if (channel === undefined) return;
+    const index = channel.pending.findIndex((trigger) => trigger.partId === partId);
+    if (index < 0) {
+      const late = channel.timedOut.indexOf(partId);
+      if (late >= 0) {
+        channel.timedOut.splice(late, 1);
+        channel.lateResults += 1;
+        this.log.warn(
+          { camera: channel.id, part_id: partId, seq: result.frame.seq },
+          `result for part "${partId}" came after its trigger timed out; the PLC got the timeout, not this result`,
+        );
+      } else {
+        // Another interface's trigger (e.g. MQTT commands): not this PLC's part.
+        this.log.debug(
+          { camera: channel.id, part_id: partId },
+          "result for a part not triggered over OPC UA",
+        );
+      }
+      return;
+    }
+    const [trigger] = channel.pending.splice(index, 1);
+    clearTimeout(trigger!.timer);
+    channel.queue.push({ kind: "result", partId, result });
+    this.present(channel);
+  }
+
+  private snapshot(): NodeSnapshot {
+    const now = Date.now();
+    if (this.cachedSnapshot === undefined || now - this.cachedSnapshot.at > SNAPSHOT_CACHE_MS) {
+      this.cachedSnapshot = { at: now, snapshot: this.control.snapshot() };
+    }
+    return this.cachedSnapshot.snapshot;
+  }
+
+  private requester(context: SessionContext | undefined): Requester {
+    const user = userOf(context);
+    return user !== undefined ? { via: "opcua", user } : { via: "opcua" };
+  }
+
+  private build(addressSpace: AddressSpace): void {
+    const ns = addressSpace.registerNamespace(OPCUA_NAMESPACE_URI);
+    // A folder (FolderType) so that the camera folders can hang below it; it holds the methods too.
+    const root = ns.addFolder(addressSpace.rootFolder.objects, { browseName: "stpmd", nodeId: "s=stpmd" });
+    const getter = (dataType: DataType, read: (s: NodeSnapshot) => unknown) => ({
+      get: () => new Variant({ dataType, value: read(this.snapshot()) }),
+    });
+    const nodeVariable = (
+      name: string,
+      dataType: DataType,
+      read: (s: NodeSnapshot) => unknown,
+      doc: string,
+    ) =>
+      ns.addVariable({
+        componentOf: root,
+        browseName: name,
+        nodeId: `s=stpmd.${name}`,
+        dataType,
+        description: doc,
+        ...READ_ONLY,
+        minimumSamplingInterval: SNAPSHOT_CACHE_MS,
+        value: getter(dataType, read),
+      });
+    nodeVariable(
+      "ModelVersion",
+      DataType.String,
+      (s) => [...new Set(s.models.map((m) => m.model_version))].join(", "),
+      "model_version of the loaded bundle(s), comma-separated when stations use different bundles",
+    );
+    nodeVariable("Ready", DataType.Boolean, (s) => s.ready, "model loaded and frames flowing");
+    nodeVariable("Fps", DataType.Double, (s) => s.fps, "frames inspected per second, all cameras");
+    nodeVariable("OutboxQueued", DataType.UInt32, (s) => s.outbox.queued, "defect events waiting on disk");
+    nodeVariable(
+      "OutboxOverflowed",
+      DataType.UInt32,
+      (s) => s.outbox.overflowed,
+      "events refused, outbox full",
+    );
+    nodeVariable("OutboxLost", DataType.UInt32, (s) => s.outbox.lost, "events lost to write errors");
+    this.addMethods(ns, root);
+    for (const camera of this.control.snapshot().cameras) this.addCamera(ns, root, camera.id);
+  }
+
+  private addCamera(ns: Namespace, root: UAObject, id: string): void {
+    const channel = new CameraChannel(id);
+    this.channels.set(id, channel);
+    const folder = ns.addFolder(root, { browseName: id, nodeId: `s=stpmd.${id}` });
+    const add = (name: string, dataType: DataType, value: unknown, doc: string) => {
+      const variable = ns.addVariable({
+        componentOf: folder,
+        browseName: name,
+        nodeId: `s=stpmd.${id}.${name}`,
+        dataType,
+        description: doc,
+        ...READ_ONLY,
+        // Set from the handshake, never sampled: 0 makes subscriptions report every change as it happens, so a
+        // ResultsReady true → false → true within one sampling period is not lost.
+        minimumSamplingInterval: 0,
+        value: new Variant({ dataType, value }),
+      });
+      channel.vars.set(name, variable);
+      return variable;
+    };
+    const writable = (
+      name: string,
+      dataType: DataType,
+      doc: string,
+      get: () => unknown,
+      set: (value: unknown, by: Requester) => StatusCode,
+    ) => {
+      const variable = ns.addVariable({
+        componentOf: folder,
+        browseName: name,
+        nodeId: `s=stpmd.${id}.${name}`,
+        dataType,
+        description: doc,
+        accessLevel: "CurrentRead | CurrentWrite",
+        userAccessLevel: "CurrentRead | CurrentWrite",
+        minimumSamplingInterval: 10,
+        value: {
+          get: () => new Variant({ dataType, value: get() }),
+          // node-opcua has checked the data type already (BadTypeMismatch otherwise).
+          set: (variant: Variant) => {
+            try {
+              return set(variant.value, this.requester(this.writeContext));
+            } catch (err) {
+              this.log.error({ err, camera: id, node: name }, `OPC UA write to ${id}.${name} failed`);
+              return StatusCodes.BadInternalError;
+            }
+          },
+        },
+      });
+      this.captureWriter(variable);
+      channel.vars.set(name, variable);
+    };
+    ns.addVariable({
+      componentOf: folder,
+      browseName: "TriggerReady",
+      nodeId: `s=stpmd.${id}.TriggerReady`,
+      dataType: DataType.Boolean,
+      description:
+        "a Trigger now would be accepted: camera enabled and fewer than result_queue triggers outstanding",
+      ...READ_ONLY,
+      minimumSamplingInterval: 10,
+      value: {
+        get: () => new Variant({ dataType: DataType.Boolean, value: this.refusal(channel) === undefined }),
+      },
+    });
+    writable(
+      "PartId",
+      DataType.String,
+      "part id the next trigger tags its frame with; write it before raising Trigger",
+      () => channel.partId,
+      (value) => {
+        channel.partId = typeof value === "string" ? value : "";
+        return StatusCodes.Good;
+      },
+    );
+    writable(
+      "Trigger",
+      DataType.Boolean,
+      "rising edge (false → true) = one trigger for PartId; lower it again before the next",
+      () => channel.triggerBit,
+      (value, by) => this.onTriggerWrite(channel, value === true, by),
+    );
+    writable(
+      "ResultsAck",
+      DataType.Boolean,
+      "raise after reading a result (ResultsReady falls), lower again to get the next",
+      () => channel.ackBit,
+      (value) => this.onAckWrite(channel, value === true),
+    );
+    add("ResultsReady", DataType.Boolean, false, "a result (or a trigger's timeout) is presented");
+    add("ResultPartId", DataType.String, "", "part id of the presented result");
+    add("ResultOK", DataType.Boolean, false, "presented frame judged good");
+    add("ResultNG", DataType.Boolean, false, "presented frame judged defective");
+    add("Score", DataType.Double, 0, "image anomaly score of the presented frame");
+    add("Threshold", DataType.Double, 0, "threshold the presented frame was judged against");
+    add("Regions", DataType.UInt32, 0, "defect regions in the presented frame");
+    add("EventId", DataType.String, "", "event_id of the MQTT defect event when NG, else empty");
+    add("ResultCounter", DataType.UInt32, 0, "increments with every presented result");
+    add("Error", DataType.Boolean, false, "the presented answer is an error, not a verdict");
+    add("ErrorCode", DataType.UInt32, OPCUA_ERROR.none, "0 none, 1 trigger timeout");
+    add("QueuedResults", DataType.UInt32, 0, "answers waiting behind the presented one");
+    add("TriggersRefused", DataType.UInt32, 0, "triggers refused since start (queue full, camera disabled)");
+    add("LateResults", DataType.UInt32, 0, "results that came after their trigger had timed out");
+  }
+
+  /**
+   * Records the session context around node-opcua's writeValue: it checks access and type and then calls the
+   * setter synchronously, so the setter can tell who wrote (for the control's log) without a race.
+   */
+  private captureWriter(variable: UAVariable): void {
+    const original = variable.writeValue.bind(variable) as (
+      context: SessionContext,
+      ...rest: unknown[]
+    ) => unknown;
+    const wrapped = (context: SessionContext, ...rest: unknown[]): unknown => {
+      this.writeContext = context;
+      try {
+        return original(context, ...rest);
+      } finally {
+        this.writeContext = undefined;
+      }
+    };
+    Object.assign(variable, { writeValue: wrapped });
+  }
+
+  /** Why a trigger would be refused now, or undefined when it would be accepted. */
+  private refusal(channel: CameraChannel): { status: StatusCode; reason: string } | undefined {
+    const camera = this.snapshot().cameras.find((c) => c.id === channel.id);
+    if (camera === undefined || !camera.enabled) {
+      return { status: StatusCodes.BadInvalidState, reason: `camera "${channel.id}" is disabled` };
+    }
+    if (channel.outstanding() >= this.config.result_queue) {
+      return {
+        status: StatusCodes.BadResourceUnavailable,
+        reason: `camera "${channel.id}" has ${channel.outstanding()} triggers outstanding (opcua.result_queue)`,
+      };
+    }
+    return undefined;
+  }
+
+  private onTriggerWrite(channel: CameraChannel, value: boolean, by: Requester): StatusCode {
+    if (!value || channel.triggerBit) {
+      channel.triggerBit = value;
+      return StatusCodes.Good;
+    }
+    const partId = channel.partId;
+    const refuse = ({ status, reason }: { status: StatusCode; reason: string }): StatusCode => {
+      channel.triggersRefused += 1;
+      this.setValue(channel, "TriggersRefused", DataType.UInt32, channel.triggersRefused);
+      this.log.warn({ camera: channel.id, part_id: partId, user: by.user }, `trigger refused: ${reason}`);
+      return status;
+    };
+    const refusal = this.refusal(channel);
+    if (refusal !== undefined) return refuse(refusal);
+    try {
+      this.control.trigger(channel.id, partId, by, this.config.trigger_timeout_ms);
+    } catch (err) {
+      if (!(err instanceof ControlError)) throw err;
+      return refuse({ status: StatusCodes.BadInvalidState, reason: err.message });
+    }
+    channel.triggerBit = true;
+    const acceptedAt = Date.now();
+    const timer = setTimeout(() => this.onTimeout(channel, timer), this.config.trigger_timeout_ms);
+    channel.pending.push({ partId, acceptedAt, timer });
+    return StatusCodes.Good;
+  }
+
+  private onTimeout(channel: CameraChannel, timer: NodeJS.Timeout): void {
+    const index = channel.pending.findIndex((trigger) => trigger.timer === timer);
+    if (index < 0 || this.stopping) return;
+    const [trigger] = channel.pending.splice(index, 1);
+    const afterMs = Date.now() - trigger!.acceptedAt;
+    channel.timeouts += 1;
+    channel.timedOut.push(trigger!.partId);
+    if (channel.timedOut.length > TIMED_OUT_MEMORY) channel.timedOut.shift();
+    this.log.warn(
+      { camera: channel.id, part_id: trigger!.partId, after_ms: afterMs },
+      `no result for part "${trigger!.partId}" within ${this.config.trigger_timeout_ms} ms of its trigger`,
+    );
+    channel.queue.push({ kind: "timeout", partId: trigger!.partId, afterMs });
+    this.present(channel);
+  }
+
+  private onAckWrite(channel: CameraChannel, value: boolean): StatusCode {
+    if (!value) {
+      channel.ackBit = false;
+      this.present(channel);
+      return StatusCodes.Good;
+    }
+    if (channel.ackBit) return StatusCodes.Good;
+    if (channel.presented === undefined) {
+      this.log.warn({ camera: channel.id }, "ResultsAck raised while no result is presented; ignored");
+      return StatusCodes.BadInvalidState;
+    }
+    channel.ackBit = true;
+    channel.presented = undefined;
+    this.setValue(channel, "ResultsReady", DataType.Boolean, false);
+    return StatusCodes.Good;
+  }
+
+  /** Presents the oldest queued answer, if nothing is presented and the PLC has lowered ResultsAck. */
+  private present(channel: CameraChannel): void {
+    this.setValue(channel, "QueuedResults", DataType.UInt32, channel.queue.length);
+    if (channel.presented !== undefined || channel.ackBit || this.stopping) return;
+    const next = channel.queue.shift();
+    if (next === undefined) return;
+    channel.presented = next;
+    channel.resultCounter = (channel.resultCounter + 1) % 2 ** 32;
+    const set = (name: string, dataType: DataType, value: unknown) =>
+      this.setValue(channel, name, dataType, value);
+    set("ResultPartId", DataType.String, next.partId);
+    if (next.kind === "result") {
+      const { result } = next;
+      set("ResultOK", DataType.Boolean, !result.defective);
+      set("ResultNG", DataType.Boolean, result.defective);
+      set("Score", DataType.Double, result.score);
+      set("Threshold", DataType.Double, result.threshold);
+      set("Regions", DataType.UInt32, result.regions.length);
+      set("EventId", DataType.String, result.defective ? defectEventId(result) : "");
+      set("Error", DataType.Boolean, false);
+      set("ErrorCode", DataType.UInt32, OPCUA_ERROR.none);
+    } else {
+      set("ResultOK", DataType.Boolean, false);
+      set("ResultNG", DataType.Boolean, false);
+      set("Score", DataType.Double, 0);
+      set("Threshold", DataType.Double, 0);
+      set("Regions", DataType.UInt32, 0);
+      set("EventId", DataType.String, "");
+      set("Error", DataType.Boolean, true);
+      set("ErrorCode", DataType.UInt32, OPCUA_ERROR.triggerTimeout);
+    }
+    set("ResultCounter", DataType.UInt32, channel.resultCounter);
+    set("QueuedResults", DataType.UInt32, channel.queue.length);
+    // Last, so that a client seeing ResultsReady (in the same data-change notification or a later read) sees the
+    // rest of this result.
+    set("ResultsReady", DataType.Boolean, true);
+  }
+
+  private setValue(channel: CameraChannel, name: string, dataType: DataType, value: unknown): void {
+    channel.vars.get(name)?.setValueFromSource(new Variant({ dataType, value }));
+  }
+
+  private addMethods(ns: Namespace, root: UAObject): void {
+    const cameraArg = { name: "Camera", dataType: DataType.String, description: "camera id" };
+    const reload = ns.addMethod(root, {
+      browseName: "ReloadModel",
+      nodeId: "s=stpmd.ReloadModel",
+      description: "re-read the configuration and reload changed bundles (what SIGHUP does)",
+      inputArguments: [],
+      outputArguments: [
+        {
+          name: "Swapped",
+          dataType: DataType.String,
+          valueRank: 1,
+          arrayDimensions: [0],
+          description: "bundles whose model changed",
+        },
+      ],
+    });
+    reload.bindMethod(async (_inputs: Variant[], context: SessionContext) => {
+      const by = this.requester(context);
+      return this.guard("ReloadModel", by, async () => {
+        const outcome = await this.control.reload(by);
+        if (!outcome.configApplied || outcome.failed.length > 0) {
+          const why = outcome.configApplied
+            ? `bundles failed to load (old models kept): ${outcome.failed.join(", ")}`
+            : `configuration rejected (running one kept): ${outcome.problems.join("; ")}`;
+          this.log.warn({ user: by.user }, `ReloadModel: ${why}`);
+          return { statusCode: StatusCodes.BadConfigurationError, statusText: why };
+        }
+        return {
+          statusCode: StatusCodes.Good,
+          outputArguments: [
+            new Variant({
+              dataType: DataType.String,
+              arrayType: VariantArrayType.Array,
+              value: outcome.swapped,
+            }),
+          ],
+        };
+      });
+    });
+
+    const setThreshold = ns.addMethod(root, {
+      browseName: "SetThreshold",
+      nodeId: "s=stpmd.SetThreshold",
+      description: "set a camera's image-score threshold (a fixed value, as threshold: {value})",
+      inputArguments: [cameraArg, { name: "Value", dataType: DataType.Double, description: "threshold > 0" }],
+      outputArguments: [{ name: "Previous", dataType: DataType.Double, description: "threshold before" }],
+    });
+    setThreshold.bindMethod(async (inputs: Variant[], context: SessionContext) => {
+      const by = this.requester(context);
+      return this.guard("SetThreshold", by, async () => {
+        const camera = this.knownCamera(inputs[0]?.value);
+        const value = inputs[1]?.value;
+        if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+          throw new ArgumentError(
+            StatusCodes.BadOutOfRange,
+            `threshold ${String(value)}: must be a positive number`,
+          );
+        }
+        const { old } = this.control.setThreshold(camera, { value }, by);
+        return {
+          statusCode: StatusCodes.Good,
+          outputArguments: [new Variant({ dataType: DataType.Double, value: old ?? Number.NaN })],
+        };
+      });
+    });
+
+    const enable = ns.addMethod(root, {
+      browseName: "EnableCamera",
+      nodeId: "s=stpmd.EnableCamera",
+      description: "start (true) or stop (false) inspecting a camera",
+      inputArguments: [cameraArg, { name: "On", dataType: DataType.Boolean, description: "enabled" }],
+      outputArguments: [],
+    });
+    enable.bindMethod(async (inputs: Variant[], context: SessionContext) => {
+      const by = this.requester(context);
+      return this.guard("EnableCamera", by, async () => {
+        const camera = this.knownCamera(inputs[0]?.value);
+        const on = inputs[1]?.value;
+        if (typeof on !== "boolean")
+          throw new ArgumentError(StatusCodes.BadTypeMismatch, "On must be a Boolean");
+        await this.control.enableCamera(camera, on, by);
+        this.cachedSnapshot = undefined;
+        return { statusCode: StatusCodes.Good };
+      });
+    });
+  }
+
+  private knownCamera(value: unknown): string {
+    if (typeof value !== "string")
+      throw new ArgumentError(StatusCodes.BadTypeMismatch, "Camera must be a String");
+    if (!this.channels.has(value)) {
+      throw new ArgumentError(
+        StatusCodes.BadInvalidArgument,
+        `unknown camera "${value}" (known: ${[...this.channels.keys()].join(", ")})`,
+      );
+    }
+    return value;
+  }
+
+  /** Runs a method body; a refusal becomes a Bad status with its reason and one log line, never an exception. */
+  private async guard(
+    method: string,
+    by: Requester,
+    body: () => Promise<{ statusCode: StatusCode; statusText?: string; outputArguments?: Variant[] }>,
+  ): Promise<{ statusCode: StatusCode; statusText?: string; outputArguments?: Variant[] }> {
+    try {
+      return await body();
+    } catch (err) {
+      if (err instanceof ArgumentError || err instanceof ControlError) {
+        const statusCode = err instanceof ArgumentError ? err.status : StatusCodes.BadInvalidArgument;
+        this.log.warn({ user: by.user, method }, `${method} refused: ${err.message}`);
+        return { statusCode, statusText: err.message };
+      }
+      this.log.error({ err, user: by.user, method }, `${method} failed`);
+      return { statusCode: StatusCodes.BadInternalError, statusText: (err as Error).message };
+    }
+  }
+}
+
+/** A method argument the server refuses before asking the control. */
+class ArgumentError extends Error {
+  constructor(
+    readonly status: StatusCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ArgumentError";
+  }
+}

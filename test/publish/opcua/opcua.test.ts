@@ -1,0 +1,354 @@
+import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { DataType } from "node-opcua-client";
+import { createLogger } from "../../../src/core/log.js";
+import { ControlError } from "../../../src/publish/control.js";
+import { opcuaSink } from "../../../src/publish/opcua/sink.js";
+import { defectEventId } from "../../../src/publish/topics.js";
+import { testConfig } from "../../helpers/config.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { freePort, Plc, startTestServer, type TestServer } from "../../helpers/opcua.js";
+import { testSinkContext } from "../../helpers/sink-context.js";
+import { tempDir } from "../../helpers/tiny-data.js";
+import { waitFor } from "../../helpers/wait.js";
+
+describe("OPC UA server with a real node-opcua client", () => {
+  let server: TestServer;
+  let plc: Plc;
+
+  before(async () => {
+    server = await startTestServer(
+      {
+        result_queue: 10,
+        trigger_timeout_ms: 400,
+        security: {
+          policies: ["None", "Basic256Sha256"],
+          modes: ["None", "SignAndEncrypt"],
+          accept_unknown_certificates: true,
+        },
+      },
+      ["cam1", "cam2", "cam3", "cam4", "cam5"],
+    );
+    plc = await Plc.connect(server);
+  });
+
+  after(async () => {
+    await plc?.close();
+    await server?.stop();
+  });
+
+  test("a trigger tags the next frame with PartId; its verdict comes back with the same part id", async () => {
+    const { control } = server;
+    assert.equal(await plc.read("cam1.TriggerReady"), true);
+    assert.ok((await plc.trigger("cam1", "P-0001")).isGood());
+    const call = control.calls.find((c) => c.method === "trigger");
+    assert.deepEqual(call, {
+      method: "trigger",
+      args: ["cam1", "P-0001"],
+      by: { via: "opcua", user: "plc" },
+    });
+
+    const good = control.emit("cam1", 0.2);
+    assert.equal(good.frame.partId, "P-0001");
+    const first = await plc.takeResult("cam1");
+    assert.deepEqual(first, {
+      partId: "P-0001",
+      ok: true,
+      ng: false,
+      score: 0.2,
+      threshold: 0.5,
+      regions: 0,
+      eventId: "",
+      counter: 1,
+      error: false,
+      errorCode: 0,
+    });
+
+    assert.ok((await plc.trigger("cam1", "P-0002")).isGood());
+    const bad = control.emit("cam1", 0.9);
+    const second = await plc.takeResult("cam1");
+    assert.equal(second.partId, "P-0002");
+    assert.equal(second.ng, true);
+    assert.equal(second.ok, false);
+    assert.equal(second.regions, 1);
+    assert.equal(second.eventId, defectEventId(bad));
+    assert.equal(second.counter, 2);
+
+    // An untriggered frame (free run) is not part of the handshake.
+    control.emit("cam1", 0.9);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(await plc.read("cam1.ResultsReady"), false);
+    assert.equal(await plc.read("cam1.ResultCounter"), 2);
+  });
+
+  test("ten triggers with a slow ack: ten results in order, none lost; an eleventh past result_queue is refused", async () => {
+    const { control } = server;
+    for (let i = 0; i < 10; i++) {
+      assert.ok((await plc.trigger("cam2", `Q-${i}`)).isGood(), `trigger ${i}`);
+      control.emit("cam2", i % 3 === 0 ? 0.9 : 0.1);
+    }
+    assert.equal(await plc.read("cam2.QueuedResults"), 9, "one presented, nine queued behind it");
+    assert.equal(await plc.read("cam2.TriggerReady"), false, "result_queue (10) outstanding");
+    const refused = await plc.trigger("cam2", "Q-overflow");
+    assert.equal(refused.name, "BadResourceUnavailable");
+    assert.equal(await plc.read("cam2.TriggersRefused"), 1);
+    assert.equal(
+      control.pendingTriggers.get("cam2")?.length ?? 0,
+      0,
+      "the refused trigger never reached the control",
+    );
+
+    const results = [];
+    for (let i = 0; i < 10; i++) results.push(await plc.takeResult("cam2", 40));
+    assert.deepEqual(
+      results.map((r) => r.partId),
+      Array.from({ length: 10 }, (_, i) => `Q-${i}`),
+    );
+    assert.deepEqual(
+      results.map((r) => r.ng),
+      Array.from({ length: 10 }, (_, i) => i % 3 === 0),
+    );
+    assert.deepEqual(
+      results.map((r) => r.counter),
+      Array.from({ length: 10 }, (_, i) => i + 1),
+    );
+    assert.equal(await plc.read("cam2.QueuedResults"), 0);
+    assert.equal(await plc.read("cam2.TriggerReady"), true);
+  });
+
+  test("the next result waits until the PLC lowers ResultsAck (four-phase handshake)", async () => {
+    const { control } = server;
+    await plc.trigger("cam3", "A");
+    control.emit("cam3", 0.1);
+    await plc.trigger("cam3", "B");
+    control.emit("cam3", 0.1);
+    await waitFor("ResultsReady", async () => (await plc.read("cam3.ResultsReady")) === true);
+    assert.equal(await plc.read("cam3.ResultPartId"), "A");
+    assert.ok((await plc.write("cam3.ResultsAck", DataType.Boolean, true)).isGood());
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(await plc.read("cam3.ResultsReady"), false, "held low while ResultsAck is high");
+    assert.equal(await plc.read("cam3.ResultPartId"), "A");
+    assert.ok((await plc.write("cam3.ResultsAck", DataType.Boolean, false)).isGood());
+    assert.equal(await plc.read("cam3.ResultsReady"), true);
+    assert.equal(await plc.read("cam3.ResultPartId"), "B");
+    await plc.takeResult("cam3");
+  });
+
+  test("SetThreshold changes the next verdict, and the control hears who asked", async () => {
+    const { control } = server;
+    await plc.trigger("cam4", "T-1");
+    control.emit("cam4", 0.6);
+    assert.equal((await plc.takeResult("cam4")).ng, true, "0.6 > 0.5");
+
+    const result = await plc.call("SetThreshold", [
+      { dataType: DataType.String, value: "cam4" },
+      { dataType: DataType.Double, value: 0.8 },
+    ]);
+    assert.equal(result.statusCode.name, "Good");
+    assert.equal(result.outputArguments?.[0]?.value, 0.5, "the previous threshold");
+    assert.deepEqual(control.calls.at(-1), {
+      method: "setThreshold",
+      args: ["cam4", { value: 0.8 }],
+      by: { via: "opcua", user: "plc" },
+    });
+
+    await plc.trigger("cam4", "T-2");
+    control.emit("cam4", 0.6);
+    const next = await plc.takeResult("cam4");
+    assert.equal(next.ok, true, "0.6 <= 0.8");
+    assert.equal(next.threshold, 0.8);
+  });
+
+  test("wrong types, unknown cameras and out-of-range values get a Bad status and change nothing", async () => {
+    const { control } = server;
+    const before = JSON.stringify(control.snapshot().cameras);
+    const callsBefore = control.calls.length;
+
+    assert.equal((await plc.write("cam5.Trigger", DataType.String, "yes")).name, "BadTypeMismatch");
+    assert.equal((await plc.write("cam5.ResultsAck", DataType.Double, 1)).name, "BadTypeMismatch");
+    assert.equal((await plc.write("cam5.PartId", DataType.Int32, 7)).name, "BadTypeMismatch");
+    assert.equal((await plc.write("cam5.ResultsAck", DataType.Boolean, true)).name, "BadInvalidState");
+    assert.equal((await plc.write("cam5.Score", DataType.Double, 0.1)).name, "BadNotWritable");
+    assert.equal((await plc.write("cam5.TriggerReady", DataType.Boolean, true)).name, "BadNotWritable");
+    assert.equal((await plc.write("Fps", DataType.Double, 1)).name, "BadNotWritable");
+    assert.equal(await plc.read("cam5.Trigger"), false);
+    assert.equal(await plc.read("cam5.ResultsAck"), false);
+
+    const unknown = await plc.call("SetThreshold", [
+      { dataType: DataType.String, value: "nope" },
+      { dataType: DataType.Double, value: 0.8 },
+    ]);
+    assert.equal(unknown.statusCode.name, "BadInvalidArgument");
+    const negative = await plc.call("SetThreshold", [
+      { dataType: DataType.String, value: "cam5" },
+      { dataType: DataType.Double, value: -1 },
+    ]);
+    assert.equal(negative.statusCode.name, "BadOutOfRange");
+    const wrongType = await plc.call("SetThreshold", [
+      { dataType: DataType.String, value: "cam5" },
+      { dataType: DataType.String, value: "0.8" },
+    ]);
+    assert.ok(wrongType.statusCode.isNotGood(), `wrong type: ${wrongType.statusCode.name}`);
+    const missing = await plc.call("EnableCamera", [{ dataType: DataType.String, value: "cam5" }]);
+    assert.ok(missing.statusCode.isNotGood(), `missing argument: ${missing.statusCode.name}`);
+    const enableUnknown = await plc.call("EnableCamera", [
+      { dataType: DataType.String, value: "nope" },
+      { dataType: DataType.Boolean, value: false },
+    ]);
+    assert.equal(enableUnknown.statusCode.name, "BadInvalidArgument");
+
+    assert.equal(JSON.stringify(control.snapshot().cameras), before, "no camera state changed");
+    assert.equal(control.calls.length, callsBefore, "nothing reached the control");
+    assert.equal(await plc.read("cam5.ResultCounter"), 0);
+
+    // The control's refusals come back as Bad statuses, and the server lives on.
+    const original = { reload: control.reload, enableCamera: control.enableCamera };
+    control.reload = async () => ({
+      configApplied: false,
+      problems: ["mqtt.url: bad"],
+      swapped: [],
+      failed: [],
+    });
+    control.enableCamera = async () => {
+      throw new ControlError('camera "cam5" cannot be disabled: it is the last one');
+    };
+    assert.equal((await plc.call("ReloadModel", [])).statusCode.name, "BadConfigurationError");
+    const refusedByControl = await plc.call("EnableCamera", [
+      { dataType: DataType.String, value: "cam5" },
+      { dataType: DataType.Boolean, value: false },
+    ]);
+    assert.equal(refusedByControl.statusCode.name, "BadInvalidArgument");
+    Object.assign(control, original);
+    assert.equal((await plc.call("ReloadModel", [])).statusCode.name, "Good");
+    const disable = await plc.call("EnableCamera", [
+      { dataType: DataType.String, value: "cam5" },
+      { dataType: DataType.Boolean, value: false },
+    ]);
+    assert.equal(disable.statusCode.name, "Good");
+    assert.equal(await plc.read("cam5.TriggerReady"), false);
+    assert.equal((await plc.trigger("cam5", "X")).name, "BadInvalidState", "camera disabled");
+    assert.equal(control.pendingTriggers.get("cam5")?.length ?? 0, 0);
+    await plc.call("EnableCamera", [
+      { dataType: DataType.String, value: "cam5" },
+      { dataType: DataType.Boolean, value: true },
+    ]);
+    assert.equal(await plc.read("cam5.TriggerReady"), true);
+  });
+
+  test("a trigger without a result within trigger_timeout_ms is answered with Error/ErrorCode 1", async () => {
+    const { control } = server;
+    const before = Date.now();
+    await plc.trigger("cam1", "LOST-1");
+    const answer = await plc.takeResult("cam1", 0, 3000);
+    const waited = Date.now() - before;
+    assert.ok(waited >= 400, `answered after ${waited} ms, before the 400 ms timeout`);
+    assert.deepEqual(
+      {
+        partId: answer.partId,
+        ok: answer.ok,
+        ng: answer.ng,
+        error: answer.error,
+        errorCode: answer.errorCode,
+      },
+      { partId: "LOST-1", ok: false, ng: false, error: true, errorCode: 1 },
+    );
+    // The frame turns up late: counted, not presented (the PLC has its answer for that part).
+    control.emit("cam1", 0.1);
+    await waitFor("LateResults", async () => (await plc.read("cam1.LateResults")) === 1, 2000);
+    assert.equal(await plc.read("cam1.ResultsReady"), false);
+    // The next trigger's verdict clears the error.
+    await plc.trigger("cam1", "P-next");
+    control.emit("cam1", 0.1);
+    const next = await plc.takeResult("cam1");
+    assert.equal(next.partId, "P-next");
+    assert.equal(next.error, false);
+    assert.equal(next.errorCode, 0);
+  });
+
+  test("wrong password, unknown user and anonymous are refused", async () => {
+    await assert.rejects(
+      Plc.connect(server, { password: "wrong" }),
+      /BadUserAccessDenied|BadIdentityTokenRejected/,
+    );
+    await assert.rejects(
+      Plc.connect(server, { user: "intruder" }),
+      /BadUserAccessDenied|BadIdentityTokenRejected/,
+    );
+    // The endpoints do not even offer an anonymous token policy, so the client gives up before asking.
+    await assert.rejects(Plc.connect(server, { anonymous: true }), /ANONYMOUS user token policy/);
+  });
+
+  test("Basic256Sha256 SignAndEncrypt works; the certificate store was created on first start", async () => {
+    const pki = server.config.pki_dir;
+    assert.ok(existsSync(path.join(pki, "own", "certs")), "own/certs");
+    assert.ok(readdirSync(path.join(pki, "own", "certs")).some((f) => f.endsWith(".pem")));
+    const secure = await Plc.connect(server, { secure: true });
+    try {
+      assert.equal(await secure.read("cam1.TriggerReady"), true);
+      assert.equal(await secure.read("ModelVersion"), "20261201T000000Z");
+    } finally {
+      await secure.close();
+    }
+  });
+});
+
+describe("OPC UA certificate trust", () => {
+  test("an unknown client certificate is refused and kept in rejected/ until an operator trusts it", async () => {
+    const server = await startTestServer({
+      security: {
+        policies: ["Basic256Sha256"],
+        modes: ["SignAndEncrypt"],
+        accept_unknown_certificates: false,
+      },
+    });
+    try {
+      await assert.rejects(Plc.connect(server, { secure: true }));
+      const rejected = path.join(server.config.pki_dir, "rejected");
+      assert.ok(readdirSync(rejected).length > 0, "the client's certificate is in rejected/");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("the OPC UA sink", () => {
+  test("is built only when opcua.enabled, loads the server on start and forwards results", async () => {
+    const dir = await tempDir("stpmd-opcua-wiring-");
+    const control = new TestLineControl(["cam1"]);
+    const logger = createLogger("silent");
+    assert.equal(opcuaSink.create(testSinkContext(testConfig(), control, logger)), undefined);
+    const port = await freePort();
+    const config = testConfig({
+      opcua: {
+        enabled: true,
+        port,
+        bind: "127.0.0.1",
+        hostname: "localhost",
+        allow_anonymous: true,
+        security: { policies: ["None"], modes: ["None"] },
+        pki_dir: path.join(dir, "pki"),
+      },
+    });
+    const sink = opcuaSink.create(testSinkContext(config, control, logger))!;
+    assert.equal(sink.name, "opcua");
+    assert.deepEqual(sink.health(), { ok: false, detail: "not started" });
+    control.interfaces.push({
+      onResult: (result) => sink.deliver({ results: [result], inferenceMs: 1, manifest: undefined }),
+    });
+    await sink.start();
+    assert.deepEqual(sink.health(), { ok: true });
+    const server = { dir, endpoint: `opc.tcp://localhost:${port}` } as TestServer;
+    const plc = await Plc.connect(server, { anonymous: true });
+    try {
+      assert.ok((await plc.trigger("cam1", "W-1")).isGood());
+      assert.deepEqual(control.calls[0]?.by, { via: "opcua" }, "anonymous: no user");
+      control.emit("cam1", 0.1);
+      assert.equal((await plc.takeResult("cam1")).partId, "W-1");
+    } finally {
+      await plc.close();
+      await sink.stop();
+    }
+  });
+});
