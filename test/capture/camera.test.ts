@@ -68,9 +68,9 @@ class Recorder {
   stateNames(): CameraState[] {
     return this.states.map((s) => s.state);
   }
-  /** Warnings about the camera's source, without the process-wide thread-pool advice. */
+  /** Warnings about the camera's source. */
   sourceWarnings(): CameraWarning[] {
-    return this.warnings.filter((w) => w.kind !== "thread_pool");
+    return this.warnings;
   }
   /** Milliseconds from each "restarting" to the following "starting": the backoff delays actually waited. */
   restartDelays(): number[] {

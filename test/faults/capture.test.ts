@@ -80,14 +80,12 @@ function replayCamera(dir: string, stallTimeoutMs: number): Camera {
   return new Camera(config, { width: 16, height: 8, logger: createLogger("silent") });
 }
 
-/** Runs `camera` until it delivered `count` frames; returns them and its warnings (without thread-pool advice). */
+/** Runs `camera` until it delivered `count` frames; returns them and its warnings. */
 async function collect(camera: Camera, count: number, timeoutMs: number) {
   const frames: Frame[] = [];
   const warnings: CameraWarning[] = [];
   camera.on("frame", (f) => frames.push(f));
-  camera.on("warning", (w) => {
-    if (w.kind !== "thread_pool") warnings.push(w);
-  });
+  camera.on("warning", (w) => warnings.push(w));
   camera.start();
   const deadline = Date.now() + timeoutMs;
   try {
