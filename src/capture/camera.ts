@@ -69,6 +69,9 @@ export type CameraEvents = {
 const DEFAULT_RESET_AFTER_MS = 30_000;
 /** A GStreamer warning or capture-process line that repeats is logged at most this often (with a count). */
 const NOTICE_INTERVAL_MS = 60_000;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: GStreamer colours its debug output with ANSI escapes
+const ANSI_ESCAPES = /\x1b\[[0-9;]*m/g;
+const NUMBERS = /0x[0-9a-f]+|\d+(\.\d+)?/gi;
 
 /**
  * Where cameras capture: each in a capture process of its own (the default), or in the daemon's process with
@@ -268,11 +271,16 @@ export class Camera extends EventEmitter<CameraEvents> {
     this.emit("warning", { cameraId: this.id, kind, message });
   }
 
-  /** GStreamer says the same thing again and again (a flaky network camera): one line, then a count. */
+  /**
+   * GStreamer says the same thing again and again (a flaky network camera): one line, then a count. Repeats are
+   * told apart by their words only: GST_DEBUG lines start with a clock, a pid and a thread address, and messages
+   * carry frame counts and timestamps.
+   */
   private notice(text: string): void {
-    const admitted = this.notices.admit(text);
+    const line = text.replace(ANSI_ESCAPES, "");
+    const admitted = this.notices.admit(line.replace(NUMBERS, "#"));
     if (admitted === undefined) return;
     const fields = admitted.unlogged > 0 ? { repeats_unlogged: admitted.unlogged } : {};
-    this.log.warn(fields, text);
+    this.log.warn(fields, line);
   }
 }

@@ -163,11 +163,6 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     this.originalMaxLongSide = spec.originalMaxLongSide;
   }
 
-  /** The full pipeline description this source launches. */
-  get pipelineDescription(): string {
-    return this.description;
-  }
-
   /** False once the pipeline cannot be replayed (dynamic pads): each further run would build, and leak, another. */
   get reusable(): boolean {
     return this.replayable;

@@ -89,6 +89,8 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
     const args: CaptureArgs = { spec: this.spec, resume: this.resume };
     const proc = spawn(process.execPath, [CAPTURE_ENTRY, JSON.stringify(args)], {
       stdio: ["ignore", "pipe", "pipe", "pipe"],
+      // GStreamer colours its debug output even into a pipe; the lines go to a JSON log
+      env: { ...process.env, GST_DEBUG_NO_COLOR: "1" },
     });
     const channel = proc.stdio[3] as Socket;
     const child: Child = {
