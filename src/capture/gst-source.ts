@@ -121,6 +121,8 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
 
   /** A run is wanted: from start() until it ends or stop(). */
   private running = false;
+  /** A run ended and no stop() came since: a replayable pipeline's bus poll may still wait (see stop()). */
+  private betweenRuns = false;
   private run: Run | null = null;
   /**
    * The latest run, ended or not. A replay waits until that run's last pull has come back: a pull still waiting in
@@ -181,6 +183,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.betweenRuns = false;
     this.launch();
   }
 
@@ -190,7 +193,9 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
    */
   stop(): void {
     if (!this.running) {
-      if (this.run === null && this.pipe?.polling) this.endIdlePoll(this.pipe);
+      // between runs (the supervisor's backoff): the poll left waiting on the flushed bus must end too
+      if (this.betweenRuns && this.pipe?.polling) this.endIdlePoll(this.pipe);
+      this.betweenRuns = false;
       return;
     }
     this.running = false;
@@ -616,6 +621,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   private end(kind: CameraWarningKind, message: string, streamingSince: number | null): void {
     if (!this.running) return;
     this.running = false;
+    this.betweenRuns = true;
     this.emit("ended", { kind, message, streamingSince });
   }
 
