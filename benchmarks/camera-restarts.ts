@@ -209,7 +209,7 @@ async function compare(runs: number, restarts: number, warmup: number): Promise<
   const md = [
     "# Camera restarts: RSS kept per restart, capture in the daemon's process vs in a capture process",
     "",
-    `${restarts} restarts after ${warmup} of warm-up, 1 ms backoff, 640×480 scaled to 256×256, ${runs} run(s) of each, alternating, each in a fresh process (\`node --expose-gc dist/benchmarks/camera-restarts.js --compare --runs ${runs} --restarts ${restarts} --warmup ${warmup}\`). Medians over runs of the median RSS growth per ${SAMPLE_EVERY} restarts after a full GC.`,
+    `${restarts} restarts after ${warmup} of warm-up, 1 ms backoff, 640×480 scaled to 256×256, ${runs} run(s) of each, alternating, each in a fresh process (\`node dist/benchmarks/camera-restarts.js --compare --runs ${runs} --restarts ${restarts} --warmup ${warmup}\`). Medians over runs of the median RSS growth per ${SAMPLE_EVERY} restarts after a full GC.`,
     "",
     `Sources: replayable \`${COMPARED_SOURCES.replayable}\`; dynamic-pad \`${COMPARED_SOURCES["dynamic-pad"]}\`.`,
     "",

@@ -143,6 +143,9 @@ describe("Faults: a camera's capture process dies", () => {
     const before = await captureProcesses(daemon.pid);
     assert.deepEqual([...before.keys()].sort(), CAMERAS, "one capture process per camera");
     const victimPid = before.get(VICTIM)!;
+    // GStreamer is loaded by the capture processes only
+    assert.match(await readFile(`/proc/${victimPid}/maps`, "utf8"), /libgstreamer-1\.0/);
+    assert.doesNotMatch(await readFile(`/proc/${daemon.pid}/maps`, "utf8"), /libgstreamer-1\.0/);
     const seqAtKill = new Map(CAMERAS.map((id) => [id, observer.of(id).at(-1)!.seq]));
     process.kill(victimPid, "SIGKILL");
     const killedAt = Date.now();
