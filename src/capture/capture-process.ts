@@ -16,10 +16,12 @@ import type { SourceCounters } from "./frame-source.js";
 import { GstSource } from "./gst-source.js";
 
 /**
- * Frames waiting in the socket's user-space buffer beyond which new ones are dropped, as the appsink drops them
- * in-process when the daemon falls behind (max-buffers=2 drop=true): the backlog stays bounded.
+ * Frames sent and not yet acknowledged beyond which new ones are dropped, as the appsink (max-buffers=2 drop=true)
+ * drops them when the daemon falls behind: without it the socket's buffers (about 200 kB in the kernel, and
+ * unbounded in Node) would hold the frames, a backlog of dozens for a small model's frames, and a request for a
+ * full-size frame would wait behind them.
  */
-const MAX_QUEUED_FRAMES = 2;
+const MAX_FRAMES_IN_FLIGHT = 2;
 /** How often the parent's pid is checked: a parent killed with SIGKILL may leave the socket open in a grandchild. */
 const PARENT_CHECK_MS = 1000;
 
@@ -30,6 +32,7 @@ const source = new GstSource(args.spec, args.resume ?? undefined);
 let run = 0;
 let exiting = false;
 let sent: SourceCounters = { badFrames: 0, pipelines: 0 };
+let framesInFlight = 0;
 
 function send(event: ChildEvent): void {
   if (!exiting) channel.write(eventMessage(event));
@@ -53,8 +56,9 @@ function exit(): void {
 }
 
 source.on("frame", (frame) => {
+  if (framesInFlight >= MAX_FRAMES_IN_FLIGHT) return;
+  framesInFlight++;
   const { head, pixels } = frameHeader(run, frame);
-  if (channel.writableLength > MAX_QUEUED_FRAMES * pixels.byteLength) return;
   channel.cork();
   channel.write(head);
   channel.write(pixels);
@@ -86,6 +90,9 @@ function onCommand(command: ParentCommand): void {
       break;
     case "exit":
       exit();
+      break;
+    case "ack":
+      framesInFlight = Math.max(0, framesInFlight - 1);
       break;
   }
 }

@@ -32,8 +32,19 @@ export type ChildEvent =
   | { t: "notice"; text: string }
   | { t: "counters"; counters: SourceCounters };
 
-/** Commands of the parent: play run `run`, stop it, ask for a frame at collection size, exit. */
-export type ParentCommand = { t: "start"; run: number } | { t: "stop" } | { t: "original" } | { t: "exit" };
+/**
+ * Commands of the parent: play run `run`, stop it, ask for a frame at collection size, exit; and `ack`, one per
+ * frame message received, so the capture process knows how many frames are still on their way.
+ */
+export type ParentCommand =
+  | { t: "start"; run: number }
+  | { t: "stop" }
+  | { t: "original" }
+  | { t: "exit" }
+  | { t: "ack" };
+
+/** The `ack` command as written, once per frame. */
+export const ACK_LINE = `${JSON.stringify({ t: "ack" } satisfies ParentCommand)}\n`;
 
 /**
  * The header of a frame message; the pixels follow as a second write (a writev on the socket: no copy to join

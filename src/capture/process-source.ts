@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import {
+  ACK_LINE,
   type CaptureArgs,
   type ChildEvent,
   decodeFrame,
@@ -123,6 +124,7 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
 
   private onMessage(child: Child, type: number, body: Buffer): void {
     if (type === MESSAGE_FRAME) {
+      if (!child.channel.destroyed && child.channel.writable) child.channel.write(ACK_LINE);
       const { run, frame } = decodeFrame(body);
       if (run !== this.run || !this.playing) return;
       this.streamingSince ??= frame.captureTs;
