@@ -1,5 +1,5 @@
 import { execFile, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -25,6 +25,47 @@ export function peakRssMib(): number {
     .split("\n")
     .find((l) => l.startsWith("VmHWM:"));
   return line ? Number(line.split(/\s+/)[1]) / 1024 : Number.NaN;
+}
+
+/** VmRSS of process `pid` ("self" for this one) in kB; NaN once it is gone. */
+export function rssKbOf(pid: number | "self"): number {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("VmRSS:"));
+    return line ? Number(line.split(/\s+/)[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Pids of this process's cameras' capture processes (src/capture/capture-process.ts). */
+export function captureProcessPids(): number[] {
+  const pids: number[] = [];
+  for (const task of readdirSync("/proc/self/task")) {
+    let children = "";
+    try {
+      children = readFileSync(`/proc/self/task/${task}/children`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const pid of children.split(" ").filter(Boolean).map(Number)) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("capture-process.js")) pids.push(pid);
+      } catch {
+        // it just exited
+      }
+    }
+  }
+  return pids;
+}
+
+/** Summed VmRSS of the capture processes, in kB (0 when cameras capture in this process). */
+export function captureRssKb(): number {
+  return captureProcessPids()
+    .map(rssKbOf)
+    .filter((kb) => Number.isFinite(kb))
+    .reduce((a, b) => a + b, 0);
 }
 
 const run = promisify(execFile);

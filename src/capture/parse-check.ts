@@ -1,21 +1,33 @@
-import { createRequire } from "node:module";
-import type gst from "gstreamer-superficial";
-import { errorMessage } from "../core/errors.js";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 
-// CommonJS require: the addon's package.json "main" has no extension, which Node's ESM loader refuses.
-const gstreamer = createRequire(import.meta.url)("gstreamer-superficial") as typeof gst;
+/** The entry that runs the checks, compiled beside this file. */
+const CHECK_ENTRY = fileURLToPath(new URL("./parse-check-process.js", import.meta.url));
 
 /**
- * Whether GStreamer can build `description` (gst_parse_launch: every element exists, every property and value is
- * valid, the links parse), without setting it to PLAYING — so no device is opened and nothing streams. Undefined
- * when it builds, otherwise GStreamer's reason. The binding never frees a pipeline, so each check costs its memory
- * once (a few hundred kB); it is meant for start-up and `check-config`, not for a loop.
+ * For each description, whether GStreamer can build it (gst_parse_launch: every element exists, every property and
+ * value is valid, the links parse), without setting it to PLAYING — so no device is opened and nothing streams.
+ * Undefined when it builds, otherwise GStreamer's reason. The checks run in a short-lived process of their own
+ * (parse-check-process.ts), as the cameras do: the binding never frees a pipeline (a few hundred kB each), and the
+ * daemon itself never loads it. Meant for start-up and `check-config` (a process start: about 0.2 s).
  */
-export function pipelineParseProblem(description: string): string | undefined {
-  try {
-    new gstreamer.Pipeline(description);
-    return undefined;
-  } catch (err) {
-    return errorMessage(err);
+export function pipelineParseProblems(descriptions: readonly string[]): Array<string | undefined> {
+  if (descriptions.length === 0) return [];
+  const r = spawnSync(process.execPath, [CHECK_ENTRY], {
+    input: JSON.stringify(descriptions),
+    encoding: "utf8",
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  if (r.status === 0) {
+    const problems = JSON.parse(r.stdout) as Array<string | null>;
+    return problems.map((p) => p ?? undefined);
   }
+  const lastLine =
+    r.stderr
+      ?.split("\n")
+      .filter((l) => l.trim() !== "")
+      .at(-1) ?? "";
+  const how = r.error?.message ?? (r.signal ? `signal ${r.signal}` : `code ${r.status}`);
+  const reason = `the GStreamer check process failed (${how})${lastLine ? `: ${lastLine}` : ""}`;
+  return descriptions.map(() => reason);
 }

@@ -64,6 +64,13 @@ function fileVersion(file: string): string {
 /** Why a file that passed the checks is skipped: a run failed on it (see {@link ReplayCursor.runFailed}). */
 const BLAMED_PROBLEM = "stopped the replay earlier and has not changed since";
 
+/** A cursor's state as plain data, for a capture process that takes over the replay ({@link ReplayCursor.position}). */
+export interface ReplayPosition {
+  next: number;
+  /** Files a run failed on, by index, with the version (size/mtime) that failed. */
+  blamed: Array<[index: number, version: string]>;
+}
+
 /** Where a replay camera is in its files, and which of them it skips. */
 export class ReplayCursor {
   readonly settings: ReplaySettings;
@@ -75,9 +82,15 @@ export class ReplayCursor {
   /** Files a run failed on although they passed the checks, by index: skipped until they change (size, mtime). */
   private readonly blamed = new Map<number, string>();
 
-  constructor(settings: ReplaySettings) {
+  /** @param resume where an earlier cursor of the same replay stood ({@link position}). */
+  constructor(settings: ReplaySettings, resume?: ReplayPosition) {
     this.settings = settings;
-    this.next = settings.index;
+    this.next = resume?.next ?? settings.index;
+    for (const [index, version] of resume?.blamed ?? []) this.blamed.set(index, version);
+  }
+
+  position(): ReplayPosition {
+    return { next: this.next, blamed: [...this.blamed] };
   }
 
   fileName(index: number): string {

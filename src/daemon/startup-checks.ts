@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { bundleGeometry } from "../bundle/bundle.js";
-import { pipelineParseProblem } from "../capture/parse-check.js";
+import { pipelineParseProblems } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
 import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
@@ -77,13 +77,18 @@ export function cameraSourceProblems(
   config: StpmdConfig,
   sizeOf: (index: number) => { width: number; height: number } | undefined,
 ): Problem[] {
-  const problems: Problem[] = [];
+  const checked: Array<{ i: number; camera: CameraConfig; description: string }> = [];
   config.cameras.forEach((camera, i) => {
     if (!camera.enabled) return;
     // without a loadable bundle the camera is still checked, at a size every description must accept
     const { width, height } = sizeOf(i) ?? { width: 256, height: 256 };
     const description = buildPipelineDescription(camera.source, width, height, `cameras[${i}]`, camera.roi);
-    const reason = pipelineParseProblem(description);
+    checked.push({ i, camera, description });
+  });
+  const reasons = pipelineParseProblems(checked.map((c) => c.description));
+  const problems: Problem[] = [];
+  checked.forEach(({ i, camera }, k) => {
+    const reason = reasons[k];
     if (reason !== undefined) {
       const roi = camera.roi;
       if (roi && /videocrop/.test(reason)) {

@@ -16,6 +16,7 @@ import { isStpmdError } from "../../src/core/errors.js";
 import type { Frame } from "../../src/core/frame.js";
 import { createLogger } from "../../src/core/log.js";
 import { cameraConfig } from "../helpers/config.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { waitFor } from "../helpers/wait.js";
 
 const thisFile = fileURLToPath(import.meta.url);
@@ -68,9 +69,9 @@ class Recorder {
   stateNames(): CameraState[] {
     return this.states.map((s) => s.state);
   }
-  /** Warnings about the camera's source, without the process-wide thread-pool advice. */
+  /** Warnings about the camera's source. */
   sourceWarnings(): CameraWarning[] {
-    return this.warnings.filter((w) => w.kind !== "thread_pool");
+    return this.warnings;
   }
   /** Milliseconds from each "restarting" to the following "starting": the backoff delays actually waited. */
   restartDelays(): number[] {
@@ -96,6 +97,24 @@ async function recordFrames(camera: Camera, count: number, timeoutMs: number): P
     camera.stop();
   }
   return rec;
+}
+
+/** This process's capture processes that still run. */
+function captureProcesses(): number[] {
+  const pids: number[] = [];
+  for (const task of fs.readdirSync("/proc/self/task")) {
+    const children = fs.readFileSync(`/proc/self/task/${task}/children`, "utf8");
+    for (const pid of children.split(" ").filter(Boolean)) {
+      let stat = "";
+      try {
+        stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      } catch {
+        continue; // it just exited
+      }
+      if (!/\) Z/.test(stat)) pids.push(Number(pid));
+    }
+  }
+  return pids;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -566,6 +585,49 @@ describe("Camera: restarts", () => {
     camera.stop(); // idempotent: no second "stopped"
     await sleep(200);
     assert.deepEqual(emittedAfterStop, []);
+  });
+});
+
+describe("Camera: the capture process", () => {
+  test("its stderr reaches the log tagged with the camera, a repeated GStreamer line once a minute", async () => {
+    const { logger: capturing, lines } = capturingLogger("info");
+    const missing = path.join(tmpRoot, "no-such-file.png");
+    // GST_DEBUG makes filesrc print a WARN line to the capture process's stderr at each failed run
+    process.env.GST_DEBUG = "filesrc:2";
+    let camera: Camera;
+    try {
+      camera = new Camera(
+        cameraConfig({
+          id: "noisy",
+          source: `filesrc location=${missing} ! pngdec`,
+          stall_timeout_s: 0,
+          restart_backoff: { initial_ms: 20, max_ms: 20, factor: 1 },
+        }),
+        { width: 64, height: 48, logger: capturing },
+      );
+      camera.start();
+    } finally {
+      delete process.env.GST_DEBUG;
+    }
+    try {
+      await until(() => camera.stats().restarts >= 6, 5000, "6 restarts");
+    } finally {
+      camera.stop();
+    }
+    const gstLines = lines.filter((l) => l.kind === undefined && / WARN .*gst_file_src_start/.test(l.msg));
+    assert.equal(gstLines.length, 1, JSON.stringify(gstLines));
+    assert.equal(gstLines[0]!.camera, "noisy");
+    assert.ok(gstLines[0]!.msg.includes(missing), gstLines[0]!.msg);
+    assert.ok(!gstLines[0]!.msg.includes("\u001b"), "no colour codes");
+    // the failures themselves are warnings of their own, one per run
+    assert.ok(lines.filter((l) => l.kind === "pipeline_error").length >= 6);
+  });
+
+  test("stop() ends the capture process", async () => {
+    const camera = makeCamera({ source: liveTestSource("30/1") });
+    const rec = await recordFrames(camera, 2, 5000);
+    assert.ok(rec.frames.length >= 2);
+    await until(() => captureProcesses().length === 0, 3000, "no capture process left");
   });
 });
 

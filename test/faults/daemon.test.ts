@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { copyFile, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -273,19 +274,19 @@ describe("faults", { concurrency: false }, () => {
     assert.equal(takeovers["takeover-bound"], 0, "with it the daemon keeps its connection");
   });
 
-  test("the binary is one process: SIGKILL leaves nothing running, and libuv's pool has its 32 threads", async () => {
+  test("SIGKILL leaves nothing running: the camera's capture process ends with the daemon", async () => {
     const broker = await MosquittoBroker.start();
     cleanups.push(() => broker.close());
     const config = await writeConfig({ name: "orphan", url: broker.url });
-    const daemon = new DaemonProcess(config, { UV_THREADPOOL_SIZE: "" });
+    const daemon = new DaemonProcess(config);
     cleanups.push(() => daemon.kill());
     await waitFor("inspecting", () => daemon.hasLog(/first frame inspected/), 30_000);
-    const threads = (await readdir(`/proc/${daemon.pid}/task`)).length;
-    assert.ok(threads >= 32, `${threads} threads: the pool was not sized before Node used it`);
     const children = await childPids(daemon.pid);
-    assert.deepEqual(children, [], "no second process");
+    assert.equal(children.length, 1, "one capture process for the one camera");
+    const cmdline = await readFile(`/proc/${children[0]}/cmdline`, "utf8");
+    assert.match(cmdline, /capture-process\.js/);
     await daemon.kill();
-    await sleep(500);
+    await waitFor("the capture process gone", () => !isRunning(children[0]!), 5000);
     assert.deepEqual(await processesWith(config), [], "no process still runs this config");
   });
 
@@ -328,6 +329,15 @@ async function childPids(pid: number): Promise<number[]> {
     children.push(...list.split(" ").filter(Boolean).map(Number));
   }
   return children;
+}
+
+/** Whether `pid` runs (exists and is no zombie waiting for a parent to reap it). */
+function isRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
 }
 
 /** Pids whose command line mentions `needle`. */

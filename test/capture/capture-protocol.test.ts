@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  type ChildEvent,
+  decodeFrame,
+  eventMessage,
+  frameHeader,
+  MESSAGE_EVENT,
+  MESSAGE_FRAME,
+  MessageReader,
+} from "../../src/capture/capture-protocol.js";
+import type { SourceFrame } from "../../src/capture/frame-source.js";
+
+/** The bytes a capture process writes for `frame` of run `run`. */
+function frameBytes(run: number, frame: SourceFrame): Buffer {
+  const { head, pixels } = frameHeader(run, frame);
+  return Buffer.concat([head, pixels]);
+}
+
+function read(chunks: Buffer[]): Array<{ type: number; body: Buffer }> {
+  const out: Array<{ type: number; body: Buffer }> = [];
+  const reader = new MessageReader((type, body) => out.push({ type, body: Buffer.from(body) }));
+  for (const chunk of chunks) reader.feed(chunk);
+  return out;
+}
+
+describe("capture protocol", () => {
+  const rgb = Uint8Array.from({ length: 4 * 3 * 3 }, (_, i) => i);
+  const rgba = Uint8Array.from({ length: 5 * 2 * 4 }, (_, i) => 255 - i);
+  const event: ChildEvent = {
+    t: "warning",
+    run: 7,
+    kind: "bad_file",
+    message: "replay file /x/003.png is empty",
+  };
+  const stream = Buffer.concat([
+    frameBytes(7, { captureTs: 1_796_000_000_123, rgb }),
+    eventMessage(event),
+    frameBytes(8, { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true }),
+  ]);
+
+  function check(messages: Array<{ type: number; body: Buffer }>, how: string): void {
+    assert.deepEqual(
+      messages.map((m) => m.type),
+      [MESSAGE_FRAME, MESSAGE_EVENT, MESSAGE_FRAME],
+      how,
+    );
+    const first = decodeFrame(messages[0]!.body);
+    assert.equal(first.run, 7);
+    assert.deepEqual(first.frame, { captureTs: 1_796_000_000_123, rgb }, how);
+    assert.deepEqual(JSON.parse(messages[1]!.body.toString("utf8")), event, how);
+    const third = decodeFrame(messages[2]!.body);
+    assert.equal(third.run, 8);
+    assert.deepEqual(
+      third.frame,
+      { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true },
+      how,
+    );
+  }
+
+  test("messages come out whole and in order however the stream is cut", () => {
+    check(read([stream]), "one chunk");
+    for (let cut = 1; cut < stream.byteLength; cut++) {
+      check(read([stream.subarray(0, cut), stream.subarray(cut)]), `cut at ${cut}`);
+    }
+    check(
+      read(Array.from({ length: stream.byteLength }, (_, i) => stream.subarray(i, i + 1))),
+      "a byte at a time",
+    );
+  });
+
+  test("a message within one chunk is a view of it, not a copy", () => {
+    const bodies: Buffer[] = [];
+    new MessageReader((_, body) => bodies.push(body)).feed(stream);
+    assert.equal(bodies[0]!.buffer, stream.buffer);
+  });
+});
