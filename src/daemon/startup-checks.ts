@@ -3,7 +3,7 @@ import path from "node:path";
 import { bundleGeometry } from "../bundle/bundle.js";
 import { pipelineParseProblems } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
-import type { KeyPath, Problem, StpmdConfig } from "../config/index.js";
+import type { CameraConfig, KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
