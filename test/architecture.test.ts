@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -101,4 +101,28 @@ test("every folder of src/ has a layer, and test/ mirrors src/", () => {
     testFolders.filter((folder) => !srcFolders.includes(folder)),
     [],
   );
+});
+
+/** The layer table of docs/architecture.md as folder → rank (`src/main.cts` is the entry, "" in LAYERS). */
+export function documentedLayers(markdown: string): Record<string, number> {
+  const section = markdown.split(/^## /m).find((s) => s.startsWith("The layers"));
+  assert.ok(section, "docs/architecture.md has no section 'The layers'");
+  const layers: Record<string, number> = {};
+  for (const row of section.matchAll(/^\| *(\d+) *\| *([^|]+)\|/gm)) {
+    for (const name of row[2]!.matchAll(/`([^`]+)`/g)) {
+      layers[name[1] === "src/main.cts" ? "" : name[1]!] = Number(row[1]);
+    }
+  }
+  return layers;
+}
+
+test("docs/architecture.md's layer table is LAYERS", () => {
+  const documented = documentedLayers(readFileSync(path.join(repoRoot, "docs/architecture.md"), "utf8"));
+  assert.deepEqual(documented, { ...LAYERS });
+});
+
+test("a layer the docs leave out is found (the check above can fail)", () => {
+  const table = "## The layers\n\n| rank | folders |\n|---:|---|\n| 0 | `core` |\n| 10 | `src/main.cts` |\n";
+  assert.deepEqual(documentedLayers(table), { core: 0, "": 10 });
+  assert.notDeepEqual(documentedLayers(table), { ...LAYERS });
 });

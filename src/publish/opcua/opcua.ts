@@ -342,13 +342,17 @@ export class OpcuaInterface implements ResultSink {
     const channel = new CameraChannel(id);
     this.channels.set(id, channel);
     const folder = ns.addFolder(root, { browseName: id, nodeId: `s=stpmd.${id}` });
+    /** What every variable of the camera's folder has: its place, node id, type and description. */
+    const identity = (name: string, dataType: DataType, doc: string) => ({
+      componentOf: folder,
+      browseName: name,
+      nodeId: `s=stpmd.${id}.${name}`,
+      dataType,
+      description: doc,
+    });
     const add = (name: string, dataType: DataType, value: unknown, doc: string) => {
       const variable = ns.addVariable({
-        componentOf: folder,
-        browseName: name,
-        nodeId: `s=stpmd.${id}.${name}`,
-        dataType,
-        description: doc,
+        ...identity(name, dataType, doc),
         ...READ_ONLY,
         // Set from the handshake, never sampled: 0 makes subscriptions report every change as it happens, so a
         // ResultsReady true → false → true within one sampling period is not lost.
@@ -366,11 +370,7 @@ export class OpcuaInterface implements ResultSink {
       set: (value: unknown, by: Requester) => StatusCode,
     ) => {
       const variable = ns.addVariable({
-        componentOf: folder,
-        browseName: name,
-        nodeId: `s=stpmd.${id}.${name}`,
-        dataType,
-        description: doc,
+        ...identity(name, dataType, doc),
         accessLevel: "CurrentRead | CurrentWrite",
         userAccessLevel: "CurrentRead | CurrentWrite",
         minimumSamplingInterval: 10,
