@@ -148,8 +148,9 @@ async function resizeInto(
 /**
  * Warm-up runs continue past `spec.warmup` until two in a row agree within this fraction, for at most
  * {@link MAX_WARMUP} runs. ORT's first runs at a new batch size are several times slower than the rest, and with
- * `--quick`'s fixed single warm-up run one of its two timed runs was still cold: every one-at-a-time figure and the
- * whole ORT floor (timed only one way) read 3–4× too slow, a floor below the Scorer it bounds.
+ * `--quick`'s single warm-up run one of its two timed runs was still cold: the one-at-a-time stpmd batch of 8 read
+ * 300 ms against 103 streaming, and the ORT floor (timed only one way) 77.9 frames/s at batch 1 against stpmd's
+ * 82.9 — a floor below the Scorer it bounds (`inference.js --quick --skip-torch --backbones mobilenet_v2`, before).
  */
 const WARM_TOLERANCE = 0.2;
 const MAX_WARMUP = 12;
@@ -626,7 +627,9 @@ async function main(): Promise<void> {
   };
   const batches = quick ? [1, 8] : [1, 8, 32];
   const runs = quick ? 2 : 5;
-  const warmup = quick ? 1 : 3;
+  // ORT's first two runs at a new batch size can agree with each other and still be cold (the floor at batch 8:
+  // 124, 124, then 80 ms), so even --quick warms up three times before the settling rule takes over
+  const warmup = 3;
   const rounds = quick ? 1 : 2;
   const frames = await benchFrameFiles();
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-"));
@@ -807,6 +810,7 @@ function pooled(rounds: ChildResult[][]): ChildResult[] {
       const med = median(runs);
       return {
         batch: r.batch,
+        warmup_ms: rounds.flatMap((round) => round[i]!.results[j]!.warmup_ms ?? []),
         runs_ms: runs,
         round_medians_ms: rounds.map((round) => round[i]!.results[j]!.median_ms),
         ...(r.stages_ms
