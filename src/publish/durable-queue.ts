@@ -420,7 +420,10 @@ export class DurableQueue {
       await chmodQuietly(file, options.fileMode, logger);
       entries.push({ seq: Number(match[1]), bytes: bytes.length, eventId: decoded[0]!.eventId });
     }
-    const undeleted = await deleteEntries(options.dir, acked);
+    let failedAtOpen = 0;
+    const undeleted = await deleteEntries(options.dir, acked, () => {
+      failedAtOpen += 1;
+    });
     if (acked.length > 0) {
       logger.info(
         { dir: options.dir, acked: acked.length, deleted: acked.length - undeleted.length },
@@ -428,6 +431,7 @@ export class DurableQueue {
       );
     }
     const outbox = new DurableQueue(options, lock, entries, lost, { markerSeq, undeleted }, tuning);
+    outbox.deleteFailureCount = failedAtOpen;
     if (undeleted.length === 0 && markerSeq !== undefined) await outbox.removeAckMarker();
     if (entries.length > 0) {
       logger.info(
