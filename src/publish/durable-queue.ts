@@ -8,10 +8,12 @@ import {
   fsyncDirectory,
   makeDirectory,
   parseMode,
+  writeFileAtomic,
   writeFileSynced,
 } from "../core/durable-fs.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import { RepeatLimiter } from "../core/repeat-limiter.js";
 import { LOCK_NAME, QueueLock } from "./durable-queue-lock.js";
 import type { Qos } from "./topics.js";
 
@@ -52,6 +54,11 @@ interface OutboxOptions {
   logger: Logger;
 }
 
+/** What only tests change: how soon a failed deletion is first retried ({@link DELETE_RETRY_MS} otherwise). */
+export interface QueueTuning {
+  deleteRetryMs?: number;
+}
+
 /**
  * `"overflow"`: refused because the outbox is full (counted in {@link DurableQueue.overflowed}); `"failed"`: the
  * write itself failed (disk full, I/O error) and the event is lost (counted in {@link DurableQueue.lost}). Both logged.
@@ -90,6 +97,15 @@ const TRAILER_BYTES = 4;
 const SEQ_DIGITS = 16; // Number.MAX_SAFE_INTEGER has 16 digits, so names sort lexically in sequence order.
 const MESSAGE_NAME = /^(\d{16})\.msg$/;
 const QUARANTINE_DIR = "quarantine";
+/**
+ * The ack marker: the sequence number of the newest acknowledged entry, written (atomically) only while some
+ * acknowledged entry could not be deleted. At open, entries up to it are deleted instead of sent again.
+ */
+const ACKED_NAME = ".acked";
+/** First retry of a failed deletion; it doubles up to {@link DELETE_RETRY_MAX_MS}. */
+const DELETE_RETRY_MS = 1000;
+/** A directory that stays read-only is tried once a minute, not harder: the retries cost a syscall per entry. */
+const DELETE_RETRY_MAX_MS = 60_000;
 
 interface RecordHeader {
   topic: string;
@@ -248,7 +264,13 @@ function errnoOf(err: unknown): string {
  * fsync), so a burst of defects costs a few fsync rounds rather than two per entry.
  *
  * An entry leaves the outbox only through {@link ack}, which the publisher calls once the broker acknowledged all
- * its messages; a crash in between means it is sent again (at-least-once, like QoS 1 itself).
+ * its messages; a crash in between means it is sent again (at-least-once, like QoS 1 itself). An acknowledged
+ * entry whose file cannot be deleted (a read-only directory) is remembered and never sent again by this process;
+ * its deletion is retried with backoff (1 s doubling to a minute), counted and logged once a minute. While such
+ * files are left, an ack marker (the newest acknowledged sequence number, written atomically) tells the next open
+ * to delete them instead of sending them; where the marker cannot be written either (the same read-only
+ * directory), the next open sends them again — a duplicate, which QoS 1 consumers handle, rather than a guess
+ * that could skip an unsent event.
  *
  * When full, the NEW event is refused and counted ({@link overflowed}): older unsent events are never deleted to
  * make room, because the first defects of an incident are the ones an operator needs most. An event whose write
@@ -283,8 +305,28 @@ export class DurableQueue {
   private head: StoredEntry | undefined;
   private waiters: (() => void)[] = [];
   private closed = false;
+  /**
+   * Acknowledged entries whose file could not be deleted (a read-only directory, a busy file), oldest first; they
+   * are deleted by {@link retryDeletes} with backoff, and never sent again by this process.
+   */
+  private undeletedSeqs: number[] = [];
+  /** Highest sequence number the ack marker on disk holds, if there is one. */
+  private markerSeq: number | undefined;
+  private deleteFailureCount = 0;
+  private readonly deleteRetryMs: number;
+  private deleteDelayMs: number;
+  private deleteTimer: NodeJS.Timeout | undefined;
+  private deleting: Promise<void> | undefined;
+  private readonly deleteRepeats = new RepeatLimiter();
 
-  private constructor(options: OutboxOptions, lock: QueueLock, entries: IndexEntry[], lost: number) {
+  private constructor(
+    options: OutboxOptions,
+    lock: QueueLock,
+    entries: IndexEntry[],
+    lost: number,
+    acked: { markerSeq: number | undefined; undeleted: number[] },
+    tuning: QueueTuning,
+  ) {
     this.dir = options.dir;
     this.maxEvents = options.maxEvents;
     this.maxBytes = options.maxBytes;
@@ -295,7 +337,14 @@ export class DurableQueue {
     this.index = entries;
     this.lostCount = lost;
     this.storedBytes = entries.reduce((sum, entry) => sum + entry.bytes, 0);
-    this.nextSeq = entries.length > 0 ? entries[entries.length - 1]!.seq + 1 : 0;
+    const afterEntries = entries.length > 0 ? entries[entries.length - 1]!.seq + 1 : 0;
+    // never reuse a number the marker covers: an entry under it would be taken for acknowledged at the next open
+    this.nextSeq = Math.max(afterEntries, (acked.markerSeq ?? -1) + 1);
+    this.markerSeq = acked.markerSeq;
+    this.undeletedSeqs = acked.undeleted;
+    this.deleteRetryMs = tuning.deleteRetryMs ?? DELETE_RETRY_MS;
+    this.deleteDelayMs = this.deleteRetryMs;
+    if (this.undeletedSeqs.length > 0) this.scheduleDeleteRetry();
   }
 
   /**
@@ -304,7 +353,11 @@ export class DurableQueue {
    * moved to `quarantine/` with a warning rather than deleted, so nothing is destroyed that someone might want to
    * inspect. Throws an `ERR_OUTBOX_LOCKED` StpmdError if another running process uses the directory.
    */
-  static async open(config: MqttOutboxConfig, parentLogger: Logger): Promise<DurableQueue> {
+  static async open(
+    config: MqttOutboxConfig,
+    parentLogger: Logger,
+    tuning: QueueTuning = {},
+  ): Promise<DurableQueue> {
     const options: OutboxOptions = {
       dir: config.dir,
       maxEvents: config.max_messages,
@@ -319,7 +372,7 @@ export class DurableQueue {
     await makeDirectory(options.dir, dirMode);
     const lock = await QueueLock.acquire(options.dir, fileMode, logger);
     try {
-      return await DurableQueue.load({ ...options, logger, fileMode, dirMode }, lock);
+      return await DurableQueue.load({ ...options, logger, fileMode, dirMode }, lock, tuning);
     } catch (err) {
       await lock.release();
       throw err;
@@ -329,16 +382,19 @@ export class DurableQueue {
   private static async load(
     options: OutboxOptions & { fileMode: number; dirMode: number },
     lock: QueueLock,
+    tuning: QueueTuning,
   ): Promise<DurableQueue> {
     const { logger } = options;
     const entries: IndexEntry[] = [];
     let lost = 0;
+    const markerSeq = await readAckMarker(options.dir, logger);
+    const acked: number[] = [];
     const names = (await readdir(options.dir, { withFileTypes: true })).sort((a, b) =>
       a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
     );
     for (const dirent of names) {
       if (dirent.isDirectory() && dirent.name === QUARANTINE_DIR) continue;
-      if (dirent.name === LOCK_NAME) continue;
+      if (dirent.name === LOCK_NAME || dirent.name === ACKED_NAME) continue;
       const file = path.join(options.dir, dirent.name);
       const match = MESSAGE_NAME.exec(dirent.name);
       if (dirent.name.endsWith(".tmp")) {
@@ -347,6 +403,10 @@ export class DurableQueue {
       }
       if (match === null || !dirent.isFile()) {
         logger.warn({ file }, "outbox: ignoring a file that is not an outbox entry");
+        continue;
+      }
+      if (markerSeq !== undefined && Number(match[1]) <= markerSeq) {
+        acked.push(Number(match[1])); // acknowledged by an earlier run that could not delete it: never resent
         continue;
       }
       const bytes = await readFile(file);
@@ -360,7 +420,19 @@ export class DurableQueue {
       await chmodQuietly(file, options.fileMode, logger);
       entries.push({ seq: Number(match[1]), bytes: bytes.length, eventId: decoded[0]!.eventId });
     }
-    const outbox = new DurableQueue(options, lock, entries, lost);
+    let failedAtOpen = 0;
+    const undeleted = await deleteEntries(options.dir, acked, () => {
+      failedAtOpen += 1;
+    });
+    if (acked.length > 0) {
+      logger.info(
+        { dir: options.dir, acked: acked.length, deleted: acked.length - undeleted.length },
+        `outbox: ${acked.length} entries acknowledged by an earlier run were still on disk; deleted ${acked.length - undeleted.length} (not sent again)`,
+      );
+    }
+    const outbox = new DurableQueue(options, lock, entries, lost, { markerSeq, undeleted }, tuning);
+    outbox.deleteFailureCount = failedAtOpen;
+    if (undeleted.length === 0 && markerSeq !== undefined) await outbox.removeAckMarker();
     if (entries.length > 0) {
       logger.info(
         { dir: options.dir, queued: entries.length, bytes: outbox.storedBytes },
@@ -404,6 +476,20 @@ export class DurableQueue {
    */
   get lost(): number {
     return this.lostCount;
+  }
+
+  /**
+   * Acknowledged entries whose file is still on disk because deleting it failed (a read-only directory): never
+   * sent again by this process; deleted by retries with backoff, and at the next open if the ack marker could be
+   * written (it cannot be in a read-only directory: then the next open sends them again, at least once).
+   */
+  get undeleted(): number {
+    return this.undeletedSeqs.length;
+  }
+
+  /** Deletions of acknowledged entries that failed since open (each retry of each entry counts). */
+  get deleteFailures(): number {
+    return this.deleteFailureCount;
   }
 
   /**
@@ -490,11 +576,14 @@ export class DurableQueue {
     this.storedBytes -= entry.bytes;
     if (this.head?.seq === seq) this.head = undefined;
     // No directory fsync here: if the unlink is lost in a crash the entry is sent once more, which QoS 1
-    // consumers must tolerate anyway. ENOENT: the file went with a deleted directory after it was read.
-    await unlink(path.join(this.dir, entryFileName(seq))).catch((err: unknown) => {
-      if (errnoOf(err) === "ENOENT") return;
-      this.logger.warn({ seq, err }, "outbox: could not delete an acknowledged entry");
-    });
+    // consumers must tolerate anyway.
+    const failure = await deleteEntry(this.dir, seq);
+    if (failure === undefined) return;
+    // Remembered, so this process never sends it again, and retried until it is gone.
+    this.undeletedSeqs.push(seq);
+    this.deleteFailed(failure, entry.eventId);
+    await this.writeAckMarker(seq);
+    this.scheduleDeleteRetry();
   }
 
   /** Resolves when the outbox holds at least one entry (at once if it already does) or `signal` aborts. */
@@ -522,7 +611,100 @@ export class DurableQueue {
     this.closed = true;
     await this.settled();
     for (const waiter of this.waiters) waiter();
+    clearTimeout(this.deleteTimer);
+    await this.deleting;
+    if (this.undeletedSeqs.length > 0) await this.retryDeletes(); // one last try before the files are left
+    if (this.undeletedSeqs.length > 0) {
+      const marked = this.markerSeq !== undefined && this.markerSeq >= this.undeletedSeqs.at(-1)!;
+      this.logger.error(
+        { dir: this.dir, undeleted: this.undeletedSeqs.length, ack_marker: marked },
+        marked
+          ? `outbox: ${this.undeletedSeqs.length} acknowledged entries could not be deleted; the ack marker makes the next start delete them instead of sending them`
+          : `outbox: ${this.undeletedSeqs.length} acknowledged entries could not be deleted, nor the ack marker written; the next start sends them again (at least once)`,
+      );
+    }
     await this.lock.release();
+  }
+
+  /** Counts a failed deletion and logs it: the first at once, then one line a minute with how many failed. */
+  private deleteFailed(err: unknown, eventId?: string): void {
+    this.deleteFailureCount += 1;
+    const errno = errnoOf(err);
+    const admitted = this.deleteRepeats.admit(errno);
+    if (admitted === undefined) return;
+    this.logger.warn(
+      {
+        dir: this.dir,
+        errno,
+        err,
+        event_id: eventId,
+        undeleted: this.undeletedSeqs.length,
+        delete_failures: this.deleteFailureCount,
+      },
+      `outbox: could not delete acknowledged entries in ${this.dir} (${errno}): ${this.undeletedSeqs.length} left, never sent again, deletion retried${admitted.unlogged > 0 ? ` (${admitted.unlogged} more failures since the last line)` : ""}`,
+    );
+  }
+
+  private scheduleDeleteRetry(): void {
+    if (this.deleteTimer !== undefined || this.closed) return;
+    this.deleteTimer = setTimeout(() => {
+      this.deleteTimer = undefined;
+      this.deleting = this.retryDeletes().finally(() => {
+        this.deleting = undefined;
+      });
+    }, this.deleteDelayMs);
+    this.deleteTimer.unref();
+  }
+
+  /** Tries every undeleted entry again; backs off while they fail, and removes the marker once all are gone. */
+  private async retryDeletes(): Promise<void> {
+    const attempted = [...this.undeletedSeqs];
+    const stillThere = new Set(await deleteEntries(this.dir, attempted, (err) => this.deleteFailed(err)));
+    const attemptedSet = new Set(attempted);
+    // keep the ones that failed, and any acked meanwhile (not attempted yet)
+    this.undeletedSeqs = this.undeletedSeqs.filter((seq) => stillThere.has(seq) || !attemptedSet.has(seq));
+    if (this.undeletedSeqs.length > 0) {
+      this.deleteDelayMs = Math.min(this.deleteDelayMs * 2, DELETE_RETRY_MAX_MS);
+      if (this.markerSeq === undefined || this.markerSeq < this.undeletedSeqs.at(-1)!) {
+        await this.writeAckMarker(this.undeletedSeqs.at(-1)!);
+      }
+      this.scheduleDeleteRetry();
+      return;
+    }
+    this.deleteDelayMs = this.deleteRetryMs;
+    this.deleteRepeats.clear();
+    this.logger.info(
+      { dir: this.dir, deleted: attempted.length, delete_failures: this.deleteFailureCount },
+      `outbox: deleted ${attempted.length} acknowledged entries that could not be deleted before`,
+    );
+    await this.removeAckMarker();
+  }
+
+  /**
+   * Records on disk that every entry up to `seq` was acknowledged, so the next open deletes rather than resends
+   * them. Best effort: where the deletion failed for a read-only directory this write fails too (then the entries
+   * are sent again after a restart: at least once, never lost).
+   */
+  private async writeAckMarker(seq: number): Promise<void> {
+    const file = path.join(this.dir, ACKED_NAME);
+    try {
+      await writeFileAtomic(file, `${file}.tmp`, `${seq}\n`, { mode: this.fileMode, durable: true });
+      this.markerSeq = seq;
+    } catch {
+      // the deletion's own line (once a minute) tells the reason; the retries write the marker again
+    }
+  }
+
+  /** Once nothing acknowledged is left on disk the marker has no more to say. */
+  private async removeAckMarker(): Promise<void> {
+    if (this.markerSeq === undefined) return;
+    try {
+      await unlink(path.join(this.dir, ACKED_NAME));
+      this.markerSeq = undefined;
+    } catch (err) {
+      if (errnoOf(err) === "ENOENT") this.markerSeq = undefined;
+      // otherwise kept: it still holds nextSeq above it, and the next open tries again
+    }
   }
 
   private refuse(eventId: string | undefined, why: string): "overflow" {
@@ -684,6 +866,55 @@ export class DurableQueue {
       // statfs is advisory here; the write path counts whatever really happens
     }
   }
+}
+
+/** Deletes one entry's file; the error when it is still there (ENOENT: it is gone, as wanted). */
+async function deleteEntry(dir: string, seq: number): Promise<unknown> {
+  try {
+    await unlink(path.join(dir, entryFileName(seq)));
+    return undefined;
+  } catch (err) {
+    return errnoOf(err) === "ENOENT" ? undefined : err;
+  }
+}
+
+/** Deletes the entries' files; returns those still there, in order, calling `failed` for each. */
+async function deleteEntries(
+  dir: string,
+  seqs: readonly number[],
+  failed: (err: unknown) => void = () => undefined,
+): Promise<number[]> {
+  const left: number[] = [];
+  for (const seq of seqs) {
+    const failure = await deleteEntry(dir, seq);
+    if (failure === undefined) continue;
+    left.push(seq);
+    failed(failure);
+  }
+  return left;
+}
+
+/** The ack marker's sequence number, or undefined when there is none (or it is unreadable: then nothing is skipped). */
+async function readAckMarker(dir: string, logger: Logger): Promise<number | undefined> {
+  const file = path.join(dir, ACKED_NAME);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if (errnoOf(err) !== "ENOENT")
+      logger.warn({ file, err }, "outbox: could not read the ack marker; ignoring it");
+    return undefined;
+  }
+  const seq = Number(text.trim());
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(seq)) {
+    // ignoring it can only mean sending acknowledged entries again, never skipping an unsent one
+    logger.warn(
+      { file, content: text.slice(0, 40) },
+      "outbox: ack marker is not a sequence number; ignoring it",
+    );
+    return undefined;
+  }
+  return seq;
 }
 
 async function chmodQuietly(file: string, mode: number, logger: Logger): Promise<void> {

@@ -31,6 +31,8 @@ export interface SinkHealth {
   detail?: string;
   /** The sink's own counters (events queued, overflowed, lost; frames saved …), for status and metrics. */
   counts?: Readonly<Record<string, number>>;
+  /** Counters the sink keeps per camera (MQTT: `defects_without_snapshot`), by camera id. */
+  cameras?: Readonly<Record<string, Readonly<Record<string, number>>>>;
 }
 
 export interface ResultSink {

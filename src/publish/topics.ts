@@ -70,6 +70,11 @@ export interface StatusPayload {
    * be written (disk full, I/O error) or their stored file vanished. Every event is delivered or in one of these.
    */
   outbox: { queued: number; overflowed: number; lost: number };
+  /**
+   * Defect events sent without the snapshot they should have had (the renderer was busy or failed), per camera
+   * since start; cameras without any are left out.
+   */
+  defects_without_snapshot: { [cameraId: string]: number };
   uptime_s: number;
   /** ISO 8601 time the status was published. */
   ts: string;

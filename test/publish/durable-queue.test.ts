@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
 import { isStpmdError } from "../../src/core/errors.js";
 import {
   DurableQueue,
@@ -15,6 +16,12 @@ import {
 } from "../../src/publish/durable-queue.js";
 import { outboxConfig } from "../helpers/config.js";
 import { capturingLogger } from "../helpers/logs.js";
+import { withTmpfs } from "../helpers/tmpfs.js";
+import { waitFor } from "../helpers/wait.js";
+
+const run = promisify(execFile);
+const mount = (args: string[]) => run("mount", args);
+const entryFiles = async (dir: string) => (await readdir(dir)).filter((name) => name.endsWith(".msg"));
 
 const WARN = 40;
 const ERROR = 50;
@@ -357,6 +364,80 @@ describe("outbox", () => {
       lines.some((line) => line.level === ERROR && /event cam-1 lost: its file vanished/.test(line.msg)),
     );
     await outbox.close();
+  });
+
+  test("acknowledged entries a read-only directory kept are not sent again and are deleted once it is writable", async (t) => {
+    await withTmpfs(t, "4m", async (mountPoint) => {
+      const dir = path.join(mountPoint, "outbox");
+      const config = outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 });
+      const { logger, lines } = capturingLogger("info");
+      const outbox = await DurableQueue.open(config, logger, { deleteRetryMs: 300 });
+      for (let n = 0; n < 50; n++) assert.equal(await outbox.enqueue(message(n)), "queued");
+      await mount(["-o", "remount,ro", mountPoint]);
+      try {
+        assert.equal((await drain(outbox)).length, 50, "each sent and acknowledged once");
+        assert.equal(outbox.size, 0);
+        assert.equal(outbox.undeleted, 50);
+        assert.equal((await entryFiles(dir)).length, 50, "the read-only directory kept every file");
+        assert.equal(await outbox.peek(), undefined, "none is offered again");
+        await waitFor("a retry that failed too", () => outbox.deleteFailures >= 100, 5000);
+      } finally {
+        await mount(["-o", "remount,rw", mountPoint]);
+      }
+      await waitFor("the retried deletions", () => outbox.undeleted === 0, 5000);
+      assert.deepEqual(await entryFiles(dir), [], "cleaned once writable");
+      const failures = lines.filter((line) => /could not delete/.test(line.msg));
+      assert.equal(failures.length, 1, "one line for 100+ failures within the minute");
+      assert.equal(failures[0]!.level, WARN);
+      assert.match(failures[0]!.msg, /\(EROFS\)/);
+      assert.ok(lines.some((line) => /deleted 50 acknowledged entries/.test(line.msg)));
+      await outbox.close();
+
+      const reopened = await DurableQueue.open(config, logger);
+      assert.equal(reopened.size, 0, "a restart sends none of them again");
+      assert.deepEqual(await drain(reopened), []);
+      await reopened.close();
+    });
+  });
+
+  test("an acknowledged entry that cannot be deleted is deleted, not sent, by the next start (ack marker)", async (t) => {
+    await withTmpfs(t, "4m", async (mountPoint) => {
+      const dir = path.join(mountPoint, "outbox");
+      const config = outboxConfig({ dir, max_messages: 100, max_bytes: 1 << 20 });
+      const { logger, lines } = capturingLogger("info");
+      const outbox = await DurableQueue.open(config, logger, { deleteRetryMs: 60_000 });
+      for (let n = 0; n < 3; n++) await outbox.enqueue(message(n));
+      // a file that is a mount point cannot be unlinked (EBUSY) while its directory stays writable
+      const busy = path.join(dir, "0000000000000000.msg");
+      await mount(["--bind", busy, busy]);
+      try {
+        const head = await outbox.peek();
+        assert.equal(head?.eventId, "cam-0");
+        await outbox.ack(head!.seq);
+        assert.equal(outbox.undeleted, 1);
+        await outbox.close();
+      } finally {
+        await run("umount", [busy]);
+      }
+      assert.ok(lines.some((line) => /the ack marker makes the next start delete them/.test(line.msg)));
+      assert.equal((await entryFiles(dir)).length, 3, "cam-0's file is still there");
+
+      const reopened = await DurableQueue.open(config, logger);
+      assert.equal(reopened.size, 2);
+      assert.deepEqual(
+        (await drain(reopened)).map((m) => m.eventId),
+        ["cam-1", "cam-2"],
+        "cam-0 was acknowledged: not sent again",
+      );
+      assert.equal(await reopened.enqueue(message(3)), "queued");
+      assert.deepEqual(
+        await entryFiles(dir),
+        ["0000000000000003.msg"],
+        "numbering continues past the marker",
+      );
+      assert.ok(!(await readdir(dir)).includes(".acked"), "the marker is gone with what it covered");
+      await reopened.close();
+    });
   });
 
   test("a second opener of a live outbox is refused with ERR_OUTBOX_LOCKED naming the directory and pid", async () => {

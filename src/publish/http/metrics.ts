@@ -90,6 +90,7 @@ export class LineMetrics {
   private readonly modelInfo: Gauge<"bundle" | "model_version" | "student_sha256">;
   private readonly outputUp: Gauge<"output" | "durable">;
   private readonly outputFailedBatches: MirroredCounter<"output">;
+  private readonly withoutSnapshot: MirroredCounter<"camera">;
 
   /** `processMetrics`: also export prom-client's process metrics (CPU, memory, event loop lag, GC). */
   constructor(control: LineControl, options: { processMetrics?: boolean } = {}) {
@@ -183,6 +184,13 @@ export class LineMetrics {
         ["output"],
       ),
     );
+    this.withoutSnapshot = new MirroredCounter(
+      counter(
+        "stpmd_defects_without_snapshot_total",
+        "Defect events sent without their snapshot (the renderer was busy or failed).",
+        ["camera"],
+      ),
+    );
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -251,6 +259,12 @@ export class LineMetrics {
     for (const sink of snapshot.sinks) {
       this.outputUp.set({ output: sink.name, durable: String(sink.durable) }, sink.ok ? 1 : 0);
       this.outputFailedBatches.set({ output: sink.name }, sink.failed_batches);
+    }
+    // every camera has a series (0 until one goes without), and a camera a reload removed keeps its count
+    const withoutSnapshot = snapshot.sinks.find((sink) => sink.name === "mqtt")?.cameras ?? {};
+    const cameras = new Set([...snapshot.cameras.map((cam) => cam.id), ...Object.keys(withoutSnapshot)]);
+    for (const camera of cameras) {
+      this.withoutSnapshot.set({ camera }, withoutSnapshot[camera]?.defects_without_snapshot ?? 0);
     }
     for (const model of snapshot.models) {
       this.modelInfo.set(

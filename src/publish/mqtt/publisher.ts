@@ -64,12 +64,16 @@ export interface PublisherStats {
   snapshotsDelivered: number;
   /** Defects published without a snapshot because rendering was saturated or failed. */
   snapshotsSkipped: number;
+  /** {@link snapshotsSkipped} per camera (cameras without any are left out). */
+  defectsWithoutSnapshot: { [cameraId: string]: number };
   /** Defect events still waiting for their snapshot or their disk write (neither queued, refused nor lost yet). */
   eventsPending: number;
   /** Events in the outbox. */
   outboxQueued: number;
   /** Events the outbox itself refused as full (a part of {@link eventsOverflowed}). */
   outboxOverflowed: number;
+  /** Delivered events whose outbox file could not be deleted yet (a read-only directory); retried, never resent. */
+  outboxUndeleted: number;
 }
 
 /** What the connection side counts; the defect path ({@link DefectWriter}) and the outbox count the rest. */
@@ -219,10 +223,12 @@ export class Publisher implements MqttSession {
       eventsQueued: defects.queued,
       eventsOverflowed: defects.overflowed,
       snapshotsSkipped: defects.snapshotsSkipped,
+      defectsWithoutSnapshot: Object.fromEntries(this.defects?.withoutSnapshot ?? []),
       eventsLost: defects.notQueued + (this.outbox?.lost ?? 0),
       eventsPending: this.defects?.pending ?? 0,
       outboxQueued: this.outbox?.size ?? 0,
       outboxOverflowed: this.outbox?.overflowed ?? 0,
+      outboxUndeleted: this.outbox?.undeleted ?? 0,
     };
   }
 
@@ -429,6 +435,7 @@ export class Publisher implements MqttSession {
       state,
       ...this.lastReport,
       outbox: { queued: this.outbox?.size ?? 0, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
+      defects_without_snapshot: stats.defectsWithoutSnapshot,
       uptime_s: Math.floor(process.uptime()),
       ts: new Date().toISOString(),
     };

@@ -64,13 +64,21 @@ export class MqttSink implements ResultSink {
       ...(stats.brokerError !== undefined ? { detail: stats.brokerError } : {}),
       counts: {
         queued: stats.outboxQueued,
+        undeleted: stats.outboxUndeleted,
         overflowed: stats.eventsOverflowed,
         lost: stats.eventsLost,
         events_queued: stats.eventsQueued,
         events_delivered: stats.eventsDelivered,
         results_published: stats.resultsPublished,
         results_dropped: stats.resultsDropped,
+        defects_without_snapshot: stats.snapshotsSkipped,
       },
+      cameras: Object.fromEntries(
+        Object.entries(stats.defectsWithoutSnapshot).map(([camera, count]) => [
+          camera,
+          { defects_without_snapshot: count },
+        ]),
+      ),
     };
   }
 }

@@ -85,6 +85,13 @@ export interface OpcuaCameraStats {
 /** node-opcua makes a variable writable unless told otherwise. */
 const READ_ONLY = { accessLevel: "CurrentRead", userAccessLevel: "CurrentRead" } as const;
 
+/**
+ * Longest part id a PLC may write to `PartId`, in characters. The id travels in every result and defect payload and
+ * in log lines; PLC part ids (serials, DMC codes) are tens of characters, and an unbounded one (1 MiB was accepted)
+ * would be copied into each of them.
+ */
+export const MAX_PART_ID_LENGTH = 256;
+
 /** How many timed-out part ids are remembered to recognise their late results. */
 const TIMED_OUT_MEMORY = 64;
 
@@ -364,7 +371,7 @@ export class OpcuaInterface implements ResultSink {
     };
     const writable = (
       name: string,
-      dataType: DataType,
+      dataType: WritableType,
       doc: string,
       get: () => unknown,
       set: (value: unknown, by: Requester) => StatusCode,
@@ -374,13 +381,22 @@ export class OpcuaInterface implements ResultSink {
         accessLevel: "CurrentRead | CurrentWrite",
         userAccessLevel: "CurrentRead | CurrentWrite",
         minimumSamplingInterval: 10,
+        valueRank: -1,
         value: {
           get: () => new Variant({ dataType, value: get() }),
-          // node-opcua has checked the data type already (BadTypeMismatch otherwise).
           set: (variant: Variant) => {
+            const by = this.requester(this.writeContext);
             try {
-              return set(variant.value, this.requester(this.writeContext));
+              checkScalar(variant, dataType, name);
+              return set(variant.value, by);
             } catch (err) {
+              if (err instanceof ArgumentError) {
+                this.log.warn(
+                  { camera: id, node: name, user: by.user, status: err.status.name },
+                  `OPC UA write to ${id}.${name} refused: ${err.message}`,
+                );
+                return err.status;
+              }
               this.log.error({ err, camera: id, node: name }, `OPC UA write to ${id}.${name} failed`);
               return StatusCodes.BadInternalError;
             }
@@ -409,7 +425,15 @@ export class OpcuaInterface implements ResultSink {
       "part id the next trigger tags its frame with; write it before raising Trigger",
       () => channel.partId,
       (value) => {
-        channel.partId = typeof value === "string" ? value : "";
+        // a null String (OPC UA's "no value") is the empty part id
+        const partId = typeof value === "string" ? value : "";
+        if (partId.length > MAX_PART_ID_LENGTH) {
+          throw new ArgumentError(
+            StatusCodes.BadOutOfRange,
+            `part id of ${partId.length} characters; at most ${MAX_PART_ID_LENGTH}`,
+          );
+        }
+        channel.partId = partId;
         return StatusCodes.Good;
       },
     );
@@ -697,6 +721,35 @@ export class OpcuaInterface implements ResultSink {
       this.log.error({ err, user: by.user, method }, `${method} failed`);
       return { statusCode: StatusCodes.BadInternalError, statusText: (err as Error).message };
     }
+  }
+}
+
+/** The data types of the writable nodes, with the JavaScript type their value arrives as. */
+const WRITABLE_TYPES = { [DataType.Boolean]: "boolean", [DataType.String]: "string" } as const;
+type WritableType = keyof typeof WRITABLE_TYPES;
+
+/**
+ * The checks node-opcua leaves to us on a write to a writable node: it compares the data type only, so an array of
+ * Booleans written to `Trigger` reached the setter, which read it as "not true" and answered Good while the PLC
+ * waited for a result that never came. Every writable node is a scalar of one type: anything else is refused.
+ */
+function checkScalar(variant: Variant, dataType: WritableType, node: string): void {
+  if (variant.arrayType !== VariantArrayType.Scalar) {
+    throw new ArgumentError(
+      StatusCodes.BadTypeMismatch,
+      `${node} takes a scalar ${DataType[dataType]}, got ${VariantArrayType[variant.arrayType]} of ${DataType[variant.dataType]}`,
+    );
+  }
+  // a null String is a String; any other value must have the node's JavaScript type
+  const fits =
+    variant.dataType === dataType &&
+    (typeof variant.value === WRITABLE_TYPES[dataType] ||
+      (dataType === DataType.String && variant.value === null));
+  if (!fits) {
+    throw new ArgumentError(
+      StatusCodes.BadTypeMismatch,
+      `${node} takes a ${DataType[dataType]}, got ${DataType[variant.dataType]}`,
+    );
   }
 }
 

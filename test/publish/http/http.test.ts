@@ -144,7 +144,14 @@ describe("HTTP metrics and health, scraped over loopback", () => {
       snapshot.outbox = { queued: 4, overflowed: 2, lost: 1 };
       snapshot.collection = { enabled: true, saved: 9, failed: 3, dropped: 1, deleted: 0 };
       snapshot.sinks = [
-        { name: "mqtt", durable: true, ok: false, detail: "Connection refused", failed_batches: 0 },
+        {
+          name: "mqtt",
+          durable: true,
+          ok: false,
+          detail: "Connection refused",
+          failed_batches: 0,
+          cameras: { cam1: { defects_without_snapshot: 7 } },
+        },
         { name: "http", durable: false, ok: true, failed_batches: 6 },
       ];
     };
@@ -178,6 +185,12 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     assert.equal(value(samples, "stpmd_output_up", { output: "http", durable: "false" }), 1);
     assert.equal(value(samples, "stpmd_output_failed_batches_total", { output: "http" }), 6);
     assert.equal(value(samples, "stpmd_output_failed_batches_total", { output: "mqtt" }), 0);
+    assert.equal(value(samples, "stpmd_defects_without_snapshot_total", { camera: "cam1" }), 7);
+    assert.equal(
+      value(samples, "stpmd_defects_without_snapshot_total", { camera: "cam2" }),
+      0,
+      "a series for each",
+    );
     assert.equal(
       value(samples, "stpmd_model_info", {
         bundle: "/models/test",

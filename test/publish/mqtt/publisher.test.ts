@@ -10,11 +10,15 @@ import type { MqttConfig, PartialConfig } from "../../../src/config/index.js";
 import { isStpmdError } from "../../../src/core/errors.js";
 import { createLogger } from "../../../src/core/log.js";
 import type { InspectionResult } from "../../../src/core/result.js";
+import { LineMetrics } from "../../../src/publish/http/metrics.js";
 import { Publisher, type PublisherRuntime } from "../../../src/publish/mqtt/publisher.js";
+import { MqttSink } from "../../../src/publish/mqtt/sink.js";
 import { type DefectPayload, type StatusPayload, Topics } from "../../../src/publish/topics.js";
 import type { Region } from "../../../src/stpm/regions.js";
-import { mqttConfig } from "../../helpers/config.js";
+import { mqttConfig, testConfig } from "../../helpers/config.js";
+import { TestLineControl } from "../../helpers/line-control.js";
 import { MosquittoBroker, TcpGate } from "../../helpers/mosquitto.js";
+import { testSinkContext } from "../../helpers/sink-context.js";
 import { waitFor } from "../../helpers/wait.js";
 
 const WIDTH = 32;
@@ -235,6 +239,7 @@ describe("Publisher against a real mosquitto", () => {
     assert.ok(Number.isFinite(Date.parse(status.ts)));
     assert.deepEqual(Object.keys(status).sort(), [
       "cameras",
+      "defects_without_snapshot",
       "dropped_frames",
       "fps",
       "model_version",
@@ -380,6 +385,66 @@ describe("Publisher against a real mosquitto", () => {
       ],
     );
     assert.equal(publisher.stats().snapshotsSkipped, 4);
+  });
+
+  test("defects sent without their snapshot (renderer busy) are counted per camera in health, status and metrics", async () => {
+    const subscriber = await subscribe();
+    const config = testConfig({
+      mqtt: {
+        url: broker.url,
+        client_id: `stpmd-test-${process.pid}`,
+        outbox: { dir: path.join(outboxRoot, "sink") },
+        reconnect_period_ms: 150,
+        snapshot: "topic",
+      },
+      cameras: [
+        { id: "cam0", source: "videotestsrc" },
+        { id: "cam1", source: "videotestsrc" },
+      ],
+    });
+    const control = new TestLineControl(["cam0", "cam1"]);
+    const sink = new MqttSink(testSinkContext(config, control, logger));
+    await sink.start();
+    cleanups.push(() => sink.stop());
+    await until(() => sink.health().ok, "connection");
+    // One batch of 14 defects at once: the renderer (2 at a time) is busy for all but the first two.
+    const results = Array.from({ length: 14 }, (_, seq) =>
+      inspection(seq, { camera: seq % 3 === 0 ? "cam1" : "cam0" }),
+    );
+    sink.deliver({ results, inferenceMs: 1, manifest: undefined });
+    await until(
+      () => subscriber.on("stpmd/cam0/defect").length + subscriber.on("stpmd/cam1/defect").length === 14,
+      "14 events",
+    );
+
+    const sentWithout: Record<string, number> = {};
+    for (const camera of ["cam0", "cam1"]) {
+      const events = subscriber.json<DefectPayload>(`stpmd/${camera}/defect`);
+      sentWithout[camera] = events.filter((event) => event.snapshot === "none").length;
+    }
+    assert.equal(sentWithout.cam0! + sentWithout.cam1!, 12, "all but the two rendered");
+    const health = sink.health();
+    assert.equal(health.counts?.defects_without_snapshot, 12);
+    assert.deepEqual(health.cameras, {
+      cam0: { defects_without_snapshot: sentWithout.cam0 },
+      cam1: { defects_without_snapshot: sentWithout.cam1 },
+    });
+
+    const statuses = subscriber.on("stpmd/status").length; // the one sent on connecting, before the defects
+    sink.statusChanged();
+    await until(() => subscriber.on("stpmd/status").length > statuses, "status");
+    const status = subscriber.json<StatusPayload>("stpmd/status").at(-1)!;
+    assert.deepEqual(status.defects_without_snapshot, sentWithout);
+
+    const metrics = new LineMetrics(control, { processMetrics: false });
+    const text = await metrics.render({
+      ...control.snapshot(),
+      sinks: [{ name: "mqtt", durable: true, failed_batches: 0, ...health }],
+    });
+    for (const camera of ["cam0", "cam1"]) {
+      const line = new RegExp(`^stpmd_defects_without_snapshot_total\\{camera="${camera}"\\} (\\d+)$`, "m");
+      assert.equal(Number(line.exec(text)?.[1]), sentWithout[camera], camera);
+    }
   });
 
   test("camera ids that are not a topic level are refused without throwing to the caller", async () => {

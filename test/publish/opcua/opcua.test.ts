@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { DataType } from "node-opcua-client";
+import { DataType, VariantArrayType } from "node-opcua-client";
 import { createLogger } from "../../../src/core/log.js";
 import { ControlError } from "../../../src/publish/control.js";
+import { MAX_PART_ID_LENGTH } from "../../../src/publish/opcua/opcua.js";
 import { opcuaSink } from "../../../src/publish/opcua/sink.js";
 import { defectEventId } from "../../../src/publish/topics.js";
 import { testConfig } from "../../helpers/config.js";
@@ -235,6 +236,40 @@ describe("OPC UA server with a real node-opcua client", () => {
       { dataType: DataType.Boolean, value: true },
     ]);
     assert.equal(await plc.read("cam5.TriggerReady"), true);
+  });
+
+  test("an array written to a writable node or an over-long part id gets a Bad status and triggers nothing", async () => {
+    const { control } = server;
+    const triggers = () => control.calls.filter((c) => c.method === "trigger").length;
+    const triggersBefore = triggers();
+    const writeArray = (name: string, dataType: DataType, value: unknown[]) =>
+      plc.session.write({
+        nodeId: plc.nodeId(name),
+        attributeId: 13,
+        value: { value: { dataType, arrayType: VariantArrayType.Array, value } },
+      });
+    assert.equal((await plc.write("cam2.PartId", DataType.String, "P-kept")).name, "Good");
+
+    assert.equal((await writeArray("cam2.Trigger", DataType.Boolean, [true])).name, "BadTypeMismatch");
+    assert.equal((await writeArray("cam2.Trigger", DataType.Boolean, [])).name, "BadTypeMismatch");
+    assert.equal((await writeArray("cam2.ResultsAck", DataType.Boolean, [true])).name, "BadTypeMismatch");
+    assert.equal((await writeArray("cam2.PartId", DataType.String, ["A", "B"])).name, "BadTypeMismatch");
+    const mebibyte = "x".repeat(1 << 20);
+    assert.equal((await plc.write("cam2.PartId", DataType.String, mebibyte)).name, "BadOutOfRange");
+    const justOver = "y".repeat(MAX_PART_ID_LENGTH + 1);
+    assert.equal((await plc.write("cam2.PartId", DataType.String, justOver)).name, "BadOutOfRange");
+
+    assert.equal(await plc.read("cam2.PartId"), "P-kept", "the refused part ids changed nothing");
+    assert.equal(await plc.read("cam2.Trigger"), false);
+    assert.equal(await plc.read("cam2.ResultsReady"), false);
+    assert.equal(triggers(), triggersBefore, "no trigger reached the control");
+    assert.equal(control.pendingTriggers.get("cam2")?.length ?? 0, 0);
+
+    // the longest part id allowed is taken, and its verdict carries it whole
+    const longest = "P".repeat(MAX_PART_ID_LENGTH);
+    assert.equal((await plc.trigger("cam2", longest)).name, "Good");
+    assert.equal(control.emit("cam2", 0.2).frame.partId, longest);
+    assert.equal((await plc.takeResult("cam2")).partId, longest);
   });
 
   test("a trigger without a result within trigger_timeout_ms is answered with Error/ErrorCode 1", async () => {
