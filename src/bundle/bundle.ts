@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { fsyncDirectory, writeFileSynced } from "../core/durable-fs.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
+import { ownProcessTag, parseProcessTag, processRunning } from "../core/process-identity.js";
 import { decodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { type Geometry, resizeGeometry, tileProblem } from "../stpm/geometry.js";
 import { quantile, type ScoreStats, scoreStats } from "../stpm/statistics.js";
@@ -53,9 +55,13 @@ export interface Bundle {
 }
 
 /**
- * Writes a bundle so that `dir` always holds either the old complete bundle or the new complete one: files go to
- * a sibling temp directory (fsynced), which then replaces `dir` by rename. An interrupted write leaves only a
- * `.tmp-*` sibling behind, never a half-written bundle at `dir`.
+ * Writes a bundle so that `dir` holds the old complete bundle or the new complete one, or, for the moment between
+ * two renames, neither: files go to a sibling temp directory `<dir>.tmp-<writer>-*` (fsynced), the old bundle is
+ * renamed to `<dir>.old-<writer>-*`, and the temp directory to `dir`. Node has no atomic exchange of two
+ * directories (renameat2 RENAME_EXCHANGE), so a writer killed between the two renames leaves no bundle at `dir`;
+ * {@link recoverBundle} puts the old one back; every write, every daemon start and a load that finds no bundle call
+ * it first. `<writer>` is the writing process's tag (pid and start time), so that only what dead writers left is
+ * ever touched.
  */
 export async function writeBundle(
   dir: string,
@@ -64,10 +70,13 @@ export async function writeBundle(
   manifest: Omit<Manifest, "teacher" | "student" | "format" | "format_version"> & {
     teacher_source_path: string;
   },
+  logger?: Logger,
 ): Promise<Manifest> {
   const target = path.resolve(dir);
   await mkdir(path.dirname(target), { recursive: true });
-  const tmp = `${target}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  await recoverBundle(target, logger);
+  const writer = await ownProcessTag();
+  const tmp = `${target}${TEMP_MARK}${writer}-${randomBytes(4).toString("hex")}`;
   await mkdir(tmp);
   const { teacher_source_path, ...rest } = manifest;
   const full: Manifest = {
@@ -81,11 +90,8 @@ export async function writeBundle(
     await writeFileSynced(path.join(tmp, "teacher.onnx"), teacherBytes);
     await writeFileSynced(path.join(tmp, "student.onnx"), studentBytes);
     await writeFileSynced(path.join(tmp, MANIFEST_FILE), `${JSON.stringify(full, null, 2)}\n`);
-    const old = `${target}.old-${process.pid}-${randomBytes(4).toString("hex")}`;
-    const exists = await stat(target).then(
-      () => true,
-      () => false,
-    );
+    const old = `${target}${OLD_MARK}${writer}-${randomBytes(4).toString("hex")}`;
+    const exists = await pathExists(target);
     if (exists) await rename(target, old);
     await rename(tmp, target);
     await fsyncDirectory(path.dirname(target));
@@ -95,6 +101,121 @@ export async function writeBundle(
     throw err;
   }
   return full;
+}
+
+/** Suffixes of a bundle's siblings while it is written: the new files, and the bundle it replaces. */
+const TEMP_MARK = ".tmp-";
+const OLD_MARK = ".old-";
+
+/** A sibling `<dir>.tmp-*` or `<dir>.old-*` that a bundle write left, with the writer that left it. */
+interface WriteLeftover {
+  path: string;
+  kind: "tmp" | "old";
+  pid: number;
+  startTicks?: string;
+}
+
+/** The write leftovers beside `target` (`.tmp-<writer>-<hex>`, `.old-<writer>-<hex>`; `<writer>` a process tag). */
+async function writeLeftovers(target: string): Promise<WriteLeftover[]> {
+  const parent = path.dirname(target);
+  const base = path.basename(target);
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return [];
+  }
+  const found: WriteLeftover[] = [];
+  for (const name of names) {
+    const mark = name.startsWith(base + TEMP_MARK)
+      ? TEMP_MARK
+      : name.startsWith(base + OLD_MARK)
+        ? OLD_MARK
+        : null;
+    if (mark === null) continue;
+    const match = /^(.+)-[0-9a-f]+$/.exec(name.slice(base.length + mark.length));
+    const writer = match === null ? undefined : parseProcessTag(match[1]!);
+    if (writer === undefined) continue;
+    found.push({ path: path.join(parent, name), kind: mark === TEMP_MARK ? "tmp" : "old", ...writer });
+  }
+  return found;
+}
+
+/**
+ * Repairs what bundle writes killed midway left beside `dir` (a retrain or quantization SIGKILLed, a power cut):
+ * when `dir` is missing, the bundle a dead writer moved aside (`<dir>.old-*`, the newest when several) is renamed
+ * back, and a warning names it; then every `<dir>.tmp-*` and `<dir>.old-*` of a writer no longer running is removed
+ * (a temp directory holds a whole bundle, 4.3 MB for the 256² model). What a running writer (this process or
+ * another) left is never touched: it may be between its two renames right now.
+ */
+export async function recoverBundle(dir: string, logger?: Logger): Promise<void> {
+  const target = path.resolve(dir);
+  const stale: WriteLeftover[] = [];
+  for (const leftover of await writeLeftovers(target)) {
+    // this process's own writes included: its pid and start time match, so they count as running
+    if (!(await processRunning(leftover.pid, leftover.startTicks))) stale.push(leftover);
+  }
+  if (stale.length === 0) return;
+  if (!(await pathExists(target))) {
+    const restored = await restoreNewestOld(target, stale, logger);
+    if (restored !== undefined) stale.splice(stale.indexOf(restored), 1);
+  }
+  for (const leftover of stale) {
+    try {
+      await rm(leftover.path, { recursive: true, force: true });
+    } catch (err) {
+      logger?.warn({ err, bundle: target }, `cannot remove ${leftover.path}, left by a killed bundle write`);
+      continue;
+    }
+    logger?.info(
+      { bundle: target, removed: leftover.path, writer_pid: leftover.pid },
+      `removed ${leftover.path}, left by a bundle write of process ${leftover.pid}, which is no longer running`,
+    );
+  }
+}
+
+async function pathExists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Renames the newest `<target>.old-*` among `stale` back to `target`; returns it, or undefined when there was none
+ * or another process restored the bundle first (the rename then fails: `target` exists).
+ */
+async function restoreNewestOld(
+  target: string,
+  stale: readonly WriteLeftover[],
+  logger: Logger | undefined,
+): Promise<WriteLeftover | undefined> {
+  const moved = stale.filter((l) => l.kind === "old");
+  const times = await Promise.all(
+    moved.map((l) =>
+      stat(l.path).then(
+        (s) => s.mtimeMs,
+        () => Number.NEGATIVE_INFINITY,
+      ),
+    ),
+  );
+  const newest = moved[times.indexOf(Math.max(...times))];
+  if (newest === undefined) return undefined;
+  try {
+    await rename(newest.path, target);
+    await fsyncDirectory(path.dirname(target));
+  } catch (err) {
+    logger?.warn(
+      { err, bundle: target },
+      `bundle ${target} is missing and ${newest.path} cannot be put back`,
+    );
+    return undefined;
+  }
+  logger?.warn(
+    { bundle: target, restored_from: newest.path, writer_pid: newest.pid },
+    `bundle ${target} was missing: a write by process ${newest.pid} was killed between its two renames; restored the previous bundle from ${newest.path}`,
+  );
+  return newest;
 }
 
 /** A bundle's geometry: the recorded one, or a plain resize to its input for bundles that predate geometry. */
@@ -188,8 +309,12 @@ async function readVerified(
   }
 }
 
-/** Reads and verifies a bundle: manifest fields, file hashes, and that the student mirrors the teacher. */
-export async function loadBundle(dir: string): Promise<Bundle> {
+/**
+ * Reads and verifies a bundle: manifest fields, file hashes, and that the student mirrors the teacher. A bundle
+ * missing because its writer was killed between two renames is restored first ({@link recoverBundle}).
+ */
+export async function loadBundle(dir: string, logger?: Logger): Promise<Bundle> {
+  if (!(await pathExists(dir))) await recoverBundle(dir, logger);
   let raw: string;
   try {
     raw = await readFile(path.join(dir, MANIFEST_FILE), "utf8");

@@ -153,7 +153,8 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     super();
     const replay = findReplay(spec.description);
     this.description = replay?.source ?? spec.description;
-    this.replayCursor = replay === null ? null : new ReplayCursor(replay.replay, resume?.replay ?? undefined);
+    this.replayCursor =
+      replay === null ? null : new ReplayCursor(replay.replay, resume?.replay ?? undefined, spec.roi);
     for (const key of resume?.reported ?? []) this.reportedFiles.add(key);
     this.replayable = resume?.replayable ?? true;
     this.id = spec.id;
@@ -451,18 +452,21 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
           text +=
             "; the source has elements with dynamic pads, which GStreamer links only once, so from now on each restart builds a new pipeline";
         }
-        if (this.roi && run.frames === 0 && debug.includes("not-negotiated")) {
-          const { x, y, width, height } = this.roi;
+        const roiMissed = this.roi !== null && debug.includes("not-negotiated");
+        if (roiMissed) {
+          const { x, y, width, height } = this.roi!;
           text += `; check cameras[] (id "${this.id}").roi ${x},${y},${width},${height}: it must lie inside the source's frames`;
         }
         // In a replay, an error from another element, or the source's "streaming stopped, reason error" (pngdec
         // fails a corrupt PNG, libpng: "IDAT: CRC error", by returning an error without a message of its own), is
-        // about the file being decoded. The source's own errors (a file it cannot read) and negotiation or linking
-        // failures are not.
+        // about the file being decoded; so is "reason not-negotiated" with an ROI: videocrop cannot crop a frame
+        // smaller than the ROI (a PNG's size is checked before the run, other formats' only here). Replayed on the
+        // same file, the run would fail the same way for ever. The source's own errors (a file it cannot read) and
+        // linking failures are not.
         const replayElement = this.replayCursor?.settings.element;
         const blame =
           replayElement !== undefined &&
-          (!origin.endsWith(`:${replayElement}`) || debug.includes("reason error"));
+          (!origin.endsWith(`:${replayElement}`) || debug.includes("reason error") || roiMissed);
         this.failRun(run, "pipeline_error", text, blame, blame ? decodingIndex(run) : undefined);
         break;
       }

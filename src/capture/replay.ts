@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import type { RoiConfig } from "../config/index.js";
 import { type ReplaySettings, replayFileName } from "./pipeline-description.js";
 
 /** Files a replay must not hand to its decoder, and why. */
@@ -25,13 +26,35 @@ function readAt(fd: number, length: number, position: number): Buffer {
   return buf.subarray(0, read);
 }
 
+/** The IHDR chunk follows the signature: length 13, "IHDR", then width and height (big-endian uint32). */
+const IHDR_TYPE = Buffer.from("IHDR", "latin1");
+const IHDR_END = PNG_SIGNATURE.length + 16;
+
+/** A PNG's size from its header, or null when the header is not a readable IHDR. */
+function pngSize(fd: number): { width: number; height: number } | null {
+  const header = readAt(fd, IHDR_END, 0);
+  if (header.length < IHDR_END || !header.subarray(12, 16).equals(IHDR_TYPE)) return null;
+  return { width: header.readUInt32BE(16), height: header.readUInt32BE(20) };
+}
+
+/** Why a frame of `size` cannot hold `roi`, or null when it can. */
+function roiProblem(size: { width: number; height: number }, roi: RoiConfig): string | null {
+  if (roi.x + roi.width <= size.width && roi.y + roi.height <= size.height) return null;
+  return (
+    `is ${size.width}×${size.height} pixels, too small for the camera's ROI ${roi.x},${roi.y},${roi.width},${roi.height}` +
+    ` (it needs at least ${roi.x + roi.width}×${roi.y + roi.height})`
+  );
+}
+
 /**
  * Why `file` would break a replay, or null when it looks fine. Only what makes the decoder skip the file without
  * a word (empty, not a PNG) or lose its place in the stream (truncated): pngdec takes multifilesrc's buffers as one
- * byte stream, so a PNG cut short makes it read the next files as the rest of this one, and the camera stalls.
- * Checks the first 8 and last 12 bytes only, so a scan of hundreds of files takes milliseconds.
+ * byte stream, so a PNG cut short makes it read the next files as the rest of this one, and the camera stalls. With
+ * `roi`, also a PNG too small to hold it: videocrop cannot crop its frame, the caps negotiation fails and stops the
+ * run, and a replay restarted on that file would fail on it for ever. Checks the first 24 and last 12 bytes only,
+ * so a scan of hundreds of files takes milliseconds.
  */
-export function replayFileProblem(file: string, png: boolean): string | null {
+export function replayFileProblem(file: string, png: boolean, roi?: RoiConfig | null): string | null {
   let fd: number;
   try {
     fd = fs.openSync(file, "r");
@@ -49,7 +72,8 @@ export function replayFileProblem(file: string, png: boolean): string | null {
     ) {
       return `is truncated: ${size} bytes and no PNG end (IEND) chunk`;
     }
-    return null;
+    const frame = roi ? pngSize(fd) : null;
+    return frame === null ? null : roiProblem(frame, roi!);
   } finally {
     fs.closeSync(fd);
   }
@@ -82,9 +106,16 @@ export class ReplayCursor {
   /** Files a run failed on although they passed the checks, by index: skipped until they change (size, mtime). */
   private readonly blamed = new Map<number, string>();
 
-  /** @param resume where an earlier cursor of the same replay stood ({@link position}). */
-  constructor(settings: ReplaySettings, resume?: ReplayPosition) {
+  /** The camera's ROI in source pixels: files too small to hold it are bad files. */
+  private readonly roi: RoiConfig | null;
+
+  /**
+   * @param resume where an earlier cursor of the same replay stood ({@link position}).
+   * @param roi the camera's ROI, which every frame must hold.
+   */
+  constructor(settings: ReplaySettings, resume?: ReplayPosition, roi?: RoiConfig | null) {
     this.settings = settings;
+    this.roi = roi ?? null;
     this.next = resume?.next ?? settings.index;
     for (const [index, version] of resume?.blamed ?? []) this.blamed.set(index, version);
   }
@@ -105,7 +136,7 @@ export class ReplayCursor {
     for (; stopIndex < 0 || index <= stopIndex; index++) {
       const file = this.fileName(index);
       if (!fs.existsSync(file)) break;
-      const problem = replayFileProblem(file, png) ?? this.blamedProblem(index, file);
+      const problem = replayFileProblem(file, png, this.roi) ?? this.blamedProblem(index, file);
       if (problem !== null) this.bad.set(index, { index, file, problem });
     }
     this.last = index - 1;

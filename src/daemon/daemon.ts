@@ -17,7 +17,7 @@ import { createSinks, SINKS } from "../publish/sinks.js";
 import type { CameraStatus, StatusReport } from "../publish/topics.js";
 import { StationRegistry } from "../stations/registry.js";
 import { type ControlHost, StationControl } from "./line-control.js";
-import { cameraSourceProblems, stateDirProblems } from "./startup-checks.js";
+import { cameraSourceProblems, recoverStationBundles, stateDirProblems } from "./startup-checks.js";
 import { SystemdNotifier } from "./systemd.js";
 
 export interface DaemonHooks {
@@ -124,6 +124,7 @@ export class Daemon {
   async start(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
+    await recoverStationBundles(this.config, this.logger);
     await this.registry.open();
     try {
       const sizes = this.registry.captureSizes();

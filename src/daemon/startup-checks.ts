@@ -1,10 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
-import { bundleGeometry } from "../bundle/bundle.js";
+import { bundleGeometry, recoverBundle } from "../bundle/bundle.js";
 import { pipelineParseProblems } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
 import type { CameraConfig, KeyPath, Problem, StpmdConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
+import type { Logger } from "../core/log.js";
 import { ortProviders } from "../onnx/ort.js";
 import { ScorerThread } from "../pipeline/scorer-thread.js";
 import { stationBundle } from "../stations/station.js";
@@ -67,6 +68,16 @@ export function stateDirProblems(config: StpmdConfig): Problem[] {
     if (message !== undefined) problems.push({ path: keyPath, message });
   }
   return problems;
+}
+
+/**
+ * Every station's bundle as a killed write left it, repaired before anything loads ({@link recoverBundle}): one
+ * missing because a retrain died between its two renames is put back from `<bundle>.old-*`, with a warning; the
+ * temp directories of dead writers are removed.
+ */
+export async function recoverStationBundles(config: StpmdConfig, logger: Logger): Promise<void> {
+  const dirs = new Set(config.cameras.map((camera) => path.resolve(stationBundle(camera, config))));
+  for (const dir of dirs) await recoverBundle(dir, logger);
 }
 
 /**

@@ -2,6 +2,7 @@ import { open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import { processRunning, processStartTicks } from "../core/process-identity.js";
 
 /** Name of the lock file inside the outbox directory (a dot file, so it is never taken for an entry). */
 export const LOCK_NAME = ".lock";
@@ -15,32 +16,8 @@ interface LockInfo {
   started: string;
 }
 
-/**
- * Start time of `pid` in clock ticks since boot, or undefined where /proc is not available. Together with the pid
- * it identifies a process: after a reboot, or once pids wrap, a stale lock's pid may belong to an unrelated
- * process, which must not keep the outbox locked forever.
- */
-async function processStartTicks(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // the command name (field 2) may contain spaces and parentheses, so count fields after its last ')'
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields[19]; // field 22 overall; fields[0] is field 3 (state)
-  } catch {
-    return undefined;
-  }
-}
-
-async function isRunning(info: LockInfo): Promise<boolean> {
-  try {
-    process.kill(info.pid, 0);
-  } catch (err) {
-    // EPERM: it exists but belongs to another user, which is still a live holder
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
-  if (info.start_ticks === undefined) return true;
-  const ticks = await processStartTicks(info.pid);
-  return ticks === undefined || ticks === info.start_ticks;
+function isRunning(info: LockInfo): Promise<boolean> {
+  return processRunning(info.pid, info.start_ticks);
 }
 
 function parseLock(text: string): LockInfo | undefined {

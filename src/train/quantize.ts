@@ -8,6 +8,7 @@ import {
   bundleGeometry,
   loadBundle,
   type Manifest,
+  recoverBundle,
   scoreStats,
   writeBundle,
 } from "../bundle/bundle.js";
@@ -559,7 +560,9 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
   if (opts.calibration.method === "percentile" && !(p > 50 && p <= 100)) {
     throw new StpmdError("ERR_OPTION_INVALID", `--percentile ${p}: must be above 50 and at most 100`);
   }
-  const bundle = await loadBundle(opts.modelDir);
+  // what killed quantizations left at --out (a whole bundle each) goes now, not after the calibration
+  await recoverBundle(opts.outDir, logger);
+  const bundle = await loadBundle(opts.modelDir, logger);
   const m = bundle.manifest;
   if (m.training.precision === "int8") {
     throw new StpmdError("ERR_OPTION_INVALID", `--model ${opts.modelDir}: bundle is already int8`);

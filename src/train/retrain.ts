@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { type Manifest, scoreStats, writeBundle } from "../bundle/bundle.js";
+import { type Manifest, recoverBundle, scoreStats, writeBundle } from "../bundle/bundle.js";
 import type { Teacher } from "../bundle/teacher.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { ort } from "../onnx/ort.js";
@@ -40,6 +40,8 @@ export interface RetrainSummary {
  */
 export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   const started = performance.now();
+  // what killed retrains left at --out (a whole bundle each) goes now, not after this one's minutes of training
+  await recoverBundle(opts.outDir, opts.logger);
   const plan = await validateRetrain(opts);
   const data = await loadTrainingData(plan, started);
   const trained = await trainStudent(plan, data);

@@ -1,43 +1,15 @@
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { loadBundle, quantile, scoreStats, writeBundle } from "../../src/bundle/bundle.js";
 import { randomTeacher } from "../../src/bundle/random-teacher.js";
+import { processStartTicks, processTag } from "../../src/core/process-identity.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
-import { Random } from "../../src/stpm/random.js";
-import { foldedStudentGraph, initStudent } from "../../src/train/student.js";
-import { studentLayout } from "../../src/train/training-graph.js";
+import { capturingLogger } from "../helpers/logs.js";
+import { killedWrite, manifestFields, writeTinyBundle as writeTiny } from "../helpers/tiny-bundle.js";
 import { tempDir } from "../helpers/tiny-data.js";
-
-function manifestFields(version: string) {
-  return {
-    model_version: version,
-    created_at: new Date().toISOString(),
-    input: {
-      name: "frames",
-      height: 32,
-      width: 32,
-      mean: [0.5, 0.5, 0.5],
-      std: [0.5, 0.5, 0.5],
-      normalisation_source: "metadata",
-    },
-    outputs: ["feat_s4", "feat_s8", "feat_s16"],
-    teacher_source_path: "teacher.onnx",
-    threshold: 0.5,
-    threshold_rule: "test",
-    validation_scores: [0.1, 0.2],
-    score_stats: scoreStats([0.1, 0.2]),
-    training: {},
-  };
-}
-
-async function writeTiny(dir: string, version = "v1"): Promise<void> {
-  const teacher = randomTeacher(1, 4);
-  const layout = studentLayout(teacher, 32, 32);
-  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(1)));
-  await writeBundle(dir, encodeModel(teacher), encodeModel(student), manifestFields(version));
-}
 
 test("a written bundle loads, and rewriting replaces it whole", async () => {
   const dir = path.join(await tempDir(), "model");
@@ -100,4 +72,69 @@ test("quantiles interpolate linearly like numpy", () => {
   const s = scoreStats([2, 4, 4, 4, 5, 5, 7, 9]);
   assert.equal(s.mean, 5);
   assert.ok(Math.abs(s.std - Math.sqrt(32 / 7)) < 1e-12);
+});
+
+/** The names beside a bundle (its own and what writes left). */
+async function siblings(dir: string): Promise<string[]> {
+  return (await readdir(path.dirname(dir))).sort();
+}
+
+test("a write killed between its two renames: the next load finds the previous bundle, and says so", async () => {
+  const dir = path.join(await tempDir(), "model");
+  await writeTiny(dir, "v1");
+  const pid = await killedWrite(dir, "v2");
+  // the crash as the field saw it: no bundle at the name, the old one aside, the new one in its temp directory
+  const left = await siblings(dir);
+  assert.equal(left.length, 2, left.join(", "));
+  assert.ok(
+    left.every((name) => /^model\.(old|tmp)-/.test(name)),
+    left.join(", "),
+  );
+
+  const { logger, lines } = capturingLogger();
+  const bundle = await loadBundle(dir, logger);
+  assert.equal(bundle.manifest.model_version, "v1");
+  assert.deepEqual(await siblings(dir), ["model"], "the dead writer's temp directory is removed");
+  const warnings = lines.filter((l) => l.level === 40);
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0]!.msg,
+    new RegExp(
+      `^bundle ${dir} was missing: a write by process ${pid} was killed between its two renames; restored the previous bundle from ${dir}\\.old-${pid}`,
+    ),
+  );
+  // and the interrupted write can simply be done again
+  await writeTiny(dir, "v2");
+  assert.equal((await loadBundle(dir)).manifest.model_version, "v2");
+  assert.deepEqual(await siblings(dir), ["model"]);
+});
+
+test("a write removes the temp directories of dead writers, never one of a writer still running", async () => {
+  const dir = path.join(await tempDir(), "model");
+  await writeTiny(dir, "v1");
+  // dead writers' leftovers (a whole bundle each, 4.3 MB in the field): a killed write's, and an older stpmd's
+  await killedWrite(dir, "v2");
+  await mkdir(`${dir}.tmp-1999999999-0bad`); // an older stpmd's name: pid only (beyond pid_max, so not running)
+  // a live writer: another process, mid-write
+  const live: ChildProcess = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], {
+    stdio: "ignore",
+  });
+  try {
+    const livePid = live.pid!;
+    const liveTemp = `${dir}.tmp-${processTag(livePid, await processStartTicks(livePid))}-cafe`;
+    await mkdir(liveTemp);
+    await writeFile(path.join(liveTemp, "teacher.onnx"), "being written");
+
+    await writeTiny(dir, "v3");
+    assert.equal((await loadBundle(dir)).manifest.model_version, "v3");
+    assert.deepEqual(await siblings(dir), ["model", path.basename(liveTemp)]);
+
+    const exited = new Promise((resolve) => live.once("exit", resolve));
+    live.kill("SIGKILL");
+    await exited;
+    await writeTiny(dir, "v4");
+    assert.deepEqual(await siblings(dir), ["model"], "removed once its writer is gone");
+  } finally {
+    live.kill("SIGKILL");
+  }
 });

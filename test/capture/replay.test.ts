@@ -29,6 +29,16 @@ describe("replayFileProblem", () => {
     const cut = path.join(tmpRoot, "cut.png");
     fs.writeFileSync(cut, fs.readFileSync(good).subarray(0, 40));
     assert.equal(replayFileProblem(cut, true), "is truncated: 40 bytes and no PNG end (IEND) chunk");
+    // With an ROI, an 8×8 PNG holds one that ends at 8,8 and not one a pixel wider or taller.
+    assert.equal(replayFileProblem(good, true, { x: 0, y: 0, width: 8, height: 8 }), null);
+    assert.equal(
+      replayFileProblem(good, true, { x: 1, y: 0, width: 8, height: 8 }),
+      "is 8×8 pixels, too small for the camera's ROI 1,0,8,8 (it needs at least 9×8)",
+    );
+    assert.equal(
+      replayFileProblem(good, true, { x: 0, y: 2, width: 4, height: 7 }),
+      "is 8×8 pixels, too small for the camera's ROI 0,2,4,7 (it needs at least 4×9)",
+    );
     // Not PNGs: only emptiness is checked.
     assert.equal(replayFileProblem(text, false), null);
     assert.equal(replayFileProblem(empty, false), "is empty (0 bytes)");

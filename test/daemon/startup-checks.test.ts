@@ -4,8 +4,13 @@ import { createHash } from "node:crypto";
 import { cp, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { before, describe, test } from "node:test";
+import { loadBundle } from "../../src/bundle/bundle.js";
+import { recoverStationBundles } from "../../src/daemon/startup-checks.js";
+import { testConfig } from "../helpers/config.js";
 import { replaySource, STPMD_BIN, trainTinyBundle } from "../helpers/daemon-process.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
+import { killedWrite, writeTinyBundle } from "../helpers/tiny-bundle.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
 /**
@@ -236,4 +241,28 @@ describe("start-up checks", () => {
     assert.equal(check.code, 0, check.output);
     assert.match(check.output, /cameras: +1 \(1 enabled\)/);
   });
+});
+
+test("the daemon's start puts back a station's bundle that a write killed between its renames left missing", async () => {
+  const root = await tempDir();
+  const shared = path.join(root, "model");
+  const own = path.join(root, "line2");
+  for (const dir of [shared, own]) {
+    await writeTinyBundle(dir, "v1");
+    await killedWrite(dir, "v2");
+  }
+  const config = testConfig({
+    model: { bundle: shared },
+    cameras: [
+      { id: "a", source: "videotestsrc" },
+      { id: "b", source: "videotestsrc", model: own },
+    ],
+  });
+  const { logger, lines } = capturingLogger();
+  await recoverStationBundles(config, logger);
+  for (const dir of [shared, own]) assert.equal((await loadBundle(dir)).manifest.model_version, "v1");
+  const warnings = lines.filter((l) => l.level === 40).map((l) => l.msg);
+  assert.equal(warnings.length, 2, warnings.join("\n"));
+  assert.ok(warnings[0]!.startsWith(`bundle ${shared} was missing: a write by process`), warnings[0]);
+  assert.ok(warnings[1]!.startsWith(`bundle ${own} was missing: a write by process`), warnings[1]);
 });

@@ -91,27 +91,39 @@ after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
 /** Red level of replay file `index`: each good file is a solid colour that names it. */
 const redOf = (index: number) => 20 * index;
 
-/** `count` solid 40×30 PNGs 000.png … in a new folder; returns the folder. */
-async function replayFolder(name: string, count: number): Promise<string> {
+/** Writes replay file `index` of `dir`: a solid `width`×`height` image whose red level names it. */
+async function replayFile(dir: string, index: number, format: "png" | "jpg", width = 40, height = 30) {
+  const image = sharp({
+    create: { width, height, channels: 3, background: { r: redOf(index), g: 40, b: 0 } },
+  });
+  const file = path.join(dir, `${String(index).padStart(3, "0")}.${format}`);
+  await (format === "png" ? image.png() : image.jpeg({ quality: 100 })).toFile(file);
+  return file;
+}
+
+/** `count` solid 40×30 images 000.png (or .jpg) … in a new folder; returns the folder. */
+async function replayFolder(name: string, count: number, format: "png" | "jpg" = "png"): Promise<string> {
   const dir = path.join(tmpRoot, name);
   fs.mkdirSync(dir);
-  for (let i = 0; i < count; i++) {
-    await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: redOf(i), g: 40, b: 0 } } })
-      .png()
-      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
-  }
+  for (let i = 0; i < count; i++) await replayFile(dir, i, format);
   return dir;
 }
 
 /** A 50 fps replay camera over `dir`, as users write them (multifilesrc … ! pngdec ! identity sync=true). */
-function replayCamera(dir: string, stallTimeoutMs: number): Camera {
+function replayCamera(
+  dir: string,
+  stallTimeoutMs: number,
+  options: { format?: "png" | "jpg"; roi?: { x: number; y: number; width: number; height: number } } = {},
+): Camera {
+  const format = options.format ?? "png";
+  const decoder =
+    format === "png" ? "image/png,framerate=50/1 ! pngdec" : "image/jpeg,framerate=50/1 ! jpegdec";
   const config = cameraConfig({
     id: "replay",
-    source:
-      `multifilesrc location=${dir}/%03d.png index=0 loop=true caps=image/png,framerate=50/1 ! pngdec ! ` +
-      "identity sync=true",
+    source: `multifilesrc location=${dir}/%03d.${format} index=0 loop=true caps=${decoder} ! identity sync=true`,
     stall_timeout_s: stallTimeoutMs / 1000,
     restart_backoff: { initial_ms: 20, max_ms: 20, factor: 1 },
+    ...(options.roi ? { roi: options.roi } : {}),
   });
   return new Camera(config, { width: 16, height: 8, logger: createLogger("silent") });
 }
@@ -231,5 +243,50 @@ describe("Faults: bad files in a replay", () => {
       warnings[0]!.message,
     );
     assert.ok(!warnings[0]!.message.includes("\n"), "one line");
+  });
+});
+
+describe("Faults: a replay file too small for the camera's ROI", () => {
+  /** The ROI needs frames of at least 36×26: the 40×30 files hold it, a 24×18 one does not. */
+  const roi = { x: 4, y: 2, width: 32, height: 24 };
+  const good = [0, 1, 2, 3, 5, 6, 7];
+
+  test("a PNG is named once, counted each loop and skipped before it is played; no restart", async () => {
+    const dir = await replayFolder("small-png", 8);
+    const small = await replayFile(dir, 4, "png", 24, 18);
+    const camera = replayCamera(dir, 2000, { roi });
+    // Before the fix the camera failed caps negotiation on 004.png and restarted on it for ever.
+    const { frames, warnings } = await collect(camera, 3 * good.length, 10_000);
+    assert.deepEqual(filesShown(frames), [...good, ...good, ...good]);
+    assert.equal(camera.stats().restarts, 0);
+    assert.ok(camera.stats().badFrames >= 2, `bad frames counted: ${camera.stats().badFrames}`);
+    assert.deepEqual(
+      warnings.map((w) => [w.kind, w.message]),
+      [
+        [
+          "bad_file",
+          `replay file ${small} is 24×18 pixels, too small for the camera's ROI 4,2,32,24 (it needs at least 36×26); skipping it`,
+        ],
+      ],
+    );
+  });
+
+  test("a JPEG (size known only once decoded) stops one run, is named, and skipped from then on", async () => {
+    const dir = await replayFolder("small-jpg", 8, "jpg");
+    const small = await replayFile(dir, 4, "jpg", 24, 18);
+    const camera = replayCamera(dir, 2000, { format: "jpg", roi });
+    const { frames, warnings } = await collect(camera, 3 * good.length, 10_000);
+    assert.deepEqual(filesShown(frames), [...good, ...good, ...good]);
+    assert.equal(camera.stats().restarts, 1);
+    assert.ok(camera.stats().badFrames >= 2, `bad frames counted: ${camera.stats().badFrames}`);
+    assert.deepEqual(
+      warnings.map((w) => w.kind),
+      ["pipeline_error", "bad_file"],
+    );
+    assert.match(warnings[0]!.message, /not-negotiated.*roi 4,2,32,24/);
+    assert.ok(
+      warnings[0]!.message.endsWith(`the replay was at ${small}, and skips it until it changes`),
+      warnings[0]!.message,
+    );
   });
 });
