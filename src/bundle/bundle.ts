@@ -133,7 +133,8 @@ async function writeLeftovers(target: string): Promise<WriteLeftover[]> {
         ? OLD_MARK
         : null;
     if (mark === null) continue;
-    const match = /^(.+)-[0-9a-f]+$/.exec(name.slice(base.length + mark.length));
+    // exactly as writeBundle names them (8 hex digits), so that a user's `model.old-2024-01` is never taken for one
+    const match = /^(.+)-[0-9a-f]{8}$/.exec(name.slice(base.length + mark.length));
     const writer = match === null ? undefined : parseProcessTag(match[1]!);
     if (writer === undefined) continue;
     found.push({ path: path.join(parent, name), kind: mark === TEMP_MARK ? "tmp" : "old", ...writer });

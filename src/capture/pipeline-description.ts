@@ -144,6 +144,42 @@ export interface ReplaySettings {
   loop: boolean;
   /** The files are PNGs (by the pattern's extension or the caps), so they can be checked as such. */
   png: boolean;
+  /**
+   * The decoded files reach the ROI's crop at their own pixel size: only elements of {@link KEEPS_SIZE} and caps
+   * without a size stand between. Only then does a file's header say whether its frame holds the ROI.
+   */
+  sizeKept: boolean;
+}
+
+/**
+ * Elements that pass a frame on at the size they got it. A whitelist: an element that scales, pads or rotates
+ * (videoscale, videobox, videoflip, nvvidconv) would make a file's header size wrong for the ROI, and a small file
+ * scaled up must not be skipped as too small.
+ */
+const KEEPS_SIZE: ReadonlySet<string> = new Set([
+  "pngdec",
+  "jpegdec",
+  "jpegparse",
+  "decodebin",
+  "identity",
+  "queue",
+  "videoconvert",
+  "videorate",
+]);
+
+/**
+ * Whether the elements from token `from` on, up to the first videocrop (stpmd's ROI crop, or the user's, which only
+ * makes frames smaller), keep the size of what the source's decoder produces.
+ */
+function keepsSize(tokens: readonly Token[], from: number): boolean {
+  for (let i = from; i + 1 < tokens.length; i++) {
+    if (tokens[i]!.text !== "!") continue;
+    const head = tokens[i + 1]!.text;
+    if (head === "videocrop") return true;
+    const sizedCaps = /^(video|image)\//.test(head) && /width|height/.test(head);
+    if (!KEEPS_SIZE.has(head) && (sizedCaps || !/^(video|image)\//.test(head))) return false;
+  }
+  return true;
 }
 
 interface Token {
@@ -228,6 +264,7 @@ export function findReplay(source: string): { source: string; replay: ReplaySett
     stopIndex: int("stop-index", -1),
     loop: /^(true|yes|1)$/i.test(props.get("loop") ?? ""),
     png: /\.png$/i.test(location) || caps.includes("image/png"),
+    sizeKept: keepsSize(tokens, at + 1),
   };
   if (props.has("name")) return { source, replay };
   const end = tokens[at]!.end;

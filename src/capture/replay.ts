@@ -115,7 +115,8 @@ export class ReplayCursor {
    */
   constructor(settings: ReplaySettings, resume?: ReplayPosition, roi?: RoiConfig | null) {
     this.settings = settings;
-    this.roi = roi ?? null;
+    // a file's header tells its frame's size only when nothing scales it on the way to the crop
+    this.roi = settings.sizeKept ? (roi ?? null) : null;
     this.next = resume?.next ?? settings.index;
     for (const [index, version] of resume?.blamed ?? []) this.blamed.set(index, version);
   }

@@ -114,14 +114,14 @@ test("a write removes the temp directories of dead writers, never one of a write
   await writeTiny(dir, "v1");
   // dead writers' leftovers (a whole bundle each, 4.3 MB in the field): a killed write's, and an older stpmd's
   await killedWrite(dir, "v2");
-  await mkdir(`${dir}.tmp-1999999999-0bad`); // an older stpmd's name: pid only (beyond pid_max, so not running)
+  await mkdir(`${dir}.tmp-1999999999-0badf00d`); // an older stpmd's name: pid only (beyond pid_max, so not running)
   // a live writer: another process, mid-write
   const live: ChildProcess = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], {
     stdio: "ignore",
   });
   try {
     const livePid = live.pid!;
-    const liveTemp = `${dir}.tmp-${processTag(livePid, await processStartTicks(livePid))}-cafe`;
+    const liveTemp = `${dir}.tmp-${processTag(livePid, await processStartTicks(livePid))}-cafecafe`;
     await mkdir(liveTemp);
     await writeFile(path.join(liveTemp, "teacher.onnx"), "being written");
 
@@ -134,6 +134,10 @@ test("a write removes the temp directories of dead writers, never one of a write
     await exited;
     await writeTiny(dir, "v4");
     assert.deepEqual(await siblings(dir), ["model"], "removed once its writer is gone");
+    // a name that only looks like a leftover (a user's backup) is never touched
+    await mkdir(`${dir}.old-2024-01`);
+    await writeTiny(dir, "v5");
+    assert.deepEqual(await siblings(dir), ["model", "model.old-2024-01"]);
   } finally {
     live.kill("SIGKILL");
   }

@@ -150,6 +150,7 @@ describe("findReplay", () => {
       stopIndex: -1,
       loop: true,
       png: true,
+      sizeKept: true,
     });
     assert.equal(found?.source, source.replace("multifilesrc", `multifilesrc name=${REPLAY_NAME}`));
   });
@@ -170,8 +171,28 @@ describe("findReplay", () => {
       stopIndex: 9,
       loop: false,
       png: false,
+      sizeKept: true,
     });
     assert.equal(findReplay('multifilesrc location="/a/%05d.png"')?.replay.location, "/a/%05d.png");
+  });
+
+  test("knows whether the decoded files reach the ROI's crop at their own size", () => {
+    const sizeKept = (source: string) => findReplay(source)?.replay.sizeKept;
+    const files = "multifilesrc location=/d/%03d.png caps=image/png,framerate=5/1";
+    assert.equal(
+      sizeKept(`${files} ! pngdec ! videoconvert ! video/x-raw,format=RGB ! identity sync=true`),
+      true,
+    );
+    assert.equal(sizeKept(`${files} ! pngdec ! videoscale ! video/x-raw,width=1920,height=1080`), false);
+    assert.equal(sizeKept(`${files} ! pngdec ! video/x-raw,width=640`), false);
+    assert.equal(sizeKept(`${files} ! pngdec ! videoflip method=clockwise`), false);
+    // as the camera sees it: the user's source, then stpmd's crop and scaling, which do not count
+    assert.equal(
+      sizeKept(
+        `${files} ! pngdec ! videocrop left=1 top=1 right=-1 bottom=-1 ! video/x-raw,width=16,height=16 ! videoscale`,
+      ),
+      true,
+    );
   });
 
   test("is null for sources that are not a numbered file replay", () => {

@@ -59,6 +59,7 @@ describe("ReplayCursor", () => {
       stopIndex: -1,
       loop: true,
       png: true,
+      sizeKept: true,
     };
     const cursor = new ReplayCursor(settings);
     cursor.rescan();
