@@ -58,12 +58,13 @@ function exit(): void {
 source.on("frame", (frame) => {
   if (framesInFlight >= MAX_FRAMES_IN_FLIGHT) return;
   framesInFlight++;
+  // the counters first: the pipeline that made this frame is counted by the time the daemon sees the frame
+  sendCounters();
   const { head, pixels } = frameHeader(run, frame);
   channel.cork();
   channel.write(head);
   channel.write(pixels);
   channel.uncork();
-  sendCounters();
 });
 source.on("warning", (kind, message) => {
   sendCounters();
