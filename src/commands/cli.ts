@@ -7,6 +7,7 @@ import { createLogger, type Logger } from "../core/log.js";
 import { type NumberRule, numberProblem } from "../core/number-rule.js";
 import { Daemon } from "../daemon/daemon.js";
 import { runDoctor } from "../daemon/doctor.js";
+import { handleSignals } from "../daemon/signals.js";
 import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
@@ -283,22 +284,20 @@ program
     const daemon = new Daemon(config, logger, { configPath: o.config });
     // Signals are handled from before start-up, so before anything is announced (READY=1, an output): without a
     // handler a SIGHUP or SIGTERM ends the process at once (status 129 or 143), and systemd sends either whenever
-    // it is asked to. A reload asked for during start-up runs once started; a stop ends start-up after its step in
-    // progress and stops what was started.
-    const stopped = stopOnSignals(daemon, logger);
-    process.on("SIGHUP", () => {
-      daemon.reload({ via: "sighup" }).catch(() => undefined);
-    });
+    // it is asked to (those that came while the modules loaded were held: daemon/signals.ts). A reload asked for
+    // during start-up runs once started; a stop ends start-up after its step in progress and stops what was
+    // started.
+    const stopped = handleDaemonSignals(daemon, logger);
     await daemon.start();
     await stopped;
     process.exit();
   });
 
 /**
- * Stops the daemon on the first SIGTERM or SIGINT (a second one must not start a second shutdown); resolves once
- * stopped, or after {@link STOP_DEADLINE_MS} with exit code 1.
+ * Reloads on SIGHUP; stops the daemon on the first SIGTERM or SIGINT (a second one must not start a second
+ * shutdown) and resolves once stopped, or after {@link STOP_DEADLINE_MS} with exit code 1.
  */
-function stopOnSignals(daemon: Daemon, logger: Logger): Promise<void> {
+function handleDaemonSignals(daemon: Daemon, logger: Logger): Promise<void> {
   return new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -326,8 +325,13 @@ function stopOnSignals(daemon: Daemon, logger: Logger): Promise<void> {
           resolve();
         });
     };
-    process.on("SIGTERM", () => stop("SIGTERM"));
-    process.on("SIGINT", () => stop("SIGINT"));
+    handleSignals({
+      SIGTERM: () => stop("SIGTERM"),
+      SIGINT: () => stop("SIGINT"),
+      SIGHUP: () => {
+        daemon.reload({ via: "sighup" }).catch(() => undefined);
+      },
+    });
   });
 }
 

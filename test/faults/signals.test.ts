@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -151,7 +151,7 @@ function reloadsRun(daemon: DaemonProcess): number {
 }
 
 /** SIGTERM, then the exit: 0, within `withinMs`, with the stop logged and no error or stack trace. */
-async function assertCleanStop(daemon: DaemonProcess, withinMs: number): Promise<void> {
+async function assertCleanStop(daemon: DaemonProcess, withinMs: number): Promise<number> {
   const sent = Date.now();
   daemon.child.kill("SIGTERM");
   const exit = await Promise.race([daemon.exited, sleep(withinMs).then(() => undefined)]);
@@ -161,6 +161,17 @@ async function assertCleanStop(daemon: DaemonProcess, withinMs: number): Promise
   const errors = daemon.logs().filter((l) => Number(l.level) >= 50);
   assert.deepEqual(errors, [], "no error logged");
   assert.doesNotMatch(daemon.output, /^\s+at /m, "no stack trace");
+  return Date.now() - sent;
+}
+
+/**
+ * Whether process `pid` handles SIGHUP (its SigCgt mask in /proc): the first moment it can survive one. The daemon
+ * installs its SIGTERM, SIGINT and SIGHUP handlers together, so this tells for SIGTERM too (Node itself catches
+ * SIGTERM and SIGINT from its first moment, to restore the terminal before it dies of them, so their bits do not).
+ */
+function handlesSignals(pid: number): boolean {
+  const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return mask !== undefined && (BigInt(`0x${mask}`) & 1n) !== 0n; // bit 0: signal 1, SIGHUP
 }
 
 describe("signals during start-up", { concurrency: false }, () => {
@@ -192,6 +203,27 @@ describe("signals during start-up", { concurrency: false }, () => {
     await assertCleanStop(daemon, 10_000);
   });
 
+  test("a SIGHUP, then a SIGTERM, the moment the process catches them (its modules still loading): a reload once started, then exit 0", async (t) => {
+    const { file } = await writeConfig("hup-first", {});
+    const daemon = new DaemonProcess(file);
+    cleanups.push(() => daemon.kill());
+    const spawned = Date.now();
+    await waitFor("SIGHUP handled", () => handlesSignals(daemon.pid), 10_000);
+    daemon.child.kill("SIGHUP");
+    const linesBefore = daemon.logs().length;
+    t.diagnostic(`SIGHUP sent ${Date.now() - spawned} ms after the spawn`);
+    assert.equal(linesBefore, 0, "signals are handled before the daemon logs anything");
+    await waitFor("the reload run", () => reloadsRun(daemon) > 0 || !isRunning(daemon), 30_000);
+    assert.ok(isRunning(daemon), `the daemon died of the SIGHUP:\n${daemon.output}`);
+    assert.equal(reloadsRun(daemon), 1);
+    await assertCleanStop(daemon, 10_000);
+
+    const second = new DaemonProcess(file);
+    cleanups.push(() => second.kill());
+    await waitFor("SIGTERM handled", () => handlesSignals(second.pid), 10_000);
+    await assertCleanStop(second, 10_000);
+  });
+
   test("SIGHUPs right after READY=1 and 0.2 s later, OPC UA on: both reloads run, the daemon keeps running", async () => {
     const notify = await NotifySocket.open(path.join(work, "notify.sock"));
     cleanups.push(() => notify.close());
@@ -215,13 +247,13 @@ describe("signals during start-up", { concurrency: false }, () => {
     "while OPC UA creates its certificate": (_daemon: DaemonProcess, pki: string) => existsSync(pki),
   };
   for (const [when, reached] of Object.entries(moments)) {
-    test(`a SIGTERM ${when}, OPC UA on: it stops what was started and exits 0 within seconds`, async () => {
+    test(`a SIGTERM ${when}, OPC UA on: it stops what was started and exits 0 within seconds`, async (t) => {
       const name = `term-${configs}`;
       const { file } = await writeConfig(name, { opcua: true });
       const daemon = new DaemonProcess(file);
       cleanups.push(() => daemon.kill());
       await waitFor(when, () => reached(daemon, path.join(work, `${name}-pki`)), 30_000);
-      await assertCleanStop(daemon, 10_000);
+      t.diagnostic(`exited ${await assertCleanStop(daemon, 10_000)} ms after the SIGTERM`);
       assert.ok(daemon.hasLog(/^stop asked for during start-up/), "the SIGTERM came during start-up");
       assert.ok(!daemon.hasLog(/first frame inspected/), "no camera was started");
     });
