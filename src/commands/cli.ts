@@ -3,10 +3,11 @@ import { writeFile } from "node:fs/promises";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { configProblemsError, formatConfigSummary, loadConfig } from "../config/index.js";
 import { errorMessage, isStpmdError } from "../core/errors.js";
-import { createLogger } from "../core/log.js";
+import { createLogger, type Logger } from "../core/log.js";
 import { type NumberRule, numberProblem } from "../core/number-rule.js";
 import { Daemon } from "../daemon/daemon.js";
 import { runDoctor } from "../daemon/doctor.js";
+import { handleSignals } from "../daemon/signals.js";
 import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
@@ -281,43 +282,58 @@ program
     const config = loadConfig(o.config);
     const logger = createLogger(config.log.level);
     const daemon = new Daemon(config, logger, { configPath: o.config });
+    // Signals are handled from before start-up, so before anything is announced (READY=1, an output): without a
+    // handler a SIGHUP or SIGTERM ends the process at once (status 129 or 143), and systemd sends either whenever
+    // it is asked to (those that came while the modules loaded were held: daemon/signals.ts). A reload asked for
+    // during start-up runs once started; a stop ends start-up after its step in progress and stops what was
+    // started.
+    const stopped = handleDaemonSignals(daemon, logger);
     await daemon.start();
-    await new Promise<void>((resolve) => {
-      let stopping = false;
-      const stop = (signal: string): void => {
-        // a second signal (Ctrl-C pressed again, systemd's stop after a SIGINT) must not start a second shutdown
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, "stopping");
-        // Within systemd's TimeoutStopSec (20 s in deploy/): exiting on its own, the daemon can still say where it
-        // was stuck; what the outbox holds is on disk for the next start either way.
-        const deadline = setTimeout(() => {
-          logger.error(
-            { step: daemon.stopStep },
-            `shutdown did not finish within ${STOP_DEADLINE_MS / 1000} s (still ${daemon.stopStep}); exiting anyway, undelivered events stay in the outbox`,
-          );
-          process.exitCode = 1;
-          resolve();
-        }, STOP_DEADLINE_MS);
-        daemon
-          .stop()
-          .catch((err) => {
-            logger.error({ err }, "error while stopping");
-            process.exitCode = 1;
-          })
-          .finally(() => {
-            clearTimeout(deadline);
-            resolve();
-          });
-      };
-      process.on("SIGTERM", () => stop("SIGTERM"));
-      process.on("SIGINT", () => stop("SIGINT"));
-      process.on("SIGHUP", () => {
-        daemon.reload({ via: "sighup" }).catch(() => undefined);
-      });
-    });
+    await stopped;
     process.exit();
   });
+
+/**
+ * Reloads on SIGHUP; stops the daemon on the first SIGTERM or SIGINT (a second one must not start a second
+ * shutdown) and resolves once stopped, or after {@link STOP_DEADLINE_MS} with exit code 1.
+ */
+function handleDaemonSignals(daemon: Daemon, logger: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "stopping");
+      // Within systemd's TimeoutStopSec (20 s in deploy/): exiting on its own, the daemon can still say where it
+      // was stuck; what the outbox holds is on disk for the next start either way.
+      const deadline = setTimeout(() => {
+        logger.error(
+          { step: daemon.stopStep },
+          `shutdown did not finish within ${STOP_DEADLINE_MS / 1000} s (still ${daemon.stopStep}); exiting anyway, undelivered events stay in the outbox`,
+        );
+        process.exitCode = 1;
+        resolve();
+      }, STOP_DEADLINE_MS);
+      daemon
+        .stop()
+        .catch((err) => {
+          logger.error({ err }, "error while stopping");
+          process.exitCode = 1;
+        })
+        .finally(() => {
+          clearTimeout(deadline);
+          resolve();
+        });
+    };
+    handleSignals({
+      SIGTERM: () => stop("SIGTERM"),
+      SIGINT: () => stop("SIGINT"),
+      SIGHUP: () => {
+        daemon.reload({ via: "sighup" }).catch(() => undefined);
+      },
+    });
+  });
+}
 
 program
   .command("demo")

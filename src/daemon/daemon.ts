@@ -66,6 +66,11 @@ export class Daemon {
   private lastInspectedTs = 0;
   private readySent = false;
   private stopping = false;
+  /**
+   * While start-up runs: resolves once it has ended (never rejects), with whether the daemon now runs. A stop asked
+   * for meanwhile waits for it, and so does a reload ({@link ControlHost.startup}).
+   */
+  private starting: Promise<boolean> | undefined;
   inspectedFrames = 0;
 
   constructor(
@@ -119,14 +124,31 @@ export class Daemon {
    * Checks what can be checked before anything runs (state directories, every station's model, each camera's
    * pipeline), then starts the outputs and then capture, so no result reaches an output that is not running yet.
    * Any failure here is fatal and rejects after undoing what was started, so the caller can exit at once: a daemon
-   * that cannot serve must not linger half-started.
+   * that cannot serve must not linger half-started. A {@link stop} called meanwhile (a SIGTERM during start-up) ends
+   * start-up after the step in progress, and this resolves; the stop then stops what was started.
    */
   async start(): Promise<void> {
+    if (this.starting !== undefined || this.stopping) return;
+    const steps = this.startSteps();
+    this.starting = steps
+      .then(
+        () => true,
+        () => false,
+      )
+      .then((started) => {
+        this.starting = undefined;
+        return started && !this.stopping;
+      });
+    await steps;
+  }
+
+  private async startSteps(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
     await recoverStationBundles(this.config, this.logger);
     await this.registry.open();
     try {
+      if (this.stopping) return;
       const sizes = this.registry.captureSizes();
       const cameraProblems = cameraSourceProblems(this.config, (i) => sizes.get(this.config.cameras[i]!.id));
       if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
@@ -134,9 +156,12 @@ export class Daemon {
       this.registry.warnAboutRois();
       await this.startSinks();
     } catch (err) {
+      for (const sink of this.sinks.reverse()) await this.stopSink(sink);
+      this.sinks = [];
       await this.registry.close();
       throw err;
     }
+    if (this.stopping) return;
     this.registry.start();
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
@@ -146,7 +171,10 @@ export class Daemon {
     }
   }
 
-  /** Builds the enabled sinks and starts them in order; if one fails, those started are stopped again. */
+  /**
+   * Builds the enabled sinks and starts them in order, each one joining {@link sinks} once started (a failure:
+   * the caller stops those); a stop asked for meanwhile ends this after the sink that is starting.
+   */
   private async startSinks(): Promise<void> {
     const sinks = createSinks(
       {
@@ -161,17 +189,12 @@ export class Daemon {
       },
       this.sinkFactories,
     );
-    const started: ResultSink[] = [];
-    try {
-      for (const sink of sinks) {
-        await sink.start();
-        started.push(sink);
-      }
-    } catch (err) {
-      for (const sink of started.reverse()) await this.stopSink(sink);
-      throw err;
+    this.logger.info({ outputs: sinks.map((s) => s.name) }, "starting the outputs");
+    for (const sink of sinks) {
+      if (this.stopping) return;
+      await sink.start();
+      this.sinks.push(sink);
     }
-    this.sinks = sinks;
   }
 
   private async stopSink(sink: ResultSink): Promise<void> {
@@ -196,6 +219,7 @@ export class Daemon {
       },
       statusChanged: () => this.publishStatus(),
       isStopping: () => this.stopping,
+      startup: () => this.starting,
     };
   }
 
@@ -349,14 +373,22 @@ export class Daemon {
   }
 
   /**
-   * SIGTERM: stop capture, inspect what is already queued, stop the outputs (the MQTT sink flushes its outbox),
-   * close the models.
+   * SIGTERM (at any time: during start-up it first waits for the step in progress): stop capture, inspect what is
+   * already queued, stop the outputs (the MQTT sink flushes its outbox), close the models.
    * {@link stopStep} names the step it is in, for a caller that gives up waiting.
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
+    const startup = this.starting;
+    if (startup !== undefined) {
+      this.stopStep = "finishing the start-up step in progress";
+      this.logger.info(
+        "stop asked for during start-up: stopping what was started after the step in progress",
+      );
+      await startup;
+    }
     for (const t of this.timers) clearInterval(t);
     this.registry.stopCapture();
     this.stopStep = "inspecting the frames already queued";

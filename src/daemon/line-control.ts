@@ -22,6 +22,8 @@ export interface ControlHost {
   statusChanged(): void;
   /** True once the daemon is shutting down: a reload then does nothing. */
   isStopping(): boolean;
+  /** While the daemon starts: resolves once start-up has ended, with whether the daemon then runs; else undefined. */
+  startup(): Promise<boolean> | undefined;
 }
 
 /**
@@ -32,6 +34,8 @@ export class StationControl implements LineControl {
   /** The reload running now, and the one queued behind it (see {@link reload}). */
   private reloading: Promise<ReloadOutcome> | undefined;
   private queuedReload: Promise<ReloadOutcome> | undefined;
+  /** The reload asked for during start-up, run once the daemon has started (see {@link reload}). */
+  private startupReload: Promise<ReloadOutcome> | undefined;
 
   /**
    * @param configPath the config file, re-read by {@link reload}; without it a reload reloads only the models.
@@ -140,6 +144,8 @@ export class StationControl implements LineControl {
    * its old model).
    */
   reload(by: Requester): Promise<ReloadOutcome> {
+    const startup = this.host.startup();
+    if (startup !== undefined) return this.reloadAfterStartup(startup, by);
     if (this.reloading === undefined) {
       this.reloading = this.doReload(by).finally(() => {
         this.reloading = undefined;
@@ -158,8 +164,26 @@ export class StationControl implements LineControl {
     return this.queuedReload;
   }
 
+  /**
+   * A reload asked for during start-up (a SIGHUP as soon as systemd started the process, a command to an output
+   * already started) would apply a file to stations, models and outputs still being built: it runs once start-up
+   * has ended instead, one for every request made meanwhile, reading the file then, so the newest file wins. A
+   * start-up that failed or was stopped runs none.
+   */
+  private reloadAfterStartup(startup: Promise<boolean>, by: Requester): Promise<ReloadOutcome> {
+    if (this.startupReload === undefined) {
+      const reason = requesterLabel(by);
+      this.logger.info({ by: reason }, `${reason} asked for a reload during start-up; it runs once started`);
+      this.startupReload = startup.then((started) => {
+        this.startupReload = undefined;
+        return started ? this.reload(by) : noReload();
+      });
+    }
+    return this.startupReload;
+  }
+
   private async doReload(by: Requester): Promise<ReloadOutcome> {
-    const outcome: ReloadOutcome = { configApplied: false, problems: [], swapped: [], failed: [] };
+    const outcome = noReload();
     if (this.host.isStopping()) return outcome;
     const reason = requesterLabel(by);
     this.logger.info({ by: reason }, `reload requested by ${reason}`);
@@ -186,6 +210,11 @@ export class StationControl implements LineControl {
     this.host.statusChanged();
     return outcome;
   }
+}
+
+/** The outcome of a reload that changed nothing (yet). */
+function noReload(): ReloadOutcome {
+  return { configApplied: false, problems: [], swapped: [], failed: [] };
 }
 
 /** A one-line description of who asked, for logs. */

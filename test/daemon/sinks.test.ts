@@ -25,7 +25,6 @@ import { waitFor } from "../helpers/wait.js";
  * imports nothing of the daemon, and the daemon was never edited for it. It records what the daemon does to it.
  */
 class RecordingSink implements ResultSink {
-  readonly name = "recorder";
   readonly durable = false;
   readonly events: string[] = [];
   readonly batches: ResultBatch[] = [];
@@ -33,7 +32,10 @@ class RecordingSink implements ResultSink {
   camerasAtStart: string[] = [];
   private running = false;
 
-  constructor(private readonly context: SinkContext) {}
+  constructor(
+    private readonly context: SinkContext,
+    readonly name = "recorder",
+  ) {}
 
   async start(): Promise<void> {
     this.events.push("start");
@@ -230,4 +232,97 @@ test("a sink that cannot start stops the daemon's start, and the sinks started b
   assert.deepEqual(recorder?.events, ["start", "stop"]);
   assert.equal(recorder?.batches.length, 0, "no camera ran");
   assert.equal(daemon.inspectedFrames, 0);
+});
+
+/** An output whose start() waits until the test releases it (OPC UA creating its certificate, say). */
+class SlowStartingSink implements ResultSink {
+  readonly name = "slow";
+  readonly durable = false;
+  readonly events: string[] = [];
+  release: () => void = () => undefined;
+  private readonly released = new Promise<void>((resolve) => {
+    this.release = resolve;
+  });
+  async start(): Promise<void> {
+    this.events.push("start");
+    await this.released;
+  }
+  async stop(): Promise<void> {
+    this.events.push("stop");
+  }
+  deliver(): void {
+    this.events.push("batch");
+  }
+  health(): SinkHealth {
+    return { ok: true };
+  }
+}
+
+/** A daemon whose outputs are a recorder, a slow-starting sink, then a second recorder; with its log lines. */
+async function slowStartingDaemon(prefix: string) {
+  const config = await station(prefix);
+  const { logger, lines } = capturingLogger("info");
+  const recorders: RecordingSink[] = [];
+  const recording: SinkFactory = {
+    name: "recorder",
+    create: (context) => {
+      const sink = new RecordingSink(context, `recorder${recorders.length + 1}`);
+      recorders.push(sink);
+      return sink;
+    },
+  };
+  const slow = new SlowStartingSink();
+  const daemon = new Daemon(config, logger, {
+    sinks: [recording, { name: "slow", create: () => slow }, recording],
+  });
+  const reloadsRun = () => lines.filter((l) => /^reload requested by/.test(l.msg)).length;
+  return { daemon, slow, recorders, lines, reloadsRun };
+}
+
+test("reloads asked for while an output starts (SIGHUPs during start-up) run once started, one for all of them", async () => {
+  const { daemon, slow, lines, reloadsRun } = await slowStartingDaemon("stpmd-sinks-early-reload-");
+  try {
+    const starting = daemon.start();
+    await waitFor("the slow output starting", () => slow.events.includes("start"), 30_000);
+    const reloads = [daemon.reload({ via: "sighup" }), daemon.reload({ via: "sighup" })];
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(reloadsRun(), 0, "no reload runs on a daemon still starting");
+    assert.equal(lines.filter((l) => /during start-up; it runs once started/.test(l.msg)).length, 1);
+    slow.release();
+    await starting;
+    const outcomes = await Promise.all(reloads);
+    assert.equal(reloadsRun(), 1, "one reload for the two asked during start-up");
+    assert.deepEqual(outcomes[0], outcomes[1]);
+    await waitFor("frames after the reload", () => daemon.inspectedFrames > 0, 30_000);
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test("a stop asked for while an output starts (SIGTERM during start-up) ends start-up after it and stops what was started", async () => {
+  const { daemon, slow, recorders, lines, reloadsRun } = await slowStartingDaemon("stpmd-sinks-early-stop-");
+  const starting = daemon.start();
+  await waitFor("the slow output starting", () => slow.events.includes("start"), 30_000);
+  const reload = daemon.reload({ via: "sighup" });
+  const stopping = daemon.stop();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(daemon.stopStep, "finishing the start-up step in progress");
+  slow.release();
+  await starting;
+  await stopping;
+  assert.deepEqual(
+    slow.events,
+    ["start", "stop"],
+    "the output that was starting is stopped, and saw no batch",
+  );
+  assert.deepEqual(
+    recorders[0]!.events.filter((e) => e !== "status"),
+    ["start", "stop"],
+    "the output started before it is stopped",
+  );
+  assert.deepEqual(recorders[1]!.events, [], "the output after it never starts");
+  assert.equal(daemon.inspectedFrames, 0, "no camera ran");
+  assert.deepEqual(await reload, { configApplied: false, problems: [], swapped: [], failed: [] });
+  assert.equal(reloadsRun(), 0, "the reload asked for during start-up does not run on a stopped daemon");
+  assert.ok(lines.some((l) => l.msg === "stopped"));
 });
