@@ -7,6 +7,9 @@
  */
 import { createRequire, syncBuiltinESMExports } from "node:module";
 
+// `npm test` runs every file under dist/test/ as a test file, this one too: without a bundle to write it does nothing
+if (process.argv[2] === undefined) process.exit(0);
+
 const require = createRequire(import.meta.url);
 const fsp = require("node:fs/promises") as { rename: (from: string, to: string) => Promise<void> };
 const rename = fsp.rename;
