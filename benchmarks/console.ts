@@ -54,7 +54,7 @@ function makeResult(camera: string, seq: number, size: number, defective: boolea
     frame: { cameraId: camera, seq, captureTs: Date.now(), width: size, height: size, rgb },
     score: defective ? 1.5 : 0.2,
     threshold: 0.5,
-    defective,
+    verdict: defective ? "defect" : "ok",
     regions: defective
       ? [{ bbox: [hot, hot, 16, 16], area: 256, peak: 1.5, centroid: [hot + 8, hot + 8] }]
       : [],
@@ -174,7 +174,7 @@ async function microbenchmarks(templates: InspectionResult[], size: number): Pro
   };
   const without = perResultNs(consoleOn(false));
   const withConsole = perResultNs(consoleOn(true));
-  const defect = templates.find((r) => r.defective)!;
+  const defect = templates.find((r) => r.verdict === "defect")!;
   const renders: number[] = [];
   for (let i = 0; i < 60; i++) {
     const t = performance.now();

@@ -1,14 +1,29 @@
 import type { Frame } from "./frame.js";
 
+/**
+ * What became of one frame: judged good (`ok`), judged defective (`defect`), or not judged (`error`: the model gave
+ * a score that is not a finite number, so the frame is neither good nor defective). Every output renders it; none
+ * turns an `error` into an OK.
+ */
+export type Verdict = "ok" | "defect" | "error";
+
+/** A verdict where an output carries a `defective` flag: null for `error`, which is neither defective nor good. */
+export function defectiveFlag(verdict: Verdict): boolean | null {
+  return verdict === "error" ? null : verdict === "defect";
+}
+
 /** What inference says about one frame; flows from the pipeline to publish and collection. */
 export interface InspectionResult {
   frame: Frame;
-  /** Image score: the maximum of the anomaly map. */
+  /** Image score: the maximum of the anomaly map; NaN or infinite only with the verdict `error`. */
   score: number;
-  /** The model bundle's threshold; `defective` is `score > threshold`. */
+  /** The threshold in force; the verdict is `defect` when `score > threshold`. */
   threshold: number;
-  defective: boolean;
-  /** Connected components of `map > threshold`, largest peak first; empty for normal frames. */
+  /** Decided once, by the inspector. */
+  verdict: Verdict;
+  /** Why the frame could not be judged (verdict `error`): e.g. "the model's score is NaN". */
+  error?: string;
+  /** Connected components of `map > threshold`, largest peak first; empty unless the verdict is `defect`. */
   regions: Region[];
   /** Anomaly map at frame size (width × height), raw (not normalised). */
   map: Float32Array;
@@ -46,10 +61,11 @@ export interface Region {
 export interface LastResult {
   seq: number;
   captureTs: number;
+  /** NaN or infinite only with the verdict `error` (JSON shows it as null). */
   score: number;
   threshold: number;
-  defective: boolean;
-  /** The defect event's id (`event_id` on MQTT), when the frame was defective. */
+  verdict: Verdict;
+  /** The defect event's id (`event_id` on MQTT), when the verdict was `defect`. */
   eventId?: string;
   partId?: string;
   regions: number;

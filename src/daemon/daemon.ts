@@ -309,6 +309,7 @@ export class Daemon {
         fps: Number(s.rate.rate().toFixed(2)),
         restarts,
         bad_frames: badFrames,
+        errors: s.errors,
         model_version: this.registry.manifestOf(s)?.model_version ?? null,
         threshold: this.registry.thresholdOf(s),
       };

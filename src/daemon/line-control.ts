@@ -68,6 +68,7 @@ export class StationControl implements LineControl {
       fps: Number(s.rate.rate().toFixed(2)),
       inspected: s.inspected,
       defects: s.defects,
+      errors: s.errors,
       restarts: camStats?.restarts ?? 0,
       bad_frames: camStats?.badFrames ?? 0,
       dropped_frames: this.registry.droppedFramesOf(s),

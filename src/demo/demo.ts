@@ -176,10 +176,10 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   let fp = 0;
   for (const r of firstPass.sort((a, b) => a.frame.seq - b.frame.seq)) {
     const t = truth[r.frame.seq] ?? "none";
-    if (r.defective && t !== "none") tp += 1;
-    if (r.defective && t === "none") fp += 1;
+    if (r.verdict === "defect" && t !== "none") tp += 1;
+    if (r.verdict === "defect" && t === "none") fp += 1;
     print(
-      ` ${String(r.frame.seq).padStart(3)} | ${t.padEnd(7)} | ${r.score.toExponential(3).padStart(10)} | ${(r.defective ? "DEFECT" : "ok").padEnd(9)} | ${r.regions.length}`,
+      ` ${String(r.frame.seq).padStart(3)} | ${t.padEnd(7)} | ${r.score.toExponential(3).padStart(10)} | ${(r.verdict === "ok" ? "ok" : r.verdict.toUpperCase()).padEnd(9)} | ${r.regions.length}`,
     );
   }
   const defects = received.filter((m) => m.topic.endsWith("/defect"));
@@ -200,14 +200,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   if (snap) print(`demo: example ${snap.topic}: <JPEG, ${snap.payload.length} bytes, retained>`);
   const defectiveTruth = truth.filter((t) => t !== "none").length;
   print(
-    `demo: ${firstPass.length} frames inspected, ${firstPass.filter((r) => r.defective).length} flagged ` +
+    `demo: ${firstPass.length} frames inspected, ${firstPass.filter((r) => r.verdict === "defect").length} flagged ` +
       `(${tp}/${defectiveTruth} defective parts caught, ${fp} false alarms), ${defects.length} defect events received`,
   );
   return {
     workDir: work,
     inspected: firstPass.length,
     defectiveTruth,
-    flagged: firstPass.filter((r) => r.defective).length,
+    flagged: firstPass.filter((r) => r.verdict === "defect").length,
     truePositives: tp,
     falsePositives: fp,
     defectEventsReceived: defects.length,

@@ -2,7 +2,7 @@ import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RepeatLimiter } from "../core/repeat-limiter.js";
-import type { InspectionResult, SourceTransform } from "../core/result.js";
+import type { InspectionResult, SourceTransform, Verdict } from "../core/result.js";
 import { resizeRgb } from "../data/images.js";
 import type { SessionOptions } from "../onnx/ort.js";
 import type { Geometry } from "../stpm/geometry.js";
@@ -29,6 +29,15 @@ export interface StationView {
 export type StationLookup = (cameraId: string, manifest: Manifest) => StationView;
 
 /**
+ * The one place a frame's verdict is decided: `defect` above the threshold, `ok` at or below it, and `error` for a
+ * score that is not a finite number (NaN compares false with every threshold, so it would otherwise pass as OK).
+ */
+export function judge(score: number, threshold: number): Verdict {
+  if (!Number.isFinite(score)) return "error";
+  return score > threshold ? "defect" : "ok";
+}
+
+/**
  * Owns one bundle's model and turns batches of frames into inspection results. Each model runs in its own
  * inference thread (see ScorerThread). Loading a new bundle builds the new thread and session completely before
  * swapping it in, so a bundle that fails to load leaves the running model serving.
@@ -38,6 +47,8 @@ export class Inspector {
   private loading: Promise<Manifest> | undefined;
   /** Resizing in software is a state, not an event: each camera's (frame size, model size) is told once. */
   private readonly resizeNotices = new RepeatLimiter(Number.POSITIVE_INFINITY);
+  /** Non-finite scores repeat at the frame rate: one line per camera and model a minute. */
+  private readonly nonFiniteRepeats = new RepeatLimiter(60_000);
 
   private readonly logger: Logger;
 
@@ -132,21 +143,35 @@ export class Inspector {
       const map = maps[i]!;
       const score = scores[i]!;
       const { threshold } = views[i]!;
-      const defective = score > threshold;
+      const verdict = judge(score, threshold);
       const atSize: Frame =
         frame.width === width && frame.height === height ? frame : { ...frame, width, height, rgb: rgbs[i]! };
+      const error = verdict === "error" ? `the model's score is ${score}, not a finite number` : undefined;
+      if (error !== undefined) this.nonFinite(frame.cameraId, manifest.model_version, error);
       return {
         frame: atSize,
         score,
         threshold,
-        defective,
-        regions: defective ? findRegions(map, width, height, threshold) : [],
+        verdict,
+        ...(error !== undefined ? { error } : {}),
+        regions: verdict === "defect" ? findRegions(map, width, height, threshold) : [],
         map,
         modelVersion: manifest.model_version,
         inferredTs,
         ...(views[i]!.source ? { source: views[i]!.source } : {}),
       };
     });
+  }
+
+  /** A model that scores frames NaN judges nothing: said once per camera a minute, with the frames since. */
+  private nonFinite(camera: string, modelVersion: string, error: string): void {
+    const admitted = this.nonFiniteRepeats.admit(`${camera} ${modelVersion}`);
+    if (admitted === undefined) return;
+    const meanwhile = admitted.unlogged > 0 ? ` (${admitted.unlogged} more frames since the last line)` : "";
+    this.logger.error(
+      { camera, model_version: modelVersion, unlogged: admitted.unlogged },
+      `camera ${camera}: model ${modelVersion}: ${error}; the frame gets an error verdict, not OK${meanwhile}`,
+    );
   }
 
   /** Cameras deliver at the capture size; after a swap to a model of another geometry, frames are resized here. */

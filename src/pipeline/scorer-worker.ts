@@ -1,6 +1,6 @@
 import { parentPort } from "node:worker_threads";
 import { loadBundle } from "../bundle/bundle.js";
-import { errorMessage } from "../core/errors.js";
+import { errorMessage, StpmdError } from "../core/errors.js";
 import type { ort } from "../onnx/ort.js";
 import { Scorer } from "../stpm/scorer.js";
 
@@ -33,7 +33,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
     try {
       const bundle = await loadBundle(msg.dir);
       const { height, width, mean, std } = bundle.manifest.input;
-      scorer = await Scorer.create(
+      const loaded = await Scorer.create(
         bundle.teacher,
         bundle.student,
         { height, width, mean, std },
@@ -44,6 +44,14 @@ async function handle(msg: WorkerRequest): Promise<void> {
             port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
         },
       );
+      // every loader of a serving model comes through here (start, check-config, the watch, SIGHUP), so a model that
+      // cannot judge a frame is refused before any of them accepts it
+      const problem = await loaded.probe();
+      if (problem !== undefined) {
+        await loaded.release();
+        throw new StpmdError("ERR_BUNDLE_INVALID", `${msg.dir}: ${problem}; bundle refused`);
+      }
+      scorer = loaded;
       port.postMessage({ type: "loaded", manifest: bundle.manifest } satisfies WorkerReply);
     } catch (err) {
       const code = (err as { code?: string }).code;

@@ -39,6 +39,8 @@ export interface CameraSnapshot {
   inspected: number;
   /** Defective frames since start. */
   defects: number;
+  /** Frames since start that could not be judged (verdict `error`: the model's score was not a finite number). */
+  errors: number;
   restarts: number;
   bad_frames: number;
   /** This camera's frames dropped because its bundle's inference queue was full. */

@@ -1,7 +1,7 @@
 import { COMMAND_TOPIC_LEVEL } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 import type { CameraState } from "../core/frame.js";
-import type { InspectionResult } from "../core/result.js";
+import { defectiveFlag, type InspectionResult, type Verdict } from "../core/result.js";
 
 /**
  * The MQTT API of the daemon: every topic it publishes (or reads) and the payload type on it, in one place so that the
@@ -37,6 +37,8 @@ export interface CameraStatus {
   restarts: number;
   /** Frames or replay files skipped as unusable (a bad replay file counts on every loop over it). */
   bad_frames: number;
+  /** Frames since start that could not be judged (verdict `error`: the model's score was not a finite number). */
+  errors: number;
   /** The camera's model (its station's bundle). */
   model_version: string | null;
   /** The image-score threshold in force for this camera. */
@@ -96,9 +98,15 @@ export interface ResultPayload {
   seq: number;
   /** ISO 8601 capture time (same format as the defect event, so consumers can join the two). */
   capture_ts: string;
-  score: number;
+  /** The image score; null when it was not a finite number (verdict `error`). */
+  score: number | null;
   threshold: number;
-  defective: boolean;
+  /** `ok`, `defect`, or `error`: the frame could not be judged (its score was not a finite number). */
+  verdict: Verdict;
+  /** Whether the frame was judged defective; null when it was not judged (verdict `error`), so never an OK. */
+  defective: boolean | null;
+  /** Why the frame could not be judged; only with verdict `error`. */
+  error?: string;
   /** Number of regions above threshold. */
   regions: number;
   /** Capture to end of inference, milliseconds. */
@@ -273,9 +281,11 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
   return {
     seq: frame.seq,
     capture_ts: isoTime(frame.captureTs),
-    score: result.score,
+    score: Number.isFinite(result.score) ? result.score : null,
     threshold: result.threshold,
-    defective: result.defective,
+    verdict: result.verdict,
+    defective: defectiveFlag(result.verdict),
+    ...(result.error !== undefined ? { error: result.error } : {}),
     regions: result.regions.length,
     latency_ms: result.inferredTs - frame.captureTs,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),

@@ -72,6 +72,8 @@ export class Station {
   readonly rate = new RateMeter();
   inspected = 0;
   defects = 0;
+  /** Frames that got the verdict `error` (a score that is not a finite number). */
+  errors = 0;
   nextSeq = 0;
   /** Restarts and bad frames its last capture counted, for the status of a stopped camera. */
   lastCounts = { restarts: 0, badFrames: 0 };
@@ -162,16 +164,17 @@ export class Station {
 
   record(r: InspectionResult, now: number): void {
     this.inspected += 1;
-    if (r.defective) this.defects += 1;
+    if (r.verdict === "defect") this.defects += 1;
+    if (r.verdict === "error") this.errors += 1;
     this.rate.add(1, now);
     this.last = {
       seq: r.frame.seq,
       captureTs: r.frame.captureTs,
       score: r.score,
       threshold: r.threshold,
-      defective: r.defective,
+      verdict: r.verdict,
       regions: r.regions.length,
-      ...(r.defective ? { eventId: defectEventId(r) } : {}),
+      ...(r.verdict === "defect" ? { eventId: defectEventId(r) } : {}),
       ...(r.frame.partId !== undefined ? { partId: r.frame.partId } : {}),
     };
   }

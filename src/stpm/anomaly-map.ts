@@ -5,7 +5,7 @@ import { NORM_EPS } from "./normalize.js";
 /**
  * STPM's anomaly map as ONNX nodes, from the teacher's and the student's feature pyramids: per level ½‖t̂ − ŝ‖²
  * over channels, bilinear upsampling to the model input, the product over levels; the image score is the map's
- * maximum. The deployed scoring graph (scorer.ts) and the per-epoch validation graph of training
+ * maximum (NaN when any pixel is NaN or infinite). The deployed scoring graph (scorer.ts) and the per-epoch validation graph of training
  * (train/validation.ts) both build it here, so the epoch training keeps is picked by the very map the daemon judges
  * frames with.
  */
@@ -56,10 +56,16 @@ export function anomalyMapNodes(
   let product = levelMaps[0]!;
   for (const m of levelMaps.slice(1)) product = b.op("Mul", [product, m]);
   b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: [names.map], attrs: {} });
+  // The score is the map's maximum, and not a number when any pixel is not: ORT's ReduceMax skips a NaN unless it
+  // comes first (measured on 1.x CPU: [1, NaN, 3, 2] → 3, [NaN, 1, 2, 3] → NaN), which would let a map with NaN
+  // pixels pass as a finite score. Adding 0 × the map's sum carries any NaN or infinity into the score (0 × ∞ is
+  // NaN) and leaves a finite maximum as it is.
+  const max = b.op("ReduceMax", [names.map], { axes: [1, 2], keepdims: 0 });
+  const sum = b.op("ReduceSum", [names.map, b.ints([1, 2])], { keepdims: 0 });
   b.nodes.push({
-    op: "ReduceMax",
-    inputs: [names.map],
+    op: "Add",
+    inputs: [max, b.op("Mul", [sum, b.scalar(0)])],
     outputs: [names.score],
-    attrs: { axes: [1, 2], keepdims: 0 },
+    attrs: {},
   });
 }

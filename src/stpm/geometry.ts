@@ -194,7 +194,7 @@ export function cutTiles(rgb: Uint8Array, plan: TilePlan, out: Uint8Array, first
  * a tile's outer rows and columns see the convolutions' zero padding and score highest on normal images, and
  * averaging or taking the maximum would carry those edge values into the map (max) or halve a defect that only
  * one tile sees whole (mean); splitting keeps, for every pixel, the tile in which it has the most context.
- * Returns the stitched map's maximum (the image score).
+ * Returns the stitched map's maximum (the image score; NaN when a pixel is NaN).
  */
 export function stitchTiles(maps: Float32Array, plan: TilePlan, out: Float32Array, first = 0): number {
   const { tile, image } = plan;
@@ -212,7 +212,8 @@ export function stitchTiles(maps: Float32Array, plan: TilePlan, out: Float32Arra
         const src = base + (y - y0) * tile + (fromX - x0);
         const row = maps.subarray(src, src + (toX - fromX));
         out.set(row, y * image.width + fromX);
-        for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+        // a NaN pixel makes the score NaN (see applyIgnoreMask)
+        for (let i = 0; i < row.length; i++) if (row[i]! > max || Number.isNaN(row[i])) max = row[i]!;
       }
       index += 1;
     }

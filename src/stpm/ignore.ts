@@ -41,12 +41,15 @@ export function rasterisePolygons(
   return mask;
 }
 
-/** Sets the masked pixels of `map` to 0 and returns the maximum of what is left (the image score). */
+/**
+ * Sets the masked pixels of `map` to 0 and returns the maximum of what is left (the image score): NaN when a pixel
+ * left is NaN, so a model that yields NaN never scores as a finite number (a plain `>` would skip NaN pixels).
+ */
 export function applyIgnoreMask(map: Float32Array, mask: Uint8Array): number {
   let max = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < map.length; i++) {
     if (mask[i] === 1) map[i] = 0;
-    else if (map[i]! > max) max = map[i]!;
+    else if (map[i]! > max || Number.isNaN(map[i])) max = map[i]!;
   }
   return max === Number.NEGATIVE_INFINITY ? 0 : max;
 }

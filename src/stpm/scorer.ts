@@ -133,6 +133,25 @@ export class Scorer {
     return { maps, scores };
   }
 
+  /**
+   * Why this model cannot judge frames, or undefined when it can: scores one mid-grey frame (the same for every
+   * bundle, so a refusal is reproducible) and requires a finite score and map. A student with NaN weights passes
+   * every hash and architecture check and then scores every frame NaN; loaders refuse it here, before it serves.
+   */
+  async probe(): Promise<string | undefined> {
+    const { maps, scores } = await this.score(new Uint8Array(this.height * this.width * 3).fill(128), 1);
+    let bad = 0;
+    for (const v of maps) if (!Number.isFinite(v)) bad += 1;
+    const score = scores[0]!;
+    const what = [
+      ...(Number.isFinite(score) ? [] : [`the score is ${score}`]),
+      ...(bad > 0 ? [`${bad} of ${maps.length} map pixels are not finite`] : []),
+    ];
+    return what.length === 0
+      ? undefined
+      : `the model's output is not finite on a mid-grey probe frame (${what.join(", ")})`;
+  }
+
   /** Scores a list of packed RGB images in batches of `batchSize`, returning per-image maps and scores. */
   async scoreAll(images: Uint8Array[], batchSize = 8): Promise<{ maps: Float32Array[]; scores: number[] }> {
     const hw = this.height * this.width;

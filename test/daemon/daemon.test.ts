@@ -265,7 +265,7 @@ describe("stpmd run, end to end", () => {
     const noise = onTopic("noise/result").map((m) => JSON.parse(m.payload.toString()));
     assert.ok(
       seqs.length >= 25,
-      `expected events from before, during and after the outage, got ${seqs.length}; results ${noise.length}, defective ${noise.filter((r) => r.defective).length}, scores ${noise.slice(0, 8).map((r) => `${r.score.toFixed(4)}/${r.threshold.toFixed(4)}`)}`,
+      `expected events from before, during and after the outage, got ${seqs.length}; results ${noise.length}, defective ${noise.filter((r) => r.verdict === "defect").length}, scores ${noise.slice(0, 8).map((r) => `${r.score.toFixed(4)}/${r.threshold.toFixed(4)}`)}`,
     );
   });
 

@@ -81,7 +81,7 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
     await daemon.start();
     await waitFor(
       "frames judged defective at the configured threshold",
-      () => results.filter((r) => r.defective).length >= 3,
+      () => results.filter((r) => r.verdict === "defect").length >= 3,
       30_000,
     );
     await waitFor("the camera's DBIRTH", () => births.length > 0, 15_000);
@@ -106,7 +106,7 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
       results
         .slice(mark)
         .filter((r) => r.threshold === 1e9)
-        .every((r) => !r.defective),
+        .every((r) => r.verdict === "ok"),
     );
     assert.equal(daemon.snapshot().cameras[0]!.threshold, 1e9);
 
@@ -134,7 +134,7 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
     mark = results.length;
     await waitFor(
       "defective again at 1e-9",
-      () => results.slice(mark).filter((r) => r.defective && r.threshold === 1e-9).length >= 2,
+      () => results.slice(mark).filter((r) => r.verdict === "defect" && r.threshold === 1e-9).length >= 2,
       15_000,
     );
 
@@ -152,7 +152,7 @@ test("the line's interfaces drive the real daemon: an MQTT command and a Sparkpl
     assert.equal(counterOf(text, "stpmd_camera_inspected_total", "cam"), results.length);
     assert.equal(
       counterOf(text, "stpmd_camera_defects_total", "cam"),
-      results.filter((r) => r.defective).length,
+      results.filter((r) => r.verdict === "defect").length,
     );
     assert.equal((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status, 200);
     assert.equal(

@@ -7,7 +7,13 @@ import { before, describe, test } from "node:test";
 import { loadBundle } from "../../src/bundle/bundle.js";
 import { recoverStationBundles } from "../../src/daemon/startup-checks.js";
 import { testConfig } from "../helpers/config.js";
-import { replaySource, STPMD_BIN, trainTinyBundle } from "../helpers/daemon-process.js";
+import {
+  nanWeights,
+  replaySource,
+  rewriteStudent,
+  STPMD_BIN,
+  trainTinyBundle,
+} from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { freeLoopbackPort } from "../helpers/mosquitto.js";
 import { killedWrite, writeTinyBundle } from "../helpers/tiny-bundle.js";
@@ -105,6 +111,9 @@ describe("start-up checks", () => {
     const notJson = await bundleCopy("notjson", (dir) =>
       writeFile(path.join(dir, "manifest.json"), "{ nope"),
     );
+    // every file checks (hashes, manifest, architecture); only scoring a frame shows it judges nothing
+    const nanStudent = path.join(work, "nan-student");
+    await rewriteStudent(bundle, nanStudent, "nan-student", nanWeights);
     const cases: [string, TestConfig, RegExp][] = [
       [
         "zero initial backoff",
@@ -204,6 +213,13 @@ describe("start-up checks", () => {
           c.cameras.push({ id: "cam2", source: "videotestsrc", model: path.join(work, "missing2") });
         }),
         /cameras\[1\] \(id "cam2"\)\.model: .*missing2: not a model bundle/,
+      ],
+      [
+        "a student with NaN weights, its hash fixed",
+        config((c) => {
+          c.model.bundle = nanStudent;
+        }),
+        /model\.bundle: .*nan-student: the model's output is not finite on a mid-grey probe frame \(the score is NaN, 4096 of 4096 map pixels are not finite\); bundle refused/,
       ],
       [
         "a manifest that is not JSON",

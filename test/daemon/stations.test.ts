@@ -212,7 +212,7 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
     // a defect inside the ignore mask raises no event, and the map there is zero
     const roiResults = count("roi");
     assert.ok(
-      roiResults.every((r) => !r.defective),
+      roiResults.every((r) => r.verdict === "ok"),
       "no ROI frame is defective while its defect is ignored",
     );
     const map = roiResults[0]!.map;
@@ -244,7 +244,7 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
       () => events.some((e) => e.camera === "roi"),
       20_000,
     );
-    assert.ok(count("roi", mark).some((r) => r.defective));
+    assert.ok(count("roi", mark).some((r) => r.verdict === "defect"));
     // regions are reported in the inspected image and, offset by the ROI, in the source frame
     const region = events.find((e) => e.camera === "roi")!.regions[0]!;
     assert.deepEqual(region.bbox_source, [
@@ -264,7 +264,7 @@ test("stations: two cameras with two bundles, one with an ROI and an ignore mask
     assert.ok(
       count("roi", mark)
         .slice(2)
-        .every((r) => !r.defective && r.threshold === 1e9),
+        .every((r) => r.verdict === "ok" && r.threshold === 1e9),
     );
     assert.equal(daemon.captureStarts("roi"), startsBefore, "a threshold change needs no camera restart");
     assert.equal(daemon.snapshot().cameras.find((c) => c.id === "roi")?.threshold, 1e9);

@@ -31,7 +31,7 @@ function noiseResult(seq: number): InspectionResult {
     },
     score: 0.1,
     threshold: 1,
-    defective: false,
+    verdict: "ok",
     regions: [],
     map: new Float32Array(SIZE * SIZE),
     modelVersion: "fault-1",

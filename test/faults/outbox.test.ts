@@ -33,7 +33,7 @@ function inspection(seq: number): InspectionResult {
     frame: { cameraId: "cam0", seq, captureTs, width: WIDTH, height: HEIGHT, rgb },
     score: 3,
     threshold: 1,
-    defective: true,
+    verdict: "defect",
     regions: [{ bbox: [60, 40, 30, 20], area: 600, peak: 3, centroid: [75, 50] }],
     map,
     modelVersion: "fault-1",

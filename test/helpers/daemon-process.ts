@@ -1,11 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
+import { loadBundle, writeBundle } from "../../src/bundle/bundle.js";
 import { randomTeacher } from "../../src/bundle/random-teacher.js";
 import { createLogger } from "../../src/core/log.js";
-import { encodeModel } from "../../src/onnx/onnx-graph.js";
+import { encodeModel, type Graph } from "../../src/onnx/onnx-graph.js";
 import { Random } from "../../src/stpm/random.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { normalFrames, tempDir } from "./tiny-data.js";
@@ -56,6 +57,50 @@ export async function trainTinyBundle(work: string, out: string, seed: number, s
     progress: false,
   });
   return s.manifest.model_version;
+}
+
+/**
+ * The bundle at `from` with its student changed by `damage`, written to `to` by the bundle module's own writer:
+ * hashes, manifest and architecture all check, and its model version is `version`.
+ */
+export async function rewriteStudent(
+  from: string,
+  to: string,
+  version: string,
+  damage: (student: Graph) => void,
+): Promise<void> {
+  const { manifest, student } = await loadBundle(from);
+  damage(student);
+  const { teacher, student: _student, format: _format, format_version: _version, ...rest } = manifest;
+  await writeBundle(to, await readFile(path.join(from, teacher.file)), encodeModel(student), {
+    ...rest,
+    model_version: version,
+    teacher_source_path: teacher.source_path,
+  });
+}
+
+/** Every weight of the student NaN: every frame's map and score are NaN. */
+export function nanWeights(student: Graph): void {
+  for (const t of student.initializers.values()) if (t.data instanceof Float32Array) t.data.fill(Number.NaN);
+}
+
+/**
+ * A student that yields NaN for dark frames only, so it passes the mid-grey probe (128) and fails at run time: its
+ * first convolution passes +∞ × the red channel through (the input is normalised to (v/255 − 0.5)/0.5, negative for
+ * v ≤ 127) and its first clip loses its floor, so a dark pixel's −∞ reaches the next layers (∞ − ∞ = NaN) while
+ * a bright pixel's +∞ is clipped to 6.
+ */
+export function nanWhenDark(student: Graph): void {
+  const conv = student.nodes.find((n) => n.op === "Conv")!;
+  const clip = student.nodes.find((n) => n.op === "Clip")!;
+  const weight = student.initializers.get(conv.inputs[1]!)!;
+  const bias = student.initializers.get(conv.inputs[2]!)!;
+  const [, , kh, kw] = weight.dims as [number, number, number, number];
+  (weight.data as Float32Array).fill(0);
+  // output channel 0 ← input channel 0 (red), centre tap, which never reads the convolution's padding
+  (weight.data as Float32Array)[Math.floor(kh / 2) * kw + Math.floor(kw / 2)] = Number.POSITIVE_INFINITY;
+  (bias.data as Float32Array).fill(0);
+  (student.initializers.get(clip.inputs[1]!)!.data as Float32Array).fill(Number.NEGATIVE_INFINITY);
 }
 
 /**

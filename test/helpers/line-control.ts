@@ -1,5 +1,6 @@
 import type { ThresholdRule } from "../../src/config/index.js";
 import type { InspectionResult } from "../../src/core/result.js";
+import { judge } from "../../src/pipeline/inspector.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -44,6 +45,7 @@ export class TestLineControl implements LineControl {
         fps: 0,
         inspected: 0,
         defects: 0,
+        errors: 0,
         restarts: 0,
         bad_frames: 0,
         dropped_frames: 0,
@@ -122,13 +124,13 @@ export class TestLineControl implements LineControl {
 
   /**
    * Inspects one synthetic frame of `camera` as the daemon would: tags it with the oldest pending trigger's part
-   * id, judges `score` against the camera's threshold, counts it and hands the result to every interface.
+   * id, judges `score` against the camera's threshold (as the inspector does: a NaN score is an error verdict), counts it and hands the result to every interface.
    */
   emit(camera: string, score: number, seq?: number): InspectionResult {
     const cam = this.camera(camera);
     const partId = this.pendingTriggers.get(camera)?.shift();
     const threshold = cam.threshold ?? 0.5;
-    const defective = score > threshold;
+    const verdict = judge(score, threshold);
     const width = 16;
     const height = 16;
     const result: InspectionResult = {
@@ -143,20 +145,21 @@ export class TestLineControl implements LineControl {
       },
       score,
       threshold,
-      defective,
-      regions: defective ? [{ bbox: [2, 3, 4, 5], area: 20, peak: score, centroid: [4, 5] }] : [],
+      verdict,
+      regions: verdict === "defect" ? [{ bbox: [2, 3, 4, 5], area: 20, peak: score, centroid: [4, 5] }] : [],
       map: new Float32Array(width * height),
       modelVersion: cam.model_version ?? "",
       inferredTs: Date.now(),
     };
     cam.inspected += 1;
-    if (defective) cam.defects += 1;
+    if (verdict === "defect") cam.defects += 1;
+    if (verdict === "error") cam.errors += 1;
     cam.last = {
       seq: result.frame.seq,
       captureTs: result.frame.captureTs,
       score,
       threshold,
-      defective,
+      verdict,
       regions: result.regions.length,
       ...(partId !== undefined ? { partId } : {}),
     };

@@ -99,5 +99,19 @@ test("the anomaly map is the product over levels of the upsampled ½‖t̂ − �
   const per = SIZE.width * SIZE.height;
   const scores = out.score!.data as Float32Array;
   for (let n = 0; n < N; n++) assert.equal(scores[n], Math.max(...map.subarray(n * per, (n + 1) * per)));
+  // a NaN feature at the last position of the last image's finest level: NaN in part of its map only, after
+  // finite pixels, where a plain ReduceMax would return the maximum of the rest
+  const poisoned = feeds.s0!.slice();
+  poisoned[poisoned.length - 1] = Number.NaN;
+  const withNaN = await session.run(
+    Object.fromEntries(
+      inputs.map(({ name, dims }) => [name, floatInput(name === "s0" ? poisoned : feeds[name]!, dims)]),
+    ),
+  );
+  const nanMap = (withNaN.map!.data as Float32Array).subarray((N - 1) * per);
+  assert.ok(Number.isFinite(nanMap[0]!) && nanMap.some((v) => Number.isNaN(v)), "NaN in part of the map");
+  const nanScores = withNaN.score!.data as Float32Array;
+  assert.ok(Number.isNaN(nanScores[N - 1]!), `score ${nanScores[N - 1]}`);
+  assert.equal(nanScores[0], scores[0], "the other images' scores are untouched");
   await session.release();
 });

@@ -53,6 +53,31 @@ test("scoring tiles and stitching them gives back one map of the whole image, pi
   assert.equal(masked.maps[0]![6], 0);
 });
 
+test("a NaN pixel anywhere in a stitched or masked map makes the image score NaN, unless the mask covers it", async () => {
+  // a model whose map is the red value, except NaN where red is 0
+  const width = 100;
+  const height = 70;
+  const nanModel = async (packed: Uint8Array, count: number) => {
+    const maps = new Float32Array(count * 32 * 32);
+    for (let i = 0; i < maps.length; i++) maps[i] = packed[i * 3] === 0 ? Number.NaN : packed[i * 3]!;
+    return { maps, scores: new Float32Array(count) };
+  };
+  const image = new Uint8Array(width * height * 3).fill(9);
+  const last = width * height - 1; // after every finite pixel, so a plain maximum would have skipped it
+  image[last * 3] = 0;
+  const geometry = tiledGeometry({ width, height }, null, 32, 8, 1);
+  const plain = await scoreImages(nanModel, [image], geometry, 5);
+  assert.ok(Number.isNaN(plain.scores[0]), `stitched: ${plain.scores[0]}`);
+  const keepNaN = new Uint8Array(width * height);
+  keepNaN[0] = 1;
+  const masked = await scoreImages(nanModel, [image], geometry, 5, () => keepNaN);
+  assert.ok(Number.isNaN(masked.scores[0]), `masked elsewhere: ${masked.scores[0]}`);
+  const coverNaN = new Uint8Array(width * height);
+  coverNaN[last] = 1;
+  const covered = await scoreImages(nanModel, [image], geometry, 5, () => coverNaN);
+  assert.equal(covered.scores[0], 9, "an ignored NaN pixel is no part of the score");
+});
+
 test("resize geometry scores whole images in batches", async () => {
   const g = resizeGeometry({ width: 32, height: 48 });
   const images = [1, 2, 3].map((v) => new Uint8Array(32 * 48 * 3).fill(v));

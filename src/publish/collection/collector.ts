@@ -124,7 +124,8 @@ export class Collector {
     const cam = result.frame.cameraId;
     const { original } = result.frame;
     if (original) this.requested.delete(cam); // the full-size frame came: kept below if it qualifies
-    if (!cfg.enabled || result.defective) return;
+    // only frames judged good teach the student what normal looks like (an error verdict's score is not a number)
+    if (!cfg.enabled || result.verdict !== "ok") return;
     // the margin changes only with the model: compute it once per validation-score list, not per frame
     if (this.margin?.scores !== validationScores) {
       this.margin = {

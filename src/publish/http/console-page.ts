@@ -56,7 +56,7 @@ h2 { font-size: 15px; margin: 16px 16px 4px; color: var(--dim); }
 .badge.ok { background: var(--ok); color: #04130a; } .badge.bad { background: var(--bad); } .badge.warn { background: var(--warn); color: #1a1204; }
 #cameras { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 16px; padding: 16px; }
 .camera { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px; }
-.camera.defect { border-color: var(--bad); }
+.camera.defect, .camera.error { border-color: var(--bad); }
 .camera h3 { margin: 0 0 8px; font-size: 16px; display: flex; gap: 8px; align-items: center; }
 .images { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }
 figure { margin: 0; } figcaption { color: var(--dim); font-size: 12px; }
@@ -115,7 +115,7 @@ function card(id) {
   const set = el("button", { type: "button", "data-role": "set-threshold", disabled: "" }, "Set threshold");
   const values = {};
   const dl = el("dl");
-  for (const [key, label] of [["fps", "fps"], ["inspected", "inspected"], ["defects", "defects"], ["threshold", "threshold"],
+  for (const [key, label] of [["fps", "fps"], ["inspected", "inspected"], ["defects", "defects"], ["errors", "errors"], ["threshold", "threshold"],
     ["rule", "rule"], ["bad", "bad frames"], ["dropped", "dropped"], ["model", "model"]]) {
     values[key] = el("dd", { "data-role": key }, "–");
     dl.append(el("dt", {}, label), values[key]);
@@ -167,6 +167,7 @@ function renderStatus(s) {
     c.values.fps.textContent = fmt(cam.fps, 3);
     c.values.inspected.textContent = cam.inspected;
     c.values.defects.textContent = cam.defects;
+    c.values.errors.textContent = cam.errors;
     c.values.threshold.textContent = fmt(cam.threshold);
     c.values.rule.textContent = ruleText(cam.threshold_rule);
     c.values.bad.textContent = cam.bad_frames;
@@ -212,14 +213,16 @@ function onResult(r) {
   const c = card(r.camera);
   c.scores.push(r);
   if (c.scores.length > HISTORY) c.scores.shift();
-  c.score.textContent = fmt(r.score);
-  c.score.className = "score" + (r.defective ? " bad" : "");
-  c.root.classList.toggle("defect", r.defective);
+  // an error verdict (a score that is not a number) is shown as such, never as a good frame
+  c.score.textContent = r.verdict === "error" ? "error: no verdict" : fmt(r.score);
+  c.score.className = "score" + (r.verdict === "ok" ? "" : " bad");
+  c.root.classList.toggle("defect", r.verdict === "defect");
+  c.root.classList.toggle("error", r.verdict === "error");
   throttled(c, "last", () => {
     refreshImage(c, "last", r.seq);
     c.root.querySelector("[data-role=last-caption]").textContent = "frame " + r.seq + (r.part_id ? " · part " + r.part_id : "");
   });
-  if (r.defective) {
+  if (r.verdict === "defect") {
     throttled(c, "defect", () => {
       refreshImage(c, "defect", r.seq);
       c.root.querySelector("[data-role=defect-caption]").textContent =
@@ -235,16 +238,20 @@ function draw(c) {
   ctx.clearRect(0, 0, width, height);
   if (c.scores.length === 0) return;
   const threshold = c.scores[c.scores.length - 1].threshold;
-  const top = Math.max(threshold * 1.5, ...c.scores.map((r) => r.score)) || 1;
+  const top = Math.max(threshold * 1.5, ...c.scores.map((r) => r.score ?? 0)) || 1;
   const y = (v) => height - 4 - (v / top) * (height - 8);
   const x = (i) => (i / (HISTORY - 1)) * width;
   ctx.strokeStyle = "#e2a336"; ctx.setLineDash([6, 4]); ctx.beginPath();
   ctx.moveTo(0, y(threshold)); ctx.lineTo(width, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
   ctx.strokeStyle = "#3b82f6"; ctx.lineWidth = 2; ctx.beginPath();
-  c.scores.forEach((r, i) => (i === 0 ? ctx.moveTo(x(i), y(r.score)) : ctx.lineTo(x(i), y(r.score))));
+  // a null score (error verdict) is no point: the canvas skips a NaN coordinate
+  const at = (r) => (r.score === null ? Number.NaN : y(r.score));
+  c.scores.forEach((r, i) => (i === 0 ? ctx.moveTo(x(i), at(r)) : ctx.lineTo(x(i), at(r))));
   ctx.stroke();
   ctx.fillStyle = "#e5484d";
-  c.scores.forEach((r, i) => { if (r.defective) { ctx.beginPath(); ctx.arc(x(i), y(r.score), 3, 0, 7); ctx.fill(); } });
+  c.scores.forEach((r, i) => { if (r.verdict === "defect") { ctx.beginPath(); ctx.arc(x(i), y(r.score), 3, 0, 7); ctx.fill(); } });
+  // error verdicts: a red bar over the whole height, where the line has no point
+  c.scores.forEach((r, i) => { if (r.verdict === "error") ctx.fillRect(x(i) - 1, 0, 2, height); });
 }
 
 function log(text, ok) {

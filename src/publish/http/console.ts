@@ -21,7 +21,7 @@ import type { ConsoleConfig } from "../../config/index.js";
 import { StpmdError } from "../../core/errors.js";
 import type { Frame } from "../../core/frame.js";
 import type { Logger } from "../../core/log.js";
-import type { InspectionResult, Region } from "../../core/result.js";
+import { defectiveFlag, type InspectionResult, type Region, type Verdict } from "../../core/result.js";
 import { type CommandExecutor, MAX_REQUEST_BYTES } from "../commands.js";
 import type { LineControl } from "../control.js";
 import { renderSnapshot } from "../snapshot.js";
@@ -115,9 +115,12 @@ export interface ConsoleResultEvent {
   camera: string;
   seq: number;
   capture_ts: number;
-  score: number;
+  /** Null when the score was not a finite number (verdict `error`). */
+  score: number | null;
   threshold: number;
-  defective: boolean;
+  verdict: Verdict;
+  /** Null when the frame could not be judged (verdict `error`). */
+  defective: boolean | null;
   regions: number;
   part_id?: string;
 }
@@ -221,16 +224,17 @@ export class WebConsole {
     const kept: KeptFrame = { frame, map: result.map, threshold: result.threshold, regions: result.regions };
     const slot = this.frames.get(frame.cameraId) ?? { last: undefined, defect: undefined };
     slot.last = kept;
-    if (result.defective) slot.defect = kept;
+    if (result.verdict === "defect") slot.defect = kept;
     this.frames.set(frame.cameraId, slot);
     if (this.streams.size === 0) return;
     const event: ConsoleResultEvent = {
       camera: frame.cameraId,
       seq: frame.seq,
       capture_ts: frame.captureTs,
-      score: result.score,
+      score: Number.isFinite(result.score) ? result.score : null,
       threshold: result.threshold,
-      defective: result.defective,
+      verdict: result.verdict,
+      defective: defectiveFlag(result.verdict),
       regions: result.regions.length,
       ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
     };

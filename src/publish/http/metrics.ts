@@ -35,6 +35,7 @@ export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64];
 interface CameraCounters {
   inspected: Counter.Internal;
   defects: Counter.Internal;
+  errors: Counter.Internal;
 }
 
 /**
@@ -69,6 +70,7 @@ export class LineMetrics {
   private readonly cameraCounters = new Map<string, CameraCounters>();
   private readonly inspected: Counter<"camera">;
   private readonly defects: Counter<"camera">;
+  private readonly errors: Counter<"camera">;
   private readonly batchSeconds: Histogram;
   private readonly batchSize: Histogram;
   private readonly cameraFps: Gauge<"camera">;
@@ -102,6 +104,11 @@ export class LineMetrics {
       new Gauge<T>({ name, help, labelNames, registers });
     this.inspected = counter("stpmd_camera_inspected_total", "Frames inspected.", ["camera"]);
     this.defects = counter("stpmd_camera_defects_total", "Frames judged defective.", ["camera"]);
+    this.errors = counter(
+      "stpmd_camera_errors_total",
+      "Frames that could not be judged, verdict error: the model's score was not a finite number.",
+      ["camera"],
+    );
     this.batchSeconds = new Histogram({
       name: "stpmd_inference_batch_duration_seconds",
       help: "Time one inference batch took (all its frames together).",
@@ -198,11 +205,12 @@ export class LineMetrics {
     return this.registry.contentType;
   }
 
-  /** On the result path: two counter increments on cached label children, nothing else. */
+  /** On the result path: counter increments on cached label children, nothing else. */
   onResult(result: InspectionResult): void {
     const counters = this.countersOf(result.frame.cameraId);
     counters.inspected.inc();
-    if (result.defective) counters.defects.inc();
+    if (result.verdict === "defect") counters.defects.inc();
+    else if (result.verdict === "error") counters.errors.inc();
   }
 
   onBatch(size: number, inferenceMs: number): void {
@@ -219,10 +227,15 @@ export class LineMetrics {
   private countersOf(camera: string): CameraCounters {
     let counters = this.cameraCounters.get(camera);
     if (counters === undefined) {
-      counters = { inspected: this.inspected.labels(camera), defects: this.defects.labels(camera) };
+      counters = {
+        inspected: this.inspected.labels(camera),
+        defects: this.defects.labels(camera),
+        errors: this.errors.labels(camera),
+      };
       // inc(0) creates the series, so a camera without results yet (or without defects) exposes a 0
       counters.inspected.inc(0);
       counters.defects.inc(0);
+      counters.errors.inc(0);
       this.cameraCounters.set(camera, counters);
     }
     return counters;

@@ -233,7 +233,7 @@ export class Publisher implements MqttSession {
   }
 
   /**
-   * Publishes the compact result and, for a defective frame, queues the defect event (and its snapshot). Never
+   * Publishes the compact result (an error verdict as such, never as OK) and, for a defective frame, queues the defect event (and its snapshot). Never
    * throws and never waits: snapshot rendering and disk writes run in the background, reading `result.frame.rgb`
    * and `result.map` later, so the caller must not reuse those buffers for another frame.
    */
@@ -244,7 +244,7 @@ export class Publisher implements MqttSession {
         return;
       }
       this.sendResult(result);
-      if (result.defective) this.defects!.submit(result);
+      if (result.verdict === "defect") this.defects!.submit(result);
     } catch (err) {
       this.counters.resultsDropped += 1;
       this.logRefusedResult(result.frame?.cameraId, err);

@@ -42,6 +42,8 @@ export const OPCUA_ERROR = {
   none: 0,
   /** No result within trigger_timeout_ms of the trigger. */
   triggerTimeout: 1,
+  /** The frame was inspected but could not be judged: the model's score was not a finite number. */
+  noVerdict: 2,
 } as const;
 
 // node-opcua's address-space types, named through the server's own API so that only declared packages are imported.
@@ -461,7 +463,12 @@ export class OpcuaInterface implements ResultSink {
     add("EventId", DataType.String, "", "event_id of the MQTT defect event when NG, else empty");
     add("ResultCounter", DataType.UInt32, 0, "increments with every presented result");
     add("Error", DataType.Boolean, false, "the presented answer is an error, not a verdict");
-    add("ErrorCode", DataType.UInt32, OPCUA_ERROR.none, "0 none, 1 trigger timeout");
+    add(
+      "ErrorCode",
+      DataType.UInt32,
+      OPCUA_ERROR.none,
+      "0 none, 1 trigger timeout, 2 no verdict (score not finite)",
+    );
     add("QueuedResults", DataType.UInt32, 0, "answers waiting behind the presented one");
     add("TriggersRefused", DataType.UInt32, 0, "triggers refused since start (queue full, camera disabled)");
     add("LateResults", DataType.UInt32, 0, "results that came after their trigger had timed out");
@@ -575,14 +582,16 @@ export class OpcuaInterface implements ResultSink {
     set("ResultPartId", DataType.String, next.partId);
     if (next.kind === "result") {
       const { result } = next;
-      set("ResultOK", DataType.Boolean, !result.defective);
-      set("ResultNG", DataType.Boolean, result.defective);
+      const { verdict } = result;
+      // an error verdict is neither OK nor NG: the PLC sees Error with its code
+      set("ResultOK", DataType.Boolean, verdict === "ok");
+      set("ResultNG", DataType.Boolean, verdict === "defect");
       set("Score", DataType.Double, result.score);
       set("Threshold", DataType.Double, result.threshold);
       set("Regions", DataType.UInt32, result.regions.length);
-      set("EventId", DataType.String, result.defective ? defectEventId(result) : "");
-      set("Error", DataType.Boolean, false);
-      set("ErrorCode", DataType.UInt32, OPCUA_ERROR.none);
+      set("EventId", DataType.String, verdict === "defect" ? defectEventId(result) : "");
+      set("Error", DataType.Boolean, verdict === "error");
+      set("ErrorCode", DataType.UInt32, verdict === "error" ? OPCUA_ERROR.noVerdict : OPCUA_ERROR.none);
     } else {
       set("ResultOK", DataType.Boolean, false);
       set("ResultNG", DataType.Boolean, false);

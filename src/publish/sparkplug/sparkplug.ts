@@ -22,7 +22,7 @@ import { settledWithin } from "../../core/deadline.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
-import type { InspectionResult } from "../../core/result.js";
+import { defectiveFlag, type InspectionResult, type LastResult, type Verdict } from "../../core/result.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -67,9 +67,12 @@ export interface Metric {
 interface LastMetrics {
   captureTs: number;
   seq: number;
-  score: number;
+  /** Null (is_null) when the score was not a finite number. */
+  score: number | null;
   threshold: number;
-  defective: boolean;
+  verdict: Verdict;
+  /** Null (is_null) with the verdict `error`: the frame was not judged, so it is neither defective nor good. */
+  defective: boolean | null;
   eventId: string;
   partId: string;
   regions: number;
@@ -258,18 +261,19 @@ export class SparkplugNode implements ResultSink {
   onResult(result: InspectionResult): void {
     try {
       const camera = result.frame.cameraId;
-      const last: LastMetrics = {
+      const last = toLastMetrics({
         captureTs: result.frame.captureTs,
         seq: result.frame.seq,
         score: result.score,
         threshold: result.threshold,
-        defective: result.defective,
-        eventId: result.defective ? defectEventId(result) : "",
-        partId: result.frame.partId ?? "",
+        verdict: result.verdict,
+        ...(result.verdict === "defect" ? { eventId: defectEventId(result) } : {}),
+        ...(result.frame.partId !== undefined ? { partId: result.frame.partId } : {}),
         regions: result.regions.length,
-      };
+      });
       this.last.set(camera, last);
-      if (result.defective && this.lifecycle === "running") this.reportDefect(camera, last);
+      // an error verdict goes out with the next report (Last/Verdict, Errors), not held like a defect
+      if (result.verdict === "defect" && this.lifecycle === "running") this.reportDefect(camera, last);
     } catch (err) {
       this.logger.error({ err, camera: result.frame?.cameraId }, "sparkplug: result not reported");
     }
@@ -555,6 +559,7 @@ export class SparkplugNode implements ResultSink {
       { name: "FPS", type: "Double", value: round1(camera.fps) },
       { name: "Inspected", type: "UInt64", value: camera.inspected },
       { name: "Defects", type: "UInt64", value: camera.defects },
+      { name: "Errors", type: "UInt64", value: camera.errors },
       { name: "Restarts", type: "UInt64", value: camera.restarts },
       { name: "Bad Frames", type: "UInt64", value: camera.bad_frames },
       { name: "Model Version", type: "String", value: camera.model_version ?? "" },
@@ -821,7 +826,8 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
     { name: "Last/Seq", type: "UInt64", value: last?.seq ?? null, ...at },
     { name: "Last/Score", type: "Double", value: last?.score ?? null, ...at },
     { name: "Last/Threshold", type: "Double", value: last?.threshold ?? null, ...at },
-    { name: "Last/Defective", type: "Boolean", value: last?.defective ?? false, ...at },
+    { name: "Last/Verdict", type: "String", value: last?.verdict ?? "", ...at },
+    { name: "Last/Defective", type: "Boolean", value: last === undefined ? false : last.defective, ...at },
     { name: "Last/Event Id", type: "String", value: last?.eventId ?? "", ...at },
     { name: "Last/Part Id", type: "String", value: last?.partId ?? "", ...at },
     { name: "Last/Regions", type: "UInt32", value: last?.regions ?? 0, ...at },
@@ -829,14 +835,18 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
 }
 
 function fromSnapshot(camera: CameraSnapshot): LastMetrics | undefined {
-  const last = camera.last;
-  if (last === undefined) return undefined;
+  return camera.last === undefined ? undefined : toLastMetrics(camera.last);
+}
+
+/** A result as the `Last/…` metrics show it: a score that is not a finite number, and its verdict, as null. */
+function toLastMetrics(last: LastResult): LastMetrics {
   return {
     captureTs: last.captureTs,
     seq: last.seq,
-    score: last.score,
+    score: Number.isFinite(last.score) ? last.score : null,
     threshold: last.threshold,
-    defective: last.defective,
+    verdict: last.verdict,
+    defective: defectiveFlag(last.verdict),
     eventId: last.eventId ?? "",
     partId: last.partId ?? "",
     regions: last.regions,

@@ -15,7 +15,7 @@ function result(cameraId: string, seq: number, score: number): InspectionResult 
     frame: { cameraId, seq, captureTs: Date.UTC(2026, 0, 1, 0, 0, seq), width: 8, height: 8, rgb },
     score,
     threshold: 1,
-    defective: score > 1,
+    verdict: score > 1 ? "defect" : "ok",
     regions: [],
     map: new Float32Array(64),
     modelVersion: "v",

@@ -57,7 +57,7 @@ function gradientResult(
     frame: { cameraId: camera, seq, captureTs: Date.now(), width, height, rgb },
     score: hot ? 1.5 : 0.1,
     threshold: 0.5,
-    defective: hot !== undefined,
+    verdict: hot !== undefined ? "defect" : "ok",
     regions: hot
       ? [{ bbox: [hot[0], hot[1], 8, 8], area: 64, peak: 1.5, centroid: [hot[0] + 4, hot[1] + 4] }]
       : [],

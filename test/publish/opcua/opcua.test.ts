@@ -302,6 +302,24 @@ describe("OPC UA server with a real node-opcua client", () => {
     assert.equal(next.errorCode, 0);
   });
 
+  test("a frame the model could not judge (NaN score) is answered with Error/ErrorCode 2, neither OK nor NG", async () => {
+    const { control } = server;
+    await plc.trigger("cam1", "NAN-1");
+    assert.equal(control.emit("cam1", Number.NaN).verdict, "error");
+    const answer = await plc.takeResult("cam1");
+    assert.deepEqual(
+      {
+        partId: answer.partId,
+        ok: answer.ok,
+        ng: answer.ng,
+        error: answer.error,
+        errorCode: answer.errorCode,
+      },
+      { partId: "NAN-1", ok: false, ng: false, error: true, errorCode: 2 },
+    );
+    assert.ok(Number.isNaN(answer.score));
+  });
+
   test("wrong password, unknown user and anonymous are refused", async () => {
     await assert.rejects(
       Plc.connect(server, { password: "wrong" }),

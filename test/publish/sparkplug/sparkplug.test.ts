@@ -222,6 +222,17 @@ describe("Sparkplug B edge node", () => {
         host.of("DDATA", "cam2").filter((m) => m.payload.metrics?.some((x) => x.name === "Inspected")).length,
         1,
       );
+      // a frame the model could not judge: reported with the next counters as an error, neither defective nor good
+      control.emit("cam2", Number.NaN);
+      const error = await waitFor("cam2 Errors 1", () =>
+        host
+          .of("DDATA", "cam2")
+          .find((m) => m.payload.metrics?.some((x) => x.name === "Errors" && num(x.value) === 1)),
+      );
+      assert.equal(metric(error, "Last/Verdict").value, "error");
+      assert.equal(metric(error, "Last/Defective").value, null);
+      assert.equal(metric(error, "Last/Score").value, null);
+
       const seqs = host.received.filter((m) => m.verb !== "NDEATH").map((m) => num(m.payload.seq));
       assert.deepEqual(
         seqs,
@@ -306,7 +317,7 @@ describe("Sparkplug B edge node", () => {
       ]);
       const verdict = control.emit("cam1", 0.7);
       assert.equal(verdict.threshold, 0.8);
-      assert.equal(verdict.defective, false);
+      assert.equal(verdict.verdict, "ok");
 
       // refused by the control (not positive), and the wrong datatype: logged, nothing changes
       await host.command([{ name: "Threshold", type: "Double", value: -1 }], "cam1");
