@@ -102,6 +102,10 @@ program
     ruleOption(RETRAIN_RULES.timeBudgetMin),
   )
   .option(
+    "--low-memory",
+    "return the training step's memory after every step (256x640: ~0.7 GB lower peak, ~28% more CPU per step)",
+  )
+  .option(
     "--batch-size <n>",
     "images per SGD step",
     ruleOption(RETRAIN_RULES.batchSize),
@@ -186,6 +190,7 @@ program
       minDelta: o.minDelta,
       minEpochs: o.minEpochs,
       ...(o.timeBudget !== undefined ? { timeBudgetMin: o.timeBudget } : {}),
+      ...(o.lowMemory ? { lowMemory: true } : {}),
       logger,
       progress: o.progress,
     });

@@ -78,6 +78,7 @@ export async function trainStudent(
   try {
     session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
       memPattern: false,
+      memArena: opts.lowMemory !== true,
     });
     const rng = new Random(opts.seed);
     const state = initStudent(layout, rng);
@@ -226,13 +227,9 @@ async function trainStep(
 ): Promise<number> {
   const { layout, geometry, opts } = plan;
   const { input } = geometry;
-  const { trainInputs, cache } = data;
-  const chw = 3 * input.width * input.height;
+  const { cache } = data;
   const n = idx.length;
-  const x = new Float32Array(n * chw);
-  idx.forEach((src, j) => {
-    x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
-  });
+  const x = data.trainBatch(idx);
   const feats = cache.levels.map((lvl, l) => {
     const per = cache.perImage[l]!;
     const out = new Float32Array(n * per);

@@ -58,6 +58,12 @@ export interface RetrainOptions {
    * the last epoch's pace). Undefined: no budget, the ceiling and the rule alone end the run.
    */
   timeBudgetMin?: number;
+  /**
+   * No ONNX Runtime memory arena for the training step: its buffers go back after every step, so the peak is the
+   * step's live buffers, not the arena's rounded-up high-water mark (256×640: ~0.7 GB less), for ~28 % more CPU
+   * per step. For a box whose memory the daemon shares (benchmarks/results/retrain-memory.md).
+   */
+  lowMemory?: boolean;
   /** Called after every epoch's validation (benchmarks use it to follow test metrics epoch by epoch). */
   onEpoch?: (e: EpochReport) => Promise<void> | void;
 }

@@ -113,6 +113,7 @@ async function finalizeBundle(
       min_delta: opts.minDelta,
       min_epochs: opts.minEpochs,
       time_budget_min: opts.timeBudgetMin ?? null,
+      low_memory: opts.lowMemory === true,
       batch_size: trained.batchSize,
       lr: opts.lr,
       momentum: opts.momentum,

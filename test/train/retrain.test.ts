@@ -60,6 +60,28 @@ test("retrain writes a verified bundle, skips corrupt files, and the loss falls"
   assert.deepEqual((await readdir(dir)).sort(), ["bundle", "frames", "teacher.onnx"]);
 });
 
+test("--low-memory trains the same student: the arena changes where buffers live, not the numbers", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(8, 32, path.join(dir, "frames"));
+  const opts = {
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile: await teacherFile(dir),
+    epochs: 3,
+    batchSize: 4,
+    imageSize: 32,
+    logger,
+    progress: false,
+  };
+  const arena = await retrain({ ...opts, outDir: path.join(dir, "arena") });
+  const low = await retrain({ ...opts, outDir: path.join(dir, "low"), lowMemory: true });
+  const losses = (s: typeof arena) => (s.manifest.training.history as { loss: number }[]).map((h) => h.loss);
+  assert.deepEqual(losses(low), losses(arena));
+  assert.deepEqual(low.manifest.validation_scores, arena.manifest.validation_scores);
+  assert.equal(low.manifest.training.low_memory, true);
+  assert.equal(arena.manifest.training.low_memory, false);
+});
+
 test("the folded student ONNX gives the training engine's eval-mode features", async () => {
   const teacher = randomTeacher(4, 8);
   const layout = studentLayout(teacher, 32, 32);
