@@ -103,7 +103,7 @@ program
   )
   .option(
     "--low-memory",
-    "return the training step's memory after every step (256x640: ~0.7 GB lower peak, ~28% more CPU per step)",
+    "return the training step's memory after every step (same student; 256x640: ~0.9 GB lower peak, ~28% more CPU per step)",
   )
   .option(
     "--batch-size <n>",

@@ -60,7 +60,7 @@ export interface RetrainOptions {
   timeBudgetMin?: number;
   /**
    * No ONNX Runtime memory arena for the training step: its buffers go back after every step, so the peak is the
-   * step's live buffers, not the arena's rounded-up high-water mark (256×640: ~0.7 GB less), for ~28 % more CPU
+   * step's live buffers, not the arena's rounded-up high-water mark (256×640: 0.9 GB less), for ~28 % more CPU
    * per step. For a box whose memory the daemon shares (benchmarks/results/retrain-memory.md).
    */
   lowMemory?: boolean;
