@@ -200,8 +200,10 @@ program
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
     // a ceiling or budget that cut a still-falling curve: the user can give it more
-    if (s.stop.note)
-      console.log(`${s.stop.note} (stopped on the ${s.stop.cause}: raise --epochs or --time-budget)`);
+    if (s.stop.note) {
+      const more = s.stop.cause === "time budget" ? "raise --time-budget" : "raise --epochs";
+      console.log(`${s.stop.note} (stopped on the ${s.stop.cause}: ${more})`);
+    }
   });
 
 program
