@@ -94,17 +94,19 @@ for (const variant of a.variants!.split(",")) {
     wall_s: wallSeconds(stderr),
     machine_before: before,
   };
-  process.stderr.write(`${variant}: ${run.max_rss_mib} MiB, ${run.user_s + run.system_s} s CPU\n`);
+  process.stderr.write(
+    `${variant}: ${run.max_rss_mib} MiB, ${(run.user_s + run.system_s).toFixed(1)} s CPU\n`,
+  );
   runs.push(run);
 }
 const md = [
-  "# retrain peak memory, 213 images 500×1250 at --image-size 256x640",
+  `# retrain peak memory: ${frames} at --image-size 256x640, ${a.epochs} epoch(s)`,
   "",
   "| variant | max RSS (MiB) | user + sys CPU (s) | wall (s) |",
   "|---|---:|---:|---:|",
   ...runs.map(
     (r) =>
-      `| ${r.variant} | ${r.max_rss_mib} | ${(r.user_s as number) + (r.system_s as number)} | ${r.wall_s} |`,
+      `| ${r.variant} | ${r.max_rss_mib} | ${((r.user_s as number) + (r.system_s as number)).toFixed(1)} | ${r.wall_s} |`,
   ),
 ].join("\n");
 await writeResults("retrain-memory", { epochs: Number(a.epochs), frames, runs }, md);
