@@ -66,7 +66,8 @@ interface Row {
   val_mean_score: number;
   seconds: number;
   best: boolean;
-  improved: boolean;
+  /** The stopping rule's rate: the best score's relative improvement per epoch over its window. */
+  rate_per_epoch: number | null;
   image_auroc: number;
   pixel_auroc: number;
   aupro: number;
@@ -102,7 +103,7 @@ const summary = await retrain({
       val_mean_score: e.valMeanScore,
       seconds: Number(epochSeconds.toFixed(2)),
       best: e.decision.best,
-      improved: e.decision.improved,
+      rate_per_epoch: e.decision.trend?.rate ?? null,
       image_auroc: auroc(r.scores, labels),
       pixel_auroc: pixelAuroc(r.maps, masks),
       aupro: aupro(r.maps, masks, size, size, 0.3),

@@ -79,6 +79,19 @@ test("bad geometry options get one line naming the option (ROI outside the image
   }
 });
 
+test("a time budget of 0, below 0 or not a number gets one line naming --time-budget", () => {
+  for (const value of ["0", "-5", "soon"]) {
+    const r = stpmd("retrain", "--frames", "x", "--teacher", "y", "--out", "z", "--time-budget", value);
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("(run with --help"));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, new RegExp(`'${value}' is invalid\\. --time-budget must be a number > 0$`));
+  }
+});
+
 test("help explains every command and option", () => {
   const top = stpmd("--help");
   for (const cmd of ["retrain", "eval", "run", "check-config", "demo"])
@@ -93,6 +106,7 @@ test("help explains every command and option", () => {
     "--lr",
     "--image-size",
     "--seed",
+    "--time-budget",
   ]) {
     assert.match(retrain.stdout, new RegExp(opt));
   }

@@ -74,19 +74,19 @@ program
   )
   .option(
     "--epochs <n>",
-    "most training epochs (the ceiling; early stopping usually ends sooner)",
+    "most training epochs (the ceiling; convergence normally ends a run sooner)",
     ruleOption(RETRAIN_RULES.epochs),
     RETRAIN_DEFAULTS.epochs,
   )
   .option(
     "--patience <n>",
-    "stop after this many epochs without a mean validation score improvement > --min-delta; 0 = always run --epochs",
+    "window (epochs) over which convergence is judged; 0 = no early stop, run to --epochs or --time-budget",
     ruleOption(RETRAIN_RULES.patience),
     RETRAIN_DEFAULTS.patience,
   )
   .option(
     "--min-delta <x>",
-    "relative improvement of the mean validation score that resets the patience (0.01 = 1%)",
+    "stop once the best mean validation score improves by less than this per epoch over the window (0.05 = 5%)",
     ruleOption(RETRAIN_RULES.minDelta),
     RETRAIN_DEFAULTS.minDelta,
   )
@@ -95,6 +95,15 @@ program
     "never stop early before this epoch",
     ruleOption(RETRAIN_RULES.minEpochs),
     RETRAIN_DEFAULTS.minEpochs,
+  )
+  .option(
+    "--time-budget <minutes>",
+    "most minutes the whole retrain may take (no epoch starts that would end past it); default: none",
+    ruleOption(RETRAIN_RULES.timeBudgetMin),
+  )
+  .option(
+    "--low-memory",
+    "return the training step's memory after every step (same student; 256x640: ~0.9 GB lower peak, ~28% more CPU per step)",
   )
   .option(
     "--batch-size <n>",
@@ -180,6 +189,8 @@ program
       patience: o.patience,
       minDelta: o.minDelta,
       minEpochs: o.minEpochs,
+      ...(o.timeBudget !== undefined ? { timeBudgetMin: o.timeBudget } : {}),
+      ...(o.lowMemory ? { lowMemory: true } : {}),
       logger,
       progress: o.progress,
     });
@@ -188,6 +199,11 @@ program
         `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
+    // a ceiling or budget that cut a still-falling curve: the user can give it more
+    if (s.stop.note) {
+      const more = s.stop.cause === "time budget" ? "raise --time-budget" : "raise --epochs";
+      console.log(`${s.stop.note} (stopped on the ${s.stop.cause}: ${more})`);
+    }
   });
 
 program

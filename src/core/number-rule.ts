@@ -1,5 +1,6 @@
 /**
- * What a numeric option accepts: an integer or any finite number, at least `min`, and below `below` where given.
+ * What a numeric option accepts: an integer or any finite number, at least `min` (above it where `above` is set:
+ * a duration of 0 means nothing), and below `below` where given.
  * The CLI's parsers and the library functions behind them (retrain) check values against the same rule, so an
  * option is bounded once and worded the same wherever it is refused.
  */
@@ -8,6 +9,8 @@ export interface NumberRule {
   flag: string;
   integer?: boolean;
   min: number;
+  /** `min` itself is refused too. */
+  above?: boolean;
   below?: number;
 }
 
@@ -16,9 +19,9 @@ export function numberProblem(rule: NumberRule, value: number): string | undefin
   const fits =
     Number.isFinite(value) &&
     (rule.integer !== true || Number.isInteger(value)) &&
-    value >= rule.min &&
+    (rule.above === true ? value > rule.min : value >= rule.min) &&
     (rule.below === undefined || value < rule.below);
   if (fits) return undefined;
   const kind = rule.integer === true ? "an integer" : "a number";
-  return `must be ${kind} ≥ ${rule.min}${rule.below === undefined ? "" : ` and below ${rule.below}`}`;
+  return `must be ${kind} ${rule.above === true ? ">" : "≥"} ${rule.min}${rule.below === undefined ? "" : ` and below ${rule.below}`}`;
 }

@@ -32,6 +32,13 @@ export interface SessionOptions {
    * on, step time within noise.
    */
   memPattern?: boolean;
+  /**
+   * ONNX Runtime's CPU memory arena (default on). It keeps every buffer it ever grew to, rounded up, for the
+   * session's life: on the MobileNetV2 training step at batch 8, 256×640, 3.1 GB held against a 2.4 GB live peak
+   * without it; but without it each step maps and faults its large buffers afresh, ~28 % more CPU per step
+   * (benchmarks/results/retrain-memory.md).
+   */
+  memArena?: boolean;
   /** Told when a preferred provider could not be used and the next one is tried. */
   onFallback?: (provider: string, reason: string) => void;
 }
@@ -57,6 +64,7 @@ export async function createSession(
         graphOptimizationLevel: (process.env.STPMD_ORT_OPT as "all" | undefined) ?? "all",
         logSeverityLevel: 3,
         enableMemPattern: opts.memPattern ?? true,
+        enableCpuMemArena: opts.memArena ?? true,
         ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
       });
     } catch (err) {

@@ -45,22 +45,22 @@ export interface FeatureCache {
   dims: number[][];
 }
 
+/** The teacher's features of `count` inputs, made batch by batch by `inputs(start, n)`. */
 async function cacheTeacherFeatures(
   teacher: Teacher,
-  inputs: Float32Array,
+  inputs: (start: number, n: number) => Float32Array,
   count: number,
   input: Size,
   normalise = true,
 ): Promise<FeatureCache> {
   const session = await createSession(teacher.bytes);
-  const chw = 3 * input.width * input.height;
   const levels: Float32Array[] = [];
   const perImage: number[] = [];
   const dims: number[][] = [];
   const batch = 8;
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
-    const x = floatInput(inputs.subarray(start * chw, (start + n) * chw), [n, 3, input.height, input.width]);
+    const x = floatInput(inputs(start, n), [n, 3, input.height, input.width]);
     const out = await session.run({ [teacher.graph.inputs[0]!.name]: x });
     teacher.graph.outputs.forEach((o, level) => {
       const t = out[o.name]!;
@@ -88,7 +88,12 @@ export interface TrainingData {
   skipped: { file: string; reason: string }[];
   /** What the student learns: whole images, or every tile of every training image. */
   samples: Uint8Array[];
-  trainInputs: Float32Array;
+  /**
+   * The normalised model inputs of the samples `idx`, made when a step needs them: holding them all as floats would
+   * cost 4 bytes per subpixel for the whole run (334 MB for 170 images at 256×640) to save a conversion that takes
+   * ~5 ms per batch.
+   */
+  trainBatch: (idx: number[]) => Float32Array;
   cache: FeatureCache;
   validator: Validator;
   /** Validation image scores from the validator's per-input scores (in tile mode, each image's tiles' maximum). */
@@ -133,8 +138,13 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
     train.map((img) => img.rgb),
     geometry,
   );
-  const trainInputs = toInputs(samples);
-  const cache = await cacheTeacherFeatures(teacher, trainInputs, samples.length, input);
+  const trainBatch = (idx: number[]): Float32Array => toInputs(idx.map((i) => samples[i]!));
+  const cache = await cacheTeacherFeatures(
+    teacher,
+    (start, n) => toInputs(samples.slice(start, start + n)),
+    samples.length,
+    input,
+  );
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
   // validation inputs and teacher features are fixed: computed once, fed with each epoch's weights. In tile mode
@@ -147,7 +157,13 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
   );
   const tilesPerImage = valSamples.length / val.length;
   const valInputs = toInputs(valSamples);
-  const valCache = await cacheTeacherFeatures(teacher, valInputs, valSamples.length, input, false);
+  const valCache = await cacheTeacherFeatures(
+    teacher,
+    (start, n) => valInputs.subarray(start * chw, (start + n) * chw),
+    valSamples.length,
+    input,
+    false,
+  );
   const validator = await Validator.create(
     teacher.graph,
     layout,
@@ -158,5 +174,5 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
   );
   const imageScores = (perInput: number[]): number[] =>
     val.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));
-  return { train, val, skipped, samples, trainInputs, cache, validator, imageScores };
+  return { train, val, skipped, samples, trainBatch, cache, validator, imageScores };
 }

@@ -6,7 +6,7 @@ import { encodeModel } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, type ort } from "../onnx/ort.js";
 import type { Size } from "../stpm/geometry.js";
 import { Random } from "../stpm/random.js";
-import { EarlyStopping } from "./early-stopping.js";
+import { EarlyStopping, type StopRecord } from "./early-stopping.js";
 import type { FeatureCache, TrainingData } from "./retrain-data.js";
 import type { RetrainOptions, RetrainPlan } from "./retrain-options.js";
 import {
@@ -56,14 +56,21 @@ export interface TrainedStudent {
   best: { epoch: number; score: number; state: StudentState; scores: number[] };
   history: EpochHistory;
   epochsRun: number;
-  stoppedReason: string;
+  stop: StopRecord;
   stoppingRule: string;
   batchSize: number;
   trainSeconds: number;
 }
 
-/** Stage 3: trains epoch after epoch, validating each, until the early-stopping rule or the ceiling ends it. */
-export async function trainStudent(plan: RetrainPlan, data: TrainingData): Promise<TrainedStudent> {
+/**
+ * Stage 3: trains epoch after epoch, validating each, until the early-stopping rule, the ceiling or the time
+ * budget (counted from `started`, the start of the whole retrain) ends it.
+ */
+export async function trainStudent(
+  plan: RetrainPlan,
+  data: TrainingData,
+  started: number,
+): Promise<TrainedStudent> {
   const { opts, teacher, layout } = plan;
   const { logger } = opts;
   const { samples, validator } = data;
@@ -71,6 +78,7 @@ export async function trainStudent(plan: RetrainPlan, data: TrainingData): Promi
   try {
     session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
       memPattern: false,
+      memArena: opts.lowMemory !== true,
     });
     const rng = new Random(opts.seed);
     const state = initStudent(layout, rng);
@@ -91,7 +99,7 @@ export async function trainStudent(plan: RetrainPlan, data: TrainingData): Promi
       minEpochs: opts.minEpochs,
       maxEpochs: opts.epochs,
     });
-    let stoppedReason = "epoch ceiling";
+    let stop: StopRecord | undefined;
     const batchSize = Math.min(opts.batchSize, samples.length);
     const bar = progressBar(opts, Math.ceil(samples.length / batchSize));
     const trainStarted = performance.now();
@@ -125,22 +133,27 @@ export async function trainStudent(plan: RetrainPlan, data: TrainingData): Promi
         val_seconds: Number(valSeconds.toFixed(2)),
       });
       epochsRun = epoch;
+      if (decision.stop) {
+        stop = stopping.stopRecord(decision.cause!, decision.reason!);
+      } else {
+        const budget = budgetStop(opts, started, seconds, valSeconds);
+        if (budget) stop = stopping.stopRecord("time budget", budget);
+      }
       const line = {
         epoch,
         epochs: opts.epochs,
         loss: meanLoss,
         val_mean_score: meanScore,
         best_epoch: best.epoch,
-        improved: decision.improved,
-        since_improvement: decision.sinceImprovement,
+        ...(decision.trend ? { rate_per_epoch: Number(decision.trend.rate.toFixed(4)) } : {}),
         seconds: Number(seconds.toFixed(2)),
         val_seconds: Number(valSeconds.toFixed(2)),
         // the training step inside ONNX Runtime; the rest of seconds − val_seconds is batch assembly and SGD in JS
         step_seconds: Number((steps.runMs / 1000).toFixed(2)),
-        ...(decision.stop ? { stop: decision.reason } : {}),
+        ...(stop ? { stop: stop.reason } : {}),
       };
       if (bar) bar.update({ epoch, loss: meanLoss.toFixed(4) });
-      const stopText = decision.stop ? `; stopping: ${decision.reason}, keeping epoch ${best.epoch}` : "";
+      const stopText = stop ? `; stopping: ${stop.reason}, keeping epoch ${best.epoch}` : "";
       logger.info(
         line,
         `epoch ${epoch}/${opts.epochs} loss ${meanLoss.toFixed(5)} val ${meanScore.toExponential(3)} ` +
@@ -153,19 +166,39 @@ export async function trainStudent(plan: RetrainPlan, data: TrainingData): Promi
         decision,
         student: () => foldedStudentGraph(teacher.graph, layout, state),
       });
-      if (decision.stop) {
-        stoppedReason = decision.reason!;
-        break;
-      }
+      if (stop) break;
     }
     bar?.stop();
+    if (!stop) throw new Error("training ended without a stop decision");
+    if (stop.note) logger.warn({ stop: stop.cause }, stop.note);
     const trainSeconds = (performance.now() - trainStarted) / 1000;
     const stoppingRule = stopping.describe();
-    return { best, history, epochsRun, stoppedReason, stoppingRule, batchSize, trainSeconds };
+    return { best, history, epochsRun, stop, stoppingRule, batchSize, trainSeconds };
   } finally {
     await validator.release();
     await session?.release();
   }
+}
+
+/**
+ * The time budget's stop, if another epoch would end past it: the next epoch is assumed to take as long as the
+ * last one, and writing the bundle about as long as one validation pass (it rescores the validation images with the
+ * deployable graph). Checked between epochs, so at least one epoch always runs: a bundle needs a trained student.
+ */
+function budgetStop(
+  opts: RetrainOptions,
+  started: number,
+  epochSeconds: number,
+  valSeconds: number,
+): string | undefined {
+  if (opts.timeBudgetMin === undefined) return undefined;
+  const usedS = (performance.now() - started) / 1000;
+  const budgetS = opts.timeBudgetMin * 60;
+  if (usedS + epochSeconds + valSeconds <= budgetS) return undefined;
+  return (
+    `time budget: ${(usedS / 60).toFixed(2)} of ${opts.timeBudgetMin} min used, and another epoch ` +
+    `(${epochSeconds.toFixed(1)} s) would end past it`
+  );
 }
 
 function progressBar(opts: RetrainOptions, batchesPerEpoch: number): cliProgress.SingleBar | undefined {
@@ -194,13 +227,9 @@ async function trainStep(
 ): Promise<number> {
   const { layout, geometry, opts } = plan;
   const { input } = geometry;
-  const { trainInputs, cache } = data;
-  const chw = 3 * input.width * input.height;
+  const { cache } = data;
   const n = idx.length;
-  const x = new Float32Array(n * chw);
-  idx.forEach((src, j) => {
-    x.set(trainInputs.subarray(src * chw, (src + 1) * chw), j * chw);
-  });
+  const x = data.trainBatch(idx);
   const feats = cache.levels.map((lvl, l) => {
     const per = cache.perImage[l]!;
     const out = new Float32Array(n * per);

@@ -6,6 +6,7 @@ import { ort } from "../onnx/ort.js";
 import { describeGeometry, type Geometry } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
+import type { StopRecord } from "./early-stopping.js";
 import { loadTrainingData, type TrainingData } from "./retrain-data.js";
 import { type TrainedStudent, trainStudent } from "./retrain-loop.js";
 import { type RetrainOptions, type RetrainPlan, validateRetrain } from "./retrain-options.js";
@@ -31,6 +32,8 @@ export interface RetrainSummary {
   secondsPerEpoch: number;
   epochsRun: number;
   stoppedReason: string;
+  /** What ended the run, and whether the ceiling or budget cut a curve that was still improving. */
+  stop: StopRecord;
 }
 
 /**
@@ -44,7 +47,7 @@ export async function retrain(opts: RetrainOptions): Promise<RetrainSummary> {
   await recoverBundle(opts.outDir, opts.logger);
   const plan = await validateRetrain(opts);
   const data = await loadTrainingData(plan, started);
-  const trained = await trainStudent(plan, data);
+  const trained = await trainStudent(plan, data, started);
   return finalizeBundle(plan, data, trained, started);
 }
 
@@ -58,7 +61,7 @@ async function finalizeBundle(
   const { opts, teacher, layout, geometry } = plan;
   const { input } = geometry;
   const { train, val, skipped, samples } = data;
-  const { best, epochsRun, stoppedReason, trainSeconds } = trained;
+  const { best, epochsRun, stop, trainSeconds } = trained;
   // rescore the kept epoch with the Scorer: the threshold must hold for the graph the daemon runs
   const keptScores = await validationScores(
     teacher,
@@ -101,11 +104,16 @@ async function finalizeBundle(
       epochs: opts.epochs,
       epochs_run: epochsRun,
       best_epoch: best.epoch,
-      stopped_reason: stoppedReason,
+      stopped_on: stop.cause,
+      stopped_reason: stop.reason,
+      still_improving: stop.stillImproving,
+      ...(stop.note ? { stop_note: stop.note } : {}),
       stopping_rule: trained.stoppingRule,
       patience: opts.patience,
       min_delta: opts.minDelta,
       min_epochs: opts.minEpochs,
+      time_budget_min: opts.timeBudgetMin ?? null,
+      low_memory: opts.lowMemory === true,
       batch_size: trained.batchSize,
       lr: opts.lr,
       momentum: opts.momentum,
@@ -133,7 +141,8 @@ async function finalizeBundle(
     wallTimeS,
     secondsPerEpoch: trainSeconds / epochsRun,
     epochsRun,
-    stoppedReason,
+    stoppedReason: stop.reason,
+    stop,
   };
 }
 

@@ -39,7 +39,8 @@ export class Validator {
     batch = 8,
   ): Promise<Validator> {
     const graph = validationGraph(teacher, layout, size);
-    const session = await createSession(encodeModel(graph));
+    // no arena: what it would hold between epochs would sit beside the training step's peak (retrain-memory.md)
+    const session = await createSession(encodeModel(graph), { memArena: false });
     const featureDims = layout.featureShapes.map((s) => s.slice(1));
     return new Validator(session, layout, inputs, teacherFeatures, featureDims, count, size, batch);
   }

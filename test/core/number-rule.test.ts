@@ -13,4 +13,9 @@ test("a number rule bounds integers and reals from below, and from above where i
   assert.equal(numberProblem(fraction, 0.999), undefined);
   assert.equal(numberProblem(fraction, 1), "must be a number ≥ 0 and below 1");
   assert.equal(numberProblem(fraction, -0.1), "must be a number ≥ 0 and below 1");
+  // a duration: 0 itself is refused
+  const budget = { flag: "--time-budget", min: 0, above: true };
+  assert.equal(numberProblem(budget, 0.001), undefined);
+  for (const v of [0, -1, Number.NaN])
+    assert.equal(numberProblem(budget, v), "must be a number > 0", String(v));
 });

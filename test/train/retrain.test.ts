@@ -60,6 +60,28 @@ test("retrain writes a verified bundle, skips corrupt files, and the loss falls"
   assert.deepEqual((await readdir(dir)).sort(), ["bundle", "frames", "teacher.onnx"]);
 });
 
+test("--low-memory trains the same student: the arena changes where buffers live, not the numbers", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(8, 32, path.join(dir, "frames"));
+  const opts = {
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile: await teacherFile(dir),
+    epochs: 3,
+    batchSize: 4,
+    imageSize: 32,
+    logger,
+    progress: false,
+  };
+  const arena = await retrain({ ...opts, outDir: path.join(dir, "arena") });
+  const low = await retrain({ ...opts, outDir: path.join(dir, "low"), lowMemory: true });
+  const losses = (s: typeof arena) => (s.manifest.training.history as { loss: number }[]).map((h) => h.loss);
+  assert.deepEqual(losses(low), losses(arena));
+  assert.deepEqual(low.manifest.validation_scores, arena.manifest.validation_scores);
+  assert.equal(low.manifest.training.low_memory, true);
+  assert.equal(arena.manifest.training.low_memory, false);
+});
+
 test("the folded student ONNX gives the training engine's eval-mode features", async () => {
   const teacher = randomTeacher(4, 8);
   const layout = studentLayout(teacher, 32, 32);
@@ -164,6 +186,9 @@ test("a bad option, frames folder or output fails in one line naming it, before 
     [{ patience: 1.5 }, /^--patience 1\.5: must be an integer ≥ 0$/],
     [{ minDelta: 1 }, /^--min-delta 1: must be a number ≥ 0 and below 1$/],
     [{ minEpochs: 0 }, /^--min-epochs 0: must be an integer ≥ 1$/],
+    [{ timeBudgetMin: 0 }, /^--time-budget 0: must be a number > 0$/],
+    [{ timeBudgetMin: -1 }, /^--time-budget -1: must be a number > 0$/],
+    [{ timeBudgetMin: Number.NaN }, /^--time-budget NaN: must be a number > 0$/],
     [{ imageSize: 40 }, /^--image-size 40x40: width 40 must be a multiple of 16 and at least 32$/],
     [{ imageSize: { width: 64, height: 8 } }, /^--image-size 64x8: height 8 must be a multiple of 16/],
     [{ roi: { x: 0, y: 0, width: 8, height: 64 } }, /^--roi 0,0,8,64: width and height must be at least 16$/],
