@@ -4,7 +4,7 @@ import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import type { DurableQueue, OutboxMessage } from "../durable-queue.js";
-import { renderSnapshot } from "../snapshot.js";
+import { renderSnapshot } from "../../data/snapshot.js";
 import {
   buildDefectPayload,
   defectEventId,
