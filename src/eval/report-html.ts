@@ -93,11 +93,13 @@ function farNote(p: FalseAlarmPoint, good: number): string {
 /** What the number of good parts lets the report say about small false-alarm rates. */
 export function resolutionNote(r: EvalReport): string {
   const n = r.num_good;
+  const finest = Math.min(...r.operating_points.false_alarm_targets.map((p) => p.target_false_alarm_rate));
   return (
     `Intervals: ${r.bootstrap.resamples} stratified bootstrap resamples (seed ${r.bootstrap.seed}). ` +
     `${n} good parts resolve false-alarm rates in steps of 1/${n} = ${formatPercent(1 / n)}: that is the smallest ` +
     `rate this set can show, and a threshold with none of them above it is only known to have a rate below about ` +
-    `3/${n} = ${formatPercent(Math.min(1, 3 / n))} (95 %). Showing 0.1 % needs about 3000 good parts.`
+    `3/${n} = ${formatPercent(Math.min(1, 3 / n))} (95 %). Showing ${formatPercent(finest)} needs about ` +
+    `${Math.ceil(3 / finest)} good parts.`
   );
 }
 
@@ -207,8 +209,8 @@ export function histogramSvg(r: EvalReport): string {
 <text x="${left - 6}" y="${top + plotH}" text-anchor="end">0</text>
 ${bars(good, "good")}${bars(defective, "defective")}${ticks}${thresholdLines}
 <text x="${W - right}" y="${H - 4}" text-anchor="end">image score</text>
-<rect class="good" x="${left + 8}" y="${top + 4}" width="12" height="12"/><text x="${left + 24}" y="${top + 14}">good (${r.num_good})</text>
-<rect class="defective" x="${left + 8}" y="${top + 22}" width="12" height="12"/><text x="${left + 24}" y="${top + 32}">defective (${r.num_defective})</text>
+<rect class="good" x="${W - right - 110}" y="${top + 4}" width="12" height="12"/><text x="${W - right - 94}" y="${top + 14}">good (${r.num_good})</text>
+<rect class="defective" x="${W - right - 110}" y="${top + 22}" width="12" height="12"/><text x="${W - right - 94}" y="${top + 32}">defective (${r.num_defective})</text>
 </g></svg>`;
 }
 
