@@ -29,6 +29,8 @@ export interface Galleries {
   misses: GalleryItem[];
   /** How many images each list may show at most. */
   limit: number;
+  /** The map value drawn as yellow. */
+  heatScale: number;
 }
 
 const HISTOGRAM_BINS = 30;
@@ -58,9 +60,9 @@ ${typesTable(r)}
 ${gallery(galleries.falseAlarms, judged, galleries.limit, "good parts", r.num_good)}
 <h2>Misses: the lowest-scoring defective parts at or below the threshold</h2>
 ${gallery(galleries.misses, judged, galleries.limit, "misses", r.at_threshold.false_negative)}
-<p class="note">Images are the model's input with the anomaly map drawn over it relative to the judged threshold
-${fmt(judged)}: untouched below half of it, blue → yellow at the threshold → red; magenta boxes are the ground
-truth's regions.</p>
+<p class="note">Images are the model's input (shown at the inspected area's aspect) with the anomaly map drawn over
+it as the line's snapshots draw it, scaled to ${fmt(galleries.heatScale)}, the lowest threshold above: untouched below
+half of that, blue → yellow at it → red from 1.5×; magenta boxes are the ground truth's regions.</p>
 </body></html>
 `;
 }

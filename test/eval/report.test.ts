@@ -4,6 +4,7 @@ import path from "node:path";
 import { before, test } from "node:test";
 import sharp from "sharp";
 import { createLogger } from "../../src/core/log.js";
+import { loadRgb } from "../../src/data/images.js";
 import { evaluate } from "../../src/eval/evaluate.js";
 import { REPORT_MARKER } from "../../src/eval/report-dir.js";
 import { tempDir } from "../helpers/tiny-data.js";
@@ -59,6 +60,12 @@ test("--report writes a self-contained page: numbers, histogram with thresholds,
     sources,
     [...good.slice(0, 3), ...missed.slice(0, 3)].map((im) => im.file),
   );
+  // the heat is scaled to the lowest threshold, here the highest good score: the worst false alarm's peak is coloured
+  assert.match(html, new RegExp(`scaled to ${good[0]!.score.toPrecision(4)}`));
+  const drawn = await sharp(path.join(dir, "images/false-alarm-01.jpg")).raw().toBuffer();
+  const plain = (await loadRgb(good[0]!.file, TINY_SIZE, TINY_SIZE)).rgb;
+  const largest = drawn.reduce((m, v, i) => Math.max(m, Math.abs(v - plain[i]!)), 0);
+  assert.ok(largest > 40, `the heatmap changes the image by at most ${largest}`);
   // histogram: 30 bins per class plus a legend swatch each; one line for the judged threshold, one shared by the
   // two false-alarm targets (4 good parts show neither: both are the highest good score)
   assert.equal(count(html, /<svg class="histogram"/), 1);
