@@ -29,8 +29,6 @@ export interface Galleries {
   misses: GalleryItem[];
   /** How many images each list may show at most. */
   limit: number;
-  /** The map value drawn as yellow. */
-  heatScale: number;
 }
 
 const HISTOGRAM_BINS = 30;
@@ -61,8 +59,8 @@ ${gallery(galleries.falseAlarms, judged, galleries.limit, "good parts", r.num_go
 <h2>Misses: the lowest-scoring defective parts at or below the threshold</h2>
 ${gallery(galleries.misses, judged, galleries.limit, "misses", r.at_threshold.false_negative)}
 <p class="note">Images are the model's input (shown at the inspected area's aspect) with the anomaly map drawn over
-it as the line's snapshots draw it, scaled to ${fmt(galleries.heatScale)}, the lowest threshold above: untouched below
-half of that, blue → yellow at it → red from 1.5×; magenta boxes are the ground truth's regions.</p>
+it as the line's snapshots draw it, but scaled to each part's own score so that every map shows where it peaks:
+untouched below half the score, blue → yellow at the score; magenta boxes are the ground truth's regions.</p>
 </body></html>
 `;
 }
@@ -77,8 +75,8 @@ function pointsTable(r: EvalReport): string {
     }
     if ("resolvable" in p) notes.push(farNote(p, r.num_good));
     return `<tr><td>${esc(p.rule)}</td><td>${fmt(p.threshold)}</td>
-<td>${p.caught} of ${p.defective} (${pct(p.caught_rate)}, 95 % ${interval(p.caught_rate_95)})</td>
-<td>${p.false_alarms} of ${p.good} (${pct(p.false_alarm_rate)}, 95 % ${interval(p.false_alarm_rate_95)})</td>
+<td>${p.caught} of ${p.defective} (${pct(p.caught_rate)}; 95 % interval ${interval(p.caught_rate_95)})</td>
+<td>${p.false_alarms} of ${p.good} (${pct(p.false_alarm_rate)}; 95 % interval ${interval(p.false_alarm_rate_95)})</td>
 <td>${esc(notes.join("; "))}</td></tr>`;
   });
   return `<table class="points"><tr><th>threshold set by</th><th>threshold</th><th>defective parts caught</th>
@@ -174,7 +172,7 @@ export function histogramSvg(r: EvalReport): string {
   const W = 760;
   const H = 280;
   const left = 44;
-  const right = 16;
+  const right = 32;
   const top = 40;
   const bottom = 36;
   const plotW = W - left - right;
@@ -232,7 +230,7 @@ function distinctThresholds(points: OperatingPoint[]): { threshold: number; labe
 }
 
 function interval([low, high]: Interval): string {
-  return `${pct(low)}–${pct(high)}`;
+  return `${(low * 100).toFixed(1)}–${pct(high)}`;
 }
 
 function pct(rate: number): string {

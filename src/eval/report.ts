@@ -47,19 +47,17 @@ export async function writeReport(
   limit: number = REPORT_DEFAULTS.images,
 ): Promise<void> {
   const { falseAlarms, misses } = galleryIndices(r, limit);
-  const heatScale = heatmapScale(r);
   await mkdir(path.join(staging.staging, "images"));
   const render = (list: number[], name: string): Promise<GalleryItem[]> =>
     Promise.all(
       list.map((index, k) =>
-        renderPart(staging.staging, r, set, heatScale, index, `${name}-${String(k + 1).padStart(2, "0")}`),
+        renderPart(staging.staging, r, set, index, `${name}-${String(k + 1).padStart(2, "0")}`),
       ),
     );
   const html = reportHtml(r, {
     falseAlarms: await render(falseAlarms, "false-alarm"),
     misses: await render(misses, "miss"),
     limit,
-    heatScale,
   });
   await writeFile(path.join(staging.staging, "index.html"), html);
   await writeFile(path.join(staging.staging, REPORT_MARKER), `${JSON.stringify(r, null, 2)}\n`);
@@ -67,22 +65,15 @@ export async function writeReport(
 }
 
 /**
- * The map value the heatmaps show as yellow: the lowest threshold of the verdicts table. Drawn at the judged
- * threshold, good parts far below it (the usual case: fryum's worst good part scores half its bundle's threshold)
- * showed no heat at all, and where their maps peak is what an engineer looks for.
+ * One part as the model saw it, its map drawn over it and the ground truth's regions boxed. The heat is scaled to
+ * the part's own score (yellow at its peak), not to a threshold: drawn at the threshold, fryum's good parts (their
+ * highest score half the bundle's threshold) and its misses showed no heat at all, and where a map peaks — at the
+ * defect's box or elsewhere — is what these pictures are for; the caption gives the score itself.
  */
-export function heatmapScale(r: EvalReport): number {
-  const points = [r.operating_points.at_threshold, ...r.operating_points.false_alarm_targets];
-  const positive = points.map((p) => p.threshold).filter((t) => t > 0);
-  return positive.length > 0 ? Math.min(...positive) : r.at_threshold.threshold;
-}
-
-/** One part as the model saw it, its map drawn over it and the ground truth's regions boxed. */
 async function renderPart(
   folder: string,
   r: EvalReport,
   set: ScoredTestSet,
-  heatScale: number,
   index: number,
   name: string,
 ): Promise<GalleryItem> {
@@ -95,7 +86,7 @@ async function renderPart(
   const jpeg = await renderSnapshot(
     { cameraId: "eval", seq: index, captureTs: 0, width, height, rgb: image.rgb },
     set.maps[index]!,
-    heatScale,
+    part.score > 0 ? part.score : r.at_threshold.threshold,
     { quality: REPORT_DEFAULTS.jpegQuality, maxSide: REPORT_DEFAULTS.maxSide, regions },
   );
   const file = `images/${name}.jpg`;

@@ -60,10 +60,9 @@ test("--report writes a self-contained page: numbers, histogram with thresholds,
     sources,
     [...good.slice(0, 3), ...missed.slice(0, 3)].map((im) => im.file),
   );
-  // the heat is scaled to the lowest threshold, here the highest good score: the worst false alarm's peak is coloured
-  assert.match(html, new RegExp(`scaled to ${good[0]!.score.toPrecision(4)}`));
-  const drawn = await sharp(path.join(dir, "images/false-alarm-01.jpg")).raw().toBuffer();
-  const plain = (await loadRgb(good[0]!.file, TINY_SIZE, TINY_SIZE)).rgb;
+  // each map is drawn scaled to its part's score, so even far below the threshold a good part shows its peak
+  const drawn = await sharp(path.join(dir, "images/false-alarm-03.jpg")).raw().toBuffer();
+  const plain = (await loadRgb(good[2]!.file, TINY_SIZE, TINY_SIZE)).rgb;
   const largest = drawn.reduce((m, v, i) => Math.max(m, Math.abs(v - plain[i]!)), 0);
   assert.ok(largest > 40, `the heatmap changes the image by at most ${largest}`);
   // histogram: 30 bins per class plus a legend swatch each; one line for the judged threshold, one shared by the
