@@ -60,7 +60,8 @@ ${gallery(galleries.falseAlarms, judged, galleries.limit, "good parts", r.num_go
 ${gallery(galleries.misses, judged, galleries.limit, "misses", r.at_threshold.false_negative)}
 <p class="note">Images are the model's input (shown at the inspected area's aspect) with the anomaly map drawn over
 it as the line's snapshots draw it, but scaled to each part's own score so that every map shows where it peaks:
-untouched below half the score, blue → yellow at the score; magenta boxes are the ground truth's regions.</p>
+untouched below a third of the score, blue → yellow at two thirds → red at the peak; magenta boxes are the ground
+truth's regions.</p>
 </body></html>
 `;
 }

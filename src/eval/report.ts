@@ -65,8 +65,14 @@ export async function writeReport(
 }
 
 /**
+ * Where on the snapshot ramp a part's peak lands: 1.5 = full red at the peak, yellow at 2/3 of it, heat from 1/3.
+ * At 1 (yellow at the peak, from 1/2) fryum's 256² maps showed specks a reader missed at gallery size.
+ */
+const PEAK_RATIO = 1.5;
+
+/**
  * One part as the model saw it, its map drawn over it and the ground truth's regions boxed. The heat is scaled to
- * the part's own score (yellow at its peak), not to a threshold: drawn at the threshold, fryum's good parts (their
+ * the part's own score ({@link PEAK_RATIO}), not to a threshold: drawn at the threshold, fryum's good parts (their
  * highest score half the bundle's threshold) and its misses showed no heat at all, and where a map peaks — at the
  * defect's box or elsewhere — is what these pictures are for; the caption gives the score itself.
  */
@@ -86,7 +92,7 @@ async function renderPart(
   const jpeg = await renderSnapshot(
     { cameraId: "eval", seq: index, captureTs: 0, width, height, rgb: image.rgb },
     set.maps[index]!,
-    part.score > 0 ? part.score : r.at_threshold.threshold,
+    part.score > 0 ? part.score / PEAK_RATIO : r.at_threshold.threshold,
     { quality: REPORT_DEFAULTS.jpegQuality, maxSide: REPORT_DEFAULTS.maxSide, regions },
   );
   const file = `images/${name}.jpg`;
