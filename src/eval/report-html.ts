@@ -76,12 +76,12 @@ function pointsTable(r: EvalReport): string {
     }
     if ("resolvable" in p) notes.push(farNote(p, r.num_good));
     return `<tr><td>${esc(p.rule)}</td><td>${fmt(p.threshold)}</td>
-<td>${p.caught} of ${p.defective} (${pct(p.caught_rate)}; 95 % interval ${interval(p.caught_rate_95)})</td>
-<td>${p.false_alarms} of ${p.good} (${pct(p.false_alarm_rate)}; 95 % interval ${interval(p.false_alarm_rate_95)})</td>
+<td>${p.caught} of ${p.defective} (${pct(p.caught_rate)})</td><td>${interval(p.caught_rate_95)}</td>
+<td>${p.false_alarms} of ${p.good} (${pct(p.false_alarm_rate)})</td><td>${interval(p.false_alarm_rate_95)}</td>
 <td>${esc(notes.join("; "))}</td></tr>`;
   });
   return `<table class="points"><tr><th>threshold set by</th><th>threshold</th><th>defective parts caught</th>
-<th>false alarms</th><th>notes</th></tr>
+<th>95 % interval</th><th>false alarms</th><th>95 % interval</th><th>notes</th></tr>
 ${rows.join("\n")}</table>`;
 }
 
@@ -251,7 +251,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100
 h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 16px; margin-top: 28px; border-bottom: 1px solid #ddd; }
 .meta, .note { color: #555; } table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; } th { background: #f3f3f3; }
-tr.good td { background: #f4f8fc; }
+tr.good td { background: #f4f8fc; } table.points td:nth-child(n+2):nth-child(-n+6) { white-space: nowrap; } table.points td:last-child { min-width: 16em; }
 svg.histogram { max-width: 100%; height: auto; font-size: 11px; }
 svg rect.good { fill: #2f6fb3; fill-opacity: 0.55; } svg rect.defective { fill: #d9531e; fill-opacity: 0.55; }
 svg line.threshold { stroke: #111; stroke-width: 1.5; stroke-dasharray: 5 3; } svg text.threshold-label { font-weight: 600; }
