@@ -1,7 +1,7 @@
 /**
  * The folder `--report DIR` writes: checked before the (long) scoring starts, filled in a sibling temp folder and
  * renamed into place at the end, so a folder named DIR is always a finished report — never one an interrupted run
- * left half-written.
+ * left half-written (a killed run leaves its `DIR.tmp-*` beside it, which may be deleted).
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
@@ -56,7 +56,13 @@ export async function publishReportDir(report: ReportStaging): Promise<void> {
     () => false,
   );
   if (exists) await rename(report.dir, old);
-  await rename(report.staging, report.dir);
+  try {
+    await rename(report.staging, report.dir);
+  } catch (err) {
+    // the earlier report goes back rather than being left under a name nobody looks for
+    if (exists) await rename(old, report.dir);
+    throw err;
+  }
   if (exists) await rm(old, { recursive: true, force: true });
 }
 
