@@ -4,7 +4,7 @@
  * left half-written (a killed run leaves its `DIR.tmp-*` beside it, which may be deleted).
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { errorMessage, StpmdError } from "../core/errors.js";
 
@@ -39,8 +39,12 @@ export async function openReportDir(dir: string, option = "--report"): Promise<R
       );
     }
   }
+  // Missing parents are not created: Node's recursive mkdir never returns under /proc (measured: Node 20), and a
+  // mistyped parent is better named than made.
+  const parent = path.dirname(target);
+  const parentStat = await stat(parent).catch(() => undefined);
+  if (!parentStat?.isDirectory()) throw fail(`${parent} is not an existing folder`);
   try {
-    await mkdir(path.dirname(target), { recursive: true });
     const staging = await mkdtemp(`${target}.tmp-`);
     return { dir: target, staging };
   } catch (err) {

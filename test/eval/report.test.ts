@@ -110,7 +110,11 @@ test("--report refuses a file or a foreign folder before scoring, and a failed r
   assert.deepEqual(await readdir(foreign), ["holiday.jpg"]);
   const blocked = path.join(file, "report");
   await assert.rejects(evaluate(bundle, data, logger, { report: { dir: blocked } }), {
-    message: new RegExp(`^--report ${blocked}: cannot write there`),
+    message: `--report ${blocked}: ${file} is not an existing folder`,
+  });
+  // a place the process may not write (even root may not write into /proc)
+  await assert.rejects(evaluate(bundle, data, logger, { report: { dir: "/proc/report" } }), {
+    message: /^--report \/proc\/report: cannot write there \(/,
   });
 
   const dir = path.join(work, "kept");
