@@ -9,7 +9,7 @@ import {
   type FalseAlarmPoint,
   formatPercent,
   type Interval,
-  type OperatingPoint,
+  type ThresholdPoint,
 } from "./operating-points.js";
 
 /** One part shown in a gallery: its rendered image (relative to the page) and what it scored. */
@@ -146,10 +146,7 @@ function gallery(
  */
 export function histogramSvg(r: EvalReport): string {
   const scores = r.images.map((im) => im.score);
-  const points: OperatingPoint[] = [
-    r.operating_points.at_threshold,
-    ...r.operating_points.false_alarm_targets,
-  ];
+  const points = [r.operating_points.at_threshold, ...r.operating_points.false_alarm_targets];
   const lines = distinctThresholds(points);
   const values = [...scores, ...lines.map((l) => l.threshold)];
   let lo = Math.min(...values);
@@ -216,13 +213,12 @@ ${bars(good, "good")}${bars(defective, "defective")}${ticks}${thresholdLines}
 }
 
 /** Thresholds to draw; points sharing a value (e.g. both unresolvable rates) share one line and one label. */
-function distinctThresholds(points: OperatingPoint[]): { threshold: number; label: string }[] {
+function distinctThresholds(
+  points: (ThresholdPoint | FalseAlarmPoint)[],
+): { threshold: number; label: string }[] {
   const out: { threshold: number; label: string }[] = [];
   for (const p of points) {
-    const label =
-      "target_false_alarm_rate" in p
-        ? formatPercent((p as FalseAlarmPoint).target_false_alarm_rate)
-        : "threshold";
+    const label = "target_false_alarm_rate" in p ? formatPercent(p.target_false_alarm_rate) : "threshold";
     const same = out.find((o) => o.threshold === p.threshold);
     if (same) same.label += ` = ${label}`;
     else out.push({ threshold: p.threshold, label });
