@@ -20,9 +20,9 @@ import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 import { createLogger } from "../src/core/log.js";
 import type { InspectionResult } from "../src/core/result.js";
+import { renderSnapshot } from "../src/data/snapshot.js";
 import { freeLoopbackPort } from "../src/demo/broker.js";
 import { HttpInterface } from "../src/publish/http/http.js";
-import { renderSnapshot } from "../src/publish/snapshot.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import { cpuPairsTable, machineInfo, machineState, median, pacedResults, writeResults } from "./common.js";
 

@@ -11,6 +11,8 @@ import { handleSignals } from "../daemon/signals.js";
 import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
+import { REPORT_DEFAULTS } from "../eval/report.js";
+import { formatEvalSummary } from "../eval/summary.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
@@ -209,7 +211,9 @@ program
 program
   .command("eval")
   .description(
-    "Evaluate a bundle on an MVTec AD test split: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image F1-max.",
+    "Evaluate a bundle on an MVTec AD test split: image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image F1-max; parts " +
+      "caught and false alarms at the bundle's threshold and at 1 % and 0.1 % false alarms, with bootstrap intervals; " +
+      "a per-defect-type breakdown; optionally an HTML report.",
   )
   .requiredOption("--model <dir>", "model bundle directory")
   .requiredOption("--data <dir>", "MVTec AD category folder (with test/ and ground_truth/)")
@@ -218,19 +222,37 @@ program
     "crop images and masks to this rectangle (source pixels); default: the ROI the bundle was trained on",
     parsed((v) => parseRoi(v)),
   )
+  .option(
+    "--threshold <x>",
+    "judge parts at this image-score threshold instead of the bundle's own",
+    (v: string) => {
+      const n = Number(v);
+      if (!(n > 0 && Number.isFinite(n))) throw new InvalidArgumentError("--threshold must be a number > 0");
+      return n;
+    },
+  )
   .option("--json <file>", "also write the report as JSON to this file ('-' for stdout)")
+  .option(
+    "--report <dir>",
+    "write an HTML report (histogram, worst false alarms and misses with their heatmaps) to this folder; replaced whole",
+  )
+  .option(
+    "--report-images <n>",
+    "most parts shown in each of the report's two galleries",
+    intOption("--report-images", 1),
+    REPORT_DEFAULTS.images,
+  )
   .action(async (o) => {
     const logger = createLogger();
-    const r = await evaluate(o.model, o.data, logger, o.roi ? { roi: o.roi } : {});
+    const r = await evaluate(o.model, o.data, logger, {
+      ...(o.roi ? { roi: o.roi } : {}),
+      ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
+      ...(o.report ? { report: { dir: o.report, images: o.reportImages } } : {}),
+    });
     const json = `${JSON.stringify(r, null, 2)}\n`;
     if (o.json === "-") process.stdout.write(json);
     else if (o.json) await writeFile(o.json, json);
-    if (o.json !== "-") {
-      console.log(
-        `eval: image AUROC ${r.image_auroc.toFixed(4)}, pixel AUROC ${r.pixel_auroc.toFixed(4)}, AUPRO ${r.aupro.toFixed(4)}, ` +
-          `image F1-max ${r.image_f1_max.toFixed(4)} on ${r.num_images} images (${r.num_good} good, ${r.num_defective} defective) in ${r.seconds.toFixed(1)} s`,
-      );
-    }
+    if (o.json !== "-") console.log(formatEvalSummary(r).join("\n"));
   });
 
 program

@@ -14,9 +14,10 @@ export interface TestSample {
 
 /**
  * The test split of an MVTec AD category: `test/<good|defect>/*.png` with masks at
- * `ground_truth/<defect>/<name>_mask.png`. `dir` may be the category root or its `test` folder.
+ * `ground_truth/<defect>/<name>_mask.png`. `dir` may be the category root or its `test` folder; `name` is how
+ * problems with it as a whole are named (e.g. the option that gave it).
  */
-export async function listMvtecTest(dir: string): Promise<TestSample[]> {
+export async function listMvtecTest(dir: string, name = dir): Promise<TestSample[]> {
   const root =
     path.basename(path.resolve(dir)) === "test" ? path.dirname(path.resolve(dir)) : path.resolve(dir);
   const testDir = path.join(root, "test");
@@ -27,7 +28,7 @@ export async function listMvtecTest(dir: string): Promise<TestSample[]> {
   if (!isDir) {
     throw new StpmdError(
       "ERR_INPUT_MISSING",
-      `${dir}: no test/ folder (expected MVTec AD layout: test/<good|defect>/, ground_truth/<defect>/)`,
+      `${name}: no test/ folder (expected MVTec AD layout: test/<good|defect>/, ground_truth/<defect>/)`,
     );
   }
   const kinds = (await readdir(testDir, { withFileTypes: true }))
@@ -52,8 +53,14 @@ export async function listMvtecTest(dir: string): Promise<TestSample[]> {
       samples.push({ file, kind, label: 1, maskFile });
     }
   }
-  if (!samples.some((s) => s.label === 0) || !samples.some((s) => s.label === 1)) {
-    throw new StpmdError("ERR_INPUT_EMPTY", `${testDir}: needs both good and defective images to evaluate`);
+  const good = samples.filter((s) => s.label === 0).length;
+  const defective = samples.length - good;
+  if (good === 0 || defective === 0) {
+    throw new StpmdError(
+      "ERR_INPUT_EMPTY",
+      `${name}: ${testDir} holds ${good} good and ${defective} defective images; evaluating needs both ` +
+        "(good parts in test/good/, defective ones in test/<defect type>/ with masks in ground_truth/<defect type>/)",
+    );
   }
   return samples;
 }

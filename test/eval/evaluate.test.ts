@@ -1,56 +1,27 @@
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { rm } from "node:fs/promises";
 import path from "node:path";
-import { test } from "node:test";
+import { before, test } from "node:test";
 import sharp from "sharp";
-import { randomTeacher } from "../../src/bundle/random-teacher.js";
 import { createLogger } from "../../src/core/log.js";
-import { synthesizePart } from "../../src/demo/synthetic.js";
 import { evaluate } from "../../src/eval/evaluate.js";
-import { encodeModel } from "../../src/onnx/onnx-graph.js";
-import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
-import { normalFrames, tempDir, writePart } from "../helpers/tiny-data.js";
+import { tempDir } from "../helpers/tiny-data.js";
+import { mvtecCategory, TINY_SIZE, tinyEvalBundle } from "../helpers/tiny-mvtec.js";
 
-const SIZE = 64;
 const logger = createLogger("silent");
+let work: string;
+let bundle: string;
 
-/** A tiny MVTec-layout category: 3 good test parts, 3 with a contamination blob and its mask. */
-async function mvtecCategory(root: string): Promise<void> {
-  await mkdir(path.join(root, "test/good"), { recursive: true });
-  await mkdir(path.join(root, "test/blob"), { recursive: true });
-  await mkdir(path.join(root, "ground_truth/blob"), { recursive: true });
-  for (let i = 0; i < 3; i++) {
-    await writePart(path.join(root, `test/good/00${i}.png`), synthesizePart(SIZE, 700 + i, "none"));
-    const part = synthesizePart(SIZE, 800 + i, "blob");
-    await writePart(path.join(root, `test/blob/00${i}.png`), part);
-    // the blob is the only near-white, yellow-tinted area: its mask is where blue is well below red
-    const mask = new Uint8Array(SIZE * SIZE);
-    for (let p = 0; p < mask.length; p++)
-      mask[p] = part.rgb[p * 3]! > 200 && part.rgb[p * 3 + 2]! < 180 ? 255 : 0;
-    await sharp(mask, { raw: { width: SIZE, height: SIZE, channels: 1 } })
-      .png()
-      .toFile(path.join(root, `ground_truth/blob/00${i}_mask.png`));
-  }
-}
+before(async () => {
+  work = await tempDir("stpmd-eval-");
+  bundle = path.join(work, "model");
+  await tinyEvalBundle(work, bundle, logger);
+});
 
 test("eval reports the standard metrics for an MVTec-layout split and rejects masks of the wrong size", async () => {
-  const work = await tempDir("stpmd-eval-");
-  await writeFile(path.join(work, "teacher.onnx"), encodeModel(randomTeacher(3, 8)));
-  const frames = await normalFrames(10, SIZE, path.join(work, "train"));
-  const bundle = path.join(work, "model");
-  await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: frames,
-    teacherFile: path.join(work, "teacher.onnx"),
-    outDir: bundle,
-    epochs: 2,
-    batchSize: 4,
-    imageSize: SIZE,
-    logger,
-    progress: false,
-  });
   const data = path.join(work, "category");
-  await mvtecCategory(data);
+  await mvtecCategory(data, { good: 3, blob: 3 });
   const r = await evaluate(bundle, data, logger);
   assert.equal(r.num_images, 6);
   assert.equal(r.num_good, 3);
@@ -62,11 +33,92 @@ test("eval reports the standard metrics for an MVTec-layout split and rejects ma
   assert.equal(c.true_positive + c.false_negative, 3);
   assert.equal(c.true_negative + c.false_positive, 3);
 
-  await sharp({ create: { width: SIZE / 2, height: SIZE / 2, channels: 3, background: "black" } })
+  await sharp({ create: { width: TINY_SIZE / 2, height: TINY_SIZE / 2, channels: 3, background: "black" } })
     .png()
     .toFile(path.join(data, "ground_truth/blob/001_mask.png"));
   await assert.rejects(evaluate(bundle, data, logger), {
     code: "ERR_MASK_SIZE",
     message: /001_mask\.png: mask is 32×32 but its image is 64×64/,
+  });
+});
+
+test("eval judges every part at the threshold: counts, defect types, false-alarm thresholds, seeded intervals", async () => {
+  const data = path.join(work, "two-types");
+  await mvtecCategory(data, { good: 4, blob: 3, scratch: 2 });
+  const base = await evaluate(bundle, data, logger);
+  assert.deepEqual(
+    base.images.map((im) => `${im.kind}/${path.basename(im.file)}`),
+    [
+      "blob/000.png",
+      "blob/001.png",
+      "blob/002.png",
+      "good/000.png",
+      "good/001.png",
+      "good/002.png",
+      "good/003.png",
+      "scratch/000.png",
+      "scratch/001.png",
+    ],
+  );
+  // a threshold between the 2nd and 3rd highest good score: exactly 2 false alarms, whatever the model learnt
+  const good = base.images
+    .filter((im) => im.label === 0)
+    .map((im) => im.score)
+    .sort((a, b) => b - a);
+  const threshold = (good[1]! + good[2]!) / 2;
+  const r = await evaluate(bundle, data, logger, { threshold });
+  const p = r.operating_points.at_threshold;
+  assert.equal(p.threshold, threshold);
+  assert.equal(p.rule, "--threshold");
+  assert.equal(p.false_alarms, 2);
+  assert.equal(p.good, 4);
+  const caught = r.images.filter((im) => im.label === 1 && im.score > threshold).length;
+  assert.equal(p.caught, caught);
+  assert.equal(p.defective, 5);
+  assert.deepEqual(
+    [r.at_threshold.true_positive, r.at_threshold.false_positive, r.at_threshold.false_negative],
+    [caught, 2, 5 - caught],
+  );
+  assert.equal(r.good_parts.false_alarms, 2);
+  assert.deepEqual(
+    r.by_defect_type.map((t) => [t.type, t.count, t.caught]),
+    [
+      ["blob", 3, r.images.filter((im) => im.kind === "blob" && im.score > threshold).length],
+      ["scratch", 2, r.images.filter((im) => im.kind === "scratch" && im.score > threshold).length],
+    ],
+  );
+  // 4 good parts cannot show 1 % or 0.1 %: both thresholds are the highest good score, with no false alarm
+  assert.equal(r.smallest_false_alarm_rate, 0.25);
+  for (const far of r.operating_points.false_alarm_targets) {
+    assert.equal(far.resolvable, false);
+    assert.equal(far.threshold, good[0]);
+    assert.equal(far.false_alarms, 0);
+  }
+  // the judged point's intervals hold its estimates, and the same seed gives the same intervals
+  assert.ok(p.caught_rate_95[0] <= p.caught_rate && p.caught_rate <= p.caught_rate_95[1]);
+  assert.ok(p.false_alarm_rate_95[0] <= 0.5 && 0.5 <= p.false_alarm_rate_95[1]);
+  const again = await evaluate(bundle, data, logger, { threshold });
+  assert.deepEqual(again.operating_points, r.operating_points);
+});
+
+test("an eval folder without defects, or without test/, is one line naming --data", async () => {
+  const data = path.join(work, "good-only");
+  await mvtecCategory(data, { good: 3 });
+  await assert.rejects(evaluate(bundle, data, logger), {
+    code: "ERR_INPUT_EMPTY",
+    message: new RegExp(`^--data ${data}: .*holds 3 good and 0 defective images; evaluating needs both`),
+  });
+  const cli = spawnSync(process.execPath, ["dist/src/main.cjs", "eval", "--model", bundle, "--data", data], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(cli.status, 1);
+  assert.match(
+    cli.stderr,
+    /^stpmd: --data \S+good-only: .*holds 3 good and 0 defective images; evaluating needs both .*\[ERR_INPUT_EMPTY\]\n$/,
+  );
+  await rm(path.join(data, "test"), { recursive: true });
+  await assert.rejects(evaluate(bundle, data, logger), {
+    message: new RegExp(`^--data ${data}: no test/ folder`),
   });
 });

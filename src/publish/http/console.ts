@@ -22,9 +22,9 @@ import { StpmdError } from "../../core/errors.js";
 import type { Frame } from "../../core/frame.js";
 import type { Logger } from "../../core/log.js";
 import { defectiveFlag, type InspectionResult, type Region, type Verdict } from "../../core/result.js";
+import { renderSnapshot } from "../../data/snapshot.js";
 import { type CommandExecutor, MAX_REQUEST_BYTES } from "../commands.js";
 import type { LineControl } from "../control.js";
-import { renderSnapshot } from "../snapshot.js";
 import { CONSOLE_ASSETS } from "./console-page.js";
 import { reply } from "./http-reply.js";
 

@@ -3,8 +3,8 @@ import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
+import { renderSnapshot } from "../../data/snapshot.js";
 import type { DurableQueue, OutboxMessage } from "../durable-queue.js";
-import { renderSnapshot } from "../snapshot.js";
 import {
   buildDefectPayload,
   defectEventId,

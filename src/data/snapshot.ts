@@ -1,7 +1,7 @@
 import sharp from "sharp";
 import { StpmdError } from "../core/errors.js";
 import type { Frame } from "../core/frame.js";
-import type { Region } from "../stpm/regions.js";
+import type { Region } from "../core/result.js";
 
 export interface SnapshotOptions {
   /** JPEG quality, 1–100. */

@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import sharp from "sharp";
 import { isStpmdError } from "../../src/core/errors.js";
 import type { Frame } from "../../src/core/frame.js";
-import { renderSnapshot } from "../../src/publish/snapshot.js";
+import { renderSnapshot } from "../../src/data/snapshot.js";
 import type { Region } from "../../src/stpm/regions.js";
 
 const WIDTH = 96;
