@@ -12,6 +12,8 @@ import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
+import { DEFAULT_PART_SCORE, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
+import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
 
@@ -159,10 +161,19 @@ program
     ruleOption(RETRAIN_RULES.thresholdSigma),
     RETRAIN_DEFAULTS.thresholdSigma,
   )
+  .addOption(
+    new Option(
+      "--part-score <aggregation>",
+      "how an image's anomaly map becomes its score: max, smoothed_max (max after a σ = 4 px Gaussian blur) or top_k_mean (mean of the largest 1 % of the map)",
+    )
+      .choices(PART_SCORE_AGGREGATIONS)
+      .default(DEFAULT_PART_SCORE),
+  )
   .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")
   .action(async (o) => {
     const logger = createLogger();
     const s = await retrain({
+      partScore: o.partScore,
       framesDir: o.frames,
       teacherFile: o.teacher,
       outDir: o.out,
@@ -185,7 +196,8 @@ program
     });
     console.log(
       `retrain done: bundle ${o.out} (model ${s.manifest.model_version}), ${s.trainImages} train / ${s.valImages} val images, ` +
-        `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
+        `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)} ` +
+        `(${describeFalseAlarms(s.predictedFalseAlarms)}), ` +
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
   });

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { bundleGeometry, loadBundle } from "../bundle/bundle.js";
+import { bundleGeometry, bundlePartScore, loadBundle } from "../bundle/bundle.js";
 import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest } from "../data/mvtec.js";
@@ -83,6 +83,8 @@ export async function evaluate(
       images.map((im) => im.rgb),
       geometry,
       batch,
+      undefined,
+      () => bundlePartScore(bundle.manifest),
     );
     maps.push(...r.maps);
     scores.push(...r.scores);
