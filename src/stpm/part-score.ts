@@ -16,7 +16,9 @@
  * OK (see anomaly-map.ts).
  */
 
-export const PART_SCORE_AGGREGATIONS = ["max", "smoothed_max", "top_k_mean"] as const;
+import { PART_SCORE_AGGREGATIONS } from "../config/index.js";
+
+export { PART_SCORE_AGGREGATIONS };
 export type PartScoreAggregation = (typeof PART_SCORE_AGGREGATIONS)[number];
 
 export type PartScore =
