@@ -34,7 +34,10 @@ const VARIANTS: PartScore[] = [
   { aggregation: "max" },
   { aggregation: "smoothed_max", sigma: 4 },
   { aggregation: "top_k_mean", k: 0.001 },
+  { aggregation: "top_k_mean", k: 0.005 },
   { aggregation: "top_k_mean", k: 0.01 },
+  { aggregation: "top_k_mean", k: 0.02 },
+  { aggregation: "top_k_mean", k: 0.05 },
 ];
 
 interface AtThreshold {
