@@ -12,7 +12,7 @@ import { startupProblems } from "../daemon/startup-checks.js";
 import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
-import { DEFAULT_PART_SCORE, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
+import { DEFAULT_PART_SCORE, describePartScore, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
 import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
@@ -197,6 +197,7 @@ program
     console.log(
       `retrain done: bundle ${o.out} (model ${s.manifest.model_version}), ${s.trainImages} train / ${s.valImages} val images, ` +
         `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)} ` +
+        `on ${describePartScore(s.manifest.score ?? { aggregation: "max" })} ` +
         `(${describeFalseAlarms(s.predictedFalseAlarms)}), ` +
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
