@@ -39,7 +39,9 @@ function beforeRows(): Map<string, Row> {
   for (const g of ["squash", "aspect", "tiled"]) {
     const file = `geometry-${g}.json`;
     if (!existsSync(join(DIR, file))) continue;
-    const r = read<EvalNumbers & { retrain_wall_s: number; epochs_run: number; stopped_reason: string }>(file);
+    const r = read<EvalNumbers & { retrain_wall_s: number; epochs_run: number; stopped_reason: string }>(
+      file,
+    );
     rows.set(`fryum-${g}`, {
       label: `before (${file}, seed 0)`,
       eval: r,
@@ -49,8 +51,16 @@ function beforeRows(): Map<string, Row> {
     });
   }
   if (existsSync(join(DIR, "verdicts-before-bottle.json"))) {
-    const r = read<{ eval: EvalNumbers; retrain_wall_s: number; epochs: string }>("verdicts-before-bottle.json");
-    rows.set("bottle", { label: "before", eval: r.eval, wall: r.retrain_wall_s, epochs: r.epochs, rss: undefined });
+    const r = read<{ eval: EvalNumbers; retrain_wall_s: number; epochs: string }>(
+      "verdicts-before-bottle.json",
+    );
+    rows.set("bottle", {
+      label: "before",
+      eval: r.eval,
+      wall: r.retrain_wall_s,
+      epochs: r.epochs,
+      rss: undefined,
+    });
   }
   return rows;
 }

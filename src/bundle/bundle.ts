@@ -7,6 +7,14 @@ import type { Logger } from "../core/log.js";
 import { ownProcessTag, parseProcessTag, processRunning } from "../core/process-identity.js";
 import { decodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { type Geometry, resizeGeometry, tileProblem } from "../stpm/geometry.js";
+import {
+  MAX_SCORE,
+  PART_SCORE_AGGREGATIONS,
+  type PartScore,
+  type PartScoreAggregation,
+  partScoreOf,
+  partScoreProblem,
+} from "../stpm/part-score.js";
 import { quantile, type ScoreStats, scoreStats } from "../stpm/statistics.js";
 import { sha256 } from "./teacher.js";
 
@@ -41,8 +49,20 @@ export interface Manifest {
   /** Image-score threshold: a frame is defective when its score is above it; regions are map > threshold. */
   threshold: number;
   threshold_rule: string;
+  /**
+   * How an image's map becomes its score (src/stpm/part-score.ts); `threshold`, `validation_scores` and
+   * `score_stats` are in this score. Absent in bundles written before it existed, which score by `max` (see
+   * {@link bundlePartScore}).
+   */
+  score?: PartScore;
   /** Validation image scores of the kept epoch, sorted, for quantile-based policies (collection margin). */
   validation_scores: number[];
+  /**
+   * The same validation images' scores under every aggregation with stpmd's parameters (partScoreOf), sorted, so
+   * that a camera may score by another aggregation than the bundle's and still get a threshold made from its own
+   * scores. Absent in bundles written before it existed.
+   */
+  validation_scores_by_aggregation?: Partial<Record<PartScoreAggregation, number[]>>;
   score_stats: ScoreStats;
   training: Record<string, unknown>;
 }
@@ -225,6 +245,68 @@ export function bundleGeometry(m: Pick<Manifest, "geometry" | "input">): Geometr
   return m.geometry ?? resizeGeometry(input);
 }
 
+/** How a bundle's maps become image scores: its manifest's `score`, or `max` for a bundle written before it. */
+export function bundlePartScore(m: Pick<Manifest, "score">): PartScore {
+  return m.score ?? MAX_SCORE;
+}
+
+/** What a camera that scores by `aggregation` is judged with under a bundle: the score and its threshold basis. */
+export interface ScoringBasis {
+  score: PartScore;
+  /** The bundle's own threshold carried over to this score: mean + the bundle's σ multiple · std of its scores. */
+  threshold: number;
+  /** Sorted ascending. */
+  validation_scores: number[];
+  score_stats: ScoreStats;
+}
+
+/**
+ * The scoring basis of a camera that asks for `aggregation` (undefined: the bundle's own). The bundle's own
+ * aggregation uses its threshold and scores as they are; another one uses the bundle's stored validation scores
+ * under that aggregation, with the bundle's threshold rule carried over as its σ multiple ((threshold − mean)/std
+ * of the bundle's own scores: retrain's rule is mean + k·std). Undefined when the bundle stores no such scores
+ * (written before issue 19): a threshold made in one score does not fit another, so the caller must refuse.
+ */
+export function scoringBasis(m: Manifest, aggregation?: PartScoreAggregation): ScoringBasis | undefined {
+  const own = bundlePartScore(m);
+  const asked = aggregation === undefined ? own : partScoreOf(aggregation);
+  if (aggregation === undefined || own.aggregation === aggregation) {
+    return {
+      score: own,
+      threshold: m.threshold,
+      validation_scores: m.validation_scores,
+      score_stats: m.score_stats,
+    };
+  }
+  const scores = m.validation_scores_by_aggregation?.[aggregation];
+  if (scores === undefined || scores.length === 0) return undefined;
+  const sorted = [...scores].sort((a, b) => a - b);
+  const stats = scoreStats(sorted);
+  const { mean, std } = m.score_stats;
+  const k = std > 0 ? (m.threshold - mean) / std : 0;
+  return {
+    score: asked,
+    threshold: stats.mean + k * stats.std,
+    validation_scores: sorted,
+    score_stats: stats,
+  };
+}
+
+/** Every aggregation's validation scores (sorted), for {@link Manifest.validation_scores_by_aggregation}. */
+export function scoresByAggregation(
+  score: (spec: PartScore) => number[],
+): Record<PartScoreAggregation, number[]> {
+  const out = {} as Record<PartScoreAggregation, number[]>;
+  for (const a of PART_SCORE_AGGREGATIONS) out[a] = score(partScoreOf(a)).sort((x, y) => x - y);
+  return out;
+}
+
+function scoreProblem(m: Manifest): string | undefined {
+  if (m.score === undefined) return undefined;
+  const problem = partScoreProblem(m.score);
+  return problem === undefined ? undefined : `score: ${problem}`;
+}
+
 function geometryProblem(m: Manifest): string | undefined {
   const g = m.geometry;
   if (g === undefined) return undefined;
@@ -279,7 +361,7 @@ function checkManifest(dir: string, m: unknown): Manifest {
       throw bundleError(dir, `${MANIFEST_FILE}: input.${k} must be a multiple of 16`);
     }
   }
-  const problem = geometryProblem(m as Manifest);
+  const problem = geometryProblem(m as Manifest) ?? scoreProblem(m as Manifest);
   if (problem) throw bundleError(dir, `${MANIFEST_FILE}: ${problem}`);
   return m as Manifest;
 }

@@ -14,6 +14,8 @@ import { evaluate } from "../eval/evaluate.js";
 import { REPORT_DEFAULTS } from "../eval/report.js";
 import { formatEvalSummary } from "../eval/summary.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
+import { DEFAULT_PART_SCORE, describePartScore, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
+import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
 
@@ -170,10 +172,19 @@ program
     ruleOption(RETRAIN_RULES.thresholdSigma),
     RETRAIN_DEFAULTS.thresholdSigma,
   )
+  .addOption(
+    new Option(
+      "--part-score <aggregation>",
+      "how an image's anomaly map becomes its score: max, smoothed_max (max after a σ = 4 px Gaussian blur) or top_k_mean (mean of the largest 1 % of the map)",
+    )
+      .choices(PART_SCORE_AGGREGATIONS)
+      .default(DEFAULT_PART_SCORE),
+  )
   .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")
   .action(async (o) => {
     const logger = createLogger();
     const s = await retrain({
+      partScore: o.partScore,
       framesDir: o.frames,
       teacherFile: o.teacher,
       outDir: o.out,
@@ -198,7 +209,9 @@ program
     });
     console.log(
       `retrain done: bundle ${o.out} (model ${s.manifest.model_version}), ${s.trainImages} train / ${s.valImages} val images, ` +
-        `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)}, ` +
+        `${s.skippedFiles.length} skipped, ${s.epochsRun} epochs (${s.stoppedReason}), best epoch ${s.bestEpoch}, threshold ${s.manifest.threshold.toPrecision(4)} ` +
+        `on ${describePartScore(s.manifest.score ?? { aggregation: "max" })} ` +
+        `(${describeFalseAlarms(s.predictedFalseAlarms)}), ` +
         `${s.wallTimeS.toFixed(0)} s (${s.secondsPerEpoch.toFixed(1)} s/epoch)`,
     );
     // a ceiling or budget that cut a still-falling curve: the user can give it more

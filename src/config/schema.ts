@@ -74,6 +74,13 @@ function reloads(rule: ReloadRule): { "x-reload": ReloadRule } {
 }
 
 /**
+ * How an image's anomaly map becomes its score: the names a camera's `score_aggregation` accepts. The method
+ * itself (and its parameters) is src/stpm/part-score.ts; the names live here because the config, the lowest
+ * layer that needs them, may not import the method.
+ */
+export const PART_SCORE_AGGREGATIONS = ["max", "smoothed_max", "top_k_mean"] as const;
+
+/**
  * The bounds of each threshold rule, in one place: the schema below, the one-line text of a refusal
  * ({@link THRESHOLD_RULE_TEXT}) and the interfaces' descriptions are all written from them.
  */
@@ -442,6 +449,13 @@ export const configSchema = Type.Object(
               `Image-score threshold of this camera, applied at run time without retraining: ${THRESHOLD_RULE_TEXT}. Default: the bundle's own threshold.`,
               reloads("live"),
             ),
+          ),
+          score_aggregation: Type.Optional(
+            Enum(PART_SCORE_AGGREGATIONS, {
+              description:
+                "How this camera's anomaly map becomes the part's score, instead of the bundle's own (its manifest's `score`; `max` for bundles before it): `max` (the largest pixel), `smoothed_max` (the largest pixel after a Gaussian blur of σ = 4 map pixels) or `top_k_mean` (the mean of the largest 1 % of the map). A threshold is made in one score and does not fit another: the threshold rule (or the bundle's own threshold) is applied to the bundle's validation scores under this aggregation, which bundles from `stpmd retrain` since issue 19 store; with an older bundle only a `threshold: {value}` rule is accepted, otherwise the camera keeps the bundle's aggregation and says so in one log line (docs/method-and-retraining.md).",
+              ...reloads("live"),
+            }),
           ),
         },
         { description: "One camera.", additionalProperties: false },

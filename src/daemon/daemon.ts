@@ -312,6 +312,7 @@ export class Daemon {
         errors: s.errors,
         model_version: this.registry.manifestOf(s)?.model_version ?? null,
         threshold: this.registry.thresholdOf(s),
+        predicted_false_alarms: this.registry.falseAlarmsOf(s),
       };
     }
     return out;

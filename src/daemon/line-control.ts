@@ -76,6 +76,8 @@ export class StationControl implements LineControl {
       model_version: manifest?.model_version ?? null,
       threshold: this.registry.thresholdOf(s),
       threshold_rule: s.thresholdRule ?? "bundle",
+      part_score: this.registry.partScoreOf(s),
+      predicted_false_alarms: this.registry.falseAlarmsOf(s),
       ...(s.last ? { last: s.last } : {}),
     };
   }

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { type Bundle, bundleGeometry, loadBundle, type Manifest } from "../bundle/bundle.js";
+import { type Bundle, bundleGeometry, bundlePartScore, loadBundle, type Manifest } from "../bundle/bundle.js";
 import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest, type TestSample } from "../data/mvtec.js";
@@ -165,6 +165,8 @@ async function scoreTestSet(
         images.map((im) => im.rgb),
         geometry,
         batch,
+        undefined,
+        () => bundlePartScore(bundle.manifest),
       );
       maps.push(...r.maps);
       scores.push(...r.scores);

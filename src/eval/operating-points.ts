@@ -6,7 +6,7 @@
  */
 import { StpmdError } from "../core/errors.js";
 import { Random } from "../stpm/random.js";
-import { resolveThreshold } from "../stpm/threshold.js";
+import { predictedFalseAlarmRate, resolveThreshold } from "../stpm/threshold.js";
 import { auroc } from "./metrics.js";
 
 /** A two-sided 95 % percentile bootstrap interval, `[low, high]`. */
@@ -44,6 +44,8 @@ export interface OperatingPoint {
 export interface ThresholdPoint extends OperatingPoint {
   /** Share of the bundle's validation scores above the threshold (null when it stores none). */
   predicted_false_alarm_rate: number | null;
+  /** Exact one-sided 95 % upper bound on that rate (null when the bundle stores no validation scores). */
+  predicted_false_alarm_upper95: number | null;
   validation_images: number;
 }
 
@@ -77,19 +79,6 @@ export interface ScoredPart {
   kind: string;
 }
 
-/**
- * Share of `validationScores` above `threshold`: the false-alarm rate the bundle's held-out normal images predict.
- * LEAD: swap for stpm/threshold.ts's predicted rate (the partscore branch) when it lands; eval shows whatever this
- * returns.
- */
-export function predictedFalseAlarmRate(
-  threshold: number,
-  validationScores: readonly number[],
-): number | null {
-  if (validationScores.length === 0) return null;
-  return validationScores.filter((s) => s > threshold).length / validationScores.length;
-}
-
 /** The ⌈n(1−p)⌉-th smallest good score: at most ⌊np⌋ good parts lie above it (the daemon's own rule). */
 export function falseAlarmThreshold(sortedGood: readonly number[], rate: number): number {
   return resolveThreshold(
@@ -111,9 +100,11 @@ export function thresholdPoint(
     shareAbove(d, threshold),
     shareAbove(g, threshold),
   ]);
+  const predicted = predictedFalseAlarmRate(threshold, validationScores);
   return {
     ...point(rule, threshold, good, defective, caughtRates!, falseAlarmRates!),
-    predicted_false_alarm_rate: predictedFalseAlarmRate(threshold, validationScores),
+    predicted_false_alarm_rate: predicted.rate,
+    predicted_false_alarm_upper95: predicted.upper95,
     validation_images: validationScores.length,
   };
 }

@@ -71,7 +71,7 @@ function pointsTable(r: EvalReport): string {
     const notes: string[] = [];
     if ("predicted_false_alarm_rate" in p && p.predicted_false_alarm_rate !== null) {
       notes.push(
-        `predicted ${formatPercent(p.predicted_false_alarm_rate)} false alarms by the bundle's ${p.validation_images} validation images`,
+        `predicted ${formatPercent(p.predicted_false_alarm_rate)} false alarms by the bundle's ${p.validation_images} validation images (at most ${formatPercent(p.predicted_false_alarm_upper95 ?? 1)} at 95 %)`,
       );
     }
     if ("resolvable" in p) notes.push(farNote(p, r.num_good));

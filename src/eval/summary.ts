@@ -9,7 +9,7 @@ export function formatEvalSummary(r: EvalReport): string[] {
   const predicted =
     judged.predicted_false_alarm_rate === null
       ? ""
-      : ` (${formatPercent(judged.predicted_false_alarm_rate)} predicted by ${judged.validation_images} validation images)`;
+      : ` (${formatPercent(judged.predicted_false_alarm_rate)} predicted by ${judged.validation_images} validation images, at most ${formatPercent(judged.predicted_false_alarm_upper95 ?? 1)} at 95 %)`;
   const lines = [
     `eval: image AUROC ${r.image_auroc.toFixed(4)}, pixel AUROC ${r.pixel_auroc.toFixed(4)}, AUPRO ${r.aupro.toFixed(4)}, ` +
       `image F1-max ${r.image_f1_max.toFixed(4)} on ${r.num_images} images (${r.num_good} good, ${r.num_defective} defective) in ${r.seconds.toFixed(1)} s`,

@@ -1,4 +1,4 @@
-import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
+import { bundleGeometry, bundlePartScore, type Manifest } from "../bundle/bundle.js";
 import type { Frame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RepeatLimiter } from "../core/repeat-limiter.js";
@@ -7,7 +7,9 @@ import { resizeRgb } from "../data/images.js";
 import type { SessionOptions } from "../onnx/ort.js";
 import type { Geometry } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
+import type { PartScore } from "../stpm/part-score.js";
 import { findRegions } from "../stpm/regions.js";
+import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 import { ScorerThread } from "./scorer-thread.js";
 
 interface LoadedModel {
@@ -19,6 +21,10 @@ interface LoadedModel {
 /** How one camera's frames are judged: its threshold for the model in service, and its ignore mask. */
 export interface StationView {
   threshold: number;
+  /** How the camera's maps become part scores; default the bundle's own aggregation. */
+  score?: PartScore;
+  /** The threshold's false-alarm rate as the bundle's validation normals predict it (status, console). */
+  falseAlarms?: PredictedFalseAlarms;
   /** 1 = ignored, at the model's capture size; undefined: nothing ignored. */
   ignore?: Uint8Array;
   /** Map pixels → source-frame pixels, carried into the result. */
@@ -129,6 +135,7 @@ export class Inspector {
     const { width, height } = geometry.capture;
     const rgbs = await Promise.all(frames.map((f) => this.atCaptureSize(f, width, height)));
     const views = frames.map((f) => station(f.cameraId, manifest));
+    const ownScore = bundlePartScore(manifest);
     // frames (resize) or tiles (tile mode) go to the inference thread in batches of maxBatch; the buffers are
     // transferred, not copied, and the maps come back the same way
     const { maps, scores } = await scoreImages(
@@ -137,6 +144,7 @@ export class Inspector {
       geometry,
       this.maxBatch,
       (i) => views[i]!.ignore,
+      (i) => views[i]!.score ?? ownScore,
     );
     const inferredTs = Date.now();
     return frames.map((frame, i) => {

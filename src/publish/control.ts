@@ -8,6 +8,7 @@
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
 import type { LastResult } from "../core/result.js";
+import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 import type { SinkHealth } from "./sink.js";
 
 export type { LastResult };
@@ -51,6 +52,10 @@ export interface CameraSnapshot {
   /** The image-score threshold in force, from `threshold_rule` and the bundle's validation scores. */
   threshold: number | null;
   threshold_rule: ThresholdRule | "bundle";
+  /** How the camera's maps become part scores ("max", "smoothed_max (σ = 4 px)", …); null without a model. */
+  part_score: string | null;
+  /** The threshold's false-alarm rate predicted by the bundle's validation normals (k/n, 95 % upper bound). */
+  predicted_false_alarms: PredictedFalseAlarms | null;
   last?: LastResult;
 }
 

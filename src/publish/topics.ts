@@ -2,6 +2,7 @@ import { COMMAND_TOPIC_LEVEL } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 import type { CameraState } from "../core/frame.js";
 import { defectiveFlag, type InspectionResult, type Verdict } from "../core/result.js";
+import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 
 /**
  * The MQTT API of the daemon: every topic it publishes (or reads) and the payload type on it, in one place so that the
@@ -43,6 +44,11 @@ export interface CameraStatus {
   model_version: string | null;
   /** The image-score threshold in force for this camera. */
   threshold: number | null;
+  /**
+   * How often that threshold would flag a normal part, as the bundle's validation normals predict it: the point
+   * estimate k/n and the 95 % upper bound (src/stpm/threshold.ts); null without a model.
+   */
+  predicted_false_alarms: PredictedFalseAlarms | null;
 }
 
 /** One output (result sink) in `<prefix>/status`. */

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
+import { bundleGeometry, bundlePartScore, type Manifest } from "../bundle/bundle.js";
 import { Camera } from "../capture/camera.js";
 import {
   type CameraConfig,
@@ -15,6 +15,8 @@ import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import { loadBinaryImage } from "../data/images.js";
 import type { StationView } from "../pipeline/inspector.js";
+import { describePartScore } from "../stpm/part-score.js";
+import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 import { type BatchConsumer, ModelSlot } from "./model-slot.js";
 import {
   MAX_PENDING_TRIGGERS,
@@ -99,6 +101,18 @@ export class StationRegistry {
   thresholdOf(station: Station): number | null {
     const manifest = this.manifestOf(station);
     return manifest ? station.threshold(manifest) : null;
+  }
+
+  /** The threshold's false-alarm rate as the validation normals of the station's model predict it; null without a model. */
+  falseAlarmsOf(station: Station): PredictedFalseAlarms | null {
+    const manifest = this.manifestOf(station);
+    return (manifest && station.view(manifest).falseAlarms) ?? null;
+  }
+
+  /** How the station's maps become part scores under its model ("max", "smoothed_max (σ = 4 px)"); null without a model. */
+  partScoreOf(station: Station): string | null {
+    const manifest = this.manifestOf(station);
+    return manifest ? describePartScore(station.view(manifest).score ?? bundlePartScore(manifest)) : null;
   }
 
   /** The validation image scores of the model a camera's frames are judged by (collection's yardstick). */

@@ -1,5 +1,11 @@
 import { isDeepStrictEqual } from "node:util";
-import { bundleGeometry, type Manifest } from "../bundle/bundle.js";
+import {
+  bundleGeometry,
+  bundlePartScore,
+  type Manifest,
+  type ScoringBasis,
+  scoringBasis,
+} from "../bundle/bundle.js";
 import type { Camera } from "../capture/camera.js";
 import { type CameraConfig, cameraChanges, type StpmdConfig, type ThresholdRule } from "../config/index.js";
 import type { Logger } from "../core/log.js";
@@ -9,7 +15,8 @@ import type { StationView } from "../pipeline/inspector.js";
 import { defectEventId } from "../publish/topics.js";
 import type { Geometry } from "../stpm/geometry.js";
 import { rasterisePolygons, resampleMask } from "../stpm/ignore.js";
-import { resolveThreshold } from "../stpm/threshold.js";
+import { describePartScore, type PartScore, partScoreOf } from "../stpm/part-score.js";
+import { predictedFalseAlarmRate, resolveThreshold } from "../stpm/threshold.js";
 
 /** Part ids a camera holds for triggers whose frame has not arrived yet; more are refused. */
 export const MAX_PENDING_TRIGGERS = 64;
@@ -139,8 +146,7 @@ export class Station {
   view(manifest: Manifest): StationView {
     const cached = this.views.get(manifest.model_version);
     if (cached) return cached;
-    const { value, warning } = resolveThreshold(this.thresholdRule, manifest);
-    if (warning) this.logger.warn({ camera: this.id, rule: this.thresholdRule }, warning);
+    const { score, threshold: value, validationScores } = this.scoring(manifest);
     const g = bundleGeometry(manifest);
     const { width, height } = g.capture;
     // the ROI, or without one the whole frame, taken to be the size the bundle was trained on
@@ -157,9 +163,47 @@ export class Station {
       else ignore = image;
     }
     const source = { x: area.x, y: area.y, scaleX: area.width / width, scaleY: area.height / height };
-    const view: StationView = { threshold: value, source, ...(ignore ? { ignore } : {}) };
+    const view: StationView = {
+      threshold: value,
+      score,
+      falseAlarms: predictedFalseAlarmRate(value, validationScores),
+      source,
+      ...(ignore ? { ignore } : {}),
+    };
     this.views.set(manifest.model_version, view);
     return view;
+  }
+
+  /**
+   * The part score and threshold this camera judges by under `manifest`: the camera's `score_aggregation` (or the
+   * bundle's own), with the threshold rule applied to the bundle's validation scores in that score. An old bundle
+   * has no scores in another aggregation, and a threshold made in one score does not fit another: then only a
+   * `{value}` rule can go with it, and otherwise the camera keeps the bundle's aggregation (one error line).
+   * Caveats (a false-alarm rate the validation set cannot show) are logged once per model version.
+   */
+  private scoring(manifest: Manifest): {
+    score: PartScore;
+    threshold: number;
+    validationScores: readonly number[];
+  } {
+    const asked = this.config.score_aggregation;
+    const rule = this.thresholdRule;
+    let basis: ScoringBasis | undefined = scoringBasis(manifest, asked);
+    if (basis === undefined && asked !== undefined && rule !== undefined && "value" in rule) {
+      // a fixed threshold fits any score: the operator chose it for this one; no validation scores to predict with
+      return { score: partScoreOf(asked), threshold: rule.value, validationScores: [] };
+    }
+    if (basis === undefined) {
+      const own = describePartScore(bundlePartScore(manifest));
+      this.logger.error(
+        { camera: this.id, score_aggregation: asked, model_version: manifest.model_version },
+        `camera ${this.id}: score_aggregation ${asked} refused for model ${manifest.model_version}: the bundle stores no validation scores in it, so no threshold fits (retrain the bundle, or give threshold: {value}); scoring by the bundle's ${own}`,
+      );
+      basis = scoringBasis(manifest)!;
+    }
+    const { value, warning } = resolveThreshold(rule, basis);
+    if (warning) this.logger.warn({ camera: this.id, rule }, `camera ${this.id}: ${warning}`);
+    return { score: basis.score, threshold: value, validationScores: basis.validation_scores };
   }
 
   record(r: InspectionResult, now: number): void {

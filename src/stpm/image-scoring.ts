@@ -1,5 +1,6 @@
 import { cutTile, cutTiles, type Geometry, planTiles, stitchTiles } from "./geometry.js";
 import { applyIgnoreMask } from "./ignore.js";
+import { MAX_SCORE, type PartScore, partScore } from "./part-score.js";
 import type { ScoredBatch } from "./scorer.js";
 
 /**
@@ -12,7 +13,7 @@ export type ScoreFn = (packed: Uint8Array, count: number) => Promise<ScoredBatch
 export interface ScoredImages {
   /** One anomaly map per image, at the geometry's capture size (a stitched map in tile mode). */
   maps: Float32Array[];
-  /** Image scores: each map's maximum after the ignore mask. */
+  /** Image scores: each map's part score ({@link partScore}) after the ignore mask. */
   scores: number[];
 }
 
@@ -22,7 +23,9 @@ export interface ScoredImages {
  * images as it takes and stitched back once each image's tiles are in. Training validation, eval and the daemon
  * all score through here, so they agree on tiling, stitching and masking.
  *
- * `ignore(i)` is image i's ignore mask at capture size (1 = ignored), applied before its score.
+ * `ignore(i)` is image i's ignore mask at capture size (1 = ignored), applied before its score; `aggregation(i)`
+ * how image i's map becomes its score (the bundle's, or its camera's). With `max` and no mask the graph's own
+ * ReduceMax is the score: no second pass over the map here.
  */
 export async function scoreImages(
   score: ScoreFn,
@@ -30,6 +33,7 @@ export async function scoreImages(
   geometry: Geometry,
   batch: number,
   ignore: (index: number) => Uint8Array | undefined = () => undefined,
+  aggregation: (index: number) => PartScore = () => MAX_SCORE,
 ): Promise<ScoredImages> {
   const { width, height } = geometry.input;
   const inputBytes = width * height * 3;
@@ -46,9 +50,9 @@ export async function scoreImages(
       const r = await score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {
         const map = r.maps.subarray(i * inputArea, (i + 1) * inputArea);
-        const mask = ignore(start + i);
-        // without a mask the graph's own ReduceMax is the score: no second pass over the map here
-        scores.push(mask ? applyIgnoreMask(map, mask) : r.scores[i]!);
+        scores.push(
+          imageScore(map, geometry.capture, ignore(start + i), aggregation(start + i), r.scores[i]!),
+        );
         maps.push(map);
       }
     }
@@ -81,12 +85,23 @@ export async function scoreImages(
     for (; stitched < done; stitched++) {
       const map = new Float32Array(geometry.capture.width * geometry.capture.height);
       const max = stitchTiles(tileMaps, plan, map, stitched * plan.count);
-      const mask = ignore(stitched);
-      scores.push(mask ? applyIgnoreMask(map, mask) : max);
+      scores.push(imageScore(map, geometry.capture, ignore(stitched), aggregation(stitched), max));
       maps.push(map);
     }
   }
   return { maps, scores };
+}
+
+/** One map's score: the ignore mask applied (in place), then the aggregation; `max` is the map's known maximum. */
+function imageScore(
+  map: Float32Array,
+  size: { width: number; height: number },
+  mask: Uint8Array | undefined,
+  spec: PartScore,
+  max: number,
+): number {
+  const masked = mask ? applyIgnoreMask(map, mask) : max;
+  return spec.aggregation === "max" ? masked : partScore(map, size.width, size.height, spec);
 }
 
 /**

@@ -6,10 +6,12 @@ import onnxProto from "onnx-proto";
 import {
   type Bundle,
   bundleGeometry,
+  bundlePartScore,
   loadBundle,
   type Manifest,
   recoverBundle,
   scoreStats,
+  scoresByAggregation,
   writeBundle,
 } from "../bundle/bundle.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
@@ -28,6 +30,7 @@ import { createSession, floatInput, ort } from "../onnx/ort.js";
 import { inferShapes } from "../onnx/shapes.js";
 import { type Geometry, resizeGeometry, type Size } from "../stpm/geometry.js";
 import { modelInputs, scoreImages } from "../stpm/image-scoring.js";
+import { type PartScore, partScore } from "../stpm/part-score.js";
 import { Scorer } from "../stpm/scorer.js";
 import { splitTrainVal } from "../stpm/split.js";
 
@@ -515,12 +518,13 @@ async function validationFiles(manifest: Manifest): Promise<string[] | undefined
   }
 }
 
-async function int8ValidationScores(
+/** The held-out images' int8 anomaly maps (capture size). */
+async function int8ValidationMaps(
   bundle: Bundle,
   teacher: Graph,
   student: Graph,
   files: string[],
-): Promise<number[]> {
+): Promise<Float32Array[]> {
   const { height, width, mean, std } = bundle.manifest.input;
   const geometry = bundleGeometry(bundle.manifest);
   const { capture } = geometry;
@@ -530,7 +534,7 @@ async function int8ValidationScores(
     const images = await Promise.all(
       files.map(async (f) => (await loadRgb(f, capture.width, capture.height, roi)).rgb),
     );
-    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).scores;
+    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).maps;
   } finally {
     await scorer.release();
   }
@@ -592,10 +596,15 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
   let thresholdSource: QuantizeBundleSummary["thresholdSource"] = "fp32";
   let threshold = m.threshold;
   let validation = m.validation_scores;
+  let byAggregation = m.validation_scores_by_aggregation;
   const valFiles = await validationFiles(m);
   if (valFiles && m.score_stats.std > 0) {
     const sigmas = (m.threshold - m.score_stats.mean) / m.score_stats.std;
-    validation = (await int8ValidationScores(bundle, teacher, student, valFiles)).sort((a, b) => a - b);
+    const maps = await int8ValidationMaps(bundle, teacher, student, valFiles);
+    const { width, height } = bundleGeometry(m).capture;
+    const scoreBy = (spec: PartScore): number[] => maps.map((map) => partScore(map, width, height, spec));
+    validation = scoreBy(bundlePartScore(m)).sort((a, b) => a - b);
+    byAggregation = scoresByAggregation(scoreBy);
     const stats = scoreStats(validation);
     threshold = stats.mean + sigmas * stats.std;
     thresholdSource = "int8-validation";
@@ -616,7 +625,9 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
     threshold,
     threshold_rule:
       thresholdSource === "int8-validation" ? `${m.threshold_rule} (int8 scores)` : m.threshold_rule,
+    ...(m.score ? { score: m.score } : {}),
     validation_scores: validation,
+    ...(byAggregation ? { validation_scores_by_aggregation: byAggregation } : {}),
     score_stats: scoreStats(validation),
     training: {
       ...m.training,

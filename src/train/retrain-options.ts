@@ -19,6 +19,7 @@ import {
   type Size,
   tiledGeometry,
 } from "../stpm/geometry.js";
+import type { PartScoreAggregation } from "../stpm/part-score.js";
 import type { EpochDecision } from "./early-stopping.js";
 import { type StudentLayout, studentLayout } from "./training-graph.js";
 
@@ -42,6 +43,8 @@ export interface RetrainOptions {
   valFraction: number;
   /** threshold = mean + thresholdSigma · std of the validation image scores. */
   thresholdSigma: number;
+  /** How a map becomes the image score (src/stpm/part-score.ts); default {@link DEFAULT_PART_SCORE}. */
+  partScore?: PartScoreAggregation;
   logger: Logger;
   /** Draw a progress bar on stderr (only when it is a terminal). */
   progress: boolean;

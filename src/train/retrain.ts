@@ -1,11 +1,23 @@
 import { performance } from "node:perf_hooks";
-import { type Manifest, recoverBundle, scoreStats, writeBundle } from "../bundle/bundle.js";
+import {
+  type Manifest,
+  recoverBundle,
+  scoreStats,
+  scoresByAggregation,
+  writeBundle,
+} from "../bundle/bundle.js";
 import type { Teacher } from "../bundle/teacher.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { ort } from "../onnx/ort.js";
 import { describeGeometry, type Geometry } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
+import { DEFAULT_PART_SCORE, describePartScore, partScore, partScoreOf } from "../stpm/part-score.js";
 import { Scorer } from "../stpm/scorer.js";
+import {
+  describeFalseAlarms,
+  type PredictedFalseAlarms,
+  predictedFalseAlarmRate,
+} from "../stpm/threshold.js";
 import type { StopRecord } from "./early-stopping.js";
 import { loadTrainingData, type TrainingData } from "./retrain-data.js";
 import { type TrainedStudent, trainStudent } from "./retrain-loop.js";
@@ -34,6 +46,8 @@ export interface RetrainSummary {
   stoppedReason: string;
   /** What ended the run, and whether the ceiling or budget cut a curve that was still improving. */
   stop: StopRecord;
+  /** The bundle's threshold on its own validation normals: how often it would flag a normal part. */
+  predictedFalseAlarms: PredictedFalseAlarms;
 }
 
 /**
@@ -62,21 +76,33 @@ async function finalizeBundle(
   const { input } = geometry;
   const { train, val, skipped, samples } = data;
   const { best, epochsRun, stop, trainSeconds } = trained;
-  // rescore the kept epoch with the Scorer: the threshold must hold for the graph the daemon runs
-  const keptScores = await validationScores(
+  // rescore the kept epoch with the Scorer: the threshold must hold for the graph the daemon runs; every
+  // aggregation's scores are kept, so a camera may score by another one with a threshold from its own scores
+  const valMaps = await validationMaps(
     teacher,
     layout,
     best.state,
     val.map((v) => v.rgb),
     geometry,
   );
-  const drift = Math.max(...keptScores.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
+  const { width, height } = geometry.capture;
+  const byAggregation = scoresByAggregation((spec) => valMaps.map((m) => partScore(m, width, height, spec)));
+  const score = partScoreOf(opts.partScore ?? DEFAULT_PART_SCORE);
+  // the per-epoch validator scores by the graph's maximum (it picks the epoch); the drift check compares like
+  const keptMax = valMaps.map((m) => partScore(m, width, height, partScoreOf("max")));
+  const keptScores = valMaps.map((m) => partScore(m, width, height, score));
+  const drift = Math.max(...keptMax.map((v, i) => Math.abs(v - best.scores[i]!) / Math.max(v, 1e-12)));
   opts.logger.debug({ max_relative_difference: drift }, "validation scores: per-epoch validator vs Scorer");
 
   const studentGraph = foldedStudentGraph(teacher.graph, layout, best.state);
   const sortedScores = [...keptScores].sort((a, b) => a - b);
   const stats = scoreStats(sortedScores);
   const threshold = stats.mean + opts.thresholdSigma * stats.std;
+  const predictedFalseAlarms = predictedFalseAlarmRate(threshold, sortedScores);
+  opts.logger.info(
+    { score: describePartScore(score), threshold, predicted_false_alarms: predictedFalseAlarms },
+    `threshold ${threshold.toPrecision(4)} (${describePartScore(score)}): ${describeFalseAlarms(predictedFalseAlarms)}`,
+  );
   const studentBytes = encodeModel(studentGraph, "stpm-student");
   const createdAt = new Date();
   const wallTimeS = (performance.now() - started) / 1000;
@@ -97,7 +123,9 @@ async function finalizeBundle(
     teacher_source_path: opts.teacherFile,
     threshold,
     threshold_rule: `mean + ${opts.thresholdSigma}·std of validation image scores`,
+    score,
     validation_scores: sortedScores,
+    validation_scores_by_aggregation: byAggregation,
     score_stats: stats,
     training: {
       frames_dir: opts.framesDir,
@@ -143,16 +171,18 @@ async function finalizeBundle(
     epochsRun,
     stoppedReason: stop.reason,
     stop,
+    predictedFalseAlarms,
   };
 }
 
-async function validationScores(
+/** The validation images' anomaly maps under the deployable Scorer (at capture size; stitched in tile mode). */
+async function validationMaps(
   teacher: Teacher,
   layout: StudentLayout,
   state: StudentState,
   images: Uint8Array[],
   geometry: Geometry,
-): Promise<number[]> {
+): Promise<Float32Array[]> {
   const student: Graph = foldedStudentGraph(teacher.graph, layout, state);
   const scorer = await Scorer.create(teacher.graph, student, {
     height: geometry.input.height,
@@ -161,7 +191,7 @@ async function validationScores(
     std: teacher.normalisation.std,
   });
   try {
-    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).scores;
+    return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).maps;
   } finally {
     await scorer.release();
   }

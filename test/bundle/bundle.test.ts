@@ -3,7 +3,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { loadBundle, quantile, scoreStats, writeBundle } from "../../src/bundle/bundle.js";
+import {
+  bundlePartScore,
+  loadBundle,
+  quantile,
+  scoreStats,
+  scoringBasis,
+  writeBundle,
+} from "../../src/bundle/bundle.js";
 import { randomTeacher } from "../../src/bundle/random-teacher.js";
 import { processStartTicks, processTag } from "../../src/core/process-identity.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
@@ -141,4 +148,44 @@ test("a write removes the temp directories of dead writers, never one of a write
   } finally {
     live.kill("SIGKILL");
   }
+});
+
+test("the part score round-trips through the manifest; a bundle without it scores by max; a bad one is refused", async () => {
+  const root = await tempDir();
+  const teacher = randomTeacher(1, 4);
+  const bytes = encodeModel(teacher);
+  const byAggregation = { max: [0.1, 0.2], smoothed_max: [0.05, 0.08], top_k_mean: [0.04, 0.06] };
+  const dir = path.join(root, "smoothed");
+  await writeBundle(dir, bytes, bytes, {
+    ...manifestFields("s1"),
+    score: { aggregation: "smoothed_max", sigma: 4 },
+    validation_scores: byAggregation.smoothed_max,
+    validation_scores_by_aggregation: byAggregation,
+  });
+  const loaded = (await loadBundle(dir)).manifest;
+  assert.deepEqual(bundlePartScore(loaded), { aggregation: "smoothed_max", sigma: 4 });
+  assert.deepEqual(loaded.validation_scores_by_aggregation, byAggregation);
+  // the bundle's own aggregation: its threshold as it is; another: the same σ multiple over that one's scores
+  assert.equal(scoringBasis(loaded)!.threshold, 0.5);
+  assert.equal(scoringBasis(loaded, "smoothed_max")!.threshold, 0.5);
+  const top = scoringBasis(loaded, "top_k_mean")!;
+  const k = (0.5 - loaded.score_stats.mean) / loaded.score_stats.std;
+  assert.ok(Math.abs(top.threshold - (0.05 + k * scoreStats([0.04, 0.06]).std)) < 1e-12);
+  assert.deepEqual(top.score, { aggregation: "top_k_mean", k: 0.01 });
+
+  const oldDir = path.join(root, "old");
+  await writeTiny(oldDir);
+  const old = (await loadBundle(oldDir)).manifest;
+  assert.equal(old.score, undefined);
+  assert.deepEqual(bundlePartScore(old), { aggregation: "max" });
+  assert.equal(scoringBasis(old, "max")!.threshold, 0.5);
+  assert.equal(scoringBasis(old, "smoothed_max"), undefined);
+
+  const file = path.join(dir, "manifest.json");
+  const good = JSON.parse(await readFile(file, "utf8"));
+  await writeFile(file, JSON.stringify({ ...good, score: { aggregation: "mean" } }));
+  await assert.rejects(loadBundle(dir), {
+    code: "ERR_BUNDLE_INVALID",
+    message: /manifest\.json: score: aggregation must be one of max, smoothed_max, top_k_mean$/,
+  });
 });

@@ -99,6 +99,12 @@ test("an operator watches and drives the real daemon from the console in Chromiu
       /^defect: frame \d+/,
     );
     assert.equal(await cam1.locator("[data-role=rule]").textContent(), "fixed");
+    // a threshold below every validation score: all n validation normals would be flagged
+    assert.match((await cam1.locator("[data-role=far]").textContent()) ?? "", /^100 % \(≤ 100 %\) of \d+$/);
+    assert.equal(
+      await cam1.locator("[data-role=aggregation]").textContent(),
+      "top_k_mean (k = 1 % of the map)",
+    ); // retrain's default
     // every control is off until an operator logs in
     assert.equal(await cam1.locator("[data-role=set-threshold]").isDisabled(), true);
     assert.equal(await page.locator("#reload").isDisabled(), true);

@@ -4,7 +4,6 @@ import {
   defectTypeRows,
   falseAlarmPoint,
   falseAlarmThreshold,
-  predictedFalseAlarmRate,
   type ScoredPart,
   thresholdPoint,
 } from "../../src/eval/operating-points.js";
@@ -22,8 +21,12 @@ test("parts caught and false alarms at a threshold: strictly above it, as the da
     [2, 4, 1, 5, 0.5, 0.2],
   );
   assert.equal(p.predicted_false_alarm_rate, 0.25);
+  // 1 of 4 above: the exact one-sided 95 % bound solves (1 − p)⁴ + 4p(1 − p)³ = 0.05, p ≈ 0.7514
+  assert.ok(Math.abs(p.predicted_false_alarm_upper95! - 0.7514) < 1e-3);
   assert.equal(p.validation_images, 4);
-  assert.equal(predictedFalseAlarmRate(0.4, []), null);
+  const none = thresholdPoint(parts, 0.4, "the bundle's threshold", []);
+  assert.equal(none.predicted_false_alarm_rate, null);
+  assert.equal(none.predicted_false_alarm_upper95, null);
 });
 
 test("a false-alarm-rate threshold lets ⌊n·rate⌋ good parts above it, and says when n cannot show the rate", () => {

@@ -53,6 +53,8 @@ export class TestLineControl implements LineControl {
         model_version: "20261201T000000Z",
         threshold,
         threshold_rule: "bundle",
+        part_score: "max",
+        predicted_false_alarms: { false_alarms: 0, normals: 30, rate: 0, upper95: 0.095 },
       });
     }
   }

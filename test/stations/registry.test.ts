@@ -47,6 +47,11 @@ const LIVE_CASES: Record<string, { patch: Partial<CameraPatch>; applied: (r: Sta
       patch: { threshold: { value: 123 } },
       applied: (r) => r.thresholdOf(r.require("a")) === 123,
     },
+    // the test bundle predates issue 19 (no scores per aggregation), so the override needs a fixed threshold
+    score_aggregation: {
+      patch: { score_aggregation: "top_k_mean", threshold: { value: 123 } },
+      applied: (r) => r.partScoreOf(r.require("a")) === "top_k_mean (k = 1 % of the map)",
+    },
     ignore: {
       patch: {
         ignore: {

@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
 import sharp from "sharp";
-import type { Manifest } from "../../src/bundle/bundle.js";
+import { type Manifest, scoreStats } from "../../src/bundle/bundle.js";
 import { createLogger } from "../../src/core/log.js";
 import { loadBinaryImage } from "../../src/data/images.js";
 import { roiWarnings, Station } from "../../src/stations/station.js";
 import { resizeGeometry, tiledGeometry } from "../../src/stpm/geometry.js";
 import { cameraConfig } from "../helpers/config.js";
+import { capturingLogger } from "../helpers/logs.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
@@ -80,4 +81,86 @@ test("a camera's ROI that differs in aspect (or, for tiles, in size) from its bu
     roiWarnings(camera({ x: 0, y: 0, width: 400, height: 200 }), tiled)[0] ?? "",
     /ROI 400×200 differs in size from the 800×400 its tiled bundle was trained on/,
   );
+});
+
+test("a camera's score_aggregation gets a threshold from the bundle's scores in it; an old bundle refuses it unless the threshold is a value", () => {
+  const { logger: log, lines } = capturingLogger("warn");
+  const own = Array.from({ length: 30 }, (_, i) => 0.1 + i / 1000); // 0.100 … 0.129
+  const smoothed = Array.from({ length: 30 }, (_, i) => 0.05 + i / 1000); // 0.050 … 0.079
+  const stats = scoreStats(own);
+  const base = {
+    model_version: "m1",
+    // retrain's rule, mean + 3·std of its own scores
+    threshold: stats.mean + 3 * stats.std,
+    validation_scores: own,
+    score_stats: stats,
+    input: { width: 32, height: 32 },
+  };
+  const withScores = {
+    ...base,
+    score: { aggregation: "max" },
+    validation_scores_by_aggregation: { max: own, smoothed_max: smoothed, top_k_mean: own },
+  } as unknown as Manifest;
+  const smoothedCamera = new Station(
+    cameraConfig({ id: "cam", source: "videotestsrc", score_aggregation: "smoothed_max" }),
+    "/models/x",
+    log,
+  );
+  const view = smoothedCamera.view(withScores);
+  assert.deepEqual(view.score, { aggregation: "smoothed_max", sigma: 4 });
+  // the same σ multiple over the smoothed scores: their spread equals the max scores', 0.05 lower
+  assert.ok(Math.abs(view.threshold - (base.threshold - 0.05)) < 1e-12);
+  assert.deepEqual(view.falseAlarms, {
+    false_alarms: 0,
+    normals: 30,
+    rate: 0,
+    upper95: 1 - 0.05 ** (1 / 30),
+  });
+  assert.equal(lines.length, 0);
+
+  // a bundle from before issue 19: no smoothed scores, so no threshold fits
+  const old = { ...base, model_version: "m0" } as unknown as Manifest;
+  const refused = smoothedCamera.view(old);
+  assert.deepEqual(refused.score, { aggregation: "max" });
+  assert.equal(refused.threshold, base.threshold);
+  assert.equal(lines.length, 1);
+  assert.match(
+    String(lines[0]!.msg),
+    /^camera cam: score_aggregation smoothed_max refused for model m0: the bundle stores no validation scores in it, so no threshold fits \(retrain the bundle, or give threshold: \{value\}\); scoring by the bundle's max$/,
+  );
+  const fixed = new Station(
+    cameraConfig({
+      id: "cam",
+      source: "videotestsrc",
+      score_aggregation: "top_k_mean",
+      threshold: { value: 0.2 },
+    }),
+    "/models/x",
+    log,
+  ).view(old);
+  assert.deepEqual(fixed.score, { aggregation: "top_k_mean", k: 0.01 });
+  assert.equal(fixed.threshold, 0.2);
+  assert.equal(lines.length, 1);
+});
+
+test("a false_alarm_rate the validation set is too small for is said once, with the normals it needs", () => {
+  const { logger: log, lines } = capturingLogger("warn");
+  const scores = Array.from({ length: 30 }, (_, i) => i / 100);
+  const manifest = {
+    model_version: "m1",
+    threshold: 0.5,
+    validation_scores: scores,
+    score_stats: scoreStats(scores),
+    input: { width: 32, height: 32 },
+  } as unknown as Manifest;
+  const station = new Station(
+    cameraConfig({ id: "cam", source: "videotestsrc", threshold: { false_alarm_rate: 0.01 } }),
+    "/models/x",
+    log,
+  );
+  const view = station.view(manifest);
+  station.view(manifest);
+  assert.equal(view.threshold, 0.29);
+  assert.equal(lines.length, 1);
+  assert.match(String(lines[0]!.msg), /needs at least 523 held-out normals/);
 });

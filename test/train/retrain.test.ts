@@ -268,3 +268,34 @@ test("a validation fraction that leaves nothing to train on is refused before th
     ["geometry"],
   );
 });
+
+test("retrain scores the threshold by its --part-score, stores every aggregation's scores, and predicts the false-alarm rate", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(10, 32, path.join(dir, "frames"));
+  const out = path.join(dir, "bundle");
+  const s = await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: frames,
+    teacherFile: await teacherFile(dir),
+    outDir: out,
+    epochs: 1,
+    batchSize: 4,
+    imageSize: 32,
+    partScore: "top_k_mean",
+    logger,
+    progress: false,
+  });
+  const m = (await loadBundle(out)).manifest;
+  assert.deepEqual(m.score, { aggregation: "top_k_mean", k: 0.01 });
+  const by = m.validation_scores_by_aggregation!;
+  assert.deepEqual(Object.keys(by).sort(), ["max", "smoothed_max", "top_k_mean"]);
+  assert.deepEqual(m.validation_scores, by.top_k_mean);
+  assert.equal(by.max!.length, s.valImages);
+  // each image's top-1 % mean (here the top 10 of 1024 pixels) is at most its maximum
+  for (let i = 0; i < s.valImages; i++) assert.ok(by.top_k_mean![i]! <= by.max![by.max!.length - 1]!);
+  const stats = m.score_stats;
+  assert.ok(Math.abs(m.threshold - (stats.mean + 3 * stats.std)) < 1e-12);
+  const above = m.validation_scores.filter((v) => v > m.threshold).length;
+  assert.equal(s.predictedFalseAlarms.false_alarms, above);
+  assert.equal(s.predictedFalseAlarms.normals, s.valImages);
+});

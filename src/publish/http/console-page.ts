@@ -101,6 +101,13 @@ function ruleText(rule) {
   return key === "value" ? "fixed" : key + " " + value;
 }
 
+// "0 % (≤ 9.5 %) of 30": the threshold's predicted false-alarm rate on the bundle's validation normals
+function falseAlarmText(p) {
+  if (!p || p.rate === null) return "–";
+  const pct = (x) => Number((x * 100).toPrecision(2)) + " %";
+  return pct(p.rate) + " (≤ " + pct(p.upper95) + ") of " + p.normals;
+}
+
 function card(id) {
   let c = cards.get(id);
   if (c) return c;
@@ -116,7 +123,7 @@ function card(id) {
   const values = {};
   const dl = el("dl");
   for (const [key, label] of [["fps", "fps"], ["inspected", "inspected"], ["defects", "defects"], ["errors", "errors"], ["threshold", "threshold"],
-    ["rule", "rule"], ["bad", "bad frames"], ["dropped", "dropped"], ["model", "model"]]) {
+    ["rule", "rule"], ["far", "false alarms"], ["aggregation", "part score"], ["bad", "bad frames"], ["dropped", "dropped"], ["model", "model"]]) {
     values[key] = el("dd", { "data-role": key }, "–");
     dl.append(el("dt", {}, label), values[key]);
   }
@@ -170,6 +177,9 @@ function renderStatus(s) {
     c.values.errors.textContent = cam.errors;
     c.values.threshold.textContent = fmt(cam.threshold);
     c.values.rule.textContent = ruleText(cam.threshold_rule);
+    c.values.far.textContent = falseAlarmText(cam.predicted_false_alarms);
+    c.values.far.title = "predicted false-alarm rate of the threshold on the bundle's validation normals, with its 95 % upper bound";
+    c.values.aggregation.textContent = cam.part_score ?? "–";
     c.values.bad.textContent = cam.bad_frames;
     c.values.dropped.textContent = cam.dropped_frames;
     c.values.model.textContent = cam.model_version ?? "–";

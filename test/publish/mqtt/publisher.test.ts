@@ -160,6 +160,7 @@ describe("Publisher against a real mosquitto", () => {
           errors: 1,
           model_version: "stpm-test-1",
           threshold: 0.5,
+          predicted_false_alarms: { false_alarms: 1, normals: 42, rate: 1 / 42, upper95: 0.11 },
         },
       },
       outputs: { opcua: { ok: false, durable: false, detail: "not listening", failed_batches: 2 } },
@@ -235,6 +236,7 @@ describe("Publisher against a real mosquitto", () => {
         errors: 1,
         model_version: "stpm-test-1",
         threshold: 0.5,
+        predicted_false_alarms: { false_alarms: 1, normals: 42, rate: 1 / 42, upper95: 0.11 },
       },
     });
     assert.deepEqual(status.outputs, {
