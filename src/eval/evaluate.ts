@@ -3,7 +3,7 @@ import { bundleGeometry, loadBundle } from "../bundle/bundle.js";
 import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest } from "../data/mvtec.js";
-import { describeGeometry, type Roi } from "../stpm/geometry.js";
+import { describeGeometry, marginOf, type Roi } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
 import { aupro, auroc, f1Max, pixelAuroc } from "./metrics.js";
@@ -62,6 +62,7 @@ export async function evaluate(
     width: geometry.input.width,
     mean,
     std,
+    margin: marginOf(geometry),
   });
   const maps: Float32Array[] = [];
   const masks: Uint8Array[] = [];

@@ -3,7 +3,7 @@ import { type Manifest, recoverBundle, scoreStats, writeBundle } from "../bundle
 import type { Teacher } from "../bundle/teacher.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { ort } from "../onnx/ort.js";
-import { describeGeometry, type Geometry } from "../stpm/geometry.js";
+import { describeGeometry, type Geometry, marginOf } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
 import { loadTrainingData, type TrainingData } from "./retrain-data.js";
@@ -148,6 +148,7 @@ async function validationScores(
   const scorer = await Scorer.create(teacher.graph, student, {
     height: geometry.input.height,
     width: geometry.input.width,
+    margin: marginOf(geometry),
     mean: teacher.normalisation.mean,
     std: teacher.normalisation.std,
   });
