@@ -318,16 +318,16 @@ export async function benchBundle(
   const options = scoringOptions(bundle.manifest);
   const { height, width, margin } = options;
   const rng = new Random(12345);
-  const frames = new Uint8Array(8 * (height + 2 * margin) * (width + 2 * margin) * 3).map(() => Math.floor(rng.next() * 256));
+  const frames = new Uint8Array(8 * (height + 2 * margin) * (width + 2 * margin) * 3).map(() =>
+    Math.floor(rng.next() * 256),
+  );
   const rows: BenchRow[] = [];
   let cpuScores: Float32Array | undefined;
   for (const { provider, config } of providers) {
-    const scorer = await Scorer.create(
-      bundle.teacher,
-      bundle.student,
-      options,
-      { providers: ortProviders([config]), ...(intraOpThreads ? { intraOpThreads } : {}) },
-    );
+    const scorer = await Scorer.create(bundle.teacher, bundle.student, options, {
+      providers: ortProviders([config]),
+      ...(intraOpThreads ? { intraOpThreads } : {}),
+    });
     try {
       const { scores } = await scorer.score(frames, 8);
       if (provider === "cpu") cpuScores = scores;

@@ -32,17 +32,12 @@ async function handle(msg: WorkerRequest): Promise<void> {
   if (msg.type === "load") {
     try {
       const bundle = await loadBundle(msg.dir);
-      const loaded = await Scorer.create(
-        bundle.teacher,
-        bundle.student,
-        scoringOptions(bundle.manifest),
-        {
-          providers: msg.providers,
-          intraOpThreads: msg.intraOpThreads,
-          onFallback: (provider, reason) =>
-            port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
-        },
-      );
+      const loaded = await Scorer.create(bundle.teacher, bundle.student, scoringOptions(bundle.manifest), {
+        providers: msg.providers,
+        intraOpThreads: msg.intraOpThreads,
+        onFallback: (provider, reason) =>
+          port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
+      });
       // every loader of a serving model comes through here (start, check-config, the watch, SIGHUP), so a model that
       // cannot judge a frame is refused before any of them accepts it
       const problem = await loaded.probe();

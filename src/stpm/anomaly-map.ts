@@ -59,7 +59,12 @@ export function anomalyMapNodes(
   let product = levelMaps[0]!;
   for (const level of levelMaps.slice(1)) product = b.op("Mul", [product, level]);
   if (m > 0) {
-    product = b.op("Slice", [product, b.ints([m, m]), b.ints([m + size.height, m + size.width]), b.ints([2, 3])]);
+    product = b.op("Slice", [
+      product,
+      b.ints([m, m]),
+      b.ints([m + size.height, m + size.width]),
+      b.ints([2, 3]),
+    ]);
   }
   b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: [names.map], attrs: {} });
   // The score is the map's maximum, and not a number when any pixel is not: ORT's ReduceMax skips a NaN unless it
