@@ -235,6 +235,17 @@ async function measure(
   };
 }
 
+/** A Markdown table laid out as Biome formats it: columns padded, the first left-aligned, the others right. */
+function table(header: string[], body: string[][]): string[] {
+  const widths = header.map((h, c) => Math.max(h.length, ...body.map((r) => r[c]!.length)));
+  const cell = (v: string, c: number) => (c === 0 ? v.padEnd(widths[c]!) : v.padStart(widths[c]!));
+  return [
+    `| ${header.map(cell).join(" | ")} |`,
+    `| ${widths.map((w, c) => (c === 0 ? "-".repeat(w) : `${"-".repeat(w - 1)}:`)).join(" | ")} |`,
+    ...body.map((r) => `| ${r.map(cell).join(" | ")} |`),
+  ];
+}
+
 function markdown(rows: Row[]): string {
   const lines = [
     `# Parts touching the frame edge: context margin (issue 19)`,
@@ -245,14 +256,37 @@ function markdown(rows: Row[]): string {
       "of the edge. Caught / false alarms at the bundle's own threshold (mean + 3σ of validation scores). " +
       "Timings on the shared 2-core machine under other jobs' load: compare within a run only.",
     "",
-    "| data | margin | image AUROC | border defects | interior | pixel AUROC | normal max near edge | caught border | caught interior | false alarms | s/epoch | ms/frame |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...table(
+      [
+        "data",
+        "margin",
+        "image AUROC",
+        "border defects",
+        "interior",
+        "pixel AUROC",
+        "normal max near edge",
+        "caught border",
+        "caught interior",
+        "false alarms",
+        "s/epoch",
+        "ms/frame",
+      ],
+      rows.map((r) => [
+        r.data,
+        String(r.margin),
+        r.image_auroc.toFixed(3),
+        r.image_auroc_border.toFixed(3),
+        r.image_auroc_interior.toFixed(3),
+        r.pixel_auroc.toFixed(3),
+        `${(100 * r.normal_maxima_near_edge).toFixed(0)} %`,
+        `${r.caught_border}/${r.defects.border}`,
+        `${r.caught_interior}/${r.defects.interior}`,
+        `${r.false_alarms}/${r.normals}`,
+        String(r.seconds_per_epoch),
+        String(r.ms_per_frame),
+      ]),
+    ),
   ];
-  for (const r of rows) {
-    lines.push(
-      `| ${r.data} | ${r.margin} | ${r.image_auroc.toFixed(3)} | ${r.image_auroc_border.toFixed(3)} | ${r.image_auroc_interior.toFixed(3)} | ${r.pixel_auroc.toFixed(3)} | ${(100 * r.normal_maxima_near_edge).toFixed(0)} % | ${r.caught_border}/${r.defects.border} | ${r.caught_interior}/${r.defects.interior} | ${r.false_alarms}/${r.normals} | ${r.seconds_per_epoch} | ${r.ms_per_frame} |`,
-    );
-  }
   lines.push("", `Command: \`node dist/benchmarks/border.js ${process.argv.slice(2).join(" ")}\``, "");
   return lines.join("\n");
 }
