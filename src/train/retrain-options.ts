@@ -188,6 +188,14 @@ function checkOptionValues(opts: RetrainOptions): void {
     const problem = inputSizeProblem(size);
     if (problem) throw optionError("--image-size", `${size.width}x${size.height}`, problem);
   }
+  if (opts.margin !== undefined) {
+    // its own numbers now; whether the area has room for it once the geometry is known (retrainGeometry)
+    const problem = marginProblem(opts.margin, {
+      width: Number.POSITIVE_INFINITY,
+      height: Number.POSITIVE_INFINITY,
+    });
+    if (problem) throw optionError(RETRAIN_RULES.margin.flag, opts.margin, problem);
+  }
   if (opts.roi) {
     const { x, y, width, height } = opts.roi;
     const problem = roiFieldsProblem(opts.roi);
