@@ -6,7 +6,7 @@ import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { ownProcessTag, parseProcessTag, processRunning } from "../core/process-identity.js";
 import { decodeModel, type Graph } from "../onnx/onnx-graph.js";
-import { type Geometry, resizeGeometry, tileProblem } from "../stpm/geometry.js";
+import { type Geometry, marginOf, marginProblem, resizeGeometry, tileProblem } from "../stpm/geometry.js";
 import {
   MAX_SCORE,
   PART_SCORE_AGGREGATIONS,
@@ -239,6 +239,21 @@ async function restoreNewestOld(
   return newest;
 }
 
+/**
+ * How a bundle's scoring graph is built: its input (the inspected area's model size), normalisation and context
+ * margin (0 for bundles that predate it, whose graph is then exactly as before).
+ */
+export function scoringOptions(m: Pick<Manifest, "geometry" | "input">): {
+  height: number;
+  width: number;
+  mean: number[];
+  std: number[];
+  margin: number;
+} {
+  const { height, width, mean, std } = m.input;
+  return { height, width, mean, std, margin: marginOf(bundleGeometry(m)) };
+}
+
 /** A bundle's geometry: the recorded one, or a plain resize to its input for bundles that predate geometry. */
 export function bundleGeometry(m: Pick<Manifest, "geometry" | "input">): Geometry {
   const input = { width: m.input.width, height: m.input.height };
@@ -315,6 +330,10 @@ function geometryProblem(m: Manifest): string | undefined {
   }
   if (g.input?.width !== m.input.width || g.input?.height !== m.input.height) {
     return "geometry.input differs from input";
+  }
+  if (g.margin !== undefined) {
+    const problem = marginProblem(g.margin, g.mode === "resize" ? g.input : g.capture);
+    if (problem) return `geometry.margin ${g.margin} ${problem}`;
   }
   if (g.mode === "resize") {
     return g.capture?.width === g.input.width && g.capture?.height === g.input.height

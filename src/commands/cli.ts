@@ -155,6 +155,12 @@ program
     RETRAIN_DEFAULTS.scale,
   )
   .option(
+    "--margin <px>",
+    "context margin: model-input pixels fed around the inspected area (reflected at the frame's edge, a tile's neighbours at seams) and cropped from the map; a multiple of 8",
+    ruleOption(RETRAIN_RULES.margin),
+    RETRAIN_DEFAULTS.margin,
+  )
+  .option(
     "--seed <n>",
     "seed for initialisation, split and batch order",
     ruleOption(RETRAIN_RULES.seed),
@@ -196,6 +202,7 @@ program
       imageSize: o.imageSize,
       ...(o.roi ? { roi: o.roi } : {}),
       ...(o.tile ? { tile: { size: o.tile, overlap: o.tileOverlap, scale: o.scale } } : {}),
+      margin: o.margin,
       seed: o.seed,
       valFraction: o.valFraction,
       thresholdSigma: o.thresholdSigma,

@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { loadBundle } from "../bundle/bundle.js";
+import { loadBundle, scoringOptions } from "../bundle/bundle.js";
 import type { ExecutionProviderConfig } from "../config/index.js";
 import { loadConfig } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
@@ -315,18 +315,19 @@ export async function benchBundle(
   intraOpThreads = 0,
 ): Promise<BenchRow[]> {
   const bundle = await loadBundle(bundleDir);
-  const { height, width, mean, std } = bundle.manifest.input;
+  const options = scoringOptions(bundle.manifest);
+  const { height, width, margin } = options;
   const rng = new Random(12345);
-  const frames = new Uint8Array(8 * height * width * 3).map(() => Math.floor(rng.next() * 256));
+  const frames = new Uint8Array(8 * (height + 2 * margin) * (width + 2 * margin) * 3).map(() =>
+    Math.floor(rng.next() * 256),
+  );
   const rows: BenchRow[] = [];
   let cpuScores: Float32Array | undefined;
   for (const { provider, config } of providers) {
-    const scorer = await Scorer.create(
-      bundle.teacher,
-      bundle.student,
-      { height, width, mean, std },
-      { providers: ortProviders([config]), ...(intraOpThreads ? { intraOpThreads } : {}) },
-    );
+    const scorer = await Scorer.create(bundle.teacher, bundle.student, options, {
+      providers: ortProviders([config]),
+      ...(intraOpThreads ? { intraOpThreads } : {}),
+    });
     try {
       const { scores } = await scorer.score(frames, 8);
       if (provider === "cpu") cpuScores = scores;

@@ -3,7 +3,7 @@ import { type Bundle, bundleGeometry, bundlePartScore, loadBundle, type Manifest
 import type { Logger } from "../core/log.js";
 import { loadMask, loadRgb } from "../data/images.js";
 import { listMvtecTest, type TestSample } from "../data/mvtec.js";
-import { describeGeometry, type Geometry, type Roi } from "../stpm/geometry.js";
+import { describeGeometry, type Geometry, marginOf, type Roi } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
 import { Scorer } from "../stpm/scorer.js";
 import { aupro, auroc, f1Max, pixelAuroc } from "./metrics.js";
@@ -144,6 +144,7 @@ async function scoreTestSet(
     width: geometry.input.width,
     mean,
     std,
+    margin: marginOf(geometry),
   });
   const maps: Float32Array[] = [];
   const masks: Uint8Array[] = [];

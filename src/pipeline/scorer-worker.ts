@@ -1,5 +1,5 @@
 import { parentPort } from "node:worker_threads";
-import { loadBundle } from "../bundle/bundle.js";
+import { loadBundle, scoringOptions } from "../bundle/bundle.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
 import type { ort } from "../onnx/ort.js";
 import { Scorer } from "../stpm/scorer.js";
@@ -32,18 +32,12 @@ async function handle(msg: WorkerRequest): Promise<void> {
   if (msg.type === "load") {
     try {
       const bundle = await loadBundle(msg.dir);
-      const { height, width, mean, std } = bundle.manifest.input;
-      const loaded = await Scorer.create(
-        bundle.teacher,
-        bundle.student,
-        { height, width, mean, std },
-        {
-          providers: msg.providers,
-          intraOpThreads: msg.intraOpThreads,
-          onFallback: (provider, reason) =>
-            port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
-        },
-      );
+      const loaded = await Scorer.create(bundle.teacher, bundle.student, scoringOptions(bundle.manifest), {
+        providers: msg.providers,
+        intraOpThreads: msg.intraOpThreads,
+        onFallback: (provider, reason) =>
+          port.postMessage({ type: "fallback", provider, reason } satisfies WorkerReply),
+      });
       // every loader of a serving model comes through here (start, check-config, the watch, SIGHUP), so a model that
       // cannot judge a frame is refused before any of them accepts it
       const problem = await loaded.probe();

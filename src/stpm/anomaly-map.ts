@@ -32,16 +32,19 @@ export interface LevelFeatures {
 
 /**
  * Adds the anomaly map (N×H×W, `size` being the model input) and the image scores (N) of `levels` to `b`, under
- * the tensor names `names.map` and `names.score`.
+ * the tensor names `names.map` and `names.score`. With a context margin (geometry.ts's contextInput) the network
+ * is fed H+2·margin × W+2·margin: the map is upsampled to that and cropped back to H×W before the score, so the
+ * margin's context shapes the map and never its maximum.
  */
 export function anomalyMapNodes(
   b: GraphBuilder,
   levels: LevelFeatures[],
-  size: Size,
+  size: Size & { margin?: number },
   names: { map: string; score: string },
   distance: LevelDistance = normalisedDistance,
 ): void {
-  const sizes = b.ints([0, 1, size.height, size.width]);
+  const m = size.margin ?? 0;
+  const sizes = b.ints([0, 1, size.height + 2 * m, size.width + 2 * m]);
   const levelMaps = levels.map(({ teacher, student }) => {
     const dist = distance(b, teacher, student);
     // Resize's sizes needs the batch: take it from the distance map's own shape
@@ -54,7 +57,15 @@ export function anomalyMapNodes(
     });
   });
   let product = levelMaps[0]!;
-  for (const m of levelMaps.slice(1)) product = b.op("Mul", [product, m]);
+  for (const level of levelMaps.slice(1)) product = b.op("Mul", [product, level]);
+  if (m > 0) {
+    product = b.op("Slice", [
+      product,
+      b.ints([m, m]),
+      b.ints([m + size.height, m + size.width]),
+      b.ints([2, 3]),
+    ]);
+  }
   b.nodes.push({ op: "Squeeze", inputs: [product, b.ints([1])], outputs: [names.map], attrs: {} });
   // The score is the map's maximum, and not a number when any pixel is not: ORT's ReduceMax skips a NaN unless it
   // comes first (measured on 1.x CPU: [1, NaN, 3, 2] → 3, [NaN, 1, 2, 3] → NaN), which would let a map with NaN

@@ -1,4 +1,13 @@
-import { cutTile, cutTiles, type Geometry, planTiles, stitchTiles } from "./geometry.js";
+import {
+  contextInput,
+  cutTile,
+  cutTiles,
+  fedSize,
+  type Geometry,
+  marginOf,
+  planTiles,
+  stitchTiles,
+} from "./geometry.js";
 import { applyIgnoreMask } from "./ignore.js";
 import { MAX_SCORE, type PartScore, partScore } from "./part-score.js";
 import type { ScoredBatch } from "./scorer.js";
@@ -36,7 +45,10 @@ export async function scoreImages(
   aggregation: (index: number) => PartScore = () => MAX_SCORE,
 ): Promise<ScoredImages> {
   const { width, height } = geometry.input;
-  const inputBytes = width * height * 3;
+  // the network is fed each input with its context margin; its map comes back cropped to the input
+  const margin = marginOf(geometry);
+  const fed = fedSize(geometry);
+  const inputBytes = fed.width * fed.height * 3;
   const inputArea = width * height;
   const maps: Float32Array[] = [];
   const scores: number[] = [];
@@ -45,7 +57,7 @@ export async function scoreImages(
       const chunk = images.slice(start, start + batch);
       const packed = new Uint8Array(chunk.length * inputBytes);
       chunk.forEach((img, i) => {
-        packed.set(img, i * inputBytes);
+        contextInput(img, geometry.input, { x: 0, y: 0, width, height }, margin, packed, i * inputBytes);
       });
       const r = await score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {
@@ -71,7 +83,7 @@ export async function scoreImages(
     const packed = new Uint8Array(n * inputBytes);
     for (let k = 0; k < n; k++) {
       const t = start + k;
-      cutTile(images[Math.floor(t / plan.count)]!, plan, t % plan.count, packed, k);
+      cutTile(images[Math.floor(t / plan.count)]!, plan, t % plan.count, packed, k, margin);
     }
     pending.push(score(packed, n));
   }
@@ -106,15 +118,26 @@ function imageScore(
 
 /**
  * What the model is fed for whole images at capture size: the images themselves (resize mode), or every tile of
- * every image, image after image (tile mode). Training and int8 calibration learn from exactly these.
+ * every image, image after image (tile mode), each with the geometry's context margin ({@link contextInput}).
+ * Training and int8 calibration learn from exactly these.
  */
 export function modelInputs(images: readonly Uint8Array[], geometry: Geometry): Uint8Array[] {
-  if (geometry.mode === "resize") return [...images];
+  const margin = marginOf(geometry);
+  const fed = fedSize(geometry);
+  const bytes = fed.width * fed.height * 3;
+  if (geometry.mode === "resize") {
+    if (margin === 0) return [...images];
+    const area = { x: 0, y: 0, ...geometry.input };
+    return images.map((img) => {
+      const out = new Uint8Array(bytes);
+      contextInput(img, geometry.input, area, margin, out);
+      return out;
+    });
+  }
   const plan = planTiles(geometry.capture, geometry.tile!.size, geometry.tile!.overlap);
-  const bytes = geometry.input.width * geometry.input.height * 3;
   const all = new Uint8Array(images.length * plan.count * bytes);
   images.forEach((img, i) => {
-    cutTiles(img, plan, all, i * plan.count);
+    cutTiles(img, plan, all, i * plan.count, margin);
   });
   return Array.from({ length: images.length * plan.count }, (_, k) =>
     all.subarray(k * bytes, (k + 1) * bytes),

@@ -8,14 +8,16 @@ import { anomalyMapNodes, type LevelDistance, normalisedDistance } from "./anoma
  * product over levels and the maximum) all run inside ONNX Runtime, so feature maps never travel back to
  * JavaScript.
  *
- * Input:   frames uint8 [N, H, W, 3] (packed RGB, as sharp and GStreamer deliver it)
- * Outputs: anomaly_map float32 [N, H, W], score float32 [N]
+ * Input:   frames uint8 [N, H+2m, W+2m, 3] (packed RGB with the context margin m, geometry.ts's contextInput)
+ * Outputs: anomaly_map float32 [N, H, W] (cropped to the inspected area), score float32 [N]
  */
 export interface ScoringGraphOptions {
   height: number;
   width: number;
   mean: number[];
   std: number[];
+  /** Context margin per side (the bundle geometry's); 0 or absent: frames are fed as they are. */
+  margin?: number;
 }
 
 function prefixGraph(g: Graph, prefix: string, inputName: string, b: GraphBuilder): string[] {
@@ -67,6 +69,7 @@ export function buildScoringGraph(
 ): Graph {
   const b = new GraphBuilder("score/");
   const { height: H, width: W } = opts;
+  const m = opts.margin ?? 0;
   // uint8 NHWC → normalised float NCHW: x·(1/(255·std)) − mean/std, per channel. Written so that it broadcasts
   // cheaply in either layout: in the int8 graph ORT moves it to the NHWC side of the Transpose, where a [1,3,1,1]
   // Mul/Sub becomes a broadcast over spans of 3 (~0.4 ms per frame each in benchmarks/profile-scoring.ts).
@@ -81,7 +84,7 @@ export function buildScoringGraph(
   return {
     nodes: b.nodes,
     initializers: b.initializers,
-    inputs: [{ name: "frames", dims: ["N", H, W, 3], elemType: "uint8" }],
+    inputs: [{ name: "frames", dims: ["N", H + 2 * m, W + 2 * m, 3], elemType: "uint8" }],
     outputs: [
       { name: "anomaly_map", dims: ["N", H, W] },
       { name: "score", dims: ["N"] },
@@ -103,6 +106,8 @@ export class Scorer {
     private readonly session: ort.InferenceSession,
     readonly height: number,
     readonly width: number,
+    /** Context margin: frames are (height + 2·margin) × (width + 2·margin), maps height × width. */
+    readonly margin: number,
   ) {}
 
   static async create(
@@ -112,15 +117,16 @@ export class Scorer {
     sessionOpts: SessionOptions = {},
   ): Promise<Scorer> {
     const session = await createSession(encodeModel(buildScoringGraph(teacher, student, opts)), sessionOpts);
-    return new Scorer(session, opts.height, opts.width);
+    return new Scorer(session, opts.height, opts.width, opts.margin ?? 0);
   }
 
   /**
-   * Scores `count` frames packed back to back in `frames` (count × H × W × 3 bytes). ORT writes into arrays made
-   * here, so the result owns its buffers: callers may keep views of it or transfer it to another thread.
+   * Scores `count` frames packed back to back in `frames` (count × (H+2m) × (W+2m) × 3 bytes). ORT writes into
+   * arrays made here, so the result owns its buffers: callers may keep views of it or transfer it to another thread.
    */
   async score(frames: Uint8Array, count: number): Promise<ScoredBatch> {
-    const input = new ort.Tensor("uint8", frames, [count, this.height, this.width, 3]);
+    const fed = [this.height + 2 * this.margin, this.width + 2 * this.margin];
+    const input = new ort.Tensor("uint8", frames, [count, fed[0]!, fed[1]!, 3]);
     const maps = new Float32Array(count * this.height * this.width);
     const scores = new Float32Array(count);
     await this.session.run(
@@ -139,7 +145,8 @@ export class Scorer {
    * every hash and architecture check and then scores every frame NaN; loaders refuse it here, before it serves.
    */
   async probe(): Promise<string | undefined> {
-    const { maps, scores } = await this.score(new Uint8Array(this.height * this.width * 3).fill(128), 1);
+    const fedBytes = (this.height + 2 * this.margin) * (this.width + 2 * this.margin) * 3;
+    const { maps, scores } = await this.score(new Uint8Array(fedBytes).fill(128), 1);
     let bad = 0;
     for (const v of maps) if (!Number.isFinite(v)) bad += 1;
     const score = scores[0]!;
@@ -152,16 +159,20 @@ export class Scorer {
       : `the model's output is not finite on a mid-grey probe frame (${what.join(", ")})`;
   }
 
-  /** Scores a list of packed RGB images in batches of `batchSize`, returning per-image maps and scores. */
+  /**
+   * Scores a list of packed RGB model inputs (with their context margin) in batches of `batchSize`, returning
+   * per-image maps and scores.
+   */
   async scoreAll(images: Uint8Array[], batchSize = 8): Promise<{ maps: Float32Array[]; scores: number[] }> {
     const hw = this.height * this.width;
+    const fedBytes = (this.height + 2 * this.margin) * (this.width + 2 * this.margin) * 3;
     const maps: Float32Array[] = [];
     const scores: number[] = [];
     for (let start = 0; start < images.length; start += batchSize) {
       const chunk = images.slice(start, start + batchSize);
-      const packed = new Uint8Array(chunk.length * hw * 3);
+      const packed = new Uint8Array(chunk.length * fedBytes);
       chunk.forEach((img, i) => {
-        packed.set(img, i * hw * 3);
+        packed.set(img, i * fedBytes);
       });
       const r = await this.score(packed, chunk.length);
       for (let i = 0; i < chunk.length; i++) {

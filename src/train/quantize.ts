@@ -12,6 +12,7 @@ import {
   recoverBundle,
   scoreStats,
   scoresByAggregation,
+  scoringOptions,
   writeBundle,
 } from "../bundle/bundle.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
@@ -28,7 +29,7 @@ import {
 } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, ort } from "../onnx/ort.js";
 import { inferShapes } from "../onnx/shapes.js";
-import { type Geometry, resizeGeometry, type Size } from "../stpm/geometry.js";
+import { fedSize, type Geometry, resizeGeometry, type Size } from "../stpm/geometry.js";
 import { modelInputs, scoreImages } from "../stpm/image-scoring.js";
 import { type PartScore, partScore } from "../stpm/part-score.js";
 import { Scorer } from "../stpm/scorer.js";
@@ -464,7 +465,8 @@ export async function calibrationInputs(
   const geometry = typeof size === "number" ? resizeGeometry({ width: size, height: size }) : size;
   const n = Math.min(count, files.length);
   const picked = Array.from({ length: n }, (_, i) => files[Math.floor((i * files.length) / n)]!);
-  const { capture, input } = geometry;
+  const { capture } = geometry;
+  const input = fedSize(geometry);
   const roi = geometry.roi ?? undefined;
   const images = await Promise.all(
     picked.map(async (f) => (await loadRgb(f, capture.width, capture.height, roi)).rgb),
@@ -525,11 +527,10 @@ async function int8ValidationMaps(
   student: Graph,
   files: string[],
 ): Promise<Float32Array[]> {
-  const { height, width, mean, std } = bundle.manifest.input;
   const geometry = bundleGeometry(bundle.manifest);
   const { capture } = geometry;
   const roi = geometry.roi ?? undefined;
-  const scorer = await Scorer.create(teacher, student, { height, width, mean, std });
+  const scorer = await Scorer.create(teacher, student, scoringOptions(bundle.manifest));
   try {
     const images = await Promise.all(
       files.map(async (f) => (await loadRgb(f, capture.width, capture.height, roi)).rgb),
@@ -572,7 +573,7 @@ export async function quantizeBundle(opts: QuantizeBundleOptions): Promise<Quant
     throw new StpmdError("ERR_OPTION_INVALID", `--model ${opts.modelDir}: bundle is already int8`);
   }
   const geometry = bundleGeometry(m);
-  const size = geometry.input;
+  const size = fedSize(geometry);
   const files = await listImages(opts.framesDir, "calibration frames folder");
   const calib = await calibrationInputs(files, opts.calibrationImages, geometry, m.input.mean, m.input.std);
   logger.info({ images: calib.files.length, method: opts.calibration.method }, "calibrating");

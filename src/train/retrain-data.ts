@@ -5,7 +5,7 @@ import { errorMessage, StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { loadRgb, type RgbImage, rgbToChw } from "../data/images.js";
 import { createSession, floatInput } from "../onnx/ort.js";
-import type { Roi, Size } from "../stpm/geometry.js";
+import { fedSize, marginOf, type Roi, type Size } from "../stpm/geometry.js";
 import { modelInputs } from "../stpm/image-scoring.js";
 import { l2NormalizeChannels } from "../stpm/normalize.js";
 import { splitTrainVal } from "../stpm/split.js";
@@ -104,7 +104,8 @@ export interface TrainingData {
 export async function loadTrainingData(plan: RetrainPlan, started: number): Promise<TrainingData> {
   const { opts, teacher, files, geometry, layout } = plan;
   const { logger } = opts;
-  const { input } = geometry;
+  // the network is fed each input with its context margin (geometry.ts's contextInput)
+  const input = fedSize(geometry);
   const { images, skipped } = await loadImages(files, geometry.capture, logger, opts.roi);
   if (images.length < 2) {
     throw new StpmdError(
@@ -170,7 +171,7 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
     valInputs,
     valCache.levels,
     valSamples.length,
-    input,
+    { ...geometry.input, margin: marginOf(geometry) },
   );
   const imageScores = (perInput: number[]): number[] =>
     val.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));

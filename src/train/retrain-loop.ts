@@ -4,7 +4,7 @@ import cliProgress from "cli-progress";
 import { StpmdError } from "../core/errors.js";
 import { encodeModel } from "../onnx/onnx-graph.js";
 import { createSession, floatInput, type ort } from "../onnx/ort.js";
-import type { Size } from "../stpm/geometry.js";
+import { fedSize, type Size } from "../stpm/geometry.js";
 import { Random } from "../stpm/random.js";
 import { EarlyStopping, type StopRecord } from "./early-stopping.js";
 import type { FeatureCache, TrainingData } from "./retrain-data.js";
@@ -226,7 +226,7 @@ async function trainStep(
   steps: { lossSum: number; batches: number; runMs: number },
 ): Promise<number> {
   const { layout, geometry, opts } = plan;
-  const { input } = geometry;
+  const input = fedSize(geometry); // each sample with its context margin
   const { cache } = data;
   const n = idx.length;
   const x = data.trainBatch(idx);

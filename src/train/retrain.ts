@@ -9,7 +9,7 @@ import {
 import type { Teacher } from "../bundle/teacher.js";
 import { encodeModel, type Graph } from "../onnx/onnx-graph.js";
 import { ort } from "../onnx/ort.js";
-import { describeGeometry, type Geometry } from "../stpm/geometry.js";
+import { describeGeometry, type Geometry, marginOf } from "../stpm/geometry.js";
 import { scoreImages } from "../stpm/image-scoring.js";
 import { DEFAULT_PART_SCORE, describePartScore, partScore, partScoreOf } from "../stpm/part-score.js";
 import { Scorer } from "../stpm/scorer.js";
@@ -187,6 +187,7 @@ async function validationMaps(
   const scorer = await Scorer.create(teacher.graph, student, {
     height: geometry.input.height,
     width: geometry.input.width,
+    margin: marginOf(geometry),
     mean: teacher.normalisation.mean,
     std: teacher.normalisation.std,
   });

@@ -5,6 +5,9 @@ import type { Size } from "../stpm/geometry.js";
 import { foldBatchNorm, foldedStudentGraph, type StudentState } from "./student.js";
 import type { StudentLayout } from "./training-graph.js";
 
+/** The inspected area's model size and the context margin fed around it. */
+type MarginedSize = Size & { margin?: number };
+
 /**
  * Per-epoch validation without rebuilding anything: one ONNX Runtime session for the whole run, whose inputs are
  * the held-out images (already normalised), the teacher's features for them (the teacher is frozen, so they are
@@ -21,13 +24,14 @@ export class Validator {
     private readonly teacherFeatures: Float32Array[],
     private readonly featureDims: number[][],
     private readonly count: number,
-    private readonly size: Size,
+    private readonly size: MarginedSize,
     private readonly batch: number,
   ) {}
 
   /**
-   * `inputs`: count × 3 × height × width normalised images; `teacherFeatures`: per level count × C × h × w, the
-   * teacher's raw (not normalised) outputs for them.
+   * `inputs`: count × 3 × (height+2·margin) × (width+2·margin) normalised images (with their context margin);
+   * `teacherFeatures`: per level count × C × h × w, the teacher's raw (not normalised) outputs for them. The map
+   * is cropped to height × width before the score, as the Scorer's.
    */
   static async create(
     teacher: Graph,
@@ -35,7 +39,7 @@ export class Validator {
     inputs: Float32Array,
     teacherFeatures: Float32Array[],
     count: number,
-    size: Size,
+    size: MarginedSize,
     batch = 8,
   ): Promise<Validator> {
     const graph = validationGraph(teacher, layout, size);
@@ -53,7 +57,9 @@ export class Validator {
       weights[`w_${k}`] = floatInput(weight, conv.weightDims);
       weights[`b_${k}`] = floatInput(bias, [conv.channels]);
     });
-    const { width, height } = this.size;
+    const m = this.size.margin ?? 0;
+    const width = this.size.width + 2 * m;
+    const height = this.size.height + 2 * m;
     const chw = 3 * width * height;
     const scores: number[] = [];
     for (let start = 0; start < this.count; start += this.batch) {
@@ -79,7 +85,8 @@ export class Validator {
 }
 
 /** The folded student with its convolution weights as inputs, and the Scorer's map and score after it. */
-export function validationGraph(teacher: Graph, layout: StudentLayout, size: Size): Graph {
+export function validationGraph(teacher: Graph, layout: StudentLayout, size: MarginedSize): Graph {
+  const m = size.margin ?? 0;
   // the folded graph's structure (ops, padding, constants); its weight initialisers become inputs
   const dummy = {
     weights: layout.convs.map((c) => new Float32Array(c.weightDims.reduce((a, b) => a * b, 1))),
@@ -91,7 +98,7 @@ export function validationGraph(teacher: Graph, layout: StudentLayout, size: Siz
   };
   const student = foldedStudentGraph(teacher, layout, dummy);
   const b = new GraphBuilder("val/");
-  const inputs: ValueInfo[] = [{ name: "x", dims: ["N", 3, size.height, size.width] }];
+  const inputs: ValueInfo[] = [{ name: "x", dims: ["N", 3, size.height + 2 * m, size.width + 2 * m] }];
   const rename = new Map<string, string>([[student.inputs[0]!.name, "x"]]);
   layout.convs.forEach((c, k) => {
     rename.set(`student.conv${k}.weight`, `w_${k}`);

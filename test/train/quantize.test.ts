@@ -239,3 +239,45 @@ test("quantize calibrates on what a tiled ROI bundle's model is fed, and the int
   assert.deepEqual(m.geometry, geometry);
   assert.equal(m.validation_scores.length, 3, "held-out images rescored through the tiles");
 });
+
+test("quantize calibrates a margin bundle on its inputs with their context, and keeps the margin", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(6, 64, path.join(dir, "frames"));
+  const margin = 8;
+  const geometry = { ...tiledGeometry({ width: 64, height: 64 }, null, S, 16, 1), margin };
+  const fed = S + 2 * margin;
+  const files = (await readdir(frames)).sort().map((f) => path.join(frames, f));
+  const calib = await calibrationInputs(files, 2, geometry, MEAN, STD);
+  assert.equal(calib.count, 2 * 9, "every tile of every calibration image");
+  assert.equal(calib.inputs.length, calib.count * 3 * fed * fed, "each tile with its context margin");
+  const teacher = randomTeacher(7, 4);
+  const layout = studentLayout(teacher, fed, fed);
+  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(7)));
+  const scores = [0.1, 0.2, 0.3];
+  await writeBundle(path.join(dir, "fp32"), encodeModel(teacher), encodeModel(student), {
+    model_version: "margin",
+    created_at: new Date().toISOString(),
+    input: { name: "frames", height: S, width: S, mean: MEAN, std: STD, normalisation_source: "metadata" },
+    outputs: teacher.outputs.map((o) => o.name),
+    teacher_source_path: "random",
+    threshold: 0.4,
+    threshold_rule: "mean + 2·std of validation image scores",
+    validation_scores: scores,
+    score_stats: scoreStats(scores),
+    geometry,
+    training: { frames_dir: frames, seed: 0, val_fraction: 0.5, skipped_files: [] },
+  });
+  const summary = await quantizeBundle({
+    modelDir: path.join(dir, "fp32"),
+    framesDir: frames,
+    outDir: path.join(dir, "int8"),
+    calibrationImages: 2,
+    calibration: CALIBRATION_DEFAULTS,
+    outputs: "quantized",
+    logger: createLogger("silent"),
+  });
+  assert.equal(summary.thresholdSource, "int8-validation");
+  const m = (await loadBundle(path.join(dir, "int8"))).manifest;
+  assert.equal(m.geometry?.margin, margin);
+  assert.ok(m.validation_scores.every(Number.isFinite), `int8 scores ${m.validation_scores}`);
+});
