@@ -15,7 +15,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import { bundleGeometry, loadBundle } from "../src/bundle/bundle.js";
+import { bundleGeometry, loadBundle, scoringOptions } from "../src/bundle/bundle.js";
 import { createLogger } from "../src/core/log.js";
 import { listImages, loadRgb } from "../src/data/images.js";
 import { listMvtecTest } from "../src/data/mvtec.js";
@@ -111,12 +111,7 @@ async function runCase(name: string, bundleDir: string, dataDir: string): Promis
     samples.map((s) => loadRgb(s.file, width, height, geometry.roi ?? undefined)),
   );
   const labels = samples.map((s) => s.label);
-  const scorer = await Scorer.create(bundle.teacher, bundle.student, {
-    height: geometry.input.height,
-    width: geometry.input.width,
-    mean: m.input.mean,
-    std: m.input.std,
-  });
+  const scorer = await Scorer.create(bundle.teacher, bundle.student, scoringOptions(m));
   const valMaps = await scoreMaps(
     scorer,
     val.map((v) => v.rgb),

@@ -19,7 +19,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type gst from "gstreamer-superficial";
-import { loadBundle, MANIFEST_FILE } from "../src/bundle/bundle.js";
+import { loadBundle, MANIFEST_FILE, scoringOptions } from "../src/bundle/bundle.js";
 import { buildPipelineDescription, packRgbRows } from "../src/capture/pipeline-description.js";
 import { listImages, loadRgb } from "../src/data/images.js";
 import { Scorer } from "../src/stpm/scorer.js";
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
 
   const before = await machineState();
   const bundle = await loadBundle(bundleDir);
-  const { height, width, mean: norm, std } = bundle.manifest.input;
+  const { height, width } = bundle.manifest.input;
   const threshold = bundle.manifest.threshold;
   const daemonArgs = daemonVideoscaleArgs(width, height);
   const goodFiles = await listImages(goodDir, "bottle test/good");
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
   const sharpGood = await load(goodFiles);
   const sharpDefect = await load(defectFiles);
 
-  const scorer = await Scorer.create(bundle.teacher, bundle.student, { height, width, mean: norm, std });
+  const scorer = await Scorer.create(bundle.teacher, bundle.student, scoringOptions(bundle.manifest));
   const rows = [];
   try {
     for (const m of METHODS) {
