@@ -253,7 +253,11 @@ test("SIGKILL mid-batch: every record committed before the kill is readable, the
   t.diagnostic(`reported committed ${committed}, readable after SIGKILL ${rows.length}`);
   assert.ok(rows.length >= committed, `${rows.length} rows readable, ${committed} reported committed`);
   assert.equal(rows.length % 50, 0, "a batch is all there or not at all");
-  rows.forEach((row, i) => assert.equal(row.seq, i, "no row lost or doubled"));
+  assert.deepEqual(
+    rows.map((row) => row.seq),
+    Array.from({ length: rows.length }, (_, i) => i),
+    "no row lost or doubled",
+  );
   const sample = rows[1230]!;
   const job = recordJob(1230, { verdict: "defect" });
   assert.deepEqual(
