@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Ajv } from "ajv";
 import { createLogger } from "../../../src/core/log.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
 import { RecordWriter } from "../../../src/publish/records/record-writer.js";
-import type { HourlyReply, RecordsPage } from "../../../src/publish/records-api.js";
+import {
+  type HourlyReply,
+  HourlyReplySchema,
+  type RecordsPage,
+  RecordsPageSchema,
+} from "../../../src/publish/records-api.js";
 import { testConfig } from "../../helpers/config.js";
 import { TestLineControl } from "../../helpers/line-control.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
@@ -12,6 +18,10 @@ import { recordJob, writerOptionsFor } from "../../helpers/records.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 
 const T0 = Date.UTC(2026, 11, 6, 13, 50, 0);
+/** What the server answers is what the OpenAPI file promises: the same definitions validate it. */
+const ajv = new Ajv({ strict: false });
+const validPage = ajv.compile(RecordsPageSchema);
+const validHourly = ajv.compile(HourlyReplySchema);
 
 describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
   let http: HttpInterface;
@@ -60,7 +70,9 @@ describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
   const page = async (query: string): Promise<RecordsPage> => {
     const { status, body } = await get(query);
     assert.equal(status, 200, body);
-    return JSON.parse(body) as RecordsPage;
+    const parsed = JSON.parse(body) as RecordsPage;
+    assert.ok(validPage(parsed), ajv.errorsText(validPage.errors));
+    return parsed;
   };
 
   test("filters narrow the records, pages follow the cursor newest first", async () => {
@@ -108,7 +120,9 @@ describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
   test("parts per verdict per hour per camera", async () => {
     const { status, body } = await get("/api/records/hourly");
     assert.equal(status, 200, body);
-    const { hours } = JSON.parse(body) as HourlyReply;
+    const reply = JSON.parse(body) as HourlyReply;
+    assert.ok(validHourly(reply), ajv.errorsText(validHourly.errors));
+    const { hours } = reply;
     // 13:50–13:59 (seq 0–9), 14:00–14:29 (seq 10–39)
     assert.deepEqual(hours, [
       { camera: "cam1", hour: "2026-12-06T13:00:00.000Z", ok: 2, defect: 3, error: 0, parts: 5 },
