@@ -243,7 +243,8 @@ export function queryRecords(db: RecordsDatabase, query: RecordsQuery): RecordsP
   let where = sql;
   if (query.cursor !== undefined) {
     const [ts, id] = query.cursor.split(".").map(Number) as [number, number];
-    where = `${where === "" ? "WHERE" : `${where} AND`} (ts < ? OR (ts = ? AND id < ?))`;
+    // `ts <= ?` alone bounds the index range; the OR only sorts out the rows of that one millisecond
+    where = `${where === "" ? "WHERE" : `${where} AND`} ts <= ? AND (ts < ? OR id < ?)`;
     params.push(ts, ts, id);
   }
   const limit = query.limit;
