@@ -11,7 +11,7 @@
  * - a corrupt database, at open or while running (SQLITE_CORRUPT, SQLITE_NOTADB): moved aside as
  *   `records.db.corrupt-<time>` (with its -wal and -shm) and a new one started.
  */
-import { chmodSync, existsSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, renameSync, statfsSync, statSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { makeDirectory } from "../../core/durable-fs.js";
@@ -79,6 +79,8 @@ export interface WriterLog {
 /** Rows deleted per retention transaction: short transactions keep the writer's next commit waiting little. */
 const RETAIN_CHUNK = 5000;
 const CORRUPT_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
+/** statfs(2)'s f_type of a tmpfs and of a ramfs: memory, gone at the next power cut or reboot. */
+const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x858458f6]);
 
 export class RecordWriter {
   private db: RecordsDatabase | undefined;
@@ -285,6 +287,13 @@ export class RecordWriter {
       { file: this.file, rows: this.rows },
       `part record ${isNew ? "started in" : "opened"} ${this.file} (${this.rows} rows)`,
     );
+    if (MEMORY_FILESYSTEMS.has(statfsSync(this.options.dir).type)) {
+      this.log.warn(
+        { dir: this.options.dir },
+        `records.dir ${this.options.dir} is on a memory filesystem (tmpfs): the part record is lost at every reboot ` +
+          "or power cut; point records.dir at a real disk",
+      );
+    }
     this.lastRetain = Number.NEGATIVE_INFINITY;
     this.updateSizes();
   }
