@@ -78,6 +78,8 @@ async function startDaemon(name: string, recordsDir: string) {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const out: Record<string, number> = {};
     for (const m of text.matchAll(/^stpmd_records_(\S+) (\S+)$/gm)) out[m[1]!] = Number(m[2]);
+    const up = /^stpmd_output_up\{output="records",durable="false"\} (\S+)$/m.exec(text);
+    if (up) out.up = Number(up[1]);
     return out;
   };
   const published = (): number => new Set(seqs).size;
@@ -148,6 +150,7 @@ test("records on a full tmpfs: writes fail and are counted, logged once a minute
       );
       assert.ok(daemon.hasLog(/records are written again/) || full['rows_total{outcome="failed"}'] === 0);
       t.diagnostic(`after making room: ${JSON.stringify(resumed)}`);
+      await scrapeWhen(records, "the record's health back up", (m) => m.up === 1);
       await stillPublishing(published, 5);
       daemon.child.kill("SIGTERM");
       await daemon.exited;

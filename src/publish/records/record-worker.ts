@@ -3,6 +3,7 @@
  * together in the next one (one transaction per drain), so a burst costs fewer commits, not more.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { errorMessage } from "../../core/errors.js";
 import {
   type RecordJob,
   RecordWriter,
@@ -38,7 +39,10 @@ const log: WriterLog = { info: forward("info"), warn: forward("warn"), error: fo
 
 const writer = new RecordWriter(workerData as WriterOptions, log);
 let isOpen = writer.open();
-if (isOpen) await writer.retain();
+if (isOpen)
+  await writer
+    .retain()
+    .catch((err: unknown) => log.warn({ err }, `records retention at start failed: ${errorMessage(err)}`));
 let queue: RecordJob[] = [];
 let writing = false;
 let stopping = false;
@@ -49,7 +53,12 @@ async function drain(): Promise<void> {
   while (queue.length > 0) {
     const jobs = queue;
     queue = [];
-    await writer.write(jobs);
+    try {
+      await writer.write(jobs);
+    } catch (err) {
+      // write() handles the disk's failures itself; anything else must not stop the thread from draining
+      log.error({ err }, `records thread: a write failed unexpectedly: ${errorMessage(err)}`);
+    }
     isOpen = writer.problem === undefined;
     post({
       type: "written",

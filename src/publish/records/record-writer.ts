@@ -138,6 +138,7 @@ export class RecordWriter {
       this.failure(err, jobs.length);
       return;
     }
+    const imagesFailed = this.stats.images_failed;
     const rows = await Promise.all(jobs.map((job) => this.saveImages(job)));
     try {
       this.inserter!.insertMany(rows);
@@ -151,8 +152,13 @@ export class RecordWriter {
     this.rows += rows.length;
     for (const row of rows) this.imageBytes += row.image_bytes;
     this.stats.written += rows.length;
-    this.recovered();
-    if (now - this.lastRetain >= (this.options.retainEveryMs ?? 5000)) await this.retain(now);
+    this.recovered(this.stats.images_failed > imagesFailed);
+    if (now - this.lastRetain >= (this.options.retainEveryMs ?? 5000)) {
+      // deleting needs room in the WAL too: on a full disk retention fails like a write, and is tried again later
+      await this.retain(now).catch((err: unknown) =>
+        this.problemLine("could not delete the oldest records", err),
+      );
+    }
     this.updateSizes();
   }
 
@@ -400,14 +406,15 @@ export class RecordWriter {
     this.log.warn({ dir: this.options.dir, err }, `${what}: ${problem}${meanwhile}${tail}`);
   }
 
-  private recovered(): void {
+  /** A write went through: the problem is over unless an image of it failed. */
+  private recovered(imagesFailed: boolean): void {
+    if (!imagesFailed) this.problem = undefined;
     if (this.failedInARow === 0) return;
     this.log.info(
       { failed: this.failedInARow },
       `records are written again to ${this.file}, after ${this.failedInARow} failed writes`,
     );
     this.failedInARow = 0;
-    this.problem = undefined;
     this.repeats.clear();
   }
 }
