@@ -762,7 +762,7 @@ export const configSchema = Type.Object(
           {
             defects: Type.Boolean({
               description:
-                "Save every defect's frame (as inspected: the ROI at capture size, before the model's resize) and its anomaly map (a grey PNG, 128 = the threshold), and the frame of every error verdict.",
+                "Save every defect's frame as inspected (the ROI at the bundle's capture size: the model's input for a squashed bundle, the ROI at `--scale` for a tiled one) with its anomaly map on the same grid (a grey PNG, 128 = the threshold), and the frame of every error verdict.",
               default: true,
             }),
             normal_sample: Type.Integer({
