@@ -294,3 +294,12 @@ export function* iterateRecords(
   const statement = db.prepare(`SELECT * FROM records ${sql} ORDER BY ts, id`);
   for (const row of statement.iterate(...params)) yield toRecord(row as StoredRow);
 }
+
+/** The path of a record's frame or map, relative to the records directory; undefined when it has none. */
+export function recordFile(db: RecordsDatabase, id: number, which: "image" | "map"): string | undefined {
+  const column = which === "image" ? "image" : "map";
+  const row = db.prepare(`SELECT ${column} AS file FROM records WHERE id = ?`).get(id) as
+    | { file: string | null }
+    | undefined;
+  return row?.file ?? undefined;
+}

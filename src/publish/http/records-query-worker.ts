@@ -12,12 +12,14 @@ import {
   QueryError,
   queryRecords,
   type RecordsDatabase,
+  recordFile,
 } from "../record-store.js";
 import type { HourlyQuery, RecordsQuery } from "../records-api.js";
 
 export type QueryRequest =
   | { id: number; kind: "records"; query: RecordsQuery }
-  | { id: number; kind: "hourly"; query: HourlyQuery };
+  | { id: number; kind: "hourly"; query: HourlyQuery }
+  | { id: number; kind: "file"; record: number; which: "image" | "map" };
 
 export type QueryReply =
   | { id: number; ok: true; body: unknown }
@@ -38,6 +40,18 @@ function connection(): RecordsDatabase {
 
 function answer(request: QueryRequest): QueryReply {
   try {
+    if (request.kind === "file") {
+      const file = recordFile(connection(), request.record, request.which);
+      if (file === undefined) {
+        return {
+          id: request.id,
+          ok: false,
+          status: 404,
+          message: `record ${request.record} has no ${request.which}`,
+        };
+      }
+      return { id: request.id, ok: true, body: file };
+    }
     const body =
       request.kind === "records"
         ? queryRecords(connection(), request.query)

@@ -3,12 +3,14 @@
  *
  * - `GET /api/records`: records filtered by camera, time, verdict, score, part id, model version and label, newest
  *   first, a page at a time (`limit`, `cursor`);
- * - `GET /api/records/hourly`: parts per verdict per hour per camera, for shift reports.
+ * - `GET /api/records/hourly`: parts per verdict per hour per camera, for shift reports;
+ * - `GET /api/records/<id>/image.png`, `.../map.png`: a record's frame and its anomaly map.
  *
  * Parameters are validated against the TypeBox definitions in `records-api.ts` (the same ones the OpenAPI file is
  * written from); a bad one is a 400 naming it. Queries run on a thread of their own (records-query-worker.ts).
  * Reading needs no login, like the metrics and the console's views.
  */
+import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -21,11 +23,13 @@ import { HourlyQuerySchema, RecordsQuerySchema } from "../records-api.js";
 import { reply } from "./http-reply.js";
 import type { QueryReply, QueryRequest } from "./records-query-worker.js";
 
+const FILE_ROUTE = /^\/api\/records\/([0-9]{1,15})\/(image|map)\.png$/;
+
 /** A query not answered in this long is given up with a 503 (the thread goes on with it). */
 const QUERY_TIMEOUT_MS = 30_000;
 
 export class RecordsApi {
-  static readonly ROUTES = ["/api/records", "/api/records/hourly"];
+  static readonly ROUTES = ["/api/records", "/api/records/hourly", "/api/records/<id>/{image,map}.png"];
   private worker: Worker | undefined;
   private nextId = 0;
   private readonly pending = new Map<number, (reply: QueryReply) => void>();
@@ -42,7 +46,7 @@ export class RecordsApi {
   }
 
   serves(urlPath: string): boolean {
-    return RecordsApi.ROUTES.includes(urlPath);
+    return urlPath === "/api/records" || urlPath === "/api/records/hourly" || FILE_ROUTE.test(urlPath);
   }
 
   stop(): void {
@@ -57,6 +61,11 @@ export class RecordsApi {
     }
     if (!this.config.enabled) {
       reply(res, 404, "the part record is off (records.enabled: false)\n");
+      return;
+    }
+    const file = FILE_ROUTE.exec(urlPath);
+    if (file) {
+      await this.file(res, Number(file[1]), file[2] as "image" | "map");
       return;
     }
     const kind = urlPath === "/api/records" ? "records" : "hourly";
@@ -85,6 +94,42 @@ export class RecordsApi {
     const answer = await this.query({ id: this.nextId++, kind, query: params } as QueryRequest);
     if (answer.ok) reply(res, 200, JSON.stringify(answer.body), { "Content-Type": "application/json" });
     else reply(res, answer.status, `${answer.message}\n`);
+  }
+
+  /** A record's PNG: its path from the database, the file read here (asynchronously: the event loop goes on). */
+  private async file(res: ServerResponse, record: number, which: "image" | "map"): Promise<void> {
+    const answer = await this.query({ id: this.nextId++, kind: "file", record, which });
+    if (!answer.ok) {
+      reply(res, answer.status, `${answer.message}\n`);
+      return;
+    }
+    const dir = path.resolve(this.config.dir);
+    const file = path.resolve(dir, String(answer.body));
+    // the path comes from the database: still, nothing outside the records directory is served
+    if (!file.startsWith(`${dir}${path.sep}`)) {
+      reply(res, 404, `record ${record}: its ${which} lies outside the records directory\n`);
+      return;
+    }
+    let png: Buffer;
+    try {
+      png = await readFile(file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      reply(
+        res,
+        code === "ENOENT" ? 404 : 503,
+        `record ${record}: ${which} ${String(answer.body)}: ${code ?? "unreadable"}\n`,
+      );
+      return;
+    }
+    res.writeHead(200, {
+      "Content-Type": "image/png",
+      "Content-Length": png.length,
+      // a record's image never changes once written
+      "Cache-Control": "private, max-age=86400, immutable",
+      "X-Content-Type-Options": "nosniff",
+    });
+    res.end(res.req.method === "HEAD" ? undefined : png);
   }
 
   private query(request: QueryRequest): Promise<QueryReply> {

@@ -41,6 +41,34 @@ const TEXT_ERROR = (description: string) => ({
   content: { "text/plain": { schema: { type: "string" } } },
 });
 
+/** A record's image route: the record's `id` in the path, a PNG back. */
+function filePath(description: string): Record<string, unknown> {
+  return {
+    get: {
+      summary: description,
+      parameters: [
+        {
+          name: "id",
+          in: "path",
+          required: true,
+          description: "The record's `id`.",
+          schema: { type: "integer", minimum: 0 },
+        },
+      ],
+      responses: {
+        "200": {
+          description: "The PNG",
+          content: { "image/png": { schema: { type: "string", contentEncoding: "binary" } } },
+        },
+        "404": TEXT_ERROR(
+          "No such record, or it has no such image (only defects, errors and sampled good frames do), or the file is gone.",
+        ),
+        "503": TEXT_ERROR("The part record cannot be read now."),
+      },
+    },
+  };
+}
+
 export function openApiDocument(): Record<string, unknown> {
   return {
     openapi: "3.1.0",
@@ -68,6 +96,10 @@ export function openApiDocument(): Record<string, unknown> {
           },
         },
       },
+      "/api/records/{id}/image.png": filePath("The record's frame as inspected (PNG)."),
+      "/api/records/{id}/map.png": filePath(
+        "The record's anomaly map: an 8-bit grey PNG on the frame's grid, 128 = the threshold.",
+      ),
       "/api/records/hourly": {
         get: {
           summary: "Parts per verdict per hour per camera",

@@ -25,7 +25,7 @@ test("the document lists every parameter the server validates, and its schemas c
       {
         get: {
           parameters: { name: string; schema: object }[];
-          responses: Record<string, { content?: Record<string, { schema: object }> }>;
+          responses: Record<string, { content?: Record<string, { schema: object } | undefined> }>;
         };
       }
     >;
@@ -38,7 +38,8 @@ test("the document lists every parameter the server validates, and its schemas c
   const ajv = new Ajv({ strict: false });
   for (const route of Object.values(doc.paths)) {
     for (const p of route.get.parameters) ajv.compile(p.schema);
-    ajv.compile(route.get.responses["200"]!.content!["application/json"]!.schema);
+    const json = route.get.responses["200"]!.content!["application/json"];
+    if (json !== undefined) ajv.compile(json.schema);
   }
   // a change to a definition shows in the document, so the staleness check above can fail
   const edited = structuredClone(RecordsQuerySchema.properties.limit) as { maximum: number };

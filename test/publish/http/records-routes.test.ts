@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Ajv } from "ajv";
@@ -38,6 +39,7 @@ describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
           camera: i % 2 === 0 ? "cam1" : "cam2",
           verdict: i % 4 === 0 ? "defect" : "ok",
           ts: T0 + i * 60_000,
+          image: i % 4 === 0,
           ...(i === 13 ? { partId: "B1764-10" } : {}),
         }),
       ),
@@ -138,6 +140,23 @@ describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
       ["2026-12-06T14:00:00.000Z"],
       "from: the hour holding it",
     );
+  });
+
+  test("a record's frame and map as PNG; 404 for a record without them or no record at all", async () => {
+    const [defect] = (await page("/api/records?verdict=defect&limit=1")).records;
+    const [good] = (await page("/api/records?verdict=ok&limit=1")).records;
+    for (const which of ["image", "map"] as const) {
+      const response = await fetch(`${base}/api/records/${defect!.id}/${which}.png`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("content-type"), "image/png");
+      const png = Buffer.from(await response.arrayBuffer());
+      assert.deepEqual(png, await readFile(path.join(dir, defect![which]!)), `${which}: the file on disk`);
+    }
+    const none = await get(`/api/records/${good!.id}/image.png`);
+    assert.equal(none.status, 404);
+    assert.match(none.body, new RegExp(`record ${good!.id} has no image`));
+    assert.equal((await get("/api/records/999999/map.png")).status, 404);
+    assert.equal((await get("/api/records/1/thumb.png")).status, 404, "only image and map");
   });
 
   test("a bad parameter is a 400 naming it", async () => {
