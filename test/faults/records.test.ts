@@ -126,6 +126,10 @@ test("records on a full tmpfs: writes fail and are counted, logged once a minute
     const { daemon, records, published, close } = await startDaemon("records-full", dir);
     try {
       await scrapeWhen(records, "rows written", (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5);
+      assert.ok(
+        daemon.hasLog(/is on a memory filesystem \(tmpfs\)/),
+        "a tmpfs is named: it does not survive a reboot",
+      );
       const { bavail, bsize } = await statfs(mountPoint);
       const filler = path.join(mountPoint, "filler");
       await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - 64 * 1024)));
