@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -216,6 +216,8 @@ async function main(): Promise<void> {
     }
   }
   await broker.close();
+  // each run's outbox and record: hundreds of MB at 100 % defects
+  await rm(work, { recursive: true, force: true });
   const summary = RATES.map((rate) => {
     const of = (records: boolean) => rows.filter((r) => r.defect_rate === rate && r.records === records);
     const fpsOff = median(of(false).map((r) => r.inspected_fps));
