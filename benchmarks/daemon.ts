@@ -26,7 +26,7 @@ import {
  *
  *   node dist/benchmarks/daemon.js [--bundle out/models/bottle] [--rates 10,20,30,40,60] [--seconds 12] [--cameras 2]
  *                                  [--source png|rawfiles|raw] [--folder good] [--max-batch 8] [--max-wait-ms 20]
- *                                  [--capture child|in-process|both]
+ *                                  [--capture child|in-process|both] [--records on|off]
  *
  * `--capture`: where the cameras' pipelines play — each in a capture process of its own (`child`, the daemon's way),
  * in the daemon's process (`in-process`, as before capture processes), or `both`, each rate run both ways in turn
@@ -68,6 +68,9 @@ const sourceKind = arg("source", "png");
 /** Bottle test folder replayed with `--source png`: `good` (normal parts, the usual line) or e.g. `broken_large`
  * (every frame a defect event with a snapshot: the publisher's worst case). */
 const folder = arg("folder", "good");
+/** The part record (on by default in the daemon): `off` measures the daemon without it, for the comparison. */
+const recordsArg = arg("records", "on");
+if (!["on", "off"].includes(recordsArg)) throw new Error("--records: on or off");
 /** Batching policy under test (the daemon's defaults: 8 frames, 20 ms). */
 const maxBatch = Number(arg("max-batch", "8"));
 const maxWaitMs = Number(arg("max-wait-ms", "20"));
@@ -130,6 +133,7 @@ async function runRate(totalFps: number, broker: MosquittoBroker, work: string, 
       outbox: { dir: path.join(work, `outbox-${run}`), max_messages: 100000, max_bytes: 2 ** 30 },
     },
     collection: { dir: path.join(work, "c") },
+    records: { enabled: recordsArg === "on", dir: path.join(work, `records-${run}`) },
     log: { level: "error" },
     health: { watchdog: false },
   });
@@ -224,6 +228,7 @@ const result = {
   before,
   after,
   bundle,
+  records: recordsArg,
   batching: { max_batch: maxBatch, max_wait_ms: maxWaitMs, queue_size: Math.max(32, 4 * maxBatch) },
   cameras,
   source: sourceKind,
@@ -262,12 +267,13 @@ if (!sourceStem) throw new Error(`--source must be png, rawfiles or raw, got ${s
 const policy = maxBatch === 8 && maxWaitMs === 20 ? "" : `-batch${maxBatch}-wait${maxWaitMs}`;
 // the in-process and the comparison runs go beside, not over, the daemon's own (child) figures
 const placement = captureArg === "child" ? "" : captureArg === "both" ? "-capture" : "-in-process";
-const stem = `${path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`}${policy}${placement}`;
+const records = recordsArg === "on" ? "" : "-records-off";
+const stem = `${path.basename(bundle) === "bottle" ? sourceStem : `${sourceStem}-${path.basename(bundle)}`}${policy}${placement}${records}`;
 
 const md = [
   "# stpmd daemon benchmark",
   "",
-  `${cameras} cameras (${sourceDescription()}), bundle ${path.basename(bundle)}, max batch ${maxBatch}, max wait ${maxWaitMs} ms, queue ${Math.max(32, 4 * maxBatch)}, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
+  `${cameras} cameras (${sourceDescription()}), bundle ${path.basename(bundle)}, max batch ${maxBatch}, max wait ${maxWaitMs} ms, queue ${Math.max(32, 4 * maxBatch)}, part record ${recordsArg}, local mosquitto; ${warmupS} s warm-up then ${seconds} s measured per rate.`,
   "",
   `Load before: \`${before.uptime}\`; after: \`${after.uptime}\`.`,
   "",

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
+import { createWriteStream } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { configProblemsError, formatConfigSummary, loadConfig } from "../config/index.js";
-import { errorMessage, isStpmdError } from "../core/errors.js";
+import { errorMessage, isStpmdError, StpmdError } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/log.js";
 import { type NumberRule, numberProblem } from "../core/number-rule.js";
 import { Daemon } from "../daemon/daemon.js";
@@ -13,11 +15,13 @@ import { runDemo } from "../demo/demo.js";
 import { evaluate } from "../eval/evaluate.js";
 import { REPORT_DEFAULTS } from "../eval/report.js";
 import { formatEvalSummary } from "../eval/summary.js";
+import { openRecordsDb, RECORDS_DB } from "../publish/record-store.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { DEFAULT_PART_SCORE, describePartScore, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
 import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
+import { type ExportFormat, exportRecords, pointInTime } from "./records-export.js";
 
 /** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
 const STOP_DEADLINE_MS = 15_000;
@@ -439,6 +443,61 @@ program
     const report = await runDoctor({ configFile: o.config, benchSeconds: o.seconds });
     for (const line of report.lines) console.log(line);
     process.exitCode = report.exitCode;
+  });
+
+const records = program
+  .command("records")
+  .description("The part record: every inspected frame (docs/records.md).");
+
+records
+  .command("export")
+  .description(
+    "Write the part record of a time range as CSV or JSON lines, oldest first, to stdout or --out. Reads the " +
+      "database read-only: safe while the daemon runs (over SSH: `ssh box stpmd records export --since 8h --csv > shift.csv`).",
+  )
+  .requiredOption(
+    "--since <time>",
+    "start: ISO 8601 (2026-12-06T06:00:00Z) or a duration back from now (30m, 8h, 7d)",
+  )
+  .option("--until <time>", "end (exclusive), as --since; default now")
+  .option("--camera <id>", "only this camera")
+  .option("--csv", "CSV with a header row (regions as JSON in one column)")
+  .option("--jsonl", "one JSON object per line")
+  .option("-c, --config <file>", "the daemon's config file, for records.dir")
+  .option("--dir <dir>", "the records directory (instead of --config)")
+  .option("--out <file>", "write here instead of stdout")
+  .action(async (o) => {
+    if (Boolean(o.csv) === Boolean(o.jsonl)) {
+      throw new StpmdError("ERR_OPTION_INVALID", "records export: give exactly one of --csv and --jsonl");
+    }
+    if ((o.config === undefined) === (o.dir === undefined)) {
+      throw new StpmdError("ERR_OPTION_INVALID", "records export: give exactly one of --config and --dir");
+    }
+    const dir: string = o.dir ?? loadConfig(o.config).records.dir;
+    const from = pointInTime("--since", o.since);
+    const to = o.until !== undefined ? pointInTime("--until", o.until) : undefined;
+    const file = path.join(dir, RECORDS_DB);
+    let db: ReturnType<typeof openRecordsDb>;
+    try {
+      db = openRecordsDb(file, { readonly: true });
+    } catch (err) {
+      throw new StpmdError("ERR_INPUT_MISSING", `records export: cannot read ${file}: ${errorMessage(err)}`);
+    }
+    const out = o.out !== undefined ? createWriteStream(o.out) : process.stdout;
+    const format: ExportFormat = o.csv ? "csv" : "jsonl";
+    const count = await exportRecords(
+      db,
+      { from, ...(to !== undefined ? { to } : {}), camera: o.camera },
+      format,
+      out,
+    );
+    db.close();
+    if (o.out !== undefined) {
+      await new Promise<void>((resolve, reject) =>
+        out.end((err?: Error | null) => (err ? reject(err) : resolve())),
+      );
+    }
+    process.stderr.write(`stpmd: exported ${count} records${o.out !== undefined ? ` to ${o.out}` : ""}\n`);
   });
 
 try {

@@ -55,6 +55,7 @@ export function resolveRelativePaths(
   if (!isObject(cfg)) return;
   resolvePathField(cfg.model, "bundle", ["model", "bundle"], baseDir, env, problems);
   resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
+  resolvePathField(cfg.records, "dir", ["records", "dir"], baseDir, env, problems);
   if (Array.isArray(cfg.cameras)) {
     cfg.cameras.forEach((camera: unknown, i) => {
       if (!isObject(camera)) return;

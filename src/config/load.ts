@@ -85,6 +85,8 @@ function validated(
   const cfg = data as StpmdConfig;
   cfg.mqtt.client_id ??= `stpmd-${os.hostname()}`;
   cfg.sparkplug.edge_node_id ??= os.hostname();
+  // beside the daemon's other state: a test's or a demo's scratch outbox takes its records along
+  cfg.records.dir ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "records");
   return cfg;
 }
 

@@ -758,6 +758,89 @@ export const configSchema = Type.Object(
         additionalProperties: false,
       },
     ),
+    records: Type.Object(
+      {
+        enabled: Type.Boolean({
+          description:
+            "Keep the part record: one row per inspected frame (camera, capture time, sequence, part id, bundle, model version, threshold and its rule, score, verdict, regions, latency) in an SQLite database, with images of defects and a sample of normal frames beside it (docs/records.md). Written off the frame path: a slow or full disk costs records, never inspection.",
+          default: true,
+        }),
+        dir: Type.Optional(
+          Type.String({
+            description:
+              "Directory holding `records.db` (with its `-wal` and `-shm` files) and `images/<camera>/<day>/`. Default: `records` beside `mqtt.outbox.dir` (/var/lib/stpmd/records with the default outbox), so the record lives with the daemon's other state. Put it on a real disk: on a tmpfs the record is lost at every power cut.",
+            minLength: 1,
+          }),
+        ),
+        images: Type.Object(
+          {
+            defects: Type.Boolean({
+              description:
+                "Save every defect's frame as inspected (the ROI at the bundle's capture size: the model's input for a squashed bundle, the ROI at `--scale` for a tiled one) with its anomaly map on the same grid (a grey PNG, 128 = the threshold), and the frame of every error verdict.",
+              default: true,
+            }),
+            normal_sample: Type.Integer({
+              description:
+                "Save the frame of 1 in this many frames judged good, per camera (0: none), so the record shows what normal looked like beside each defect.",
+              default: 1000,
+              minimum: 0,
+            }),
+          },
+          {
+            description: "Which frames are kept as images beside their rows.",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+        retention: Type.Object(
+          {
+            max_age_days: Type.Number({
+              description: "Rows (and their images) older than this many days are deleted, oldest first.",
+              default: 30,
+              exclusiveMinimum: 0,
+            }),
+            max_rows: Type.Integer({
+              description:
+                "Most rows kept; beyond it the oldest rows and their images are deleted (a 4-camera line at 10 fps writes 3.5 M rows a day).",
+              default: 20000000,
+              minimum: 1,
+            }),
+            max_bytes: Type.Integer({
+              description:
+                "Most bytes kept: the database's used pages plus the images (8 GiB by default); beyond it the oldest rows and their images are deleted. Freed pages are reused, so the database file does not shrink but stops growing.",
+              default: 8589934592,
+              minimum: 1048576,
+            }),
+          },
+          {
+            description:
+              "How much record is kept. Every limit deletes the oldest rows first, with their images; what was deleted is counted (stpmd_records_deleted_total) and logged at most once a minute.",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+        file_mode: Type.String({
+          description:
+            "Permission bits (octal) of the database and image files, which hold production images. Applied at creation regardless of the umask.",
+          default: "0640",
+          pattern: "^0?[0-7]{3}$",
+          "x-pattern-message": 'must be an octal mode such as "0640"',
+        }),
+        dir_mode: Type.String({
+          description: "Permission bits (octal) of the records directory and its image folders.",
+          default: "0750",
+          pattern: "^0?[0-7]{3}$",
+          "x-pattern-message": 'must be an octal mode such as "0750"',
+        }),
+      },
+      {
+        description:
+          "The part record: every inspected frame in an embedded database, with images of defects, queried over HTTP (`/api/records`) and exported with `stpmd records export`.",
+        ...reloads("restart"),
+        default: {},
+        additionalProperties: false,
+      },
+    ),
     opcua: Type.Object(
       {
         enabled: Type.Boolean({
@@ -936,6 +1019,8 @@ export type StpmdConfig = Static<typeof configSchema> & {
   mqtt: { client_id: string };
   /** The host name unless set: the loader fills it in. */
   sparkplug: { edge_node_id: string };
+  /** `records` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
+  records: { dir: string };
 };
 export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];
@@ -952,6 +1037,7 @@ export type HttpConfig = StpmdConfig["http"];
 export type SparkplugConfig = StpmdConfig["sparkplug"];
 export type CollectionConfig = StpmdConfig["collection"];
 export type OpcuaConfig = StpmdConfig["opcua"];
+export type RecordsConfig = StpmdConfig["records"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type ConsoleConfig = HttpConfig["console"];
 export type LogLevel = StpmdConfig["log"]["level"];

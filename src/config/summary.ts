@@ -83,6 +83,16 @@ export function truncate(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
+function formatRecords(records: StpmdConfig["records"]): string {
+  if (!records.enabled) return "off";
+  const { images, retention } = records;
+  const normals = images.normal_sample > 0 ? `1 in ${images.normal_sample} good frames` : "no good frames";
+  return (
+    `${records.dir}, images of ${images.defects ? "defects" : "no defects"} and ${normals}, ` +
+    `<= ${retention.max_age_days} days, <= ${retention.max_rows} rows, <= ${formatBytes(retention.max_bytes)}`
+  );
+}
+
 /** A short human summary of a loaded config for `stpmd check-config`; never prints the password. */
 export function formatConfigSummary(cfg: StpmdConfig): string {
   const { model, inference, mqtt, collection } = cfg;
@@ -109,6 +119,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,
     `sparkplug:  ${formatSparkplug(cfg)}`,
     `collection: ${collectionLine}`,
+    `records:    ${formatRecords(cfg.records)}`,
     `opcua:      ${formatOpcua(cfg.opcua)}`,
     `http:       ${formatHttp(cfg.http)}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,

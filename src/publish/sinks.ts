@@ -9,12 +9,14 @@ import { CommandExecutor } from "./commands.js";
 import { httpSink } from "./http/sink.js";
 import { mqttSink } from "./mqtt/sink.js";
 import { opcuaSink } from "./opcua/sink.js";
+import { recordsSink } from "./records/sink.js";
 import type { ResultSink, SinkContext, SinkFactory } from "./sink.js";
 import { sparkplugSink } from "./sparkplug/sink.js";
 
 export const SINKS: readonly SinkFactory[] = [
   mqttSink, // results, defect events (outbox), snapshots, status, commands
   collectionSink, // normal frames kept for the next retrain
+  recordsSink, // the part record: every frame in SQLite, images of defects
   httpSink, // Prometheus metrics, health, the web console
   sparkplugSink, // Sparkplug B edge node for SCADA (history on disk)
   opcuaSink, // OPC UA server for the PLC: triggers and results

@@ -170,6 +170,14 @@ describe("loadConfig defaults", () => {
         file_mode: "0640",
         dir_mode: "0750",
       },
+      records: {
+        enabled: true,
+        dir: "/var/lib/stpmd/records",
+        images: { defects: true, normal_sample: 1000 },
+        retention: { max_age_days: 30, max_rows: 20000000, max_bytes: 8589934592 },
+        file_mode: "0640",
+        dir_mode: "0750",
+      },
       opcua: {
         enabled: false,
         port: 4840,

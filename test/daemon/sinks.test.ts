@@ -149,7 +149,8 @@ test("the daemon drives a sink registered by one line: start before frames, ever
     const sinks = daemon.snapshot().sinks;
     assert.deepEqual(
       sinks.map((s) => s.name),
-      ["mqtt", "broken", "recorder"],
+      ["mqtt", "records", "broken", "recorder"],
+      "the registered sinks (the part record is on by default), then the two given",
     );
     const byName = new Map(sinks.map((s) => [s.name, s]));
     assert.equal(byName.get("recorder")?.ok, true);
@@ -166,7 +167,11 @@ test("the daemon drives a sink registered by one line: start before frames, ever
       () => statuses.find((s) => s.state === "online" && (s.outputs?.broken?.failed_batches ?? 0) > 0),
       5_000,
     );
-    assert.deepEqual(Object.keys(status.outputs).sort(), ["broken", "recorder"], "MQTT itself is up");
+    assert.deepEqual(
+      Object.keys(status.outputs).sort(),
+      ["broken", "recorder", "records"],
+      "MQTT itself is up",
+    );
     assert.deepEqual(status.outputs.recorder, { ok: true, durable: false, failed_batches: 0 });
     assert.equal(status.outputs.broken?.detail, "disk on fire");
     const failures = lines.filter((l) => l.msg.startsWith("output broken failed on a batch"));

@@ -32,14 +32,20 @@ test("createSinks builds each output only when its configuration enables it, in 
   const control = new TestLineControl();
   const names = (partial: Parameters<typeof testConfig>[0]) =>
     createSinks(testSinkContext(testConfig(partial), control, logger)).map((sink) => sink.name);
-  assert.deepEqual(names({}), ["mqtt"], "MQTT always; the others are off by default");
+  assert.deepEqual(
+    names({}),
+    ["mqtt", "records"],
+    "MQTT and the part record always; the others are off by default",
+  );
   assert.deepEqual(names({ http: { enabled: true }, collection: { enabled: true } }), [
     "mqtt",
     "collection",
+    "records",
     "http",
   ]);
   assert.deepEqual(
     names({
+      records: { enabled: false },
       sparkplug: { enabled: true, group_id: "line1" },
       opcua: { enabled: true, allow_anonymous: true },
     }),
@@ -47,7 +53,11 @@ test("createSinks builds each output only when its configuration enables it, in 
   );
   const durable = createSinks(
     testSinkContext(
-      testConfig({ http: { enabled: true }, sparkplug: { enabled: true, group_id: "line1" } }),
+      testConfig({
+        http: { enabled: true },
+        sparkplug: { enabled: true, group_id: "line1" },
+        records: { enabled: false },
+      }),
       control,
       logger,
     ),
@@ -69,7 +79,7 @@ test("two sinks of one name are refused", () => {
 
 test("a new sink needs its own folder and one line in sinks.ts, nothing else: only the registry reaches into a sink folder", () => {
   const folders = sinkFolders();
-  assert.deepEqual(folders, ["collection", "http", "mqtt", "opcua", "sparkplug"]);
+  assert.deepEqual(folders, ["collection", "http", "mqtt", "opcua", "records", "sparkplug"]);
   const edges = importEdges();
   // no file outside a sink folder imports into it, except the registry; a sink folder never imports another one
   const reachingIn = edges

@@ -1,20 +1,14 @@
 import { chmod, readdir, stat, unlink } from "node:fs/promises";
 import path from "node:path";
-import sharp from "sharp";
 import { quantile } from "../../bundle/bundle.js";
 import type { CollectionConfig } from "../../config/index.js";
-import {
-  DEFAULT_DIR_MODE,
-  DEFAULT_FILE_MODE,
-  makeDirectory,
-  parseMode,
-  writeFileAtomic,
-} from "../../core/durable-fs.js";
+import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, makeDirectory, parseMode } from "../../core/durable-fs.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import type { CollectionStats } from "../control.js";
+import { framePng, isTempPngName, writePng } from "../frame-png.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),
@@ -94,7 +88,7 @@ export class Collector {
         if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
         const cameraDir = path.join(config.dir, entry.name);
         for (const f of (await readdir(cameraDir)).sort()) {
-          if (isTempName(f)) {
+          if (isTempPngName(f)) {
             await c.removeStaleTemp(path.join(cameraDir, f));
             continue;
           }
@@ -212,18 +206,8 @@ export class Collector {
     const dir = path.join(this.config.dir, frame.cameraId);
     // each time, not once: a folder deleted while running (an operator clearing frames) would fail every save
     await makeDirectory(dir, this.dirMode);
-    const file = path.join(dir, name);
-    const tmp = path.join(dir, tempName(name));
-    const { original } = frame;
-    const image = original
-      ? sharp(original.rgba, {
-          raw: { width: original.width, height: original.height, channels: 4 },
-        }).removeAlpha()
-      : sharp(frame.rgb, { raw: { width: frame.width, height: frame.height, channels: 3 } });
-    // Encoded in memory, then written by Node: sharp's toFile leaves a partial file on a full disk, and its error
-    // has no errno (measured: a 64 KiB tmpfs kept 64 KiB of a 192 KiB PNG, "write error … No space left on device").
-    const png = await image.png().toBuffer();
-    await writeFileAtomic(file, tmp, png, { mode: this.fileMode });
+    const png = await framePng(frame.original ?? frame);
+    await writePng(path.join(dir, name), png, this.fileMode);
     this.saved += 1;
     this.track(frame.cameraId, name, png.length);
     await this.enforceLimits(frame.cameraId);
@@ -258,13 +242,4 @@ export class Collector {
         this.logger.warn({ file }, `could not delete the old collected frame ${file}: ${err.message}`);
     });
   }
-}
-
-/** A collected frame's name while it is being written: hidden from retrain and from the start-up scan. */
-function tempName(name: string): string {
-  return `.${name}.tmp`;
-}
-
-function isTempName(name: string): boolean {
-  return name.startsWith(".") && name.endsWith(".png.tmp");
 }

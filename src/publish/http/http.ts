@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { HttpConfig } from "../../config/index.js";
+import type { HttpConfig, RecordsConfig } from "../../config/index.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
@@ -19,6 +19,7 @@ import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
+import { RecordsApi } from "./records-routes.js";
 
 const ROUTES = ["/metrics", "/healthz", "/readyz"] as const;
 
@@ -53,6 +54,8 @@ export interface HttpInterfaceOptions {
   processMetrics?: boolean;
   /** The command executor shared with MQTT commands (default: one of its own). */
   executor?: CommandExecutor;
+  /** The part record to serve under `/api/records` (none: those routes are not served). */
+  records?: RecordsConfig;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -65,6 +68,7 @@ export class HttpInterface implements ResultSink {
   private readonly logger: Logger;
   private readonly server: Server;
   private readonly console: WebConsole | undefined;
+  private readonly records: RecordsApi | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -82,6 +86,7 @@ export class HttpInterface implements ResultSink {
         registry: this.metrics.registry,
       });
     }
+    if (options.records !== undefined) this.records = new RecordsApi(options.records, this.logger);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -96,7 +101,11 @@ export class HttpInterface implements ResultSink {
 
   /** The routes served, for the log and the 404 message. */
   private get routes(): readonly string[] {
-    return this.console ? [...ROUTES, ...WebConsole.ROUTES] : ROUTES;
+    return [
+      ...ROUTES,
+      ...(this.records ? RecordsApi.ROUTES : []),
+      ...(this.console ? WebConsole.ROUTES : []),
+    ];
   }
 
   start(): Promise<void> {
@@ -135,6 +144,7 @@ export class HttpInterface implements ResultSink {
   /** Closes the listener and every open connection (a scraper's keep-alive one would hold close() for seconds). */
   async stop(): Promise<void> {
     this.console?.stop();
+    this.records?.stop();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
@@ -161,6 +171,10 @@ export class HttpInterface implements ResultSink {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?", 1)[0]!;
+    if (this.records?.serves(path)) {
+      await this.records.handle(req, res, path);
+      return;
+    }
     if (this.console?.serves(path)) {
       await this.console.handle(req, res, path);
       return;

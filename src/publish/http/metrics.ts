@@ -27,6 +27,13 @@ const CAMERA_STATES: readonly (CameraState | "disabled")[] = [
 /** The outcomes `stpmd_collection_frames_total` counts, each with a series from the start. */
 const COLLECTION_OUTCOMES: readonly (keyof CollectionStats)[] = ["saved", "failed", "dropped", "deleted"];
 
+/** The outcomes `stpmd_records_rows_total` counts, each with a series from the start (the records sink's counts). */
+const RECORD_ROW_OUTCOMES = ["written", "failed", "dropped", "lost", "deleted"] as const;
+/** The outcomes `stpmd_records_images_total` counts: the sink's `images_<outcome>` counts. */
+const RECORD_IMAGE_OUTCOMES = ["saved", "failed", "dropped", "deleted"] as const;
+/** What `stpmd_records_recoveries_total` counts: databases moved aside as corrupt, folders found deleted. */
+const RECORD_RECOVERIES = { corrupt: "corrupt_moved", deleted: "recreated" } as const;
+
 /** Seconds: a CPU batch of 8 takes tens of ms, a Jetson's TensorRT batch a few, a stalled one seconds. */
 export const INFERENCE_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 /** Powers of two up to inference.max_batch's maximum (64). */
@@ -93,6 +100,12 @@ export class LineMetrics {
   private readonly outputUp: Gauge<"output" | "durable">;
   private readonly outputFailedBatches: MirroredCounter<"output">;
   private readonly withoutSnapshot: MirroredCounter<"camera">;
+  private readonly recordRows: MirroredCounter<"outcome">;
+  private readonly recordImages: MirroredCounter<"outcome">;
+  private readonly recordRecoveries: MirroredCounter<"kind">;
+  private readonly recordsHeld: Gauge;
+  private readonly recordBytes: Gauge;
+  private readonly recordsQueued: Gauge;
 
   /** `processMetrics`: also export prom-client's process metrics (CPU, memory, event loop lag, GC). */
   constructor(control: LineControl, options: { processMetrics?: boolean } = {}) {
@@ -198,6 +211,34 @@ export class LineMetrics {
         ["camera"],
       ),
     );
+    this.recordRows = new MirroredCounter(
+      counter(
+        "stpmd_records_rows_total",
+        "Part-record rows: committed (written), lost to a failed write such as a full disk (failed), dropped because the records queue was full (dropped), lost with a records thread that died (lost), deleted by retention (deleted).",
+        ["outcome"],
+      ),
+    );
+    this.recordImages = new MirroredCounter(
+      counter(
+        "stpmd_records_images_total",
+        "Part-record image files (frames and maps) saved, failed to save, left out because the queue held too many pixels (dropped), deleted by retention.",
+        ["outcome"],
+      ),
+    );
+    this.recordRecoveries = new MirroredCounter(
+      counter(
+        "stpmd_records_recoveries_total",
+        "Part-record databases found corrupt and moved aside (kind corrupt), or found deleted while running and started again (kind deleted).",
+        ["kind"],
+      ),
+    );
+    this.recordsHeld = gauge("stpmd_records_rows", "Rows in the part-record database.", []);
+    this.recordBytes = gauge(
+      "stpmd_records_bytes",
+      "Bytes the part record holds: the database's used pages plus the images.",
+      [],
+    );
+    this.recordsQueued = gauge("stpmd_records_queued", "Rows waiting for the records thread.", []);
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -278,6 +319,18 @@ export class LineMetrics {
     const cameras = new Set([...snapshot.cameras.map((cam) => cam.id), ...Object.keys(withoutSnapshot)]);
     for (const camera of cameras) {
       this.withoutSnapshot.set({ camera }, withoutSnapshot[camera]?.defects_without_snapshot ?? 0);
+    }
+    const records = snapshot.sinks.find((sink) => sink.name === "records")?.counts;
+    if (records !== undefined) {
+      for (const outcome of RECORD_ROW_OUTCOMES) this.recordRows.set({ outcome }, records[outcome] ?? 0);
+      for (const outcome of RECORD_IMAGE_OUTCOMES) {
+        this.recordImages.set({ outcome }, records[`images_${outcome}`] ?? 0);
+      }
+      for (const [kind, key] of Object.entries(RECORD_RECOVERIES))
+        this.recordRecoveries.set({ kind }, records[key] ?? 0);
+      this.recordsHeld.set(records.rows ?? 0);
+      this.recordBytes.set(records.bytes ?? 0);
+      this.recordsQueued.set(records.queued ?? 0);
     }
     for (const model of snapshot.models) {
       this.modelInfo.set(

@@ -5,5 +5,7 @@ import { HttpInterface } from "./http.js";
 export const httpSink: SinkFactory = {
   name: "http",
   create: ({ config, control, logger, executor }) =>
-    config.http.enabled ? new HttpInterface({ config: config.http, control, logger, executor }) : undefined,
+    config.http.enabled
+      ? new HttpInterface({ config: config.http, control, logger, executor, records: config.records })
+      : undefined,
 };

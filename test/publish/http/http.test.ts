@@ -153,6 +153,29 @@ describe("HTTP metrics and health, scraped over loopback", () => {
           cameras: { cam1: { defects_without_snapshot: 7 } },
         },
         { name: "http", durable: false, ok: true, failed_batches: 6 },
+        {
+          name: "records",
+          durable: false,
+          ok: false,
+          detail: "database or disk is full",
+          failed_batches: 0,
+          counts: {
+            written: 120,
+            failed: 8,
+            dropped: 2,
+            lost: 0,
+            deleted: 30,
+            queued: 5,
+            rows: 90,
+            bytes: 123456,
+            images_saved: 11,
+            images_failed: 4,
+            images_dropped: 1,
+            images_deleted: 6,
+            corrupt_moved: 1,
+            recreated: 0,
+          },
+        },
       ];
     };
     const samples = await scrape();
@@ -180,6 +203,24 @@ describe("HTTP metrics and health, scraped over loopback", () => {
     ] as const) {
       assert.equal(value(samples, "stpmd_collection_frames_total", { outcome }), count, outcome);
     }
+    for (const [outcome, count] of Object.entries({
+      written: 120,
+      failed: 8,
+      dropped: 2,
+      lost: 0,
+      deleted: 30,
+    })) {
+      assert.equal(value(samples, "stpmd_records_rows_total", { outcome }), count, `rows ${outcome}`);
+    }
+    for (const [outcome, count] of Object.entries({ saved: 11, failed: 4, dropped: 1, deleted: 6 })) {
+      assert.equal(value(samples, "stpmd_records_images_total", { outcome }), count, `images ${outcome}`);
+    }
+    assert.equal(value(samples, "stpmd_records_recoveries_total", { kind: "corrupt" }), 1);
+    assert.equal(value(samples, "stpmd_records_recoveries_total", { kind: "deleted" }), 0);
+    assert.equal(value(samples, "stpmd_records_rows"), 90);
+    assert.equal(value(samples, "stpmd_records_bytes"), 123456);
+    assert.equal(value(samples, "stpmd_records_queued"), 5);
+    assert.equal(value(samples, "stpmd_output_up", { output: "records", durable: "false" }), 0);
     assert.equal(value(samples, "stpmd_ready"), 1);
     assert.equal(value(samples, "stpmd_output_up", { output: "mqtt", durable: "true" }), 0);
     assert.equal(value(samples, "stpmd_output_up", { output: "http", durable: "false" }), 1);

@@ -1,0 +1,268 @@
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import mqtt from "mqtt";
+import sharp from "sharp";
+import { loadBundle } from "../src/bundle/bundle.js";
+import { randomTeacher } from "../src/bundle/random-teacher.js";
+import { completeConfig } from "../src/config/index.js";
+import { createLogger } from "../src/core/log.js";
+import { Daemon } from "../src/daemon/daemon.js";
+import { MosquittoBroker } from "../src/demo/broker.js";
+import { synthesizePart } from "../src/demo/synthetic.js";
+import { encodeModel } from "../src/onnx/onnx-graph.js";
+import { Random } from "../src/stpm/random.js";
+import { Scorer } from "../src/stpm/scorer.js";
+import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
+import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+
+/**
+ * What the part record costs the daemon: sustained frames/s and capture→publish latency with `records.enabled` on
+ * and off, at 1 %, 10 % and 100 % defects. A small bundle (random teacher, trained on synthetic parts, `--size`²)
+ * judges replay cameras of synthetic good parts with noise frames mixed in at the defect rate (the bundle finds
+ * every noise frame defective); the cameras are offered more than the daemon can inspect, so frames/s is what it
+ * sustains. On and off alternate, `--runs` times each, so a change of the machine's load hits both.
+ *
+ * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
+ * Writes results/records-cost.{json,md}.
+ */
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: "string", default: "3" },
+    seconds: { type: "string", default: "8" },
+    size: { type: "string", default: "128" },
+    fps: { type: "string", default: "250" },
+    cameras: { type: "string", default: "2" },
+  },
+});
+const RUNS = Number(values.runs);
+const SECONDS = Number(values.seconds);
+const SIZE = Number(values.size);
+const FPS = Number(values.fps);
+const CAMERAS = Number(values.cameras);
+const WARMUP_S = 3;
+const RATES = [0.01, 0.1, 1];
+/** Files per replay folder: 1 % defects is one noise frame in 100. */
+const FILES = 100;
+
+async function png(file: string, rgb: Uint8Array): Promise<void> {
+  await sharp(rgb, { raw: { width: SIZE, height: SIZE, channels: 3 } })
+    .png()
+    .toFile(file);
+}
+
+/** A replay folder of FILES frames, `rate` of them noise (spread evenly), the rest good synthetic parts. */
+async function frames(dir: string, rate: number): Promise<{ good: Uint8Array[]; noise: Uint8Array[] }> {
+  const made = { good: [] as Uint8Array[], noise: [] as Uint8Array[] };
+  await mkdir(dir, { recursive: true });
+  const random = new Random(5);
+  const defects = Math.round(rate * FILES);
+  for (let i = 0; i < FILES; i++) {
+    const isDefect =
+      defects > 0 && Math.floor((i * defects) / FILES) !== Math.floor(((i + 1) * defects) / FILES);
+    const rgb = isDefect
+      ? new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(random.next() * 256))
+      : synthesizePart(SIZE, 500 + i, "none").rgb;
+    await png(path.join(dir, `${String(i).padStart(3, "0")}.png`), rgb);
+    (isDefect ? made.noise : made.good).push(rgb);
+  }
+  return made;
+}
+
+/**
+ * A fixed threshold between the good frames' scores and the noise frames' (their midpoint), so the defect rate is
+ * exactly the share of noise frames: a small model's own threshold would flag some good parts too.
+ */
+async function calibrate(bundleDir: string, good: Uint8Array[], noise: Uint8Array[]): Promise<number> {
+  const bundle = await loadBundle(bundleDir);
+  const { mean, std } = bundle.manifest.input;
+  const scorer = await Scorer.create(bundle.teacher, bundle.student, {
+    height: SIZE,
+    width: SIZE,
+    mean,
+    std,
+  });
+  const scores = async (frames: Uint8Array[]) => {
+    const out: number[] = [];
+    for (const rgb of frames) out.push((await scorer.score(rgb.slice(), 1)).scores[0]!);
+    return out;
+  };
+  const maxGood = Math.max(...(await scores(good)));
+  const minNoise = Math.min(...(await scores(noise)));
+  if (!(maxGood < minNoise))
+    throw new Error(`good frames score up to ${maxGood}, noise from ${minNoise}: no threshold between`);
+  return (maxGood + minNoise) / 2;
+}
+
+async function run(
+  work: string,
+  bundle: string,
+  threshold: number,
+  broker: MosquittoBroker,
+  rate: number,
+  records: boolean,
+  n: number,
+) {
+  const name = `r${rate}-${records ? "on" : "off"}-${n}`;
+  const dir = path.join(work, `frames-${rate}`);
+  const config = completeConfig({
+    model: { bundle, watch: false },
+    cameras: Array.from({ length: CAMERAS }, (_, i) => ({
+      id: `cam${i}`,
+      source:
+        `multifilesrc location=${dir}/%03d.png index=${(i * 37) % FILES} loop=true ` +
+        `caps=image/png,framerate=${FPS}/1 ! pngdec ! identity sync=true`,
+      threshold: { value: threshold },
+    })),
+    mqtt: {
+      url: broker.url,
+      client_id: `cost-${name}`,
+      prefix: "cost",
+      snapshot: "none",
+      outbox: { dir: path.join(work, `outbox-${name}`), max_messages: 1_000_000, max_bytes: 2 ** 31 },
+    },
+    records: { enabled: records, dir: path.join(work, `records-${name}`) },
+    log: { level: "error" },
+    health: { watchdog: false },
+  });
+  const sub = await mqtt.connectAsync(broker.url, { clientId: `cost-sub-${name}` });
+  const latencies: number[] = [];
+  let measuring = false;
+  sub.on("message", (_topic, payload) => {
+    if (measuring)
+      latencies.push(
+        Date.now() - Date.parse((JSON.parse(payload.toString()) as { capture_ts: string }).capture_ts),
+      );
+  });
+  await sub.subscribeAsync("cost/+/result", { qos: 0 });
+  const daemon = new Daemon(config, createLogger("error"));
+  await daemon.start();
+  await new Promise((r) => setTimeout(r, WARMUP_S * 1000));
+  const inspected0 = daemon.inspectedFrames;
+  measuring = true;
+  const t0 = Date.now();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  measuring = false;
+  const fps = (daemon.inspectedFrames - inspected0) / ((Date.now() - t0) / 1000);
+  const cams = daemon.snapshot().cameras;
+  const defectShare =
+    cams.reduce((a, c) => a + c.defects, 0) /
+    Math.max(
+      1,
+      cams.reduce((a, c) => a + c.inspected, 0),
+    );
+  const counts = daemon.sinkStatus("records")?.counts ?? {};
+  await daemon.stop();
+  await sub.endAsync();
+  latencies.sort((a, b) => a - b);
+  const row = {
+    defect_rate: rate,
+    records,
+    run: n,
+    inspected_fps: fps,
+    defect_share: defectShare,
+    latency_ms_p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
+    latency_ms_p99:
+      latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? Number.NaN,
+    rows_written: counts.written ?? 0,
+    rows_dropped: counts.dropped ?? 0,
+    images_saved: counts.images_saved ?? 0,
+    images_dropped: counts.images_dropped ?? 0,
+  };
+  process.stderr.write(`[bench] ${JSON.stringify(row)}\n`);
+  return row;
+}
+
+async function main(): Promise<void> {
+  const before = await machineState();
+  const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-records-cost-"));
+  const teacher = path.join(work, "teacher.onnx");
+  await writeFile(teacher, encodeModel(randomTeacher(1, 8)));
+  const train = path.join(work, "train");
+  await mkdir(train);
+  for (let i = 0; i < 10; i++)
+    await png(path.join(train, `${i}.png`), synthesizePart(SIZE, 100 + i, "none").rgb);
+  const bundle = path.join(work, "model");
+  await retrain({
+    ...RETRAIN_DEFAULTS,
+    framesDir: train,
+    teacherFile: teacher,
+    outDir: bundle,
+    epochs: 2,
+    batchSize: 4,
+    lr: 0.1,
+    imageSize: SIZE,
+    seed: 1,
+    logger: createLogger("silent"),
+    progress: false,
+  });
+  const made = [];
+  for (const rate of RATES) made.push(await frames(path.join(work, `frames-${rate}`), rate));
+  const threshold = await calibrate(
+    bundle,
+    made.flatMap((m) => m.good),
+    made.flatMap((m) => m.noise),
+  );
+  process.stderr.write(`[bench] threshold ${threshold}\n`);
+  const broker = await MosquittoBroker.start();
+  const rows: Awaited<ReturnType<typeof run>>[] = [];
+  for (const rate of RATES) {
+    for (let n = 0; n < RUNS; n++) {
+      // alternate which goes first, so a drift in the machine's load does not favour one
+      for (const records of n % 2 === 0 ? [false, true] : [true, false])
+        rows.push(await run(work, bundle, threshold, broker, rate, records, n));
+    }
+  }
+  await broker.close();
+  // each run's outbox and record: hundreds of MB at 100 % defects
+  await rm(work, { recursive: true, force: true });
+  const summary = RATES.map((rate) => {
+    const of = (records: boolean) => rows.filter((r) => r.defect_rate === rate && r.records === records);
+    const fpsOff = median(of(false).map((r) => r.inspected_fps));
+    const fpsOn = median(of(true).map((r) => r.inspected_fps));
+    return {
+      defect_rate: rate,
+      defect_share_measured: median(rows.filter((r) => r.defect_rate === rate).map((r) => r.defect_share)),
+      fps_off: fpsOff,
+      fps_on: fpsOn,
+      throughput_on_over_off: fpsOn / fpsOff,
+      p50_off: median(of(false).map((r) => r.latency_ms_p50)),
+      p50_on: median(of(true).map((r) => r.latency_ms_p50)),
+      p99_off: median(of(false).map((r) => r.latency_ms_p99)),
+      p99_on: median(of(true).map((r) => r.latency_ms_p99)),
+      images_dropped_on: of(true).reduce((sum, r) => sum + r.images_dropped, 0),
+      rows_dropped_on: of(true).reduce((sum, r) => sum + r.rows_dropped, 0),
+    };
+  });
+  const after = await machineState();
+  const report = {
+    machine: machineInfo(),
+    before,
+    after,
+    size: SIZE,
+    offered_fps: FPS * CAMERAS,
+    cameras: CAMERAS,
+    seconds: SECONDS,
+    runs: RUNS,
+    summary,
+    rows,
+  };
+  const md = [
+    "# The part record's cost on the daemon",
+    "",
+    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SIZE}² PNGs offered ${FPS} frames/s each (more than the daemon inspects), a small bundle, local mosquitto; records on and off alternating, ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
+    "",
+    "| defects (measured) | frames/s off | frames/s on | on / off | capture→publish p50 off / on ms | p99 off / on ms | rows dropped (on) | images left out (on) |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...summary.map(
+      (s) =>
+        `| ${s.defect_rate * 100} % (${fmt(s.defect_share_measured * 100, 1)} %) | ${fmt(s.fps_off)} | ${fmt(s.fps_on)} | ${fmt(s.throughput_on_over_off, 3)} | ${fmt(s.p50_off, 0)} / ${fmt(s.p50_on, 0)} | ${fmt(s.p99_off, 0)} / ${fmt(s.p99_on, 0)} | ${s.rows_dropped_on} | ${s.images_dropped_on} |`,
+    ),
+  ].join("\n");
+  const file = await writeResults("records-cost", report, md);
+  process.stderr.write(`[bench] wrote ${file}\n${md}\n`);
+}
+
+await main();

@@ -1,0 +1,302 @@
+// Fault injection for the part record: the real daemon process with a replay camera of noise frames (each one a
+// defect, so each is an MQTT defect event with a seq), a real mosquitto, records in SQLite on a real (and in one case
+// tiny) filesystem. Each case breaks the record's storage and checks that inspection and publishing go on, that the
+// fault is counted and logged (not per frame), and that what was committed before it can still be read.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readdir, rm, statfs, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import mqtt, { type MqttClient } from "mqtt";
+import { iterateRecords, openRecordsDb, RECORDS_DB } from "../../src/publish/record-store.js";
+import {
+  DaemonProcess,
+  noiseFrames,
+  replaySource,
+  sleep,
+  trainTinyBundle,
+  waitFor,
+} from "../helpers/daemon-process.js";
+import { freeLoopbackPort, MosquittoBroker } from "../helpers/mosquitto.js";
+import { recordJob } from "../helpers/records.js";
+import { tempDir } from "../helpers/tiny-data.js";
+import { withTmpfs } from "../helpers/tmpfs.js";
+
+const SIZE = 64;
+const FPS = 10;
+
+let work: string;
+let bundle: string;
+let noise: string;
+let broker: MosquittoBroker;
+
+before(async () => {
+  work = await tempDir("stpmd-records-faults-");
+  bundle = path.join(work, "model");
+  await trainTinyBundle(work, bundle, 1, SIZE);
+  noise = path.join(work, "noise");
+  await noiseFrames(noise, 6, SIZE);
+  broker = await MosquittoBroker.start();
+});
+
+after(async () => {
+  await broker.close();
+});
+
+/** A daemon whose record lives in `recordsDir`, with metrics on a free port, and a subscriber to its defects. */
+async function startDaemon(name: string, recordsDir: string) {
+  const port = await freeLoopbackPort();
+  const config = {
+    model: { bundle, watch: false },
+    inference: { max_batch: 2, max_wait_ms: 5 },
+    cameras: [{ id: "noise", source: replaySource(noise, FPS) }],
+    mqtt: {
+      url: broker.url,
+      client_id: `stpmd-${name}`,
+      prefix: name,
+      status_interval_s: 1,
+      snapshot: "none",
+      outbox: { dir: path.join(work, `${name}-outbox`) },
+    },
+    records: { dir: recordsDir, images: { normal_sample: 1 }, retention: { max_bytes: 1 << 30 } },
+    http: { enabled: true, port, console: { enabled: false } },
+    log: { level: "info" },
+    health: { watchdog: false },
+  };
+  const file = path.join(work, `${name}.json`);
+  await writeFile(file, JSON.stringify(config, null, 2));
+  const seqs: number[] = [];
+  const sub: MqttClient = await mqtt.connectAsync(broker.url, { clientId: `obs-${name}` });
+  sub.on("message", (_topic, payload) =>
+    seqs.push(Number((JSON.parse(payload.toString()) as { seq: number }).seq)),
+  );
+  await sub.subscribeAsync(`${name}/+/defect`, { qos: 1 });
+  const daemon = new DaemonProcess(file);
+  /** The `stpmd_records_*` samples of one scrape, by name and labels (`rows_total{outcome="written"}`). */
+  const records = async (): Promise<Record<string, number>> => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (const m of text.matchAll(/^stpmd_records_(\S+) (\S+)$/gm)) out[m[1]!] = Number(m[2]);
+    const up = /^stpmd_output_up\{output="records",durable="false"\} (\S+)$/m.exec(text);
+    if (up) out.up = Number(up[1]);
+    return out;
+  };
+  const published = (): number => new Set(seqs).size;
+  const close = async (): Promise<void> => {
+    await daemon.kill();
+    await sub.endAsync(true);
+  };
+  return { daemon, records, published, close };
+}
+
+/** Waits until `n` more defect events than now were published: inspection and MQTT go on. */
+async function stillPublishing(published: () => number, n = 10): Promise<void> {
+  const before = published();
+  await waitFor(`${n} more defect events`, () => published() >= before + n, 30_000);
+}
+
+async function scrapeWhen(
+  records: () => Promise<Record<string, number>>,
+  what: string,
+  ok: (m: Record<string, number>) => boolean,
+): Promise<Record<string, number>> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const m = await records().catch(() => undefined);
+    if (m !== undefined && ok(m)) return m;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(m)}`);
+    await sleep(200);
+  }
+}
+
+function readAll(dir: string) {
+  const db = openRecordsDb(path.join(dir, RECORDS_DB), { readonly: true });
+  try {
+    assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
+    return [...iterateRecords(db, {})];
+  } finally {
+    db.close();
+  }
+}
+
+test("records on a full tmpfs: writes fail and are counted, logged once a minute, inspection and MQTT go on, and records resume once there is room", async (t) => {
+  await withTmpfs(t, "2m", async (mountPoint) => {
+    const dir = path.join(mountPoint, "records");
+    const { daemon, records, published, close } = await startDaemon("records-full", dir);
+    try {
+      await scrapeWhen(records, "rows written", (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5);
+      assert.ok(
+        daemon.hasLog(/is on a memory filesystem \(tmpfs\)/),
+        "a tmpfs is named: it does not survive a reboot",
+      );
+      const { bavail, bsize } = await statfs(mountPoint);
+      const filler = path.join(mountPoint, "filler");
+      await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - 64 * 1024)));
+      // which write meets the full disk first, a frame's PNG or the database's WAL, is the disk's choice
+      const full = await scrapeWhen(
+        records,
+        "failed writes",
+        (m) => (m['images_total{outcome="failed"}'] ?? 0) + (m['rows_total{outcome="failed"}'] ?? 0) >= 10,
+      );
+      t.diagnostic(`full: ${JSON.stringify(full)}`);
+      await stillPublishing(published);
+      const problemLines = daemon
+        .logs()
+        .filter((l) => /could not (save an image|write \d+ records)/.test(String(l.msg)));
+      assert.ok(problemLines.length >= 1, "the failure is logged");
+      assert.ok(problemLines.length <= 4, `not once per frame: ${problemLines.length} lines`);
+      await rm(filler);
+      const resumed = await scrapeWhen(
+        records,
+        "rows written again",
+        (m) => (m['rows_total{outcome="written"}'] ?? 0) > (full['rows_total{outcome="written"}'] ?? 0) + 10,
+      );
+      assert.ok(daemon.hasLog(/records are written again/) || full['rows_total{outcome="failed"}'] === 0);
+      t.diagnostic(`after making room: ${JSON.stringify(resumed)}`);
+      await scrapeWhen(records, "the record's health back up", (m) => m.up === 1);
+      await stillPublishing(published, 5);
+      daemon.child.kill("SIGTERM");
+      await daemon.exited;
+      const rows = readAll(dir);
+      const written = resumed['rows_total{outcome="written"}']!;
+      assert.ok(rows.length >= written, `${rows.length} rows readable, ${written} counted written before`);
+      for (const row of rows) {
+        if (row.image !== null) assert.ok(existsSync(path.join(dir, row.image)), `${row.image} is on disk`);
+      }
+      const names = await readdir(path.join(dir, "images/noise"), { recursive: true });
+      assert.deepEqual(
+        names.filter((n) => n.endsWith(".tmp")),
+        [],
+        "no half-written image is left",
+      );
+    } finally {
+      await close();
+    }
+  });
+});
+
+test("a database corrupted before start is moved aside with one log line; a new one is written; inspection goes on", async () => {
+  const dir = path.join(work, "corrupt-records");
+  const {
+    daemon: first,
+    records: firstRecords,
+    close: closeFirst,
+  } = await startDaemon("records-corrupt", dir);
+  await scrapeWhen(firstRecords, "rows written", (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5);
+  first.child.kill("SIGTERM");
+  await first.exited;
+  await closeFirst();
+  // damage the middle of the file: the header stays valid, the pages behind it are garbage
+  const db = path.join(dir, RECORDS_DB);
+  const { open } = await import("node:fs/promises");
+  const handle = await open(db, "r+");
+  const { size } = await handle.stat();
+  await handle.write(Buffer.alloc(Math.max(4096, size - 4096), 0xa5), 0, undefined, 4096);
+  await handle.close();
+
+  const { daemon, records, published, close } = await startDaemon("records-corrupt", dir);
+  try {
+    await scrapeWhen(
+      records,
+      "rows in the new database",
+      (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5,
+    );
+    await stillPublishing(published);
+    const corrupt = daemon.logs().filter((l) => /is corrupt/.test(String(l.msg)));
+    assert.equal(corrupt.length, 1, "one line");
+    assert.match(String(corrupt[0]!.msg), /moved it aside to .*records\.db\.corrupt-/);
+    const m = await records();
+    assert.equal(m['recoveries_total{kind="corrupt"}'], 1);
+    const aside = (await readdir(dir)).filter((f) => /^records\.db\.corrupt-\d+T\d+Z$/.test(f));
+    assert.equal(aside.length, 1);
+  } finally {
+    await close();
+  }
+});
+
+test("the records folder deleted while running is recreated; inspection and MQTT go on", async () => {
+  const dir = path.join(work, "deleted-records");
+  const { daemon, records, published, close } = await startDaemon("records-deleted", dir);
+  try {
+    await scrapeWhen(records, "rows written", (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5);
+    // the daemon writes into it meanwhile: rm retries a folder that gained a file while it was being emptied
+    await rm(dir, { recursive: true, maxRetries: 20, retryDelay: 10 });
+    await waitFor("the deletion noticed", () =>
+      daemon.hasLog(/was deleted while running; starting a new one/),
+    );
+    await stillPublishing(published);
+    const m = await scrapeWhen(
+      records,
+      "a recovery counted",
+      (s) => s['recoveries_total{kind="deleted"}'] === 1,
+    );
+    assert.ok(m.rows! > 0);
+    daemon.child.kill("SIGTERM");
+    await daemon.exited;
+    const rows = readAll(dir);
+    assert.ok(rows.length > 0, "the new database holds the rows written since");
+    for (const row of rows) if (row.image !== null) assert.ok(existsSync(path.join(dir, row.image)));
+  } finally {
+    await close();
+  }
+});
+
+test("SIGKILL mid-batch: every record committed before the kill is readable, the database is intact, and a restarted daemon goes on with it", async (t) => {
+  // a writer process killed at a moment it does not choose: whatever it reported committed must be there
+  const dir = path.join(work, "killed-writer");
+  const child = spawn(process.execPath, ["dist/test/helpers/records-writer-child.js", dir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let committed = 0;
+  child.stdout!.on("data", (d: Buffer) => {
+    for (const m of d.toString().matchAll(/committed (\d+)/g)) committed = Number(m[1]);
+  });
+  await waitFor("2000 rows committed", () => committed >= 2000, 60_000);
+  await sleep(3 + Math.floor(Math.random() * 20));
+  child.kill("SIGKILL");
+  await new Promise((resolve) => child.once("exit", resolve));
+  const rows = readAll(dir);
+  t.diagnostic(`reported committed ${committed}, readable after SIGKILL ${rows.length}`);
+  assert.ok(rows.length >= committed, `${rows.length} rows readable, ${committed} reported committed`);
+  assert.equal(rows.length % 50, 0, "a batch is all there or not at all");
+  assert.deepEqual(
+    rows.map((row) => row.seq),
+    Array.from({ length: rows.length }, (_, i) => i),
+    "no row lost or doubled",
+  );
+  const sample = rows[1230]!;
+  const job = recordJob(1230, { verdict: "defect" });
+  assert.deepEqual(
+    [sample.camera, sample.ts, sample.verdict, sample.score],
+    [job.row.camera, job.row.ts, job.row.verdict, job.row.score],
+  );
+
+  // the daemon itself killed while it writes: it opens the same database again (not "corrupt"), and goes on
+  const daemonDir = path.join(work, "killed-daemon");
+  const first = await startDaemon("records-killed", daemonDir);
+  const before = await scrapeWhen(
+    first.records,
+    "rows written",
+    (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 20,
+  );
+  await first.close();
+  const afterKill = readAll(daemonDir);
+  assert.ok(
+    afterKill.length >= before['rows_total{outcome="written"}']!,
+    "every row counted written is there",
+  );
+  const second = await startDaemon("records-killed", daemonDir);
+  try {
+    await stillPublishing(second.published);
+    await scrapeWhen(
+      second.records,
+      "rows written after the restart",
+      (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 5,
+    );
+    assert.ok(!second.daemon.hasLog(/is corrupt/), "a killed writer never leaves a corrupt database");
+    assert.ok(second.daemon.hasLog(new RegExp(`part record opened .* \\(${afterKill.length} rows\\)`)));
+  } finally {
+    await second.close();
+  }
+});
