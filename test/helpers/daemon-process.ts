@@ -38,7 +38,13 @@ export async function noiseFrames(dir: string, count: number, size: number): Pro
 }
 
 /** A small bundle (random teacher, 10 normal frames, 2 epochs) at `out`; returns its model version. */
-export async function trainTinyBundle(work: string, out: string, seed: number, size = 64): Promise<string> {
+export async function trainTinyBundle(
+  work: string,
+  out: string,
+  seed: number,
+  size = 64,
+  valFraction: number = RETRAIN_DEFAULTS.valFraction,
+): Promise<string> {
   const teacherFile = path.join(work, "teacher.onnx");
   if (!existsSync(teacherFile)) await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
   const frames = path.join(work, `train-${size}`);
@@ -53,6 +59,7 @@ export async function trainTinyBundle(work: string, out: string, seed: number, s
     lr: 0.1,
     imageSize: size,
     seed,
+    valFraction,
     logger: createLogger("silent"),
     progress: false,
   });
