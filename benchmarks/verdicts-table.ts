@@ -71,7 +71,7 @@ interface Run {
   retrain_wall_s: number;
   retrain_peak_rss_mb: number;
   load_average_before: string;
-  training: { history: unknown[]; best_epoch: number; stopped_reason: string };
+  training: { history: unknown[]; best_epoch: number; stopped_reason: string; stopped_on?: string };
   eval: EvalNumbers;
 }
 
@@ -109,7 +109,7 @@ for (const run of runs) {
     label: `after, seed ${run.seed} (load ${run.load_average_before.split(" ")[0]})`,
     eval: run.eval,
     wall: run.retrain_wall_s,
-    epochs: `${run.training.history.length} (${run.training.stopped_reason})`,
+    epochs: `${run.training.history.length} (${run.training.stopped_on ?? run.training.stopped_reason}, kept ${run.training.best_epoch})`,
     rss: run.retrain_peak_rss_mb,
   };
   out.push(`| ${line(run.name, row)} |`);
