@@ -9,7 +9,7 @@ import { readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { loadBundle } from "../src/bundle/bundle.js";
+import { loadBundle, scoringOptions } from "../src/bundle/bundle.js";
 import { encodeModel } from "../src/onnx/onnx-graph.js";
 import { ort } from "../src/onnx/ort.js";
 import { buildScoringGraph } from "../src/stpm/scorer.js";
@@ -31,10 +31,13 @@ const { values } = parseArgs({
 const batch = Number(values.batch);
 const runs = Number(values.runs);
 const bundle = await loadBundle(values.bundle);
-const { height, width, mean, std } = bundle.manifest.input;
+const options = scoringOptions(bundle.manifest);
+// the graph is fed each frame with the bundle's context margin around it
+const height = options.height + 2 * options.margin;
+const width = options.width + 2 * options.margin;
 const prefix = path.join(os.tmpdir(), `stpmd-profile-${process.pid}`);
 const session = await ort.InferenceSession.create(
-  encodeModel(buildScoringGraph(bundle.teacher, bundle.student, { height, width, mean, std })),
+  encodeModel(buildScoringGraph(bundle.teacher, bundle.student, options)),
   { enableProfiling: true, profileFilePrefix: prefix, logSeverityLevel: 3, graphOptimizationLevel: "all" },
 );
 // a deterministic, textured input: the values do not change the work done
