@@ -5,7 +5,7 @@
  * the predicted false-alarm rate of that threshold, and the per-frame cost of the aggregation (median over the
  * bundle's test maps, and on a stitched 1920×1080 tile-mode map).
  *
- *   node dist/benchmarks/part-score.js --case bottle=/work/runs/bottle-base:/work/shared/data/mvtec_ad/bottle \
+ *   node dist/benchmarks/part-score.js --case bottle=out/models/bottle:../shared/data/mvtec_ad/bottle \
  *     [--case NAME=BUNDLE:DATA …] [--out part-score]
  *
  * Every case re-splits the bundle's own frames folder with its seed and val_fraction (src/stpm/split.ts), so the
