@@ -23,14 +23,7 @@ import { scoreImages } from "../src/stpm/image-scoring.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
-
-const SHARED = process.env.STPMD_SHARED ?? path.resolve("../shared");
-const TEACHER = process.env.STPMD_TEACHER ?? path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
+import { arg, SHARED_DIR as SHARED, SHARED_TEACHER as TEACHER } from "./common.js";
 
 const SIZE = Number(arg("size", "256"));
 const TRAIN = Number(arg("train", "64"));

@@ -424,3 +424,14 @@ export function cpuPairsTable(
     `| difference (median of the run pairs) | **${f(diff)}** (${(diff / 10).toFixed(2)} % of one core) | ${list(pairDiffs)} |`,
   ];
 }
+
+/** The shared data and teacher (`../shared`, or `STPMD_SHARED` / `STPMD_TEACHER`). */
+export const SHARED_DIR = process.env.STPMD_SHARED ?? path.resolve("../shared");
+export const SHARED_TEACHER =
+  process.env.STPMD_TEACHER ?? path.join(SHARED_DIR, "weights/mobilenet_v2_coral_pyramid.onnx");
+
+/** A benchmark's `--name value` flag, or `fallback` when it is absent. */
+export function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}

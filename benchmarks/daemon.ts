@@ -9,12 +9,14 @@ import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import {
+  arg,
   captureRssKb,
   machineInfo,
   machineState,
   median,
   peakRssMib,
   rssKbOf,
+  SHARED_DIR,
   writeResults,
 } from "./common.js";
 
@@ -33,11 +35,6 @@ import {
  * (the order alternating from rate to rate), with the ratios child / in-process.
  */
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1]! : fallback;
-}
-
 type Capture = "child" | "in-process";
 const captureArg = arg("capture", "child");
 if (!["child", "in-process", "both"].includes(captureArg))
@@ -54,7 +51,7 @@ if (captures.includes("in-process") && !process.env.UV_THREADPOOL_SIZE) {
   process.exit(r.status ?? 1);
 }
 
-const SHARED = process.env.STPMD_SHARED ?? path.resolve("../shared");
+const SHARED = SHARED_DIR;
 const bundle = path.resolve(arg("bundle", "out/models/bottle"));
 const rates = arg("rates", "10,20,30,40,50,60").split(",").map(Number);
 const seconds = Number(arg("seconds", "12"));

@@ -7,22 +7,13 @@
  *   node dist/benchmarks/margin-cost.js [--size 256] [--rounds 7] [--batch 8]
  */
 import { readFile } from "node:fs/promises";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { decodeModel } from "../src/onnx/onnx-graph.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { foldedStudentGraph, initStudent } from "../src/train/student.js";
 import { studentLayout } from "../src/train/training-graph.js";
-import { median } from "./common.js";
-
-const SHARED = process.env.STPMD_SHARED ?? path.resolve("../shared");
-const TEACHER = process.env.STPMD_TEACHER ?? path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
+import { arg, median, SHARED_TEACHER as TEACHER } from "./common.js";
 
 const SIZE = Number(arg("size", "256"));
 const ROUNDS = Number(arg("rounds", "7"));
