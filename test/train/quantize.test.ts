@@ -9,7 +9,7 @@ import { rgbToChw } from "../../src/data/images.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { encodeModel, type Graph } from "../../src/onnx/onnx-graph.js";
 import { createSession, floatInput } from "../../src/onnx/ort.js";
-import { tiledGeometry } from "../../src/stpm/geometry.js";
+import { type Geometry, tiledGeometry } from "../../src/stpm/geometry.js";
 import { Random } from "../../src/stpm/random.js";
 import {
   CALIBRATION_DEFAULTS,
@@ -199,22 +199,20 @@ test("quantize writes an int8 bundle that loads and re-derives the threshold fro
   );
 });
 
-test("quantize calibrates on what a tiled ROI bundle's model is fed, and the int8 bundle keeps its geometry", async () => {
-  const dir = await tempDir();
-  const frames = await normalFrames(6, 64, path.join(dir, "frames"));
-  // the 48×48 ROI at (8, 8) of 64×64 frames, at native scale, in 32-pixel tiles overlapping by 16: 2×2 tiles
-  const geometry = tiledGeometry({ width: 48, height: 48 }, { x: 8, y: 8, width: 48, height: 48 }, S, 16, 1);
-  const files = (await readdir(frames)).sort().map((f) => path.join(frames, f));
-  const calib = await calibrationInputs(files, 3, geometry, MEAN, STD);
-  assert.equal(calib.count, 3 * 4, "every tile of every calibration image");
-  assert.equal(calib.inputs.length, 12 * 3 * S * S);
-
+/** An fp32 bundle of a random teacher and an untrained student fed `fed`² inputs, with `geometry`, at `dir`. */
+async function writeRandomBundle(
+  dir: string,
+  version: string,
+  geometry: Geometry,
+  fed: number,
+  frames: string,
+): Promise<void> {
   const teacher = randomTeacher(7, 4);
-  const layout = studentLayout(teacher, S, S);
+  const layout = studentLayout(teacher, fed, fed);
   const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(7)));
   const scores = [0.1, 0.2, 0.3];
-  await writeBundle(path.join(dir, "fp32"), encodeModel(teacher), encodeModel(student), {
-    model_version: "tiled",
+  await writeBundle(dir, encodeModel(teacher), encodeModel(student), {
+    model_version: version,
     created_at: new Date().toISOString(),
     input: { name: "frames", height: S, width: S, mean: MEAN, std: STD, normalisation_source: "metadata" },
     outputs: teacher.outputs.map((o) => o.name),
@@ -226,6 +224,19 @@ test("quantize calibrates on what a tiled ROI bundle's model is fed, and the int
     geometry,
     training: { frames_dir: frames, seed: 0, val_fraction: 0.5, skipped_files: [] },
   });
+}
+
+test("quantize calibrates on what a tiled ROI bundle's model is fed, and the int8 bundle keeps its geometry", async () => {
+  const dir = await tempDir();
+  const frames = await normalFrames(6, 64, path.join(dir, "frames"));
+  // the 48×48 ROI at (8, 8) of 64×64 frames, at native scale, in 32-pixel tiles overlapping by 16: 2×2 tiles
+  const geometry = tiledGeometry({ width: 48, height: 48 }, { x: 8, y: 8, width: 48, height: 48 }, S, 16, 1);
+  const files = (await readdir(frames)).sort().map((f) => path.join(frames, f));
+  const calib = await calibrationInputs(files, 3, geometry, MEAN, STD);
+  assert.equal(calib.count, 3 * 4, "every tile of every calibration image");
+  assert.equal(calib.inputs.length, 12 * 3 * S * S);
+
+  await writeRandomBundle(path.join(dir, "fp32"), "tiled", geometry, S, frames);
   await quantizeBundle({
     modelDir: path.join(dir, "fp32"),
     framesDir: frames,
@@ -250,23 +261,7 @@ test("quantize calibrates a margin bundle on its inputs with their context, and 
   const calib = await calibrationInputs(files, 2, geometry, MEAN, STD);
   assert.equal(calib.count, 2 * 9, "every tile of every calibration image");
   assert.equal(calib.inputs.length, calib.count * 3 * fed * fed, "each tile with its context margin");
-  const teacher = randomTeacher(7, 4);
-  const layout = studentLayout(teacher, fed, fed);
-  const student = foldedStudentGraph(teacher, layout, initStudent(layout, new Random(7)));
-  const scores = [0.1, 0.2, 0.3];
-  await writeBundle(path.join(dir, "fp32"), encodeModel(teacher), encodeModel(student), {
-    model_version: "margin",
-    created_at: new Date().toISOString(),
-    input: { name: "frames", height: S, width: S, mean: MEAN, std: STD, normalisation_source: "metadata" },
-    outputs: teacher.outputs.map((o) => o.name),
-    teacher_source_path: "random",
-    threshold: 0.4,
-    threshold_rule: "mean + 2·std of validation image scores",
-    validation_scores: scores,
-    score_stats: scoreStats(scores),
-    geometry,
-    training: { frames_dir: frames, seed: 0, val_fraction: 0.5, skipped_files: [] },
-  });
+  await writeRandomBundle(path.join(dir, "fp32"), "margin", geometry, fed, frames);
   const summary = await quantizeBundle({
     modelDir: path.join(dir, "fp32"),
     framesDir: frames,
