@@ -7,14 +7,13 @@ import { after, before, describe, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
 import {
   DaemonProcess,
-  noiseFrames,
+  defectiveReplay,
   replaySource,
   sleep,
   trainTinyBundle,
   waitFor,
 } from "../helpers/daemon-process.js";
 import { MosquittoBroker, TcpGate } from "../helpers/mosquitto.js";
-import { tempDir } from "../helpers/tiny-data.js";
 
 /**
  * The fault suite (run alone with `npm run test:faults`): the real daemon process, a real mosquitto, a replay
@@ -31,11 +30,7 @@ let bundle: string;
 let noise: string;
 
 before(async () => {
-  work = await tempDir("stpmd-faults-");
-  bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, SIZE);
-  noise = path.join(work, "noise");
-  await noiseFrames(noise, 6, SIZE);
+  ({ work, bundle, noise } = await defectiveReplay("stpmd-faults-", 6, SIZE));
 });
 
 interface Scenario {

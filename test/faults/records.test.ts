@@ -10,17 +10,9 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
 import { iterateRecords, openRecordsDb, RECORDS_DB } from "../../src/publish/record-store.js";
-import {
-  DaemonProcess,
-  noiseFrames,
-  replaySource,
-  sleep,
-  trainTinyBundle,
-  waitFor,
-} from "../helpers/daemon-process.js";
+import { DaemonProcess, defectiveReplay, replaySource, sleep, waitFor } from "../helpers/daemon-process.js";
 import { freeLoopbackPort, MosquittoBroker } from "../helpers/mosquitto.js";
 import { recordJob } from "../helpers/records.js";
-import { tempDir } from "../helpers/tiny-data.js";
 import { withTmpfs } from "../helpers/tmpfs.js";
 
 const SIZE = 64;
@@ -32,11 +24,7 @@ let noise: string;
 let broker: MosquittoBroker;
 
 before(async () => {
-  work = await tempDir("stpmd-records-faults-");
-  bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, SIZE);
-  noise = path.join(work, "noise");
-  await noiseFrames(noise, 6, SIZE);
+  ({ work, bundle, noise } = await defectiveReplay("stpmd-records-faults-", 6, SIZE));
   broker = await MosquittoBroker.start();
 });
 

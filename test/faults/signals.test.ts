@@ -5,16 +5,8 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
-import {
-  DaemonProcess,
-  noiseFrames,
-  replaySource,
-  sleep,
-  trainTinyBundle,
-  waitFor,
-} from "../helpers/daemon-process.js";
+import { DaemonProcess, defectiveReplay, replaySource, sleep, waitFor } from "../helpers/daemon-process.js";
 import { freeLoopbackPort, MosquittoBroker } from "../helpers/mosquitto.js";
-import { tempDir } from "../helpers/tiny-data.js";
 
 /**
  * Signals at any moment of `stpmd run`'s life, as systemd sends them: `systemctl reload` (SIGHUP) as soon as the
@@ -32,11 +24,7 @@ let broker: MosquittoBroker;
 let configs = 0;
 
 before(async () => {
-  work = await tempDir("stpmd-signals-");
-  bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, SIZE);
-  noise = path.join(work, "noise");
-  await noiseFrames(noise, 4, SIZE);
+  ({ work, bundle, noise } = await defectiveReplay("stpmd-signals-", 4, SIZE));
   broker = await MosquittoBroker.start();
 });
 

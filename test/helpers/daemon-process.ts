@@ -183,3 +183,20 @@ export class DaemonProcess {
     await this.exited;
   }
 }
+
+/**
+ * The fault suites' fixture: a scratch folder with a tiny bundle (`model`) and `frames` noise frames (`noise`) that
+ * the bundle finds defective, so each replayed frame is one defect event.
+ */
+export async function defectiveReplay(
+  prefix: string,
+  frames: number,
+  size = 64,
+): Promise<{ work: string; bundle: string; noise: string }> {
+  const work = await tempDir(prefix);
+  const bundle = path.join(work, "model");
+  await trainTinyBundle(work, bundle, 1, size);
+  const noise = path.join(work, "noise");
+  await noiseFrames(noise, frames, size);
+  return { work, bundle, noise };
+}
