@@ -19,6 +19,7 @@ import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
+import { Operators } from "./operators.js";
 import { RecordsApi } from "./records-routes.js";
 
 const ROUTES = ["/metrics", "/healthz", "/readyz"] as const;
@@ -68,6 +69,8 @@ export class HttpInterface implements ResultSink {
   private readonly logger: Logger;
   private readonly server: Server;
   private readonly console: WebConsole | undefined;
+  /** Who may change state over HTTP (with the console). */
+  private readonly operators: Operators | undefined;
   private readonly records: RecordsApi | undefined;
 
   constructor(options: HttpInterfaceOptions) {
@@ -78,11 +81,16 @@ export class HttpInterface implements ResultSink {
       ...(options.processMetrics !== undefined ? { processMetrics: options.processMetrics } : {}),
     });
     if (this.config.console.enabled) {
+      this.operators = new Operators({
+        config: this.config.console,
+        logger: options.logger,
+        registry: this.metrics.registry,
+      });
       this.console = new WebConsole({
+        operators: this.operators,
         config: this.config.console,
         control: this.control,
         executor: options.executor ?? new CommandExecutor(this.control, options.logger),
-        logger: options.logger,
         registry: this.metrics.registry,
       });
     }
@@ -111,6 +119,7 @@ export class HttpInterface implements ResultSink {
   start(): Promise<void> {
     const { bind, port } = this.config;
     try {
+      this.operators?.start();
       this.console?.start();
     } catch (err) {
       return Promise.reject(err);
