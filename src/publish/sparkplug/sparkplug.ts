@@ -149,6 +149,13 @@ export class SparkplugNode implements ResultSink {
   private history: DurableQueue | undefined;
   private client: MqttClient | undefined;
   private bdSeq = 0;
+  /**
+   * Whether the broker answered the CONNECT that carried {@link bdSeq} (a CONNACK, accepted or refused). Sparkplug
+   * counts CONNECT packets: an attempt that never reached a broker (connection refused, DNS, TLS, timeout) keeps
+   * its bdSeq for the next one. Measured before: a 17 s outage took bdSeq from 1 to 18, so a ~4-minute outage
+   * wrapped the 0–255 range and reused values a host had already seen.
+   */
+  private bdSeqUsed = true;
   private seq = 0;
   private born = false;
   /** Whether this session's SUBACK for NCMD/DCMD (and STATE) arrived: no birth before it. */
@@ -283,7 +290,10 @@ export class SparkplugNode implements ResultSink {
 
   private async openSession(): Promise<void> {
     if (this.lifecycle !== "running") return;
-    this.bdSeq = await this.bdSeqStore.next();
+    if (this.bdSeqUsed) {
+      this.bdSeq = await this.bdSeqStore.next();
+      this.bdSeqUsed = false;
+    }
     if (this.lifecycle !== "running") return;
     this.hostOnline = undefined;
     this.subscribed = false;
@@ -294,6 +304,9 @@ export class SparkplugNode implements ResultSink {
       retain: false,
     });
     this.client = client;
+    client.on("packetreceive", (packet) => {
+      if (packet.cmd === "connack" && client === this.client) this.bdSeqUsed = true;
+    });
     client.on("connect", () => this.onConnect(client));
     client.on("message", (topic, payload) => this.onMessage(client, topic, payload));
     client.on("close", () => this.onClose(client));

@@ -253,6 +253,31 @@ describe("Sparkplug B edge node", () => {
     }
   });
 
+  test("an outage costs one bdSeq, however many connection attempts it took: only a CONNECT the broker answered uses one", async () => {
+    const gate = await TcpGate.start(broker.port);
+    const { host, makeNode } = await setUp(gate.url);
+    const node = makeNode();
+    await node.start();
+    try {
+      const birth1 = await host.next("NBIRTH");
+      const before = num(metric(birth1, "bdSeq").value);
+      gate.close(); // connections refused from now on: the node retries every 100 ms
+      await host.next("NDEATH");
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // ~10 refused attempts (before: ~10 bdSeqs)
+      gate.open();
+      const birth2 = await host.next("NBIRTH", undefined, 2);
+      assert.equal(
+        num(metric(birth2, "bdSeq").value),
+        (before + 1) % 256,
+        "the first session after the outage has the next bdSeq",
+      );
+    } finally {
+      await node.stop();
+      await host.close();
+      await gate.shutdown();
+    }
+  });
+
   test("bdSeq grows across a restart of the node and is stored in bdseq_file", async () => {
     const { config, host, makeNode } = await setUp(broker.url);
     const first = makeNode();
