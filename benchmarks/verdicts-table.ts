@@ -5,7 +5,9 @@ import { join } from "node:path";
  * benchmarks/verdicts.sh's results as one Markdown table (benchmarks/results/verdicts.md): every run of
  * `verdicts-<name>-s<seed>.json`, beside its "before" — fryum's from benchmarks/geometry.sh's recorded runs
  * (geometry-{squash,aspect,tiled}.json: seed 0, the 12-epoch ceiling, the map's maximum, no margin), bottle's from
- * verdicts-before-bottle.json when present.
+ * verdicts-before-bottle.json when present. A seed-matched "before" (the code before issue 19, same options and seed:
+ * `verdicts-before-<name>-s<seed>.json`, written like an "after" run with the commit in `code`) goes right above the
+ * run of that seed.
  */
 const DIR = "benchmarks/results";
 
@@ -92,10 +94,21 @@ function line(name: string, r: Row): string {
 }
 
 const before = beforeRows();
+const byNameAndSeed = (a: Run, b: Run): number => a.name.localeCompare(b.name) || a.seed - b.seed;
 const runs = readdirSync(DIR)
-  .filter((f) => /^verdicts-.+-s\d+\.json$/.test(f))
+  .filter((f) => /^verdicts-.+-s\d+\.json$/.test(f) && !f.startsWith("verdicts-before-"))
   .map((f) => read<Run>(f))
-  .sort((a, b) => a.name.localeCompare(b.name) || a.seed - b.seed);
+  .sort(byNameAndSeed);
+const seededBefores = readdirSync(DIR)
+  .filter((f) => /^verdicts-before-.+-s\d+\.json$/.test(f))
+  .map((f) => read<Run & { code: string }>(f));
+const rowOf = (run: Run, label: string): Row => ({
+  label,
+  eval: run.eval,
+  wall: run.retrain_wall_s,
+  epochs: `${run.training.history.length} (${run.training.stopped_on ?? run.training.stopped_reason}, kept ${run.training.best_epoch})`,
+  rss: run.retrain_peak_rss_mb,
+});
 const out = [
   "| run | model | image AUROC | pixel AUROC | AUPRO | caught at the bundle's threshold | false alarms | epochs (stop) | retrain wall | peak RSS |",
   "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
@@ -105,14 +118,10 @@ for (const run of runs) {
   const b = before.get(run.name);
   if (run.name !== last && b) out.push(`| ${line(run.name, b)} |`);
   last = run.name;
-  const row: Row = {
-    label: `after, seed ${run.seed} (load ${run.load_average_before.split(" ")[0]})`,
-    eval: run.eval,
-    wall: run.retrain_wall_s,
-    epochs: `${run.training.history.length} (${run.training.stopped_on ?? run.training.stopped_reason}, kept ${run.training.best_epoch})`,
-    rss: run.retrain_peak_rss_mb,
-  };
-  out.push(`| ${line(run.name, row)} |`);
+  const seeded = seededBefores.find((x) => x.name === run.name && x.seed === run.seed);
+  if (seeded) out.push(`| ${line(run.name, rowOf(seeded, `before, seed ${run.seed} (code ${seeded.code})`))} |`);
+  const label = `after, seed ${run.seed} (load ${run.load_average_before.split(" ")[0]})`;
+  out.push(`| ${line(run.name, rowOf(run, label))} |`);
 }
 writeFileSync(join(DIR, "verdicts.md"), `${out.join("\n")}\n`);
 console.log(out.join("\n"));

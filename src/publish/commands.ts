@@ -20,9 +20,12 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Requests waiting behind a running one (a reload can take seconds); beyond this they are refused as busy. */
 export const MAX_PENDING_COMMANDS = 32;
 
+/** Longest transaction echoed: a longer one is refused, and not echoed (a response never carries 64 KiB back). */
+const MAX_TRANSACTION_LENGTH = 256;
 const transaction = Type.Optional(
-  Type.Union([Type.String({ maxLength: 256 }), Type.Number()], {
+  Type.Union([Type.String({ maxLength: MAX_TRANSACTION_LENGTH }), Type.Number()], {
     description: "Echoed in the response, so a client can match it to its request.",
+    expected: `a string of at most ${MAX_TRANSACTION_LENGTH} characters or a number`,
   }),
 );
 const camera = Type.String({ description: "Camera id.", minLength: 1 });
@@ -107,6 +110,7 @@ function validatorOf(name: CommandName): ValidateFunction {
   if (validators === undefined) {
     // verbose: errors carry the offending value and schema, which the messages quote
     const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+    ajv.addVocabulary(["expected"]); // an annotation for error messages, not a constraint
     validators = new Map(COMMAND_NAMES.map((n) => [n, ajv.compile(requestSchemas[n])]));
   }
   return validators.get(name)!;
@@ -114,7 +118,7 @@ function validatorOf(name: CommandName): ValidateFunction {
 
 /**
  * One line naming every problem of a payload that failed its schema. A value that fits none of a union's
- * branches gets the union's description instead of one complaint per branch.
+ * branches gets the union's `expected` text (or its description) instead of one complaint per branch.
  */
 export function describeSchemaErrors(errors: readonly ErrorObject[], payload: unknown): string {
   const unions = new Map<string, ErrorObject>();
@@ -128,11 +132,19 @@ export function describeSchemaErrors(errors: readonly ErrorObject[], payload: un
   );
   const messages = problems.map((problem) => `${formatKeyPath(problem.path, payload)}: ${problem.message}`);
   for (const [path, error] of unions) {
-    const description = (error.parentSchema as { description?: string } | undefined)?.description;
+    // `expected` where the description documents a purpose rather than the accepted values
+    const schema = error.parentSchema as { description?: string; expected?: string } | undefined;
+    const expected = schema?.expected ?? schema?.description ?? "of another type";
     const key = path.slice(1).replace(/\//g, ".");
-    messages.push(`${key}: must be ${description ?? "of another type"} (got ${JSON.stringify(error.data)})`);
+    messages.push(`${key}: must be ${expected} (got ${clipped(JSON.stringify(error.data))})`);
   }
   return messages.join("; ");
+}
+
+/** A value quoted back in an error, at most {@link MAX_QUOTED} characters of it. */
+const MAX_QUOTED = 80;
+function clipped(text: string): string {
+  return text.length <= MAX_QUOTED ? text : `${text.slice(0, MAX_QUOTED)}… (${text.length} characters)`;
 }
 
 type Parsed = { request: Record<string, unknown> } | { error: string };
@@ -159,7 +171,8 @@ function parseRequest(payload: Buffer): Parsed {
 /** The request's transaction if it is one a response can echo, else undefined. */
 function transactionOf(request: Record<string, unknown>): string | number | undefined {
   const value = request.transaction;
-  return typeof value === "string" || (typeof value === "number" && Number.isFinite(value))
+  return (typeof value === "string" && value.length <= MAX_TRANSACTION_LENGTH) ||
+    (typeof value === "number" && Number.isFinite(value))
     ? value
     : undefined;
 }

@@ -95,6 +95,7 @@ export class Station {
   constructor(
     public config: CameraConfig,
     public bundle: string,
+    /** Bound to this camera (`camera` key): lines add no camera key of their own (a duplicate JSON key). */
     private readonly logger: Logger,
   ) {
     this.enabled = config.enabled;
@@ -110,7 +111,7 @@ export class Station {
     for (let next = this.pendingParts.shift(); next; next = this.pendingParts.shift()) {
       if (next.expiresAt >= now) return next.partId;
       this.logger.warn(
-        { camera: this.id, part_id: next.partId },
+        { part_id: next.partId },
         `trigger for part "${next.partId}" expired before a frame arrived; dropped`,
       );
     }
@@ -196,13 +197,13 @@ export class Station {
     if (basis === undefined) {
       const own = describePartScore(bundlePartScore(manifest));
       this.logger.error(
-        { camera: this.id, score_aggregation: asked, model_version: manifest.model_version },
+        { score_aggregation: asked, model_version: manifest.model_version },
         `camera ${this.id}: score_aggregation ${asked} refused for model ${manifest.model_version}: the bundle stores no validation scores in it, so no threshold fits (retrain the bundle, or give threshold: {value}); scoring by the bundle's ${own}`,
       );
       basis = scoringBasis(manifest)!;
     }
     const { value, warning } = resolveThreshold(rule, basis);
-    if (warning) this.logger.warn({ camera: this.id, rule }, `camera ${this.id}: ${warning}`);
+    if (warning) this.logger.warn({ rule }, `camera ${this.id}: ${warning}`);
     return { score: basis.score, threshold: value, validationScores: basis.validation_scores };
   }
 

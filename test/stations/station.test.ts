@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
+import { pino } from "pino";
 import sharp from "sharp";
 import { type Manifest, scoreStats } from "../../src/bundle/bundle.js";
 import { createLogger } from "../../src/core/log.js";
@@ -163,4 +164,17 @@ test("a false_alarm_rate the validation set is too small for is said once, with 
   assert.equal(view.threshold, 0.29);
   assert.equal(lines.length, 1);
   assert.match(String(lines[0]!.msg), /needs at least 523 held-out normals/);
+});
+
+test("a station's log lines carry its camera once: the logger is bound to it, the lines add no second camera key", () => {
+  const raw: string[] = [];
+  const bound = pino({ level: "info" }, { write: (line: string) => raw.push(line) }).child({
+    camera: "cam7",
+  });
+  const station = new Station(cameraConfig({ id: "cam7", source: "videotestsrc" }), "/models/x", bound);
+  station.pendingParts.push({ partId: "B1764-10", expiresAt: 0 });
+  assert.equal(station.takePartId(1000), undefined, "the expired trigger is dropped");
+  assert.equal(raw.length, 1);
+  assert.equal(raw[0]!.match(/"camera":/g)?.length, 1, raw[0]);
+  assert.match(raw[0]!, /trigger for part \\"B1764-10\\" expired/);
 });

@@ -244,7 +244,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       [
         "collection",
         { enabled: true, transaction: { id: 1 } },
-        /^invalid collection request: transaction: must be /,
+        /^invalid collection request: transaction: must be a string of at most 256 characters or a number \(got \{"id":1\}\)$/,
       ],
       ["reload", { now: true }, /^invalid reload request: now: unknown key \(allowed: transaction\)$/],
     ];
@@ -256,6 +256,14 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     const refused = await operator.send("collection", { transaction: "bad-1", enabled: 1 });
     assert.equal(refused.transaction, "bad-1");
     assert.match(errorOf(refused), /enabled: must be a boolean \(got 1\)/);
+    // an over-long transaction is refused, neither echoed nor quoted back in full
+    const long = await operator.send("collection", { transaction: "t".repeat(5000), enabled: true });
+    assert.equal(long.transaction, undefined);
+    assert.match(
+      errorOf(long),
+      /transaction: must be a string of at most 256 characters or a number \(got "t{79}… \(5002 characters\)\)$/,
+    );
+    assert.ok(JSON.stringify(long).length < 400, "the response stays small");
     assert.deepEqual(control.calls, [], "no malformed request reached the control");
     assert.deepEqual(state(control), before, "and nothing changed");
   });
