@@ -186,7 +186,7 @@ describe("Sparkplug B edge node", () => {
       assert.equal(num(nbirth.payload.seq), 0);
       assert.equal(nbirth.index, 0, "NBIRTH is the node's first message");
       const bdSeq = metric(nbirth, "bdSeq");
-      assert.equal(bdSeq.type, "UInt64");
+      assert.equal(bdSeq.type, "Int64");
       assert.equal(num(bdSeq.value), 0, "first connect ever: bdSeq 0");
       assert.equal(metric(nbirth, "Node Control/Rebirth").value, false);
       assert.equal(metric(nbirth, "Node Control/Reload Model").type, "Boolean");
@@ -239,6 +239,12 @@ describe("Sparkplug B edge node", () => {
         seqs.map((_, i) => i % 256),
         "seq counts every message of the session",
       );
+      const unstamped = host.received
+        .filter((m) => m.verb !== "NDEATH")
+        .flatMap((m) =>
+          (m.payload.metrics ?? []).filter((x) => x.timestamp == null).map((x) => `${m.verb} ${x.name}`),
+        );
+      assert.deepEqual(unstamped, [], "every metric of a birth or a data message carries a timestamp");
 
       gate.close(); // the connection dies without a DISCONNECT: the broker publishes the will
       const ndeath = await host.next("NDEATH");
