@@ -119,7 +119,7 @@ for (const run of runs) {
   if (run.name !== last && b) out.push(`| ${line(run.name, b)} |`);
   last = run.name;
   const seeded = seededBefores.find((x) => x.name === run.name && x.seed === run.seed);
-  if (seeded) out.push(`| ${line(run.name, rowOf(seeded, `before, seed ${run.seed} (code ${seeded.code})`))} |`);
+  if (seeded) out.push(`| ${line(run.name, rowOf(seeded, `before, seed ${run.seed} (${seeded.code})`))} |`);
   const label = `after, seed ${run.seed} (load ${run.load_average_before.split(" ")[0]})`;
   out.push(`| ${line(run.name, rowOf(run, label))} |`);
 }
