@@ -23,10 +23,11 @@ import { FALSE_ALARM_SUFFIX } from "../review/labelled-files.js";
  * camera for the next frame at full size ({@link CollectorOptions.requestOriginal}), and that frame — judged by
  * the model like any other — is saved if it qualifies too. Without a camera to ask (unit tests), frames are saved
  * as they were inspected. Writes are temp + fsync + rename: retrain never sees half a PNG, and a failed write (a
- * full disk) leaves nothing behind. Frames an operator labelled a false alarm (`<name>_false-alarm.png`, written by
- * the review labels, publish/review/) share the folder but not the window: they are neither counted nor deleted. Frames are production images, so files and folder get the configured modes
+ * full disk) leaves nothing behind. Frames are production images, so files and folder get the configured modes
  * (0640/0750 by default), set explicitly rather than left to the umask. Collection never costs inspection: a save
  * that fails is counted and logged (once per problem, then at most once a minute), and the next one is tried.
+ * Frames an operator labelled a false alarm (`<name>_false-alarm.png`, written by the review labels, publish/review/)
+ * share a camera's folder but not its window: they are neither counted nor deleted, until their label is undone.
  */
 export interface CollectorOptions {
   /**
