@@ -13,7 +13,7 @@
  * Every file is written whole or not at all (temp + fsync + rename + directory fsync, core/durable-fs.ts) with the
  * configured modes: they are production images.
  */
-import { readFile, rmdir, unlink } from "node:fs/promises";
+import { rmdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import { fsyncDirectory, makeDirectory, writeFileAtomic } from "../../core/durable-fs.js";
@@ -188,9 +188,4 @@ export async function removeLabelFiles(files: readonly string[]): Promise<string
     }
   }
   return removed;
-}
-
-/** The record's stored frame, as the PNG bytes the records thread wrote. */
-export function readFrame(file: string): Promise<Buffer> {
-  return readFile(file);
 }

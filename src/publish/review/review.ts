@@ -12,6 +12,7 @@
  * Where a mask's acceptance is kept: the database (an `accept_mask` event). The mask file is the same before and
  * after, and `stpmd eval --data` reads it either way: an unaccepted draft is evaluated as it stands.
  */
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { Gauge, type Registry } from "prom-client";
@@ -36,7 +37,6 @@ import {
   insideRecords,
   type LabelledDirs,
   plannedFiles,
-  readFrame,
   removeLabelFiles,
   writeLabelFiles,
 } from "./labelled-files.js";
@@ -176,18 +176,29 @@ export class ReviewService {
     const contents = new Map<"frame" | "mask", Uint8Array>();
     let frame: Buffer;
     try {
-      frame = await readFrame(image);
-      contents.set("frame", frame);
-      if (label === "confirmed_defect") {
-        const map = record.map === null ? undefined : insideRecords(this.dirs, record.map);
-        contents.set("mask", await draftMask(frame, map, record.regions));
-      }
+      frame = await readFile(image);
     } catch (err) {
       const gone = (err as NodeJS.ErrnoException).code === "ENOENT";
       throw new ReviewError(
         gone ? 409 : 503,
         `record ${id}: its frame ${record.image} ${gone ? "is gone (deleted by retention or by hand)" : `cannot be read: ${errorMessage(err)}`}`,
       );
+    }
+    contents.set("frame", frame);
+    if (label === "confirmed_defect") {
+      // a map deleted by hand leaves the regions to draw the draft from
+      const map = record.map === null ? undefined : insideRecords(this.dirs, record.map);
+      const mapThere =
+        map !== undefined &&
+        (await stat(map).then(
+          () => true,
+          () => false,
+        ));
+      try {
+        contents.set("mask", await draftMask(frame, mapThere ? map : undefined, record.regions));
+      } catch (err) {
+        throw new ReviewError(503, `record ${id}: could not draw its draft mask: ${errorMessage(err)}`);
+      }
     }
     let files: string[];
     try {

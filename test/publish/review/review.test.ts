@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFile, mkdir, readdir } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
+import sharp from "sharp";
 import { createLogger } from "../../../src/core/log.js";
 import { listImages } from "../../../src/data/images.js";
 import { Collector } from "../../../src/publish/collection/collector.js";
@@ -155,4 +156,36 @@ test("the collector's rolling window never deletes a labelled false alarm", asyn
   ]);
   // and retrain reads both
   assert.equal((await listImages(path.join(dir, "cam1"))).length, 2);
+});
+
+test("the draft mask without a map: the regions' boxes, or empty; a frame gone is a 409 naming it", async () => {
+  const work = await tempDir("stpmd-review-mask-");
+  const records = path.join(work, "records");
+  await writeReviewRecords(records);
+  const review = service(work);
+  await review.start();
+  try {
+    const db = openRecordsDb(path.join(records, RECORDS_DB), { readonly: true });
+    const bySeq = new Map([...iterateRecords(db, {})].map((r) => [r.seq, r]));
+    db.close();
+    const maskOf = async (files: string[]) => {
+      const mask = files.find((f) => f.endsWith("_mask.png"))!;
+      const data = await sharp(mask).extractChannel(0).raw().toBuffer();
+      return [...data].flatMap((v, i) => (v === 0 ? [] : [[i % 16, Math.floor(i / 16)]]));
+    };
+    // a defect whose map was deleted by hand: its region, bbox [8, 8, 1, 1]
+    await rm(path.join(records, bySeq.get(0)!.map!));
+    const fromRegions = await review.label(bySeq.get(0)!.id, "confirmed_defect", undefined, "alice");
+    assert.deepEqual(await maskOf(fromRegions.files), [[8, 8]]);
+    // a good frame labelled a defect (a miss): no map, no regions, an empty draft to draw on
+    const missed = await review.label(bySeq.get(4)!.id, "confirmed_defect", undefined, "alice");
+    assert.deepEqual(await maskOf(missed.files), []);
+    await rm(path.join(records, bySeq.get(1)!.image!));
+    await assert.rejects(review.label(bySeq.get(1)!.id, "false_alarm", undefined, "alice"), {
+      status: 409,
+      message: `record ${bySeq.get(1)!.id}: its frame ${bySeq.get(1)!.image} is gone (deleted by retention or by hand)`,
+    });
+  } finally {
+    review.stop();
+  }
 });
