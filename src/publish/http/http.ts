@@ -175,7 +175,7 @@ export class HttpInterface implements ResultSink {
   async stop(): Promise<void> {
     this.console?.stop();
     this.records?.stop();
-    this.review?.stop();
+    await this.review?.stop();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();

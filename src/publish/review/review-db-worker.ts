@@ -27,7 +27,8 @@ import {
 export type ReviewDbAsk =
   | { op: "state"; record: number }
   | { op: "append"; event: Omit<LabelEvent, "id"> }
-  | { op: "counts" };
+  | { op: "counts" }
+  | { op: "close" };
 export type ReviewDbRequest = ReviewDbAsk & { id: number };
 
 /** A record with its current label and that label's mask acceptance. */
@@ -60,6 +61,12 @@ function connection(): RecordsDatabase {
 }
 
 function answer(request: ReviewDbRequest): ReviewDbReply {
+  if (request.op === "close") {
+    // closed before the records thread's connection, so that the records thread's close (the last) checkpoints the WAL
+    db?.close();
+    db = undefined;
+    return { id: request.id, ok: true, body: {} };
+  }
   try {
     const c = connection();
     switch (request.op) {

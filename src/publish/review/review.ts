@@ -121,9 +121,20 @@ export class ReviewService {
       this.logger.warn({ file: this.file }, `could not read the review labels: ${reply.message}`);
   }
 
-  stop(): void {
-    void this.worker?.terminate();
+  /** Closes the database connection (within a second), then ends its thread. */
+  async stop(): Promise<void> {
+    const worker = this.worker;
+    if (worker === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.request({ op: "close" }),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, 1000);
+      }),
+    ]);
+    clearTimeout(timer);
     this.worker = undefined;
+    await worker.terminate();
   }
 
   /** Labelled frames now, per camera. */

@@ -49,7 +49,7 @@ test("the labelled set is what `stpmd eval --data <labelled_dir>/<camera>` reads
     await review.label(ids.get(2)!, "confirmed_defect", undefined, "bob");
     await review.acceptMask(ids.get(2)!, "bob");
   } finally {
-    review.stop();
+    await review.stop();
   }
   const bundle = path.join(work, "model");
   await tinyEvalBundle(work, bundle, logger);
@@ -113,7 +113,7 @@ test("labels and the records thread write one database at once: no batch and no 
       cam2: { false_alarm: 1, confirmed_defect: 0 },
     });
   } finally {
-    review.stop();
+    await review.stop();
     await thread.stop();
   }
 });
@@ -138,7 +138,7 @@ test("the collector's rolling window never deletes a labelled false alarm", asyn
   const [first] = [...iterateRecords(db, { camera: "cam1", verdict: "defect" })];
   db.close();
   const labelled = (await review.label(first!.id, "false_alarm", undefined, "alice")).files[0]!;
-  review.stop();
+  await review.stop();
   // two frames the collector saved earlier, then a collector keeping one frame per camera
   await mkdir(path.join(dir, "cam1"), { recursive: true });
   for (const name of ["cam1_20261201T000000000Z_1.png", "cam1_20261201T000001000Z_2.png"])
@@ -186,6 +186,6 @@ test("the draft mask without a map: the regions' boxes, or empty; a frame gone i
       message: `record ${bySeq.get(1)!.id}: its frame ${bySeq.get(1)!.image} is gone (deleted by retention or by hand)`,
     });
   } finally {
-    review.stop();
+    await review.stop();
   }
 });
