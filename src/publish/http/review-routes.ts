@@ -32,7 +32,7 @@ export class ReviewRoutes {
 
   constructor(
     private readonly review: ReviewService,
-    private readonly operators: Operators | undefined,
+    private readonly operators: Operators,
   ) {
     const ajv = new Ajv({ allErrors: false, strict: false });
     const compile = (schema: TSchema) => ajv.compile(schema);
@@ -62,10 +62,6 @@ export class ReviewRoutes {
       return;
     }
     const action = req.method === "DELETE" ? "unlabel" : which === "mask" ? "accept_mask" : "label";
-    if (this.operators === undefined) {
-      reply(res, 403, "labels need the console's operators (http.console.enabled and http.console.users)\n");
-      return;
-    }
     const user = this.operators.authorize(req, res, `${action} record ${id}`);
     if (user === undefined) return;
     try {
