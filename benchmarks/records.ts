@@ -139,6 +139,7 @@ async function deliverCost(
     {
       enabled: true,
       dir,
+      labelled_dir: `${dir}-labelled`,
       images: { defects: true, normal_sample: 0 },
       retention: { max_age_days: 365, max_rows: 1e9, max_bytes: 1e12 },
       file_mode: "0640",

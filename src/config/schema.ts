@@ -772,6 +772,13 @@ export const configSchema = Type.Object(
             minLength: 1,
           }),
         ),
+        labelled_dir: Type.Optional(
+          Type.String({
+            description:
+              "Directory of the review console's labelled sets, one per camera in MVTec AD layout: `<labelled_dir>/<camera>/test/good/` (false alarms), `test/<defect type>/` (confirmed defects) and `ground_truth/<defect type>/<name>_mask.png` (their draft masks), so `stpmd eval --data <labelled_dir>/<camera>` reads it. Default: `labelled` beside `records.dir`. False alarms also go to `<collection.dir>/<camera>/`, where `stpmd retrain --frames` reads them (docs/records.md, Labels).",
+            minLength: 1,
+          }),
+        ),
         images: Type.Object(
           {
             defects: Type.Boolean({
@@ -1020,7 +1027,7 @@ export type StpmdConfig = Static<typeof configSchema> & {
   /** The host name unless set: the loader fills it in. */
   sparkplug: { edge_node_id: string };
   /** `records` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
-  records: { dir: string };
+  records: { dir: string; labelled_dir: string };
 };
 export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];

@@ -9,6 +9,7 @@ import {
   type ReloadOutcome,
   type Requester,
 } from "../publish/control.js";
+import { reviewOf } from "../publish/review/counts.js";
 import { StationError, type StationRegistry } from "../stations/registry.js";
 import type { Station } from "../stations/station.js";
 
@@ -48,14 +49,18 @@ export class StationControl implements LineControl {
   ) {}
 
   snapshot(): NodeSnapshot {
-    const cameras = this.registry.stations().map((s) => this.cameraSnapshot(s));
+    const node = this.host.nodeSnapshot();
+    const cameras = this.registry.stations().map((s) => {
+      const review = reviewOf(node.sinks, s.id);
+      return { ...this.cameraSnapshot(s), ...(review ? { review } : {}) };
+    });
     const models = this.registry.models().flatMap((slot) => {
       const m = slot.inspector.manifest;
       return m
         ? [{ bundle: slot.dir, model_version: m.model_version, student_sha256: m.student.sha256 }]
         : [];
     });
-    return { ...this.host.nodeSnapshot(), models, cameras };
+    return { ...node, models, cameras };
   }
 
   private cameraSnapshot(s: Station): CameraSnapshot {

@@ -57,6 +57,14 @@ export interface CameraSnapshot {
   /** The threshold's false-alarm rate predicted by the bundle's validation normals (k/n, 95 % upper bound). */
   predicted_false_alarms: PredictedFalseAlarms | null;
   last?: LastResult;
+  /** Frames of this camera labelled in the review console now; absent when no labels are served. */
+  review?: ReviewSnapshot;
+}
+
+/** A camera's review labels in force (undone ones not counted). */
+export interface ReviewSnapshot {
+  false_alarms: number;
+  confirmed_defects: number;
 }
 
 /** What the collector did since start, for the node's snapshot and /metrics. */

@@ -23,8 +23,7 @@ export const RECORDS_DB = "records.db";
 
 /**
  * Schema version n is MIGRATIONS[0..n-1] applied in order. Version 1 already holds `label` (the review console's
- * current label for a frame, null until reviewed), so labelling needs no rewrite of the rows; version 2 is where the
- * audit table goes.
+ * current label for a frame, null until reviewed); version 2 adds the labels' history (`label_events`).
  */
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE records (
@@ -59,6 +58,22 @@ const MIGRATIONS: readonly string[] = [
      error INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (hour, camera)
    ) WITHOUT ROWID;`,
+  // version 2: the review console's label history. One row per label, undo and mask acceptance, never updated or
+  // deleted (retention keeps it when the record's row goes: the labelled files outlive the record). A record's
+  // label is its latest label/unlabel event; `records.label` mirrors it for the records query's filter.
+  `CREATE TABLE label_events (
+     id INTEGER PRIMARY KEY,
+     record_id INTEGER NOT NULL,
+     camera TEXT NOT NULL,
+     action TEXT NOT NULL CHECK (action IN ('label', 'unlabel', 'accept_mask')),
+     label TEXT,
+     defect_type TEXT,
+     user TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     undo INTEGER NOT NULL DEFAULT 0,
+     files TEXT NOT NULL DEFAULT '[]'
+   );
+   CREATE INDEX label_events_record ON label_events (record_id, id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -92,9 +107,16 @@ const HOUR_MS = 3_600_000;
  * `synchronous = NORMAL` a commit is not fsynced (the WAL is at checkpoints), which is what lets a slow SD card take
  * hundreds of commits a second; see docs/records.md, Durability.
  */
-export function openRecordsDb(file: string, options: { readonly?: boolean } = {}): RecordsDatabase {
+export function openRecordsDb(
+  file: string,
+  options: { readonly?: boolean; fileMustExist?: boolean } = {},
+): RecordsDatabase {
   const readonly = options.readonly ?? false;
-  const db = new Database(file, { readonly, fileMustExist: readonly, timeout: 5000 });
+  const db = new Database(file, {
+    readonly,
+    fileMustExist: readonly || (options.fileMustExist ?? false),
+    timeout: 5000,
+  });
   try {
     if (!readonly) {
       db.pragma("journal_mode = WAL");
@@ -112,19 +134,27 @@ export function openRecordsDb(file: string, options: { readonly?: boolean } = {}
   }
 }
 
+/**
+ * Brings the schema up to date. Two connections may open the file read-write at once (the records thread and the
+ * review labels' thread): each step reads the version inside an IMMEDIATE transaction, which holds the write lock
+ * from its start, so only one of them applies a migration and the other then finds it applied.
+ */
 function migrate(db: RecordsDatabase, file: string): void {
-  const version = db.pragma("user_version", { simple: true }) as number;
-  if (version > SCHEMA_VERSION) {
-    throw new Error(
-      `${file} has schema version ${version}, written by a newer stpmd (this one knows up to ${SCHEMA_VERSION})`,
-    );
-  }
-  for (let v = version; v < SCHEMA_VERSION; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
-  }
+  const version = (): number => db.pragma("user_version", { simple: true }) as number;
+  const step = db.transaction((): boolean => {
+    const v = version();
+    if (v > SCHEMA_VERSION) {
+      throw new Error(
+        `${file} has schema version ${v}, written by a newer stpmd (this one knows up to ${SCHEMA_VERSION})`,
+      );
+    }
+    if (v === SCHEMA_VERSION) return false;
+    db.exec(MIGRATIONS[v]!);
+    db.pragma(`user_version = ${v + 1}`);
+    return true;
+  });
+  if (version() === SCHEMA_VERSION) return;
+  while (step.immediate()) {}
 }
 
 /** Prepared statements for the writer: inserting a batch and keeping the hourly counts. */
@@ -293,6 +323,12 @@ export function* iterateRecords(
   const { sql, params } = whereOf(filter);
   const statement = db.prepare(`SELECT * FROM records ${sql} ORDER BY ts, id`);
   for (const row of statement.iterate(...params)) yield toRecord(row as StoredRow);
+}
+
+/** One record by id; undefined when there is none. */
+export function recordById(db: RecordsDatabase, id: number): PartRecord | undefined {
+  const row = db.prepare("SELECT * FROM records WHERE id = ?").get(id) as StoredRow | undefined;
+  return row === undefined ? undefined : toRecord(row);
 }
 
 /** The path of a record's frame or map, relative to the records directory; undefined when it has none. */

@@ -147,3 +147,88 @@ export function parseTime(text: string): number | undefined {
   const ms = /^[0-9]+$/.test(text) ? Number(text) : Date.parse(text);
   return Number.isFinite(ms) ? ms : undefined;
 }
+
+/** The review console's labels (docs/records.md, Labels). */
+export const LABELS = ["false_alarm", "confirmed_defect"] as const;
+export type Label = (typeof LABELS)[number];
+
+/**
+ * A defect type names the labelled set's folders (`test/<type>/`, `ground_truth/<type>/`): a plain folder name,
+ * never `good` (the false alarms' folder).
+ */
+export const DEFECT_TYPE_PATTERN = "^(?!good$)[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
+export const DEFAULT_DEFECT_TYPE = "defect";
+
+/** `POST /api/records/<id>/label`. */
+export const LabelRequestSchema = Type.Object(
+  {
+    label: Type.Union(
+      LABELS.map((l) => Type.Literal(l)),
+      {
+        description:
+          "`false_alarm`: the frame is normal; it goes to the camera's normal set (what `stpmd retrain --frames` reads) and to the labelled set's `test/good/`. `confirmed_defect`: it goes to the labelled set's `test/<defect_type>/` with a draft mask.",
+      },
+    ),
+    defect_type: Type.Optional(
+      Type.String({
+        description: `Folder of a confirmed defect in the labelled set (default \`${DEFAULT_DEFECT_TYPE}\`); letters, digits, \`_\` and \`-\`, not \`good\`.`,
+        pattern: DEFECT_TYPE_PATTERN,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type LabelRequest = Static<typeof LabelRequestSchema>;
+
+export const LabelReplySchema = Type.Object(
+  {
+    record: PartRecordSchema,
+    files: Type.Array(Type.String(), { description: "The files this label wrote (absolute paths)." }),
+  },
+  { additionalProperties: false },
+);
+export type LabelReply = Static<typeof LabelReplySchema>;
+
+export const UnlabelReplySchema = Type.Object(
+  {
+    record: PartRecordSchema,
+    files_removed: Type.Array(Type.String(), {
+      description: "The files the undone label had written, now removed (absolute paths).",
+    }),
+  },
+  { additionalProperties: false },
+);
+export type UnlabelReply = Static<typeof UnlabelReplySchema>;
+
+/** `POST /api/records/<id>/mask`. */
+export const MaskRequestSchema = Type.Object(
+  { accept: Type.Literal(true, { description: "Accept the confirmed defect's draft mask as it is." }) },
+  { additionalProperties: false },
+);
+export type MaskRequest = Static<typeof MaskRequestSchema>;
+
+export const MaskReplySchema = Type.Object(
+  {
+    record: PartRecordSchema,
+    mask: Type.String({ description: "The mask file (absolute path)." }),
+    accepted_by: Type.String(),
+    accepted_at: Type.String({ description: "ISO 8601 UTC." }),
+  },
+  { additionalProperties: false },
+);
+export type MaskReply = Static<typeof MaskReplySchema>;
+
+export const ReviewCountsSchema = Type.Object(
+  {
+    cameras: Type.Record(
+      Type.String(),
+      Type.Object(
+        { false_alarm: Type.Integer(), confirmed_defect: Type.Integer() },
+        { additionalProperties: false },
+      ),
+      { description: "Frames labelled now (undone labels not counted), per camera and label." },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ReviewCounts = Static<typeof ReviewCountsSchema>;

@@ -173,6 +173,7 @@ describe("loadConfig defaults", () => {
       records: {
         enabled: true,
         dir: "/var/lib/stpmd/records",
+        labelled_dir: "/var/lib/stpmd/labelled",
         images: { defects: true, normal_sample: 1000 },
         retention: { max_age_days: 30, max_rows: 20000000, max_bytes: 8589934592 },
         file_mode: "0640",

@@ -59,6 +59,11 @@ export class TestLineControl implements LineControl {
     }
   }
 
+  /** Sets a camera's review counts, as the daemon's snapshot gives them when the HTTP sink serves labels. */
+  setReview(id: string, review: NonNullable<CameraSnapshot["review"]>): void {
+    this.camera(id).review = review;
+  }
+
   private camera(id: string): CameraSnapshot {
     const cam = this.cameras.get(id);
     if (!cam)

@@ -15,9 +15,15 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../
 const publishDir = path.join(repoRoot, "src/publish");
 
 /** The sink folders: every subfolder of src/publish. */
+/**
+ * Folders of publish/ that are services the sinks share, not sinks: the review labels (served by the HTTP sink,
+ * counted in the daemon's snapshot, their false alarms kept by the collector) and the audit log.
+ */
+const SERVICE_FOLDERS = new Set(["audit", "review"]);
+
 function sinkFolders(): string[] {
   return readdirSync(publishDir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory())
+    .filter((entry) => entry.isDirectory() && !SERVICE_FOLDERS.has(entry.name))
     .map((entry) => entry.name)
     .sort();
 }
@@ -25,7 +31,8 @@ function sinkFolders(): string[] {
 /** The sink folder a file of src/ lies in, or undefined for any other file. */
 function folderOf(file: string): string | undefined {
   const parts = file.split("/");
-  return parts[0] === "src" && parts[1] === "publish" && parts.length > 3 ? parts[2] : undefined;
+  const folder = parts[0] === "src" && parts[1] === "publish" && parts.length > 3 ? parts[2] : undefined;
+  return folder !== undefined && !SERVICE_FOLDERS.has(folder) ? folder : undefined;
 }
 
 test("createSinks builds each output only when its configuration enables it, in registration order", () => {

@@ -9,6 +9,7 @@ import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
 import type { CollectionStats } from "../control.js";
 import { framePng, isTempPngName, writePng } from "../frame-png.js";
+import { FALSE_ALARM_SUFFIX } from "../review/labelled-files.js";
 
 /**
  * Keeps frames the model judged normal with margin (score below a quantile of the bundle's validation scores),
@@ -25,6 +26,8 @@ import { framePng, isTempPngName, writePng } from "../frame-png.js";
  * full disk) leaves nothing behind. Frames are production images, so files and folder get the configured modes
  * (0640/0750 by default), set explicitly rather than left to the umask. Collection never costs inspection: a save
  * that fails is counted and logged (once per problem, then at most once a minute), and the next one is tried.
+ * Frames an operator labelled a false alarm (`<name>_false-alarm.png`, written by the review labels, publish/review/)
+ * share a camera's folder but not its window: they are neither counted nor deleted, until their label is undone.
  */
 export interface CollectorOptions {
   /**
@@ -94,7 +97,8 @@ export class Collector {
           }
           if (!f.endsWith(".png") || f.startsWith(".")) continue;
           const file = path.join(cameraDir, f);
-          c.track(entry.name, f, (await stat(file)).size);
+          // a false alarm an operator labelled is kept until its label is undone: never in the rolling window
+          if (!f.endsWith(FALSE_ALARM_SUFFIX)) c.track(entry.name, f, (await stat(file)).size);
           // frames saved by an older release may be world-readable
           await chmod(file, c.fileMode).catch((err: unknown) =>
             logger.warn({ file, err }, "could not set the mode of a collected frame"),

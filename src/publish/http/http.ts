@@ -9,18 +9,22 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { HttpConfig, RecordsConfig } from "../../config/index.js";
+import type { CollectionConfig, HttpConfig, RecordsConfig } from "../../config/index.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
+import type { AuditTrail } from "../audit.js";
 import { CommandExecutor } from "../commands.js";
 import type { LineControl, NodeSnapshot } from "../control.js";
+import { reviewHealth } from "../review/counts.js";
+import { ReviewService } from "../review/review.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
 import { Operators } from "./operators.js";
 import { RecordsApi } from "./records-routes.js";
+import { ReviewRoutes } from "./review-routes.js";
 
 const ROUTES = ["/metrics", "/healthz", "/readyz"] as const;
 
@@ -57,6 +61,13 @@ export interface HttpInterfaceOptions {
   executor?: CommandExecutor;
   /** The part record to serve under `/api/records` (none: those routes are not served). */
   records?: RecordsConfig;
+  /**
+   * Where false alarms join the camera's normal set (`collection.dir`); with `records` (enabled) and the console,
+   * the review labels are served (`/api/records/<id>/label`, `/api/review/counts`).
+   */
+  collection?: CollectionConfig;
+  /** The audit trail every label is appended to; without one a label is refused (no unaudited change). */
+  audit?: AuditTrail;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -72,6 +83,8 @@ export class HttpInterface implements ResultSink {
   /** Who may change state over HTTP (with the console). */
   private readonly operators: Operators | undefined;
   private readonly records: RecordsApi | undefined;
+  private readonly review: ReviewService | undefined;
+  private readonly reviewRoutes: ReviewRoutes | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -95,6 +108,16 @@ export class HttpInterface implements ResultSink {
       });
     }
     if (options.records !== undefined) this.records = new RecordsApi(options.records, this.logger);
+    if (options.records?.enabled && options.collection !== undefined && this.operators !== undefined) {
+      this.review = new ReviewService({
+        records: options.records,
+        collection: options.collection,
+        audit: options.audit,
+        logger: options.logger,
+        registry: this.metrics.registry,
+      });
+      this.reviewRoutes = new ReviewRoutes(this.review, this.operators);
+    }
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -112,18 +135,16 @@ export class HttpInterface implements ResultSink {
     return [
       ...ROUTES,
       ...(this.records ? RecordsApi.ROUTES : []),
+      ...(this.reviewRoutes ? ReviewRoutes.ROUTES : []),
       ...(this.console ? WebConsole.ROUTES : []),
     ];
   }
 
-  start(): Promise<void> {
+  async start(): Promise<void> {
     const { bind, port } = this.config;
-    try {
-      this.operators?.start();
-      this.console?.start();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    this.operators?.start();
+    this.console?.start();
+    await this.review?.start();
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         this.console?.stop();
@@ -154,6 +175,7 @@ export class HttpInterface implements ResultSink {
   async stop(): Promise<void> {
     this.console?.stop();
     this.records?.stop();
+    await this.review?.stop();
     if (!this.server.listening) return;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
@@ -166,7 +188,8 @@ export class HttpInterface implements ResultSink {
   }
 
   health(): SinkHealth {
-    return this.server.listening ? { ok: true } : { ok: false, detail: "not listening" };
+    const health: SinkHealth = this.server.listening ? { ok: true } : { ok: false, detail: "not listening" };
+    return this.review ? { ...health, cameras: reviewHealth(this.review.labelCounts()) } : health;
   }
 
   onResult(result: InspectionResult): void {
@@ -180,6 +203,10 @@ export class HttpInterface implements ResultSink {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?", 1)[0]!;
+    if (this.reviewRoutes?.serves(path)) {
+      await this.reviewRoutes.handle(req, res, path);
+      return;
+    }
     if (this.records?.serves(path)) {
       await this.records.handle(req, res, path);
       return;

@@ -6,6 +6,13 @@ export const httpSink: SinkFactory = {
   name: "http",
   create: ({ config, control, logger, executor }) =>
     config.http.enabled
-      ? new HttpInterface({ config: config.http, control, logger, executor, records: config.records })
+      ? new HttpInterface({
+          config: config.http,
+          control,
+          logger,
+          executor,
+          records: config.records,
+          collection: config.collection,
+        })
       : undefined,
 };

@@ -11,8 +11,14 @@ import { repoFile } from "../../config/write-schema.js";
 import {
   HourlyQuerySchema,
   HourlyReplySchema,
+  LabelReplySchema,
+  LabelRequestSchema,
+  MaskReplySchema,
+  MaskRequestSchema,
   RecordsPageSchema,
   RecordsQuerySchema,
+  ReviewCountsSchema,
+  UnlabelReplySchema,
 } from "../records-api.js";
 
 export const OPENAPI_FILE = repoFile("docs/records-openapi.json");
@@ -41,20 +47,20 @@ const TEXT_ERROR = (description: string) => ({
   content: { "text/plain": { schema: { type: "string" } } },
 });
 
+const RECORD_ID = {
+  name: "id",
+  in: "path",
+  required: true,
+  description: "The record's `id`.",
+  schema: { type: "integer", minimum: 0 },
+};
+
 /** A record's image route: the record's `id` in the path, a PNG back. */
 function filePath(description: string): Record<string, unknown> {
   return {
     get: {
       summary: description,
-      parameters: [
-        {
-          name: "id",
-          in: "path",
-          required: true,
-          description: "The record's `id`.",
-          schema: { type: "integer", minimum: 0 },
-        },
-      ],
+      parameters: [RECORD_ID],
       responses: {
         "200": {
           description: "The PNG",
@@ -69,6 +75,26 @@ function filePath(description: string): Record<string, unknown> {
   };
 }
 
+/** The answers every label change may give besides its 200. */
+const CHANGE_REFUSALS = {
+  "400": TEXT_ERROR("The body is not JSON or not valid; the body names the field."),
+  "401": TEXT_ERROR("Wrong or missing user name or password (HTTP Basic, or the console's session)."),
+  "403": TEXT_ERROR("No operators are configured, or a cross-site request."),
+  "404": TEXT_ERROR("No such record (unknown, or deleted by retention)."),
+  "429": TEXT_ERROR("Too many failed logins from this address; try again later."),
+  "503": TEXT_ERROR(
+    "The audit log, the database or the files could not be written; nothing was changed (the body says which).",
+  ),
+};
+
+function jsonBody(schema: TSchema): Record<string, unknown> {
+  return { required: true, content: { "application/json": { schema: plain(schema) } } };
+}
+
+function jsonReply(description: string, schema: TSchema): Record<string, unknown> {
+  return { description, content: { "application/json": { schema: plain(schema) } } };
+}
+
 export function openApiDocument(): Record<string, unknown> {
   return {
     openapi: "3.1.0",
@@ -76,7 +102,7 @@ export function openApiDocument(): Record<string, unknown> {
       title: "stpmd part record API",
       version: "1",
       description:
-        "The part record of an stpmd daemon (docs/records.md): every inspected frame, queried over the daemon's HTTP server (`http.enabled`). Reading needs no login. Generated from src/publish/records-api.ts by `npm run api:openapi`.",
+        "The part record of an stpmd daemon (docs/records.md): every inspected frame, queried over the daemon's HTTP server (`http.enabled`), and the review console's labels. Reading needs no login; a label needs an operator. Generated from src/publish/records-api.ts by `npm run api:openapi`.",
     },
     paths: {
       "/api/records": {
@@ -100,6 +126,54 @@ export function openApiDocument(): Record<string, unknown> {
       "/api/records/{id}/map.png": filePath(
         "The record's anomaly map: an 8-bit grey PNG on the frame's grid, 128 = the threshold.",
       ),
+      "/api/records/{id}/label": {
+        post: {
+          summary: "Label a record: a false alarm or a confirmed defect",
+          description:
+            "Needs an operator (`http.console.users`) and `Content-Type: application/json`. A false alarm's frame is copied to `<collection.dir>/<camera>/<name>_false-alarm.png` (read by `stpmd retrain --frames`) and to `<records.labelled_dir>/<camera>/test/good/`; a confirmed defect's to `test/<defect_type>/` with a draft mask in `ground_truth/<defect_type>/` (MVTec AD layout, read by `stpmd eval --data`). A record with another label is relabelled: the old label's files are removed. Audited (`label`).",
+          parameters: [RECORD_ID],
+          requestBody: jsonBody(LabelRequestSchema),
+          responses: {
+            "200": jsonReply("The record with its new label, and the files written", LabelReplySchema),
+            ...CHANGE_REFUSALS,
+            "409": TEXT_ERROR(
+              "The record has no stored frame (only defects, errors and sampled good frames do).",
+            ),
+          },
+        },
+        delete: {
+          summary: "Undo a record's label",
+          description:
+            "Removes exactly the files the label wrote; the label's history stays in the database. Audited (`unlabel`).",
+          parameters: [RECORD_ID],
+          responses: {
+            "200": jsonReply("The record without its label, and the files removed", UnlabelReplySchema),
+            ...CHANGE_REFUSALS,
+            "409": TEXT_ERROR("The record is not labelled."),
+          },
+        },
+      },
+      "/api/records/{id}/mask": {
+        post: {
+          summary: "Accept a confirmed defect's draft mask",
+          description:
+            "The draft is the record's anomaly map at its threshold, at the frame's resolution. Acceptance is recorded in the database; `stpmd eval` reads the mask either way. Audited (`accept_mask`).",
+          parameters: [RECORD_ID],
+          requestBody: jsonBody(MaskRequestSchema),
+          responses: {
+            "200": jsonReply("The mask and who accepted it when", MaskReplySchema),
+            ...CHANGE_REFUSALS,
+            "409": TEXT_ERROR("The record is not a confirmed defect."),
+          },
+        },
+      },
+      "/api/review/counts": {
+        get: {
+          summary: "Frames labelled now, per camera and label",
+          parameters: [],
+          responses: { "200": jsonReply("Counts of the labels in force", ReviewCountsSchema) },
+        },
+      },
       "/api/records/hourly": {
         get: {
           summary: "Parts per verdict per hour per camera",

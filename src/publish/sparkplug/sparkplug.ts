@@ -578,6 +578,9 @@ export class SparkplugNode implements ResultSink {
       { name: "Restarts", type: "UInt64", value: camera.restarts },
       { name: "Bad Frames", type: "UInt64", value: camera.bad_frames },
       { name: "Model Version", type: "String", value: camera.model_version ?? "" },
+      // labels in force from the review console (0 without it): births declare them, DDATA carries changes
+      { name: "Review/False Alarms", type: "UInt64", value: camera.review?.false_alarms ?? 0 },
+      { name: "Review/Confirmed Defects", type: "UInt64", value: camera.review?.confirmed_defects ?? 0 },
     ];
     metrics.push(...lastMetrics(this.last.get(camera.id) ?? fromSnapshot(camera)));
     return metrics;

@@ -19,27 +19,26 @@ test("docs/records-openapi.json is what records-api.ts defines (run `npm run api
 });
 
 test("the document lists every parameter the server validates, and its schemas compile", () => {
-  const doc = openApiDocument() as {
-    paths: Record<
-      string,
-      {
-        get: {
-          parameters: { name: string; schema: object }[];
-          responses: Record<string, { content?: Record<string, { schema: object } | undefined> }>;
-        };
-      }
-    >;
-  };
-  const records = doc.paths["/api/records"]!.get;
+  interface Operation {
+    parameters: { name: string; schema: object }[];
+    requestBody?: { content: Record<string, { schema: object }> };
+    responses: Record<string, { content?: Record<string, { schema: object } | undefined> }>;
+  }
+  const doc = openApiDocument() as { paths: Record<string, Record<string, Operation>> };
+  const records = doc.paths["/api/records"]!.get!;
   assert.deepEqual(
     records.parameters.map((p) => p.name),
     Object.keys(RecordsQuerySchema.properties),
   );
   const ajv = new Ajv({ strict: false });
   for (const route of Object.values(doc.paths)) {
-    for (const p of route.get.parameters) ajv.compile(p.schema);
-    const json = route.get.responses["200"]!.content!["application/json"];
-    if (json !== undefined) ajv.compile(json.schema);
+    for (const operation of Object.values(route)) {
+      for (const p of operation.parameters) ajv.compile(p.schema);
+      const body = operation.requestBody?.content["application/json"];
+      if (body !== undefined) ajv.compile(body.schema);
+      const json = operation.responses["200"]!.content!["application/json"];
+      if (json !== undefined) ajv.compile(json.schema);
+    }
   }
   // a change to a definition shows in the document, so the staleness check above can fail
   const edited = structuredClone(RecordsQuerySchema.properties.limit) as { maximum: number };

@@ -199,6 +199,8 @@ describe("Sparkplug B edge node", () => {
       assert.equal(metric(dbirth1, "Threshold").value, 0.5);
       assert.equal(metric(dbirth1, "Enabled").value, true);
       assert.equal(metric(dbirth1, "State").value, "streaming");
+      assert.equal(metric(dbirth1, "Review/False Alarms").type, "UInt64", "review counts declared at birth");
+      assert.equal(num(metric(dbirth1, "Review/Confirmed Defects").value), 0);
 
       const defect = control.emit("cam1", 0.9);
       const ddata = await host.next("DDATA", "cam1");
@@ -232,6 +234,17 @@ describe("Sparkplug B edge node", () => {
       assert.equal(metric(error, "Last/Verdict").value, "error");
       assert.equal(metric(error, "Last/Defective").value, null);
       assert.equal(metric(error, "Last/Score").value, null);
+      // labels from the review console: the changed count goes out as DDATA with the next report
+      control.setReview("cam2", { false_alarms: 2, confirmed_defects: 1 });
+      control.emit("cam2", 0.1);
+      const review = await waitFor("cam2 Review/False Alarms 2", () =>
+        host
+          .of("DDATA", "cam2")
+          .find((m) =>
+            m.payload.metrics?.some((x) => x.name === "Review/False Alarms" && num(x.value) === 2),
+          ),
+      );
+      assert.equal(num(metric(review, "Review/Confirmed Defects").value), 1);
 
       const seqs = host.received.filter((m) => m.verb !== "NDEATH").map((m) => num(m.payload.seq));
       assert.deepEqual(
