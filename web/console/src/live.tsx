@@ -130,6 +130,39 @@ function valuesOf(cam: CameraSnapshot): Values {
   };
 }
 
+/**
+ * A checkbox that shows the server's state, and the operator's click until the command's answer and the refreshed
+ * status replace it (a controlled input would snap back to the old state while the command runs).
+ */
+function Switch({
+  on,
+  disabled,
+  change,
+  ...rest
+}: {
+  on: boolean;
+  disabled: boolean;
+  change: (on: boolean) => Promise<void>;
+  id?: string;
+  "data-role"?: string;
+}) {
+  const [asked, setAsked] = useState<boolean | undefined>();
+  return (
+    <input
+      {...rest}
+      type="checkbox"
+      checked={asked ?? on}
+      disabled={disabled}
+      onChange={async (e) => {
+        const value = e.currentTarget.checked;
+        setAsked(value);
+        await change(value);
+        setAsked(undefined);
+      }}
+    />
+  );
+}
+
 function CameraCard({ cam, writable }: { cam: CameraSnapshot; writable: boolean }) {
   const shared = useShared();
   const [last, setLast] = useState<ConsoleResultEvent | undefined>();
@@ -191,14 +224,11 @@ function CameraCard({ cam, writable }: { cam: CameraSnapshot; writable: boolean 
       <h3>
         {cam.id} <span class={`badge ${stateClass}`}>{cam.state}</span>
         <label class="row">
-          <input
-            type="checkbox"
+          <Switch
             data-role="enabled"
-            checked={cam.enabled}
+            on={cam.enabled}
             disabled={!writable}
-            onChange={(e) =>
-              void shared.command("enable_camera", { camera: cam.id, enabled: e.currentTarget.checked })
-            }
+            change={(enabled) => shared.command("enable_camera", { camera: cam.id, enabled })}
           />
           enabled
         </label>
@@ -269,12 +299,11 @@ export function LivePage() {
     <>
       <section id="controls" class="controls">
         <label>
-          <input
+          <Switch
             id="collection"
-            type="checkbox"
-            checked={k.enabled}
+            on={k.enabled}
             disabled={!writable}
-            onChange={(e) => void shared.command("collection", { enabled: e.currentTarget.checked })}
+            change={(enabled) => shared.command("collection", { enabled })}
           />{" "}
           collect normal frames
         </label>

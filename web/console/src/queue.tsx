@@ -44,7 +44,8 @@ export function QueuePage() {
   const [filters, setFilters] = useState<Filters>({ camera: "", from: "", score_min: "", label: "" });
   const [records, setRecords] = useState<PartRecord[]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
-  const [selected, setSelected] = useState(0);
+  /** The selected part by id: parts arriving above it do not move the selection. */
+  const [selectedId, setSelectedId] = useState<number | undefined>();
   const [message, setMessage] = useState<{ text: string; ok: boolean } | null>(null);
   const [help, setHelp] = useState(false);
   const [loading, setLoading] = useState(true);
@@ -81,7 +82,7 @@ export function QueuePage() {
       if (stale || page === undefined) return;
       setRecords(page.records);
       setCursor(page.next_cursor);
-      setSelected(0);
+      setSelectedId(undefined);
     });
     return () => {
       stale = true;
@@ -105,7 +106,10 @@ export function QueuePage() {
     };
   }, [shared.onResult, filters.camera, load]);
 
-  const current = records[Math.min(selected, records.length - 1)];
+  const found = records.findIndex((r) => r.id === selectedId);
+  const selected = found < 0 ? 0 : found;
+  const current = records[selected];
+  const select = (i: number) => setSelectedId(records[Math.max(0, Math.min(i, records.length - 1))]?.id);
 
   const label = useCallback(
     async (which: "false_alarm" | "confirmed_defect" | null) => {
@@ -121,23 +125,28 @@ export function QueuePage() {
     [current, shared],
   );
 
+  // one listener for the page's life, reading the state of the latest render: keys pressed faster than effects
+  // run (k then Enter) act on what the operator sees, never on a render before
+  const keys = useRef({ selected, select, current, label });
+  keys.current = { selected, select, current, label };
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
       const target = e.target as HTMLElement | null;
       if (e.ctrlKey || e.metaKey || e.altKey || target?.closest("input, select, textarea") != null) return;
-      if (e.key === "j") setSelected((i) => Math.min(i + 1, Math.max(records.length - 1, 0)));
-      else if (e.key === "k") setSelected((i) => Math.max(i - 1, 0));
-      else if (e.key === "Enter" && current !== undefined) location.hash = `#/part/${current.id}`;
-      else if (e.key === "f") void label("false_alarm");
-      else if (e.key === "d") void label("confirmed_defect");
-      else if (e.key === "u") void label(null);
+      const now = keys.current;
+      if (e.key === "j") now.select(now.selected + 1);
+      else if (e.key === "k") now.select(now.selected - 1);
+      else if (e.key === "Enter" && now.current !== undefined) location.hash = `#/part/${now.current.id}`;
+      else if (e.key === "f") void now.label("false_alarm");
+      else if (e.key === "d") void now.label("confirmed_defect");
+      else if (e.key === "u") void now.label(null);
       else if (e.key === "?") setHelp((h) => !h);
       else return;
       e.preventDefault();
     };
     addEventListener("keydown", onKey);
     return () => removeEventListener("keydown", onKey);
-  }, [records.length, current, label]);
+  }, []);
 
   useEffect(() => {
     list.current?.querySelector(".selected")?.scrollIntoView({ block: "nearest" });
@@ -171,7 +180,7 @@ export function QueuePage() {
         </label>
         <label>
           since
-          <input id="filter-from" type="datetime-local" value={filters.from} onChange={set("from")} />
+          <input id="filter-from" type="datetime-local" value={filters.from} onInput={set("from")} />
         </label>
         <label>
           score ≥
@@ -181,7 +190,7 @@ export function QueuePage() {
             step="any"
             size={6}
             value={filters.score_min}
-            onChange={set("score_min")}
+            onInput={set("score_min")}
           />
         </label>
         <label>
@@ -218,9 +227,10 @@ export function QueuePage() {
           <li
             key={r.id}
             data-id={r.id}
+            data-ts={r.ts}
             class={`part ${i === selected ? "selected" : ""}`}
             aria-current={i === selected ? "true" : undefined}
-            onClick={() => setSelected(i)}
+            onClick={() => select(i)}
             onDblClick={() => {
               location.hash = `#/part/${r.id}`;
             }}
