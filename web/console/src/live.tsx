@@ -138,28 +138,33 @@ function Switch({
   on,
   disabled,
   change,
+  text,
   ...rest
 }: {
   on: boolean;
   disabled: boolean;
   change: (on: boolean) => Promise<void>;
+  text: string;
   id?: string;
   "data-role"?: string;
 }) {
   const [asked, setAsked] = useState<boolean | undefined>();
   return (
-    <input
-      {...rest}
-      type="checkbox"
-      checked={asked ?? on}
-      disabled={disabled}
-      onChange={async (e) => {
-        const value = e.currentTarget.checked;
-        setAsked(value);
-        await change(value);
-        setAsked(undefined);
-      }}
-    />
+    <label class="row">
+      <input
+        {...rest}
+        type="checkbox"
+        checked={asked ?? on}
+        disabled={disabled}
+        onChange={async (e) => {
+          const value = e.currentTarget.checked;
+          setAsked(value);
+          await change(value);
+          setAsked(undefined);
+        }}
+      />
+      {text}
+    </label>
   );
 }
 
@@ -223,15 +228,13 @@ function CameraCard({ cam, writable }: { cam: CameraSnapshot; writable: boolean 
     >
       <h3>
         {cam.id} <span class={`badge ${stateClass}`}>{cam.state}</span>
-        <label class="row">
-          <Switch
-            data-role="enabled"
-            on={cam.enabled}
-            disabled={!writable}
-            change={(enabled) => shared.command("enable_camera", { camera: cam.id, enabled })}
-          />
-          enabled
-        </label>
+        <Switch
+          data-role="enabled"
+          text="enabled"
+          on={cam.enabled}
+          disabled={!writable}
+          change={(enabled) => shared.command("enable_camera", { camera: cam.id, enabled })}
+        />
       </h3>
       <div class="row">
         score{" "}
@@ -298,15 +301,13 @@ export function LivePage() {
   return (
     <>
       <section id="controls" class="controls">
-        <label>
-          <Switch
-            id="collection"
-            on={k.enabled}
-            disabled={!writable}
-            change={(enabled) => shared.command("collection", { enabled })}
-          />{" "}
-          collect normal frames
-        </label>
+        <Switch
+          id="collection"
+          text="collect normal frames"
+          on={k.enabled}
+          disabled={!writable}
+          change={(enabled) => shared.command("collection", { enabled })}
+        />
         <span id="collected">
           {k.saved + k.failed + k.dropped === 0
             ? ""

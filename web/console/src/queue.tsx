@@ -107,7 +107,7 @@ export function QueuePage() {
   }, [shared.onResult, filters.camera, load]);
 
   const found = records.findIndex((r) => r.id === selectedId);
-  const selected = found < 0 ? 0 : found;
+  const selected = Math.max(found, 0);
   const current = records[selected];
   const select = (i: number) => setSelectedId(records[Math.max(0, Math.min(i, records.length - 1))]?.id);
 
