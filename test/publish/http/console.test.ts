@@ -9,6 +9,7 @@ import sharp from "sharp";
 import type { ConsoleConfig } from "../../../src/config/index.js";
 import type { Logger } from "../../../src/core/log.js";
 import type { InspectionResult } from "../../../src/core/result.js";
+import { loadConsoleAssets } from "../../../src/publish/http/console.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
 import {
   LOGIN_LOCKOUT_MS,
@@ -717,4 +718,19 @@ test("sessions expire after session_idle_min unused (each use renews them), and 
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
   }
+});
+
+test("the page's files are read once from the build folder: hashed assets marked cacheable, nothing when unbuilt", async () => {
+  const dir = await tempDir("stpmd-console-build-");
+  fs.mkdirSync(path.join(dir, "assets"));
+  fs.writeFileSync(path.join(dir, "index.html"), "<!doctype html>");
+  fs.writeFileSync(path.join(dir, "assets", "index-AbC123.js"), "export {};");
+  fs.writeFileSync(path.join(dir, "assets", "index-AbC123.css"), "body{}");
+  const assets = loadConsoleAssets(dir);
+  assert.deepEqual([...assets].map(([url, a]) => [url, a.type, a.hashed, a.body.toString()]).sort(), [
+    ["/assets/index-AbC123.css", "text/css; charset=utf-8", true, "body{}"],
+    ["/assets/index-AbC123.js", "text/javascript; charset=utf-8", true, "export {};"],
+    ["/index.html", "text/html; charset=utf-8", false, "<!doctype html>"],
+  ]);
+  assert.equal(loadConsoleAssets(path.join(dir, "missing")).size, 0);
 });
