@@ -89,6 +89,8 @@ export function PartPage({ id }: { id: number }) {
   const [problem, setProblem] = useState<string | undefined>();
   const [message, setMessage] = useState<{ text: string; ok: boolean } | null>(null);
   const [opacity, setOpacity] = useState(0.6);
+  /** The confirmed defect's type (its folder in the labelled set); empty: the server's default. */
+  const [defectType, setDefectType] = useState("");
   const [size, setSize] = useState<{ w: number; h: number } | undefined>();
   const heat = useRef<HTMLCanvasElement>(null);
 
@@ -239,11 +241,22 @@ export function PartPage({ id }: { id: number }) {
               type="button"
               id="label-defect"
               onClick={() =>
-                act(() => applyLabel(shared, record, "confirmed_defect"), "confirmed the defect")
+                act(
+                  () => applyLabel(shared, record, "confirmed_defect", defectType.trim() || undefined),
+                  "confirmed the defect",
+                )
               }
             >
               Confirmed defect (d)
             </button>
+            <input
+              id="defect-type"
+              placeholder="defect type"
+              aria-label="defect type"
+              size={12}
+              value={defectType}
+              onInput={(e) => setDefectType(e.currentTarget.value)}
+            />
             <button
               type="button"
               id="label-undo"
