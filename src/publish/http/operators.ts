@@ -134,7 +134,7 @@ export class Operators {
     this.logger = options.logger.child({ component: "operators" });
     this.loginsRefused = new Counter({
       name: "stpmd_console_logins_refused_total",
-      help: "Console commands refused: a wrong or missing user name or password, or a locked-out client address.",
+      help: "Console logins and commands refused: a wrong or missing user name or password, an unknown or expired session, or a locked-out client address.",
       registers: [options.registry],
     });
   }
