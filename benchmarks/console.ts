@@ -120,7 +120,7 @@ async function measure(
       enabled: true,
       bind: "127.0.0.1",
       port: await freeLoopbackPort(),
-      console: { enabled: true, users: [], max_clients: 8 },
+      console: { enabled: true, users: [], max_clients: 8, session_idle_min: 720 },
     },
     control,
     logger,
@@ -160,7 +160,12 @@ async function microbenchmarks(templates: InspectionResult[], size: number): Pro
   const control = new TestLineControl(CAMERAS, 0.5);
   const consoleOn = (enabled: boolean) =>
     new HttpInterface({
-      config: { enabled: true, bind: "127.0.0.1", port: 1, console: { enabled, users: [], max_clients: 8 } },
+      config: {
+        enabled: true,
+        bind: "127.0.0.1",
+        port: 1,
+        console: { enabled, users: [], max_clients: 8, session_idle_min: 720 },
+      },
       control,
       logger,
       processMetrics: false,

@@ -38,7 +38,7 @@ import {
 } from "./common.js";
 
 /** The metrics and health routes alone, as before the console existed. */
-const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
+const NO_CONSOLE = { enabled: false, users: [], max_clients: 8, session_idle_min: 720 };
 
 const WARMUP_S = 1;
 const logger = createLogger("silent");

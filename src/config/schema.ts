@@ -988,7 +988,7 @@ export const configSchema = Type.Object(
             }),
             users: passwordUsers(
               "One console operator.",
-              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, reload), with HTTP Basic authentication. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
+              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, reload; review labels): the console logs in with a cookie session (`POST /api/session`), scripts send HTTP Basic. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
               "console_operator",
             ),
             max_clients: Type.Integer({
@@ -997,6 +997,13 @@ export const configSchema = Type.Object(
               default: 8,
               minimum: 1,
               maximum: 256,
+            }),
+            session_idle_min: Type.Integer({
+              description:
+                "Minutes a console login stays valid without being used (every request from the page renews it); the default is a 12-hour shift. Sessions live in the daemon's memory: a restart logs every operator out.",
+              default: 720,
+              minimum: 1,
+              maximum: 10080,
             }),
           },
           { description: "The web console.", default: {}, additionalProperties: false },

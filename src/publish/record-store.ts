@@ -244,6 +244,7 @@ function whereOf(filter: Omit<RecordsQuery, "limit" | "cursor">): { sql: string;
     clauses.push(clause);
     params.push(...values);
   };
+  if (filter.id !== undefined) add("id = ?", filter.id);
   if (filter.camera !== undefined) add("camera = ?", filter.camera);
   const from = timeOf("from", filter.from);
   const to = timeOf("to", filter.to);

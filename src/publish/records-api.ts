@@ -16,6 +16,9 @@ const Time = (description: string) =>
 /** `GET /api/records`: every filter is optional; pages are newest first. */
 export const RecordsQuerySchema = Type.Object(
   {
+    id: Type.Optional(
+      Type.Integer({ description: "Only the record with this id (a part's page).", minimum: 1 }),
+    ),
     camera: Type.Optional(Type.String({ description: "Only this camera.", minLength: 1 })),
     from: Type.Optional(Time("Only frames captured at or after this time.")),
     to: Type.Optional(Time("Only frames captured before this time.")),

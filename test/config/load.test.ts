@@ -200,7 +200,7 @@ describe("loadConfig defaults", () => {
         enabled: false,
         bind: "127.0.0.1",
         port: 9464,
-        console: { enabled: true, users: [], max_clients: 8 },
+        console: { enabled: true, users: [], max_clients: 8, session_idle_min: 720 },
       },
     };
     assert.deepEqual(cfg, expected);

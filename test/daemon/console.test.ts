@@ -1,7 +1,8 @@
 /**
  * The web console in a real browser (Debian's Chromium through playwright-core) against the real daemon: a replay
- * camera, the tiny bundle, a local mosquitto. Skips, saying why, where Chromium is not installed (`.ci/run` installs
- * it, so CI runs it).
+ * camera, the tiny bundle, a local mosquitto, the part record on. Skips, saying why, where Chromium is not installed
+ * (`.ci/run` installs it, so CI runs it). With STPMD_SCREENSHOTS=<dir> it also saves each page as a PNG there (the
+ * docs' screenshots).
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -29,7 +30,23 @@ const skip = existsSync(CHROMIUM)
 interface InPage {
   document: {
     querySelector(selector: string): { complete?: boolean; naturalWidth?: number; disabled?: boolean } | null;
+    documentElement: { scrollWidth: number; clientWidth: number };
   };
+}
+
+/** Where to save the docs' screenshots, if anywhere. */
+const SHOTS = process.env.STPMD_SCREENSHOTS;
+
+async function shot(page: Page, name: string): Promise<void> {
+  if (SHOTS !== undefined) await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** How far the page is wider than its window (0: no horizontal scroll). */
+function overflow(page: Page): Promise<number> {
+  return page.evaluate(() => {
+    const root = (globalThis as unknown as InPage).document.documentElement;
+    return root.scrollWidth - root.clientWidth;
+  });
 }
 
 /** The text of the console's newest command log line. */
@@ -73,6 +90,10 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
     page.on("pageerror", (err) => errors.push(err.message));
+    // the page's own files and talk must fit its content policy (a violation is a console message, not an error)
+    page.on("console", (message) => {
+      if (/Content.Security.Policy/i.test(message.text())) errors.push(message.text());
+    });
     await page.goto(`http://127.0.0.1:${httpPort}/`);
 
     // watching needs no login: both cameras, live scores, the last frame and cam1's last defect as images
@@ -113,7 +134,9 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     await page.fill("#user", "alice");
     await page.fill("#password", "guess");
     await page.click("#login-button");
-    await page.locator("#log li", { hasText: "login as alice refused" }).waitFor();
+    await page
+      .locator("#log li", { hasText: "login as alice refused: wrong or missing user name or password" })
+      .waitFor();
     assert.equal(await cam1.locator("[data-role=set-threshold]").isDisabled(), true);
 
     await page.fill("#password", "line7-operator");
@@ -156,7 +179,100 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     await cam2.locator(".badge", { hasText: "disabled" }).waitFor({ timeout: 15_000 });
     assert.equal(daemon.snapshot().cameras[1]!.enabled, false);
 
-    // the daemon restarts under the open page: it says so, reconnects by itself, and the login still works
+    await shot(page, "console-live");
+
+    // a reload keeps the login (the session cookie), and the controls stay usable
+    await page.reload();
+    await page.locator("#who", { hasText: "operator alice" }).waitFor();
+    assert.equal(await page.locator("#login").count(), 0);
+
+    // the review queue: cam1's flagged parts (its threshold was below every score), newest first
+    await page.click("#nav-queue");
+    const parts = page.locator("#queue li.part");
+    await parts.first().waitFor({ timeout: 15_000 });
+    const listed = await parts.evaluateAll((items) =>
+      items.map((li) => {
+        const { id, ts } = (li as unknown as { dataset: { id: string; ts: string } }).dataset;
+        return { id: Number(id), ts: Number(ts) };
+      }),
+    );
+    assert.ok(listed.length > 0);
+    assert.ok(
+      listed.every((r, i) => i === 0 || r.ts <= listed[i - 1]!.ts),
+      "newest first",
+    );
+    const ids = listed.map((r) => r.id);
+    // new defects arrive while it is open: cam1 flags every frame again, and the newest part moves to the top
+    const before = Math.max(...ids);
+    await page.selectOption("#filter-camera", "cam1");
+    daemon.control.setThreshold("cam1", { value: 1e-9 }, { via: "config" });
+    await page.waitForFunction(
+      (old) => {
+        const top = (globalThis as unknown as InPage).document.querySelector("#queue li.part") as {
+          dataset?: { id: string };
+        } | null;
+        return Number(top?.dataset?.id) > old;
+      },
+      before,
+      { timeout: 15_000 },
+    );
+    // a filter that matches nothing says so
+    await page.fill("#filter-score", "1000000000000");
+    await page.locator("#queue", { hasText: "no flagged parts match" }).waitFor();
+    await page.fill("#filter-score", "");
+    await parts.first().waitFor();
+    await shot(page, "console-queue");
+    // keyboard (once the filter field has lost the focus): j moves down, k back up, Enter opens the selected part
+    await page.click("#queue h2");
+    await page.keyboard.press("j");
+    await page.locator("#queue li.part:nth-child(2).selected").waitFor();
+    await page.keyboard.press("k");
+    await page.locator("#queue li.part:nth-child(1).selected").waitFor();
+    const chosen = Number(await page.locator("#queue li.part.selected").getAttribute("data-id"));
+    await page.keyboard.press("Enter");
+    await page.locator(`#part[data-id="${chosen}"]`).waitFor();
+    assert.equal(new URL(page.url()).hash, `#/part/${chosen}`);
+    await page.waitForFunction(
+      () => {
+        const img = (globalThis as unknown as InPage).document.querySelector("#part-image");
+        return img?.complete === true && (img.naturalWidth ?? 0) > 0;
+      },
+      undefined,
+      { timeout: 15_000 },
+    );
+    assert.match((await page.locator("#part").textContent()) ?? "", /against threshold 1\.000e-9/);
+    await page.locator("#neighbours li a").first().waitFor();
+    await shot(page, "console-part");
+    // a label: whatever the server answers (labelled, or its one-line refusal) is shown, never a blank page
+    await page.click("#label-false-alarm");
+    const said = (await page.locator("#part-message").textContent({ timeout: 15_000 })) ?? "";
+    assert.ok(said.length > 0 && !said.includes("\n"), said);
+    await page.reload();
+    await page.locator(`#part[data-id="${chosen}"]`).waitFor();
+
+    // history and audit: either their data or the server's line
+    await page.click("#nav-history");
+    await page
+      .locator('#history article[data-camera="cam1"] [data-role=parts]')
+      .filter({ hasNotText: /^0$/ })
+      .waitFor({ timeout: 15_000 });
+    await page.locator("#history svg.histogram").first().waitFor();
+    await shot(page, "console-history");
+    await page.click("#nav-audit");
+    await page.locator("#audit :is(ol.audit, p.message)").first().waitFor({ timeout: 15_000 });
+    const audit = await fetch(`http://127.0.0.1:${httpPort}/api/audit?limit=50`);
+    if (audit.ok) {
+      const { entries } = (await audit.json()) as { entries: unknown[] };
+      assert.equal(await page.locator("#audit ol.audit li").count(), Math.min(entries.length, 50));
+    } else {
+      // not served (yet): the page shows the server's own line
+      const line = (await audit.text()).trim();
+      assert.equal((await page.locator("#audit p.message").textContent())?.trim(), line);
+    }
+
+    // the daemon restarts under the open page: it says so and reconnects by itself; the login (in the old
+    // daemon's memory) is gone, the first change says so, and logging in again works
+    await page.click("#nav-live");
     await daemon.stop();
     await page.locator("#stream", { hasText: "reconnecting" }).waitFor({ timeout: 15_000 });
     daemon = new Daemon(config, logger, { hooks: { onResult: (r) => results.push(r) } });
@@ -166,8 +282,46 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     await cam2.locator(".badge", { hasText: "streaming" }).waitFor({ timeout: 15_000 });
     await cam1.locator("[data-role=threshold-input]").fill("0.000000001");
     await cam1.locator("[data-role=set-threshold]").click();
+    await page
+      .locator("#log li", { hasText: "set_threshold: your login has expired or the daemon restarted" })
+      .waitFor();
+    await page.fill("#user", "alice");
+    await page.fill("#password", "line7-operator");
+    await page.click("#login-button");
+    await page.locator("#who", { hasText: "operator alice" }).waitFor();
+    await cam1.locator("[data-role=threshold-input]").fill("0.000000001");
+    await cam1.locator("[data-role=set-threshold]").click();
     await page.locator("#log li", { hasText: '"new":1e-9' }).waitFor();
     assert.equal(daemon.snapshot().cameras[0]!.threshold, 1e-9);
+
+    // a phone, 390 px wide: no page scrolls sideways, and its login survives a reload too
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const small = await phone.newPage();
+    small.on("pageerror", (err) => errors.push(err.message));
+    await small.goto(`http://127.0.0.1:${httpPort}/`);
+    await small
+      .locator('article[data-camera="cam1"] [data-role=score]')
+      .filter({ hasNotText: "–" })
+      .waitFor({ timeout: 15_000 });
+    await small.fill("#user", "alice");
+    await small.fill("#password", "line7-operator");
+    await small.click("#login-button");
+    await small.locator("#who", { hasText: "operator alice" }).waitFor();
+    assert.equal(await overflow(small), 0, "live page at 390 px");
+    await shot(small, "console-live-390");
+    await small.reload();
+    await small.locator("#who", { hasText: "operator alice" }).waitFor();
+    for (const [hash, ready] of [
+      ["#/queue", "#queue li.part"],
+      [`#/part/${chosen}`, "#part"],
+      ["#/history", "#history article"],
+      ["#/audit", "#audit"],
+    ] as const) {
+      await small.goto(`http://127.0.0.1:${httpPort}/${hash}`);
+      await small.locator(ready).first().waitFor({ timeout: 15_000 });
+      assert.equal(await overflow(small), 0, `${hash} at 390 px`);
+    }
+    await phone.close();
     assert.deepEqual(errors, [], "no script errors on the page");
   } finally {
     await browser.close();

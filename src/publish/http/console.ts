@@ -1,8 +1,9 @@
 /**
- * The web console, served by the HTTP interface: a page per node (`/`) that shows every camera's live score, its
- * last frame and last defect with the anomaly heatmap, and the node's state, and lets an operator change what the
- * commands change. Its API:
+ * The web console, served by the HTTP interface: a page per node (`/`, built from `web/console/` into
+ * `dist/console/` by `npm run build`; docs/console.md) with live cameras, the review queue, a part's page, history
+ * and the audit log. Its API:
  *
+ * - `POST`/`GET`/`DELETE /api/session`: log in, who is logged in, log out (cookie sessions: {@link Operators});
  * - `GET /api/status`: the control's snapshot (what the MQTT `status` command answers);
  * - `GET /api/events`: Server-Sent Events, one `result` event per inspected frame (bounded per stream: a client
  *   that does not keep up misses events, which are counted and announced to it in a `gap` event);
@@ -13,15 +14,17 @@
  *
  * Viewing needs no login, like `/metrics` (the same trust statement: bind to loopback or a trusted network).
  */
+import { type Dirent, readdirSync, readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { ConsoleConfig } from "../../config/index.js";
 import type { Frame } from "../../core/frame.js";
 import { defectiveFlag, type InspectionResult, type Region, type Verdict } from "../../core/result.js";
 import { renderSnapshot } from "../../data/snapshot.js";
 import { type CommandExecutor, MAX_REQUEST_BYTES } from "../commands.js";
-import type { LineControl } from "../control.js";
-import { CONSOLE_ASSETS } from "./console-page.js";
+import type { LineControl, NodeSnapshot } from "../control.js";
 import { reply } from "./http-reply.js";
 import { type Operators, readBody } from "./operators.js";
 
@@ -35,6 +38,56 @@ const IMAGE_QUALITY = 80;
 export const MAX_STREAM_BUFFER_BYTES = 64 * 1024;
 /** A comment line this often keeps proxies and browsers from closing an idle stream. */
 const HEARTBEAT_MS = 15_000;
+
+/**
+ * The built page: `dist/console/` beside `dist/src/`, found from this module's own place so that an installed
+ * package serves its own copy (nothing is fetched from elsewhere at run time).
+ */
+export const CONSOLE_DIR = fileURLToPath(new URL("../../../console/", import.meta.url));
+
+const CONTENT_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".woff2": "font/woff2",
+};
+
+interface Asset {
+  type: string;
+  body: Buffer;
+  /** Whether the name carries a hash of the content (Vite's `assets/name-<hash>.ext`): cacheable for good. */
+  hashed: boolean;
+}
+
+/**
+ * Every file of the built page by URL path, read once (a few tens of KB). An unbuilt checkout has none: `/` then
+ * says how to build it instead of failing the daemon.
+ */
+export function loadConsoleAssets(dir = CONSOLE_DIR): Map<string, Asset> {
+  const assets = new Map<string, Asset>();
+  const walk = (sub: string): void => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(path.join(dir, sub), { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const rel = path.posix.join(sub, entry.name);
+      if (entry.isDirectory()) walk(rel);
+      else if (entry.isFile()) {
+        const type = CONTENT_TYPES[path.extname(entry.name)] ?? "application/octet-stream";
+        const body = readFileSync(path.join(dir, rel));
+        assets.set(`/${rel}`, { type, body, hashed: rel.startsWith("assets/") });
+      }
+    }
+  };
+  walk("");
+  return assets;
+}
 
 /** What the console keeps of a camera's frame to draw it on request: references, not copies. */
 interface KeptFrame {
@@ -67,6 +120,9 @@ export interface ConsoleResultEvent {
   part_id?: string;
 }
 
+/** `GET /api/status`: the control's snapshot and what the console needs to know of itself. */
+export type ConsoleStatus = NodeSnapshot & { console: { operators: boolean } };
+
 export interface WebConsoleOptions {
   config: ConsoleConfig;
   control: LineControl;
@@ -88,6 +144,7 @@ export class WebConsole {
   private readonly frames = new Map<string, Record<ImageKind, KeptFrame | undefined>>();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly eventsMissed: Counter;
+  private assets = new Map<string, Asset>();
 
   constructor(options: WebConsoleOptions) {
     this.config = options.config;
@@ -118,9 +175,11 @@ export class WebConsole {
     "/api/events",
     "/api/cameras/<id>/{last,defect}.jpg",
     "/api/command/<name>",
+    "/api/session",
   ];
 
   start(): void {
+    this.assets = loadConsoleAssets();
     this.heartbeat = setInterval(() => this.broadcast(": keep-alive\n\n", false), HEARTBEAT_MS);
     this.heartbeat.unref();
   }
@@ -133,7 +192,7 @@ export class WebConsole {
 
   /** Whether `path` is the console's. */
   serves(path: string): boolean {
-    return path === "/" || Object.hasOwn(CONSOLE_ASSETS, path) || path.startsWith("/api/");
+    return path === "/" || this.assets.has(path) || path.startsWith("/api/");
   }
 
   onResult(result: InspectionResult): void {
@@ -160,6 +219,10 @@ export class WebConsole {
 
   async handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const method = req.method ?? "GET";
+    if (path === "/api/session") {
+      await this.operators.handleSession(req, res);
+      return;
+    }
     if (path.startsWith("/api/command/")) {
       if (method !== "POST") {
         reply(res, 405, `method ${method} not allowed; use POST\n`, { Allow: "POST" });
@@ -174,19 +237,15 @@ export class WebConsole {
       reply(res, 405, `method ${method} not allowed; use GET\n`, { Allow: "GET, HEAD" });
       return;
     }
-    if (path === "/" || Object.hasOwn(CONSOLE_ASSETS, path)) {
-      const asset = CONSOLE_ASSETS[path === "/" ? "/index.html" : path]!;
-      reply(res, 200, asset.body, {
-        "Content-Type": asset.type,
-        "Cache-Control": "no-cache",
-        // the page loads only its own script and style and talks only to this server
-        "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'",
-        "X-Content-Type-Options": "nosniff",
-      });
+    if (path === "/" || this.assets.has(path)) {
+      this.page(res, path);
       return;
     }
     if (path === "/api/status") {
-      const body = { ...this.control.snapshot(), console: { operators: this.operators.configured } };
+      const body: ConsoleStatus = {
+        ...this.control.snapshot(),
+        console: { operators: this.operators.configured },
+      };
       reply(res, 200, JSON.stringify(body), { "Content-Type": "application/json" });
       return;
     }
@@ -201,6 +260,25 @@ export class WebConsole {
       return;
     }
     reply(res, 404, `not found: ${path} (console routes: ${WebConsole.ROUTES.join(", ")})\n`);
+  }
+
+  /** A file of the built page; `/` is its index.html. */
+  private page(res: ServerResponse, path: string): void {
+    const asset = this.assets.get(path === "/" ? "/index.html" : path);
+    if (asset === undefined) {
+      reply(res, 503, `the console's page is not built (no ${CONSOLE_DIR}index.html): run npm run build\n`);
+      return;
+    }
+    res.writeHead(200, {
+      "Content-Type": asset.type,
+      "Content-Length": asset.body.length,
+      // a hashed file never changes under its name; the index names the current ones, so it is never kept
+      "Cache-Control": asset.hashed ? "public, max-age=31536000, immutable" : "no-store",
+      // the page loads only its own script and style and talks only to this server
+      "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'",
+      "X-Content-Type-Options": "nosniff",
+    });
+    res.end(res.req.method === "HEAD" ? undefined : asset.body);
   }
 
   private openStream(req: IncomingMessage, res: ServerResponse): void {

@@ -1,15 +1,23 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import http, { type IncomingMessage } from "node:http";
-import type { Socket } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Registry } from "prom-client";
 import sharp from "sharp";
 import type { ConsoleConfig } from "../../../src/config/index.js";
 import type { Logger } from "../../../src/core/log.js";
 import type { InspectionResult } from "../../../src/core/result.js";
+import { loadConsoleAssets } from "../../../src/publish/http/console.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
-import { LOGIN_LOCKOUT_MS, LoginGuard, MAX_FAILED_LOGINS } from "../../../src/publish/http/operators.js";
+import {
+  LOGIN_LOCKOUT_MS,
+  LoginGuard,
+  MAX_FAILED_LOGINS,
+  MAX_SESSIONS,
+  Operators,
+} from "../../../src/publish/http/operators.js";
 import { TestLineControl } from "../../helpers/line-control.js";
 import { capturingLogger } from "../../helpers/logs.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
@@ -26,7 +34,7 @@ async function consoleServer(
       enabled: true,
       bind: "127.0.0.1",
       port: await freeLoopbackPort(),
-      console: { enabled: true, users: [], max_clients: 8, ...console },
+      console: { enabled: true, users: [], max_clients: 8, session_idle_min: 720, ...console },
     },
     control,
     logger,
@@ -83,6 +91,27 @@ async function post(
     body,
   });
   return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+/** `POST /api/session` with a name and password (or a raw body), as the console's login form sends it. */
+async function login(
+  base: string,
+  username: string,
+  password: string,
+  raw?: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers; text: string }> {
+  const res = await fetch(`${base}/api/session`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: raw ?? JSON.stringify({ username, password }),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+/** The `name=value` of a response's Set-Cookie, as a browser sends it back. */
+function cookieOf(headers: Headers): string {
+  return (headers.get("set-cookie") ?? "").split(";", 1)[0]!;
 }
 
 /** An event-stream client that parses events as they arrive; `pause()` stops reading the socket. */
@@ -156,18 +185,36 @@ describe("web console", () => {
     await server.stop();
   });
 
-  test("serves its page, script and style with a strict content policy, and the node's snapshot", async () => {
+  test("serves the built page (index never cached, hashed assets for good) with a strict content policy, and the node's snapshot", async () => {
     const page = await fetch(`${base}/`);
     assert.equal(page.status, 200);
     assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
     assert.match(page.headers.get("content-security-policy") ?? "", /default-src 'self'/);
+    assert.equal(page.headers.get("cache-control"), "no-store");
     const html = await page.text();
-    assert.match(html, /<script src="\/console.js" defer><\/script>/);
-    for (const asset of ["/console.js", "/console.css"]) {
+    const script = /<script type="module" crossorigin src="(\/assets\/index-[\w-]+\.js)"><\/script>/.exec(
+      html,
+    )?.[1];
+    const style = /<link rel="stylesheet" crossorigin href="(\/assets\/index-[\w-]+\.css)">/.exec(html)?.[1];
+    assert.ok(script !== undefined && style !== undefined, html);
+    assert.doesNotMatch(html, /https?:\/\//, "nothing is loaded from elsewhere");
+    for (const [asset, type] of [
+      [script, /^text\/javascript/],
+      [style, /^text\/css/],
+    ] as const) {
       const res = await fetch(`${base}${asset}`);
       assert.equal(res.status, 200, asset);
-      assert.ok((await res.text()).length > 1000, asset);
+      assert.match(res.headers.get("content-type") ?? "", type);
+      assert.equal(res.headers.get("cache-control"), "public, max-age=31536000, immutable");
+      const text = await res.text();
+      assert.ok(text.length > 1000, asset);
+      assert.doesNotMatch(
+        text,
+        /https?:\/\/(?!www\.w3\.org)[a-z]/,
+        `${asset} fetches nothing from the internet`,
+      );
     }
+    assert.equal((await fetch(`${base}/assets/nothing.js`)).status, 404);
     const status = (await (await fetch(`${base}/api/status`)).json()) as Record<string, unknown>;
     const snapshot = control.snapshot() as unknown as Record<string, unknown>;
     assert.deepEqual(
@@ -402,6 +449,128 @@ describe("web console", () => {
     assert.equal(control.snapshot().cameras[1]!.enabled, false);
   });
 
+  test("a login sets an HttpOnly SameSite=Strict session cookie; a reload finds the session; changes need its CSRF token", async () => {
+    const wrong = await login(base, "alice", "guess");
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.headers.get("www-authenticate"), null, "the page's form gets no browser dialog");
+    assert.equal(wrong.headers.get("set-cookie"), null);
+    const ok = await login(base, "alice", "s3cret pass");
+    assert.equal(ok.status, 200);
+    assert.match(
+      ok.headers.get("set-cookie") ?? "",
+      /^stpmd_session=[A-Za-z0-9_-]{43}; HttpOnly; SameSite=Strict; Path=\/; Max-Age=43200$/,
+    );
+    const info = JSON.parse(ok.text) as { user: string; csrf_token: string; expires_at: string };
+    assert.equal(info.user, "alice");
+    assert.match(info.csrf_token, /^[A-Za-z0-9_-]{43}$/);
+    assert.ok(Math.abs(Date.parse(info.expires_at) - (Date.now() + 720 * 60_000)) < 10_000, info.expires_at);
+    const cookie = cookieOf(ok.headers);
+    // the page reloads: the cookie alone gives the session back, with the same token
+    const again = await fetch(`${base}/api/session`, { headers: { Cookie: cookie } });
+    assert.equal(again.status, 200);
+    assert.equal(((await again.json()) as { csrf_token: string }).csrf_token, info.csrf_token);
+    assert.equal((await fetch(`${base}/api/session`)).status, 401, "no cookie, no session");
+    const other = await login(base, "alice", "s3cret pass");
+    assert.notEqual(cookieOf(other.headers), cookie, "every login has its own random id");
+    assert.notEqual(JSON.parse(other.text).csrf_token, info.csrf_token);
+
+    const calls = control.calls.length;
+    const body = '{"camera":"cam1","threshold":0.6}';
+    const noToken = await post(base, "set_threshold", body, { Cookie: cookie });
+    assert.deepEqual(
+      [noToken.status, noToken.text],
+      [403, "missing or wrong X-CSRF-Token for this session\n"],
+    );
+    const wrongToken = await post(base, "set_threshold", body, {
+      Cookie: cookie,
+      "X-CSRF-Token": JSON.parse(other.text).csrf_token,
+    });
+    assert.equal(wrongToken.status, 403, "another session's token does not do");
+    assert.equal(control.calls.length, calls, "nothing reached the control");
+    const done = await post(base, "set_threshold", body, { Cookie: cookie, "X-CSRF-Token": info.csrf_token });
+    assert.equal(done.status, 200);
+    assert.match(done.headers.get("set-cookie") ?? "", /Max-Age=43200$/, "each use renews the cookie");
+    assert.deepEqual(control.calls.at(-1), {
+      method: "setThreshold",
+      args: ["cam1", { value: 0.6 }],
+      by: { via: "http", user: "alice" },
+    });
+    // a session is no way around the cross-site check either
+    const evil = await post(base, "set_threshold", body, {
+      Cookie: cookie,
+      "X-CSRF-Token": info.csrf_token,
+      Origin: "http://evil.example",
+    });
+    assert.equal(evil.status, 403);
+
+    const out = await fetch(`${base}/api/session`, { method: "DELETE", headers: { Cookie: cookie } });
+    assert.equal(out.status, 204);
+    assert.match(out.headers.get("set-cookie") ?? "", /^stpmd_session=; .*Max-Age=0$/);
+    assert.equal((await fetch(`${base}/api/session`, { headers: { Cookie: cookie } })).status, 401);
+    const after = await post(base, "set_threshold", body, {
+      Cookie: cookie,
+      "X-CSRF-Token": info.csrf_token,
+    });
+    assert.deepEqual(
+      [after.status, after.text],
+      [401, "your login has expired or the daemon restarted; log in again\n"],
+    );
+    assert.equal(control.calls.length, calls + 1);
+    assert.ok(lines.some((l) => l.msg === "console operator logged in" && l.user === "alice"));
+    assert.ok(lines.some((l) => l.msg === "console operator logged out" && l.user === "alice"));
+  });
+
+  test("a login is refused for a bad body or another site's page; guessing locks the address out of POST /api/session", async () => {
+    const notJson = await login(base, "alice", "x", "{nope");
+    assert.deepEqual(
+      [notJson.status, notJson.text],
+      [400, 'the login body is not JSON; send {"username": …, "password": …}\n'],
+    );
+    const noPassword = await login(base, "alice", "x", '{"username":"alice"}');
+    assert.deepEqual(
+      [noPassword.status, noPassword.text],
+      [400, "the login body needs username and password as strings\n"],
+    );
+    const evil = await login(base, "alice", "s3cret pass", undefined, { Origin: "http://evil.example" });
+    assert.deepEqual(
+      [evil.status, evil.text],
+      [403, "cross-site request from http://evil.example refused\n"],
+    );
+    const form = await login(base, "alice", "s3cret pass", undefined, { "Content-Type": "text/plain" });
+    assert.equal(form.status, 403);
+    const port = Number(new URL(base).port);
+    /** A login from 127.0.0.3 (loopback is a /8; the command test above locks 127.0.0.2). */
+    const from3 = (password: string) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: "127.0.0.1",
+            port,
+            localAddress: "127.0.0.3",
+            method: "POST",
+            path: "/api/session",
+            headers: { "Content-Type": "application/json" },
+          },
+          (res) => {
+            let text = "";
+            res.on("data", (chunk) => {
+              text += chunk;
+            });
+            res.on("end", () => resolve({ status: res.statusCode!, text }));
+          },
+        );
+        req.on("error", reject);
+        req.end(JSON.stringify({ username: "alice", password }));
+      });
+    for (let i = 0; i < MAX_FAILED_LOGINS; i++) assert.equal((await from3("guess")).status, 401);
+    const locked = await from3("s3cret pass");
+    assert.deepEqual(
+      [locked.status, locked.text],
+      [429, "too many failed logins from 127.0.0.3; try again in 60 s\n"],
+    );
+    assert.equal((await login(base, "alice", "s3cret pass")).status, 200, "127.0.0.1 is not locked out");
+  });
+
   test("cross-site posts are refused even with valid credentials; oversized bodies and wrong methods too", async () => {
     const auth = { Authorization: basic("alice", "s3cret pass") };
     const calls = control.calls.length;
@@ -453,6 +622,7 @@ test("without operators the console is read-only; a missing password file stops 
         enabled: true,
         users: [{ username: "bob", password_file: "/nonexistent/bob" }],
         max_clients: 8,
+        session_idle_min: 720,
       },
     },
     control,
@@ -485,4 +655,82 @@ test("the login guard: the 5th failure within the window locks out for the windo
   const wide = new LoginGuard();
   for (let i = 0; i < 5000; i++) wide.failed(`10.0.${i >> 8}.${i & 255}`, 0);
   assert.equal(wide.size, 1024);
+});
+
+test("sessions expire after session_idle_min unused (each use renews them), and at most MAX_SESSIONS are kept", async () => {
+  const dir = await tempDir("stpmd-sessions-");
+  fs.writeFileSync(path.join(dir, "bob"), "pw\n");
+  let now = Date.parse("2026-12-07T06:00:00Z");
+  const { logger, lines } = capturingLogger();
+  const operators = new Operators({
+    config: {
+      enabled: true,
+      users: [{ username: "bob", password_file: path.join(dir, "bob") }],
+      max_clients: 8,
+      session_idle_min: 60,
+    },
+    logger,
+    registry: new Registry(),
+    now: () => now,
+  });
+  operators.start();
+  // the same routes as the console: the session's own, and one change behind authorize()
+  const server = http.createServer((req, res) => {
+    if (req.url === "/api/session") void operators.handleSession(req, res);
+    else {
+      const user = operators.authorize(req, res, "test");
+      if (user !== undefined) res.end(`changed by ${user}`);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    const first = await login(base, "bob", "pw");
+    const cookie = cookieOf(first.headers);
+    const token = JSON.parse(first.text).csrf_token as string;
+    const change = () => post(base, "x", "{}", { Cookie: cookie, "X-CSRF-Token": token });
+    now += 59 * 60_000;
+    assert.equal((await change()).text, "changed by bob");
+    now += 59 * 60_000; // 118 min after the login, 59 after its last use
+    const info = await fetch(`${base}/api/session`, { headers: { Cookie: cookie } });
+    assert.equal(info.status, 200);
+    assert.equal(
+      ((await info.json()) as { expires_at: string }).expires_at,
+      new Date(now + 3600_000).toISOString(),
+    );
+    now += 60 * 60_000 + 1;
+    const late = await change();
+    assert.deepEqual(
+      [late.status, late.text],
+      [401, "your login has expired or the daemon restarted; log in again\n"],
+    );
+    assert.ok(lines.some((l) => l.msg === "console session expired" && l.user === "bob"));
+    assert.equal(operators.sessionCount, 0);
+    // a script logging in in a loop: the oldest sessions make room, memory stays bounded
+    const oldest = cookieOf((await login(base, "bob", "pw")).headers);
+    for (let i = 0; i < MAX_SESSIONS; i++) await login(base, "bob", "pw");
+    assert.equal(operators.sessionCount, MAX_SESSIONS);
+    assert.equal((await fetch(`${base}/api/session`, { headers: { Cookie: oldest } })).status, 401);
+    // Basic still works beside sessions (scripts, curl)
+    const basicAuth = await post(base, "x", "{}", { Authorization: basic("bob", "pw") });
+    assert.equal(basicAuth.text, "changed by bob");
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+test("the page's files are read once from the build folder: hashed assets marked cacheable, nothing when unbuilt", async () => {
+  const dir = await tempDir("stpmd-console-build-");
+  fs.mkdirSync(path.join(dir, "assets"));
+  fs.writeFileSync(path.join(dir, "index.html"), "<!doctype html>");
+  fs.writeFileSync(path.join(dir, "assets", "index-AbC123.js"), "export {};");
+  fs.writeFileSync(path.join(dir, "assets", "index-AbC123.css"), "body{}");
+  const assets = loadConsoleAssets(dir);
+  assert.deepEqual([...assets].map(([url, a]) => [url, a.type, a.hashed, a.body.toString()]).sort(), [
+    ["/assets/index-AbC123.css", "text/css; charset=utf-8", true, "body{}"],
+    ["/assets/index-AbC123.js", "text/javascript; charset=utf-8", true, "export {};"],
+    ["/index.html", "text/html; charset=utf-8", false, "<!doctype html>"],
+  ]);
+  assert.equal(loadConsoleAssets(path.join(dir, "missing")).size, 0);
 });

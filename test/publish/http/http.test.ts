@@ -10,7 +10,7 @@ import { TestLineControl } from "../../helpers/line-control.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 
 /** The metrics and health routes alone, as before the console existed. */
-const NO_CONSOLE = { enabled: false, users: [], max_clients: 8 };
+const NO_CONSOLE = { enabled: false, users: [], max_clients: 8, session_idle_min: 720 };
 
 const logger = createLogger("silent");
 

@@ -113,6 +113,10 @@ describe("GET /api/records and /api/records/hourly on the HTTP server", () => {
       (await page("/api/records?part_id=B1764-10")).records.map((r) => [r.seq, r.part_id]),
       [[13, "B1764-10"]],
     );
+    // a part's page asks for its record by id
+    const one = defects.records[1]!;
+    assert.deepEqual((await page(`/api/records?id=${one.id}`)).records, [one]);
+    assert.deepEqual((await page("/api/records?id=999999")).records, []);
     assert.equal((await page("/api/records?model_version=20261201T000000Z")).records.length, 40);
     assert.equal((await page("/api/records?label=none")).records.length, 40);
     assert.equal((await page("/api/records?label=false_alarm")).records.length, 0);

@@ -1,0 +1,185 @@
+/**
+ * The console's typed client of the daemon's HTTP API. Every type comes from the server's own definitions
+ * (`import type`: nothing of the server is bundled), so a change there fails this build instead of the page.
+ * A refusal or an error is thrown as an {@link ApiError} carrying the server's one-line answer.
+ */
+
+import type { AuditEntry } from "../../../src/publish/audit.js";
+import type { CameraSnapshot, NodeSnapshot } from "../../../src/publish/control.js";
+import type { ConsoleResultEvent, ConsoleStatus } from "../../../src/publish/http/console.js";
+import type { SessionInfo } from "../../../src/publish/http/operators.js";
+import type {
+  HourlyQuery,
+  HourlyReply,
+  HourlyRow,
+  PartRecord,
+  RecordsPage,
+  RecordsQuery,
+} from "../../../src/publish/records-api.js";
+import type { CommandResponsePayload } from "../../../src/publish/topics.js";
+
+export type {
+  AuditEntry,
+  CameraSnapshot,
+  ConsoleResultEvent,
+  ConsoleStatus,
+  HourlyRow,
+  NodeSnapshot,
+  PartRecord,
+  RecordsPage,
+  SessionInfo,
+};
+
+/** The review labels of the contract (issue 21, `POST /api/records/<id>/label`). */
+export type Label = "false_alarm" | "confirmed_defect";
+
+/** `POST /api/records/<id>/label`'s answer (contract; the server's type lands with the label routes). */
+export interface LabelReply {
+  record: PartRecord;
+  files: string[];
+}
+
+/** `DELETE /api/records/<id>/label`'s answer. */
+export interface UnlabelReply {
+  record: PartRecord;
+  files_removed: string[];
+}
+
+/** `GET /api/review/counts`'s answer: labels per camera. */
+export interface ReviewCounts {
+  cameras: Record<string, { false_alarm: number; confirmed_defect: number }>;
+}
+
+/** `GET /api/audit`'s answer. */
+export interface AuditPage {
+  entries: AuditEntry[];
+  next_cursor: string | null;
+}
+
+export interface AuditQuery {
+  since?: string;
+  until?: string;
+  user?: string;
+  action?: string;
+  camera?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+/** A request the server refused or failed: `message` is its one-line answer. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+/** The CSRF token of the session this page holds (set by login and by the session check on load). */
+let csrfToken: string | undefined;
+
+function query(params: object): string {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== "") search.set(key, String(value));
+  }
+  const text = search.toString();
+  return text === "" ? "" : `?${text}`;
+}
+
+async function errorOf(res: Response): Promise<ApiError> {
+  const text = (await res.text().catch(() => "")).trim();
+  return new ApiError(res.status, text.split("\n", 1)[0] || `${res.status} ${res.statusText}`);
+}
+
+async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { "X-Stpmd-Console": "1" };
+  if (method !== "GET") {
+    headers["Content-Type"] = "application/json";
+    if (csrfToken !== undefined) headers["X-CSRF-Token"] = csrfToken;
+  }
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      cache: "no-store",
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch (err) {
+    throw new ApiError(0, `the daemon does not answer (${(err as Error).message})`);
+  }
+  if (!res.ok) throw await errorOf(res);
+  if (res.status === 204) return undefined as T;
+  return (await res.json()) as T;
+}
+
+export const api = {
+  status: () => request<ConsoleStatus>("GET", "/api/status"),
+
+  /** Logs in; the cookie is set by the server, the CSRF token kept here. */
+  async login(username: string, password: string): Promise<SessionInfo> {
+    const session = await request<SessionInfo>("POST", "/api/session", { username, password });
+    csrfToken = session.csrf_token;
+    return session;
+  },
+  /** The session this browser holds, or undefined when not logged in. */
+  async session(): Promise<SessionInfo | undefined> {
+    try {
+      const session = await request<SessionInfo>("GET", "/api/session");
+      csrfToken = session.csrf_token;
+      return session;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        csrfToken = undefined;
+        return undefined;
+      }
+      throw err;
+    }
+  },
+  async logout(): Promise<void> {
+    await request<void>("DELETE", "/api/session");
+    csrfToken = undefined;
+  },
+
+  /** Runs a command; a refused one (400) is an answer with its error, not a throw. */
+  async command(name: string, body: object): Promise<CommandResponsePayload> {
+    try {
+      return await request<CommandResponsePayload>("POST", `/api/command/${encodeURIComponent(name)}`, body);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 400) {
+        try {
+          return JSON.parse(err.message) as CommandResponsePayload;
+        } catch {
+          // not the executor's JSON answer: a plain refusal
+        }
+      }
+      throw err;
+    }
+  },
+
+  records: (q: Partial<RecordsQuery>) => request<RecordsPage>("GET", `/api/records${query(q)}`),
+  /** One record by id, or undefined when there is none. */
+  async record(id: number): Promise<PartRecord | undefined> {
+    const page = await request<RecordsPage>("GET", `/api/records${query({ id, limit: 1 })}`);
+    return page.records[0];
+  },
+  hourly: (q: HourlyQuery) => request<HourlyReply>("GET", `/api/records/hourly${query(q)}`),
+  imageUrl: (id: number, which: "image" | "map") => `/api/records/${id}/${which}.png`,
+  cameraImageUrl: (camera: string, kind: "last" | "defect", seq: number) =>
+    `/api/cameras/${encodeURIComponent(camera)}/${kind}.jpg?seq=${seq}`,
+
+  label: (id: number, label: Label, defectType?: string) =>
+    request<LabelReply>("POST", `/api/records/${id}/label`, {
+      label,
+      ...(defectType !== undefined ? { defect_type: defectType } : {}),
+    }),
+  unlabel: (id: number) => request<UnlabelReply>("DELETE", `/api/records/${id}/label`),
+  acceptMask: (id: number) => request<LabelReply>("POST", `/api/records/${id}/mask`, { accept: true }),
+
+  reviewCounts: () => request<ReviewCounts>("GET", "/api/review/counts"),
+
+  audit: (q: AuditQuery) => request<AuditPage>("GET", `/api/audit${query(q)}`),
+};
