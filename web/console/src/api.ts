@@ -12,9 +12,14 @@ import type {
   HourlyQuery,
   HourlyReply,
   HourlyRow,
+  Label,
+  LabelReply,
+  MaskReply,
   PartRecord,
   RecordsPage,
   RecordsQuery,
+  ReviewCounts,
+  UnlabelReply,
 } from "../../../src/publish/records-api.js";
 import type { CommandResponsePayload } from "../../../src/publish/topics.js";
 
@@ -24,31 +29,16 @@ export type {
   ConsoleResultEvent,
   ConsoleStatus,
   HourlyRow,
+  Label,
+  LabelReply,
+  MaskReply,
   NodeSnapshot,
   PartRecord,
   RecordsPage,
+  ReviewCounts,
   SessionInfo,
+  UnlabelReply,
 };
-
-/** The review labels of the contract (issue 21, `POST /api/records/<id>/label`). */
-export type Label = "false_alarm" | "confirmed_defect";
-
-/** `POST /api/records/<id>/label`'s answer (contract; the server's type lands with the label routes). */
-export interface LabelReply {
-  record: PartRecord;
-  files: string[];
-}
-
-/** `DELETE /api/records/<id>/label`'s answer. */
-export interface UnlabelReply {
-  record: PartRecord;
-  files_removed: string[];
-}
-
-/** `GET /api/review/counts`'s answer: labels per camera. */
-export interface ReviewCounts {
-  cameras: Record<string, { false_alarm: number; confirmed_defect: number }>;
-}
 
 /** `GET /api/audit`'s answer. */
 export interface AuditPage {
@@ -177,7 +167,7 @@ export const api = {
       ...(defectType !== undefined ? { defect_type: defectType } : {}),
     }),
   unlabel: (id: number) => request<UnlabelReply>("DELETE", `/api/records/${id}/label`),
-  acceptMask: (id: number) => request<LabelReply>("POST", `/api/records/${id}/mask`, { accept: true }),
+  acceptMask: (id: number) => request<MaskReply>("POST", `/api/records/${id}/mask`, { accept: true }),
 
   reviewCounts: () => request<ReviewCounts>("GET", "/api/review/counts"),
 
