@@ -56,6 +56,7 @@ export function resolveRelativePaths(
   resolvePathField(cfg.model, "bundle", ["model", "bundle"], baseDir, env, problems);
   resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
   resolvePathField(cfg.records, "dir", ["records", "dir"], baseDir, env, problems);
+  resolvePathField(cfg.audit, "file", ["audit", "file"], baseDir, env, problems);
   if (Array.isArray(cfg.cameras)) {
     cfg.cameras.forEach((camera: unknown, i) => {
       if (!isObject(camera)) return;

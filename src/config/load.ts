@@ -87,6 +87,7 @@ function validated(
   cfg.sparkplug.edge_node_id ??= os.hostname();
   // beside the daemon's other state: a test's or a demo's scratch outbox takes its records along
   cfg.records.dir ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "records");
+  cfg.audit.file ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "audit.jsonl");
   return cfg;
 }
 

@@ -1,6 +1,7 @@
 import { loadConfig, type ThresholdRule, thresholdRuleProblem } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import type { AuditEntry, AuditStore } from "../publish/audit.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -28,7 +29,12 @@ export interface ControlHost {
 
 /**
  * The line's {@link LineControl}, implemented over the station registry: thresholds, enables, collection,
- * triggers and reloads from any interface come through here, are validated, applied and logged with who asked.
+ * triggers and reloads from any interface come through here, are validated, applied, logged with who asked and
+ * appended to the audit log (docs/audit.md). A person's change is acknowledged only once its entry is on disk: one
+ * whose entry cannot be written is undone and refused, naming the audit file. A reload of the config file, a SIGHUP
+ * or a bundle's file watch goes ahead without its entry (counted as an audit failure, and logged): the machine
+ * must not refuse its own configuration. A request refused for its own reasons (an unknown camera, a bad rule) is
+ * appended as `refused`, when it can be.
  */
 export class StationControl implements LineControl {
   /** The reload running now, and the one queued behind it (see {@link reload}). */
@@ -45,6 +51,7 @@ export class StationControl implements LineControl {
     private readonly host: ControlHost,
     private readonly logger: Logger,
     private readonly configPath: string | undefined,
+    private readonly audit: AuditStore,
   ) {}
 
   snapshot(): NodeSnapshot {
@@ -88,10 +95,22 @@ export class StationControl implements LineControl {
     by: Requester,
   ): { old: number | null; new: number | null } {
     cameraId(camera);
-    refused(() => this.registry.require(camera));
+    const entry = { action: "set_threshold", camera, after: { rule } };
+    const station = this.refusing(by, entry, () => this.registry.require(camera));
     const problem = thresholdRuleProblem(rule);
-    if (problem) throw new ControlError(`threshold for camera "${camera}": ${problem}`);
-    const change = refused(() => this.registry.setThresholdRule(camera, rule));
+    if (problem) this.refuse(by, entry, `threshold for camera "${camera}": ${problem}`);
+    const oldRule = station.thresholdRule;
+    const change = this.refusing(by, entry, () => this.registry.setThresholdRule(camera, rule));
+    this.record(
+      by,
+      {
+        action: "set_threshold",
+        camera,
+        before: { rule: oldRule ?? "bundle", threshold: change.old },
+        after: { rule, threshold: change.new },
+      },
+      () => station.setThresholdRule(oldRule),
+    );
     this.logger.info(
       { camera, by: requesterLabel(by), old: change.old, new: change.new, rule },
       `threshold of camera ${camera} set by ${requesterLabel(by)}: ${change.old} → ${change.new}`,
@@ -102,19 +121,25 @@ export class StationControl implements LineControl {
 
   async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
     cameraId(camera);
-    const station = refused(() => this.registry.require(camera));
+    const entry = { action: enabled ? "enable_camera" : "disable_camera", camera, after: enabled };
+    const station = this.refusing(by, entry, () => this.registry.require(camera));
     if (typeof enabled !== "boolean")
-      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+      this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
     // a camera started during shutdown would outlive the outputs that hear its frames
     if (station.enabled !== enabled && this.host.isStopping())
-      throw new ControlError("the daemon is stopping");
+      this.refuse(by, entry, "the daemon is stopping");
     let changed: boolean;
     try {
       changed = await this.registry.setEnabled(camera, enabled);
     } catch (err) {
-      throw err instanceof StationError ? new ControlError(err.message) : err;
+      if (!(err instanceof StationError)) throw err;
+      this.refuse(by, entry, err.message);
     }
     if (!changed) return;
+    // a camera's start or stop cannot be made atomic with its entry: when the entry fails, it is turned back
+    await this.recordAsync(by, { ...entry, before: !enabled }, () =>
+      this.registry.setEnabled(camera, !enabled).then(() => undefined),
+    );
     this.logger.info(
       { camera, by: requesterLabel(by), old: !enabled, new: enabled },
       `camera ${camera} ${enabled ? "enabled" : "disabled"} by ${requesterLabel(by)}`,
@@ -123,9 +148,11 @@ export class StationControl implements LineControl {
   }
 
   setCollection(enabled: boolean, by: Requester): void {
+    const entry = { action: "collection", after: enabled };
     if (typeof enabled !== "boolean")
-      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
-    const { old } = this.host.setCollection(enabled);
+      this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
+    const { old } = this.refusing(by, entry, () => this.host.setCollection(enabled));
+    this.record(by, { ...entry, before: old }, () => this.host.setCollection(old));
     this.logger.info(
       { by: requesterLabel(by), old, new: enabled },
       `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
@@ -190,6 +217,10 @@ export class StationControl implements LineControl {
     if (this.host.isStopping()) return outcome;
     const reason = requesterLabel(by);
     this.logger.info({ by: reason }, `reload requested by ${reason}`);
+    // the request is on record before anything is re-read; its outcome follows in `reload_result`
+    const models = (): string[] => this.snapshot().models.map((m) => `${m.bundle}@${m.model_version}`);
+    const before = models();
+    this.record(by, { action: "reload", before: { models: before } });
     if (this.configPath !== undefined) {
       try {
         const next = loadConfig(this.configPath);
@@ -211,8 +242,93 @@ export class StationControl implements LineControl {
     outcome.swapped.push(...reloads.swapped);
     outcome.failed.push(...reloads.failed);
     this.host.statusChanged();
+    this.recordOutcome(by, {
+      action: "reload_result",
+      before: { models: before },
+      after: { models: models(), config_applied: outcome.configApplied, swapped: outcome.swapped },
+      ...(outcome.problems.length + outcome.failed.length > 0
+        ? {
+            detail: [...outcome.problems, ...outcome.failed.map((b) => `bundle ${b} failed to load`)].join(
+              "; ",
+            ),
+          }
+        : {}),
+    });
     return outcome;
   }
+
+  /**
+   * Appends the entry of a change just made. A person's change whose entry cannot be written is undone (`undo`)
+   * and refused with the audit file's problem; any other change stands (the failure is counted and logged by the
+   * log itself).
+   */
+  private record(by: Requester, entry: ChangeEntry, undo?: () => void): void {
+    try {
+      this.audit.appendSync(auditEntry(by, entry, "ok"));
+    } catch (err) {
+      if (!byPerson(by)) return;
+      undo?.();
+      throw new ControlError(`${errorMessage(err)}; the change was not made (no unaudited operator change)`);
+    }
+  }
+
+  /** {@link record} for a change whose undo is asynchronous (a camera's start or stop). */
+  private async recordAsync(by: Requester, entry: ChangeEntry, undo: () => Promise<void>): Promise<void> {
+    try {
+      this.audit.appendSync(auditEntry(by, entry, "ok"));
+    } catch (err) {
+      if (!byPerson(by)) return;
+      await undo().catch((undoErr: unknown) =>
+        this.logger.error({ err: undoErr }, "undoing a change whose audit entry failed"),
+      );
+      throw new ControlError(`${errorMessage(err)}; the change was not made (no unaudited operator change)`);
+    }
+  }
+
+  /** Appends an outcome after the fact: nothing is left to refuse, so a failure is only counted and logged. */
+  private recordOutcome(by: Requester, entry: ChangeEntry): void {
+    try {
+      this.audit.appendSync(auditEntry(by, entry, "ok"));
+    } catch {
+      // counted and logged by the log
+    }
+  }
+
+  /** Refuses a request: appended as `refused` with the reason (best effort), then thrown to the client. */
+  private refuse(by: Requester, entry: ChangeEntry, reason: string): never {
+    try {
+      this.audit.appendSync(auditEntry(by, { ...entry, detail: reason }, "refused"));
+    } catch {
+      // the refusal stands whether or not it could be written; the log counts the failure
+    }
+    throw new ControlError(reason);
+  }
+
+  /** Runs a registry or host request, turning its refusal into {@link refuse}. */
+  private refusing<T>(by: Requester, entry: ChangeEntry, request: () => T): T {
+    try {
+      return request();
+    } catch (err) {
+      if (err instanceof StationError || err instanceof ControlError) this.refuse(by, entry, err.message);
+      throw err;
+    }
+  }
+}
+
+/** What a change's entry says beyond who asked and its outcome. */
+type ChangeEntry = Omit<AuditEntry, "ts" | "user" | "via" | "outcome">;
+
+function auditEntry(
+  by: Requester,
+  entry: ChangeEntry,
+  outcome: AuditEntry["outcome"],
+): Omit<AuditEntry, "ts"> {
+  return { user: by.user ?? null, via: by.via, ...entry, outcome };
+}
+
+/** Whether a person asked (through an interface), rather than the machine (its config, a signal, a file watch). */
+function byPerson(by: Requester): boolean {
+  return by.via !== "config" && by.via !== "sighup" && by.via !== "file-watch";
 }
 
 /** The outcome of a reload that changed nothing (yet). */

@@ -14,10 +14,16 @@ const logger = createLogger("silent");
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const publishDir = path.join(repoRoot, "src/publish");
 
-/** The sink folders: every subfolder of src/publish. */
+/**
+ * Folders of src/publish that are not outputs: `audit/` is the audit log, which the daemon owns and hands the
+ * control and the sinks (through the interface in publish/audit.ts), and the CLI reads for its export.
+ */
+const NOT_SINKS = new Set(["audit"]);
+
+/** The sink folders: every subfolder of src/publish but {@link NOT_SINKS}. */
 function sinkFolders(): string[] {
   return readdirSync(publishDir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory())
+    .filter((entry) => entry.isDirectory() && !NOT_SINKS.has(entry.name))
     .map((entry) => entry.name)
     .sort();
 }
@@ -25,7 +31,9 @@ function sinkFolders(): string[] {
 /** The sink folder a file of src/ lies in, or undefined for any other file. */
 function folderOf(file: string): string | undefined {
   const parts = file.split("/");
-  return parts[0] === "src" && parts[1] === "publish" && parts.length > 3 ? parts[2] : undefined;
+  return parts[0] === "src" && parts[1] === "publish" && parts.length > 3 && !NOT_SINKS.has(parts[2]!)
+    ? parts[2]
+    : undefined;
 }
 
 test("createSinks builds each output only when its configuration enables it, in registration order", () => {

@@ -13,9 +13,11 @@ import type { HttpConfig, RecordsConfig } from "../../config/index.js";
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
+import type { AuditStore } from "../audit.js";
 import { CommandExecutor } from "../commands.js";
 import type { LineControl, NodeSnapshot } from "../control.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
+import { AuditApi } from "./audit-routes.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
@@ -57,6 +59,8 @@ export interface HttpInterfaceOptions {
   executor?: CommandExecutor;
   /** The part record to serve under `/api/records` (none: those routes are not served). */
   records?: RecordsConfig;
+  /** The audit log to serve under `/api/audit` (none: that route is not served). */
+  audit?: AuditStore;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -72,6 +76,7 @@ export class HttpInterface implements ResultSink {
   /** Who may change state over HTTP (with the console). */
   private readonly operators: Operators | undefined;
   private readonly records: RecordsApi | undefined;
+  private readonly audit: AuditApi | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -95,6 +100,7 @@ export class HttpInterface implements ResultSink {
       });
     }
     if (options.records !== undefined) this.records = new RecordsApi(options.records, this.logger);
+    if (options.audit !== undefined) this.audit = new AuditApi(options.audit, this.logger);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -112,6 +118,7 @@ export class HttpInterface implements ResultSink {
     return [
       ...ROUTES,
       ...(this.records ? RecordsApi.ROUTES : []),
+      ...(this.audit ? AuditApi.ROUTES : []),
       ...(this.console ? WebConsole.ROUTES : []),
     ];
   }
@@ -182,6 +189,10 @@ export class HttpInterface implements ResultSink {
     const path = (req.url ?? "/").split("?", 1)[0]!;
     if (this.records?.serves(path)) {
       await this.records.handle(req, res, path);
+      return;
+    }
+    if (this.audit?.serves(path)) {
+      await this.audit.handle(req, res);
       return;
     }
     if (this.console?.serves(path)) {

@@ -4,8 +4,8 @@ import { HttpInterface } from "./http.js";
 
 export const httpSink: SinkFactory = {
   name: "http",
-  create: ({ config, control, logger, executor }) =>
+  create: ({ config, control, audit, logger, executor }) =>
     config.http.enabled
-      ? new HttpInterface({ config: config.http, control, logger, executor, records: config.records })
+      ? new HttpInterface({ config: config.http, control, logger, executor, records: config.records, audit })
       : undefined,
 };
