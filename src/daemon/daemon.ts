@@ -230,14 +230,12 @@ export class Daemon {
    * the daemon starts anyway.
    */
   private auditStart(): void {
-    const cameras = this.control
-      .snapshot()
-      .cameras.map(({ id, enabled, threshold, threshold_rule }) => ({
-        id,
-        enabled,
-        threshold,
-        threshold_rule,
-      }));
+    const cameras = this.control.snapshot().cameras.map(({ id, enabled, threshold, threshold_rule }) => ({
+      id,
+      enabled,
+      threshold,
+      threshold_rule,
+    }));
     try {
       this.audit.appendSync({
         user: null,
