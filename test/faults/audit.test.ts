@@ -204,10 +204,10 @@ test("a log corrupted mid-line before start: the daemon starts, appends after it
       warnings.map((l) => String(l.msg).replace(auditFile, "<file>")),
       [
         "audit log <file>: its last line was torn (a power cut while appending); it is skipped when read",
-        "audit log <file>: line 2 is not an entry (torn by a power cut or corrupted); skipped",
         "audit log <file>: line 4 is not an entry (torn by a power cut or corrupted); skipped",
+        "audit log <file>: line 2 is not an entry (torn by a power cut or corrupted); skipped",
       ],
-      "one warning each, however often the log is read",
+      "one warning each (read newest first), however often the log is read",
     );
   } finally {
     await daemon.kill();

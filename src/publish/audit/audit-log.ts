@@ -31,7 +31,7 @@ import type {
   AuditStore,
   StoredAuditEntry,
 } from "../audit.js";
-import { auditFiles, matches, parseEntry, readAuditEntries } from "./audit-files.js";
+import { auditFiles, entriesNewestFirst, matches, parseEntry, type SkippedLine } from "./audit-files.js";
 
 export interface AuditLogOptions {
   /** The newest file; rotated ones are `<file>.1` … `<file>.<keep>`. */
@@ -104,29 +104,29 @@ export class AuditLog implements AuditStore {
   }
 
   async query(query: AuditQuery): Promise<AuditPage> {
-    const { entries, skipped } = await readAuditEntries(this.file, this.options.keep);
-    this.warnSkipped(skipped);
     const page: StoredAuditEntry[] = [];
-    for (let i = entries.length - 1; i >= 0 && page.length <= query.limit; i--) {
-      const entry = entries[i]!;
+    const skip = (line: SkippedLine) => this.warnSkipped(line);
+    for await (const entry of entriesNewestFirst(this.file, this.options.keep, skip)) {
       if (query.cursor !== undefined && !(entry.seq < query.cursor)) continue;
-      if (matches(entry, query)) page.push(entry);
+      if (!matches(entry, query)) continue;
+      page.push(entry);
+      // one more than the page tells whether there is a next one
+      if (page.length > query.limit) break;
     }
     const more = page.length > query.limit;
     if (more) page.pop();
     return { entries: page, next_cursor: more ? page[page.length - 1]!.seq : null };
   }
 
-  private warnSkipped(skipped: readonly { file: string; line: number }[]): void {
-    for (const { file, line } of skipped) {
-      const key = `${file}:${line}`;
-      if (this.warned.has(key)) continue;
-      this.warned.add(key);
-      this.logger.warn(
-        { file, line },
-        `audit log ${file}: line ${line} is not an entry (torn by a power cut or corrupted); skipped`,
-      );
-    }
+  /** One warning per line that is not an entry, however often it is read again. */
+  private warnSkipped({ file, line }: SkippedLine): void {
+    const key = `${file}:${line}`;
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.logger.warn(
+      { file, line },
+      `audit log ${file}: line ${line} is not an entry (torn by a power cut or corrupted); skipped`,
+    );
   }
 
   /**

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   appendFileSync,
   existsSync,
+  mkdirSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -164,4 +165,22 @@ test("a deleted folder is made again, with a warning, and the entry is written",
     [entry.seq],
   );
   assert.ok(lines.some((l) => /was missing; made it again/.test(l.msg)));
+});
+
+test("a page of the newest entries reads only the files it needs; an unreadable older file fails only the queries that reach it, naming it", async () => {
+  const dir = await tempDir("stpmd-audit-");
+  const file = path.join(dir, "audit.jsonl");
+  const { log } = openLog(file, 4096, 3);
+  for (let i = 0; i < 60; i++) log.appendSync(change(i));
+  rmSync(`${file}.2`);
+  mkdirSync(`${file}.2`);
+  const newest = await log.query({ limit: 5 });
+  assert.deepEqual(
+    newest.entries.map((e) => e.seq),
+    [60, 59, 58, 57, 56],
+  );
+  await assert.rejects(
+    log.query({ limit: 1000 }),
+    /^Error: audit log .*audit\.jsonl\.2: cannot read: EISDIR/,
+  );
 });
