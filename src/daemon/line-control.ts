@@ -101,16 +101,17 @@ export class StationControl implements LineControl {
     if (problem) this.refuse(by, entry, `threshold for camera "${camera}": ${problem}`);
     const oldRule = station.thresholdRule;
     const change = this.refusing(by, entry, () => this.registry.setThresholdRule(camera, rule));
-    this.record(
-      by,
-      {
+    try {
+      this.record(by, {
         action: "set_threshold",
         camera,
         before: { rule: oldRule ?? "bundle", threshold: change.old },
         after: { rule, threshold: change.new },
-      },
-      () => station.setThresholdRule(oldRule),
-    );
+      });
+    } catch (err) {
+      station.setThresholdRule(oldRule);
+      throw err;
+    }
     this.logger.info(
       { camera, by: requesterLabel(by), old: change.old, new: change.new, rule },
       `threshold of camera ${camera} set by ${requesterLabel(by)}: ${change.old} → ${change.new}`,
@@ -136,10 +137,15 @@ export class StationControl implements LineControl {
       this.refuse(by, entry, err.message);
     }
     if (!changed) return;
-    // a camera's start or stop cannot be made atomic with its entry: when the entry fails, it is turned back
-    await this.recordAsync(by, { ...entry, before: !enabled }, () =>
-      this.registry.setEnabled(camera, !enabled).then(() => undefined),
-    );
+    try {
+      this.record(by, { ...entry, before: !enabled });
+    } catch (err) {
+      // a camera's start or stop cannot be made atomic with its entry: when the entry fails, it is turned back
+      await this.registry
+        .setEnabled(camera, !enabled)
+        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "turning the camera back"));
+      throw err;
+    }
     this.logger.info(
       { camera, by: requesterLabel(by), old: !enabled, new: enabled },
       `camera ${camera} ${enabled ? "enabled" : "disabled"} by ${requesterLabel(by)}`,
@@ -152,7 +158,12 @@ export class StationControl implements LineControl {
     if (typeof enabled !== "boolean")
       this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
     const { old } = this.refusing(by, entry, () => this.host.setCollection(enabled));
-    this.record(by, { ...entry, before: old }, () => this.host.setCollection(old));
+    try {
+      this.record(by, { ...entry, before: old });
+    } catch (err) {
+      this.host.setCollection(old);
+      throw err;
+    }
     this.logger.info(
       { by: requesterLabel(by), old, new: enabled },
       `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
@@ -242,7 +253,8 @@ export class StationControl implements LineControl {
     outcome.swapped.push(...reloads.swapped);
     outcome.failed.push(...reloads.failed);
     this.host.statusChanged();
-    this.recordOutcome(by, {
+    // after the fact nothing is left to refuse: a failure is only counted and logged (by the log)
+    this.append(by, "ok", {
       action: "reload_result",
       before: { models: before },
       after: { models: models(), config_applied: outcome.configApplied, swapped: outcome.swapped },
@@ -258,49 +270,32 @@ export class StationControl implements LineControl {
   }
 
   /**
-   * Appends the entry of a change just made. A person's change whose entry cannot be written is undone (`undo`)
-   * and refused with the audit file's problem; any other change stands (the failure is counted and logged by the
-   * log itself).
+   * Appends an entry; the error when it could not be written (which the log has counted and logged itself), so
+   * each caller decides what an unwritten entry means.
    */
-  private record(by: Requester, entry: ChangeEntry, undo?: () => void): void {
+  private append(by: Requester, outcome: AuditEntry["outcome"], entry: ChangeEntry): Error | undefined {
     try {
-      this.audit.appendSync(auditEntry(by, entry, "ok"));
+      this.audit.appendSync({ user: by.user ?? null, via: by.via, ...entry, outcome });
+      return undefined;
     } catch (err) {
-      if (!byPerson(by)) return;
-      undo?.();
-      throw new ControlError(`${errorMessage(err)}; the change was not made (no unaudited operator change)`);
+      return err instanceof Error ? err : new Error(String(err));
     }
   }
 
-  /** {@link record} for a change whose undo is asynchronous (a camera's start or stop). */
-  private async recordAsync(by: Requester, entry: ChangeEntry, undo: () => Promise<void>): Promise<void> {
-    try {
-      this.audit.appendSync(auditEntry(by, entry, "ok"));
-    } catch (err) {
-      if (!byPerson(by)) return;
-      await undo().catch((undoErr: unknown) =>
-        this.logger.error({ err: undoErr }, "undoing a change whose audit entry failed"),
-      );
-      throw new ControlError(`${errorMessage(err)}; the change was not made (no unaudited operator change)`);
+  /**
+   * Appends the entry of a change just made. A person's change whose entry cannot be written is refused with the
+   * audit file's problem (the caller undoes it); the machine's own change stands.
+   */
+  private record(by: Requester, entry: ChangeEntry): void {
+    const failed = this.append(by, "ok", entry);
+    if (failed !== undefined && byPerson(by)) {
+      throw new ControlError(`${failed.message}; the change was not made (no unaudited operator change)`);
     }
   }
 
-  /** Appends an outcome after the fact: nothing is left to refuse, so a failure is only counted and logged. */
-  private recordOutcome(by: Requester, entry: ChangeEntry): void {
-    try {
-      this.audit.appendSync(auditEntry(by, entry, "ok"));
-    } catch {
-      // counted and logged by the log
-    }
-  }
-
-  /** Refuses a request: appended as `refused` with the reason (best effort), then thrown to the client. */
+  /** Refuses a request: appended as `refused` with the reason (when it can be), then thrown to the client. */
   private refuse(by: Requester, entry: ChangeEntry, reason: string): never {
-    try {
-      this.audit.appendSync(auditEntry(by, { ...entry, detail: reason }, "refused"));
-    } catch {
-      // the refusal stands whether or not it could be written; the log counts the failure
-    }
+    this.append(by, "refused", { ...entry, detail: reason });
     throw new ControlError(reason);
   }
 
@@ -317,14 +312,6 @@ export class StationControl implements LineControl {
 
 /** What a change's entry says beyond who asked and its outcome. */
 type ChangeEntry = Omit<AuditEntry, "ts" | "user" | "via" | "outcome">;
-
-function auditEntry(
-  by: Requester,
-  entry: ChangeEntry,
-  outcome: AuditEntry["outcome"],
-): Omit<AuditEntry, "ts"> {
-  return { user: by.user ?? null, via: by.via, ...entry, outcome };
-}
 
 /** Whether a person asked (through an interface), rather than the machine (its config, a signal, a file watch). */
 function byPerson(by: Requester): boolean {
