@@ -10,6 +10,7 @@
 import {
   closeSync,
   constants,
+  fchmodSync,
   fstatSync,
   fsyncSync,
   ftruncateSync,
@@ -137,7 +138,10 @@ export class AuditLog implements AuditStore {
   private write(line: string): void {
     const dir = path.dirname(this.file);
     if (mkdirSync(dir, { recursive: true }) !== undefined) {
-      this.logger.warn({ dir }, `audit log folder ${dir} was missing; made it again`);
+      // at the first entry of a new installation the folder is simply new; later it was deleted under us
+      if (this.written + this.failed > 0) {
+        this.logger.warn({ dir }, `audit log folder ${dir} was missing; made it again`);
+      }
       fsyncDir(path.dirname(dir));
     }
     let fd = this.open();
@@ -166,7 +170,11 @@ export class AuditLog implements AuditStore {
         tryTruncate(fd, size);
         throw err;
       }
-      if (size === 0) fsyncDir(dir);
+      if (size === 0) {
+        // the mode given to open() is cut by the umask; the files name the operators, so their mode is set as configured
+        fchmodSync(fd, this.options.fileMode);
+        fsyncDir(dir);
+      }
     } finally {
       if (fd >= 0) closeSync(fd);
     }

@@ -29,9 +29,9 @@ function change(i: number, extra: Partial<AuditEntry> = {}): Omit<AuditEntry, "t
   };
 }
 
-function openLog(file: string, maxBytes = 1 << 20, keep = 3) {
+function openLog(file: string, maxBytes = 1 << 20, keep = 3, fileMode = 0o640) {
   const { logger, lines } = capturingLogger("info");
-  return { log: new AuditLog({ file, maxBytes, keep, fileMode: 0o640 }, logger), lines };
+  return { log: new AuditLog({ file, maxBytes, keep, fileMode }, logger), lines };
 }
 
 test("each entry is one JSON line with a sequence number that goes on growing across a restart", async () => {
@@ -49,6 +49,18 @@ test("each entry is one JSON line with a sequence number that goes on growing ac
   assert.deepEqual(parsed.after, { threshold: 2 });
   assert.ok(Math.abs(Date.parse(parsed.ts) - Date.now()) < 5000);
   assert.equal((statSync(file).mode & 0o777).toString(8), "640");
+  const grouped = path.join(path.dirname(file), "grouped.jsonl");
+  const umask = process.umask(0o027);
+  try {
+    openLog(grouped, 1 << 20, 3, 0o660).log.appendSync(change(0));
+  } finally {
+    process.umask(umask);
+  }
+  assert.equal(
+    (statSync(grouped).mode & 0o777).toString(8),
+    "660",
+    "the configured mode, whatever the umask",
+  );
   const { log: again } = openLog(file);
   assert.equal(again.appendSync(change(2)).seq, 3, "a new process continues the numbering");
   assert.deepEqual(again.health(), { ok: true, file, entries: 1, failures: 0 });
@@ -157,6 +169,11 @@ test("a deleted folder is made again, with a warning, and the entry is written",
   const file = path.join(dir, "audit.jsonl");
   const { log, lines } = openLog(file);
   log.appendSync(change(0));
+  assert.deepEqual(
+    lines.filter((l) => l.level >= 40),
+    [],
+    "a new folder is no problem",
+  );
   rmSync(dir, { recursive: true });
   const entry = log.appendSync(change(1));
   assert.ok(existsSync(file));
