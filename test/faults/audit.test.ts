@@ -2,10 +2,11 @@
 // refused naming the file, a SIGHUP reload goes ahead and is counted), a file corrupted mid-line before start, and
 // a writer process SIGKILLed while appending (every acknowledged entry is there, appending goes on).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { appendFile, readFile, rm, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import mqtt from "mqtt";
 import { createLogger } from "../../src/core/log.js";
 import { readAuditEntries } from "../../src/publish/audit/audit-files.js";
@@ -15,6 +16,8 @@ import { DaemonProcess, defectiveReplay, replaySource, sleep, waitFor } from "..
 import { freeLoopbackPort, MosquittoBroker } from "../helpers/mosquitto.js";
 import { tempDir } from "../helpers/tiny-data.js";
 import { withTmpfs } from "../helpers/tmpfs.js";
+
+const run = promisify(execFile);
 
 let work: string;
 let bundle: string;
@@ -247,4 +250,25 @@ test("SIGKILL while appending: every acknowledged entry is on disk, at most the 
     page.entries.map((e) => e.seq),
     [newest + 1, newest],
   );
+});
+
+test("a file system remounted read-only: the append fails naming the file (EROFS), is counted, and appending resumes once it is writable", async (t) => {
+  await withTmpfs(t, "256k", async (mountPoint) => {
+    const file = path.join(mountPoint, "audit.jsonl");
+    const log = new AuditLog({ file, maxBytes: 1 << 20, keep: 2, fileMode: 0o640 }, createLogger("silent"));
+    const entry = { user: "alice", via: "http", action: "collection", after: true, outcome: "ok" } as const;
+    log.appendSync(entry);
+    await run("mount", ["-o", "remount,ro", mountPoint]);
+    try {
+      assert.throws(() => log.appendSync(entry), new RegExp(`^Error: audit log ${file}: EROFS`));
+    } finally {
+      await run("mount", ["-o", "remount,rw", mountPoint]);
+    }
+    assert.deepEqual(
+      { ...log.health(), detail: undefined },
+      { ok: false, file, entries: 1, failures: 1, detail: undefined },
+    );
+    assert.equal(log.appendSync(entry).seq, 2);
+    assert.equal(log.health().ok, true);
+  });
 });
