@@ -131,37 +131,22 @@ export class AuditLog implements AuditStore {
   }
 
   /**
-   * One line, on disk when this returns: a folder that went away is made again (with a warning), a full file is
-   * rotated first, a torn last line left by a power cut is ended so the new entry starts a line of its own, and a
-   * write that fails half-way is cut off again so it leaves no torn line behind.
+   * One line, on disk when this returns: the file is rotated first if the line would take it past `max_bytes`, a
+   * torn last line left by a power cut is ended so the new entry starts a line of its own, and a write that fails
+   * half-way is cut off again so it leaves no torn line behind.
    */
   private write(line: string): void {
-    const dir = path.dirname(this.file);
-    if (mkdirSync(dir, { recursive: true }) !== undefined) {
-      // at the first entry of a new installation the folder is simply new; later it was deleted under us
-      if (this.written + this.failed > 0) {
-        this.logger.warn({ dir }, `audit log folder ${dir} was missing; made it again`);
-      }
-      fsyncDir(path.dirname(dir));
-    }
-    let fd = this.open();
+    this.ensureFolder();
+    const { fd, size } = this.openWithRoom(Buffer.byteLength(line));
     try {
-      let size = fstatSync(fd).size;
-      if (size > 0 && size + Buffer.byteLength(line) > this.options.maxBytes) {
-        closeSync(fd);
-        fd = -1;
-        this.rotate();
-        fd = this.open();
-        size = 0;
-      }
-      const prefix = size > 0 && lastByte(fd, size) !== 0x0a ? "\n" : "";
-      if (prefix !== "") {
+      const torn = size > 0 && lastByte(fd, size) !== 0x0a;
+      if (torn) {
         this.logger.warn(
           { file: this.file },
           `audit log ${this.file}: its last line was torn (a power cut while appending); it is skipped when read`,
         );
       }
-      const bytes = Buffer.from(prefix + line);
+      const bytes = Buffer.from(torn ? `\n${line}` : line);
       try {
         let done = 0;
         while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
@@ -171,13 +156,38 @@ export class AuditLog implements AuditStore {
         throw err;
       }
       if (size === 0) {
-        // the mode given to open() is cut by the umask; the files name the operators, so their mode is set as configured
+        // open()'s mode is cut by the umask; the files name the operators, so they get the configured mode
         fchmodSync(fd, this.options.fileMode);
-        fsyncDir(dir);
+        fsyncDir(path.dirname(this.file));
       }
     } finally {
-      if (fd >= 0) closeSync(fd);
+      closeSync(fd);
     }
+  }
+
+  /** Makes the log's folder if it is not there: new at the first entry, or deleted under a running log (warned). */
+  private ensureFolder(): void {
+    const dir = path.dirname(this.file);
+    if (mkdirSync(dir, { recursive: true }) === undefined) return;
+    if (this.written + this.failed > 0) {
+      this.logger.warn({ dir }, `audit log folder ${dir} was missing; made it again`);
+    }
+    fsyncDir(path.dirname(dir));
+  }
+
+  /** The newest file opened for appending `bytes` more, rotated first when they would take it past `max_bytes`. */
+  private openWithRoom(bytes: number): { fd: number; size: number } {
+    const fd = this.open();
+    try {
+      const size = fstatSync(fd).size;
+      if (size === 0 || size + bytes <= this.options.maxBytes) return { fd, size };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    closeSync(fd);
+    this.rotate();
+    return { fd: this.open(), size: 0 };
   }
 
   private open(): number {
