@@ -380,7 +380,10 @@ export class Daemon {
     return out;
   }
 
-  /** Tells every sink the node's status changed, and systemd in one line (with any output that is failing). */
+  /**
+   * Tells every sink the node's status changed, and systemd in one line (with any output that is failing, and the
+   * audit log while it cannot be written: every operator change is refused then).
+   */
   private publishStatus(): void {
     for (const sink of this.sinks) {
       try {
@@ -394,7 +397,11 @@ export class Daemon {
       .filter((s) => !s.ok && s.detail !== undefined)
       .map((s) => `, ${s.name}: ${s.detail}`)
       .join("");
-    this.notifier.status(`${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}`);
+    const audit = this.audit.health();
+    const auditFailing = audit.ok ? "" : `, ${audit.detail}`;
+    this.notifier.status(
+      `${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}${auditFailing}`,
+    );
   }
 
   /**
