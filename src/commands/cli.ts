@@ -21,6 +21,7 @@ import { DEFAULT_PART_SCORE, describePartScore, PART_SCORE_AGGREGATIONS } from "
 import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
+import { exportAudit } from "./audit-export.js";
 import { type ExportFormat, exportRecords, pointInTime } from "./records-export.js";
 
 /** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
@@ -498,6 +499,76 @@ records
       );
     }
     process.stderr.write(`stpmd: exported ${count} records${o.out !== undefined ? ` to ${o.out}` : ""}\n`);
+  });
+
+const audit = program
+  .command("audit")
+  .description("The audit log: every state change, who asked and how (docs/audit.md).");
+
+audit
+  .command("export")
+  .description(
+    "Write the audit log of a time range as CSV or JSON lines, oldest first, read across its rotated files, to " +
+      "stdout or --out. Only reads: safe while the daemon runs (`ssh box stpmd audit export --since 7d --csv > audit.csv`).",
+  )
+  .requiredOption(
+    "--since <time>",
+    "start: ISO 8601 (2026-12-06T06:00:00Z) or a duration back from now (30m, 8h, 7d)",
+  )
+  .option("--until <time>", "end (exclusive), as --since; default now")
+  .option("--user <name>", "only changes asked for by this user")
+  .option("--action <action>", "only this action (set_threshold, enable_camera, reload, label, …)")
+  .option("--camera <id>", "only this camera")
+  .option("--csv", "CSV with a header row (before and after as JSON)")
+  .option("--jsonl", "one JSON object per line, as the log stores it")
+  .option("-c, --config <file>", "the daemon's config file, for audit.file and audit.keep")
+  .option("--file <file>", "the audit log (instead of --config); its rotated files <file>.1 … are read too")
+  .option("--out <file>", "write here instead of stdout")
+  .action(async (o) => {
+    if (Boolean(o.csv) === Boolean(o.jsonl)) {
+      throw new StpmdError("ERR_OPTION_INVALID", "audit export: give exactly one of --csv and --jsonl");
+    }
+    if ((o.config === undefined) === (o.file === undefined)) {
+      throw new StpmdError("ERR_OPTION_INVALID", "audit export: give exactly one of --config and --file");
+    }
+    // without the config, every rotated file there may be is read (a missing one is no entry)
+    const log =
+      o.file !== undefined
+        ? { file: o.file as string, keep: 99 }
+        : (({ file, keep }) => ({ file, keep }))(loadConfig(o.config).audit);
+    const since = pointInTime("--since", o.since);
+    const until = o.until !== undefined ? pointInTime("--until", o.until) : undefined;
+    const out = o.out !== undefined ? createWriteStream(o.out) : process.stdout;
+    let result: Awaited<ReturnType<typeof exportAudit>>;
+    try {
+      result = await exportAudit(
+        log,
+        {
+          since,
+          ...(until !== undefined ? { until } : {}),
+          ...(o.user !== undefined ? { user: o.user } : {}),
+          ...(o.action !== undefined ? { action: o.action } : {}),
+          ...(o.camera !== undefined ? { camera: o.camera } : {}),
+        },
+        o.csv ? "csv" : "jsonl",
+        out,
+      );
+    } catch (err) {
+      throw new StpmdError("ERR_INPUT_MISSING", `audit export: ${errorMessage(err)}`);
+    }
+    if (o.out !== undefined) {
+      await new Promise<void>((resolve, reject) =>
+        out.end((err?: Error | null) => (err ? reject(err) : resolve())),
+      );
+    }
+    for (const { file, line } of result.skipped) {
+      process.stderr.write(
+        `stpmd: warning: audit log ${file}: line ${line} is not an entry (torn by a power cut or corrupted); skipped\n`,
+      );
+    }
+    process.stderr.write(
+      `stpmd: exported ${result.count} audit entries${o.out !== undefined ? ` to ${o.out}` : ""}\n`,
+    );
   });
 
 try {

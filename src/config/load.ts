@@ -88,6 +88,7 @@ function validated(
   // beside the daemon's other state: a test's or a demo's scratch outbox takes its records along
   cfg.records.dir ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "records");
   cfg.records.labelled_dir ??= path.join(path.dirname(cfg.records.dir), "labelled");
+  cfg.audit.file ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "audit.jsonl");
   return cfg;
 }
 

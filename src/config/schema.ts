@@ -848,6 +848,44 @@ export const configSchema = Type.Object(
         additionalProperties: false,
       },
     ),
+    audit: Type.Object(
+      {
+        file: Type.Optional(
+          Type.String({
+            description:
+              "The audit log: one JSON line per state change (thresholds, enables, collection, reloads, review labels) with who asked, through which interface, before and after (docs/audit.md). Default: `audit.jsonl` beside `mqtt.outbox.dir` (/var/lib/stpmd/audit.jsonl with the default outbox): with the daemon's other state, not inside `records.dir`, because the audit must be kept when the part record is off, and the record's retention and its repairs (a corrupt database moved aside) must never touch it. Put it on a real disk: each entry is fsynced before the change is acknowledged.",
+            minLength: 1,
+          }),
+        ),
+        max_bytes: Type.Integer({
+          description:
+            "The log is rotated when the next entry would take it past this size: `audit.jsonl` becomes `audit.jsonl.1`, and so on. An entry is a few hundred bytes, so the default 10 MiB holds some 40 000 changes per file.",
+          default: 10485760,
+          minimum: 4096,
+        }),
+        keep: Type.Integer({
+          description:
+            "Rotated files kept (`audit.jsonl.1` … `audit.jsonl.<keep>`); the oldest beyond them is deleted. The API and `stpmd audit export` read across all of them.",
+          default: 5,
+          minimum: 0,
+          maximum: 99,
+        }),
+        file_mode: Type.String({
+          description:
+            "Permission bits (octal) of the audit files, which name the operators. Applied at creation regardless of the umask.",
+          default: "0640",
+          pattern: "^0?[0-7]{3}$",
+          "x-pattern-message": 'must be an octal mode such as "0640"',
+        }),
+      },
+      {
+        description:
+          "The audit log of every state change, appended before a change is acknowledged (a change asked for by a person whose entry cannot be written is refused), read over HTTP (`/api/audit`) and exported with `stpmd audit export`.",
+        ...reloads("restart"),
+        default: {},
+        additionalProperties: false,
+      },
+    ),
     opcua: Type.Object(
       {
         enabled: Type.Boolean({
@@ -1035,6 +1073,8 @@ export type StpmdConfig = Static<typeof configSchema> & {
   sparkplug: { edge_node_id: string };
   /** `records` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
   records: { dir: string; labelled_dir: string };
+  /** `audit.jsonl` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
+  audit: { file: string };
 };
 export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];
@@ -1052,6 +1092,7 @@ export type SparkplugConfig = StpmdConfig["sparkplug"];
 export type CollectionConfig = StpmdConfig["collection"];
 export type OpcuaConfig = StpmdConfig["opcua"];
 export type RecordsConfig = StpmdConfig["records"];
+export type AuditConfig = StpmdConfig["audit"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type ConsoleConfig = HttpConfig["console"];
 export type LogLevel = StpmdConfig["log"]["level"];

@@ -120,6 +120,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `sparkplug:  ${formatSparkplug(cfg)}`,
     `collection: ${collectionLine}`,
     `records:    ${formatRecords(cfg.records)}`,
+    `audit:      ${cfg.audit.file} (rotated at ${formatBytes(cfg.audit.max_bytes)}, ${cfg.audit.keep} kept)`,
     `opcua:      ${formatOpcua(cfg.opcua)}`,
     `http:       ${formatHttp(cfg.http)}`,
     `log:        ${cfg.log.level}; systemd watchdog ${cfg.health.watchdog ? "on" : "off"}`,

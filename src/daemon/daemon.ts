@@ -4,6 +4,8 @@ import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import { RepeatLimiter } from "../core/repeat-limiter.js";
 import type { InspectionResult } from "../core/result.js";
+import { AuditLog } from "../publish/audit/audit-log.js";
+import type { AuditStore } from "../publish/audit.js";
 import {
   ControlError,
   type LineControl,
@@ -55,6 +57,8 @@ export class Daemon {
   private readonly sinkRepeats = new RepeatLimiter();
   private readonly notifier: SystemdNotifier;
   private readonly registry: StationRegistry;
+  /** Every state change, on disk before it is acknowledged (docs/audit.md). */
+  readonly audit: AuditStore;
   /** The line's control: what every interface (and SIGHUP) changes state through. */
   readonly control: LineControl;
   /** What stop() is doing (see {@link stop}); "" before it is called. */
@@ -83,13 +87,28 @@ export class Daemon {
     this.collectionEnabled = config.collection.enabled;
     this.sinkFactories = options.sinks ?? SINKS;
     this.notifier = new SystemdNotifier(logger);
+    this.audit = new AuditLog(
+      {
+        file: config.audit.file,
+        maxBytes: config.audit.max_bytes,
+        keep: config.audit.keep,
+        fileMode: Number.parseInt(config.audit.file_mode, 8),
+      },
+      logger.child({ component: "audit" }),
+    );
     this.registry = new StationRegistry(
       config,
       logger,
       (results, ms) => this.deliver(results, ms),
-      () => this.publishStatus(),
+      () => this.modelSwappedOnDisk(),
     );
-    this.control = new StationControl(this.registry, this.controlHost(), logger, options.configPath);
+    this.control = new StationControl(
+      this.registry,
+      this.controlHost(),
+      logger,
+      options.configPath,
+      this.audit,
+    );
   }
 
   /** The default bundle's model version (the first loaded one when no camera uses the default). */
@@ -162,6 +181,7 @@ export class Daemon {
       throw err;
     }
     if (this.stopping) return;
+    this.auditStart();
     this.registry.start();
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
@@ -180,6 +200,7 @@ export class Daemon {
       {
         config: this.config,
         control: this.control,
+        audit: this.audit,
         logger: this.logger,
         node: {
           requestOriginal: (id) => this.registry.requestOriginal(id),
@@ -201,6 +222,47 @@ export class Daemon {
     await sink
       .stop()
       .catch((err: unknown) => this.logger.warn({ sink: sink.name, err }, "stopping an output"));
+  }
+
+  /**
+   * The state the config file starts the line in, as the first entry of this run (via `config`), so the log shows
+   * every threshold and enable from the start, not only the changes made since. A failure is counted and logged:
+   * the daemon starts anyway.
+   */
+  private auditStart(): void {
+    const cameras = this.control.snapshot().cameras.map(({ id, enabled, threshold, threshold_rule }) => ({
+      id,
+      enabled,
+      threshold,
+      threshold_rule,
+    }));
+    try {
+      this.audit.appendSync({
+        user: null,
+        via: "config",
+        action: "start",
+        after: { cameras, collection: this.collectionEnabled },
+        outcome: "ok",
+      });
+    } catch {
+      // counted and logged by the log
+    }
+  }
+
+  /** A bundle's file watch swapped its model: on record (via `file-watch`), and the status published. */
+  private modelSwappedOnDisk(): void {
+    try {
+      this.audit.appendSync({
+        user: null,
+        via: "file-watch",
+        action: "reload_result",
+        after: { models: this.control.snapshot().models.map((m) => `${m.bundle}@${m.model_version}`) },
+        outcome: "ok",
+      });
+    } catch {
+      // counted and logged by the log: a new model on disk is served whether or not its entry was written
+    }
+    this.publishStatus();
   }
 
   /** What the line's control reads and changes of the daemon itself (the rest it asks the registry). */
@@ -318,7 +380,10 @@ export class Daemon {
     return out;
   }
 
-  /** Tells every sink the node's status changed, and systemd in one line (with any output that is failing). */
+  /**
+   * Tells every sink the node's status changed, and systemd in one line (with any output that is failing, and the
+   * audit log while it cannot be written: every operator change is refused then).
+   */
   private publishStatus(): void {
     for (const sink of this.sinks) {
       try {
@@ -332,7 +397,11 @@ export class Daemon {
       .filter((s) => !s.ok && s.detail !== undefined)
       .map((s) => `, ${s.name}: ${s.detail}`)
       .join("");
-    this.notifier.status(`${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}`);
+    const audit = this.audit.health();
+    const auditFailing = audit.ok ? "" : `, ${audit.detail}`;
+    this.notifier.status(
+      `${fps} fps, ${dropped_frames} dropped, model ${this.modelVersion}${failing}${auditFailing}`,
+    );
   }
 
   /**
@@ -370,6 +439,7 @@ export class Daemon {
         enabled: this.collectionEnabled,
         ...countsOf(sinks, "collection", ["saved", "failed", "dropped", "deleted"]),
       },
+      audit: this.audit.health(),
       sinks,
     };
   }

@@ -1,6 +1,7 @@
 import { loadConfig, type ThresholdRule, thresholdRuleProblem } from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import type { AuditEntry, AuditStore } from "../publish/audit.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -29,7 +30,12 @@ export interface ControlHost {
 
 /**
  * The line's {@link LineControl}, implemented over the station registry: thresholds, enables, collection,
- * triggers and reloads from any interface come through here, are validated, applied and logged with who asked.
+ * triggers and reloads from any interface come through here, are validated, applied, logged with who asked and
+ * appended to the audit log (docs/audit.md). A person's change is acknowledged only once its entry is on disk: one
+ * whose entry cannot be written is undone and refused, naming the audit file. A reload of the config file, a SIGHUP
+ * or a bundle's file watch goes ahead without its entry (counted as an audit failure, and logged): the machine
+ * must not refuse its own configuration. A request refused for its own reasons (an unknown camera, a bad rule) is
+ * appended as `refused`, when it can be.
  */
 export class StationControl implements LineControl {
   /** The reload running now, and the one queued behind it (see {@link reload}). */
@@ -46,6 +52,7 @@ export class StationControl implements LineControl {
     private readonly host: ControlHost,
     private readonly logger: Logger,
     private readonly configPath: string | undefined,
+    private readonly audit: AuditStore,
   ) {}
 
   snapshot(): NodeSnapshot {
@@ -93,10 +100,23 @@ export class StationControl implements LineControl {
     by: Requester,
   ): { old: number | null; new: number | null } {
     cameraId(camera);
-    refused(() => this.registry.require(camera));
+    const entry = { action: "set_threshold", camera, after: { rule } };
+    const station = this.refusing(by, entry, () => this.registry.require(camera));
     const problem = thresholdRuleProblem(rule);
-    if (problem) throw new ControlError(`threshold for camera "${camera}": ${problem}`);
-    const change = refused(() => this.registry.setThresholdRule(camera, rule));
+    if (problem) this.refuse(by, entry, `threshold for camera "${camera}": ${problem}`);
+    const oldRule = station.thresholdRule;
+    const change = this.refusing(by, entry, () => this.registry.setThresholdRule(camera, rule));
+    try {
+      this.record(by, {
+        action: "set_threshold",
+        camera,
+        before: { rule: oldRule ?? "bundle", threshold: change.old },
+        after: { rule, threshold: change.new },
+      });
+    } catch (err) {
+      station.setThresholdRule(oldRule);
+      throw err;
+    }
     this.logger.info(
       { camera, by: requesterLabel(by), old: change.old, new: change.new, rule },
       `threshold of camera ${camera} set by ${requesterLabel(by)}: ${change.old} → ${change.new}`,
@@ -107,19 +127,30 @@ export class StationControl implements LineControl {
 
   async enableCamera(camera: string, enabled: boolean, by: Requester): Promise<void> {
     cameraId(camera);
-    const station = refused(() => this.registry.require(camera));
+    const entry = { action: enabled ? "enable_camera" : "disable_camera", camera, after: enabled };
+    const station = this.refusing(by, entry, () => this.registry.require(camera));
     if (typeof enabled !== "boolean")
-      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
+      this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
     // a camera started during shutdown would outlive the outputs that hear its frames
     if (station.enabled !== enabled && this.host.isStopping())
-      throw new ControlError("the daemon is stopping");
+      this.refuse(by, entry, "the daemon is stopping");
     let changed: boolean;
     try {
       changed = await this.registry.setEnabled(camera, enabled);
     } catch (err) {
-      throw err instanceof StationError ? new ControlError(err.message) : err;
+      if (!(err instanceof StationError)) throw err;
+      this.refuse(by, entry, err.message);
     }
     if (!changed) return;
+    try {
+      this.record(by, { ...entry, before: !enabled });
+    } catch (err) {
+      // a camera's start or stop cannot be made atomic with its entry: when the entry fails, it is turned back
+      await this.registry
+        .setEnabled(camera, !enabled)
+        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "turning the camera back"));
+      throw err;
+    }
     this.logger.info(
       { camera, by: requesterLabel(by), old: !enabled, new: enabled },
       `camera ${camera} ${enabled ? "enabled" : "disabled"} by ${requesterLabel(by)}`,
@@ -128,9 +159,16 @@ export class StationControl implements LineControl {
   }
 
   setCollection(enabled: boolean, by: Requester): void {
+    const entry = { action: "collection", after: enabled };
     if (typeof enabled !== "boolean")
-      throw new ControlError(`enabled must be true or false (got ${typeof enabled})`);
-    const { old } = this.host.setCollection(enabled);
+      this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
+    const { old } = this.refusing(by, entry, () => this.host.setCollection(enabled));
+    try {
+      this.record(by, { ...entry, before: old });
+    } catch (err) {
+      this.host.setCollection(old);
+      throw err;
+    }
     this.logger.info(
       { by: requesterLabel(by), old, new: enabled },
       `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
@@ -195,6 +233,10 @@ export class StationControl implements LineControl {
     if (this.host.isStopping()) return outcome;
     const reason = requesterLabel(by);
     this.logger.info({ by: reason }, `reload requested by ${reason}`);
+    // the request is on record before anything is re-read; its outcome follows in `reload_result`
+    const models = (): string[] => this.snapshot().models.map((m) => `${m.bundle}@${m.model_version}`);
+    const before = models();
+    this.record(by, { action: "reload", before: { models: before } });
     if (this.configPath !== undefined) {
       try {
         const next = loadConfig(this.configPath);
@@ -216,8 +258,69 @@ export class StationControl implements LineControl {
     outcome.swapped.push(...reloads.swapped);
     outcome.failed.push(...reloads.failed);
     this.host.statusChanged();
+    // after the fact nothing is left to refuse: a failure is only counted and logged (by the log)
+    this.append(by, "ok", {
+      action: "reload_result",
+      before: { models: before },
+      after: { models: models(), config_applied: outcome.configApplied, swapped: outcome.swapped },
+      ...(outcome.problems.length + outcome.failed.length > 0
+        ? {
+            detail: [...outcome.problems, ...outcome.failed.map((b) => `bundle ${b} failed to load`)].join(
+              "; ",
+            ),
+          }
+        : {}),
+    });
     return outcome;
   }
+
+  /**
+   * Appends an entry; the error when it could not be written (which the log has counted and logged itself), so
+   * each caller decides what an unwritten entry means.
+   */
+  private append(by: Requester, outcome: AuditEntry["outcome"], entry: ChangeEntry): Error | undefined {
+    try {
+      this.audit.appendSync({ user: by.user ?? null, via: by.via, ...entry, outcome });
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err : new Error(String(err));
+    }
+  }
+
+  /**
+   * Appends the entry of a change just made. A person's change whose entry cannot be written is refused with the
+   * audit file's problem (the caller undoes it); the machine's own change stands.
+   */
+  private record(by: Requester, entry: ChangeEntry): void {
+    const failed = this.append(by, "ok", entry);
+    if (failed !== undefined && byPerson(by)) {
+      throw new ControlError(`${failed.message}; the change was not made (no unaudited operator change)`);
+    }
+  }
+
+  /** Refuses a request: appended as `refused` with the reason (when it can be), then thrown to the client. */
+  private refuse(by: Requester, entry: ChangeEntry, reason: string): never {
+    this.append(by, "refused", { ...entry, detail: reason });
+    throw new ControlError(reason);
+  }
+
+  /** Runs a registry or host request, turning its refusal into {@link refuse}. */
+  private refusing<T>(by: Requester, entry: ChangeEntry, request: () => T): T {
+    try {
+      return request();
+    } catch (err) {
+      if (err instanceof StationError || err instanceof ControlError) this.refuse(by, entry, err.message);
+      throw err;
+    }
+  }
+}
+
+/** What a change's entry says beyond who asked and its outcome. */
+type ChangeEntry = Omit<AuditEntry, "ts" | "user" | "via" | "outcome">;
+
+/** Whether a person asked (through an interface), rather than the machine (its config, a signal, a file watch). */
+function byPerson(by: Requester): boolean {
+  return by.via !== "config" && by.via !== "sighup" && by.via !== "file-watch";
 }
 
 /** The outcome of a reload that changed nothing (yet). */

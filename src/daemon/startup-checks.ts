@@ -62,6 +62,8 @@ function describeKind(stat: fs.Stats): string {
 export function stateDirProblems(config: StpmdConfig): Problem[] {
   const dirs: [KeyPath, string][] = [[["mqtt", "outbox", "dir"], config.mqtt.outbox.dir]];
   if (config.collection.enabled) dirs.push([["collection", "dir"], config.collection.dir]);
+  // a daemon that cannot write its audit log refuses every operator change: say so at start, not at the first one
+  dirs.push([["audit", "file"], path.dirname(config.audit.file)]);
   const problems: Problem[] = [];
   for (const [keyPath, dir] of dirs) {
     const message = stateDirProblem(dir);

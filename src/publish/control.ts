@@ -9,6 +9,7 @@ import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
 import type { LastResult } from "../core/result.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
+import type { AuditHealth } from "./audit.js";
 import type { SinkHealth } from "./sink.js";
 
 export type { LastResult };
@@ -104,6 +105,8 @@ export interface NodeSnapshot {
   outbox: { queued: number; overflowed: number; lost: number };
   /** The switch, and what the collector did since start (all 0 when collection is off in the config file). */
   collection: { enabled: boolean } & CollectionStats;
+  /** The audit log: its file, entries written and failed since start, and the last failure while failing. */
+  audit: AuditHealth;
   cameras: CameraSnapshot[];
   /** Every output, in registration order. */
   sinks: SinkStatus[];

@@ -10,6 +10,7 @@ import type { Manifest } from "../bundle/bundle.js";
 import type { StpmdConfig } from "../config/index.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
+import type { AuditStore } from "./audit.js";
 import type { CommandExecutor } from "./commands.js";
 import type { LineControl } from "./control.js";
 import type { StatusReport } from "./topics.js";
@@ -72,6 +73,8 @@ export interface SinkContext {
   config: StpmdConfig;
   /** The line's control: sinks read state through `snapshot()` and change it only through its methods. */
   control: LineControl;
+  /** The audit log: routes that change state append to it, `/api/audit` reads it. */
+  audit: AuditStore;
   logger: Logger;
   /** The one executor of operator commands, so commands from MQTT and the console run one at a time in order. */
   executor: CommandExecutor;

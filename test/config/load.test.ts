@@ -179,6 +179,7 @@ describe("loadConfig defaults", () => {
         file_mode: "0640",
         dir_mode: "0750",
       },
+      audit: { file: "/var/lib/stpmd/audit.jsonl", max_bytes: 10485760, keep: 5, file_mode: "0640" },
       opcua: {
         enabled: false,
         port: 4840,

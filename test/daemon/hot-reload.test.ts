@@ -7,6 +7,7 @@ import { createLogger } from "../../src/core/log.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { MosquittoBroker } from "../../src/demo/broker.js";
 import { encodeModel } from "../../src/onnx/onnx-graph.js";
+import type { StoredAuditEntry } from "../../src/publish/audit.js";
 import { RETRAIN_DEFAULTS, retrain } from "../../src/train/retrain.js";
 import { testConfig } from "../helpers/config.js";
 import { normalFrames, tempDir } from "../helpers/tiny-data.js";
@@ -79,6 +80,16 @@ test("a bundle replaced on disk is picked up without a signal, even at another i
     while (daemon.modelVersion !== second && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(daemon.modelVersion, second);
+    // the swap is on record in the audit log, via the file watch, naming the model now in force
+    let swapped: StoredAuditEntry | undefined;
+    while (swapped === undefined && Date.now() < deadline + 5000) {
+      swapped = (await daemon.audit.query({ action: "reload_result", limit: 1 })).entries[0];
+      if (swapped === undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(
+      [swapped?.via, swapped?.user, swapped?.after],
+      ["file-watch", null, { models: [`${path.resolve(bundle)}@${second}`] }],
+    );
     // cameras were restarted at the new model size: after the batches already in flight, frames arrive at 96×96
     await waitFor("a 96×96 result", () => sizes.includes(96));
     const first96 = sizes.indexOf(96);

@@ -73,6 +73,7 @@ describe("start-up checks", () => {
     }[];
     mqtt: { url: string; outbox: { dir: string } };
     collection: { enabled?: boolean; dir: string };
+    audit?: { file: string };
     health: { watchdog: boolean };
   }
 
@@ -163,6 +164,13 @@ describe("start-up checks", () => {
           c.collection = { enabled: true, dir: path.join(work, "a-file", "frames") };
         }),
         /collection\.dir: cannot create .*: .*a-file is a regular file, not a directory/,
+      ],
+      [
+        "the audit log below a regular file",
+        config((c) => {
+          c.audit = { file: path.join(work, "a-file", "audit.jsonl") };
+        }),
+        /audit\.file: .*a-file is a regular file, not a directory/,
       ],
       [
         "a missing bundle",

@@ -82,6 +82,7 @@ export class TestLineControl implements LineControl {
       models: [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }],
       outbox: { queued: 0, overflowed: 0, lost: 0 },
       collection: { enabled: this.collection, saved: 0, failed: 0, dropped: 0, deleted: 0 },
+      audit: { ok: true, file: "/var/lib/stpmd/audit.jsonl", entries: 0, failures: 0 },
       cameras,
       sinks: [],
     };

@@ -1,7 +1,8 @@
-import { appendFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createLogger } from "../../src/core/log.js";
-import type { AuditEntry, AuditTrail } from "../../src/publish/audit.js";
+import { AuditLog } from "../../src/publish/audit/audit-log.js";
+import type { AuditStore } from "../../src/publish/audit.js";
 import { HttpInterface } from "../../src/publish/http/http.js";
 import { RecordWriter } from "../../src/publish/records/record-writer.js";
 import { testConfig } from "./config.js";
@@ -9,18 +10,9 @@ import { TestLineControl } from "./line-control.js";
 import { freeLoopbackPort } from "./mosquitto.js";
 import { recordJob, writerOptionsFor } from "./records.js";
 
-/**
- * A small real audit trail for the review tests: JSON lines appended to `file`, each resolved once written. The
- * daemon's durable one is in src/publish/audit/; this one fails the way a file does (a missing folder: ENOENT).
- */
-export class JsonLinesAudit implements AuditTrail {
-  constructor(readonly file: string) {}
-
-  async append(entry: Omit<AuditEntry, "ts">): Promise<void> {
-    await appendFile(this.file, `${JSON.stringify({ ts: new Date().toISOString(), ...entry })}\n`, {
-      flag: "a",
-    });
-  }
+/** The daemon's own audit log (JSON lines, fsync per entry) at `file`, for the review tests. */
+export function testAuditLog(file: string): AuditLog {
+  return new AuditLog({ file, maxBytes: 1 << 20, keep: 1, fileMode: 0o640 }, createLogger("silent"));
 }
 
 export const OPERATOR = { user: "alice", password: "s3cret pass" };
@@ -51,7 +43,7 @@ export interface ReviewServer {
 }
 
 /** A real HTTP interface with the console's one operator, serving the records and labels of `work`. */
-export async function reviewServer(work: string, audit: AuditTrail | undefined): Promise<ReviewServer> {
+export async function reviewServer(work: string, audit: AuditStore | undefined): Promise<ReviewServer> {
   const dirs = {
     records: path.join(work, "records"),
     labelled: path.join(work, "labelled"),

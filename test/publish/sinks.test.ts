@@ -14,16 +14,17 @@ const logger = createLogger("silent");
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const publishDir = path.join(repoRoot, "src/publish");
 
-/** The sink folders: every subfolder of src/publish. */
 /**
- * Folders of publish/ that are services the sinks share, not sinks: the review labels (served by the HTTP sink,
- * counted in the daemon's snapshot, their false alarms kept by the collector) and the audit log.
+ * Folders of src/publish that are services the sinks share, not outputs: the review labels (served by the HTTP
+ * sink, counted in the daemon's snapshot, their false alarms kept by the collector) and the audit log (which the
+ * daemon owns and hands the control and the sinks through publish/audit.ts, and the CLI reads for its export).
  */
-const SERVICE_FOLDERS = new Set(["audit", "review"]);
+const NOT_SINKS = new Set(["audit", "review"]);
 
+/** The sink folders: every subfolder of src/publish but {@link NOT_SINKS}. */
 function sinkFolders(): string[] {
   return readdirSync(publishDir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory() && !SERVICE_FOLDERS.has(entry.name))
+    .filter((entry) => entry.isDirectory() && !NOT_SINKS.has(entry.name))
     .map((entry) => entry.name)
     .sort();
 }
@@ -31,8 +32,9 @@ function sinkFolders(): string[] {
 /** The sink folder a file of src/ lies in, or undefined for any other file. */
 function folderOf(file: string): string | undefined {
   const parts = file.split("/");
-  const folder = parts[0] === "src" && parts[1] === "publish" && parts.length > 3 ? parts[2] : undefined;
-  return folder !== undefined && !SERVICE_FOLDERS.has(folder) ? folder : undefined;
+  return parts[0] === "src" && parts[1] === "publish" && parts.length > 3 && !NOT_SINKS.has(parts[2]!)
+    ? parts[2]
+    : undefined;
 }
 
 test("createSinks builds each output only when its configuration enables it, in registration order", () => {

@@ -13,12 +13,13 @@ import type { CollectionConfig, HttpConfig, RecordsConfig } from "../../config/i
 import { errorMessage, StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
-import type { AuditTrail } from "../audit.js";
+import type { AuditStore } from "../audit.js";
 import { CommandExecutor } from "../commands.js";
 import type { LineControl, NodeSnapshot } from "../control.js";
 import { reviewHealth } from "../review/counts.js";
 import { ReviewService } from "../review/review.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
+import { AuditApi } from "./audit-routes.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
@@ -66,8 +67,11 @@ export interface HttpInterfaceOptions {
    * the review labels are served (`/api/records/<id>/label`, `/api/review/counts`).
    */
   collection?: CollectionConfig;
-  /** The audit trail every label is appended to; without one a label is refused (no unaudited change). */
-  audit?: AuditTrail;
+  /**
+   * The audit log: served under `/api/audit`, and every label is appended to it (without one, labels are refused:
+   * no unaudited change).
+   */
+  audit?: AuditStore;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -85,6 +89,7 @@ export class HttpInterface implements ResultSink {
   private readonly records: RecordsApi | undefined;
   private readonly review: ReviewService | undefined;
   private readonly reviewRoutes: ReviewRoutes | undefined;
+  private readonly audit: AuditApi | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -118,6 +123,7 @@ export class HttpInterface implements ResultSink {
       });
       this.reviewRoutes = new ReviewRoutes(this.review, this.operators);
     }
+    if (options.audit !== undefined) this.audit = new AuditApi(options.audit, this.logger);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -136,6 +142,7 @@ export class HttpInterface implements ResultSink {
       ...ROUTES,
       ...(this.records ? RecordsApi.ROUTES : []),
       ...(this.reviewRoutes ? ReviewRoutes.ROUTES : []),
+      ...(this.audit ? AuditApi.ROUTES : []),
       ...(this.console ? WebConsole.ROUTES : []),
     ];
   }
@@ -209,6 +216,10 @@ export class HttpInterface implements ResultSink {
     }
     if (this.records?.serves(path)) {
       await this.records.handle(req, res, path);
+      return;
+    }
+    if (this.audit?.serves(path)) {
+      await this.audit.handle(req, res);
       return;
     }
     if (this.console?.serves(path)) {

@@ -96,6 +96,8 @@ export class LineMetrics {
   private readonly outboxQueued: Gauge;
   private readonly outboxOverflowed: MirroredCounter<never>;
   private readonly outboxLost: MirroredCounter<never>;
+  private readonly auditEntries: MirroredCounter<never>;
+  private readonly auditFailures: MirroredCounter<never>;
   private readonly modelInfo: Gauge<"bundle" | "model_version" | "student_sha256">;
   private readonly outputUp: Gauge<"output" | "durable">;
   private readonly outputFailedBatches: MirroredCounter<"output">;
@@ -186,6 +188,16 @@ export class LineMetrics {
     );
     this.outboxLost = new MirroredCounter(
       counter("stpmd_outbox_lost_total", "Defect events lost (write failed, file vanished).", []),
+    );
+    this.auditEntries = new MirroredCounter(
+      counter("stpmd_audit_entries_total", "State changes written to the audit log (fsynced).", []),
+    );
+    this.auditFailures = new MirroredCounter(
+      counter(
+        "stpmd_audit_failures_total",
+        "Audit entries that could not be written: each a refused operator change or an unaudited reload.",
+        [],
+      ),
     );
     this.modelInfo = gauge("stpmd_model_info", "A loaded model bundle; always 1.", [
       "bundle",
@@ -310,6 +322,8 @@ export class LineMetrics {
     this.outboxQueued.set(snapshot.outbox.queued);
     this.outboxOverflowed.set({}, snapshot.outbox.overflowed);
     this.outboxLost.set({}, snapshot.outbox.lost);
+    this.auditEntries.set({}, snapshot.audit.entries);
+    this.auditFailures.set({}, snapshot.audit.failures);
     for (const sink of snapshot.sinks) {
       this.outputUp.set({ output: sink.name, durable: String(sink.durable) }, sink.ok ? 1 : 0);
       this.outputFailedBatches.set({ output: sink.name }, sink.failed_batches);

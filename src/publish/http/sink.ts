@@ -4,7 +4,7 @@ import { HttpInterface } from "./http.js";
 
 export const httpSink: SinkFactory = {
   name: "http",
-  create: ({ config, control, logger, executor }) =>
+  create: ({ config, control, audit, logger, executor }) =>
     config.http.enabled
       ? new HttpInterface({
           config: config.http,
@@ -13,6 +13,7 @@ export const httpSink: SinkFactory = {
           executor,
           records: config.records,
           collection: config.collection,
+          audit,
         })
       : undefined,
 };

@@ -8,6 +8,7 @@ import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { TObject, TSchema } from "@sinclair/typebox";
 import { repoFile } from "../../config/write-schema.js";
+import { AuditPageSchema, AuditQuerySchema } from "../audit-api.js";
 import {
   HourlyQuerySchema,
   HourlyReplySchema,
@@ -102,7 +103,7 @@ export function openApiDocument(): Record<string, unknown> {
       title: "stpmd part record API",
       version: "1",
       description:
-        "The part record of an stpmd daemon (docs/records.md): every inspected frame, queried over the daemon's HTTP server (`http.enabled`), and the review console's labels. Reading needs no login; a label needs an operator. Generated from src/publish/records-api.ts by `npm run api:openapi`.",
+        "The part record of an stpmd daemon (docs/records.md): every inspected frame, queried over the daemon's HTTP server (`http.enabled`), the review console's labels, and its audit log of state changes (docs/audit.md). Reading needs no login; a label needs an operator. Generated from src/publish/records-api.ts and src/publish/audit-api.ts by `npm run api:openapi`.",
     },
     paths: {
       "/api/records": {
@@ -172,6 +173,22 @@ export function openApiDocument(): Record<string, unknown> {
           summary: "Frames labelled now, per camera and label",
           parameters: [],
           responses: { "200": jsonReply("Counts of the labels in force", ReviewCountsSchema) },
+        },
+      },
+      "/api/audit": {
+        get: {
+          summary: "The audit log: every state change, newest first, filtered and paged",
+          description:
+            "Thresholds, enables, collection, reloads and review labels, with who asked, through which interface, the values before and after, and whether the change was made or refused (docs/audit.md). Reads across the rotated files. Every filter is optional and they combine with AND; pages follow `next_cursor`.",
+          parameters: parameters(AuditQuerySchema),
+          responses: {
+            "200": {
+              description: "A page of entries",
+              content: { "application/json": { schema: plain(AuditPageSchema) } },
+            },
+            "400": TEXT_ERROR("A parameter is invalid; the body names it."),
+            "503": TEXT_ERROR("The audit log cannot be read now; the body names the file and the problem."),
+          },
         },
       },
       "/api/records/hourly": {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Ajv } from "ajv";
@@ -23,9 +23,9 @@ import {
 import { labelHistory } from "../../../src/publish/review/label-store.js";
 import {
   basicAuth,
-  JsonLinesAudit,
   type ReviewServer,
   reviewServer,
+  testAuditLog,
   writeReviewRecords,
 } from "../../helpers/review.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -42,14 +42,14 @@ const valid = {
 describe("review labels over the HTTP server: real SQLite, real files, a real audit log", () => {
   let work: string;
   let server: ReviewServer;
-  let audit: JsonLinesAudit;
+  let audit: ReturnType<typeof testAuditLog>;
   /** The records by seq (cam1 0–4, cam2 5), as GET /api/records gives them. */
   const bySeq = new Map<number, PartRecord>();
 
   before(async () => {
     work = await tempDir("stpmd-review-http-");
     await writeReviewRecords(path.join(work, "records"));
-    audit = new JsonLinesAudit(path.join(work, "audit.jsonl"));
+    audit = testAuditLog(path.join(work, "audit.jsonl"));
     server = await reviewServer(work, audit);
     const page = (await (await fetch(`${server.base}/api/records`)).json()) as RecordsPage;
     for (const r of page.records) bySeq.set(r.seq, r);
@@ -91,7 +91,11 @@ describe("review labels over the HTTP server: real SQLite, real files, a real au
     (await readFile(audit.file, "utf8"))
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as AuditEntry);
+      .map((line) => {
+        // the log's own sequence number is the log's business, not the label's
+        const { seq: _, ...entry } = JSON.parse(line) as AuditEntry & { seq: number };
+        return entry;
+      });
   const counts = async (): Promise<unknown> => {
     const reply = (await (await fetch(`${server.base}/api/review/counts`)).json()) as unknown;
     assert.ok(valid.counts(reply), ajv.errorsText(valid.counts.errors));
@@ -319,8 +323,10 @@ describe("review labels over the HTTP server: real SQLite, real files, a real au
 test("a label whose audit entry cannot be written is refused with a 503 naming the audit file; nothing changes", async () => {
   const work = await tempDir("stpmd-review-audit-");
   await writeReviewRecords(path.join(work, "records"));
-  const missing = path.join(work, "no-such-folder", "audit.jsonl");
-  const server = await reviewServer(work, new JsonLinesAudit(missing));
+  // the audit file's path is taken by a folder: every append fails (EISDIR), as on a broken disk
+  const missing = path.join(work, "audit.jsonl");
+  await mkdir(missing);
+  const server = await reviewServer(work, testAuditLog(missing));
   try {
     const page = (await (
       await fetch(`${server.base}/api/records?camera=cam1&verdict=defect&limit=1`)

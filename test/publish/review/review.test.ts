@@ -13,7 +13,7 @@ import { reviewOf } from "../../../src/publish/review/counts.js";
 import { ReviewService } from "../../../src/publish/review/review.js";
 import { collectionConfig, testConfig } from "../../helpers/config.js";
 import { recordJob, recordResult, writerOptionsFor } from "../../helpers/records.js";
-import { JsonLinesAudit, writeReviewRecords } from "../../helpers/review.js";
+import { testAuditLog, writeReviewRecords } from "../../helpers/review.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 import { tinyEvalBundle } from "../../helpers/tiny-mvtec.js";
 import { waitFor } from "../../helpers/wait.js";
@@ -29,7 +29,7 @@ function service(work: string): ReviewService {
   return new ReviewService({
     records: config.records,
     collection: config.collection,
-    audit: new JsonLinesAudit(path.join(work, "audit.jsonl")),
+    audit: testAuditLog(path.join(work, "audit.jsonl")),
     logger,
   });
 }
