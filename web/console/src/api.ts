@@ -4,7 +4,8 @@
  * A refusal or an error is thrown as an {@link ApiError} carrying the server's one-line answer.
  */
 
-import type { AuditEntry } from "../../../src/publish/audit.js";
+import type { AuditEntry, AuditPage } from "../../../src/publish/audit.js";
+import type { AuditQueryParams } from "../../../src/publish/audit-api.js";
 import type { CameraSnapshot, NodeSnapshot } from "../../../src/publish/control.js";
 import type { ConsoleResultEvent, ConsoleStatus } from "../../../src/publish/http/console.js";
 import type { SessionInfo } from "../../../src/publish/http/operators.js";
@@ -23,8 +24,12 @@ import type {
 } from "../../../src/publish/records-api.js";
 import type { CommandResponsePayload } from "../../../src/publish/topics.js";
 
+/** `GET /api/audit`'s query: the server's own parameters (`limit` has a default there). */
+export type AuditQuery = Partial<AuditQueryParams>;
+
 export type {
   AuditEntry,
+  AuditPage,
   CameraSnapshot,
   ConsoleResultEvent,
   ConsoleStatus,
@@ -39,22 +44,6 @@ export type {
   SessionInfo,
   UnlabelReply,
 };
-
-/** `GET /api/audit`'s answer. */
-export interface AuditPage {
-  entries: AuditEntry[];
-  next_cursor: string | null;
-}
-
-export interface AuditQuery {
-  since?: string;
-  until?: string;
-  user?: string;
-  action?: string;
-  camera?: string;
-  limit?: number;
-  cursor?: string;
-}
 
 /** A request the server refused or failed: `message` is its one-line answer. */
 export class ApiError extends Error {

@@ -11,7 +11,7 @@ function value(v: unknown): string {
 
 export function AuditPage() {
   /** Cursors of the pages shown so far: the last is the current page's (undefined: the newest). */
-  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
   const [page, setPage] = useState<Page | string>("…");
   const cursor = cursors.at(-1);
   useEffect(() => {
