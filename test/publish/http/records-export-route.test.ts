@@ -11,6 +11,7 @@ import type { PartRecord } from "../../../src/publish/records-api.js";
 import { testConfig } from "../../helpers/config.js";
 import { STPMD_BIN } from "../../helpers/daemon-process.js";
 import { TestLineControl } from "../../helpers/line-control.js";
+import { capturingLogger } from "../../helpers/logs.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 import { recordJob, writerOptionsFor } from "../../helpers/records.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -163,6 +164,7 @@ describe("exports of a large record: threads, backpressure, limits", () => {
   let api: RecordsApi;
   let server: Server;
   let base: string;
+  const { logger, lines } = capturingLogger();
 
   before(async () => {
     const dir = await tempDir("stpmd-records-export-large-");
@@ -174,7 +176,7 @@ describe("exports of a large record: threads, backpressure, limits", () => {
       );
     }
     writer.close();
-    api = new RecordsApi(testConfig({ records: { dir } }).records, createLogger("silent"));
+    api = new RecordsApi(testConfig({ records: { dir } }).records, logger);
     server = createServer((req, res) => {
       const path = new URL(req.url ?? "/", "http://localhost").pathname;
       if (api.serves(path)) void api.handle(req, res, path);
@@ -258,9 +260,36 @@ describe("exports of a large record: threads, backpressure, limits", () => {
     for (const response of held) response.destroy();
     await until("the hung-up exports' threads to end", () => api.exportStats().running === 0);
     assert.equal(api.exportStats().aborted, before.aborted + 2);
+    assert.equal(
+      lines.filter((line) =>
+        /^records export stpmd-records-.*\.csv: the client hung up; its thread stopped$/.test(line.msg),
+      ).length,
+      2,
+    );
     assert.equal(api.exportStats().finished, before.finished);
     const again = await fetch(`${base}/api/records/export.csv?since=${iso(T0)}&until=${iso(T0 + 1000)}`);
     assert.equal(again.status, 200);
     assert.equal((await again.text()).split("\r\n").length, 10 + 2);
   });
+});
+
+test("an export before the daemon wrote any record is a 503 saying so, and its thread ends", async () => {
+  const dir = await tempDir("stpmd-records-export-empty-");
+  const api = new RecordsApi(testConfig({ records: { dir } }).records, createLogger("silent"));
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    void api.handle(req, res, path);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const address = server.address();
+    assert.ok(address !== null && typeof address === "object");
+    const response = await fetch(`http://127.0.0.1:${address.port}/api/records/export.jsonl?since=1h`);
+    assert.equal(response.status, 503);
+    assert.match(await response.text(), /^no part record yet: .*records\.db cannot be opened\n$/);
+    await until("the export thread to end", () => api.exportStats().running === 0);
+  } finally {
+    api.stop();
+    await new Promise((resolve) => server.close(resolve));
+  }
 });
