@@ -35,6 +35,8 @@ const EXPORT_ROUTE = /^\/api\/records\/export\.(csv|jsonl)$/;
  * together while a third, on a box of 2 to 4 cores that also inspects, waits its turn.
  */
 export const MAX_EXPORTS = 2;
+/** The export thread's heap limit, MB: the 200,000-row test export also runs under a limit of 8. */
+const EXPORT_HEAP_MB = 64;
 /** A client that takes no bytes for this long is let go, so it cannot hold an export's place for ever. */
 const EXPORT_STALL_MS = 120_000;
 
@@ -233,7 +235,12 @@ export class RecordsApi {
       },
       format,
     };
-    const worker = new Worker(new URL("./records-export-worker.js", import.meta.url), { workerData: job });
+    const worker = new Worker(new URL("./records-export-worker.js", import.meta.url), {
+      workerData: job,
+      // the thread holds one row and one chunk at a time: a heap this size is ample, and it bounds what a bug or
+      // an odd row could take from the daemon (an export that passes it fails alone, with a 503 or a cut stream)
+      resourceLimits: { maxOldGenerationSizeMb: EXPORT_HEAP_MB },
+    });
     this.exports.add(worker);
     this.stats.started += 1;
     let done = false;
