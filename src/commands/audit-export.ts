@@ -7,7 +7,7 @@ import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { matches, readAuditEntries, type SkippedLine } from "../publish/audit/audit-files.js";
 import type { AuditQuery, StoredAuditEntry } from "../publish/audit.js";
-import type { ExportFormat } from "./records-export.js";
+import type { ExportFormat } from "../publish/records-export-format.js";
 
 /** The CSV's columns, in order: every field of an entry; `before` and `after` as their JSON. */
 export const AUDIT_CSV_COLUMNS: readonly (keyof StoredAuditEntry)[] = [

@@ -16,13 +16,13 @@ import { evaluate } from "../eval/evaluate.js";
 import { REPORT_DEFAULTS } from "../eval/report.js";
 import { formatEvalSummary } from "../eval/summary.js";
 import { openRecordsDb, RECORDS_DB } from "../publish/record-store.js";
+import { type ExportFormat, exportRecords, pointInTime } from "../publish/records-export-format.js";
 import { parseImageSize, parseRoi } from "../stpm/geometry.js";
 import { DEFAULT_PART_SCORE, describePartScore, PART_SCORE_AGGREGATIONS } from "../stpm/part-score.js";
 import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
 import { exportAudit } from "./audit-export.js";
-import { type ExportFormat, exportRecords, pointInTime } from "./records-export.js";
 
 /** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
 const STOP_DEADLINE_MS = 15_000;

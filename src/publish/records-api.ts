@@ -145,6 +145,23 @@ export const HourlyReplySchema = Type.Object(
 );
 export type HourlyReply = Static<typeof HourlyReplySchema>;
 
+const PointInTime = (description: string) =>
+  Type.String({
+    description: `${description} ISO 8601 (\`2026-12-06T14:02:00Z\`) or a duration back from now (\`90s\`, \`30m\`, \`8h\`, \`7d\`), as \`stpmd records export\` takes it.`,
+    minLength: 1,
+  });
+
+/** `GET /api/records/export.csv` and `.jsonl`: the range of `stpmd records export`, oldest first. */
+export const ExportQuerySchema = Type.Object(
+  {
+    since: PointInTime("Only frames captured at or after this time."),
+    until: Type.Optional(PointInTime("Only frames captured before this time (default: now).")),
+    camera: Type.Optional(Type.String({ description: "Only this camera.", minLength: 1 })),
+  },
+  { additionalProperties: false },
+);
+export type ExportQuery = Static<typeof ExportQuerySchema>;
+
 /** Milliseconds since the epoch from an ISO time or a number of milliseconds; undefined when neither. */
 export function parseTime(text: string): number | undefined {
   const ms = /^[0-9]+$/.test(text) ? Number(text) : Date.parse(text);

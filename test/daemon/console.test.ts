@@ -258,6 +258,11 @@ test("an operator watches and drives the real daemon from the console in Chromiu
       .waitFor({ timeout: 15_000 });
     await page.locator("#history svg.histogram").first().waitFor();
     await shot(page, "console-history");
+    // the export's default span: the last hour, counted back by the daemon when the link is followed
+    assert.equal(
+      await page.locator("#history a[data-role=export-csv]").getAttribute("href"),
+      "/api/records/export.csv?since=1h",
+    );
     await page.click("#nav-audit");
     await page.locator("#audit :is(ol.audit, p.message)").first().waitFor({ timeout: 15_000 });
     const audit = await fetch(`http://127.0.0.1:${httpPort}/api/audit?limit=50`);

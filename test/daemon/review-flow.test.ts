@@ -189,10 +189,13 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
     // a reload keeps the login and shows the label
     await page.reload();
     await page.locator("#who", { hasText: "operator alice" }).waitFor();
-    await page.locator(`#part[data-id="${id}"]`).waitFor().catch(async (err: unknown) => {
-      await page.screenshot({ path: "/tmp/review-fail.png", fullPage: true });
-      throw new Error(`${String(err)} at ${page.url()}: ${await page.locator("main").textContent()}`);
-    });
+    await page
+      .locator(`#part[data-id="${id}"]`)
+      .waitFor()
+      .catch(async (err: unknown) => {
+        await page.screenshot({ path: "/tmp/review-fail.png", fullPage: true });
+        throw new Error(`${String(err)} at ${page.url()}: ${await page.locator("main").textContent()}`);
+      });
     assert.equal((await record()).label, "confirmed_defect");
 
     // every step is in the audit log, shown in the console with who did it
@@ -210,7 +213,7 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
 
     // a CSV of the last hour, downloaded from the history page
     await page.click("#nav-history");
-    const link = page.locator("#export-csv");
+    const link = page.locator("#history [data-role=export-csv]");
     await link.waitFor({ timeout: 15_000 });
     const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
     const csv = await readFile((await download.path())!, "utf8");

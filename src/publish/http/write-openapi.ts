@@ -10,6 +10,7 @@ import type { TObject, TSchema } from "@sinclair/typebox";
 import { repoFile } from "../../config/write-schema.js";
 import { AuditPageSchema, AuditQuerySchema } from "../audit-api.js";
 import {
+  ExportQuerySchema,
   HourlyQuerySchema,
   HourlyReplySchema,
   LabelReplySchema,
@@ -71,6 +72,29 @@ function filePath(description: string): Record<string, unknown> {
           "No such record, or it has no such image (only defects, errors and sampled good frames do), or the file is gone.",
         ),
         "503": TEXT_ERROR("The part record cannot be read now."),
+      },
+    },
+  };
+}
+
+/** An export route: the range of `stpmd records export`, streamed as a download. */
+function exportPath(format: "CSV" | "JSON lines", mediaType: string): Record<string, unknown> {
+  return {
+    get: {
+      summary: `The records of a time range as ${format}, oldest first (a download)`,
+      description:
+        'Byte for byte what `stpmd records export` writes for the same range (CSV: a header row, RFC 4180 quoting, CRLF, regions as JSON in one column). Streamed in chunks as the client reads, with `Content-Disposition: attachment; filename="stpmd-records-<from>-<to>.<ext>"`; each export runs on a thread of its own on a read-only snapshot. At most 2 exports run at once.',
+      parameters: parameters(ExportQuerySchema),
+      responses: {
+        "200": {
+          description: `The records as ${format}`,
+          content: { [mediaType]: { schema: { type: "string" } } },
+        },
+        "400": TEXT_ERROR("A parameter is invalid; the body names it."),
+        "404": TEXT_ERROR("The part record is off (records.enabled: false)."),
+        "503": TEXT_ERROR(
+          "2 exports are running already (`Retry-After` says when to try again), or no database yet, or it cannot be read now; the body says which.",
+        ),
       },
     },
   };
@@ -208,6 +232,8 @@ export function openApiDocument(): Record<string, unknown> {
           },
         },
       },
+      "/api/records/export.csv": exportPath("CSV", "text/csv"),
+      "/api/records/export.jsonl": exportPath("JSON lines", "application/x-ndjson"),
     },
   };
 }

@@ -10,6 +10,7 @@ import type { CameraSnapshot, NodeSnapshot } from "../../../src/publish/control.
 import type { ConsoleResultEvent, ConsoleStatus } from "../../../src/publish/http/console.js";
 import type { SessionInfo } from "../../../src/publish/http/operators.js";
 import type {
+  ExportQuery,
   HourlyQuery,
   HourlyReply,
   HourlyRow,
@@ -147,6 +148,11 @@ export const api = {
   },
   hourly: (q: HourlyQuery) => request<HourlyReply>("GET", `/api/records/hourly${query(q)}`),
   imageUrl: (id: number, which: "image" | "map") => `/api/records/${id}/${which}.png`,
+  /**
+   * A download of the record's range as `stpmd records export` writes it. `since` may be a duration (`1h`): the
+   * daemon counts it back from the moment the link is followed, so a page left open never exports a stale hour.
+   */
+  exportUrl: (format: "csv" | "jsonl", q: ExportQuery) => `/api/records/export.${format}${query(q)}`,
   cameraImageUrl: (camera: string, kind: "last" | "defect", seq: number) =>
     `/api/cameras/${encodeURIComponent(camera)}/${kind}.jpg?seq=${seq}`,
 

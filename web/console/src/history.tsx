@@ -1,6 +1,7 @@
 /**
  * History: verdicts per hour per camera (the record's hourly counts), defect and false-alarm rates, and a histogram
- * of recent scores with the threshold drawn over it.
+ * of recent scores with the threshold drawn over it; and an export of a recent span as CSV, as
+ * `stpmd records export --csv` writes it.
  */
 import { useEffect, useState } from "preact/hooks";
 import { api, type HourlyRow, type PartRecord, type ReviewCounts } from "./api.js";
@@ -12,6 +13,13 @@ const SPANS: [string, number][] = [
   ["24 h", 24],
   ["7 days", 168],
 ];
+/** The export's spans: the last hour, a shift, a day (durations: the daemon counts back from the click). */
+const EXPORT_SPANS: [string, string][] = [
+  ["last hour", "1h"],
+  ["shift (8 h)", "8h"],
+  ["day (24 h)", "24h"],
+];
+
 /** Scores in the histogram: the newest frames of the span (the record keeps every frame's score). */
 const HISTOGRAM_FRAMES = 1000;
 const BINS = 30;
@@ -132,6 +140,53 @@ function CameraHistory({
   );
 }
 
+/** A link, not a fetch: the browser downloads the stream to disk as it comes (the daemon sends it in chunks). */
+function ExportCsv({ cameras }: { cameras: string[] }) {
+  const [since, setSince] = useState("1h");
+  const [camera, setCamera] = useState("");
+  return (
+    <form class="filters export" onSubmit={(e) => e.preventDefault()}>
+      <label>
+        export span
+        <select
+          id="export-since"
+          value={since}
+          onChange={(e) => setSince((e.currentTarget as HTMLSelectElement).value)}
+        >
+          {EXPORT_SPANS.map(([label, value]) => (
+            <option key={value} value={value}>
+              {label}
+            </option>
+          ))}
+        </select>
+      </label>
+      <label>
+        camera
+        <select
+          id="export-camera"
+          value={camera}
+          onChange={(e) => setCamera((e.currentTarget as HTMLSelectElement).value)}
+        >
+          <option value="">all</option>
+          {cameras.map((id) => (
+            <option key={id} value={id}>
+              {id}
+            </option>
+          ))}
+        </select>
+      </label>
+      <a
+        class="button"
+        data-role="export-csv"
+        href={api.exportUrl("csv", { since, ...(camera !== "" ? { camera } : {}) })}
+        download
+      >
+        Export CSV
+      </a>
+    </form>
+  );
+}
+
 export function HistoryPage() {
   const shared = useShared();
   const [hours, setHours] = useState(24);
@@ -156,6 +211,7 @@ export function HistoryPage() {
           </button>
         ))}
       </div>
+      <ExportCsv cameras={cameras.map((c) => c.id)} />
       {typeof rows === "string" && <p class="message error">{rows}</p>}
       {typeof review === "string" && review !== "…" && <p class="message error">review counts: {review}</p>}
       <div class="cards">

@@ -1,13 +1,14 @@
 /**
- * `stpmd records export`: the part record as CSV or JSON lines, read straight from the database on a read-only
+ * The part record as CSV or JSON lines, defined once for `stpmd records export` (over SSH) and
+ * `GET /api/records/export.{csv,jsonl}` (records-export-worker.ts): read straight from the database on a read-only
  * connection (WAL: it reads a consistent snapshot while the daemon keeps writing), oldest first, streamed so a day
- * of a busy line never sits in memory and a slow pipe over SSH holds the query, not the other way round.
+ * of a busy line never sits in memory and a slow reader holds the query, not the other way round.
  */
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { StpmdError } from "../core/errors.js";
-import { iterateRecords, type RecordsDatabase } from "../publish/record-store.js";
-import { type PartRecord, parseTime } from "../publish/records-api.js";
+import { iterateRecords, type RecordsDatabase } from "./record-store.js";
+import { type PartRecord, parseTime } from "./records-api.js";
 
 export type ExportFormat = "csv" | "jsonl";
 
