@@ -28,6 +28,11 @@ const skip = existsSync(CHROMIUM)
   ? false
   : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`;
 const SHOTS = process.env.STPMD_SCREENSHOTS;
+/**
+ * For the docs' screenshots: a real bundle (e.g. bottle's, from `stpmd retrain`) judging at its own threshold, so
+ * the heatmaps show real defects. The test itself uses a tiny bundle that flags every frame.
+ */
+const SHOT_BUNDLE = process.env.STPMD_SCREENSHOT_BUNDLE;
 const BOTTLE = path.resolve(process.env.STPMD_SHARED ?? "../shared", "data/mvtec_ad/bottle/test");
 
 async function shot(page: Page, name: string): Promise<void> {
@@ -62,7 +67,10 @@ async function filesUnder(dir: string): Promise<string[]> {
 test("review loop in Chromium: queue, filter, part, false alarm into the normal set, undo, confirmed defect into the labelled set, reload, audit, CSV of the last hour", {
   skip,
 }, async () => {
-  const { work, bundle, noise } = await tinyStation("stpmd-review-e2e-");
+  const tiny = await tinyStation("stpmd-review-e2e-");
+  const { work, noise } = tiny;
+  const bundle = SHOT_BUNDLE ?? tiny.bundle;
+  const flagAll = SHOT_BUNDLE === undefined ? { threshold: { value: 1e-9 } } : {};
   const frames = (await bottleReplay(path.join(work, "bottle"))) ?? noise;
   await writeFile(path.join(work, "alice"), "line7-quality\n");
   const broker = await MosquittoBroker.start();
@@ -76,8 +84,8 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
     model: { bundle, watch: false },
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
     cameras: [
-      { id: "cam1", source: replaySource(frames, 5), threshold: { value: 1e-9 } },
-      { id: "cam2", source: replaySource(frames, 5), threshold: { value: 1e-9 } },
+      { id: "cam1", source: replaySource(frames, 5), ...flagAll },
+      { id: "cam2", source: replaySource(frames, 5), ...flagAll },
     ],
     mqtt: {
       url: broker.url,
@@ -114,6 +122,10 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
     await page.fill("#password", "line7-quality");
     await page.click("#login-button");
     await page.locator("#who", { hasText: "operator alice" }).waitFor({ timeout: 15_000 });
+    await page.locator('article[data-camera="cam1"] img[data-role=defect]').waitFor({ timeout: 20_000 });
+    await page.locator("#ready", { hasText: /^ready$/ }).waitFor({ timeout: 20_000 });
+    await page.locator("#node", { hasNotText: /^0\.00 fps/ }).waitFor({ timeout: 20_000 });
+    await shot(page, "review-live");
 
     // flagged parts arrive in the queue; filtered to cam1 only cam1's remain
     await page.click("#nav-queue");
@@ -164,16 +176,20 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
 
     // undo: both copies are gone, the label too
     await page.click("#label-undo");
-    await waitFor(
-      "the false alarm's files removed",
-      async () => !(await filesUnder(normal)).some((f) => f.endsWith("_false-alarm.png")),
+    await page.locator("#part-message", { hasText: "label undone" }).waitFor({ timeout: 15_000 });
+    const undo = await (await fetch(`${base}/api/audit?action=unlabel&limit=1`)).text();
+    assert.deepEqual(
+      (await filesUnder(normal)).filter((f) => f.endsWith("_false-alarm.png")),
+      [],
+      "gone from the normal set",
     );
-    assert.deepEqual(await filesUnder(good), []);
+    assert.deepEqual(await filesUnder(good), [], `and from the labelled set (audit: ${undo})`);
     assert.equal((await record()).label, null);
 
     // a confirmed defect: the frame and its draft mask in the labelled set, MVTec layout
     await page.fill("#defect-type", "crack");
     await page.click("#label-defect");
+    await page.locator("#part-message", { hasText: "confirmed the defect" }).waitFor({ timeout: 15_000 });
     const labelled = path.join(dirs.labelled, camera);
     await waitFor("the confirmed defect in the labelled set", async () =>
       (await filesUnder(labelled)).some((f) => f.startsWith(path.join("test", "crack"))),
@@ -189,13 +205,7 @@ test("review loop in Chromium: queue, filter, part, false alarm into the normal 
     // a reload keeps the login and shows the label
     await page.reload();
     await page.locator("#who", { hasText: "operator alice" }).waitFor();
-    await page
-      .locator(`#part[data-id="${id}"]`)
-      .waitFor()
-      .catch(async (err: unknown) => {
-        await page.screenshot({ path: "/tmp/review-fail.png", fullPage: true });
-        throw new Error(`${String(err)} at ${page.url()}: ${await page.locator("main").textContent()}`);
-      });
+    await page.locator(`#part[data-id="${id}"]`).waitFor();
     assert.equal((await record()).label, "confirmed_defect");
 
     // every step is in the audit log, shown in the console with who did it
