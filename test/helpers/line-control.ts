@@ -8,6 +8,7 @@ import {
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
+  type SinkStatus,
 } from "../../src/publish/control.js";
 
 /** What the control feeds results to: an output under test (its per-result and per-batch entry points). */
@@ -33,6 +34,8 @@ export class TestLineControl implements LineControl {
   readonly interfaces: ResultListener[] = [];
   readonly pendingTriggers = new Map<string, string[]>();
   collection = false;
+  /** The outputs' health as the daemon's snapshot lists it (none unless a test sets some). */
+  sinks: SinkStatus[] = [];
   private readonly cameras = new Map<string, CameraSnapshot>();
   private readonly started = Date.now();
 
@@ -64,6 +67,11 @@ export class TestLineControl implements LineControl {
     this.camera(id).review = review;
   }
 
+  /** Drops a camera, as a reload whose configuration no longer has it does. */
+  removeCamera(id: string): void {
+    this.cameras.delete(id);
+  }
+
   private camera(id: string): CameraSnapshot {
     const cam = this.cameras.get(id);
     if (!cam)
@@ -84,7 +92,7 @@ export class TestLineControl implements LineControl {
       collection: { enabled: this.collection, saved: 0, failed: 0, dropped: 0, deleted: 0 },
       audit: { ok: true, file: "/var/lib/stpmd/audit.jsonl", entries: 0, failures: 0 },
       cameras,
-      sinks: [],
+      sinks: this.sinks.map((sink) => ({ ...sink })),
     };
   }
 

@@ -54,6 +54,8 @@ export const NODE_REBIRTH = "Node Control/Rebirth";
 export const NODE_RELOAD = "Node Control/Reload Model";
 export const DEVICE_THRESHOLD = "Threshold";
 export const DEVICE_ENABLED = "Enabled";
+/** The publisher's sink, whose session `Connection/MQTT` reports. */
+const MQTT_SINK = "mqtt";
 
 type Value = number | boolean | string | null;
 
@@ -174,6 +176,9 @@ export class SparkplugNode implements ResultSink {
   private readonly devicesSent = new Map<string, Map<string, Value>>();
   private readonly last = new Map<string, LastMetrics>();
   private backlogDrops = 0;
+  /** Sparkplug sessions (accepted CONNECTs) since start, and when the current one began: `Connection/…`. */
+  private sessions = 0;
+  private sessionStart = 0;
   /** A backed-up socket drops every report until it drains: one line a minute. */
   private readonly backlogRepeats = new RepeatLimiter();
 
@@ -316,6 +321,8 @@ export class SparkplugNode implements ResultSink {
 
   private onConnect(client: MqttClient): void {
     if (client !== this.client) return;
+    this.sessions += 1;
+    this.sessionStart = Date.now();
     this.logger.info(
       { url: this.connector.safeUrl, bd_seq: this.bdSeq, client_id: this.broker.clientId },
       "sparkplug: connected",
@@ -391,7 +398,7 @@ export class SparkplugNode implements ResultSink {
 
   // ---- births and reports ----
 
-  /** NBIRTH (seq 0) and a DBIRTH per enabled camera, then the reports and the replay of held defects. */
+  /** NBIRTH (seq 0) and a DBIRTH per camera (enabled or not), then the reports and the replay of held defects. */
   private birth(): void {
     const client = this.client;
     if (client === undefined || !client.connected || this.lifecycle !== "running") return;
@@ -407,7 +414,7 @@ export class SparkplugNode implements ResultSink {
     this.publish(this.topics.nodeTopic("NBIRTH"), { timestamp: now, seq: 0, metrics: nodeMetrics }, true);
     this.nodeSent = new Map(nodeMetrics.map((metric) => [metric.name, metric.value]));
     this.devicesSent.clear();
-    for (const camera of snapshot.cameras) if (camera.enabled) this.deviceBirth(camera, now);
+    for (const camera of snapshot.cameras) this.deviceBirth(camera, now);
     this.born = true;
     this.logger.info(
       { bd_seq: this.bdSeq, devices: [...this.devicesSent.keys()] },
@@ -457,24 +464,39 @@ export class SparkplugNode implements ResultSink {
           seq: this.nextSeq(),
           metrics: changedNode,
         });
+        // What the host now holds: without this every later report repeated each metric that differed from the
+        // NBIRTH, and one that went back to its birth value (a broker down, up, down again) was never reported.
+        for (const metric of changedNode) this.nodeSent.set(metric.name, metric.value);
       }
       this.reconcileDevices(snapshot, now);
-      for (const camera of snapshot.cameras) {
-        const sent = this.devicesSent.get(camera.id);
-        if (sent === undefined) continue;
-        const changed = changes(this.deviceMetrics(camera), sent);
-        if (changed.length > 0) this.deviceData(camera.id, changed, now);
-      }
+      for (const camera of snapshot.cameras) this.reportDevice(snapshot, camera.id, now);
     } catch (err) {
       this.logger.error({ err }, "sparkplug: report failed");
     }
   }
 
-  /** DBIRTH for enabled cameras without one, DDEATH for born cameras now disabled or gone. */
+  /** The camera's metrics that changed since its DBIRTH or last DDATA, as one DDATA (nothing when none did). */
+  private reportDevice(snapshot: NodeSnapshot, id: string, now: number): void {
+    const sent = this.devicesSent.get(id);
+    const camera = snapshot.cameras.find((c) => c.id === id);
+    if (sent === undefined || camera === undefined) return;
+    const changed = changes(this.deviceMetrics(camera), sent);
+    if (changed.length > 0) this.deviceData(id, changed, now);
+  }
+
+  /**
+   * DBIRTH for every configured camera without one, DDEATH for a born camera the configuration no longer has.
+   *
+   * A disabled camera stays born, with `Enabled` false and `State` "disabled": Sparkplug's DDEATH says the node
+   * lost its connection to the device, so a host marks every tag of it stale and has no live device to write to
+   * (Sparkplug 3.0, "Device Session Termination"). A camera switched off on purpose is neither: its values are
+   * current, and the DCMD that switches it back on must reach a device the host knows is online. Before, a disable
+   * sent DDEATH and a host showed the camera's threshold and counters as stale until it was enabled again.
+   */
   private reconcileDevices(snapshot: NodeSnapshot, now: number): void {
-    const enabled = new Map(snapshot.cameras.filter((camera) => camera.enabled).map((c) => [c.id, c]));
-    for (const id of [...this.devicesSent.keys()]) if (!enabled.has(id)) this.deviceDeath(id);
-    for (const camera of enabled.values())
+    const configured = new Map(snapshot.cameras.map((c) => [c.id, c]));
+    for (const id of [...this.devicesSent.keys()]) if (!configured.has(id)) this.deviceDeath(id);
+    for (const camera of configured.values())
       if (!this.devicesSent.has(camera.id)) this.deviceBirth(camera, now);
   }
 
@@ -491,7 +513,7 @@ export class SparkplugNode implements ResultSink {
       this.deviceData(camera, metrics, Date.now());
       return;
     }
-    if (this.born) return; // a disabled camera's late result: the host was told it is dead
+    if (this.born) return; // a result of a camera removed by a reload: the host was told it is dead
     const payload: UPayload = { timestamp: last.captureTs, metrics };
     this.history
       ?.enqueue({
@@ -531,7 +553,7 @@ export class SparkplugNode implements ResultSink {
         } else {
           this.logger.warn(
             { camera, event_id: head.eventId },
-            "sparkplug: held defect of a camera that is no longer born; dropped",
+            "sparkplug: held defect of a camera that is no longer configured; dropped",
           );
         }
         await history.ack(head.seq);
@@ -555,6 +577,7 @@ export class SparkplugNode implements ResultSink {
       { name: "Outbox/Lost", type: "UInt64", value: snapshot.outbox.lost },
       { name: "History/Queued", type: "UInt64", value: this.history?.size ?? 0 },
       { name: "Uptime", type: "UInt64", value: Math.floor(snapshot.uptime_s) },
+      ...this.connectionMetrics(snapshot),
     ];
     snapshot.models.forEach((model, i) => {
       metrics.push(
@@ -564,6 +587,33 @@ export class SparkplugNode implements ResultSink {
       );
     });
     return metrics;
+  }
+
+  /**
+   * The node's connections as a host sees them. Its own session shows as `Sessions` (each reconnect adds one, so
+   * a flapping link is visible although the host only hears the node while it is connected) and `Session Start`;
+   * the primary host's last STATE; the publisher's MQTT session (`<prefix>/…` events and the outbox), which can be
+   * down while this one is up. Null (is_null) where there is nothing to report: no primary host configured, no
+   * MQTT output.
+   */
+  private connectionMetrics(snapshot: NodeSnapshot): Metric[] {
+    const mqtt = snapshot.sinks.find((sink) => sink.name === MQTT_SINK);
+    return [
+      { name: "Connection/Sessions", type: "UInt64", value: this.sessions },
+      { name: "Connection/Session Start", type: "DateTime", value: this.sessionStart },
+      { name: "Connection/Primary Host", type: "String", value: this.config.primary_host_id ?? "" },
+      {
+        name: "Connection/Primary Host Online",
+        type: "Boolean",
+        value: this.stateTopic === undefined ? null : this.hostOnline === true,
+      },
+      { name: "Connection/MQTT", type: "Boolean", value: mqtt === undefined ? null : mqtt.ok },
+      {
+        name: "Connection/MQTT Detail",
+        type: "String",
+        value: mqtt?.ok === false ? (mqtt.detail ?? "") : "",
+      },
+    ];
   }
 
   private deviceMetrics(camera: CameraSnapshot): Metric[] {
@@ -746,12 +796,8 @@ export class SparkplugNode implements ResultSink {
     this.control.enableCamera(camera, enabled, this.by).then(
       () => {
         this.logger.info({ camera, enabled }, "sparkplug: camera enabled state set by DCMD");
-        if (!this.born) return;
-        if (!enabled && this.devicesSent.has(camera)) {
-          this.deviceData(camera, [{ name: DEVICE_ENABLED, type: "Boolean", value: false }], Date.now());
-        }
-        // DDEATH for a disabled camera, DBIRTH (with Enabled true) for an enabled one
-        this.reconcileDevices(this.control.snapshot(), Date.now());
+        // The device stays born either way: `Enabled` and `State` go out now as DDATA (see reconcileDevices).
+        if (this.born) this.reportDevice(this.control.snapshot(), camera, Date.now());
       },
       (err: unknown) => this.logRefused(camera, DEVICE_ENABLED, err),
     );
@@ -861,7 +907,9 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
     { name: "Last/Defective", type: "Boolean", value: last === undefined ? false : last.defective, ...at },
     { name: "Last/Event Id", type: "String", value: last?.eventId ?? "", ...at },
     { name: "Last/Part Id", type: "String", value: last?.partId ?? "", ...at },
-    { name: "Last/Regions", type: "UInt32", value: last?.regions ?? 0, ...at },
+    // Int32, not UInt32: sparkplug-payload writes UInt32 into long_value where the spec's schema says int_value, so
+    // a host decoding by the spec read no value (found by decoding with the spec's .proto, test/…/tck.test.ts)
+    { name: "Last/Regions", type: "Int32", value: last?.regions ?? 0, ...at },
   ];
 }
 

@@ -265,6 +265,16 @@ describe("Sparkplug B edge node", () => {
       gate.open();
       const rebirth = await host.next("NBIRTH", undefined, 2);
       assert.ok(num(metric(rebirth, "bdSeq").value) >= 1, "a new connect has a new bdSeq");
+      // the reconnect is visible to a host as a second session, with its start time
+      assert.equal(num(metric(nbirth, "Connection/Sessions").value), 1);
+      assert.equal(num(metric(rebirth, "Connection/Sessions").value), 2);
+      assert.equal(metric(rebirth, "Connection/Session Start").type, "DateTime");
+      assert.ok(
+        num(metric(rebirth, "Connection/Session Start").value) >
+          num(metric(nbirth, "Connection/Session Start").value),
+      );
+      assert.equal(metric(rebirth, "Connection/Primary Host").value, "");
+      assert.equal(metric(rebirth, "Connection/Primary Host Online").value, null, "no primary host: null");
     } finally {
       await node.stop();
       await host.close();
@@ -381,14 +391,23 @@ describe("Sparkplug B edge node", () => {
         "Int32 never reached it",
       );
 
+      // disabling keeps the device born (its tags stay live for a host), so re-enabling writes to a live device
       await host.command([{ name: "Enabled", type: "Boolean", value: false }], "cam2");
-      const ddeath = await host.next("DDEATH", "cam2");
-      const off = host.of("DDATA", "cam2").find((m) => m.payload.metrics?.some((x) => x.name === "Enabled"));
-      assert.ok(off && off.index < ddeath.index, "Enabled false is echoed before the DDEATH");
+      const off = await waitFor("Enabled false", () =>
+        host.of("DDATA", "cam2").find((m) => m.payload.metrics?.some((x) => x.name === "Enabled")),
+      );
       assert.equal(metric(off, "Enabled").value, false);
+      assert.equal(metric(off, "State").value, "disabled");
       await host.command([{ name: "Enabled", type: "Boolean", value: true }], "cam2");
-      const reborn = await host.next("DBIRTH", "cam2", 2);
-      assert.equal(metric(reborn, "Enabled").value, true);
+      const on = await waitFor("Enabled true", () =>
+        host
+          .of("DDATA", "cam2")
+          .find((m) => m.payload.metrics?.some((x) => x.name === "Enabled" && x.value === true)),
+      );
+      assert.equal(metric(on, "State").value, "streaming");
+      await new Promise((resolve) => setTimeout(resolve, 300)); // two report intervals: no DDEATH, no DBIRTH
+      assert.deepEqual(host.of("DDEATH"), [], "a disabled camera is not dead");
+      assert.equal(host.of("DBIRTH", "cam2").length, 1, "nor born again");
       assert.deepEqual(
         control.calls.filter((c) => c.method === "enableCamera").map((c) => c.args),
         [
@@ -396,6 +415,40 @@ describe("Sparkplug B edge node", () => {
           ["cam2", true],
         ],
       );
+    } finally {
+      await node.stop();
+      await host.close();
+    }
+  });
+
+  test("Connection/MQTT: the publisher's session as a host sees it, down with its error at birth, NDATA on each change", async () => {
+    const { control, host, makeNode } = await setUp(broker.url);
+    const mqtt = {
+      name: "mqtt",
+      ok: false,
+      detail: "connect ECONNREFUSED 127.0.0.1:1883",
+      durable: true,
+      failed_batches: 0,
+    };
+    control.sinks = [mqtt];
+    const node = makeNode();
+    await node.start();
+    try {
+      const birth = await host.next("NBIRTH");
+      assert.equal(metric(birth, "Connection/MQTT").value, false);
+      assert.equal(metric(birth, "Connection/MQTT Detail").value, "connect ECONNREFUSED 127.0.0.1:1883");
+      const changed = (value: boolean) =>
+        host
+          .of("NDATA")
+          .find((m) => m.payload.metrics?.some((x) => x.name === "Connection/MQTT" && x.value === value));
+      mqtt.ok = true;
+      const up = await waitFor("NDATA Connection/MQTT true", () => changed(true));
+      assert.equal(metric(up, "Connection/MQTT Detail").value, "", "no error while connected");
+      mqtt.ok = false;
+      mqtt.detail = "connection lost";
+      const down = await waitFor("NDATA Connection/MQTT false", () => changed(false));
+      assert.equal(metric(down, "Connection/MQTT Detail").value, "connection lost");
+      assert.ok(down.index > up.index);
     } finally {
       await node.stop();
       await host.close();
@@ -451,6 +504,8 @@ describe("Sparkplug B edge node", () => {
       const onlineAt = Date.now();
       await host.state(hostId, true, onlineAt);
       const birth1 = await host.next("NBIRTH");
+      assert.equal(metric(birth1, "Connection/Primary Host").value, hostId);
+      assert.equal(metric(birth1, "Connection/Primary Host Online").value, true);
       await host.next("DBIRTH", "cam2");
       await host.state(hostId, false, onlineAt - 1000); // older than the newest STATE: stale, ignored
       await new Promise((resolve) => setTimeout(resolve, 300));
