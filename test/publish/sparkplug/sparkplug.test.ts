@@ -455,6 +455,28 @@ describe("Sparkplug B edge node", () => {
     }
   });
 
+  test("a camera disabled while the node was not born: DBIRTH with Enabled false, and its held defect replayed to it", async () => {
+    const hostId = `scada${caseNumber}`;
+    const { control, host, makeNode } = await setUp(broker.url, { primary_host_id: hostId });
+    const node = makeNode();
+    await node.start();
+    try {
+      const held = control.emit("cam2", 0.97); // no STATE yet: held on disk
+      await control.enableCamera("cam2", false, { via: "mqtt" });
+      await host.state(hostId, true);
+      const dbirth = await host.next("DBIRTH", "cam2");
+      assert.equal(metric(dbirth, "Enabled").value, false);
+      assert.equal(metric(dbirth, "State").value, "disabled");
+      const replayed = await host.next("DDATA", "cam2");
+      assert.equal(metric(replayed, "Last/Event Id").value, defectEventId(held));
+      assert.equal(metric(replayed, "Last/Event Id").isHistorical, true);
+      assert.deepEqual(host.of("DDEATH"), []);
+    } finally {
+      await node.stop();
+      await host.close();
+    }
+  });
+
   test("malformed protobuf, unknown camera and unknown metric: a log line each, no crash, no change", async () => {
     const { control, host, lines, makeNode } = await setUp(broker.url);
     const node = makeNode();
