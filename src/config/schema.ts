@@ -566,6 +566,11 @@ export const configSchema = Type.Object(
           minimum: 100,
           maximum: 600000,
         }),
+        protocol_version: Enum([4, 5], {
+          description:
+            "MQTT protocol of the daemon's session: 5 (MQTT 5.0) or 4 (MQTT 3.1.1). 5 by default: commands then answer on a request's Response Topic with its Correlation Data, and the broker reports a publish it refuses (an ACL) instead of dropping it silently, so a refused defect event stays in the outbox. Mosquitto since 1.6, EMQX, HiveMQ and VerneMQ speak 5; a broker that refuses it is logged as such: set 4 for it. Sparkplug keeps its own 3.1.1 session.",
+          default: 5,
+        }),
         status_interval_s: Type.Number({
           description: "Seconds between status messages (per-camera frame rates, drops, model version).",
           default: 10,

@@ -185,6 +185,19 @@ function topicLevelProblem(segment: string): string | undefined {
   return `contains ${JSON.stringify(bad)}, which is not allowed in an MQTT topic level (no '+', '#', '/' or NUL)`;
 }
 
+/**
+ * Why `topic` cannot be published to, or undefined if it can: MQTT's rule for a topic name (not a filter) is
+ * non-empty, no wildcard `+` or `#`, no NUL, at most 65,535 bytes.
+ */
+export function topicNameProblem(topic: string): string | undefined {
+  if (topic.length === 0) return "is empty";
+  const bad = ["+", "#", "\0"].find((character) => topic.includes(character));
+  if (bad !== undefined)
+    return `${JSON.stringify(topic)} contains ${JSON.stringify(bad)}, which a topic name may not`;
+  if (Buffer.byteLength(topic, "utf8") > MAX_TOPIC_BYTES) return `is longer than ${MAX_TOPIC_BYTES} bytes`;
+  return undefined;
+}
+
 /** Throws an `ERR_CONFIG_INVALID` StpmdError naming `what` unless `segment` can be one topic level. */
 export function assertTopicSegment(segment: string, what: string): void {
   const problem = topicLevelProblem(segment);

@@ -135,6 +135,7 @@ describe("loadConfig defaults", () => {
         snapshot: "topic",
         snapshot_quality: 80,
         reconnect_period_ms: 2000,
+        protocol_version: 5,
         status_interval_s: 10,
         commands: { enabled: false },
         outbox: {
