@@ -8,16 +8,7 @@
 // in the same step; the default install (npm ci) stays CPU-only and is the way back.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  copyFileSync,
-  createReadStream,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { copyFileSync, createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -58,8 +49,7 @@ function sha256(file) {
   });
 }
 
-const npm = (args, cwd) =>
-  execFileSync("npm", args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+const npm = (args, cwd) => execFileSync("npm", args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
 
 const opts = parseArgs(process.argv.slice(2));
 if (process.platform !== "linux" || process.arch !== "x64") {
@@ -81,20 +71,13 @@ if (have !== want) {
   }
   // --ignore-scripts: onnxruntime-node's postinstall would download its own CUDA libraries, which this step replaces
   // with verified ones; --no-save: package.json and the lockfile keep the CPU install, so npm ci restores it.
-  npm(
-    ["install", "--no-save", "--ignore-scripts", "--no-audit", "--no-fund", `onnxruntime-node@${want}`],
-    opts.prefix,
-  );
+  npm(["install", "--no-save", "--ignore-scripts", "--no-audit", "--no-fund", `onnxruntime-node@${want}`], opts.prefix);
   have = installedOrtVersion(opts.prefix);
-  if (have !== want)
-    fail(`refusing: asked npm for onnxruntime-node@${want} but ${have ?? "nothing"} is installed`);
+  if (have !== want) fail(`refusing: asked npm for onnxruntime-node@${want} but ${have ?? "nothing"} is installed`);
   done.push(`installed onnxruntime-node@${want} (not saved to package.json) in ${opts.prefix}`);
 }
 const binRoot = path.join(opts.prefix, "node_modules", "onnxruntime-node", "bin");
-const napi = readdirSync(binRoot)
-  .filter((d) => d.startsWith("napi-v"))
-  .sort()
-  .at(-1);
+const napi = readdirSync(binRoot).filter((d) => d.startsWith("napi-v")).sort().at(-1);
 const binDir = path.join(binRoot, napi ?? fail(`no napi-v* folder in ${binRoot}`), "linux", "x64");
 if (!existsSync(path.join(binDir, "libonnxruntime.so.1"))) fail(`no libonnxruntime.so.1 in ${binDir}`);
 
@@ -104,10 +87,7 @@ try {
   let tarball = opts.tarball;
   if (!tarball) {
     process.stderr.write(`gpu:install: fetching ${manifest.package}@${manifest.version} (about 180 MB)…\n`);
-    const name = npm(["pack", "--silent", `${manifest.package}@${manifest.version}`], scratch)
-      .trim()
-      .split("\n")
-      .at(-1);
+    const name = npm(["pack", "--silent", `${manifest.package}@${manifest.version}`], scratch).trim().split("\n").at(-1);
     tarball = path.join(scratch, name);
   }
   execFileSync("tar", ["-xzf", tarball, "-C", scratch]);
@@ -118,11 +98,9 @@ try {
     const src = path.join(libDir, file);
     if (!existsSync(src)) fail(`refusing: ${file} is not in ${manifest.package}@${manifest.version}`);
     const actual = await sha256(src);
-    if (actual !== expected)
-      fail(`refusing: ${file} has sha256 ${actual}, deploy/gpu-providers.json expects ${expected}`);
+    if (actual !== expected) fail(`refusing: ${file} has sha256 ${actual}, deploy/gpu-providers.json expects ${expected}`);
   }
-  for (const file of Object.keys(manifest.sha256))
-    copyFileSync(path.join(libDir, file), path.join(binDir, file));
+  for (const file of Object.keys(manifest.sha256)) copyFileSync(path.join(libDir, file), path.join(binDir, file));
   writeFileSync(
     path.join(binDir, MARKER),
     `${JSON.stringify({ package: `${manifest.package}@${manifest.version}`, onnxruntime_version: want, files: manifest.sha256 }, null, 2)}\n`,
