@@ -162,7 +162,8 @@ export function thresholdRuleSchema(description: string, options: Record<string,
         { additionalProperties: false },
       ),
     ],
-    { description, ...options },
+    // `expected`: what an error says a value that fits no rule must be (the description documents the key)
+    { description, expected: THRESHOLD_RULE_TEXT, ...options },
   );
 }
 

@@ -374,6 +374,35 @@ describe("loadConfig error messages", () => {
     ]);
   });
 
+  test("unions, duplicates, tuples: one line saying what to write, never the schema's own wording", () => {
+    const text = MINIMAL.replace(
+      "    source: videotestsrc\n",
+      [
+        "    source: videotestsrc",
+        "    threshold: {sigma: 500}",
+        "    ignore:",
+        "      polygons: [[[1, 2, 3], [4, 5], [6, 7]]]",
+        "  - id: line2",
+        "    source: videotestsrc",
+        "    threshold: {sigma: 3, value: 0.2}",
+        "opcua:",
+        "  security:",
+        "    policies: [None, None]",
+        "",
+      ].join("\n"),
+    );
+    const { problems } = configProblems(writeTemp(text));
+    const rules = "{value: x > 0}, {sigma: 0 <= k <= 100} or {false_alarm_rate: 0 < p < 1}";
+    assert.deepEqual(problems, [
+      `cameras[0] (id "line1").threshold: must be ${rules} (got {"sigma":500}) (line ${lineOf(text, "sigma: 500")})`,
+      `cameras[0] (id "line1").ignore.polygons[0][0]: must list at most 2 items (got 3) (line ${lineOf(text, "polygons")})`,
+      `cameras[1] (id "line2").threshold: must be ${rules} (got {"sigma":3,"value":0.2}) (line ${lineOf(text, "sigma: 3")})`,
+      `opcua.security.policies: lists "None" twice; name each value once (line ${lineOf(text, "policies")})`,
+    ]);
+    for (const problem of problems)
+      assert.doesNotMatch(problem, /must NOT|must match|anyOf|Image-score threshold/);
+  });
+
   test("duplicate and malformed camera ids", () => {
     const text = MINIMAL.replace(
       "mqtt:",

@@ -438,12 +438,16 @@ describe("web console", () => {
     assert.equal(invalid.status, 400);
     assert.deepEqual(JSON.parse(invalid.text), {
       status: "error",
-      error: 'invalid enable_camera request: enabled: must be a boolean (got "yes"); write true or false',
+      error:
+        'enable_camera refused: enabled: must be a boolean (got "yes"); write true or false; send e.g. {"transaction":"e-1","camera":"cam1","enabled":false}',
     });
     const unknown = await post(base, "restart", "{}", auth);
-    assert.match(JSON.parse(unknown.text).error, /^unknown command "restart" \(known: reload, status/);
+    assert.match(
+      JSON.parse(unknown.text).error,
+      /^there is no command "restart"; the commands are reload, status/,
+    );
     const notJson = await post(base, "collection", '{"enabled":true', auth);
-    assert.match(JSON.parse(notJson.text).error, /^payload is not JSON/);
+    assert.match(JSON.parse(notJson.text).error, /^the request is not valid JSON \(/);
     const off = await post(base, "enable_camera", '{"camera":"cam2","enabled":false}', auth);
     assert.equal(off.status, 200);
     assert.equal(control.snapshot().cameras[1]!.enabled, false);
