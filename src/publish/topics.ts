@@ -2,6 +2,7 @@ import { COMMAND_TOPIC_LEVEL } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 import type { CameraState } from "../core/frame.js";
 import { defectiveFlag, type InspectionResult, type Verdict } from "../core/result.js";
+import { jsonTime } from "../core/time.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 
 /**
@@ -84,7 +85,7 @@ export interface StatusPayload {
    */
   defects_without_snapshot: { [cameraId: string]: number };
   uptime_s: number;
-  /** ISO 8601 time the status was published. */
+  /** When the status was published (ISO 8601 UTC with milliseconds, as every time in the JSON interfaces). */
   ts: string;
 }
 
@@ -102,7 +103,7 @@ export interface StatusWillPayload {
 /** `<prefix>/<camera>/result`: one compact line per inspected frame (a telemetry stream, never queued). */
 export interface ResultPayload {
   seq: number;
-  /** ISO 8601 capture time (same format as the defect event, so consumers can join the two). */
+  /** Capture time, ISO 8601 UTC with milliseconds ({@link jsonTime}, as every time in the JSON interfaces). */
   capture_ts: string;
   /** The image score; null when it was not a finite number (verdict `error`). */
   score: number | null;
@@ -139,7 +140,9 @@ export interface DefectPayload {
   event_id: string;
   camera: string;
   seq: number;
+  /** Capture time, ISO 8601 UTC with milliseconds. */
   capture_ts: string;
+  /** When the verdict was reached, ISO 8601 UTC with milliseconds. */
   inferred_ts: string;
   score: number;
   threshold: number;
@@ -291,15 +294,11 @@ export function statusWill(): StatusWillPayload {
   return { state: "offline" };
 }
 
-function isoTime(epochMs: number): string {
-  return new Date(epochMs).toISOString();
-}
-
 export function buildResultPayload(result: InspectionResult): ResultPayload {
   const { frame } = result;
   return {
     seq: frame.seq,
-    capture_ts: isoTime(frame.captureTs),
+    capture_ts: jsonTime(frame.captureTs),
     score: Number.isFinite(result.score) ? result.score : null,
     threshold: result.threshold,
     verdict: result.verdict,
@@ -342,8 +341,8 @@ export function buildDefectPayload(
     event_id: defectEventId(result),
     camera: frame.cameraId,
     seq: frame.seq,
-    capture_ts: isoTime(frame.captureTs),
-    inferred_ts: isoTime(result.inferredTs),
+    capture_ts: jsonTime(frame.captureTs),
+    inferred_ts: jsonTime(result.inferredTs),
     score: result.score,
     threshold: result.threshold,
     regions: result.regions.map((region) => ({

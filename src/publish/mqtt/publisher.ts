@@ -5,6 +5,7 @@ import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
+import { jsonTime } from "../../core/time.js";
 import { DurableQueue, type OutboxMessage } from "../durable-queue.js";
 import { MqttConnector } from "../mqtt-session.js";
 import {
@@ -462,7 +463,7 @@ export class Publisher implements MqttSession {
       outbox: { queued: this.outbox?.size ?? 0, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
       defects_without_snapshot: stats.defectsWithoutSnapshot,
       uptime_s: Math.floor(process.uptime()),
-      ts: new Date().toISOString(),
+      ts: jsonTime(Date.now()),
     };
     const message: OutboxMessage = {
       topic: this.topics.status(),
