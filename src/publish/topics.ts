@@ -257,6 +257,16 @@ export class Topics {
     return `${this.prefix}/${COMMAND_TOPIC_LEVEL}/${name}/response`;
   }
 
+  /**
+   * Whether `topic` is one the daemon publishes its own data on or reads requests from (status, a camera's result,
+   * defect or snapshot, a command request): a client must not be able to make it answer there.
+   */
+  isOwn(topic: string): boolean {
+    if (topic === this.status() || this.commandName(topic) !== undefined) return true;
+    const kinds: readonly CameraTopicKind[] = ["result", "defect", "snapshot"];
+    return kinds.some((kind) => topicMatches(`${this.prefix}/+/${kind}`, topic));
+  }
+
   /** `<prefix>/<camera>/<kind>`; throws an `ERR_CONFIG_INVALID` StpmdError for a camera id that is not a level. */
   camera(cameraId: string, kind: CameraTopicKind): string {
     assertTopicSegment(cameraId, "camera id");

@@ -90,13 +90,16 @@ export class MqttCommands {
 
   /**
    * Where the response goes: the request's Response Topic, else `<prefix>/command/<name>/response`. A Response
-   * Topic the daemon could not publish to (a wildcard in it; the broker should have refused such a request) falls
-   * back to the convention's topic, logged, so the requester still gets an answer somewhere it can subscribe.
+   * Topic the daemon could not publish to (a wildcard in it; the broker should have refused such a request), or
+   * one of its own topics (an answer on `<prefix>/cam1/result` would pose as a result, one on a request topic as
+   * a request), falls back to the convention's topic, logged, so the requester still gets an answer.
    */
   private replyTopic(name: string, properties: MessageProperties): string {
     const requested = properties.responseTopic;
     if (requested === undefined) return this.topics.commandResponse(name);
-    const problem = topicNameProblem(requested);
+    const problem =
+      topicNameProblem(requested) ??
+      (this.topics.isOwn(requested) ? "is one of the daemon's own topics" : undefined);
     if (problem === undefined) return requested;
     this.logger.warn(
       { command: name, response_topic: requested },

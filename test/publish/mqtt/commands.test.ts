@@ -372,6 +372,24 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       );
       assert.equal(plain.topic, "stpmd/command/status/response");
       assert.equal(plain.correlation, undefined);
+      // a Response Topic that is one of the daemon's own (a result, a request) is not answered on: the answer
+      // would pose as a result or as a new request
+      for (const [tx, responseTopic] of [
+        ["v5-own-1", "stpmd/cam1/result"],
+        ["v5-own-2", "stpmd/command/status"],
+      ] as const) {
+        await v5.publishAsync("stpmd/command/status", JSON.stringify({ transaction: tx }), {
+          qos: 1,
+          properties: { responseTopic, correlationData: Buffer.from(tx) },
+        });
+        const own = await waitFor(
+          `the answer to ${tx}`,
+          () => received.find((r) => r.payload.transaction === tx),
+          WAIT_MS,
+        );
+        assert.equal(own.topic, "stpmd/command/status/response", tx);
+        assert.equal(own.correlation?.toString("utf8"), tx, "the correlation data still comes back");
+      }
       const old = await operator.send("status", { transaction: "v311-1" });
       okData(old);
       // responses go out in request order on one connection: by the time the 3.1.1 client has its answer, a
@@ -383,6 +401,8 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
           .filter(([, tx]) => tx !== undefined && String(tx).startsWith("v")),
         [
           ["stpmd/command/status/response", "v5-3"],
+          ["stpmd/command/status/response", "v5-own-1"],
+          ["stpmd/command/status/response", "v5-own-2"],
           ["stpmd/command/status/response", "v311-1"],
         ],
       );
