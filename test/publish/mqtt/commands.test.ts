@@ -268,6 +268,11 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
         'collection refused: transaction: must be a string of at most 256 characters or a number (got {"id":1}); send e.g. {"transaction":"c-1","enabled":true}',
       ],
       [
+        "collection",
+        JSON.stringify({ enabled: true, note: "x".repeat(70_000) }),
+        'the request is 70026 bytes, more than the 65536 a command takes; send e.g. {"transaction":"c-1","enabled":true}',
+      ],
+      [
         "reload",
         { now: true },
         'reload refused: now: unknown key (allowed: transaction); send e.g. {"transaction":"r-1"}',
