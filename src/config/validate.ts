@@ -103,6 +103,33 @@ export function yamlBooleanHint(expectedType: string, value: unknown): string {
     : "";
 }
 
+/**
+ * The schema keywords {@link problemFromSchemaError} words itself; a failure of any other would reach a person in
+ * Ajv's own words ("must NOT have …"), so a test keeps every keyword the schemas use in this list.
+ */
+export const WORDED_KEYWORDS: ReadonlySet<string> = new Set([
+  "additionalProperties",
+  "required",
+  "type",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "enum",
+  "pattern",
+  "minLength",
+  "maxLength",
+  "minItems",
+  "maxItems",
+  "additionalItems",
+  "uniqueItems",
+  "const",
+  "anyOf",
+  "discriminator",
+  // a discriminated union's branches: the discriminator picks one, whose own keywords report
+  "oneOf",
+]);
+
 export function problemFromSchemaError(error: ErrorObject, root: unknown): Problem | undefined {
   const keyPath = keyPathOf(error.instancePath, root);
   const got = (value: unknown, at: KeyPath = keyPath) => `(got ${describeValue(value, at)})`;
