@@ -739,7 +739,7 @@ describe("helpers", () => {
     assert.match(summary, /^ +line1 +free_run, stall 10 s: videotestsrc$/m);
     assert.match(
       summary,
-      /^broker: +mqtt:\/\/inspector:\*\*\*@broker:1883 as "stpmd-.+", user "inspector" \(password set\)$/m,
+      /^broker: +mqtt:\/\/inspector:\*\*\*@broker:1883 as "stpmd-.+" over MQTT 5, user "inspector" \(password set\)$/m,
     );
   });
 });
