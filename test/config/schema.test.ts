@@ -93,7 +93,10 @@ test("every keyword the config schema validates with is worded for people (none 
   ]);
   const unworded = new Set<string>();
   const walk = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(walk);
+    if (Array.isArray(node)) {
+      node.forEach(walk);
+      return;
+    }
     if (typeof node !== "object" || node === null) return;
     for (const [key, value] of Object.entries(node)) {
       if (key === "properties") Object.values(value as object).forEach(walk);
