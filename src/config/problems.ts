@@ -68,6 +68,14 @@ export function describeValue(value: unknown, keyPath: KeyPath): string {
   return String(value);
 }
 
+/** A value quoted back in an error as JSON, at most {@link MAX_QUOTED} characters of it (a secret only by type). */
+export function quoteValue(value: unknown, keyPath: KeyPath): string {
+  if (isSecretKey(keyPath)) return describeValue(value, keyPath);
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length <= MAX_QUOTED ? text : `${text.slice(0, MAX_QUOTED)}… (${text.length} characters)`;
+}
+const MAX_QUOTED = 80;
+
 export function withArticle(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }

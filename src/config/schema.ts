@@ -162,7 +162,8 @@ export function thresholdRuleSchema(description: string, options: Record<string,
         { additionalProperties: false },
       ),
     ],
-    { description, ...options },
+    // `expected`: what an error says a value that fits no rule must be (the description documents the key)
+    { description, expected: THRESHOLD_RULE_TEXT, ...options },
   );
 }
 
@@ -566,6 +567,11 @@ export const configSchema = Type.Object(
           minimum: 100,
           maximum: 600000,
         }),
+        protocol_version: Enum([4, 5], {
+          description:
+            "MQTT protocol of the daemon's session: 5 (MQTT 5.0) or 4 (MQTT 3.1.1). 5 by default: commands then answer on a request's Response Topic with its Correlation Data, and the broker reports a publish it refuses (an ACL) instead of dropping it silently, so a refused defect event stays in the outbox. Mosquitto since 1.6, EMQX, HiveMQ and VerneMQ speak 5; a broker that refuses it is logged as such: set 4 for it. Sparkplug keeps its own 3.1.1 session.",
+          default: 5,
+        }),
         status_interval_s: Type.Number({
           description: "Seconds between status messages (per-camera frame rates, drops, model version).",
           default: 10,
@@ -576,7 +582,7 @@ export const configSchema = Type.Object(
           {
             enabled: Type.Boolean({
               description:
-                "Accept commands (reload, set_threshold, enable_camera, collection, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response`, over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
+                "Accept commands (reload, set_threshold, enable_camera, collection, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response` (or on an MQTT 5 request's Response Topic, with its Correlation Data), over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
               default: false,
             }),
           },

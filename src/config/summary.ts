@@ -27,7 +27,8 @@ export function formatProvider(provider: ExecutionProviderConfig): string {
 }
 
 export function formatBroker(mqtt: MqttConfig): string {
-  const parts = [`${redactUrl(mqtt.url)} as ${JSON.stringify(mqtt.client_id)}`];
+  const protocol = mqtt.protocol_version === 5 ? "MQTT 5" : "MQTT 3.1.1";
+  const parts = [`${redactUrl(mqtt.url)} as ${JSON.stringify(mqtt.client_id)} over ${protocol}`];
   if (mqtt.username !== undefined) {
     const from = mqtt.password_file !== undefined ? `password from ${mqtt.password_file}` : "password set";
     parts.push(`user ${JSON.stringify(mqtt.username)} (${from})`);

@@ -5,6 +5,7 @@ import {
   type KeyPath,
   type Problem,
   pointerOf,
+  quoteValue,
   suggestKeys,
   valueAt,
   withArticle,
@@ -25,6 +26,8 @@ export interface SchemaNode {
   pattern?: string;
   enum?: unknown[];
   "x-pattern-message"?: string;
+  /** What a union accepts, in words, for errors (`a number or {value}`); the description documents the key. */
+  expected?: string;
   [keyword: string]: unknown;
 }
 
@@ -55,6 +58,7 @@ export function configValidator(): ValidateFunction {
     });
     ajv.addKeyword({ keyword: "x-pattern-message", schemaType: "string" });
     ajv.addKeyword({ keyword: "x-reload", schemaType: "string" }); // reload.ts reads it; nothing to validate
+    ajv.addKeyword({ keyword: "expected", schemaType: "string" }); // error messages read it
     cachedValidator = ajv.compile(loadConfigSchema());
   }
   return cachedValidator;
@@ -98,6 +102,33 @@ export function yamlBooleanHint(expectedType: string, value: unknown): string {
     ? "; write true or false"
     : "";
 }
+
+/**
+ * The schema keywords {@link problemFromSchemaError} words itself; a failure of any other would reach a person in
+ * Ajv's own words ("must NOT have …"), so a test keeps every keyword the schemas use in this list.
+ */
+export const WORDED_KEYWORDS: ReadonlySet<string> = new Set([
+  "additionalProperties",
+  "required",
+  "type",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "enum",
+  "pattern",
+  "minLength",
+  "maxLength",
+  "minItems",
+  "maxItems",
+  "additionalItems",
+  "uniqueItems",
+  "const",
+  "anyOf",
+  "discriminator",
+  // a discriminated union's branches: the discriminator picks one, whose own keywords report
+  "oneOf",
+]);
 
 export function problemFromSchemaError(error: ErrorObject, root: unknown): Problem | undefined {
   const keyPath = keyPathOf(error.instancePath, root);
@@ -161,6 +192,32 @@ export function problemFromSchemaError(error: ErrorObject, root: unknown): Probl
         path: keyPath,
         message: `must list at least ${String(params.limit)} item${params.limit === 1 ? "" : "s"} ${got(error.data)}`,
       };
+    case "maxItems":
+    case "additionalItems": // a tuple's: the same complaint in other words, so the two collapse into one line
+      return {
+        path: keyPath,
+        message: `must list at most ${String(params.limit)} item${params.limit === 1 ? "" : "s"} (got ${Array.isArray(error.data) ? error.data.length : describeValue(error.data, keyPath)})`,
+      };
+    case "maxLength":
+      return {
+        path: keyPath,
+        message: `must be at most ${String(params.limit)} characters (got ${typeof error.data === "string" ? error.data.length : describeValue(error.data, keyPath)})`,
+      };
+    case "uniqueItems": {
+      const twice = Array.isArray(error.data) ? error.data[Number(params.i)] : undefined;
+      return {
+        path: keyPath,
+        message: `lists ${describeValue(twice, keyPath)} twice; name each value once`,
+      };
+    }
+    case "const":
+      return { path: keyPath, message: `must be ${JSON.stringify(params.allowedValue)} ${got(error.data)}` };
+    case "anyOf":
+      // the branches' own complaints are dropped (schemaProblems): one line says what would be accepted
+      return {
+        path: keyPath,
+        message: `must be ${unionExpected(parentSchema)} (got ${quoteValue(error.data, keyPath)})`,
+      };
     case "discriminator":
       // The item schema's own `required` and `enum` on `name` already report a missing or unknown provider name.
       return undefined;
@@ -169,8 +226,38 @@ export function problemFromSchemaError(error: ErrorObject, root: unknown): Probl
   }
 }
 
+/**
+ * What a union accepts, in words: its `expected` annotation, else its branches' shapes (`a number or {value}`).
+ * Never its description, which says what the key is for rather than what to write.
+ */
+function unionExpected(union: SchemaNode): string {
+  if (typeof union.expected === "string") return union.expected;
+  const shapes = (union.anyOf ?? []).map((branch) => {
+    if (branch.const !== undefined) return JSON.stringify(branch.const);
+    if (branch.properties !== undefined) return `{${Object.keys(branch.properties).join(", ")}}`;
+    if (branch.enum !== undefined) return branch.enum.map((value) => JSON.stringify(value)).join(", ");
+    return branch.type === undefined ? "another value" : withArticle(branch.type);
+  });
+  return shapes.length <= 1
+    ? (shapes[0] ?? "another value")
+    : `${shapes.slice(0, -1).join(", ")} or ${shapes.at(-1)}`;
+}
+
+/**
+ * The problems of a value that failed its schema, one per key. A value that fits none of a union's branches is
+ * one problem saying what the union accepts, instead of one complaint per branch (`unknown key sigma`, `value is
+ * missing`, … for a threshold rule that is only out of range).
+ */
 export function schemaProblems(errors: readonly ErrorObject[], root: unknown): Problem[] {
+  // Ajv reports a nested union before the one around it: the last one at a path is the outermost.
+  const unions = new Map<string, ErrorObject>();
+  for (const error of errors) if (error.keyword === "anyOf") unions.set(error.instancePath, error);
+  const inUnion = (path: string) =>
+    [...unions.keys()].some((union) => path === union || path.startsWith(`${union}/`));
   const problems = errors.flatMap((error) => {
+    if (error.keyword === "anyOf" ? unions.get(error.instancePath) !== error : inUnion(error.instancePath)) {
+      return [];
+    }
     const problem = problemFromSchemaError(error, root);
     return problem === undefined ? [] : [{ ...problem, keyword: error.keyword }];
   });
@@ -193,7 +280,11 @@ let cachedThresholdRule: ValidateFunction | undefined;
  * when it is one the config file would accept (the same schema checks both).
  */
 export function thresholdRuleProblem(rule: unknown): string | undefined {
-  cachedThresholdRule ??= new Ajv().compile(thresholdRuleSchema("A camera's threshold rule."));
+  if (cachedThresholdRule === undefined) {
+    const ajv = new Ajv();
+    ajv.addKeyword({ keyword: "expected", schemaType: "string" });
+    cachedThresholdRule = ajv.compile(thresholdRuleSchema("A camera's threshold rule."));
+  }
   if (cachedThresholdRule(rule)) return undefined;
   return `${JSON.stringify(rule)} is not one of ${THRESHOLD_RULE_TEXT}`;
 }

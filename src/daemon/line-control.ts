@@ -6,6 +6,7 @@ import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
+  lastResultSnapshot,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
@@ -90,7 +91,7 @@ export class StationControl implements LineControl {
       threshold_rule: s.thresholdRule ?? "bundle",
       part_score: this.registry.partScoreOf(s),
       predicted_false_alarms: this.registry.falseAlarmsOf(s),
-      ...(s.last ? { last: s.last } : {}),
+      ...(s.last ? { last: lastResultSnapshot(s.last) } : {}),
     };
   }
 

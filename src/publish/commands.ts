@@ -8,7 +8,7 @@
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { THRESHOLD_RULE_TEXT, type ThresholdRule, thresholdRuleSchema } from "../config/index.js";
-import { formatKeyPath, type Problem } from "../config/problems.js";
+import { formatKeyPath, type Problem, quoteValue } from "../config/problems.js";
 import { schemaProblems } from "../config/validate.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
@@ -30,26 +30,35 @@ const transaction = Type.Optional(
 );
 const camera = Type.String({ description: "Camera id.", minLength: 1 });
 
-/** The payload of each command; `additionalProperties: false` so a misspelt key is an error, not a no-op. */
+/**
+ * The payload of each command; `additionalProperties: false` so a misspelt key is an error, not a no-op. Each
+ * one's first `examples` entry is quoted in the refusal of a request that does not fit, as what to send.
+ */
 const requestSchemas = {
-  reload: Type.Object({ transaction }, { additionalProperties: false }),
-  status: Type.Object({ transaction }, { additionalProperties: false }),
+  reload: Type.Object({ transaction }, { additionalProperties: false, examples: [{ transaction: "r-1" }] }),
+  status: Type.Object({ transaction }, { additionalProperties: false, examples: [{ transaction: "s-1" }] }),
   set_threshold: Type.Object(
     {
       transaction,
       camera,
       threshold: Type.Union(
         [Type.Number({ exclusiveMinimum: 0 }), thresholdRuleSchema(`${THRESHOLD_RULE_TEXT}.`)],
-        { description: `a number > 0, ${THRESHOLD_RULE_TEXT}` },
+        { description: "The camera's new threshold rule.", expected: `a number > 0, ${THRESHOLD_RULE_TEXT}` },
       ),
     },
-    { additionalProperties: false },
+    {
+      additionalProperties: false,
+      examples: [{ transaction: "t-1", camera: "cam1", threshold: 0.7 }],
+    },
   ),
   enable_camera: Type.Object(
     { transaction, camera, enabled: Type.Boolean() },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ transaction: "e-1", camera: "cam1", enabled: false }] },
   ),
-  collection: Type.Object({ transaction, enabled: Type.Boolean() }, { additionalProperties: false }),
+  collection: Type.Object(
+    { transaction, enabled: Type.Boolean() },
+    { additionalProperties: false, examples: [{ transaction: "c-1", enabled: true }] },
+  ),
 } satisfies Record<string, TSchema>;
 
 type CommandName = keyof typeof requestSchemas;
@@ -117,42 +126,34 @@ function validatorOf(name: CommandName): ValidateFunction {
 }
 
 /**
- * One line naming every problem of a payload that failed its schema. A value that fits none of a union's
- * branches gets the union's `expected` text (or its description) instead of one complaint per branch.
+ * One line naming every problem of a payload that failed its schema, each with its key (`camera: must not be
+ * empty; enable: unknown key (did you mean enabled?)`): the config file's wording, from the same code.
  */
 export function describeSchemaErrors(errors: readonly ErrorObject[], payload: unknown): string {
-  const unions = new Map<string, ErrorObject>();
-  // Ajv reports a nested union before the one around it: the last one at a path is the outermost.
-  for (const error of errors) if (error.keyword === "anyOf") unions.set(error.instancePath, error);
-  const inUnion = (path: string) =>
-    [...unions.keys()].some((union) => path === union || path.startsWith(`${union}/`));
-  const problems: Problem[] = schemaProblems(
-    errors.filter((error) => error.keyword !== "anyOf" && !inUnion(error.instancePath)),
-    payload,
-  );
-  const messages = problems.map((problem) => `${formatKeyPath(problem.path, payload)}: ${problem.message}`);
-  for (const [path, error] of unions) {
-    // `expected` where the description documents a purpose rather than the accepted values
-    const schema = error.parentSchema as { description?: string; expected?: string } | undefined;
-    const expected = schema?.expected ?? schema?.description ?? "of another type";
-    const key = path.slice(1).replace(/\//g, ".");
-    messages.push(`${key}: must be ${expected} (got ${clipped(JSON.stringify(error.data))})`);
-  }
-  return messages.join("; ");
+  return schemaProblems(errors, payload)
+    .map((problem: Problem) => `${formatKeyPath(problem.path, payload)}: ${problem.message}`)
+    .join("; ");
 }
 
-/** A value quoted back in an error, at most {@link MAX_QUOTED} characters of it. */
-const MAX_QUOTED = 80;
-function clipped(text: string): string {
-  return text.length <= MAX_QUOTED ? text : `${text.slice(0, MAX_QUOTED)}… (${text.length} characters)`;
+/** `; send e.g. {…}` with the command's example request, or nothing for a command without one. */
+function sendExample(name: string): string {
+  const examples = isCommandName(name)
+    ? (requestSchemas[name] as { examples?: unknown[] }).examples
+    : undefined;
+  return examples?.[0] === undefined ? "" : `; send e.g. ${JSON.stringify(examples[0])}`;
 }
 
 type Parsed = { request: Record<string, unknown> } | { error: string };
 
-/** The request object of a payload; an empty payload (`mosquitto_pub -n`) is `{}`, for commands without keys. */
-function parseRequest(payload: Buffer): Parsed {
+/**
+ * The request object of a payload; an empty payload (`mosquitto_pub -n`) is `{}`, for commands without keys. A
+ * refusal says what to send instead (`name`'s example request).
+ */
+function parseRequest(name: string, payload: Buffer): Parsed {
   if (payload.length > MAX_REQUEST_BYTES) {
-    return { error: `payload is ${payload.length} bytes; a command request is at most ${MAX_REQUEST_BYTES}` };
+    return {
+      error: `the request is ${payload.length} bytes, more than the ${MAX_REQUEST_BYTES} a command takes${sendExample(name)}`,
+    };
   }
   const text = payload.toString("utf8").trim();
   if (text === "") return { request: {} };
@@ -160,10 +161,13 @@ function parseRequest(payload: Buffer): Parsed {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return { error: `payload is not JSON: ${errorMessage(err)}` };
+    // JSON.parse's own words say where the text broke off ("Unexpected end of JSON input")
+    return { error: `the request is not valid JSON (${errorMessage(err)})${sendExample(name)}` };
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return { error: `payload must be a JSON object (got ${JSON.stringify(value)})` };
+    return {
+      error: `the request must be a JSON object with the command's keys (got ${quoteValue(value, [])})${sendExample(name)}`,
+    };
   }
   return { request: value as Record<string, unknown> };
 }
@@ -204,7 +208,7 @@ export class CommandExecutor {
   /** Runs one request (the raw payload: JSON, or empty for `{}`) and resolves with its response; never rejects. */
   execute(name: string, payload: Buffer, by: Requester): Promise<CommandResponsePayload> {
     if (this.pending >= MAX_PENDING_COMMANDS) {
-      const parsed = parseRequest(payload);
+      const parsed = parseRequest(name, payload);
       const tx = "request" in parsed ? transactionOf(parsed.request) : undefined;
       return Promise.resolve(
         this.answer(name, tx, by, {
@@ -234,18 +238,18 @@ export class CommandExecutor {
   }
 
   private async handle(name: string, payload: Buffer, by: Requester): Promise<CommandResponsePayload> {
-    const parsed = parseRequest(payload);
+    const parsed = parseRequest(name, payload);
     if ("error" in parsed) return this.answer(name, undefined, by, parsed);
     const tx = transactionOf(parsed.request);
     if (!isCommandName(name)) {
       return this.answer(name, tx, by, {
-        error: `unknown command ${JSON.stringify(name)} (known: ${COMMAND_NAMES.join(", ")})`,
+        error: `there is no command ${JSON.stringify(name)}; the commands are ${COMMAND_NAMES.join(", ")}`,
       });
     }
     const validate = validatorOf(name);
     if (!validate(parsed.request)) {
       const problems = describeSchemaErrors(validate.errors ?? [], parsed.request);
-      return this.answer(name, tx, by, { error: `invalid ${name} request: ${problems}` });
+      return this.answer(name, tx, by, { error: `${name} refused: ${problems}${sendExample(name)}` });
     }
     return this.answer(name, tx, by, await this.run(name, parsed.request, by));
   }

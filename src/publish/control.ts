@@ -7,12 +7,11 @@
  */
 import type { ThresholdRule } from "../config/index.js";
 import type { CameraState } from "../core/frame.js";
-import type { LastResult } from "../core/result.js";
+import type { LastResult, Verdict } from "../core/result.js";
+import { jsonTime } from "../core/time.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 import type { AuditHealth } from "./audit.js";
 import type { SinkHealth } from "./sink.js";
-
-export type { LastResult };
 
 /** The interfaces a change can come from. */
 export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
@@ -57,9 +56,39 @@ export interface CameraSnapshot {
   part_score: string | null;
   /** The threshold's false-alarm rate predicted by the bundle's validation normals (k/n, 95 % upper bound). */
   predicted_false_alarms: PredictedFalseAlarms | null;
-  last?: LastResult;
+  /** The camera's last judged frame; absent before its first. */
+  last?: LastResultSnapshot;
   /** Frames of this camera labelled in the review console now; absent when no labels are served. */
   review?: ReviewSnapshot;
+}
+
+/** A camera's last judged frame as the snapshot shows it: snake_case keys and the JSON interfaces' time format. */
+export interface LastResultSnapshot {
+  seq: number;
+  /** Capture time, ISO 8601 UTC with milliseconds ({@link jsonTime}). */
+  capture_ts: string;
+  /** Null when the score was not a finite number (verdict `error`). */
+  score: number | null;
+  threshold: number;
+  verdict: Verdict;
+  /** The defect event's id (`event_id` on MQTT), when the verdict was `defect`. */
+  event_id?: string;
+  /** The part id of the PLC trigger that tagged the frame. */
+  part_id?: string;
+  regions: number;
+}
+
+export function lastResultSnapshot(last: LastResult): LastResultSnapshot {
+  return {
+    seq: last.seq,
+    capture_ts: jsonTime(last.captureTs),
+    score: Number.isFinite(last.score) ? last.score : null,
+    threshold: last.threshold,
+    verdict: last.verdict,
+    ...(last.eventId !== undefined ? { event_id: last.eventId } : {}),
+    ...(last.partId !== undefined ? { part_id: last.partId } : {}),
+    regions: last.regions,
+  };
 }
 
 /** A camera's review labels in force (undone ones not counted). */

@@ -23,12 +23,23 @@ export interface MqttConnectorOptions {
   broker: BrokerSettings;
   /** mqtt.js's reconnect period; 0 when the caller reconnects itself with a new client. */
   reconnectPeriodMs: number;
+  /** MQTT 3.1.1 (4, the default) or 5.0; the key that chooses it, for the line a broker refusing 5 gets. */
+  protocol?: { version: ProtocolVersion; key: string };
   logger: Logger;
   /** Fields added to a connection error's log line (what is waiting meanwhile: queued events, the bdSeq). */
   errorContext?: () => Record<string, unknown>;
 }
 
 export type Will = NonNullable<IClientOptions["will"]>;
+
+/** MQTT's protocol level in CONNECT: 4 is MQTT 3.1.1, 5 is MQTT 5.0. */
+export type ProtocolVersion = 4 | 5;
+
+/**
+ * CONNACK codes of a broker that does not speak the protocol version asked for: 1 is 3.1.1's "unacceptable
+ * protocol version" (what a 3.1.1-only broker answers a 5.0 CONNECT with), 132 (0x84) MQTT 5's own.
+ */
+const PROTOCOL_REFUSED_CODES: ReadonlySet<number> = new Set([1, 132]);
 
 /**
  * Opens MQTT clients with one set of options. {@link prepare} reads the TLS files once; {@link connect} opens a
@@ -72,7 +83,7 @@ export class MqttConnector {
       ...this.connectOptions,
       clientId: this.options.clientId,
       clean: true,
-      protocolVersion: 4,
+      protocolVersion: this.options.protocol?.version ?? 4,
       reconnectPeriod: this.options.reconnectPeriodMs,
       // mqtt.js 5 gives up for good after a refused CONNACK (bad password, ACL, banned client id) unless told
       // otherwise; a broker whose password file is fixed later must still get our queued events.
@@ -106,7 +117,7 @@ export class MqttConnector {
   }
 
   private onError(err: Error): void {
-    const message = errorMessage(err);
+    const message = this.explained(err);
     const repeat = message === this.lastErrorMessage;
     this.failedAttempts = repeat ? this.failedAttempts + 1 : 1;
     this.lastErrorMessage = message;
@@ -126,6 +137,16 @@ export class MqttConnector {
         ? `${this.options.what} connection still failing; retrying`
         : `${this.options.what} connection error; retrying`,
     );
+  }
+
+  /** The error's message; for a broker refusing the protocol version, what to set instead. */
+  private explained(err: Error): string {
+    const message = errorMessage(err);
+    const code = (err as { code?: unknown }).code;
+    const protocol = this.options.protocol;
+    if (protocol?.version !== 5 || typeof code !== "number" || !PROTOCOL_REFUSED_CODES.has(code))
+      return message;
+    return `the broker does not accept MQTT 5 (${message}); set ${protocol.key}: 4 for a broker that speaks only MQTT 3.1.1`;
   }
 }
 

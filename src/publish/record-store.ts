@@ -7,6 +7,7 @@
  */
 import Database from "better-sqlite3";
 import type { Region } from "../core/result.js";
+import { jsonTime } from "../core/time.js";
 import {
   type HourlyQuery,
   type HourlyRow,
@@ -207,7 +208,7 @@ function toRecord(row: StoredRow): PartRecord {
   return {
     id: row.id,
     camera: row.camera,
-    time: new Date(row.ts).toISOString(),
+    time: jsonTime(row.ts),
     ts: row.ts,
     seq: row.seq,
     part_id: row.part_id,
@@ -308,7 +309,7 @@ export function hourlyCounts(db: RecordsDatabase, query: HourlyQuery, now = Date
     .all(...params) as { camera: string; hour: number; ok: number; defect: number; error: number }[];
   return rows.map((r) => ({
     camera: r.camera,
-    hour: new Date(r.hour).toISOString(),
+    hour: jsonTime(r.hour),
     ok: r.ok,
     defect: r.defect,
     error: r.error,

@@ -2,6 +2,7 @@ import { COMMAND_TOPIC_LEVEL } from "../config/rules.js";
 import { StpmdError } from "../core/errors.js";
 import type { CameraState } from "../core/frame.js";
 import { defectiveFlag, type InspectionResult, type Verdict } from "../core/result.js";
+import { jsonTime } from "../core/time.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 
 /**
@@ -19,8 +20,10 @@ import type { PredictedFalseAlarms } from "../stpm/threshold.js";
  *
  * The daemon subscribes to `<prefix>/command/+` (QoS 1) when `mqtt.commands.enabled`; a request is a JSON object
  * with the command's parameters and an optional `transaction` (string or number) echoed in the response, so a
- * client can match answers to its requests. Names: `reload`, `set_threshold`, `enable_camera`, `collection`,
- * `status` (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on.
+ * client can match answers to its requests; an MQTT 5 request with a Response Topic is answered there instead, with
+ * its Correlation Data. Names: `reload`, `set_threshold`, `enable_camera`, `collection`, `status`
+ * (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on. Every time in these
+ * payloads is ISO 8601 UTC with milliseconds (src/core/time.ts).
  */
 
 export const DEFAULT_TOPIC_PREFIX = "stpmd";
@@ -84,7 +87,7 @@ export interface StatusPayload {
    */
   defects_without_snapshot: { [cameraId: string]: number };
   uptime_s: number;
-  /** ISO 8601 time the status was published. */
+  /** When the status was published (ISO 8601 UTC with milliseconds, as every time in the JSON interfaces). */
   ts: string;
 }
 
@@ -102,7 +105,7 @@ export interface StatusWillPayload {
 /** `<prefix>/<camera>/result`: one compact line per inspected frame (a telemetry stream, never queued). */
 export interface ResultPayload {
   seq: number;
-  /** ISO 8601 capture time (same format as the defect event, so consumers can join the two). */
+  /** Capture time, ISO 8601 UTC with milliseconds ({@link jsonTime}, as every time in the JSON interfaces). */
   capture_ts: string;
   /** The image score; null when it was not a finite number (verdict `error`). */
   score: number | null;
@@ -139,7 +142,9 @@ export interface DefectPayload {
   event_id: string;
   camera: string;
   seq: number;
+  /** Capture time, ISO 8601 UTC with milliseconds. */
   capture_ts: string;
+  /** When the verdict was reached, ISO 8601 UTC with milliseconds. */
   inferred_ts: string;
   score: number;
   threshold: number;
@@ -183,6 +188,19 @@ function topicLevelProblem(segment: string): string | undefined {
   const bad = ["+", "#", "/", "\0"].find((character) => segment.includes(character));
   if (bad === undefined) return undefined;
   return `contains ${JSON.stringify(bad)}, which is not allowed in an MQTT topic level (no '+', '#', '/' or NUL)`;
+}
+
+/**
+ * Why `topic` cannot be published to, or undefined if it can: MQTT's rule for a topic name (not a filter) is
+ * non-empty, no wildcard `+` or `#`, no NUL, at most 65,535 bytes.
+ */
+export function topicNameProblem(topic: string): string | undefined {
+  if (topic.length === 0) return "is empty";
+  const bad = ["+", "#", "\0"].find((character) => topic.includes(character));
+  if (bad !== undefined)
+    return `${JSON.stringify(topic)} contains ${JSON.stringify(bad)}, which a topic name may not`;
+  if (Buffer.byteLength(topic, "utf8") > MAX_TOPIC_BYTES) return `is longer than ${MAX_TOPIC_BYTES} bytes`;
+  return undefined;
 }
 
 /** Throws an `ERR_CONFIG_INVALID` StpmdError naming `what` unless `segment` can be one topic level. */
@@ -241,6 +259,16 @@ export class Topics {
     return `${this.prefix}/${COMMAND_TOPIC_LEVEL}/${name}/response`;
   }
 
+  /**
+   * Whether `topic` is one the daemon publishes its own data on or reads requests from (status, a camera's result,
+   * defect or snapshot, a command request): a client must not be able to make it answer there.
+   */
+  isOwn(topic: string): boolean {
+    if (topic === this.status() || this.commandName(topic) !== undefined) return true;
+    const kinds: readonly CameraTopicKind[] = ["result", "defect", "snapshot"];
+    return kinds.some((kind) => topicMatches(`${this.prefix}/+/${kind}`, topic));
+  }
+
   /** `<prefix>/<camera>/<kind>`; throws an `ERR_CONFIG_INVALID` StpmdError for a camera id that is not a level. */
   camera(cameraId: string, kind: CameraTopicKind): string {
     assertTopicSegment(cameraId, "camera id");
@@ -278,15 +306,11 @@ export function statusWill(): StatusWillPayload {
   return { state: "offline" };
 }
 
-function isoTime(epochMs: number): string {
-  return new Date(epochMs).toISOString();
-}
-
 export function buildResultPayload(result: InspectionResult): ResultPayload {
   const { frame } = result;
   return {
     seq: frame.seq,
-    capture_ts: isoTime(frame.captureTs),
+    capture_ts: jsonTime(frame.captureTs),
     score: Number.isFinite(result.score) ? result.score : null,
     threshold: result.threshold,
     verdict: result.verdict,
@@ -329,8 +353,8 @@ export function buildDefectPayload(
     event_id: defectEventId(result),
     camera: frame.cameraId,
     seq: frame.seq,
-    capture_ts: isoTime(frame.captureTs),
-    inferred_ts: isoTime(result.inferredTs),
+    capture_ts: jsonTime(frame.captureTs),
+    inferred_ts: jsonTime(result.inferredTs),
     score: result.score,
     threshold: result.threshold,
     regions: result.regions.map((region) => ({

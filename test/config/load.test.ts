@@ -135,6 +135,7 @@ describe("loadConfig defaults", () => {
         snapshot: "topic",
         snapshot_quality: 80,
         reconnect_period_ms: 2000,
+        protocol_version: 5,
         status_interval_s: 10,
         commands: { enabled: false },
         outbox: {
@@ -371,6 +372,35 @@ describe("loadConfig error messages", () => {
       `mqtt.snapshot_quality: must be <= 100 (got 101) (line ${lineOf(text, "snapshot_quality")})`,
       `mqtt.result_qos: must be one of 0, 1, 2 (got 3) (line ${lineOf(text, "result_qos")})`,
     ]);
+  });
+
+  test("unions, duplicates, tuples: one line saying what to write, never the schema's own wording", () => {
+    const text = MINIMAL.replace(
+      "    source: videotestsrc\n",
+      [
+        "    source: videotestsrc",
+        "    threshold: {sigma: 500}",
+        "    ignore:",
+        "      polygons: [[[1, 2, 3], [4, 5], [6, 7]]]",
+        "  - id: line2",
+        "    source: videotestsrc",
+        "    threshold: {sigma: 3, value: 0.2}",
+        "opcua:",
+        "  security:",
+        "    policies: [None, None]",
+        "",
+      ].join("\n"),
+    );
+    const { problems } = configProblems(writeTemp(text));
+    const rules = "{value: x > 0}, {sigma: 0 <= k <= 100} or {false_alarm_rate: 0 < p < 1}";
+    assert.deepEqual(problems, [
+      `cameras[0] (id "line1").threshold: must be ${rules} (got {"sigma":500}) (line ${lineOf(text, "sigma: 500")})`,
+      `cameras[0] (id "line1").ignore.polygons[0][0]: must list at most 2 items (got 3) (line ${lineOf(text, "polygons")})`,
+      `cameras[1] (id "line2").threshold: must be ${rules} (got {"sigma":3,"value":0.2}) (line ${lineOf(text, "sigma: 3")})`,
+      `opcua.security.policies: lists "None" twice; name each value once (line ${lineOf(text, "policies")})`,
+    ]);
+    for (const problem of problems)
+      assert.doesNotMatch(problem, /must NOT|must match|anyOf|Image-score threshold/);
   });
 
   test("duplicate and malformed camera ids", () => {
@@ -709,7 +739,7 @@ describe("helpers", () => {
     assert.match(summary, /^ +line1 +free_run, stall 10 s: videotestsrc$/m);
     assert.match(
       summary,
-      /^broker: +mqtt:\/\/inspector:\*\*\*@broker:1883 as "stpmd-.+", user "inspector" \(password set\)$/m,
+      /^broker: +mqtt:\/\/inspector:\*\*\*@broker:1883 as "stpmd-.+" over MQTT 5, user "inspector" \(password set\)$/m,
     );
   });
 });

@@ -9,6 +9,7 @@ import {
   THRESHOLD_RULE_TEXT,
   thresholdRuleProblem,
 } from "../../src/config/index.js";
+import { loadConfigSchema, WORDED_KEYWORDS } from "../../src/config/validate.js";
 import { SCHEMA_FILE } from "../../src/config/write-schema.js";
 import { isStpmdError } from "../../src/core/errors.js";
 
@@ -77,4 +78,33 @@ test("threshold rules: the bounds, the refusal's text and the interfaces' descri
   });
   assert.doesNotThrow(() => completeConfig(camera({ sigma: 100 }) as PartialConfig));
   assert.throws(() => completeConfig(camera({ sigma: 100.5 }) as PartialConfig), /cameras/);
+});
+
+test("every keyword the config schema validates with is worded for people (none falls back to Ajv's wording)", () => {
+  // annotations and structure: they never fail on their own
+  const notValidating = new Set([
+    "description",
+    "default",
+    "title",
+    "$id",
+    "$schema",
+    "examples",
+    "expected",
+  ]);
+  const unworded = new Set<string>();
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      node.forEach(walk);
+      return;
+    }
+    if (typeof node !== "object" || node === null) return;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === "properties") Object.values(value as object).forEach(walk);
+      else if (key === "items" || key === "anyOf" || key === "oneOf") walk(value);
+      if (key === "properties" || key === "items" || key.startsWith("x-") || notValidating.has(key)) continue;
+      if (!WORDED_KEYWORDS.has(key)) unworded.add(key);
+    }
+  };
+  walk(loadConfigSchema());
+  assert.deepEqual([...unworded], []);
 });

@@ -5,6 +5,7 @@ import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
+  lastResultSnapshot,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
@@ -170,7 +171,7 @@ export class TestLineControl implements LineControl {
     cam.inspected += 1;
     if (verdict === "defect") cam.defects += 1;
     if (verdict === "error") cam.errors += 1;
-    cam.last = {
+    cam.last = lastResultSnapshot({
       seq: result.frame.seq,
       captureTs: result.frame.captureTs,
       score,
@@ -178,7 +179,7 @@ export class TestLineControl implements LineControl {
       verdict,
       regions: result.regions.length,
       ...(partId !== undefined ? { partId } : {}),
-    };
+    });
     for (const i of this.interfaces) i.onResult?.(result);
     return result;
   }

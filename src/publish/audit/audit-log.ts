@@ -24,6 +24,7 @@ import {
 import path from "node:path";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { jsonTime } from "../../core/time.js";
 import type {
   AuditEntry,
   AuditHealth,
@@ -79,7 +80,7 @@ export class AuditLog implements AuditStore {
     try {
       // reading the last sequence number can fail like the write (a folder in the file's place, an I/O error)
       const seq = this.nextSeq ?? this.recoverSeq();
-      stored = { seq, ts: new Date().toISOString(), ...dropUndefined(entry) };
+      stored = { seq, ts: jsonTime(Date.now()), ...dropUndefined(entry) };
       this.write(`${JSON.stringify(stored)}\n`);
     } catch (err) {
       this.failed += 1;

@@ -22,6 +22,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import type { ConsoleConfig } from "../../config/index.js";
 import type { Frame } from "../../core/frame.js";
 import { defectiveFlag, type InspectionResult, type Region, type Verdict } from "../../core/result.js";
+import { jsonTime } from "../../core/time.js";
 import { renderSnapshot } from "../../data/snapshot.js";
 import { type CommandExecutor, MAX_REQUEST_BYTES } from "../commands.js";
 import type { LineControl, NodeSnapshot } from "../control.js";
@@ -109,7 +110,8 @@ interface EventStream {
 export interface ConsoleResultEvent {
   camera: string;
   seq: number;
-  capture_ts: number;
+  /** Capture time, ISO 8601 UTC with milliseconds, as every time in the JSON interfaces. */
+  capture_ts: string;
   /** Null when the score was not a finite number (verdict `error`). */
   score: number | null;
   threshold: number;
@@ -206,7 +208,7 @@ export class WebConsole {
     const event: ConsoleResultEvent = {
       camera: frame.cameraId,
       seq: frame.seq,
-      capture_ts: frame.captureTs,
+      capture_ts: jsonTime(frame.captureTs),
       score: Number.isFinite(result.score) ? result.score : null,
       threshold: result.threshold,
       verdict: result.verdict,

@@ -18,6 +18,7 @@ import { readPasswordFile } from "../../config/files.js";
 import type { ConsoleConfig } from "../../config/index.js";
 import { StpmdError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { jsonTime } from "../../core/time.js";
 import { reply } from "./http-reply.js";
 
 /** The console page's own login sends this header, so that a refusal does not open the browser's login dialog. */
@@ -357,7 +358,7 @@ export class Operators {
     const info: SessionInfo = {
       user: session.user,
       csrf_token: session.csrf,
-      expires_at: new Date(session.used + this.idleMs).toISOString(),
+      expires_at: jsonTime(session.used + this.idleMs),
     };
     reply(res, 200, JSON.stringify(info), {
       "Content-Type": "application/json",

@@ -1,8 +1,10 @@
 /**
  * Commands over MQTT, request/response with a transaction id (Zigbee2MQTT's `bridge/request` convention): a client
  * publishes a JSON object to `<prefix>/command/<name>` and the daemon answers on `<prefix>/command/<name>/response`
- * with `{transaction, status: "ok", data}` or `{transaction, status: "error", error}`. The commands themselves are
- * the shared {@link CommandExecutor}'s.
+ * with `{transaction, status: "ok", data}` or `{transaction, status: "error", error}`. An MQTT 5 request that names
+ * a Response Topic is answered there instead, with the request's Correlation Data (MQTT 5's own request/response,
+ * section 4.10 of the standard); the payload is the same. The commands themselves are the shared
+ * {@link CommandExecutor}'s.
  *
  * MQTT rides on the publisher's session (one connection per daemon: one login for the broker's ACL, one
  * implementation of reconnects and TLS).
@@ -11,8 +13,8 @@ import { settledWithin } from "../../core/deadline.js";
 import type { Logger } from "../../core/log.js";
 import { COMMAND_NAMES, CommandExecutor } from "../commands.js";
 import type { LineControl, Requester } from "../control.js";
-import type { CommandResponsePayload, Topics } from "../topics.js";
-import type { MqttSession } from "./publisher.js";
+import { type CommandResponsePayload, type Topics, topicNameProblem } from "../topics.js";
+import type { MessageProperties, MqttSession } from "./publisher.js";
 
 /**
  * MQTT carries no per-message identity (the broker knows the publisher's login, but does not pass it on), so
@@ -50,7 +52,9 @@ export class MqttCommands {
 
   async start(): Promise<void> {
     const filter = this.topics.commandFilter();
-    this.unsubscribe = this.session.subscribe(filter, 1, (topic, payload) => this.onRequest(topic, payload));
+    this.unsubscribe = this.session.subscribe(filter, 1, (topic, payload, properties) =>
+      this.onRequest(topic, payload, properties),
+    );
     this.logger.info({ topic: filter, commands: COMMAND_NAMES }, "accepting MQTT commands");
   }
 
@@ -72,27 +76,54 @@ export class MqttCommands {
     }
   }
 
-  private onRequest(topic: string, payload: Buffer): void {
+  private onRequest(topic: string, payload: Buffer, properties: MessageProperties): void {
     const name = this.topics.commandName(topic);
     if (name === undefined) return;
+    const replyTo = this.replyTopic(name, properties);
     const sent = this.executor
       .execute(name, payload, MQTT_REQUESTER)
-      .then((response) => this.respond(name, response))
+      .then((response) => this.respond(name, replyTo, properties.correlationData, response))
       .catch((err: unknown) => this.logger.error({ command: name, err }, "command response failed"))
       .finally(() => this.responses.delete(sent));
     this.responses.add(sent);
   }
 
-  private async respond(name: string, response: CommandResponsePayload): Promise<void> {
+  /**
+   * Where the response goes: the request's Response Topic, else `<prefix>/command/<name>/response`. A Response
+   * Topic the daemon could not publish to (a wildcard in it; the broker should have refused such a request), or
+   * one of its own topics (an answer on `<prefix>/cam1/result` would pose as a result, one on a request topic as
+   * a request), falls back to the convention's topic, logged, so the requester still gets an answer.
+   */
+  private replyTopic(name: string, properties: MessageProperties): string {
+    const requested = properties.responseTopic;
+    if (requested === undefined) return this.topics.commandResponse(name);
+    const problem =
+      topicNameProblem(requested) ??
+      (this.topics.isOwn(requested) ? "is one of the daemon's own topics" : undefined);
+    if (problem === undefined) return requested;
+    this.logger.warn(
+      { command: name, response_topic: requested },
+      `Response Topic ${problem}; answering on ${this.topics.commandResponse(name)} instead`,
+    );
+    return this.topics.commandResponse(name);
+  }
+
+  private async respond(
+    name: string,
+    topic: string,
+    correlationData: Buffer | undefined,
+    response: CommandResponsePayload,
+  ): Promise<void> {
     const sent = await this.session.publishMessage(
-      this.topics.commandResponse(name),
+      topic,
       Buffer.from(JSON.stringify(response), "utf8"),
       1,
+      correlationData,
     );
     if (!sent) {
       this.logger.warn(
-        { command: name, transaction: response.transaction },
-        "command response not sent (offline)",
+        { command: name, topic, transaction: response.transaction },
+        "command response not sent (offline, or the broker refused the topic)",
       );
     }
   }

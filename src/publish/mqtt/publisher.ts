@@ -1,10 +1,11 @@
-import type { MqttClient } from "mqtt";
+import type { IClientPublishOptions, MqttClient } from "mqtt";
 import type { MqttConfig } from "../../config/index.js";
 import { settledBy } from "../../core/deadline.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { RepeatLimiter } from "../../core/repeat-limiter.js";
 import type { InspectionResult } from "../../core/result.js";
+import { jsonTime } from "../../core/time.js";
 import { DurableQueue, type OutboxMessage } from "../durable-queue.js";
 import { MqttConnector } from "../mqtt-session.js";
 import {
@@ -84,8 +85,17 @@ type Counters = Pick<
 
 type Lifecycle = "new" | "running" | "stopping" | "stopped";
 
+/**
+ * What MQTT 5 says of a message besides its topic and payload: where a request wants its answer and the bytes that
+ * answer must carry back. A 3.1.1 session, or a request without them, has neither.
+ */
+export interface MessageProperties {
+  responseTopic?: string;
+  correlationData?: Buffer;
+}
+
 /** Receives every message on a topic matching the filter it was subscribed with. */
-export type MessageHandler = (topic: string, payload: Buffer) => void;
+export type MessageHandler = (topic: string, payload: Buffer, properties: MessageProperties) => void;
 
 /**
  * What an output may do with the daemon's MQTT session: read topics and send its own (non-outbox) messages.
@@ -100,9 +110,10 @@ export interface MqttSession {
   subscribe(filter: string, qos: Qos, handler: MessageHandler): () => void;
   /**
    * Publishes one message now, not retained, without the outbox: resolves true once sent (QoS 0) or acknowledged,
-   * false when it was not sent because the client is offline or stopping (it is not queued for later).
+   * false when it was not sent because the client is offline or stopping (it is not queued for later) or the broker
+   * refused it (MQTT 5 says so in its PUBACK: an ACL). `correlationData` goes out as MQTT 5's Correlation Data.
    */
-  publishMessage(topic: string, payload: Buffer, qos: Qos): Promise<boolean>;
+  publishMessage(topic: string, payload: Buffer, qos: Qos, correlationData?: Buffer): Promise<boolean>;
 }
 
 interface Subscription {
@@ -147,6 +158,7 @@ export class Publisher implements MqttSession {
   };
   /** A result the client refuses (a camera id that is no valid topic level) repeats every frame: once a minute. */
   private readonly refusedResults = new RepeatLimiter();
+  private readonly drainFailures = new RepeatLimiter();
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly counters: Counters = {
     resultsPublished: 0,
@@ -166,6 +178,7 @@ export class Publisher implements MqttSession {
       clientId: config.client_id,
       broker: config,
       reconnectPeriodMs: config.reconnect_period_ms,
+      protocol: { version: config.protocol_version, key: "mqtt.protocol_version" },
       logger: this.logger,
       errorContext: () => ({ outbox_queued: this.outbox?.size ?? 0 }),
     });
@@ -201,7 +214,7 @@ export class Publisher implements MqttSession {
     this.client = client;
     client.on("connect", () => this.onConnect());
     client.on("close", () => this.onClose());
-    client.on("message", (topic, payload) => this.onMessage(topic, payload));
+    client.on("message", (topic, payload, packet) => this.onMessage(topic, payload, packet.properties));
     this.drainTask = this.drainLoop(client, this.outbox, this.drainAbort.signal);
   }
 
@@ -264,13 +277,14 @@ export class Publisher implements MqttSession {
     };
   }
 
-  publishMessage(topic: string, payload: Buffer, qos: Qos): Promise<boolean> {
+  publishMessage(topic: string, payload: Buffer, qos: Qos, correlationData?: Buffer): Promise<boolean> {
     const client = this.client;
     // A reply queued while offline would reach its requester late, after a timeout it already acted on.
     if (this.lifecycle !== "running" || client === undefined || !client.connected) {
       return Promise.resolve(false);
     }
-    return publishAcknowledged(client, { topic, payload, qos, retain: false }).then(
+    const properties = correlationData === undefined ? undefined : { correlationData };
+    return publishAcknowledged(client, { topic, payload, qos, retain: false }, properties).then(
       () => true,
       (err: unknown) => {
         this.logger.warn({ topic, err }, "could not publish message");
@@ -373,7 +387,14 @@ export class Publisher implements MqttSession {
         await outbox.ack(head.seq);
       } catch (err) {
         if (signal.aborted) break;
-        this.logger.warn({ err }, "outbox drain: publish failed; retrying");
+        // With MQTT 5 a broker refusing the event (an ACL) says so on every retry: once a minute is enough.
+        const admitted = this.drainFailures.admit(errorMessage(err));
+        if (admitted !== undefined) {
+          this.logger.warn(
+            { err, unlogged: admitted.unlogged, queued: outbox.size },
+            "outbox drain: publish failed; retrying (the event stays queued)",
+          );
+        }
         await sleep(this.config.reconnect_period_ms, signal);
       }
     }
@@ -411,11 +432,16 @@ export class Publisher implements MqttSession {
   }
 
   /** Hands a message to the handlers whose filter matches; a throwing handler is logged and the others still run. */
-  private onMessage(topic: string, payload: Buffer): void {
+  private onMessage(topic: string, payload: Buffer, packetProperties: MessageProperties | undefined): void {
+    const properties: MessageProperties = {};
+    if (packetProperties?.responseTopic !== undefined)
+      properties.responseTopic = packetProperties.responseTopic;
+    if (packetProperties?.correlationData !== undefined)
+      properties.correlationData = packetProperties.correlationData;
     for (const [filter, { handler }] of this.subscriptions) {
       if (!topicMatches(filter, topic)) continue;
       try {
-        handler(topic, payload);
+        handler(topic, payload, properties);
       } catch (err) {
         this.logger.error({ topic, err }, "MQTT message handler failed");
       }
@@ -437,7 +463,7 @@ export class Publisher implements MqttSession {
       outbox: { queued: this.outbox?.size ?? 0, overflowed: stats.eventsOverflowed, lost: stats.eventsLost },
       defects_without_snapshot: stats.defectsWithoutSnapshot,
       uptime_s: Math.floor(process.uptime()),
-      ts: new Date().toISOString(),
+      ts: jsonTime(Date.now()),
     };
     const message: OutboxMessage = {
       topic: this.topics.status(),
@@ -470,10 +496,19 @@ export class Publisher implements MqttSession {
   }
 }
 
-/** Resolves once the broker acknowledged `message` (for QoS 0: once it was written to the socket). */
-function publishAcknowledged(client: MqttClient, message: OutboxMessage): Promise<void> {
+/**
+ * Resolves once the broker acknowledged `message` (for QoS 0: once it was written to the socket); rejects when it
+ * refused it (an MQTT 5 PUBACK reason code of 0x80 or more, e.g. 0x87 "Not authorized" from an ACL).
+ */
+function publishAcknowledged(
+  client: MqttClient,
+  message: OutboxMessage,
+  properties?: IClientPublishOptions["properties"],
+): Promise<void> {
+  const options: IClientPublishOptions = { qos: message.qos, retain: message.retain };
+  if (properties !== undefined) options.properties = properties;
   return new Promise((resolve, reject) => {
-    client.publish(message.topic, message.payload, { qos: message.qos, retain: message.retain }, (err) => {
+    client.publish(message.topic, message.payload, options, (err) => {
       if (err) reject(err);
       else resolve();
     });

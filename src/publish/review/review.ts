@@ -20,6 +20,7 @@ import type { CollectionConfig, RecordsConfig } from "../../config/index.js";
 import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, parseMode } from "../../core/durable-fs.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { jsonTime } from "../../core/time.js";
 import type { AuditTrail } from "../audit.js";
 import { RECORDS_DB } from "../record-store.js";
 import {
@@ -290,7 +291,7 @@ export class ReviewService {
     }
     const mask = current.files.find((f) => f.endsWith("_mask.png"))!;
     if (accepted !== undefined) {
-      return { record, mask, accepted_by: accepted.user, accepted_at: new Date(accepted.ts).toISOString() };
+      return { record, mask, accepted_by: accepted.user, accepted_at: jsonTime(accepted.ts) };
     }
     const state = { label: current.label, defect_type: current.defect_type, mask };
     await this.audited(
@@ -312,7 +313,7 @@ export class ReviewService {
       undo: 0,
       files: [mask],
     });
-    return { record: updated, mask, accepted_by: user, accepted_at: new Date(ts).toISOString() };
+    return { record: updated, mask, accepted_by: user, accepted_at: jsonTime(ts) };
   }
 
   /** The record and its label; 404 for an unknown id, 503 when the database cannot be read. */

@@ -914,7 +914,18 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
 }
 
 function fromSnapshot(camera: CameraSnapshot): LastMetrics | undefined {
-  return camera.last === undefined ? undefined : toLastMetrics(camera.last);
+  const last = camera.last;
+  if (last === undefined) return undefined;
+  return toLastMetrics({
+    captureTs: Date.parse(last.capture_ts), // the snapshot's ISO time; Sparkplug's own is epoch ms
+    seq: last.seq,
+    score: last.score ?? Number.NaN,
+    threshold: last.threshold,
+    verdict: last.verdict,
+    ...(last.event_id !== undefined ? { eventId: last.event_id } : {}),
+    ...(last.part_id !== undefined ? { partId: last.part_id } : {}),
+    regions: last.regions,
+  });
 }
 
 /** A result as the `Last/…` metrics show it: a score that is not a finite number, and its verdict, as null. */

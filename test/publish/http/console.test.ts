@@ -9,6 +9,7 @@ import sharp from "sharp";
 import type { ConsoleConfig } from "../../../src/config/index.js";
 import type { Logger } from "../../../src/core/log.js";
 import type { InspectionResult } from "../../../src/core/result.js";
+import type { NodeSnapshot } from "../../../src/publish/control.js";
 import { loadConsoleAssets } from "../../../src/publish/http/console.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
 import {
@@ -241,10 +242,22 @@ describe("web console", () => {
       const results = client.of("result") as {
         camera: string;
         seq: number;
+        capture_ts: string;
         defective: boolean;
         score: number;
       }[];
       assert.equal(results.length, 50);
+      // the JSON interfaces' one time format: ISO 8601 UTC with milliseconds, the same string in the node's
+      // snapshot (`GET /api/status`, the `status` command) as in the event
+      for (const r of results) assert.match(r.capture_ts, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      const status = (await (await fetch(`${base}/api/status`)).json()) as NodeSnapshot;
+      for (const camera of ["cam1", "cam2"]) {
+        const last = results.filter((r) => r.camera === camera).at(-1)!;
+        const shown = status.cameras.find((c) => c.id === camera)!.last!;
+        assert.equal(shown.seq, last.seq);
+        assert.equal(shown.capture_ts, last.capture_ts);
+        assert.equal("captureTs" in shown, false, "no camelCase key left in the snapshot");
+      }
       assert.deepEqual(
         results.filter((r) => r.camera === "cam2").map((r) => r.seq),
         [...Array(25).keys()].map((k) => first + k),
@@ -438,12 +451,16 @@ describe("web console", () => {
     assert.equal(invalid.status, 400);
     assert.deepEqual(JSON.parse(invalid.text), {
       status: "error",
-      error: 'invalid enable_camera request: enabled: must be a boolean (got "yes"); write true or false',
+      error:
+        'enable_camera refused: enabled: must be a boolean (got "yes"); write true or false; send e.g. {"transaction":"e-1","camera":"cam1","enabled":false}',
     });
     const unknown = await post(base, "restart", "{}", auth);
-    assert.match(JSON.parse(unknown.text).error, /^unknown command "restart" \(known: reload, status/);
+    assert.match(
+      JSON.parse(unknown.text).error,
+      /^there is no command "restart"; the commands are reload, status/,
+    );
     const notJson = await post(base, "collection", '{"enabled":true', auth);
-    assert.match(JSON.parse(notJson.text).error, /^payload is not JSON/);
+    assert.match(JSON.parse(notJson.text).error, /^the request is not valid JSON \(/);
     const off = await post(base, "enable_camera", '{"camera":"cam2","enabled":false}', auth);
     assert.equal(off.status, 200);
     assert.equal(control.snapshot().cameras[1]!.enabled, false);

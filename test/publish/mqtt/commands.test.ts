@@ -40,7 +40,8 @@ class Operator {
   }
 
   static async connect(url: string, options: IClientOptions = {}, prefix = "stpmd"): Promise<Operator> {
-    const client = await connectAsync(url, { reconnectPeriod: 0, ...options });
+    // MQTT 3.1.1 unless told otherwise: the topic convention is what a 3.1.1 client has
+    const client = await connectAsync(url, { reconnectPeriod: 0, protocolVersion: 4, ...options });
     // as a latency-minded HMI would: otherwise its own PUBACKs hold its next packet back (Nagle, ~40 ms)
     (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
     const operator = new Operator(client, prefix);
@@ -194,63 +195,96 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     ]);
   });
 
-  test("malformed requests get an error naming the problem, and nothing reaches the control", async () => {
+  test("malformed requests get an error that says what to send, and nothing reaches the control", async () => {
     control.calls.length = 0;
     const before = state(control);
-    const cases: [name: string, body: unknown, error: RegExp][] = [
-      ["set_threshold", '{"camera": "cam1", "threshold": ', /^payload is not JSON: /],
-      ["collection", "[true]", /^payload must be a JSON object \(got \[true\]\)$/],
-      ["collection", "true", /^payload must be a JSON object \(got true\)$/],
+    const setThresholdExample = '; send e.g. {"transaction":"t-1","camera":"cam1","threshold":0.7}';
+    const thresholdRules =
+      "a number > 0, {value: x > 0}, {sigma: 0 <= k <= 100} or {false_alarm_rate: 0 < p < 1}";
+    const cases: [name: string, body: unknown, error: string | RegExp][] = [
+      [
+        "set_threshold",
+        '{"camera": "cam1", "threshold": ',
+        `the request is not valid JSON (Unexpected end of JSON input)${setThresholdExample}`,
+      ],
+      [
+        "collection",
+        "[true]",
+        'the request must be a JSON object with the command\'s keys (got [true]); send e.g. {"transaction":"c-1","enabled":true}',
+      ],
+      [
+        "collection",
+        "true",
+        'the request must be a JSON object with the command\'s keys (got true); send e.g. {"transaction":"c-1","enabled":true}',
+      ],
       [
         "self_destruct",
         { transaction: "x" },
-        /^unknown command "self_destruct" \(known: reload, status, set_threshold, enable_camera, collection\)$/,
+        'there is no command "self_destruct"; the commands are reload, status, set_threshold, enable_camera, collection',
       ],
       [
         "enable_camera",
         { camera: "cam1", enabled: "no" },
-        /^invalid enable_camera request: enabled: must be a boolean \(got "no"\); write true or false$/,
+        'enable_camera refused: enabled: must be a boolean (got "no"); write true or false; send e.g. {"transaction":"e-1","camera":"cam1","enabled":false}',
       ],
       [
         "enable_camera",
         { camera: "cam1", enable: false },
-        /^invalid enable_camera request: enabled: required key is missing; enable: unknown key \(did you mean enabled\?\)$/,
+        'enable_camera refused: enabled: required key is missing; enable: unknown key (did you mean enabled?); send e.g. {"transaction":"e-1","camera":"cam1","enabled":false}',
       ],
       [
         "set_threshold",
         { threshold: 0.7 },
-        /^invalid set_threshold request: camera: required key is missing$/,
+        `set_threshold refused: camera: required key is missing${setThresholdExample}`,
       ],
       [
         "set_threshold",
         { camera: "cam1", threshold: -1 },
-        /^invalid set_threshold request: threshold: must be a number > 0, \{value: x > 0\}, \{sigma: 0 <= k <= 100\} or \{false_alarm_rate: 0 < p < 1\} \(got -1\)$/,
+        `set_threshold refused: threshold: must be ${thresholdRules} (got -1)${setThresholdExample}`,
       ],
       [
         "set_threshold",
         { camera: "cam1", threshold: { sigma: 500 } },
-        /^invalid set_threshold request: threshold: must be .* \(got \{"sigma":500\}\)$/,
+        `set_threshold refused: threshold: must be ${thresholdRules} (got {"sigma":500})${setThresholdExample}`,
       ],
       [
         "set_threshold",
         { camera: "cam1", threshold: "0.7" },
-        /^invalid set_threshold request: threshold: must be .* \(got "0\.7"\)$/,
+        `set_threshold refused: threshold: must be ${thresholdRules} (got "0.7")${setThresholdExample}`,
       ],
       [
         "set_threshold",
         { camera: 7, threshold: 0.7 },
-        /^invalid set_threshold request: camera: must be a string \(got 7\)$/,
+        `set_threshold refused: camera: must be a string (got 7)${setThresholdExample}`,
+      ],
+      [
+        "set_threshold",
+        { camera: "", threshold: 0.7 },
+        `set_threshold refused: camera: must not be empty${setThresholdExample}`,
       ],
       [
         "collection",
         { enabled: true, transaction: { id: 1 } },
-        /^invalid collection request: transaction: must be a string of at most 256 characters or a number \(got \{"id":1\}\)$/,
+        'collection refused: transaction: must be a string of at most 256 characters or a number (got {"id":1}); send e.g. {"transaction":"c-1","enabled":true}',
       ],
-      ["reload", { now: true }, /^invalid reload request: now: unknown key \(allowed: transaction\)$/],
+      [
+        "collection",
+        JSON.stringify({ enabled: true, note: "x".repeat(70_000) }),
+        'the request is 70026 bytes, more than the 65536 a command takes; send e.g. {"transaction":"c-1","enabled":true}',
+      ],
+      [
+        "reload",
+        { now: true },
+        'reload refused: now: unknown key (allowed: transaction); send e.g. {"transaction":"r-1"}',
+      ],
     ];
     for (const [name, body, expected] of cases) {
       const response = await operator.send(name, body);
-      assert.match(errorOf(response), expected, `${name} ${JSON.stringify(body)}`);
+      const error = errorOf(response);
+      if (typeof expected === "string") assert.equal(error, expected, `${name} ${JSON.stringify(body)}`);
+      else assert.match(error, expected, `${name} ${JSON.stringify(body)}`);
+      // no schema-speak: Ajv's own wording, a schema description or a JSON pointer never reaches a person
+      assert.doesNotMatch(error, /must NOT|must match|anyOf|Echoed in the response|\/threshold|instancePath/);
     }
     // the transaction of a request that is an object comes back even when the request was refused
     const refused = await operator.send("collection", { transaction: "bad-1", enabled: 1 });
@@ -261,7 +295,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     assert.equal(long.transaction, undefined);
     assert.match(
       errorOf(long),
-      /transaction: must be a string of at most 256 characters or a number \(got "t{79}… \(5002 characters\)\)$/,
+      /transaction: must be a string of at most 256 characters or a number \(got "t{79}… \(5002 characters\)\); send e\.g\. /,
     );
     assert.ok(JSON.stringify(long).length < 400, "the response stays small");
     assert.deepEqual(control.calls, [], "no malformed request reached the control");
@@ -282,6 +316,104 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     const sigma = await operator.send("set_threshold", { camera: "cam1", threshold: { sigma: 3 } });
     assert.equal(errorOf(sigma), "the test control applies only {value} thresholds");
     assert.deepEqual(state(control), before);
+  });
+
+  test("MQTT 5: a request with a Response Topic is answered there with its Correlation Data; without one, on the convention's topic", async () => {
+    const v5 = await connectAsync(broker.url, { protocolVersion: 5, reconnectPeriod: 0 });
+    const received: { topic: string; payload: CommandResponsePayload; correlation?: Buffer }[] = [];
+    v5.on("message", (topic, payload, packet) => {
+      received.push({
+        topic,
+        payload: JSON.parse(payload.toString("utf8")) as CommandResponsePayload,
+        ...(packet.properties?.correlationData ? { correlation: packet.properties.correlationData } : {}),
+      });
+    });
+    try {
+      await v5.subscribeAsync(["stpmd/response/hmi-7", "stpmd/command/+/response"], { qos: 1 });
+      control.calls.length = 0;
+      const seenByOperator = operator.responses.length;
+      // binary correlation data, as the standard allows: it must come back byte for byte
+      const correlation = Buffer.from([0x00, 0xff, 0x10, 0x80, 0x7f]);
+      await v5.publishAsync(
+        "stpmd/command/set_threshold",
+        JSON.stringify({ transaction: "v5-1", camera: "cam1", threshold: 0.65 }),
+        { qos: 1, properties: { responseTopic: "stpmd/response/hmi-7", correlationData: correlation } },
+      );
+      const answer = await waitFor(
+        "the response on the Response Topic",
+        () => received.find((r) => r.payload.transaction === "v5-1"),
+        WAIT_MS,
+      );
+      assert.equal(answer.topic, "stpmd/response/hmi-7");
+      assert.deepEqual(answer.correlation, correlation);
+      assert.equal(okData(answer.payload) !== undefined, true);
+      assert.deepEqual(control.calls, [
+        { method: "setThreshold", args: ["cam1", { value: 0.65 }], by: { via: "mqtt" } },
+      ]);
+      // a refused request is answered the same way, with what to send
+      await v5.publishAsync(
+        "stpmd/command/enable_camera",
+        JSON.stringify({ transaction: "v5-2", camera: "cam1" }),
+        {
+          qos: 1,
+          properties: { responseTopic: "stpmd/response/hmi-7", correlationData: Buffer.from("req-2") },
+        },
+      );
+      const refused = await waitFor(
+        "the refusal on the Response Topic",
+        () => received.find((r) => r.payload.transaction === "v5-2"),
+        WAIT_MS,
+      );
+      assert.equal(refused.topic, "stpmd/response/hmi-7");
+      assert.equal(refused.correlation?.toString("utf8"), "req-2");
+      assert.match(errorOf(refused.payload), /enabled/);
+
+      // an MQTT 5 request without a Response Topic, and a 3.1.1 client's, get the convention's topic
+      await v5.publishAsync("stpmd/command/status", JSON.stringify({ transaction: "v5-3" }), { qos: 1 });
+      const plain = await waitFor(
+        "the MQTT 5 request without a Response Topic answered",
+        () => received.find((r) => r.payload.transaction === "v5-3"),
+        WAIT_MS,
+      );
+      assert.equal(plain.topic, "stpmd/command/status/response");
+      assert.equal(plain.correlation, undefined);
+      // a Response Topic that is one of the daemon's own (a result, a request) is not answered on: the answer
+      // would pose as a result or as a new request
+      for (const [tx, responseTopic] of [
+        ["v5-own-1", "stpmd/cam1/result"],
+        ["v5-own-2", "stpmd/command/status"],
+      ] as const) {
+        await v5.publishAsync("stpmd/command/status", JSON.stringify({ transaction: tx }), {
+          qos: 1,
+          properties: { responseTopic, correlationData: Buffer.from(tx) },
+        });
+        const own = await waitFor(
+          `the answer to ${tx}`,
+          () => received.find((r) => r.payload.transaction === tx),
+          WAIT_MS,
+        );
+        assert.equal(own.topic, "stpmd/command/status/response", tx);
+        assert.equal(own.correlation?.toString("utf8"), tx, "the correlation data still comes back");
+      }
+      const old = await operator.send("status", { transaction: "v311-1" });
+      okData(old);
+      // responses go out in request order on one connection: by the time the 3.1.1 client has its answer, a
+      // response to v5-1 or v5-2 on the convention's topic would have reached it first
+      assert.deepEqual(
+        operator.responses
+          .slice(seenByOperator)
+          .map((r) => [r.topic, r.payload.transaction])
+          .filter(([, tx]) => tx !== undefined && String(tx).startsWith("v")),
+        [
+          ["stpmd/command/status/response", "v5-3"],
+          ["stpmd/command/status/response", "v5-own-1"],
+          ["stpmd/command/status/response", "v5-own-2"],
+          ["stpmd/command/status/response", "v311-1"],
+        ],
+      );
+    } finally {
+      await v5.endAsync(true);
+    }
   });
 
   test("a command is answered within milliseconds: the daemon's socket does not wait out Nagle's algorithm", async () => {
@@ -492,6 +624,40 @@ describe("deploy/mosquitto/stpmd.acl with commands", () => {
       await waitFor("scada saw the response", () =>
         scada.responses.some((r) => r.payload.transaction === "op"),
       );
+      // MQTT 5: the daemon may answer on a Response Topic under stpmd/response/, and nowhere else
+      const v5 = await connectAsync(broker.url, {
+        protocolVersion: 5,
+        reconnectPeriod: 0,
+        username: "operator",
+        password: "operator-pw",
+      });
+      try {
+        const answers: [string, string | number | undefined][] = [];
+        v5.on("message", (topic, payload) => {
+          if (!topic.includes("response")) return; // results, status, the retained JPEG snapshot
+          answers.push([topic, (JSON.parse(payload.toString("utf8")) as CommandResponsePayload).transaction]);
+        });
+        await v5.subscribeAsync("stpmd/#", { qos: 1 });
+        for (const [tx, responseTopic] of [
+          ["outside", "elsewhere/operator"],
+          ["inside", "stpmd/response/operator"],
+        ]) {
+          await v5.publishAsync("stpmd/command/status", JSON.stringify({ transaction: tx }), {
+            qos: 1,
+            properties: { responseTopic, correlationData: Buffer.from(tx!) },
+          });
+        }
+        await waitFor("the answer on the allowed Response Topic", () =>
+          answers.find(([, tx]) => tx === "inside"),
+        );
+        assert.deepEqual(
+          answers,
+          [["stpmd/response/operator", "inside"]],
+          "the answer to the request whose Response Topic the ACL refuses goes nowhere",
+        );
+      } finally {
+        await v5.endAsync(true);
+      }
       await waitFor("scada saw the daemon online", () => statuses.includes("online"));
       // the daemon's narrowed rights still cover everything it publishes for a camera
       publisher.publishResult(control.emit("cam1", 0.9));
@@ -503,6 +669,60 @@ describe("deploy/mosquitto/stpmd.acl with commands", () => {
       ]);
     } finally {
       for (const client of clients) await client.close();
+      await commands.stop();
+      await publisher.stop();
+      await broker.close();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a daemon on MQTT 3.1.1 (mqtt.protocol_version: 4)", () => {
+  test("answers every request on the convention's topic, an MQTT 5 client's too", async () => {
+    const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-commands-v4-"));
+    const broker = await MosquittoBroker.start();
+    const publisher = new Publisher(
+      mqttConfig({
+        url: broker.url,
+        protocol_version: 4,
+        reconnect_period_ms: 150,
+        outbox: { dir: path.join(work, "outbox") },
+      }),
+      logger,
+      { stopTimeoutMs: 1000 },
+    );
+    const control = new TestLineControl(["cam1"], 0.5);
+    const commands = new MqttCommands({ session: publisher, topics: new Topics("stpmd"), control, logger });
+    const v5 = await connectAsync(broker.url, { protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      await publisher.start();
+      await commands.start();
+      await waitFor("the daemon connected", () => publisher.isConnected, WAIT_MS);
+      assert.equal(publisher.mqttClient?.options.protocolVersion, 4);
+      const operator = await Operator.connect(broker.url, { protocolVersion: 5 });
+      try {
+        await operator.awaitDaemon();
+        await v5.subscribeAsync("stpmd/response/#", { qos: 1 });
+        const onResponseTopic: string[] = [];
+        v5.on("message", (topic) => onResponseTopic.push(topic));
+        // the broker drops the Response Topic on the way to a 3.1.1 subscriber, so the convention answers
+        await operator.client.publishAsync("stpmd/command/status", JSON.stringify({ transaction: "v4-1" }), {
+          qos: 1,
+          properties: { responseTopic: "stpmd/response/x", correlationData: Buffer.from("c") },
+        });
+        const response = await waitFor(
+          "the answer on the convention's topic",
+          () => operator.responses.find((r) => r.payload.transaction === "v4-1"),
+          WAIT_MS,
+        );
+        assert.equal(response.topic, "stpmd/command/status/response");
+        okData(response.payload);
+        assert.deepEqual(onResponseTopic, []);
+      } finally {
+        await operator.close();
+      }
+    } finally {
+      await v5.endAsync(true);
       await commands.stop();
       await publisher.stop();
       await broker.close();

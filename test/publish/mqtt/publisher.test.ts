@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -482,3 +484,80 @@ describe("Publisher against a real mosquitto", () => {
     ]);
   });
 });
+
+describe("Publisher on MQTT 5 behind an ACL", () => {
+  test("a defect event the broker refuses stays queued (not counted delivered) until the ACL lets it through", async () => {
+    const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-publisher-acl-"));
+    const passwords = path.join(work, "passwords");
+    const acl = path.join(work, "acl");
+    execFileSync("mosquitto_passwd", ["-c", "-b", passwords, "stpmd", "daemon-pw"]);
+    execFileSync("mosquitto_passwd", ["-b", passwords, "observer", "obs"]);
+    const rules = (daemonTopics: string[]) =>
+      writeFileSync(
+        acl,
+        [
+          "user stpmd",
+          ...daemonTopics.map((t) => `topic write ${t}`),
+          "user observer",
+          "topic read stpmd/#",
+          "",
+        ].join("\n"),
+      );
+    // the ACL forgot the defect and snapshot topics
+    rules(["stpmd/status", "stpmd/+/result"]);
+    const broker = await MosquittoBroker.start({ passwordFile: passwords, extraConfig: [`acl_file ${acl}`] });
+    const observer = await connectAsync(broker.url, {
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      username: "observer",
+      password: "obs",
+    });
+    const seen: string[] = [];
+    observer.on("message", (topic) => seen.push(topic));
+    await observer.subscribeAsync("stpmd/#", { qos: 1 });
+    const publisher = new Publisher(
+      mqttConfig({
+        url: broker.url,
+        username: "stpmd",
+        password: "daemon-pw",
+        reconnect_period_ms: 150,
+        outbox: { dir: path.join(work, "outbox") },
+      }),
+      logger,
+      { stopTimeoutMs: 1000 },
+    );
+    try {
+      await publisher.start();
+      await until(() => publisher.isConnected, "connection");
+      assert.equal(publisher.mqttClient?.options.protocolVersion, 5, "MQTT 5 by default");
+      publisher.publishResult(inspection(1));
+      await until(() => seen.includes("stpmd/cam0/result"), "the result, which the ACL allows");
+      await sleep(600); // four drain retries, 150 ms apart
+      assert.equal(publisher.stats().eventsDelivered, 0, "the refused event is not counted delivered");
+      assert.equal(publisher.stats().outboxQueued, 1, "it waits in the outbox");
+      assert.equal(seen.includes("stpmd/cam0/defect"), false);
+
+      rules(["stpmd/status", "stpmd/+/result", "stpmd/+/defect", "stpmd/+/snapshot"]);
+      broker.reload();
+      await until(
+        () => seen.includes("stpmd/cam0/snapshot"),
+        "the event and its snapshot once the ACL allows them",
+      );
+      assert.deepEqual(
+        seen.filter((t) => t !== "stpmd/status"),
+        ["stpmd/cam0/result", "stpmd/cam0/defect", "stpmd/cam0/snapshot"],
+      );
+      assert.equal(publisher.stats().eventsDelivered, 1);
+      assert.equal(publisher.stats().outboxQueued, 0);
+    } finally {
+      await observer.endAsync(true);
+      await publisher.stop();
+      await broker.close();
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

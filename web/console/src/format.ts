@@ -21,8 +21,11 @@ export function percent(x: number): string {
   return `${Number((x * 100).toPrecision(2))} %`;
 }
 
-/** Local date and time to the second, as an operator reads a clock. */
-export function timeText(iso: string | number): string {
+/**
+ * Local date and time to the second, as an operator reads a clock, from the API's one time format (ISO 8601 UTC
+ * with milliseconds: `time`, `ts` of the audit, `capture_ts`); a record's `ts` in epoch ms is its sort key.
+ */
+export function timeText(iso: string): string {
   const date = new Date(iso);
   return `${date.toLocaleDateString()} ${date.toLocaleTimeString()}`;
 }

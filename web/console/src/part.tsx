@@ -67,7 +67,7 @@ function Neighbours({ record }: { record: PartRecord }) {
   const item = (r: PartRecord) => (
     <li key={r.id}>
       <a href={`#/part/${r.id}`}>
-        {timeText(r.ts)} · {r.part_id ?? `frame ${r.seq}`}
+        {timeText(r.time)} · {r.part_id ?? `frame ${r.seq}`}
       </a>{" "}
       <span class={r.verdict === "ok" ? "" : "bad"}>
         {r.verdict} {fmt(r.score)}
@@ -150,7 +150,7 @@ export function PartPage({ id }: { id: number }) {
   return (
     <section class="page" id="part" data-id={record.id}>
       <h2>
-        Part {record.part_id ?? `#${record.id}`} · {record.camera} · {timeText(record.ts)}
+        Part {record.part_id ?? `#${record.id}`} · {record.camera} · {timeText(record.time)}
       </h2>
       <div class="part-layout">
         <div>

@@ -243,7 +243,7 @@ export function QueuePage() {
               <a href={`#/part/${r.id}`}>
                 {r.camera} · {r.part_id ?? `frame ${r.seq}`}
               </a>
-              <span class="dim">{timeText(r.ts)}</span>
+              <span class="dim">{timeText(r.time)}</span>
             </div>
             <span class="score bad">{fmt(r.score)}</span>
             <span class="dim">/ {fmt(r.threshold)}</span>
