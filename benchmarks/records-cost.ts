@@ -4,7 +4,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import mqtt from "mqtt";
 import sharp from "sharp";
-import { loadBundle } from "../src/bundle/bundle.js";
+import { bundlePartScore, loadBundle } from "../src/bundle/bundle.js";
 import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
@@ -12,6 +12,7 @@ import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { synthesizePart } from "../src/demo/synthetic.js";
 import { encodeModel } from "../src/onnx/onnx-graph.js";
+import { partScore } from "../src/stpm/part-score.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
@@ -93,7 +94,10 @@ async function calibrate(bundleDir: string, good: Uint8Array[], noise: Uint8Arra
   });
   const scores = async (frames: Uint8Array[]) => {
     const out: number[] = [];
-    for (const rgb of frames) out.push((await scorer.score(rgb.slice(), 1)).scores[0]!);
+    // the daemon judges by the bundle's part score (retrain's default is the top-1 % mean), not the graph's maximum
+    const spec = bundlePartScore(bundle.manifest);
+    for (const rgb of frames)
+      out.push(partScore((await scorer.score(rgb.slice(), 1)).maps, SIZE, SIZE, spec));
     return out;
   };
   const maxGood = Math.max(...(await scores(good)));
