@@ -5,6 +5,7 @@
  * brings it one version up, so a later release adds its tables (review labels' history, the audit log) without
  * touching rows already kept.
  */
+import { statSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { Region } from "../core/result.js";
 import { jsonTime } from "../core/time.js";
@@ -101,6 +102,35 @@ export interface RecordRow {
 }
 
 const HOUR_MS = 3_600_000;
+
+/**
+ * A connection of a thread that does not own the database (queries, labels): it follows the file, opening it again
+ * whenever the file on disk is another one (moved aside as corrupt, or the folder deleted and recreated by the
+ * records thread), and is dropped after an error so the next use starts afresh.
+ */
+export class FollowingConnection {
+  private db: RecordsDatabase | undefined;
+  private inode = -1;
+
+  constructor(
+    readonly file: string,
+    private readonly options: { readonly?: boolean; fileMustExist?: boolean },
+  ) {}
+
+  get(): RecordsDatabase {
+    const ino = statSync(this.file).ino;
+    if (this.db !== undefined && ino === this.inode) return this.db;
+    this.db?.close();
+    this.db = openRecordsDb(this.file, this.options);
+    this.inode = ino;
+    return this.db;
+  }
+
+  close(): void {
+    this.db?.close();
+    this.db = undefined;
+  }
+}
 
 /**
  * Opens (and with `readonly` false, creates and migrates) the database. WAL: readers never block the writer, and a

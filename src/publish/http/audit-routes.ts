@@ -5,12 +5,13 @@
  * Reading needs no login, like the part record.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { Ajv, type ValidateFunction } from "ajv";
+import type { ValidateFunction } from "ajv";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { AuditStore } from "../audit.js";
 import { type AuditQueryParams, AuditQuerySchema, auditQuery } from "../audit-api.js";
 import { reply } from "./http-reply.js";
+import { queryParams, queryValidator } from "./query-params.js";
 
 export class AuditApi {
   static readonly ROUTES = ["/api/audit"];
@@ -20,9 +21,7 @@ export class AuditApi {
     private readonly audit: AuditStore,
     private readonly logger: Logger,
   ) {
-    // query strings are text: numbers are coerced, defaults filled in, unknown parameters refused
-    const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
-    this.validate = ajv.compile<AuditQueryParams>(AuditQuerySchema);
+    this.validate = queryValidator<AuditQueryParams>(AuditQuerySchema);
   }
 
   serves(urlPath: string): boolean {
@@ -34,29 +33,8 @@ export class AuditApi {
       reply(res, 405, `method ${req.method} not allowed; use GET\n`, { Allow: "GET, HEAD" });
       return;
     }
-    const params: Record<string, string> = {};
-    const search = new URL(req.url ?? "/", "http://localhost").searchParams;
-    for (const key of new Set(search.keys())) {
-      const values = search.getAll(key);
-      if (values.length > 1) {
-        reply(res, 400, `parameter ${key}: given ${values.length} times; give it once\n`);
-        return;
-      }
-      params[key] = values[0]!;
-    }
-    if (!this.validate(params)) {
-      const error = this.validate.errors?.[0];
-      const unknown = error?.keyword === "additionalProperties";
-      const name = unknown
-        ? String((error.params as { additionalProperty: string }).additionalProperty)
-        : (error?.instancePath.slice(1) ?? "");
-      reply(
-        res,
-        400,
-        `parameter ${name}: ${unknown ? "is not a parameter of this route" : error?.message}\n`,
-      );
-      return;
-    }
+    const params = queryParams(req, res, this.validate);
+    if (params === undefined) return;
     const query = auditQuery(params);
     if (typeof query === "string") {
       reply(res, 400, `${query}\n`);

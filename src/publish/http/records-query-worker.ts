@@ -3,17 +3,9 @@
  * a busy line (seconds, in the worst filter) never holds the daemon's event loop. The connection is opened at the
  * first query and again whenever the file on disk changed (a database moved aside or recreated by the writer).
  */
-import { statSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { errorMessage } from "../../core/errors.js";
-import {
-  hourlyCounts,
-  openRecordsDb,
-  QueryError,
-  queryRecords,
-  type RecordsDatabase,
-  recordFile,
-} from "../record-store.js";
+import { FollowingConnection, hourlyCounts, QueryError, queryRecords, recordFile } from "../record-store.js";
 import type { HourlyQuery, RecordsQuery } from "../records-api.js";
 
 export type QueryRequest =
@@ -26,22 +18,12 @@ export type QueryReply =
   | { id: number; ok: false; status: number; message: string };
 
 const file = (workerData as { file: string }).file;
-let db: RecordsDatabase | undefined;
-let inode = -1;
-
-function connection(): RecordsDatabase {
-  const ino = statSync(file).ino;
-  if (db !== undefined && ino === inode) return db;
-  db?.close();
-  db = openRecordsDb(file, { readonly: true });
-  inode = ino;
-  return db;
-}
+const db = new FollowingConnection(file, { readonly: true });
 
 function answer(request: QueryRequest): QueryReply {
   try {
     if (request.kind === "file") {
-      const file = recordFile(connection(), request.record, request.which);
+      const file = recordFile(db.get(), request.record, request.which);
       if (file === undefined) {
         return {
           id: request.id,
@@ -54,8 +36,8 @@ function answer(request: QueryRequest): QueryReply {
     }
     const body =
       request.kind === "records"
-        ? queryRecords(connection(), request.query)
-        : { hours: hourlyCounts(connection(), request.query) };
+        ? queryRecords(db.get(), request.query)
+        : { hours: hourlyCounts(db.get(), request.query) };
     return { id: request.id, ok: true, body };
   } catch (err) {
     if (err instanceof QueryError) return { id: request.id, ok: false, status: 400, message: err.message };
@@ -66,8 +48,7 @@ function answer(request: QueryRequest): QueryReply {
         status: 503,
         message: `no part record yet: ${file} does not exist`,
       };
-    db?.close();
-    db = undefined;
+    db.close();
     return {
       id: request.id,
       ok: false,

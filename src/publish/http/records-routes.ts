@@ -16,14 +16,14 @@ import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
-import type { TSchema } from "@sinclair/typebox";
-import { Ajv, type ValidateFunction } from "ajv";
+import type { ValidateFunction } from "ajv";
 import type { RecordsConfig } from "../../config/index.js";
 import type { Logger } from "../../core/log.js";
 import { RECORDS_DB } from "../record-store.js";
 import { ExportQuerySchema, HourlyQuerySchema, RecordsQuerySchema } from "../records-api.js";
 import { type ExportFormat, pointInTime } from "../records-export-format.js";
 import { reply } from "./http-reply.js";
+import { queryParams, queryValidator } from "./query-params.js";
 import type { ExportJob, ExportMessage } from "./records-export-worker.js";
 import type { QueryReply, QueryRequest } from "./records-query-worker.js";
 
@@ -79,7 +79,10 @@ export class RecordsApi {
   private worker: Worker | undefined;
   private nextId = 0;
   private readonly pending = new Map<number, (reply: QueryReply) => void>();
-  private readonly validators: Record<"records" | "hourly" | "export", ValidateFunction>;
+  private readonly validators: Record<
+    "records" | "hourly" | "export",
+    ValidateFunction<Record<string, string>>
+  >;
   private readonly exports = new Set<Worker>();
   private readonly stats: Omit<ExportStats, "running"> = {
     started: 0,
@@ -95,13 +98,10 @@ export class RecordsApi {
     private readonly config: RecordsConfig,
     private readonly logger: Logger,
   ) {
-    // query strings are text: numbers are coerced, defaults filled in, unknown parameters refused
-    const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
-    const compile = (schema: TSchema) => ajv.compile(schema);
     this.validators = {
-      records: compile(RecordsQuerySchema),
-      hourly: compile(HourlyQuerySchema),
-      export: compile(ExportQuerySchema),
+      records: queryValidator(RecordsQuerySchema),
+      hourly: queryValidator(HourlyQuerySchema),
+      export: queryValidator(ExportQuerySchema),
     };
   }
 
@@ -141,51 +141,16 @@ export class RecordsApi {
     }
     const exported = EXPORT_ROUTE.exec(urlPath);
     if (exported) {
-      const params = this.params(req, res, "export");
+      const params = queryParams(req, res, this.validators.export);
       if (params !== undefined) this.export(res, params, exported[1] as ExportFormat);
       return;
     }
     const kind = urlPath === "/api/records" ? "records" : "hourly";
-    const params = this.params(req, res, kind);
+    const params = queryParams(req, res, this.validators[kind]);
     if (params === undefined) return;
     const answer = await this.query({ id: this.nextId++, kind, query: params } as QueryRequest);
     if (answer.ok) reply(res, 200, JSON.stringify(answer.body), { "Content-Type": "application/json" });
     else reply(res, answer.status, `${answer.message}\n`);
-  }
-
-  /** The query's parameters, validated; undefined when a 400 naming the bad one has been answered. */
-  private params(
-    req: IncomingMessage,
-    res: ServerResponse,
-    kind: keyof RecordsApi["validators"],
-  ): Record<string, string> | undefined {
-    const params: Record<string, string> = {};
-    const search = new URL(req.url ?? "/", "http://localhost").searchParams;
-    for (const key of new Set(search.keys())) {
-      const values = search.getAll(key);
-      if (values.length > 1) {
-        reply(res, 400, `parameter ${key}: given ${values.length} times; give it once\n`);
-        return undefined;
-      }
-      params[key] = values[0]!;
-    }
-    const validate = this.validators[kind];
-    if (validate(params)) return params;
-    const error = validate.errors?.[0];
-    const name =
-      error?.keyword === "additionalProperties"
-        ? String((error.params as { additionalProperty: string }).additionalProperty)
-        : error?.keyword === "required"
-          ? String((error.params as { missingProperty: string }).missingProperty)
-          : (error?.instancePath.slice(1) ?? "");
-    const problem =
-      error?.keyword === "additionalProperties"
-        ? "is not a parameter of this route"
-        : error?.keyword === "required"
-          ? "is required"
-          : error?.message;
-    reply(res, 400, `parameter ${name}: ${problem}\n`);
-    return undefined;
   }
 
   /**

@@ -9,10 +9,9 @@
  * The connection is opened at the first request and again whenever the file on disk changed (a database moved
  * aside or recreated by the records thread), like the query thread's.
  */
-import { statSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { errorMessage } from "../../core/errors.js";
-import { openRecordsDb, type RecordsDatabase, recordById } from "../record-store.js";
+import { FollowingConnection, recordById } from "../record-store.js";
 import type { PartRecord } from "../records-api.js";
 import {
   appendLabelEvent,
@@ -47,28 +46,17 @@ export type ReviewDbReply =
   | { id: number; ok: false; missing: boolean; message: string };
 
 const file = (workerData as { file: string }).file;
-let db: RecordsDatabase | undefined;
-let inode = -1;
-
-function connection(): RecordsDatabase {
-  const ino = statSync(file).ino;
-  if (db !== undefined && ino === inode) return db;
-  db?.close();
-  // never created here: the records thread creates the database with its file mode
-  db = openRecordsDb(file, { fileMustExist: true });
-  inode = ino;
-  return db;
-}
+// never created here: the records thread creates the database with its file mode
+const db = new FollowingConnection(file, { fileMustExist: true });
 
 function answer(request: ReviewDbRequest): ReviewDbReply {
   if (request.op === "close") {
     // closed before the records thread's connection, so that the records thread's close (the last) checkpoints the WAL
-    db?.close();
-    db = undefined;
+    db.close();
     return { id: request.id, ok: true, body: {} };
   }
   try {
-    const c = connection();
+    const c = db.get();
     switch (request.op) {
       case "state": {
         const current = currentLabel(c, request.record);
@@ -94,10 +82,7 @@ function answer(request: ReviewDbRequest): ReviewDbReply {
     }
   } catch (err) {
     const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
-    if (!missing) {
-      db?.close();
-      db = undefined;
-    }
+    if (!missing) db.close();
     return {
       id: request.id,
       ok: false,
