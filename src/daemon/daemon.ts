@@ -8,6 +8,7 @@ import { AuditLog } from "../publish/audit/audit-log.js";
 import type { AuditStore } from "../publish/audit.js";
 import {
   ControlError,
+  connectionsOf,
   type LineControl,
   type NodeSnapshot,
   type ReloadOutcome,
@@ -165,22 +166,43 @@ export class Daemon {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
     await recoverStationBundles(this.config, this.logger);
-    await this.registry.open();
+    const sinks = this.createSinks();
+    // What the outputs can do without a model runs while the models load: OPC UA's certificates and address space
+    // took 4–5 s after the model, 25 s on a slow first start (issue 23; docs/line-integration/opcua.md).
+    const preparing = Promise.all(sinks.map((sink) => sink.prepare?.()));
+    // a rejection is taken below, after the models loaded; until then it must not count as unhandled
+    preparing.catch(() => undefined);
     try {
-      if (this.stopping) return;
-      const sizes = this.registry.captureSizes();
-      const cameraProblems = cameraSourceProblems(this.config, (i) => sizes.get(this.config.cameras[i]!.id));
-      if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
-      await this.registry.loadMasks();
-      this.registry.warnAboutRois();
-      await this.startSinks();
+      await this.registry.open();
     } catch (err) {
-      for (const sink of this.sinks.reverse()) await this.stopSink(sink);
+      await this.releasePrepared(sinks, [], preparing);
+      throw err;
+    }
+    try {
+      await preparing;
+      if (!this.stopping) {
+        const sizes = this.registry.captureSizes();
+        const cameraProblems = cameraSourceProblems(this.config, (i) =>
+          sizes.get(this.config.cameras[i]!.id),
+        );
+        if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
+        await this.registry.loadMasks();
+        this.registry.warnAboutRois();
+        await this.startSinks(sinks);
+      }
+    } catch (err) {
+      const started = this.sinks;
       this.sinks = [];
+      for (const sink of [...started].reverse()) await this.stopSink(sink);
+      await this.releasePrepared(sinks, started, preparing);
       await this.registry.close();
       throw err;
     }
-    if (this.stopping) return;
+    if (this.stopping) {
+      // the stop asked for during start-up stops the started outputs; the prepared rest is released here
+      await this.releasePrepared(sinks, this.sinks, preparing);
+      return;
+    }
     this.auditStart();
     this.registry.start();
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
@@ -191,12 +213,9 @@ export class Daemon {
     }
   }
 
-  /**
-   * Builds the enabled sinks and starts them in order, each one joining {@link sinks} once started (a failure:
-   * the caller stops those); a stop asked for meanwhile ends this after the sink that is starting.
-   */
-  private async startSinks(): Promise<void> {
-    const sinks = createSinks(
+  /** Builds the enabled sinks (none is started: their constructors open nothing). */
+  private createSinks(): ResultSink[] {
+    return createSinks(
       {
         config: this.config,
         control: this.control,
@@ -210,6 +229,25 @@ export class Daemon {
       },
       this.sinkFactories,
     );
+  }
+
+  /** Once `preparing` settled, stops the sinks that were prepared but not `started` (a failed or stopped start). */
+  private async releasePrepared(
+    sinks: readonly ResultSink[],
+    started: readonly ResultSink[],
+    preparing: Promise<unknown>,
+  ): Promise<void> {
+    await preparing.catch(() => undefined);
+    for (const sink of sinks) {
+      if (sink.prepare !== undefined && !started.includes(sink)) await this.stopSink(sink);
+    }
+  }
+
+  /**
+   * Starts the sinks in order, each one joining {@link sinks} once started (a failure: the caller stops those); a
+   * stop asked for meanwhile ends this after the sink that is starting.
+   */
+  private async startSinks(sinks: readonly ResultSink[]): Promise<void> {
     this.logger.info({ outputs: sinks.map((s) => s.name) }, "starting the outputs");
     for (const sink of sinks) {
       if (this.stopping) return;
@@ -441,6 +479,7 @@ export class Daemon {
       },
       audit: this.audit.health(),
       sinks,
+      connections: connectionsOf(sinks),
     };
   }
 

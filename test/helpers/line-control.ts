@@ -85,6 +85,7 @@ export class TestLineControl implements LineControl {
       audit: { ok: true, file: "/var/lib/stpmd/audit.jsonl", entries: 0, failures: 0 },
       cameras,
       sinks: [],
+      connections: { broker: null, sparkplug: null, opcua_sessions: null },
     };
   }
 
