@@ -205,6 +205,12 @@ export class Daemon {
     }
     this.auditStart();
     this.registry.start();
+    if (this.everyCameraDisabled()) {
+      // systemd (Type=notify) waits for READY=1, which the first inspected frame sends: with no camera enabled
+      // none comes, and the start would time out and be retried for ever
+      this.notifier.ready("started; every camera is disabled");
+      this.logger.info("started with every camera disabled: not ready (/readyz) until one is enabled");
+    }
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
@@ -457,9 +463,18 @@ export class Daemon {
     return flowing && !queueStuck && this.registry.models().length > 0;
   }
 
-  /** WATCHDOG=1 only while frames actually flow, so a hung pipeline stops the pings and systemd restarts us. */
+  /** Every camera disabled (in the config file or by an operator): nothing runs that could hang. */
+  private everyCameraDisabled(): boolean {
+    return !this.registry.stations().some((s) => s.enabled);
+  }
+
+  /**
+   * WATCHDOG=1 only while frames actually flow, so a hung pipeline stops the pings and systemd restarts us; and
+   * while every camera is disabled, where a restart would only undo an operator's disable (the config file's
+   * enables come back), or, with every camera disabled in the file, restart the node every WatchdogSec.
+   */
   private maybePingWatchdog(): void {
-    if (this.isFlowing(this.notifier.watchdogMs)) this.notifier.watchdog();
+    if (this.everyCameraDisabled() || this.isFlowing(this.notifier.watchdogMs)) this.notifier.watchdog();
   }
 
   /** The node-wide part of the line's snapshot. */

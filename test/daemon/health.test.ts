@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -9,6 +10,7 @@ import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { MosquittoBroker } from "../helpers/mosquitto.js";
 import { freePort, Plc } from "../helpers/opcua.js";
+import { waitFor } from "../helpers/wait.js";
 
 /**
  * Health you can alert on (issue 23): `/readyz` and the connection gauges of `/metrics`, read over HTTP from real
@@ -228,12 +230,36 @@ describe("health you can alert on: /readyz and the connection gauges of a real d
     }
   });
 
-  test("every camera disabled in the config file: not ready, and the reason says so (not 'no model loaded')", async () => {
-    const { daemon, http } = await daemonWith("off", [
-      { id: "a", source: replaySource(station.noise, 20), enabled: false },
-      { id: "b", source: replaySource(station.noise, 20), enabled: false },
+  test("every camera disabled in the config file: not ready with that reason (not 'no model loaded'); systemd hears READY and the watchdog pings, also after an operator disables the camera again", async () => {
+    // a real sd_notify socket, as systemd's: what the daemon's systemd-notify children send is printed per line
+    const socket = path.join(station.work, "notify.sock");
+    const notifier = spawn("python3", [
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True: print(s.recv(4096).decode().replace('\\n',' '),flush=True)",
+      socket,
     ]);
+    const notes: { text: string; at: number }[] = [];
+    notifier.stdout.on("data", (d: Buffer) => {
+      for (const text of d.toString().trim().split("\n")) notes.push({ text, at: Date.now() });
+    });
+    const pings = (since: number) =>
+      notes.filter((n) => n.text.includes("WATCHDOG=1") && n.at >= since).length;
+    const saved = { socket: process.env.NOTIFY_SOCKET, usec: process.env.WATCHDOG_USEC };
+    let daemon: Daemon | undefined;
     try {
+      await waitFor("the notify socket", () => notes.some((n) => n.text === "listening"));
+      process.env.NOTIFY_SOCKET = socket;
+      process.env.WATCHDOG_USEC = "1000000"; // pings every 0.5 s while due
+      const started = await daemonWith(
+        "off",
+        [
+          { id: "a", source: replaySource(station.noise, 20), enabled: false },
+          { id: "b", source: replaySource(station.noise, 20), enabled: false },
+        ],
+        { health: { watchdog: true } },
+      );
+      daemon = started.daemon;
+      const { http } = started;
       assert.deepEqual(await readyz(http), {
         status: 503,
         body: "not ready: every camera is disabled (a, b): nothing is inspected until one is enabled\n",
@@ -242,8 +268,29 @@ describe("health you can alert on: /readyz and the connection gauges of a real d
       assert.equal(await gauge(http, "stpmd_sparkplug_connected"), undefined);
       assert.equal(await gauge(http, "stpmd_opcua_sessions"), undefined);
       await gaugeBecomes(http, "stpmd_broker_connected", 1);
+      // systemd is told the node started (else TimeoutStartSec fails it), and the watchdog is fed: nothing can hang
+      await waitFor("READY=1", () => notes.some((n) => n.text.includes("READY=1")));
+      const idleFrom = Date.now();
+      await waitFor("watchdog pings while every camera is disabled", () => pings(idleFrom) >= 3, 5000);
+
+      // an operator enables a camera and disables it again: the pings go on, so systemd does not restart the
+      // node (which would bring back the config file's enables, or here restart it every WatchdogSec)
+      await daemon.control.enableCamera("a", true, { via: "http" });
+      await readyzBecomes(http, 200, /^ready\n$/);
+      await daemon.control.enableCamera("a", false, { via: "http" });
+      const disabledAt = Date.now();
+      await readyzBecomes(http, 503, /^not ready: every camera is disabled/);
+      await waitFor("watchdog pings after the disable", () => pings(disabledAt + 1500) >= 2, 5000);
     } finally {
-      await daemon.stop();
+      await daemon?.stop();
+      notifier.kill();
+      for (const [key, value] of [
+        ["NOTIFY_SOCKET", saved.socket],
+        ["WATCHDOG_USEC", saved.usec],
+      ] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
     }
   });
 
