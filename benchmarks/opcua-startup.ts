@@ -21,7 +21,10 @@ import { fmt, machineInfo, machineState, median, runJsonChild, writeResults } fr
  * start (the same `pki_dir` again: they are read). Each start runs in a process of its own, so it pays for loading
  * node-opcua as a daemon's start does.
  *
- * Run: node dist/benchmarks/opcua-startup.js [--runs 3] [--stem opcua-startup]
+ * `--bundle` starts with that bundle instead of a tiny 32×32 one (a real model takes longer to load, which the
+ * server's preparation runs alongside).
+ *
+ * Run: node dist/benchmarks/opcua-startup.js [--runs 3] [--stem opcua-startup] [--bundle <dir>]
  * Writes benchmarks/results/<stem>.json and .md.
  */
 
@@ -93,9 +96,9 @@ async function startOnce(
   }
 }
 
-/** One start in this process: `--child <work> <pki_dir> <case>`; prints the run as JSON. */
-async function child(work: string, pki: string, which: Run["case"]): Promise<void> {
-  const run = await startOnce(work, pki, which, path.join(work, "model"), path.join(work, "noise"));
+/** One start in this process: `--child <work> <pki_dir> <case> <bundle>`; prints the run as JSON. */
+async function child(work: string, pki: string, which: Run["case"], bundle: string): Promise<void> {
+  const run = await startOnce(work, pki, which, bundle, path.join(work, "noise"));
   console.log(JSON.stringify(run));
   // node-opcua leaves timers behind after shutdown; the run is over
   process.exit(0);
@@ -103,11 +106,16 @@ async function child(work: string, pki: string, which: Run["case"]): Promise<voi
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { runs: { type: "string", default: "3" }, stem: { type: "string", default: "opcua-startup" } },
+    options: {
+      runs: { type: "string", default: "3" },
+      stem: { type: "string", default: "opcua-startup" },
+      bundle: { type: "string" },
+    },
   });
   const runs = Number(values.runs);
   const work = await tempDir("stpmd-opcua-startup-");
-  await writeTinyBundle(path.join(work, "model"));
+  const bundle = values.bundle ?? path.join(work, "model");
+  if (values.bundle === undefined) await writeTinyBundle(bundle);
   await noiseFrames(path.join(work, "noise"), 4, 32);
   const state = await machineState();
   const results: Run[] = [];
@@ -115,7 +123,14 @@ async function main(): Promise<void> {
   for (let i = 0; i < runs; i++) {
     const pki = path.join(work, `pki-${i}`);
     for (const which of ["first start", "later start"] as const) {
-      const run = (await runJsonChild(process.execPath, [script, "--child", work, pki, which])) as Run;
+      const run = (await runJsonChild(process.execPath, [
+        script,
+        "--child",
+        work,
+        pki,
+        which,
+        bundle,
+      ])) as Run;
       results.push(run);
       console.log(
         `${which}: model loaded ${run.model_ms} ms, OPC UA listening ${run.listening_ms} ms (${run.after_model_ms} ms after the model)`,
@@ -142,12 +157,19 @@ async function main(): Promise<void> {
         `| ${s.case} | ${s.runs} | ${fmt(s.median_after_model_ms, 0)} | ${s.max_after_model_ms} | ${fmt(s.median_listening_ms, 0)} |`,
     ),
   ].join("\n");
-  await writeResults(values.stem, { machine: machineInfo(), state, runs: results, summary }, md);
+  const report = {
+    machine: machineInfo(),
+    state,
+    bundle: values.bundle ?? "tiny (32×32)",
+    runs: results,
+    summary,
+  };
+  await writeResults(values.stem, report, md);
   console.log(md);
 }
 
 if (process.argv[2] === "--child") {
-  await child(process.argv[3]!, process.argv[4]!, process.argv[5] as Run["case"]);
+  await child(process.argv[3]!, process.argv[4]!, process.argv[5] as Run["case"], process.argv[6]!);
 } else {
   await main();
 }

@@ -5,7 +5,7 @@
  * - what the daemon hands every interface as it happens: results (counted per camera in `onResult`) and inference
  *   batches (`onBatch`: size and duration histograms), so the counters are exactly what was fed;
  * - everything else from one `snapshot()` taken at each scrape: gauges (fps, state, threshold, outbox queued,
- *   ready), model info, and the counters the daemon itself keeps (restarts, bad frames, drops, outbox
+ *   ready, the broker/Sparkplug/OPC UA connections), model info, and the counters the daemon itself keeps (restarts, bad frames, drops, outbox
  *   overflowed/lost), mirrored as Prometheus counters.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
