@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { PartialConfig } from "../../src/config/index.js";
@@ -292,6 +294,33 @@ describe("health you can alert on: /readyz and the connection gauges of a real d
         else process.env[key] = value;
       }
     }
+  });
+
+  test("a start that fails on its model releases the OPC UA server prepared meanwhile: its port never opens", async () => {
+    const opcuaPort = await freePort();
+    const pki = path.join(station.work, "failed-pki");
+    const missing = path.join(station.work, "no-bundle-at-start");
+    const config = testConfig({
+      model: { bundle: missing, watch: false },
+      cameras: [{ id: "cam", source: replaySource(station.noise, 20) }],
+      mqtt: { url: broker.url, outbox: { dir: path.join(station.work, "failed-outbox") } },
+      opcua: { enabled: true, port: opcuaPort, bind: "127.0.0.1", allow_anonymous: true, pki_dir: pki },
+      health: { watchdog: false },
+    });
+    const daemon = new Daemon(config, createLogger("silent"));
+    await assert.rejects(daemon.start(), /model\.bundle/);
+    // the certificates were made while the model failed to load, and the server was shut down, not left listening
+    assert.ok(existsSync(path.join(pki, "own", "certs", "certificate.pem")));
+    const connected = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ port: opcuaPort, host: "127.0.0.1" });
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    assert.equal(connected, false);
+    await daemon.stop();
   });
 
   test("a camera whose source never starts: not ready, no camera is streaming", async () => {
