@@ -167,8 +167,9 @@ export class Daemon {
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
     await recoverStationBundles(this.config, this.logger);
     const sinks = this.createSinks();
-    // What the outputs can do without a model runs while the models load: OPC UA's certificates and address space
-    // took 4–5 s after the model, 25 s on a slow first start (issue 23; docs/line-integration/opcua.md).
+    // What the outputs can do without a model runs while the models load: OPC UA's modules, certificates and address
+    // space take 1–3 s on the 2-core development box, 5–10 s while it is loaded, and took 25 s after the model in
+    // issue 23's first start (measured: docs/line-integration/opcua.md#start-up).
     const preparing = Promise.all(sinks.map((sink) => sink.prepare?.()));
     // a rejection is taken below, after the models loaded; until then it must not count as unhandled
     preparing.catch(() => undefined);

@@ -59,7 +59,7 @@ export interface ResultSink {
   /**
    * Work that needs the configuration only (not a loaded model, not the control's snapshot), which the daemon runs
    * while it loads the models so that {@link start} is quick: OPC UA loads node-opcua, makes its certificates and
-   * its standard address space here (4–5 s on a 2-core machine; more on a first start). A rejection stops the
+   * its standard address space here (1–10 s on a 2-core machine, by its load). A rejection stops the
    * daemon's start like one of start(); stop() is called after it even when start() never was.
    */
   prepare?(): Promise<void>;
