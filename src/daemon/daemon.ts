@@ -8,6 +8,7 @@ import { AuditLog } from "../publish/audit/audit-log.js";
 import type { AuditStore } from "../publish/audit.js";
 import {
   ControlError,
+  connectionsOf,
   type LineControl,
   type NodeSnapshot,
   type ReloadOutcome,
@@ -165,24 +166,52 @@ export class Daemon {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
     await recoverStationBundles(this.config, this.logger);
-    await this.registry.open();
+    const sinks = this.createSinks();
+    // What the outputs can do without a model runs while the models load: OPC UA's modules, certificates and address
+    // space take 1–3 s on the 2-core development box, 5–10 s while it is loaded, and took 25 s after the model in
+    // issue 23's first start (measured: docs/line-integration/opcua.md#start-up).
+    const preparing = Promise.all(sinks.map((sink) => sink.prepare?.()));
+    // a rejection is taken below, after the models loaded; until then it must not count as unhandled
+    preparing.catch(() => undefined);
     try {
-      if (this.stopping) return;
-      const sizes = this.registry.captureSizes();
-      const cameraProblems = cameraSourceProblems(this.config, (i) => sizes.get(this.config.cameras[i]!.id));
-      if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
-      await this.registry.loadMasks();
-      this.registry.warnAboutRois();
-      await this.startSinks();
+      await this.registry.open();
     } catch (err) {
-      for (const sink of this.sinks.reverse()) await this.stopSink(sink);
+      await this.releasePrepared(sinks, [], preparing);
+      throw err;
+    }
+    try {
+      await preparing;
+      if (!this.stopping) {
+        const sizes = this.registry.captureSizes();
+        const cameraProblems = cameraSourceProblems(this.config, (i) =>
+          sizes.get(this.config.cameras[i]!.id),
+        );
+        if (cameraProblems.length > 0) throw configProblemsError(this.config, cameraProblems);
+        await this.registry.loadMasks();
+        this.registry.warnAboutRois();
+        await this.startSinks(sinks);
+      }
+    } catch (err) {
+      const started = this.sinks;
       this.sinks = [];
+      for (const sink of [...started].reverse()) await this.stopSink(sink);
+      await this.releasePrepared(sinks, started, preparing);
       await this.registry.close();
       throw err;
     }
-    if (this.stopping) return;
+    if (this.stopping) {
+      // the stop asked for during start-up stops the started outputs; the prepared rest is released here
+      await this.releasePrepared(sinks, this.sinks, preparing);
+      return;
+    }
     this.auditStart();
     this.registry.start();
+    if (this.everyCameraDisabled()) {
+      // systemd (Type=notify) waits for READY=1, which the first inspected frame sends: with no camera enabled
+      // none comes, and the start would time out and be retried for ever
+      this.notifier.ready("started; every camera is disabled");
+      this.logger.info("started with every camera disabled: not ready (/readyz) until one is enabled");
+    }
     // seed the status before the first connect, so the first retained `online` already names the model and cameras
     this.publishStatus();
     this.timers.push(setInterval(() => this.publishStatus(), this.config.mqtt.status_interval_s * 1000));
@@ -191,12 +220,9 @@ export class Daemon {
     }
   }
 
-  /**
-   * Builds the enabled sinks and starts them in order, each one joining {@link sinks} once started (a failure:
-   * the caller stops those); a stop asked for meanwhile ends this after the sink that is starting.
-   */
-  private async startSinks(): Promise<void> {
-    const sinks = createSinks(
+  /** Builds the enabled sinks (none is started: their constructors open nothing). */
+  private createSinks(): ResultSink[] {
+    return createSinks(
       {
         config: this.config,
         control: this.control,
@@ -210,6 +236,25 @@ export class Daemon {
       },
       this.sinkFactories,
     );
+  }
+
+  /** Once `preparing` settled, stops the sinks that were prepared but not `started` (a failed or stopped start). */
+  private async releasePrepared(
+    sinks: readonly ResultSink[],
+    started: readonly ResultSink[],
+    preparing: Promise<unknown>,
+  ): Promise<void> {
+    await preparing.catch(() => undefined);
+    for (const sink of sinks) {
+      if (sink.prepare !== undefined && !started.includes(sink)) await this.stopSink(sink);
+    }
+  }
+
+  /**
+   * Starts the sinks in order, each one joining {@link sinks} once started (a failure: the caller stops those); a
+   * stop asked for meanwhile ends this after the sink that is starting.
+   */
+  private async startSinks(sinks: readonly ResultSink[]): Promise<void> {
     this.logger.info({ outputs: sinks.map((s) => s.name) }, "starting the outputs");
     for (const sink of sinks) {
       if (this.stopping) return;
@@ -419,9 +464,18 @@ export class Daemon {
     return flowing && !queueStuck && this.registry.models().length > 0;
   }
 
-  /** WATCHDOG=1 only while frames actually flow, so a hung pipeline stops the pings and systemd restarts us. */
+  /** Every camera disabled (in the config file or by an operator): nothing runs that could hang. */
+  private everyCameraDisabled(): boolean {
+    return !this.registry.stations().some((s) => s.enabled);
+  }
+
+  /**
+   * WATCHDOG=1 only while frames actually flow, so a hung pipeline stops the pings and systemd restarts us; and
+   * while every camera is disabled, where a restart would only undo an operator's disable (the config file's
+   * enables come back), or, with every camera disabled in the file, restart the node every WatchdogSec.
+   */
   private maybePingWatchdog(): void {
-    if (this.isFlowing(this.notifier.watchdogMs)) this.notifier.watchdog();
+    if (this.everyCameraDisabled() || this.isFlowing(this.notifier.watchdogMs)) this.notifier.watchdog();
   }
 
   /** The node-wide part of the line's snapshot. */
@@ -441,6 +495,7 @@ export class Daemon {
       },
       audit: this.audit.health(),
       sinks,
+      connections: connectionsOf(sinks),
     };
   }
 

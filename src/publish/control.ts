@@ -116,6 +116,38 @@ export interface SinkStatus extends SinkHealth {
   failed_batches: number;
 }
 
+/**
+ * The node's links to the line's systems now, read from its outputs' health; null where that output is not running
+ * (not enabled in the configuration), so an alert on "0" never fires for something the node does not have.
+ */
+export interface ConnectionsSnapshot {
+  /** The MQTT output's session with the broker (results, defect events, status, commands). */
+  broker: boolean | null;
+  /** The Sparkplug edge node's MQTT session, and whether its NBIRTH went out in that session. */
+  sparkplug: { connected: boolean; born: boolean } | null;
+  /** OPC UA client sessions open now (the PLC's, and any other client's). */
+  opcua_sessions: number | null;
+}
+
+/** The {@link ConnectionsSnapshot} from the `connection` of the `mqtt`, `sparkplug` and `opcua` outputs' health. */
+export function connectionsOf(sinks: readonly SinkStatus[]): ConnectionsSnapshot {
+  const running = (name: string) => sinks.find((sink) => sink.name === name);
+  const mqtt = running("mqtt");
+  const sparkplug = running("sparkplug");
+  const opcua = running("opcua");
+  return {
+    broker: mqtt === undefined ? null : mqtt.connection?.connected === true,
+    sparkplug:
+      sparkplug === undefined
+        ? null
+        : {
+            connected: sparkplug.connection?.connected === true,
+            born: sparkplug.connection?.born === true,
+          },
+    opcua_sessions: opcua === undefined ? null : (opcua.connection?.sessions ?? 0),
+  };
+}
+
 export interface ModelSnapshot {
   bundle: string;
   model_version: string;
@@ -139,6 +171,8 @@ export interface NodeSnapshot {
   cameras: CameraSnapshot[];
   /** Every output, in registration order. */
   sinks: SinkStatus[];
+  /** The broker, Sparkplug and PLC sessions now (from `sinks`). */
+  connections: ConnectionsSnapshot;
 }
 
 export interface ReloadOutcome {

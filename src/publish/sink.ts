@@ -34,6 +34,18 @@ export interface SinkHealth {
   counts?: Readonly<Record<string, number>>;
   /** Counters the sink keeps per camera (MQTT: `defects_without_snapshot`), by camera id. */
   cameras?: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  /** Its link to its far end now, for the node's `connections` and the connection gauges of /metrics. */
+  connection?: SinkConnection;
+}
+
+/** A sink's link to its far end, as far as the sink has one (each field only where it applies). */
+export interface SinkConnection {
+  /** Its MQTT session with the broker is up (MQTT, Sparkplug). */
+  connected?: boolean;
+  /** Sparkplug: NBIRTH sent in the current session, so a host takes the node's metrics as current. */
+  born?: boolean;
+  /** OPC UA: client (PLC) sessions open now. */
+  sessions?: number;
 }
 
 export interface ResultSink {
@@ -44,6 +56,13 @@ export interface ResultSink {
    * {@link DurableQueue}): the MQTT outbox and the Sparkplug history are; a live view (OPC UA, metrics) is not.
    */
   readonly durable: boolean;
+  /**
+   * Work that needs the configuration only (not a loaded model, not the control's snapshot), which the daemon runs
+   * while it loads the models so that {@link start} is quick: OPC UA loads node-opcua, makes its certificates and
+   * its standard address space here (1–10 s on a 2-core machine, by its load). A rejection stops the
+   * daemon's start like one of start(); stop() is called after it even when start() never was.
+   */
+  prepare?(): Promise<void>;
   /** Opens what the sink needs (connections, servers, folders). A rejection stops the daemon's start. */
   start(): Promise<void>;
   /** Flushes what it can within its own deadline and closes. Never rejects for a far end that is gone. */

@@ -94,6 +94,7 @@ export class TestLineControl implements LineControl {
       audit: { ok: true, file: "/var/lib/stpmd/audit.jsonl", entries: 0, failures: 0 },
       cameras,
       sinks: this.sinks.map((sink) => ({ ...sink })),
+      connections: { broker: null, sparkplug: null, opcua_sessions: null },
     };
   }
 

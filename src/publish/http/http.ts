@@ -3,8 +3,8 @@
  *
  * - `GET /metrics`: Prometheus text exposition of {@link LineMetrics};
  * - `GET /healthz`: 200 whenever the process serves HTTP at all (liveness);
- * - `GET /readyz`: 200 when `snapshot().ready` (model loaded, frames flowing: the watchdog's rule), else 503 with
- *   the reason in the body (readiness);
+ * - `GET /readyz`: 200 when `snapshot().ready` (model loaded, frames flowing: the watchdog's rule), with what a
+ *   ready node lacks (the broker) in the body; else 503 with the reason in the body (readiness);
  * - with `http.console.enabled`, `/` and `/api/...`: the {@link WebConsole}.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -29,14 +29,42 @@ import { ReviewRoutes } from "./review-routes.js";
 
 const ROUTES = ["/metrics", "/healthz", "/readyz"] as const;
 
-/** Why the daemon is not ready, from what the snapshot shows, for the 503 body and a human reading it. */
+/**
+ * Why the daemon is not ready, from what the snapshot shows, for the 503 body and a human reading it. Readiness
+ * means parts passing the station are inspected; the reasons are checked from the most basic up.
+ */
 export function notReadyReason(snapshot: NodeSnapshot): string {
   const states = snapshot.cameras.map((cam) => `${cam.id}: ${cam.state}`).join(", ");
-  if (snapshot.models.length === 0) return "no model loaded";
-  if (snapshot.cameras.every((cam) => !cam.enabled)) return "every camera is disabled";
-  if (!snapshot.cameras.some((cam) => cam.state === "streaming")) return `no camera is streaming (${states})`;
+  const enabled = snapshot.cameras.filter((cam) => cam.enabled);
+  // Checked before the models: a disabled camera loads no model, so with every camera disabled none is loaded.
+  if (enabled.length === 0) {
+    const ids = snapshot.cameras.map((cam) => cam.id).join(", ");
+    return `every camera is disabled (${ids}): nothing is inspected until one is enabled`;
+  }
+  const withoutModel = enabled.filter((cam) => cam.model_version === null);
+  if (snapshot.models.length === 0 || withoutModel.length === enabled.length) {
+    const which = withoutModel.map((cam) => `${cam.id}: ${cam.bundle}`).join(", ");
+    return which === "" ? "no model loaded" : `no model loaded (${which}); the log says why it does not load`;
+  }
+  if (!enabled.some((cam) => cam.state === "streaming")) return `no camera is streaming (${states})`;
   if (snapshot.inspected === 0) return `no frame inspected yet (${states})`;
   return `frames are not flowing through inference (${states})`;
+}
+
+/**
+ * What a ready node lacks that does not stop it inspecting, for the 200 body: a broker outage (defect events wait
+ * in the outbox on disk and go out when it is back) or a Sparkplug session that is down. The gauges carry the same.
+ */
+export function readyNotes(snapshot: NodeSnapshot): string[] {
+  const { broker, sparkplug } = snapshot.connections;
+  const notes: string[] = [];
+  if (broker === false) {
+    notes.push(
+      `the MQTT broker is not connected (${snapshot.outbox.queued} defect events wait in the outbox)`,
+    );
+  }
+  if (sparkplug !== null && !sparkplug.connected) notes.push("the Sparkplug session is down");
+  return notes;
 }
 
 function listenProblem(err: NodeJS.ErrnoException): string {
@@ -241,8 +269,10 @@ export class HttpInterface implements ResultSink {
         return;
       case "/readyz": {
         const snapshot = this.control.snapshot();
-        if (snapshot.ready) reply(res, 200, "ready\n");
-        else reply(res, 503, `not ready: ${notReadyReason(snapshot)}\n`);
+        if (snapshot.ready) {
+          const notes = readyNotes(snapshot);
+          reply(res, 200, notes.length === 0 ? "ready\n" : `ready; ${notes.join("; ")}\n`);
+        } else reply(res, 503, `not ready: ${notReadyReason(snapshot)}\n`);
         return;
       }
       default:

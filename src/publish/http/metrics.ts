@@ -5,7 +5,7 @@
  * - what the daemon hands every interface as it happens: results (counted per camera in `onResult`) and inference
  *   batches (`onBatch`: size and duration histograms), so the counters are exactly what was fed;
  * - everything else from one `snapshot()` taken at each scrape: gauges (fps, state, threshold, outbox queued,
- *   ready), model info, and the counters the daemon itself keeps (restarts, bad frames, drops, outbox
+ *   ready, the broker/Sparkplug/OPC UA connections), model info, and the counters the daemon itself keeps (restarts, bad frames, drops, outbox
  *   overflowed/lost), mirrored as Prometheus counters.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
@@ -71,6 +71,15 @@ class MirroredCounter<T extends string> {
   }
 }
 
+/**
+ * Sets a gauge without labels, or leaves it without a sample for `null` (prom-client gives such a gauge a 0 that
+ * reset() restores): a node without that output has no series, so an alert on `== 0` never fires for it.
+ */
+function setOrAbsent(gauge: Gauge, value: number | null): void {
+  if (value === null) gauge.remove({});
+  else gauge.set(value);
+}
+
 export class LineMetrics {
   readonly registry = new Registry();
   private readonly control: LineControl;
@@ -108,6 +117,10 @@ export class LineMetrics {
   private readonly recordsHeld: Gauge;
   private readonly recordBytes: Gauge;
   private readonly recordsQueued: Gauge;
+  private readonly brokerConnected: Gauge;
+  private readonly sparkplugConnected: Gauge;
+  private readonly sparkplugBorn: Gauge;
+  private readonly opcuaSessions: Gauge;
 
   /** `processMetrics`: also export prom-client's process metrics (CPU, memory, event loop lag, GC). */
   constructor(control: LineControl, options: { processMetrics?: boolean } = {}) {
@@ -251,6 +264,23 @@ export class LineMetrics {
       [],
     );
     this.recordsQueued = gauge("stpmd_records_queued", "Rows waiting for the records thread.", []);
+    // The connection gauges have a sample only while their output runs (setOrAbsent).
+    this.brokerConnected = gauge(
+      "stpmd_broker_connected",
+      "1 while the MQTT output's session with the broker is up (while down, defect events wait in the outbox).",
+      [],
+    );
+    this.sparkplugConnected = gauge(
+      "stpmd_sparkplug_connected",
+      "1 while the Sparkplug edge node's MQTT session is up.",
+      [],
+    );
+    this.sparkplugBorn = gauge(
+      "stpmd_sparkplug_born",
+      "1 once the Sparkplug node's NBIRTH went out in its current session (a host takes its metrics as current).",
+      [],
+    );
+    this.opcuaSessions = gauge("stpmd_opcua_sessions", "OPC UA client (PLC) sessions open.", []);
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -346,6 +376,11 @@ export class LineMetrics {
       this.recordBytes.set(records.bytes ?? 0);
       this.recordsQueued.set(records.queued ?? 0);
     }
+    const { broker, sparkplug, opcua_sessions } = snapshot.connections;
+    setOrAbsent(this.brokerConnected, broker === null ? null : Number(broker));
+    setOrAbsent(this.sparkplugConnected, sparkplug === null ? null : Number(sparkplug.connected));
+    setOrAbsent(this.sparkplugBorn, sparkplug === null ? null : Number(sparkplug.born));
+    setOrAbsent(this.opcuaSessions, opcua_sessions);
     for (const model of snapshot.models) {
       this.modelInfo.set(
         { bundle: model.bundle, model_version: model.model_version, student_sha256: model.student_sha256 },

@@ -62,6 +62,7 @@ export class MqttSink implements ResultSink {
     return {
       ok: stats.connected,
       ...(stats.brokerError !== undefined ? { detail: stats.brokerError } : {}),
+      connection: { connected: stats.connected },
       counts: {
         queued: stats.outboxQueued,
         undeleted: stats.outboxUndeleted,

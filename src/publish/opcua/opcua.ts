@@ -28,6 +28,7 @@ import {
 } from "node-opcua-client";
 import { OPCUAServer, RegisterServerMethod } from "node-opcua-server";
 import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
+import { buildInfo } from "../../core/build-info.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
 import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
@@ -130,7 +131,10 @@ class CameraChannel {
 export class OpcuaInterface implements ResultSink {
   readonly name = "opcua";
   readonly durable = false;
+  /** The server once listening. */
   private server: OPCUAServer | undefined;
+  /** The server being (or once) initialized by {@link prepare}; start() builds on it. */
+  private preparing: Promise<OPCUAServer> | undefined;
   private readonly channels = new Map<string, CameraChannel>();
   private readonly log: Logger;
   private cachedSnapshot: { at: number; snapshot: NodeSnapshot } | undefined;
@@ -170,8 +174,20 @@ export class OpcuaInterface implements ResultSink {
     };
   }
 
-  async start(): Promise<void> {
+  /**
+   * Everything that needs the configuration only: node-opcua's loggers, the users' passwords, the certificate
+   * stores with the server's key and self-signed certificate (made on a first start), and the standard address
+   * space. The daemon runs this while the models load, so the port opens right after them (issue 23: it opened
+   * 25 s after the model on a first start; docs/line-integration/opcua.md has the measurements). Idempotent.
+   */
+  prepare(): Promise<void> {
+    this.preparing ??= this.initialize();
+    return this.preparing.then(() => undefined);
+  }
+
+  private async initialize(): Promise<OPCUAServer> {
     const { config } = this;
+    const began = Date.now();
     // node-opcua prints to the console (stdout) by default; in the daemon its lines belong in the JSON log. It
     // reports a client's failures (untrusted certificate, a bad secure channel) as errors: they are warnings here,
     // the daemon is fine.
@@ -197,6 +213,7 @@ export class OpcuaInterface implements ResultSink {
       rootFolder: path.join(config.pki_dir, "user-certificates"),
       automaticallyAcceptUnknownCertificate: false,
     });
+    const build = buildInfo();
     const server = new OPCUAServer({
       port: config.port,
       host: config.bind,
@@ -214,16 +231,26 @@ export class OpcuaInterface implements ResultSink {
       serverCertificateManager,
       userCertificateManager,
       registerServerMethod: RegisterServerMethod.HIDDEN,
-      serverInfo: { applicationName: { text: "stpmd" }, productUri: "urn:stpmd" },
-      buildInfo: { productName: "stpmd", manufacturerName: "stpmd" },
+      serverInfo: { applicationName: { text: build.productName }, productUri: build.productUri },
+      // without all of them node-opcua fills in its own name, version and a 2020 build date
+      buildInfo: build,
     });
     await server.initialize();
+    this.log.info({ ms: Date.now() - began }, "OPC UA server prepared: certificates and address space");
+    return server;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    await this.prepare();
+    const server = await this.preparing!;
     const addressSpace = server.engine.addressSpace;
     if (addressSpace === null) throw new Error("node-opcua built no address space");
     this.build(addressSpace);
     try {
       await server.start();
     } catch (err) {
+      this.preparing = undefined;
       await server.shutdown(0).catch(() => undefined);
       throw new Error(
         `OPC UA server cannot listen on ${config.bind}:${config.port}: ${(err as Error).message}`,
@@ -242,13 +269,16 @@ export class OpcuaInterface implements ResultSink {
     );
   }
 
+  /** Also after a {@link prepare} without a start (the daemon's start failed while the models loaded). */
   async stop(): Promise<void> {
     this.stopping = true;
     for (const channel of this.channels.values()) {
       for (const trigger of channel.pending) clearTimeout(trigger.timer);
     }
-    const server = this.server;
+    const prepared = this.preparing;
     this.server = undefined;
+    this.preparing = undefined;
+    const server = await prepared?.catch(() => undefined);
     await server?.shutdown(0);
   }
 
@@ -257,7 +287,9 @@ export class OpcuaInterface implements ResultSink {
   }
 
   health(): SinkHealth {
-    return this.server === undefined ? { ok: false, detail: "not listening" } : { ok: true };
+    const server = this.server;
+    if (server === undefined) return { ok: false, detail: "not listening", connection: { sessions: 0 } };
+    return { ok: true, connection: { sessions: server.currentSessionCount } };
   }
 
   onResult(result: InspectionResult): void {

@@ -264,6 +264,7 @@ export class SparkplugNode implements ResultSink {
     return {
       ok: this.born,
       ...(detail !== undefined ? { detail } : {}),
+      connection: { connected: this.client?.connected === true, born: this.born },
       counts: {
         queued: this.history?.size ?? 0,
         overflowed: this.history?.overflowed ?? 0,

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { DataType, VariantArrayType } from "node-opcua-client";
+import { fileURLToPath } from "node:url";
+import { DataType, VariableIds, VariantArrayType } from "node-opcua-client";
 import { createLogger } from "../../../src/core/log.js";
 import { ControlError } from "../../../src/publish/control.js";
 import { MAX_PART_ID_LENGTH } from "../../../src/publish/opcua/opcua.js";
@@ -345,6 +347,40 @@ describe("OPC UA server with a real node-opcua client", () => {
       await secure.close();
     }
   });
+
+  test("BuildInfo names stpmd: product, package.json's version, the build's date, manufacturer", async () => {
+    const dataValue = await plc.session.read({ nodeId: VariableIds.Server_ServerStatus_BuildInfo });
+    assert.ok(dataValue.statusCode.isGood(), dataValue.statusCode.toString());
+    // node-opcua decodes the structure into a BuildInfo object with these fields
+    const info = dataValue.value.value as {
+      productName: string;
+      productUri: string;
+      manufacturerName: string;
+      softwareVersion: string;
+      buildNumber: string;
+      buildDate: Date;
+    };
+    const { version } = JSON.parse(readFileSync("package.json", "utf8")) as { version: string };
+    // the date of the build that runs: when tsc wrote the module (dist/src/core/build-info.js)
+    const built = statSync(fileURLToPath(new URL("../../../src/core/build-info.js", import.meta.url))).mtime;
+    assert.equal(info.productName, "stpmd");
+    assert.equal(info.productUri, "urn:stpmd");
+    assert.equal(info.manufacturerName, "stpmd contributors");
+    assert.equal(info.softwareVersion, version);
+    assert.equal(info.buildDate.getTime(), built.getTime());
+    assert.equal(
+      info.buildNumber,
+      built
+        .toISOString()
+        .replace(/[-:]/g, "")
+        .replace(/\.\d+Z$/, "Z"),
+    );
+    // the components a client may read one by one say the same
+    const softwareVersion = await plc.session.read({
+      nodeId: VariableIds.Server_ServerStatus_BuildInfo_SoftwareVersion,
+    });
+    assert.equal(softwareVersion.value.value, version);
+  });
 });
 
 describe("OPC UA certificate trust", () => {
@@ -391,17 +427,58 @@ describe("the OPC UA sink", () => {
       onResult: (result) => sink.deliver({ results: [result], inferenceMs: 1, manifest: undefined }),
     });
     await sink.start();
-    assert.deepEqual(sink.health(), { ok: true });
-    const server = { dir, endpoint: `opc.tcp://localhost:${port}` } as TestServer;
-    const plc = await Plc.connect(server, { anonymous: true });
+    let plc: Plc | undefined;
     try {
+      assert.deepEqual(sink.health(), { ok: true, connection: { sessions: 0 } });
+      const server = { dir, endpoint: `opc.tcp://localhost:${port}` } as TestServer;
+      plc = await Plc.connect(server, { anonymous: true });
+      assert.deepEqual(sink.health().connection, { sessions: 1 }, "the PLC's session is counted");
       assert.ok((await plc.trigger("cam1", "W-1")).isGood());
       assert.deepEqual(control.calls[0]?.by, { via: "opcua" }, "anonymous: no user");
       control.emit("cam1", 0.1);
       assert.equal((await plc.takeResult("cam1")).partId, "W-1");
-    } finally {
       await plc.close();
+      plc = undefined;
+      await waitFor("the closed session to leave the count", () => sink.health().connection?.sessions === 0);
+    } finally {
+      await plc?.close();
       await sink.stop();
     }
   });
+
+  test("prepared while the models load: certificates made, port not open; a stop without a start releases it", async () => {
+    const dir = await tempDir("stpmd-opcua-prepare-");
+    const port = await freePort();
+    const config = testConfig({
+      opcua: {
+        enabled: true,
+        port,
+        bind: "127.0.0.1",
+        allow_anonymous: true,
+        pki_dir: path.join(dir, "pki"),
+      },
+    });
+    const sink = opcuaSink.create(
+      testSinkContext(config, new TestLineControl(["cam1"]), createLogger("silent")),
+    )!;
+    await sink.prepare!();
+    assert.ok(existsSync(path.join(dir, "pki", "own", "certs", "certificate.pem")), "certificate made");
+    assert.ok(existsSync(path.join(dir, "pki", "own", "private", "private_key.pem")), "key made");
+    assert.equal(await portAccepts(port), false, "not listening before start()");
+    assert.deepEqual(sink.health(), { ok: false, detail: "not started" });
+    await sink.stop();
+    assert.equal(await portAccepts(port), false);
+  });
 });
+
+/** Whether a TCP connect to the loopback `port` succeeds now. */
+function portAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}

@@ -520,6 +520,7 @@ describe("Sparkplug B edge node", () => {
       assert.deepEqual(node.health(), {
         ok: false,
         detail: "waiting for the primary host",
+        connection: { connected: true, born: false },
         counts: { queued: 0, overflowed: 0, lost: 0 },
       });
       const held = [control.emit("cam1", 0.95)]; // before the first birth: held too
@@ -579,7 +580,11 @@ describe("Sparkplug B edge node", () => {
           ),
       );
       assert.equal(metric(liveData, "Last/Score").isHistorical ?? false, false);
-      assert.deepEqual(node.health(), { ok: true, counts: { queued: 0, overflowed: 0, lost: 0 } });
+      assert.deepEqual(node.health(), {
+        ok: true,
+        connection: { connected: true, born: true },
+        counts: { queued: 0, overflowed: 0, lost: 0 },
+      });
     } finally {
       await node.stop();
       await host.close();
