@@ -425,7 +425,7 @@ export class Daemon {
   }
 
   /** The node-wide part of the line's snapshot. */
-  private nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models"> {
+  private nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models" | "recipe" | "recipes"> {
     const sinks = this.sinkStatuses();
     return {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),

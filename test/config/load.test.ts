@@ -203,6 +203,7 @@ describe("loadConfig defaults", () => {
         port: 9464,
         console: { enabled: true, users: [], max_clients: 8, session_idle_min: 720 },
       },
+      recipes: {},
     };
     assert.deepEqual(cfg, expected);
   });
