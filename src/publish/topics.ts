@@ -119,6 +119,8 @@ export interface ResultPayload {
   latency_ms: number;
   /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
   part_id?: string;
+  /** The recipe the frame was judged under (docs/recipes.md); absent: the camera's own settings. */
+  recipe?: string;
 }
 
 export interface DefectRegionPayload {
@@ -151,6 +153,8 @@ export interface DefectPayload {
   snapshot_jpeg_base64?: string;
   /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
   part_id?: string;
+  /** The recipe the frame was judged under (docs/recipes.md); absent: the camera's own settings. */
+  recipe?: string;
 }
 
 /** `<prefix>/command/<name>/response`: the answer to one command request. */
@@ -295,6 +299,7 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
     regions: result.regions.length,
     latency_ms: result.inferredTs - frame.captureTs,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
+    ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
   };
 }
 
@@ -343,6 +348,7 @@ export function buildDefectPayload(
     frame_size: [frame.width, frame.height],
     snapshot,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
+    ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
   };
   if (snapshot === "inline") {
     if (inlineJpeg === undefined) {
