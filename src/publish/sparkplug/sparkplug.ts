@@ -54,6 +54,8 @@ export const NODE_REBIRTH = "Node Control/Rebirth";
 export const NODE_RELOAD = "Node Control/Reload Model";
 export const DEVICE_THRESHOLD = "Threshold";
 export const DEVICE_ENABLED = "Enabled";
+/** The recipe in force (String, empty: none): a node metric in every NBIRTH, writable by NCMD (docs/recipes.md). */
+export const NODE_RECIPE = "Recipe";
 
 type Value = number | boolean | string | null;
 
@@ -78,6 +80,8 @@ interface LastMetrics {
   eventId: string;
   partId: string;
   regions: number;
+  /** The recipe the frame was judged under; empty: the camera's own settings. */
+  recipe: string;
 }
 
 /** The topics of one edge node. Group, node and camera ids are topic levels the config has validated. */
@@ -279,6 +283,7 @@ export class SparkplugNode implements ResultSink {
         ...(result.verdict === "defect" ? { eventId: defectEventId(result) } : {}),
         ...(result.frame.partId !== undefined ? { partId: result.frame.partId } : {}),
         regions: result.regions.length,
+        ...(result.frame.recipe !== undefined ? { recipe: result.frame.recipe } : {}),
       });
       this.last.set(camera, last);
       // an error verdict goes out with the next report (Last/Verdict, Errors), not held like a defect
@@ -555,6 +560,7 @@ export class SparkplugNode implements ResultSink {
       { name: "Outbox/Lost", type: "UInt64", value: snapshot.outbox.lost },
       { name: "History/Queued", type: "UInt64", value: this.history?.size ?? 0 },
       { name: "Uptime", type: "UInt64", value: Math.floor(snapshot.uptime_s) },
+      { name: NODE_RECIPE, type: "String", value: snapshot.recipe ?? "" },
     ];
     snapshot.models.forEach((model, i) => {
       metrics.push(
@@ -667,6 +673,10 @@ export class SparkplugNode implements ResultSink {
         else this.reload();
         continue;
       }
+      if (name === NODE_RECIPE) {
+        this.selectRecipe(metric);
+        continue;
+      }
       this.logger.warn({ metric: name }, `sparkplug: NCMD for unknown metric "${name}" ignored`);
     }
   }
@@ -696,6 +706,29 @@ export class SparkplugNode implements ResultSink {
         this.report();
       },
       (err: unknown) => this.logger.error({ err }, "sparkplug: reload failed"),
+    );
+  }
+
+  /** NCMD `Recipe`: switches the line through the control; NDATA carries the recipe in force after it. */
+  private selectRecipe(metric: UMetric): void {
+    if (metric.type !== "String" || typeof metric.value !== "string") {
+      this.logger.warn(
+        { metric: NODE_RECIPE, datatype: metric.type },
+        `sparkplug: NCMD ${NODE_RECIPE} must be String, got ${metric.type}; ignored`,
+      );
+      return;
+    }
+    const name = metric.value === "" ? null : metric.value;
+    this.control.selectRecipe(name, this.by).then(
+      (change) => {
+        this.logger.info({ old: change.old, new: change.new }, "sparkplug: recipe selected by NCMD");
+        this.report();
+      },
+      (err: unknown) => {
+        if (err instanceof ControlError) {
+          this.logger.warn({ reason: err.message }, `sparkplug: NCMD ${NODE_RECIPE} refused: ${err.message}`);
+        } else this.logger.error({ err }, `sparkplug: NCMD ${NODE_RECIPE} failed`);
+      },
     );
   }
 
@@ -862,6 +895,7 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
     { name: "Last/Event Id", type: "String", value: last?.eventId ?? "", ...at },
     { name: "Last/Part Id", type: "String", value: last?.partId ?? "", ...at },
     { name: "Last/Regions", type: "UInt32", value: last?.regions ?? 0, ...at },
+    { name: "Last/Recipe", type: "String", value: last?.recipe ?? "", ...at },
   ];
 }
 
@@ -881,6 +915,7 @@ function toLastMetrics(last: LastResult): LastMetrics {
     eventId: last.eventId ?? "",
     partId: last.partId ?? "",
     regions: last.regions,
+    recipe: last.recipe ?? "",
   };
 }
 
