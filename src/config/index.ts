@@ -8,8 +8,8 @@ export { readPasswordFile } from "./files.js";
 export type { PartialConfig } from "./load.js";
 export { completeConfig, configProblemsError, loadConfig } from "./load.js";
 export type { KeyPath, Problem } from "./problems.js";
-export { cameraUnderRecipe, recipeNames } from "./recipes.js";
 export { editDistance, redactUrl, suggestKeys } from "./problems.js";
+export { cameraUnderRecipe, recipeNames } from "./recipes.js";
 export type { ChangedKey, KeyReloadRule, SchemaReloadRules } from "./reload.js";
 export {
   cameraChanges,

@@ -70,7 +70,8 @@ export function resolveRecipePaths(cfg: Record<string, unknown>, baseDir: string
       if (!isObject(overrides)) continue;
       if (typeof overrides.bundle === "string") overrides.bundle = path.resolve(baseDir, overrides.bundle);
       const ignore = overrides.ignore;
-      if (isObject(ignore) && typeof ignore.mask === "string") ignore.mask = path.resolve(baseDir, ignore.mask);
+      if (isObject(ignore) && typeof ignore.mask === "string")
+        ignore.mask = path.resolve(baseDir, ignore.mask);
     }
   }
 }

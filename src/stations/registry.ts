@@ -342,7 +342,10 @@ export class StationRegistry {
     const changes: StationChanges = { problems: [], failed: [] };
     const old = this.config;
     // a recipe selected at run time holds until the file's own active_recipe changes (or the recipe is gone)
-    if (old.active_recipe !== next.active_recipe || (this.active !== undefined && !(this.active in next.recipes))) {
+    if (
+      old.active_recipe !== next.active_recipe ||
+      (this.active !== undefined && !(this.active in next.recipes))
+    ) {
       if (this.active !== next.active_recipe) {
         this.logger.info(
           { from: this.active ?? null, to: next.active_recipe ?? null },

@@ -132,7 +132,10 @@ export class TestLineControl implements LineControl {
   }
 
   /** Selects a recipe of {@link recipes}: every camera's threshold becomes the recipe's (null keeps them). */
-  async selectRecipe(name: string | null, by: Requester): Promise<{ old: string | null; new: string | null }> {
+  async selectRecipe(
+    name: string | null,
+    by: Requester,
+  ): Promise<{ old: string | null; new: string | null }> {
     this.calls.push({ method: "selectRecipe", args: [name], by });
     const threshold = name === null ? undefined : this.recipes.get(name);
     if (name !== null && threshold === undefined) {
