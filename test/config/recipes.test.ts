@@ -34,7 +34,10 @@ function problems(file: string): string[] {
     loadConfig(file, {});
   } catch (err) {
     assert.ok(isStpmdError(err));
-    return err.message.split("\n").slice(1).map((line) => line.trim());
+    return err.message
+      .split("\n")
+      .slice(1)
+      .map((line) => line.trim());
   }
   assert.fail("the config loaded");
 }
@@ -92,5 +95,8 @@ active_recipe: bottle-c
 
 test("recipe names are plain words", async () => {
   const lines = problems(await configWith(`${BASE}recipes:\n  "bad name": { top: {} }\n`));
-  assert.ok(lines.some((line) => /recipes/.test(line) && /bad name/.test(line)), lines.join("\n"));
+  assert.ok(
+    lines.some((line) => /recipes/.test(line) && /bad name/.test(line)),
+    lines.join("\n"),
+  );
 });
