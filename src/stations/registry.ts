@@ -3,6 +3,7 @@ import { bundleGeometry, bundlePartScore, type Manifest } from "../bundle/bundle
 import { Camera } from "../capture/camera.js";
 import {
   type CameraConfig,
+  cameraChanges,
   cameraUnderRecipe,
   changedKeys,
   configProblemsError,
@@ -442,7 +443,7 @@ export class StationRegistry {
       const size = this.slots.get(bundle)?.inspector.inputSize;
       const sizeChanged = size !== undefined && (oldSize?.[0] !== size[0] || oldSize?.[1] !== size[1]);
       if (!station.enabled) this.stopCamera(station);
-      else if (!wasEnabled || !station.camera || sizeChanged || needsCameraRestart(before, next)) {
+      else if (!wasEnabled || !station.camera || sizeChanged || needsPipelineChange(before, next)) {
         this.restartCamera(station);
       }
     }
@@ -675,6 +676,18 @@ export class StationRegistry {
     this.stopCamera(station);
     if (station.enabled) this.startCamera(station);
   }
+}
+
+/**
+ * Whether a recipe switch must restart a camera: a capture key changed (its ROI). A new bundle of the same input
+ * size needs no new pipeline (frames go to its queue from the next one on), nor does the enable (started or
+ * stopped on its own): restarting for them cost 0.5–1 s of the switch with two replay cameras (issue 23).
+ */
+function needsPipelineChange(before: CameraConfig, after: CameraConfig): boolean {
+  return cameraChanges(before, after).some(
+    (change) =>
+      change.rule === "camera" && change.key !== "cameras[].model" && change.key !== "cameras[].enabled",
+  );
 }
 
 /** A camera's ignore-mask image, if it names one. */
