@@ -17,7 +17,7 @@ import { waitFor } from "../../helpers/wait.js";
 const codec = sparkplugNamespace("spBv1.0")!;
 
 /** The value of metric `name` in a payload, if it has one. */
-function valueOf(payload: UPayload, name: string): unknown {
+function metricValue(payload: UPayload, name: string): unknown {
   return payload.metrics?.find((m) => m.name === name)?.value;
 }
 
@@ -65,14 +65,14 @@ test("Recipe is a node metric in the NBIRTH; an NCMD Recipe selects through the 
       );
     await ncmd("B", "String");
     const ndata = await waitFor("NDATA with Recipe B", () =>
-      received.find((m) => m.verb === "NDATA" && valueOf(m.payload, NODE_RECIPE) === "B"),
+      received.find((m) => m.verb === "NDATA" && metricValue(m.payload, NODE_RECIPE) === "B"),
     );
     assert.ok(ndata);
     assert.deepEqual(control.calls.at(-1), { method: "selectRecipe", args: ["B"], by: { via: "sparkplug" } });
 
     control.emit("cam1", 0.9);
     await waitFor("DDATA with Last/Recipe B", () =>
-      received.find((m) => m.verb === "DDATA" && valueOf(m.payload, "Last/Recipe") === "B"),
+      received.find((m) => m.verb === "DDATA" && metricValue(m.payload, "Last/Recipe") === "B"),
     );
 
     // a wrong type and an unknown recipe change nothing
