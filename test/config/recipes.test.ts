@@ -100,3 +100,24 @@ test("recipe names are plain words", async () => {
     lines.join("\n"),
   );
 });
+
+test("config/recipes.yaml loads (its bundles and credential provided): two recipes over two cameras", async () => {
+  const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
+  const dir = await tempDir("stpmd-recipes-example-");
+  for (const name of ["bottle-330ml", "bottle-500ml-top", "bottle-500ml-side"]) {
+    fs.mkdirSync(path.join(dir, name), { recursive: true });
+    fs.writeFileSync(path.join(dir, name, "manifest.json"), "{}");
+  }
+  fs.writeFileSync(path.join(dir, "opcua_plc"), "secret\n");
+  const text = fs
+    .readFileSync(path.join(repoRoot, "config", "recipes.yaml"), "utf8")
+    .replaceAll("/var/lib/stpmd/models/", `${dir}/`);
+  const file = path.join(dir, "recipes.yaml");
+  fs.writeFileSync(file, text);
+  const config = loadConfig(file, { CREDENTIALS_DIRECTORY: dir });
+  assert.deepEqual(Object.keys(config.recipes), ["bottle-330ml", "bottle-500ml"]);
+  assert.equal(config.active_recipe, "bottle-330ml");
+  const side = cameraUnderRecipe(config.cameras[1]!, config, "bottle-500ml");
+  assert.equal(side.model, path.join(dir, "bottle-500ml-side"));
+  assert.equal(side.score_aggregation, "smoothed_max");
+});
