@@ -256,3 +256,31 @@ test("PLC changeover over OPC UA: the PLC selects recipe B between two triggers,
     await broker.stop();
   }
 });
+
+test("the daemon starts under active_recipe: its bundles are the ones loaded, and the first results name it", async () => {
+  const { work, versions, config } = await line("stpmd-recipes-start-");
+  const broker = await MosquittoBroker.start();
+  const results: InspectionResult[] = [];
+  const daemon = new Daemon(
+    config({
+      active_recipe: "B",
+      mqtt: { url: broker.url, client_id: "recipes-start", outbox: { dir: path.join(work, "outbox") } },
+    }),
+    logger,
+    { hooks: { onResult: (r) => results.push(r) } },
+  );
+  try {
+    await daemon.start();
+    await waitFor("frames judged", () => results.length >= 2, 30_000);
+    assertJudgedAsNamed(results, versions);
+    assert.ok(results.every((r) => r.frame.recipe === "B"));
+    assert.deepEqual(
+      daemon.snapshot().models.map((m) => m.model_version),
+      [versions.B],
+      "only B's bundle is loaded, not model.bundle (A's)",
+    );
+  } finally {
+    await daemon.stop();
+    await broker.stop();
+  }
+});
