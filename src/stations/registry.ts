@@ -418,7 +418,7 @@ export class StationRegistry {
         } catch (err) {
           throw new StationError(why(`its ignore mask does not load (${errorMessage(err)})`));
         }
-        if (!next.enabled || this.slots.get(bundle)?.inspector.manifest) continue;
+        if (!station.enabledUnder(next) || this.slots.get(bundle)?.inspector.manifest) continue;
         const slot = this.openSlot(bundle);
         loaded.push(slot);
         try {

@@ -138,10 +138,10 @@ export class Station {
   }
 
   /**
-   * Switches to `recipe`'s settings of this camera (`next`, the camera's config under it). Its threshold rule and
-   * enable are the recipe's (a value set at run time does not outlive a product change). The views of the recipe
-   * left are kept, computed for `current` (the model its frames are judged by) if they were not yet, so that its
-   * frames still queued are judged as they were captured.
+   * Switches to `recipe`'s settings of this camera (`next`, the camera's config under it). As with a re-read file,
+   * a threshold rule or enable that the switch changes wins over one set at run time; one it leaves alone stays.
+   * The views of the recipe left are kept, computed for `current` (the model its frames are judged by) if they were
+   * not yet, so that its frames still queued are judged as they were captured.
    */
   switchRecipe(
     recipe: string | undefined,
@@ -152,11 +152,16 @@ export class Station {
     if (current) this.view(current);
     this.retired = { recipe: this.recipe, views: this.views };
     this.recipe = recipe;
-    this.thresholdRule = next.threshold;
-    this.enabled = next.enabled;
+    this.enabled = this.enabledUnder(next);
+    if (!isDeepStrictEqual(this.config.threshold, next.threshold)) this.thresholdRule = next.threshold;
     this.config = next;
     this.maskImage = maskImage;
     this.views = new Map();
+  }
+
+  /** Whether the camera runs under `next`: its enable when that differs from the current config's, else as now. */
+  enabledUnder(next: CameraConfig): boolean {
+    return this.config.enabled !== next.enabled ? next.enabled : this.enabled;
   }
 
   setThresholdRule(rule: ThresholdRule | undefined): void {
