@@ -349,6 +349,7 @@ export class Daemon {
       fps: Number(this.inspected.rate().toFixed(2)),
       dropped_frames: this.droppedFrames,
       cameras: this.cameraStates(),
+      recipe: this.registry.activeRecipe ?? null,
       outputs: Object.fromEntries(
         this.sinkStatuses().map(({ name, ok, durable, detail, failed_batches }) => [
           name,

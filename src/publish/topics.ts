@@ -70,6 +70,8 @@ export interface StatusPayload {
   fps: number;
   dropped_frames: number;
   cameras: { [cameraId: string]: CameraStatus };
+  /** The recipe in force (docs/recipes.md); null: every camera's own settings. */
+  recipe: string | null;
   /** The other outputs (Sparkplug, OPC UA, HTTP, collection …) by name; MQTT itself is up when this arrives. */
   outputs: { [name: string]: OutputStatus };
   /**
@@ -91,7 +93,7 @@ export interface StatusPayload {
 /** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
 export type StatusReport = Pick<
   StatusPayload,
-  "model_version" | "fps" | "dropped_frames" | "cameras" | "outputs"
+  "model_version" | "fps" | "dropped_frames" | "cameras" | "outputs" | "recipe"
 >;
 
 /** The last will on `<prefix>/status`: all the broker can say once the connection is gone. */
