@@ -613,7 +613,7 @@ export const configSchema = Type.Object(
           {
             enabled: Type.Boolean({
               description:
-                "Accept commands (reload, set_threshold, enable_camera, collection, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response`, over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
+                "Accept commands (reload, set_threshold, enable_camera, collection, select_recipe, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response`, over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
               default: false,
             }),
           },
@@ -1063,7 +1063,7 @@ export const configSchema = Type.Object(
             }),
             users: passwordUsers(
               "One console operator.",
-              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, reload; review labels): the console logs in with a cookie session (`POST /api/session`), scripts send HTTP Basic. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
+              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, recipes, reload; review labels): the console logs in with a cookie session (`POST /api/session`), scripts send HTTP Basic. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
               "console_operator",
             ),
             max_clients: Type.Integer({

@@ -20,7 +20,7 @@ import type { PredictedFalseAlarms } from "../stpm/threshold.js";
  * The daemon subscribes to `<prefix>/command/+` (QoS 1) when `mqtt.commands.enabled`; a request is a JSON object
  * with the command's parameters and an optional `transaction` (string or number) echoed in the response, so a
  * client can match answers to its requests. Names: `reload`, `set_threshold`, `enable_camera`, `collection`,
- * `status` (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on.
+ * `select_recipe`, `status` (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on.
  */
 
 export const DEFAULT_TOPIC_PREFIX = "stpmd";
