@@ -412,7 +412,8 @@ export class StationRegistry {
     const masks = new Map<string, MaskImage | undefined>();
     try {
       for (const { station, next, bundle } of plans) {
-        const why = (what: string) => `recipe "${recipe}" refused: camera "${station.id}": ${what}`;
+        const name = recipe === undefined ? "(none)" : `"${recipe}"`;
+        const why = (what: string) => `recipe ${name} refused: camera "${station.id}": ${what}`;
         try {
           masks.set(station.id, await maskImageOf(next));
         } catch (err) {
