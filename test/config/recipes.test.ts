@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
-import { cameraUnderRecipe, loadConfig } from "../../src/config/index.js";
+import { cameraUnderRecipe, formatConfigSummary, loadConfig } from "../../src/config/index.js";
 import { isStpmdError } from "../../src/core/errors.js";
 import { tempDir } from "../helpers/tiny-data.js";
 
@@ -120,4 +120,8 @@ test("config/recipes.yaml loads (its bundles and credential provided): two recip
   const side = cameraUnderRecipe(config.cameras[1]!, config, "bottle-500ml");
   assert.equal(side.model, path.join(dir, "bottle-500ml-side"));
   assert.equal(side.score_aggregation, "smoothed_max");
+  assert.match(
+    formatConfigSummary(config),
+    /^recipes: {4}bottle-330ml \(top\), bottle-500ml \(top, side\); at start bottle-330ml$/m,
+  );
 });
