@@ -60,6 +60,7 @@ function row(i: number, random: Random): Omit<RecordRow, "image" | "map" | "imag
     ts: DAY_START + Math.floor((i * 1000) / 40),
     seq: Math.floor(i / 4),
     part_id: i % 10 === 0 ? `P${i}` : null,
+    recipe: null,
     bundle: "/var/lib/stpmd/models/bottle",
     model_version: "20261201T000000Z",
     threshold: 0.55,

@@ -9,6 +9,7 @@ export type { PartialConfig } from "./load.js";
 export { completeConfig, configProblemsError, loadConfig } from "./load.js";
 export type { KeyPath, Problem } from "./problems.js";
 export { editDistance, redactUrl, suggestKeys } from "./problems.js";
+export { cameraUnderRecipe, recipeNames } from "./recipes.js";
 export type { ChangedKey, KeyReloadRule, SchemaReloadRules } from "./reload.js";
 export {
   cameraChanges,

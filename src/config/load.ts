@@ -6,6 +6,7 @@ import { applyEnvOverrides, type ConfigEnv, type EnvOverride } from "./env.js";
 import { loadSecretFiles, resolveRelativePaths } from "./files.js";
 import { type ParsedFile, parseConfigText, readConfigFile } from "./parse.js";
 import { formatKeyPath, isObject, type KeyPath, type Problem, pointerOf, valueAt } from "./problems.js";
+import { recipeBundleProblems, recipeProblems, resolveRecipePaths } from "./recipes.js";
 import { crossFieldProblems } from "./rules.js";
 import type { StpmdConfig } from "./schema.js";
 import { configValidator, schemaProblems } from "./validate.js";
@@ -80,6 +81,11 @@ function validated(
   const fromSchema = validate(data) ? [] : schemaProblems(validate.errors ?? [], data);
   problems.push(...fromSchema, ...crossFieldProblems(data, queueSizeDefaulted, fromSchema));
   resolveRelativePaths(data, baseDir, env, problems);
+  if (isObject(data)) {
+    problems.push(...recipeProblems(data));
+    resolveRecipePaths(data, baseDir);
+    problems.push(...recipeBundleProblems(data));
+  }
   loadSecretFiles(data, problems);
   if (problems.length > 0) return undefined;
   const cfg = data as StpmdConfig;

@@ -216,6 +216,97 @@ function SparkplugId(description: string) {
   });
 }
 
+/**
+ * The keys of a camera's station that a recipe may override as well (docs/recipes.md): one definition, so a
+ * recipe accepts exactly what a camera does.
+ */
+function cameraStationKeys() {
+  return {
+    roi: Type.Optional(
+      Type.Object(
+        {
+          x: Type.Integer({ description: "Left edge, source pixels.", minimum: 0 }),
+          y: Type.Integer({ description: "Top edge, source pixels.", minimum: 0 }),
+          width: Type.Integer({ description: "Width, source pixels.", minimum: 16 }),
+          height: Type.Integer({ description: "Height, source pixels.", minimum: 16 }),
+        },
+        {
+          description:
+            "Region of interest in source pixels: GStreamer crops the frame to it before scaling (videocrop), so the rest of the frame is never copied into the daemon. It must lie inside the source's frame. Train the camera's bundle on the same ROI (`stpmd retrain --roi x,y,w,h`); the daemon warns when the sizes or aspects differ.",
+          additionalProperties: false,
+          ...reloads("camera"),
+        },
+      ),
+    ),
+    ignore: Type.Optional(
+      Type.Object(
+        {
+          polygons: Type.Array(
+            Type.Array(Type.Tuple([Type.Number(), Type.Number()]), {
+              description: "Corners [x, y] in ROI pixels (source pixels when there is no ROI).",
+              minItems: 3,
+            }),
+            { description: "Polygons whose inside is ignored.", default: [] },
+          ),
+          mask: Type.Optional(
+            Type.String({
+              description:
+                "Image file (PNG/JPEG) at the ROI's size or any size of the same aspect: pixels brighter than half are ignored. Relative to the config file.",
+              minLength: 1,
+            }),
+          ),
+        },
+        {
+          description:
+            "Parts of the view to ignore (conveyor edges, labels, serial numbers): their anomaly-map pixels are set to 0 before the image score and the regions are computed.",
+          additionalProperties: false,
+          ...reloads("live"),
+        },
+      ),
+    ),
+    threshold: Type.Optional(
+      thresholdRuleSchema(
+        `Image-score threshold of this camera, applied at run time without retraining: ${THRESHOLD_RULE_TEXT}. Default: the bundle's own threshold.`,
+        reloads("live"),
+      ),
+    ),
+    score_aggregation: Type.Optional(
+      Enum(PART_SCORE_AGGREGATIONS, {
+        description:
+          "How this camera's anomaly map becomes the part's score, instead of the bundle's own (its manifest's `score`; `max` for bundles before it): `max` (the largest pixel), `smoothed_max` (the largest pixel after a Gaussian blur of σ = 4 map pixels) or `top_k_mean` (the mean of the largest 1 % of the map). A threshold is made in one score and does not fit another: the threshold rule (or the bundle's own threshold) is applied to the bundle's validation scores under this aggregation, which bundles from `stpmd retrain` since issue 19 store; with an older bundle only a `threshold: {value}` rule is accepted, otherwise the camera keeps the bundle's aggregation and says so in one log line (docs/method-and-retraining.md).",
+        ...reloads("live"),
+      }),
+    ),
+  };
+}
+
+/** A recipe's or camera's name: a plain word, because interfaces carry it as a value and a topic may show it. */
+const RECIPE_NAME_PATTERN = "^[A-Za-z0-9_.-]+$";
+
+/** What a recipe may set for one camera; every key left out keeps the camera's own setting. */
+function recipeCameraSchema() {
+  return Type.Object(
+    {
+      bundle: Type.Optional(
+        Type.String({
+          description:
+            "Model bundle directory this camera's station uses under the recipe (instead of its `model`, or model.bundle). Relative to the config file. Loaded, and checked by loading, before a switch to the recipe is acknowledged.",
+          minLength: 1,
+        }),
+      ),
+      enabled: Type.Optional(
+        Type.Boolean({ description: "Whether the camera runs under the recipe (instead of its `enabled`)." }),
+      ),
+      ...cameraStationKeys(),
+    },
+    {
+      description:
+        "One camera's overrides under the recipe: bundle, enabled, roi, ignore, threshold, score_aggregation. Keys left out keep the camera's own setting.",
+      additionalProperties: false,
+    },
+  );
+}
+
 export const configSchema = Type.Object(
   {
     model: Type.Object(
@@ -403,61 +494,7 @@ export const configSchema = Type.Object(
               ...reloads("camera"),
             }),
           ),
-          roi: Type.Optional(
-            Type.Object(
-              {
-                x: Type.Integer({ description: "Left edge, source pixels.", minimum: 0 }),
-                y: Type.Integer({ description: "Top edge, source pixels.", minimum: 0 }),
-                width: Type.Integer({ description: "Width, source pixels.", minimum: 16 }),
-                height: Type.Integer({ description: "Height, source pixels.", minimum: 16 }),
-              },
-              {
-                description:
-                  "Region of interest in source pixels: GStreamer crops the frame to it before scaling (videocrop), so the rest of the frame is never copied into the daemon. It must lie inside the source's frame. Train the camera's bundle on the same ROI (`stpmd retrain --roi x,y,w,h`); the daemon warns when the sizes or aspects differ.",
-                additionalProperties: false,
-                ...reloads("camera"),
-              },
-            ),
-          ),
-          ignore: Type.Optional(
-            Type.Object(
-              {
-                polygons: Type.Array(
-                  Type.Array(Type.Tuple([Type.Number(), Type.Number()]), {
-                    description: "Corners [x, y] in ROI pixels (source pixels when there is no ROI).",
-                    minItems: 3,
-                  }),
-                  { description: "Polygons whose inside is ignored.", default: [] },
-                ),
-                mask: Type.Optional(
-                  Type.String({
-                    description:
-                      "Image file (PNG/JPEG) at the ROI's size or any size of the same aspect: pixels brighter than half are ignored. Relative to the config file.",
-                    minLength: 1,
-                  }),
-                ),
-              },
-              {
-                description:
-                  "Parts of the view to ignore (conveyor edges, labels, serial numbers): their anomaly-map pixels are set to 0 before the image score and the regions are computed.",
-                additionalProperties: false,
-                ...reloads("live"),
-              },
-            ),
-          ),
-          threshold: Type.Optional(
-            thresholdRuleSchema(
-              `Image-score threshold of this camera, applied at run time without retraining: ${THRESHOLD_RULE_TEXT}. Default: the bundle's own threshold.`,
-              reloads("live"),
-            ),
-          ),
-          score_aggregation: Type.Optional(
-            Enum(PART_SCORE_AGGREGATIONS, {
-              description:
-                "How this camera's anomaly map becomes the part's score, instead of the bundle's own (its manifest's `score`; `max` for bundles before it): `max` (the largest pixel), `smoothed_max` (the largest pixel after a Gaussian blur of σ = 4 map pixels) or `top_k_mean` (the mean of the largest 1 % of the map). A threshold is made in one score and does not fit another: the threshold rule (or the bundle's own threshold) is applied to the bundle's validation scores under this aggregation, which bundles from `stpmd retrain` since issue 19 store; with an older bundle only a `threshold: {value}` rule is accepted, otherwise the camera keeps the bundle's aggregation and says so in one log line (docs/method-and-retraining.md).",
-              ...reloads("live"),
-            }),
-          ),
+          ...cameraStationKeys(),
         },
         { description: "One camera.", additionalProperties: false },
       ),
@@ -582,7 +619,7 @@ export const configSchema = Type.Object(
           {
             enabled: Type.Boolean({
               description:
-                "Accept commands (reload, set_threshold, enable_camera, collection, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response` (or on an MQTT 5 request's Response Topic, with its Correlation Data), over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
+                "Accept commands (reload, set_threshold, enable_camera, collection, select_recipe, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response` (or on an MQTT 5 request's Response Topic, with its Correlation Data), over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
               default: false,
             }),
           },
@@ -1032,7 +1069,7 @@ export const configSchema = Type.Object(
             }),
             users: passwordUsers(
               "One console operator.",
-              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, reload; review labels): the console logs in with a cookie session (`POST /api/session`), scripts send HTTP Basic. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
+              "Operators who may change state from the console (`POST /api/command/<name>`: thresholds, enables, collection, recipes, reload; review labels): the console logs in with a cookie session (`POST /api/session`), scripts send HTTP Basic. Without users the console is read-only. Passwords travel in clear over plain HTTP: keep http.bind on loopback or put a TLS proxy in front.",
               "console_operator",
             ),
             max_clients: Type.Integer({
@@ -1060,6 +1097,28 @@ export const configSchema = Type.Object(
         default: {},
         additionalProperties: false,
       },
+    ),
+    recipes: Type.Record(
+      Type.String({ pattern: RECIPE_NAME_PATTERN }),
+      Type.Record(Type.String({ pattern: "^[A-Za-z0-9_-]+$" }), recipeCameraSchema(), {
+        description: "The recipe's overrides per camera id (every id must be one of `cameras`).",
+        additionalProperties: false,
+      }),
+      {
+        description:
+          "Products the line switches between (docs/recipes.md): each recipe names, per camera, what differs from the camera's own settings (bundle, enabled, roi, ignore, threshold, score_aggregation). A PLC, SCADA, an MQTT/HTTP command or the console selects one at run time (`select_recipe`); every bundle it needs is loaded before the switch is acknowledged, and each camera switches between two frames. Recipe names: letters, digits, `_`, `-` and `.`.",
+        default: {},
+        additionalProperties: false,
+        ...reloads("live"),
+      },
+    ),
+    active_recipe: Type.Optional(
+      Type.String({
+        description:
+          "The recipe in force at start (one of `recipes`). Default: none, each camera judges by its own settings. A recipe selected at run time holds over a reload until this key's value changes in the file.",
+        pattern: RECIPE_NAME_PATTERN,
+        ...reloads("live"),
+      }),
     ),
   },
   {
@@ -1102,6 +1161,8 @@ export type AuditConfig = StpmdConfig["audit"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type ConsoleConfig = HttpConfig["console"];
 export type LogLevel = StpmdConfig["log"]["level"];
+export type RecipeConfig = StpmdConfig["recipes"][string];
+export type RecipeCameraConfig = RecipeConfig[string];
 
 /**
  * The schema as `config/stpmd.schema.json` holds it: plain JSON, and a key with a default is not listed as

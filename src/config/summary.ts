@@ -95,6 +95,18 @@ function formatRecords(records: StpmdConfig["records"]): string {
 }
 
 /** A short human summary of a loaded config for `stpmd check-config`; never prints the password. */
+/** The recipes and the cameras each overrides, and the one in force at start; nothing without recipes. */
+function recipesLine(cfg: StpmdConfig): string[] {
+  const recipes = Object.entries(cfg.recipes);
+  if (recipes.length === 0) return [];
+  const list = recipes.map(
+    ([name, cameras]) => `${name} (${Object.keys(cameras).join(", ") || "no overrides"})`,
+  );
+  return [
+    `recipes:    ${list.join(", ")}; at start ${cfg.active_recipe ?? "none (the cameras' own settings)"}`,
+  ];
+}
+
 export function formatConfigSummary(cfg: StpmdConfig): string {
   const { model, inference, mqtt, collection } = cfg;
   const enabled = cfg.cameras.filter((camera) => camera.enabled).length;
@@ -115,6 +127,7 @@ export function formatConfigSummary(cfg: StpmdConfig): string {
     `batching:   up to ${inference.max_batch} frames, waiting <= ${inference.max_wait_ms} ms, queue ${inference.queue_size} frames, threads ${threads}`,
     `cameras:    ${cfg.cameras.length} (${enabled} enabled)`,
     ...cameraLines,
+    ...recipesLine(cfg),
     `broker:     ${formatBroker(mqtt)}`,
     `topics:     ${mqtt.prefix}/..., results QoS ${mqtt.result_qos}, events QoS ${mqtt.event_qos}, snapshots ${mqtt.snapshot === "none" ? "none" : `${mqtt.snapshot} (JPEG quality ${mqtt.snapshot_quality})`}`,
     `outbox:     ${mqtt.outbox.dir} (<= ${mqtt.outbox.max_messages} events, <= ${formatBytes(mqtt.outbox.max_bytes)})`,

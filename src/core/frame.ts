@@ -13,6 +13,12 @@ export interface Frame {
   /** Part id a PLC trigger attached to this frame (OPC UA `PartId`); carried into the result and the event. */
   partId?: string;
   /**
+   * The recipe in force for this camera when the frame was captured (docs/recipes.md): the frame is judged under
+   * it, and its result, event, record and PLC answer name it. Absent: the camera's own settings (no recipe). A
+   * switch takes effect between two frames because it is decided here, once per frame.
+   */
+  recipe?: string;
+  /**
    * The same frame at the ROI's own resolution (capped by `collection.max_long_side`), when the collector asked the
    * camera for one ({@link FrameOriginal}); `rgb` is then this image resized to the capture size.
    */

@@ -68,5 +68,7 @@ export interface LastResult {
   /** The defect event's id (`event_id` on MQTT), when the verdict was `defect`. */
   eventId?: string;
   partId?: string;
+  /** The recipe the frame was judged under (its frame's `recipe`); absent: the camera's own settings. */
+  recipe?: string;
   regions: number;
 }

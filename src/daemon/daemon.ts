@@ -394,6 +394,7 @@ export class Daemon {
       fps: Number(this.inspected.rate().toFixed(2)),
       dropped_frames: this.droppedFrames,
       cameras: this.cameraStates(),
+      recipe: this.registry.activeRecipe ?? null,
       outputs: Object.fromEntries(
         this.sinkStatuses().map(({ name, ok, durable, detail, failed_batches }) => [
           name,
@@ -479,7 +480,7 @@ export class Daemon {
   }
 
   /** The node-wide part of the line's snapshot. */
-  private nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models"> {
+  private nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models" | "recipe" | "recipes"> {
     const sinks = this.sinkStatuses();
     return {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),

@@ -18,7 +18,7 @@ import type { Station } from "../stations/station.js";
 /** What the control needs of the daemon that owns it. */
 export interface ControlHost {
   /** The node-wide part of a snapshot (everything but the cameras and models, which the registry knows). */
-  nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models">;
+  nodeSnapshot(): Omit<NodeSnapshot, "cameras" | "models" | "recipe" | "recipes">;
   /** Turns saving frames on or off (refused when the config file has collection off). */
   setCollection(enabled: boolean): { old: boolean };
   /** The status changed: publish it now rather than at the next interval. */
@@ -68,7 +68,13 @@ export class StationControl implements LineControl {
         ? [{ bundle: slot.dir, model_version: m.model_version, student_sha256: m.student.sha256 }]
         : [];
     });
-    return { ...node, models, cameras };
+    return {
+      ...node,
+      models,
+      recipe: this.registry.activeRecipe ?? null,
+      recipes: this.registry.recipeNames(),
+      cameras,
+    };
   }
 
   private cameraSnapshot(s: Station): CameraSnapshot {
@@ -86,6 +92,7 @@ export class StationControl implements LineControl {
       bad_frames: camStats?.badFrames ?? 0,
       dropped_frames: this.registry.droppedFramesOf(s),
       bundle: s.bundle,
+      recipe: s.recipe ?? null,
       model_version: manifest?.model_version ?? null,
       threshold: this.registry.thresholdOf(s),
       threshold_rule: s.thresholdRule ?? "bundle",
@@ -174,6 +181,44 @@ export class StationControl implements LineControl {
       { by: requesterLabel(by), old, new: enabled },
       `collection ${enabled ? "started" : "stopped"} by ${requesterLabel(by)}`,
     );
+  }
+
+  async selectRecipe(
+    name: string | null,
+    by: Requester,
+  ): Promise<{ old: string | null; new: string | null }> {
+    const before = this.registry.activeRecipe ?? null;
+    const entry = { action: "select_recipe", before: { recipe: before }, after: { recipe: name } };
+    if (name !== null && typeof name !== "string")
+      this.refuse(by, entry, `recipe must be a recipe's name or null (got ${typeof name})`);
+    if (this.host.isStopping()) this.refuse(by, entry, "the daemon is stopping");
+    let change: Awaited<ReturnType<StationRegistry["selectRecipe"]>>;
+    try {
+      change = await this.registry.selectRecipe(name ?? undefined);
+    } catch (err) {
+      if (!(err instanceof StationError)) throw err;
+      this.refuse(by, entry, err.message);
+    }
+    const old = change.old ?? null;
+    try {
+      this.record(by, {
+        action: "select_recipe",
+        before: { recipe: old },
+        after: { recipe: name, ...(change.loaded.length > 0 ? { loaded: change.loaded } : {}) },
+      });
+    } catch (err) {
+      // the switch cannot be atomic with its entry: when the entry fails, the line is switched back
+      await this.registry
+        .selectRecipe(change.old)
+        .catch((undoErr: unknown) => this.logger.error({ err: undoErr }, "switching the recipe back"));
+      throw err;
+    }
+    this.logger.info(
+      { by: requesterLabel(by), old, new: name },
+      `recipe ${name ?? "(none)"} selected by ${requesterLabel(by)} (was ${old ?? "(none)"})`,
+    );
+    this.host.statusChanged();
+    return { old, new: name };
   }
 
   trigger(camera: string, partId: string, by: Requester, expiresInMs = Number.POSITIVE_INFINITY): void {

@@ -3,7 +3,13 @@ import path from "node:path";
 import { bundleGeometry, recoverBundle } from "../bundle/bundle.js";
 import { pipelineParseProblems } from "../capture/parse-check.js";
 import { buildPipelineDescription } from "../capture/pipeline-description.js";
-import type { CameraConfig, KeyPath, Problem, StpmdConfig } from "../config/index.js";
+import {
+  type CameraConfig,
+  cameraUnderRecipe,
+  type KeyPath,
+  type Problem,
+  type StpmdConfig,
+} from "../config/index.js";
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import { ortProviders } from "../onnx/ort.js";
@@ -78,7 +84,7 @@ export function stateDirProblems(config: StpmdConfig): Problem[] {
  * temp directories of dead writers are removed.
  */
 export async function recoverStationBundles(config: StpmdConfig, logger: Logger): Promise<void> {
-  const dirs = new Set(config.cameras.map((camera) => path.resolve(stationBundle(camera, config))));
+  const dirs = new Set(camerasAtStart(config).map((camera) => path.resolve(stationBundle(camera, config))));
   for (const dir of dirs) await recoverBundle(dir, logger);
 }
 
@@ -91,7 +97,7 @@ export function cameraSourceProblems(
   sizeOf: (index: number) => { width: number; height: number } | undefined,
 ): Problem[] {
   const checked: Array<{ i: number; camera: CameraConfig; description: string }> = [];
-  config.cameras.forEach((camera, i) => {
+  camerasAtStart(config).forEach((camera, i) => {
     if (!camera.enabled) return;
     // without a loadable bundle the camera is still checked, at a size every description must accept
     const { width, height } = sizeOf(i) ?? { width: 256, height: 256 };
@@ -124,7 +130,8 @@ export function cameraSourceProblems(
 export async function startupProblems(config: StpmdConfig): Promise<Problem[]> {
   const problems = stateDirProblems(config);
   const sizes = new Map<string, { width: number; height: number } | undefined>();
-  for (const [i, camera] of config.cameras.entries()) {
+  const cameras = camerasAtStart(config);
+  for (const [i, camera] of cameras.entries()) {
     if (!camera.enabled) continue;
     const dir = stationBundle(camera, config);
     if (sizes.has(dir)) continue;
@@ -139,11 +146,21 @@ export async function startupProblems(config: StpmdConfig): Promise<Problem[]> {
     } catch (err) {
       sizes.set(dir, undefined);
       problems.push({
-        path: camera.model ? ["cameras", i, "model"] : ["model", "bundle"],
+        path:
+          config.active_recipe !== undefined && config.recipes[config.active_recipe]?.[camera.id]?.bundle
+            ? ["recipes", config.active_recipe, camera.id, "bundle"]
+            : camera.model
+              ? ["cameras", i, "model"]
+              : ["model", "bundle"],
         message: errorMessage(err),
       });
     }
   }
-  problems.push(...cameraSourceProblems(config, (i) => sizes.get(stationBundle(config.cameras[i]!, config))));
+  problems.push(...cameraSourceProblems(config, (i) => sizes.get(stationBundle(cameras[i]!, config))));
   return problems;
+}
+
+/** The cameras as the daemon starts them: under `active_recipe` when one is set (docs/recipes.md). */
+function camerasAtStart(config: StpmdConfig): CameraConfig[] {
+  return config.cameras.map((camera) => cameraUnderRecipe(camera, config, config.active_recipe));
 }

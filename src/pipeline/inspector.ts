@@ -31,8 +31,11 @@ export interface StationView {
   source?: SourceTransform;
 }
 
-/** The station settings of a camera for a given model (thresholds may derive from the model's validation scores). */
-export type StationLookup = (cameraId: string, manifest: Manifest) => StationView;
+/**
+ * The station settings of a camera for a given model (thresholds may derive from the model's validation scores),
+ * under the recipe the frame was captured in (undefined: the camera's own settings).
+ */
+export type StationLookup = (cameraId: string, manifest: Manifest, recipe: string | undefined) => StationView;
 
 /**
  * The one place a frame's verdict is decided: `defect` above the threshold, `ok` at or below it, and `error` for a
@@ -134,7 +137,7 @@ export class Inspector {
     const { geometry, manifest } = model;
     const { width, height } = geometry.capture;
     const rgbs = await Promise.all(frames.map((f) => this.atCaptureSize(f, width, height)));
-    const views = frames.map((f) => station(f.cameraId, manifest));
+    const views = frames.map((f) => station(f.cameraId, manifest, f.recipe));
     const ownScore = bundlePartScore(manifest);
     // frames (resize) or tiles (tile mode) go to the inference thread in batches of maxBatch; the buffers are
     // transferred, not copied, and the maps come back the same way

@@ -21,7 +21,7 @@ export const AuditQuerySchema = Type.Object(
     action: Type.Optional(
       Type.String({
         description:
-          "Only this action: `start`, `set_threshold`, `enable_camera`, `disable_camera`, `collection`, `reload`, `reload_result`, `label`, `unlabel`, `accept_mask`.",
+          "Only this action: `start`, `set_threshold`, `enable_camera`, `disable_camera`, `collection`, `select_recipe`, `reload`, `reload_result`, `label`, `unlabel`, `accept_mask`.",
         minLength: 1,
       }),
     ),

@@ -59,6 +59,16 @@ const requestSchemas = {
     { transaction, enabled: Type.Boolean() },
     { additionalProperties: false, examples: [{ transaction: "c-1", enabled: true }] },
   ),
+  select_recipe: Type.Object(
+    {
+      transaction,
+      recipe: Type.Union([Type.String({ minLength: 1 }), Type.Null()], {
+        description: "The recipe's name, or null for every camera's own settings.",
+        expected: "a recipe's name or null (every camera's own settings)",
+      }),
+    },
+    { additionalProperties: false, examples: [{ transaction: "r-1", recipe: "bottle-b" }] },
+  ),
 } satisfies Record<string, TSchema>;
 
 type CommandName = keyof typeof requestSchemas;
@@ -104,6 +114,10 @@ const runners: { [N in CommandName]: Runner<N> } = {
   collection: (control, request, by) => {
     control.setCollection(request.enabled, by);
     return { data: { enabled: request.enabled } };
+  },
+  select_recipe: async (control, request, by) => {
+    const change = await control.selectRecipe(request.recipe, by);
+    return { data: { old: change.old, new: change.new } };
   },
 };
 

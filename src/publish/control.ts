@@ -48,6 +48,8 @@ export interface CameraSnapshot {
   dropped_frames: number;
   /** Bundle directory this camera's model comes from. */
   bundle: string;
+  /** The recipe this camera's settings come from now (null: its own); its last frame's is `last.recipe`. */
+  recipe: string | null;
   model_version: string | null;
   /** The image-score threshold in force, from `threshold_rule` and the bundle's validation scores. */
   threshold: number | null;
@@ -76,6 +78,8 @@ export interface LastResultSnapshot {
   /** The part id of the PLC trigger that tagged the frame. */
   part_id?: string;
   regions: number;
+  /** The recipe the frame was judged under; absent: the camera's own settings. */
+  recipe?: string;
 }
 
 export function lastResultSnapshot(last: LastResult): LastResultSnapshot {
@@ -88,6 +92,7 @@ export function lastResultSnapshot(last: LastResult): LastResultSnapshot {
     ...(last.eventId !== undefined ? { event_id: last.eventId } : {}),
     ...(last.partId !== undefined ? { part_id: last.partId } : {}),
     regions: last.regions,
+    ...(last.recipe !== undefined ? { recipe: last.recipe } : {}),
   };
 }
 
@@ -163,6 +168,9 @@ export interface NodeSnapshot {
   /** Model loaded and frames flowing: the rule the systemd watchdog uses. */
   ready: boolean;
   models: ModelSnapshot[];
+  /** The recipe in force (null: every camera's own settings), and the recipes the config offers. */
+  recipe: string | null;
+  recipes: string[];
   outbox: { queued: number; overflowed: number; lost: number };
   /** The switch, and what the collector did since start (all 0 when collection is off in the config file). */
   collection: { enabled: boolean } & CollectionStats;
@@ -198,6 +206,12 @@ export interface LineControl {
   /** SIGHUP's path: re-read the configuration and reload changed bundles. */
   reload(by: Requester): Promise<ReloadOutcome>;
   setCollection(enabled: boolean, by: Requester): void;
+  /**
+   * Switches the line to recipe `name` (null: every camera's own settings): resolves once every bundle it needs is
+   * loaded and each camera's next frame is judged under it; refused (ControlError with the reason, nothing changed)
+   * when the recipe is unknown or one of its bundles or masks does not load. Returns the recipe before and after.
+   */
+  selectRecipe(name: string | null, by: Requester): Promise<{ old: string | null; new: string | null }>;
   /**
    * Tags the next frame this camera delivers with `partId` (a PLC trigger). Several triggers queue (bounded) and
    * tag frames in order; each tagged frame's result carries `partId`. A trigger still waiting for its frame after

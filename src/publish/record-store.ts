@@ -25,7 +25,8 @@ export const RECORDS_DB = "records.db";
 
 /**
  * Schema version n is MIGRATIONS[0..n-1] applied in order. Version 1 already holds `label` (the review console's
- * current label for a frame, null until reviewed); version 2 adds the labels' history (`label_events`).
+ * current label for a frame, null until reviewed); version 2 adds the labels' history (`label_events`); version 3
+ * the recipe each frame was judged under (`recipe`, null for rows before it and frames judged without a recipe).
  */
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE records (
@@ -76,6 +77,9 @@ const MIGRATIONS: readonly string[] = [
      files TEXT NOT NULL DEFAULT '[]'
    );
    CREATE INDEX label_events_record ON label_events (record_id, id);`,
+  // version 3: the recipe a frame was judged under (docs/recipes.md). A column added, no row rewritten: rows
+  // written before it read null, as frames judged without a recipe do.
+  "ALTER TABLE records ADD COLUMN recipe TEXT;",
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -86,6 +90,8 @@ export interface RecordRow {
   ts: number;
   seq: number;
   part_id: string | null;
+  /** The recipe the frame was judged under; null: the camera's own settings. */
+  recipe: string | null;
   bundle: string | null;
   model_version: string;
   threshold: number | null;
@@ -196,10 +202,10 @@ export class RecordInserter {
 
   constructor(private readonly db: RecordsDatabase) {
     this.insert = db.prepare(
-      `INSERT INTO records (camera, ts, seq, part_id, bundle, model_version, threshold, threshold_rule, score,
-         verdict, error, regions, latency_ms, image, map, image_bytes)
-       VALUES (@camera, @ts, @seq, @part_id, @bundle, @model_version, @threshold, @threshold_rule, @score,
-         @verdict, @error, @regions, @latency_ms, @image, @map, @image_bytes)`,
+      `INSERT INTO records (camera, ts, seq, part_id, recipe, bundle, model_version, threshold, threshold_rule,
+         score, verdict, error, regions, latency_ms, image, map, image_bytes)
+       VALUES (@camera, @ts, @seq, @part_id, @recipe, @bundle, @model_version, @threshold, @threshold_rule,
+         @score, @verdict, @error, @regions, @latency_ms, @image, @map, @image_bytes)`,
     );
     this.countHour = db.prepare(
       `INSERT INTO hourly (camera, hour, ok, defect, error) VALUES (?, ?, ?, ?, ?)
@@ -242,6 +248,7 @@ function toRecord(row: StoredRow): PartRecord {
     ts: row.ts,
     seq: row.seq,
     part_id: row.part_id,
+    recipe: row.recipe ?? null,
     bundle: row.bundle,
     model_version: row.model_version,
     threshold: row.threshold,

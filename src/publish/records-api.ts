@@ -77,6 +77,10 @@ export const PartRecordSchema = Type.Object(
     ts: Type.Integer({ description: "Capture time, milliseconds since the epoch." }),
     seq: Type.Integer({ description: "The camera's frame sequence number (from 0 at each daemon start)." }),
     part_id: Type.Union([Type.String(), Type.Null()], { description: "Part id from a PLC trigger, if any." }),
+    recipe: Type.Union([Type.String(), Type.Null()], {
+      description:
+        "The recipe the frame was judged under (docs/recipes.md); null: the camera's own settings.",
+    }),
     bundle: Type.Union([Type.String(), Type.Null()], {
       description: "The bundle directory the camera's model came from.",
     }),

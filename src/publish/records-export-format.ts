@@ -19,6 +19,7 @@ export const CSV_COLUMNS: readonly (keyof PartRecord)[] = [
   "camera",
   "seq",
   "part_id",
+  "recipe",
   "bundle",
   "model_version",
   "threshold",

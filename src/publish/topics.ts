@@ -21,7 +21,8 @@ import type { PredictedFalseAlarms } from "../stpm/threshold.js";
  * The daemon subscribes to `<prefix>/command/+` (QoS 1) when `mqtt.commands.enabled`; a request is a JSON object
  * with the command's parameters and an optional `transaction` (string or number) echoed in the response, so a
  * client can match answers to its requests; an MQTT 5 request with a Response Topic is answered there instead, with
- * its Correlation Data. Names: `reload`, `set_threshold`, `enable_camera`, `collection`, `status`
+ * its Correlation Data. Names: `reload`, `set_threshold`, `enable_camera`, `collection`, `select_recipe`,
+ * `status`
  * (src/publish/commands.ts). `command` is therefore not a valid camera id while commands are on. Every time in these
  * payloads is ISO 8601 UTC with milliseconds (src/core/time.ts).
  */
@@ -73,6 +74,8 @@ export interface StatusPayload {
   fps: number;
   dropped_frames: number;
   cameras: { [cameraId: string]: CameraStatus };
+  /** The recipe in force (docs/recipes.md); null: every camera's own settings. */
+  recipe: string | null;
   /** The other outputs (Sparkplug, OPC UA, HTTP, collection …) by name; MQTT itself is up when this arrives. */
   outputs: { [name: string]: OutputStatus };
   /**
@@ -94,7 +97,7 @@ export interface StatusPayload {
 /** What the daemon knows about itself; the publisher adds state, outbox counters, uptime and time. */
 export type StatusReport = Pick<
   StatusPayload,
-  "model_version" | "fps" | "dropped_frames" | "cameras" | "outputs"
+  "model_version" | "fps" | "dropped_frames" | "cameras" | "outputs" | "recipe"
 >;
 
 /** The last will on `<prefix>/status`: all the broker can say once the connection is gone. */
@@ -122,6 +125,8 @@ export interface ResultPayload {
   latency_ms: number;
   /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
   part_id?: string;
+  /** The recipe the frame was judged under (docs/recipes.md); absent: the camera's own settings. */
+  recipe?: string;
 }
 
 export interface DefectRegionPayload {
@@ -156,6 +161,8 @@ export interface DefectPayload {
   snapshot_jpeg_base64?: string;
   /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
   part_id?: string;
+  /** The recipe the frame was judged under (docs/recipes.md); absent: the camera's own settings. */
+  recipe?: string;
 }
 
 /** `<prefix>/command/<name>/response`: the answer to one command request. */
@@ -319,6 +326,7 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
     regions: result.regions.length,
     latency_ms: result.inferredTs - frame.captureTs,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
+    ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
   };
 }
 
@@ -367,6 +375,7 @@ export function buildDefectPayload(
     frame_size: [frame.width, frame.height],
     snapshot,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
+    ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
   };
   if (snapshot === "inline") {
     if (inlineJpeg === undefined) {

@@ -3,9 +3,12 @@ import { bundleGeometry, bundlePartScore, type Manifest } from "../bundle/bundle
 import { Camera } from "../capture/camera.js";
 import {
   type CameraConfig,
+  cameraChanges,
+  cameraUnderRecipe,
   changedKeys,
   configProblemsError,
   keepRestartKeys,
+  recipeNames,
   type StpmdConfig,
   type ThresholdRule,
 } from "../config/index.js";
@@ -41,6 +44,14 @@ export interface StationChanges {
   failed: string[];
 }
 
+/** What a recipe switch did: the recipe before and after, and the bundles loaded for it. */
+export interface RecipeSwitch {
+  old: string | undefined;
+  new: string | undefined;
+  /** Bundles loaded (and so checked) for the switch, which no station had loaded before. */
+  loaded: string[];
+}
+
 /** Bundles a model reload swapped, and those whose new model failed to load (their old model is kept). */
 export interface ModelReloads {
   swapped: string[];
@@ -62,6 +73,10 @@ export class StationRegistry {
   private readonly slots = new Map<string, ModelSlot>();
   private readonly byId = new Map<string, Station>();
   private stopping = false;
+  /** The recipe in force (undefined: the cameras' own settings); see {@link selectRecipe}. */
+  private active: string | undefined;
+  /** The recipe switch or config change running now: they run one after the other, never interleaved. */
+  private changing: Promise<unknown> = Promise.resolve();
 
   /**
    * @param consume every batch's results, after each was recorded on its station.
@@ -74,9 +89,20 @@ export class StationRegistry {
     private readonly modelSwapped: () => void = () => undefined,
   ) {
     this.config = config;
+    this.active = config.active_recipe;
   }
 
   // --- queries ----------------------------------------------------------------------------------------------
+
+  /** The recipe in force; undefined when each camera judges by its own settings. */
+  get activeRecipe(): string | undefined {
+    return this.active;
+  }
+
+  /** The recipes the config offers, in file order. */
+  recipeNames(): string[] {
+    return Object.keys(this.config.recipes);
+  }
 
   /** The stations, in config order. */
   stations(): Station[] {
@@ -176,17 +202,19 @@ export class StationRegistry {
    */
   async open(): Promise<void> {
     try {
-      for (const camera of this.config.cameras) {
-        this.byId.set(camera.id, new Station(camera, this.bundleOf(camera), this.cameraLogger(camera.id)));
+      for (const own of this.config.cameras) {
+        const camera = this.underRecipe(own);
+        this.byId.set(
+          camera.id,
+          new Station(camera, this.bundleOf(camera), this.cameraLogger(camera.id), this.active),
+        );
       }
       for (const dir of this.bundlesInUse()) {
         let manifest: Manifest;
         try {
           manifest = await this.openSlot(dir).load();
         } catch (err) {
-          const i = this.config.cameras.findIndex((c) => c.enabled && this.bundleOf(c) === dir);
-          const keyPath = this.config.cameras[i]?.model ? ["cameras", i, "model"] : ["model", "bundle"];
-          throw configProblemsError(this.config, [{ path: keyPath, message: errorMessage(err) }]);
+          throw configProblemsError(this.config, [{ path: this.bundleKey(dir), message: errorMessage(err) }]);
         }
         this.logger.info({ model_version: manifest.model_version, bundle: dir }, "model loaded");
       }
@@ -194,6 +222,24 @@ export class StationRegistry {
       await this.close();
       throw err;
     }
+  }
+
+  /** The config key that chose bundle `dir` for an enabled camera (a recipe's, a camera's, or the default). */
+  private bundleKey(dir: string): (string | number)[] {
+    const i = this.config.cameras.findIndex((c) => {
+      const camera = this.underRecipe(c);
+      return camera.enabled && this.bundleOf(camera) === dir;
+    });
+    const camera = this.config.cameras[i];
+    if (camera && this.active !== undefined && this.config.recipes[this.active]?.[camera.id]?.bundle) {
+      return ["recipes", this.active, camera.id, "bundle"];
+    }
+    return camera?.model ? ["cameras", i, "model"] : ["model", "bundle"];
+  }
+
+  /** A camera's settings under the recipe in force. */
+  private underRecipe(camera: CameraConfig): CameraConfig {
+    return cameraUnderRecipe(camera, this.config, this.active);
   }
 
   /** Reads every station's ignore-mask image (a start-up failure: the caller closes the registry). */
@@ -289,9 +335,26 @@ export class StationRegistry {
    * their running values and are named in one warning. Models no station uses any more are unloaded. A camera
    * whose mask or model does not load keeps its previous settings (named in the returned problems).
    */
-  async applyConfig(next: StpmdConfig): Promise<StationChanges> {
+  applyConfig(next: StpmdConfig): Promise<StationChanges> {
+    return this.exclusive(() => this.applyConfigNow(next));
+  }
+
+  private async applyConfigNow(next: StpmdConfig): Promise<StationChanges> {
     const changes: StationChanges = { problems: [], failed: [] };
     const old = this.config;
+    // a recipe selected at run time holds until the file's own active_recipe changes (or the recipe is gone)
+    if (
+      old.active_recipe !== next.active_recipe ||
+      (this.active !== undefined && !(this.active in next.recipes))
+    ) {
+      if (this.active !== next.active_recipe) {
+        this.logger.info(
+          { from: this.active ?? null, to: next.active_recipe ?? null },
+          `recipe ${next.active_recipe ?? "(none)"} in force from the configuration file`,
+        );
+      }
+      this.active = next.active_recipe;
+    }
     const atNextStart = changedKeys(old, next)
       .filter((change) => change.rule === "restart")
       .map((change) => change.key);
@@ -309,9 +372,85 @@ export class StationRegistry {
       this.byId.delete(s.id);
       this.logger.info({ camera: s.id }, "camera removed from the configuration; stopped");
     }
-    for (const camera of next.cameras) await this.applyCamera(camera, changes);
+    for (const own of next.cameras) await this.applyCamera(this.underRecipe(own), changes);
     await this.unloadUnusedModels();
     return changes;
+  }
+
+  /** Runs run-time changes of the stations one after the other (a recipe switch never meets a reload halfway). */
+  private exclusive<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.changing.then(change, change);
+    this.changing = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Switches the line to `recipe` (undefined: every camera's own settings). Every bundle the recipe needs is
+   * loaded, and every ignore mask read, first: one that does not load refuses the switch with the reason, and
+   * nothing changes (bundles loaded for it are unloaded again). Then each camera switches between two frames: the
+   * frames captured from then on carry the new recipe and go to its bundle's queue, and those already queued are
+   * judged under the recipe they were captured in. A camera restarts only where the recipe changes what only a new
+   * capture pipeline can apply (its ROI, a model of another input size, its enable).
+   */
+  selectRecipe(recipe: string | undefined): Promise<RecipeSwitch> {
+    return this.exclusive(() => this.selectRecipeNow(recipe));
+  }
+
+  private async selectRecipeNow(recipe: string | undefined): Promise<RecipeSwitch> {
+    if (this.stopping) throw new StationError("the daemon is stopping");
+    if (recipe !== undefined && !(recipe in this.config.recipes)) {
+      throw new StationError(`unknown recipe "${recipe}" (known: ${recipeNames(this.config)})`);
+    }
+    const old = this.active;
+    const plans = this.config.cameras.flatMap((own) => {
+      const station = this.byId.get(own.id);
+      if (!station) return [];
+      const next = cameraUnderRecipe(own, this.config, recipe);
+      return [{ station, next, bundle: this.bundleOf(next) }];
+    });
+    const loaded: ModelSlot[] = [];
+    const masks = new Map<string, MaskImage | undefined>();
+    try {
+      for (const { station, next, bundle } of plans) {
+        const name = recipe === undefined ? "(none)" : `"${recipe}"`;
+        const why = (what: string) => `recipe ${name} refused: camera "${station.id}": ${what}`;
+        try {
+          masks.set(station.id, await maskImageOf(next));
+        } catch (err) {
+          throw new StationError(why(`its ignore mask does not load (${errorMessage(err)})`));
+        }
+        if (!station.enabledUnder(next) || this.slots.get(bundle)?.inspector.manifest) continue;
+        const slot = this.openSlot(bundle);
+        loaded.push(slot);
+        try {
+          const manifest = await slot.load();
+          this.logger.info({ model_version: manifest.model_version, bundle, recipe }, "model loaded");
+        } catch (err) {
+          throw new StationError(why(`its bundle ${bundle} does not load (${errorMessage(err)})`));
+        }
+        slot.loop.start();
+      }
+    } catch (err) {
+      for (const slot of loaded) await this.closeSlot(slot);
+      throw err;
+    }
+    this.active = recipe;
+    for (const { station, next, bundle } of plans) {
+      const before = station.config;
+      const wasEnabled = station.enabled;
+      const oldSize = this.slots.get(station.bundle)?.inspector.inputSize;
+      station.switchRecipe(recipe, next, masks.get(station.id), this.manifestOf(station));
+      station.bundle = bundle;
+      const size = this.slots.get(bundle)?.inspector.inputSize;
+      const sizeChanged = size !== undefined && (oldSize?.[0] !== size[0] || oldSize?.[1] !== size[1]);
+      if (!station.enabled) this.stopCamera(station);
+      else if (!wasEnabled || !station.camera || sizeChanged || needsPipelineChange(before, next)) {
+        this.restartCamera(station);
+      }
+    }
+    await this.unloadUnusedModels();
+    this.warnAboutRois();
+    return { old, new: recipe, loaded: loaded.map((slot) => slot.dir) };
   }
 
   private async applyCamera(camera: CameraConfig, changes: StationChanges): Promise<void> {
@@ -329,7 +468,7 @@ export class StationRegistry {
     }
     const existing = this.byId.get(camera.id);
     if (!existing) {
-      const s = new Station(camera, bundle, this.cameraLogger(camera.id));
+      const s = new Station(camera, bundle, this.cameraLogger(camera.id), this.active);
       s.maskImage = maskImage;
       this.byId.set(camera.id, s);
       if (s.enabled && (await this.ensureModel(bundle, camera.id, changes))) this.startCamera(s);
@@ -339,6 +478,7 @@ export class StationRegistry {
     const restart = needsCameraRestart(existing.config, camera) || existing.bundle !== bundle;
     const wasEnabled = existing.enabled;
     existing.applyConfig(camera, maskImage);
+    existing.recipe = this.active;
     if (existing.bundle !== bundle) {
       if (!(await this.ensureModel(bundle, camera.id, changes))) {
         this.stopCamera(existing);
@@ -405,7 +545,7 @@ export class StationRegistry {
       this.config.inference,
       this.logger,
       (results, ms) => this.recordAndConsume(results, ms),
-      (cameraId, manifest) => this.view(cameraId, manifest),
+      (cameraId, manifest, recipe) => this.view(cameraId, manifest, recipe),
     );
     this.slots.set(dir, slot);
     if (this.config.model.watch) {
@@ -470,11 +610,11 @@ export class StationRegistry {
   // --- the frame's way through ------------------------------------------------------------------------------
 
   /** How a camera's frames are judged under `manifest` (the slot's loop asks for every batch). */
-  private view(cameraId: string, manifest: Manifest): StationView {
+  private view(cameraId: string, manifest: Manifest, recipe: string | undefined): StationView {
     const station = this.byId.get(cameraId);
     // a frame of a camera removed while its batch ran: judge it by the bundle's own threshold
     if (!station) return { threshold: manifest.threshold };
-    return station.view(manifest);
+    return station.view(manifest, recipe);
   }
 
   private recordAndConsume(results: InspectionResult[], inferenceMs: number): void {
@@ -504,9 +644,20 @@ export class StationRegistry {
     });
     cam.on("frame", (f: Frame) => {
       station.nextSeq = f.seq + 1;
+      // the slot and recipe in force now: a recipe switch takes effect between two frames, without a restart
+      const target = this.slots.get(station.bundle) ?? slot;
       const partId = station.takePartId(Date.now());
-      // `partId` travels with the frame into its result and event (a PLC trigger's answer)
-      slot.loop.push(partId === undefined ? f : { ...f, partId });
+      const recipe = station.recipe;
+      // `partId` and `recipe` travel with the frame into its result and event (a PLC trigger's answer)
+      target.loop.push(
+        partId === undefined && recipe === undefined
+          ? f
+          : {
+              ...f,
+              ...(partId !== undefined ? { partId } : {}),
+              ...(recipe !== undefined ? { recipe } : {}),
+            },
+      );
     });
     station.camera = cam;
     station.captureStarts += 1;
@@ -526,6 +677,18 @@ export class StationRegistry {
     this.stopCamera(station);
     if (station.enabled) this.startCamera(station);
   }
+}
+
+/**
+ * Whether a recipe switch must restart a camera: a capture key changed (its ROI). A new bundle of the same input
+ * size needs no new pipeline (frames go to its queue from the next one on), nor does the enable (started or
+ * stopped on its own): restarting for them cost 0.5–1 s of the switch with two replay cameras (issue 23).
+ */
+function needsPipelineChange(before: CameraConfig, after: CameraConfig): boolean {
+  return cameraChanges(before, after).some(
+    (change) =>
+      change.rule === "camera" && change.key !== "cameras[].model" && change.key !== "cameras[].enabled",
+  );
 }
 
 /** A camera's ignore-mask image, if it names one. */

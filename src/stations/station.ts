@@ -89,17 +89,26 @@ export class Station {
   last: LastResult | undefined;
   /** Triggers waiting for a frame, oldest first. */
   readonly pendingParts: { partId: string; expiresAt: number }[] = [];
+  /** The recipe this station's settings come from now (undefined: the camera's own settings). */
+  recipe: string | undefined;
   /** What judging this camera's frames needs, per model version: derived from the config and the manifest once. */
   private views = new Map<string, StationView>();
+  /**
+   * The views of the recipe before the last switch, for its frames still queued when it happened: a frame is
+   * judged under the recipe it was captured in, so the switch falls between two frames.
+   */
+  private retired: { recipe: string | undefined; views: Map<string, StationView> } | undefined;
 
   constructor(
     public config: CameraConfig,
     public bundle: string,
     /** Bound to this camera (`camera` key): lines add no camera key of their own (a duplicate JSON key). */
     private readonly logger: Logger,
+    recipe?: string,
   ) {
     this.enabled = config.enabled;
     this.thresholdRule = config.threshold;
+    this.recipe = recipe;
   }
 
   get id(): string {
@@ -128,6 +137,33 @@ export class Station {
     this.views = new Map();
   }
 
+  /**
+   * Switches to `recipe`'s settings of this camera (`next`, the camera's config under it). As with a re-read file,
+   * a threshold rule or enable that the switch changes wins over one set at run time; one it leaves alone stays.
+   * The views of the recipe left are kept, computed for `current` (the model its frames are judged by) if they were
+   * not yet, so that its frames still queued are judged as they were captured.
+   */
+  switchRecipe(
+    recipe: string | undefined,
+    next: CameraConfig,
+    maskImage: MaskImage | undefined,
+    current: Manifest | undefined,
+  ): void {
+    if (current) this.view(current);
+    this.retired = { recipe: this.recipe, views: this.views };
+    this.recipe = recipe;
+    this.enabled = this.enabledUnder(next);
+    if (!isDeepStrictEqual(this.config.threshold, next.threshold)) this.thresholdRule = next.threshold;
+    this.config = next;
+    this.maskImage = maskImage;
+    this.views = new Map();
+  }
+
+  /** Whether the camera runs under `next`: its enable when that differs from the current config's, else as now. */
+  enabledUnder(next: CameraConfig): boolean {
+    return this.config.enabled !== next.enabled ? next.enabled : this.enabled;
+  }
+
   setThresholdRule(rule: ThresholdRule | undefined): void {
     this.thresholdRule = rule;
     this.views = new Map();
@@ -144,7 +180,12 @@ export class Station {
    * Polygons are in ROI pixels (source pixels without an ROI, taken to be the size the bundle was trained on), so
    * they are scaled by view size / capture size.
    */
-  view(manifest: Manifest): StationView {
+  view(manifest: Manifest, recipe: string | undefined = this.recipe): StationView {
+    const retired = this.retired;
+    if (recipe !== this.recipe && retired !== undefined && retired.recipe === recipe) {
+      const before = retired.views.get(manifest.model_version);
+      if (before) return before;
+    }
     const cached = this.views.get(manifest.model_version);
     if (cached) return cached;
     const { score, threshold: value, validationScores } = this.scoring(manifest);
@@ -221,6 +262,7 @@ export class Station {
       regions: r.regions.length,
       ...(r.verdict === "defect" ? { eventId: defectEventId(r) } : {}),
       ...(r.frame.partId !== undefined ? { partId: r.frame.partId } : {}),
+      ...(r.frame.recipe !== undefined ? { recipe: r.frame.recipe } : {}),
     };
   }
 }

@@ -94,10 +94,10 @@ describe("schema", () => {
     assert.deepEqual(open, []);
   });
 
-  test("example.yaml and replay-bottle.yaml validate against the schema as written", () => {
+  test("example.yaml, replay-bottle.yaml and recipes.yaml validate against the schema as written", () => {
     const ajv = new Ajv({ allErrors: true, discriminator: true, strict: false });
     const validate = ajv.compile(loadConfigSchema());
-    for (const name of ["example.yaml", "replay-bottle.yaml"]) {
+    for (const name of ["example.yaml", "replay-bottle.yaml", "recipes.yaml"]) {
       const data: unknown = parseYaml(fs.readFileSync(path.join(configDir, name), "utf8"));
       assert.ok(validate(data), `${name}: ${ajv.errorsText(validate.errors)}`);
     }
@@ -204,6 +204,7 @@ describe("loadConfig defaults", () => {
         port: 9464,
         console: { enabled: true, users: [], max_clients: 8, session_idle_min: 720 },
       },
+      recipes: {},
     };
     assert.deepEqual(cfg, expected);
   });

@@ -99,9 +99,11 @@ test("every keyword the config schema validates with is worded for people (none 
     }
     if (typeof node !== "object" || node === null) return;
     for (const [key, value] of Object.entries(node)) {
-      if (key === "properties") Object.values(value as object).forEach(walk);
+      // applicators: their subschemas fail, never they themselves (patternProperties: the recipes' cameras)
+      const applicator = key === "properties" || key === "patternProperties";
+      if (applicator) Object.values(value as object).forEach(walk);
       else if (key === "items" || key === "anyOf" || key === "oneOf") walk(value);
-      if (key === "properties" || key === "items" || key.startsWith("x-") || notValidating.has(key)) continue;
+      if (applicator || key === "items" || key.startsWith("x-") || notValidating.has(key)) continue;
       if (!WORDED_KEYWORDS.has(key)) unworded.add(key);
     }
   };

@@ -69,6 +69,8 @@ test("an operator watches and drives the real daemon from the console in Chromiu
       { id: "cam1", source: replaySource(noise, 10), threshold: { value: 1e-9 } },
       { id: "cam2", source: replaySource(noise, 10) },
     ],
+    // a recipe that touches cam2 only: selecting it keeps cam1's run-time threshold (docs/recipes.md)
+    recipes: { night: { cam2: { threshold: { value: 5 } } } },
     mqtt: {
       url: broker.url,
       client_id: "console-e2e",
@@ -178,6 +180,19 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     await cam2.locator("[data-role=enabled]").uncheck();
     await cam2.locator(".badge", { hasText: "disabled" }).waitFor({ timeout: 15_000 });
     assert.equal(daemon.snapshot().cameras[1]!.enabled, false);
+
+    // select a recipe on the Live page: the shared executor's select_recipe; cam1's card names its frames' recipe
+    await page.selectOption("#recipe", "night");
+    await page.locator("#log li", { hasText: "select_recipe" }).waitFor();
+    assert.match(await lastLog(page), /select_recipe .* → ok .*"new":"night"/);
+    assert.equal(daemon.snapshot().recipe, "night");
+    await cam1.locator("[data-role=recipe]", { hasText: "night" }).waitFor({ timeout: 15_000 });
+    assert.equal(
+      daemon.snapshot().cameras[0]!.threshold,
+      1e9,
+      "a recipe that leaves cam1 alone keeps its threshold",
+    );
+    assert.equal(daemon.snapshot().cameras[1]!.enabled, false, "nor does it start the disabled cam2");
 
     await shot(page, "console-live");
 

@@ -20,7 +20,7 @@ export interface ResultListener {
 
 /** One call a client made through the control, as the interface handed it over. */
 export interface ControlCall {
-  method: "setThreshold" | "enableCamera" | "reload" | "setCollection" | "trigger";
+  method: "setThreshold" | "enableCamera" | "reload" | "setCollection" | "trigger" | "selectRecipe";
   args: unknown[];
   by: Requester;
 }
@@ -37,6 +37,12 @@ export class TestLineControl implements LineControl {
   collection = false;
   /** The outputs' health as the daemon's snapshot lists it (none unless a test sets some). */
   sinks: SinkStatus[] = [];
+  /** The recipe in force, and the recipes the test control offers (each its own {value} threshold). */
+  recipe: string | null = null;
+  readonly recipes = new Map<string, number>([
+    ["A", 0.5],
+    ["B", 2],
+  ]);
   private readonly cameras = new Map<string, CameraSnapshot>();
   private readonly started = Date.now();
 
@@ -54,6 +60,7 @@ export class TestLineControl implements LineControl {
         bad_frames: 0,
         dropped_frames: 0,
         bundle: "/models/test",
+        recipe: null,
         model_version: "20261201T000000Z",
         threshold,
         threshold_rule: "bundle",
@@ -89,6 +96,8 @@ export class TestLineControl implements LineControl {
       dropped_frames: 0,
       ready: true,
       models: [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }],
+      recipe: this.recipe,
+      recipes: [...this.recipes.keys()],
       outbox: { queued: 0, overflowed: 0, lost: 0 },
       collection: { enabled: this.collection, saved: 0, failed: 0, dropped: 0, deleted: 0 },
       audit: { ok: true, file: "/var/lib/stpmd/audit.jsonl", entries: 0, failures: 0 },
@@ -132,6 +141,25 @@ export class TestLineControl implements LineControl {
     this.collection = enabled;
   }
 
+  /** Selects a recipe of {@link recipes}: every camera's threshold becomes the recipe's (null keeps them). */
+  async selectRecipe(
+    name: string | null,
+    by: Requester,
+  ): Promise<{ old: string | null; new: string | null }> {
+    this.calls.push({ method: "selectRecipe", args: [name], by });
+    const threshold = name === null ? undefined : this.recipes.get(name);
+    if (name !== null && threshold === undefined) {
+      throw new ControlError(`unknown recipe "${name}" (known: ${[...this.recipes.keys()].join(", ")})`);
+    }
+    const old = this.recipe;
+    this.recipe = name;
+    for (const cam of this.cameras.values()) {
+      cam.recipe = name;
+      if (threshold !== undefined) cam.threshold = threshold;
+    }
+    return { old, new: name };
+  }
+
   trigger(camera: string, partId: string, by: Requester): void {
     this.calls.push({ method: "trigger", args: [camera, partId], by });
     this.camera(camera);
@@ -160,6 +188,7 @@ export class TestLineControl implements LineControl {
         height,
         rgb: new Uint8Array(width * height * 3),
         ...(partId !== undefined ? { partId } : {}),
+        ...(this.recipe !== null ? { recipe: this.recipe } : {}),
       },
       score,
       threshold,
@@ -180,6 +209,7 @@ export class TestLineControl implements LineControl {
       verdict,
       regions: result.regions.length,
       ...(partId !== undefined ? { partId } : {}),
+      ...(this.recipe !== null ? { recipe: this.recipe } : {}),
     });
     for (const i of this.interfaces) i.onResult?.(result);
     return result;

@@ -178,7 +178,7 @@ export class Plc {
       await new Promise((r) => setTimeout(r, 5));
     }
     const names = ["ResultPartId", "ResultOK", "ResultNG", "Score", "Threshold", "Regions", "EventId"];
-    const more = ["ResultCounter", "Error", "ErrorCode"];
+    const more = ["ResultCounter", "Error", "ErrorCode", "ResultRecipe"];
     const values = await this.session.read(
       [...names, ...more].map((n) => ({ nodeId: this.nodeId(`${camera}.${n}`) })),
     );
@@ -201,7 +201,32 @@ export class Plc {
       counter: v[7] as number,
       error: v[8] as boolean,
       errorCode: v[9] as number,
+      recipe: v[10] as string,
     };
+  }
+
+  /**
+   * The PLC's side of the recipe handshake: writes the name to RecipeRequest, waits for RecipeDone, reads the
+   * answer, raises RecipeAck (RecipeDone falls) and lowers it again.
+   */
+  async selectRecipe(name: string, timeoutMs = 30_000): Promise<{ error: boolean; message: string }> {
+    const request = await this.write("RecipeRequest", DataType.String, name);
+    if (!request.isGood()) throw new Error(`write RecipeRequest: ${request.toString()}`);
+    const deadline = Date.now() + timeoutMs;
+    while ((await this.read("RecipeDone")) !== true) {
+      if (Date.now() > deadline) throw new Error(`no RecipeDone within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const answer = {
+      error: (await this.read("RecipeError")) as boolean,
+      message: (await this.read("RecipeMessage")) as string,
+    };
+    const ack = await this.write("RecipeAck", DataType.Boolean, true);
+    if (!ack.isGood()) throw new Error(`RecipeAck: ${ack.toString()}`);
+    if ((await this.read("RecipeDone")) !== false) throw new Error("RecipeDone did not fall on ack");
+    const low = await this.write("RecipeAck", DataType.Boolean, false);
+    if (!low.isGood()) throw new Error(`lower RecipeAck: ${low.toString()}`);
+    return answer;
   }
 
   async close(): Promise<void> {
@@ -221,4 +246,6 @@ export interface PlcResult {
   counter: number;
   error: boolean;
   errorCode: number;
+  /** The recipe the answer was judged under (ResultRecipe); empty: none. */
+  recipe: string;
 }

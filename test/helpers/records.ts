@@ -45,6 +45,7 @@ export function recordJob(
       ts: r.frame.captureTs,
       seq,
       part_id: r.frame.partId ?? null,
+      recipe: r.frame.recipe ?? null,
       bundle: "/models/test",
       model_version: r.modelVersion,
       threshold: r.threshold,

@@ -27,7 +27,14 @@ export function testSinkContext(
     node: {
       requestOriginal: () => false,
       collecting: () => control.collection,
-      statusReport: () => ({ model_version: null, fps: 0, dropped_frames: 0, cameras: {}, outputs: {} }),
+      statusReport: () => ({
+        model_version: null,
+        fps: 0,
+        dropped_frames: 0,
+        cameras: {},
+        outputs: {},
+        recipe: null,
+      }),
     },
   };
 }

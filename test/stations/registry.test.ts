@@ -177,7 +177,7 @@ test("a reload honours each key's rule: live keys restart nothing, camera keys r
     const outside = reloadRules().filter((r) => !r.key.startsWith("cameras[") && r.rule !== "restart");
     assert.deepEqual(
       outside.map((r) => r.key),
-      ["model.bundle"],
+      ["model.bundle", "recipes", "active_recipe"],
       "a new live or camera key outside cameras needs its case here",
     );
     let before = starts();
@@ -189,6 +189,29 @@ test("a reload honours each key's rule: live keys restart nothing, camera keys r
     );
     assert.equal(registry.require("a").bundle, own);
     await apply(base);
+
+    // recipes and active_recipe are live: a recipe added restarts nothing; the file's active_recipe switches to it
+    // (a threshold only: nothing restarts); a recipe selected at run time holds over a reload of the same file
+    const withRecipe: StpmdConfig = { ...base, recipes: { seven: { a: { threshold: { value: 7 } } } } };
+    before = starts();
+    await apply(withRecipe);
+    assert.equal(registry.activeRecipe, undefined);
+    await apply({ ...withRecipe, active_recipe: "seven" });
+    assert.equal(registry.activeRecipe, "seven");
+    assert.equal(registry.require("a").recipe, "seven");
+    assert.equal(registry.thresholdOf(registry.require("a")), 7);
+    await apply(withRecipe);
+    assert.equal(registry.activeRecipe, undefined, "the file's active_recipe changed back");
+    await registry.selectRecipe("seven");
+    await apply(withRecipe);
+    assert.equal(registry.activeRecipe, "seven", "a run-time selection holds over a reload of the same file");
+    assert.deepEqual(starts(), before, "recipes and active_recipe: no camera restarted");
+    await apply(base);
+    assert.equal(registry.activeRecipe, undefined, "the recipe is gone from the file");
+    assert.equal(
+      registry.thresholdOf(registry.require("a")),
+      registry.manifestOf(registry.require("a"))!.threshold,
+    );
 
     // every restart key: a change is named in one warning and restarts nothing
     before = starts();

@@ -178,3 +178,33 @@ test("a station's log lines carry its camera once: the logger is bound to it, th
   assert.equal(raw[0]!.match(/"camera":/g)?.length, 1, raw[0]);
   assert.match(raw[0]!, /trigger for part \\"B1764-10\\" expired/);
 });
+
+test("a recipe switch falls between frames: a frame captured under the recipe left is judged as it was, the next under the new one; a run-time threshold stays unless the switch changes it", () => {
+  const scores = Array.from({ length: 30 }, (_, i) => i / 100);
+  const manifest = {
+    model_version: "m1",
+    threshold: 0.5,
+    validation_scores: scores,
+    score_stats: scoreStats(scores),
+    input: { width: 32, height: 32 },
+  } as unknown as Manifest;
+  const own = cameraConfig({ id: "cam", source: "videotestsrc", threshold: { value: 0.3 } });
+  const station = new Station(own, "/models/x", logger, "A");
+  // recipe A has never judged a frame when B is selected: its view is made from A's settings at the switch
+  station.switchRecipe("B", { ...own, threshold: { value: 0.9 } }, undefined, manifest);
+  assert.equal(station.view(manifest, "A").threshold, 0.3, "a frame captured under A, still queued");
+  assert.equal(station.view(manifest, "B").threshold, 0.9);
+  assert.equal(station.view(manifest).threshold, 0.9, "the recipe in force by default");
+  assert.equal(station.recipe, "B");
+
+  // an operator's threshold under B survives a switch that leaves the threshold as it is; one that changes it wins
+  station.setThresholdRule({ value: 0.7 });
+  station.switchRecipe("C", { ...own, threshold: { value: 0.9 } }, undefined, manifest);
+  assert.equal(station.view(manifest, "C").threshold, 0.7);
+  assert.equal(station.view(manifest, "B").threshold, 0.7, "B's frames: as B judged its last ones");
+  station.switchRecipe("A", own, undefined, manifest);
+  assert.equal(station.view(manifest, "A").threshold, 0.3);
+  assert.equal(station.enabled, true);
+  station.switchRecipe("off", { ...own, enabled: false }, undefined, manifest);
+  assert.equal(station.enabled, false, "a recipe that disables the camera");
+});

@@ -120,6 +120,8 @@ export interface ConsoleResultEvent {
   defective: boolean | null;
   regions: number;
   part_id?: string;
+  /** The recipe the frame was judged under; absent: the camera's own settings. */
+  recipe?: string;
 }
 
 /** `GET /api/status`: the control's snapshot and what the console needs to know of itself. */
@@ -215,6 +217,7 @@ export class WebConsole {
       defective: defectiveFlag(result.verdict),
       regions: result.regions.length,
       ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
+      ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
     };
     this.broadcast(`event: result\ndata: ${JSON.stringify(event)}\n\n`);
   }

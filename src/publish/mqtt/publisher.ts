@@ -155,6 +155,7 @@ export class Publisher implements MqttSession {
     dropped_frames: 0,
     cameras: {},
     outputs: {},
+    recipe: null,
   };
   /** A result the client refuses (a camera id that is no valid topic level) repeats every frame: once a minute. */
   private readonly refusedResults = new RepeatLimiter();

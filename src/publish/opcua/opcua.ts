@@ -144,6 +144,16 @@ export class OpcuaInterface implements ResultSink {
    */
   private writeContext: SessionContext | undefined;
   private stopping = false;
+  /** The PLC's recipe handshake (see {@link addRecipeNodes}). */
+  private readonly recipe = {
+    request: "",
+    busy: false,
+    done: false,
+    ack: false,
+    error: false,
+    message: "",
+    vars: new Map<string, UAVariable>(),
+  };
 
   constructor(
     private readonly config: OpcuaConfig,
@@ -376,6 +386,7 @@ export class OpcuaInterface implements ResultSink {
     );
     nodeVariable("OutboxLost", DataType.UInt32, (s) => s.outbox.lost, "events lost to write errors");
     this.addMethods(ns, root);
+    this.addRecipeNodes(ns, root);
     for (const camera of this.control.snapshot().cameras) this.addCamera(ns, root, camera.id);
   }
 
@@ -486,6 +497,7 @@ export class OpcuaInterface implements ResultSink {
       (value) => this.onAckWrite(channel, value === true),
     );
     add("ResultsReady", DataType.Boolean, false, "a result (or a trigger's timeout) is presented");
+    add("ResultRecipe", DataType.String, "", "recipe the presented frame was judged under; empty: none");
     add("ResultPartId", DataType.String, "", "part id of the presented result");
     add("ResultOK", DataType.Boolean, false, "presented frame judged good");
     add("ResultNG", DataType.Boolean, false, "presented frame judged defective");
@@ -624,7 +636,9 @@ export class OpcuaInterface implements ResultSink {
       set("EventId", DataType.String, verdict === "defect" ? defectEventId(result) : "");
       set("Error", DataType.Boolean, verdict === "error");
       set("ErrorCode", DataType.UInt32, verdict === "error" ? OPCUA_ERROR.noVerdict : OPCUA_ERROR.none);
+      set("ResultRecipe", DataType.String, result.frame.recipe ?? "");
     } else {
+      set("ResultRecipe", DataType.String, "");
       set("ResultOK", DataType.Boolean, false);
       set("ResultNG", DataType.Boolean, false);
       set("Score", DataType.Double, 0);
@@ -731,6 +745,161 @@ export class OpcuaInterface implements ResultSink {
         return { statusCode: StatusCodes.Good };
       });
     });
+  }
+
+  /**
+   * Recipe selection (docs/recipes.md): the method `SelectRecipe(Name)` answers once the switch is made (or
+   * refused); the nodes give a PLC the same in the trigger's handshake style, for one that cannot call methods.
+   * The PLC writes the name to `RecipeRequest` (refused while a switch runs: `RecipeBusy`); stpmd loads the
+   * recipe's bundles and switches, then sets `RecipeError` and `RecipeMessage` and raises `RecipeDone` last; the
+   * PLC raises `RecipeAck`, `RecipeDone` falls, the PLC lowers `RecipeAck`. `Recipe` is the recipe in force.
+   */
+  private addRecipeNodes(ns: Namespace, root: UAObject): void {
+    const state = this.recipe;
+    // set from the handshake, never sampled (as a camera's ResultsReady): every change reaches a subscription
+    const variable = (name: string, dataType: DataType, doc: string, value: unknown) => {
+      const v = ns.addVariable({
+        componentOf: root,
+        browseName: name,
+        nodeId: `s=stpmd.${name}`,
+        dataType,
+        description: doc,
+        ...READ_ONLY,
+        minimumSamplingInterval: 0,
+        value: new Variant({ dataType, value }),
+      });
+      state.vars.set(name, v);
+    };
+    const writable = (
+      name: string,
+      dataType: WritableType,
+      doc: string,
+      get: () => unknown,
+      set: (value: unknown, by: Requester) => StatusCode,
+    ) => {
+      const v = ns.addVariable({
+        componentOf: root,
+        browseName: name,
+        nodeId: `s=stpmd.${name}`,
+        dataType,
+        description: doc,
+        accessLevel: "CurrentRead | CurrentWrite",
+        userAccessLevel: "CurrentRead | CurrentWrite",
+        minimumSamplingInterval: 10,
+        valueRank: -1,
+        value: {
+          get: () => new Variant({ dataType, value: get() }),
+          set: (variant: Variant) => {
+            const by = this.requester(this.writeContext);
+            try {
+              checkScalar(variant, dataType, name);
+              return set(variant.value, by);
+            } catch (err) {
+              if (!(err instanceof ArgumentError)) throw err;
+              this.log.warn({ node: name, user: by.user }, `OPC UA write to ${name} refused: ${err.message}`);
+              return err.status;
+            }
+          },
+        },
+      });
+      this.captureWriter(v);
+      state.vars.set(name, v);
+    };
+    ns.addVariable({
+      componentOf: root,
+      browseName: "Recipe",
+      nodeId: "s=stpmd.Recipe",
+      dataType: DataType.String,
+      description: "recipe in force; empty: every camera's own settings",
+      ...READ_ONLY,
+      minimumSamplingInterval: SNAPSHOT_CACHE_MS,
+      value: { get: () => new Variant({ dataType: DataType.String, value: this.snapshot().recipe ?? "" }) },
+    });
+    writable(
+      "RecipeRequest",
+      DataType.String,
+      "write a recipe's name (empty: none) to switch to it; RecipeDone rises when the switch is made or refused",
+      () => state.request,
+      (value, by) => {
+        if (state.busy) {
+          throw new ArgumentError(StatusCodes.BadInvalidState, "a recipe switch is running (RecipeBusy)");
+        }
+        const name = typeof value === "string" ? value : "";
+        state.request = name;
+        state.busy = true;
+        state.done = false;
+        this.recipeChanged();
+        this.control
+          .selectRecipe(name === "" ? null : name, by)
+          .then(
+            () => ({ error: false, message: "" }),
+            (err: unknown) => {
+              if (!(err instanceof ControlError)) this.log.error({ err }, "recipe switch failed");
+              return { error: true, message: (err as Error).message };
+            },
+          )
+          .then(({ error, message }) => {
+            state.busy = false;
+            state.error = error;
+            state.message = message;
+            this.cachedSnapshot = undefined;
+            // last, as ResultsReady: a PLC seeing RecipeDone sees the rest of the answer
+            state.done = !state.ack;
+            this.recipeChanged();
+          });
+        return StatusCodes.Good;
+      },
+    );
+    writable(
+      "RecipeAck",
+      DataType.Boolean,
+      "raise after reading a recipe answer (RecipeDone falls), lower again before the next request",
+      () => state.ack,
+      (value) => {
+        state.ack = value === true;
+        if (state.ack) state.done = false;
+        this.recipeChanged();
+        return StatusCodes.Good;
+      },
+    );
+    variable("RecipeBusy", DataType.Boolean, "a recipe switch is running", false);
+    variable("RecipeError", DataType.Boolean, "the last recipe request was refused", false);
+    variable("RecipeMessage", DataType.String, "why the last recipe request was refused", "");
+    variable("RecipeDone", DataType.Boolean, "the answer to RecipeRequest is ready", false);
+
+    const select = ns.addMethod(root, {
+      browseName: "SelectRecipe",
+      nodeId: "s=stpmd.SelectRecipe",
+      description:
+        "switch the line to a recipe (empty: every camera's own settings); returns once its bundles are loaded and the next frames are judged under it",
+      inputArguments: [{ name: "Name", dataType: DataType.String, description: "recipe name" }],
+      outputArguments: [{ name: "Previous", dataType: DataType.String, description: "recipe before" }],
+    });
+    select.bindMethod(async (inputs: Variant[], context: SessionContext) => {
+      const by = this.requester(context);
+      return this.guard("SelectRecipe", by, async () => {
+        const name = inputs[0]?.value;
+        if (name !== null && typeof name !== "string")
+          throw new ArgumentError(StatusCodes.BadTypeMismatch, "Name must be a String");
+        const { old } = await this.control.selectRecipe(name === null || name === "" ? null : name, by);
+        this.cachedSnapshot = undefined;
+        return {
+          statusCode: StatusCodes.Good,
+          outputArguments: [new Variant({ dataType: DataType.String, value: old ?? "" })],
+        };
+      });
+    });
+  }
+
+  /** Sets the recipe handshake's nodes from its state; `RecipeDone` last, as `ResultsReady`. */
+  private recipeChanged(): void {
+    const { vars, busy, error, message, done } = this.recipe;
+    const set = (name: string, dataType: DataType, value: unknown) =>
+      vars.get(name)?.setValueFromSource(new Variant({ dataType, value }));
+    set("RecipeBusy", DataType.Boolean, busy);
+    set("RecipeError", DataType.Boolean, error);
+    set("RecipeMessage", DataType.String, message);
+    set("RecipeDone", DataType.Boolean, done);
   }
 
   private knownCamera(value: unknown): string {

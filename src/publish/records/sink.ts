@@ -62,6 +62,7 @@ export class RecordJobs {
           ts: frame.captureTs,
           seq: frame.seq,
           part_id: frame.partId ?? null,
+          recipe: frame.recipe ?? null,
           bundle: info.bundle,
           model_version: result.modelVersion,
           threshold: Number.isFinite(result.threshold) ? result.threshold : null,

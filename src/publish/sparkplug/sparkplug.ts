@@ -56,6 +56,8 @@ export const DEVICE_THRESHOLD = "Threshold";
 export const DEVICE_ENABLED = "Enabled";
 /** The publisher's sink, whose session `Connection/MQTT` reports. */
 const MQTT_SINK = "mqtt";
+/** The recipe in force (String, empty: none): a node metric in every NBIRTH, writable by NCMD (docs/recipes.md). */
+export const NODE_RECIPE = "Recipe";
 
 type Value = number | boolean | string | null;
 
@@ -80,6 +82,8 @@ interface LastMetrics {
   eventId: string;
   partId: string;
   regions: number;
+  /** The recipe the frame was judged under; empty: the camera's own settings. */
+  recipe: string;
 }
 
 /** The topics of one edge node. Group, node and camera ids are topic levels the config has validated. */
@@ -285,6 +289,7 @@ export class SparkplugNode implements ResultSink {
         ...(result.verdict === "defect" ? { eventId: defectEventId(result) } : {}),
         ...(result.frame.partId !== undefined ? { partId: result.frame.partId } : {}),
         regions: result.regions.length,
+        ...(result.frame.recipe !== undefined ? { recipe: result.frame.recipe } : {}),
       });
       this.last.set(camera, last);
       // an error verdict goes out with the next report (Last/Verdict, Errors), not held like a defect
@@ -579,6 +584,7 @@ export class SparkplugNode implements ResultSink {
       { name: "History/Queued", type: "UInt64", value: this.history?.size ?? 0 },
       { name: "Uptime", type: "UInt64", value: Math.floor(snapshot.uptime_s) },
       ...this.connectionMetrics(snapshot),
+      { name: NODE_RECIPE, type: "String", value: snapshot.recipe ?? "" },
     ];
     snapshot.models.forEach((model, i) => {
       metrics.push(
@@ -718,6 +724,10 @@ export class SparkplugNode implements ResultSink {
         else this.reload();
         continue;
       }
+      if (name === NODE_RECIPE) {
+        this.selectRecipe(metric);
+        continue;
+      }
       this.logger.warn({ metric: name }, `sparkplug: NCMD for unknown metric "${name}" ignored`);
     }
   }
@@ -747,6 +757,29 @@ export class SparkplugNode implements ResultSink {
         this.report();
       },
       (err: unknown) => this.logger.error({ err }, "sparkplug: reload failed"),
+    );
+  }
+
+  /** NCMD `Recipe`: switches the line through the control; NDATA carries the recipe in force after it. */
+  private selectRecipe(metric: UMetric): void {
+    if (metric.type !== "String" || typeof metric.value !== "string") {
+      this.logger.warn(
+        { metric: NODE_RECIPE, datatype: metric.type },
+        `sparkplug: NCMD ${NODE_RECIPE} must be String, got ${metric.type}; ignored`,
+      );
+      return;
+    }
+    const name = metric.value === "" ? null : metric.value;
+    this.control.selectRecipe(name, this.by).then(
+      (change) => {
+        this.logger.info({ old: change.old, new: change.new }, "sparkplug: recipe selected by NCMD");
+        this.report();
+      },
+      (err: unknown) => {
+        if (err instanceof ControlError) {
+          this.logger.warn({ reason: err.message }, `sparkplug: NCMD ${NODE_RECIPE} refused: ${err.message}`);
+        } else this.logger.error({ err }, `sparkplug: NCMD ${NODE_RECIPE} failed`);
+      },
     );
   }
 
@@ -911,6 +944,7 @@ function lastMetrics(last: LastMetrics | undefined): Metric[] {
     // Int32, not UInt32: sparkplug-payload writes UInt32 into long_value where the spec's schema says int_value, so
     // a host decoding by the spec read no value (found by decoding with the spec's .proto, test/…/tck.test.ts)
     { name: "Last/Regions", type: "Int32", value: last?.regions ?? 0, ...at },
+    { name: "Last/Recipe", type: "String", value: last?.recipe ?? "", ...at },
   ];
 }
 
@@ -941,6 +975,7 @@ function toLastMetrics(last: LastResult): LastMetrics {
     eventId: last.eventId ?? "",
     partId: last.partId ?? "",
     regions: last.regions,
+    recipe: last.recipe ?? "",
   };
 }
 

@@ -129,7 +129,7 @@ describe("GET /api/records/export.{csv,jsonl} on the daemon's HTTP server", () =
     const csv = await (await fetch(`${base}/api/records/export.csv?since=8h&camera=none`)).text();
     assert.equal(
       csv,
-      "id,time,camera,seq,part_id,bundle,model_version,threshold,threshold_rule,score,verdict,error,regions,latency_ms,image,map,label\r\n",
+      "id,time,camera,seq,part_id,recipe,bundle,model_version,threshold,threshold_rule,score,verdict,error,regions,latency_ms,image,map,label\r\n",
     );
   });
 

@@ -220,7 +220,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       [
         "self_destruct",
         { transaction: "x" },
-        'there is no command "self_destruct"; the commands are reload, status, set_threshold, enable_camera, collection',
+        'there is no command "self_destruct"; the commands are reload, status, set_threshold, enable_camera, collection, select_recipe',
       ],
       [
         "enable_camera",
@@ -414,6 +414,30 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
     } finally {
       await v5.endAsync(true);
     }
+  });
+
+  test("select_recipe goes through the control: ok with the recipe before and after, null for none; an unknown recipe or a wrong type is refused", async () => {
+    control.calls.length = 0;
+    const selected = await operator.send("select_recipe", { transaction: "r-1", recipe: "B" });
+    assert.deepEqual(okData(selected), { old: null, new: "B" });
+    const none = await operator.send("select_recipe", { recipe: null });
+    assert.deepEqual(okData(none), { old: "B", new: null });
+    const unknown = await operator.send("select_recipe", { recipe: "Z" });
+    assert.equal(errorOf(unknown), 'unknown recipe "Z" (known: A, B)');
+    const wrong = await operator.send("select_recipe", { recipe: 7 });
+    assert.equal(wrong.status, "error");
+    assert.match(
+      wrong.error ?? "",
+      /recipe: must be a recipe's name or null \(every camera's own settings\) \(got 7\)/,
+    );
+    assert.deepEqual(
+      control.calls.map((c) => [c.method, c.args, c.by]),
+      [
+        ["selectRecipe", ["B"], { via: "mqtt" }],
+        ["selectRecipe", [null], { via: "mqtt" }],
+        ["selectRecipe", ["Z"], { via: "mqtt" }],
+      ],
+    );
   });
 
   test("a command is answered within milliseconds: the daemon's socket does not wait out Nagle's algorithm", async () => {

@@ -166,6 +166,7 @@ describe("Publisher against a real mosquitto", () => {
         },
       },
       outputs: { opcua: { ok: false, durable: false, detail: "not listening", failed_batches: 2 } },
+      recipe: "bottle-500ml",
     });
     publisher.publishResult(inspection(0, { defective: false }));
     publisher.publishResult(inspection(1));
@@ -253,10 +254,12 @@ describe("Publisher against a real mosquitto", () => {
       "model_version",
       "outbox",
       "outputs",
+      "recipe",
       "state",
       "ts",
       "uptime_s",
     ]);
+    assert.equal(status.recipe, "bottle-500ml");
 
     // The subscriber can see a message before the publisher has processed the broker's PUBACK for it.
     await until(

@@ -67,6 +67,7 @@ describe("OPC UA server with a real node-opcua client", () => {
       counter: 1,
       error: false,
       errorCode: 0,
+      recipe: "",
     });
 
     assert.ok((await plc.trigger("cam1", "P-0002")).isGood());
@@ -380,6 +381,46 @@ describe("OPC UA server with a real node-opcua client", () => {
       nodeId: VariableIds.Server_ServerStatus_BuildInfo_SoftwareVersion,
     });
     assert.equal(softwareVersion.value.value, version);
+  });
+
+  test("SelectRecipe and the RecipeRequest handshake go through the control; the next answer names the recipe; refusals say why", async () => {
+    const { control } = server;
+    assert.equal(await plc.read("Recipe"), "");
+    const call = await plc.call("SelectRecipe", [{ dataType: DataType.String, value: "B" }]);
+    assert.equal(call.statusCode.name, "Good", call.statusCode.toString());
+    assert.equal(call.outputArguments?.[0]?.value, "", "no recipe before");
+    assert.deepEqual(control.calls.at(-1), {
+      method: "selectRecipe",
+      args: ["B"],
+      by: { via: "opcua", user: "plc" },
+    });
+    assert.equal(await plc.read("Recipe"), "B");
+    await plc.trigger("cam5", "R-1");
+    control.emit("cam5", 1);
+    const answer = await plc.takeResult("cam5");
+    assert.deepEqual([answer.recipe, answer.threshold, answer.ok], ["B", 2, true]);
+
+    // the handshake: a refusal comes back in RecipeError/RecipeMessage, and nothing changed
+    assert.deepEqual(await plc.selectRecipe("nope"), {
+      error: true,
+      message: 'unknown recipe "nope" (known: A, B)',
+    });
+    assert.equal(control.recipe, "B");
+    assert.deepEqual(await plc.selectRecipe("A"), { error: false, message: "" });
+    assert.equal(control.recipe, "A");
+    assert.equal(control.calls.at(-1)?.by.user, "plc");
+    assert.deepEqual(await plc.selectRecipe(""), { error: false, message: "" }, "empty: no recipe");
+    assert.equal(control.recipe, null);
+
+    const wrongType = await plc.call("SelectRecipe", [{ dataType: DataType.Int32, value: 1 }]);
+    assert.equal(wrongType.statusCode.name, "BadInvalidArgument");
+    const array = await plc.session.write({
+      nodeId: plc.nodeId("RecipeRequest"),
+      attributeId: 13,
+      value: { value: { dataType: DataType.String, arrayType: VariantArrayType.Array, value: ["A", "B"] } },
+    });
+    assert.equal(array.name, "BadTypeMismatch");
+    assert.equal(control.recipe, null);
   });
 });
 

@@ -25,13 +25,14 @@ test("a version-1 database gains the label history at open, its rows untouched",
   // as an earlier release left it: no label_events, user_version 1
   const old = openRecordsDb(file);
   old.exec("DROP TABLE label_events");
+  old.exec("ALTER TABLE records DROP COLUMN recipe");
   old.pragma("user_version = 1");
   const before = [...iterateRecords(old, {})];
   old.close();
   const db = openRecordsDb(file);
   try {
-    assert.equal(SCHEMA_VERSION, 2);
-    assert.equal(db.pragma("user_version", { simple: true }), 2);
+    assert.equal(SCHEMA_VERSION, 3);
+    assert.equal(db.pragma("user_version", { simple: true }), 3);
     assert.deepEqual([...iterateRecords(db, {})], before);
     assert.deepEqual(labelCounts(db), {});
   } finally {

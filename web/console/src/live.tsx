@@ -98,6 +98,7 @@ const FIELDS: [keyof Values, string][] = [
   ["bad", "bad frames"],
   ["dropped", "dropped"],
   ["model", "model"],
+  ["recipe", "recipe"],
 ];
 
 interface Values {
@@ -112,6 +113,8 @@ interface Values {
   bad: string;
   dropped: string;
   model: string;
+  /** The recipe the camera's last frame was judged under. */
+  recipe: string;
 }
 
 function valuesOf(cam: CameraSnapshot): Values {
@@ -127,6 +130,7 @@ function valuesOf(cam: CameraSnapshot): Values {
     bad: String(cam.bad_frames),
     dropped: String(cam.dropped_frames),
     model: cam.model_version ?? "–",
+    recipe: cam.last === undefined ? "–" : (cam.last.recipe ?? "(none)"),
   };
 }
 
@@ -322,6 +326,26 @@ export function LivePage() {
         >
           Reload config and models
         </button>
+        <label>
+          recipe{" "}
+          <select
+            id="recipe"
+            data-role="recipe"
+            disabled={!writable || s.recipes.length === 0}
+            value={s.recipe ?? ""}
+            onChange={(e) => {
+              const name = (e.currentTarget as HTMLSelectElement).value;
+              void shared.command("select_recipe", { recipe: name === "" ? null : name });
+            }}
+          >
+            <option value="">(camera settings)</option>
+            {s.recipes.map((name) => (
+              <option key={name} value={name}>
+                {name}
+              </option>
+            ))}
+          </select>
+        </label>
         <span id="models">
           {s.models.map((m) => `${m.bundle.split("/").pop()} ${m.model_version}`).join(" · ")}
         </span>
