@@ -1008,6 +1008,16 @@ export const configSchema = Type.Object(
           minimum: 10,
           maximum: 600000,
         }),
+        machine_vision: Type.Object(
+          {
+            enabled: Type.Boolean({
+              description:
+                "Also serve the OPC 40100 (Machine Vision) view: a VisionSystem with its state machine, recipe management over the recipes and result management with a ResultReadyEvent per inspected part (docs/line-integration/opcua.md). Off by default: loading the Machine Vision and DI nodesets adds to the server's start (measured there).",
+              default: false,
+            }),
+          },
+          { description: "The OPC 40100 Machine Vision view.", default: {}, additionalProperties: false },
+        ),
       },
       {
         description:

@@ -195,6 +195,7 @@ describe("loadConfig defaults", () => {
         pki_dir: "/var/lib/stpmd/opcua-pki",
         result_queue: 16,
         trigger_timeout_ms: 2000,
+        machine_vision: { enabled: false },
       },
       log: { level: "info" },
       health: { watchdog: true },

@@ -34,6 +34,7 @@ import type { InspectionResult } from "../../core/result.js";
 import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { defectEventId } from "../topics.js";
+import { MachineVisionView, machineVisionNodesets } from "./machine-vision.js";
 
 /** The namespace of stpmd's nodes; its index is usually 2 (read the server's NamespaceArray to be sure). */
 export const OPCUA_NAMESPACE_URI = "urn:stpmd";
@@ -144,6 +145,8 @@ export class OpcuaInterface implements ResultSink {
    */
   private writeContext: SessionContext | undefined;
   private stopping = false;
+  /** The OPC 40100 view, when `machine_vision.enabled`. */
+  private machineVision: MachineVisionView | undefined;
   /** The PLC's recipe handshake (see {@link addRecipeNodes}). */
   private readonly recipe = {
     request: "",
@@ -244,6 +247,8 @@ export class OpcuaInterface implements ResultSink {
       serverInfo: { applicationName: { text: build.productName }, productUri: build.productUri },
       // without all of them node-opcua fills in its own name, version and a 2020 build date
       buildInfo: build,
+      // the standard nodeset is node-opcua's default; the Machine Vision view needs DI and its own too
+      ...(config.machine_vision.enabled ? { nodesets: machineVisionNodesets() } : {}),
     });
     await server.initialize();
     this.log.info({ ms: Date.now() - began }, "OPC UA server prepared: certificates and address space");
@@ -306,6 +311,7 @@ export class OpcuaInterface implements ResultSink {
     const partId = result.frame.partId;
     // Only triggered frames take part in the handshake: a free-running camera's other frames would flood it.
     if (partId === undefined || this.stopping) return;
+    this.machineVision?.onResult(result);
     const channel = this.channels.get(result.frame.cameraId);
     if (channel === undefined) return;
     const index = channel.pending.findIndex((trigger) => trigger.partId === partId);
@@ -387,6 +393,16 @@ export class OpcuaInterface implements ResultSink {
     nodeVariable("OutboxLost", DataType.UInt32, (s) => s.outbox.lost, "events lost to write errors");
     this.addMethods(ns, root);
     this.addRecipeNodes(ns, root);
+    if (this.config.machine_vision.enabled) {
+      this.machineVision = new MachineVisionView(
+        addressSpace,
+        ns,
+        this.control,
+        () => this.snapshot(),
+        (context) => this.requester(context),
+        this.log,
+      );
+    }
     for (const camera of this.control.snapshot().cameras) this.addCamera(ns, root, camera.id);
   }
 
