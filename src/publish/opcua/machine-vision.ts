@@ -127,6 +127,28 @@ export class MachineVisionView {
         ],
       };
     });
+    // Unpreparing the recipe in force returns the line to no recipe (every camera's own settings); another one is
+    // not prepared (stpmd loads a recipe's bundles only to switch to it), so there is nothing to undo.
+    const unprepare = management.getMethodByName("UnprepareRecipe", mv);
+    unprepare?.bindMethod(async (inputs: Variant[], context: SessionContext) => {
+      const by = this.requester(context);
+      const external = inputs[0]?.value as { id?: unknown } | null | undefined;
+      const internal = inputs[1]?.value as { id?: unknown } | null | undefined;
+      const name = typeof internal?.id === "string" && internal.id !== "" ? internal.id : external?.id;
+      if (typeof name === "string" && name !== "" && name === this.control.snapshot().recipe) {
+        await this.control.selectRecipe(null, by);
+      }
+      return {
+        statusCode: StatusCodes.Good,
+        outputArguments: [
+          new Variant({
+            dataType: DataType.ExtensionObject,
+            value: internalId(typeof name === "string" ? name : ""),
+          }),
+          new Variant({ dataType: DataType.Int32, value: 0 }),
+        ],
+      };
+    });
     const list = management.getMethodByName("GetRecipeListFiltered", mv);
     list?.bindMethod(async (_inputs: Variant[], _context: SessionContext) => {
       const names = this.snapshot().recipes;

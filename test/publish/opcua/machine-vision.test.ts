@@ -20,6 +20,8 @@ import {
   TimestampsToReturn,
   type Variant,
 } from "node-opcua-client";
+import { visionState } from "../../../src/publish/opcua/machine-vision.js";
+import { TestLineControl } from "../../helpers/line-control.js";
 import { Plc, startTestServer, type TestServer } from "../../helpers/opcua.js";
 import { waitFor } from "../../helpers/wait.js";
 
@@ -160,6 +162,20 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     });
     assert.ok(refused.statusCode.isBad(), "an unknown recipe is refused");
     assert.equal(server.control.recipe, "B");
+
+    // unpreparing the recipe in force returns the line to no recipe; the test re-selects B for the next test
+    const unprepare = await child(session, management, `.${mv}:UnprepareRecipe`);
+    const unprepared = await session.call({
+      objectId: management,
+      methodId: unprepare,
+      inputArguments: [
+        { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3002, { id: "" }) },
+        { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3013, { id: "B" }) },
+      ],
+    });
+    assert.ok(unprepared.statusCode.isGood(), unprepared.statusCode.toString());
+    assert.equal(server.control.recipe, null);
+    await server.control.selectRecipe("B", { via: "http" });
   });
 
   test("a ResultReadyEvent per inspected part, with its id, state, part, recipe and score", async () => {
@@ -207,4 +223,13 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     assert.equal(last.length, 2);
     assert.equal(JSON.parse(last[1]!).partId, "P-2");
   });
+});
+
+test("visionState: Error without a model, Halted with every camera disabled, else Operational", () => {
+  const snapshot = new TestLineControl(["cam1", "cam2"]).snapshot();
+  assert.equal(visionState(snapshot), "Operational");
+  assert.equal(visionState({ ...snapshot, models: [] }), "Error");
+  const disabled = snapshot.cameras.map((c) => ({ ...c, enabled: false }));
+  assert.equal(visionState({ ...snapshot, cameras: disabled }), "Halted");
+  assert.equal(visionState({ ...snapshot, cameras: [disabled[0]!, snapshot.cameras[1]!] }), "Operational");
 });
