@@ -182,6 +182,16 @@ export class MachineVisionView {
     const mv = this.addressSpace.getNamespaceIndex(MACHINE_VISION_NAMESPACE_URI);
     const management = this.component(this.system, "ResultManagement", mv) as UAObject | null;
     if (management === null) throw new Error("the VisionSystem has no ResultManagement");
+    // Mandatory in the type but not mapped (a ResultDataType per stored result is not kept): an explicit answer
+    // rather than whatever node-opcua does with a method nobody bound.
+    for (const name of ["GetResultById", "GetResultComponentsById", "GetResultListFiltered"]) {
+      management
+        .getMethodByName(name, mv)
+        ?.bindMethod(async (_inputs: Variant[], _context: SessionContext) => ({
+          statusCode: StatusCodes.BadNotImplemented,
+          statusText: `${name} is not mapped by stpmd: results are the ResultReadyEvents and LastResults`,
+        }));
+    }
     own.addVariable({
       componentOf: management,
       browseName: "LastResults",

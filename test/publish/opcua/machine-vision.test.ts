@@ -222,6 +222,18 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     const last = (await session.read({ nodeId: lastNode })).value.value as string[];
     assert.equal(last.length, 2);
     assert.equal(JSON.parse(last[1]!).partId, "P-2");
+    const byId = await child(session, management, `.${mv}:GetResultById`);
+    const answer = await session.call({
+      objectId: management,
+      methodId: byId,
+      inputArguments: [
+        { dataType: DataType.String, value: "cam2-1-2" },
+        { dataType: DataType.Int32, value: 1000 },
+      ],
+    });
+    // node-opcua's argument check refuses a plain String for ResultIdDataType (BadInvalidArgument) before the
+    // method's BadNotImplemented: either way the client gets no result and a Bad status
+    assert.ok(answer.statusCode.isBad(), answer.statusCode.toString());
   });
 });
 
