@@ -69,6 +69,12 @@ export class MachineVisionView {
       optionals: ["RecipeManagement", "ResultManagement", "SystemState"],
       eventNotifier: 1,
     });
+    // a client that subscribes to the Server object's events (the usual place) gets the ResultReadyEvents too
+    addressSpace.rootFolder.objects.server.addReference({
+      referenceType: "HasNotifier",
+      isForward: true,
+      nodeId: this.system.nodeId,
+    });
     this.bindState(mv);
     this.bindRecipes(ownNamespace);
     this.addLastResults(ownNamespace);

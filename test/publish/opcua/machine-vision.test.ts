@@ -196,6 +196,16 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     );
     item.on("changed", (values: unknown) => events.push(values as Variant[]));
     await new Promise((resolve) => item.once("initialized", resolve));
+    // the same events at the Server object, where a generic client subscribes
+    const atServer: Variant[][] = [];
+    const serverItem = ClientMonitoredItem.create(
+      subscription,
+      { nodeId: resolveNodeId("Server"), attributeId: AttributeIds.EventNotifier },
+      { samplingInterval: 0, queueSize: 100, filter: constructEventFilter(fields) },
+      TimestampsToReturn.Neither,
+    );
+    serverItem.on("changed", (values: unknown) => atServer.push(values as Variant[]));
+    await new Promise((resolve) => serverItem.once("initialized", resolve));
 
     const { control } = server;
     control.trigger("cam1", "P-1", { via: "opcua" });
@@ -208,6 +218,11 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     await subscription.terminate();
 
     assert.equal(events.length, 2);
+    const serverIds = atServer.filter((e) => e[1]?.value !== null).map((e) => e[1]?.value);
+    assert.deepEqual(
+      serverIds,
+      events.map((e) => e[1]?.value),
+    );
     const [first, second] = events.map((e) => e.map((v) => v.value as unknown));
     const type = await session.read({ nodeId: first![0] as NodeId, attributeId: AttributeIds.BrowseName });
     assert.equal((type.value.value as { name: string }).name, "ResultReadyEventType");
