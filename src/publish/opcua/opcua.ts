@@ -437,34 +437,7 @@ export class OpcuaInterface implements ResultSink {
       get: () => unknown,
       set: (value: unknown, by: Requester) => StatusCode,
     ) => {
-      const variable = ns.addVariable({
-        ...identity(name, dataType, doc),
-        accessLevel: "CurrentRead | CurrentWrite",
-        userAccessLevel: "CurrentRead | CurrentWrite",
-        minimumSamplingInterval: 10,
-        valueRank: -1,
-        value: {
-          get: () => new Variant({ dataType, value: get() }),
-          set: (variant: Variant) => {
-            const by = this.requester(this.writeContext);
-            try {
-              checkScalar(variant, dataType, name);
-              return set(variant.value, by);
-            } catch (err) {
-              if (err instanceof ArgumentError) {
-                this.log.warn(
-                  { camera: id, node: name, user: by.user, status: err.status.name },
-                  `OPC UA write to ${id}.${name} refused: ${err.message}`,
-                );
-                return err.status;
-              }
-              this.log.error({ err, camera: id, node: name }, `OPC UA write to ${id}.${name} failed`);
-              return StatusCodes.BadInternalError;
-            }
-          },
-        },
-      });
-      this.captureWriter(variable);
+      const variable = this.addWritable(ns, identity(name, dataType, doc), `${id}.${name}`, get, set, id);
       channel.vars.set(name, variable);
     };
     ns.addVariable({
@@ -538,6 +511,60 @@ export class OpcuaInterface implements ResultSink {
    * Records the session context around node-opcua's writeValue: it checks access and type and then calls the
    * setter synchronously, so the setter can tell who wrote (for the control's log) without a race.
    */
+  /**
+   * A variable a client writes to change state (a camera's Threshold, the node's RecipeRequest): read through `get`;
+   * a write is checked for its type and handed to `set` with who wrote it. A refused write is logged (`where` names
+   * the node) and answered with its status; anything else is a BadInternalError, logged with its error.
+   */
+  private addWritable(
+    ns: Namespace,
+    node: Omit<Parameters<Namespace["addVariable"]>[0], "value">,
+    where: string,
+    get: () => unknown,
+    set: (value: unknown, by: Requester) => StatusCode,
+    camera?: string,
+  ): UAVariable {
+    const dataType = node.dataType as WritableType;
+    const name = String(node.browseName);
+    const variable = ns.addVariable({
+      ...node,
+      accessLevel: "CurrentRead | CurrentWrite",
+      userAccessLevel: "CurrentRead | CurrentWrite",
+      minimumSamplingInterval: 10,
+      valueRank: -1,
+      value: {
+        get: () => new Variant({ dataType, value: get() }),
+        set: (variant: Variant) => {
+          const by = this.requester(this.writeContext);
+          try {
+            checkScalar(variant, dataType, name);
+            return set(variant.value, by);
+          } catch (err) {
+            if (err instanceof ArgumentError) {
+              this.log.warn(
+                {
+                  ...(camera !== undefined ? { camera } : {}),
+                  node: name,
+                  user: by.user,
+                  status: err.status.name,
+                },
+                `OPC UA write to ${where} refused: ${err.message}`,
+              );
+              return err.status;
+            }
+            this.log.error(
+              { err, ...(camera !== undefined ? { camera } : {}), node: name },
+              `OPC UA write to ${where} failed`,
+            );
+            return StatusCodes.BadInternalError;
+          }
+        },
+      },
+    });
+    this.captureWriter(variable);
+    return variable;
+  }
+
   private captureWriter(variable: UAVariable): void {
     const original = variable.writeValue.bind(variable) as (
       context: SessionContext,
@@ -793,33 +820,14 @@ export class OpcuaInterface implements ResultSink {
       get: () => unknown,
       set: (value: unknown, by: Requester) => StatusCode,
     ) => {
-      const v = ns.addVariable({
+      const node = {
         componentOf: root,
         browseName: name,
         nodeId: `s=stpmd.${name}`,
         dataType,
         description: doc,
-        accessLevel: "CurrentRead | CurrentWrite",
-        userAccessLevel: "CurrentRead | CurrentWrite",
-        minimumSamplingInterval: 10,
-        valueRank: -1,
-        value: {
-          get: () => new Variant({ dataType, value: get() }),
-          set: (variant: Variant) => {
-            const by = this.requester(this.writeContext);
-            try {
-              checkScalar(variant, dataType, name);
-              return set(variant.value, by);
-            } catch (err) {
-              if (!(err instanceof ArgumentError)) throw err;
-              this.log.warn({ node: name, user: by.user }, `OPC UA write to ${name} refused: ${err.message}`);
-              return err.status;
-            }
-          },
-        },
-      });
-      this.captureWriter(v);
-      state.vars.set(name, v);
+      };
+      state.vars.set(name, this.addWritable(ns, node, name, get, set));
     };
     ns.addVariable({
       componentOf: root,
