@@ -117,21 +117,21 @@ export async function draftMask(
   regions: readonly Pick<Region, "bbox">[] | readonly { bbox: readonly number[] }[],
 ): Promise<Buffer> {
   const { width = 0, height = 0 } = await sharp(framePng).metadata();
-  const mask = new Uint8Array(width * height);
   if (mapFile !== undefined) {
-    const grey = await sharp(mapFile)
+    // sharp's threshold: 255 at or above 128 (the record's threshold in the map's encoding), else 0
+    return sharp(mapFile)
       .greyscale()
       .resize(width, height, { fit: "fill", kernel: "nearest" })
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    const channels = grey.info.channels;
-    for (let i = 0; i < mask.length; i++) mask[i] = grey.data[i * channels]! >= 128 ? 255 : 0;
-  } else {
-    for (const { bbox } of regions) {
-      const [x = 0, y = 0, w = 0, h = 0] = bbox.map(Math.round);
-      for (let row = Math.max(0, y); row < Math.min(height, y + h); row++)
-        for (let col = Math.max(0, x); col < Math.min(width, x + w); col++) mask[row * width + col] = 255;
-    }
+      .threshold(128)
+      .toColourspace("b-w")
+      .png()
+      .toBuffer();
+  }
+  const mask = new Uint8Array(width * height);
+  for (const { bbox } of regions) {
+    const [x = 0, y = 0, w = 0, h = 0] = bbox.map(Math.round);
+    for (let row = Math.max(0, y); row < Math.min(height, y + h); row++)
+      for (let col = Math.max(0, x); col < Math.min(width, x + w); col++) mask[row * width + col] = 255;
   }
   return sharp(mask, { raw: { width, height, channels: 1 } })
     .toColourspace("b-w")

@@ -21,7 +21,7 @@ import { DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, parseMode } from "../../core/durab
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { jsonTime } from "../../core/time.js";
-import type { AuditTrail } from "../audit.js";
+import type { AuditEntry, AuditTrail } from "../audit.js";
 import { RECORDS_DB } from "../record-store.js";
 import {
   DEFAULT_DEFECT_TYPE,
@@ -345,16 +345,7 @@ export class ReviewService {
     };
     if (this.audit === undefined) return refuse("no audit trail is configured (no unaudited change)");
     try {
-      await this.audit.append({
-        user,
-        via: "http",
-        action,
-        camera: record.camera,
-        target: String(record.id),
-        before,
-        after,
-        outcome: "ok",
-      });
+      await this.audit.append({ ...labelEntry(record, action, before, after, user), outcome: "ok" });
     } catch (err) {
       await refuse(`the audit log could not be written (${errorMessage(err)}); no unaudited change is made`);
     }
@@ -379,13 +370,7 @@ export class ReviewService {
     await rollback?.().catch(() => undefined);
     await this.audit
       ?.append({
-        user,
-        via: "http",
-        action,
-        camera: record.camera,
-        target: String(record.id),
-        before,
-        after,
+        ...labelEntry(record, action, before, after, user),
         outcome: "refused",
         detail: `the database write failed: ${reply.message}`,
       })
@@ -445,4 +430,15 @@ export class ReviewService {
     this.worker = worker;
     return worker;
   }
+}
+
+/** The audit entry of a label change on `record`, but its outcome. */
+function labelEntry(
+  record: PartRecord,
+  action: LabelEvent["action"],
+  before: unknown,
+  after: unknown,
+  user: string,
+): Omit<AuditEntry, "ts" | "outcome"> {
+  return { user, via: "http", action, camera: record.camera, target: String(record.id), before, after };
 }
