@@ -57,6 +57,7 @@ export function resolveRelativePaths(
   resolvePathField(cfg.collection, "dir", ["collection", "dir"], baseDir, env, problems);
   resolvePathField(cfg.records, "dir", ["records", "dir"], baseDir, env, problems);
   resolvePathField(cfg.records, "labelled_dir", ["records", "labelled_dir"], baseDir, env, problems);
+  resolvePathField(cfg.candidates, "dir", ["candidates", "dir"], baseDir, env, problems);
   resolvePathField(cfg.audit, "file", ["audit", "file"], baseDir, env, problems);
   if (Array.isArray(cfg.cameras)) {
     cfg.cameras.forEach((camera: unknown, i) => {

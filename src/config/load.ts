@@ -95,6 +95,7 @@ function validated(
   cfg.records.dir ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "records");
   cfg.records.labelled_dir ??= path.join(path.dirname(cfg.records.dir), "labelled");
   cfg.audit.file ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "audit.jsonl");
+  cfg.candidates.dir ??= path.join(path.dirname(cfg.mqtt.outbox.dir), "candidates");
   return cfg;
 }
 

@@ -891,6 +891,143 @@ export const configSchema = Type.Object(
         additionalProperties: false,
       },
     ),
+    candidates: Type.Object(
+      {
+        dir: Type.Optional(
+          Type.String({
+            description:
+              "Directory of the candidate models, one folder per camera: `<dir>/<camera>/candidate/` (the bundle a retrain job wrote, never the live one), `job.json` (the job's progress and outcome), `offline-eval.json` (both models on the camera's labelled set), `shadow/` (both verdicts on the shadowed live frames) and `previous/` (the bundle a promotion replaced, for a rollback) (docs/candidates.md). Default: `candidates` beside `mqtt.outbox.dir` (/var/lib/stpmd/candidates with the default outbox). It must be on the same file system as the cameras' bundles for a promotion to be a rename; elsewhere the bundle is copied first, then renamed.",
+            minLength: 1,
+          }),
+        ),
+        retrain: Type.Object(
+          {
+            epochs: Type.Integer({
+              description:
+                "Epoch ceiling of a retrain job; the stopping rule usually ends it sooner (as `stpmd retrain --epochs`).",
+              default: 50,
+              minimum: 1,
+            }),
+            time_budget_min: Type.Number({
+              description:
+                "Most minutes a retrain job may train (no epoch starts that would end past it), so a job started at the end of a shift is done before the next.",
+              default: 120,
+              exclusiveMinimum: 0,
+            }),
+            threads: Type.Integer({
+              description:
+                "ONNX Runtime threads of the retrain child process. One by default, so that on a 2-core box inspection keeps a core of its own while a job trains.",
+              default: 1,
+              minimum: 1,
+            }),
+            nice: Type.Integer({
+              description:
+                "Scheduling niceness of the retrain child process (0–19): 19, the lowest priority, gives inspection the CPU whenever both want it.",
+              default: 19,
+              minimum: 0,
+              maximum: 19,
+            }),
+            min_frames: Type.Integer({
+              description:
+                "Fewest frames in `<collection.dir>/<camera>/` (collected normals and false alarms) a retrain job starts with; fewer is refused, naming the folder and the count.",
+              default: 20,
+              minimum: 2,
+            }),
+          },
+          {
+            description:
+              "Retrain jobs: one at a time, in a child process at low priority, training a candidate from `<collection.dir>/<camera>/` with the live bundle's geometry, score and teacher.",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+        shadow: Type.Object(
+          {
+            share: Type.Number({
+              description:
+                "Share of the camera's live frames the candidate also judges while it runs in shadow (0 < share ≤ 1). Its verdicts are recorded beside the live ones and never published.",
+              default: 0.25,
+              exclusiveMinimum: 0,
+              maximum: 1,
+            }),
+            max_frames: Type.Integer({
+              description: "Shadow stops by itself after the candidate has judged this many frames.",
+              default: 5000,
+              minimum: 1,
+            }),
+            max_hours: Type.Number({
+              description:
+                "Shadow stops by itself this many hours after it started (daemon restarts included).",
+              default: 24,
+              exclusiveMinimum: 0,
+            }),
+            queue: Type.Integer({
+              description:
+                "Frames waiting for the candidate; beyond it shadow frames are dropped (counted), never live ones: the candidate runs only when the live model has nothing queued.",
+              default: 16,
+              minimum: 1,
+            }),
+            disagreement_images: Type.Integer({
+              description:
+                "Most frames kept where live and candidate disagree, each with both anomaly maps, for the comparison page; later disagreements are counted, not kept.",
+              default: 200,
+              minimum: 0,
+            }),
+          },
+          {
+            description:
+              "Running a candidate beside the live model on the same frames (docs/candidates.md, Shadow).",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+        gates: Type.Object(
+          {
+            recall_at_least_live: Type.Boolean({
+              description:
+                "Gate: the candidate catches at least as many of the camera's confirmed defects as the live model.",
+              default: true,
+            }),
+            alarm_rate_at_most_live: Type.Boolean({
+              description:
+                "Gate: on the shadowed frames, the candidate alarms no more often than the live model.",
+              default: true,
+            }),
+            min_shadow_frames: Type.Integer({
+              description:
+                "Gate: the candidate has judged at least this many live frames in shadow (0: no shadow needed).",
+              default: 200,
+              minimum: 0,
+            }),
+            max_false_alarms_on_normals: Type.Optional(
+              Type.Integer({
+                description:
+                  "Gate: most of the camera's confirmed normals (its labelled false alarms) the candidate may flag. Unset: no such gate.",
+                minimum: 0,
+              }),
+            ),
+            enforce: Type.Boolean({
+              description:
+                "Refuse a promotion while a gate fails, unless the request says `force` (audited as forced). False: gates are shown, never enforced.",
+              default: true,
+            }),
+          },
+          {
+            description:
+              "Promotion gates, shown pass/fail on the comparison page and in the evidence report.",
+            default: {},
+            additionalProperties: false,
+          },
+        ),
+      },
+      {
+        description:
+          "Candidate models: retrain as a job, run the candidate in shadow, compare, promote and roll back (docs/candidates.md).",
+        ...reloads("restart"),
+        default: {},
+        additionalProperties: false,
+      },
+    ),
     audit: Type.Object(
       {
         file: Type.Optional(
@@ -1150,6 +1287,8 @@ export type StpmdConfig = Static<typeof configSchema> & {
   records: { dir: string; labelled_dir: string };
   /** `audit.jsonl` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
   audit: { file: string };
+  /** `candidates` beside `mqtt.outbox.dir` unless set: the loader fills it in. */
+  candidates: { dir: string };
 };
 export type ModelConfig = StpmdConfig["model"];
 export type InferenceConfig = StpmdConfig["inference"];
@@ -1168,6 +1307,7 @@ export type CollectionConfig = StpmdConfig["collection"];
 export type OpcuaConfig = StpmdConfig["opcua"];
 export type RecordsConfig = StpmdConfig["records"];
 export type AuditConfig = StpmdConfig["audit"];
+export type CandidatesConfig = StpmdConfig["candidates"];
 export type OpcuaUserConfig = OpcuaConfig["users"][number];
 export type ConsoleConfig = HttpConfig["console"];
 export type LogLevel = StpmdConfig["log"]["level"];

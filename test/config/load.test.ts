@@ -181,6 +181,17 @@ describe("loadConfig defaults", () => {
         dir_mode: "0750",
       },
       audit: { file: "/var/lib/stpmd/audit.jsonl", max_bytes: 10485760, keep: 5, file_mode: "0640" },
+      candidates: {
+        dir: "/var/lib/stpmd/candidates",
+        retrain: { epochs: 50, time_budget_min: 120, threads: 1, nice: 19, min_frames: 20 },
+        shadow: { share: 0.25, max_frames: 5000, max_hours: 24, queue: 16, disagreement_images: 200 },
+        gates: {
+          recall_at_least_live: true,
+          alarm_rate_at_most_live: true,
+          min_shadow_frames: 200,
+          enforce: true,
+        },
+      },
       opcua: {
         enabled: false,
         port: 4840,
