@@ -6,35 +6,13 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, type PartRecord } from "./api.js";
 import { errorText, fmt, timeText } from "./format.js";
+import { loadMap } from "./heatmap.js";
 import { applyLabel, labelText } from "./labels.js";
 import { useShared } from "./shared.js";
 
 const NEIGHBOURS = 3;
 /** How far after the part its newer neighbours are looked for. */
 const NEIGHBOUR_WINDOW_MS = 10 * 60_000;
-
-/**
- * Paints the grey anomaly map (128 = the threshold) as a heatmap: transparent below the threshold, yellow to red
- * above it, so the overlay marks only what the model flagged.
- */
-function paintMap(canvas: HTMLCanvasElement, map: HTMLImageElement): void {
-  canvas.width = map.naturalWidth;
-  canvas.height = map.naturalHeight;
-  const ctx = canvas.getContext("2d");
-  if (ctx === null) return;
-  ctx.drawImage(map, 0, 0);
-  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const d = pixels.data;
-  for (let i = 0; i < d.length; i += 4) {
-    const v = d[i]!;
-    const over = Math.max(0, Math.min(1, (v - 96) / 127)); // a faint glow from 3/4 of the threshold up
-    d[i] = 255;
-    d[i + 1] = Math.round(220 * (1 - over));
-    d[i + 2] = 0;
-    d[i + 3] = Math.round(255 * over);
-  }
-  ctx.putImageData(pixels, 0, 0);
-}
 
 function Neighbours({ record }: { record: PartRecord }) {
   const [around, setAround] = useState<{ older: PartRecord[]; newer: PartRecord[] } | string>("…");
@@ -102,10 +80,8 @@ export function PartPage({ id }: { id: number }) {
   }, [id]);
 
   useEffect(() => {
-    if (record?.map == null) return;
-    const map = new Image();
-    map.onload = () => heat.current && paintMap(heat.current, map);
-    map.src = api.imageUrl(record.id, "map");
+    if (record?.map == null || heat.current === null) return;
+    return loadMap(heat.current, api.imageUrl(record.id, "map"));
   }, [record?.id, record?.map]);
 
   // the queue's keys work here too
