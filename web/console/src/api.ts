@@ -6,6 +6,16 @@
 
 import type { AuditEntry, AuditPage } from "../../../src/publish/audit.js";
 import type { AuditQueryParams } from "../../../src/publish/audit-api.js";
+import type {
+  BundleSummary,
+  CandidateView,
+  Disagreement,
+  EvidenceReport,
+  Gate,
+  JobView,
+  OfflineEval,
+  ShadowView,
+} from "../../../src/publish/candidates.js";
 import type { CameraSnapshot, NodeSnapshot } from "../../../src/publish/control.js";
 import type { ConsoleResultEvent, ConsoleStatus } from "../../../src/publish/http/console.js";
 import type { SessionInfo } from "../../../src/publish/http/operators.js";
@@ -25,24 +35,37 @@ import type {
 } from "../../../src/publish/records-api.js";
 import type { CommandResponsePayload } from "../../../src/publish/topics.js";
 
+/** `GET /api/candidates`: one view per configured camera. */
+export interface CandidatesReply {
+  cameras: CandidateView[];
+}
+
 /** `GET /api/audit`'s query: the server's own parameters (`limit` has a default there). */
 export type AuditQuery = Partial<AuditQueryParams>;
 
 export type {
   AuditEntry,
   AuditPage,
+  BundleSummary,
   CameraSnapshot,
+  CandidateView,
   ConsoleResultEvent,
   ConsoleStatus,
+  Disagreement,
+  EvidenceReport,
+  Gate,
   HourlyRow,
+  JobView,
   Label,
   LabelReply,
   MaskReply,
   NodeSnapshot,
+  OfflineEval,
   PartRecord,
   RecordsPage,
   ReviewCounts,
   SessionInfo,
+  ShadowView,
   UnlabelReply,
 };
 
@@ -165,6 +188,12 @@ export const api = {
   acceptMask: (id: number) => request<MaskReply>("POST", `/api/records/${id}/mask`, { accept: true }),
 
   reviewCounts: () => request<ReviewCounts>("GET", "/api/review/counts"),
+
+  /** Every camera's live model, candidate, retrain job, shadow run and previous model (issue 22). */
+  candidates: () => request<CandidatesReply>("GET", "/api/candidates"),
+  /** The evidence that compares a camera's candidate with its live model (404 when it has no candidate). */
+  evidence: (camera: string) =>
+    request<EvidenceReport>("GET", `/api/candidates/${encodeURIComponent(camera)}/report`),
 
   audit: (q: AuditQuery) => request<AuditPage>("GET", `/api/audit${query(q)}`),
 };

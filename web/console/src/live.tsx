@@ -147,7 +147,7 @@ function Switch({
 }: {
   on: boolean;
   disabled: boolean;
-  change: (on: boolean) => Promise<void>;
+  change: (on: boolean) => Promise<unknown>;
   text: string;
   id?: string;
   "data-role"?: string;

@@ -10,6 +10,7 @@ import { AuditPage } from "./audit.js";
 import { errorText, fmt } from "./format.js";
 import { HistoryPage } from "./history.js";
 import { LivePage } from "./live.js";
+import { ModelsPage } from "./models.js";
 import { PartPage } from "./part.js";
 import { QueuePage } from "./queue.js";
 import { type LogLine, ResultBus, type Shared, SharedContext, type StreamState } from "./shared.js";
@@ -23,6 +24,7 @@ type Route =
   | { page: "queue" }
   | { page: "part"; id: number }
   | { page: "history" }
+  | { page: "models" }
   | { page: "audit" };
 
 function routeOf(hash: string): Route {
@@ -30,6 +32,7 @@ function routeOf(hash: string): Route {
   if (part) return { page: "part", id: Number(part[1]) };
   if (hash === "#/queue") return { page: "queue" };
   if (hash === "#/history") return { page: "history" };
+  if (hash === "#/models") return { page: "models" };
   if (hash === "#/audit") return { page: "audit" };
   return { page: "live" };
 }
@@ -38,6 +41,7 @@ const NAV: { hash: string; page: Route["page"]; label: string }[] = [
   { hash: "#/", page: "live", label: "Live" },
   { hash: "#/queue", page: "queue", label: "Review queue" },
   { hash: "#/history", page: "history", label: "History" },
+  { hash: "#/models", page: "models", label: "Models" },
   { hash: "#/audit", page: "audit", label: "Audit" },
 ];
 
@@ -199,21 +203,27 @@ function App() {
   );
 
   const command = useCallback(
-    async (name: string, body: Record<string, unknown>) => {
+    async (name: string, body: Record<string, unknown>): Promise<string | undefined> => {
       if (session === null) {
         log(`${name}: log in first`, false);
-        return;
+        return "log in first";
       }
+      let refused: string | undefined;
       try {
         const response = await api.command(name, body);
         if (response.status === "ok")
           log(`${name} ${JSON.stringify(body)} → ok ${JSON.stringify(response.data)}`, true);
-        else log(`${name} ${JSON.stringify(body)} → ${response.error}`, false);
+        else {
+          refused = response.error;
+          log(`${name} ${JSON.stringify(body)} → ${response.error}`, false);
+        }
       } catch (err) {
         if (err instanceof ApiError && err.status === 401) setSession(null);
-        log(`${name}: ${errorText(err)}`, false);
+        refused = errorText(err);
+        log(`${name}: ${refused}`, false);
       }
       await refreshStatus();
+      return refused;
     },
     [session, log, refreshStatus],
   );
@@ -240,6 +250,7 @@ function App() {
         {route.page === "queue" && <QueuePage />}
         {route.page === "part" && <PartPage key={route.id} id={route.id} />}
         {route.page === "history" && <HistoryPage />}
+        {route.page === "models" && <ModelsPage />}
         {route.page === "audit" && <AuditPage />}
       </main>
       <section class="log">

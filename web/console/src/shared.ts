@@ -23,8 +23,11 @@ export interface Shared {
   /** Calls `listener` with every result event until the returned function is called. */
   onResult(listener: (event: ConsoleResultEvent) => void): () => void;
   log(text: string, ok: boolean): void;
-  /** Runs a command as the logged-in operator, logs its answer and refreshes the status. */
-  command(name: string, body: Record<string, unknown>): Promise<void>;
+  /**
+   * Runs a command as the logged-in operator, logs its answer and refreshes the status; resolves with the
+   * refusal's one line (the server's, or "log in first"), or undefined when the command ran.
+   */
+  command(name: string, body: Record<string, unknown>): Promise<string | undefined>;
 }
 
 export const SharedContext = createContext<Shared | null>(null);
