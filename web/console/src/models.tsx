@@ -323,7 +323,7 @@ function Gallery({ report }: { report: EvidenceReport }) {
   const items = shadow.disagreements_kept;
   const one = (d: Disagreement) => (
     <li key={d.seq} data-seq={d.seq} class="disagreement">
-      <div class={mode === "side" ? "pair" : ""}>
+      <div class={mode === "side" ? "pair" : "single"}>
         {mode !== "candidate" && (
           <MapOverlay frame={d.frame} map={d.live_map} caption={`frame ${d.seq}, live model's map`} />
         )}
@@ -548,7 +548,8 @@ function Actions({
   const { camera, live, candidate, previous } = view;
   const jobRunning = view.job?.state === "running";
   const evidence = typeof report === "object" ? report : null;
-  // the force box appears when the evidence says an enforced gate fails, or when there is no evidence to tell
+  // the force box appears when the evidence says an enforced gate fails (Promote then waits for it), or when there
+  // is no evidence to tell (the daemon checks the gates itself and its refusal is shown)
   const needsForce = evidence === null || !evidence.promotable;
   const failing = evidence?.gates.filter((g) => g.pass !== true) ?? [];
   const close = () => {
@@ -585,7 +586,7 @@ function Actions({
         <Confirm
           title={`Promote on ${camera}`}
           action={force ? "Promote anyway" : "Promote"}
-          canConfirm={true}
+          canConfirm={evidence === null || evidence.promotable || force}
           onClose={close}
           onConfirm={() =>
             act("promote", { camera, ...(force ? { force: true } : {}) }, `promoted ${bundleName(candidate)}`)
