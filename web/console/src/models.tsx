@@ -612,7 +612,7 @@ function Actions({
                   ))}
                 </ul>
               )}
-              <label class="row">
+              <label class="row check">
                 <input
                   type="checkbox"
                   data-role="force"
