@@ -336,6 +336,7 @@ test("an operator watches and drives the real daemon from the console in Chromiu
       [`#/part/${chosen}`, "#part"],
       ["#/history", "#history article"],
       ["#/audit", "#audit"],
+      ["#/models", "#models"],
     ] as const) {
       await small.goto(`http://127.0.0.1:${httpPort}/${hash}`);
       await small.locator(ready).first().waitFor({ timeout: 15_000 });
