@@ -118,6 +118,7 @@ test("models in Chromium: retrain a candidate, shadow it, read the evidence, pro
     candidates: {
       dir: dirs.candidates,
       retrain: { epochs: 2, time_budget_min: 3, min_frames: 8 },
+      // 10 kept disagreements: fewer than the gallery's first page (24), so the page shows every one
       shadow: { share: 1, max_frames: 20, max_hours: 1, disagreement_images: 10 },
       gates: { min_shadow_frames: 10, enforce: true },
     },

@@ -331,6 +331,11 @@ function MapOverlay({ frame, map, caption }: { frame: string; map: string; capti
 }
 
 type GalleryMode = "side" | "live" | "candidate";
+/**
+ * Disagreements shown at first, and added per "Show more": each is three PNGs and two painted canvases, and a run
+ * keeps up to `candidates.shadow.disagreement_images` (200 by default), too many for a phone at once.
+ */
+const GALLERY_PAGE = 24;
 const MODES: [GalleryMode, string][] = [
   ["side", "Side by side"],
   ["live", "Live map"],
@@ -343,6 +348,7 @@ function verdictText(verdict: string, score: number, threshold: number): string 
 
 function Gallery({ report }: { report: EvidenceReport }) {
   const [mode, setMode] = useState<GalleryMode>("side");
+  const [shown, setShown] = useState(GALLERY_PAGE);
   const shadow = report.shadow;
   if (shadow === null) return null;
   const items = shadow.disagreements_kept;
@@ -394,8 +400,13 @@ function Gallery({ report }: { report: EvidenceReport }) {
             ))}
           </fieldset>
           <ol class="gallery" data-role="gallery">
-            {items.map(one)}
+            {items.slice(0, shown).map(one)}
           </ol>
+          {items.length > shown && (
+            <button type="button" data-role="gallery-more" onClick={() => setShown((n) => n + GALLERY_PAGE)}>
+              Show {Math.min(GALLERY_PAGE, items.length - shown)} more of {items.length - shown}
+            </button>
+          )}
         </>
       )}
       {shadow.disagreements_not_kept > 0 && (
