@@ -10,6 +10,7 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import {
   api,
   type BundleSummary,
+  type CameraSnapshot,
   type CandidateView,
   type Disagreement,
   type EvidenceReport,
@@ -27,7 +28,13 @@ const SHA_PREFIX = 12;
 type Message = { text: string; ok: boolean };
 type Act = (name: string, body: Record<string, unknown>, done: string) => Promise<void>;
 
-function isRunning(view: CandidateView): boolean {
+/**
+ * A camera's status with its candidate view, as issue 22's contract adds it to `NodeSnapshot.cameras[]`: the page
+ * reads it to notice a job or shadow started elsewhere (MQTT, Sparkplug, the CLI) while it is open and idle.
+ */
+type WithCandidate = CameraSnapshot & { candidate?: Omit<CandidateView, "camera"> };
+
+function isRunning(view: Pick<CandidateView, "job" | "shadow">): boolean {
   return view.job?.state === "running" || view.shadow?.state === "running";
 }
 
@@ -783,8 +790,11 @@ export function ModelsPage() {
   useEffect(() => {
     void load();
   }, [load]);
-  // poll only while something moves: an idle page asks nothing of the daemon
-  const busy = views?.some(isRunning) ?? false;
+  // poll only while something moves: an idle page asks nothing of the daemon beyond the status every page polls
+  const startedElsewhere =
+    shared.status?.cameras.some((c: WithCandidate) => c.candidate !== undefined && isRunning(c.candidate)) ??
+    false;
+  const busy = (views?.some(isRunning) ?? false) || startedElsewhere;
   useEffect(() => {
     if (!busy) return;
     const timer = setInterval(load, POLL_MS);
