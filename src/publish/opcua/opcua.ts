@@ -320,6 +320,7 @@ export class OpcuaInterface implements ResultSink {
       if (late >= 0) {
         channel.timedOut.splice(late, 1);
         channel.lateResults += 1;
+        this.setValue(channel, "LateResults", DataType.UInt32, channel.lateResults);
         this.log.warn(
           { camera: channel.id, part_id: partId, seq: result.frame.seq },
           `result for part "${partId}" came after its trigger timed out; the PLC got the timeout, not this result`,
