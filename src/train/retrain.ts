@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import {
   type Manifest,
@@ -108,7 +109,8 @@ async function finalizeBundle(
   const wallTimeS = (performance.now() - started) / 1000;
   const { mean, std } = teacher.normalisation;
   const manifest = await writeBundle(opts.outDir, teacher.bytes, studentBytes, {
-    model_version: `${createdAt.toISOString().replace(/[-:]/g, "").slice(0, 15)}Z`,
+    // the time alone repeats when two students are written in the same second (a candidate beside its live model)
+    model_version: `${createdAt.toISOString().replace(/[-:]/g, "").slice(0, 15)}Z-${createHash("sha256").update(studentBytes).digest("hex").slice(0, 8)}`,
     created_at: createdAt.toISOString(),
     input: {
       name: "frames",
