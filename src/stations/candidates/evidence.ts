@@ -1,6 +1,7 @@
 import type { Manifest } from "../../bundle/bundle.js";
 import type { CandidatesConfig } from "../../config/index.js";
 import { jsonTime } from "../../core/time.js";
+import type { StationView } from "../../pipeline/inspector.js";
 import type {
   BundleSummary,
   Disagreement,
@@ -8,7 +9,6 @@ import type {
   Gate,
   OfflineEval,
 } from "../../publish/candidates.js";
-import type { StationView } from "../../pipeline/inspector.js";
 import { predictedFalseAlarmRate } from "../../stpm/threshold.js";
 import { isAlarm, type ShadowPair } from "./shadow-db.js";
 
@@ -20,7 +20,10 @@ export const HISTOGRAM_BINS = 20;
  * (`view`, the camera's threshold rule applied to this bundle, as the live path judges) or the bundle's own, and
  * the predicted false-alarm rate is the 95 % upper bound its validation normals give that threshold.
  */
-export function bundleSummary(manifest: Manifest, view?: Pick<StationView, "threshold" | "falseAlarms">): BundleSummary {
+export function bundleSummary(
+  manifest: Manifest,
+  view?: Pick<StationView, "threshold" | "falseAlarms">,
+): BundleSummary {
   const threshold = view?.threshold ?? manifest.threshold;
   const predicted = view?.falseAlarms ?? predictedFalseAlarmRate(threshold, manifest.validation_scores);
   return {
@@ -134,7 +137,9 @@ export function histogram(
   const finite = [...live, ...candidate].filter(Number.isFinite);
   const top = Math.max(2, ...finite);
   const width = top / HISTOGRAM_BINS;
-  const edges = Array.from({ length: HISTOGRAM_BINS + 1 }, (_, i) => (i === HISTOGRAM_BINS ? top : i * width));
+  const edges = Array.from({ length: HISTOGRAM_BINS + 1 }, (_, i) =>
+    i === HISTOGRAM_BINS ? top : i * width,
+  );
   const bin = (values: readonly number[]): number[] => {
     const counts = new Array<number>(HISTOGRAM_BINS).fill(0);
     for (const v of values) {
@@ -191,7 +196,11 @@ export function gatesOf(
   if (most !== undefined) {
     gates.push(
       !labelled || labelled.normals === 0
-        ? { name: "max_false_alarms_on_normals", pass: null, detail: "no confirmed normals in the labelled set" }
+        ? {
+            name: "max_false_alarms_on_normals",
+            pass: null,
+            detail: "no confirmed normals in the labelled set",
+          }
         : {
             name: "max_false_alarms_on_normals",
             pass: labelled.candidate.false_alarms <= most,

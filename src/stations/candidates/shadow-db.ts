@@ -99,7 +99,9 @@ export class ShadowDb {
         );
     this.setMeta = options.readonly
       ? this.db.prepare("SELECT 1")
-      : this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+      : this.db.prepare(
+          "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        );
   }
 
   /** The run's meta; undefined for a new database. */

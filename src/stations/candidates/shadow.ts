@@ -13,7 +13,7 @@ import { ortProviders } from "../../onnx/ort.js";
 import { Inspector, type StationLookup } from "../../pipeline/inspector.js";
 import type { EvidenceReport, OfflineEval, ShadowView } from "../../publish/candidates.js";
 import { framePng, mapPng, writePng } from "../../publish/frame-png.js";
-import { bundleSummary, buildEvidence } from "./evidence.js";
+import { buildEvidence, bundleSummary } from "./evidence.js";
 import { isAlarm, SHADOW_DB_FILE, ShadowDb, type ShadowMeta, type ShadowPair } from "./shadow-db.js";
 import type { ShadowRuns } from "./shadow-runs.js";
 
@@ -239,6 +239,17 @@ export class ShadowScheduler implements ShadowRuns {
       await inspector.close();
       throw new Error(`camera ${camera}: the candidate ${candidateDir} does not load (${errorMessage(err)})`);
     }
+    try {
+      // the camera's views (threshold, mask on the grid) are cached per model_version: two models of one version
+      // would share them, and the record could not tell their verdicts apart
+      const live = await this.options.host.liveManifest(camera);
+      if (live.model_version === manifest.model_version) {
+        throw new Error(`the candidate has the live model's model_version ${live.model_version}`);
+      }
+    } catch (err) {
+      await inspector.close();
+      throw new Error(`camera ${camera}: shadow refused: ${errorMessage(err)}`);
+    }
     let db: ShadowDb;
     try {
       await mkdir(path.join(shadowDir, SHADOW_IMAGES), { recursive: true });
@@ -281,7 +292,12 @@ export class ShadowScheduler implements ShadowRuns {
     this.runs.set(camera, run);
     run.begin();
     log.info(
-      { share: next.share, started_at: next.started_at, ends_at: next.ends_at, model_version: manifest.model_version },
+      {
+        share: next.share,
+        started_at: next.started_at,
+        ends_at: next.ends_at,
+        model_version: manifest.model_version,
+      },
       `shadow of camera ${camera} running`,
     );
     return run.view();
@@ -294,7 +310,8 @@ export class ShadowScheduler implements ShadowRuns {
       const db = new ShadowDb(file);
       try {
         const meta = db.meta();
-        if (meta) db.writeMeta({ ...meta, state: "stopped", ended_at: jsonTime(Date.now()), stopped_reason: reason });
+        if (meta)
+          db.writeMeta({ ...meta, state: "stopped", ended_at: jsonTime(Date.now()), stopped_reason: reason });
       } finally {
         db.close();
       }
@@ -318,14 +335,20 @@ export class ShadowScheduler implements ShadowRuns {
       }
       return parsed;
     } catch (err) {
-      this.options.logger.warn({ camera, file }, `${file}: ${errorMessage(err)}; the report shows no labelled numbers`);
+      this.options.logger.warn(
+        { camera, file },
+        `${file}: ${errorMessage(err)}; the report shows no labelled numbers`,
+      );
       return null;
     }
   }
 }
 
 /** A run's view from its meta and its record's counts. */
-function viewOf(meta: ShadowMeta, counts: { frames: number; live_alarms: number; candidate_alarms: number; disagreements: number }): ShadowView {
+function viewOf(
+  meta: ShadowMeta,
+  counts: { frames: number; live_alarms: number; candidate_alarms: number; disagreements: number },
+): ShadowView {
   return {
     state: meta.state,
     started_at: meta.started_at,
@@ -349,7 +372,13 @@ class ShadowRun {
   private retry: NodeJS.Timeout | undefined;
   private deadline: NodeJS.Timeout | undefined;
   private finished = false;
-  private readonly counts: { frames: number; live_alarms: number; candidate_alarms: number; disagreements: number; kept: number };
+  private readonly counts: {
+    frames: number;
+    live_alarms: number;
+    candidate_alarms: number;
+    disagreements: number;
+    kept: number;
+  };
   private readonly failures = new RepeatLimiter();
 
   constructor(
@@ -452,7 +481,10 @@ class ShadowRun {
     this.meta.dropped += this.queue.length;
     this.queue.length = 0;
     this.db.writeMeta(this.meta);
-    this.logger.info({ frames: this.counts.frames, reason }, `shadow of camera ${this.camera} stopped: ${reason}`);
+    this.logger.info(
+      { frames: this.counts.frames, reason },
+      `shadow of camera ${this.camera} stopped: ${reason}`,
+    );
   }
 
   private async release(): Promise<void> {
@@ -497,7 +529,8 @@ class ShadowRun {
     } catch (err) {
       this.meta.dropped += items.length;
       const admitted = this.failures.admit(errorMessage(err).split("\n")[0]!);
-      if (admitted) this.logger.error({ err }, `camera ${this.camera}: candidate inference failed for a shadow batch`);
+      if (admitted)
+        this.logger.error({ err }, `camera ${this.camera}: candidate inference failed for a shadow batch`);
       return;
     }
     const pairs: ShadowPair[] = [];
