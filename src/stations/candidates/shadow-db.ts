@@ -71,11 +71,10 @@ type PairRow = Omit<ShadowPair, "live_score" | "candidate_score"> & {
 };
 
 /**
- * A shadow run's record (better-sqlite3, WAL). Written on the main thread, one transaction per shadow batch: with
- * WAL and synchronous=NORMAL a commit does not fsync, and a batch of 8 pairs plus the meta row measured
- * 0.05–0.2 ms a commit on this box (test/stations/candidates/shadow-db.test.ts prints it), against the
- * milliseconds a batch of inference takes, so a worker thread would cost more in copying than it saves. A crash
- * may lose the last batches since the WAL's last checkpoint sync; never a torn row.
+ * A shadow run's record (better-sqlite3, WAL, synchronous=NORMAL: a commit does not fsync, a checkpoint does; a
+ * crash may lose the last batches since the last checkpoint, never tear a row). A running run writes through its
+ * database thread (shadow-db-worker.ts says why); reads (a start, a stopped run's view, the evidence) are rare
+ * and run where they are asked.
  */
 export class ShadowDb {
   private readonly db: Database.Database;

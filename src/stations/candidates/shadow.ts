@@ -14,7 +14,15 @@ import { Inspector, type StationLookup } from "../../pipeline/inspector.js";
 import type { EvidenceReport, OfflineEval, ShadowView } from "../../publish/candidates.js";
 import { framePng, mapPng, writePng } from "../../publish/frame-png.js";
 import { buildEvidence, bundleSummary } from "./evidence.js";
-import { isAlarm, SHADOW_DB_FILE, ShadowDb, type ShadowMeta, type ShadowPair } from "./shadow-db.js";
+import {
+  isAlarm,
+  SHADOW_DB_FILE,
+  type ShadowCounts,
+  ShadowDb,
+  type ShadowMeta,
+  type ShadowPair,
+} from "./shadow-db.js";
+import { ShadowDbThread } from "./shadow-db-thread.js";
 import type { ShadowRuns } from "./shadow-runs.js";
 
 /** The folder of a camera's candidate bundle, its shadow and its offline evaluation under `candidates.dir`. */
@@ -85,6 +93,11 @@ export class ShadowScheduler implements ShadowRuns {
   /** Where each camera's run records, as the last `start` named it (default: under `candidates.dir`). */
   private readonly dirs = new Map<string, { candidate: string; shadow: string }>();
   private closed = false;
+  /**
+   * Views of runs not running in this process, as last read or left: status asks for them every snapshot, and the
+   * record of a stopped run does not change until the next start.
+   */
+  private readonly stoppedViews = new Map<string, ShadowView>();
 
   constructor(private readonly options: ShadowSchedulerOptions) {}
 
@@ -118,12 +131,20 @@ export class ShadowScheduler implements ShadowRuns {
     const run = this.runs.get(camera);
     if (run) return run.view();
     const file = path.join(this.dirsOf(camera).shadow, SHADOW_DB_FILE);
-    if (!existsSync(file)) return null;
+    if (!existsSync(file)) {
+      // discarded with its candidate
+      this.stoppedViews.delete(camera);
+      return null;
+    }
+    const known = this.stoppedViews.get(camera);
+    if (known) return known;
     try {
       const db = new ShadowDb(file, { readonly: true });
       try {
         const meta = db.meta();
-        return meta ? viewOf(meta, db.counts()) : null;
+        const view = meta ? viewOf(meta, db.counts()) : null;
+        if (view) this.stoppedViews.set(camera, view);
+        return view;
       } finally {
         db.close();
       }
@@ -223,6 +244,7 @@ export class ShadowScheduler implements ShadowRuns {
     settings: CandidatesConfig["shadow"],
   ): Promise<ShadowView> {
     if (this.closed) throw new Error("the daemon is stopping");
+    this.stoppedViews.delete(camera);
     this.dirs.set(camera, { candidate: path.resolve(candidateDir), shadow: path.resolve(shadowDir) });
     const { inference, logger } = this.options;
     const log = logger.child({ component: "shadow", camera, bundle: candidateDir });
@@ -250,40 +272,46 @@ export class ShadowScheduler implements ShadowRuns {
       await inspector.close();
       throw new Error(`camera ${camera}: shadow refused: ${errorMessage(err)}`);
     }
-    let db: ShadowDb;
+    const file = path.join(shadowDir, SHADOW_DB_FILE);
+    let next: ShadowMeta;
+    let counts: ShadowCounts;
     try {
       await mkdir(path.join(shadowDir, SHADOW_IMAGES), { recursive: true });
-      db = new ShadowDb(path.join(shadowDir, SHADOW_DB_FILE));
+      // read and set up on this thread: once per start; the run's writes go to its database thread
+      const db = new ShadowDb(file);
+      try {
+        let meta = db.meta();
+        if (meta && meta.candidate_model_version !== manifest.model_version) {
+          // the record is another candidate's: its pairs are no evidence about this one
+          db.reset();
+          await rm(path.join(shadowDir, SHADOW_IMAGES), { recursive: true, force: true });
+          await mkdir(path.join(shadowDir, SHADOW_IMAGES), { recursive: true });
+          meta = undefined;
+        }
+        next = nextMeta(meta, manifest.model_version, settings, Date.now());
+        db.writeMeta(next);
+        counts = db.counts();
+      } finally {
+        db.close();
+      }
     } catch (err) {
       await inspector.close();
-      throw new Error(`camera ${camera}: shadow record ${shadowDir} cannot be opened (${errorMessage(err)})`);
+      throw new Error(`camera ${camera}: shadow record ${file} cannot be opened (${errorMessage(err)})`);
     }
-    const now = Date.now();
-    let meta = db.meta();
-    if (meta && meta.candidate_model_version !== manifest.model_version) {
-      // the record is another candidate's: its pairs are no evidence about this one
-      db.reset();
-      await rm(path.join(shadowDir, SHADOW_IMAGES), { recursive: true, force: true });
-      await mkdir(path.join(shadowDir, SHADOW_IMAGES), { recursive: true });
-      meta = undefined;
-    }
-    const endsAt = (from: number) => jsonTime(from + settings.max_hours * 3_600_000);
-    const next: ShadowMeta =
-      meta?.state === "running"
-        ? // resumed after a restart: the clock started at the first start, restarts included
-          { ...meta, share: settings.share, max_frames: settings.max_frames }
-        : {
-            state: "running",
-            candidate_model_version: manifest.model_version,
-            started_at: jsonTime(now),
-            ends_at: endsAt(now),
-            share: settings.share,
-            max_frames: settings.max_frames,
-            dropped: meta?.dropped ?? 0,
-          };
-    db.writeMeta(next);
-    const run = new ShadowRun(camera, inspector, db, next, settings, this.options, log, shadowDir, () =>
-      this.runs.delete(camera),
+    const run = new ShadowRun(
+      camera,
+      inspector,
+      new ShadowDbThread(file),
+      next,
+      counts,
+      settings,
+      this.options,
+      log,
+      shadowDir,
+      (last) => {
+        this.runs.delete(camera);
+        this.stoppedViews.set(camera, last);
+      },
     );
     if (this.closed) {
       await run.close();
@@ -305,6 +333,7 @@ export class ShadowScheduler implements ShadowRuns {
 
   /** Marks a run that is not running in this process as stopped in its record. */
   private markStopped(camera: string, reason: string): void {
+    this.stoppedViews.delete(camera);
     const file = path.join(this.dirsOf(camera).shadow, SHADOW_DB_FILE);
     try {
       const db = new ShadowDb(file);
@@ -344,6 +373,29 @@ export class ShadowScheduler implements ShadowRuns {
   }
 }
 
+/**
+ * The meta a start writes: a run the record says is running (the daemon restarted) goes on with its start time and
+ * ends_at, so restarts count towards max_hours; otherwise a new run starts now, keeping the dropped count of the
+ * same candidate's earlier runs (their pairs stay: they are evidence about the same two models).
+ */
+function nextMeta(
+  meta: ShadowMeta | undefined,
+  candidateVersion: string,
+  settings: CandidatesConfig["shadow"],
+  now: number,
+): ShadowMeta {
+  if (meta?.state === "running") return { ...meta, share: settings.share, max_frames: settings.max_frames };
+  return {
+    state: "running",
+    candidate_model_version: candidateVersion,
+    started_at: jsonTime(now),
+    ends_at: jsonTime(now + settings.max_hours * 3_600_000),
+    share: settings.share,
+    max_frames: settings.max_frames,
+    dropped: meta?.dropped ?? 0,
+  };
+}
+
 /** A run's view from its meta and its record's counts. */
 function viewOf(
   meta: ShadowMeta,
@@ -372,28 +424,21 @@ class ShadowRun {
   private retry: NodeJS.Timeout | undefined;
   private deadline: NodeJS.Timeout | undefined;
   private finished = false;
-  private readonly counts: {
-    frames: number;
-    live_alarms: number;
-    candidate_alarms: number;
-    disagreements: number;
-    kept: number;
-  };
   private readonly failures = new RepeatLimiter();
 
   constructor(
     private readonly camera: string,
     private readonly inspector: Inspector,
-    private readonly db: ShadowDb,
+    private readonly db: ShadowDbThread,
     private meta: ShadowMeta,
+    private readonly counts: ShadowCounts,
     private readonly settings: CandidatesConfig["shadow"],
     private readonly options: ShadowSchedulerOptions,
     private readonly logger: Logger,
     private readonly shadowDir: string,
-    private readonly forget: () => void,
-  ) {
-    this.counts = db.counts();
-  }
+    /** Called with the run's last view once it no longer runs. */
+    private readonly forget: (last: ShadowView) => void,
+  ) {}
 
   get candidateManifest(): Manifest | undefined {
     return this.inspector.manifest;
@@ -434,7 +479,7 @@ class ShadowRun {
     this.finished = true;
     this.clearTimers();
     await this.batch;
-    this.end(reason);
+    await this.end(reason);
     await this.release();
   }
 
@@ -446,7 +491,7 @@ class ShadowRun {
     await this.batch;
     this.meta.dropped += this.queue.length;
     this.queue.length = 0;
-    this.db.writeMeta(this.meta);
+    await this.db.writeMeta(this.meta).catch((err) => this.logger.error({ err }, "shadow record unwritable"));
     await this.release();
   }
 
@@ -470,17 +515,17 @@ class ShadowRun {
     const batch = this.batch ?? Promise.resolve();
     batch
       .then(() => {
-        this.end(reason);
-        return this.release();
+        return this.end(reason);
       })
+      .then(() => this.release())
       .catch((err) => this.logger.error({ err }, "stopping the shadow run failed"));
   }
 
-  private end(reason: string): void {
+  private async end(reason: string): Promise<void> {
     this.meta = { ...this.meta, state: "stopped", ended_at: jsonTime(Date.now()), stopped_reason: reason };
     this.meta.dropped += this.queue.length;
     this.queue.length = 0;
-    this.db.writeMeta(this.meta);
+    await this.db.writeMeta(this.meta).catch((err) => this.logger.error({ err }, "shadow record unwritable"));
     this.logger.info(
       { frames: this.counts.frames, reason },
       `shadow of camera ${this.camera} stopped: ${reason}`,
@@ -488,8 +533,8 @@ class ShadowRun {
   }
 
   private async release(): Promise<void> {
-    this.forget();
-    this.db.close();
+    this.forget(this.view());
+    await this.db.close();
     await this.inspector.close();
   }
 
@@ -559,7 +604,7 @@ class ShadowRun {
     }
     if (this.finished && this.meta.state === "stopped") return;
     try {
-      this.db.addBatch(pairs, this.meta);
+      await this.db.addBatch(pairs, this.meta);
     } catch (err) {
       this.meta.dropped += pairs.length;
       this.logger.error({ err }, `camera ${this.camera}: shadow record unwritable; batch dropped`);
