@@ -281,3 +281,55 @@ test("a candidate too slow for the frame rate drops shadow frames (counted), nev
   assert.equal(view.frames + view.dropped, delivered.length);
   assert.ok(view.frames > 0);
 });
+
+test("shadow stops by itself at max_hours, counted from its first start", async () => {
+  const s = await station("stpmd-shadow-hours-");
+  // 1.8 s
+  const cfg = config(s, 20, { shadow: { share: 1, max_hours: 0.0005, queue: 100 } });
+  const { registry } = await running(cfg, s.paths);
+  try {
+    const view = registry.shadows.view(CAMERA)!;
+    assert.equal(Date.parse(view.ends_at) - Date.parse(view.started_at), 1800);
+    await waitFor("the shadow stopped", () => registry.shadows.view(CAMERA)?.state === "stopped");
+  } finally {
+    await shutdown(registry);
+  }
+  const view = registry.shadows.view(CAMERA)!;
+  assert.equal(view.stopped_reason, "max_hours");
+  assert.ok(view.frames > 0);
+  assert.ok(Date.parse(view.ended_at!) >= Date.parse(view.ends_at));
+});
+
+test("a live bundle swapped during shadow: each pair keeps the live model that judged it, the report compares only the live model in force; a disabled camera's shadow waits for frames", async () => {
+  const s = await station("stpmd-shadow-swap-");
+  const cfg = config(s, 20, { shadow: { share: 1, queue: 100 } });
+  const { registry, delivered } = await running(cfg, s.paths);
+  const oldVersion = registry.manifestOf(registry.require(CAMERA))!.model_version;
+  try {
+    await waitFor("10 shadow frames", () => (registry.shadows.view(CAMERA)?.frames ?? 0) >= 10);
+    await editManifest(s.live, (m) => {
+      m.model_version += "-swapped";
+    });
+    assert.deepEqual((await registry.reloadModels("test")).swapped, [s.live]);
+    const swappedAt = delivered.length;
+    await waitFor("10 frames of the new live model", () => delivered.length >= swappedAt + 10);
+    await registry.setEnabled(CAMERA, false);
+    await registry.shadows.idle();
+    const stopped = registry.shadows.view(CAMERA)!;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(registry.shadows.view(CAMERA)!.frames, stopped.frames, "no frames, no shadow frames");
+    assert.equal(stopped.state, "running");
+  } finally {
+    await shutdown(registry);
+  }
+  const { pairs } = readDb(s.paths.shadow);
+  const newVersion = `${oldVersion}-swapped`;
+  const byOld = pairs.filter((p) => p.live_model === oldVersion).length;
+  const byNew = pairs.filter((p) => p.live_model === newVersion).length;
+  assert.ok(byOld >= 10 && byNew >= 1, `${byOld} pairs by the old live model, ${byNew} by the new`);
+  assert.equal(byOld + byNew, pairs.length);
+  const report = (await registry.shadows.evidence(CAMERA))!;
+  assert.equal(report.live.model_version, newVersion);
+  assert.equal(report.shadow!.frames, byNew);
+  assert.match(report.gates.find((g) => g.name === "min_shadow_frames")!.detail, new RegExp(`${byOld} more`));
+});
