@@ -165,7 +165,8 @@ export class ShadowScheduler implements ShadowRuns {
     if (existsSync(file)) {
       const db = new ShadowDb(file, { readonly: true });
       try {
-        pairs = db.meta() ? db.pairs() : null;
+        // a record of another candidate (not started since) is no evidence about this one
+        pairs = db.meta()?.candidate_model_version === candidate.model_version ? db.pairs() : null;
       } finally {
         db.close();
       }
