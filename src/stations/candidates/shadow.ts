@@ -55,9 +55,11 @@ const LIVE_BUSY_RETRY_MS = 5;
 
 /**
  * ORT threads of a candidate's inference thread: one, as for a retrain job, so that on a 2-core box the live model
- * keeps a core of its own while the candidate judges.
+ * keeps a core of its own while the candidate judges; and that thread runs at the lowest priority, so that when
+ * capture, the live model and the candidate all want the CPU, the candidate waits.
  */
 const CANDIDATE_THREADS = 1;
+const CANDIDATE_NICE = 19;
 
 /** What the scheduler needs from the registry: the live side of each camera. */
 export interface ShadowHost {
@@ -251,7 +253,11 @@ export class ShadowScheduler implements ShadowRuns {
     const log = logger.child({ component: "shadow", camera, bundle: candidateDir });
     const inspector = new Inspector(
       candidateDir,
-      { providers: ortProviders(inference.providers), intraOpThreads: CANDIDATE_THREADS },
+      {
+        providers: ortProviders(inference.providers),
+        intraOpThreads: CANDIDATE_THREADS,
+        nice: CANDIDATE_NICE,
+      },
       log,
       inference.max_batch,
     );

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
@@ -332,4 +332,32 @@ test("a live bundle swapped during shadow: each pair keeps the live model that j
   assert.equal(report.live.model_version, newVersion);
   assert.equal(report.shadow!.frames, byNew);
   assert.match(report.gates.find((g) => g.name === "min_shadow_frames")!.detail, new RegExp(`${byOld} more`));
+});
+
+/** Niceness of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
+function threadNiceness(): number[] {
+  return readdirSync("/proc/self/task").flatMap((tid) => {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      // the fields after the command name, which is in parentheses and may hold spaces
+      return [Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16])];
+    } catch {
+      return []; // the thread ended while listing
+    }
+  });
+}
+
+test("the candidate's inference runs on a thread at niceness 19, ended with the run", {
+  skip: process.platform !== "linux",
+}, async () => {
+  const s = await station("stpmd-shadow-nice-");
+  const cfg = config(s, 20, { shadow: { share: 1, queue: 100 } });
+  const { registry } = await running(cfg, s.paths);
+  try {
+    assert.equal(threadNiceness().filter((n) => n === 19).length, 1);
+    await registry.shadows.stop(CAMERA, "requested by test");
+    await waitFor("the candidate's thread ended", () => !threadNiceness().includes(19));
+  } finally {
+    await shutdown(registry);
+  }
 });
