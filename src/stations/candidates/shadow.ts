@@ -210,7 +210,8 @@ export class ShadowScheduler implements ShadowRuns {
         const view = await this.start(camera, dirs.candidate, dirs.shadow, this.options.candidates.shadow);
         this.options.logger.info({ camera, frames: view.frames }, `shadow of camera ${camera} resumed`);
       } catch (err) {
-        this.markStopped(camera, `not resumed after a restart: ${errorMessage(err)}`);
+        // a shutdown during the resume leaves the record running, for the next start
+        if (!this.closed) this.markStopped(camera, `not resumed after a restart: ${errorMessage(err)}`);
       }
     }
   }
