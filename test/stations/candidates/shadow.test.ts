@@ -361,3 +361,34 @@ test("the candidate's inference runs on a thread at niceness 19, ended with the 
     await shutdown(registry);
   }
 });
+
+test("a restart finds the candidate broken: the shadow is reported stopped, saying why, and live inspection goes on", async () => {
+  const s = await station("stpmd-shadow-broken-");
+  const cfg = config(s, 20, { shadow: { share: 1, queue: 100 } });
+  const first = await running(cfg, s.paths);
+  try {
+    await waitFor("3 shadow frames", () => (first.registry.shadows.view(CAMERA)?.frames ?? 0) >= 3);
+  } finally {
+    await shutdown(first.registry);
+  }
+  const manifest = JSON.parse(await readFile(path.join(s.paths.candidate, "manifest.json"), "utf8")) as {
+    student: { file: string };
+  };
+  await writeFile(path.join(s.paths.candidate, manifest.student.file), "not a model");
+  const second = await running(cfg);
+  try {
+    const view = await waitFor("the run reported stopped", () => {
+      const v = second.registry.shadows.view(CAMERA);
+      return v?.state === "stopped" && v;
+    });
+    assert.match(
+      view.stopped_reason!,
+      /^not resumed after a restart: camera cam: the candidate .* does not load/,
+    );
+    assert.ok(view.frames >= 3, "the frames judged before are kept");
+    const live = second.delivered.length;
+    await waitFor("live results go on", () => second.delivered.length >= live + 5);
+  } finally {
+    await shutdown(second.registry);
+  }
+});
