@@ -38,6 +38,9 @@ export function candidatePaths(candidatesDir: string, camera: string) {
 /** The folder of kept disagreement images inside a shadow folder. */
 export const SHADOW_IMAGES = "images";
 
+/** A kept image's name: `<capture ms>-<seq>-frame.png`, `-live.png` or `-candidate.png` (see keepImages). */
+const IMAGE_NAME = /^[0-9]+-[0-9]+-(frame|live|candidate)\.png$/;
+
 /**
  * Whether the frame numbered `seq` is shadowed at `share`: the frames where ⌊(seq+1)·share⌋ steps up, so a share of
  * 0.1 takes every 10th frame, 0.5 every other one and 1 all of them, the same frames on every run.
@@ -184,6 +187,16 @@ export class ShadowScheduler implements ShadowRuns {
       gates: this.options.candidates.gates,
       imageUrl: (f) => `/api/candidates/${encodeURIComponent(camera)}/images/${encodeURIComponent(f)}`,
     });
+  }
+
+  /**
+   * The path of a kept disagreement image of `camera` named `name` (as the report's URLs end), or undefined when
+   * the name is not one this scheduler writes (no folder part, no `..`) or the file is not there.
+   */
+  imageFile(camera: string, name: string): string | undefined {
+    if (!IMAGE_NAME.test(name)) return undefined;
+    const file = path.join(this.dirsOf(camera).shadow, SHADOW_IMAGES, name);
+    return existsSync(file) ? file : undefined;
   }
 
   // --- the registry's side ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
@@ -185,8 +185,12 @@ test("shadow at 0.5: half the live frames are paired in shadow.db with the live 
   for (const d of shadow.disagreements_kept) {
     for (const url of [d.frame, d.live_map, d.candidate_map]) {
       assert.match(url, new RegExp(`^/api/candidates/${CAMERA}/images/[^/]+\\.png$`));
-      assert.ok(existsSync(path.join(s.paths.shadow, SHADOW_IMAGES, path.basename(url))), url);
+      const name = path.basename(url);
+      assert.equal(registry.shadows.imageFile(CAMERA, name), path.join(s.paths.shadow, SHADOW_IMAGES, name));
     }
+  }
+  for (const name of ["../shadow.db", "shadow.db", "1-2-frame.png/..", "1-2-frame.png"]) {
+    assert.equal(registry.shadows.imageFile(CAMERA, name), undefined, name);
   }
   assert.equal(view.frames, fed.length);
   assert.equal(view.candidate_alarms, fed.length);
