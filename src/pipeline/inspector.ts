@@ -66,7 +66,7 @@ export class Inspector {
    */
   constructor(
     readonly bundleDir: string,
-    private readonly sessionOptions: SessionOptions,
+    private readonly sessionOptions: SessionOptions & { nice?: number },
     logger: Logger,
     private readonly maxBatch = 8,
   ) {
@@ -98,6 +98,7 @@ export class Inspector {
       const scorer = await ScorerThread.load(this.bundleDir, {
         providers: this.sessionOptions.providers ?? ["cpu"],
         intraOpThreads: this.sessionOptions.intraOpThreads ?? 0,
+        ...(this.sessionOptions.nice !== undefined ? { nice: this.sessionOptions.nice } : {}),
         ...(this.sessionOptions.onFallback ? { onFallback: this.sessionOptions.onFallback } : {}),
       });
       const old = this.model;

@@ -8,6 +8,8 @@ import type { WorkerReply, WorkerRequest } from "./scorer-worker.js";
 export interface ScorerThreadOptions {
   providers: ort.InferenceSession.ExecutionProviderConfig[];
   intraOpThreads: number;
+  /** Niceness of the inference thread (Linux): a shadow's candidate yields the CPU to the live models. */
+  nice?: number;
   onFallback?: (provider: string, reason: string) => void;
 }
 
@@ -57,6 +59,7 @@ export class ScorerThread {
         dir,
         providers: opts.providers,
         intraOpThreads: opts.intraOpThreads,
+        ...(opts.nice !== undefined ? { nice: opts.nice } : {}),
       } satisfies WorkerRequest);
     }).catch(async (err: unknown) => {
       await worker.terminate();

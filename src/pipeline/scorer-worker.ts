@@ -1,3 +1,5 @@
+import { readlinkSync } from "node:fs";
+import os from "node:os";
 import { parentPort } from "node:worker_threads";
 import { loadBundle, scoringOptions } from "../bundle/bundle.js";
 import { errorMessage, StpmdError } from "../core/errors.js";
@@ -15,6 +17,8 @@ export type WorkerRequest =
       dir: string;
       providers: ort.InferenceSession.ExecutionProviderConfig[];
       intraOpThreads: number;
+      /** Niceness of this thread (Linux), for a model that must yield the CPU to the live ones (a shadow). */
+      nice?: number;
     }
   | { type: "score"; id: number; frames: Uint8Array; count: number };
 
@@ -30,6 +34,7 @@ const port = parentPort!;
 
 async function handle(msg: WorkerRequest): Promise<void> {
   if (msg.type === "load") {
+    if (msg.nice !== undefined) lowerPriority(msg.nice);
     try {
       const bundle = await loadBundle(msg.dir);
       const loaded = await Scorer.create(bundle.teacher, bundle.student, scoringOptions(bundle.manifest), {
@@ -67,6 +72,20 @@ async function handle(msg: WorkerRequest): Promise<void> {
     ]);
   } catch (err) {
     port.postMessage({ type: "score_failed", id: msg.id, message: errorMessage(err) } satisfies WorkerReply);
+  }
+}
+
+/**
+ * Lowers this thread's scheduling priority: on Linux, setpriority() given a thread id applies to that thread alone,
+ * and with one intra-op thread ONNX Runtime runs a session on its caller, so the model's inference runs at this
+ * niceness. Raising niceness needs no privilege. Elsewhere (no /proc/thread-self) the thread keeps its priority.
+ */
+function lowerPriority(nice: number): void {
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").at(-1));
+    if (Number.isInteger(tid)) os.setPriority(tid, nice);
+  } catch {
+    // not Linux: no per-thread priority to set
   }
 }
 

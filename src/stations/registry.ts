@@ -1,5 +1,5 @@
 import path from "node:path";
-import { bundleGeometry, bundlePartScore, type Manifest } from "../bundle/bundle.js";
+import { bundleGeometry, bundlePartScore, loadBundle, type Manifest } from "../bundle/bundle.js";
 import { Camera } from "../capture/camera.js";
 import {
   type CameraConfig,
@@ -20,6 +20,7 @@ import { loadBinaryImage } from "../data/images.js";
 import type { StationView } from "../pipeline/inspector.js";
 import { describePartScore } from "../stpm/part-score.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
+import { ShadowScheduler } from "./candidates/shadow.js";
 import { type BatchConsumer, ModelSlot } from "./model-slot.js";
 import {
   MAX_PENDING_TRIGGERS,
@@ -77,6 +78,11 @@ export class StationRegistry {
   private active: string | undefined;
   /** The recipe switch or config change running now: they run one after the other, never interleaved. */
   private changing: Promise<unknown> = Promise.resolve();
+  /**
+   * The candidates' shadow runs (issue 22): each judges a share of its camera's live results after the consumer
+   * had them, never delivered; its batches wait while the camera's live model has frames queued.
+   */
+  readonly shadows: ShadowScheduler;
 
   /**
    * @param consume every batch's results, after each was recorded on its station.
@@ -90,6 +96,16 @@ export class StationRegistry {
   ) {
     this.config = config;
     this.active = config.active_recipe;
+    this.shadows = new ShadowScheduler({
+      candidates: config.candidates,
+      inference: config.inference,
+      logger,
+      host: {
+        liveBusy: (camera) => this.liveBusy(camera),
+        lookup: (cameraId, manifest, recipe) => this.view(cameraId, manifest, recipe),
+        liveManifest: (camera) => this.liveManifest(camera),
+      },
+    });
   }
 
   // --- queries ----------------------------------------------------------------------------------------------
@@ -247,10 +263,14 @@ export class StationRegistry {
     for (const station of this.byId.values()) station.maskImage = await maskImageOf(station.config);
   }
 
-  /** Starts the enabled cameras and every slot's inspection loop. */
+  /**
+   * Starts the enabled cameras and every slot's inspection loop, and resumes (in the background) the shadow runs
+   * the last daemon left running.
+   */
   start(): void {
     for (const station of this.byId.values()) if (station.enabled) this.startCamera(station);
     for (const slot of this.slots.values()) slot.loop.start();
+    void this.shadows.resume([...this.byId.keys()]);
   }
 
   /** Stops every camera and bundle watch: nothing new enters the queues. */
@@ -263,11 +283,13 @@ export class StationRegistry {
   /** Inspects and delivers the frames already queued. */
   async drain(): Promise<void> {
     await Promise.all(this.models().map((slot) => slot.loop.drain()));
+    await this.shadows.idle();
   }
 
   /** Releases every model (after {@link drain}, or on a failed start). */
   async close(): Promise<void> {
     this.stopping = true;
+    await this.shadows.close();
     for (const slot of this.slots.values()) {
       slot.unwatch();
       await slot.inspector.close();
@@ -620,7 +642,24 @@ export class StationRegistry {
   private recordAndConsume(results: InspectionResult[], inferenceMs: number): void {
     const now = Date.now();
     for (const r of results) this.byId.get(r.frame.cameraId)?.record(r, now);
-    this.consume(results, inferenceMs);
+    try {
+      this.consume(results, inferenceMs);
+    } finally {
+      // after the live verdicts are out: the shadow never delays them
+      this.shadows.offer(results);
+    }
+  }
+
+  /** Whether the live model judging `camera`'s frames has frames queued (its shadow batches then wait). */
+  private liveBusy(camera: string): boolean {
+    const station = this.byId.get(camera);
+    return station !== undefined && this.slots.get(station.bundle)?.loop.oldestCaptureTs() !== undefined;
+  }
+
+  /** The live model of `camera`: the loaded one, or its bundle read from disk while the camera is not running. */
+  private async liveManifest(camera: string): Promise<Manifest> {
+    const station = this.require(camera);
+    return this.manifestOf(station) ?? (await loadBundle(station.bundle)).manifest;
   }
 
   // --- cameras: the one place a capture is built, started and stopped ---------------------------------------
