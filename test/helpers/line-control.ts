@@ -43,6 +43,8 @@ export class TestLineControl implements LineControl {
     ["A", 0.5],
     ["B", 2],
   ]);
+  /** False: the snapshot lists no model, as the daemon's does when no bundle could be loaded. */
+  modelLoaded = true;
   private readonly cameras = new Map<string, CameraSnapshot>();
   private readonly started = Date.now();
 
@@ -95,7 +97,9 @@ export class TestLineControl implements LineControl {
       inspected: cameras.reduce((a, c) => a + c.inspected, 0),
       dropped_frames: 0,
       ready: true,
-      models: [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }],
+      models: this.modelLoaded
+        ? [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }]
+        : [],
       recipe: this.recipe,
       recipes: [...this.recipes.keys()],
       outbox: { queued: 0, overflowed: 0, lost: 0 },
