@@ -81,6 +81,15 @@ function asStateMachine(node: UAObject | null, name: string): UAObject & StateMa
  * closing): a PLC sees a change within this, plus the snapshot's 200 ms cache. */
 const STATE_POLL_MS = 250;
 
+/**
+ * How long the view holds a part's work (its record, ResultReadyEvent, state change) to do it in one batch after
+ * the handshake. With a setImmediate instead, the work ran before the server read the PLC's next request, so a PLC
+ * polling ResultsReady waited for it. An event reaches a client no sooner than its subscription's next publish
+ * (node-opcua's fastest interval: 50 ms), so 20 ms costs a client nothing. Measured in
+ * benchmarks/results/opcua-latency-rounds.md.
+ */
+const FLUSH_MS = 20;
+
 /** A method's answer with the specification's `Error` output (0: none) after the given outputs. */
 function answer(outputs: Variant[] = []): { statusCode: StatusCode; outputArguments: Variant[] } {
   return {
@@ -108,10 +117,10 @@ export class MachineVisionView {
   private readonly parts = new PartWindow();
   private resultCount = 0;
   readonly results = new ResultStore();
-  /** Results waiting for {@link drain}: the view's work runs after the handshake's, never on its path. */
+  /** Results waiting for {@link flush}: the view's work runs after the handshake's, never on its path. */
   private pendingResults: InspectionResult[] = [];
-  private drainScheduled = false;
-  private refreshScheduled = false;
+  /** The pending {@link flush}, when results or a part start wait for it. */
+  private flushTimer: NodeJS.Timeout | undefined;
   private readonly poll: NodeJS.Timeout;
   /** The cameras the last Halt disabled, which Reset enables again. */
   private halted: string[] = [];
@@ -165,6 +174,7 @@ export class MachineVisionView {
 
   close(): void {
     clearInterval(this.poll);
+    clearTimeout(this.flushTimer);
   }
 
   private component(parent: UAObject, name: string): UAObject | null {
@@ -201,14 +211,14 @@ export class MachineVisionView {
     this.setSystemState(top, automatic, reason);
   }
 
-  /** Runs {@link refresh} once after the current I/O callbacks (a trigger's write is answered first). */
-  private scheduleRefresh(): void {
-    if (this.refreshScheduled) return;
-    this.refreshScheduled = true;
-    setImmediate(() => {
-      this.refreshScheduled = false;
-      this.refresh();
-    });
+  /**
+   * Runs {@link flush} within {@link FLUSH_MS}: the view's work for parts (records, events, state) happens in one
+   * batch, never between a trigger and the PLC seeing ResultsReady.
+   */
+  private scheduleFlush(): void {
+    if (this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS);
+    this.flushTimer.unref();
   }
 
   private raiseTransition(
@@ -527,27 +537,24 @@ export class MachineVisionView {
     );
   }
 
-  /** A part triggered over OPC UA was accepted: the automatic-mode state follows once the write is answered. */
+  /** A part triggered over OPC UA was accepted: the automatic-mode state follows with the next flush. */
   partStarted(): void {
     this.parts.add();
-    this.scheduleRefresh();
+    this.scheduleFlush();
   }
 
   /**
-   * A part's result (`triggeredHere`: the part was triggered over OPC UA, so {@link partStarted} counted it). The
-   * record, event and state change run after the current I/O callbacks, batched: the handshake's ResultsReady is
-   * set before any of the view's work (the trigger → ResultsReady latency is the handshake's alone).
+   * A part's result (`triggeredHere`: the part was triggered over OPC UA, so {@link partStarted} counted it). Its
+   * record, event and state change wait for the next flush.
    */
   onResult(result: InspectionResult, triggeredHere: boolean): void {
     if (!triggeredHere) this.parts.add();
     this.pendingResults.push(result);
-    if (this.drainScheduled) return;
-    this.drainScheduled = true;
-    setImmediate(() => this.drain());
+    this.scheduleFlush();
   }
 
-  private drain(): void {
-    this.drainScheduled = false;
+  private flush(): void {
+    this.flushTimer = undefined;
     const batch = this.pendingResults;
     this.pendingResults = [];
     for (const result of batch) {
