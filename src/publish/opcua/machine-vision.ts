@@ -85,8 +85,8 @@ const STATE_POLL_MS = 250;
  * How long the view holds a part's work (its record, ResultReadyEvent, state change) to do it in one batch after
  * the handshake. With a setImmediate instead, the work ran before the server read the PLC's next request, so a PLC
  * polling ResultsReady waited for it. An event reaches a client no sooner than its subscription's next publish
- * (node-opcua's fastest interval: 50 ms), so 20 ms costs a client nothing. Measured in
- * benchmarks/results/opcua-latency-rounds.md.
+ * (node-opcua's fastest interval: 50 ms), so 20 ms costs a client nothing. What remains (p50 +0.2 ms polling with
+ * security None, the batch sometimes falling inside a trigger's window) is in benchmarks/results/opcua-latency-rounds.md.
  */
 const FLUSH_MS = 20;
 
@@ -116,8 +116,8 @@ export class MachineVisionView {
   private state: { top: VisionState; automatic: AutomaticState | null; reason: string } | undefined;
   private readonly parts = new PartWindow();
   private resultCount = 0;
-  readonly results = new ResultStore();
-  /** Results waiting for {@link flush}: the view's work runs after the handshake's, never on its path. */
+  private readonly results = new ResultStore();
+  /** Results waiting for {@link flush}: the view's work runs after the handshake's, not right after the result. */
   private pendingResults: InspectionResult[] = [];
   /** The pending {@link flush}, when results or a part start wait for it. */
   private flushTimer: NodeJS.Timeout | undefined;
@@ -168,7 +168,7 @@ export class MachineVisionView {
     this.bindRecipes(ownNamespace);
     this.bindResults();
     this.refresh();
-    this.poll = setInterval(() => this.refresh(), STATE_POLL_MS);
+    this.poll = setInterval(() => this.follow(), STATE_POLL_MS);
     this.poll.unref();
   }
 
@@ -187,7 +187,19 @@ export class MachineVisionView {
     return method;
   }
 
-  /** Moves the state machines to the line's state; entering Error raises an ErrorEvent, leaving it ErrorResolved. */
+  /** {@link refresh} from a timer: a failure is logged, never thrown out of the event loop. */
+  private follow(): void {
+    try {
+      this.refresh();
+    } catch (err) {
+      this.log.error({ err }, "OPC 40100 state machine update failed");
+    }
+  }
+
+  /**
+   * Moves the state machines to the line's state; entering Error raises an ErrorEvent, leaving it by itself (to
+   * Preoperational or Operational: the specification's automatic transitions) an ErrorResolvedEvent.
+   */
   private refresh(snapshot = this.snapshot()): void {
     const { state: top, reason } = visionState(snapshot);
     const automatic =
@@ -204,7 +216,8 @@ export class MachineVisionView {
       }
       this.machine.setState(top);
       if (top === "Error") this.raiseTransition("ErrorEventType", before?.top, top, reason, 800);
-      if (before?.top === "Error") this.raiseTransition("ErrorResolvedEventType", "Error", top, reason, 300);
+      if (before?.top === "Error" && top !== "Halted")
+        this.raiseTransition("ErrorResolvedEventType", "Error", top, reason, 300);
       this.log.info({ from: before?.top ?? null, to: top, reason }, `OPC 40100 VisionStateMachine: ${top}`);
     }
     if (before?.automatic !== automatic) this.automatic.setState(automatic);
@@ -213,7 +226,7 @@ export class MachineVisionView {
 
   /**
    * Runs {@link flush} within {@link FLUSH_MS}: the view's work for parts (records, events, state) happens in one
-   * batch, never between a trigger and the PLC seeing ResultsReady.
+   * batch, as a rule after the PLC has seen ResultsReady.
    */
   private scheduleFlush(): void {
     if (this.flushTimer !== undefined) return;
@@ -564,7 +577,7 @@ export class MachineVisionView {
         this.log.error({ err, camera: result.frame.cameraId }, "OPC 40100 ResultReady failed");
       }
     }
-    this.refresh();
+    this.follow();
   }
 
   /** Stores the part's result and raises its ResultReadyEvent. */

@@ -313,7 +313,7 @@ export class OpcuaInterface implements ResultSink {
     // Only triggered frames take part in the handshake: a free-running camera's other frames would flood it.
     if (partId === undefined || this.stopping) return;
     const triggeredHere = this.answer(result, partId);
-    // after the handshake: the view's work is deferred and never on the trigger → ResultsReady path
+    // after the handshake: the view batches its work (machine-vision.ts, FLUSH_MS), not between result and ResultsReady
     this.machineVision?.onResult(result, triggeredHere);
   }
 
