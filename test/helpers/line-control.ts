@@ -77,6 +77,11 @@ export class TestLineControl implements LineControl {
     this.camera(id).review = review;
   }
 
+  /** Sets a camera's pipeline state, as the daemon's snapshot shows a camera restarting or stalled. */
+  setCameraState(id: string, state: CameraSnapshot["state"]): void {
+    this.camera(id).state = state;
+  }
+
   /** Drops a camera, as a reload whose configuration no longer has it does. */
   removeCamera(id: string): void {
     this.cameras.delete(id);

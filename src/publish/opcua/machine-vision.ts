@@ -3,8 +3,8 @@
  * MachineVision nodeset, with its VisionStateMachine and AutomaticModeStateMachine following the line (see
  * machine-vision-state.ts; Halt / Reset through the control's `enableCamera`, audited there), recipe management onto
  * the recipes (through the control's `selectRecipe`), result management over the last results
- * (machine-vision-results.ts), a ResultReadyEvent per inspected part, and the SystemState. What is not mapped is
- * listed in docs/line-integration/opcua.md.
+ * (machine-vision-results.ts), a ResultReadyEvent per inspected part, the SystemState, and a VisionErrorCondition per
+ * camera (machine-vision-conditions.ts). What is not mapped is listed in docs/line-integration/opcua.md.
  */
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -21,6 +21,7 @@ import type { OPCUAServer } from "node-opcua-server";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
 import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
+import { CameraConditions } from "./machine-vision-conditions.js";
 import { type ResultFilter, type ResultRecord, ResultStore, resultRecord } from "./machine-vision-results.js";
 import {
   type AutomaticState,
@@ -122,6 +123,7 @@ export class MachineVisionView {
   /** The pending {@link flush}, when results or a part start wait for it. */
   private flushTimer: NodeJS.Timeout | undefined;
   private readonly poll: NodeJS.Timeout;
+  private readonly conditions: CameraConditions;
   /** The cameras the last Halt disabled, which Reset enables again. */
   private halted: string[] = [];
 
@@ -159,11 +161,19 @@ export class MachineVisionView {
       isForward: true,
       nodeId: this.system.nodeId,
     });
+    // and the VisionSystem is the source of the camera conditions: node-opcua wants a HasEventSource itself there
+    // (HasNotifier is its subtype, but node-opcua's check takes only the exact type)
+    addressSpace.rootFolder.objects.server.addReference({
+      referenceType: "HasEventSource",
+      isForward: true,
+      nodeId: this.system.nodeId,
+    });
     this.machine = asStateMachine(this.component(this.system, "VisionStateMachine"), "VisionStateMachine");
     this.automatic = asStateMachine(
       this.component(this.machine, "AutomaticModeStateMachine"),
       "AutomaticModeStateMachine",
     );
+    this.conditions = new CameraConditions(addressSpace, ownNamespace, this.system, this.mv);
     this.bindStateMethods();
     this.bindRecipes(ownNamespace);
     this.bindResults();
@@ -201,6 +211,7 @@ export class MachineVisionView {
    * Preoperational or Operational: the specification's automatic transitions) an ErrorResolvedEvent.
    */
   private refresh(snapshot = this.snapshot()): void {
+    this.conditions.follow(snapshot.cameras);
     const { state: top, reason } = visionState(snapshot);
     const automatic =
       top === "Operational"

@@ -457,4 +457,25 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
     ]);
     assert.equal(String(events.events[0]![2]), machine.toString(), "the source is the VisionStateMachine");
   });
+
+  test("a camera that delivers no frames: its VisionErrorCondition is raised, and cleared once it delivers", async () => {
+    const machine = await child(session, system, `/${mv}:VisionStateMachine`);
+    const current = await child(session, machine, ".CurrentState");
+    const events = await subscribeEvents(system, ["EventType", "Message", "Retain"]);
+    server.control.setCameraState("cam2", "stalled");
+    await waitFor("the condition", () => events.events.length >= 1, 3000);
+    // one camera of two: the system stays Operational, the condition names the camera
+    assert.equal(await text(current), "Operational");
+    server.control.setCameraState("cam2", "streaming");
+    await waitFor("the condition cleared", () => events.events.length >= 2, 3000);
+    await new Promise((r) => setTimeout(r, 300));
+    await events.stop();
+    const seen = await Promise.all(
+      events.events.map(async (e) => [await typeName(e[0]), (e[1] as LocalizedText).text, e[2]]),
+    );
+    assert.deepEqual(seen, [
+      ["VisionErrorConditionType", "camera cam2 stalled: no frame within its stall timeout", true],
+      ["VisionErrorConditionType", "camera cam2 delivers frames again", false],
+    ]);
+  });
 });
