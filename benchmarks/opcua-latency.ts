@@ -14,9 +14,10 @@ import { fmt, machineInfo, machineState, median, writeResults } from "./common.j
  * and the PLC is notified by a subscription (publishing interval 50 ms, node-opcua's fastest; sampling 0 =
  * on change), the way SCADA clients usually watch variables.
  *
- * Run: node dist/benchmarks/opcua-latency.js [--triggers 200] [--warmup 20] [--machine-vision]
+ * Run: node dist/benchmarks/opcua-latency.js [--triggers 200] [--warmup 20] [--machine-vision] [--json]
  * Writes benchmarks/results/opcua-latency.json and .md (opcua-latency-machine-vision.* with the OPC 40100 view on,
- * which raises a ResultReadyEvent per triggered part besides the handshake).
+ * which raises a ResultReadyEvent per triggered part besides the handshake); with --json it writes nothing and
+ * prints the report as one JSON line instead (for opcua-latency-rounds.ts, which alternates the two).
  */
 
 interface CaseResult {
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
       triggers: { type: "string", default: "200" },
       warmup: { type: "string", default: "20" },
       "machine-vision": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
     },
   });
   const count = Number(values.triggers);
@@ -189,6 +191,10 @@ async function main(): Promise<void> {
     warmup_per_case: warmup,
     rows,
   };
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return;
+  }
   const lines = [
     `# OPC UA handshake latency${values["machine-vision"] ? " (Machine Vision view on)" : ""}`,
     "",

@@ -43,6 +43,8 @@ export class TestLineControl implements LineControl {
     ["A", 0.5],
     ["B", 2],
   ]);
+  /** False: the snapshot lists no model, as the daemon's does when no bundle could be loaded. */
+  modelLoaded = true;
   private readonly cameras = new Map<string, CameraSnapshot>();
   private readonly started = Date.now();
 
@@ -75,6 +77,11 @@ export class TestLineControl implements LineControl {
     this.camera(id).review = review;
   }
 
+  /** Sets a camera's pipeline state, as the daemon's snapshot shows a camera restarting or stalled. */
+  setCameraState(id: string, state: CameraSnapshot["state"]): void {
+    this.camera(id).state = state;
+  }
+
   /** Drops a camera, as a reload whose configuration no longer has it does. */
   removeCamera(id: string): void {
     this.cameras.delete(id);
@@ -95,7 +102,9 @@ export class TestLineControl implements LineControl {
       inspected: cameras.reduce((a, c) => a + c.inspected, 0),
       dropped_frames: 0,
       ready: true,
-      models: [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }],
+      models: this.modelLoaded
+        ? [{ bundle: "/models/test", model_version: "20261201T000000Z", student_sha256: "0".repeat(64) }]
+        : [],
       recipe: this.recipe,
       recipes: [...this.recipes.keys()],
       outbox: { queued: 0, overflowed: 0, lost: 0 },

@@ -287,6 +287,7 @@ export class OpcuaInterface implements ResultSink {
   /** Also after a {@link prepare} without a start (the daemon's start failed while the models loaded). */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.machineVision?.close();
     for (const channel of this.channels.values()) {
       for (const trigger of channel.pending) clearTimeout(trigger.timer);
     }
@@ -311,9 +312,15 @@ export class OpcuaInterface implements ResultSink {
     const partId = result.frame.partId;
     // Only triggered frames take part in the handshake: a free-running camera's other frames would flood it.
     if (partId === undefined || this.stopping) return;
-    this.machineVision?.onResult(result);
+    const triggeredHere = this.answer(result, partId);
+    // after the handshake: the view batches its work (machine-vision.ts, FLUSH_MS), not between result and ResultsReady
+    this.machineVision?.onResult(result, triggeredHere);
+  }
+
+  /** Hands a part's result to the handshake of its camera; false when the part was not triggered over OPC UA. */
+  private answer(result: InspectionResult, partId: string): boolean {
     const channel = this.channels.get(result.frame.cameraId);
-    if (channel === undefined) return;
+    if (channel === undefined) return false;
     const index = channel.pending.findIndex((trigger) => trigger.partId === partId);
     if (index < 0) {
       const late = channel.timedOut.indexOf(partId);
@@ -332,12 +339,13 @@ export class OpcuaInterface implements ResultSink {
           "result for a part not triggered over OPC UA",
         );
       }
-      return;
+      return false;
     }
     const [trigger] = channel.pending.splice(index, 1);
     clearTimeout(trigger!.timer);
     channel.queue.push({ kind: "result", partId, result });
     this.present(channel);
+    return true;
   }
 
   private snapshot(): NodeSnapshot {
@@ -402,6 +410,7 @@ export class OpcuaInterface implements ResultSink {
         () => this.snapshot(),
         (context) => this.requester(context),
         this.log,
+        () => [...this.channels.values()].reduce((sum, channel) => sum + channel.pending.length, 0),
       );
     }
     for (const camera of this.control.snapshot().cameras) this.addCamera(ns, root, camera.id);
@@ -621,6 +630,7 @@ export class OpcuaInterface implements ResultSink {
     const acceptedAt = Date.now();
     const timer = setTimeout(() => this.onTimeout(channel, timer), this.config.trigger_timeout_ms);
     channel.pending.push({ partId, acceptedAt, timer });
+    this.machineVision?.partStarted();
     return StatusCodes.Good;
   }
 
