@@ -191,10 +191,16 @@ program
       .choices(PART_SCORE_AGGREGATIONS)
       .default(DEFAULT_PART_SCORE),
   )
+  .option(
+    "--threads <n>",
+    "ONNX Runtime threads of every session the retrain runs; default: one per core (1 leaves the other cores to a running daemon)",
+    ruleOption(RETRAIN_RULES.threads),
+  )
   .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")
   .action(async (o) => {
     const logger = createLogger();
     const s = await retrain({
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
       partScore: o.partScore,
       framesDir: o.frames,
       teacherFile: o.teacher,
