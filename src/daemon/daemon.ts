@@ -184,6 +184,7 @@ export class Daemon {
   private async startSteps(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
+    await this.candidates.repairLiveBundles();
     await recoverStationBundles(this.config, this.logger);
     const sinks = this.createSinks();
     // What the outputs can do without a model runs while the models load: OPC UA's modules, certificates and address

@@ -4,13 +4,15 @@
  * control calls it; every refusal is a {@link CandidateError} with one line for the client.
  */
 import { rm } from "node:fs/promises";
+import path from "node:path";
 import type { StpmdConfig } from "../../config/index.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import type { CandidateView, EvidenceReport, JobView, ShadowView } from "../../publish/candidates.js";
 import type { StationRegistry } from "../registry.js";
+import { stationBundle } from "../station.js";
 import { type JobEvents, RetrainJobs, viewOf } from "./jobs.js";
-import { type ModelChange, Promotion } from "./promotion.js";
+import { type ModelChange, Promotion, repairInterruptedSwap } from "./promotion.js";
 import type { ShadowRuns } from "./shadow-runs.js";
 import { bundleSummary, CandidateError, CandidateStore } from "./store.js";
 
@@ -80,6 +82,25 @@ export class CandidateManager {
       }
     }
     return interrupted;
+  }
+
+  /**
+   * Before any bundle loads: puts back a camera's live bundle that a promotion or rollback killed between its
+   * renames left in the store (see {@link repairInterruptedSwap}).
+   */
+  async repairLiveBundles(): Promise<void> {
+    for (const camera of this.config.cameras) {
+      const live = path.resolve(stationBundle(camera, this.config));
+      try {
+        const done = await repairInterruptedSwap(this.store, camera.id, live);
+        if (done) this.logger.warn({ camera: camera.id, bundle: live }, done);
+      } catch (err) {
+        this.logger.error(
+          { camera: camera.id, err },
+          `cannot repair camera ${camera.id}'s interrupted model swap`,
+        );
+      }
+    }
   }
 
   /** Stops the running job (the daemon is stopping). */

@@ -112,7 +112,8 @@ export class Promotion {
       throw new CandidateError(`camera ${camera} has no previous model to roll back to`);
     const previous = await this.verify(p.previous, `camera ${camera}'s previous model ${p.previous}`);
     const before = await summaryOf(live);
-    const aside = `${p.previous}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const aside = rollbackAside(p.root);
+    await rm(aside, { recursive: true, force: true });
     await moveDir(live, aside);
     await moveDir(p.previous, live);
     await moveDir(aside, p.previous);
@@ -150,6 +151,40 @@ export class Promotion {
     const failed = reloads.failed.includes(station.bundle) ? " (its load failed)" : "";
     return `the model did not swap to ${version}${failed}, it is ${now ?? "not loaded"}`;
   }
+}
+
+/**
+ * Where a rollback parks the live bundle between its renames: a fixed name, so that a crash there is repaired at
+ * the next start ({@link repairInterruptedSwap}) and never taken for a temp folder and deleted.
+ */
+function rollbackAside(root: string): string {
+  return path.join(root, "rollback-aside");
+}
+
+/**
+ * At start, before any bundle loads: a promotion or rollback killed between its renames left the camera's live
+ * bundle path empty (its bundle in `previous/`, or in `rollback-aside/`), or a rollback's parked bundle not yet in
+ * `previous/`. The bundle that was live before the interrupted step is put back (a promotion is then undone; a
+ * rollback finished or undone, whichever is whole). Returns what it did, one line, or undefined.
+ */
+export async function repairInterruptedSwap(
+  store: CandidateStore,
+  camera: string,
+  liveDir: string,
+): Promise<string | undefined> {
+  const p = store.paths(camera);
+  const aside = rollbackAside(p.root);
+  if (!(await exists(liveDir))) {
+    const from = (await exists(aside)) ? aside : (await exists(p.previous)) ? p.previous : undefined;
+    if (from === undefined) return undefined;
+    await moveDir(from, liveDir);
+    return `camera ${camera}'s bundle ${liveDir} was missing (a promotion or rollback was interrupted): put back from ${from}`;
+  }
+  if ((await exists(aside)) && !(await exists(p.previous))) {
+    await moveDir(aside, p.previous);
+    return `camera ${camera}: an interrupted rollback's previous bundle moved from ${aside} to ${p.previous}`;
+  }
+  return undefined;
 }
 
 function previousOf(s: BundleSummary) {
