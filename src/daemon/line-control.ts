@@ -68,6 +68,8 @@ export class StationControl implements LineControl {
 
   /** Who started each camera's running job: its end is audited in their name. */
   private readonly jobStarters = new Map<string, Requester>();
+  /** Cameras whose job a person cancelled: that cancel has its own entry. */
+  private readonly cancelsAsked = new Set<string>();
 
   snapshot(): NodeSnapshot {
     const node = this.host.nodeSnapshot();
@@ -360,18 +362,36 @@ export class StationControl implements LineControl {
     cameraId(camera);
     const entry = { action: "retrain.cancel", camera };
     const manager = this.candidatesOrRefuse(by, entry);
-    const job = await this.candidateRequest(by, entry, () => manager.cancelRetrain(camera, byLabel(by)));
+    this.cancelsAsked.add(camera);
+    let job: JobView;
+    try {
+      job = await this.candidateRequest(by, entry, () => manager.cancelRetrain(camera, byLabel(by)));
+    } finally {
+      this.cancelsAsked.delete(camera);
+    }
     // a cancel cannot be undone: its entry is written when it can be
     this.append(by, "ok", { ...entry, after: { state: job.state, epoch: job.epoch } });
     this.host.statusChanged();
     return job;
   }
 
-  /** A job's end (from the manager's events): `retrain.done`, or `retrain.failed` naming why. */
+  /**
+   * A job's end (from the manager's events): `retrain.done`, or `retrain.failed` naming why, in the name of who
+   * started it; a cancel nobody asked for (the daemon stopping) as the machine's `retrain.cancel`.
+   */
   jobEnded(job: JobView): void {
     const by = this.jobStarters.get(job.camera) ?? { via: "config" as const };
     this.jobStarters.delete(job.camera);
-    if (job.state === "cancelled") return; // the cancel's own entry says it
+    if (job.state === "cancelled") {
+      if (this.cancelsAsked.has(job.camera)) return; // the person's cancel has its own entry
+      this.append({ via: "config" }, "ok", {
+        action: "retrain.cancel",
+        camera: job.camera,
+        after: { state: job.state, epoch: job.epoch },
+        ...(job.message ? { detail: job.message } : {}),
+      });
+      return;
+    }
     this.append(by, "ok", {
       action: job.state === "done" ? "retrain.done" : "retrain.failed",
       camera: job.camera,
