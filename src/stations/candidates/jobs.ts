@@ -12,7 +12,7 @@ import type { CandidatesConfig } from "../../config/index.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { ownProcessTag, parseProcessTag, processRunning } from "../../core/process-identity.js";
-import { listImages } from "../../data/images.js";
+import { listImages, readImageSize } from "../../data/images.js";
 import type { JobView } from "../../publish/candidates.js";
 import { RETRAIN_DEFAULTS } from "../../train/retrain.js";
 import { CHILD_FAILED_EXIT, type ChildJob, type ChildMessage } from "./retrain-protocol.js";
@@ -154,7 +154,14 @@ export class RetrainJobs {
     }
     const p = this.store.paths(camera);
     return {
-      retrain: retrainOptions(manifest, liveDir, framesDir, p.candidate, this.settings.retrain),
+      retrain: retrainOptions(
+        manifest,
+        liveDir,
+        framesDir,
+        p.candidate,
+        this.settings.retrain,
+        await firstWidth(frames),
+      ),
       labelledDir: path.join(this.settings.labelledDir, camera),
       liveDir,
       offlineEvalFile: p.offlineEval,
@@ -307,6 +314,15 @@ export class RetrainJobs {
   }
 }
 
+/** The width of the first readable frame (0 when none is): the collected frames' resolution. */
+async function firstWidth(frames: readonly string[]): Promise<number> {
+  for (const file of frames) {
+    const size = await readImageSize(file).catch(() => undefined);
+    if (size) return size.width;
+  }
+  return 0;
+}
+
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `was killed by ${signal}` : `exited with code ${code}`;
 }
@@ -322,7 +338,7 @@ export function viewOf(job: JobRecord): JobView {
 }
 
 /**
- * The retrain's options for a candidate of the live bundle: its geometry (resize or tiles, ROI, margin), part
+ * The retrain's options for a candidate of the live bundle: its geometry (resize or tiles, margin; not its ROI), part
  * score and teacher (the teacher file inside the live bundle), with the job's epochs, time budget and threads from
  * the config; the rest at retrain's defaults.
  */
@@ -332,6 +348,7 @@ export function retrainOptions(
   framesDir: string,
   outDir: string,
   cfg: CandidatesConfig["retrain"],
+  frameWidth: number,
 ): ChildJob["retrain"] {
   const g = bundleGeometry(manifest);
   const d = RETRAIN_DEFAULTS;
@@ -347,9 +364,17 @@ export function retrainOptions(
     momentum: d.momentum,
     weightDecay: d.weightDecay,
     imageSize: g.input,
-    ...(g.roi ? { roi: g.roi } : {}),
+    // no ROI: collected frames are already cropped to it (docs/stations-and-geometry.md, Collection per station);
+    // in tile mode the scale is the one that brings them to the bundle's capture size, as they may have been
+    // stored smaller than the ROI (collection.max_long_side)
     ...(g.mode === "tile" && g.tile
-      ? { tile: { size: g.tile.size, overlap: g.tile.overlap, scale: g.scale ?? 1 } }
+      ? {
+          tile: {
+            size: g.tile.size,
+            overlap: g.tile.overlap,
+            scale: frameWidth > 0 ? g.capture.width / frameWidth : (g.scale ?? 1),
+          },
+        }
       : {}),
     margin: g.margin ?? 0,
     seed: d.seed,

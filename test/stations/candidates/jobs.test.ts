@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { loadBundle } from "../../../src/bundle/bundle.js";
 import { ownProcessTag } from "../../../src/core/process-identity.js";
 import type { JobView, OfflineEval } from "../../../src/publish/candidates.js";
-import { RetrainJobs } from "../../../src/stations/candidates/jobs.js";
+import { RetrainJobs, retrainOptions } from "../../../src/stations/candidates/jobs.js";
 import { CandidateStore } from "../../../src/stations/candidates/store.js";
 import { withTmpfs } from "../../helpers/tmpfs.js";
 import { candidateWorld } from "./fixtures.js";
@@ -151,4 +151,36 @@ test("restart: a job.json left running by a process that is gone becomes interru
   );
   assert.match(w.store.readJob("cam1")?.message ?? "", /process that ran it \(999999999\) stopped/);
   assert.equal(w.store.readJob("cam2")?.state, "running");
+});
+
+test("a job's options come from the live bundle: no ROI (frames are stored cropped), tiles scaled to the capture", async () => {
+  const w = await candidateWorld(0);
+  const manifest = (await loadBundle(w.live)).manifest;
+  const tiled = {
+    ...manifest,
+    geometry: {
+      mode: "tile" as const,
+      input: { width: 64, height: 64 },
+      capture: { width: 400, height: 200 },
+      source: { width: 800, height: 400 },
+      roi: { x: 10, y: 20, width: 800, height: 400 },
+      tile: { size: 64, overlap: 16 },
+      scale: 0.5,
+      margin: 8,
+    },
+    score: { aggregation: "top_k_mean" as const, k: 0.01 },
+  };
+  // frames stored 1000 px wide: the scale that brings them to the 400-px capture is 0.4, not the bundle's 0.5
+  const opts = retrainOptions(tiled, w.live, "/frames", "/out", { ...w.settings.retrain, epochs: 3 }, 1000);
+  assert.equal(opts.roi, undefined);
+  assert.deepEqual(opts.tile, { size: 64, overlap: 16, scale: 0.4 });
+  assert.equal(opts.margin, 8);
+  assert.equal(opts.partScore, "top_k_mean");
+  assert.equal(opts.teacherFile, path.join(w.live, "teacher.onnx"));
+  assert.deepEqual([opts.epochs, opts.minEpochs, opts.threads, opts.timeBudgetMin], [3, 3, 1, 5]);
+  const resized = retrainOptions(manifest, w.live, "/frames", "/out", w.settings.retrain, 0);
+  assert.deepEqual(
+    [resized.imageSize, resized.tile, resized.roi],
+    [{ width: 32, height: 32 }, undefined, undefined],
+  );
 });
