@@ -82,9 +82,13 @@ test("too few frames: refused naming the folder and its count", async () => {
   assert.equal(existsSync(path.join(w.store.dir, "retrain.lock")), false);
 });
 
-test("cancel: the child stops, the job is cancelled naming who, no candidate is left", async () => {
+test("the child runs niced; cancel: it stops, the job is cancelled naming who, no candidate is left", async () => {
   const w = await candidateWorld(8, { epochs: 50 });
   await w.jobs.start("cam1", w.live, "test:a");
+  const pid = w.store.readJob("cam1")?.pid;
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // field 19 is the nice value; fields counted after the command name's closing parenthesis start at field 3
+  assert.equal(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16], "10", "candidates.retrain.nice");
   const end = await w.jobs.cancel("cam1", "http:bob");
   assert.equal(end.state, "cancelled");
   assert.equal(end.message, "cancelled by http:bob");
