@@ -237,7 +237,10 @@ export class RetrainJobs {
       }
     });
     run.finished = new Promise<JobView>((resolve) => {
-      child.once("exit", (code, signal) => {
+      let over = false;
+      const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (over) return;
+        over = true;
         void (async () => {
           const end = await this.ended(run, code, signal, last, trained, stderr);
           await save(end);
@@ -251,11 +254,22 @@ export class RetrainJobs {
           this.events.ended?.(view);
           resolve(view);
         })();
+      };
+      child.once("exit", finish);
+      // a child that could not be spawned (or whose IPC failed) says so here; without a handler the daemon would
+      // fall over on it. A spawn failure gets no 'exit', so it ends the job here.
+      child.on("error", (err) => {
+        stderr.push(`${err.message}`);
+        if (child.pid === undefined) finish(null, null);
+        else this.logger.warn({ camera, err }, "retrain child: IPC error");
       });
     });
     this.current = run;
     await save(record);
-    child.send(job);
+    child.send(job, (err) => {
+      // the child died before it read its job: its exit (or error) ends the job
+      if (err) this.logger.warn({ camera, err }, "cannot send the retrain child its job");
+    });
     this.logger.info(
       { camera, by, frames, pid: child.pid },
       `retrain job of camera ${camera} started by ${by}`,
