@@ -2,7 +2,7 @@
 // writing the camera's candidate, a promotion that swaps the model at a batch boundary without restarting the
 // camera, a rollback, a broken candidate refused, and the audit log's entries with both bundles' sha256.
 import assert from "node:assert/strict";
-import { cp, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { loadBundle } from "../../src/bundle/bundle.js";
@@ -125,6 +125,59 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     });
     const refused = of("model.promote").find((e) => e.outcome === "refused");
     assert.match(refused?.detail ?? "", /does not load/);
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test("a restart finds a job whose process is gone: interrupted, in status and the audit log; shadow requests refused without shadow runs", async () => {
+  const { work, bundle, noise } = await tinyStation("stpmd-cand-restart-");
+  const auditFile = path.join(work, "state", "audit.jsonl");
+  const config = testConfig({
+    model: { bundle, watch: false },
+    inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
+    cameras: [{ id: "cam", source: replaySource(noise, 20) }],
+    mqtt: { outbox: { dir: path.join(work, "state", "outbox") } },
+    collection: { dir: path.join(work, "collection") },
+    records: { enabled: false },
+    audit: { file: auditFile },
+    health: { watchdog: false },
+  });
+  const jobFile = path.join(config.candidates.dir, "cam", "job.json");
+  await mkdir(path.dirname(jobFile), { recursive: true });
+  await writeFile(
+    jobFile,
+    JSON.stringify({
+      camera: "cam",
+      state: "running",
+      started_at: "2026-12-07T00:00:00.000Z",
+      by: "mqtt:scada-1",
+      epoch: 3,
+      epochs: 50,
+      loss: 1.5,
+      val_score: 2,
+      eta_s: 100,
+      frames: 40,
+      owner: "999999998.1",
+      pid: 999999999,
+    }),
+  );
+  const daemon = new Daemon(config, logger, { sinks: [] });
+  try {
+    await daemon.start();
+    const job = daemon.snapshot().cameras[0]!.candidate?.job;
+    assert.equal(job?.state, "interrupted");
+    assert.equal(job?.epoch, 3);
+    assert.match(job?.message ?? "", /process that ran it \(999999998\) stopped/);
+    const failed = (await auditEntries(auditFile)).find((e) => e.action === "retrain.failed");
+    assert.equal(failed?.camera, "cam");
+    assert.match(failed?.detail ?? "", /stopped before it ended/);
+    await assert.rejects(
+      daemon.control.setShadow("cam", true, alice),
+      /^ControlError: shadow not available$/,
+    );
+    await assert.rejects(daemon.control.promote("cam", alice), /camera cam has no candidate to promote/);
+    await assert.rejects(daemon.control.startRetrain("cam9", alice), /there is no camera cam9/);
   } finally {
     await daemon.stop();
   }
