@@ -23,6 +23,7 @@ import { describeFalseAlarms } from "../stpm/threshold.js";
 import { CALIBRATION_DEFAULTS, formatQuantizeSummary, quantizeBundle } from "../train/quantize.js";
 import { RETRAIN_DEFAULTS, RETRAIN_RULES, retrain } from "../train/retrain.js";
 import { exportAudit } from "./audit-export.js";
+import { describeJobEnd, retrainCandidate } from "./retrain-candidate.js";
 
 /** How long `stpmd run` waits for a clean shutdown before it exits anyway (systemd kills at 20 s). */
 const STOP_DEADLINE_MS = 15_000;
@@ -69,18 +70,24 @@ program
     "Distil a new student from normal (defect-free) images and write a model bundle (teacher + student ONNX + manifest). " +
       "20% of the images are held out (seeded) to pick the best epoch and set the threshold.",
   )
-  .requiredOption(
+  .option(
     "--frames <dir>",
-    "folder of normal images (png, jpg, tif, webp); unreadable files are skipped and counted",
+    "folder of normal images (png, jpg, tif, webp); unreadable files are skipped and counted (required without --candidate)",
   )
-  .requiredOption(
+  .option(
     "--teacher <file.onnx>",
-    "ImageNet-pretrained pyramid teacher ONNX (one N×3×H×W input, three feature outputs)",
+    "ImageNet-pretrained pyramid teacher ONNX (one N×3×H×W input, three feature outputs) (required without --candidate)",
   )
-  .requiredOption(
+  .option(
     "--out <dir>",
-    "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact",
+    "bundle directory to write; replaced atomically, an interrupted run leaves the old one intact (required without --candidate)",
   )
+  .option(
+    "--candidate",
+    "run the daemon's retrain job for --camera of --config in the foreground: its collected frames, its live bundle's geometry and teacher, candidates.retrain's settings, written to its candidate folder (docs/candidates.md)",
+  )
+  .option("--camera <id>", "with --candidate: the camera whose candidate to train")
+  .option("-c, --config <file>", "with --candidate: the daemon's config file")
   .option(
     "--epochs <n>",
     "most training epochs (the ceiling; convergence normally ends a run sooner)",
@@ -191,10 +198,33 @@ program
       .choices(PART_SCORE_AGGREGATIONS)
       .default(DEFAULT_PART_SCORE),
   )
+  .option(
+    "--threads <n>",
+    "ONNX Runtime threads of every session the retrain runs; default: one per core (1 leaves the other cores to a running daemon)",
+    ruleOption(RETRAIN_RULES.threads),
+  )
   .option("--no-progress", "no progress bar (per-epoch log lines still go to stderr)")
-  .action(async (o) => {
+  .action(async (o, command: Command) => {
     const logger = createLogger();
+    if (o.candidate) {
+      if (o.camera === undefined || o.config === undefined) {
+        command.error("error: --candidate needs --camera <id> and --config <file>");
+      }
+      const end = await retrainCandidate(o.config, o.camera, logger);
+      const dir = path.join(loadConfig(o.config).candidates.dir, o.camera, "candidate");
+      console.log(describeJobEnd(end, dir));
+      if (end.state !== "done") process.exitCode = 1;
+      return;
+    }
+    for (const [key, flag] of [
+      ["frames", "--frames <dir>"],
+      ["teacher", "--teacher <file.onnx>"],
+      ["out", "--out <dir>"],
+    ] as const) {
+      if (o[key] === undefined) command.error(`error: required option '${flag}' not specified`);
+    }
     const s = await retrain({
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
       partScore: o.partScore,
       framesDir: o.frames,
       teacherFile: o.teacher,

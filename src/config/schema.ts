@@ -619,7 +619,7 @@ export const configSchema = Type.Object(
           {
             enabled: Type.Boolean({
               description:
-                "Accept commands (reload, set_threshold, enable_camera, collection, select_recipe, status) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response` (or on an MQTT 5 request's Response Topic, with its Correlation Data), over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
+                "Accept commands (reload, set_threshold, enable_camera, collection, select_recipe, status, and the candidate commands retrain, cancel_retrain, shadow, promote, rollback, discard_candidate: docs/candidates.md) on `<prefix>/command/<name>` and answer on `<prefix>/command/<name>/response` (or on an MQTT 5 request's Response Topic, with its Correlation Data), over the daemon's own MQTT connection. Off by default: a command changes what the line rejects, so turn it on only with a broker whose ACL lets only operators publish `<prefix>/command/#` (deploy/mosquitto/stpmd.acl). With it on, no camera may be called `command`.",
               default: false,
             }),
           },

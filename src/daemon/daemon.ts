@@ -18,6 +18,8 @@ import {
 import type { ResultSink, SinkFactory } from "../publish/sink.js";
 import { createSinks, SINKS } from "../publish/sinks.js";
 import type { CameraStatus, StatusReport } from "../publish/topics.js";
+import { CandidateManager } from "../stations/candidates/manager.js";
+import type { ShadowRuns } from "../stations/candidates/shadow-runs.js";
 import { StationRegistry } from "../stations/registry.js";
 import { type ControlHost, StationControl } from "./line-control.js";
 import { cameraSourceProblems, recoverStationBundles, stateDirProblems } from "./startup-checks.js";
@@ -36,6 +38,8 @@ export interface DaemonOptions {
   hooks?: DaemonHooks;
   /** The outputs to build (default: every registered one, {@link SINKS}). */
   sinks?: readonly SinkFactory[];
+  /** The shadow runs of candidate models (the registry's shadow scheduler); without it shadow requests are refused. */
+  shadows?: (registry: StationRegistry) => ShadowRuns;
 }
 
 /**
@@ -62,6 +66,9 @@ export class Daemon {
   readonly audit: AuditStore;
   /** The line's control: what every interface (and SIGHUP) changes state through. */
   readonly control: LineControl;
+  /** Retrain jobs, shadow runs and promotions of the cameras' candidate models (docs/candidates.md). */
+  readonly candidates: CandidateManager;
+  private readonly stationControl: StationControl;
   /** What stop() is doing (see {@link stop}); "" before it is called. */
   stopStep = "";
   private collectionEnabled: boolean;
@@ -103,13 +110,25 @@ export class Daemon {
       (results, ms) => this.deliver(results, ms),
       () => this.modelSwappedOnDisk(),
     );
-    this.control = new StationControl(
+    this.candidates = new CandidateManager({
+      config,
+      registry: this.registry,
+      logger,
+      ...(options.shadows ? { shadows: options.shadows(this.registry) } : {}),
+      events: {
+        // an epoch's progress is in the next periodic status; a job's end is worth one now
+        ended: (job) => this.stationControl.jobEnded(job),
+      },
+    });
+    this.stationControl = new StationControl(
       this.registry,
       this.controlHost(),
       logger,
       options.configPath,
       this.audit,
+      this.candidates,
     );
+    this.control = this.stationControl;
   }
 
   /** The default bundle's model version (the first loaded one when no camera uses the default). */
@@ -165,6 +184,7 @@ export class Daemon {
   private async startSteps(): Promise<void> {
     const dirProblems = stateDirProblems(this.config);
     if (dirProblems.length > 0) throw configProblemsError(this.config, dirProblems);
+    await this.candidates.repairLiveBundles();
     await recoverStationBundles(this.config, this.logger);
     const sinks = this.createSinks();
     // What the outputs can do without a model runs while the models load: OPC UA's modules, certificates and address
@@ -205,6 +225,7 @@ export class Daemon {
       return;
     }
     this.auditStart();
+    await this.startCandidates();
     this.registry.start();
     if (this.everyCameraDisabled()) {
       // systemd (Type=notify) waits for READY=1, which the first inspected frame sends: with no camera enabled
@@ -274,6 +295,15 @@ export class Daemon {
    * every threshold and enable from the start, not only the changes made since. A failure is counted and logged:
    * the daemon starts anyway.
    */
+  /** Repairs the candidate folders and resumes shadow runs; a problem there is logged, never stops the line. */
+  private async startCandidates(): Promise<void> {
+    try {
+      for (const job of await this.candidates.start()) this.stationControl.jobEnded(job);
+    } catch (err) {
+      this.logger.error({ err }, "candidate models: start-up repair failed; retrain jobs may be refused");
+    }
+  }
+
   private auditStart(): void {
     const cameras = this.control.snapshot().cameras.map(({ id, enabled, threshold, threshold_rule }) => ({
       id,
@@ -527,6 +557,8 @@ export class Daemon {
       this.stopStep = `stopping the output ${sink.name}`;
       await this.stopSink(sink);
     }
+    this.stopStep = "stopping the retrain job";
+    await this.candidates.close();
     this.stopStep = "closing the inference sessions";
     await this.registry.close();
     this.stopStep = "stopped";

@@ -2,16 +2,25 @@ import { loadConfig, type ThresholdRule, thresholdRuleProblem } from "../config/
 import { errorMessage } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { AuditEntry, AuditStore } from "../publish/audit.js";
+import type {
+  BundleSummary,
+  CandidateView,
+  EvidenceReport,
+  JobView,
+  ShadowView,
+} from "../publish/candidates.js";
 import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
   lastResultSnapshot,
+  type ModelChangeOutcome,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
 } from "../publish/control.js";
 import { reviewOf } from "../publish/review/counts.js";
+import { CandidateError, type CandidateManager } from "../stations/candidates/manager.js";
 import { StationError, type StationRegistry } from "../stations/registry.js";
 import type { Station } from "../stations/station.js";
 
@@ -54,7 +63,13 @@ export class StationControl implements LineControl {
     private readonly logger: Logger,
     private readonly configPath: string | undefined,
     private readonly audit: AuditStore,
+    private readonly candidateManager?: CandidateManager,
   ) {}
+
+  /** Who started each camera's running job: its end is audited in their name. */
+  private readonly jobStarters = new Map<string, Requester>();
+  /** Cameras whose job a person cancelled: that cancel has its own entry. */
+  private readonly cancelsAsked = new Set<string>();
 
   snapshot(): NodeSnapshot {
     const node = this.host.nodeSnapshot();
@@ -99,6 +114,7 @@ export class StationControl implements LineControl {
       part_score: this.registry.partScoreOf(s),
       predicted_false_alarms: this.registry.falseAlarmsOf(s),
       ...(s.last ? { last: lastResultSnapshot(s.last) } : {}),
+      ...(this.candidateManager ? { candidate: withoutCamera(this.candidateManager.view(s.id)) } : {}),
     };
   }
 
@@ -320,6 +336,198 @@ export class StationControl implements LineControl {
     return outcome;
   }
 
+  // --- candidate models (issue 22) -------------------------------------------------------------------------
+
+  async startRetrain(camera: string, by: Requester): Promise<JobView> {
+    cameraId(camera);
+    const entry = { action: "retrain.start", camera };
+    const manager = this.candidatesOrRefuse(by, entry);
+    const job = await this.candidateRequest(by, entry, () => manager.startRetrain(camera, byLabel(by)));
+    this.jobStarters.set(camera, by);
+    try {
+      this.record(by, { ...entry, after: { frames: job.frames, epochs: job.epochs } });
+    } catch (err) {
+      await manager.cancelRetrain(camera, "its audit entry could not be written").catch(() => undefined);
+      throw err;
+    }
+    this.logger.info(
+      { camera, by: requesterLabel(by) },
+      `retrain of camera ${camera} started by ${requesterLabel(by)}`,
+    );
+    this.host.statusChanged();
+    return job;
+  }
+
+  async cancelRetrain(camera: string, by: Requester): Promise<JobView> {
+    cameraId(camera);
+    const entry = { action: "retrain.cancel", camera };
+    const manager = this.candidatesOrRefuse(by, entry);
+    this.cancelsAsked.add(camera);
+    let job: JobView;
+    try {
+      job = await this.candidateRequest(by, entry, () => manager.cancelRetrain(camera, byLabel(by)));
+    } finally {
+      this.cancelsAsked.delete(camera);
+    }
+    // a cancel cannot be undone: its entry is written when it can be
+    this.append(by, "ok", { ...entry, after: { state: job.state, epoch: job.epoch } });
+    this.host.statusChanged();
+    return job;
+  }
+
+  /**
+   * A job's end (from the manager's events): `retrain.done`, or `retrain.failed` naming why, in the name of who
+   * started it; a cancel nobody asked for (the daemon stopping) as the machine's `retrain.cancel`.
+   */
+  jobEnded(job: JobView): void {
+    const by = this.jobStarters.get(job.camera) ?? { via: "config" as const };
+    this.jobStarters.delete(job.camera);
+    if (job.state === "cancelled") {
+      if (this.cancelsAsked.has(job.camera)) return; // the person's cancel has its own entry
+      this.append({ via: "config" }, "ok", {
+        action: "retrain.cancel",
+        camera: job.camera,
+        after: { state: job.state, epoch: job.epoch },
+        ...(job.message ? { detail: job.message } : {}),
+      });
+      return;
+    }
+    this.append(by, "ok", {
+      action: job.state === "done" ? "retrain.done" : "retrain.failed",
+      camera: job.camera,
+      after: {
+        state: job.state,
+        epoch: job.epoch,
+        ...(job.candidate_model_version ? { model_version: job.candidate_model_version } : {}),
+      },
+      ...(job.message ? { detail: job.message } : {}),
+    });
+    this.host.statusChanged();
+  }
+
+  async setShadow(camera: string, enabled: boolean, by: Requester): Promise<ShadowView | null> {
+    cameraId(camera);
+    const entry = { action: enabled ? "shadow.start" : "shadow.stop", camera };
+    const manager = this.candidatesOrRefuse(by, entry);
+    if (typeof enabled !== "boolean")
+      this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
+    const view = await this.candidateRequest(by, entry, () =>
+      manager.setShadow(camera, enabled, byLabel(by)),
+    );
+    this.append(by, "ok", {
+      ...entry,
+      ...(view ? { after: { share: view.share, frames: view.frames } } : {}),
+    });
+    this.host.statusChanged();
+    return view;
+  }
+
+  async promote(camera: string, by: Requester, force = false): Promise<ModelChangeOutcome> {
+    cameraId(camera);
+    const entry = { action: "model.promote", camera, ...(force ? { target: "force" } : {}) };
+    const manager = this.candidatesOrRefuse(by, entry);
+    const change = await this.candidateRequest(by, entry, () => manager.promote(camera, byLabel(by), force));
+    try {
+      this.record(by, { ...entry, before: bundleEntry(change.before), after: bundleEntry(change.after) });
+    } catch (err) {
+      await manager
+        .rollback(camera, "its audit entry could not be written")
+        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "undoing the promotion"));
+      throw err;
+    }
+    this.modelChanged("promoted", change, by);
+    return change;
+  }
+
+  async rollback(camera: string, by: Requester): Promise<ModelChangeOutcome> {
+    cameraId(camera);
+    const entry = { action: "model.rollback", camera };
+    const manager = this.candidatesOrRefuse(by, entry);
+    const change = await this.candidateRequest(by, entry, () => manager.rollback(camera, byLabel(by)));
+    try {
+      this.record(by, { ...entry, before: bundleEntry(change.before), after: bundleEntry(change.after) });
+    } catch (err) {
+      await manager
+        .rollback(camera, "its audit entry could not be written")
+        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "undoing the rollback"));
+      throw err;
+    }
+    this.modelChanged("rolled back", change, by);
+    return change;
+  }
+
+  async discardCandidate(camera: string, by: Requester): Promise<ModelChangeOutcome> {
+    cameraId(camera);
+    const entry = { action: "model.discard", camera };
+    const manager = this.candidatesOrRefuse(by, entry);
+    // a deletion cannot be undone: its entry goes first, and a discard that then fails is appended as refused
+    const candidate = manager.view(camera).candidate;
+    if (candidate) {
+      this.record(by, {
+        ...entry,
+        before: bundleEntry(candidate),
+        after: null,
+        detail: `live ${manager.view(camera).live?.model_version ?? "none"}`,
+      });
+    }
+    const change = await this.candidateRequest(by, entry, () => manager.discard(camera, byLabel(by)));
+    this.logger.info(
+      { camera, by: requesterLabel(by) },
+      `candidate of camera ${camera} discarded by ${requesterLabel(by)}`,
+    );
+    this.host.statusChanged();
+    return change;
+  }
+
+  candidates(): CandidateView[] {
+    return this.candidateManager?.views() ?? [];
+  }
+
+  async evidence(camera: string): Promise<EvidenceReport> {
+    cameraId(camera);
+    if (!this.candidateManager) throw new ControlError("this node runs no candidate models");
+    try {
+      return await this.candidateManager.evidence(camera);
+    } catch (err) {
+      throw err instanceof CandidateError ? new ControlError(err.message) : err;
+    }
+  }
+
+  private candidatesOrRefuse(by: Requester, entry: ChangeEntry): CandidateManager {
+    if (!this.candidateManager) this.refuse(by, entry, "this node runs no candidate models");
+    if (entry.camera !== undefined && !this.registry.station(entry.camera)) {
+      this.refuse(by, entry, `there is no camera ${entry.camera}`);
+    }
+    return this.candidateManager;
+  }
+
+  /** Runs a manager request, turning its refusal into {@link refuse}. */
+  private async candidateRequest<T>(
+    by: Requester,
+    entry: ChangeEntry,
+    request: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await request();
+    } catch (err) {
+      if (err instanceof CandidateError || err instanceof ControlError) this.refuse(by, entry, err.message);
+      throw err;
+    }
+  }
+
+  private modelChanged(what: string, change: ModelChangeOutcome, by: Requester): void {
+    this.logger.info(
+      {
+        camera: change.camera,
+        by: requesterLabel(by),
+        from: change.before?.model_version,
+        to: change.after?.model_version,
+      },
+      `model of camera ${change.camera} ${what} by ${requesterLabel(by)}: ${change.before?.model_version ?? "none"} → ${change.after?.model_version ?? "none"}`,
+    );
+    this.host.statusChanged();
+  }
+
   /**
    * Appends an entry; the error when it could not be written (which the log has counted and logged itself), so
    * each caller decides what an unwritten entry means.
@@ -372,6 +580,21 @@ function byPerson(by: Requester): boolean {
 /** The outcome of a reload that changed nothing (yet). */
 function noReload(): ReloadOutcome {
   return { configApplied: false, problems: [], swapped: [], failed: [] };
+}
+
+/** Who asked, as a job records it: `<interface>:<user>` ("http:alice"), or the interface alone. */
+export function byLabel(by: Requester): string {
+  return by.user ? `${by.via}:${by.user}` : by.via;
+}
+
+/** A bundle as the audit log names it: both identities a promotion's entry must carry. */
+function bundleEntry(b: BundleSummary | null): { model_version: string; student_sha256: string } | null {
+  return b ? { model_version: b.model_version, student_sha256: b.student_sha256 } : null;
+}
+
+function withoutCamera(view: CandidateView): Omit<CandidateView, "camera"> {
+  const { camera: _camera, ...rest } = view;
+  return rest;
 }
 
 /** A one-line description of who asked, for logs. */

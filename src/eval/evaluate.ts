@@ -116,6 +116,20 @@ export async function evaluate(
   }
 }
 
+/**
+ * The scores of `samples` under the bundle at `modelDir` and its geometry, in order; for a set without the
+ * metrics' requirements (no masks, one class only), such as a camera's labelled set compared by two bundles.
+ */
+export async function scoreSamples(
+  modelDir: string,
+  samples: TestSample[],
+  logger: Logger,
+): Promise<{ manifest: Manifest; scores: number[] }> {
+  const bundle = await loadBundle(modelDir);
+  const { scores } = await scoreTestSet(bundle, samples, logger, undefined);
+  return { manifest: bundle.manifest, scores };
+}
+
 /** The scored test set: a map and score per sample, in listing order. */
 interface ScoredSet {
   maps: Float32Array[];

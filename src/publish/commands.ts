@@ -69,6 +69,39 @@ const requestSchemas = {
     },
     { additionalProperties: false, examples: [{ transaction: "r-1", recipe: "bottle-b" }] },
   ),
+  // candidate models (issue 22, docs/candidates.md): each names the camera whose candidate it acts on
+  retrain: Type.Object(
+    { transaction, camera },
+    { additionalProperties: false, examples: [{ transaction: "j-1", camera: "cam1" }] },
+  ),
+  cancel_retrain: Type.Object(
+    { transaction, camera },
+    { additionalProperties: false, examples: [{ transaction: "j-2", camera: "cam1" }] },
+  ),
+  shadow: Type.Object(
+    { transaction, camera, enabled: Type.Boolean() },
+    { additionalProperties: false, examples: [{ transaction: "s-1", camera: "cam1", enabled: true }] },
+  ),
+  promote: Type.Object(
+    {
+      transaction,
+      camera,
+      force: Type.Optional(
+        Type.Boolean({
+          description: "Promote although an enforced promotion gate fails (audited as forced).",
+        }),
+      ),
+    },
+    { additionalProperties: false, examples: [{ transaction: "p-1", camera: "cam1" }] },
+  ),
+  rollback: Type.Object(
+    { transaction, camera },
+    { additionalProperties: false, examples: [{ transaction: "b-1", camera: "cam1" }] },
+  ),
+  discard_candidate: Type.Object(
+    { transaction, camera },
+    { additionalProperties: false, examples: [{ transaction: "d-1", camera: "cam1" }] },
+  ),
 } satisfies Record<string, TSchema>;
 
 type CommandName = keyof typeof requestSchemas;
@@ -119,6 +152,18 @@ const runners: { [N in CommandName]: Runner<N> } = {
     const change = await control.selectRecipe(request.recipe, by);
     return { data: { old: change.old, new: change.new } };
   },
+  retrain: async (control, request, by) => ({ data: await control.startRetrain(request.camera, by) }),
+  cancel_retrain: async (control, request, by) => ({ data: await control.cancelRetrain(request.camera, by) }),
+  shadow: async (control, request, by) => ({
+    data: { camera: request.camera, shadow: await control.setShadow(request.camera, request.enabled, by) },
+  }),
+  promote: async (control, request, by) => ({
+    data: await control.promote(request.camera, by, request.force === true),
+  }),
+  rollback: async (control, request, by) => ({ data: await control.rollback(request.camera, by) }),
+  discard_candidate: async (control, request, by) => ({
+    data: await control.discardCandidate(request.camera, by),
+  }),
 };
 
 export const COMMAND_NAMES = Object.keys(requestSchemas) as CommandName[];

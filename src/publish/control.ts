@@ -11,6 +11,7 @@ import type { LastResult, Verdict } from "../core/result.js";
 import { jsonTime } from "../core/time.js";
 import type { PredictedFalseAlarms } from "../stpm/threshold.js";
 import type { AuditHealth } from "./audit.js";
+import type { BundleSummary, CandidateView, EvidenceReport, JobView, ShadowView } from "./candidates.js";
 import type { SinkHealth } from "./sink.js";
 
 /** The interfaces a change can come from. */
@@ -62,6 +63,8 @@ export interface CameraSnapshot {
   last?: LastResultSnapshot;
   /** Frames of this camera labelled in the review console now; absent when no labels are served. */
   review?: ReviewSnapshot;
+  /** Its candidate model's lifecycle (job, candidate, shadow, previous); absent where the node runs no candidates. */
+  candidate?: Omit<CandidateView, "camera">;
 }
 
 /** A camera's last judged frame as the snapshot shows it: snake_case keys and the JSON interfaces' time format. */
@@ -194,6 +197,13 @@ export interface ReloadOutcome {
   failed: string[];
 }
 
+/** What a promotion, rollback or discard changed: the camera's bundle before and after (null: none). */
+export interface ModelChangeOutcome {
+  camera: string;
+  before: BundleSummary | null;
+  after: BundleSummary | null;
+}
+
 export interface LineControl {
   snapshot(): NodeSnapshot;
   /** Sets a camera's threshold rule at run time; returns the threshold before and after. */
@@ -218,4 +228,24 @@ export interface LineControl {
    * `expiresInMs` is dropped (logged), so a late frame never carries the part id of a trigger given up on.
    */
   trigger(camera: string, partId: string, by: Requester, expiresInMs?: number): void;
+  /**
+   * Candidate models (issue 22, docs/candidates.md). Each is refused (ControlError with one line) for an unknown
+   * camera, a job already running (naming its camera), no candidate, a broken candidate or a failing enforced gate.
+   * Starts a retrain job for the camera: resolves once it runs, with its first view.
+   */
+  startRetrain(camera: string, by: Requester): Promise<JobView>;
+  /** Cancels the camera's running job; resolves once it has ended. */
+  cancelRetrain(camera: string, by: Requester): Promise<JobView>;
+  /** Starts or stops the camera's shadow run. */
+  setShadow(camera: string, enabled: boolean, by: Requester): Promise<ShadowView | null>;
+  /** Puts the camera's candidate in service (at a batch boundary), keeping the replaced bundle for a rollback. */
+  promote(camera: string, by: Requester, force?: boolean): Promise<ModelChangeOutcome>;
+  /** Swaps the camera's previous bundle and the live one. */
+  rollback(camera: string, by: Requester): Promise<ModelChangeOutcome>;
+  /** Deletes the camera's candidate, its shadow records and offline evaluation. */
+  discardCandidate(camera: string, by: Requester): Promise<ModelChangeOutcome>;
+  /** Every camera's candidate view, in config order (empty where the node runs no candidates). */
+  candidates(): CandidateView[];
+  /** The comparison of the camera's live model and candidate. */
+  evidence(camera: string): Promise<EvidenceReport>;
 }

@@ -51,9 +51,10 @@ async function cacheTeacherFeatures(
   inputs: (start: number, n: number) => Float32Array,
   count: number,
   input: Size,
+  threads: number | undefined,
   normalise = true,
 ): Promise<FeatureCache> {
-  const session = await createSession(teacher.bytes);
+  const session = await createSession(teacher.bytes, threads ? { intraOpThreads: threads } : {});
   const levels: Float32Array[] = [];
   const perImage: number[] = [];
   const dims: number[][] = [];
@@ -145,6 +146,7 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
     (start, n) => toInputs(samples.slice(start, start + n)),
     samples.length,
     input,
+    plan.opts.threads,
   );
   logger.info({ seconds: ((performance.now() - started) / 1000).toFixed(1) }, "teacher features cached");
 
@@ -163,6 +165,7 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
     (start, n) => valInputs.subarray(start * chw, (start + n) * chw),
     valSamples.length,
     input,
+    plan.opts.threads,
     false,
   );
   const validator = await Validator.create(
@@ -172,6 +175,8 @@ export async function loadTrainingData(plan: RetrainPlan, started: number): Prom
     valCache.levels,
     valSamples.length,
     { ...geometry.input, margin: marginOf(geometry) },
+    8,
+    plan.opts.threads,
   );
   const imageScores = (perInput: number[]): number[] =>
     val.map((_, i) => Math.max(...perInput.slice(i * tilesPerImage, (i + 1) * tilesPerImage)));

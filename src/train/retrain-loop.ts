@@ -79,6 +79,7 @@ export async function trainStudent(
     session = await createSession(encodeModel(buildTrainingGraph(teacher.graph, layout)), {
       memPattern: false,
       memArena: opts.lowMemory !== true,
+      ...(opts.threads ? { intraOpThreads: opts.threads } : {}),
     });
     const rng = new Random(opts.seed);
     const state = initStudent(layout, rng);

@@ -71,6 +71,12 @@ export interface RetrainOptions {
    * per step. For a box whose memory the daemon shares (benchmarks/results/retrain-memory.md).
    */
   lowMemory?: boolean;
+  /**
+   * ONNX Runtime intra-op threads of every session the retrain runs (teacher features, training step, validation,
+   * threshold scoring); default ORT's own (one per core). A retrain job beside the live daemon runs with 1 so that
+   * inspection keeps the other cores (docs/candidates.md).
+   */
+  threads?: number;
   /** Called after every epoch's validation (benchmarks use it to follow test metrics epoch by epoch). */
   onEpoch?: (e: EpochReport) => Promise<void> | void;
 }
@@ -140,6 +146,7 @@ export const RETRAIN_RULES = {
   tileOverlap: { flag: "--tile-overlap", integer: true, min: 0 },
   scale: { flag: "--scale", min: 0 },
   margin: { flag: "--margin", integer: true, min: 0 },
+  threads: { flag: "--threads", integer: true, min: 1 },
 } as const satisfies Record<string, NumberRule>;
 
 /** A retrain whose options, inputs and output were all found usable. */
@@ -199,6 +206,7 @@ function checkOptionValues(opts: RetrainOptions): void {
     check(RETRAIN_RULES[key], opts[key]);
   }
   if (opts.timeBudgetMin !== undefined) check(RETRAIN_RULES.timeBudgetMin, opts.timeBudgetMin);
+  if (opts.threads !== undefined) check(RETRAIN_RULES.threads, opts.threads);
   if (opts.tile) {
     check(RETRAIN_RULES.tile, opts.tile.size);
     check(RETRAIN_RULES.tileOverlap, opts.tile.overlap);

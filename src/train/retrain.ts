@@ -85,6 +85,7 @@ async function finalizeBundle(
     best.state,
     val.map((v) => v.rgb),
     geometry,
+    opts.threads,
   );
   const { width, height } = geometry.capture;
   const byAggregation = scoresByAggregation((spec) => valMaps.map((m) => partScore(m, width, height, spec)));
@@ -144,6 +145,7 @@ async function finalizeBundle(
       min_epochs: opts.minEpochs,
       time_budget_min: opts.timeBudgetMin ?? null,
       low_memory: opts.lowMemory === true,
+      threads: opts.threads ?? null,
       batch_size: trained.batchSize,
       lr: opts.lr,
       momentum: opts.momentum,
@@ -184,15 +186,21 @@ async function validationMaps(
   state: StudentState,
   images: Uint8Array[],
   geometry: Geometry,
+  threads: number | undefined,
 ): Promise<Float32Array[]> {
   const student: Graph = foldedStudentGraph(teacher.graph, layout, state);
-  const scorer = await Scorer.create(teacher.graph, student, {
-    height: geometry.input.height,
-    width: geometry.input.width,
-    margin: marginOf(geometry),
-    mean: teacher.normalisation.mean,
-    std: teacher.normalisation.std,
-  });
+  const scorer = await Scorer.create(
+    teacher.graph,
+    student,
+    {
+      height: geometry.input.height,
+      width: geometry.input.width,
+      margin: marginOf(geometry),
+      mean: teacher.normalisation.mean,
+      std: teacher.normalisation.std,
+    },
+    threads ? { intraOpThreads: threads } : {},
+  );
   try {
     return (await scoreImages((packed, n) => scorer.score(packed, n), images, geometry, 8)).maps;
   } finally {

@@ -41,10 +41,14 @@ export class Validator {
     count: number,
     size: MarginedSize,
     batch = 8,
+    threads?: number,
   ): Promise<Validator> {
     const graph = validationGraph(teacher, layout, size);
     // no arena: what it would hold between epochs would sit beside the training step's peak (retrain-memory.md)
-    const session = await createSession(encodeModel(graph), { memArena: false });
+    const session = await createSession(encodeModel(graph), {
+      memArena: false,
+      ...(threads ? { intraOpThreads: threads } : {}),
+    });
     const featureDims = layout.featureShapes.map((s) => s.slice(1));
     return new Validator(session, layout, inputs, teacherFeatures, featureDims, count, size, batch);
   }

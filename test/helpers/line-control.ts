@@ -1,11 +1,13 @@
 import type { ThresholdRule } from "../../src/config/index.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { judge } from "../../src/pipeline/inspector.js";
+import type { CandidateView, EvidenceReport, JobView, ShadowView } from "../../src/publish/candidates.js";
 import {
   type CameraSnapshot,
   ControlError,
   type LineControl,
   lastResultSnapshot,
+  type ModelChangeOutcome,
   type NodeSnapshot,
   type ReloadOutcome,
   type Requester,
@@ -20,7 +22,19 @@ export interface ResultListener {
 
 /** One call a client made through the control, as the interface handed it over. */
 export interface ControlCall {
-  method: "setThreshold" | "enableCamera" | "reload" | "setCollection" | "trigger" | "selectRecipe";
+  method:
+    | "setThreshold"
+    | "enableCamera"
+    | "reload"
+    | "setCollection"
+    | "trigger"
+    | "selectRecipe"
+    | "startRetrain"
+    | "cancelRetrain"
+    | "setShadow"
+    | "promote"
+    | "rollback"
+    | "discardCandidate";
   args: unknown[];
   by: Requester;
 }
@@ -167,6 +181,77 @@ export class TestLineControl implements LineControl {
       if (threshold !== undefined) cam.threshold = threshold;
     }
     return { old, new: name };
+  }
+
+  /** Candidate views the test control answers (none unless a test sets some), and evidence by camera. */
+  candidateViews: CandidateView[] = [];
+  readonly evidenceReports = new Map<string, EvidenceReport>();
+
+  /** The candidate requests are recorded and answered from {@link candidateViews}; a camera without one is refused. */
+  private candidateCall(
+    method: ControlCall["method"],
+    camera: string,
+    by: Requester,
+    args: unknown[],
+  ): CandidateView {
+    this.calls.push({ method, args: [camera, ...args], by });
+    this.camera(camera);
+    const view = this.candidateViews.find((v) => v.camera === camera);
+    if (!view) throw new ControlError(`camera ${camera} has no candidate`);
+    return view;
+  }
+
+  async startRetrain(camera: string, by: Requester): Promise<JobView> {
+    this.calls.push({ method: "startRetrain", args: [camera], by });
+    this.camera(camera);
+    return {
+      camera,
+      state: "running",
+      started_at: new Date().toISOString(),
+      by: by.user ? `${by.via}:${by.user}` : by.via,
+      epoch: 0,
+      epochs: 2,
+      loss: null,
+      val_score: null,
+      eta_s: null,
+      frames: 20,
+    };
+  }
+
+  async cancelRetrain(camera: string, by: Requester): Promise<JobView> {
+    const job = this.candidateCall("cancelRetrain", camera, by, []).job;
+    if (!job) throw new ControlError(`no retrain job is running for camera ${camera}`);
+    return { ...job, state: "cancelled" };
+  }
+
+  async setShadow(camera: string, enabled: boolean, by: Requester): Promise<ShadowView | null> {
+    return this.candidateCall("setShadow", camera, by, [enabled]).shadow;
+  }
+
+  async promote(camera: string, by: Requester, force?: boolean): Promise<ModelChangeOutcome> {
+    const view = this.candidateCall("promote", camera, by, [force === true]);
+    return { camera, before: view.live, after: view.candidate };
+  }
+
+  async rollback(camera: string, by: Requester): Promise<ModelChangeOutcome> {
+    const view = this.candidateCall("rollback", camera, by, []);
+    return { camera, before: view.live, after: view.previous };
+  }
+
+  async discardCandidate(camera: string, by: Requester): Promise<ModelChangeOutcome> {
+    const view = this.candidateCall("discardCandidate", camera, by, []);
+    return { camera, before: view.candidate, after: null };
+  }
+
+  candidates(): CandidateView[] {
+    return this.candidateViews;
+  }
+
+  async evidence(camera: string): Promise<EvidenceReport> {
+    this.camera(camera);
+    const report = this.evidenceReports.get(camera);
+    if (!report) throw new ControlError(`camera ${camera} has no candidate`);
+    return report;
   }
 
   trigger(camera: string, partId: string, by: Requester): void {

@@ -20,6 +20,7 @@ import { reviewHealth } from "../review/counts.js";
 import { ReviewService } from "../review/review.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { AuditApi } from "./audit-routes.js";
+import { CandidatesApi } from "./candidates-routes.js";
 import { WebConsole } from "./console.js";
 import { reply } from "./http-reply.js";
 import { LineMetrics } from "./metrics.js";
@@ -100,6 +101,8 @@ export interface HttpInterfaceOptions {
    * no unaudited change).
    */
   audit?: AuditStore;
+  /** `candidates.dir`: candidate models are served under `/api/candidates` (docs/candidates.md). */
+  candidatesDir?: string;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -118,6 +121,7 @@ export class HttpInterface implements ResultSink {
   private readonly review: ReviewService | undefined;
   private readonly reviewRoutes: ReviewRoutes | undefined;
   private readonly audit: AuditApi | undefined;
+  private readonly candidates: CandidatesApi | undefined;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -152,6 +156,9 @@ export class HttpInterface implements ResultSink {
       this.reviewRoutes = new ReviewRoutes(this.review, this.operators);
     }
     if (options.audit !== undefined) this.audit = new AuditApi(options.audit, this.logger);
+    if (options.candidatesDir !== undefined) {
+      this.candidates = new CandidatesApi(this.control, options.candidatesDir, this.logger);
+    }
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -171,6 +178,7 @@ export class HttpInterface implements ResultSink {
       ...(this.records ? RecordsApi.ROUTES : []),
       ...(this.reviewRoutes ? ReviewRoutes.ROUTES : []),
       ...(this.audit ? AuditApi.ROUTES : []),
+      ...(this.candidates ? CandidatesApi.ROUTES : []),
       ...(this.console ? WebConsole.ROUTES : []),
     ];
   }
@@ -248,6 +256,10 @@ export class HttpInterface implements ResultSink {
     }
     if (this.audit?.serves(path)) {
       await this.audit.handle(req, res);
+      return;
+    }
+    if (this.candidates?.serves(path)) {
+      await this.candidates.handle(req, res, path);
       return;
     }
     if (this.console?.serves(path)) {

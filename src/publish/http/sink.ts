@@ -14,6 +14,7 @@ export const httpSink: SinkFactory = {
           records: config.records,
           collection: config.collection,
           audit,
+          candidatesDir: config.candidates.dir,
         })
       : undefined,
 };

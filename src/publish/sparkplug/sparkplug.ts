@@ -54,6 +54,19 @@ export const NODE_REBIRTH = "Node Control/Rebirth";
 export const NODE_RELOAD = "Node Control/Reload Model";
 export const DEVICE_THRESHOLD = "Threshold";
 export const DEVICE_ENABLED = "Enabled";
+/**
+ * A camera's candidate model commands (issue 22, docs/candidates.md): Boolean DCMD metrics, true = do it (false is
+ * ignored), declared false in every DBIRTH so a host knows it may write them. `Model/Shadow` is the shadow run's
+ * state, written true or false to start or stop it.
+ */
+export const MODEL_COMMANDS = {
+  retrain: "Model/Retrain",
+  cancelRetrain: "Model/Cancel Retrain",
+  shadow: "Model/Shadow",
+  promote: "Model/Promote",
+  rollback: "Model/Rollback",
+  discard: "Model/Discard",
+} as const;
 /** The publisher's sink, whose session `Connection/MQTT` reports. */
 const MQTT_SINK = "mqtt";
 /** The recipe in force (String, empty: none): a node metric in every NBIRTH, writable by NCMD (docs/recipes.md). */
@@ -638,6 +651,7 @@ export class SparkplugNode implements ResultSink {
       // labels in force from the review console (0 without it): births declare them, DDATA carries changes
       { name: "Review/False Alarms", type: "UInt64", value: camera.review?.false_alarms ?? 0 },
       { name: "Review/Confirmed Defects", type: "UInt64", value: camera.review?.confirmed_defects ?? 0 },
+      ...modelMetrics(camera),
     ];
     metrics.push(...lastMetrics(this.last.get(camera.id) ?? fromSnapshot(camera)));
     return metrics;
@@ -795,6 +809,7 @@ export class SparkplugNode implements ResultSink {
       const name = metric.name ?? `(alias ${String(metric.alias)})`;
       if (name === DEVICE_THRESHOLD) this.applyThreshold(camera, metric);
       else if (name === DEVICE_ENABLED) this.applyEnabled(camera, metric);
+      else if (MODEL_COMMAND_NAMES.has(name)) this.applyModelCommand(camera, name, metric);
       else this.logger.warn({ camera, metric: name }, `sparkplug: DCMD for unknown metric "${name}" ignored`);
     }
   }
@@ -834,6 +849,38 @@ export class SparkplugNode implements ResultSink {
         if (this.born) this.reportDevice(this.control.snapshot(), camera, Date.now());
       },
       (err: unknown) => this.logRefused(camera, DEVICE_ENABLED, err),
+    );
+  }
+
+  /** A `Model/*` DCMD: through the control (audited there), then the device's changed metrics as DDATA. */
+  private applyModelCommand(camera: string, name: string, metric: UMetric): void {
+    if (metric.type !== "Boolean" || typeof metric.value !== "boolean") {
+      this.logger.warn(
+        { camera, datatype: metric.type },
+        `sparkplug: DCMD ${name} for camera "${camera}" must be Boolean, got ${metric.type}; ignored`,
+      );
+      return;
+    }
+    const value = metric.value;
+    const c = MODEL_COMMANDS;
+    let action: Promise<unknown> | undefined;
+    if (name === c.shadow) action = this.control.setShadow(camera, value, this.by);
+    else if (!value)
+      return; // false: nothing to do
+    else if (name === c.retrain) action = this.control.startRetrain(camera, this.by);
+    else if (name === c.cancelRetrain) action = this.control.cancelRetrain(camera, this.by);
+    else if (name === c.promote) action = this.control.promote(camera, this.by);
+    else if (name === c.rollback) action = this.control.rollback(camera, this.by);
+    else if (name === c.discard) action = this.control.discardCandidate(camera, this.by);
+    action?.then(
+      () => {
+        this.logger.info(
+          { camera, metric: name, value },
+          `sparkplug: DCMD ${name} for camera "${camera}" done`,
+        );
+        if (this.born) this.reportDevice(this.control.snapshot(), camera, Date.now());
+      },
+      (err: unknown) => this.logRefused(camera, name, err),
     );
   }
 
@@ -980,6 +1027,29 @@ function toLastMetrics(last: LastResult): LastMetrics {
 }
 
 /** Frame rates to 0.1 fps: finer changes would make every report carry them. */
+const MODEL_COMMAND_NAMES: ReadonlySet<string> = new Set(Object.values(MODEL_COMMANDS));
+
+/**
+ * A camera's candidate model as Sparkplug carries it: the candidate's version, the job's state and epoch, the
+ * shadow's frames (empty or 0 without one), and the command metrics a host writes (declared false).
+ */
+function modelMetrics(camera: CameraSnapshot): Metric[] {
+  const view = camera.candidate;
+  const c = MODEL_COMMANDS;
+  return [
+    { name: "Model/Candidate Version", type: "String", value: view?.candidate?.model_version ?? "" },
+    { name: "Model/Job State", type: "String", value: view?.job?.state ?? "" },
+    { name: "Model/Job Epoch", type: "Int32", value: view?.job?.epoch ?? 0 },
+    { name: "Model/Shadow Frames", type: "Int64", value: view?.shadow?.frames ?? 0 },
+    { name: c.shadow, type: "Boolean", value: view?.shadow?.state === "running" },
+    { name: c.retrain, type: "Boolean", value: false },
+    { name: c.cancelRetrain, type: "Boolean", value: false },
+    { name: c.promote, type: "Boolean", value: false },
+    { name: c.rollback, type: "Boolean", value: false },
+    { name: c.discard, type: "Boolean", value: false },
+  ];
+}
+
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
 }

@@ -220,7 +220,7 @@ describe("MQTT commands on the publisher's session, against a real mosquitto", (
       [
         "self_destruct",
         { transaction: "x" },
-        'there is no command "self_destruct"; the commands are reload, status, set_threshold, enable_camera, collection, select_recipe',
+        'there is no command "self_destruct"; the commands are reload, status, set_threshold, enable_camera, collection, select_recipe, retrain, cancel_retrain, shadow, promote, rollback, discard_candidate',
       ],
       [
         "enable_camera",

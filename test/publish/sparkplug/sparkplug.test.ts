@@ -477,6 +477,69 @@ describe("Sparkplug B edge node", () => {
     }
   });
 
+  test("Model/* DCMD: candidate commands through the control as sparkplug, declared in DBIRTH, refusals logged", async () => {
+    const { control, host, lines, makeNode } = await setUp(broker.url);
+    const summary = (v: string) => ({
+      model_version: v,
+      student_sha256: "ab".repeat(32),
+      created_at: "2026-12-01T00:00:00.000Z",
+      threshold: 1,
+      predicted_false_alarm_rate: null,
+    });
+    control.candidateViews = [
+      {
+        camera: "cam1",
+        live: summary("L"),
+        candidate: summary("C"),
+        job: null,
+        shadow: null,
+        previous: null,
+      },
+    ];
+    const node = makeNode();
+    await node.start();
+    try {
+      const dbirth = await host.next("DBIRTH", "cam1");
+      for (const name of [
+        "Model/Retrain",
+        "Model/Cancel Retrain",
+        "Model/Shadow",
+        "Model/Promote",
+        "Model/Rollback",
+        "Model/Discard",
+      ]) {
+        assert.deepEqual([metric(dbirth, name).type, metric(dbirth, name).value], ["Boolean", false], name);
+      }
+      assert.equal(metric(dbirth, "Model/Job Epoch").type, "Int32");
+      assert.equal(metric(dbirth, "Model/Shadow Frames").type, "Int64");
+      assert.equal(metric(dbirth, "Model/Job State").type, "String");
+      await host.command([{ name: "Model/Retrain", type: "Boolean", value: true }], "cam1");
+      await host.command([{ name: "Model/Promote", type: "Boolean", value: false }], "cam1"); // false: nothing
+      await host.command([{ name: "Model/Promote", type: "Boolean", value: true }], "cam1");
+      await host.command([{ name: "Model/Shadow", type: "Boolean", value: true }], "cam1");
+      await host.command([{ name: "Model/Rollback", type: "String", value: "yes" }], "cam1");
+      await host.command([{ name: "Model/Discard", type: "Boolean", value: true }], "cam2");
+      await waitFor("the refusals logged", () => {
+        const messages = lines().map((l) => String(l.msg));
+        return (
+          messages.some((m) =>
+            m.includes('DCMD Model/Rollback for camera "cam1" must be Boolean, got String'),
+          ) && messages.some((m) => m.includes("DCMD Model/Discard refused: camera cam2 has no candidate"))
+        );
+      });
+      const by = { via: "sparkplug" };
+      assert.deepEqual(control.calls, [
+        { method: "startRetrain", args: ["cam1"], by },
+        { method: "promote", args: ["cam1", false], by },
+        { method: "setShadow", args: ["cam1", true], by },
+        { method: "discardCandidate", args: ["cam2"], by },
+      ]);
+    } finally {
+      await node.stop();
+      await host.close();
+    }
+  });
+
   test("malformed protobuf, unknown camera and unknown metric: a log line each, no crash, no change", async () => {
     const { control, host, lines, makeNode } = await setUp(broker.url);
     const node = makeNode();

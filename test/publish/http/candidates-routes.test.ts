@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { test } from "node:test";
+import { createLogger } from "../../../src/core/log.js";
+import type { BundleSummary, EvidenceReport } from "../../../src/publish/candidates.js";
+import { HttpInterface } from "../../../src/publish/http/http.js";
+import { testConfig } from "../../helpers/config.js";
+import { TestLineControl } from "../../helpers/line-control.js";
+import { freeLoopbackPort } from "../../helpers/mosquitto.js";
+import { tempDir } from "../../helpers/tiny-data.js";
+
+function summary(version: string): BundleSummary {
+  return {
+    model_version: version,
+    student_sha256: "cd".repeat(32),
+    created_at: "2026-12-01T00:00:00.000Z",
+    threshold: 2,
+    predicted_false_alarm_rate: null,
+  };
+}
+
+test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the report, 404s naming the camera, names checked", async () => {
+  const dir = await tempDir("stpmd-cand-routes-");
+  const images = path.join(dir, "cam1", "shadow", "images");
+  await mkdir(images, { recursive: true });
+  const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+  await writeFile(path.join(images, "12-frame.png"), png);
+  await writeFile(path.join(dir, "cam1", "job.json"), "{}");
+  const control = new TestLineControl(["cam1", "cam2"]);
+  control.candidateViews = [
+    { camera: "cam1", live: summary("L"), candidate: summary("C"), job: null, shadow: null, previous: null },
+    { camera: "cam2", live: summary("L"), candidate: null, job: null, shadow: null, previous: null },
+  ];
+  const report: EvidenceReport = {
+    camera: "cam1",
+    generated_at: "2026-12-01T00:00:00.000Z",
+    live: summary("L"),
+    candidate: summary("C"),
+    shadow: null,
+    labelled: null,
+    gates: [{ name: "recall_at_least_live", pass: null, detail: "no labelled defects" }],
+    promotable: true,
+  };
+  control.evidenceReports.set("cam1", report);
+  const port = await freeLoopbackPort();
+  const config = testConfig({ http: { enabled: true, port } });
+  const http = new HttpInterface({
+    config: config.http,
+    control,
+    logger: createLogger("silent"),
+    processMetrics: false,
+    candidatesDir: dir,
+  });
+  await http.start();
+  const get = async (route: string, method = "GET") => {
+    const res = await fetch(`http://127.0.0.1:${port}${route}`, { method });
+    return {
+      status: res.status,
+      type: res.headers.get("content-type"),
+      body: Buffer.from(await res.arrayBuffer()),
+    };
+  };
+  try {
+    const all = await get("/api/candidates");
+    assert.equal(all.status, 200);
+    assert.deepEqual(JSON.parse(all.body.toString()), { cameras: control.candidateViews });
+    const r = await get("/api/candidates/cam1/report");
+    assert.equal(r.status, 200);
+    assert.deepEqual(JSON.parse(r.body.toString()), report);
+    const none = await get("/api/candidates/cam2/report");
+    assert.deepEqual([none.status, none.body.toString()], [404, "camera cam2 has no candidate\n"]);
+    const image = await get("/api/candidates/cam1/images/12-frame.png");
+    assert.deepEqual([image.status, image.type], [200, "image/png"]);
+    assert.deepEqual(image.body, png);
+    assert.equal((await get("/api/candidates/cam1/images/13-frame.png")).status, 404);
+    assert.equal((await get("/api/candidates/cam9/images/12-frame.png")).status, 404);
+    // outside shadow/images: refused by name, never read
+    for (const name of ["..%2Fjob.json", "..%2F..%2Fcam1%2Fjob.json", "job.json", "a..png", ".hidden.png"]) {
+      const res = await get(`/api/candidates/cam1/images/${name}`);
+      assert.equal(res.status, 400, name);
+      assert.match(res.body.toString(), /not a shadow image's name/);
+    }
+    assert.equal((await get("/api/candidates", "POST")).status, 405);
+  } finally {
+    await http.stop();
+  }
+});
