@@ -19,7 +19,6 @@ import type { ResultSink, SinkFactory } from "../publish/sink.js";
 import { createSinks, SINKS } from "../publish/sinks.js";
 import type { CameraStatus, StatusReport } from "../publish/topics.js";
 import { CandidateManager } from "../stations/candidates/manager.js";
-import type { ShadowRuns } from "../stations/candidates/shadow-runs.js";
 import { StationRegistry } from "../stations/registry.js";
 import { type ControlHost, StationControl } from "./line-control.js";
 import { cameraSourceProblems, recoverStationBundles, stateDirProblems } from "./startup-checks.js";
@@ -38,8 +37,6 @@ export interface DaemonOptions {
   hooks?: DaemonHooks;
   /** The outputs to build (default: every registered one, {@link SINKS}). */
   sinks?: readonly SinkFactory[];
-  /** The shadow runs of candidate models (the registry's shadow scheduler); without it shadow requests are refused. */
-  shadows?: (registry: StationRegistry) => ShadowRuns;
 }
 
 /**
@@ -114,7 +111,7 @@ export class Daemon {
       config,
       registry: this.registry,
       logger,
-      ...(options.shadows ? { shadows: options.shadows(this.registry) } : {}),
+      shadows: this.registry.shadows,
       events: {
         // an epoch's progress is in the next periodic status; a job's end is worth one now
         ended: (job) => this.stationControl.jobEnded(job),

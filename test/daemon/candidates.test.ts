@@ -69,7 +69,13 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     // promote: the camera keeps running, the frames after it are judged by the candidate
     const beforePromote = results.length;
     const restarts = daemon.snapshot().cameras[0]!.restarts;
-    const promoted = await daemon.control.promote("cam", alice);
+    // no shadow frames and no labelled defects: the default gates cannot pass, so only a forced promotion goes
+    await assert.rejects(
+      daemon.control.promote("cam", alice),
+      /does not pass the promotion gates \(.*min_shadow_frames: 0 shadow frames of at least 200\); promote with force/,
+    );
+    assert.equal(daemon.snapshot().cameras[0]!.model_version, live.model_version);
+    const promoted = await daemon.control.promote("cam", alice, true);
     assert.equal(promoted.before?.model_version, live.model_version);
     assert.equal(promoted.after?.model_version, candidateVersion);
     assert.equal(daemon.snapshot().cameras[0]!.model_version, candidateVersion);
@@ -113,6 +119,7 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     assert.equal(of("retrain.done")[0]?.user, "alice");
     assert.equal(of("retrain.start").filter((e) => e.outcome === "refused").length, 1);
     const promote = of("model.promote").find((e) => e.outcome === "ok");
+    assert.equal(promote?.target, "force", "a forced promotion says so in the audit log");
     assert.deepEqual(promote?.before, {
       model_version: live.model_version,
       student_sha256: live.student.sha256,
@@ -123,14 +130,16 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
       model_version: live.model_version,
       student_sha256: live.student.sha256,
     });
-    const refused = of("model.promote").find((e) => e.outcome === "refused");
-    assert.match(refused?.detail ?? "", /does not load/);
+    const refused = of("model.promote").filter((e) => e.outcome === "refused");
+    assert.equal(refused.length, 2, "the ungated promote and the broken candidate's");
+    assert.match(refused[0]?.detail ?? "", /promotion gates/);
+    assert.match(refused[1]?.detail ?? "", /does not load/);
   } finally {
     await daemon.stop();
   }
 });
 
-test("a restart finds a job whose process is gone: interrupted, in status and the audit log; shadow requests refused without shadow runs", async () => {
+test("a restart finds a job whose process is gone: interrupted, in status and the audit log; shadow and promote refused without a candidate", async () => {
   const { work, bundle, noise } = await tinyStation("stpmd-cand-restart-");
   const auditFile = path.join(work, "state", "audit.jsonl");
   const config = testConfig({
@@ -174,7 +183,7 @@ test("a restart finds a job whose process is gone: interrupted, in status and th
     assert.match(failed?.detail ?? "", /stopped before it ended/);
     await assert.rejects(
       daemon.control.setShadow("cam", true, alice),
-      /^ControlError: shadow not available$/,
+      /^ControlError: camera cam has no candidate to shadow$/,
     );
     await assert.rejects(daemon.control.promote("cam", alice), /camera cam has no candidate to promote/);
     await assert.rejects(daemon.control.startRetrain("cam9", alice), /there is no camera cam9/);

@@ -57,8 +57,8 @@ export class CandidateManager {
   }
 
   /**
-   * At start: repairs what a crash left half-written, marks jobs whose process is gone `interrupted` (returned,
-   * for the audit log), and resumes the shadow runs that were running when the daemon stopped.
+   * At start: repairs what a crash left half-written and marks jobs whose process is gone `interrupted` (returned,
+   * for the audit log). The shadow runs the last daemon left running are resumed by the registry's start.
    */
   async start(): Promise<JobView[]> {
     const cameras = [...new Set([...this.store.cameras(), ...this.cameraIds()])];
@@ -68,19 +68,6 @@ export class CandidateManager {
         .catch((err) => this.logger.warn({ camera, err }, "cannot repair the camera's candidate folder"));
     }
     const interrupted = await this.jobs.recover(cameras);
-    if (this.shadows) {
-      for (const camera of this.cameraIds()) {
-        if (this.shadows.view(camera)?.state !== "running") continue;
-        const p = this.store.paths(camera);
-        try {
-          await this.shadows.start(camera, p.candidate, p.shadow, this.config.candidates.shadow);
-          this.logger.info({ camera }, `shadow run of camera ${camera} resumed`);
-        } catch (err) {
-          await this.shadows.stop(camera, `not resumed: ${errorMessage(err)}`).catch(() => undefined);
-          this.logger.warn({ camera, err }, `shadow run of camera ${camera} not resumed`);
-        }
-      }
-    }
     return interrupted;
   }
 
