@@ -6,21 +6,12 @@
  * report), promote it (the dialog naming both bundles), roll back, and find every step in the audit page; the
  * camera never stops publishing verdicts; the page fits 390 px. STPMD_SCREENSHOTS=<dir> saves models-*.png there.
  * Skips, saying why, without Chromium.
- *
- * WAITS FOR the back end of issue 22 (helpers `job` and `shadow`), not on this branch when it was written:
- * - src/stations/candidates/manager.ts (the CandidateManager) and its wiring in the daemon: the skip below;
- * - `GET /api/candidates`, `GET /api/candidates/<camera>/report`, `GET /api/candidates/<camera>/images/<file>`;
- * - the commands `retrain`, `shadow`, `promote`, `rollback` over `POST /api/command/<name>`;
- * - the audit actions `retrain.start`, `retrain.done`, `shadow.start`, `model.promote`, `model.rollback`.
- * The lead finishes it after the merge: the config keys below are on main; the timeouts (a 2-epoch job on 64² parts)
- * and the shadow's stop reason are the parts to check against the real job and shadow.
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { chromium, type Page } from "playwright-core";
 import sharp from "sharp";
 import { MANIFEST_FILE, type Manifest } from "../../src/bundle/bundle.js";
@@ -37,13 +28,9 @@ import { mvtecCategory, TINY_SIZE } from "../helpers/tiny-mvtec.js";
 
 const { logger } = capturingLogger();
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-/** The candidate manager's compiled module: absent, this build has no issue 22 back end to drive. */
-const MANAGER = fileURLToPath(new URL("../../src/stations/candidates/manager.js", import.meta.url));
 const skip = !existsSync(CHROMIUM)
   ? `no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`
-  : !existsSync(MANAGER)
-    ? `no candidate manager in this build (${MANAGER}): issue 22's back end is not merged yet`
-    : false;
+  : false;
 const SHOTS = process.env.STPMD_SCREENSHOTS;
 /** A 2-epoch job on 64² parts takes seconds; the margin is for a loaded 2-core box with a retrain at nice 19. */
 const JOB_MS = 180_000;
