@@ -423,36 +423,40 @@ export class StationControl implements LineControl {
   }
 
   async promote(camera: string, by: Requester, force = false): Promise<ModelChangeOutcome> {
-    cameraId(camera);
     const entry = { action: "model.promote", camera, ...(force ? { target: "force" } : {}) };
-    const manager = this.candidatesOrRefuse(by, entry);
-    const change = await this.candidateRequest(by, entry, () => manager.promote(camera, byLabel(by), force));
-    try {
-      this.record(by, { ...entry, before: bundleEntry(change.before), after: bundleEntry(change.after) });
-    } catch (err) {
-      await manager
-        .rollback(camera, "its audit entry could not be written")
-        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "undoing the promotion"));
-      throw err;
-    }
-    this.modelChanged("promoted", change, by);
-    return change;
+    return this.swapModels(camera, by, entry, "promoted", (m) => m.promote(camera, byLabel(by), force));
   }
 
   async rollback(camera: string, by: Requester): Promise<ModelChangeOutcome> {
-    cameraId(camera);
     const entry = { action: "model.rollback", camera };
+    return this.swapModels(camera, by, entry, "rolled back", (m) => m.rollback(camera, byLabel(by)));
+  }
+
+  /**
+   * A promotion or a rollback: the swap, then its audit entry with both bundles; a swap whose entry cannot be
+   * written is undone (rolled back) and refused, as every person's change is.
+   */
+  private async swapModels(
+    camera: string,
+    by: Requester,
+    entry: { action: string; camera: string; target?: string },
+    done: "promoted" | "rolled back",
+    swap: (manager: CandidateManager) => Promise<ModelChangeOutcome>,
+  ): Promise<ModelChangeOutcome> {
+    cameraId(camera);
     const manager = this.candidatesOrRefuse(by, entry);
-    const change = await this.candidateRequest(by, entry, () => manager.rollback(camera, byLabel(by)));
+    const change = await this.candidateRequest(by, entry, () => swap(manager));
     try {
       this.record(by, { ...entry, before: bundleEntry(change.before), after: bundleEntry(change.after) });
     } catch (err) {
       await manager
         .rollback(camera, "its audit entry could not be written")
-        .catch((undoErr: unknown) => this.logger.error({ camera, err: undoErr }, "undoing the rollback"));
+        .catch((undoErr: unknown) =>
+          this.logger.error({ camera, err: undoErr }, `undoing the model ${done} by ${byLabel(by)}`),
+        );
       throw err;
     }
-    this.modelChanged("rolled back", change, by);
+    this.modelChanged(done, change, by);
     return change;
   }
 
