@@ -13,7 +13,17 @@
  *   hides a file overwritten underneath it (inserts touch only cached pages and succeed into a garbage file), so
  *   each write is preceded by a probe that reads past the cache ({@link RecordWriter.probe}).
  */
-import { chmodSync, existsSync, mkdirSync, renameSync, statfsSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  statfsSync,
+  statSync,
+} from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
 import type Database from "better-sqlite3";
@@ -199,7 +209,7 @@ export class RecordWriter {
   }
 
   /**
-   * Reads the database past SQLite's page cache: drops the connection's unused cached pages (`shrink_memory`), then
+   * Checks the WAL's header (its checksum: a read of 32 bytes), then reads the database past SQLite's page cache: drops the connection's unused cached pages (`shrink_memory`), then
    * reads page 1 (the schema) and the paths to the table's newest row and the time index's oldest entry — about ten
    * pages however many rows the table holds, where `quick_check` reads them all (seconds on millions of rows). A file
    * overwritten underneath the writer fails here with SQLITE_CORRUPT or SQLITE_NOTADB, before a row is written into
@@ -207,6 +217,8 @@ export class RecordWriter {
    * (quick_check). Measured: 30 µs with the pages in the OS's cache, once per drain (5 a second).
    */
   probe(): void {
+    const wal = walHeaderProblem(`${this.file}-wal`);
+    if (wal !== undefined) throw Object.assign(new Error(wal), { code: "SQLITE_CORRUPT" });
     this.db!.pragma("shrink_memory");
     this.probeStatement!.get();
   }
@@ -497,6 +509,46 @@ interface Victim {
   image: string | null;
   map: string | null;
   image_bytes: number;
+}
+
+/** The WAL's magic numbers: its checksums are of little-endian words (…82) or big-endian ones (…83). */
+const WAL_MAGIC = [0x377f0682, 0x377f0683];
+
+/**
+ * Why the WAL's 32-byte header is not one SQLite wrote (its magic, or its checksum over the first 24 bytes, fails),
+ * or undefined when it is, or when there is no header yet. A WAL whose header is damaged is ignored whole at the next
+ * open — every row committed into it since the last checkpoint gone — and while running the writer reads its frames
+ * through the shared-memory index, never the header, so nothing else notices it.
+ */
+export function walHeaderProblem(walFile: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(walFile, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  const header = Buffer.alloc(32);
+  let read: number;
+  try {
+    read = readSync(fd, header, 0, 32, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (read < 32) return undefined;
+  const magic = header.readUInt32BE(0);
+  if (!WAL_MAGIC.includes(magic)) return `${walFile}: not a WAL (magic 0x${magic.toString(16)})`;
+  const word = (at: number): number =>
+    (magic & 1) === 1 ? header.readUInt32BE(at) : header.readUInt32LE(at);
+  let s0 = 0;
+  let s1 = 0;
+  for (let at = 0; at < 24; at += 8) {
+    s0 = (s0 + word(at) + s1) >>> 0;
+    s1 = (s1 + word(at + 4) + s0) >>> 0;
+  }
+  if (s0 !== header.readUInt32BE(24) || s1 !== header.readUInt32BE(28))
+    return `${walFile}: the WAL header's checksum fails`;
+  return undefined;
 }
 
 function isCorrupt(err: unknown): boolean {

@@ -10,7 +10,7 @@ import {
   queryRecords,
   RECORDS_DB,
 } from "../../../src/publish/record-store.js";
-import { RecordWriter } from "../../../src/publish/records/record-writer.js";
+import { RecordWriter, walHeaderProblem } from "../../../src/publish/records/record-writer.js";
 import { capturingLogger } from "../../helpers/logs.js";
 import { recordJob, writerOptionsFor } from "../../helpers/records.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -205,6 +205,12 @@ test("a database overwritten while the writer runs is found before the next rows
   other.pragma("wal_checkpoint(PASSIVE)");
   other.close();
   await writer2.write(batch(2000));
+  assert.equal(walHeaderProblem(`${file2}-wal`), undefined, "SQLite's own header passes");
+  const flipped = path.join(dir2, "flipped-wal");
+  const header = (await readFile(`${file2}-wal`)).subarray(0, 32);
+  header[17]! ^= 1; // a bit of the salt
+  await writeFile(flipped, header);
+  assert.match(walHeaderProblem(flipped) ?? "", /checksum fails/);
   await writeFile(`${file2}-wal`, Buffer.alloc((await stat(`${file2}-wal`)).size, 0x5a));
   await writer2.write(batch(2100));
   writer2.close();
