@@ -95,7 +95,8 @@ export class RecordsThread {
     }
     let imageBytes = 0;
     for (const buffer of transfer) imageBytes += buffer.byteLength;
-    const gathered = (this.gathered ??= { jobs: [], transfer: [], imageBytes: 0 });
+    this.gathered ??= { jobs: [], transfer: [], imageBytes: 0 };
+    const gathered = this.gathered;
     for (const job of jobs) gathered.jobs.push(job);
     for (const buffer of transfer) gathered.transfer.push(buffer);
     gathered.imageBytes += imageBytes;
