@@ -112,7 +112,14 @@ async function writerRate(dir: string, drain: number, defectRate: number, second
       const r = row(written + k, random);
       const withImage = random.next() < defectRate;
       jobs.push({
-        row: { ...r, verdict: withImage ? "defect" : "ok", ts: Date.now() },
+        row: {
+          ...r,
+          verdict: withImage ? "defect" : "ok",
+          ts: Date.now(),
+          image: null,
+          map: null,
+          image_bytes: 0,
+        },
         ...(withImage ? { image: { pixels: { width: size, height: size, rgb: pixels }, map } } : {}),
       });
     }
