@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readdir, rm, statfs, writeFile } from "node:fs/promises";
+import { readdir, rm, stat, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import mqtt, { type MqttClient } from "mqtt";
@@ -98,8 +98,8 @@ async function scrapeWhen(
   }
 }
 
-function readAll(dir: string) {
-  const db = openRecordsDb(path.join(dir, RECORDS_DB), { readonly: true });
+function readAll(dir: string, name = RECORDS_DB) {
+  const db = openRecordsDb(path.join(dir, name), { readonly: true });
   try {
     assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
     return [...iterateRecords(db, {})];
@@ -198,6 +198,83 @@ test("a database corrupted before start is moved aside with one log line; a new 
     assert.equal(m['recoveries_total{kind="corrupt"}'], 1);
     const aside = (await readdir(dir)).filter((f) => /^records\.db\.corrupt-\d+T\d+Z$/.test(f));
     assert.equal(aside.length, 1);
+  } finally {
+    await close();
+  }
+});
+
+test("the database overwritten with garbage while the daemon runs (its WAL alone, then the file and its WAL) is moved aside with one line each and replaced; inspection and MQTT go on; what was intact stays readable", async (t) => {
+  const dir = path.join(work, "overwritten-records");
+  const file = path.join(dir, RECORDS_DB);
+  const { daemon, records, published, close } = await startDaemon("records-overwritten", dir);
+  const corruptLines = () => daemon.logs().filter((l) => /is corrupt/.test(String(l.msg)));
+  const garbage = async (name: string, byte: number) =>
+    writeFile(name, Buffer.alloc(Math.max(4096, (await stat(name)).size), byte));
+  try {
+    await scrapeWhen(records, "rows written", (m) => (m['rows_total{outcome="written"}'] ?? 0) >= 20);
+    // the WAL alone: a checkpoint (by another connection, as any SQLite client may) puts the rows so far into the
+    // database file; the garbage WAL must not be checkpointed over them when the writer lets go of it
+    let checkpointed = 0;
+    for (let tries = 0; checkpointed === 0 && tries < 20; tries++) {
+      const other = openRecordsDb(file);
+      const count = (other.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n;
+      const [ck] = other.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
+      other.close();
+      if (ck!.log === ck!.checkpointed) checkpointed = count;
+      else await sleep(50);
+    }
+    assert.ok(checkpointed >= 20, `${checkpointed} rows checkpointed`);
+    await garbage(`${file}-wal`, 0x5a);
+    const first = await scrapeWhen(
+      records,
+      "the first recovery",
+      (m) => m['recoveries_total{kind="corrupt"}'] === 1,
+    );
+    await stillPublishing(published);
+    const [aside] = (await readdir(dir)).filter((f) => /^records\.db\.corrupt-\d+T\d+Z$/.test(f));
+    assert.ok(aside !== undefined, "moved aside");
+    // its WAL is the garbage: without it, the moved database is what the checkpoint wrote, intact
+    for (const suffix of ["-wal", "-shm"]) await rm(path.join(dir, `${aside}${suffix}`), { force: true });
+    const moved = readAll(dir, aside);
+    t.diagnostic(
+      `${checkpointed} rows checkpointed before the WAL was overwritten; ${moved.length} in the moved file`,
+    );
+    assert.ok(moved.length >= checkpointed, `${moved.length} rows readable in ${aside}`);
+
+    // the file and its WAL: nothing of them is left to read, but the writer must not write into them
+    await scrapeWhen(
+      records,
+      "rows in the new database",
+      (m) => (m['rows_total{outcome="written"}'] ?? 0) >= (first['rows_total{outcome="written"}'] ?? 0) + 10,
+    );
+    const lastBefore = Math.max(...readAll(dir).map((row) => row.seq));
+    await garbage(file, 0xa5);
+    await garbage(`${file}-wal`, 0x5a);
+    const second = await scrapeWhen(
+      records,
+      "the second recovery",
+      (m) => m['recoveries_total{kind="corrupt"}'] === 2,
+    );
+    await stillPublishing(published);
+    const after = await scrapeWhen(
+      records,
+      "rows written after it",
+      (m) => (m['rows_total{outcome="written"}'] ?? 0) >= (second['rows_total{outcome="written"}'] ?? 0) + 10,
+    );
+    await scrapeWhen(records, "the record's health back up", (m) => m.up === 1);
+    const lines = corruptLines();
+    assert.equal(lines.length, 2, "one line per fault");
+    for (const line of lines)
+      assert.match(String(line.msg), /while running: .*moved it aside to .*records\.db\.corrupt-/);
+    daemon.child.kill("SIGTERM");
+    await daemon.exited;
+    const rows = readAll(dir);
+    assert.ok(rows.length >= 10, `${rows.length} rows in the new database`);
+    assert.ok(
+      rows.every((row) => row.seq > lastBefore),
+      `none of the rows up to seq ${lastBefore} (read before the fault) went into the new database`,
+    );
+    t.diagnostic(`after: ${JSON.stringify(after)}`);
   } finally {
     await close();
   }

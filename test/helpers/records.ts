@@ -55,6 +55,9 @@ export function recordJob(
       error: r.error ?? null,
       regions: JSON.stringify(r.regions),
       latency_ms: 25,
+      image: null,
+      map: null,
+      image_bytes: 0,
     },
     ...(options.image
       ? {

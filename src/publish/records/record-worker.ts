@@ -1,6 +1,7 @@
 /**
- * The records thread: a {@link RecordWriter} behind messages. Jobs that arrive while a write runs are written
- * together in the next one (one transaction per drain), so a burst costs fewer commits, not more.
+ * The records thread: a {@link RecordWriter} behind messages. The daemon's side sends what gathered in 200 ms as one
+ * message (record-thread.ts, GATHER_MS): one drain, one transaction. Jobs that arrive while a write runs are written
+ * together in the next one, so a slow disk costs fewer commits, not more.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { errorMessage } from "../../core/errors.js";
@@ -47,17 +48,9 @@ let queue: RecordJob[] = [];
 let writing = false;
 let stopping = false;
 
-/**
- * How long the thread lets jobs gather before a drain: one commit per 200 ms (5 a second) rather than one per
- * inference batch (about 75 a second at 600 frames/s in batches of 8), each commit a WAL append and a wal-index
- * update. A row is durable only once committed either way, and 200 ms is nothing to an archive.
- */
-const GATHER_MS = 200;
-
 async function drain(): Promise<void> {
   if (writing) return;
   writing = true;
-  if (!stopping) await new Promise((resolve) => setTimeout(resolve, GATHER_MS));
   while (queue.length > 0) {
     const jobs = queue;
     queue = [];

@@ -72,6 +72,9 @@ export class RecordJobs {
           error: result.error ?? null,
           regions: JSON.stringify(result.regions),
           latency_ms: Math.max(0, result.inferredTs - frame.captureTs),
+          image: null,
+          map: null,
+          image_bytes: 0,
         },
       };
       if (this.wantsImage(result)) {

@@ -10,7 +10,7 @@ import {
   queryRecords,
   RECORDS_DB,
 } from "../../../src/publish/record-store.js";
-import { RecordWriter } from "../../../src/publish/records/record-writer.js";
+import { RecordWriter, walHeaderProblem } from "../../../src/publish/records/record-writer.js";
 import { capturingLogger } from "../../helpers/logs.js";
 import { recordJob, writerOptionsFor } from "../../helpers/records.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -170,6 +170,69 @@ test("a corrupt database at start is moved aside with one log line, and a new on
   assert.equal(corrupt.length, 1);
   assert.match(corrupt[0]!.msg, /moved it aside to .*records\.db\.corrupt-/);
   assert.equal(writer.stats.corrupt_moved, 1);
+});
+
+test("a database overwritten while the writer runs is found before the next rows go into it, moved aside, and replaced", async () => {
+  const dir = await tempDir("stpmd-records-");
+  const { logger, lines } = capturingLogger();
+  const writer = new RecordWriter(writerOptionsFor(dir), logger);
+  const batch = (from: number) => Array.from({ length: 100 }, (_, i) => recordJob(from + i));
+  for (let from = 0; from < 3000; from += 100) await writer.write(batch(from));
+  const file = path.join(dir, RECORDS_DB);
+  // every page the writer needs for its next insert is in its cache: without the probe the insert succeeds
+  await writeFile(file, Buffer.alloc((await stat(file)).size, 0xa5));
+  await writeFile(`${file}-wal`, Buffer.alloc((await stat(`${file}-wal`)).size, 0x5a));
+  await writer.write(batch(3000));
+  assert.equal(writer.stats.corrupt_moved, 1);
+  assert.equal(writer.stats.failed, 0, "the drain that found it is written to the new database");
+  const corrupt = lines.filter((l) => /is corrupt/.test(l.msg));
+  assert.equal(corrupt.length, 1, "one line");
+  assert.match(corrupt[0]!.msg, /while running: .*moved it aside to .*records\.db\.corrupt-/);
+  await writer.write(batch(3100));
+  writer.close();
+  assert.deepEqual(
+    read(dir).map((r) => r.seq),
+    Array.from({ length: 200 }, (_, i) => 3000 + i),
+  );
+  assert.equal(writer.stats.rows, 200);
+
+  // only the WAL damaged: what a checkpoint had put into the database file is kept readable in the moved file
+  const dir2 = await tempDir("stpmd-records-");
+  const writer2 = new RecordWriter(writerOptionsFor(dir2), logger);
+  for (let from = 0; from < 2000; from += 100) await writer2.write(batch(from));
+  const file2 = path.join(dir2, RECORDS_DB);
+  const other = openRecordsDb(file2);
+  other.pragma("wal_checkpoint(PASSIVE)");
+  other.close();
+  await writer2.write(batch(2000));
+  assert.equal(walHeaderProblem(`${file2}-wal`), undefined, "SQLite's own header passes");
+  const flipped = path.join(dir2, "flipped-wal");
+  const header = (await readFile(`${file2}-wal`)).subarray(0, 32);
+  header[17]! ^= 1; // a bit of the salt
+  await writeFile(flipped, header);
+  assert.match(walHeaderProblem(flipped) ?? "", /checksum fails/);
+  await writeFile(`${file2}-wal`, Buffer.alloc((await stat(`${file2}-wal`)).size, 0x5a));
+  await writer2.write(batch(2100));
+  writer2.close();
+  assert.equal(writer2.stats.corrupt_moved, 1);
+  assert.deepEqual(
+    read(dir2).map((r) => r.seq),
+    Array.from({ length: 100 }, (_, i) => 2100 + i),
+  );
+  const aside = (await readdir(dir2)).find((f) => /^records\.db\.corrupt-\d+T\d+Z$/.test(f))!;
+  for (const suffix of ["-wal", "-shm"]) await rm(path.join(dir2, `${aside}${suffix}`), { force: true });
+  const moved = openRecordsDb(path.join(dir2, aside), { readonly: true });
+  try {
+    assert.equal(moved.pragma("integrity_check", { simple: true }), "ok");
+    const seqs = [...iterateRecords(moved, {})].map((r) => r.seq);
+    assert.deepEqual(
+      seqs.slice(0, 2000),
+      Array.from({ length: 2000 }, (_, i) => i),
+      "every checkpointed row",
+    );
+  } finally {
+    moved.close();
+  }
 });
 
 test("a folder deleted while running is recreated with a new database at the next write", async () => {
