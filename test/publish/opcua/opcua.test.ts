@@ -700,8 +700,10 @@ describe("a camera's Model folder: the candidate loop over OPC UA", () => {
   test("the variables follow the control's candidates(); a camera without a view reads empty", async () => {
     const { control } = server;
     const view = candidateView("cam1");
+    control.candidateViews = [{ ...view, shadow: null }];
+    assert.equal(await plc.read("cam1.Model.ShadowState"), "", "read now, cached for 200 ms");
     control.candidateViews = [view];
-    // a method's answer clears the cache: what it changed reads at once
+    // a method's answer clears the cache: what it changed reads at once, not a cache period later
     assert.equal((await callModel(plc, "cam1", "StartShadow")).status, "Good");
     assert.deepEqual(await readModel("cam1"), {
       LiveVersion: "20261201T000000Z",
