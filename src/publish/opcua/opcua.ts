@@ -31,8 +31,14 @@ import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
 import { buildInfo } from "../../core/build-info.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
-import type { BundleSummary, CandidateView } from "../candidates.js";
-import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
+import type { CandidateView } from "../candidates.js";
+import {
+  ControlError,
+  type LineControl,
+  type ModelChangeOutcome,
+  type NodeSnapshot,
+  type Requester,
+} from "../control.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { defectEventId } from "../topics.js";
 import { MachineVisionView, machineVisionNodesets } from "./machine-vision.js";
@@ -548,6 +554,12 @@ export class OpcuaInterface implements ResultSink {
    */
   private addModelNodes(ns: Namespace, cameraFolder: UAObject, camera: string): void {
     const folder = ns.addFolder(cameraFolder, { browseName: "Model", nodeId: `s=stpmd.${camera}.Model` });
+    this.addModelVariables(ns, folder, camera);
+    this.addModelMethods(ns, folder, camera);
+  }
+
+  /** Where the camera's candidate loop stands: read on demand through {@link candidateView}, no timer. */
+  private addModelVariables(ns: Namespace, folder: UAObject, camera: string): void {
     const variable = (
       name: string,
       dataType: DataType,
@@ -593,13 +605,16 @@ export class OpcuaInterface implements ResultSink {
       "the shadow run: running or stopped; empty: none",
       (v) => v?.shadow?.state ?? "",
     );
+  }
 
+  /** The candidate loop's requests, each through the control in the session user's name; anonymous refused. */
+  private addModelMethods(ns: Namespace, folder: UAObject, camera: string): void {
     const versionOut = (name: string, doc: string) => ({ name, dataType: DataType.String, description: doc });
     const changeOutputs = [
       versionOut("LiveVersion", "model_version now live"),
       versionOut("PreviousVersion", "model_version it replaced"),
     ];
-    const versions = ({ after, before }: { after: BundleSummary | null; before: BundleSummary | null }) =>
+    const versions = ({ after, before }: ModelChangeOutcome) =>
       [after, before].map(
         (bundle) => new Variant({ dataType: DataType.String, value: bundle?.model_version ?? "" }),
       );
