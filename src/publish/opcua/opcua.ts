@@ -31,7 +31,14 @@ import { type OpcuaConfig, readPasswordFile } from "../../config/index.js";
 import { buildInfo } from "../../core/build-info.js";
 import type { Logger } from "../../core/log.js";
 import type { InspectionResult } from "../../core/result.js";
-import { ControlError, type LineControl, type NodeSnapshot, type Requester } from "../control.js";
+import type { CandidateView } from "../candidates.js";
+import {
+  ControlError,
+  type LineControl,
+  type ModelChangeOutcome,
+  type NodeSnapshot,
+  type Requester,
+} from "../control.js";
 import type { ResultBatch, ResultSink, SinkHealth } from "../sink.js";
 import { defectEventId } from "../topics.js";
 import { MachineVisionView, machineVisionNodesets } from "./machine-vision.js";
@@ -139,6 +146,8 @@ export class OpcuaInterface implements ResultSink {
   private readonly channels = new Map<string, CameraChannel>();
   private readonly log: Logger;
   private cachedSnapshot: { at: number; snapshot: NodeSnapshot } | undefined;
+  /** The control's candidates() by camera, serving the `Model` variables' reads as the snapshot serves the rest. */
+  private cachedCandidates: { at: number; views: Map<string, CandidateView> } | undefined;
   /**
    * The session context of the write being handled. node-opcua hands a setter only the value; the wrapper of
    * writeValue (see captureWriter) records the context around the synchronous call that reaches the setter.
@@ -356,6 +365,25 @@ export class OpcuaInterface implements ResultSink {
     return this.cachedSnapshot.snapshot;
   }
 
+  /**
+   * A camera's candidate view, from one candidates() call per {@link SNAPSHOT_CACHE_MS} for every camera and
+   * variable (in the daemon it reads each camera's job.json and stats its candidate's manifest). Undefined where the
+   * node runs no candidates. Should it throw, the last views are kept and the failure logged.
+   */
+  private candidateView(camera: string): CandidateView | undefined {
+    const now = Date.now();
+    if (this.cachedCandidates === undefined || now - this.cachedCandidates.at > SNAPSHOT_CACHE_MS) {
+      try {
+        const views = new Map(this.control.candidates().map((view) => [view.camera, view]));
+        this.cachedCandidates = { at: now, views };
+      } catch (err) {
+        this.log.warn({ err }, "OPC UA: the candidate models' state could not be read; showing the last one");
+        this.cachedCandidates = { at: now, views: this.cachedCandidates?.views ?? new Map() };
+      }
+    }
+    return this.cachedCandidates.views.get(camera);
+  }
+
   private requester(context: SessionContext | undefined): Requester {
     const user = userOf(context);
     return user !== undefined ? { via: "opcua", user } : { via: "opcua" };
@@ -515,6 +543,152 @@ export class OpcuaInterface implements ResultSink {
     add("QueuedResults", DataType.UInt32, 0, "answers waiting behind the presented one");
     add("TriggersRefused", DataType.UInt32, 0, "triggers refused since start (queue full, camera disabled)");
     add("LateResults", DataType.UInt32, 0, "results that came after their trigger had timed out");
+    this.addModelNodes(ns, folder, id);
+  }
+
+  /**
+   * The camera's `Model` folder (issue 22, docs/candidates.md): the methods that run the candidate loop from a SCADA,
+   * each through the control in the session user's name (audited there, refused there with its reason), and
+   * read-only variables of where the loop stands, from the control's candidates(). A model change names who asked,
+   * so an anonymous session is refused, as the console refuses a request without a login.
+   */
+  private addModelNodes(ns: Namespace, cameraFolder: UAObject, camera: string): void {
+    const folder = ns.addFolder(cameraFolder, { browseName: "Model", nodeId: `s=stpmd.${camera}.Model` });
+    this.addModelVariables(ns, folder, camera);
+    this.addModelMethods(ns, folder, camera);
+  }
+
+  /** Where the camera's candidate loop stands: read on demand through {@link candidateView}, no timer. */
+  private addModelVariables(ns: Namespace, folder: UAObject, camera: string): void {
+    const variable = (
+      name: string,
+      dataType: DataType,
+      doc: string,
+      read: (view: CandidateView | undefined) => unknown,
+    ) =>
+      ns.addVariable({
+        componentOf: folder,
+        browseName: name,
+        nodeId: `s=stpmd.${camera}.Model.${name}`,
+        dataType,
+        description: doc,
+        ...READ_ONLY,
+        minimumSamplingInterval: SNAPSHOT_CACHE_MS,
+        value: { get: () => new Variant({ dataType, value: read(this.candidateView(camera)) }) },
+      });
+    variable(
+      "LiveVersion",
+      DataType.String,
+      "model_version of the live bundle",
+      (v) => v?.live?.model_version ?? "",
+    );
+    variable(
+      "CandidateVersion",
+      DataType.String,
+      "model_version of the candidate; empty: none",
+      (v) => v?.candidate?.model_version ?? "",
+    );
+    variable(
+      "JobState",
+      DataType.String,
+      "the last retrain job: running, done, failed, cancelled or interrupted; empty: none",
+      (v) => v?.job?.state ?? "",
+    );
+    variable("JobEpoch", DataType.UInt32, "epochs the last job has trained", (v) => v?.job?.epoch ?? 0);
+    variable("JobEpochs", DataType.UInt32, "the last job's epoch ceiling", (v) => v?.job?.epochs ?? 0);
+    variable("ShadowFrames", DataType.UInt32, "frames the candidate judged in the shadow run", (v) =>
+      Math.min(v?.shadow?.frames ?? 0, 2 ** 32 - 1),
+    );
+    variable(
+      "ShadowState",
+      DataType.String,
+      "the shadow run: running or stopped; empty: none",
+      (v) => v?.shadow?.state ?? "",
+    );
+  }
+
+  /** The candidate loop's requests, each through the control in the session user's name; anonymous refused. */
+  private addModelMethods(ns: Namespace, folder: UAObject, camera: string): void {
+    const versionOut = (name: string, doc: string) => ({ name, dataType: DataType.String, description: doc });
+    const changeOutputs = [
+      versionOut("LiveVersion", "model_version now live"),
+      versionOut("PreviousVersion", "model_version it replaced"),
+    ];
+    const versions = ({ after, before }: ModelChangeOutcome) =>
+      [after, before].map(
+        (bundle) => new Variant({ dataType: DataType.String, value: bundle?.model_version ?? "" }),
+      );
+    const method = (
+      name: string,
+      doc: string,
+      run: (inputs: Variant[], by: Requester) => Promise<Variant[]>,
+      inputArguments: { name: string; dataType: DataType; description: string }[] = [],
+      outputArguments: { name: string; dataType: DataType; description: string }[] = [],
+    ) => {
+      const node = ns.addMethod(folder, {
+        browseName: name,
+        nodeId: `s=stpmd.${camera}.Model.${name}`,
+        description: doc,
+        inputArguments,
+        outputArguments,
+      });
+      node.bindMethod(async (inputs: Variant[], context: SessionContext) => {
+        const by = this.requester(context);
+        return this.guard(`${camera}.Model.${name}`, by, async () => {
+          if (by.user === undefined) {
+            throw new ArgumentError(
+              StatusCodes.BadUserAccessDenied,
+              `${name} needs a user: log in with a user name (opcua.users), anonymous sessions cannot change models`,
+            );
+          }
+          const outputs = await run(inputs, by);
+          // what the method changed shows at the next read, not up to a cache period later
+          this.cachedCandidates = undefined;
+          this.cachedSnapshot = undefined;
+          return { statusCode: StatusCodes.Good, outputArguments: outputs };
+        });
+      });
+    };
+    const { control } = this;
+    method("Retrain", "start a retrain job that writes a candidate for this camera", async (_, by) => {
+      await control.startRetrain(camera, by);
+      return [];
+    });
+    method("CancelRetrain", "cancel the camera's running retrain job", async (_, by) => {
+      await control.cancelRetrain(camera, by);
+      return [];
+    });
+    method("StartShadow", "judge a share of the live frames with the candidate too", async (_, by) => {
+      await control.setShadow(camera, true, by);
+      return [];
+    });
+    method("StopShadow", "stop the shadow run", async (_, by) => {
+      await control.setShadow(camera, false, by);
+      return [];
+    });
+    method(
+      "Promote",
+      "put the candidate in service, keeping the live bundle for a rollback",
+      async (inputs, by) => {
+        const force = inputs[0]?.value;
+        if (typeof force !== "boolean")
+          throw new ArgumentError(StatusCodes.BadTypeMismatch, "Force must be a Boolean");
+        return versions(await control.promote(camera, by, force));
+      },
+      [{ name: "Force", dataType: DataType.Boolean, description: "promote even if an enforced gate fails" }],
+      changeOutputs,
+    );
+    method(
+      "Rollback",
+      "swap the bundle the last promotion or rollback replaced back in",
+      async (_, by) => versions(await control.rollback(camera, by)),
+      [],
+      changeOutputs,
+    );
+    method("Discard", "delete the candidate, its shadow run and its offline evaluation", async (_, by) => {
+      await control.discardCandidate(camera, by);
+      return [];
+    });
   }
 
   /**

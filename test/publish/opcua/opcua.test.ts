@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { DataType, VariableIds, VariantArrayType } from "node-opcua-client";
 import { createLogger } from "../../../src/core/log.js";
+import type { CandidateView } from "../../../src/publish/candidates.js";
 import { ControlError } from "../../../src/publish/control.js";
 import { MAX_PART_ID_LENGTH } from "../../../src/publish/opcua/opcua.js";
 import { opcuaSink } from "../../../src/publish/opcua/sink.js";
@@ -523,3 +524,230 @@ function portAccepts(port: number): Promise<boolean> {
     socket.once("error", () => resolve(false));
   });
 }
+
+/** A camera's candidate view as the daemon's control gives it: a live model, a candidate in shadow, a previous one. */
+function candidateView(camera: string): CandidateView {
+  const bundle = (model_version: string) => ({
+    model_version,
+    student_sha256: "a".repeat(64),
+    created_at: "2026-12-01T00:00:00.000Z",
+    threshold: 0.5,
+    predicted_false_alarm_rate: 0.01,
+  });
+  return {
+    camera,
+    live: bundle("20261201T000000Z"),
+    candidate: bundle("20261206T120000Z"),
+    job: {
+      camera,
+      state: "running",
+      started_at: "2026-12-06T11:00:00.000Z",
+      by: "opcua:plc",
+      epoch: 3,
+      epochs: 20,
+      loss: 0.4,
+      val_score: 0.2,
+      eta_s: 120,
+      frames: 80,
+    },
+    shadow: {
+      state: "running",
+      started_at: "2026-12-06T12:00:00.000Z",
+      share: 0.5,
+      frames: 41,
+      max_frames: 1000,
+      ends_at: "2026-12-07T12:00:00.000Z",
+      dropped: 0,
+      live_alarms: 2,
+      candidate_alarms: 1,
+      disagreements: 1,
+    },
+    previous: bundle("20261101T000000Z"),
+  };
+}
+
+describe("a camera's Model folder: the candidate loop over OPC UA", () => {
+  let server: TestServer;
+  let plc: Plc;
+
+  before(async () => {
+    // anonymous allowed on this server, so that its refusal is the Model methods' own
+    server = await startTestServer({
+      allow_anonymous: true,
+      security: {
+        policies: ["None", "Basic256Sha256"],
+        modes: ["None", "SignAndEncrypt"],
+        accept_unknown_certificates: true,
+      },
+    });
+    plc = await Plc.connect(server);
+  });
+
+  after(async () => {
+    await plc?.close();
+    await server?.stop();
+  });
+
+  /** Calls `<camera>/Model/<method>` asking for the result's diagnostic text (the refusal's reason). */
+  async function callModel(
+    client: Plc,
+    camera: string,
+    method: string,
+    inputArguments: { dataType: DataType; value: unknown }[] = [],
+  ): Promise<{ status: string; text: string | null; outputs: unknown[] }> {
+    const { results, diagnosticStrings } = await client.session.callWithDiagnostics(
+      [
+        {
+          objectId: client.nodeId(`${camera}.Model`),
+          methodId: client.nodeId(`${camera}.Model.${method}`),
+          inputArguments,
+        },
+      ],
+      0x40,
+    );
+    const result = results[0]!;
+    return {
+      status: result.statusCode.name,
+      text: diagnosticStrings[0]?.localizedText ?? null,
+      outputs: (result.outputArguments ?? []).map((v) => v.value as unknown),
+    };
+  }
+
+  const MODEL_VARIABLES = [
+    "LiveVersion",
+    "CandidateVersion",
+    "JobState",
+    "JobEpoch",
+    "JobEpochs",
+    "ShadowFrames",
+    "ShadowState",
+  ];
+  const readModel = async (camera: string) =>
+    Object.fromEntries(
+      await Promise.all(
+        MODEL_VARIABLES.map(async (name) => [name, await plc.read(`${camera}.Model.${name}`)] as const),
+      ),
+    );
+
+  test("each method reaches the control in the session user's name; Promote passes Force and answers both versions", async () => {
+    const { control } = server;
+    control.candidateViews = [candidateView("cam1")];
+    const plcUser = { via: "opcua", user: "plc" };
+    const cases: [string, { dataType: DataType; value: unknown }[], string, unknown[]][] = [
+      ["Retrain", [], "startRetrain", ["cam1"]],
+      ["CancelRetrain", [], "cancelRetrain", ["cam1"]],
+      ["StartShadow", [], "setShadow", ["cam1", true]],
+      ["StopShadow", [], "setShadow", ["cam1", false]],
+      ["Promote", [{ dataType: DataType.Boolean, value: false }], "promote", ["cam1", false]],
+      ["Promote", [{ dataType: DataType.Boolean, value: true }], "promote", ["cam1", true]],
+      ["Rollback", [], "rollback", ["cam1"]],
+      ["Discard", [], "discardCandidate", ["cam1"]],
+    ];
+    for (const [method, inputs, controlMethod, args] of cases) {
+      const before = control.calls.length;
+      const answer = await callModel(plc, "cam1", method, inputs);
+      assert.equal(answer.status, "Good", `${method}: ${answer.text}`);
+      assert.equal(control.calls.length, before + 1, `${method}: one call to the control`);
+      assert.deepEqual(control.calls.at(-1), { method: controlMethod, args, by: plcUser }, method);
+    }
+    // the test control promotes the candidate over the live model and rolls back to the previous one
+    const promoted = await callModel(plc, "cam1", "Promote", [{ dataType: DataType.Boolean, value: false }]);
+    assert.deepEqual(promoted.outputs, ["20261206T120000Z", "20261201T000000Z"]);
+    const rolledBack = await callModel(plc, "cam1", "Rollback");
+    assert.deepEqual(rolledBack.outputs, ["20261101T000000Z", "20261201T000000Z"]);
+  });
+
+  test("a refusal is a Bad status carrying the control's reason; bad arguments and anonymous sessions never reach it", async () => {
+    const { control } = server;
+    control.candidateViews = [{ ...candidateView("cam1"), job: null }];
+    const calls = control.calls.length;
+    assert.deepEqual(await callModel(plc, "cam2", "Promote", [{ dataType: DataType.Boolean, value: true }]), {
+      status: "BadInvalidArgument",
+      text: "camera cam2 has no candidate",
+      outputs: [],
+    });
+    assert.deepEqual(await callModel(plc, "cam1", "CancelRetrain"), {
+      status: "BadInvalidArgument",
+      text: "no retrain job is running for camera cam1",
+      outputs: [],
+    });
+    assert.equal(control.calls.length, calls + 2, "both refusals came from the control");
+
+    const missing = await callModel(plc, "cam1", "Promote");
+    assert.equal(missing.status, "BadArgumentsMissing", "Promote without Force");
+    const wrongType = await callModel(plc, "cam1", "Promote", [{ dataType: DataType.String, value: "yes" }]);
+    assert.equal(wrongType.status, "BadInvalidArgument", "Force as a String (node-opcua checks the type)");
+
+    const anonymous = await Plc.connect(server, { anonymous: true });
+    try {
+      for (const method of ["Retrain", "Rollback", "Discard"]) {
+        const answer = await callModel(anonymous, "cam1", method);
+        assert.equal(answer.status, "BadUserAccessDenied", method);
+        assert.match(answer.text ?? "", /needs a user/);
+      }
+      // reading is open to every session, as the rest of the view
+      assert.equal(await anonymous.read("cam1.Model.CandidateVersion"), "20261206T120000Z");
+    } finally {
+      await anonymous.close();
+    }
+    assert.equal(
+      control.calls.length,
+      calls + 2,
+      "neither the bad arguments nor the anonymous calls reached it",
+    );
+  });
+
+  test("the variables follow the control's candidates(); a camera without a view reads empty", async () => {
+    const { control } = server;
+    const view = candidateView("cam1");
+    control.candidateViews = [{ ...view, shadow: null }];
+    // read (once an earlier test's views have left the cache): the views are now cached for 200 ms
+    await waitFor("no shadow", async () => (await plc.read("cam1.Model.ShadowState")) === "");
+    control.candidateViews = [view];
+    // a method's answer clears the cache: what it changed reads at once, not a cache period later
+    assert.equal((await callModel(plc, "cam1", "StartShadow")).status, "Good");
+    assert.deepEqual(await readModel("cam1"), {
+      LiveVersion: "20261201T000000Z",
+      CandidateVersion: "20261206T120000Z",
+      JobState: "running",
+      JobEpoch: 3,
+      JobEpochs: 20,
+      ShadowFrames: 41,
+      ShadowState: "running",
+    });
+    assert.deepEqual(await readModel("cam2"), {
+      LiveVersion: "",
+      CandidateVersion: "",
+      JobState: "",
+      JobEpoch: 0,
+      JobEpochs: 0,
+      ShadowFrames: 0,
+      ShadowState: "",
+    });
+
+    // the job ends and the shadow stops elsewhere (another interface, the job's child): seen within the cache period
+    control.candidateViews = [
+      {
+        ...view,
+        candidate: { ...view.candidate!, model_version: "20261206T130000Z" },
+        job: { ...view.job!, state: "done", epoch: 17 },
+        shadow: { ...view.shadow!, state: "stopped", frames: 1000 },
+      },
+    ];
+    await waitFor("the Model variables to follow candidates()", async () => {
+      const now = await readModel("cam1");
+      return now.JobState === "done" ? now : undefined;
+    });
+    assert.deepEqual(await readModel("cam1"), {
+      LiveVersion: "20261201T000000Z",
+      CandidateVersion: "20261206T130000Z",
+      JobState: "done",
+      JobEpoch: 17,
+      JobEpochs: 20,
+      ShadowFrames: 1000,
+      ShadowState: "stopped",
+    });
+    const written = await plc.write("cam1.Model.JobState", DataType.String, "running");
+    assert.equal(written.name, "BadNotWritable");
+  });
+});
