@@ -7,7 +7,7 @@
  * second `retrain` while one runs is refused over MQTT naming the camera whose job runs.
  */
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
@@ -52,7 +52,12 @@ function shadowRecord(db: string): {
         r.value,
       ]),
     );
-    return { pairs, state: meta.get("state"), started_at: meta.get("started_at") };
+    // meta values are stored as JSON
+    const value = (key: string) => {
+      const v = meta.get(key);
+      return v === undefined ? undefined : (JSON.parse(v) as string);
+    };
+    return { pairs, state: value("state"), started_at: value("started_at") };
   } finally {
     handle.close();
   }
@@ -192,6 +197,9 @@ test("the retrain child SIGKILLed under the daemon: job failed, audited, live mo
   const { work, bundle, noise } = await tinyStation("stpmd-cand-kill-", { frames: 6 });
   // enough frames and epochs that the job is still training when it is killed
   await normalFrames(24, 64, path.join(work, "collection", "cam1"));
+  // each camera its own bundle folder: a candidate replaces one camera's bundle
+  const bundle2 = path.join(work, "model2");
+  await cp(bundle, bundle2, { recursive: true });
   const auditFile = path.join(work, "audit.jsonl");
   const broker = await MosquittoBroker.start();
   const config = testConfig({
@@ -199,7 +207,7 @@ test("the retrain child SIGKILLed under the daemon: job failed, audited, live mo
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
     cameras: [
       { id: "cam1", source: replaySource(noise, 10) },
-      { id: "cam2", source: replaySource(noise, 5) },
+      { id: "cam2", source: replaySource(noise, 5), model: bundle2 },
     ],
     mqtt: {
       url: broker.url,
@@ -249,11 +257,10 @@ test("the retrain child SIGKILLed under the daemon: job failed, audited, live mo
     assert.equal((await loadBundle(bundle)).manifest.student.sha256, live.student.sha256);
     await waitFor("results after the kill", () => scada.resultsOf("cam1").length > killedAt + 10, 20_000);
     // a new job may start once the killed one ended
-    await waitFor("the retrain lock free again", async () => {
-      const answer = await scada.command("retrain", { camera: "cam2" });
-      return answer.status === "ok" ? true : undefined;
-    });
-    await scada.ok("cancel_retrain", { camera: "cam2" });
+    const again = await scada.ok<JobView>("retrain", { camera: "cam1" });
+    assert.equal(again.state, "running", "the killed job's lock is free again");
+    const cancelled = await scada.ok<JobView>("cancel_retrain", { camera: "cam1" });
+    assert.equal(cancelled.state, "cancelled");
 
     const flow = continuity(scada.resultsOf("cam1"));
     assert.deepEqual(flow.missing, [], "every frame's result reached the SCADA");
