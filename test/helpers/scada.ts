@@ -109,6 +109,8 @@ export function continuity(results: readonly ReceivedResult[]): {
   missing: number[];
   duplicates: number;
   maxGapMs: number;
+  /** The seq of the result that ended the longest gap. */
+  maxGapSeq: number;
 } {
   const seqs = results.map((r) => r.payload.seq);
   const seen = new Set(seqs);
@@ -117,8 +119,15 @@ export function continuity(results: readonly ReceivedResult[]): {
   const missing: number[] = [];
   for (let s = first; s <= last; s++) if (!seen.has(s)) missing.push(s);
   let maxGapMs = 0;
-  for (let i = 1; i < results.length; i++) maxGapMs = Math.max(maxGapMs, results[i]!.at - results[i - 1]!.at);
-  return { first, last, missing, duplicates: seqs.length - seen.size, maxGapMs };
+  let maxGapSeq = first;
+  for (let i = 1; i < results.length; i++) {
+    const gap = results[i]!.at - results[i - 1]!.at;
+    if (gap > maxGapMs) {
+      maxGapMs = gap;
+      maxGapSeq = results[i]!.payload.seq;
+    }
+  }
+  return { first, last, missing, duplicates: seqs.length - seen.size, maxGapMs, maxGapSeq };
 }
 
 /** A Sparkplug B host application: decodes every message of its group, sends DCMDs. */
