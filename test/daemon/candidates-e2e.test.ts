@@ -19,6 +19,7 @@ import { loadBundle } from "../../src/bundle/bundle.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
+import { scoreSamples } from "../../src/eval/evaluate.js";
 import type { AuditEntry } from "../../src/publish/audit.js";
 import type { CandidateView, EvidenceReport, JobView } from "../../src/publish/candidates.js";
 import type { NodeSnapshot } from "../../src/publish/control.js";
@@ -220,12 +221,13 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
     const db = new Database(path.join(dirs.candidates, "cam1", "shadow", "shadow.db"), { readonly: true });
     const pairs = db
       .prepare(
-        "SELECT seq, live_verdict, candidate_verdict, live_model, candidate_model FROM pairs ORDER BY seq",
+        "SELECT seq, live_verdict, candidate_verdict, candidate_score, live_model, candidate_model FROM pairs ORDER BY seq",
       )
       .all() as {
       seq: number;
       live_verdict: string;
       candidate_verdict: string;
+      candidate_score: number;
       live_model: string;
       candidate_model: string;
     }[];
@@ -252,6 +254,38 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
       assert.equal(pairs.at(-1)!.seq - pairs[0]!.seq, SHADOW_FRAMES - 1);
     }
     assert.ok(liveAlarms > 0, "the replay's noise frames were among the shadowed ones");
+
+    // the candidate's alarms again, independently: the replay's files scored offline by both bundles (the
+    // evaluation's scoring); a shadowed frame is the file whose live score the SCADA received for it
+    const replay = (await readdir(frames)).sort().map((f) => ({
+      file: path.join(frames, f),
+      kind: "replay",
+      label: 0 as const,
+      maskFile: undefined,
+    }));
+    const offlineLive = (await scoreSamples(bundle, replay, logger)).scores;
+    const offlineCandidate = (
+      await scoreSamples(path.join(dirs.candidates, "cam1", "candidate"), replay, logger)
+    ).scores;
+    // the daemon and the evaluation agree to ~1e-7 here; two of the replay's parts score 5e-4 apart live
+    const close = (a: number, b: number) => Math.abs(a - b) <= 1e-5 * Math.max(1, Math.abs(b));
+    let offlineCandidateAlarms = 0;
+    for (const pair of pairs) {
+      const score = received.get(pair.seq)!.score!;
+      const matches = offlineLive.flatMap((s, i) => (close(s, score) ? [i] : []));
+      assert.equal(
+        matches.length,
+        1,
+        `frame ${pair.seq}: live score ${score}, replay's ${offlineLive.join(", ")}`,
+      );
+      const file = matches[0]!;
+      assert.ok(
+        close(pair.candidate_score, offlineCandidate[file]!),
+        `frame ${pair.seq} (${replay[file]!.file}): candidate ${pair.candidate_score} in shadow, ${offlineCandidate[file]} offline`,
+      );
+      if (offlineCandidate[file]! > report.candidate.threshold) offlineCandidateAlarms += 1;
+    }
+    assert.equal(offlineCandidateAlarms, candidateAlarms, "the shadow's candidate verdicts, scored offline");
     const s = report.shadow!;
     assert.equal(s.frames, SHADOW_FRAMES);
     assert.equal(s.live_alarms, liveAlarms);
