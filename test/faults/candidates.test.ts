@@ -280,3 +280,95 @@ test("the retrain child SIGKILLed under the daemon: job failed, audited, live mo
     await broker.stop();
   }
 });
+
+/** Whether `pid` is a live process (a zombie, dead but not yet reaped by its new parent, is not). */
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // state is the field after the parenthesised command name
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+test("`stpmd run` SIGKILLed while a retrain child trains: the child goes with it, the next start reports the job interrupted (audited) and takes the lock over", async () => {
+  const { work, bundle, noise } = await tinyStation("stpmd-cand-daemonkill-", { frames: 6 });
+  await normalFrames(24, 64, path.join(work, "collection", "cam"));
+  const passwordFile = path.join(work, "alice.pass");
+  await writeFile(passwordFile, "line7-quality\n", { mode: 0o600 });
+  const auditFile = path.join(work, "audit.jsonl");
+  const httpPort = await freeLoopbackPort();
+  const partial: PartialConfig = {
+    model: { bundle, watch: false },
+    inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
+    cameras: [{ id: "cam", source: replaySource(noise, 10) }],
+    mqtt: { url: "mqtt://127.0.0.1:1", outbox: { dir: path.join(work, "outbox") } },
+    http: {
+      enabled: true,
+      port: httpPort,
+      console: { users: [{ username: "alice", password_file: passwordFile }] },
+    },
+    collection: { dir: path.join(work, "collection") },
+    records: { enabled: false },
+    audit: { file: auditFile },
+    candidates: { dir: path.join(work, "candidates"), retrain: { epochs: 200, min_frames: 8 } },
+    health: { watchdog: false },
+  };
+  const configFile = path.join(work, "stpmd.json");
+  await writeFile(configFile, JSON.stringify({ ...partial, log: { level: "info" } }));
+  const base = `http://127.0.0.1:${httpPort}`;
+  const jobFile = path.join(work, "candidates", "cam", "job.json");
+  const daemon = new DaemonProcess(configFile);
+  let child: number;
+  try {
+    // a script's retrain: HTTP Basic on the console's command route
+    const started = await waitFor(
+      "the retrain command answered",
+      async () => {
+        const res = await fetch(`${base}/api/command/retrain`, {
+          method: "POST",
+          headers: {
+            "Content-Type": "application/json",
+            Authorization: `Basic ${Buffer.from("alice:line7-quality").toString("base64")}`,
+          },
+          body: JSON.stringify({ camera: "cam" }),
+        }).catch(() => undefined);
+        return res === undefined ? undefined : { status: res.status, body: await res.text() };
+      },
+      60_000,
+      200,
+    );
+    assert.equal(started.status, 200, started.body);
+    child = await waitFor("the child's pid in job.json", async () => {
+      const j = JSON.parse(await readFile(jobFile, "utf8")) as JobView & { pid?: number };
+      return j.state === "running" && typeof j.pid === "number" && j.pid !== daemon.pid ? j.pid : undefined;
+    });
+    assert.ok(await alive(child), "the retrain child runs");
+  } catch (err) {
+    await daemon.kill();
+    throw new Error(`${String(err)}\n${daemon.output.slice(-3000)}`);
+  }
+  await daemon.kill();
+  await waitFor("the retrain child gone with its daemon", async () => !(await alive(child)), 15_000, 100);
+
+  const next = new Daemon(testConfig(partial), logger);
+  try {
+    await next.start();
+    const job = next.snapshot().cameras[0]!.candidate?.job;
+    assert.equal(job?.state, "interrupted");
+    assert.match(job?.message ?? "", new RegExp(`process that ran it \\(${daemon.pid}\\) stopped`));
+    assert.equal(next.snapshot().cameras[0]!.candidate?.candidate, null, "no half-written candidate");
+    const failed = (await auditEntries(auditFile)).filter((e) => e.action === "retrain.failed");
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0]?.user, "alice", "in the name of who started it (job.json)");
+    assert.equal(failed[0]?.via, "http");
+    // the dead daemon's retrain lock is taken over: a new job runs
+    const again = await next.control.startRetrain("cam", alice);
+    assert.equal(again.state, "running");
+    const cancelled = await next.control.cancelRetrain("cam", alice);
+    assert.equal(cancelled.state, "cancelled");
+  } finally {
+    await next.stop();
+  }
+});
