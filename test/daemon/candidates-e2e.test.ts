@@ -183,6 +183,7 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
       100,
     );
     assert.equal(job.state, "done", job.message);
+    assert.ok(epochsSeen.size > 0, "the status showed the job running");
     assert.equal(job.epochs, 2);
     assert.equal(job.frames, 14, "12 collected normals and the 2 false alarms");
     assert.ok(job.loss !== null && Number.isFinite(job.loss), `loss ${job.loss}`);
@@ -191,6 +192,11 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
     const candidateSha = (await loadBundle(path.join(dirs.candidates, "cam1", "candidate"))).manifest.student
       .sha256;
     assert.equal((await camView()).live?.model_version, live.model_version, "a retrain never touches live");
+    // the SCADA saw the job run: its state and epochs in the camera's Sparkplug data
+    await waitFor("Model/Job State done in DDATA", () => host.latest("cam1", "Model/Job State") === "done");
+    const states = host.values("cam1", "Model/Job State");
+    assert.ok(states.includes("running"), `Model/Job State values ${JSON.stringify(states)}`);
+    assert.equal(host.latest("cam1", "Model/Job Epoch"), job.epoch);
     await waitFor("Model/Candidate Version in DDATA", () =>
       host.latest("cam1", "Model/Candidate Version") === candidateVersion ? true : undefined,
     );
@@ -372,7 +378,7 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
     assert.ok(flow.maxGapMs < GAP_MS, `longest gap between results ${flow.maxGapMs} ms`);
     console.log(
       `# results seq ${flow.first}..${flow.last}, longest gap ${flow.maxGapMs} ms before seq ${flow.maxGapSeq}; ` +
-        `steps at seq ${JSON.stringify(marks)}; shadow live ${liveAlarms}/${SHADOW_FRAMES} candidate ${candidateAlarms}/${SHADOW_FRAMES}`,
+        `steps at seq ${JSON.stringify(marks)}; epochs seen running in status ${[...epochsSeen].join(",")}; shadow live ${liveAlarms}/${SHADOW_FRAMES} candidate ${candidateAlarms}/${SHADOW_FRAMES}`,
     );
 
     // every step audited, with who; promote and rollback with both bundles' sha256

@@ -152,15 +152,20 @@ export class SparkplugHost {
     return new SparkplugHost(client, group, node);
   }
 
-  /** The latest value of a device metric over its DBIRTH and DDATA messages. */
-  latest(device: string, name: string): unknown {
-    let value: unknown;
+  /** Every value a device metric had in its DBIRTH and DDATA messages, in order. */
+  values(device: string, name: string): unknown[] {
+    const out: unknown[] = [];
     for (const m of this.received) {
       if (m.device !== device || (m.verb !== "DBIRTH" && m.verb !== "DDATA")) continue;
       const metric = m.payload.metrics?.find((x) => x.name === name);
-      if (metric !== undefined) value = metric.value;
+      if (metric !== undefined) out.push(metric.value);
     }
-    return value;
+    return out;
+  }
+
+  /** The latest value of a device metric. */
+  latest(device: string, name: string): unknown {
+    return this.values(device, name).at(-1);
   }
 
   async dcmd(device: string, metrics: UMetric[]): Promise<void> {
