@@ -132,10 +132,13 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
     (await getJson<{ records: PartRecord[] }>(`${base}/api/records?camera=cam1&limit=1000`)).records.sort(
       (a, b) => a.seq - b.seq,
     );
-  /** Whether the last three frames judged after `seq` were judged by `version`. */
-  const judgedBy = async (version: string, seq: number): Promise<boolean> => {
-    const last = (await records()).filter((r) => r.seq > seq).slice(-3);
-    return last.length === 3 && last.every((r) => r.model_version === version);
+  /** Whether the last three results the SCADA received after `seq` were judged by `version`. */
+  const judgedBy = (version: string, seq: number): boolean => {
+    const last = scada
+      .resultsOf("cam1")
+      .filter((r) => r.payload.seq > seq)
+      .slice(-3);
+    return last.length === 3 && last.every((r) => r.payload.model_version === version);
   };
   /** The last seq received when each step was asked for, to place a long gap. */
   const marks: Record<string, number | undefined> = {};
@@ -352,21 +355,27 @@ test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled,
     assert.equal((await camView()).previous?.model_version, candidateVersion, "the rollback can be undone");
     assert.equal((await loadBundle(bundle)).manifest.student.sha256, live.student.sha256);
 
-    // model by frame, from the record: the live model, from a batch boundary after the promote the candidate,
-    // from one after the rollback the live model again; every defect event names the model that judged it
-    const all = await records();
+    // model by frame, as the SCADA received it: the live model, from a batch boundary after the promote the
+    // candidate, from one after the rollback the live model again; the record and every defect event agree
+    const byFrame = [...scada.resultsOf("cam1")].sort((a, b) => a.payload.seq - b.payload.seq);
     const runs: { version: string; from: number }[] = [];
-    for (const r of all)
-      if (runs.at(-1)?.version !== r.model_version) runs.push({ version: r.model_version, from: r.seq });
+    for (const { payload } of byFrame)
+      if (runs.at(-1)?.version !== payload.model_version)
+        runs.push({ version: payload.model_version, from: payload.seq });
     assert.deepEqual(
       runs.map((r) => r.version),
       [live.model_version, candidateVersion, live.model_version],
       JSON.stringify(runs),
     );
     assert.ok(runs[1]!.from > beforePromote && runs[2]!.from > beforeRollback, JSON.stringify(runs));
-    const versionOf = new Map(all.map((r) => [r.seq, r.model_version]));
-    const defects = scada.defects.get("cam1") ?? [];
-    for (const d of defects) {
+    const recorded = new Map((await records()).map((r) => [r.seq, r.model_version]));
+    for (const { payload } of byFrame) {
+      if (recorded.has(payload.seq))
+        assert.equal(payload.model_version, recorded.get(payload.seq), `record of frame ${payload.seq}`);
+    }
+    const versionOf = new Map(byFrame.map((r) => [r.payload.seq, r.payload.model_version]));
+    for (const d of scada.defects.get("cam1") ?? []) {
+      // an event may arrive after the last result the test looked at
       if (versionOf.has(d.seq))
         assert.equal(d.model_version, versionOf.get(d.seq), `defect event of frame ${d.seq}`);
     }
