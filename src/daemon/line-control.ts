@@ -11,6 +11,7 @@ import type {
 } from "../publish/candidates.js";
 import {
   type CameraSnapshot,
+  CHANGE_SOURCES,
   ControlError,
   type LineControl,
   lastResultSnapshot,
@@ -380,7 +381,8 @@ export class StationControl implements LineControl {
    * started it; a cancel nobody asked for (the daemon stopping) as the machine's `retrain.cancel`.
    */
   jobEnded(job: JobView): void {
-    const by = this.jobStarters.get(job.camera) ?? { via: "config" as const };
+    // a job found ended at start (interrupted) was started by another process: job.json names who
+    const by = this.jobStarters.get(job.camera) ?? requesterOfLabel(job.by) ?? { via: "config" as const };
     this.jobStarters.delete(job.camera);
     if (job.state === "cancelled") {
       if (this.cancelsAsked.has(job.camera)) return; // the person's cancel has its own entry
@@ -589,6 +591,15 @@ function noReload(): ReloadOutcome {
 /** Who asked, as a job records it: `<interface>:<user>` ("http:alice"), or the interface alone. */
 export function byLabel(by: Requester): string {
   return by.user ? `${by.via}:${by.user}` : by.via;
+}
+
+/** The requester a job's `by` names ({@link byLabel}'s inverse); undefined for a label it cannot have written. */
+export function requesterOfLabel(label: string): Requester | undefined {
+  const colon = label.indexOf(":");
+  const via = colon < 0 ? label : label.slice(0, colon);
+  const source = CHANGE_SOURCES.find((s) => s === via);
+  if (source === undefined) return undefined;
+  return colon < 0 ? { via: source } : { via: source, user: label.slice(colon + 1) };
 }
 
 /** A bundle as the audit log names it: both identities a promotion's entry must carry. */

@@ -15,7 +15,16 @@ import type { BundleSummary, CandidateView, EvidenceReport, JobView, ShadowView 
 import type { SinkHealth } from "./sink.js";
 
 /** The interfaces a change can come from. */
-export type ChangeSource = "config" | "sighup" | "file-watch" | "mqtt" | "opcua" | "sparkplug" | "http";
+export const CHANGE_SOURCES = [
+  "config",
+  "sighup",
+  "file-watch",
+  "mqtt",
+  "opcua",
+  "sparkplug",
+  "http",
+] as const;
+export type ChangeSource = (typeof CHANGE_SOURCES)[number];
 
 /** Who asked for a change: logged with it. `user` where the interface authenticates (OPC UA user, MQTT client). */
 export interface Requester {

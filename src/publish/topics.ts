@@ -123,6 +123,11 @@ export interface ResultPayload {
   regions: number;
   /** Capture to end of inference, milliseconds. */
   latency_ms: number;
+  /**
+   * The model that judged the frame. A promotion or rollback swaps the model at a batch boundary, so a line's
+   * SCADA sees in the results themselves from which frame on the new model judges.
+   */
+  model_version: string;
   /** The part id of the PLC trigger that tagged this frame (OPC UA `PartId`); absent for untriggered frames. */
   part_id?: string;
   /** The recipe the frame was judged under (docs/recipes.md); absent: the camera's own settings. */
@@ -325,6 +330,7 @@ export function buildResultPayload(result: InspectionResult): ResultPayload {
     ...(result.error !== undefined ? { error: result.error } : {}),
     regions: result.regions.length,
     latency_ms: result.inferredTs - frame.captureTs,
+    model_version: result.modelVersion,
     ...(frame.partId !== undefined ? { part_id: frame.partId } : {}),
     ...(frame.recipe !== undefined ? { recipe: frame.recipe } : {}),
   };

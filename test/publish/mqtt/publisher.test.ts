@@ -189,6 +189,7 @@ describe("Publisher against a real mosquitto", () => {
         defective: false,
         regions: 0,
         latency_ms: 25,
+        model_version: "stpm-test-1",
       },
       {
         seq: 1,
@@ -199,6 +200,7 @@ describe("Publisher against a real mosquitto", () => {
         defective: true,
         regions: 1,
         latency_ms: 25,
+        model_version: "stpm-test-1",
       },
     ]);
     assert.equal(subscriber.on("stpmd/cam0/result")[0]!.retain, false);
