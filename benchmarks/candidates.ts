@@ -43,7 +43,8 @@ import { captureProcessPids, fmt, machineInfo, machineState, median, writeResult
  *
  * Run: node dist/benchmarks/candidates.js [--runs 3] [--seconds 10] [--size 128] [--fps 250] [--cameras 2]
  *   [--train-frames 1000] [--modes none,retrain,shadow-0.1,shadow-0.5,shadow-1] [--records] [--candidate copy|other]
- * Writes results/candidates.{json,md}.
+ *   [--name candidates]
+ * Writes results/<name>.{json,md}.
  */
 
 const { values } = parseArgs({
@@ -57,6 +58,8 @@ const { values } = parseArgs({
     modes: { type: "string", default: "none,retrain,shadow-0.1,shadow-0.5,shadow-1" },
     records: { type: "boolean", default: false },
     candidate: { type: "string", default: "copy" },
+    /** The results' file stem, so a run at line pace (`--fps 30`) does not overwrite the saturated one. */
+    name: { type: "string", default: "candidates" },
   },
 });
 const RUNS = Number(values.runs);
@@ -389,7 +392,7 @@ async function main(): Promise<void> {
   const md = [
     "# Live inspection during a retrain job and during shadow",
     "",
-    `\`node dist/benchmarks/candidates.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS} --train-frames ${TRAIN_FRAMES}${RECORDS ? " --records" : ""} --candidate ${CANDIDATE}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores): the real Daemon, ${CAMERAS} replay camera(s) of ${SIZE}² synthetic parts offered ${FPS} frames/s each, a small bundle live, local mosquitto, part record ${RECORDS ? "on" : "off"}. Modes alternate (order reversed every other run), ${RUNS} run(s) of ${SECONDS} s each after ${WARMUP_S} s of warm-up (for \`retrain\`: from the job's first epoch on, at least ${WARMUP_S} s after the daemon's start), medians. Load (1/5/15 min) before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}: a load above ~1 means other work shared the cores, and the figures only show that every mode runs.`,
+    `\`node dist/benchmarks/candidates.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS} --train-frames ${TRAIN_FRAMES}${RECORDS ? " --records" : ""} --candidate ${CANDIDATE}${values.name === "candidates" ? "" : ` --name ${values.name}`}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores): the real Daemon, ${CAMERAS} replay camera(s) of ${SIZE}² synthetic parts offered ${FPS} frames/s each, a small bundle live, local mosquitto, part record ${RECORDS ? "on" : "off"}. Modes alternate (order reversed every other run), ${RUNS} run(s) of ${SECONDS} s each after ${WARMUP_S} s of warm-up (for \`retrain\`: from the job's first epoch on, at least ${WARMUP_S} s after the daemon's start), medians. Load (1/5/15 min) before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)} (the benchmark's own threads raise the load while it runs: the load before it is the sign of other work).`,
     "",
     "- **frames/s**: frames the daemon inspected per second (when the cameras offer more than it inspects, what it sustains); **vs none**: the ratio to live inspection alone (issue 22's target: ≥ 0.9 during a retrain on 2 cores).",
     "- **p50 / p99**: capture → MQTT result latency (the result's `capture_ts` to its arrival at a subscriber).",
@@ -414,7 +417,7 @@ async function main(): Promise<void> {
         ]
       : []),
   ].join("\n");
-  const file = await writeResults("candidates", report, md);
+  const file = await writeResults(values.name, report, md);
   process.stderr.write(`[bench] wrote ${file}\n${md}\n`);
 }
 

@@ -92,7 +92,7 @@ async function main(): Promise<void> {
         `| ${r.round} | ${r.machine_vision ? "on" : "off"} | ${r.rows.map((row) => `${fmt(row.p50_ms, 2)} / ${fmt(row.p99_ms, 2)}`).join(" | ")} |`,
     ),
     "",
-    `The box is shared (2 cores, other work running): load before \`${before.uptime}\`, after \`${after.uptime}\`.`,
+    `Load before \`${before.uptime}\`, after \`${after.uptime}\` (the load before is the sign of other work on the box).`,
     "",
   ];
   await writeResults("opcua-latency-rounds", report, lines.join("\n"));

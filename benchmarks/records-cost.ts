@@ -33,8 +33,8 @@ import { fmt, machineInfo, machineState, median, writeResults } from "./common.j
  * (the frame path, where the record's rows are built and handed over).
  *
  * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
- *   [--rates 0.01,0.1,1]
- * Writes results/records-cost.{json,md}.
+ *   [--rates 0.01,0.1,1] [--name records-cost]
+ * Writes results/<name>.{json,md}.
  */
 
 const { values } = parseArgs({
@@ -45,6 +45,8 @@ const { values } = parseArgs({
     fps: { type: "string", default: "250" },
     cameras: { type: "string", default: "2" },
     rates: { type: "string", default: "0.01,0.1,1" },
+    /** The results' file stem, so a run of one rate does not overwrite the run of all three. */
+    name: { type: "string", default: "records-cost" },
   },
 });
 const RUNS = Number(values.runs);
@@ -296,7 +298,7 @@ async function main(): Promise<void> {
   const md = [
     "# The part record's cost on the daemon",
     "",
-    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SIZE}² PNGs offered ${FPS} frames/s each (more than the daemon inspects), a small bundle, local mosquitto; records on and off alternating, ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: the whole process's user + system time per inspected frame. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
+    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}${values.rates === "0.01,0.1,1" ? "" : ` --rates ${values.rates}`}${values.name === "records-cost" ? "" : ` --name ${values.name}`}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SIZE}² PNGs offered ${FPS} frames/s each (more than the daemon inspects), a small bundle, local mosquitto; records on and off alternating, ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: the whole process's user + system time per inspected frame. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
     "",
     "| defects (measured) | frames/s off | frames/s on | on / off | CPU ms/frame off / on | CPU on / off | main thread CPU ms/frame off / on | capture→publish p50 off / on ms | p99 off / on ms | rows dropped (on) | images left out (on) |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -305,7 +307,7 @@ async function main(): Promise<void> {
         `| ${s.defect_rate * 100} % (${fmt(s.defect_share_measured * 100, 1)} %) | ${fmt(s.fps_off)} | ${fmt(s.fps_on)} | ${fmt(s.throughput_on_over_off, 3)} | ${fmt(s.cpu_ms_off, 3)} / ${fmt(s.cpu_ms_on, 3)} | ${fmt(s.cpu_ms_on / s.cpu_ms_off, 3)} | ${fmt(s.main_cpu_ms_off, 3)} / ${fmt(s.main_cpu_ms_on, 3)} | ${fmt(s.p50_off, 0)} / ${fmt(s.p50_on, 0)} | ${fmt(s.p99_off, 0)} / ${fmt(s.p99_on, 0)} | ${s.rows_dropped_on} | ${s.images_dropped_on} |`,
     ),
   ].join("\n");
-  const file = await writeResults("records-cost", report, md);
+  const file = await writeResults(values.name, report, md);
   process.stderr.write(`[bench] wrote ${file}\n${md}\n`);
 }
 

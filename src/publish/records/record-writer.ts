@@ -107,6 +107,8 @@ export class RecordWriter {
   private inode = 0;
   private rows = 0;
   private imageBytes = 0;
+  /** Image folders known to exist (see {@link inImageFolder}); forgotten when a write finds one gone. */
+  private readonly imageFolders = new Set<string>();
   private lastRetain = Number.NEGATIVE_INFINITY;
   private readonly repeats = new RepeatLimiter();
   /** Why the last write failed, while writes keep failing. */
@@ -439,19 +441,19 @@ export class RecordWriter {
     const relDir = path.join("images", row.camera, day);
     const base = path.join(relDir, `${row.camera}_${stamp}_${row.seq}`);
     try {
-      // each time, not once: a folder deleted while running would fail every save
-      await makeDirectory(path.join(this.options.dir, "images"), this.options.dirMode);
-      await makeDirectory(path.join(this.options.dir, "images", row.camera), this.options.dirMode);
-      await makeDirectory(path.join(this.options.dir, relDir), this.options.dirMode);
       const { width, height } = image.pixels;
       const png = await framePng(image.pixels);
-      await writePng(path.join(this.options.dir, `${base}.png`), png, this.options.fileMode);
+      await this.inImageFolder(relDir, () =>
+        writePng(path.join(this.options.dir, `${base}.png`), png, this.options.fileMode),
+      );
       row.image = `${base}.png`;
       row.image_bytes += png.length;
       this.stats.images_saved += 1;
       if (image.map !== undefined && row.threshold !== null) {
         const mapBytes = await mapPng(image.map, width, height, row.threshold);
-        await writePng(path.join(this.options.dir, `${base}_map.png`), mapBytes, this.options.fileMode);
+        await this.inImageFolder(relDir, () =>
+          writePng(path.join(this.options.dir, `${base}_map.png`), mapBytes, this.options.fileMode),
+        );
         row.map = `${base}_map.png`;
         row.image_bytes += mapBytes.length;
         this.stats.images_saved += 1;
@@ -459,6 +461,29 @@ export class RecordWriter {
     } catch (err) {
       this.stats.images_failed += 1;
       this.problemLine(`could not save an image of camera ${row.camera}`, err);
+    }
+  }
+
+  /**
+   * Runs `write` into the image folder `relDir`, made (with its parents, at `dirMode`) the first time and again
+   * whenever a write finds it gone (a folder deleted while running): not before every image, which cost six
+   * file-system calls (mkdir and chmod of three folders) per defect.
+   */
+  private async inImageFolder(relDir: string, write: () => Promise<void>): Promise<void> {
+    const make = async () => {
+      await makeDirectory(path.join(this.options.dir, "images"), this.options.dirMode);
+      await makeDirectory(path.join(this.options.dir, path.dirname(relDir)), this.options.dirMode);
+      await makeDirectory(path.join(this.options.dir, relDir), this.options.dirMode);
+      this.imageFolders.add(relDir);
+    };
+    if (!this.imageFolders.has(relDir)) await make();
+    try {
+      await write();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      this.imageFolders.clear();
+      await make();
+      await write();
     }
   }
 
