@@ -30,6 +30,14 @@ const transaction = Type.Optional(
 );
 const camera = Type.String({ description: "Camera id.", minLength: 1 });
 
+/** A request that names only a camera (and the optional transaction); `example` is its example's transaction. */
+function cameraRequest(example: string) {
+  return Type.Object(
+    { transaction, camera },
+    { additionalProperties: false, examples: [{ transaction: example, camera: "cam1" }] },
+  );
+}
+
 /**
  * The payload of each command; `additionalProperties: false` so a misspelt key is an error, not a no-op. Each
  * one's first `examples` entry is quoted in the refusal of a request that does not fit, as what to send.
@@ -70,14 +78,8 @@ const requestSchemas = {
     { additionalProperties: false, examples: [{ transaction: "r-1", recipe: "bottle-b" }] },
   ),
   // candidate models (issue 22, docs/candidates.md): each names the camera whose candidate it acts on
-  retrain: Type.Object(
-    { transaction, camera },
-    { additionalProperties: false, examples: [{ transaction: "j-1", camera: "cam1" }] },
-  ),
-  cancel_retrain: Type.Object(
-    { transaction, camera },
-    { additionalProperties: false, examples: [{ transaction: "j-2", camera: "cam1" }] },
-  ),
+  retrain: cameraRequest("j-1"),
+  cancel_retrain: cameraRequest("j-2"),
   shadow: Type.Object(
     { transaction, camera, enabled: Type.Boolean() },
     { additionalProperties: false, examples: [{ transaction: "s-1", camera: "cam1", enabled: true }] },
@@ -94,14 +96,8 @@ const requestSchemas = {
     },
     { additionalProperties: false, examples: [{ transaction: "p-1", camera: "cam1" }] },
   ),
-  rollback: Type.Object(
-    { transaction, camera },
-    { additionalProperties: false, examples: [{ transaction: "b-1", camera: "cam1" }] },
-  ),
-  discard_candidate: Type.Object(
-    { transaction, camera },
-    { additionalProperties: false, examples: [{ transaction: "d-1", camera: "cam1" }] },
-  ),
+  rollback: cameraRequest("b-1"),
+  discard_candidate: cameraRequest("d-1"),
 } satisfies Record<string, TSchema>;
 
 type CommandName = keyof typeof requestSchemas;
