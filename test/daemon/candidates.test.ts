@@ -104,6 +104,13 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     const bytes = await readFile(student);
     bytes[bytes.length - 1] ^= 0xff;
     await writeFile(student, bytes);
+    // without force its evidence is read first, and refused in one line; with force, the load refuses it
+    await assert.rejects(daemon.control.promote("cam", alice), (err: Error) => {
+      assert.equal(err.name, "ControlError");
+      assert.equal(err.message.split("\n").length, 1);
+      assert.match(err.message, /^camera cam: (no evidence for its candidate|the candidate does not pass)/);
+      return true;
+    });
     await assert.rejects(
       daemon.control.promote("cam", alice, true),
       /candidate .* does not load, nothing was changed.*corrupt/,
@@ -131,9 +138,9 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
       student_sha256: live.student.sha256,
     });
     const refused = of("model.promote").filter((e) => e.outcome === "refused");
-    assert.equal(refused.length, 2, "the ungated promote and the broken candidate's");
+    assert.equal(refused.length, 3, "the ungated promote and the broken candidate's two");
     assert.match(refused[0]?.detail ?? "", /promotion gates/);
-    assert.match(refused[1]?.detail ?? "", /does not load/);
+    assert.match(refused[2]?.detail ?? "", /does not load/);
   } finally {
     await daemon.stop();
   }

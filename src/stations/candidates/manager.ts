@@ -23,7 +23,7 @@ export interface CandidateManagerOptions {
   config: StpmdConfig;
   registry: StationRegistry;
   logger: Logger;
-  shadows?: ShadowRuns;
+  shadows: ShadowRuns;
   /** Told of every job change (progress for status) and of each job's end (for the audit log). */
   events?: JobEvents;
 }
@@ -35,7 +35,7 @@ export class CandidateManager {
   private readonly config: StpmdConfig;
   private readonly registry: StationRegistry;
   private readonly logger: Logger;
-  private readonly shadows: ShadowRuns | undefined;
+  private readonly shadows: ShadowRuns;
 
   constructor(opts: CandidateManagerOptions) {
     this.config = opts.config;
@@ -100,7 +100,7 @@ export class CandidateManager {
   async startRetrain(camera: string, by: string): Promise<JobView> {
     const live = this.promotion.liveDir(camera);
     // the candidate it replaces may be in shadow: that run judged the old candidate, and ends here
-    if (this.shadows?.view(camera)?.state === "running") {
+    if (this.shadows.view(camera)?.state === "running") {
       await this.shadows.stop(camera, `a new retrain job was started by ${by}`);
     }
     return this.jobs.start(camera, live, by);
@@ -115,7 +115,6 @@ export class CandidateManager {
 
   async setShadow(camera: string, enabled: boolean, by: string): Promise<ShadowView | null> {
     this.requireCamera(camera);
-    if (!this.shadows) throw new CandidateError("shadow not available");
     if (!enabled) {
       await this.shadows.stop(camera, `requested by ${by}`);
       return this.shadows.view(camera);
@@ -140,8 +139,8 @@ export class CandidateManager {
     if (!this.store.summary(this.store.paths(camera).candidate)) {
       throw new CandidateError(`camera ${camera} has no candidate to promote`);
     }
-    if (this.shadows && !force) {
-      const report = await this.shadows.evidence(camera);
+    if (!force) {
+      const report = await this.report(camera);
       if (report && !report.promotable) {
         const failing = report.gates.filter((g) => g.pass !== true).map((g) => `${g.name}: ${g.detail}`);
         throw new CandidateError(
@@ -151,7 +150,7 @@ export class CandidateManager {
     }
     // the shadow stops only once the candidate has loaded: a broken one's refusal leaves everything as it was
     const change = await this.promotion.promote(camera, by, async () => {
-      await this.shadows?.stop(camera, "promoted");
+      await this.shadows.stop(camera, "promoted");
     });
     await rm(this.store.paths(camera).offlineEval, { force: true });
     return change;
@@ -165,7 +164,7 @@ export class CandidateManager {
   async discard(camera: string, by: string): Promise<ModelChange> {
     this.requireCamera(camera);
     this.refuseWhileTraining(camera, "discard");
-    await this.shadows?.stop(camera, `discarded by ${by}`);
+    await this.shadows.stop(camera, `discarded by ${by}`);
     return this.promotion.discard(camera);
   }
 
@@ -186,29 +185,28 @@ export class CandidateManager {
       live: manifest ? bundleSummary(manifest) : null,
       candidate: this.store.summary(p.candidate),
       job: job ? viewOf(job) : null,
-      shadow: this.shadows?.view(camera) ?? null,
+      shadow: this.shadows.view(camera),
       previous: this.store.summary(p.previous),
     };
   }
 
-  /** The evidence report (the shadow's, when shadows run here); refused naming the camera without a candidate. */
+  /** The evidence report; refused naming the camera without a candidate. */
   async evidence(camera: string): Promise<EvidenceReport> {
     this.requireCamera(camera);
-    const view = this.view(camera);
-    if (!view.candidate) throw new CandidateError(`camera ${camera} has no candidate`);
-    const report = await this.shadows?.evidence(camera);
-    if (report) return report;
-    if (!view.live) throw new CandidateError(`camera ${camera} has no live model loaded`);
-    return {
-      camera,
-      generated_at: new Date().toISOString(),
-      live: view.live,
-      candidate: view.candidate,
-      shadow: null,
-      labelled: this.store.readOfflineEval(camera),
-      gates: [],
-      promotable: true,
-    };
+    const report = await this.report(camera);
+    if (!report) throw new CandidateError(`camera ${camera} has no candidate`);
+    return report;
+  }
+
+  /** The shadow's evidence, a candidate that cannot be read (a broken manifest) refused in one line naming it. */
+  private async report(camera: string): Promise<EvidenceReport | undefined> {
+    try {
+      return await this.shadows.evidence(camera);
+    } catch (err) {
+      throw new CandidateError(
+        `camera ${camera}: no evidence for its candidate: ${errorMessage(err).split("\n")[0]}`,
+      );
+    }
   }
 
   // --- internals ----------------------------------------------------------------------------------------------
