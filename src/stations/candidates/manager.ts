@@ -1,7 +1,6 @@
 /**
- * A node's candidate models (issue 22), composed: the retrain jobs, promotion / rollback / discard, and the shadow
- * runs when the registry offers them (undefined: shadow requests are refused "shadow not available"). The line's
- * control calls it; every refusal is a {@link CandidateError} with one line for the client.
+ * A node's candidate models (issue 22), composed: the retrain jobs, promotion / rollback / discard, and the
+ * registry's shadow runs (which also build the evidence and its gates). The line's control calls it; every refusal is a {@link CandidateError} with one line for the client.
  */
 import { rm } from "node:fs/promises";
 import path from "node:path";
