@@ -5,17 +5,22 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import mqtt from "mqtt";
-import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
-import { encodeModel } from "../src/onnx/onnx-graph.js";
 import type { Requester } from "../src/publish/control.js";
 import { candidatePaths } from "../src/stations/candidates/shadow.js";
-import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
 import { normalFrames } from "../test/helpers/tiny-data.js";
-import { captureProcessPids, fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import {
+  captureProcessPids,
+  fmt,
+  machineInfo,
+  machineState,
+  median,
+  tinyBenchBundle,
+  writeResults,
+} from "./common.js";
 
 /**
  * What a retrain job and a candidate in shadow cost live inspection (issue 22's benchmark): the real Daemon with
@@ -108,25 +113,6 @@ function captureCpu(): Map<number, number> {
     if (s) out.set(pid, s.cpu_s);
   }
   return out;
-}
-
-async function bundle(work: string, out: string, seed: number): Promise<void> {
-  const teacherFile = path.join(work, "teacher.onnx");
-  await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
-  const frames = await normalFrames(10, SIZE, path.join(work, `train-${seed}`));
-  await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: frames,
-    teacherFile,
-    outDir: out,
-    epochs: 2,
-    batchSize: 4,
-    lr: 0.1,
-    imageSize: SIZE,
-    seed,
-    logger: createLogger("silent"),
-    progress: false,
-  });
 }
 
 interface Row {
@@ -310,8 +296,8 @@ async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-candidates-"));
   const live = path.join(work, "live");
   const candidate = path.join(work, "candidate");
-  await bundle(work, live, 1);
-  if (CANDIDATE === "other") await bundle(work, candidate, 2);
+  await tinyBenchBundle(work, live, 1, SIZE);
+  if (CANDIDATE === "other") await tinyBenchBundle(work, candidate, 2, SIZE);
   else {
     // the live model's own weights under another model version (a shadow refuses an equal one): it agrees with
     // live on every frame, so the window measures the shadow's steady cost (inference and its record), not the

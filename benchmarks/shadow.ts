@@ -1,16 +1,13 @@
 import { readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import type { InspectionResult } from "../src/core/result.js";
-import { encodeModel } from "../src/onnx/onnx-graph.js";
 import { candidatePaths } from "../src/stations/candidates/shadow.js";
 import { StationRegistry } from "../src/stations/registry.js";
-import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
-import { normalFrames, tempDir } from "../test/helpers/tiny-data.js";
-import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import { tempDir } from "../test/helpers/tiny-data.js";
+import { fmt, machineInfo, machineState, median, tinyBenchBundle, writeResults } from "./common.js";
 
 /**
  * What a candidate in shadow costs the live model: one camera (`videotestsrc` snow at `--fps`, `--size`²) judged by
@@ -38,25 +35,6 @@ const FPS = Number(values.fps);
 const WARMUP_S = 2;
 const SHARES = [0, 0.1, 0.5, 1];
 const CAMERA = "cam";
-
-async function bundle(work: string, out: string, seed: number): Promise<void> {
-  const teacherFile = path.join(work, "teacher.onnx");
-  await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
-  const frames = await normalFrames(10, SIZE, path.join(work, "train"));
-  await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: frames,
-    teacherFile,
-    outDir: out,
-    epochs: 2,
-    batchSize: 4,
-    lr: 0.1,
-    imageSize: SIZE,
-    seed,
-    logger: createLogger("silent"),
-    progress: false,
-  });
-}
 
 interface Row {
   share: number;
@@ -116,8 +94,8 @@ async function main(): Promise<void> {
   const work = await tempDir("stpmd-bench-shadow-");
   const live = path.join(work, "live");
   const { candidate } = candidatePaths(path.join(work, "candidates"), CAMERA);
-  await bundle(work, live, 1);
-  await bundle(work, candidate, 2);
+  await tinyBenchBundle(work, live, 1, SIZE);
+  await tinyBenchBundle(work, candidate, 2, SIZE);
   // model versions are creation times to the second: both bundles may share one
   const file = path.join(candidate, "manifest.json");
   const manifest = JSON.parse(await readFile(file, "utf8")) as { model_version: string };
