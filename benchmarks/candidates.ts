@@ -4,7 +4,6 @@ import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import mqtt from "mqtt";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
@@ -18,6 +17,7 @@ import {
   machineInfo,
   machineState,
   median,
+  resultLatencies,
   tinyBenchBundle,
   writeResults,
 } from "./common.js";
@@ -188,16 +188,7 @@ async function run(
     log: { level: "error" },
     health: { watchdog: false },
   });
-  const sub = await mqtt.connectAsync(broker.url, { clientId: `cand-sub-${name}` });
-  const latencies: number[] = [];
-  let measuring = false;
-  sub.on("message", (_topic, payload) => {
-    if (measuring)
-      latencies.push(
-        Date.now() - Date.parse((JSON.parse(payload.toString()) as { capture_ts: string }).capture_ts),
-      );
-  });
-  await sub.subscribeAsync("cand/+/result", { qos: 0 });
+  const latency = await resultLatencies(broker.url, "cand", `cand-sub-${name}`);
   const daemon = new Daemon(config, createLogger("error"));
   await daemon.start();
   const started = Date.now();
@@ -239,13 +230,13 @@ async function run(
   const capture0 = captureCpu();
   const inspected0 = daemon.inspectedFrames;
   const dropped0 = daemon.droppedFrames;
-  measuring = true;
+  latency.start();
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   await sleep(SECONDS * 1000);
   const cpu = process.cpuUsage(cpu0);
   const elapsed = (Date.now() - t0) / 1000;
-  measuring = false;
+  latency.stop();
   const frames = daemon.inspectedFrames - inspected0;
   const capture1 = captureCpu();
   const job1 = job();
@@ -253,8 +244,7 @@ async function run(
   const shadow1 = shadowCounts();
   const liveDropped = daemon.droppedFrames - dropped0;
   await daemon.stop();
-  await sub.endAsync();
-  latencies.sort((a, b) => a - b);
+  const { p50, p99 } = await latency.end();
   const captureS = [...capture1].reduce((s, [pid, t]) => s + t - (capture0.get(pid) ?? 0), 0);
   const row: Row = {
     mode,
@@ -262,9 +252,8 @@ async function run(
     inspected_fps: frames / elapsed,
     cpu_ms_per_frame: (cpu.user + cpu.system) / 1000 / Math.max(1, frames),
     capture_cpu_ms_per_frame: (captureS * 1000) / Math.max(1, frames),
-    latency_ms_p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
-    latency_ms_p99:
-      latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? Number.NaN,
+    latency_ms_p50: p50,
+    latency_ms_p99: p99,
     live_dropped: liveDropped,
     shadow_frames: shadow1.frames - shadow0.frames,
     shadow_dropped: shadow1.dropped - shadow0.dropped,

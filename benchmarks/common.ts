@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
+import mqtt from "mqtt";
 import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { createLogger } from "../src/core/log.js";
 import { listImages } from "../src/data/images.js";
@@ -461,4 +462,38 @@ export async function tinyBenchBundle(work: string, out: string, seed: number, s
     logger: createLogger("silent"),
     progress: false,
   });
+}
+
+/**
+ * Capture → publish latency as a subscriber sees it: every `<prefix>/+/result` message's arrival time minus its
+ * `capture_ts`, kept only between `start()` and `stop()` (the measured window), then its p50 and p99.
+ */
+export async function resultLatencies(brokerUrl: string, prefix: string, clientId: string) {
+  const sub = await mqtt.connectAsync(brokerUrl, { clientId });
+  const latencies: number[] = [];
+  let measuring = false;
+  sub.on("message", (_topic, payload) => {
+    if (measuring)
+      latencies.push(
+        Date.now() - Date.parse((JSON.parse(payload.toString()) as { capture_ts: string }).capture_ts),
+      );
+  });
+  await sub.subscribeAsync(`${prefix}/+/result`, { qos: 0 });
+  return {
+    start: () => {
+      measuring = true;
+    },
+    stop: () => {
+      measuring = false;
+    },
+    /** Ends the subscription; the window's p50 and p99 (NaN without a message). */
+    async end(): Promise<{ p50: number; p99: number }> {
+      await sub.endAsync();
+      latencies.sort((a, b) => a - b);
+      return {
+        p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
+        p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? Number.NaN,
+      };
+    },
+  };
 }

@@ -3,7 +3,6 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import mqtt from "mqtt";
 import sharp from "sharp";
 import { bundlePartScore, loadBundle } from "../src/bundle/bundle.js";
 import { randomTeacher } from "../src/bundle/random-teacher.js";
@@ -17,7 +16,7 @@ import { partScore } from "../src/stpm/part-score.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
-import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import { fmt, machineInfo, machineState, median, resultLatencies, writeResults } from "./common.js";
 
 /**
  * What the part record costs the daemon: sustained frames/s and capture→publish latency with `records.enabled` on
@@ -155,16 +154,7 @@ async function run(
     log: { level: "error" },
     health: { watchdog: false },
   });
-  const sub = await mqtt.connectAsync(broker.url, { clientId: `cost-sub-${name}` });
-  const latencies: number[] = [];
-  let measuring = false;
-  sub.on("message", (_topic, payload) => {
-    if (measuring)
-      latencies.push(
-        Date.now() - Date.parse((JSON.parse(payload.toString()) as { capture_ts: string }).capture_ts),
-      );
-  });
-  await sub.subscribeAsync("cost/+/result", { qos: 0 });
+  const latency = await resultLatencies(broker.url, "cost", `cost-sub-${name}`);
   const daemon = new Daemon(config, createLogger("error"));
   await daemon.start();
   await new Promise((r) => setTimeout(r, WARMUP_S * 1000));
@@ -175,14 +165,14 @@ async function run(
   while ((records && written() === 0) || Date.now() - started < 1000)
     await new Promise((r) => setTimeout(r, 100));
   const inspected0 = daemon.inspectedFrames;
-  measuring = true;
+  latency.start();
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   const main0 = mainThreadCpuMs();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
   const cpu = process.cpuUsage(cpu0);
   const mainMs = mainThreadCpuMs() - main0;
-  measuring = false;
+  latency.stop();
   const frames = daemon.inspectedFrames - inspected0;
   const fps = frames / ((Date.now() - t0) / 1000);
   const cpuMsPerFrame = (cpu.user + cpu.system) / 1000 / Math.max(1, frames);
@@ -195,8 +185,7 @@ async function run(
     );
   const counts = daemon.sinkStatus("records")?.counts ?? {};
   await daemon.stop();
-  await sub.endAsync();
-  latencies.sort((a, b) => a - b);
+  const { p50, p99 } = await latency.end();
   const row = {
     defect_rate: rate,
     records,
@@ -205,9 +194,8 @@ async function run(
     cpu_ms_per_frame: cpuMsPerFrame,
     main_cpu_ms_per_frame: mainMs / Math.max(1, frames),
     defect_share: defectShare,
-    latency_ms_p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
-    latency_ms_p99:
-      latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? Number.NaN,
+    latency_ms_p50: p50,
+    latency_ms_p99: p99,
     rows_written: counts.written ?? 0,
     rows_dropped: counts.dropped ?? 0,
     images_saved: counts.images_saved ?? 0,
