@@ -2,10 +2,11 @@
 // writing the camera's candidate, a promotion that swaps the model at a batch boundary without restarting the
 // camera, a rollback, a broken candidate refused, and the audit log's entries with both bundles' sha256.
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import { loadBundle } from "../../src/bundle/bundle.js";
+import { loadBundle, MANIFEST_FILE, type Manifest } from "../../src/bundle/bundle.js";
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
@@ -120,6 +121,22 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     const afterRefusal = results.length;
     await waitFor("frames still judged", () => results.length > afterRefusal + 2);
 
+    // discard deletes the candidate (with any shadow record and offline evaluation), the live model untouched
+    const paths = daemon.candidates.store.paths("cam");
+    const discardedSha = (
+      JSON.parse(await readFile(path.join(candidateDir, MANIFEST_FILE), "utf8")) as Manifest
+    ).student.sha256;
+    const discarded = await daemon.control.discardCandidate("cam", alice);
+    assert.equal(discarded.after, null);
+    for (const gone of [paths.candidate, paths.shadow, paths.offlineEval])
+      assert.equal(existsSync(gone), false, gone);
+    assert.equal(daemon.snapshot().cameras[0]!.candidate?.candidate, null);
+    assert.equal(daemon.snapshot().cameras[0]!.model_version, live.model_version);
+    await assert.rejects(
+      daemon.control.discardCandidate("cam", alice),
+      /camera cam has no candidate to discard/,
+    );
+
     const entries = await auditEntries(auditFile);
     const of = (action: string) => entries.filter((e) => e.action === action);
     assert.equal(of("retrain.start")[0]?.user, "alice");
@@ -141,6 +158,10 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
     assert.equal(refused.length, 3, "the ungated promote and the broken candidate's two");
     assert.match(refused[0]?.detail ?? "", /promotion gates/);
     assert.match(refused[2]?.detail ?? "", /does not load/);
+    const discard = of("model.discard").find((e) => e.outcome === "ok");
+    assert.equal(discard?.user, "alice");
+    assert.equal((discard?.before as { student_sha256?: string } | undefined)?.student_sha256, discardedSha);
+    assert.equal(discard?.after, null);
   } finally {
     await daemon.stop();
   }

@@ -132,8 +132,10 @@ export class Promotion {
   /** Deletes the candidate, its shadow records and its offline evaluation. */
   async discard(camera: string): Promise<ModelChange> {
     const p = this.store.paths(camera);
-    const before = await summaryOf(p.candidate);
-    if (!before) throw new CandidateError(`camera ${camera} has no candidate to discard`);
+    if (!(await exists(p.candidate)))
+      throw new CandidateError(`camera ${camera} has no candidate to discard`);
+    // from its manifest alone: a broken candidate (its files do not check) is the one most worth discarding
+    const before = this.store.summary(p.candidate);
     for (const dir of [p.candidate, p.shadow, p.offlineEval]) await rm(dir, { recursive: true, force: true });
     return { camera, before, after: null };
   }
