@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { CameraConfig } from "../config/index.js";
-import type { CameraState, Frame } from "../core/frame.js";
+import type { CameraState, Frame, NativeFrame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import { RateMeter } from "../core/rate-meter.js";
 import { RepeatLimiter } from "../core/repeat-limiter.js";
@@ -34,6 +34,11 @@ export interface CameraRuntime {
    * the camera delivers none.
    */
   originalMaxLongSide?: number;
+  /**
+   * Keep frames at the ROI's own resolution (records.images.native), the newest within `maxBytes`, for
+   * {@link Camera.nativeFrame}; the capture then resizes each frame to the model's size itself.
+   */
+  native?: { maxBytes: number };
 }
 
 export interface CameraStats {
@@ -67,6 +72,11 @@ export type CameraEvents = {
 };
 
 const DEFAULT_RESET_AFTER_MS = 30_000;
+/**
+ * Sequence numbers whose native frame the camera can still name to its source: far more than a source keeps (a
+ * 48 MiB ring holds 10 frames of 1500×1000), so the source's ring, not this map, decides what is still there.
+ */
+const NATIVE_REFS_KEPT = 1024;
 /** A GStreamer warning or capture-process line that repeats is logged at most this often (with a count). */
 const NOTICE_INTERVAL_MS = 60_000;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: GStreamer colours its debug output with ANSI escapes
@@ -117,6 +127,8 @@ export class Camera extends EventEmitter<CameraEvents> {
    */
   private emitQueue: Promise<void> = Promise.resolve();
   private queuedFrames = 0;
+  /** The source's number of each recent frame it keeps at native resolution, by sequence number. */
+  private readonly nativeRefs = new Map<number, number>();
 
   /**
    * @param config the camera's slice of the validated config (the schema guarantees its ranges).
@@ -124,7 +136,13 @@ export class Camera extends EventEmitter<CameraEvents> {
    */
   constructor(config: CameraConfig, runtime: CameraRuntime) {
     super();
-    const spec = sourceSpec(config, runtime.width, runtime.height, runtime.originalMaxLongSide);
+    const spec = sourceSpec(
+      config,
+      runtime.width,
+      runtime.height,
+      runtime.originalMaxLongSide,
+      runtime.native,
+    );
     this.id = config.id;
     this.width = runtime.width;
     this.height = runtime.height;
@@ -177,6 +195,15 @@ export class Camera extends EventEmitter<CameraEvents> {
     return this.running && this.source.requestOriginal();
   }
 
+  /**
+   * Frame `seq` at the ROI's own resolution, while the camera's capture still keeps it (the newest frames, within
+   * `native.maxBytes`); null when it does not (any more), or keeps none.
+   */
+  nativeFrame(seq: number): Promise<NativeFrame | null> {
+    const ref = this.nativeRefs.get(seq);
+    return ref === undefined ? Promise.resolve(null) : this.source.nativeFrame(ref);
+  }
+
   stats(): CameraStats {
     const counters = this.source.counters();
     return {
@@ -227,8 +254,14 @@ export class Camera extends EventEmitter<CameraEvents> {
     const seq = this.nextSeq++;
     const frame = { cameraId: this.id, seq, captureTs, width: this.width, height: this.height };
     if ("rgb" in source) {
-      if (this.queuedFrames === 0) this.emit("frame", { ...frame, rgb: source.rgb });
-      else this.emitInOrder(Promise.resolve({ ...frame, rgb: source.rgb }));
+      const { native } = source;
+      let kept: Frame = { ...frame, rgb: source.rgb };
+      if (native !== undefined) {
+        this.rememberNative(seq, native.ref);
+        kept = { ...kept, native: { width: native.width, height: native.height } };
+      }
+      if (this.queuedFrames === 0) this.emit("frame", kept);
+      else this.emitInOrder(Promise.resolve(kept));
       return;
     }
     const { rgba, width, height, wanted } = source;
@@ -241,6 +274,14 @@ export class Camera extends EventEmitter<CameraEvents> {
       },
     );
     this.emitInOrder(resized);
+  }
+
+  private rememberNative(seq: number, ref: number): void {
+    this.nativeRefs.set(seq, ref);
+    if (this.nativeRefs.size > NATIVE_REFS_KEPT) {
+      const oldest = this.nativeRefs.keys().next().value;
+      if (oldest !== undefined) this.nativeRefs.delete(oldest);
+    }
   }
 
   /** Emits `frame` after every frame queued before it; nothing after stop(). */

@@ -10,6 +10,7 @@ import {
   type ChildEvent,
   eventMessage,
   frameHeader,
+  nativeHeader,
   type ParentCommand,
 } from "./capture-protocol.js";
 import type { SourceCounters } from "./frame-source.js";
@@ -60,12 +61,23 @@ source.on("frame", (frame) => {
   framesInFlight++;
   // the counters first: the pipeline that made this frame is counted by the time the daemon sees the frame
   sendCounters();
-  const { head, pixels } = frameHeader(run, frame);
+  writeFrame(frameHeader(run, frame));
+});
+
+function writeFrame({ head, pixels }: { head: Buffer; pixels: Uint8Array }): void {
+  if (exiting) return;
   channel.cork();
   channel.write(head);
   channel.write(pixels);
   channel.uncork();
-});
+}
+
+/** Sends the native frame the daemon asked for, or says it is gone (outside the frames-in-flight count). */
+async function sendNative(ref: number): Promise<void> {
+  const native = await source.nativeFrame(ref);
+  if (native === null) send({ t: "native_missing", ref });
+  else writeFrame(nativeHeader(ref, native));
+}
 source.on("warning", (kind, message) => {
   sendCounters();
   send({ t: "warning", run, kind, message });
@@ -88,6 +100,9 @@ function onCommand(command: ParentCommand): void {
       break;
     case "original":
       source.requestOriginal();
+      break;
+    case "native":
+      void sendNative(command.ref);
       break;
     case "exit":
       exit();

@@ -1,3 +1,4 @@
+import type { NativeFrame } from "../core/frame.js";
 import type { CameraWarningKind, RunEnd, SourceCounters, SourceFrame, SourceSpec } from "./frame-source.js";
 import type { ResumePoint } from "./gst-source.js";
 
@@ -7,16 +8,20 @@ import type { ResumePoint } from "./gst-source.js";
  * their order (a run's last frames before its end), which two channels (a pipe and Node's IPC) would not.
  *
  * Message: u32 LE body length, u8 type, body. A frame's body: u32 run, f64 captureTs, u32 width, u32 height,
- * u8 layout, then the pixels. An event's body: UTF-8 JSON ({@link ChildEvent}).
+ * u8 layout, u32 ref, then the pixels. An event's body: UTF-8 JSON ({@link ChildEvent}).
+ *
+ * Layouts: packed RGB at capture size (with a ref other than 0, the capture process keeps the frame at its native
+ * size, width × height, under that number); RGBA at collection size, asked for or not; and a native frame the
+ * daemon asked for by its ref (packed RGB, width × height), which is not a new frame and is not acknowledged.
  */
 export const MESSAGE_FRAME = 1;
 export const MESSAGE_EVENT = 2;
 const HEAD_BYTES = 5;
-const FRAME_HEAD_BYTES = 21;
-/** Frame layouts: packed RGB at capture size, or RGBA at collection size (asked for, or not). */
+const FRAME_HEAD_BYTES = 25;
 const LAYOUT_RGB = 0;
 const LAYOUT_RGBA_WANTED = 1;
 const LAYOUT_RGBA = 2;
+const LAYOUT_NATIVE = 3;
 
 /** What the capture process is started with (its one argument, as JSON). */
 export interface CaptureArgs {
@@ -30,16 +35,20 @@ export type ChildEvent =
   | { t: "warning"; run: number; kind: CameraWarningKind; message: string }
   | { t: "idle"; run: number }
   | { t: "notice"; text: string }
-  | { t: "counters"; counters: SourceCounters };
+  | { t: "counters"; counters: SourceCounters }
+  /** The native frame `ref` the daemon asked for is no longer kept (or never was). */
+  | { t: "native_missing"; ref: number };
 
 /**
- * Commands of the parent: play run `run`, stop it, ask for a frame at collection size, exit; and `ack`, one per
- * frame message received, so the capture process knows how many frames are still on their way.
+ * Commands of the parent: play run `run`, stop it, ask for a frame at collection size, ask for the native frame
+ * `ref`, exit; and `ack`, one per frame message received, so the capture process knows how many frames are still
+ * on their way.
  */
 export type ParentCommand =
   | { t: "start"; run: number }
   | { t: "stop" }
   | { t: "original" }
+  | { t: "native"; ref: number }
   | { t: "exit" }
   | { t: "ack" };
 
@@ -51,16 +60,45 @@ export const ACK_LINE = `${JSON.stringify({ t: "ack" } satisfies ParentCommand)}
  * them).
  */
 export function frameHeader(run: number, frame: SourceFrame): { head: Buffer; pixels: Uint8Array } {
-  const pixels = "rgb" in frame ? frame.rgb : frame.rgba;
+  if ("rgba" in frame) {
+    const layout = frame.wanted ? LAYOUT_RGBA_WANTED : LAYOUT_RGBA;
+    return header(run, frame.captureTs, frame.width, frame.height, layout, 0, frame.rgba);
+  }
+  const { native } = frame;
+  return header(
+    run,
+    frame.captureTs,
+    native?.width ?? 0,
+    native?.height ?? 0,
+    LAYOUT_RGB,
+    native?.ref ?? 0,
+    frame.rgb,
+  );
+}
+
+/** The header of a native frame the daemon asked for by its number; the pixels follow as for a frame. */
+export function nativeHeader(ref: number, frame: NativeFrame): { head: Buffer; pixels: Uint8Array } {
+  return header(0, 0, frame.width, frame.height, LAYOUT_NATIVE, ref, frame.rgb);
+}
+
+function header(
+  run: number,
+  captureTs: number,
+  width: number,
+  height: number,
+  layout: number,
+  ref: number,
+  pixels: Uint8Array,
+): { head: Buffer; pixels: Uint8Array } {
   const head = Buffer.allocUnsafe(HEAD_BYTES + FRAME_HEAD_BYTES);
   head.writeUInt32LE(FRAME_HEAD_BYTES + pixels.byteLength, 0);
   head.writeUInt8(MESSAGE_FRAME, 4);
   head.writeUInt32LE(run, 5);
-  head.writeDoubleLE(frame.captureTs, 9);
-  const rgba = "rgba" in frame;
-  head.writeUInt32LE(rgba ? frame.width : 0, 17);
-  head.writeUInt32LE(rgba ? frame.height : 0, 21);
-  head.writeUInt8(rgba ? (frame.wanted ? LAYOUT_RGBA_WANTED : LAYOUT_RGBA) : LAYOUT_RGB, 25);
+  head.writeDoubleLE(captureTs, 9);
+  head.writeUInt32LE(width, 17);
+  head.writeUInt32LE(height, 21);
+  head.writeUInt8(layout, 25);
+  head.writeUInt32LE(ref, 26);
   return { head, pixels };
 }
 
@@ -72,19 +110,29 @@ export function eventMessage(event: ChildEvent): Buffer {
   return Buffer.concat([head, json]);
 }
 
-/** A frame message's body: its run and the frame, whose pixels are a view of `body` (no copy). */
-export function decodeFrame(body: Buffer): { run: number; frame: SourceFrame } {
+/**
+ * A frame message's body: a new frame with its run, or a native frame asked for by its number; the pixels are a
+ * view of `body` (no copy).
+ */
+export function decodeFrame(
+  body: Buffer,
+): { run: number; frame: SourceFrame } | { ref: number; native: NativeFrame } {
   const run = body.readUInt32LE(0);
   const captureTs = body.readDoubleLE(4);
   const width = body.readUInt32LE(12);
   const height = body.readUInt32LE(16);
   const layout = body.readUInt8(20);
+  const ref = body.readUInt32LE(21);
   const pixels = new Uint8Array(
     body.buffer,
     body.byteOffset + FRAME_HEAD_BYTES,
     body.byteLength - FRAME_HEAD_BYTES,
   );
-  if (layout === LAYOUT_RGB) return { run, frame: { captureTs, rgb: pixels } };
+  if (layout === LAYOUT_NATIVE) return { ref, native: { width, height, rgb: pixels } };
+  if (layout === LAYOUT_RGB) {
+    const native = ref === 0 ? {} : { native: { ref, width, height } };
+    return { run, frame: { captureTs, rgb: pixels, ...native } };
+  }
   return { run, frame: { captureTs, rgba: pixels, width, height, wanted: layout === LAYOUT_RGBA_WANTED } };
 }
 

@@ -1,9 +1,9 @@
 import type { EventEmitter } from "node:events";
 import type { CameraConfig } from "../config/index.js";
-import type { CameraState } from "../core/frame.js";
+import type { CameraState, NativeFrame } from "../core/frame.js";
 import { buildPipelineDescription } from "./pipeline-description.js";
 
-export type { CameraState };
+export type { CameraState, NativeFrame };
 
 export type CameraWarningKind =
   | "pipeline_invalid"
@@ -37,8 +37,14 @@ export interface SourceSpec {
   stallTimeoutMs: number;
   trigger: CameraConfig["trigger"];
   roi: { x: number; y: number; width: number; height: number } | null;
-  /** Long-side cap of the frames requestOriginal delivers; null: none are delivered. */
+  /** Long-side cap of the frames requestOriginal delivers, and of native frames; null: none are delivered. */
   originalMaxLongSide: number | null;
+  /**
+   * Capture the ROI at its own resolution (capped at originalMaxLongSide), resize each frame to the capture size in
+   * the source, and keep the newest native frames, up to `maxBytes` of them, for {@link FrameSource.nativeFrame}.
+   * Null: GStreamer scales the frames to the capture size and nothing native is kept.
+   */
+  native: { maxBytes: number } | null;
 }
 
 /**
@@ -51,18 +57,31 @@ export function sourceSpec(
   width: number,
   height: number,
   originalMaxLongSide: number | undefined,
+  native?: { maxBytes: number },
 ): SourceSpec {
+  const nativeSide = native === undefined ? undefined : (originalMaxLongSide ?? DEFAULT_NATIVE_LONG_SIDE);
   return {
     id: config.id,
-    description: buildPipelineDescription(config.source, width, height, `camera "${config.id}"`, config.roi),
+    description: buildPipelineDescription(
+      config.source,
+      width,
+      height,
+      `camera "${config.id}"`,
+      config.roi,
+      nativeSide,
+    ),
     width,
     height,
     stallTimeoutMs: config.stall_timeout_s * 1000,
     trigger: config.trigger,
     roi: config.roi ?? null,
-    originalMaxLongSide: originalMaxLongSide ?? null,
+    originalMaxLongSide: nativeSide ?? originalMaxLongSide ?? null,
+    native: native ?? null,
   };
 }
+
+/** Long-side cap of native frames when the camera was given none (collection.max_long_side's default). */
+const DEFAULT_NATIVE_LONG_SIDE = 2048;
 
 /** A frame as a source captures it, before the camera numbers it. */
 export type SourceFrame =
@@ -70,6 +89,8 @@ export type SourceFrame =
       captureTs: number;
       /** Packed RGB at the capture size. */
       rgb: Uint8Array;
+      /** The source keeps this frame at the ROI's own resolution: its number there (nativeFrame) and size. */
+      native?: NativeRef;
     }
   | {
       captureTs: number;
@@ -80,6 +101,13 @@ export type SourceFrame =
       /** It was asked for (the frame or two after the request that arrive before the switch are only resized). */
       wanted: boolean;
     };
+
+/** Where a source keeps a frame at the ROI's own resolution: the number to fetch it by, and its size. */
+export interface NativeRef {
+  ref: number;
+  width: number;
+  height: number;
+}
 
 /** Why a run ended. The source is idle afterwards, until start() is called again. */
 export interface RunEnd {
@@ -129,5 +157,10 @@ export interface FrameSource extends EventEmitter<FrameSourceEvents> {
    * the source cannot deliver one (no cap configured, or not playing).
    */
   requestOriginal(): boolean;
+  /**
+   * The frame numbered `ref` ({@link NativeRef}) at the ROI's own resolution, while the source still keeps it (the
+   * newest frames, up to the spec's native.maxBytes); null when it no longer does, or never did.
+   */
+  nativeFrame(ref: number): Promise<NativeFrame | null>;
   counters(): SourceCounters;
 }

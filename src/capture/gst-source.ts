@@ -2,13 +2,17 @@ import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
 import type gst from "gstreamer-superficial";
 import { errorMessage } from "../core/errors.js";
+import type { NativeFrame } from "../core/frame.js";
+import { resizeRgb } from "../data/images.js";
 import type {
   CameraWarningKind,
   FrameSource,
   FrameSourceEvents,
   SourceCounters,
+  SourceFrame,
   SourceSpec,
 } from "./frame-source.js";
+import { NativeRing } from "./native-ring.js";
 import {
   CAPS_NAME,
   captureCaps,
@@ -38,6 +42,11 @@ function gstreamer(): typeof gst {
 const NO_SAMPLE_GRACE_MS = 250;
 /** After the bus reports end of stream, how long the appsink may take to hand out the frames it still holds. */
 const EOS_DRAIN_GRACE_MS = 500;
+/**
+ * Native frames being resized at once; a sample that finds this many is dropped, as the appsink drops frames the
+ * capture does not take in time (max-buffers=2 drop=true): the newest frames, never a growing backlog.
+ */
+const MAX_RESIZES = 2;
 
 /** Where a replay stands and which files were already named, so a new capture process carries on from there. */
 export interface ResumePoint {
@@ -147,6 +156,16 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   private frameGapMs = 0;
   /** The collector asked for a frame at collection size and the capsfilter is switched to originalCaps. */
   private originalWanted = false;
+  /** Native mode (spec.native): the newest frames at the ROI's own resolution, by number. */
+  private readonly nativeRing: NativeRing | null;
+  private nextRef = 1;
+  /** Native frames being resized, and the chain that emits them (and a run's end after them) in order. */
+  private resizing = 0;
+  private emitChain: Promise<void> = Promise.resolve();
+  /** Entries of the chain not yet run: while there are any, a ready frame waits its turn too. */
+  private chained = 0;
+  /** Counts stop() calls: what a resize finishes after a stop() is not emitted. */
+  private stops = 0;
 
   /** @param resume where an earlier capture process of this camera left its replay. */
   constructor(spec: SourceSpec, resume?: ResumePoint) {
@@ -164,6 +183,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     this.trigger = spec.trigger;
     this.roi = spec.roi;
     this.originalMaxLongSide = spec.originalMaxLongSide;
+    this.nativeRing = spec.native === null ? null : new NativeRing(spec.native.maxBytes);
   }
 
   /** False once the pipeline cannot be replayed (dynamic pads): each further run would build, and leak, another. */
@@ -193,6 +213,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
    * GStreamer are recognised by their run and dropped).
    */
   stop(): void {
+    this.stops++;
     if (!this.running) {
       // between runs (the supervisor's backoff): the poll left waiting on the flushed bus must end too
       if (this.betweenRuns && this.pipe?.polling) this.endIdlePoll(this.pipe);
@@ -213,9 +234,15 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
    * Asks for the next frame at collection size: the cropped frame at its own resolution, its long side capped at
    * `originalMaxLongSide`, delivered as RGBA for the supervisor to resize (with training's resize, not
    * videoscale's), so the model judges the very image that is kept. One frame per request: the capsfilter switches
-   * back as soon as it arrives, so the path costs nothing otherwise.
+   * back as soon as it arrives, so the path costs nothing otherwise. In native mode every frame comes at that size:
+   * the next one is delivered whole instead of being resized here.
    */
   requestOriginal(): boolean {
+    if (this.nativeRing !== null) {
+      if (!this.running || this.run === null) return false;
+      this.originalWanted = true;
+      return true;
+    }
     const caps = this.run?.pipe.caps;
     if (this.originalMaxLongSide === null || !this.running || !caps) return false;
     if (!this.originalWanted) {
@@ -223,6 +250,10 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
       this.originalWanted = true;
     }
     return true;
+  }
+
+  nativeFrame(ref: number): Promise<NativeFrame | null> {
+    return Promise.resolve(this.nativeRing?.get(ref) ?? null);
   }
 
   counters(): SourceCounters {
@@ -528,6 +559,10 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     run.pulling = true;
     run.pipe.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
 
+    if (this.nativeRing !== null) {
+      this.onNativeSample(run, buf, caps, captureTs, this.nativeRing);
+      return;
+    }
     if (caps.format === "RGBA") {
       this.onOriginalSample(run, buf, caps, captureTs);
       return;
@@ -555,6 +590,89 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     this.recordFrame(run, captureTs);
     const rgba = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     this.emit("frame", { captureTs, rgba, width, height, wanted });
+  }
+
+  /**
+   * Native mode: a sample at the ROI's own resolution. Kept in the ring and resized to the capture size here, with
+   * training's resize (sharp, off this thread), then emitted in order with its number; the one the collector asked
+   * for is emitted whole instead (as RGBA, like a switched capsfilter's), and a sample already at the capture size
+   * (a tiled bundle at scale 1) is its own native frame.
+   */
+  private onNativeSample(
+    run: Run,
+    buf: Buffer,
+    caps: gst.SampleCaps,
+    captureTs: number,
+    ring: NativeRing,
+  ): void {
+    const width = caps.width ?? 0;
+    const height = caps.height ?? 0;
+    let rgb: Uint8Array;
+    try {
+      if (width === 0 || height === 0) throw new RangeError(`caps without a size: ${JSON.stringify(caps)}`);
+      rgb = packRgbRows(buf, width, height);
+    } catch (err) {
+      this.rejectFrame(run, err);
+      return;
+    }
+    if (this.originalWanted) {
+      this.originalWanted = false;
+      this.recordFrame(run, captureTs);
+      this.emitOrdered({ captureTs, rgba: rgbToRgba(rgb), width, height, wanted: true });
+      return;
+    }
+    if (width === this.width && height === this.height) {
+      this.recordFrame(run, captureTs);
+      this.emitOrdered({ captureTs, rgb });
+      return;
+    }
+    if (this.resizing >= MAX_RESIZES) return;
+    this.resizing++;
+    this.recordFrame(run, captureTs);
+    const ref = this.nextRef++;
+    const resized = resizeRgb(rgb, width, height, this.width, this.height).finally(() => {
+      this.resizing--;
+    });
+    ring.add(ref, { width, height, rgb });
+    this.emitOrdered(
+      resized.then(
+        (small) => ({ captureTs, rgb: small, native: { ref, width, height } }),
+        (err: unknown) => {
+          this.rejectFrame(run, err);
+          return null;
+        },
+      ),
+    );
+  }
+
+  /**
+   * Emits a frame after those before it (native mode resizes them off this thread), unless stop() came first.
+   * With nothing in the chain a ready frame is emitted at once.
+   */
+  private emitOrdered(frame: SourceFrame | Promise<SourceFrame | null>): void {
+    if (!(frame instanceof Promise) && this.chained === 0) {
+      this.emit("frame", frame);
+      return;
+    }
+    const stops = this.stops;
+    this.chain(async () => {
+      const ready = await frame;
+      if (ready !== null && stops === this.stops) this.emit("frame", ready);
+    });
+  }
+
+  /** Runs `step` after the chain's earlier steps. */
+  private chain(step: () => void | Promise<void>): void {
+    this.chained++;
+    this.emitChain = this.emitChain
+      .then(step)
+      // a throwing listener must not break the chain (the frames after it would never come)
+      .catch((err: unknown) => {
+        this.emit("notice", `a frame listener failed: ${errorMessage(err)}`);
+      })
+      .finally(() => {
+        this.chained--;
+      });
   }
 
   private toPackedRgb(run: Run, buf: Buffer, caps: gst.SampleCaps): Uint8Array | null {
@@ -626,12 +744,34 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     if (!this.running) return;
     this.running = false;
     this.betweenRuns = true;
-    this.emit("ended", { kind, message, streamingSince });
+    const ended = { kind, message, streamingSince };
+    if (this.chained === 0) {
+      this.emit("ended", ended);
+      return;
+    }
+    // after the frames still being resized, as their samples came before the end
+    const stops = this.stops;
+    this.chain(() => {
+      if (stops === this.stops) this.emit("ended", ended);
+    });
   }
 
   private warn(kind: CameraWarningKind, message: string): void {
     if (this.running) this.emit("warning", kind, message);
   }
+}
+
+/** Packed RGBA (opaque) from packed RGB: the layout of a frame delivered whole for the collector. */
+function rgbToRgba(rgb: Uint8Array): Uint8Array {
+  const pixels = rgb.byteLength / 3;
+  const rgba = new Uint8Array(pixels * 4);
+  for (let i = 0, j = 0; i < pixels; i++, j += 4) {
+    rgba[j] = rgb[i * 3]!;
+    rgba[j + 1] = rgb[i * 3 + 1]!;
+    rgba[j + 2] = rgb[i * 3 + 2]!;
+    rgba[j + 3] = 255;
+  }
+  return rgba;
 }
 
 /** GStreamer's debug text spans lines; a log line must not. */

@@ -20,6 +20,16 @@ export function originalCaps(maxLongSide: number): string {
 }
 
 /**
+ * The caps of a camera that keeps its frames at their own resolution (`records.images.native`): the cropped frame
+ * as packed RGB at its own size, or scaled down (aspect kept) to a long side of at most `maxLongSide`, as
+ * {@link originalCaps} fixates it. The capture resizes each to the capture size itself (GstSource), so the frame the
+ * model judges and the one the record keeps are one buffer, not two that would have to be matched up.
+ */
+export function nativeCaps(maxLongSide: number): string {
+  return `video/x-raw,format=RGB,width=[1,${maxLongSide}],height=[1,${maxLongSide}],pixel-aspect-ratio=1/1`;
+}
+
+/**
  * Turns a user's GStreamer source description into a full pipeline that ends in our appsink, delivering packed RGB
  * at the capture size of the camera's bundle (its model input, or the scaled image its tiles are cut from), cropped
  * to the camera's ROI first when it has one.
@@ -44,6 +54,7 @@ export function originalCaps(maxLongSide: number): string {
  *   only finish the job (or pass through).
  *
  * @param where config path of the camera used in error messages, e.g. `cameras[1] (id "line2")`.
+ * @param nativeMaxLongSide deliver the frames at the ROI's own resolution ({@link nativeCaps}) instead.
  * @throws StpmdError ERR_CONFIG_INVALID when the source is empty, already contains an appsink or our sink name, or
  *   starts/ends with a dangling `!`; or when width/height are not positive integers.
  */
@@ -53,13 +64,15 @@ export function buildPipelineDescription(
   height: number,
   where = "camera",
   roi?: { x: number; y: number; width: number; height: number },
+  nativeMaxLongSide?: number,
 ): string {
   const trimmed = validateSource(source, where);
   validateDimension(width, `${where}.width`);
   validateDimension(height, `${where}.height`);
+  const caps = nativeMaxLongSide === undefined ? captureCaps(width, height) : nativeCaps(nativeMaxLongSide);
   return (
     `${trimmed}${roi ? cropDescription(roi) : ""} ! videoconvert ! videoscale method=bilinear2` +
-    ` ! capsfilter name=${CAPS_NAME} caps="${captureCaps(width, height)}"` +
+    ` ! capsfilter name=${CAPS_NAME} caps="${caps}"` +
     ` ! appsink name=${SINK_NAME} max-buffers=2 drop=true sync=false emit-signals=false`
   );
   // max-buffers=2 drop=true: when inference falls behind we want the newest frames, never a growing backlog.

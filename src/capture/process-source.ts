@@ -13,13 +13,26 @@ import {
   MessageReader,
   type ParentCommand,
 } from "./capture-protocol.js";
-import type { FrameSource, FrameSourceEvents, SourceCounters, SourceSpec } from "./frame-source.js";
+import type {
+  FrameSource,
+  FrameSourceEvents,
+  NativeFrame,
+  SourceCounters,
+  SourceSpec,
+} from "./frame-source.js";
 import type { ResumePoint } from "./gst-source.js";
 
 /** The capture process's entry, compiled beside this file. */
 const CAPTURE_ENTRY = fileURLToPath(new URL("./capture-process.js", import.meta.url));
 /** How long a capture process told to exit may take before it is killed. */
 const EXIT_GRACE_MS = 2000;
+/** How long a native frame asked for may take to arrive before the answer is "gone". */
+const NATIVE_TIMEOUT_MS = 2000;
+/**
+ * The capture process numbers its native frames from 1; each process's numbers are shifted by this much times the
+ * processes started before it, so a number names one frame of this camera for as long as the daemon runs.
+ */
+const REFS_PER_PROCESS = 2 ** 32;
 
 /** One capture process and what this side knows of it. */
 interface Child {
@@ -32,6 +45,10 @@ interface Child {
   /** Its pipeline cannot be replayed (dynamic pads): the next run needs a new process. */
   spent: boolean;
   gone: boolean;
+  /** Added to the process's native frame numbers ({@link REFS_PER_PROCESS}). */
+  refBase: number;
+  /** Native frames asked for and not yet answered, by the process's number. */
+  nativeWaits: Map<number, ((frame: NativeFrame | null) => void)[]>;
 }
 
 /**
@@ -50,6 +67,7 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
   /** Counters of the processes that are gone. */
   private readonly past: SourceCounters = { badFrames: 0, pipelines: 0 };
   private resume: ResumePoint | null = null;
+  private processes = 0;
 
   constructor(private readonly spec: SourceSpec) {
     super();
@@ -74,6 +92,27 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
     if (!this.playing || this.spec.originalMaxLongSide === null || this.child === null) return false;
     this.send({ t: "original" });
     return true;
+  }
+
+  /** Asks the capture process for a native frame it keeps; null when it is gone, or the process is. */
+  nativeFrame(ref: number): Promise<NativeFrame | null> {
+    const child = this.child;
+    const local = child === null ? 0 : ref - child.refBase;
+    if (child === null || child.gone || local < 1 || local >= REFS_PER_PROCESS) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => answer(null), NATIVE_TIMEOUT_MS);
+      const answer = (frame: NativeFrame | null) => {
+        clearTimeout(timer);
+        resolve(frame);
+      };
+      const waits = child.nativeWaits.get(local);
+      if (waits !== undefined) {
+        waits.push(answer);
+        return;
+      }
+      child.nativeWaits.set(local, [answer]);
+      this.sendTo(child, { t: "native", ref: local });
+    });
   }
 
   counters(): SourceCounters {
@@ -101,6 +140,8 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
       lastLine: "",
       spent: false,
       gone: false,
+      refBase: this.processes++ * REFS_PER_PROCESS,
+      nativeWaits: new Map(),
     };
     const reader = new MessageReader((type, body) => {
       if (child === this.child) this.onMessage(child, type, body);
@@ -124,11 +165,18 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
 
   private onMessage(child: Child, type: number, body: Buffer): void {
     if (type === MESSAGE_FRAME) {
+      const decoded = decodeFrame(body);
+      if ("native" in decoded) {
+        this.answerNative(child, decoded.ref, decoded.native);
+        return;
+      }
       if (!child.channel.destroyed && child.channel.writable) child.channel.write(ACK_LINE);
-      const { run, frame } = decodeFrame(body);
+      const { run, frame } = decoded;
       if (run !== this.run || !this.playing) return;
       this.streamingSince ??= frame.captureTs;
-      this.emit("frame", frame);
+      if ("rgb" in frame && frame.native !== undefined) {
+        this.emit("frame", { ...frame, native: { ...frame.native, ref: child.refBase + frame.native.ref } });
+      } else this.emit("frame", frame);
       return;
     }
     if (type !== MESSAGE_EVENT) return;
@@ -139,6 +187,9 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
         break;
       case "notice":
         this.emit("notice", event.text);
+        break;
+      case "native_missing":
+        this.answerNative(child, event.ref, null);
         break;
       case "warning":
         if (event.run === this.run && this.playing) this.emit("warning", event.kind, event.message);
@@ -155,6 +206,12 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
         this.emit("ended", event.end);
         break;
     }
+  }
+
+  private answerNative(child: Child, ref: number, frame: NativeFrame | null): void {
+    const waits = child.nativeWaits.get(ref);
+    child.nativeWaits.delete(ref);
+    for (const answer of waits ?? []) answer(frame);
   }
 
   private onExit(child: Child, how: string): void {
@@ -186,6 +243,7 @@ export class ProcessSource extends EventEmitter<FrameSourceEvents> implements Fr
   }
 
   private forget(child: Child): void {
+    for (const ref of [...child.nativeWaits.keys()]) this.answerNative(child, ref, null);
     this.past.badFrames += child.counters.badFrames;
     this.past.pipelines += child.counters.pipelines;
     child.counters = { badFrames: 0, pipelines: 0 };

@@ -308,3 +308,14 @@ export function sparkplugProblems(sparkplug: JsonObject, valid: (keyPath: KeyPat
   problems.push(...credentialProblems(sparkplug, "sparkplug"));
   return problems;
 }
+
+/**
+ * Whether cameras keep their frames at the ROI's own resolution: the part record saves native images
+ * (`records.images.native`) and saves any image at all.
+ */
+export function keepsNativeFrames(config: {
+  records: { enabled: boolean; images: { native: boolean; defects: boolean; normal_sample: number } };
+}): boolean {
+  const { enabled, images } = config.records;
+  return enabled && images.native && (images.defects || images.normal_sample > 0);
+}

@@ -752,7 +752,7 @@ export const configSchema = Type.Object(
         }),
         max_long_side: Type.Integer({
           description:
-            "Longest side, in pixels, of a saved frame: larger ROIs are scaled down with their aspect kept (a 4000×3000 frame is saved at 2048×1536 by default), smaller ones are saved as they are.",
+            "Longest side, in pixels, of a frame kept at the ROI's own resolution (a collected frame, and the part record's images with records.images.native): larger ROIs are scaled down with their aspect kept (a 4000×3000 frame is kept at 2048×1536 by default), smaller ones are kept as they are.",
           default: 2048,
           minimum: 32,
         }),
@@ -826,8 +826,20 @@ export const configSchema = Type.Object(
           {
             defects: Type.Boolean({
               description:
-                "Save every defect's frame as inspected (the ROI at the bundle's capture size: the model's input for a squashed bundle, the ROI at `--scale` for a tiled one) with its anomaly map on the same grid (a grey PNG, 128 = the threshold), and the frame of every error verdict.",
+                "Save every defect's frame (at the ROI's own resolution with `native`, else as the model saw it) with its anomaly map on the model's grid (a grey PNG, 128 = the threshold), and the frame of every error verdict.",
               default: true,
+            }),
+            native: Type.Boolean({
+              description:
+                "Keep the saved frames at the ROI's own resolution, before the model's resize (the long side capped at `collection.max_long_side`): each camera's capture then takes its frames at that size, resizes them to the model's input itself (with training's resize) and holds the newest ones until their verdict. False: the frames the model saw (the model's input for a squashed bundle, the ROI at `--scale` for a tiled one), and GStreamer does the resize. Costs capture CPU (docs/records.md, Native frames).",
+              default: true,
+            }),
+            native_mb: Type.Integer({
+              description:
+                'Memory, per camera, for the native frames waiting for their verdict (in the camera\'s capture process); a defect whose frame is no longer held when its verdict comes is saved as the model saw it (counted: stpmd_records_images_total{outcome="native_missed"}). 48 MiB hold 10 frames of 1500×1000.',
+              default: 48,
+              minimum: 1,
+              maximum: 4096,
             }),
             normal_sample: Type.Integer({
               description:

@@ -23,6 +23,20 @@ export interface Frame {
    * camera for one ({@link FrameOriginal}); `rgb` is then this image resized to the capture size.
    */
   original?: FrameOriginal;
+  /**
+   * The size of this frame at the ROI's own resolution, when its camera keeps one (`records.images.native`): the
+   * capture holds the newest of them for a while, to be fetched by camera and sequence number once the verdict
+   * says the frame is worth keeping (NodeServices.nativeFrame).
+   */
+  native?: { width: number; height: number };
+}
+
+/** A frame at the ROI's own resolution (its long side capped by `collection.max_long_side`): packed 8-bit RGB. */
+export interface NativeFrame {
+  width: number;
+  height: number;
+  /** width × height × 3 bytes, row-major. */
+  rgb: Uint8Array;
 }
 
 /** A frame at collection resolution: packed 8-bit RGBA (the alpha channel is opaque), row-major. */

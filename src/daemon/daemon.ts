@@ -248,6 +248,7 @@ export class Daemon {
         logger: this.logger,
         node: {
           requestOriginal: (id) => this.registry.requestOriginal(id),
+          nativeFrame: (id, seq) => this.registry.nativeFrame(id, seq),
           collecting: () => this.collectionEnabled,
           statusReport: () => this.statusReport(),
         },

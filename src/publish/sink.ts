@@ -8,6 +8,7 @@
  */
 import type { Manifest } from "../bundle/bundle.js";
 import type { StpmdConfig } from "../config/index.js";
+import type { NativeFrame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import type { AuditStore } from "./audit.js";
@@ -81,6 +82,11 @@ export interface ResultSink {
 export interface NodeServices {
   /** Asks a camera for its next frame at collection size; false when it cannot give one. */
   requestOriginal(cameraId: string): boolean;
+  /**
+   * Frame `seq` of camera `cameraId` at the ROI's own resolution, while the camera's capture still keeps it (a
+   * frame whose `native` is set, shortly after its verdict); null once it does not.
+   */
+  nativeFrame(cameraId: string, seq: number): Promise<NativeFrame | null>;
   /** Whether the operator's collection switch is on ({@link LineControl.setCollection}). */
   collecting(): boolean;
   /** The node's status as `<prefix>/status` carries it (cameras' capture state, the default model). */

@@ -12,8 +12,9 @@ import {
   type StpmdConfig,
   type ThresholdRule,
 } from "../config/index.js";
+import { keepsNativeFrames } from "../config/rules.js";
 import { errorMessage } from "../core/errors.js";
-import type { Frame } from "../core/frame.js";
+import type { Frame, NativeFrame } from "../core/frame.js";
 import type { Logger } from "../core/log.js";
 import type { InspectionResult } from "../core/result.js";
 import { loadBinaryImage } from "../data/images.js";
@@ -188,6 +189,11 @@ export class StationRegistry {
   /** Asks a running camera for one frame at collection size (false when it is not running or busy). */
   requestOriginal(cameraId: string): boolean {
     return this.byId.get(cameraId)?.camera?.requestOriginal() ?? false;
+  }
+
+  /** Frame `seq` of a camera at the ROI's own resolution, while its capture keeps it (Camera.nativeFrame). */
+  nativeFrame(cameraId: string, seq: number): Promise<NativeFrame | null> {
+    return this.byId.get(cameraId)?.camera?.nativeFrame(seq) ?? Promise.resolve(null);
   }
 
   /** Capture time of the oldest frame waiting in any queue (the watchdog's "is a queue stuck" test). */
@@ -680,6 +686,9 @@ export class StationRegistry {
       logger: this.cameraLogger(station.id),
       firstSeq: station.nextSeq,
       originalMaxLongSide: this.config.collection.max_long_side,
+      ...(keepsNativeFrames(this.config)
+        ? { native: { maxBytes: this.config.records.images.native_mb * 2 ** 20 } }
+        : {}),
     });
     cam.on("frame", (f: Frame) => {
       station.nextSeq = f.seq + 1;

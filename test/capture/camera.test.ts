@@ -15,6 +15,7 @@ import type { CameraConfig } from "../../src/config/index.js";
 import { isStpmdError } from "../../src/core/errors.js";
 import type { Frame } from "../../src/core/frame.js";
 import { createLogger } from "../../src/core/log.js";
+import { resizeRgb } from "../../src/data/images.js";
 import { cameraConfig } from "../helpers/config.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -733,3 +734,160 @@ describe("Camera: configuration", () => {
     assert.deepEqual(rec.stateNames(), ["starting", "streaming", "stopped"]);
   });
 });
+
+describe("Camera: native frames (records.images.native)", () => {
+  const [W, H] = [200, 150];
+  /** Colours of replay file k: its left half and its right half, different for every file. */
+  const colours = (k: number): [number[], number[]] => [
+    [40 * k, 250 - 40 * k, 30],
+    [200, 20 * k, 250 - 30 * k],
+  ];
+
+  /** Six 200×150 PNGs, each split into two colours of its own. */
+  async function nativeReplay(): Promise<string> {
+    const dir = path.join(tmpRoot, "native-200");
+    if (!fs.existsSync(dir)) {
+      fs.mkdirSync(dir);
+      for (let k = 0; k < 6; k++) {
+        const [left, right] = colours(k);
+        const rgb = Buffer.alloc(W * H * 3);
+        for (let i = 0; i < W * H; i++) rgb.set(i % W < W / 2 ? left : right, i * 3);
+        await sharp(rgb, { raw: { width: W, height: H, channels: 3 } })
+          .png()
+          .toFile(path.join(dir, `${String(k).padStart(3, "0")}.png`));
+      }
+    }
+    return dir;
+  }
+
+  const nativePixel = (f: { width: number; rgb: Uint8Array }, x: number, y: number) => {
+    const i = (y * f.width + x) * 3;
+    return [f.rgb[i]!, f.rgb[i + 1]!, f.rgb[i + 2]!];
+  };
+
+  function nativeCamera(source: string, maxBytes: number, size = { width: 40, height: 30 }): Camera {
+    return new Camera(cameraConfig({ id: "cam", stall_timeout_s: 0, source }), {
+      ...size,
+      logger,
+      originalMaxLongSide: 2048,
+      native: { maxBytes },
+    });
+  }
+
+  /**
+   * Runs the camera until `count` frames came, fetching each frame's native frame as it arrives (while the
+   * capture still runs), and checks the pair: the frame the model gets is the native frame resized with training's
+   * resize, byte for byte, and the native frame is one of the replay's files, whole.
+   */
+  async function checkPairs(camera: Camera, count: number): Promise<void> {
+    const pairs: Promise<void>[] = [];
+    const frames: Frame[] = [];
+    camera.on("frame", (frame) => {
+      frames.push(frame);
+      pairs.push(
+        camera.nativeFrame(frame.seq).then(async (native) => {
+          assert.deepEqual(frame.native, { width: W, height: H }, `frame ${frame.seq} says its native size`);
+          assert.ok(native, `frame ${frame.seq}: its native frame is held`);
+          assert.deepEqual([native.width, native.height, native.rgb.byteLength], [W, H, W * H * 3]);
+          const k = [0, 1, 2, 3, 4, 5].findIndex((n) => {
+            const [left, right] = colours(n);
+            return (
+              nativePixel(native, 10, 75).every((v, c) => Math.abs(v - left[c]!) <= 2) &&
+              nativePixel(native, 190, 75).every((v, c) => Math.abs(v - right[c]!) <= 2)
+            );
+          });
+          assert.ok(k >= 0, `frame ${frame.seq}: its native frame is one of the replay's files`);
+          const resized = await resizeRgb(native.rgb, W, H, 40, 30);
+          assert.deepEqual(Buffer.from(frame.rgb), Buffer.from(resized), `frame ${frame.seq}: judged = kept`);
+        }),
+      );
+    });
+    camera.start();
+    try {
+      await until(() => frames.length >= count, 10_000, `${count} frames`);
+      await Promise.all(pairs);
+    } finally {
+      camera.stop();
+    }
+    assertConsecutiveSeq(frames);
+    for (const frame of frames) assert.deepEqual([frame.width, frame.height], [40, 30]);
+  }
+
+  test("each frame is its native frame resized, and the native frame is held for it (capture process)", async () => {
+    const dir = await nativeReplay();
+    await checkPairs(nativeCamera(replaySourceOf(dir, 50), 48 * 2 ** 20), 18);
+  });
+
+  test("the same in the daemon's process (STPMD_CAPTURE=in-process)", async () => {
+    const dir = await nativeReplay();
+    process.env.STPMD_CAPTURE = "in-process";
+    let camera: Camera;
+    try {
+      camera = nativeCamera(replaySourceOf(dir, 50), 48 * 2 ** 20);
+    } finally {
+      delete process.env.STPMD_CAPTURE;
+    }
+    await checkPairs(camera, 18);
+  });
+
+  test("only the newest frames within native.maxBytes are held; older ones answer null", async () => {
+    const dir = await nativeReplay();
+    const camera = nativeCamera(replaySourceOf(dir, 25), 3 * W * H * 3);
+    const answers: Array<{ seq: number; newest: boolean; old: boolean }> = [];
+    camera.on("frame", (frame) => {
+      if (frame.seq < 8) return;
+      void Promise.all([camera.nativeFrame(frame.seq), camera.nativeFrame(frame.seq - 8)]).then(
+        ([newest, old]) => answers.push({ seq: frame.seq, newest: newest !== null, old: old !== null }),
+      );
+    });
+    camera.start();
+    try {
+      await until(() => answers.length >= 6, 10_000, "6 answers");
+    } finally {
+      camera.stop();
+    }
+    assert.ok(
+      answers.every((a) => !a.old),
+      `frames 8 older are gone: ${JSON.stringify(answers)}`,
+    );
+    assert.ok(answers.filter((a) => a.newest).length >= 5, `the newest are held: ${JSON.stringify(answers)}`);
+    assert.equal(await camera.nativeFrame(answers[0]!.seq), null, "a stopped camera holds nothing");
+  });
+
+  test("a frame already at the capture size is its own native frame: nothing is held beside it", async () => {
+    const dir = await nativeReplay();
+    const camera = nativeCamera(replaySourceOf(dir, 50), 48 * 2 ** 20, { width: W, height: H });
+    const rec = await recordFrames(camera, 5, 10_000);
+    for (const frame of rec.frames) assert.equal(frame.native, undefined);
+    assert.equal(await camera.nativeFrame(rec.frames[0]!.seq), null);
+  });
+
+  test("a frame the collector asks for comes whole, as without native frames", async () => {
+    const dir = await nativeReplay();
+    const camera = nativeCamera(replaySourceOf(dir, 50), 48 * 2 ** 20);
+    const frames: Frame[] = [];
+    camera.on("frame", (f) => {
+      frames.push(f);
+      if (frames.length === 3) assert.equal(camera.requestOriginal(), true);
+    });
+    camera.start();
+    try {
+      await until(() => frames.length >= 8, 10_000, "8 frames");
+    } finally {
+      camera.stop();
+    }
+    assertConsecutiveSeq(frames);
+    const kept = frames.filter((f) => f.original !== undefined);
+    assert.equal(kept.length, 1);
+    const o = kept[0]!.original!;
+    assert.deepEqual([o.width, o.height, o.rgba.byteLength], [W, H, W * H * 4]);
+    const rgb = new Uint8Array(W * H * 3);
+    for (let i = 0; i < W * H; i++) rgb.set(o.rgba.subarray(i * 4, i * 4 + 3), i * 3);
+    assert.deepEqual(Buffer.from(kept[0]!.rgb), Buffer.from(await resizeRgb(rgb, W, H, 40, 30)));
+  });
+});
+
+/** A replay of `dir`'s PNGs at `fps`, paced like a live camera. */
+function replaySourceOf(dir: string, fps: number): string {
+  return `multifilesrc location=${dir}/%03d.png index=0 loop=true caps=image/png,framerate=${fps}/1 ! pngdec ! identity sync=true`;
+}

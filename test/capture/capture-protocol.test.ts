@@ -8,6 +8,7 @@ import {
   MESSAGE_EVENT,
   MESSAGE_FRAME,
   MessageReader,
+  nativeHeader,
 } from "../../src/capture/capture-protocol.js";
 import type { SourceFrame } from "../../src/capture/frame-source.js";
 
@@ -37,23 +38,38 @@ describe("capture protocol", () => {
     frameBytes(7, { captureTs: 1_796_000_000_123, rgb }),
     eventMessage(event),
     frameBytes(8, { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true }),
+    frameBytes(8, { captureTs: 1_796_000_000_789, rgb, native: { ref: 4_000_000_000, width: 9, height: 7 } }),
+    Buffer.concat(Object.values(nativeHeader(4_000_000_000, { width: 4, height: 3, rgb }))),
   ]);
 
   function check(messages: Array<{ type: number; body: Buffer }>, how: string): void {
     assert.deepEqual(
       messages.map((m) => m.type),
-      [MESSAGE_FRAME, MESSAGE_EVENT, MESSAGE_FRAME],
+      [MESSAGE_FRAME, MESSAGE_EVENT, MESSAGE_FRAME, MESSAGE_FRAME, MESSAGE_FRAME],
       how,
     );
-    const first = decodeFrame(messages[0]!.body);
-    assert.equal(first.run, 7);
-    assert.deepEqual(first.frame, { captureTs: 1_796_000_000_123, rgb }, how);
-    assert.deepEqual(JSON.parse(messages[1]!.body.toString("utf8")), event, how);
-    const third = decodeFrame(messages[2]!.body);
-    assert.equal(third.run, 8);
     assert.deepEqual(
-      third.frame,
-      { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true },
+      decodeFrame(messages[0]!.body),
+      { run: 7, frame: { captureTs: 1_796_000_000_123, rgb } },
+      how,
+    );
+    assert.deepEqual(JSON.parse(messages[1]!.body.toString("utf8")), event, how);
+    assert.deepEqual(
+      decodeFrame(messages[2]!.body),
+      { run: 8, frame: { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true } },
+      how,
+    );
+    assert.deepEqual(
+      decodeFrame(messages[3]!.body),
+      {
+        run: 8,
+        frame: { captureTs: 1_796_000_000_789, rgb, native: { ref: 4_000_000_000, width: 9, height: 7 } },
+      },
+      how,
+    );
+    assert.deepEqual(
+      decodeFrame(messages[4]!.body),
+      { ref: 4_000_000_000, native: { width: 4, height: 3, rgb } },
       how,
     );
   }

@@ -26,6 +26,7 @@ export function testSinkContext(
     executor: new CommandExecutor(control, logger),
     node: {
       requestOriginal: () => false,
+      nativeFrame: async () => null,
       collecting: () => control.collection,
       statusReport: () => ({
         model_version: null,

@@ -30,7 +30,7 @@ const COLLECTION_OUTCOMES: readonly (keyof CollectionStats)[] = ["saved", "faile
 /** The outcomes `stpmd_records_rows_total` counts, each with a series from the start (the records sink's counts). */
 const RECORD_ROW_OUTCOMES = ["written", "failed", "dropped", "lost", "deleted"] as const;
 /** The outcomes `stpmd_records_images_total` counts: the sink's `images_<outcome>` counts. */
-const RECORD_IMAGE_OUTCOMES = ["saved", "failed", "dropped", "deleted"] as const;
+const RECORD_IMAGE_OUTCOMES = ["saved", "failed", "dropped", "native_missed", "deleted"] as const;
 /** What `stpmd_records_recoveries_total` counts: databases moved aside as corrupt, folders found deleted. */
 const RECORD_RECOVERIES = { corrupt: "corrupt_moved", deleted: "recreated" } as const;
 
@@ -246,7 +246,7 @@ export class LineMetrics {
     this.recordImages = new MirroredCounter(
       counter(
         "stpmd_records_images_total",
-        "Part-record image files (frames and maps) saved, failed to save, left out because the queue held too many pixels (dropped), deleted by retention.",
+        "Part-record image files (frames and maps) saved, failed to save, left out because the queue held too many pixels (dropped), deleted by retention; and frames saved as the model saw them because their camera no longer held them at native resolution (native_missed).",
         ["outcome"],
       ),
     );

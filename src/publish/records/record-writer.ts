@@ -61,8 +61,10 @@ export interface RecordJob {
   row: RecordRow;
   image?: {
     pixels: FramePixels;
-    /** The anomaly map at the frame's size, for defects. */
+    /** The anomaly map on the model's grid, for defects. */
     map?: Float32Array;
+    /** The map's size when it is not the frame's (a frame kept at the ROI's own resolution). */
+    mapSize?: { width: number; height: number };
   };
 }
 
@@ -441,7 +443,7 @@ export class RecordWriter {
     const relDir = path.join("images", row.camera, day);
     const base = path.join(relDir, `${row.camera}_${stamp}_${row.seq}`);
     try {
-      const { width, height } = image.pixels;
+      const { width, height } = image.mapSize ?? image.pixels;
       const png = await framePng(image.pixels);
       await this.inImageFolder(relDir, () =>
         writePng(path.join(this.options.dir, `${base}.png`), png, this.options.fileMode),
