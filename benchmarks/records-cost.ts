@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -9,6 +9,7 @@ import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
+import { resizeRgb } from "../src/data/images.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { synthesizePart } from "../src/demo/synthetic.js";
 import { encodeModel } from "../src/onnx/onnx-graph.js";
@@ -31,8 +32,14 @@ import { fmt, machineInfo, machineState, median, resultLatencies, writeResults }
  * throughput: so both are reported, CPU ms per frame on and off and their ratio, and the main thread's share of it
  * (the frame path, where the record's rows are built and handed over).
  *
+ * With `--source WxH` the replay frames are that size (the parts upscaled), larger than the model's input, and
+ * `--modes off,on,scaled` compares the record with native frames (`on`: `records.images.native`, the default: each
+ * capture process takes the frames at that size, resizes them itself and holds the newest) against the record with
+ * GStreamer's resize (`scaled`: `records.images.native: false`) and no record (`off`). The capture processes' CPU
+ * is counted beside the daemon's (they are children of this process; /proc/<pid>/stat).
+ *
  * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
- *   [--rates 0.01,0.1,1] [--name records-cost]
+ *   [--rates 0.01,0.1,1] [--source WxH] [--modes off,on] [--name records-cost]
  * Writes results/<name>.{json,md}.
  */
 
@@ -44,6 +51,8 @@ const { values } = parseArgs({
     fps: { type: "string", default: "250" },
     cameras: { type: "string", default: "2" },
     rates: { type: "string", default: "0.01,0.1,1" },
+    source: { type: "string" },
+    modes: { type: "string", default: "off,on" },
     /** The results' file stem, so a run of one rate does not overwrite the run of all three. */
     name: { type: "string", default: "records-cost" },
   },
@@ -55,6 +64,12 @@ const FPS = Number(values.fps);
 const CAMERAS = Number(values.cameras);
 const WARMUP_S = 3;
 const RATES = values.rates.split(",").map(Number);
+/** The replay frames' size: `--source WxH`, or the model's. */
+const [SOURCE_W, SOURCE_H] = (values.source ?? `${SIZE}x${SIZE}`).split("x").map(Number) as [number, number];
+type Mode = "off" | "on" | "scaled";
+const MODES = values.modes.split(",") as Mode[];
+if (!MODES.includes("off") || MODES.some((m) => !["off", "on", "scaled"].includes(m)))
+  throw new Error(`--modes: off and any of on, scaled (got ${values.modes})`);
 /** Files per replay folder: 1 % defects is one noise frame in 100. */
 const FILES = 100;
 
@@ -62,6 +77,19 @@ async function png(file: string, rgb: Uint8Array): Promise<void> {
   await sharp(rgb, { raw: { width: SIZE, height: SIZE, channels: 3 } })
     .png()
     .toFile(file);
+}
+
+/** A replay file: the frame at the source's size (upscaled from the model's); returns it back at the model's. */
+async function sourcePng(file: string, rgb: Uint8Array): Promise<Uint8Array> {
+  if (SOURCE_W === SIZE && SOURCE_H === SIZE) {
+    await png(file, rgb);
+    return rgb;
+  }
+  const big = await resizeRgb(rgb, SIZE, SIZE, SOURCE_W, SOURCE_H);
+  await sharp(big, { raw: { width: SOURCE_W, height: SOURCE_H, channels: 3 } })
+    .png()
+    .toFile(file);
+  return resizeRgb(big, SOURCE_W, SOURCE_H, SIZE, SIZE);
 }
 
 /** A replay folder of FILES frames, `rate` of them noise (spread evenly), the rest good synthetic parts. */
@@ -76,8 +104,8 @@ async function frames(dir: string, rate: number): Promise<{ good: Uint8Array[]; 
     const rgb = isDefect
       ? new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(random.next() * 256))
       : synthesizePart(SIZE, 500 + i, "none").rgb;
-    await png(path.join(dir, `${String(i).padStart(3, "0")}.png`), rgb);
-    (isDefect ? made.noise : made.good).push(rgb);
+    const seen = await sourcePng(path.join(dir, `${String(i).padStart(3, "0")}.png`), rgb);
+    (isDefect ? made.noise : made.good).push(seen);
   }
   return made;
 }
@@ -123,16 +151,35 @@ function mainThreadCpuMs(): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU ms so far of this process's capture processes (utime + stime of each child running capture-process.js). */
+function captureCpuMs(): number {
+  let ms = 0;
+  for (const task of readdirSync("/proc/self/task")) {
+    for (const pid of readFileSync(`/proc/self/task/${task}/children`, "utf8").split(" ").filter(Boolean)) {
+      try {
+        if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("capture-process")) continue;
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        ms += (Number(fields[11]) + Number(fields[12])) * 10;
+      } catch {
+        // it just exited
+      }
+    }
+  }
+  return ms;
+}
+
 async function run(
   work: string,
   bundle: string,
   threshold: number,
   broker: MosquittoBroker,
   rate: number,
-  records: boolean,
+  mode: Mode,
   n: number,
 ) {
-  const name = `r${rate}-${records ? "on" : "off"}-${n}`;
+  const records = mode !== "off";
+  const name = `r${rate}-${mode}-${n}`;
   const dir = path.join(work, `frames-${rate}`);
   const config = completeConfig({
     model: { bundle, watch: false },
@@ -150,7 +197,11 @@ async function run(
       snapshot: "none",
       outbox: { dir: path.join(work, `outbox-${name}`), max_messages: 1_000_000, max_bytes: 2 ** 31 },
     },
-    records: { enabled: records, dir: path.join(work, `records-${name}`) },
+    records: {
+      enabled: records,
+      dir: path.join(work, `records-${name}`),
+      images: { native: mode === "on" },
+    },
     log: { level: "error" },
     health: { watchdog: false },
   });
@@ -169,8 +220,10 @@ async function run(
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   const main0 = mainThreadCpuMs();
+  const capture0 = captureCpuMs();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
   const cpu = process.cpuUsage(cpu0);
+  const captureMs = captureCpuMs() - capture0;
   const mainMs = mainThreadCpuMs() - main0;
   latency.stop();
   const frames = daemon.inspectedFrames - inspected0;
@@ -189,9 +242,11 @@ async function run(
   const row = {
     defect_rate: rate,
     records,
+    mode,
     run: n,
     inspected_fps: fps,
     cpu_ms_per_frame: cpuMsPerFrame,
+    capture_cpu_ms_per_frame: captureMs / Math.max(1, frames),
     main_cpu_ms_per_frame: mainMs / Math.max(1, frames),
     defect_share: defectShare,
     latency_ms_p50: p50,
@@ -200,6 +255,7 @@ async function run(
     rows_dropped: counts.dropped ?? 0,
     images_saved: counts.images_saved ?? 0,
     images_dropped: counts.images_dropped ?? 0,
+    images_native_missed: counts.images_native_missed ?? 0,
   };
   process.stderr.write(`[bench] ${JSON.stringify(row)}\n`);
   return row;
@@ -240,35 +296,47 @@ async function main(): Promise<void> {
   const rows: Awaited<ReturnType<typeof run>>[] = [];
   for (const rate of RATES) {
     for (let n = 0; n < RUNS; n++) {
-      // alternate which goes first, so a drift in the machine's load does not favour one
-      for (const records of n % 2 === 0 ? [false, true] : [true, false])
-        rows.push(await run(work, bundle, threshold, broker, rate, records, n));
+      // alternate the order, so a drift in the machine's load does not favour one
+      for (const mode of n % 2 === 0 ? MODES : [...MODES].reverse())
+        rows.push(await run(work, bundle, threshold, broker, rate, mode, n));
     }
   }
   await broker.close();
   // each run's outbox and record: hundreds of MB at 100 % defects
   await rm(work, { recursive: true, force: true });
-  const summary = RATES.map((rate) => {
-    const of = (records: boolean) => rows.filter((r) => r.defect_rate === rate && r.records === records);
-    const fpsOff = median(of(false).map((r) => r.inspected_fps));
-    const fpsOn = median(of(true).map((r) => r.inspected_fps));
-    return {
-      defect_rate: rate,
-      defect_share_measured: median(rows.filter((r) => r.defect_rate === rate).map((r) => r.defect_share)),
-      fps_off: fpsOff,
-      fps_on: fpsOn,
-      throughput_on_over_off: fpsOn / fpsOff,
-      cpu_ms_off: median(of(false).map((r) => r.cpu_ms_per_frame)),
-      cpu_ms_on: median(of(true).map((r) => r.cpu_ms_per_frame)),
-      main_cpu_ms_off: median(of(false).map((r) => r.main_cpu_ms_per_frame)),
-      main_cpu_ms_on: median(of(true).map((r) => r.main_cpu_ms_per_frame)),
-      p50_off: median(of(false).map((r) => r.latency_ms_p50)),
-      p50_on: median(of(true).map((r) => r.latency_ms_p50)),
-      p99_off: median(of(false).map((r) => r.latency_ms_p99)),
-      p99_on: median(of(true).map((r) => r.latency_ms_p99)),
-      images_dropped_on: of(true).reduce((sum, r) => sum + r.images_dropped, 0),
-      rows_dropped_on: of(true).reduce((sum, r) => sum + r.rows_dropped, 0),
-    };
+  const of = (rate: number, mode: Mode) => rows.filter((r) => r.defect_rate === rate && r.mode === mode);
+  const total = (r: (typeof rows)[number]) => r.cpu_ms_per_frame + r.capture_cpu_ms_per_frame;
+  const summary = RATES.flatMap((rate) => {
+    const off = of(rate, "off");
+    const fpsOff = median(off.map((r) => r.inspected_fps));
+    return MODES.filter((m) => m !== "off").map((mode) => {
+      const on = of(rate, mode);
+      const fpsOn = median(on.map((r) => r.inspected_fps));
+      return {
+        defect_rate: rate,
+        mode,
+        defect_share_measured: median(rows.filter((r) => r.defect_rate === rate).map((r) => r.defect_share)),
+        fps_off: fpsOff,
+        fps_on: fpsOn,
+        throughput_on_over_off: fpsOn / fpsOff,
+        cpu_ms_off: median(off.map((r) => r.cpu_ms_per_frame)),
+        cpu_ms_on: median(on.map((r) => r.cpu_ms_per_frame)),
+        capture_cpu_ms_off: median(off.map((r) => r.capture_cpu_ms_per_frame)),
+        capture_cpu_ms_on: median(on.map((r) => r.capture_cpu_ms_per_frame)),
+        total_cpu_ms_off: median(off.map(total)),
+        total_cpu_ms_on: median(on.map(total)),
+        main_cpu_ms_off: median(off.map((r) => r.main_cpu_ms_per_frame)),
+        main_cpu_ms_on: median(on.map((r) => r.main_cpu_ms_per_frame)),
+        p50_off: median(off.map((r) => r.latency_ms_p50)),
+        p50_on: median(on.map((r) => r.latency_ms_p50)),
+        p99_off: median(off.map((r) => r.latency_ms_p99)),
+        p99_on: median(on.map((r) => r.latency_ms_p99)),
+        images_dropped_on: on.reduce((sum, r) => sum + r.images_dropped, 0),
+        images_native_missed_on: on.reduce((sum, r) => sum + r.images_native_missed, 0),
+        images_saved_on: on.reduce((sum, r) => sum + r.images_saved, 0),
+        rows_dropped_on: on.reduce((sum, r) => sum + r.rows_dropped, 0),
+      };
+    });
   });
   const after = await machineState();
   const report = {
@@ -276,6 +344,8 @@ async function main(): Promise<void> {
     before,
     after,
     size: SIZE,
+    source: { width: SOURCE_W, height: SOURCE_H },
+    modes: MODES,
     offered_fps: FPS * CAMERAS,
     cameras: CAMERAS,
     seconds: SECONDS,
@@ -283,16 +353,22 @@ async function main(): Promise<void> {
     summary,
     rows,
   };
+  const options = [
+    values.rates === "0.01,0.1,1" ? "" : ` --rates ${values.rates}`,
+    values.source === undefined ? "" : ` --source ${values.source}`,
+    values.modes === "off,on" ? "" : ` --modes ${values.modes}`,
+    values.name === "records-cost" ? "" : ` --name ${values.name}`,
+  ].join("");
   const md = [
     "# The part record's cost on the daemon",
     "",
-    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}${values.rates === "0.01,0.1,1" ? "" : ` --rates ${values.rates}`}${values.name === "records-cost" ? "" : ` --name ${values.name}`}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SIZE}² PNGs offered ${FPS} frames/s each (more than the daemon inspects), a small bundle, local mosquitto; records on and off alternating, ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: the whole process's user + system time per inspected frame. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
+    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}${options}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SOURCE_W}×${SOURCE_H} PNGs offered ${FPS} frames/s each, a small bundle at ${SIZE}², local mosquitto; records off and each mode alternating (on: native frames, scaled: records.images.native false), ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: user + system time per inspected frame, of the daemon's process and of its capture processes. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
     "",
-    "| defects (measured) | frames/s off | frames/s on | on / off | CPU ms/frame off / on | CPU on / off | main thread CPU ms/frame off / on | capture→publish p50 off / on ms | p99 off / on ms | rows dropped (on) | images left out (on) |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| defects (measured) | mode | frames/s off | frames/s on | on / off | CPU ms/frame daemon off / on | capture off / on | total on / off | main thread ms/frame off / on | capture→publish p50 off / on ms | p99 off / on ms | rows dropped | images saved / left out / native missed |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...summary.map(
       (s) =>
-        `| ${s.defect_rate * 100} % (${fmt(s.defect_share_measured * 100, 1)} %) | ${fmt(s.fps_off)} | ${fmt(s.fps_on)} | ${fmt(s.throughput_on_over_off, 3)} | ${fmt(s.cpu_ms_off, 3)} / ${fmt(s.cpu_ms_on, 3)} | ${fmt(s.cpu_ms_on / s.cpu_ms_off, 3)} | ${fmt(s.main_cpu_ms_off, 3)} / ${fmt(s.main_cpu_ms_on, 3)} | ${fmt(s.p50_off, 0)} / ${fmt(s.p50_on, 0)} | ${fmt(s.p99_off, 0)} / ${fmt(s.p99_on, 0)} | ${s.rows_dropped_on} | ${s.images_dropped_on} |`,
+        `| ${s.defect_rate * 100} % (${fmt(s.defect_share_measured * 100, 1)} %) | ${s.mode} | ${fmt(s.fps_off)} | ${fmt(s.fps_on)} | ${fmt(s.throughput_on_over_off, 3)} | ${fmt(s.cpu_ms_off, 3)} / ${fmt(s.cpu_ms_on, 3)} | ${fmt(s.capture_cpu_ms_off, 3)} / ${fmt(s.capture_cpu_ms_on, 3)} | ${fmt(s.total_cpu_ms_on / s.total_cpu_ms_off, 3)} | ${fmt(s.main_cpu_ms_off, 3)} / ${fmt(s.main_cpu_ms_on, 3)} | ${fmt(s.p50_off, 0)} / ${fmt(s.p50_on, 0)} | ${fmt(s.p99_off, 0)} / ${fmt(s.p99_on, 0)} | ${s.rows_dropped_on} | ${s.images_saved_on} / ${s.images_dropped_on} / ${s.images_native_missed_on} |`,
     ),
   ].join("\n");
   const file = await writeResults(values.name, report, md);

@@ -25,8 +25,17 @@ export function originalCaps(maxLongSide: number): string {
  * {@link originalCaps} fixates it. The capture resizes each to the capture size itself (GstSource), so the frame the
  * model judges and the one the record keeps are one buffer, not two that would have to be matched up.
  */
-export function nativeCaps(maxLongSide: number): string {
-  return `video/x-raw,format=RGB,width=[1,${maxLongSide}],height=[1,${maxLongSide}],pixel-aspect-ratio=1/1`;
+export function nativeCaps(maxLongSide: number, roi?: { width: number; height: number }): string {
+  if (roi === undefined)
+    return `video/x-raw,format=RGB,width=[1,${maxLongSide}],height=[1,${maxLongSide}],pixel-aspect-ratio=1/1`;
+  // With an ROI the size is known, and given exactly, without a pixel aspect ratio. Behind videocrop's caps
+  // (GStreamer 1.22), videoscale fixates the range to a 1-pixel-wide frame (a 128×128 ROI of a 160×144 PNG replay,
+  // cap 112, came as 1×112), and that exact size with pixel-aspect-ratio=1/1 came out scrambled (mean difference 84
+  // grey levels from the crop resized by sharp; 1.0 without it: test/daemon/stations.test.ts, collection).
+  const scale = Math.min(1, maxLongSide / Math.max(roi.width, roi.height));
+  const width = Math.max(1, Math.round(roi.width * scale));
+  const height = Math.max(1, Math.round(roi.height * scale));
+  return `video/x-raw,format=RGB,width=${width},height=${height}`;
 }
 
 /**
@@ -69,7 +78,8 @@ export function buildPipelineDescription(
   const trimmed = validateSource(source, where);
   validateDimension(width, `${where}.width`);
   validateDimension(height, `${where}.height`);
-  const caps = nativeMaxLongSide === undefined ? captureCaps(width, height) : nativeCaps(nativeMaxLongSide);
+  const caps =
+    nativeMaxLongSide === undefined ? captureCaps(width, height) : nativeCaps(nativeMaxLongSide, roi);
   return (
     `${trimmed}${roi ? cropDescription(roi) : ""} ! videoconvert ! videoscale method=bilinear2` +
     ` ! capsfilter name=${CAPS_NAME} caps="${caps}"` +

@@ -9,7 +9,7 @@ import sharp from "sharp";
 import { writeFileAtomic } from "../core/durable-fs.js";
 import type { FrameOriginal } from "../core/frame.js";
 
-/** A frame's pixels: packed RGB as inspected, or the RGBA original at collection size. */
+/** A frame's pixels: packed RGB (as inspected, or at native resolution), or the RGBA original at collection size. */
 export type FramePixels =
   | { width: number; height: number; rgb: Uint8Array }
   | { width: number; height: number; rgba: Uint8Array };

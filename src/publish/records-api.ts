@@ -60,7 +60,8 @@ export const RegionSchema = Type.Object(
     bbox: Type.Array(Type.Number(), {
       minItems: 4,
       maxItems: 4,
-      description: "x, y, width, height in the inspected frame's pixels.",
+      description:
+        "x, y, width, height in pixels of the model's grid (the map's): the frame image may be larger, kept at the ROI's own resolution.",
     }),
     area: Type.Number({ description: "Pixels in the blob." }),
     peak: Type.Number({ description: "Largest map value inside the blob." }),
@@ -97,7 +98,8 @@ export const PartRecordSchema = Type.Object(
     regions: Type.Array(RegionSchema),
     latency_ms: Type.Number({ description: "Capture to verdict, milliseconds." }),
     image: Type.Union([Type.String(), Type.Null()], {
-      description: "The frame as inspected, a PNG path relative to the records directory.",
+      description:
+        "The frame, a PNG path relative to the records directory: at the ROI's own resolution with records.images.native, else as the model saw it.",
     }),
     map: Type.Union([Type.String(), Type.Null()], {
       description: "The anomaly map, a grey PNG (128 = the threshold), relative to the records directory.",

@@ -854,6 +854,51 @@ describe("Camera: native frames (records.images.native)", () => {
     assert.equal(await camera.nativeFrame(answers[0]!.seq), null, "a stopped camera holds nothing");
   });
 
+  test("an ROI larger than the long-side cap is held scaled down with its aspect kept, and cropped", async () => {
+    const dir = await nativeReplay();
+    // the ROI's left 60 columns are file k's left colour, the rest its right colour
+    const roi = { x: 40, y: 10, width: 160, height: 120 };
+    const camera = new Camera(
+      cameraConfig({ id: "cam", stall_timeout_s: 0, source: replaySourceOf(dir, 50), roi }),
+      {
+        width: 40,
+        height: 30,
+        logger,
+        originalMaxLongSide: 112,
+        native: { maxBytes: 48 * 2 ** 20 },
+      },
+    );
+    const held: Array<{ width: number; height: number; rgb: Uint8Array } | null> = [];
+    camera.on("frame", (frame) => void camera.nativeFrame(frame.seq).then((n) => held.push(n)));
+    camera.start();
+    try {
+      await until(() => held.length >= 4, 10_000, "4 native frames");
+    } finally {
+      camera.stop();
+    }
+    // each held frame is one file's ROI scaled down: compared whole, not at a few pixels (a scrambled frame of
+    // two flat colours can still show the right colours here and there)
+    const expected = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((k) =>
+        sharp(path.join(dir, `00${k}.png`))
+          .extract({ left: roi.x, top: roi.y, width: roi.width, height: roi.height })
+          .resize(112, 84, { fit: "fill" })
+          .raw()
+          .toBuffer(),
+      ),
+    );
+    for (const native of held) {
+      assert.ok(native);
+      assert.deepEqual([native.width, native.height], [112, 84], "160×120 capped at a long side of 112");
+      const differences = expected.map((e) => {
+        let sum = 0;
+        for (let i = 0; i < e.length; i++) sum += Math.abs(e[i]! - native.rgb[i]!);
+        return sum / e.length;
+      });
+      assert.ok(Math.min(...differences) < 3, `one file's ROI, scaled: mean differences ${differences}`);
+    }
+  });
+
   test("a frame already at the capture size is its own native frame: nothing is held beside it", async () => {
     const dir = await nativeReplay();
     const camera = nativeCamera(replaySourceOf(dir, 50), 48 * 2 ** 20, { width: W, height: H });

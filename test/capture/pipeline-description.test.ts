@@ -207,3 +207,24 @@ describe("findReplay", () => {
     assert.equal(replayFileName("/d/still.png", 1), null);
   });
 });
+
+describe("native caps", () => {
+  test("with an ROI, the exact size: the ROI capped at the long side, aspect kept", () => {
+    assert.match(
+      buildPipelineDescription("videotestsrc", 64, 64, "cam", { x: 16, y: 8, width: 160, height: 144 }, 112),
+      /caps="video\/x-raw,format=RGB,width=112,height=101"/,
+    );
+    assert.match(
+      buildPipelineDescription("videotestsrc", 64, 64, "cam", { x: 0, y: 0, width: 300, height: 200 }, 2048),
+      /caps="video\/x-raw,format=RGB,width=300,height=200"/,
+      "below the cap: as it is",
+    );
+  });
+
+  test("without an ROI, a range GStreamer fixates from the source's size", () => {
+    assert.match(
+      buildPipelineDescription("videotestsrc", 64, 64, "cam", undefined, 2048),
+      /caps="video\/x-raw,format=RGB,width=\[1,2048\],height=\[1,2048\],pixel-aspect-ratio=1\/1"/,
+    );
+  });
+});

@@ -3,11 +3,14 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
+import sharp from "sharp";
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
+import { resizeRgb } from "../../src/data/images.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { iterateRecords, openRecordsDb, RECORDS_DB } from "../../src/publish/record-store.js";
+import { Random } from "../../src/stpm/random.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { writePart } from "../helpers/tiny-data.js";
@@ -81,4 +84,116 @@ test("a replay run: every inspected frame is a row with its fields, defects have
       assert.equal(row.map, null);
     }
   }
+});
+
+/** `count` PNGs of random noise, `width`×`height`: far from the tiny station's parts, so every one is a defect. */
+async function wideNoise(dir: string, count: number, width: number, height: number): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const rng = new Random(5);
+  for (let i = 0; i < count; i++) {
+    const rgb = new Uint8Array(width * height * 3).map(() => Math.floor(rng.next() * 256));
+    await sharp(rgb, { raw: { width, height, channels: 3 } })
+      .png()
+      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
+  }
+}
+
+/** Runs a daemon on `source` until `defects` defects were judged; returns the results, rows and records health. */
+async function defectsRecorded(
+  work: string,
+  bundle: string,
+  source: string,
+  records: Record<string, unknown>,
+  defects: number,
+  inference: Record<string, number> = { max_batch: 1, max_wait_ms: 0, queue_size: 8 },
+) {
+  const config = testConfig({
+    model: { bundle, watch: false },
+    inference,
+    cameras: [{ id: "wide", source }],
+    mqtt: { url: "mqtt://127.0.0.1:1", outbox: { dir: path.join(work, `outbox-${defects}`) } },
+    records: { dir: path.join(work, `records-${JSON.stringify(records).length}`), ...records },
+    health: { watchdog: false },
+  });
+  const seen: InspectionResult[] = [];
+  const daemon = new Daemon(config, createLogger("silent"), { hooks: { onResult: (r) => seen.push(r) } });
+  await daemon.start();
+  try {
+    await waitFor("defects", () => seen.filter((r) => r.verdict === "defect").length >= defects, 60_000);
+  } finally {
+    await daemon.stop();
+  }
+  const health = daemon.snapshot().sinks.find((s) => s.name === "records");
+  const db = openRecordsDb(path.join(config.records.dir, RECORDS_DB), { readonly: true });
+  const rows = new Map([...iterateRecords(db, {})].map((row) => [row.seq, row]));
+  db.close();
+  const image = async (file: string | null) => {
+    assert.ok(file, "an image");
+    const { data, info } = await sharp(path.join(config.records.dir, file))
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height, channels: info.channels, data };
+  };
+  return { seen: seen.filter((r) => r.verdict === "defect"), rows, health, image };
+}
+
+test("a defect's frame is kept at the ROI's own resolution: resized, it is the frame the model judged; its map is on the model's grid", async () => {
+  const { work, bundle } = await tinyStation("stpmd-records-native-");
+  const wide = path.join(work, "wide");
+  await wideNoise(wide, 4, 192, 144);
+  const run = await defectsRecorded(work, bundle, replaySource(wide, 20), {}, 6);
+  assert.ok(run.health?.ok, `records healthy: ${run.health?.detail}`);
+  // the frames judged while the daemon stops, after its cameras stopped, can no longer be fetched: only those
+  const missed = run.health?.counts?.images_native_missed ?? 0;
+  assert.ok(missed <= 2, `${missed} missed`);
+  for (const [i, r] of run.seen.entries()) {
+    const row = run.rows.get(r.frame.seq);
+    assert.ok(row, `a row for defect #${r.frame.seq}`);
+    const frame = await run.image(row.image);
+    if (i >= run.seen.length - missed) {
+      assert.deepEqual([frame.width, frame.height], [r.frame.width, r.frame.height], "the last, at shutdown");
+      continue;
+    }
+    assert.deepEqual([frame.width, frame.height, frame.channels], [192, 144, 3], "the native ROI");
+    const judged = await resizeRgb(frame.data, 192, 144, r.frame.width, r.frame.height);
+    assert.deepEqual(Buffer.from(judged), Buffer.from(r.frame.rgb), `defect #${r.frame.seq}: kept = judged`);
+    const map = await run.image(row.map);
+    assert.deepEqual([map.width, map.height], [r.frame.width, r.frame.height], "the map on the model's grid");
+  }
+  // records.images.native false: the frame as the model saw it, as before
+  const plain = await defectsRecorded(work, bundle, replaySource(wide, 20), { images: { native: false } }, 3);
+  for (const r of plain.seen) {
+    const frame = await plain.image(plain.rows.get(r.frame.seq)!.image);
+    assert.deepEqual([frame.width, frame.height], [r.frame.width, r.frame.height]);
+  }
+});
+
+test("a defect whose native frame is no longer held is kept as the model saw it, and counted", async () => {
+  const { work, bundle } = await tinyStation("stpmd-records-native-missed-");
+  const wide = path.join(work, "wide");
+  // 1200×900 RGB is 3.2 MB: a 1 MiB ring holds only the newest frame, and batches of 8 wait for 8 frames, so all
+  // but the last of a batch are judged after a newer frame came
+  await wideNoise(wide, 3, 1200, 900);
+  const run = await defectsRecorded(work, bundle, replaySource(wide, 30), { images: { native_mb: 1 } }, 16, {
+    max_batch: 8,
+    max_wait_ms: 1000,
+    queue_size: 16,
+  });
+  let atCaptureSize = 0;
+  for (const r of run.seen) {
+    const row = run.rows.get(r.frame.seq);
+    assert.ok(row?.image, `defect #${r.frame.seq}: a row with its frame, whatever its size`);
+    const frame = await run.image(row.image);
+    if (frame.width === r.frame.width) {
+      atCaptureSize += 1;
+      assert.deepEqual(Buffer.from(frame.data), Buffer.from(r.frame.rgb), "the frame the model saw");
+    } else {
+      assert.deepEqual([frame.width, frame.height], [1200, 900]);
+    }
+  }
+  assert.ok(
+    atCaptureSize >= 7,
+    `${atCaptureSize} of ${run.seen.length} defects judged after a newer frame came`,
+  );
+  assert.equal(run.health?.counts?.images_native_missed, atCaptureSize, "each one counted");
 });

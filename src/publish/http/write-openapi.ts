@@ -147,7 +147,9 @@ export function openApiDocument(): Record<string, unknown> {
           },
         },
       },
-      "/api/records/{id}/image.png": filePath("The record's frame as inspected (PNG)."),
+      "/api/records/{id}/image.png": filePath(
+        "The record's frame (PNG): at the ROI's own resolution with records.images.native, else as the model saw it.",
+      ),
       "/api/records/{id}/map.png": filePath(
         "The record's anomaly map: an 8-bit grey PNG on the frame's grid, 128 = the threshold.",
       ),

@@ -26,11 +26,23 @@ export function paintMap(canvas: HTMLCanvasElement, map: HTMLImageElement): void
   ctx.putImageData(pixels, 0, 0);
 }
 
-/** Loads the map at `url` and paints it into `canvas`; the returned function stops a load not yet done. */
-export function loadMap(canvas: HTMLCanvasElement, url: string): () => void {
+/**
+ * Loads the map at `url` and paints it into `canvas`, then tells `onSize` the map's size (the model's grid, which
+ * the regions' pixels are on: the frame beside it may be larger, kept at the ROI's own resolution); the returned
+ * function stops a load not yet done.
+ */
+export function loadMap(
+  canvas: HTMLCanvasElement,
+  url: string,
+  onSize?: (size: { w: number; h: number }) => void,
+): () => void {
   let live = true;
   const map = new Image();
-  map.onload = () => live && paintMap(canvas, map);
+  map.onload = () => {
+    if (!live) return;
+    paintMap(canvas, map);
+    onSize?.({ w: map.naturalWidth, h: map.naturalHeight });
+  };
   map.src = url;
   return () => {
     live = false;

@@ -1,5 +1,5 @@
 /**
- * A part's page (`#/part/<id>`): the frame as inspected with its anomaly map over it (opacity slider) and the
+ * A part's page (`#/part/<id>`): the part's frame with its anomaly map over it (opacity slider) and the
  * regions outlined, the score against the threshold, the model, the part id, the same camera's neighbours in time,
  * and the label buttons (false alarm, confirmed defect, undo, accept the draft mask).
  */
@@ -70,6 +70,8 @@ export function PartPage({ id }: { id: number }) {
   /** The confirmed defect's type (its folder in the labelled set); empty: the server's default. */
   const [defectType, setDefectType] = useState("");
   const [size, setSize] = useState<{ w: number; h: number } | undefined>();
+  /** The map's size: the grid of the regions' pixels (the model's), which a frame kept natively is larger than. */
+  const [mapSize, setMapSize] = useState<{ w: number; h: number } | undefined>();
   const heat = useRef<HTMLCanvasElement>(null);
 
   useEffect(() => {
@@ -81,7 +83,7 @@ export function PartPage({ id }: { id: number }) {
 
   useEffect(() => {
     if (record?.map == null || heat.current === null) return;
-    return loadMap(heat.current, api.imageUrl(record.id, "map"));
+    return loadMap(heat.current, api.imageUrl(record.id, "map"), setMapSize);
   }, [record?.id, record?.map]);
 
   // the queue's keys work here too
@@ -141,18 +143,19 @@ export function PartPage({ id }: { id: number }) {
                 onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })}
               />
               <canvas ref={heat} class="heat" style={{ opacity }} />
-              {size !== undefined &&
+              {(record.map == null ? size : mapSize) !== undefined &&
                 record.regions.map((region, i) => {
+                  const grid = (record.map == null ? size : mapSize)!;
                   const [x, y, w, h] = region.bbox as [number, number, number, number];
                   return (
                     <div
                       key={i}
                       class="region"
                       style={{
-                        left: `${(x / size.w) * 100}%`,
-                        top: `${(y / size.h) * 100}%`,
-                        width: `${(w / size.w) * 100}%`,
-                        height: `${(h / size.h) * 100}%`,
+                        left: `${(x / grid.w) * 100}%`,
+                        top: `${(y / grid.h) * 100}%`,
+                        width: `${(w / grid.w) * 100}%`,
+                        height: `${(h / grid.h) * 100}%`,
                       }}
                     />
                   );
