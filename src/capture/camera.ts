@@ -36,7 +36,7 @@ export interface CameraRuntime {
   originalMaxLongSide?: number;
   /**
    * Keep frames at the ROI's own resolution (records.images.native), the newest within `maxBytes`, for
-   * {@link Camera.nativeFrame}; the capture then resizes each frame to the model's size itself.
+   * {@link Camera.nativeFrame}. Capture processes only (not STPMD_CAPTURE=in-process).
    */
   native?: { maxBytes: number };
 }
@@ -136,12 +136,15 @@ export class Camera extends EventEmitter<CameraEvents> {
    */
   constructor(config: CameraConfig, runtime: CameraRuntime) {
     super();
+    const inProcess = captureInProcess();
+    // native frames need a third pool thread per camera (a second appsink): in the daemon's own process two
+    // cameras would take libuv's four, so only capture processes keep them
     const spec = sourceSpec(
       config,
       runtime.width,
       runtime.height,
       runtime.originalMaxLongSide,
-      runtime.native,
+      inProcess ? undefined : runtime.native,
     );
     this.id = config.id;
     this.width = runtime.width;
@@ -151,7 +154,7 @@ export class Camera extends EventEmitter<CameraEvents> {
     // Tag log lines with the camera id unless the caller's logger already does (pino would repeat the key).
     const bound = runtime.logger.bindings().camera === config.id;
     this.log = bound ? runtime.logger : runtime.logger.child({ camera: config.id });
-    this.source = captureInProcess() ? new GstSource(spec) : new ProcessSource(spec);
+    this.source = inProcess ? new GstSource(spec) : new ProcessSource(spec);
     this.source.on("frame", (frame) => this.onFrame(frame));
     this.source.on("idle", () => this.setState("idle"));
     this.source.on("warning", (kind, message) => this.warn(kind, message));

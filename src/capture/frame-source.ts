@@ -40,9 +40,8 @@ export interface SourceSpec {
   /** Long-side cap of the frames requestOriginal delivers, and of native frames; null: none are delivered. */
   originalMaxLongSide: number | null;
   /**
-   * Capture the ROI at its own resolution (capped at originalMaxLongSide), resize each frame to the capture size in
-   * the source, and keep the newest native frames, up to `maxBytes` of them, for {@link FrameSource.nativeFrame}.
-   * Null: GStreamer scales the frames to the capture size and nothing native is kept.
+   * Capture every frame also at the ROI's own resolution (capped at originalMaxLongSide), and keep the newest of
+   * those, up to `maxBytes` of them, for {@link FrameSource.nativeFrame}. Null: none are kept.
    */
   native: { maxBytes: number } | null;
 }

@@ -3,13 +3,11 @@ import { createRequire } from "node:module";
 import type gst from "gstreamer-superficial";
 import { errorMessage } from "../core/errors.js";
 import type { NativeFrame } from "../core/frame.js";
-import { resizeRgb } from "../data/images.js";
 import type {
   CameraWarningKind,
   FrameSource,
   FrameSourceEvents,
   SourceCounters,
-  SourceFrame,
   SourceSpec,
 } from "./frame-source.js";
 import { NativeRing } from "./native-ring.js";
@@ -17,6 +15,7 @@ import {
   CAPS_NAME,
   captureCaps,
   findReplay,
+  NATIVE_SINK_NAME,
   originalCaps,
   packRgbRows,
   SINK_NAME,
@@ -42,11 +41,6 @@ function gstreamer(): typeof gst {
 const NO_SAMPLE_GRACE_MS = 250;
 /** After the bus reports end of stream, how long the appsink may take to hand out the frames it still holds. */
 const EOS_DRAIN_GRACE_MS = 500;
-/**
- * Native frames being resized at once; a sample that finds this many is dropped, as the appsink drops frames the
- * capture does not take in time (max-buffers=2 drop=true): the newest frames, never a growing backlog.
- */
-const MAX_RESIZES = 2;
 
 /** Where a replay stands and which files were already named, so a new capture process carries on from there. */
 export interface ResumePoint {
@@ -60,7 +54,8 @@ export interface ResumePoint {
 /** A built pipeline. Restarts replay it (NULL → PLAYING) rather than build another: see the class comment. */
 interface Pipe {
   pipeline: gst.Pipeline;
-  pull: (callback: gst.PullCallback) => void;
+  /** One sample of the model's appsink, with the same frame from the native appsink in native mode. */
+  pull: (callback: SampleCallback) => void;
   /** The capsfilter before the appsink, switched for a frame at collection size; null if GStreamer lost it. */
   caps: gst.Element | null;
   /** The replay's multifilesrc (named by findReplay), or null when the source is not a replay. */
@@ -73,6 +68,44 @@ interface Pipe {
    * pool thread.
    */
   polling: boolean;
+}
+
+/** A sample, and in native mode the same frame at the ROI's own resolution; `buf` null: no more samples. */
+type SampleCallback = (buf: Buffer | null, caps: gst.SampleCaps, native?: NativeSample) => void;
+
+interface NativeSample {
+  buf: Buffer;
+  caps: gst.SampleCaps;
+}
+
+/**
+ * A pull of both appsinks of a native-mode pipeline, answered once both came back: the two samples are one frame,
+ * as neither appsink drops and both get every frame the tee passes (pipeline-description.ts, nativeBranches). When
+ * either has no more samples (end of stream, the pipeline stopped), neither has: the answer is null.
+ */
+function pairedPull(
+  pullModel: (callback: gst.PullCallback) => void,
+  pullNative: (callback: gst.PullCallback) => void,
+): (callback: SampleCallback) => void {
+  return (callback) => {
+    let model: [Buffer | null, gst.SampleCaps] | undefined;
+    let native: [Buffer | null, gst.SampleCaps] | undefined;
+    const both = () => {
+      if (model === undefined || native === undefined) return;
+      const [buf, caps] = model;
+      const [nativeBuf, nativeCaps] = native;
+      if (buf === null || nativeBuf === null) callback(null, caps);
+      else callback(buf, caps, { buf: nativeBuf, caps: nativeCaps });
+    };
+    pullModel((buf, caps) => {
+      model = [buf, caps];
+      both();
+    });
+    pullNative((buf, caps) => {
+      native = [buf, caps];
+      both();
+    });
+  };
 }
 
 /** One play of a pipeline: from PLAYING until it fails or stop() is called. */
@@ -115,8 +148,9 @@ interface Run {
  * ({@link reusable} false): in-process every later run then builds (and leaks) a fresh pipeline; the capture
  * process instead ends, and its supervisor starts a new process for the next run, so the leak ends with it.
  *
- * Each blocking GStreamer call (the bus poll, each appsink pull) holds a thread of libuv's pool: 2 per camera. The
- * capture process plays one pipeline, so libuv's default pool of 4 suffices there.
+ * Each blocking GStreamer call (the bus poll, each appsink pull) holds a thread of libuv's pool: 2 per camera, 3
+ * with native frames (two appsinks). The capture process plays one pipeline, so libuv's default pool of 4 suffices
+ * there.
  */
 export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameSource {
   readonly id: string;
@@ -159,13 +193,6 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   /** Native mode (spec.native): the newest frames at the ROI's own resolution, by number. */
   private readonly nativeRing: NativeRing | null;
   private nextRef = 1;
-  /** Native frames being resized, and the chain that emits them (and a run's end after them) in order. */
-  private resizing = 0;
-  private emitChain: Promise<void> = Promise.resolve();
-  /** Entries of the chain not yet run: while there are any, a ready frame waits its turn too. */
-  private chained = 0;
-  /** Counts stop() calls: what a resize finishes after a stop() is not emitted. */
-  private stops = 0;
 
   /** @param resume where an earlier capture process of this camera left its replay. */
   constructor(spec: SourceSpec, resume?: ResumePoint) {
@@ -213,7 +240,6 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
    * GStreamer are recognised by their run and dropped).
    */
   stop(): void {
-    this.stops++;
     if (!this.running) {
       // between runs (the supervisor's backoff): the poll left waiting on the flushed bus must end too
       if (this.betweenRuns && this.pipe?.polling) this.endIdlePoll(this.pipe);
@@ -234,8 +260,8 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
    * Asks for the next frame at collection size: the cropped frame at its own resolution, its long side capped at
    * `originalMaxLongSide`, delivered as RGBA for the supervisor to resize (with training's resize, not
    * videoscale's), so the model judges the very image that is kept. One frame per request: the capsfilter switches
-   * back as soon as it arrives, so the path costs nothing otherwise. In native mode every frame comes at that size:
-   * the next one is delivered whole instead of being resized here.
+   * back as soon as it arrives, so the path costs nothing otherwise. In native mode every frame comes at that size
+   * too: the next one is delivered whole, with no switch.
    */
   requestOriginal(): boolean {
     if (this.nativeRing !== null) {
@@ -299,7 +325,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
       pipe.pipeline.pollBus(pipe.onBus);
     }
     pipe.pipeline.play();
-    pipe.pull((buf, caps) => this.onSample(run, buf, caps));
+    pipe.pull((buf, caps, native) => this.onSample(run, buf, caps, native));
     this.armSilenceTimer(run);
   }
 
@@ -364,10 +390,15 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
       this.end("pipeline_invalid", `pipeline has no appsink named "${SINK_NAME}"`, null);
       return null;
     }
+    // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
+    const pullModel = sink.pull.bind(sink);
+    const nativeSink = this.nativeRing === null ? undefined : pipeline.findChild(NATIVE_SINK_NAME);
     const pipe: Pipe = {
       pipeline,
-      // Bound: the addon finds its appsink through `this`; an unbound call would crash natively.
-      pull: sink.pull.bind(sink),
+      pull:
+        typeof nativeSink?.pull === "function"
+          ? pairedPull(pullModel, nativeSink.pull.bind(nativeSink))
+          : pullModel,
       caps: pipeline.findChild(CAPS_NAME) ?? null,
       replayElement:
         this.replayCursor === null ? null : (pipeline.findChild(this.replayCursor.settings.element) ?? null),
@@ -526,7 +557,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     }
   }
 
-  private onSample(run: Run, buf: Buffer | null, caps: gst.SampleCaps): void {
+  private onSample(run: Run, buf: Buffer | null, caps: gst.SampleCaps, native?: NativeSample): void {
     run.pulling = false;
     if (run.ended && run === this.lastRun && this.launchAfterPull !== null) {
       const launch = this.launchAfterPull;
@@ -557,10 +588,10 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     const captureTs = Date.now();
     // Ask for the next sample before handing this one out, so a throwing listener cannot stop the camera.
     run.pulling = true;
-    run.pipe.pull((nextBuf, nextCaps) => this.onSample(run, nextBuf, nextCaps));
+    run.pipe.pull((nextBuf, nextCaps, nextNative) => this.onSample(run, nextBuf, nextCaps, nextNative));
 
-    if (this.nativeRing !== null) {
-      this.onNativeSample(run, buf, caps, captureTs, this.nativeRing);
+    if (native !== undefined && this.nativeRing !== null) {
+      this.onNativeSample(run, buf, caps, native, captureTs, this.nativeRing);
       return;
     }
     if (caps.format === "RGBA") {
@@ -593,24 +624,26 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   }
 
   /**
-   * Native mode: a sample at the ROI's own resolution. Kept in the ring and resized to the capture size here, with
-   * training's resize (sharp, off this thread), then emitted in order with its number; the one the collector asked
-   * for is emitted whole instead (as RGBA, like a switched capsfilter's), and a sample already at the capture size
-   * (a tiled bundle at scale 1) is its own native frame.
+   * Native mode: a frame as the model gets it and the same frame at the ROI's own resolution. The native one is
+   * kept in the ring under a new number, which the frame carries; the one the collector asked for is emitted whole
+   * instead (as RGBA, like a switched capsfilter's), and a frame already at the capture size (a tiled bundle at
+   * scale 1) is its own native frame.
    */
   private onNativeSample(
     run: Run,
     buf: Buffer,
     caps: gst.SampleCaps,
+    native: NativeSample,
     captureTs: number,
     ring: NativeRing,
   ): void {
-    const width = caps.width ?? 0;
-    const height = caps.height ?? 0;
-    let rgb: Uint8Array;
+    const width = native.caps.width ?? 0;
+    const height = native.caps.height ?? 0;
+    let nativeRgb: Uint8Array;
     try {
-      if (width === 0 || height === 0) throw new RangeError(`caps without a size: ${JSON.stringify(caps)}`);
-      rgb = packRgbRows(buf, width, height);
+      if (width === 0 || height === 0)
+        throw new RangeError(`native caps without a size: ${JSON.stringify(native.caps)}`);
+      nativeRgb = packRgbRows(native.buf, width, height);
     } catch (err) {
       this.rejectFrame(run, err);
       return;
@@ -618,61 +651,19 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     if (this.originalWanted) {
       this.originalWanted = false;
       this.recordFrame(run, captureTs);
-      this.emitOrdered({ captureTs, rgba: rgbToRgba(rgb), width, height, wanted: true });
+      this.emit("frame", { captureTs, rgba: rgbToRgba(nativeRgb), width, height, wanted: true });
       return;
     }
-    if (width === this.width && height === this.height) {
-      this.recordFrame(run, captureTs);
-      this.emitOrdered({ captureTs, rgb });
-      return;
-    }
-    if (this.resizing >= MAX_RESIZES) return;
-    this.resizing++;
+    const rgb = this.toPackedRgb(run, buf, caps);
+    if (rgb === null) return;
     this.recordFrame(run, captureTs);
-    const ref = this.nextRef++;
-    const resized = resizeRgb(rgb, width, height, this.width, this.height).finally(() => {
-      this.resizing--;
-    });
-    ring.add(ref, { width, height, rgb });
-    this.emitOrdered(
-      resized.then(
-        (small) => ({ captureTs, rgb: small, native: { ref, width, height } }),
-        (err: unknown) => {
-          this.rejectFrame(run, err);
-          return null;
-        },
-      ),
-    );
-  }
-
-  /**
-   * Emits a frame after those before it (native mode resizes them off this thread), unless stop() came first.
-   * With nothing in the chain a ready frame is emitted at once.
-   */
-  private emitOrdered(frame: SourceFrame | Promise<SourceFrame | null>): void {
-    if (!(frame instanceof Promise) && this.chained === 0) {
-      this.emit("frame", frame);
+    if (width === this.width && height === this.height) {
+      this.emit("frame", { captureTs, rgb });
       return;
     }
-    const stops = this.stops;
-    this.chain(async () => {
-      const ready = await frame;
-      if (ready !== null && stops === this.stops) this.emit("frame", ready);
-    });
-  }
-
-  /** Runs `step` after the chain's earlier steps. */
-  private chain(step: () => void | Promise<void>): void {
-    this.chained++;
-    this.emitChain = this.emitChain
-      .then(step)
-      // a throwing listener must not break the chain (the frames after it would never come)
-      .catch((err: unknown) => {
-        this.emit("notice", `a frame listener failed: ${errorMessage(err)}`);
-      })
-      .finally(() => {
-        this.chained--;
-      });
+    const ref = this.nextRef++;
+    ring.add(ref, { width, height, rgb: nativeRgb });
+    this.emit("frame", { captureTs, rgb, native: { ref, width, height } });
   }
 
   private toPackedRgb(run: Run, buf: Buffer, caps: gst.SampleCaps): Uint8Array | null {
@@ -744,16 +735,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     if (!this.running) return;
     this.running = false;
     this.betweenRuns = true;
-    const ended = { kind, message, streamingSince };
-    if (this.chained === 0) {
-      this.emit("ended", ended);
-      return;
-    }
-    // after the frames still being resized, as their samples came before the end
-    const stops = this.stops;
-    this.chain(() => {
-      if (stops === this.stops) this.emit("ended", ended);
-    });
+    this.emit("ended", { kind, message, streamingSince });
   }
 
   private warn(kind: CameraWarningKind, message: string): void {

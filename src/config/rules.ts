@@ -17,6 +17,9 @@ export const SINK_NAME = "stpmd_sink";
 
 /** Name of the capsfilter before it, whose caps a camera switches to hand the collector one frame at full size. */
 export const CAPS_NAME = "stpmd_caps";
+/** Name of the appsink of a camera's native frames (`records.images.native`), and of the tee that feeds it. */
+export const NATIVE_SINK_NAME = "stpmd_native";
+export const TEE_NAME = "stpmd_tee";
 
 /**
  * The topic level of MQTT commands, `<prefix>/command/<name>`: defined with the rule that reserves it as a camera
@@ -48,7 +51,7 @@ export function sourceProblem(source: string): string | undefined {
       `remove the appsink from "${trimmed}"`
     );
   }
-  for (const reserved of [SINK_NAME, CAPS_NAME]) {
+  for (const reserved of [SINK_NAME, CAPS_NAME, NATIVE_SINK_NAME, TEE_NAME]) {
     if (trimmed.includes(reserved)) return `must not use the reserved element name "${reserved}"`;
   }
   if (trimmed.startsWith("!") || trimmed.endsWith("!")) {

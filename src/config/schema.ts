@@ -831,7 +831,7 @@ export const configSchema = Type.Object(
             }),
             native: Type.Boolean({
               description:
-                "Keep the saved frames at the ROI's own resolution, before the model's resize (the long side capped at `collection.max_long_side`): each camera's capture then takes its frames at that size, resizes them to the model's input itself (with training's resize) and holds the newest ones until their verdict. False: the frames the model saw (the model's input for a squashed bundle, the ROI at `--scale` for a tiled one), and GStreamer does the resize. Costs capture CPU (docs/records.md, Native frames).",
+                "Keep the saved frames at the ROI's own resolution, before the model's resize (the long side capped at `collection.max_long_side`): each camera's capture process then takes every frame a second time at that size (a second GStreamer branch) and holds the newest ones until their verdict. False: the frames the model saw (the model's input for a squashed bundle, the ROI at `--scale` for a tiled one). Costs capture CPU (docs/records.md, Native frames).",
               default: true,
             }),
             native_mb: Type.Integer({

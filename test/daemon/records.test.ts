@@ -137,7 +137,7 @@ async function defectsRecorded(
   return { seen: seen.filter((r) => r.verdict === "defect"), rows, health, image };
 }
 
-test("a defect's frame is kept at the ROI's own resolution: resized, it is the frame the model judged; its map is on the model's grid", async () => {
+test("a defect's frame is kept at the ROI's own resolution: scaled, it is the frame the model judged; its map is on the model's grid", async () => {
   const { work, bundle } = await tinyStation("stpmd-records-native-");
   const wide = path.join(work, "wide");
   await wideNoise(wide, 4, 192, 144);
@@ -155,8 +155,16 @@ test("a defect's frame is kept at the ROI's own resolution: resized, it is the f
       continue;
     }
     assert.deepEqual([frame.width, frame.height, frame.channels], [192, 144, 3], "the native ROI");
+    // the model's frame is GStreamer's scaling of the same frame: a few grey levels from sharp's, where another
+    // noise frame is 85 away
     const judged = await resizeRgb(frame.data, 192, 144, r.frame.width, r.frame.height);
-    assert.deepEqual(Buffer.from(judged), Buffer.from(r.frame.rgb), `defect #${r.frame.seq}: kept = judged`);
+    let difference = 0;
+    for (let i = 0; i < judged.length; i++) difference += Math.abs(judged[i]! - r.frame.rgb[i]!);
+    difference /= judged.length;
+    assert.ok(
+      difference < 6,
+      `defect #${r.frame.seq}: kept = judged, scaled (mean difference ${difference})`,
+    );
     const map = await run.image(row.map);
     assert.deepEqual([map.width, map.height], [r.frame.width, r.frame.height], "the map on the model's grid");
   }
