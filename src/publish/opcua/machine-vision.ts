@@ -79,7 +79,7 @@ function asStateMachine(node: UAObject | null, name: string): UAObject & StateMa
 }
 
 /** How often the state machines follow the line when nothing else changes them (a camera restarting, a part's window
- * closing): a PLC sees a change within this, plus the snapshot's 200 ms cache. */
+ * closing): a PLC sees a change within this. */
 const STATE_POLL_MS = 250;
 
 /**
@@ -177,7 +177,7 @@ export class MachineVisionView {
     this.bindStateMethods();
     this.bindRecipes(ownNamespace);
     this.bindResults();
-    this.refresh();
+    this.refresh(this.control.snapshot());
     this.poll = setInterval(() => this.follow(), STATE_POLL_MS);
     this.poll.unref();
   }
@@ -197,10 +197,14 @@ export class MachineVisionView {
     return method;
   }
 
-  /** {@link refresh} from a timer: a failure is logged, never thrown out of the event loop. */
+  /**
+   * {@link refresh} from a timer: a failure is logged, never thrown out of the event loop. From the control's own
+   * snapshot, as Halt and Reset refresh: the interface's cached one (up to 200 ms old) could undo their state for a
+   * poll (seen: Halted, then Operational for one poll after Halt, then Halted again).
+   */
   private follow(): void {
     try {
-      this.refresh();
+      this.refresh(this.control.snapshot());
     } catch (err) {
       this.log.error({ err }, "OPC 40100 state machine update failed");
     }
@@ -210,7 +214,7 @@ export class MachineVisionView {
    * Moves the state machines to the line's state; entering Error raises an ErrorEvent, leaving it by itself (to
    * Preoperational or Operational: the specification's automatic transitions) an ErrorResolvedEvent.
    */
-  private refresh(snapshot = this.snapshot()): void {
+  private refresh(snapshot: NodeSnapshot): void {
     this.conditions.follow(snapshot.cameras);
     const { state: top, reason } = visionState(snapshot);
     const automatic =

@@ -224,9 +224,11 @@ class RecordsSink implements ResultSink {
         this.thread.post(jobs, transfer);
       })
       .catch((err: unknown) => {
+        // cannot happen (fetchNative answers null rather than fail), but a row is never lost unsaid
+        this.thread.counts.lost += jobs.length;
         this.context.logger.error(
           { err: errorMessage(err) },
-          `records: ${jobs.length} rows lost waiting for native frames`,
+          `records: ${jobs.length} rows lost waiting for native frames (counted lost)`,
         );
       })
       .finally(() => {
