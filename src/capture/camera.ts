@@ -10,6 +10,7 @@ import {
   type CameraWarning,
   type CameraWarningKind,
   type FrameSource,
+  type NativeSpec,
   type RunEnd,
   type SourceFrame,
   sourceSpec,
@@ -38,7 +39,7 @@ export interface CameraRuntime {
    * Keep frames at the ROI's own resolution (records.images.native), the newest within `maxBytes`, for
    * {@link Camera.nativeFrame}. Capture processes only (not STPMD_CAPTURE=in-process).
    */
-  native?: { maxBytes: number };
+  native?: NativeSpec;
 }
 
 export interface CameraStats {
@@ -74,7 +75,9 @@ export type CameraEvents = {
 const DEFAULT_RESET_AFTER_MS = 30_000;
 /**
  * Sequence numbers whose native frame the camera can still name to its source: far more than a source keeps (a
- * 48 MiB ring holds 10 frames of 1500×1000), so the source's ring, not this map, decides what is still there.
+ * 48 MiB ring holds 10 frames of 1500×1000), so the source's ring, not this map, decides what is still there. Asked
+ * by sequence number, not by the source's own number, because a camera rebuilt for another model size continues the
+ * sequence with a new source, which numbers its frames from 1 again.
  */
 const NATIVE_REFS_KEPT = 1024;
 /** A GStreamer warning or capture-process line that repeats is logged at most this often (with a count). */
@@ -267,9 +270,17 @@ export class Camera extends EventEmitter<CameraEvents> {
       else this.emitInOrder(Promise.resolve(kept));
       return;
     }
-    const { rgba, width, height, wanted } = source;
-    const resized = resizeRgb(rgba, width, height, this.width, this.height, 4).then(
-      (rgb): Frame => ({ ...frame, rgb, ...(wanted ? { original: { width, height, rgba } } : {}) }),
+    const { original, wanted } = source;
+    const [pixels, channels] = "rgba" in original ? [original.rgba, 4 as const] : [original.rgb, 3 as const];
+    const resized = resizeRgb(
+      pixels,
+      original.width,
+      original.height,
+      this.width,
+      this.height,
+      channels,
+    ).then(
+      (rgb): Frame => ({ ...frame, rgb, ...(wanted ? { original } : {}) }),
       (err: unknown) => {
         this.badResizes++;
         this.log.warn({ err }, "dropping a frame at collection size that could not be resized");

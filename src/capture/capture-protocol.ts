@@ -11,8 +11,9 @@ import type { ResumePoint } from "./gst-source.js";
  * u8 layout, u32 ref, then the pixels. An event's body: UTF-8 JSON ({@link ChildEvent}).
  *
  * Layouts: packed RGB at capture size (with a ref other than 0, the capture process keeps the frame at its native
- * size, width × height, under that number); RGBA at collection size, asked for or not; and a native frame the
- * daemon asked for by its ref (packed RGB, width × height), which is not a new frame and is not acknowledged.
+ * size, width × height, under that number); RGBA at collection size, asked for or not; RGB at collection size,
+ * asked for (a camera keeping native frames); and a native frame the daemon asked for by its ref (packed RGB,
+ * width × height), which is not a new frame and is not acknowledged.
  */
 export const MESSAGE_FRAME = 1;
 export const MESSAGE_EVENT = 2;
@@ -22,6 +23,7 @@ const LAYOUT_RGB = 0;
 const LAYOUT_RGBA_WANTED = 1;
 const LAYOUT_RGBA = 2;
 const LAYOUT_NATIVE = 3;
+const LAYOUT_RGB_WANTED = 4;
 
 /** What the capture process is started with (its one argument, as JSON). */
 export interface CaptureArgs {
@@ -60,9 +62,13 @@ export const ACK_LINE = `${JSON.stringify({ t: "ack" } satisfies ParentCommand)}
  * them).
  */
 export function frameHeader(run: number, frame: SourceFrame): { head: Buffer; pixels: Uint8Array } {
-  if ("rgba" in frame) {
-    const layout = frame.wanted ? LAYOUT_RGBA_WANTED : LAYOUT_RGBA;
-    return header(run, frame.captureTs, frame.width, frame.height, layout, 0, frame.rgba);
+  if ("original" in frame) {
+    const { original, wanted } = frame;
+    const { width, height } = original;
+    if ("rgb" in original)
+      return header(run, frame.captureTs, width, height, LAYOUT_RGB_WANTED, 0, original.rgb);
+    const layout = wanted ? LAYOUT_RGBA_WANTED : LAYOUT_RGBA;
+    return header(run, frame.captureTs, width, height, layout, 0, original.rgba);
   }
   const { native } = frame;
   return header(
@@ -133,7 +139,11 @@ export function decodeFrame(
     const native = ref === 0 ? {} : { native: { ref, width, height } };
     return { run, frame: { captureTs, rgb: pixels, ...native } };
   }
-  return { run, frame: { captureTs, rgba: pixels, width, height, wanted: layout === LAYOUT_RGBA_WANTED } };
+  if (layout === LAYOUT_RGB_WANTED) {
+    return { run, frame: { captureTs, original: { width, height, rgb: pixels }, wanted: true } };
+  }
+  const original = { width, height, rgba: pixels };
+  return { run, frame: { captureTs, original, wanted: layout === LAYOUT_RGBA_WANTED } };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { EventEmitter } from "node:events";
 import type { CameraConfig } from "../config/index.js";
-import type { CameraState, NativeFrame } from "../core/frame.js";
+import type { CameraState, FrameOriginal, NativeFrame } from "../core/frame.js";
 import { buildPipelineDescription } from "./pipeline-description.js";
 
 export type { CameraState, NativeFrame };
@@ -40,10 +40,10 @@ export interface SourceSpec {
   /** Long-side cap of the frames requestOriginal delivers, and of native frames; null: none are delivered. */
   originalMaxLongSide: number | null;
   /**
-   * Capture every frame also at the ROI's own resolution (capped at originalMaxLongSide), and keep the newest of
-   * those, up to `maxBytes` of them, for {@link FrameSource.nativeFrame}. Null: none are kept.
+   * Capture every frame also at the ROI's own resolution (its long side capped at `maxLongSide`), and keep the
+   * newest of those, up to `maxBytes` of them, for {@link FrameSource.nativeFrame}. Null: none are kept.
    */
-  native: { maxBytes: number } | null;
+  native: NativeSpec | null;
 }
 
 /**
@@ -56,9 +56,8 @@ export function sourceSpec(
   width: number,
   height: number,
   originalMaxLongSide: number | undefined,
-  native?: { maxBytes: number },
+  native?: NativeSpec,
 ): SourceSpec {
-  const nativeSide = native === undefined ? undefined : (originalMaxLongSide ?? DEFAULT_NATIVE_LONG_SIDE);
   return {
     id: config.id,
     description: buildPipelineDescription(
@@ -67,20 +66,23 @@ export function sourceSpec(
       height,
       `camera "${config.id}"`,
       config.roi,
-      nativeSide,
+      native?.maxLongSide,
     ),
     width,
     height,
     stallTimeoutMs: config.stall_timeout_s * 1000,
     trigger: config.trigger,
     roi: config.roi ?? null,
-    originalMaxLongSide: nativeSide ?? originalMaxLongSide ?? null,
+    originalMaxLongSide: originalMaxLongSide ?? null,
     native: native ?? null,
   };
 }
 
-/** Long-side cap of native frames when the camera was given none (collection.max_long_side's default). */
-const DEFAULT_NATIVE_LONG_SIDE = 2048;
+/** Native frames (records.images.native): the memory they may take, and their long-side cap. */
+export interface NativeSpec {
+  maxBytes: number;
+  maxLongSide: number;
+}
 
 /** A frame as a source captures it, before the camera numbers it. */
 export type SourceFrame =
@@ -93,10 +95,8 @@ export type SourceFrame =
     }
   | {
       captureTs: number;
-      /** Packed RGBA at collection size (see requestOriginal), still to be resized to the capture size. */
-      rgba: Uint8Array;
-      width: number;
-      height: number;
+      /** The frame at collection size (see requestOriginal), still to be resized to the capture size. */
+      original: FrameOriginal;
       /** It was asked for (the frame or two after the request that arrive before the switch are only resized). */
       wanted: boolean;
     };

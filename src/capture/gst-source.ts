@@ -620,13 +620,13 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     }
     this.recordFrame(run, captureTs);
     const rgba = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-    this.emit("frame", { captureTs, rgba, width, height, wanted });
+    this.emit("frame", { captureTs, original: { width, height, rgba }, wanted });
   }
 
   /**
    * Native mode: a frame as the model gets it and the same frame at the ROI's own resolution. The native one is
    * kept in the ring under a new number, which the frame carries; the one the collector asked for is emitted whole
-   * instead (as RGBA, like a switched capsfilter's), and a frame already at the capture size (a tiled bundle at
+   * instead, and a frame already at the capture size (a tiled bundle at
    * scale 1) is its own native frame.
    */
   private onNativeSample(
@@ -651,7 +651,7 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     if (this.originalWanted) {
       this.originalWanted = false;
       this.recordFrame(run, captureTs);
-      this.emit("frame", { captureTs, rgba: rgbToRgba(nativeRgb), width, height, wanted: true });
+      this.emit("frame", { captureTs, original: { width, height, rgb: nativeRgb }, wanted: true });
       return;
     }
     const rgb = this.toPackedRgb(run, buf, caps);
@@ -741,19 +741,6 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
   private warn(kind: CameraWarningKind, message: string): void {
     if (this.running) this.emit("warning", kind, message);
   }
-}
-
-/** Packed RGBA (opaque) from packed RGB: the layout of a frame delivered whole for the collector. */
-function rgbToRgba(rgb: Uint8Array): Uint8Array {
-  const pixels = rgb.byteLength / 3;
-  const rgba = new Uint8Array(pixels * 4);
-  for (let i = 0, j = 0; i < pixels; i++, j += 4) {
-    rgba[j] = rgb[i * 3]!;
-    rgba[j + 1] = rgb[i * 3 + 1]!;
-    rgba[j + 2] = rgb[i * 3 + 2]!;
-    rgba[j + 3] = 255;
-  }
-  return rgba;
 }
 
 /** GStreamer's debug text spans lines; a log line must not. */

@@ -39,13 +39,13 @@ export interface NativeFrame {
   rgb: Uint8Array;
 }
 
-/** A frame at collection resolution: packed 8-bit RGBA (the alpha channel is opaque), row-major. */
-export interface FrameOriginal {
-  width: number;
-  height: number;
-  /** width × height × 4 bytes. */
-  rgba: Uint8Array;
-}
+/**
+ * A frame at collection resolution, row-major: packed 8-bit RGBA (opaque; a capsfilter switched for it, whose caps
+ * say RGBA so that the sample tells itself from the capture size's) or packed RGB (a camera keeping native frames).
+ */
+export type FrameOriginal =
+  | { width: number; height: number /** width × height × 4 bytes. */; rgba: Uint8Array }
+  | { width: number; height: number /** width × height × 3 bytes. */; rgb: Uint8Array };
 
 /**
  * - starting: a pipeline was built and set to PLAYING; no frame yet.

@@ -9,13 +9,11 @@ import sharp from "sharp";
 import { writeFileAtomic } from "../core/durable-fs.js";
 import type { FrameOriginal } from "../core/frame.js";
 
-/** A frame's pixels: packed RGB (as inspected, or at native resolution), or the RGBA original at collection size. */
-export type FramePixels =
-  | { width: number; height: number; rgb: Uint8Array }
-  | { width: number; height: number; rgba: Uint8Array };
+/** A frame's pixels: packed RGB (as inspected, or at native resolution) or RGBA, as an original is held. */
+export type FramePixels = FrameOriginal;
 
 /** The PNG of a frame's pixels. */
-export function framePng(pixels: FramePixels | FrameOriginal): Promise<Buffer> {
+export function framePng(pixels: FramePixels): Promise<Buffer> {
   const image =
     "rgba" in pixels
       ? sharp(pixels.rgba, { raw: { width: pixels.width, height: pixels.height, channels: 4 } }).removeAlpha()

@@ -687,7 +687,12 @@ export class StationRegistry {
       firstSeq: station.nextSeq,
       originalMaxLongSide: this.config.collection.max_long_side,
       ...(keepsNativeFrames(this.config)
-        ? { native: { maxBytes: this.config.records.images.native_mb * 2 ** 20 } }
+        ? {
+            native: {
+              maxBytes: this.config.records.images.native_mb * 2 ** 20,
+              maxLongSide: this.config.collection.max_long_side,
+            },
+          }
         : {}),
     });
     cam.on("frame", (f: Frame) => {

@@ -37,15 +37,16 @@ describe("capture protocol", () => {
   const stream = Buffer.concat([
     frameBytes(7, { captureTs: 1_796_000_000_123, rgb }),
     eventMessage(event),
-    frameBytes(8, { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true }),
+    frameBytes(8, { captureTs: 1_796_000_000_456, original: { width: 5, height: 2, rgba }, wanted: true }),
     frameBytes(8, { captureTs: 1_796_000_000_789, rgb, native: { ref: 4_000_000_000, width: 9, height: 7 } }),
     Buffer.concat(Object.values(nativeHeader(4_000_000_000, { width: 4, height: 3, rgb }))),
+    frameBytes(9, { captureTs: 1_796_000_000_999, original: { width: 4, height: 3, rgb }, wanted: true }),
   ]);
 
   function check(messages: Array<{ type: number; body: Buffer }>, how: string): void {
     assert.deepEqual(
       messages.map((m) => m.type),
-      [MESSAGE_FRAME, MESSAGE_EVENT, MESSAGE_FRAME, MESSAGE_FRAME, MESSAGE_FRAME],
+      [MESSAGE_FRAME, MESSAGE_EVENT, MESSAGE_FRAME, MESSAGE_FRAME, MESSAGE_FRAME, MESSAGE_FRAME],
       how,
     );
     assert.deepEqual(
@@ -56,7 +57,10 @@ describe("capture protocol", () => {
     assert.deepEqual(JSON.parse(messages[1]!.body.toString("utf8")), event, how);
     assert.deepEqual(
       decodeFrame(messages[2]!.body),
-      { run: 8, frame: { captureTs: 1_796_000_000_456, rgba, width: 5, height: 2, wanted: true } },
+      {
+        run: 8,
+        frame: { captureTs: 1_796_000_000_456, original: { width: 5, height: 2, rgba }, wanted: true },
+      },
       how,
     );
     assert.deepEqual(
@@ -70,6 +74,14 @@ describe("capture protocol", () => {
     assert.deepEqual(
       decodeFrame(messages[4]!.body),
       { ref: 4_000_000_000, native: { width: 4, height: 3, rgb } },
+      how,
+    );
+    assert.deepEqual(
+      decodeFrame(messages[5]!.body),
+      {
+        run: 9,
+        frame: { captureTs: 1_796_000_000_999, original: { width: 4, height: 3, rgb }, wanted: true },
+      },
       how,
     );
   }

@@ -160,7 +160,6 @@ export class RecordJobs {
   /** Whether the frame's image is to be fetched at native resolution, or else taken as the model saw it. */
   private fetchesNative(frame: Frame): boolean {
     if (frame.native === undefined || this.nativeFrame === undefined) return false;
-    if (frame.native.width === frame.width && frame.native.height === frame.height) return false;
     if (this.fetching < MAX_NATIVE_FETCHES) return true;
     this.nativeMissed += 1;
     return false;
