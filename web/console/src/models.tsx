@@ -599,32 +599,22 @@ function Actions({
     setAsking(null);
     setForce(false);
   };
+  /** The button that opens `what`'s dialog, which needs the bundle it acts on (`needs`). */
+  const askButton = (what: Asking, label: string, needs: BundleSummary | null) => (
+    <button
+      type="button"
+      data-role={what}
+      disabled={!writable || needs === null || jobRunning}
+      onClick={() => setAsking(what)}
+    >
+      {label}
+    </button>
+  );
   return (
     <div class="row actions">
-      <button
-        type="button"
-        data-role="promote"
-        disabled={!writable || candidate === null || jobRunning}
-        onClick={() => setAsking("promote")}
-      >
-        Promote…
-      </button>
-      <button
-        type="button"
-        data-role="rollback"
-        disabled={!writable || previous === null || jobRunning}
-        onClick={() => setAsking("rollback")}
-      >
-        Roll back…
-      </button>
-      <button
-        type="button"
-        data-role="discard"
-        disabled={!writable || candidate === null || jobRunning}
-        onClick={() => setAsking("discard")}
-      >
-        Discard candidate…
-      </button>
+      {askButton("promote", "Promote…", candidate)}
+      {askButton("rollback", "Roll back…", previous)}
+      {askButton("discard", "Discard candidate…", candidate)}
       {asking === "promote" && (
         <Confirm
           title={`Promote on ${camera}`}
