@@ -55,6 +55,11 @@ function shaText(sha: string) {
   );
 }
 
+/** A bundle's predicted false-alarm rate, an upper bound ("≤ 2.5 %"), or "–" when it has none. */
+function predictedText(rate: number | null): string {
+  return rate === null ? "–" : `≤ ${percent(rate)}`;
+}
+
 /** "v3 (1a2b3c4d5e6f)": how a dialog names a bundle. */
 function bundleName(b: BundleSummary | null): string {
   return b === null ? "none" : `${b.model_version} (${b.student_sha256.slice(0, SHA_PREFIX)})`;
@@ -79,10 +84,7 @@ function BundleFacts({
             <br />
             <span class="dim">
               threshold {fmt(bundle.threshold)} · false alarms{" "}
-              {bundle.predicted_false_alarm_rate === null
-                ? "–"
-                : `≤ ${percent(bundle.predicted_false_alarm_rate)}`}{" "}
-              · made {timeText(bundle.created_at)}
+              {predictedText(bundle.predicted_false_alarm_rate)} · made {timeText(bundle.created_at)}
             </span>
           </>
         )}
@@ -472,16 +474,8 @@ function Evidence({ report }: { report: EvidenceReport }) {
           </tr>
           <tr>
             <th scope="row">predicted false-alarm rate</th>
-            <td>
-              {report.live.predicted_false_alarm_rate === null
-                ? "–"
-                : `≤ ${percent(report.live.predicted_false_alarm_rate)}`}
-            </td>
-            <td>
-              {report.candidate.predicted_false_alarm_rate === null
-                ? "–"
-                : `≤ ${percent(report.candidate.predicted_false_alarm_rate)}`}
-            </td>
+            <td>{predictedText(report.live.predicted_false_alarm_rate)}</td>
+            <td>{predictedText(report.candidate.predicted_false_alarm_rate)}</td>
           </tr>
         </tbody>
       </table>
