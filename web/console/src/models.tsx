@@ -10,7 +10,6 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import {
   api,
   type BundleSummary,
-  type CameraSnapshot,
   type CandidateView,
   type Disagreement,
   type EvidenceReport,
@@ -27,12 +26,6 @@ const SHA_PREFIX = 12;
 
 type Message = { text: string; ok: boolean };
 type Act = (name: string, body: Record<string, unknown>, done: string) => Promise<void>;
-
-/**
- * A camera's status with its candidate view, as issue 22's contract adds it to `NodeSnapshot.cameras[]`: the page
- * reads it to notice a job or shadow started elsewhere (MQTT, Sparkplug, the CLI) while it is open and idle.
- */
-type WithCandidate = CameraSnapshot & { candidate?: Omit<CandidateView, "camera"> };
 
 function isRunning(view: Pick<CandidateView, "job" | "shadow">): boolean {
   return view.job?.state === "running" || view.shadow?.state === "running";
@@ -774,10 +767,10 @@ export function ModelsPage() {
   useEffect(() => {
     void load();
   }, [load]);
-  // poll only while something moves: an idle page asks nothing of the daemon beyond the status every page polls
+  // poll only while something moves: an idle page asks nothing of the daemon beyond the status every page polls,
+  // whose cameras' candidate views tell of a job or shadow started elsewhere (MQTT, Sparkplug, the CLI)
   const startedElsewhere =
-    shared.status?.cameras.some((c: WithCandidate) => c.candidate !== undefined && isRunning(c.candidate)) ??
-    false;
+    shared.status?.cameras.some((c) => c.candidate !== undefined && isRunning(c.candidate)) ?? false;
   const busy = (views?.some(isRunning) ?? false) || startedElsewhere;
   useEffect(() => {
     if (!busy) return;
