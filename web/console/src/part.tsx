@@ -125,6 +125,8 @@ export function PartPage({ id }: { id: number }) {
     }
   };
   const ratio = record.score !== null && record.threshold ? record.score / record.threshold : null;
+  /** The regions' grid: the map's (the model's) when there is one, else the frame's. */
+  const grid = record.map == null ? size : mapSize;
   return (
     <section class="page" id="part" data-id={record.id}>
       <h2>
@@ -143,9 +145,8 @@ export function PartPage({ id }: { id: number }) {
                 onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })}
               />
               <canvas ref={heat} class="heat" style={{ opacity }} />
-              {(record.map == null ? size : mapSize) !== undefined &&
+              {grid !== undefined &&
                 record.regions.map((region, i) => {
-                  const grid = (record.map == null ? size : mapSize)!;
                   const [x, y, w, h] = region.bbox as [number, number, number, number];
                   return (
                     <div
