@@ -243,31 +243,9 @@ function ShadowPanel({ view, writable, act }: { view: CandidateView; writable: b
   );
 }
 
-/**
- * The edges with an open end made drawable: an overflow bin's edge (Infinity, which JSON writes as null) is drawn one
- * step of its neighbours past them, so the bin still shows beside the others.
- */
-function drawableEdges(edges: (number | null)[]): number[] {
-  const out = edges.map((e) => (typeof e === "number" && Number.isFinite(e) ? e : Number.NaN));
-  for (let i = out.length - 1; i >= 0; i--) {
-    if (!Number.isNaN(out[i]!)) continue;
-    const [a, b] = [out[i + 1], out[i + 2]];
-    if (a !== undefined && b !== undefined && !Number.isNaN(a) && !Number.isNaN(b)) out[i] = a - (b - a);
-  }
-  for (let i = 0; i < out.length; i++) {
-    if (!Number.isNaN(out[i]!)) continue;
-    const [a, b] = [out[i - 1], out[i - 2]];
-    out[i] = a !== undefined && b !== undefined ? a + (a - b) : Number.NaN;
-  }
-  return out;
-}
-
 /** Both models' scores over their own thresholds, binned on shared edges; the dashed line is the threshold (1). */
 function ScoreHistogram({ histogram }: { histogram: NonNullable<EvidenceReport["shadow"]>["histogram"] }) {
-  const { live, candidate } = histogram;
-  const edges = drawableEdges(histogram.edges);
-  /** The last bin holds everything above its lower edge (an overflow bin). */
-  const open = !Number.isFinite(histogram.edges.at(-1));
+  const { edges, live, candidate } = histogram;
   const bins = Math.min(live.length, candidate.length);
   const low = edges[0];
   const high = edges.at(-1);
@@ -308,10 +286,7 @@ function ScoreHistogram({ histogram }: { histogram: NonNullable<EvidenceReport["
       </svg>
       <figcaption>
         <span class="swatch live" /> live <span class="swatch candidate" /> candidate · score ÷ own threshold,{" "}
-        {open
-          ? `${fmt(low, 3)} to ${fmt(edges.at(-2), 3)}, the last bin above`
-          : `${fmt(low, 3)} to ${fmt(high, 3)}`}
-        ; dashed line: the threshold (1)
+        {fmt(low, 3)} to {fmt(high, 3)}; dashed line: the threshold (1)
       </figcaption>
     </figure>
   );
