@@ -13,14 +13,20 @@ import { machineInfo, machineState, median, runJsonChild, writeResults } from ".
  * by the frames delivered. The difference is what the process boundary costs: the frame's copies through the
  * socket, a second event loop, the kernel's work.
  *
- *   node dist/benchmarks/capture-cpu.js [--runs 5] [--seconds 6] [--fps 100]
- * One measurement: node dist/benchmarks/capture-cpu.js --one child|in-process [--seconds 6] [--fps 100]
+ * With `--native`, the capture process with the part record's native frames (records.images.native: a second
+ * GStreamer branch at 900×900 into a second appsink, pulled with the model's, the newest held in a 48 MiB ring)
+ * against without, both in capture processes: what keeping native frames costs capture.
+ *
+ *   node dist/benchmarks/capture-cpu.js [--runs 5] [--seconds 6] [--fps 100] [--native]
+ * One measurement: node dist/benchmarks/capture-cpu.js --one child|in-process|native [--seconds 6] [--fps 100]
  */
 
 const TICK_MS = 10; // USER_HZ = 100 on Linux
 
+type Capture = "child" | "in-process" | "native";
+
 interface Measurement {
-  capture: "child" | "in-process";
+  capture: Capture;
   fps: number;
   cpu_ms_per_frame: number;
   daemon_cpu_ms_per_frame: number;
@@ -38,11 +44,7 @@ function children(): number[] {
   );
 }
 
-async function measureOne(
-  capture: "child" | "in-process",
-  seconds: number,
-  fps: number,
-): Promise<Measurement> {
+async function measureOne(capture: Capture, seconds: number, fps: number): Promise<Measurement> {
   process.env.STPMD_CAPTURE = capture === "in-process" ? "in-process" : "";
   const config = completeConfig({
     model: { bundle: "unused" },
@@ -55,7 +57,13 @@ async function measureOne(
       },
     ],
   });
-  const camera = new Camera(config.cameras[0]!, { width: 256, height: 256, logger: createLogger("error") });
+  const native = capture === "native" ? { native: { maxBytes: 48 * 2 ** 20, maxLongSide: 2048 } } : {};
+  const camera = new Camera(config.cameras[0]!, {
+    width: 256,
+    height: 256,
+    logger: createLogger("error"),
+    ...native,
+  });
   let frames = 0;
   camera.on("frame", () => frames++);
   camera.start();
@@ -84,22 +92,23 @@ const { values } = parseArgs({
     runs: { type: "string" },
     seconds: { type: "string" },
     fps: { type: "string" },
+    native: { type: "boolean", default: false },
   },
 });
 const seconds = Number(values.seconds ?? "6");
 const fps = Number(values.fps ?? "100");
-if (values.one === "child" || values.one === "in-process") {
+if (values.one === "child" || values.one === "in-process" || values.one === "native") {
   process.stdout.write(`${JSON.stringify(await measureOne(values.one, seconds, fps))}\n`);
   process.exit(0);
 }
 const runs = Number(values.runs ?? "5");
+/** What is compared: the capture process against in-process capture, or native frames against none. */
+const [base, other]: [Capture, Capture] = values.native ? ["child", "native"] : ["in-process", "child"];
 const self = fileURLToPath(import.meta.url);
 const before = await machineState();
 const rows: Measurement[] = [];
 for (let run = 0; run < runs; run++) {
-  for (const capture of run % 2 === 0
-    ? (["in-process", "child"] as const)
-    : (["child", "in-process"] as const)) {
+  for (const capture of run % 2 === 0 ? [base, other] : [other, base]) {
     const args = [self, "--one", capture, "--seconds", String(seconds), "--fps", String(fps)];
     const row = (await runJsonChild(process.execPath, args)) as Measurement;
     process.stderr.write(`${JSON.stringify(row)}\n`);
@@ -107,34 +116,42 @@ for (let run = 0; run < runs; run++) {
   }
 }
 const after = await machineState();
-const med = (capture: string, key: keyof Omit<Measurement, "capture">) =>
+const med = (capture: Capture, key: keyof Omit<Measurement, "capture">) =>
   median(rows.filter((r) => r.capture === capture).map((r) => r[key]));
-const summary = {
-  in_process_cpu_ms_per_frame: med("in-process", "cpu_ms_per_frame"),
-  child_cpu_ms_per_frame: med("child", "cpu_ms_per_frame"),
-  child_daemon_cpu_ms_per_frame: med("child", "daemon_cpu_ms_per_frame"),
-  child_capture_process_cpu_ms_per_frame: med("child", "capture_process_cpu_ms_per_frame"),
-  in_process_fps: med("in-process", "fps"),
-  child_fps: med("child", "fps"),
+const summaryOf = (capture: Capture) => ({
+  fps: med(capture, "fps"),
+  cpu_ms_per_frame: med(capture, "cpu_ms_per_frame"),
+  daemon_cpu_ms_per_frame: med(capture, "daemon_cpu_ms_per_frame"),
+  capture_process_cpu_ms_per_frame: med(capture, "capture_process_cpu_ms_per_frame"),
+});
+const summary = { [base]: summaryOf(base), [other]: summaryOf(other) };
+const ratio = summary[other]!.cpu_ms_per_frame / summary[base]!.cpu_ms_per_frame;
+const what = values.native
+  ? "a capture process with native frames (records.images.native) vs without"
+  : "in the daemon's process vs a capture process";
+const command = `node dist/benchmarks/capture-cpu.js --runs ${runs} --seconds ${seconds} --fps ${fps}${values.native ? " --native" : ""}`;
+const row = (capture: Capture) => {
+  const s = summary[capture]!;
+  const captureProcess = capture === "in-process" ? "–" : s.capture_process_cpu_ms_per_frame.toFixed(2);
+  return `| ${capture} | ${s.fps.toFixed(1)} | ${s.cpu_ms_per_frame.toFixed(2)} | ${s.daemon_cpu_ms_per_frame.toFixed(2)} | ${captureProcess} |`;
 };
-const ratio = summary.child_cpu_ms_per_frame / summary.in_process_cpu_ms_per_frame;
 const md = [
-  "# Capture CPU per frame: in the daemon's process vs a capture process",
+  `# Capture CPU per frame: ${what}`,
   "",
-  `One camera, live videotestsrc 900×900 RGB at ${fps} frames/s scaled to 256×256 in GStreamer; ${runs} runs of ${seconds} s each way, alternating, each in a fresh process (\`node dist/benchmarks/capture-cpu.js --runs ${runs} --seconds ${seconds} --fps ${fps}\`); medians. CPU: utime + stime of the process and its capture processes, 10 ms ticks.`,
+  `One camera, live videotestsrc 900×900 RGB at ${fps} frames/s scaled to 256×256 in GStreamer; ${runs} runs of ${seconds} s each way, alternating, each in a fresh process (\`${command}\`); medians. CPU: utime + stime of the process and its capture processes, 10 ms ticks.`,
   "",
   `Load before: \`${before.uptime}\`; after: \`${after.uptime}\`.`,
   "",
   "| capture | frames/s | CPU ms per frame, all told | of it, the daemon's process | of it, the capture process |",
   "|---|---:|---:|---:|---:|",
-  `| in-process | ${summary.in_process_fps.toFixed(1)} | ${summary.in_process_cpu_ms_per_frame.toFixed(2)} | ${summary.in_process_cpu_ms_per_frame.toFixed(2)} | – |`,
-  `| child | ${summary.child_fps.toFixed(1)} | ${summary.child_cpu_ms_per_frame.toFixed(2)} | ${summary.child_daemon_cpu_ms_per_frame.toFixed(2)} | ${summary.child_capture_process_cpu_ms_per_frame.toFixed(2)} |`,
+  row(base),
+  row(other),
   "",
-  `Child / in-process, CPU per frame: **${ratio.toFixed(3)}**.`,
+  `${other} / ${base}, CPU per frame: **${ratio.toFixed(3)}**.`,
   "",
 ].join("\n");
 await writeResults(
-  "capture-cpu",
+  values.native ? "capture-cpu-native" : "capture-cpu",
   { machine: machineInfo(), before, after, fps, seconds, runs, summary, ratio, rows },
   md,
 );
