@@ -10,6 +10,7 @@ import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import type { Requester } from "../src/publish/control.js";
 import { candidatePaths } from "../src/stations/candidates/shadow.js";
+import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import { normalFrames } from "../test/helpers/tiny-data.js";
 import {
   captureProcessPids,
@@ -18,7 +19,6 @@ import {
   machineState,
   median,
   resultLatencies,
-  tinyBenchBundle,
   writeResults,
 } from "./common.js";
 
@@ -285,8 +285,8 @@ async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-bench-candidates-"));
   const live = path.join(work, "live");
   const candidate = path.join(work, "candidate");
-  await tinyBenchBundle(work, live, 1, SIZE);
-  if (CANDIDATE === "other") await tinyBenchBundle(work, candidate, 2, SIZE);
+  await trainTinyBundle(work, live, 1, SIZE);
+  if (CANDIDATE === "other") await trainTinyBundle(work, candidate, 2, SIZE);
   else {
     // the live model's own weights under another model version (a shadow refuses an equal one): it agrees with
     // live on every frame, so the window measures the shadow's steady cost (inference and its record), not the

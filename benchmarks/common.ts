@@ -6,15 +6,11 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
-import { randomTeacher } from "../src/bundle/random-teacher.js";
-import { createLogger } from "../src/core/log.js";
 import { listImages } from "../src/data/images.js";
 import { encodeModel, type Graph, int64Tensor } from "../src/onnx/onnx-graph.js";
 import { createSession, ort } from "../src/onnx/ort.js";
 import { convGeometry, inferShapes } from "../src/onnx/shapes.js";
 import { Random } from "../src/stpm/random.js";
-import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
-import { normalFrames } from "../test/helpers/tiny-data.js";
 
 /** Helpers shared by the benchmark scripts: statistics, machine state, child processes, FLOP counts, peak compute. */
 
@@ -439,29 +435,6 @@ export const SHARED_TEACHER =
 export function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-/**
- * A small bundle for the daemon-level benchmarks (random teacher, 10 synthetic good parts at `size`², 2 epochs,
- * `seed`) written to `out`: a model that costs little, so the benchmark measures the daemon around it.
- */
-export async function tinyBenchBundle(work: string, out: string, seed: number, size: number): Promise<void> {
-  const teacherFile = path.join(work, "teacher.onnx");
-  await writeFile(teacherFile, encodeModel(randomTeacher(1, 8)));
-  const frames = await normalFrames(10, size, path.join(work, `train-${seed}`));
-  await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: frames,
-    teacherFile,
-    outDir: out,
-    epochs: 2,
-    batchSize: 4,
-    lr: 0.1,
-    imageSize: size,
-    seed,
-    logger: createLogger("silent"),
-    progress: false,
-  });
 }
 
 /**

@@ -6,8 +6,9 @@ import { createLogger } from "../src/core/log.js";
 import type { InspectionResult } from "../src/core/result.js";
 import { candidatePaths } from "../src/stations/candidates/shadow.js";
 import { StationRegistry } from "../src/stations/registry.js";
+import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import { tempDir } from "../test/helpers/tiny-data.js";
-import { fmt, machineInfo, machineState, median, tinyBenchBundle, writeResults } from "./common.js";
+import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
 
 /**
  * What a candidate in shadow costs the live model: one camera (`videotestsrc` snow at `--fps`, `--size`²) judged by
@@ -94,8 +95,8 @@ async function main(): Promise<void> {
   const work = await tempDir("stpmd-bench-shadow-");
   const live = path.join(work, "live");
   const { candidate } = candidatePaths(path.join(work, "candidates"), CAMERA);
-  await tinyBenchBundle(work, live, 1, SIZE);
-  await tinyBenchBundle(work, candidate, 2, SIZE);
+  await trainTinyBundle(work, live, 1, SIZE);
+  await trainTinyBundle(work, candidate, 2, SIZE);
   // model versions are creation times to the second: both bundles may share one
   const file = path.join(candidate, "manifest.json");
   const manifest = JSON.parse(await readFile(file, "utf8")) as { model_version: string };
