@@ -1,5 +1,3 @@
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -18,6 +16,7 @@ import {
   machineInfo,
   machineState,
   median,
+  procStat,
   resultLatencies,
   writeResults,
 } from "./common.js";
@@ -89,27 +88,20 @@ const FIRST_EPOCH_WAIT_S = 180;
 const FILES = 100;
 const RETRAIN_CAMERA = "cam0";
 const BENCH: Requester = { via: "http", user: "bench" };
-const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** CPU seconds (user + system, all threads) and niceness of a process from /proc/<pid>/stat; undefined once gone. */
-function procStat(pid: number): { cpu_s: number; nice: number } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // fields after the command's closing parenthesis, from field 3 (state) on: utime is 14, stime 15, nice 19
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { cpu_s: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS, nice: Number(f[16]) };
-  } catch {
-    return undefined;
-  }
+/** CPU seconds (user + system, all threads) and niceness of a process; undefined once gone. */
+function procSeconds(pid: number): { cpu_s: number; nice: number } | undefined {
+  const s = procStat(`/proc/${pid}/stat`);
+  return s && { cpu_s: s.cpuMs / 1000, nice: s.nice };
 }
 
 /** CPU seconds of the cameras' capture processes now (by pid, since one may restart within the window). */
 function captureCpu(): Map<number, number> {
   const out = new Map<number, number>();
   for (const pid of captureProcessPids()) {
-    const s = procStat(pid);
+    const s = procSeconds(pid);
     if (s) out.set(pid, s.cpu_s);
   }
   return out;
@@ -225,7 +217,7 @@ async function run(
       { frames: 0, dropped: 0, disagreements: 0 },
     );
   const job0 = job();
-  const child0 = job0?.pid !== undefined ? procStat(job0.pid) : undefined;
+  const child0 = job0?.pid !== undefined ? procSeconds(job0.pid) : undefined;
   const shadow0 = shadowCounts();
   const capture0 = captureCpu();
   const inspected0 = daemon.inspectedFrames;
@@ -240,7 +232,7 @@ async function run(
   const frames = daemon.inspectedFrames - inspected0;
   const capture1 = captureCpu();
   const job1 = job();
-  const child1 = job0?.pid !== undefined ? procStat(job0.pid) : undefined;
+  const child1 = job0?.pid !== undefined ? procSeconds(job0.pid) : undefined;
   const shadow1 = shadowCounts();
   const liveDropped = daemon.droppedFrames - dropped0;
   await daemon.stop();

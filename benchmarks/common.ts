@@ -61,6 +61,29 @@ export function captureProcessPids(): number[] {
   return pids;
 }
 
+/** Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (user + system, ms) and niceness of a process or thread from its /proc stat file (`/proc/<pid>/stat`,
+ * `/proc/self/task/<tid>/stat`); undefined once it is gone.
+ */
+export function procStat(file: string): { cpuMs: number; nice: number } | undefined {
+  try {
+    const stat = readFileSync(file, "utf8");
+    // the fields after the command's ")", from field 3 (state) on: utime is 14, stime 15, nice 19
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / USER_HZ, nice: Number(f[16]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ms this process's main thread has used so far (its tid is the pid). */
+export function mainThreadCpuMs(): number {
+  return procStat(`/proc/self/task/${process.pid}/stat`)?.cpuMs ?? Number.NaN;
+}
+
 /** Summed VmRSS of the capture processes, in kB (0 when cameras capture in this process). */
 export function captureRssKb(): number {
   return captureProcessPids()

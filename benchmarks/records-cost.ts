@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -17,7 +16,17 @@ import { partScore } from "../src/stpm/part-score.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
 import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
-import { fmt, machineInfo, machineState, median, resultLatencies, writeResults } from "./common.js";
+import {
+  captureProcessPids,
+  fmt,
+  machineInfo,
+  machineState,
+  mainThreadCpuMs,
+  median,
+  procStat,
+  resultLatencies,
+  writeResults,
+} from "./common.js";
 
 /**
  * What the part record costs the daemon: sustained frames/s and capture→publish latency with `records.enabled` on
@@ -138,35 +147,9 @@ async function calibrate(bundleDir: string, good: Uint8Array[], noise: Uint8Arra
   return (maxGood + minNoise) / 2;
 }
 
-/**
- * The CPU time of the process's main thread so far, in ms (Linux: /proc/self/task/<pid>/stat, utime + stime in
- * clock ticks of 10 ms). The daemon's frame path — capture's hand-off, scoring's JavaScript, every sink's `deliver` —
- * runs there, so what the record adds to it is what it takes from inspection, apart from the records thread's own
- * CPU (whole process minus main thread, beside it).
- */
-function mainThreadCpuMs(): number {
-  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
-  // the fields after the command's ")": state is field 3, utime 14 and stime 15
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-/** CPU ms so far of this process's capture processes (utime + stime of each child running capture-process.js). */
+/** CPU ms so far of this process's capture processes. */
 function captureCpuMs(): number {
-  let ms = 0;
-  for (const task of readdirSync("/proc/self/task")) {
-    for (const pid of readFileSync(`/proc/self/task/${task}/children`, "utf8").split(" ").filter(Boolean)) {
-      try {
-        if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("capture-process")) continue;
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        ms += (Number(fields[11]) + Number(fields[12])) * 10;
-      } catch {
-        // it just exited
-      }
-    }
-  }
-  return ms;
+  return captureProcessPids().reduce((ms, pid) => ms + (procStat(`/proc/${pid}/stat`)?.cpuMs ?? 0), 0);
 }
 
 async function run(
