@@ -20,6 +20,12 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** The value at rank ⌊q·n⌋ of sorted values (nearest rank, no interpolation); NaN without any. */
+export function quantileOf(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
 /** Peak resident set size of this process (VmHWM), MiB. */
 export function peakRssMib(): number {
   const line = readFileSync("/proc/self/status", "utf8")
@@ -486,10 +492,7 @@ export async function resultLatencies(brokerUrl: string, prefix: string, clientI
     async end(): Promise<{ p50: number; p99: number }> {
       await sub.endAsync();
       latencies.sort((a, b) => a - b);
-      return {
-        p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
-        p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))] ?? Number.NaN,
-      };
+      return { p50: quantileOf(latencies, 0.5), p99: quantileOf(latencies, 0.99) };
     },
   };
 }

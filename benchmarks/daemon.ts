@@ -15,6 +15,7 @@ import {
   machineState,
   median,
   peakRssMib,
+  quantileOf,
   rssKbOf,
   SHARED_DIR,
   writeResults,
@@ -72,11 +73,6 @@ if (!["on", "off"].includes(recordsArg)) throw new Error("--records: on or off")
 const maxBatch = Number(arg("max-batch", "8"));
 const maxWaitMs = Number(arg("max-wait-ms", "20"));
 const warmupS = 3;
-
-function quantileOf(sorted: number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
 
 /** Decodes the folder's PNGs once into raw RGB files 000.rgb, 001.rgb, … for a `rawfiles` replay. */
 async function writeRawFrames(dir: string): Promise<void> {

@@ -8,7 +8,7 @@ import { candidatePaths } from "../src/stations/candidates/shadow.js";
 import { StationRegistry } from "../src/stations/registry.js";
 import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import { tempDir } from "../test/helpers/tiny-data.js";
-import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import { fmt, machineInfo, machineState, median, quantileOf, writeResults } from "./common.js";
 
 /**
  * What a candidate in shadow costs the live model: one camera (`videotestsrc` snow at `--fps`, `--size`²) judged by
@@ -83,8 +83,8 @@ async function measure(work: string, live: string, share: number): Promise<Row> 
   return {
     share,
     live_fps: latencies.length / SECONDS,
-    latency_ms_p50: latencies[Math.floor(latencies.length / 2)] ?? Number.NaN,
-    latency_ms_p99: latencies[Math.floor(latencies.length * 0.99)] ?? Number.NaN,
+    latency_ms_p50: quantileOf(latencies, 0.5),
+    latency_ms_p99: quantileOf(latencies, 0.99),
     live_dropped: after.dropped - before.dropped,
     shadow_fps: ((after.shadow?.frames ?? 0) - (before.shadow?.frames ?? 0)) / SECONDS,
     shadow_dropped: (after.shadow?.dropped ?? 0) - (before.shadow?.dropped ?? 0),
