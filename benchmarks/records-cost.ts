@@ -1,21 +1,19 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { bundlePartScore, loadBundle } from "../src/bundle/bundle.js";
-import { randomTeacher } from "../src/bundle/random-teacher.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { resizeRgb } from "../src/data/images.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { synthesizePart } from "../src/demo/synthetic.js";
-import { encodeModel } from "../src/onnx/onnx-graph.js";
 import { partScore } from "../src/stpm/part-score.js";
 import { Random } from "../src/stpm/random.js";
 import { Scorer } from "../src/stpm/scorer.js";
-import { RETRAIN_DEFAULTS, retrain } from "../src/train/retrain.js";
+import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import {
   captureProcessPids,
   fmt,
@@ -247,26 +245,8 @@ async function run(
 async function main(): Promise<void> {
   const before = await machineState();
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-records-cost-"));
-  const teacher = path.join(work, "teacher.onnx");
-  await writeFile(teacher, encodeModel(randomTeacher(1, 8)));
-  const train = path.join(work, "train");
-  await mkdir(train);
-  for (let i = 0; i < 10; i++)
-    await png(path.join(train, `${i}.png`), synthesizePart(SIZE, 100 + i, "none").rgb);
   const bundle = path.join(work, "model");
-  await retrain({
-    ...RETRAIN_DEFAULTS,
-    framesDir: train,
-    teacherFile: teacher,
-    outDir: bundle,
-    epochs: 2,
-    batchSize: 4,
-    lr: 0.1,
-    imageSize: SIZE,
-    seed: 1,
-    logger: createLogger("silent"),
-    progress: false,
-  });
+  await trainTinyBundle(work, bundle, 1, SIZE);
   const made = [];
   for (const rate of RATES) made.push(await frames(path.join(work, `frames-${rate}`), rate));
   const threshold = await calibrate(
