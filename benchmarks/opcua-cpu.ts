@@ -26,7 +26,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -38,11 +37,10 @@ import { OpcuaInterface } from "../src/publish/opcua/opcua.js";
 import { testConfig } from "../test/helpers/config.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
 import { freePort, PLC_PASSWORD, PLC_USER, Plc } from "../test/helpers/opcua.js";
-import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import { fmt, machineInfo, machineState, mainThreadCpuMs, median, writeResults } from "./common.js";
 
 const TICK_MS = 5;
 const WARMUP_S = 1;
-const USER_HZ = 100;
 const logger = createLogger("silent");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -62,13 +60,6 @@ const { values } = parseArgs({
 });
 const cameraIds = Array.from({ length: Number(values.cameras) }, (_, i) => `cam${i + 1}`);
 const secure = values.security !== "none";
-
-/** CPU ms the main thread has used (its tid is the pid). */
-function mainThreadCpuMs(): number {
-  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
-}
 
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 

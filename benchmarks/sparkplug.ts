@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -8,7 +7,7 @@ import { createLogger } from "../src/core/log.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { SparkplugNode } from "../src/publish/sparkplug/sparkplug.js";
 import { TestLineControl } from "../test/helpers/line-control.js";
-import { fmt, machineInfo, machineState, median, writeResults } from "./common.js";
+import { fmt, machineInfo, machineState, mainThreadCpuMs, median, writeResults } from "./common.js";
 
 /**
  * The CPU the Sparkplug edge node costs: results are fed at `--rate` per second for `--seconds` through the
@@ -39,17 +38,6 @@ const defectRate = Number(values["defect-rate"]);
 const cameraIds = Array.from({ length: Number(values.cameras) }, (_, i) => `cam${i + 1}`);
 const TICK_MS = 5;
 const BURST_RESULTS = 20_000;
-
-/** Clock ticks per second of /proc's utime and stime (USER_HZ, 100 on Linux). */
-const USER_HZ = 100;
-
-/** CPU ms the main thread has used (its tid is the pid). */
-function mainThreadCpuMs(): number {
-  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
-  // fields after the parenthesised command name: state is field 3, utime 14, stime 15
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
-}
 
 interface Feed {
   main_thread_cpu_ms_per_s: number;
