@@ -28,8 +28,8 @@ export function nativeCaps(maxLongSide: number, roi?: { width: number; height: n
     return `video/x-raw,format=RGB,width=[1,${maxLongSide}],height=[1,${maxLongSide}],pixel-aspect-ratio=1/1`;
   // With an ROI the size is known, and given exactly, without a pixel aspect ratio. Behind videocrop's caps
   // (GStreamer 1.22), videoscale fixates the range to a 1-pixel-wide frame (a 128×128 ROI of a 160×144 PNG replay,
-  // cap 112, came as 1×112), and that exact size with pixel-aspect-ratio=1/1 came out scrambled (mean difference 84
-  // grey levels from the crop resized by sharp; 1.0 without it: test/daemon/stations.test.ts, collection).
+  // cap 112, came as 1×112), and that exact size with pixel-aspect-ratio=1/1 came out scrambled: both failed the
+  // collection test in test/daemon/stations.test.ts, which compares the kept frame with the part it shows.
   const scale = Math.min(1, maxLongSide / Math.max(roi.width, roi.height));
   const width = Math.max(1, Math.round(roi.width * scale));
   const height = Math.max(1, Math.round(roi.height * scale));

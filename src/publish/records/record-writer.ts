@@ -443,7 +443,8 @@ export class RecordWriter {
     const relDir = path.join("images", row.camera, day);
     const base = path.join(relDir, `${row.camera}_${stamp}_${row.seq}`);
     try {
-      const { width, height } = image.mapSize ?? image.pixels;
+      // the map is on the model's grid: the frame's, unless the frame was kept at native resolution
+      const grid = image.mapSize ?? image.pixels;
       const png = await framePng(image.pixels);
       await this.inImageFolder(relDir, () =>
         writePng(path.join(this.options.dir, `${base}.png`), png, this.options.fileMode),
@@ -452,7 +453,7 @@ export class RecordWriter {
       row.image_bytes += png.length;
       this.stats.images_saved += 1;
       if (image.map !== undefined && row.threshold !== null) {
-        const mapBytes = await mapPng(image.map, width, height, row.threshold);
+        const mapBytes = await mapPng(image.map, grid.width, grid.height, row.threshold);
         await this.inImageFolder(relDir, () =>
           writePng(path.join(this.options.dir, `${base}_map.png`), mapBytes, this.options.fileMode),
         );
