@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
@@ -20,10 +20,10 @@ import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { scoreSamples } from "../../src/eval/evaluate.js";
-import type { AuditEntry } from "../../src/publish/audit.js";
 import type { CandidateView, EvidenceReport, JobView } from "../../src/publish/candidates.js";
 import type { NodeSnapshot } from "../../src/publish/control.js";
 import type { PartRecord } from "../../src/publish/records-api.js";
+import { auditEntries } from "../helpers/audit.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
@@ -54,13 +54,6 @@ async function replayFrames(dir: string, count: number): Promise<string> {
       .toFile(name(i));
   }
   return dir;
-}
-
-async function auditEntries(file: string): Promise<AuditEntry[]> {
-  return (await readFile(file, "utf8"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AuditEntry);
 }
 
 test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled, retrain, shadow, evidence checked against the frames, promote, roll back; live verdicts throughout", async () => {

@@ -10,8 +10,8 @@ import { loadBundle, MANIFEST_FILE, type Manifest } from "../../src/bundle/bundl
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { AuditEntry } from "../../src/publish/audit.js";
 import type { Requester } from "../../src/publish/control.js";
+import { auditEntries } from "../helpers/audit.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { normalFrames } from "../helpers/tiny-data.js";
@@ -19,13 +19,6 @@ import { waitFor } from "../helpers/wait.js";
 
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
 const alice: Requester = { via: "http", user: "alice" };
-
-async function auditEntries(file: string): Promise<AuditEntry[]> {
-  return (await readFile(file, "utf8"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AuditEntry);
-}
 
 test("retrain job → candidate → promote (next frames judged by it) → rollback; a broken candidate is refused", async () => {
   const { work, bundle, noise } = await tinyStation("stpmd-cand-daemon-");

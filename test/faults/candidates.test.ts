@@ -15,9 +15,9 @@ import { loadBundle } from "../../src/bundle/bundle.js";
 import type { PartialConfig } from "../../src/config/index.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
-import type { AuditEntry } from "../../src/publish/audit.js";
 import type { CandidateView, JobView, ShadowView } from "../../src/publish/candidates.js";
 import type { Requester } from "../../src/publish/control.js";
+import { auditEntries } from "../helpers/audit.js";
 import { testConfig } from "../helpers/config.js";
 import { DaemonProcess, replaySource, tinyStation, trainTinyBundle } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
@@ -29,13 +29,6 @@ const { logger } = capturingLogger();
 const alice: Requester = { via: "http", user: "alice" };
 /** The longest a 10 fps camera's SCADA may wait between two results while a retrain child is killed beside it. */
 const GAP_MS = 3000;
-
-async function auditEntries(file: string): Promise<AuditEntry[]> {
-  return (await readFile(file, "utf8"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AuditEntry);
-}
 
 /** The shadow record as the next start will read it: pairs written and the meta table's state. */
 function shadowRecord(db: string): {
