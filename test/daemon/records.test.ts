@@ -10,9 +10,8 @@ import { Daemon } from "../../src/daemon/daemon.js";
 import { resizeRgb } from "../../src/data/images.js";
 import { synthesizePart } from "../../src/demo/synthetic.js";
 import { iterateRecords, openRecordsDb, RECORDS_DB } from "../../src/publish/record-store.js";
-import { Random } from "../../src/stpm/random.js";
 import { testConfig } from "../helpers/config.js";
-import { replaySource, tinyStation } from "../helpers/daemon-process.js";
+import { noiseFrames, replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { writePart } from "../helpers/tiny-data.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -86,18 +85,6 @@ test("a replay run: every inspected frame is a row with its fields, defects have
   }
 });
 
-/** `count` PNGs of random noise, `width`×`height`: far from the tiny station's parts, so every one is a defect. */
-async function wideNoise(dir: string, count: number, width: number, height: number): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const rng = new Random(5);
-  for (let i = 0; i < count; i++) {
-    const rgb = new Uint8Array(width * height * 3).map(() => Math.floor(rng.next() * 256));
-    await sharp(rgb, { raw: { width, height, channels: 3 } })
-      .png()
-      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
-  }
-}
-
 /** Runs a daemon on `source` until `defects` defects were judged; returns the results, rows and records health. */
 async function defectsRecorded(
   work: string,
@@ -140,7 +127,7 @@ async function defectsRecorded(
 test("a defect's frame is kept at the ROI's own resolution: scaled, it is the frame the model judged; its map is on the model's grid", async () => {
   const { work, bundle } = await tinyStation("stpmd-records-native-");
   const wide = path.join(work, "wide");
-  await wideNoise(wide, 4, 192, 144);
+  await noiseFrames(wide, 4, 192, 144, 5);
   const run = await defectsRecorded(work, bundle, replaySource(wide, 20), {}, 6);
   assert.ok(run.health?.ok, `records healthy: ${run.health?.detail}`);
   // the frames judged while the daemon stops, after its cameras stopped, can no longer be fetched: only those
@@ -181,7 +168,9 @@ test("a defect whose native frame is no longer held is kept as the model saw it,
   const wide = path.join(work, "wide");
   // 1200×900 RGB is 3.2 MB: a 1 MiB ring holds only the newest frame, and batches of 8 wait for 8 frames, so all
   // but the last of a batch are judged after a newer frame came
-  await wideNoise(wide, 3, 1200, 900);
+  // seed 5, as the test was written with: with noiseFrames' default seed it failed in 2 runs of 2, 16 counted
+  // missed against 15 defects kept at capture size (likely a frame judged good, its sampled image counted too)
+  await noiseFrames(wide, 3, 1200, 900, 5);
   const run = await defectsRecorded(work, bundle, replaySource(wide, 30), { images: { native_mb: 1 } }, 16, {
     max_batch: 8,
     max_wait_ms: 1000,

@@ -23,15 +23,22 @@ export function waitFor<T>(what: string, fn: () => T | undefined | false, timeou
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * PNG frames of uniform noise. A student trained on smooth normal frames scores every one of them as defective,
- * so a camera replaying them produces one defect event per frame: event seqs are then the count of what was produced.
+ * PNG frames of uniform noise, `width`×`height` (square unless a height is given), from `seed`. A student trained on
+ * smooth normal frames scores every one of them as defective, so a camera replaying them produces one defect event
+ * per frame: event seqs are then the count of what was produced.
  */
-export async function noiseFrames(dir: string, count: number, size: number): Promise<void> {
+export async function noiseFrames(
+  dir: string,
+  count: number,
+  width: number,
+  height = width,
+  seed = 77,
+): Promise<void> {
   await mkdir(dir, { recursive: true });
-  const rng = new Random(77);
+  const rng = new Random(seed);
   for (let i = 0; i < count; i++) {
-    const rgb = new Uint8Array(size * size * 3).map(() => Math.floor(rng.next() * 256));
-    await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+    const rgb = new Uint8Array(width * height * 3).map(() => Math.floor(rng.next() * 256));
+    await sharp(rgb, { raw: { width, height, channels: 3 } })
       .png()
       .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
   }
