@@ -23,6 +23,7 @@ import type { NodeSnapshot } from "../../src/publish/control.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
+import { getJson } from "../helpers/scada.js";
 import { normalFrames, writePart } from "../helpers/tiny-data.js";
 import { mvtecCategory, TINY_SIZE } from "../helpers/tiny-mvtec.js";
 
@@ -55,12 +56,6 @@ async function replayFrames(dir: string, normals: number): Promise<string> {
       .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
   }
   return dir;
-}
-
-async function getJson<T>(url: string): Promise<T> {
-  const res = await fetch(url);
-  assert.equal(res.status, 200, `${url}: ${res.status} ${await res.clone().text()}`);
-  return (await res.json()) as T;
 }
 
 test("models in Chromium: retrain a candidate, shadow it, read the evidence, promote, roll back, all audited, live verdicts throughout", {
