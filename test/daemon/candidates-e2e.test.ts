@@ -10,15 +10,13 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
-import sharp from "sharp";
 import { loadBundle } from "../../src/bundle/bundle.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
-import { synthesizePart } from "../../src/demo/synthetic.js";
 import { scoreSamples } from "../../src/eval/evaluate.js";
 import type { CandidateView, EvidenceReport, JobView } from "../../src/publish/candidates.js";
 import type { NodeSnapshot } from "../../src/publish/control.js";
@@ -28,7 +26,7 @@ import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { ConsoleOperator, continuity, getJson, ScadaMqtt, SparkplugHost } from "../helpers/scada.js";
-import { normalFrames, writePart } from "../helpers/tiny-data.js";
+import { normalFrames, replayFrames } from "../helpers/tiny-data.js";
 import { TINY_SIZE } from "../helpers/tiny-mvtec.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -41,20 +39,6 @@ const JOB_MS = 180_000;
  */
 const GAP_MS = 3000;
 const SHADOW_FRAMES = 20;
-
-/** `count` normal synthetic parts, then two noise frames the tiny bundle flags, numbered as a replay reads them. */
-async function replayFrames(dir: string, count: number): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  const name = (i: number) => path.join(dir, `${String(i).padStart(3, "0")}.png`);
-  for (let i = 0; i < count; i++) await writePart(name(i), synthesizePart(TINY_SIZE, 500 + i, "none"));
-  for (let i = count; i < count + 2; i++) {
-    const rgb = new Uint8Array(TINY_SIZE * TINY_SIZE * 3).map((_, k) => (k * 2654435761 + i * 97) % 251);
-    await sharp(rgb, { raw: { width: TINY_SIZE, height: TINY_SIZE, channels: 3 } })
-      .png()
-      .toFile(name(i));
-  }
-  return dir;
-}
 
 test("the candidate loop over MQTT 5, Sparkplug and HTTP: false alarms labelled, retrain, shadow, evidence checked against the frames, promote, roll back; live verdicts throughout", async () => {
   const { work, bundle } = await tinyStation("stpmd-cand-e2e-");

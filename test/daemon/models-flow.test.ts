@@ -9,22 +9,20 @@
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { chromium, type Page } from "playwright-core";
-import sharp from "sharp";
 import { MANIFEST_FILE, type Manifest } from "../../src/bundle/bundle.js";
 import { Daemon } from "../../src/daemon/daemon.js";
 import { freeLoopbackPort, MosquittoBroker } from "../../src/demo/broker.js";
-import { synthesizePart } from "../../src/demo/synthetic.js";
 import type { CandidateView, EvidenceReport } from "../../src/publish/candidates.js";
 import type { NodeSnapshot } from "../../src/publish/control.js";
 import { testConfig } from "../helpers/config.js";
 import { replaySource, tinyStation } from "../helpers/daemon-process.js";
 import { capturingLogger } from "../helpers/logs.js";
 import { getJson } from "../helpers/scada.js";
-import { normalFrames, writePart } from "../helpers/tiny-data.js";
+import { normalFrames, replayFrames } from "../helpers/tiny-data.js";
 import { mvtecCategory, TINY_SIZE } from "../helpers/tiny-mvtec.js";
 
 const { logger } = capturingLogger();
@@ -38,24 +36,6 @@ const JOB_MS = 180_000;
 
 async function shot(page: Page, name: string): Promise<void> {
   if (SHOTS !== undefined) await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-/** Normal synthetic parts first, then two noise frames the tiny bundle flags: `000.png`…, as a replay reads them. */
-async function replayFrames(dir: string, normals: number): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  for (let i = 0; i < normals; i++) {
-    await writePart(
-      path.join(dir, `${String(i).padStart(3, "0")}.png`),
-      synthesizePart(TINY_SIZE, 300 + i, "none"),
-    );
-  }
-  for (let i = normals; i < normals + 2; i++) {
-    const rgb = new Uint8Array(TINY_SIZE * TINY_SIZE * 3).map((_, k) => (k * 7919 + i * 104729) % 256);
-    await sharp(rgb, { raw: { width: TINY_SIZE, height: TINY_SIZE, channels: 3 } })
-      .png()
-      .toFile(path.join(dir, `${String(i).padStart(3, "0")}.png`));
-  }
-  return dir;
 }
 
 test("models in Chromium: retrain a candidate, shadow it, read the evidence, promote, roll back, all audited, live verdicts throughout", {

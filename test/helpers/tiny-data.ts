@@ -27,6 +27,24 @@ export async function normalFrames(count: number, size = 64, dir?: string): Prom
   return out;
 }
 
+/**
+ * A replay camera's folder: `normals` normal synthetic parts of a tiny bundle's 64², then two noise frames it flags,
+ * numbered `000.png`… as a replay reads them.
+ */
+export async function replayFrames(dir: string, normals: number): Promise<string> {
+  const size = 64;
+  await mkdir(dir, { recursive: true });
+  const name = (i: number) => path.join(dir, `${String(i).padStart(3, "0")}.png`);
+  for (let i = 0; i < normals; i++) await writePart(name(i), synthesizePart(size, 500 + i, "none"));
+  for (let i = normals; i < normals + 2; i++) {
+    const rgb = new Uint8Array(size * size * 3).map((_, k) => (k * 2654435761 + i * 97) % 251);
+    await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+      .png()
+      .toFile(name(i));
+  }
+  return dir;
+}
+
 export const SHARED = process.env.STPMD_SHARED ?? path.resolve("../shared");
 export const SHARED_TEACHER =
   process.env.STPMD_TEACHER ?? path.join(SHARED, "weights/mobilenet_v2_coral_pyramid.onnx");
