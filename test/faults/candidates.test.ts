@@ -186,6 +186,14 @@ test("a daemon stopped, then SIGKILLed, while a candidate runs in shadow: the ca
   }
 });
 
+/** The pid `job.json` names once its job runs: the retrain child's, not `parent`'s (the daemon's own). */
+function retrainChild(jobFile: string, parent: number): Promise<number> {
+  return waitFor("the child's pid in job.json", async () => {
+    const j = JSON.parse(await readFile(jobFile, "utf8")) as JobView & { pid?: number };
+    return j.state === "running" && typeof j.pid === "number" && j.pid !== parent ? j.pid : undefined;
+  });
+}
+
 test("the retrain child SIGKILLed under the daemon: job failed, audited, live model untouched, results never stop; a second retrain refused over MQTT naming the running camera", async () => {
   const { work, bundle, noise } = await tinyStation("stpmd-cand-kill-", { frames: 6 });
   // enough frames and epochs that the job is still training when it is killed
@@ -230,10 +238,7 @@ test("the retrain child SIGKILLed under the daemon: job failed, audited, live mo
       /already running for camera cam1/,
       "one job on the node",
     );
-    const pid = await waitFor("the child's pid in job.json", async () => {
-      const j = JSON.parse(await readFile(jobFile, "utf8")) as JobView & { pid?: number };
-      return j.state === "running" && typeof j.pid === "number" && j.pid !== process.pid ? j.pid : undefined;
-    });
+    const pid = await retrainChild(jobFile, process.pid);
     const killedAt = scada.resultsOf("cam1").length;
     process.kill(pid, "SIGKILL");
     const job = await waitFor("the job's end", () => {
@@ -333,10 +338,7 @@ test("`stpmd run` SIGKILLed while a retrain child trains: the child goes with it
       200,
     );
     assert.equal(started.status, 200, started.body);
-    child = await waitFor("the child's pid in job.json", async () => {
-      const j = JSON.parse(await readFile(jobFile, "utf8")) as JobView & { pid?: number };
-      return j.state === "running" && typeof j.pid === "number" && j.pid !== daemon.pid ? j.pid : undefined;
-    });
+    child = await retrainChild(jobFile, daemon.pid);
     assert.ok(await alive(child), "the retrain child runs");
   } catch (err) {
     await daemon.kill();
