@@ -21,35 +21,19 @@ test("visionState: Halted with every camera disabled, Error without a model or a
   const halted = { ...snapshot, cameras: cameras([false, "disabled"], [false, "disabled"]) };
   assert.equal(visionState(halted).state, "Halted");
   assert.equal(visionState({ ...halted, models: [] }).state, "Halted", "halted before missing a model");
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "streaming"], [false, "disabled"]) }).state,
-    "Operational",
-  );
+  const stateOf = (...states: [boolean, CameraSnapshot["state"]][]) =>
+    visionState({ ...snapshot, cameras: cameras(...states) }).state;
+  assert.equal(stateOf([true, "streaming"], [false, "disabled"]), "Operational");
   assert.deepEqual(visionState({ ...snapshot, cameras: cameras([true, "restarting"], [true, "stalled"]) }), {
     state: "Error",
     reason: "no camera delivers frames: cam1 restarting, cam2 stalled",
   });
   // a disabled camera's state does not count; one faulted camera of two is not the system's error
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "stalled"], [false, "disabled"]) }).state,
-    "Error",
-  );
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "stalled"], [true, "streaming"]) }).state,
-    "Operational",
-  );
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "idle"], [true, "stalled"]) }).state,
-    "Operational",
-  );
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "starting"], [true, "starting"]) }).state,
-    "Preoperational",
-  );
-  assert.equal(
-    visionState({ ...snapshot, cameras: cameras([true, "starting"], [true, "streaming"]) }).state,
-    "Operational",
-  );
+  assert.equal(stateOf([true, "stalled"], [false, "disabled"]), "Error");
+  assert.equal(stateOf([true, "stalled"], [true, "streaming"]), "Operational");
+  assert.equal(stateOf([true, "idle"], [true, "stalled"]), "Operational");
+  assert.equal(stateOf([true, "starting"], [true, "starting"]), "Preoperational");
+  assert.equal(stateOf([true, "starting"], [true, "streaming"]), "Operational");
 });
 
 test("automaticState: SingleExecution for one part in flight, ContinuousExecution while parts keep coming, else Ready", () => {
