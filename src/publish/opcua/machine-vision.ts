@@ -363,17 +363,15 @@ export class MachineVisionView {
   }
 
   private bindRecipes(own: Namespace): void {
-    const mv = this.addressSpace.getNamespaceIndex(MACHINE_VISION_NAMESPACE_URI);
     const management = this.component(this.system, "RecipeManagement");
     if (management === null) throw new Error("the VisionSystem has no RecipeManagement");
-    const internalType = this.addressSpace.findDataType("RecipeIdInternalDataType", mv);
+    const internalType = this.addressSpace.findDataType("RecipeIdInternalDataType", this.mv);
     const internalId = (name: string) =>
       internalType === null ? null : this.addressSpace.constructExtensionObject(internalType, { id: name });
-    const prepare = management.getMethodByName("PrepareRecipe", mv);
+    const prepare = management.getMethodByName("PrepareRecipe", this.mv);
     prepare?.bindMethod(async (inputs: Variant[], context: SessionContext) => {
       const by = this.requester(context);
-      const external = inputs[0]?.value as { id?: unknown } | null | undefined;
-      const name = typeof external?.id === "string" ? external.id : "";
+      const name = idOf(inputs[0]);
       try {
         await this.control.selectRecipe(name === "" ? null : name, by);
       } catch (err) {
@@ -382,56 +380,37 @@ export class MachineVisionView {
           { user: by.user, method: "PrepareRecipe" },
           `PrepareRecipe refused: ${(err as Error).message}`,
         );
-        return { statusCode: StatusCodes.BadInvalidArgument, statusText: (err as Error).message };
+        return refuse(StatusCodes.BadInvalidArgument, (err as Error).message);
       }
-      return {
-        statusCode: StatusCodes.Good,
-        outputArguments: [
-          new Variant({ dataType: DataType.ExtensionObject, value: internalId(name) }),
-          new Variant({ dataType: DataType.Boolean, value: true }),
-          new Variant({ dataType: DataType.Int32, value: 0 }),
-        ],
-      };
+      return answer([
+        new Variant({ dataType: DataType.ExtensionObject, value: internalId(name) }),
+        new Variant({ dataType: DataType.Boolean, value: true }),
+      ]);
     });
     // Unpreparing the recipe in force returns the line to no recipe (every camera's own settings); another one is
     // not prepared (stpmd loads a recipe's bundles only to switch to it), so there is nothing to undo.
-    const unprepare = management.getMethodByName("UnprepareRecipe", mv);
+    const unprepare = management.getMethodByName("UnprepareRecipe", this.mv);
     unprepare?.bindMethod(async (inputs: Variant[], context: SessionContext) => {
       const by = this.requester(context);
-      const external = inputs[0]?.value as { id?: unknown } | null | undefined;
-      const internal = inputs[1]?.value as { id?: unknown } | null | undefined;
-      const name = typeof internal?.id === "string" && internal.id !== "" ? internal.id : external?.id;
-      if (typeof name === "string" && name !== "" && name === this.control.snapshot().recipe) {
+      const name = idOf(inputs[1]) || idOf(inputs[0]);
+      if (name !== "" && name === this.control.snapshot().recipe) {
         await this.control.selectRecipe(null, by);
       }
-      return {
-        statusCode: StatusCodes.Good,
-        outputArguments: [
-          new Variant({
-            dataType: DataType.ExtensionObject,
-            value: internalId(typeof name === "string" ? name : ""),
-          }),
-          new Variant({ dataType: DataType.Int32, value: 0 }),
-        ],
-      };
+      return answer([new Variant({ dataType: DataType.ExtensionObject, value: internalId(name) })]);
     });
-    const list = management.getMethodByName("GetRecipeListFiltered", mv);
+    const list = management.getMethodByName("GetRecipeListFiltered", this.mv);
     list?.bindMethod(async (_inputs: Variant[], _context: SessionContext) => {
       const names = this.snapshot().recipes;
-      return {
-        statusCode: StatusCodes.Good,
-        outputArguments: [
-          new Variant({ dataType: DataType.Boolean, value: true }),
-          new Variant({ dataType: DataType.UInt32, value: names.length }),
-          new Variant({ dataType: DataType.UInt32, value: 0 }),
-          new Variant({
-            dataType: DataType.ExtensionObject,
-            arrayType: VariantArrayType.Array,
-            value: names.map(internalId),
-          }),
-          new Variant({ dataType: DataType.Int32, value: 0 }),
-        ],
-      };
+      return answer([
+        new Variant({ dataType: DataType.Boolean, value: true }),
+        new Variant({ dataType: DataType.UInt32, value: names.length }),
+        new Variant({ dataType: DataType.UInt32, value: 0 }),
+        new Variant({
+          dataType: DataType.ExtensionObject,
+          arrayType: VariantArrayType.Array,
+          value: names.map(internalId),
+        }),
+      ]);
     });
     // the recipe in force, which the specification leaves to the state machine's job: readable in stpmd's namespace
     own.addVariable({
