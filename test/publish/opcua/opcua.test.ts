@@ -750,4 +750,34 @@ describe("a camera's Model folder: the candidate loop over OPC UA", () => {
     const written = await plc.write("cam1.Model.JobState", DataType.String, "running");
     assert.equal(written.name, "BadNotWritable");
   });
+
+  test("candidates() failing keeps the last views: the variables read Good with what they read before", async () => {
+    const { control } = server;
+    control.candidateViews = [candidateView("cam1")];
+    await waitFor("the fresh views", async () => (await plc.read("cam1.Model.JobEpoch")) === 3);
+    const candidates = control.candidates;
+    let failures = 0;
+    control.candidates = () => {
+      failures += 1;
+      throw new Error("job.json unreadable");
+    };
+    try {
+      // each read past the cache period calls candidates() again; every one of them must still read Good
+      await waitFor("a read that called the failing candidates()", async () => {
+        await plc.read("cam1.Model.JobEpoch");
+        return failures > 0;
+      });
+      assert.deepEqual(await readModel("cam1"), {
+        LiveVersion: "20261201T000000Z",
+        CandidateVersion: "20261206T120000Z",
+        JobState: "running",
+        JobEpoch: 3,
+        JobEpochs: 20,
+        ShadowFrames: 41,
+        ShadowState: "running",
+      });
+    } finally {
+      control.candidates = candidates;
+    }
+  });
 });
