@@ -103,6 +103,11 @@ function refuse(statusCode: StatusCode, statusText: string): { statusCode: Statu
   return { statusCode, statusText };
 }
 
+/** One of the specification's structures as a method argument or event field. */
+function ext(value: unknown): Variant {
+  return new Variant({ dataType: DataType.ExtensionObject, value });
+}
+
 /** The `Id` of one of the specification's id structures passed as an argument ("" when absent). */
 function idOf(input: Variant | undefined): string {
   const value = input?.value as { id?: unknown } | null | undefined;
@@ -359,7 +364,7 @@ export class MachineVisionView {
       state: systemState(top, automatic ?? "Ready"),
       stateDescription: `${top}${automatic !== null ? `/${automatic}` : ""}: ${reason}`,
     });
-    variable.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value }));
+    variable.setValueFromSource(ext(value));
   }
 
   private bindRecipes(own: Namespace): void {
@@ -382,10 +387,7 @@ export class MachineVisionView {
         );
         return refuse(StatusCodes.BadInvalidArgument, (err as Error).message);
       }
-      return answer([
-        new Variant({ dataType: DataType.ExtensionObject, value: internalId(name) }),
-        new Variant({ dataType: DataType.Boolean, value: true }),
-      ]);
+      return answer([ext(internalId(name)), new Variant({ dataType: DataType.Boolean, value: true })]);
     });
     // Unpreparing the recipe in force returns the line to no recipe (every camera's own settings); another one is
     // not prepared (stpmd loads a recipe's bundles only to switch to it), so there is nothing to undo.
@@ -396,7 +398,7 @@ export class MachineVisionView {
       if (name !== "" && name === this.control.snapshot().recipe) {
         await this.control.selectRecipe(null, by);
       }
-      return answer([new Variant({ dataType: DataType.ExtensionObject, value: internalId(name) })]);
+      return answer([ext(internalId(name))]);
     });
     const list = management.getMethodByName("GetRecipeListFiltered", this.mv);
     list?.bindMethod(async (_inputs: Variant[], _context: SessionContext) => {
@@ -458,10 +460,7 @@ export class MachineVisionView {
   }
 
   private resultValue(record: ResultRecord): Variant {
-    return new Variant({
-      dataType: DataType.ExtensionObject,
-      value: this.struct("ResultDataType", this.resultFields(record)),
-    });
+    return ext(this.struct("ResultDataType", this.resultFields(record)));
   }
 
   /** ResultManagement's mandatory methods, answered from the last results ({@link ResultStore}). */
@@ -488,7 +487,6 @@ export class MachineVisionView {
         const record = this.results.get(id);
         if (record === undefined) return notFound(id);
         const f = this.resultFields(record);
-        const ext = (value: unknown) => new Variant({ dataType: DataType.ExtensionObject, value });
         const empty = (type: string) => ext(this.struct(type, { id: "" }));
         return answer([
           new Variant({ dataType: DataType.Boolean, value: false }),
@@ -582,7 +580,6 @@ export class MachineVisionView {
     const eventType = this.addressSpace.findEventType("ResultReadyEventType", this.mv);
     if (eventType === null) return;
     const fields = this.resultFields(record);
-    const ext = (value: unknown) => new Variant({ dataType: DataType.ExtensionObject, value });
     this.system.raiseEvent(eventType, {
       message: new Variant({
         dataType: DataType.LocalizedText,
