@@ -478,4 +478,29 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
       ["VisionErrorConditionType", "camera cam2 delivers frames again", false],
     ]);
   });
+
+  test("a control whose snapshot() throws: the state poll goes on, and follows the line once it answers again", async () => {
+    const current = await child(session, system, `/${mv}:VisionStateMachine.CurrentState`);
+    const { control } = server;
+    const enabled = control
+      .snapshot()
+      .cameras.filter((c) => c.enabled)
+      .map((c) => c.id);
+    const snapshot = control.snapshot;
+    let failures = 0;
+    control.snapshot = () => {
+      failures += 1;
+      throw new Error("snapshot failed");
+    };
+    try {
+      // thrown out of the poll's timer, this would end the process
+      await waitFor("two polls against the failing snapshot()", () => failures >= 2, 3000);
+    } finally {
+      control.snapshot = snapshot;
+    }
+    for (const camera of enabled) await control.enableCamera(camera, false, { via: "http" });
+    await readUntil(() => text(current), "Halted");
+    for (const camera of enabled) await control.enableCamera(camera, true, { via: "http" });
+    await readUntil(() => text(current), "Operational");
+  });
 });
