@@ -9,7 +9,8 @@
 import type { NodeSnapshot } from "../control.js";
 
 export type VisionState = "Preoperational" | "Halted" | "Error" | "Operational";
-export type AutomaticState = "Initialized" | "Ready" | "SingleExecution" | "ContinuousExecution";
+/** The AutomaticModeStateMachine's states stpmd holds (its `Initialized` never: see {@link automaticState}). */
+export type AutomaticState = "Ready" | "SingleExecution" | "ContinuousExecution";
 
 /** Parts in flight, as the OPC UA interface sees them. */
 export interface PartActivity {
@@ -95,9 +96,7 @@ export function systemState(
     case "Preoperational":
       return SYSTEM_STATE.standby;
     case "Operational":
-      return automatic === "Ready" || automatic === "Initialized"
-        ? SYSTEM_STATE.standby
-        : SYSTEM_STATE.productive;
+      return automatic === "Ready" ? SYSTEM_STATE.standby : SYSTEM_STATE.productive;
   }
 }
 
