@@ -24,6 +24,12 @@ interface ConditionNamespace {
   ): Condition;
 }
 
+/** A camera's condition and the fault it was last raised with (undefined: inactive). */
+interface ConditionEntry {
+  condition: Condition;
+  fault: string | undefined;
+}
+
 /** Why an enabled camera delivers no frames, or undefined when it delivers (or waits for a hardware trigger). */
 export function cameraFault(camera: CameraSnapshot): string | undefined {
   if (!camera.enabled) return undefined;
@@ -34,7 +40,7 @@ export function cameraFault(camera: CameraSnapshot): string | undefined {
 }
 
 export class CameraConditions {
-  private readonly conditions = new Map<string, { condition: Condition; fault: string | undefined }>();
+  private readonly conditions = new Map<string, ConditionEntry>();
 
   constructor(
     private readonly addressSpace: AddressSpace,
@@ -47,19 +53,16 @@ export class CameraConditions {
   follow(cameras: readonly CameraSnapshot[]): void {
     for (const camera of cameras) {
       const fault = cameraFault(camera);
-      const known = this.conditions.get(camera.id);
-      if (known === undefined) {
-        const condition = this.create(camera.id);
-        this.conditions.set(camera.id, { condition, fault: undefined });
-        if (fault !== undefined) this.change(camera.id, fault);
-      } else if (known.fault !== fault) {
-        this.change(camera.id, fault);
+      let entry = this.conditions.get(camera.id);
+      if (entry === undefined) {
+        entry = { condition: this.create(camera.id), fault: undefined };
+        this.conditions.set(camera.id, entry);
       }
+      if (entry.fault !== fault) this.change(entry, camera.id, fault);
     }
   }
 
-  private change(camera: string, fault: string | undefined): void {
-    const entry = this.conditions.get(camera)!;
+  private change(entry: ConditionEntry, camera: string, fault: string | undefined): void {
     entry.fault = fault;
     entry.condition.raiseNewCondition(
       fault !== undefined
