@@ -47,12 +47,15 @@ export class ScadaMqtt {
     });
   }
 
-  /** Connects as MQTT 5 and subscribes to every camera's results and defects and to its own response topic. */
-  static async connect(url: string, clientId: string, prefix = "stpmd"): Promise<ScadaMqtt> {
+  /**
+   * Connects as MQTT 5 and subscribes to every camera's results and defects and to its own response topic (under
+   * the default topic prefix `stpmd`, as {@link command} sends).
+   */
+  static async connect(url: string, clientId: string): Promise<ScadaMqtt> {
     const client = await connectAsync(url, { clientId, protocolVersion: 5, reconnectPeriod: 0 });
-    const responseTopic = `${prefix}/response/${clientId}`;
+    const responseTopic = `stpmd/response/${clientId}`;
     const scada = new ScadaMqtt(client, clientId, responseTopic);
-    await client.subscribeAsync([`${prefix}/+/result`, `${prefix}/+/defect`, responseTopic], { qos: 1 });
+    await client.subscribeAsync(["stpmd/+/result", "stpmd/+/defect", responseTopic], { qos: 1 });
     return scada;
   }
 
