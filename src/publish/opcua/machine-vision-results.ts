@@ -37,7 +37,7 @@ export interface ResultRecord {
   endTime: Date;
 }
 
-export function resultRecord(result: InspectionResult, n: number, now = new Date()): ResultRecord {
+export function resultRecord(result: InspectionResult, n: number): ResultRecord {
   const frame = result.frame;
   return {
     resultId: `${frame.cameraId}-${frame.seq}-${n}`,
@@ -49,7 +49,7 @@ export function resultRecord(result: InspectionResult, n: number, now = new Date
     verdict: result.verdict,
     score: result.score,
     threshold: result.threshold,
-    creationTime: now,
+    creationTime: new Date(),
     startTime: new Date(frame.captureTs),
     endTime: new Date(result.inferredTs),
   };

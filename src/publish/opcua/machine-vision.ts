@@ -32,7 +32,7 @@ import {
   visionState,
 } from "./machine-vision-state.js";
 
-export const MACHINE_VISION_NAMESPACE_URI = "http://opcfoundation.org/UA/MachineVision";
+const MACHINE_VISION_NAMESPACE_URI = "http://opcfoundation.org/UA/MachineVision";
 
 type AddressSpace = NonNullable<OPCUAServer["engine"]["addressSpace"]>;
 type Namespace = ReturnType<AddressSpace["getOwnNamespace"]>;
