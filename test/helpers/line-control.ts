@@ -164,12 +164,16 @@ export class TestLineControl implements LineControl {
     this.collection = enabled;
   }
 
+  /** Set: every recipe selection is refused with this reason (as the daemon's while it stops). */
+  refuseRecipes: string | undefined;
+
   /** Selects a recipe of {@link recipes}: every camera's threshold becomes the recipe's (null keeps them). */
   async selectRecipe(
     name: string | null,
     by: Requester,
   ): Promise<{ old: string | null; new: string | null }> {
     this.calls.push({ method: "selectRecipe", args: [name], by });
+    if (this.refuseRecipes !== undefined) throw new ControlError(this.refuseRecipes);
     const threshold = name === null ? undefined : this.recipes.get(name);
     if (name !== null && threshold === undefined) {
       throw new ControlError(`unknown recipe "${name}" (known: ${[...this.recipes.keys()].join(", ")})`);

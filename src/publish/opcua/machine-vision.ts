@@ -336,6 +336,22 @@ export class MachineVisionView {
     }
   }
 
+  /** Selects a recipe (null: none) through the control; a refusal is the method's Bad answer with the reason. */
+  private async selectRecipe(
+    name: string | null,
+    by: Requester,
+    method: string,
+  ): Promise<ReturnType<typeof refuse> | undefined> {
+    try {
+      await this.control.selectRecipe(name, by);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof ControlError)) this.log.error({ err }, `${method} failed`);
+      this.log.warn({ user: by.user, method }, `${method} refused: ${(err as Error).message}`);
+      return refuse(StatusCodes.BadInvalidArgument, (err as Error).message);
+    }
+  }
+
   /** Enables or disables cameras through the control; a refusal is the method's Bad answer with the reason. */
   private async enableAll(
     cameras: string[],
@@ -377,16 +393,8 @@ export class MachineVisionView {
     prepare?.bindMethod(async (inputs: Variant[], context: SessionContext) => {
       const by = this.requester(context);
       const name = idOf(inputs[0]);
-      try {
-        await this.control.selectRecipe(name === "" ? null : name, by);
-      } catch (err) {
-        if (!(err instanceof ControlError)) this.log.error({ err }, "PrepareRecipe failed");
-        this.log.warn(
-          { user: by.user, method: "PrepareRecipe" },
-          `PrepareRecipe refused: ${(err as Error).message}`,
-        );
-        return refuse(StatusCodes.BadInvalidArgument, (err as Error).message);
-      }
+      const refused = await this.selectRecipe(name === "" ? null : name, by, "PrepareRecipe");
+      if (refused !== undefined) return refused;
       return answer([ext(internalId(name)), new Variant({ dataType: DataType.Boolean, value: true })]);
     });
     // Unpreparing the recipe in force returns the line to no recipe (every camera's own settings); another one is
@@ -396,7 +404,8 @@ export class MachineVisionView {
       const by = this.requester(context);
       const name = idOf(inputs[1]) || idOf(inputs[0]);
       if (name !== "" && name === this.control.snapshot().recipe) {
-        await this.control.selectRecipe(null, by);
+        const refused = await this.selectRecipe(null, by, "UnprepareRecipe");
+        if (refused !== undefined) return refused;
       }
       return answer([ext(internalId(name))]);
     });

@@ -163,14 +163,22 @@ describe("OPC 40100 Machine Vision view with a spec-only client", () => {
 
     // unpreparing the recipe in force returns the line to no recipe; the test re-selects B for the next test
     const unprepare = await child(session, management, `.${mv}:UnprepareRecipe`);
-    const unprepared = await session.call({
-      objectId: management,
-      methodId: unprepare,
-      inputArguments: [
-        { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3002, { id: "" }) },
-        { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3013, { id: "B" }) },
-      ],
-    });
+    const unprepareB = async () =>
+      session.call({
+        objectId: management,
+        methodId: unprepare,
+        inputArguments: [
+          { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3002, { id: "" }) },
+          { dataType: DataType.ExtensionObject, value: await extension(session, mv, 3013, { id: "B" }) },
+        ],
+      });
+    // a control that refuses (the daemon stopping): a Bad answer, the recipe kept
+    server.control.refuseRecipes = "the daemon is stopping";
+    const refusedUnprepare = await unprepareB();
+    server.control.refuseRecipes = undefined;
+    assert.equal(refusedUnprepare.statusCode.name, "BadInvalidArgument");
+    assert.equal(server.control.recipe, "B");
+    const unprepared = await unprepareB();
     assert.ok(unprepared.statusCode.isGood(), unprepared.statusCode.toString());
     assert.equal(server.control.recipe, null);
     await server.control.selectRecipe("B", { via: "http" });
