@@ -6,6 +6,7 @@ import { listImages } from "../../data/images.js";
 import type { TestSample } from "../../data/mvtec.js";
 import { scoreSamples } from "../../eval/evaluate.js";
 import type { OfflineEval } from "../../publish/candidates.js";
+import { tempName } from "./store.js";
 
 /**
  * The camera's labelled images (`<dir>/test/good/` confirmed normals, `test/<defect type>/` confirmed defects);
@@ -64,6 +65,7 @@ export async function writeOfflineEval(
     live: await count(liveDir),
     candidate: await count(candidateDir),
   };
-  await writeFileAtomic(file, `${file}.tmp-${process.pid}`, `${JSON.stringify(report, null, 2)}\n`);
+  // the store's temp name: a write the child did not finish is one CandidateStore.recover knows and removes
+  await writeFileAtomic(file, tempName(file), `${JSON.stringify(report, null, 2)}\n`);
   return report;
 }
