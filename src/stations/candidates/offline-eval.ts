@@ -5,6 +5,7 @@ import type { Logger } from "../../core/log.js";
 import { listImages } from "../../data/images.js";
 import type { TestSample } from "../../data/mvtec.js";
 import { scoreSamples } from "../../eval/evaluate.js";
+import { judge } from "../../pipeline/inspector.js";
 import type { OfflineEval } from "../../publish/candidates.js";
 import { tempName } from "./store.js";
 
@@ -50,8 +51,7 @@ export async function writeOfflineEval(
     let caught = 0;
     let falseAlarms = 0;
     scores.forEach((score, i) => {
-      // the daemon's verdict rule (inspector.ts judge): above the threshold is a defect
-      if (!(score > manifest.threshold)) return;
+      if (judge(score, manifest.threshold) !== "defect") return;
       if (samples[i]!.label === 1) caught += 1;
       else falseAlarms += 1;
     });
