@@ -4,7 +4,6 @@
  * reload path (the same one SIGHUP and the file watch use), without restarting the camera. Nothing moves before
  * the candidate has loaded the way the slots load a bundle; a swap the slot does not take is undone.
  */
-import { randomBytes } from "node:crypto";
 import { cp, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { loadBundle, type Manifest } from "../../bundle/bundle.js";
@@ -16,7 +15,7 @@ import { ortProviders } from "../../onnx/ort.js";
 import { Inspector } from "../../pipeline/inspector.js";
 import type { BundleSummary } from "../../publish/candidates.js";
 import type { StationRegistry } from "../registry.js";
-import { bundleSummary, CandidateError, type CandidateStore } from "./store.js";
+import { bundleSummary, CandidateError, type CandidateStore, tempName } from "./store.js";
 
 /** What a promotion, rollback or discard did: the bundle in service before and after (for the audit entry). */
 export interface ModelChange {
@@ -221,7 +220,7 @@ async function moveDir(from: string, to: string): Promise<void> {
     await rename(from, to);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
-    const temp = `${to}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const temp = tempName(to);
     try {
       await cp(from, temp, { recursive: true });
       await rename(temp, to);
