@@ -1,7 +1,5 @@
-import type { Manifest } from "../../bundle/bundle.js";
 import type { CandidatesConfig } from "../../config/index.js";
 import { jsonTime } from "../../core/time.js";
-import type { StationView } from "../../pipeline/inspector.js";
 import type {
   BundleSummary,
   Disagreement,
@@ -9,31 +7,10 @@ import type {
   Gate,
   OfflineEval,
 } from "../../publish/candidates.js";
-import { predictedFalseAlarmRate } from "../../stpm/threshold.js";
 import { isAlarm, type ShadowPair } from "./shadow-db.js";
 
 /** Bins of the score histogram (scores over each model's own threshold). */
 export const HISTOGRAM_BINS = 20;
-
-/**
- * What identifies a bundle and how it judges a camera's frames: its threshold is the one in force for the camera
- * (`view`, the camera's threshold rule applied to this bundle, as the live path judges) or the bundle's own, and
- * the predicted false-alarm rate is the 95 % upper bound its validation normals give that threshold.
- */
-export function bundleSummary(
-  manifest: Manifest,
-  view?: Pick<StationView, "threshold" | "falseAlarms">,
-): BundleSummary {
-  const threshold = view?.threshold ?? manifest.threshold;
-  const predicted = view?.falseAlarms ?? predictedFalseAlarmRate(threshold, manifest.validation_scores);
-  return {
-    model_version: manifest.model_version,
-    student_sha256: manifest.student.sha256,
-    created_at: manifest.created_at,
-    threshold,
-    predicted_false_alarm_rate: predicted.upper95,
-  };
-}
 
 export interface EvidenceInput {
   camera: string;

@@ -13,7 +13,7 @@ import { ortProviders } from "../../onnx/ort.js";
 import { Inspector, type StationLookup } from "../../pipeline/inspector.js";
 import type { EvidenceReport, OfflineEval, ShadowView } from "../../publish/candidates.js";
 import { framePng, mapPng, writePng } from "../../publish/frame-png.js";
-import { buildEvidence, bundleSummary } from "./evidence.js";
+import { buildEvidence } from "./evidence.js";
 import {
   isAlarm,
   SHADOW_DB_FILE,
@@ -24,6 +24,7 @@ import {
 } from "./shadow-db.js";
 import { ShadowDbThread } from "./shadow-db-thread.js";
 import type { ShadowRuns } from "./shadow-runs.js";
+import { bundleSummary } from "./store.js";
 
 /** The folder of a camera's candidate bundle, its shadow and its offline evaluation under `candidates.dir`. */
 export function candidatePaths(candidatesDir: string, camera: string) {

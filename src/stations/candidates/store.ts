@@ -12,6 +12,7 @@ import { writeFileAtomic } from "../../core/durable-fs.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { ownProcessTag, parseProcessTag, processRunning } from "../../core/process-identity.js";
+import type { StationView } from "../../pipeline/inspector.js";
 import type { BundleSummary, JobView, OfflineEval } from "../../publish/candidates.js";
 import { predictedFalseAlarmRate } from "../../stpm/threshold.js";
 
@@ -208,16 +209,24 @@ export class CandidateStore {
   }
 }
 
-/** What identifies a bundle and how it judges, from its manifest. */
-export function bundleSummary(m: Manifest): BundleSummary {
-  const scores = [...(m.validation_scores ?? [])].sort((a, b) => a - b);
+/**
+ * What identifies a bundle and how it judges a camera's frames: its threshold is the one in force for the camera
+ * (`view`, the camera's threshold rule applied to this bundle, as the live path judges) or the bundle's own, and
+ * the predicted false-alarm rate is the 95 % upper bound its validation normals give that threshold (null without
+ * them: {@link CandidateStore.summary} reads a manifest unvalidated).
+ */
+export function bundleSummary(
+  manifest: Manifest,
+  view?: Pick<StationView, "threshold" | "falseAlarms">,
+): BundleSummary {
+  const threshold = view?.threshold ?? manifest.threshold;
+  const predicted = view?.falseAlarms ?? predictedFalseAlarmRate(threshold, manifest.validation_scores ?? []);
   return {
-    model_version: m.model_version,
-    student_sha256: m.student.sha256,
-    created_at: m.created_at,
-    threshold: m.threshold,
-    predicted_false_alarm_rate:
-      scores.length > 0 ? predictedFalseAlarmRate(m.threshold, scores).upper95 : null,
+    model_version: manifest.model_version,
+    student_sha256: manifest.student.sha256,
+    created_at: manifest.created_at,
+    threshold,
+    predicted_false_alarm_rate: predicted.upper95,
   };
 }
 
