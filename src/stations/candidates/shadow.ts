@@ -24,17 +24,10 @@ import {
 } from "./shadow-db.js";
 import { ShadowDbThread } from "./shadow-db-thread.js";
 import type { ShadowRuns } from "./shadow-runs.js";
-import { bundleSummary } from "./store.js";
+import { bundleSummary, candidatePaths } from "./store.js";
 
-/** The folder of a camera's candidate bundle, its shadow and its offline evaluation under `candidates.dir`. */
-export function candidatePaths(candidatesDir: string, camera: string) {
-  const root = path.join(candidatesDir, camera);
-  return {
-    candidate: path.join(root, "candidate"),
-    shadow: path.join(root, "shadow"),
-    offlineEval: path.join(root, "offline-eval.json"),
-  };
-}
+// the store's layout, re-exported for the benchmarks that import it from here
+export { candidatePaths } from "./store.js";
 
 /** The folder of kept disagreement images inside a shadow folder. */
 export const SHADOW_IMAGES = "images";

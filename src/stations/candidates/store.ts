@@ -27,6 +27,20 @@ export interface CameraPaths {
   previousJson: string;
 }
 
+/** A camera's paths in the store under `candidatesDir` (the one definition of the layout; the shadow runs use it too). */
+export function candidatePaths(candidatesDir: string, camera: string): CameraPaths {
+  const root = path.join(candidatesDir, camera);
+  return {
+    root,
+    candidate: path.join(root, "candidate"),
+    job: path.join(root, "job.json"),
+    offlineEval: path.join(root, "offline-eval.json"),
+    shadow: path.join(root, "shadow"),
+    previous: path.join(root, "previous"),
+    previousJson: path.join(root, "previous.json"),
+  };
+}
+
 /** job.json as stored: the view plus who runs it, so that a restart can tell a job whose process is gone. */
 export interface JobRecord extends JobView {
   /** The process tag (pid.start-ticks) of the daemon or CLI that runs the job. */
@@ -61,16 +75,7 @@ export class CandidateStore {
   constructor(readonly dir: string) {}
 
   paths(camera: string): CameraPaths {
-    const root = path.join(this.dir, camera);
-    return {
-      root,
-      candidate: path.join(root, "candidate"),
-      job: path.join(root, "job.json"),
-      offlineEval: path.join(root, "offline-eval.json"),
-      shadow: path.join(root, "shadow"),
-      previous: path.join(root, "previous"),
-      previousJson: path.join(root, "previous.json"),
-    };
+    return candidatePaths(this.dir, camera);
   }
 
   // --- job.json -----------------------------------------------------------------------------------------------
