@@ -76,8 +76,8 @@ export class RetrainJobs {
     }
     const unlock = await this.store.lock(camera);
     try {
-      const job = await this.prepare(camera, liveDir);
-      return await this.launch(camera, job, by, unlock);
+      const { job, frames } = await this.prepare(camera, liveDir);
+      return await this.launch(camera, job, frames, by, unlock);
     } catch (err) {
       await unlock();
       throw err;
@@ -137,7 +137,8 @@ export class RetrainJobs {
 
   // --- internals ------------------------------------------------------------------------------------------------
 
-  private async prepare(camera: string, liveDir: string): Promise<ChildJob> {
+  /** The child's job, and the number of frames it trains and validates on (listed once, here). */
+  private async prepare(camera: string, liveDir: string): Promise<{ job: ChildJob; frames: number }> {
     const framesDir = path.join(this.settings.collectionDir, camera);
     const frames = await listImages(framesDir, "frames folder").catch(() => [] as string[]);
     const min = this.settings.retrain.min_frames;
@@ -153,7 +154,7 @@ export class RetrainJobs {
       throw new CandidateError(`camera ${camera}: its live bundle does not load (${errorMessage(err)})`);
     }
     const p = this.store.paths(camera);
-    return {
+    const job: ChildJob = {
       retrain: retrainOptions(
         manifest,
         liveDir,
@@ -166,15 +167,16 @@ export class RetrainJobs {
       liveDir,
       offlineEvalFile: p.offlineEval,
     };
+    return { job, frames: frames.length };
   }
 
   private async launch(
     camera: string,
     job: ChildJob,
+    frames: number,
     by: string,
     unlock: () => Promise<void>,
   ): Promise<JobView> {
-    const frames = (await listImages(job.retrain.framesDir, "frames folder")).length;
     const child = fork(CHILD_ENTRY, [], { stdio: ["ignore", "ignore", "pipe", "ipc"] });
     const stderr: string[] = [];
     child.stderr?.setEncoding("utf8").on("data", (text: string) => {
