@@ -1,7 +1,13 @@
 import type { ThresholdRule } from "../../src/config/index.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { judge } from "../../src/pipeline/inspector.js";
-import type { CandidateView, EvidenceReport, JobView, ShadowView } from "../../src/publish/candidates.js";
+import type {
+  BundleSummary,
+  CandidateView,
+  EvidenceReport,
+  JobView,
+  ShadowView,
+} from "../../src/publish/candidates.js";
 import {
   type CameraSnapshot,
   ControlError,
@@ -13,6 +19,17 @@ import {
   type Requester,
   type SinkStatus,
 } from "../../src/publish/control.js";
+
+/** A bundle summary for {@link TestLineControl.candidateViews} and the answers built from them. */
+export function testBundleSummary(version: string): BundleSummary {
+  return {
+    model_version: version,
+    student_sha256: "ab".repeat(32),
+    created_at: "2026-12-01T00:00:00.000Z",
+    threshold: 1,
+    predicted_false_alarm_rate: 0.05,
+  };
+}
 
 /** What the control feeds results to: an output under test (its per-result and per-batch entry points). */
 export interface ResultListener {

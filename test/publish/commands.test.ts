@@ -1,21 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createLogger } from "../../src/core/log.js";
-import type { BundleSummary } from "../../src/publish/candidates.js";
 import { CommandExecutor } from "../../src/publish/commands.js";
-import { TestLineControl } from "../helpers/line-control.js";
+import { TestLineControl, testBundleSummary } from "../helpers/line-control.js";
 
 const by = { via: "mqtt" as const, user: "scada-1" };
-
-function summary(version: string): BundleSummary {
-  return {
-    model_version: version,
-    student_sha256: "ab".repeat(32),
-    created_at: "2026-12-01T00:00:00.000Z",
-    threshold: 1,
-    predicted_false_alarm_rate: 0.05,
-  };
-}
 
 test("the candidate commands refuse a request that does not fit their schema, naming the key", async () => {
   const control = new TestLineControl(["cam1"]);
@@ -45,8 +34,8 @@ test("the candidate commands reach the control with who asked, and its refusals 
   control.candidateViews = [
     {
       camera: "cam1",
-      live: summary("live"),
-      candidate: summary("cand"),
+      live: testBundleSummary("live"),
+      candidate: testBundleSummary("cand"),
       job: null,
       shadow: null,
       previous: null,
@@ -57,7 +46,11 @@ test("the candidate commands reach the control with who asked, and its refusals 
   const promoted = await run("promote", { transaction: "p-1", camera: "cam1", force: true });
   assert.equal(promoted.status, "ok");
   assert.equal(promoted.transaction, "p-1");
-  assert.deepEqual(promoted.data, { camera: "cam1", before: summary("live"), after: summary("cand") });
+  assert.deepEqual(promoted.data, {
+    camera: "cam1",
+    before: testBundleSummary("live"),
+    after: testBundleSummary("cand"),
+  });
   assert.deepEqual(control.calls.at(-1), { method: "promote", args: ["cam1", true], by });
   const retrain = await run("retrain", { camera: "cam2" });
   assert.equal(retrain.status, "ok");

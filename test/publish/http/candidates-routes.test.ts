@@ -3,22 +3,12 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { createLogger } from "../../../src/core/log.js";
-import type { BundleSummary, EvidenceReport } from "../../../src/publish/candidates.js";
+import type { EvidenceReport } from "../../../src/publish/candidates.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
 import { testConfig } from "../../helpers/config.js";
-import { TestLineControl } from "../../helpers/line-control.js";
+import { TestLineControl, testBundleSummary } from "../../helpers/line-control.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 import { tempDir } from "../../helpers/tiny-data.js";
-
-function summary(version: string): BundleSummary {
-  return {
-    model_version: version,
-    student_sha256: "cd".repeat(32),
-    created_at: "2026-12-01T00:00:00.000Z",
-    threshold: 2,
-    predicted_false_alarm_rate: null,
-  };
-}
 
 test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the report, 404s naming the camera, names checked", async () => {
   const dir = await tempDir("stpmd-cand-routes-");
@@ -29,14 +19,28 @@ test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the
   await writeFile(path.join(dir, "cam1", "job.json"), "{}");
   const control = new TestLineControl(["cam1", "cam2"]);
   control.candidateViews = [
-    { camera: "cam1", live: summary("L"), candidate: summary("C"), job: null, shadow: null, previous: null },
-    { camera: "cam2", live: summary("L"), candidate: null, job: null, shadow: null, previous: null },
+    {
+      camera: "cam1",
+      live: testBundleSummary("L"),
+      candidate: testBundleSummary("C"),
+      job: null,
+      shadow: null,
+      previous: null,
+    },
+    {
+      camera: "cam2",
+      live: testBundleSummary("L"),
+      candidate: null,
+      job: null,
+      shadow: null,
+      previous: null,
+    },
   ];
   const report: EvidenceReport = {
     camera: "cam1",
     generated_at: "2026-12-01T00:00:00.000Z",
-    live: summary("L"),
-    candidate: summary("C"),
+    live: testBundleSummary("L"),
+    candidate: testBundleSummary("C"),
     shadow: null,
     labelled: null,
     gates: [{ name: "recall_at_least_live", pass: null, detail: "no labelled defects" }],
