@@ -7,6 +7,7 @@ import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { loadBundle, MANIFEST_FILE, type Manifest } from "../../src/bundle/bundle.js";
+import type { PartialConfig } from "../../src/config/index.js";
 import { createLogger } from "../../src/core/log.js";
 import type { InspectionResult } from "../../src/core/result.js";
 import { Daemon } from "../../src/daemon/daemon.js";
@@ -20,21 +21,31 @@ import { waitFor } from "../helpers/wait.js";
 const logger = createLogger((process.env.TEST_LOG as "info") ?? "silent");
 const alice: Requester = { via: "http", user: "alice" };
 
-test("retrain job → candidate → promote (next frames judged by it) → rollback; a broken candidate is refused", async () => {
-  const { work, bundle, noise } = await tinyStation("stpmd-cand-daemon-");
-  await normalFrames(8, 64, path.join(work, "collection", "cam"));
-  const auditFile = path.join(work, "state", "audit.jsonl");
-  const config = testConfig({
+/**
+ * One replayed camera "cam" on the tiny bundle, records off, the audit log at `<work>/state/audit.jsonl`; `extra`'s
+ * top-level sections are added (or replace these).
+ */
+function cameraDaemonConfig(work: string, bundle: string, noise: string, extra: PartialConfig = {}) {
+  return testConfig({
     model: { bundle, watch: false },
     inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
     cameras: [{ id: "cam", source: replaySource(noise, 20) }],
     mqtt: { outbox: { dir: path.join(work, "state", "outbox") } },
     collection: { dir: path.join(work, "collection") },
     records: { enabled: false },
-    audit: { file: auditFile },
-    candidates: { retrain: { epochs: 2, min_frames: 4, threads: 1 } },
+    audit: { file: path.join(work, "state", "audit.jsonl") },
     health: { watchdog: false },
+    ...extra,
   });
+}
+
+test("retrain job → candidate → promote (next frames judged by it) → rollback; a broken candidate is refused", async () => {
+  const { work, bundle, noise } = await tinyStation("stpmd-cand-daemon-");
+  await normalFrames(8, 64, path.join(work, "collection", "cam"));
+  const config = cameraDaemonConfig(work, bundle, noise, {
+    candidates: { retrain: { epochs: 2, min_frames: 4, threads: 1 } },
+  });
+  const auditFile = config.audit.file;
   const results: InspectionResult[] = [];
   const daemon = new Daemon(config, logger, { sinks: [], hooks: { onResult: (r) => results.push(r) } });
   const live = (await loadBundle(bundle)).manifest;
@@ -162,17 +173,8 @@ test("retrain job → candidate → promote (next frames judged by it) → rollb
 
 test("a restart finds a job whose process is gone: interrupted, in status and the audit log; shadow and promote refused without a candidate", async () => {
   const { work, bundle, noise } = await tinyStation("stpmd-cand-restart-");
-  const auditFile = path.join(work, "state", "audit.jsonl");
-  const config = testConfig({
-    model: { bundle, watch: false },
-    inference: { max_batch: 2, max_wait_ms: 10, queue_size: 16 },
-    cameras: [{ id: "cam", source: replaySource(noise, 20) }],
-    mqtt: { outbox: { dir: path.join(work, "state", "outbox") } },
-    collection: { dir: path.join(work, "collection") },
-    records: { enabled: false },
-    audit: { file: auditFile },
-    health: { watchdog: false },
-  });
+  const config = cameraDaemonConfig(work, bundle, noise);
+  const auditFile = config.audit.file;
   const jobFile = path.join(config.candidates.dir, "cam", "job.json");
   await mkdir(path.dirname(jobFile), { recursive: true });
   await writeFile(
