@@ -467,13 +467,13 @@ export class StationControl implements LineControl {
     const entry = { action: "model.discard", camera };
     const manager = this.candidatesOrRefuse(by, entry);
     // a deletion cannot be undone: its entry goes first, and a discard that then fails is appended as refused
-    const candidate = manager.view(camera).candidate;
+    const { candidate, live } = manager.view(camera);
     if (candidate) {
       this.record(by, {
         ...entry,
         before: bundleEntry(candidate),
         after: null,
-        detail: `live ${manager.view(camera).live?.model_version ?? "none"}`,
+        detail: `live ${live?.model_version ?? "none"}`,
       });
     }
     const change = await this.candidateRequest(by, entry, () => manager.discard(camera, byLabel(by)));
