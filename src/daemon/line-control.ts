@@ -589,12 +589,12 @@ function noReload(): ReloadOutcome {
 }
 
 /** Who asked, as a job records it: `<interface>:<user>` ("http:alice"), or the interface alone. */
-export function byLabel(by: Requester): string {
+function byLabel(by: Requester): string {
   return by.user ? `${by.via}:${by.user}` : by.via;
 }
 
 /** The requester a job's `by` names ({@link byLabel}'s inverse); undefined for a label it cannot have written. */
-export function requesterOfLabel(label: string): Requester | undefined {
+function requesterOfLabel(label: string): Requester | undefined {
   const colon = label.indexOf(":");
   const via = colon < 0 ? label : label.slice(0, colon);
   const source = CHANGE_SOURCES.find((s) => s === via);
