@@ -75,11 +75,6 @@ export interface ShadowSchedulerOptions {
   host: ShadowHost;
 }
 
-/** One live result waiting for the candidate. */
-interface Offered {
-  live: InspectionResult;
-}
-
 /**
  * The shadow runs of the line's cameras: each candidate in its own model (own inference thread), judging a share of
  * its camera's live frames after the live model judged them, never delivered to any sink. Live first: a camera's
@@ -434,7 +429,8 @@ function viewOf(
 
 /** One camera's running shadow: its candidate model, queue, record and limits. */
 class ShadowRun {
-  private readonly queue: Offered[] = [];
+  /** Live results waiting for the candidate, oldest first. */
+  private readonly queue: InspectionResult[] = [];
   private batch: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
   private deadline: NodeJS.Timeout | undefined;
@@ -479,7 +475,7 @@ class ShadowRun {
       this.queue.shift();
       this.meta.dropped += 1;
     }
-    this.queue.push({ live });
+    this.queue.push(live);
     this.pump();
   }
 
@@ -579,11 +575,11 @@ class ShadowRun {
     });
   }
 
-  private async judge(items: Offered[]): Promise<void> {
+  private async judge(items: InspectionResult[]): Promise<void> {
     let results: InspectionResult[];
     try {
       results = await this.inspector.inspect(
-        items.map((i) => i.live.frame),
+        items.map((live) => live.frame),
         this.options.host.lookup,
       );
     } catch (err) {
@@ -595,7 +591,7 @@ class ShadowRun {
     }
     const pairs: ShadowPair[] = [];
     for (let i = 0; i < items.length; i++) {
-      const live = items[i]!.live;
+      const live = items[i]!;
       const cand = results[i]!;
       const disagree = isAlarm(live.verdict) !== isAlarm(cand.verdict);
       let image: string | null = null;
