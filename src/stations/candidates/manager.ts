@@ -60,14 +60,13 @@ export class CandidateManager {
    * for the audit log). The shadow runs the last daemon left running are resumed by the registry's start.
    */
   async start(): Promise<JobView[]> {
-    const cameras = [...new Set([...this.store.cameras(), ...this.cameraIds()])];
-    for (const camera of this.store.cameras()) {
+    const stored = this.store.cameras();
+    for (const camera of stored) {
       await this.store
         .recover(camera, this.logger)
         .catch((err) => this.logger.warn({ camera, err }, "cannot repair the camera's candidate folder"));
     }
-    const interrupted = await this.jobs.recover(cameras);
-    return interrupted;
+    return this.jobs.recover([...new Set([...stored, ...this.cameraIds()])]);
   }
 
   /**
