@@ -9,7 +9,7 @@ import { loadConfig } from "../config/index.js";
 import { StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { JobView } from "../publish/candidates.js";
-import { RetrainJobs } from "../stations/candidates/jobs.js";
+import { jobSettings, RetrainJobs } from "../stations/candidates/jobs.js";
 import { CandidateError, CandidateStore } from "../stations/candidates/store.js";
 import { stationBundle } from "../stations/station.js";
 
@@ -35,16 +35,7 @@ export async function retrainCandidate(configFile: string, camera: string, logge
   }
   const store = new CandidateStore(config.candidates.dir);
   await store.recover(camera, logger);
-  const jobs = new RetrainJobs(
-    store,
-    {
-      retrain: config.candidates.retrain,
-      collectionDir: config.collection.dir,
-      labelledDir: config.records.labelled_dir,
-    },
-    logger,
-    { changed: (job) => progress(job) },
-  );
+  const jobs = new RetrainJobs(store, jobSettings(config), logger, { changed: (job) => progress(job) });
   await jobs.recover([camera]);
   let job: JobView;
   try {

@@ -8,7 +8,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { setPriority } from "node:os";
 import path from "node:path";
 import { bundleGeometry, loadBundle, type Manifest, recoverBundle } from "../../bundle/bundle.js";
-import type { CandidatesConfig } from "../../config/index.js";
+import type { CandidatesConfig, StpmdConfig } from "../../config/index.js";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { ownProcessTag, parseProcessTag, processRunning } from "../../core/process-identity.js";
@@ -29,6 +29,15 @@ export interface JobSettings {
   collectionDir: string;
   /** `records.labelled_dir`: the camera's held-out labelled set is `<dir>/<camera>/`. */
   labelledDir: string;
+}
+
+/** A node's job settings from its config. */
+export function jobSettings(config: StpmdConfig): JobSettings {
+  return {
+    retrain: config.candidates.retrain,
+    collectionDir: config.collection.dir,
+    labelledDir: config.records.labelled_dir,
+  };
 }
 
 export interface JobEvents {

@@ -10,7 +10,7 @@ import type { Logger } from "../../core/log.js";
 import type { CandidateView, EvidenceReport, JobView, ShadowView } from "../../publish/candidates.js";
 import type { StationRegistry } from "../registry.js";
 import { stationBundle } from "../station.js";
-import { type JobEvents, RetrainJobs, viewOf } from "./jobs.js";
+import { type JobEvents, jobSettings, RetrainJobs, viewOf } from "./jobs.js";
 import { type ModelChange, Promotion, repairInterruptedSwap } from "./promotion.js";
 import type { ShadowRuns } from "./shadow-runs.js";
 import { bundleSummary, CandidateError, CandidateStore } from "./store.js";
@@ -42,16 +42,7 @@ export class CandidateManager {
     this.logger = opts.logger.child({ component: "candidates" });
     this.shadows = opts.shadows;
     this.store = new CandidateStore(opts.config.candidates.dir);
-    this.jobs = new RetrainJobs(
-      this.store,
-      {
-        retrain: opts.config.candidates.retrain,
-        collectionDir: opts.config.collection.dir,
-        labelledDir: opts.config.records.labelled_dir,
-      },
-      this.logger,
-      opts.events ?? {},
-    );
+    this.jobs = new RetrainJobs(this.store, jobSettings(opts.config), this.logger, opts.events ?? {});
     this.promotion = new Promotion(this.store, this.registry, opts.config.inference, this.logger);
   }
 
