@@ -7,7 +7,7 @@ import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import type { Requester } from "../src/publish/control.js";
-import { candidatePaths } from "../src/stations/candidates/shadow.js";
+import { candidatePaths } from "../src/stations/candidates/store.js";
 import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import { normalFrames } from "../test/helpers/tiny-data.js";
 import {

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import type { InspectionResult } from "../src/core/result.js";
-import { candidatePaths } from "../src/stations/candidates/shadow.js";
+import { candidatePaths } from "../src/stations/candidates/store.js";
 import { StationRegistry } from "../src/stations/registry.js";
 import { trainTinyBundle } from "../test/helpers/daemon-process.js";
 import { tempDir } from "../test/helpers/tiny-data.js";

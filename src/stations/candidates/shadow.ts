@@ -27,7 +27,6 @@ import type { ShadowRuns } from "./shadow-runs.js";
 import { bundleSummary, candidatePaths } from "./store.js";
 
 // the store's layout, re-exported for the benchmarks that import it from here
-export { candidatePaths } from "./store.js";
 
 /** The folder of kept disagreement images inside a shadow folder. */
 export const SHADOW_IMAGES = "images";
