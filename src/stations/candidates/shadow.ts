@@ -26,8 +26,6 @@ import { ShadowDbThread } from "./shadow-db-thread.js";
 import type { ShadowRuns } from "./shadow-runs.js";
 import { bundleSummary, candidatePaths } from "./store.js";
 
-// the store's layout, re-exported for the benchmarks that import it from here
-
 /** The folder of kept disagreement images inside a shadow folder. */
 export const SHADOW_IMAGES = "images";
 
