@@ -95,10 +95,9 @@ export function buildPipelineDescription(
  * at a time: the two samples of a pull are one frame (GstSource). The branches' queues let the two scalings run on
  * two threads.
  *
- * Measured against resizing each native frame with sharp in the capture process (900×900 RGB → 128², CPU per
- * frame of the whole capture process): GStreamer's scaling alone 2.9 ms, with the native branch 3.9 ms, with
- * sharp 5.2–5.6 ms. The extra millisecond is the native frame's copy into Node, which the binding makes for every
- * sample.
+ * The native branch's cost is mostly the native frame's copy into Node, which the binding makes for every sample:
+ * docs/records.md (Measured) has it per frame, with a first design that resized each native frame with sharp in the
+ * capture process instead, and cost more.
  */
 function nativeBranches(head: string, model: string, native: string): string {
   const queue = "queue max-size-buffers=1 max-size-bytes=0 max-size-time=0";
