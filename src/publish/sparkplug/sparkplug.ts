@@ -1026,7 +1026,6 @@ function toLastMetrics(last: LastResult): LastMetrics {
   };
 }
 
-/** Frame rates to 0.1 fps: finer changes would make every report carry them. */
 const MODEL_COMMAND_NAMES: ReadonlySet<string> = new Set(Object.values(MODEL_COMMANDS));
 
 /**
@@ -1050,6 +1049,7 @@ function modelMetrics(camera: CameraSnapshot): Metric[] {
   ];
 }
 
+/** Frame rates to 0.1 fps: finer changes would make every report carry them. */
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
 }
