@@ -41,8 +41,8 @@ import {
  *
  * With `--source WxH` the replay frames are that size (the parts upscaled), larger than the model's input, and
  * `--modes off,on,scaled` compares the record with native frames (`on`: `records.images.native`, the default: each
- * capture process takes the frames at that size, resizes them itself and holds the newest) against the record with
- * GStreamer's resize (`scaled`: `records.images.native: false`) and no record (`off`). The capture processes' CPU
+ * capture process also takes the frames at that size, through a second GStreamer branch, and holds the newest)
+ * against the record without them (`scaled`: `records.images.native: false`) and no record (`off`). The capture processes' CPU
  * is counted beside the daemon's (they are children of this process; /proc/<pid>/stat).
  *
  * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
