@@ -8,13 +8,12 @@
  * Everything comes through the line's control, as for every other reader. Reading needs no login, like the part
  * record and its images.
  */
-import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { ControlError, type LineControl } from "../control.js";
-import { reply } from "./http-reply.js";
+import { reply, replyPngFile } from "./http-reply.js";
 
 const REPORT_ROUTE = /^\/api\/candidates\/([^/]+)\/report$/;
 const IMAGE_ROUTE = /^\/api\/candidates\/([^/]+)\/images\/([^/]+)$/;
@@ -89,21 +88,8 @@ export class CandidatesApi {
       );
       return;
     }
-    let png: Buffer;
-    try {
-      png = await readFile(path.join(this.dir, camera, "shadow", "images", file));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      reply(res, code === "ENOENT" ? 404 : 503, `camera ${camera}: image ${file}: ${code ?? "unreadable"}\n`);
-      return;
-    }
-    res.writeHead(200, {
-      "Content-Type": "image/png",
-      "Content-Length": png.length,
-      "Cache-Control": "private, max-age=3600",
-      "X-Content-Type-Options": "nosniff",
-    });
-    res.end(res.req.method === "HEAD" ? undefined : png);
+    const image = path.join(this.dir, camera, "shadow", "images", file);
+    await replyPngFile(res, image, `camera ${camera}: image ${file}`, "private, max-age=3600");
   }
 }
 

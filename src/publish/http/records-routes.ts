@@ -12,7 +12,6 @@
  * written from); a bad one is a 400 naming it. Queries run on a thread of their own (records-query-worker.ts).
  * Reading needs no login, like the metrics and the console's views.
  */
-import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -22,7 +21,7 @@ import type { Logger } from "../../core/log.js";
 import { RECORDS_DB } from "../record-store.js";
 import { ExportQuerySchema, HourlyQuerySchema, RecordsQuerySchema } from "../records-api.js";
 import { type ExportFormat, pointInTime } from "../records-export-format.js";
-import { reply } from "./http-reply.js";
+import { reply, replyPngFile } from "./http-reply.js";
 import { queryParams, queryValidator } from "./query-params.js";
 import type { ExportJob, ExportMessage } from "./records-export-worker.js";
 import type { QueryReply, QueryRequest } from "./records-query-worker.js";
@@ -283,26 +282,9 @@ export class RecordsApi {
       reply(res, 404, `record ${record}: its ${which} lies outside the records directory\n`);
       return;
     }
-    let png: Buffer;
-    try {
-      png = await readFile(file);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      reply(
-        res,
-        code === "ENOENT" ? 404 : 503,
-        `record ${record}: ${which} ${String(answer.body)}: ${code ?? "unreadable"}\n`,
-      );
-      return;
-    }
-    res.writeHead(200, {
-      "Content-Type": "image/png",
-      "Content-Length": png.length,
-      // a record's image never changes once written
-      "Cache-Control": "private, max-age=86400, immutable",
-      "X-Content-Type-Options": "nosniff",
-    });
-    res.end(res.req.method === "HEAD" ? undefined : png);
+    // a record's image never changes once written
+    const what = `record ${record}: ${which} ${String(answer.body)}`;
+    await replyPngFile(res, file, what, "private, max-age=86400, immutable");
   }
 
   private query(request: QueryRequest): Promise<QueryReply> {
