@@ -12,7 +12,7 @@ import { MAX_PART_ID_LENGTH } from "../../../src/publish/opcua/opcua.js";
 import { opcuaSink } from "../../../src/publish/opcua/sink.js";
 import { defectEventId } from "../../../src/publish/topics.js";
 import { testConfig } from "../../helpers/config.js";
-import { TestLineControl } from "../../helpers/line-control.js";
+import { TestLineControl, testBundleSummary } from "../../helpers/line-control.js";
 import { freePort, Plc, startTestServer, type TestServer } from "../../helpers/opcua.js";
 import { testSinkContext } from "../../helpers/sink-context.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -527,17 +527,10 @@ function portAccepts(port: number): Promise<boolean> {
 
 /** A camera's candidate view as the daemon's control gives it: a live model, a candidate in shadow, a previous one. */
 function candidateView(camera: string): CandidateView {
-  const bundle = (model_version: string) => ({
-    model_version,
-    student_sha256: "a".repeat(64),
-    created_at: "2026-12-01T00:00:00.000Z",
-    threshold: 0.5,
-    predicted_false_alarm_rate: 0.01,
-  });
   return {
     camera,
-    live: bundle("20261201T000000Z"),
-    candidate: bundle("20261206T120000Z"),
+    live: testBundleSummary("20261201T000000Z"),
+    candidate: testBundleSummary("20261206T120000Z"),
     job: {
       camera,
       state: "running",
@@ -562,7 +555,7 @@ function candidateView(camera: string): CandidateView {
       candidate_alarms: 1,
       disagreements: 1,
     },
-    previous: bundle("20261101T000000Z"),
+    previous: testBundleSummary("20261101T000000Z"),
   };
 }
 

@@ -13,7 +13,7 @@ import type { Logger } from "../../../src/core/log.js";
 import { SparkplugNode } from "../../../src/publish/sparkplug/sparkplug.js";
 import { defectEventId } from "../../../src/publish/topics.js";
 import { testConfig } from "../../helpers/config.js";
-import { TestLineControl } from "../../helpers/line-control.js";
+import { TestLineControl, testBundleSummary } from "../../helpers/line-control.js";
 import { MosquittoBroker, TcpGate } from "../../helpers/mosquitto.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 import { waitFor } from "../../helpers/wait.js";
@@ -479,18 +479,11 @@ describe("Sparkplug B edge node", () => {
 
   test("Model/* DCMD: candidate commands through the control as sparkplug, declared in DBIRTH, refusals logged", async () => {
     const { control, host, lines, makeNode } = await setUp(broker.url);
-    const summary = (v: string) => ({
-      model_version: v,
-      student_sha256: "ab".repeat(32),
-      created_at: "2026-12-01T00:00:00.000Z",
-      threshold: 1,
-      predicted_false_alarm_rate: null,
-    });
     control.candidateViews = [
       {
         camera: "cam1",
-        live: summary("L"),
-        candidate: summary("C"),
+        live: testBundleSummary("L"),
+        candidate: testBundleSummary("C"),
         job: null,
         shadow: null,
         previous: null,
