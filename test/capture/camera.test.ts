@@ -296,7 +296,11 @@ describe("Camera: frames at collection size", () => {
     return `multifilesrc location=${dir}/%03d.png index=0 loop=true ! pngdec`;
   }
 
-  /** Starts the camera, requests one frame at collection size after `before` frames, and records `total`. */
+  /**
+   * Starts the camera, requests one frame at collection size after `before` frames, and records at least `total`
+   * and until the requested one has come: the caps switch reaches the appsink behind whatever the pipeline's queues
+   * already hold, which on a loaded CI machine was more than 9 frames.
+   */
   async function requestOne(camera: Camera, before: number, total: number): Promise<Frame[]> {
     const frames: Frame[] = [];
     camera.on("frame", (f) => {
@@ -305,7 +309,11 @@ describe("Camera: frames at collection size", () => {
     });
     camera.start();
     try {
-      await until(() => frames.length >= total, 5000, `${total} frames`);
+      await until(
+        () => frames.length >= total && frames.some((f) => f.original !== undefined),
+        5000,
+        `${total} frames and the one requested`,
+      );
     } finally {
       camera.stop();
     }
