@@ -4,12 +4,12 @@
  * same child process at the configured priority and threads, progress on the terminal; Ctrl-C cancels cleanly.
  */
 import os from "node:os";
-import path from "node:path";
 import { loadConfig } from "../config/index.js";
 import { StpmdError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { JobView } from "../publish/candidates.js";
 import { jobSettings, RetrainJobs } from "../stations/candidates/jobs.js";
+import { ownBundle } from "../stations/candidates/promotion.js";
 import { CandidateError, CandidateStore } from "../stations/candidates/store.js";
 import { stationBundle } from "../stations/station.js";
 
@@ -23,15 +23,16 @@ export async function retrainCandidate(configFile: string, camera: string, logge
       `--camera ${camera}: ${configFile} has no such camera (cameras: ${config.cameras.map((c) => c.id).join(", ")})`,
     );
   }
-  const live = path.resolve(stationBundle(cam, config));
-  const sharing = config.cameras.filter(
-    (c) => c.id !== camera && path.resolve(stationBundle(c, config)) === live,
-  );
-  if (sharing.length > 0) {
-    throw new StpmdError(
-      "ERR_OPTION_INVALID",
-      `--camera ${camera}: its bundle ${live} is shared with camera(s) ${sharing.map((c) => c.id).join(", ")}; a candidate replaces one camera's bundle only`,
+  let live: string;
+  try {
+    live = ownBundle(
+      camera,
+      config.cameras.map((c) => ({ id: c.id, bundle: stationBundle(c, config) })),
     );
+  } catch (err) {
+    if (err instanceof CandidateError)
+      throw new StpmdError("ERR_OPTION_INVALID", `--camera ${camera}: ${err.message}`);
+    throw err;
   }
   const store = new CandidateStore(config.candidates.dir);
   await store.recover(camera, logger);

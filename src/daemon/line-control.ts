@@ -343,7 +343,9 @@ export class StationControl implements LineControl {
     cameraId(camera);
     const entry = { action: "retrain.start", camera };
     const manager = this.candidatesOrRefuse(by, entry);
-    const job = await this.candidateRequest(by, entry, () => manager.startRetrain(camera, byLabel(by)));
+    const job = await this.candidateRequest(by, entry, () =>
+      manager.startRetrain(camera, requesterLabel(by)),
+    );
     this.jobStarters.set(camera, by);
     try {
       this.record(by, { ...entry, after: { frames: job.frames, epochs: job.epochs } });
@@ -366,7 +368,7 @@ export class StationControl implements LineControl {
     this.cancelsAsked.add(camera);
     let job: JobView;
     try {
-      job = await this.candidateRequest(by, entry, () => manager.cancelRetrain(camera, byLabel(by)));
+      job = await this.candidateRequest(by, entry, () => manager.cancelRetrain(camera, requesterLabel(by)));
     } finally {
       this.cancelsAsked.delete(camera);
     }
@@ -414,7 +416,7 @@ export class StationControl implements LineControl {
     if (typeof enabled !== "boolean")
       this.refuse(by, entry, `enabled must be true or false (got ${typeof enabled})`);
     const view = await this.candidateRequest(by, entry, () =>
-      manager.setShadow(camera, enabled, byLabel(by)),
+      manager.setShadow(camera, enabled, requesterLabel(by)),
     );
     this.append(by, "ok", {
       ...entry,
@@ -426,12 +428,14 @@ export class StationControl implements LineControl {
 
   async promote(camera: string, by: Requester, force = false): Promise<ModelChangeOutcome> {
     const entry = { action: "model.promote", camera, ...(force ? { target: "force" } : {}) };
-    return this.swapModels(camera, by, entry, "promoted", (m) => m.promote(camera, byLabel(by), force));
+    return this.swapModels(camera, by, entry, "promoted", (m) =>
+      m.promote(camera, requesterLabel(by), force),
+    );
   }
 
   async rollback(camera: string, by: Requester): Promise<ModelChangeOutcome> {
     const entry = { action: "model.rollback", camera };
-    return this.swapModels(camera, by, entry, "rolled back", (m) => m.rollback(camera, byLabel(by)));
+    return this.swapModels(camera, by, entry, "rolled back", (m) => m.rollback(camera, requesterLabel(by)));
   }
 
   /**
@@ -454,7 +458,7 @@ export class StationControl implements LineControl {
       await manager
         .rollback(camera, "its audit entry could not be written")
         .catch((undoErr: unknown) =>
-          this.logger.error({ camera, err: undoErr }, `undoing the model ${done} by ${byLabel(by)}`),
+          this.logger.error({ camera, err: undoErr }, `undoing the model ${done} by ${requesterLabel(by)}`),
         );
       throw err;
     }
@@ -476,7 +480,7 @@ export class StationControl implements LineControl {
         detail: `live ${live?.model_version ?? "none"}`,
       });
     }
-    const change = await this.candidateRequest(by, entry, () => manager.discard(camera, byLabel(by)));
+    const change = await this.candidateRequest(by, entry, () => manager.discard(camera, requesterLabel(by)));
     this.logger.info(
       { camera, by: requesterLabel(by) },
       `candidate of camera ${camera} discarded by ${requesterLabel(by)}`,
@@ -588,12 +592,7 @@ function noReload(): ReloadOutcome {
   return { configApplied: false, problems: [], swapped: [], failed: [] };
 }
 
-/** Who asked, as a job records it: `<interface>:<user>` ("http:alice"), or the interface alone. */
-function byLabel(by: Requester): string {
-  return by.user ? `${by.via}:${by.user}` : by.via;
-}
-
-/** The requester a job's `by` names ({@link byLabel}'s inverse); undefined for a label it cannot have written. */
+/** The requester a job's `by` names ({@link requesterLabel}'s inverse); undefined for a label it cannot have written. */
 function requesterOfLabel(label: string): Requester | undefined {
   const colon = label.indexOf(":");
   const via = colon < 0 ? label : label.slice(0, colon);
@@ -612,9 +611,12 @@ function withoutCamera(view: CandidateView): Omit<CandidateView, "camera"> {
   return rest;
 }
 
-/** A one-line description of who asked, for logs. */
+/**
+ * Who asked, the one way logs, the audit log and a job's `by` name them: `<interface>:<user>` ("http:alice"), or
+ * the interface alone ("sighup").
+ */
 export function requesterLabel(by: Requester): string {
-  return by.user ? `${by.via} (${by.user})` : by.via;
+  return by.user ? `${by.via}:${by.user}` : by.via;
 }
 
 /** A camera id from a client must be a string (the interfaces pass what they were sent). */

@@ -83,3 +83,29 @@ test("stpmd retrain --candidate: Ctrl-C cancels the job cleanly (exit 1, job.jso
     [],
   );
 });
+
+test("stpmd retrain --candidate: a camera whose bundle another camera shares is refused in one line naming both", async () => {
+  const { work, config, live } = await node(2);
+  const cfg = await readFile(config, "utf8");
+  await writeFile(
+    config,
+    cfg.replace(
+      /cameras:\n {2}- id: cam\n {4}source: videotestsrc\n/,
+      (c) => `${c}  - id: cam2\n    source: videotestsrc\n`,
+    ),
+  );
+  const r = spawnSync(process.execPath, [...STPMD, config], { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 1, r.stdout);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `--camera cam: camera cam's bundle ${live} is shared with camera\\(s\\) cam2; a candidate replaces one camera's bundle only`,
+    ),
+  );
+  assert.deepEqual(
+    await readdir(path.join(work, "state")).catch(() => []),
+    [],
+    "no job started, nothing written",
+  );
+});

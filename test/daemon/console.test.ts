@@ -159,7 +159,7 @@ test("an operator watches and drives the real daemon from the console in Chromiu
     assert.equal(daemon.snapshot().cameras[0]!.threshold, 1e9);
     assert.ok(
       logLines.some((l) =>
-        /^threshold of camera cam1 set by http \(alice\): \S+ → 1000000000$/.test(l.msg ?? ""),
+        /^threshold of camera cam1 set by http:alice: \S+ → 1000000000$/.test(l.msg ?? ""),
       ),
       "the daemon logs the change with the operator's name",
     );

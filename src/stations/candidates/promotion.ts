@@ -24,6 +24,28 @@ export interface ModelChange {
   after: BundleSummary | null;
 }
 
+/** A camera and the bundle folder it inspects with. */
+export interface CameraBundle {
+  id: string;
+  bundle: string;
+}
+
+/**
+ * The bundle folder of `camera` (which `cameras` must hold), resolved; refused when another camera inspects with
+ * the same folder: a candidate is trained for, shadowed on and promoted into one camera's bundle only. The one
+ * check behind the daemon's commands (cameras from the registry) and `stpmd retrain --candidate` (from the config).
+ */
+export function ownBundle(camera: string, cameras: readonly CameraBundle[]): string {
+  const live = path.resolve(cameras.find((c) => c.id === camera)!.bundle);
+  const sharing = cameras.filter((c) => c.id !== camera && path.resolve(c.bundle) === live).map((c) => c.id);
+  if (sharing.length > 0) {
+    throw new CandidateError(
+      `camera ${camera}'s bundle ${live} is shared with camera(s) ${sharing.join(", ")}; a candidate replaces one camera's bundle only (give ${camera} its own model folder first)`,
+    );
+  }
+  return live;
+}
+
 export class Promotion {
   constructor(
     private readonly store: CandidateStore,
@@ -32,20 +54,13 @@ export class Promotion {
     private readonly logger: Logger,
   ) {}
 
-  /** The live bundle directory of `camera`, refused when another camera shares it (a candidate is one camera's). */
+  /** The live bundle directory of `camera`, refused when another camera shares it (see {@link ownBundle}). */
   liveDir(camera: string): string {
-    const station = this.registry.station(camera);
-    if (!station) throw new CandidateError(`there is no camera ${camera}`);
-    const sharing = this.registry
-      .stations()
-      .filter((s) => s.id !== camera && s.bundle === station.bundle)
-      .map((s) => s.id);
-    if (sharing.length > 0) {
-      throw new CandidateError(
-        `camera ${camera}'s bundle ${station.bundle} is shared with camera(s) ${sharing.join(", ")}; a candidate replaces one camera's bundle only (give ${camera} its own model folder first)`,
-      );
-    }
-    return station.bundle;
+    if (!this.registry.station(camera)) throw new CandidateError(`there is no camera ${camera}`);
+    return ownBundle(
+      camera,
+      this.registry.stations().map((s) => ({ id: s.id, bundle: s.bundle })),
+    );
   }
 
   /**
