@@ -102,6 +102,11 @@ test("models in Chromium: retrain a candidate, shadow it, read the evidence, pro
     const page = await context.newPage();
     const errors: string[] = [];
     page.on("pageerror", (err) => errors.push(err.message));
+    // the evidence is asked for once per change: a command that also moved a count used to ask twice, back to back
+    const evidenceAsked: number[] = [];
+    page.on("request", (r) => {
+      if (new URL(r.url()).pathname === "/api/candidates/cam1/report") evidenceAsked.push(Date.now());
+    });
     await page.goto(`${base}/`);
     await page.fill("#user", "alice");
     await page.fill("#password", "line7-quality");
@@ -142,6 +147,10 @@ test("models in Chromium: retrain a candidate, shadow it, read the evidence, pro
     assert.equal(shadowed.shadow?.frames, 20);
     assert.equal(shadowed.shadow?.stopped_reason, "max_frames");
     await card.locator("[data-role=shadow-progress]", { hasText: "20/20 frames" }).waitFor();
+    assert.ok(evidenceAsked.length >= 2, `evidence asked for ${evidenceAsked.length} times`);
+    const gaps = evidenceAsked.slice(1).map((t, i) => t - evidenceAsked[i]!);
+    // polls are 2 s apart; the doubled request came within milliseconds of the first
+    assert.ok(Math.min(...gaps) > 250, `evidence requests back to back: gaps ${gaps.join(", ")} ms`);
 
     // the evidence on the page is the daemon's report, number for number
     const report = await getJson<EvidenceReport>(`${base}/api/candidates/cam1/report`);

@@ -655,7 +655,7 @@ function Actions({
 }
 
 /** The evidence of a camera's candidate, fetched again when the candidate or its shadow count changes. */
-function useEvidence(view: CandidateView, tick: number): EvidenceReport | string | null {
+function useEvidence(view: CandidateView, commands: number): EvidenceReport | string | null {
   const [report, setReport] = useState<EvidenceReport | string | null>(null);
   const sha = view.candidate?.student_sha256;
   const frames = view.shadow?.frames;
@@ -673,32 +673,38 @@ function useEvidence(view: CandidateView, tick: number): EvidenceReport | string
     return () => {
       stale = true;
     };
-  }, [view.camera, sha, frames, state, tick]);
+  }, [view.camera, sha, frames, state, commands]);
   return report;
 }
 
 function ModelCard({
   view,
+  commands,
   writable,
   reload,
 }: {
   view: CandidateView;
+  /** Commands sent from this card so far. */
+  commands: number;
   writable: boolean;
-  reload: () => Promise<void>;
+  /** Loads the views again; with a camera, also counts a command of that camera's, in the same render. */
+  reload: (commandOf?: string) => Promise<void>;
 }) {
   const shared = useShared();
   const [message, setMessage] = useState<Message | null>(null);
-  /** Bumped after each command, so the evidence is fetched again even when no count moved. */
-  const [tick, setTick] = useState(0);
-  const report = useEvidence(view, tick);
+  /**
+   * `commands` is bumped after each command, so the evidence is fetched again even when no count moved; in the same
+   * render as the reloaded view (the page bumps it with its views), so a command that also moves a count fetches it
+   * once.
+   */
+  const report = useEvidence(view, commands);
   const act: Act = useCallback(
     async (name, body, done) => {
       const refused = await shared.command(name, body);
       setMessage(refused === undefined ? { text: done, ok: true } : { text: refused, ok: false });
-      await reload();
-      setTick((t) => t + 1);
+      await reload(view.camera);
     },
-    [shared, reload],
+    [shared, reload, view.camera],
   );
   return (
     <article class="camera models" data-camera={view.camera}>
@@ -730,14 +736,16 @@ function ModelCard({
 export function ModelsPage() {
   const shared = useShared();
   const [views, setViews] = useState<CandidateView[] | null>(null);
+  const [commands, setCommands] = useState<Readonly<Record<string, number>>>({});
   const [problem, setProblem] = useState<string | null>(null);
-  const load = useCallback(async () => {
+  const load = useCallback(async (commandOf?: string) => {
     try {
       setViews((await api.candidates()).cameras);
       setProblem(null);
     } catch (err) {
       setProblem(errorText(err));
     }
+    if (commandOf !== undefined) setCommands((c) => ({ ...c, [commandOf]: (c[commandOf] ?? 0) + 1 }));
   }, []);
   useEffect(() => {
     void load();
@@ -749,7 +757,7 @@ export function ModelsPage() {
   const busy = (views?.some(isRunning) ?? false) || startedElsewhere;
   useEffect(() => {
     if (!busy) return;
-    const timer = setInterval(load, POLL_MS);
+    const timer = setInterval(() => void load(), POLL_MS);
     return () => clearInterval(timer);
   }, [busy, load]);
   const writable = shared.session !== null && (shared.status?.console.operators ?? false);
@@ -771,7 +779,13 @@ export function ModelsPage() {
         <div class="cards">
           {views.length === 0 && <p class="dim">no cameras configured</p>}
           {views.map((view) => (
-            <ModelCard key={view.camera} view={view} writable={writable} reload={load} />
+            <ModelCard
+              key={view.camera}
+              view={view}
+              commands={commands[view.camera] ?? 0}
+              writable={writable}
+              reload={load}
+            />
           ))}
         </div>
       )}
