@@ -97,10 +97,13 @@ test("a daemon stopped, then SIGKILLed, while a candidate runs in shadow: the ca
   } finally {
     await first.stop();
   }
+  /** Frames the stopped daemon's candidate judged, as its last view counted them. */
+  const judged = (d: Daemon): number | undefined => d.snapshot().cameras[0]!.candidate?.shadow?.frames;
   {
     const record = shadowRecord(shadowDb);
     assert.equal(record.state, "running", "a shutdown leaves the run running, to resume");
     assert.ok(record.pairs >= 8, `${record.pairs} pairs`);
+    assert.equal(record.pairs, judged(first), "an orderly stop records every pair the candidate judged");
     beforeStop = record.pairs;
   }
 
@@ -160,6 +163,12 @@ test("a daemon stopped, then SIGKILLed, while a candidate runs in shadow: the ca
   } finally {
     await third.stop();
   }
+  // the count resumed after the kill is the record's: pairs written and frames counted agree after it, too
+  assert.equal(
+    shadowRecord(shadowDb).pairs,
+    judged(third),
+    "frames counted across the kill = pairs recorded",
+  );
 
   // 4. a candidate that no longer loads (its student's bytes changed) is reported stopped, saying why
   const student = path.join(candidateDir, "student.onnx");

@@ -75,7 +75,9 @@ async function startDaemon(name: string, recordsDir: string) {
     await daemon.kill();
     await sub.endAsync(true);
   };
-  return { daemon, records, published, close };
+  /** The seqs of the defect events published so far, each once. */
+  const publishedSeqs = (): number[] => [...new Set(seqs)];
+  return { daemon, records, published, publishedSeqs, close };
 }
 
 /** Waits until `n` more defect events than now were published: inspection and MQTT go on. */
@@ -206,7 +208,7 @@ test("a database corrupted before start is moved aside with one log line; a new 
 test("the database overwritten with garbage while the daemon runs (its WAL alone, then the file and its WAL) is moved aside with one line each and replaced; inspection and MQTT go on; what was intact stays readable", async (t) => {
   const dir = path.join(work, "overwritten-records");
   const file = path.join(dir, RECORDS_DB);
-  const { daemon, records, published, close } = await startDaemon("records-overwritten", dir);
+  const { daemon, records, published, publishedSeqs, close } = await startDaemon("records-overwritten", dir);
   const corruptLines = () => daemon.logs().filter((l) => /is corrupt/.test(String(l.msg)));
   const garbage = async (name: string, byte: number) =>
     writeFile(name, Buffer.alloc(Math.max(4096, (await stat(name)).size), byte));
@@ -274,6 +276,15 @@ test("the database overwritten with garbage while the daemon runs (its WAL alone
       rows.every((row) => row.seq > lastBefore),
       `none of the rows up to seq ${lastBefore} (read before the fault) went into the new database`,
     );
+    // counted against what arrived: from the new database's first row on, every defect event published over MQTT
+    // (each frame is a defect) has its row, and no frame is recorded twice
+    const recorded = new Set(rows.map((row) => row.seq));
+    assert.equal(recorded.size, rows.length, "no frame recorded twice");
+    const firstNew = Math.min(...recorded);
+    const arrived = publishedSeqs().filter((seq) => seq >= firstNew);
+    assert.ok(arrived.length >= 10, `${arrived.length} events published after the new database began`);
+    const unrecorded = arrived.filter((seq) => !recorded.has(seq));
+    assert.deepEqual(unrecorded, [], `every one of the ${arrived.length} events has its row`);
     t.diagnostic(`after: ${JSON.stringify(after)}`);
   } finally {
     await close();
