@@ -503,6 +503,16 @@ export class StationControl implements LineControl {
     }
   }
 
+  shadowImage(camera: string, name: string): string | null {
+    cameraId(camera);
+    if (!this.candidateManager) throw new ControlError("this node runs no candidate models");
+    try {
+      return this.candidateManager.shadowImage(camera, name);
+    } catch (err) {
+      throw err instanceof CandidateError ? new ControlError(err.message) : err;
+    }
+  }
+
   private candidatesOrRefuse(by: Requester, entry: ChangeEntry): CandidateManager {
     if (!this.candidateManager) this.refuse(by, entry, "this node runs no candidate models");
     if (entry.camera !== undefined && !this.registry.station(entry.camera)) {

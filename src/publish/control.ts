@@ -257,4 +257,9 @@ export interface LineControl {
   candidates(): CandidateView[];
   /** The comparison of the camera's live model and candidate. */
   evidence(camera: string): Promise<EvidenceReport>;
+  /**
+   * The file of an image the camera's shadow kept, named as the evidence's image URLs end; null when it kept none
+   * by that name. Refused naming the camera when there is no such camera or the node runs no candidates.
+   */
+  shadowImage(camera: string, name: string): string | null;
 }

@@ -207,6 +207,8 @@ export class TestLineControl implements LineControl {
   /** Candidate views the test control answers (none unless a test sets some), and evidence by camera. */
   candidateViews: CandidateView[] = [];
   readonly evidenceReports = new Map<string, EvidenceReport>();
+  /** Shadow images the test control answers, by `<camera>/<name>`: the file's path. */
+  readonly shadowImages = new Map<string, string>();
 
   /** The candidate requests are recorded and answered from {@link candidateViews}; a camera without one is refused. */
   private candidateCall(
@@ -266,6 +268,11 @@ export class TestLineControl implements LineControl {
 
   candidates(): CandidateView[] {
     return this.candidateViews;
+  }
+
+  shadowImage(camera: string, name: string): string | null {
+    this.camera(camera);
+    return this.shadowImages.get(`${camera}/${name}`) ?? null;
   }
 
   async evidence(camera: string): Promise<EvidenceReport> {

@@ -9,7 +9,6 @@
  * record and its images.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import path from "node:path";
 import { errorMessage } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { ControlError, type LineControl } from "../control.js";
@@ -17,7 +16,10 @@ import { reply, replyPngFile } from "./http-reply.js";
 
 const REPORT_ROUTE = /^\/api\/candidates\/([^/]+)\/report$/;
 const IMAGE_ROUTE = /^\/api\/candidates\/([^/]+)\/images\/([^/]+)$/;
-/** What the shadow names its images: letters, digits, `-`, `_` and `.`, ending in .png, never `..`. */
+/**
+ * A name that can only be a file's in one folder: letters, digits, `-`, `_` and `.`, ending in .png, never `..`.
+ * Checked before the control is asked, which knows where (and how) the shadow keeps its images.
+ */
 const IMAGE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\.png$/;
 
 export class CandidatesApi {
@@ -27,10 +29,8 @@ export class CandidatesApi {
     "/api/candidates/<camera>/images/<file>.png",
   ];
 
-  /** @param dir `candidates.dir`: a camera's shadow images are `<dir>/<camera>/shadow/images/`. */
   constructor(
     private readonly control: LineControl,
-    private readonly dir: string,
     private readonly logger: Logger,
   ) {}
 
@@ -76,10 +76,6 @@ export class CandidatesApi {
   }
 
   private async image(res: ServerResponse, camera: string, file: string): Promise<void> {
-    if (!this.control.candidates().some((v) => v.camera === camera)) {
-      reply(res, 404, `there is no camera ${camera}\n`);
-      return;
-    }
     if (!IMAGE_NAME.test(file) || file.includes("..")) {
       reply(
         res,
@@ -88,8 +84,17 @@ export class CandidatesApi {
       );
       return;
     }
-    const image = path.join(this.dir, camera, "shadow", "images", file);
-    await replyPngFile(res, image, `camera ${camera}: image ${file}`, "private, max-age=3600");
+    let image: string | null;
+    try {
+      image = this.control.shadowImage(camera, file);
+    } catch (err) {
+      if (!(err instanceof ControlError)) throw err;
+      reply(res, 404, `${err.message}\n`);
+      return;
+    }
+    const what = `camera ${camera}: image ${file}`;
+    if (image === null) reply(res, 404, `${what}: the shadow kept no such image\n`);
+    else await replyPngFile(res, image, what, "private, max-age=3600");
   }
 }
 

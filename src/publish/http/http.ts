@@ -101,8 +101,6 @@ export interface HttpInterfaceOptions {
    * no unaudited change).
    */
   audit?: AuditStore;
-  /** `candidates.dir`: candidate models are served under `/api/candidates` (docs/candidates.md). */
-  candidatesDir?: string;
 }
 
 /** The HTTP sink: metrics, health and the console, a live view (nothing is held for a scraper that is away). */
@@ -121,7 +119,7 @@ export class HttpInterface implements ResultSink {
   private readonly review: ReviewService | undefined;
   private readonly reviewRoutes: ReviewRoutes | undefined;
   private readonly audit: AuditApi | undefined;
-  private readonly candidates: CandidatesApi | undefined;
+  private readonly candidates: CandidatesApi;
 
   constructor(options: HttpInterfaceOptions) {
     this.config = options.config;
@@ -156,9 +154,7 @@ export class HttpInterface implements ResultSink {
       this.reviewRoutes = new ReviewRoutes(this.review, this.operators);
     }
     if (options.audit !== undefined) this.audit = new AuditApi(options.audit, this.logger);
-    if (options.candidatesDir !== undefined) {
-      this.candidates = new CandidatesApi(this.control, options.candidatesDir, this.logger);
-    }
+    this.candidates = new CandidatesApi(this.control, this.logger);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, req.url, err));
     });
@@ -178,7 +174,7 @@ export class HttpInterface implements ResultSink {
       ...(this.records ? RecordsApi.ROUTES : []),
       ...(this.reviewRoutes ? ReviewRoutes.ROUTES : []),
       ...(this.audit ? AuditApi.ROUTES : []),
-      ...(this.candidates ? CandidatesApi.ROUTES : []),
+      ...CandidatesApi.ROUTES,
       ...(this.console ? WebConsole.ROUTES : []),
     ];
   }
@@ -258,7 +254,7 @@ export class HttpInterface implements ResultSink {
       await this.audit.handle(req, res);
       return;
     }
-    if (this.candidates?.serves(path)) {
+    if (this.candidates.serves(path)) {
       await this.candidates.handle(req, res, path);
       return;
     }

@@ -14,7 +14,6 @@ export const httpSink: SinkFactory = {
           records: config.records,
           collection: config.collection,
           audit,
-          candidatesDir: config.candidates.dir,
         })
       : undefined,
 };

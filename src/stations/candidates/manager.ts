@@ -187,6 +187,12 @@ export class CandidateManager {
     return report;
   }
 
+  /** A kept shadow image's file (see {@link ShadowRuns.imageFile}); refused for an unknown camera. */
+  shadowImage(camera: string, name: string): string | null {
+    this.requireCamera(camera);
+    return this.shadows.imageFile(camera, name) ?? null;
+  }
+
   /** The shadow's evidence, a candidate that cannot be read (a broken manifest) refused in one line naming it. */
   private async report(camera: string): Promise<EvidenceReport | undefined> {
     try {

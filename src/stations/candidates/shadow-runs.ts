@@ -27,4 +27,9 @@ export interface ShadowRuns {
    * labelled set (`offline-eval.json` beside `candidateDir`, if any) and the gates. Undefined without a candidate.
    */
   evidence(camera: string): Promise<EvidenceReport | undefined>;
+  /**
+   * The file of a disagreement image the run of `camera` kept, named as the evidence's image URLs end; undefined
+   * when the name is not one a run writes (no folder part, no `..`) or the file is not there.
+   */
+  imageFile(camera: string, name: string): string | undefined;
 }

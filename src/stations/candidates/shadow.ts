@@ -175,10 +175,6 @@ export class ShadowScheduler implements ShadowRuns {
     });
   }
 
-  /**
-   * The path of a kept disagreement image of `camera` named `name` (as the report's URLs end), or undefined when
-   * the name is not one this scheduler writes (no folder part, no `..`) or the file is not there.
-   */
   imageFile(camera: string, name: string): string | undefined {
     if (!IMAGE_NAME.test(name)) return undefined;
     const file = path.join(this.dirsOf(camera).shadow, SHADOW_IMAGES, name);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { createLogger } from "../../../src/core/log.js";
@@ -12,12 +12,12 @@ import { tempDir } from "../../helpers/tiny-data.js";
 
 test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the report, 404s naming the camera, names checked", async () => {
   const dir = await tempDir("stpmd-cand-routes-");
-  const images = path.join(dir, "cam1", "shadow", "images");
-  await mkdir(images, { recursive: true });
   const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
-  await writeFile(path.join(images, "12-frame.png"), png);
-  await writeFile(path.join(dir, "cam1", "job.json"), "{}");
+  await writeFile(path.join(dir, "12-frame.png"), png);
   const control = new TestLineControl(["cam1", "cam2"]);
+  // where the shadow keeps its images is the control's to say (tested in shadow.test.ts); one file is gone
+  control.shadowImages.set("cam1/12-frame.png", path.join(dir, "12-frame.png"));
+  control.shadowImages.set("cam1/14-frame.png", path.join(dir, "14-frame.png"));
   control.candidateViews = [
     {
       camera: "cam1",
@@ -54,7 +54,6 @@ test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the
     control,
     logger: createLogger("silent"),
     processMetrics: false,
-    candidatesDir: dir,
   });
   await http.start();
   const get = async (route: string, method = "GET") => {
@@ -77,9 +76,17 @@ test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the
     const image = await get("/api/candidates/cam1/images/12-frame.png");
     assert.deepEqual([image.status, image.type], [200, "image/png"]);
     assert.deepEqual(image.body, png);
-    assert.equal((await get("/api/candidates/cam1/images/13-frame.png")).status, 404);
-    assert.equal((await get("/api/candidates/cam9/images/12-frame.png")).status, 404);
-    // outside shadow/images: refused by name, never read
+    const unknown = await get("/api/candidates/cam1/images/13-frame.png");
+    assert.deepEqual(
+      [unknown.status, unknown.body.toString()],
+      [404, "camera cam1: image 13-frame.png: the shadow kept no such image\n"],
+    );
+    const gone = await get("/api/candidates/cam1/images/14-frame.png");
+    assert.deepEqual([gone.status, gone.body.toString()], [404, "camera cam1: image 14-frame.png: ENOENT\n"]);
+    const noCamera = await get("/api/candidates/cam9/images/12-frame.png");
+    assert.equal(noCamera.status, 404);
+    assert.match(noCamera.body.toString(), /unknown camera "cam9"/);
+    // names that could leave the images' folder: refused by name
     for (const name of ["..%2Fjob.json", "..%2F..%2Fcam1%2Fjob.json", "job.json", "a..png", ".hidden.png"]) {
       const res = await get(`/api/candidates/cam1/images/${name}`);
       assert.equal(res.status, 400, name);

@@ -291,7 +291,10 @@ describe("HTTP metrics and health, scraped over loopback", () => {
   test("other paths are 404, other methods 405, HEAD has no body", async () => {
     const missing = await fetch(`${base}/metrics/x`);
     assert.equal(missing.status, 404);
-    assert.equal(await missing.text(), "not found: /metrics/x (routes: /metrics, /healthz, /readyz)\n");
+    assert.equal(
+      await missing.text(),
+      "not found: /metrics/x (routes: /metrics, /healthz, /readyz, /api/candidates, /api/candidates/<camera>/report, /api/candidates/<camera>/images/<file>.png)\n",
+    );
     const post = await fetch(`${base}/metrics`, { method: "POST", body: "x" });
     assert.equal(post.status, 405);
     assert.equal(post.headers.get("allow"), "GET, HEAD");
