@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Camera } from "../src/capture/camera.js";
+import { framesAwaitingVerdict } from "../src/capture/frame-source.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { machineInfo, machineState, median, runJsonChild, writeResults } from "./common.js";
@@ -14,7 +15,7 @@ import { machineInfo, machineState, median, runJsonChild, writeResults } from ".
  * socket, a second event loop, the kernel's work.
  *
  * With `--native`, the capture process with the part record's native frames (records.images.native: a second
- * GStreamer branch at 900×900 into a second appsink, pulled with the model's, the newest held in a 48 MiB ring)
+ * GStreamer branch at 900×900 into a second appsink, pulled with the model's, the newest held as the daemon's defaults hold them)
  * against without, both in capture processes: what keeping native frames costs capture.
  *
  *   node dist/benchmarks/capture-cpu.js [--runs 5] [--seconds 6] [--fps 100] [--native]
@@ -57,7 +58,13 @@ async function measureOne(capture: Capture, seconds: number, fps: number): Promi
       },
     ],
   });
-  const native = capture === "native" ? { native: { maxBytes: 48 * 2 ** 20, maxLongSide: 2048 } } : {};
+  // the daemon's defaults: records.images.native_mb, as many frames as can wait for a verdict
+  const nativeSpec = {
+    maxBytes: config.records.images.native_mb * 2 ** 20,
+    maxFrames: framesAwaitingVerdict(config.inference),
+    maxLongSide: config.collection.max_long_side,
+  };
+  const native = capture === "native" ? { native: nativeSpec } : {};
   const camera = new Camera(config.cameras[0]!, {
     width: 256,
     height: 256,

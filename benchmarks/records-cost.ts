@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -7,7 +8,7 @@ import { bundlePartScore, loadBundle } from "../src/bundle/bundle.js";
 import { completeConfig } from "../src/config/index.js";
 import { createLogger } from "../src/core/log.js";
 import { Daemon } from "../src/daemon/daemon.js";
-import { resizeRgb } from "../src/data/images.js";
+import { listImages, loadRgb, resizeRgb } from "../src/data/images.js";
 import { MosquittoBroker } from "../src/demo/broker.js";
 import { synthesizePart } from "../src/demo/synthetic.js";
 import { partScore } from "../src/stpm/part-score.js";
@@ -45,8 +46,14 @@ import {
  * against the record without them (`scaled`: `records.images.native: false`) and no record (`off`). The capture processes' CPU
  * is counted beside the daemon's (they are children of this process; /proc/<pid>/stat).
  *
+ * With `--bundle DIR --good DIR` a real bundle (its input size replaces `--size`) judges real good parts (that
+ * folder's images, at the source's size) with the noise frames mixed in, still at a threshold between the two; and
+ * `--frames raw` replays raw RGB files as a camera delivers them (no PNG decoding in the pipeline, whose CPU would
+ * otherwise be counted in every mode and shrink the ratios).
+ *
  * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
- *   [--rates 0.01,0.1,1] [--source WxH] [--modes off,on] [--name records-cost]
+ *   [--rates 0.01,0.1,1] [--source WxH] [--modes off,on] [--bundle DIR --good DIR] [--frames png|raw]
+ *   [--name records-cost]
  * Writes results/<name>.{json,md}.
  */
 
@@ -60,13 +67,22 @@ const { values } = parseArgs({
     rates: { type: "string", default: "0.01,0.1,1" },
     source: { type: "string" },
     modes: { type: "string", default: "off,on" },
+    bundle: { type: "string" },
+    good: { type: "string" },
+    frames: { type: "string", default: "png" },
     /** The results' file stem, so a run of one rate does not overwrite the run of all three. */
     name: { type: "string", default: "records-cost" },
   },
 });
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
-const SIZE = Number(values.size);
+const BUNDLE = values.bundle === undefined ? undefined : path.resolve(values.bundle);
+const GOOD = values.good === undefined ? undefined : path.resolve(values.good);
+if ((BUNDLE === undefined) !== (GOOD === undefined)) throw new Error("--bundle and --good go together");
+const RAW = values.frames === "raw";
+if (!["png", "raw"].includes(values.frames)) throw new Error(`--frames: png or raw (got ${values.frames})`);
+/** The model's input side: the bundle's (square) input with --bundle, else --size. */
+const SIZE = BUNDLE === undefined ? Number(values.size) : squareInput(BUNDLE);
 const FPS = Number(values.fps);
 const CAMERAS = Number(values.cameras);
 const WARMUP_S = 3;
@@ -80,38 +96,72 @@ if (!MODES.includes("off") || MODES.some((m) => !["off", "on", "scaled"].include
 /** Files per replay folder: 1 % defects is one noise frame in 100. */
 const FILES = 100;
 
+function squareInput(bundle: string): number {
+  const { input } = JSON.parse(readFileSync(path.join(bundle, "manifest.json"), "utf8")) as {
+    input: { width: number; height: number };
+  };
+  if (input.width !== input.height)
+    throw new Error(`--bundle ${bundle}: input ${input.width}×${input.height} is not square`);
+  return input.width;
+}
+
 async function png(file: string, rgb: Uint8Array): Promise<void> {
   await sharp(rgb, { raw: { width: SIZE, height: SIZE, channels: 3 } })
     .png()
     .toFile(file);
 }
 
+/** A replay file `<stem>.png` (or `.rgb` with --frames raw) of `big`, a frame at the source's size. */
+async function writeSourceFrame(stem: string, big: Uint8Array): Promise<void> {
+  if (RAW) await writeFile(`${stem}.rgb`, big);
+  else
+    await sharp(big, { raw: { width: SOURCE_W, height: SOURCE_H, channels: 3 } })
+      .png()
+      .toFile(`${stem}.png`);
+}
+
 /** A replay file: the frame at the source's size (upscaled from the model's); returns it back at the model's. */
-async function sourcePng(file: string, rgb: Uint8Array): Promise<Uint8Array> {
+async function sourceFrame(stem: string, rgb: Uint8Array): Promise<Uint8Array> {
   if (SOURCE_W === SIZE && SOURCE_H === SIZE) {
-    await png(file, rgb);
+    if (RAW) await writeSourceFrame(stem, rgb);
+    else await png(`${stem}.png`, rgb);
     return rgb;
   }
   const big = await resizeRgb(rgb, SIZE, SIZE, SOURCE_W, SOURCE_H);
-  await sharp(big, { raw: { width: SOURCE_W, height: SOURCE_H, channels: 3 } })
-    .png()
-    .toFile(file);
+  await writeSourceFrame(stem, big);
   return resizeRgb(big, SOURCE_W, SOURCE_H, SIZE, SIZE);
 }
 
-/** A replay folder of FILES frames, `rate` of them noise (spread evenly), the rest good synthetic parts. */
+/** A good frame of the `--good` folder (cycled) as a replay file at the source's size; returns it at the model's. */
+async function goodFrame(stem: string, files: readonly string[], i: number): Promise<Uint8Array> {
+  const big = (await loadRgb(files[i % files.length]!, SOURCE_W, SOURCE_H)).rgb;
+  await writeSourceFrame(stem, big);
+  return resizeRgb(big, SOURCE_W, SOURCE_H, SIZE, SIZE);
+}
+
+/**
+ * A replay folder of FILES frames, `rate` of them noise (spread evenly), the rest good parts: synthetic ones, or
+ * the `--good` folder's images.
+ */
 async function frames(dir: string, rate: number): Promise<{ good: Uint8Array[]; noise: Uint8Array[] }> {
   const made = { good: [] as Uint8Array[], noise: [] as Uint8Array[] };
   await mkdir(dir, { recursive: true });
+  const goodFiles = GOOD === undefined ? [] : await listImages(GOOD, "--good folder");
   const random = new Random(5);
   const defects = Math.round(rate * FILES);
   for (let i = 0; i < FILES; i++) {
     const isDefect =
       defects > 0 && Math.floor((i * defects) / FILES) !== Math.floor(((i + 1) * defects) / FILES);
-    const rgb = isDefect
-      ? new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(random.next() * 256))
-      : synthesizePart(SIZE, 500 + i, "none").rgb;
-    const seen = await sourcePng(path.join(dir, `${String(i).padStart(3, "0")}.png`), rgb);
+    const stem = path.join(dir, String(i).padStart(3, "0"));
+    const seen =
+      isDefect || GOOD === undefined
+        ? await sourceFrame(
+            stem,
+            isDefect
+              ? new Uint8Array(SIZE * SIZE * 3).map(() => Math.floor(random.next() * 256))
+              : synthesizePart(SIZE, 500 + i, "none").rgb,
+          )
+        : await goodFrame(stem, goodFiles, i);
     (isDefect ? made.noise : made.good).push(seen);
   }
   return made;
@@ -166,9 +216,12 @@ async function run(
     model: { bundle, watch: false },
     cameras: Array.from({ length: CAMERAS }, (_, i) => ({
       id: `cam${i}`,
-      source:
-        `multifilesrc location=${dir}/%03d.png index=${(i * 37) % FILES} loop=true ` +
-        `caps=image/png,framerate=${FPS}/1 ! pngdec ! identity sync=true`,
+      source: RAW
+        ? `multifilesrc location=${dir}/%03d.rgb index=${(i * 37) % FILES} loop=true ` +
+          `caps=video/x-raw,format=RGB,width=${SOURCE_W},height=${SOURCE_H},framerate=${FPS}/1 ` +
+          "! rawvideoparse use-sink-caps=true ! identity sync=true"
+        : `multifilesrc location=${dir}/%03d.png index=${(i * 37) % FILES} loop=true ` +
+          `caps=image/png,framerate=${FPS}/1 ! pngdec ! identity sync=true`,
       threshold: { value: threshold },
     })),
     mqtt: {
@@ -245,8 +298,8 @@ async function run(
 async function main(): Promise<void> {
   const before = await machineState();
   const work = await mkdtemp(path.join(os.tmpdir(), "stpmd-records-cost-"));
-  const bundle = path.join(work, "model");
-  await trainTinyBundle(work, bundle, 1, SIZE);
+  const bundle = BUNDLE ?? path.join(work, "model");
+  if (BUNDLE === undefined) await trainTinyBundle(work, bundle, 1, SIZE);
   const made = [];
   for (const rate of RATES) made.push(await frames(path.join(work, `frames-${rate}`), rate));
   const threshold = await calibrate(
@@ -307,6 +360,9 @@ async function main(): Promise<void> {
     before,
     after,
     size: SIZE,
+    bundle: BUNDLE ?? "a small bundle trained in the run",
+    good: GOOD ?? "synthetic parts",
+    frames: values.frames,
     source: { width: SOURCE_W, height: SOURCE_H },
     modes: MODES,
     offered_fps: FPS * CAMERAS,
@@ -320,12 +376,14 @@ async function main(): Promise<void> {
     values.rates === "0.01,0.1,1" ? "" : ` --rates ${values.rates}`,
     values.source === undefined ? "" : ` --source ${values.source}`,
     values.modes === "off,on" ? "" : ` --modes ${values.modes}`,
+    BUNDLE === undefined ? "" : ` --bundle ${values.bundle} --good ${values.good}`,
+    RAW ? " --frames raw" : "",
     values.name === "records-cost" ? "" : ` --name ${values.name}`,
   ].join("");
   const md = [
     "# The part record's cost on the daemon",
     "",
-    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}${options}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SOURCE_W}×${SOURCE_H} PNGs offered ${FPS} frames/s each, a small bundle at ${SIZE}², local mosquitto; records off and each mode alternating (on: native frames, scaled: records.images.native false), ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: user + system time per inspected frame, of the daemon's process and of its capture processes. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
+    `\`node dist/benchmarks/records-cost.js --runs ${RUNS} --seconds ${SECONDS} --size ${SIZE} --fps ${FPS} --cameras ${CAMERAS}${options}\` on ${String(report.machine.cpu)} (${String(report.machine.logical_cpus)} cores, shared): ${CAMERAS} replay cameras of ${SOURCE_W}×${SOURCE_H} ${RAW ? "raw RGB frames" : "PNGs"} offered ${FPS} frames/s each, ${BUNDLE === undefined ? `a small bundle at ${SIZE}² judging synthetic parts` : `the bundle ${path.basename(BUNDLE)} at ${SIZE}² judging the images of ${values.good}`} and noise frames (the defects) at a threshold between the two, local mosquitto; records off and each mode alternating (on: native frames, scaled: records.images.native false), ${RUNS} runs each of ${SECONDS} s after ${WARMUP_S} s of warm-up, medians; CPU: user + system time per inspected frame, of the daemon's process and of its capture processes. Load before ${JSON.stringify(before.loadavg)}, after ${JSON.stringify(after.loadavg)}.`,
     "",
     "| defects (measured) | mode | frames/s off | frames/s on | on / off | CPU ms/frame daemon off / on | capture off / on | total on / off | main thread ms/frame off / on | capture→publish p50 off / on ms | p99 off / on ms | rows dropped | images saved / left out / native missed |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

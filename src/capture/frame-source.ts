@@ -78,10 +78,20 @@ export function sourceSpec(
   };
 }
 
-/** Native frames (records.images.native): the memory they may take, and their long-side cap. */
+/** Native frames (records.images.native): the memory they may take, how many, and their long-side cap. */
 export interface NativeSpec {
   maxBytes: number;
+  /** The most frames whose verdict can still be pending ({@link framesAwaitingVerdict}): no more are kept. */
+  maxFrames: number;
   maxLongSide: number;
+}
+
+/**
+ * The most frames of one camera that can be captured and still wait for their verdict: a full inference queue (all
+ * of it this camera's, at worst), the batch being judged, and the batch whose results are being recorded.
+ */
+export function framesAwaitingVerdict(inference: { queue_size: number; max_batch: number }): number {
+  return inference.queue_size + 2 * inference.max_batch;
 }
 
 /** A frame as a source captures it, before the camera numbers it. */

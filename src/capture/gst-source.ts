@@ -210,7 +210,8 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     this.trigger = spec.trigger;
     this.roi = spec.roi;
     this.originalMaxLongSide = spec.originalMaxLongSide;
-    this.nativeRing = spec.native === null ? null : new NativeRing(spec.native.maxBytes);
+    this.nativeRing =
+      spec.native === null ? null : new NativeRing(spec.native.maxBytes, spec.native.maxFrames);
   }
 
   /** False once the pipeline cannot be replayed (dynamic pads): each further run would build, and leak, another. */

@@ -836,8 +836,8 @@ export const configSchema = Type.Object(
             }),
             native_mb: Type.Integer({
               description:
-                'Memory, per camera, for the native frames waiting for their verdict (in the camera\'s capture process); a defect whose frame is no longer held when its verdict comes is saved as the model saw it (counted: stpmd_records_images_total{outcome="native_missed"}). 48 MiB hold 10 frames of 1500×1000.',
-              default: 48,
+                'Memory, per camera, for the native frames waiting for their verdict (in the camera\'s capture process). It holds at most as many frames as can wait for a verdict (inference.queue_size + 2 × inference.max_batch: 48 by default), so small frames take less; 128 MiB hold all 48 up to 960×960, 29 of 1500×1000. A defect whose frame is no longer held when its verdict comes (a full queue of large frames) is saved as the model saw it (counted: stpmd_records_images_total{outcome="native_missed"}).',
+              default: 128,
               minimum: 1,
               maximum: 4096,
             }),

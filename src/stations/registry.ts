@@ -1,6 +1,7 @@
 import path from "node:path";
 import { bundleGeometry, bundlePartScore, loadBundle, type Manifest } from "../bundle/bundle.js";
 import { Camera } from "../capture/camera.js";
+import { framesAwaitingVerdict } from "../capture/frame-source.js";
 import {
   type CameraConfig,
   cameraChanges,
@@ -690,6 +691,7 @@ export class StationRegistry {
         ? {
             native: {
               maxBytes: this.config.records.images.native_mb * 2 ** 20,
+              maxFrames: framesAwaitingVerdict(this.config.inference),
               maxLongSide: this.config.collection.max_long_side,
             },
           }

@@ -776,12 +776,17 @@ describe("Camera: native frames (records.images.native)", () => {
     return [f.rgb[i]!, f.rgb[i + 1]!, f.rgb[i + 2]!];
   };
 
-  function nativeCamera(source: string, maxBytes: number, size = { width: 40, height: 30 }): Camera {
+  function nativeCamera(
+    source: string,
+    maxBytes: number,
+    size = { width: 40, height: 30 },
+    maxFrames = 64,
+  ): Camera {
     return new Camera(cameraConfig({ id: "cam", stall_timeout_s: 0, source }), {
       ...size,
       logger,
       originalMaxLongSide: 2048,
-      native: { maxBytes, maxLongSide: 2048 },
+      native: { maxBytes, maxFrames, maxLongSide: 2048 },
     });
   }
 
@@ -848,29 +853,36 @@ describe("Camera: native frames (records.images.native)", () => {
     for (const frame of rec.frames) assert.equal(frame.native, undefined);
   });
 
-  test("only the newest frames within native.maxBytes are held; older ones answer null", async () => {
-    const dir = await nativeReplay();
-    const camera = nativeCamera(replaySourceOf(dir, 25), 3 * W * H * 3);
-    const answers: Array<{ seq: number; newest: boolean; old: boolean }> = [];
-    camera.on("frame", (frame) => {
-      if (frame.seq < 8) return;
-      void Promise.all([camera.nativeFrame(frame.seq), camera.nativeFrame(frame.seq - 8)]).then(
-        ([newest, old]) => answers.push({ seq: frame.seq, newest: newest !== null, old: old !== null }),
+  for (const [bound, maxBytes, maxFrames] of [
+    ["native.maxBytes", 3 * W * H * 3, 64],
+    ["native.maxFrames", 48 * 2 ** 20, 3],
+  ] as const)
+    test(`only the newest frames within ${bound} are held; older ones answer null`, async () => {
+      const dir = await nativeReplay();
+      const camera = nativeCamera(replaySourceOf(dir, 25), maxBytes, undefined, maxFrames);
+      const answers: Array<{ seq: number; newest: boolean; old: boolean }> = [];
+      camera.on("frame", (frame) => {
+        if (frame.seq < 8) return;
+        void Promise.all([camera.nativeFrame(frame.seq), camera.nativeFrame(frame.seq - 8)]).then(
+          ([newest, old]) => answers.push({ seq: frame.seq, newest: newest !== null, old: old !== null }),
+        );
+      });
+      camera.start();
+      try {
+        await until(() => answers.length >= 6, 10_000, "6 answers");
+      } finally {
+        camera.stop();
+      }
+      assert.ok(
+        answers.every((a) => !a.old),
+        `frames 8 older are gone: ${JSON.stringify(answers)}`,
       );
+      assert.ok(
+        answers.filter((a) => a.newest).length >= 5,
+        `the newest are held: ${JSON.stringify(answers)}`,
+      );
+      assert.equal(await camera.nativeFrame(answers[0]!.seq), null, "a stopped camera holds nothing");
     });
-    camera.start();
-    try {
-      await until(() => answers.length >= 6, 10_000, "6 answers");
-    } finally {
-      camera.stop();
-    }
-    assert.ok(
-      answers.every((a) => !a.old),
-      `frames 8 older are gone: ${JSON.stringify(answers)}`,
-    );
-    assert.ok(answers.filter((a) => a.newest).length >= 5, `the newest are held: ${JSON.stringify(answers)}`);
-    assert.equal(await camera.nativeFrame(answers[0]!.seq), null, "a stopped camera holds nothing");
-  });
 
   test("an ROI larger than the long-side cap is held scaled down with its aspect kept, and cropped", async () => {
     const dir = await nativeReplay();
@@ -883,7 +895,7 @@ describe("Camera: native frames (records.images.native)", () => {
         height: 30,
         logger,
         originalMaxLongSide: 112,
-        native: { maxBytes: 48 * 2 ** 20, maxLongSide: 112 },
+        native: { maxBytes: 48 * 2 ** 20, maxFrames: 64, maxLongSide: 112 },
       },
     );
     const held: Array<{ width: number; height: number; rgb: Uint8Array } | null> = [];
@@ -926,7 +938,7 @@ describe("Camera: native frames (records.images.native)", () => {
         height: 30,
         logger,
         originalMaxLongSide: 2048,
-        native: { maxBytes: 48 * 2 ** 20, maxLongSide: 2048 },
+        native: { maxBytes: 48 * 2 ** 20, maxFrames: 64, maxLongSide: 2048 },
         resetAfterMs: 100,
       },
     );
