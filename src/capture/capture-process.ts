@@ -57,7 +57,10 @@ function exit(): void {
 }
 
 source.on("frame", (frame) => {
-  if (framesInFlight >= MAX_FRAMES_IN_FLIGHT) return;
+  if (framesInFlight >= MAX_FRAMES_IN_FLIGHT) {
+    if ("rgb" in frame && frame.native !== undefined) source.dropNative(frame.native.ref);
+    return;
+  }
   framesInFlight++;
   // the counters first: the pipeline that made this frame is counted by the time the daemon sees the frame
   sendCounters();

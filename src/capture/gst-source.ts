@@ -283,6 +283,15 @@ export class GstSource extends EventEmitter<FrameSourceEvents> implements FrameS
     return Promise.resolve(this.nativeRing?.get(ref) ?? null);
   }
 
+  /**
+   * Lets native frame `ref` go: its frame was dropped before the daemon saw it (the capture process's frames in
+   * flight), so no verdict will ask for it, and it would take a place in the ring that a frame awaiting its
+   * verdict needs.
+   */
+  dropNative(ref: number): void {
+    this.nativeRing?.delete(ref);
+  }
+
   counters(): SourceCounters {
     return { badFrames: this.badFrames, pipelines: this.pipelines };
   }

@@ -28,6 +28,14 @@ export class NativeRing {
     }
   }
 
+  /** Lets a frame go that nobody will ask for (its frame was never sent on). */
+  delete(ref: number): void {
+    const frame = this.frames.get(ref);
+    if (frame === undefined) return;
+    this.frames.delete(ref);
+    this.bytes -= frame.rgb.byteLength;
+  }
+
   get(ref: number): NativeFrame | undefined {
     return this.frames.get(ref);
   }

@@ -35,6 +35,19 @@ test("no more frames are kept than can wait for a verdict, however small they ar
   );
 });
 
+test("a frame let go frees its place and its bytes", () => {
+  const ring = new NativeRing(900, 3);
+  for (let ref = 1; ref <= 3; ref++) ring.add(ref, frame(300));
+  ring.delete(2);
+  ring.delete(7);
+  ring.add(4, frame(300));
+  assert.deepEqual(
+    [1, 2, 3, 4].map((ref) => ring.get(ref) !== undefined),
+    [true, false, true, true],
+    "frame 1 stays: the bytes and the count have room again",
+  );
+});
+
 test("the frames that can wait for a verdict: a full queue, a batch judged, a batch recorded", () => {
   assert.equal(framesAwaitingVerdict({ queue_size: 32, max_batch: 8 }), 48);
   assert.equal(framesAwaitingVerdict({ queue_size: 4, max_batch: 1 }), 6);
