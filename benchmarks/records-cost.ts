@@ -302,6 +302,8 @@ async function main(): Promise<void> {
   if (BUNDLE === undefined) await trainTinyBundle(work, bundle, 1, SIZE);
   const made = [];
   for (const rate of RATES) made.push(await frames(path.join(work, `frames-${rate}`), rate));
+  // the threshold lies between good and noise frames: a run of 100 % defects alone replays no good ones
+  if (made.every((m) => m.good.length === 0)) made.push(await frames(path.join(work, "frames-good"), 0));
   const threshold = await calibrate(
     bundle,
     made.flatMap((m) => m.good),
