@@ -53,7 +53,7 @@ import {
  *
  * Run: node dist/benchmarks/records-cost.js [--runs 3] [--seconds 8] [--size 128] [--fps 250] [--cameras 2]
  *   [--rates 0.01,0.1,1] [--source WxH] [--modes off,on] [--bundle DIR --good DIR] [--frames png|raw]
- *   [--name records-cost]
+ *   [--png-compression 6] [--name records-cost]
  * Writes results/<name>.{json,md}.
  */
 
@@ -70,6 +70,7 @@ const { values } = parseArgs({
     bundle: { type: "string" },
     good: { type: "string" },
     frames: { type: "string", default: "png" },
+    "png-compression": { type: "string", default: "6" },
     /** The results' file stem, so a run of one rate does not overwrite the run of all three. */
     name: { type: "string", default: "records-cost" },
   },
@@ -84,6 +85,8 @@ if (!["png", "raw"].includes(values.frames)) throw new Error(`--frames: png or r
 /** The model's input side: the bundle's (square) input with --bundle, else --size. */
 const SIZE = BUNDLE === undefined ? Number(values.size) : squareInput(BUNDLE);
 const FPS = Number(values.fps);
+/** records.images.png_compression of the runs with the record on. */
+const PNG_COMPRESSION = Number(values["png-compression"]);
 const CAMERAS = Number(values.cameras);
 const WARMUP_S = 3;
 const RATES = values.rates.split(",").map(Number);
@@ -234,7 +237,7 @@ async function run(
     records: {
       enabled: records,
       dir: path.join(work, `records-${name}`),
-      images: { native: mode === "on" },
+      images: { native: mode === "on", png_compression: PNG_COMPRESSION },
     },
     log: { level: "error" },
     health: { watchdog: false },
@@ -365,6 +368,7 @@ async function main(): Promise<void> {
     bundle: BUNDLE ?? "a small bundle trained in the run",
     good: GOOD ?? "synthetic parts",
     frames: values.frames,
+    png_compression: PNG_COMPRESSION,
     source: { width: SOURCE_W, height: SOURCE_H },
     modes: MODES,
     offered_fps: FPS * CAMERAS,
@@ -380,6 +384,7 @@ async function main(): Promise<void> {
     values.modes === "off,on" ? "" : ` --modes ${values.modes}`,
     BUNDLE === undefined ? "" : ` --bundle ${values.bundle} --good ${values.good}`,
     RAW ? " --frames raw" : "",
+    PNG_COMPRESSION === 6 ? "" : ` --png-compression ${PNG_COMPRESSION}`,
     values.name === "records-cost" ? "" : ` --name ${values.name}`,
   ].join("");
   const md = [

@@ -149,7 +149,7 @@ async function deliverCost(
       enabled: true,
       dir,
       labelled_dir: `${dir}-labelled`,
-      images: { defects: true, native: false, native_mb: 48, normal_sample: 0 },
+      images: { defects: true, native: false, native_mb: 48, png_compression: 6, normal_sample: 0 },
       retention: { max_age_days: 365, max_rows: 1e9, max_bytes: 1e12 },
       file_mode: "0640",
       dir_mode: "0750",

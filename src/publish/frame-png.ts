@@ -12,13 +12,16 @@ import type { FrameOriginal } from "../core/frame.js";
 /** A frame's pixels: packed RGB (as inspected, or at native resolution) or RGBA, as an original is held. */
 export type FramePixels = FrameOriginal;
 
-/** The PNG of a frame's pixels. */
-export function framePng(pixels: FramePixels): Promise<Buffer> {
+/**
+ * The PNG of a frame's pixels, at zlib `compressionLevel` (0–9; libpng's default, 6, unless given): the level trades
+ * the CPU of encoding for bytes on disk (docs/records.md, Measured).
+ */
+export function framePng(pixels: FramePixels, compressionLevel = 6): Promise<Buffer> {
   const image =
     "rgba" in pixels
       ? sharp(pixels.rgba, { raw: { width: pixels.width, height: pixels.height, channels: 4 } }).removeAlpha()
       : sharp(pixels.rgb, { raw: { width: pixels.width, height: pixels.height, channels: 3 } });
-  return image.png().toBuffer();
+  return image.png({ compressionLevel }).toBuffer();
 }
 
 /**

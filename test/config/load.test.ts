@@ -175,7 +175,7 @@ describe("loadConfig defaults", () => {
         enabled: true,
         dir: "/var/lib/stpmd/records",
         labelled_dir: "/var/lib/stpmd/labelled",
-        images: { defects: true, native: true, native_mb: 128, normal_sample: 1000 },
+        images: { defects: true, native: true, native_mb: 128, png_compression: 6, normal_sample: 1000 },
         retention: { max_age_days: 30, max_rows: 20000000, max_bytes: 8589934592 },
         file_mode: "0640",
         dir_mode: "0750",

@@ -47,6 +47,8 @@ export interface WriterOptions {
   maxAgeMs: number;
   maxRows: number;
   maxBytes: number;
+  /** zlib level of the frames' PNGs (records.images.png_compression; libpng's 6 when not given). */
+  pngCompression?: number;
   /** Least time between two retention passes (the first runs at open). */
   retainEveryMs?: number;
 }
@@ -445,7 +447,7 @@ export class RecordWriter {
     try {
       // the map is on the model's grid: the frame's, unless the frame was kept at native resolution
       const grid = image.mapSize ?? image.pixels;
-      const png = await framePng(image.pixels);
+      const png = await framePng(image.pixels, this.options.pngCompression);
       await this.inImageFolder(relDir, () =>
         writePng(path.join(this.options.dir, `${base}.png`), png, this.options.fileMode),
       );

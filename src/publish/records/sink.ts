@@ -35,6 +35,7 @@ export function writerOptions(config: RecordsConfig): WriterOptions {
     maxAgeMs: config.retention.max_age_days * DAY_MS,
     maxRows: config.retention.max_rows,
     maxBytes: config.retention.max_bytes,
+    pngCompression: config.images.png_compression,
   };
 }
 

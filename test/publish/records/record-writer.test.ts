@@ -11,6 +11,8 @@ import {
   RECORDS_DB,
 } from "../../../src/publish/record-store.js";
 import { RecordWriter, walHeaderProblem } from "../../../src/publish/records/record-writer.js";
+import { writerOptions } from "../../../src/publish/records/sink.js";
+import { testConfig } from "../../helpers/config.js";
 import { capturingLogger } from "../../helpers/logs.js";
 import { recordJob, writerOptionsFor } from "../../helpers/records.js";
 import { tempDir } from "../../helpers/tiny-data.js";
@@ -298,4 +300,34 @@ test("pages of a query are newest first and every filter narrows them", async ()
     /from: "yesterday" is not an ISO 8601 time/,
   );
   db.close();
+});
+
+test("records.images.png_compression: the frames' PNGs at that zlib level, larger at 0 than at 9, the same pixels", async () => {
+  // a smooth 128×96 gradient: compressible, so the levels differ in bytes
+  const [width, height] = [128, 96];
+  const rgb = new Uint8Array(width * height * 3).map((_, i) => (Math.floor(i / 3) % width) * 2);
+  const saved: Record<number, { bytes: number; pixels: Uint8Array }> = {};
+  for (const level of [0, 9]) {
+    const dir = await tempDir(`stpmd-records-png${level}-`);
+    const config = testConfig({ records: { dir, images: { png_compression: level } } }).records;
+    const writer = new RecordWriter(writerOptions(config), capturingLogger().logger);
+    const job = recordJob(0, { verdict: "defect", image: true });
+    job.image!.pixels = { width, height, rgb };
+    job.image!.mapSize = { width: 16, height: 16 };
+    await writer.write([job]);
+    writer.close();
+    const [row] = read(dir);
+    const file = path.join(dir, row!.image!);
+    saved[level] = {
+      bytes: (await stat(file)).size,
+      pixels: new Uint8Array(await sharp(file).raw().toBuffer()),
+    };
+  }
+  assert.ok(
+    saved[0]!.bytes > 2 * saved[9]!.bytes,
+    `level 0: ${saved[0]!.bytes} bytes, level 9: ${saved[9]!.bytes}`,
+  );
+  assert.ok(saved[0]!.bytes >= rgb.byteLength, "level 0 stores the pixels uncompressed");
+  assert.deepEqual(saved[0]!.pixels, rgb);
+  assert.deepEqual(saved[9]!.pixels, rgb);
 });
