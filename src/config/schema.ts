@@ -843,7 +843,7 @@ export const configSchema = Type.Object(
             }),
             png_compression: Type.Integer({
               description:
-                "zlib level (0–9) of the saved frames' PNGs: lower encodes faster into larger files. A 900×900 frame: 25 ms and 857 KiB at 6, 11 ms and 1.1 MiB at 1, 4 ms and 2.3 MiB at 0; with native frames at 10 % defects on a saturated 2-core box, 0.55 of the throughput without the record at 6, 0.70 at 1, 0.73 at 0 (docs/records.md, Measured). Maps are always level 6: they are small.",
+                "zlib level (0–9) of the saved frames' PNGs: lower encodes faster into larger files (one 900×900 bottle frame, timed once, not committed: 25 ms and 857 KiB at 6, 11 ms and 1.1 MiB at 1, 4 ms and 2.3 MiB at 0); with native frames at 10 % defects on a saturated 2-core box, 0.55 of the throughput without the record at 6, 0.70 at 1, 0.73 at 0 (docs/records.md, Measured). Maps are always level 6: they are small.",
               default: 6,
               minimum: 0,
               maximum: 9,
