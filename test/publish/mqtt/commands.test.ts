@@ -49,15 +49,30 @@ class Operator {
     return operator;
   }
 
-  /** Publishes `body` (JSON-encoded unless a string) to `<prefix>/command/<name>`; resolves with the next response. */
+  /**
+   * Publishes `body` (JSON-encoded unless a string) to `<prefix>/command/<name>`; resolves with the next response,
+   * skipping those that name another transaction than the body's: another client's responses on the same topic
+   * (this one subscribes to all of them) may still be arriving. A refused request's response may name none.
+   */
   async send(name: string, body: unknown): Promise<CommandResponsePayload> {
     const seen = this.responses.length;
     const payload = typeof body === "string" ? body : JSON.stringify(body);
+    const transaction =
+      typeof body === "object" && body !== null && "transaction" in body ? body.transaction : undefined;
     await this.client.publishAsync(`${this.prefix}/command/${name}`, payload, { qos: 1 });
     const topic = `${this.prefix}/command/${name}/response`;
     const response = await waitFor(
       `a response on ${topic}`,
-      () => this.responses.slice(seen).find((r) => r.topic === topic),
+      () =>
+        this.responses
+          .slice(seen)
+          .find(
+            (r) =>
+              r.topic === topic &&
+              (transaction === undefined ||
+                r.payload.transaction === undefined ||
+                r.payload.transaction === transaction),
+          ),
       WAIT_MS,
     );
     return response.payload;
