@@ -31,6 +31,18 @@ export function testBundleSummary(version: string): BundleSummary {
   };
 }
 
+/** A camera's candidate view with live model "L" and, unless null, candidate "C"; no job, shadow or previous. */
+export function testCandidateView(camera: string, candidate: string | null = "C"): CandidateView {
+  return {
+    camera,
+    live: testBundleSummary("L"),
+    candidate: candidate === null ? null : testBundleSummary(candidate),
+    job: null,
+    shadow: null,
+    previous: null,
+  };
+}
+
 /** What the control feeds results to: an output under test (its per-result and per-batch entry points). */
 export interface ResultListener {
   onResult?(result: InspectionResult): void;

@@ -6,7 +6,7 @@ import { createLogger } from "../../../src/core/log.js";
 import type { EvidenceReport } from "../../../src/publish/candidates.js";
 import { HttpInterface } from "../../../src/publish/http/http.js";
 import { testConfig } from "../../helpers/config.js";
-import { TestLineControl, testBundleSummary } from "../../helpers/line-control.js";
+import { TestLineControl, testBundleSummary, testCandidateView } from "../../helpers/line-control.js";
 import { freeLoopbackPort } from "../../helpers/mosquitto.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 
@@ -18,24 +18,7 @@ test("GET /api/candidates, …/<camera>/report and …/images/<file>: views, the
   // where the shadow keeps its images is the control's to say (tested in shadow.test.ts); one file is gone
   control.shadowImages.set("cam1/12-frame.png", path.join(dir, "12-frame.png"));
   control.shadowImages.set("cam1/14-frame.png", path.join(dir, "14-frame.png"));
-  control.candidateViews = [
-    {
-      camera: "cam1",
-      live: testBundleSummary("L"),
-      candidate: testBundleSummary("C"),
-      job: null,
-      shadow: null,
-      previous: null,
-    },
-    {
-      camera: "cam2",
-      live: testBundleSummary("L"),
-      candidate: null,
-      job: null,
-      shadow: null,
-      previous: null,
-    },
-  ];
+  control.candidateViews = [testCandidateView("cam1"), testCandidateView("cam2", null)];
   const report: EvidenceReport = {
     camera: "cam1",
     generated_at: "2026-12-01T00:00:00.000Z",

@@ -690,6 +690,17 @@ describe("a camera's Model folder: the candidate loop over OPC UA", () => {
     );
   });
 
+  /** cam1's Model variables as candidateView("cam1") makes them. */
+  const CAM1_MODEL = {
+    LiveVersion: "20261201T000000Z",
+    CandidateVersion: "20261206T120000Z",
+    JobState: "running",
+    JobEpoch: 3,
+    JobEpochs: 20,
+    ShadowFrames: 41,
+    ShadowState: "running",
+  };
+
   test("the variables follow the control's candidates(); a camera without a view reads empty", async () => {
     const { control } = server;
     const view = candidateView("cam1");
@@ -699,15 +710,7 @@ describe("a camera's Model folder: the candidate loop over OPC UA", () => {
     control.candidateViews = [view];
     // a method's answer clears the cache: what it changed reads at once, not a cache period later
     assert.equal((await callModel(plc, "cam1", "StartShadow")).status, "Good");
-    assert.deepEqual(await readModel("cam1"), {
-      LiveVersion: "20261201T000000Z",
-      CandidateVersion: "20261206T120000Z",
-      JobState: "running",
-      JobEpoch: 3,
-      JobEpochs: 20,
-      ShadowFrames: 41,
-      ShadowState: "running",
-    });
+    assert.deepEqual(await readModel("cam1"), CAM1_MODEL);
     assert.deepEqual(await readModel("cam2"), {
       LiveVersion: "",
       CandidateVersion: "",
@@ -760,15 +763,7 @@ describe("a camera's Model folder: the candidate loop over OPC UA", () => {
         await plc.read("cam1.Model.JobEpoch");
         return failures > 0;
       });
-      assert.deepEqual(await readModel("cam1"), {
-        LiveVersion: "20261201T000000Z",
-        CandidateVersion: "20261206T120000Z",
-        JobState: "running",
-        JobEpoch: 3,
-        JobEpochs: 20,
-        ShadowFrames: 41,
-        ShadowState: "running",
-      });
+      assert.deepEqual(await readModel("cam1"), CAM1_MODEL);
     } finally {
       control.candidates = candidates;
     }

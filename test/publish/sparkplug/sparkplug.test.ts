@@ -13,7 +13,7 @@ import type { Logger } from "../../../src/core/log.js";
 import { SparkplugNode } from "../../../src/publish/sparkplug/sparkplug.js";
 import { defectEventId } from "../../../src/publish/topics.js";
 import { testConfig } from "../../helpers/config.js";
-import { TestLineControl, testBundleSummary } from "../../helpers/line-control.js";
+import { TestLineControl, testCandidateView } from "../../helpers/line-control.js";
 import { MosquittoBroker, TcpGate } from "../../helpers/mosquitto.js";
 import { tempDir } from "../../helpers/tiny-data.js";
 import { waitFor } from "../../helpers/wait.js";
@@ -479,16 +479,7 @@ describe("Sparkplug B edge node", () => {
 
   test("Model/* DCMD: candidate commands through the control as sparkplug, declared in DBIRTH, refusals logged", async () => {
     const { control, host, lines, makeNode } = await setUp(broker.url);
-    control.candidateViews = [
-      {
-        camera: "cam1",
-        live: testBundleSummary("L"),
-        candidate: testBundleSummary("C"),
-        job: null,
-        shadow: null,
-        previous: null,
-      },
-    ];
+    control.candidateViews = [testCandidateView("cam1")];
     const node = makeNode();
     await node.start();
     try {
