@@ -30,7 +30,7 @@ const CHILD_ENTRY = new URL("./retrain-child.js", import.meta.url);
  * through it with `--pdeathsig KILL`, so the kernel kills the child the moment its daemon dies, however busy or
  * niced the child is. The child's own watch (its IPC channel's disconnect) runs on its event loop, which training
  * holds: a SIGKILLed `stpmd run` left its child running 3.9 s on an idle 2-core box, 32 s with both cores busy
- * (test/faults/candidates.test.ts, before this). Without setpriv, that watch is all there is.
+ * (timed around test/faults/candidates.test.ts's wait by a temporary line, before this; 113 ms after). Without setpriv, that watch is all there is.
  */
 const SETPRIV = executableOnPath("setpriv");
 
